@@ -1,0 +1,27 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "addon.h"
+
+void weavets_throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error, errnum;
+  const char *name = strerrorname_np(err);
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, err, &errnum);
+  napi_set_named_property(env, error, "errno", errnum);
+  napi_throw(env, error);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  if (weavets_init_tap(env, exports) != napi_ok) return NULL;
+  if (weavets_init_udp(env, exports) != napi_ok) return NULL;
+  if (weavets_init_netns(env, exports) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

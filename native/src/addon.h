@@ -1,0 +1,14 @@
+#ifndef WEAVETS_ADDON_H
+#define WEAVETS_ADDON_H
+
+#include <node_api.h>
+
+/* Each unit registers its functions/classes on the exports object. */
+napi_status weavets_init_tap(napi_env env, napi_value exports);
+napi_status weavets_init_udp(napi_env env, napi_value exports);
+napi_status weavets_init_netns(napi_env env, napi_value exports);
+
+/* Throw a JS Error carrying errno as `code` (e.g. "EMSGSIZE") and `errno`. */
+void weavets_throw_errno(napi_env env, const char *what, int err);
+
+#endif

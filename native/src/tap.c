@@ -1,0 +1,3 @@
+#include "addon.h"
+
+napi_status weavets_init_tap(napi_env env, napi_value exports) { return napi_ok; }

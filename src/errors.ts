@@ -1,0 +1,41 @@
+/**
+ * Errors that cross a boundary (API, CLI, later CNI and Docker) carry a stable code.
+ * Each surface maps codes to its own format in one place.
+ */
+export type WeavetsErrorCode =
+  | 'EWEAVETS_BAD_REQUEST'
+  | 'EWEAVETS_NOT_FOUND'
+  | 'EWEAVETS_CONFLICT'
+  | 'EWEAVETS_RANGE_EXHAUSTED'
+  | 'EWEAVETS_NOT_RUNNING'
+  | 'EWEAVETS_ALREADY_RUNNING'
+  | 'EWEAVETS_INTERNAL';
+
+export class WeavetsError extends Error {
+  constructor(
+    readonly code: WeavetsErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'WeavetsError';
+  }
+}
+
+/** HTTP status for an error code, used by the API server. */
+export function httpStatusOf(code: WeavetsErrorCode): number {
+  switch (code) {
+    case 'EWEAVETS_BAD_REQUEST':
+      return 400;
+    case 'EWEAVETS_NOT_FOUND':
+      return 404;
+    case 'EWEAVETS_CONFLICT':
+    case 'EWEAVETS_ALREADY_RUNNING':
+      return 409;
+    case 'EWEAVETS_RANGE_EXHAUSTED':
+      return 507;
+    case 'EWEAVETS_NOT_RUNNING':
+      return 503;
+    case 'EWEAVETS_INTERNAL':
+      return 500;
+  }
+}
