@@ -1,0 +1,87 @@
+/**
+ * Router and data path metrics. The frame path keeps plain counters in its own objects
+ * (a prom-client label lookup per frame would cost more than forwarding the frame); these
+ * collectors read them when Prometheus scrapes.
+ */
+import { Gauge, type Registry } from 'prom-client';
+import type { Datapath } from '../datapath/types';
+import type { Router } from '../router/router';
+import { parsePeerName } from '../router/peername';
+
+export function registerDaemonMetrics(registry: Registry, router: Router, datapath: Datapath): void {
+  const peerLabels = ['peer', 'nickname'] as const;
+  const perPeer = (name: string, help: string, pick: (s: NonNullable<ReturnType<Datapath['peerStatus']>>) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: peerLabels,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of router.connectionStatus()) {
+          if (c.peer === '') continue;
+          const s = datapath.peerStatus(parsePeerName(c.peer));
+          if (s) this.set({ peer: c.peer, nickname: c.nickname }, pick(s));
+        }
+      },
+    });
+  };
+  // Counters in meaning; exported as gauges set from the data path's own totals.
+  perPeer('weavets_frames_in_total', 'Frames received from a peer (as next hop).', (s) => s.framesIn);
+  perPeer('weavets_frames_out_total', 'Frames sent to a peer (as next hop).', (s) => s.framesOut);
+  perPeer('weavets_bytes_in_total', 'Frame bytes received from a peer.', (s) => s.bytesIn);
+  perPeer('weavets_bytes_out_total', 'Frame bytes sent to a peer.', (s) => s.bytesOut);
+
+  new Gauge({
+    name: 'weavets_dropped_datagrams_total',
+    help: 'Data path datagrams or frames dropped, by reason.',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of datapath.drops()) this.set({ reason }, n);
+    },
+  });
+  new Gauge({
+    name: 'weavets_control_rejected_total',
+    help: 'Control connections or messages refused, by reason.',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of router.rejectedCounts()) this.set({ reason }, n);
+    },
+  });
+  new Gauge({
+    name: 'weavets_connections',
+    help: 'Control connections by state.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const state of ['connecting', 'handshaking', 'established', 'failed']) this.set({ state }, 0);
+      for (const [state, n] of router.connectionCounts()) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'weavets_peers',
+    help: 'Peers known through gossip, including ourselves.',
+    registers: [registry],
+    collect() {
+      this.set(router.topology.entries().length);
+    },
+  });
+  new Gauge({
+    name: 'weavets_bridge_frames_total',
+    help: 'Frames between the data path and a network bridge.',
+    labelNames: ['network', 'direction'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const n of datapath.networkStats()) {
+        this.set({ network: String(n.network), direction: 'from_bridge' }, n.framesFromBridge);
+        this.set({ network: String(n.network), direction: 'to_bridge' }, n.framesToBridge);
+      }
+    },
+  });
+}

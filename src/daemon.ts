@@ -1,0 +1,206 @@
+/**
+ * The composition root: builds the pieces from the configuration, wires them together,
+ * and tears them down. No logic of its own beyond order of construction.
+ */
+import * as fs from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import * as os from 'node:os';
+import { apiSocketPath, peerNameFilePath, type DaemonConfig } from './config';
+import type { Logger } from './log';
+import type { DaemonControl, RouterStatus } from './api/types';
+import { startApiServer, type ApiServer } from './api/server';
+import { createMetricsRegistry } from './api/metrics';
+import { registerDaemonMetrics } from './api/daemon-metrics';
+import { Netlink } from './netlink';
+import { Router } from './router/router';
+import { formatPeerName, parsePeerName, randomPeerName, type PeerName } from './router/peername';
+import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
+import { NetworkSet } from './endpoint/networks';
+import { EndpointRegistry } from './endpoint/registry';
+import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
+import { formatCidr, formatIpv4, parseCidr } from './ipam/cidr';
+import { HostBlockAllocator, hostBlockFor } from './ipam/host-block';
+import { DEFAULT_NETWORK } from './config';
+import { WeavetsError } from './errors';
+
+export interface RunningDaemon {
+  control: DaemonControl;
+  /** Resolves when the daemon has fully stopped. */
+  stopped: Promise<void>;
+}
+
+const VERSION: string = (require('../package.json') as { version: string }).version;
+
+/** The peer name: from --name, else the persisted one, else a new one persisted now. */
+async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
+  const file = peerNameFilePath(config.stateDir);
+  if (config.name !== undefined) {
+    const name = parsePeerName(config.name);
+    await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
+    return name;
+  }
+  try {
+    return parsePeerName((await fs.readFile(file, 'utf8')).trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const name = randomPeerName((n) => randomBytes(n));
+  await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
+  return name;
+}
+
+/** Smallest MTU among this namespace's up, addressed, non-loopback links that are not ours. */
+async function underlayMtu(netlink: Netlink, ours: Set<string>): Promise<number> {
+  const links = await netlink.listLinks();
+  const addressed = new Set((await netlink.listAddresses()).map((a) => a.index));
+  let mtu = 0;
+  for (const l of links) {
+    if (!l.up || l.name === 'lo' || ours.has(l.name) || !addressed.has(l.index)) continue;
+    mtu = mtu === 0 ? l.mtu : Math.min(mtu, l.mtu);
+  }
+  return mtu === 0 ? 1500 : mtu;
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+  if (config.datapath === 'fastdp') {
+    throw new WeavetsError(
+      'EWEAVETS_BAD_REQUEST',
+      '--datapath fastdp: the kernel fast path is not part of this build yet; use --datapath sleeve (or auto)',
+    );
+  }
+  await fs.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  await fs.chmod(config.stateDir, 0o700);
+  const name = await resolvePeerName(config);
+  const range = parseCidr(config.ipallocRange);
+  const netlink = Netlink.open();
+  const ledger = await LinkLedger.load(config.stateDir);
+  const mtu = config.mtu > 0 ? config.mtu : (await underlayMtu(netlink, new Set(ledger.list()))) - SLEEVE_OVERHEAD;
+  if (mtu < 576) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `overlay MTU ${mtu} is too small; set --mtu or fix the underlay MTU`);
+
+  const router = new Router({ name, nickname: config.nickname, bindAddress: config.bindAddress, port: config.port, log: log.child('router') });
+  try {
+    await router.listen();
+  } catch (err) {
+    netlink.close();
+    throw new WeavetsError('EWEAVETS_INTERNAL', `cannot listen on TCP ${config.bindAddress}:${config.port}: ${(err as Error).message}`);
+  }
+  let sleeve: SleeveDatapath;
+  try {
+    sleeve = SleeveDatapath.open({
+      self: name,
+      bindAddress: config.bindAddress,
+      port: config.port,
+      routes: router.routes,
+      netlink,
+      events: router,
+      log: log.child('sleeve'),
+    });
+  } catch (err) {
+    await router.stop();
+    netlink.close();
+    throw new WeavetsError('EWEAVETS_INTERNAL', `cannot bind UDP ${config.bindAddress}:${config.port}: ${(err as Error).message}`);
+  }
+  router.setDatapath(sleeve);
+
+  const networks = new NetworkSet(netlink, sleeve, ledger, mtu, formatCidr(range));
+  const block = hostBlockFor(range, name);
+  const allocator = new HostBlockAllocator(range, block);
+  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, allocator, range, ledger, log.child('endpoints'));
+  const registry = createMetricsRegistry();
+  registerDaemonMetrics(registry, router, sleeve);
+
+  let ready = false;
+  let api: ApiServer | undefined;
+  let stopping: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+
+  const shutdown = (removeState: boolean): Promise<void> => {
+    stopping ??= (async () => {
+      ready = false;
+      log.info(removeState ? 'resetting: stopping and removing links and state' : 'stopping');
+      await router.stop();
+      if (removeState) await endpoints.removeAll();
+      await networks.close(removeState);
+      await sleeve.close();
+      if (removeState) {
+        for (const link of ledger.list()) await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
+      }
+      await api?.close();
+      netlink.close();
+      if (removeState) await fs.rm(config.stateDir, { recursive: true, force: true });
+      log.info('stopped');
+      resolveStopped();
+    })();
+    return stopping;
+  };
+
+  const control: DaemonControl = {
+    status(): RouterStatus {
+      const conns = router.connectionStatus();
+      return {
+        version: VERSION,
+        name: formatPeerName(name),
+        nickname: config.nickname,
+        port: config.port,
+        encryption: false,
+        datapath: config.datapath,
+        ipallocRange: formatCidr(range),
+        peers: router.topology.entries().length,
+        connections: { established: conns.filter((c) => c.state === 'established').length, total: conns.length },
+        targets: router.targetStatus().length,
+        networks: networks.list().map((n) => ({ name: n.name, id: n.id, subnet: formatCidr(range), bridge: n.bridge, mtu: n.mtu })),
+      };
+    },
+    connections: () => router.connectionStatus(),
+    peers: () => router.peerStatus(),
+    targets: () => router.targetStatus(),
+    connect(addresses) {
+      try {
+        router.connect(addresses, 'connect');
+      } catch (err) {
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+      }
+    },
+    forget(addresses) {
+      try {
+        router.forget(addresses);
+      } catch (err) {
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+      }
+    },
+    attach: (req) => endpoints.attach(req),
+    detach: (id) => endpoints.detach(id),
+    endpoints: () => endpoints.list(),
+    expose: (network, ip) => endpoints.expose(network, ip),
+    hide: (network) => endpoints.hide(network),
+    metrics: () => registry.metrics(),
+    ready: () => ready,
+    shutdown,
+  };
+
+  try {
+    await networks.ensure(DEFAULT_NETWORK);
+    await endpoints.restore();
+    api = await startApiServer({ socketPath: apiSocketPath(config.stateDir), httpAddr: config.httpAddr, control, log: log.child('api') });
+  } catch (err) {
+    await shutdown(false);
+    throw err;
+  }
+  try {
+    router.connect(config.peers, 'launch');
+  } catch (err) {
+    await shutdown(false);
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+  }
+  ready = true;
+  log.info('weavets ready', {
+    name: formatPeerName(name),
+    nickname: config.nickname || os.hostname(),
+    port: config.port,
+    block: `${formatIpv4(block.base)}/${block.prefix}`,
+    mtu,
+    encryption: 'off: traffic between peers is NOT encrypted',
+  });
+  return { control, stopped };
+}

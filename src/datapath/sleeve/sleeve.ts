@@ -1,0 +1,552 @@
+/**
+ * Sleeve: the userspace data path. Frames read from a TAP port on each network's bridge
+ * are packed, several per UDP datagram up to the path MTU, and sent to the next hop
+ * towards the peer owning the destination MAC; unknown and broadcast destinations follow
+ * the broadcast tree. Datagrams received are unpacked, delivered to the local bridge
+ * and/or relayed onwards.
+ *
+ * The hot path is the two batch callbacks (onTapFrames, onDatagrams): they work on the
+ * native rings in place, queue into a fixed transmit arena, and end the batch with one
+ * sendmmsg and one batched TAP write. No per-frame allocation, closure or promise.
+ */
+import { TapDevice, UdpBatchSocket, ipv4ToNumber, numberToIpv4 } from '../../native';
+import type { Netlink } from '../../netlink';
+import type { Logger } from '../../log';
+import { MacTable, readMac, isMulticastMac } from '../../router/mactable';
+import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../router/peername';
+import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, RouteTable } from '../types';
+import {
+  DATAGRAM_HEADER_LENGTH,
+  DatagramKind,
+  FRAME_RECORD_HEADER_LENGTH,
+  HEARTBEAT_BODY_LENGTH,
+  MAX_HOPS,
+  checkFrameRecords,
+  checkHeader,
+  writeDatagramHeader,
+  writeFrameRecordHeader,
+  type DropReason,
+} from './codec';
+
+/** IPv4 + UDP headers: what the underlay adds around our datagram. */
+export const UDP_IP_OVERHEAD = 28;
+/**
+ * Bytes the sleeve adds around one Ethernet frame's payload in the worst case: IP+UDP,
+ * datagram header, record header, the inner Ethernet header, and 40 bytes kept for the
+ * encryption envelope so turning encryption on never changes container MTUs.
+ */
+export const SLEEVE_OVERHEAD = UDP_IP_OVERHEAD + DATAGRAM_HEADER_LENGTH + FRAME_RECORD_HEADER_LENGTH + 14 + 40;
+
+const TX_SLOTS = 128;
+const TX_SLOT_SIZE = 65536;
+const TAP_WRITE_CAPACITY = 1024;
+const HEARTBEAT_INTERVAL_MS = 1000;
+const HEARTBEAT_FAST_MS = 200;
+/** A path with no heartbeat answer for this long is down. */
+const PATH_DEAD_MS = 4000;
+const MAC_MAX_AGE_MS = 5 * 60_000;
+
+interface SleevePeer {
+  name: PeerName;
+  ip: number;
+  port: number;
+  /** Largest UDP payload towards this peer. */
+  pmtu: number;
+  /** Transmit slot being filled for this peer in the current batch, or -1. */
+  txSlot: number;
+  up: boolean;
+  lastAckAt: number;
+  heartbeatSeq: number;
+  heartbeatSentAt: number;
+  rttMs: number | undefined;
+  framesIn: number;
+  bytesIn: number;
+  framesOut: number;
+  bytesOut: number;
+}
+
+interface SleeveNetwork {
+  net: OverlayNetwork;
+  tapName: string;
+  tap: TapDevice;
+  framesFromBridge: number;
+  framesToBridge: number;
+  /** Frames to write to the TAP at the end of the current receive batch. */
+  pendingCount: number;
+  pendingOffsets: Uint32Array;
+  pendingLengths: Uint32Array;
+}
+
+export interface SleeveOptions {
+  self: PeerName;
+  bindAddress: string;
+  port: number;
+  routes: RouteTable;
+  netlink: Netlink;
+  events: DatapathEvents;
+  log: Logger;
+  /** Payload cap when the route MTU towards a peer cannot be read. */
+  defaultPmtu?: number;
+}
+
+export function tapNameFor(networkId: number): string {
+  return `wtt${networkId.toString(16).padStart(6, '0')}`;
+}
+
+export class SleeveDatapath implements Datapath {
+  readonly kind = 'sleeve' as const;
+  readonly macs = new MacTable({ maxAgeMs: MAC_MAX_AGE_MS });
+
+  private readonly self: PeerName;
+  private readonly routes: RouteTable;
+  private readonly netlink: Netlink;
+  private readonly events: DatapathEvents;
+  private readonly log: Logger;
+  private readonly defaultPmtu: number;
+  private readonly socket: UdpBatchSocket;
+  private readonly peers = new Map<PeerName, SleevePeer>();
+  private readonly networks = new Map<number, SleeveNetwork>();
+  private readonly dropCounts = new Map<string, number>();
+  private readonly heartbeatTimer: NodeJS.Timeout;
+  private readonly macTimer: NodeJS.Timeout;
+  private now = Date.now();
+  private closed = false;
+
+  // Transmit arena: slot i holds one datagram being built at txOffsets[i].
+  private readonly txBuf = Buffer.allocUnsafe(TX_SLOTS * TX_SLOT_SIZE);
+  private readonly txOffsets = new Uint32Array(TX_SLOTS);
+  private readonly txLengths = new Uint32Array(TX_SLOTS);
+  private readonly txAddrs = new Uint32Array(TX_SLOTS);
+  private readonly txPorts = new Uint16Array(TX_SLOTS);
+  private readonly txPeers: (SleevePeer | undefined)[] = new Array(TX_SLOTS);
+  private txCount = 0;
+  private readonly controlBuf = Buffer.alloc(DATAGRAM_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH);
+
+  private constructor(opts: SleeveOptions, socket: UdpBatchSocket) {
+    this.self = opts.self;
+    this.routes = opts.routes;
+    this.netlink = opts.netlink;
+    this.events = opts.events;
+    this.log = opts.log;
+    this.defaultPmtu = opts.defaultPmtu ?? 1500 - UDP_IP_OVERHEAD;
+    this.socket = socket;
+    for (let i = 0; i < TX_SLOTS; i++) this.txOffsets[i] = i * TX_SLOT_SIZE;
+    socket.startReading((count) => this.onDatagrams(count));
+    this.heartbeatTimer = setInterval(() => this.heartbeatTick(), HEARTBEAT_FAST_MS);
+    this.macTimer = setInterval(() => this.macs.expire(Date.now()), 30_000);
+    this.heartbeatTimer.unref();
+    this.macTimer.unref();
+  }
+
+  static open(opts: SleeveOptions): SleeveDatapath {
+    const socket = UdpBatchSocket.bind(opts.bindAddress, opts.port);
+    return new SleeveDatapath(opts, socket);
+  }
+
+  get port(): number {
+    return this.socket.port;
+  }
+
+  async addNetwork(net: OverlayNetwork): Promise<void> {
+    if (this.networks.has(net.id)) return;
+    const tapName = tapNameFor(net.id);
+    const tap = TapDevice.open(tapName);
+    try {
+      await this.netlink.setMtu(tapName, net.mtu);
+      await this.netlink.setMaster(tapName, net.bridge);
+      await this.netlink.setUp(tapName);
+    } catch (err) {
+      tap.close();
+      throw err;
+    }
+    const sn: SleeveNetwork = {
+      net,
+      tapName,
+      tap,
+      framesFromBridge: 0,
+      framesToBridge: 0,
+      pendingCount: 0,
+      pendingOffsets: new Uint32Array(TAP_WRITE_CAPACITY),
+      pendingLengths: new Uint32Array(TAP_WRITE_CAPACITY),
+    };
+    this.networks.set(net.id, sn);
+    tap.startReading((count) => this.onTapFrames(sn, count));
+    this.log.info('sleeve carrying network', { network: net.name, id: net.id, tap: tapName, mtu: net.mtu });
+  }
+
+  async removeNetwork(id: number): Promise<void> {
+    const sn = this.networks.get(id);
+    if (!sn) return;
+    this.networks.delete(id);
+    sn.tap.stopReading();
+    sn.tap.close();
+    // A non-persistent TAP disappears with its last fd; delete anyway in case it lingers.
+    await this.netlink.deleteLink(sn.tapName, { ignoreMissing: true });
+  }
+
+  async addPeer(peer: PeerName, ip: string, port: number): Promise<void> {
+    const addr = ipv4ToNumber(ip);
+    let pmtu = this.defaultPmtu;
+    try {
+      pmtu = (await this.netlink.mtuTowards(ip)) - UDP_IP_OVERHEAD;
+    } catch (err) {
+      this.log.warn('cannot read route MTU towards peer; using default', { ip, pmtu, error: (err as Error).message });
+    }
+    const existing = this.peers.get(peer);
+    if (existing) {
+      existing.ip = addr;
+      existing.port = port;
+      existing.pmtu = pmtu;
+      return;
+    }
+    this.peers.set(peer, {
+      name: peer,
+      ip: addr,
+      port,
+      pmtu,
+      txSlot: -1,
+      up: false,
+      lastAckAt: 0,
+      heartbeatSeq: 0,
+      heartbeatSentAt: 0,
+      rttMs: undefined,
+      framesIn: 0,
+      bytesIn: 0,
+      framesOut: 0,
+      bytesOut: 0,
+    });
+    this.sendHeartbeat(this.peers.get(peer)!, DatagramKind.Heartbeat, 0);
+  }
+
+  removePeer(peer: PeerName): void {
+    const p = this.peers.get(peer);
+    if (!p) return;
+    // Flush first: the arena may hold a slot for this peer.
+    this.flushTx();
+    this.peers.delete(peer);
+    if (p.up) this.events.pathChanged(peer, false);
+  }
+
+  peerGone(peer: PeerName): void {
+    this.macs.forgetPeer(peer);
+  }
+
+  peerStatus(peer: PeerName): PeerPathStatus | undefined {
+    const p = this.peers.get(peer);
+    if (!p) return undefined;
+    return {
+      up: p.up,
+      pmtu: p.pmtu,
+      rttMs: p.rttMs,
+      framesIn: p.framesIn,
+      bytesIn: p.bytesIn,
+      framesOut: p.framesOut,
+      bytesOut: p.bytesOut,
+    };
+  }
+
+  drops(): ReadonlyMap<string, number> {
+    return this.dropCounts;
+  }
+
+  networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[] {
+    return [...this.networks.values()].map((n) => ({
+      network: n.net.id,
+      framesFromBridge: n.framesFromBridge,
+      framesToBridge: n.framesToBridge,
+    }));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeatTimer);
+    clearInterval(this.macTimer);
+    this.socket.stopReading();
+    this.socket.close();
+    for (const id of [...this.networks.keys()]) await this.removeNetwork(id);
+  }
+
+  // ---- hot path: frames from a bridge ----
+
+  private onTapFrames(sn: SleeveNetwork, count: number): void {
+    const tap = sn.tap;
+    const buf = tap.rxBuf;
+    const lengths = tap.rxLengths;
+    const slotSize = tap.slotSize;
+    const netId = sn.net.id;
+    const self = this.self;
+    this.now = Date.now();
+    sn.framesFromBridge += count;
+    for (let i = 0; i < count; i++) {
+      const off = i * slotSize;
+      const len = lengths[i]!;
+      if (len < 14) {
+        this.drop('bad_length');
+        continue;
+      }
+      const dstMac = readMac(buf, off);
+      let owner: PeerName | undefined;
+      if (!isMulticastMac(dstMac)) owner = this.macs.lookup(netId, dstMac, this.now);
+      if (owner === undefined || owner === self) {
+        this.floodFrom(self, netId, 0, buf, off, len, NO_PEER);
+        continue;
+      }
+      const hop = this.routes.unicastNextHop(owner);
+      const p = hop === undefined ? undefined : this.peers.get(hop);
+      if (p === undefined || !p.up) {
+        // The owner went away: flood so the frame still reaches it if it moved.
+        this.floodFrom(self, netId, 0, buf, off, len, NO_PEER);
+        continue;
+      }
+      this.appendFrame(p, self, owner, netId, 0, buf, off, len);
+    }
+    this.flushTx();
+  }
+
+  /** Send a broadcast (dst 0) originated by `src` to our children in src's tree, except `except`. */
+  private floodFrom(src: PeerName, netId: number, hops: number, buf: Buffer, off: number, len: number, except: PeerName): void {
+    const hopsList = this.routes.broadcastNextHops(src);
+    for (let h = 0; h < hopsList.length; h++) {
+      const name = hopsList[h]!;
+      if (name === except) continue;
+      const p = this.peers.get(name);
+      if (p === undefined || !p.up) continue;
+      this.appendFrame(p, src, NO_PEER, netId, hops, buf, off, len);
+    }
+  }
+
+  private appendFrame(
+    p: SleevePeer,
+    src: PeerName,
+    dst: PeerName,
+    netId: number,
+    hops: number,
+    buf: Buffer,
+    off: number,
+    len: number,
+  ): void {
+    const need = FRAME_RECORD_HEADER_LENGTH + len;
+    let slot = p.txSlot;
+    if (slot >= 0 && this.txLengths[slot]! + need > p.pmtu) slot = -1;
+    if (slot < 0) {
+      if (this.txCount === TX_SLOTS) this.flushTx();
+      slot = this.txCount++;
+      writeDatagramHeader(this.txBuf, this.txOffsets[slot]!, DatagramKind.Frames, this.self);
+      this.txLengths[slot] = DATAGRAM_HEADER_LENGTH;
+      this.txAddrs[slot] = p.ip;
+      this.txPorts[slot] = p.port;
+      this.txPeers[slot] = p;
+      p.txSlot = slot;
+    }
+    // A frame too big for the path still goes, alone: the kernel fragments it rather
+    // than us dropping it silently (the socket keeps IP_PMTUDISC_WANT).
+    const at = this.txOffsets[slot]! + this.txLengths[slot]!;
+    writeFrameRecordHeader(this.txBuf, at, src, dst, netId, hops, len);
+    buf.copy(this.txBuf, at + FRAME_RECORD_HEADER_LENGTH, off, off + len);
+    this.txLengths[slot] = this.txLengths[slot]! + need;
+    p.framesOut++;
+    p.bytesOut += len;
+  }
+
+  private flushTx(): void {
+    const n = this.txCount;
+    if (n === 0) return;
+    let sent = 0;
+    try {
+      sent = this.socket.sendBatch(this.txBuf, this.txOffsets, this.txLengths, this.txAddrs, this.txPorts, n);
+    } catch (err) {
+      this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`, n);
+      sent = n;
+    }
+    if (sent < n) {
+      // Socket buffer full: retry the rest once from a view, then give up on them.
+      let more = 0;
+      try {
+        more = this.socket.sendBatch(
+          this.txBuf,
+          this.txOffsets.subarray(sent),
+          this.txLengths.subarray(sent),
+          this.txAddrs.subarray(sent),
+          this.txPorts.subarray(sent),
+          n - sent,
+        );
+      } catch {
+        more = 0;
+      }
+      if (sent + more < n) this.drop('send_queue_full', n - sent - more);
+    }
+    for (let i = 0; i < n; i++) {
+      this.txPeers[i]!.txSlot = -1;
+      this.txPeers[i] = undefined;
+    }
+    this.txCount = 0;
+  }
+
+  // ---- hot path: datagrams from peers ----
+
+  private onDatagrams(count: number): void {
+    const sock = this.socket;
+    const buf = sock.rxBuf;
+    const slotSize = sock.slotSize;
+    this.now = Date.now();
+    for (let i = 0; i < count; i++) {
+      const off = i * slotSize;
+      const len = sock.rxLengths[i]!;
+      if (len === 0) {
+        this.drop('truncated');
+        continue;
+      }
+      const kind = checkHeader(buf, off, len);
+      if (typeof kind === 'string') {
+        this.drop(kind);
+        continue;
+      }
+      const sender = readPeerName(buf, off + 4);
+      const p = this.peers.get(sender);
+      if (p === undefined) {
+        this.drop('unknown_peer');
+        continue;
+      }
+      if (sock.rxAddrs[i] !== p.ip) {
+        this.drop('wrong_address');
+        continue;
+      }
+      if (kind === DatagramKind.Frames) this.onFramesDatagram(p, buf, off, len);
+      else this.onHeartbeat(p, kind, buf, off);
+    }
+    this.flushTapWrites();
+    this.flushTx();
+  }
+
+  private onFramesDatagram(from: SleevePeer, buf: Buffer, off: number, len: number): void {
+    const bad = checkFrameRecords(buf, off, len);
+    if (bad !== null) {
+      this.drop(bad);
+      return;
+    }
+    const self = this.self;
+    const end = off + len;
+    let o = off + DATAGRAM_HEADER_LENGTH;
+    while (o < end) {
+      const src = readPeerName(buf, o);
+      const dst = readPeerName(buf, o + 6);
+      const word = buf.readUInt32BE(o + 12);
+      const frameLen = buf.readUInt16BE(o + 16);
+      const frameOff = o + FRAME_RECORD_HEADER_LENGTH;
+      o = frameOff + frameLen;
+      const netId = word >>> 8;
+      const hops = word & 0xff;
+      from.framesIn++;
+      from.bytesIn += frameLen;
+      if (src === self) {
+        this.drop('looped');
+        continue;
+      }
+      if (dst === self || dst === NO_PEER) {
+        this.deliver(src, netId, buf, frameOff, frameLen);
+        if (dst === self) continue;
+      }
+      if (hops + 1 >= MAX_HOPS) {
+        this.drop('hops_exceeded');
+        continue;
+      }
+      if (dst === NO_PEER) {
+        this.floodFrom(src, netId, hops + 1, buf, frameOff, frameLen, from.name);
+        continue;
+      }
+      const hop = this.routes.unicastNextHop(dst);
+      const next = hop === undefined ? undefined : this.peers.get(hop);
+      if (next === undefined || !next.up || next === from) {
+        this.drop('no_route');
+        continue;
+      }
+      this.appendFrame(next, src, dst, netId, hops + 1, buf, frameOff, frameLen);
+    }
+  }
+
+  private deliver(src: PeerName, netId: number, buf: Buffer, off: number, len: number): void {
+    const sn = this.networks.get(netId);
+    if (sn === undefined) {
+      this.drop('unknown_network');
+      return;
+    }
+    const srcMac = readMac(buf, off + 6);
+    if (!isMulticastMac(srcMac)) this.macs.learn(netId, srcMac, src, this.now);
+    if (sn.pendingCount === TAP_WRITE_CAPACITY) this.flushTapWrites();
+    sn.pendingOffsets[sn.pendingCount] = off;
+    sn.pendingLengths[sn.pendingCount] = len;
+    sn.pendingCount++;
+  }
+
+  private flushTapWrites(): void {
+    for (const sn of this.networks.values()) {
+      const n = sn.pendingCount;
+      if (n === 0) continue;
+      const written = sn.tap.writeBatch(this.socket.rxBuf, sn.pendingOffsets, sn.pendingLengths, n);
+      sn.framesToBridge += written;
+      if (written < n) this.drop('bridge_queue_full', n - written);
+      sn.pendingCount = 0;
+    }
+  }
+
+  // ---- path liveness ----
+
+  private onHeartbeat(p: SleevePeer, kind: DatagramKind, buf: Buffer, off: number): void {
+    const body = off + DATAGRAM_HEADER_LENGTH;
+    if (readPeerName(buf, body) !== this.self) {
+      this.drop('not_for_us');
+      return;
+    }
+    const seq = buf.readUInt32BE(body + 6);
+    if (kind === DatagramKind.Heartbeat) {
+      this.sendHeartbeat(p, DatagramKind.HeartbeatAck, seq);
+      return;
+    }
+    const echo = buf.readUInt32BE(body + 10);
+    if (echo === p.heartbeatSeq) p.rttMs = this.now - p.heartbeatSentAt;
+    p.lastAckAt = this.now;
+    if (!p.up) {
+      p.up = true;
+      this.log.info('sleeve path up', { peer: p.name.toString(16), addr: `${numberToIpv4(p.ip)}:${p.port}` });
+      this.events.pathChanged(p.name, true);
+    }
+  }
+
+  private sendHeartbeat(p: SleevePeer, kind: DatagramKind, echoSeq: number): void {
+    const b = this.controlBuf;
+    writeDatagramHeader(b, 0, kind, this.self);
+    writePeerName(b, DATAGRAM_HEADER_LENGTH, p.name);
+    if (kind === DatagramKind.Heartbeat) {
+      p.heartbeatSeq = (p.heartbeatSeq + 1) >>> 0;
+      p.heartbeatSentAt = Date.now();
+      b.writeUInt32BE(p.heartbeatSeq, DATAGRAM_HEADER_LENGTH + 6);
+      b.writeUInt32BE(0, DATAGRAM_HEADER_LENGTH + 10);
+    } else {
+      b.writeUInt32BE(0, DATAGRAM_HEADER_LENGTH + 6);
+      b.writeUInt32BE(echoSeq, DATAGRAM_HEADER_LENGTH + 10);
+    }
+    try {
+      if (!this.socket.send(b, 0, b.length, p.ip, p.port)) this.drop('send_queue_full');
+    } catch (err) {
+      this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+  }
+
+  private heartbeatTick(): void {
+    const now = Date.now();
+    for (const p of this.peers.values()) {
+      if (p.up && now - p.lastAckAt > PATH_DEAD_MS) {
+        p.up = false;
+        this.log.warn('sleeve path down: no heartbeat answer', { peer: p.name.toString(16), silentMs: now - p.lastAckAt });
+        this.events.pathChanged(p.name, false);
+      }
+      // Probe fast until the path is up, then once a second.
+      if (!p.up || now - p.heartbeatSentAt >= HEARTBEAT_INTERVAL_MS) this.sendHeartbeat(p, DatagramKind.Heartbeat, 0);
+    }
+  }
+
+  private drop(reason: DropReason | string, n = 1): void {
+    this.dropCounts.set(reason, (this.dropCounts.get(reason) ?? 0) + n);
+  }
+}

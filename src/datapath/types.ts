@@ -1,0 +1,59 @@
+/**
+ * One interface, several data paths behind it (sleeve now, fastdp later). The router
+ * tells a data path which peers exist and where; the data path tells the router when
+ * its path to a peer comes up or goes down. Nothing here knows about TCP or gossip.
+ */
+import type { PeerName } from '../router/peername';
+
+/** Read-only view of the routes the router computes from the topology. */
+export interface RouteTable {
+  unicastNextHop(dst: PeerName): PeerName | undefined;
+  broadcastNextHops(src: PeerName): readonly PeerName[];
+}
+
+export interface OverlayNetwork {
+  /** Network id carried with every frame (24 bits). */
+  id: number;
+  name: string;
+  /** The Linux bridge containers of this network plug into. */
+  bridge: string;
+  /** MTU of the bridge and every container interface on it. */
+  mtu: number;
+}
+
+export interface PeerPathStats {
+  framesIn: number;
+  bytesIn: number;
+  framesOut: number;
+  bytesOut: number;
+}
+
+export interface PeerPathStatus extends PeerPathStats {
+  up: boolean;
+  /** Largest UDP payload we send to this peer. */
+  pmtu: number;
+  rttMs: number | undefined;
+}
+
+export interface DatapathEvents {
+  /** The data path to `peer` started or stopped carrying traffic both ways. */
+  pathChanged(peer: PeerName, up: boolean): void;
+}
+
+export interface Datapath {
+  readonly kind: 'sleeve' | 'fastdp';
+  /** Start carrying the frames of a network's bridge. Idempotent. */
+  addNetwork(net: OverlayNetwork): Promise<void>;
+  removeNetwork(id: number): Promise<void>;
+  /** A peer we have a control connection to: its underlay address and data port. */
+  addPeer(peer: PeerName, ip: string, port: number): Promise<void>;
+  removePeer(peer: PeerName): void;
+  /** Called by the router when routes change (peer reachable/unreachable). */
+  peerGone(peer: PeerName): void;
+  peerStatus(peer: PeerName): PeerPathStatus | undefined;
+  /** Drop counters by reason, for /metrics. */
+  drops(): ReadonlyMap<string, number>;
+  /** Frames a network delivered to or received from its bridge. */
+  networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[];
+  close(): Promise<void>;
+}

@@ -1,0 +1,198 @@
+/**
+ * Control protocol wire format (TCP, port 6783). Specified in docs/PROTOCOL.md.
+ *
+ * Every message is framed: u32 length (of what follows), u8 type, body. Both sides send
+ * HELLO first; nothing else is accepted until HELLO has been received and checked.
+ * Pure functions over Buffer: no I/O, no state.
+ */
+import { readPeerName, writePeerName, type PeerName } from './peername';
+
+export const HELLO_MAGIC = 0x57565453; // "WVTS"
+export const PROTOCOL_MIN_VERSION = 1;
+export const PROTOCOL_MAX_VERSION = 1;
+/** A control message never needs more than this; bigger frames are an attack or a bug. */
+export const MAX_CONTROL_MESSAGE = 4 * 1024 * 1024;
+export const FRAME_HEADER_LENGTH = 5;
+
+export const enum MessageType {
+  Hello = 1,
+  Ping = 2,
+  Pong = 3,
+  Gossip = 4,
+  Close = 5,
+}
+
+export const HELLO_FLAG_PASSWORD = 0x0001;
+
+export interface Hello {
+  minVersion: number;
+  maxVersion: number;
+  flags: number;
+  name: PeerName;
+  /** Incarnation: random per daemon start, tells a restarted peer from a stale one. */
+  uid: bigint;
+  /** Port this peer listens on for control connections (for reconnects and discovery). */
+  controlPort: number;
+  /** Port this peer receives sleeve datagrams on. */
+  dataPort: number;
+  /** Per-connection ephemeral X25519 public key (32 bytes). */
+  publicKey: Buffer;
+  nickname: string;
+}
+
+export type ControlMessage =
+  | { type: MessageType.Hello; hello: Hello }
+  | { type: MessageType.Ping; nonce: bigint }
+  | { type: MessageType.Pong; nonce: bigint }
+  | { type: MessageType.Gossip; payload: Buffer }
+  | { type: MessageType.Close; reason: string };
+
+export class ControlDecodeError extends Error {
+  constructor(readonly reason: string) {
+    super(`malformed control message: ${reason}`);
+    this.name = 'ControlDecodeError';
+  }
+}
+
+const HELLO_FIXED = 4 + 1 + 1 + 2 + 6 + 8 + 2 + 2 + 32 + 1; // 59 bytes before the nickname
+const MAX_NICKNAME = 255;
+const MAX_REASON = 1024;
+
+export function encodingLength(msg: ControlMessage): number {
+  switch (msg.type) {
+    case MessageType.Hello:
+      return FRAME_HEADER_LENGTH + HELLO_FIXED + nicknameBytes(msg.hello.nickname).length;
+    case MessageType.Ping:
+    case MessageType.Pong:
+      return FRAME_HEADER_LENGTH + 8;
+    case MessageType.Gossip:
+      return FRAME_HEADER_LENGTH + msg.payload.length;
+    case MessageType.Close:
+      return FRAME_HEADER_LENGTH + 2 + reasonBytes(msg.reason).length;
+  }
+}
+
+function nicknameBytes(nickname: string): Buffer {
+  const b = Buffer.from(nickname, 'utf8');
+  return b.length > MAX_NICKNAME ? b.subarray(0, MAX_NICKNAME) : b;
+}
+
+function reasonBytes(reason: string): Buffer {
+  const b = Buffer.from(reason, 'utf8');
+  return b.length > MAX_REASON ? b.subarray(0, MAX_REASON) : b;
+}
+
+/** Encode one framed message (header included). */
+export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
+  const len = encodingLength(msg);
+  const out = buf ?? Buffer.allocUnsafe(offset + len);
+  if (out.length - offset < len) throw new RangeError('control encode: buffer too small');
+  out.writeUInt32BE(len - 4, offset);
+  out.writeUInt8(msg.type, offset + 4);
+  let o = offset + FRAME_HEADER_LENGTH;
+  switch (msg.type) {
+    case MessageType.Hello: {
+      const h = msg.hello;
+      if (h.publicKey.length !== 32) throw new RangeError('hello: public key must be 32 bytes');
+      const nick = nicknameBytes(h.nickname);
+      out.writeUInt32BE(HELLO_MAGIC, o);
+      out.writeUInt8(h.minVersion, o + 4);
+      out.writeUInt8(h.maxVersion, o + 5);
+      out.writeUInt16BE(h.flags, o + 6);
+      writePeerName(out, o + 8, h.name);
+      out.writeBigUInt64BE(h.uid, o + 14);
+      out.writeUInt16BE(h.controlPort, o + 22);
+      out.writeUInt16BE(h.dataPort, o + 24);
+      h.publicKey.copy(out, o + 26);
+      out.writeUInt8(nick.length, o + 58);
+      nick.copy(out, o + 59);
+      break;
+    }
+    case MessageType.Ping:
+    case MessageType.Pong:
+      out.writeBigUInt64BE(msg.nonce, o);
+      break;
+    case MessageType.Gossip:
+      msg.payload.copy(out, o);
+      break;
+    case MessageType.Close: {
+      const r = reasonBytes(msg.reason);
+      out.writeUInt16BE(r.length, o);
+      r.copy(out, o + 2);
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Length of the next complete frame at buf[offset..], or 0 if more bytes are needed.
+ * Throws ControlDecodeError when the declared length is impossible, so a stream reader
+ * can close the connection instead of buffering an attacker's 4 GiB.
+ */
+export function frameLength(buf: Buffer, offset = 0): number {
+  if (buf.length - offset < 4) return 0;
+  const declared = buf.readUInt32BE(offset);
+  if (declared < 1) throw new ControlDecodeError('empty frame');
+  if (declared > MAX_CONTROL_MESSAGE) throw new ControlDecodeError(`frame of ${declared} bytes exceeds limit`);
+  const total = declared + 4;
+  return buf.length - offset >= total ? total : 0;
+}
+
+/** Decode exactly one framed message occupying buf[offset, offset+length). */
+export function decode(buf: Buffer, offset = 0, length = buf.length - offset): ControlMessage {
+  if (length < FRAME_HEADER_LENGTH) throw new ControlDecodeError('frame shorter than its header');
+  const declared = buf.readUInt32BE(offset);
+  if (declared + 4 !== length) throw new ControlDecodeError('frame length mismatch');
+  const type = buf.readUInt8(offset + 4);
+  const o = offset + FRAME_HEADER_LENGTH;
+  const bodyLen = length - FRAME_HEADER_LENGTH;
+  switch (type) {
+    case MessageType.Hello: {
+      if (bodyLen < HELLO_FIXED) throw new ControlDecodeError('hello truncated');
+      if (buf.readUInt32BE(o) !== HELLO_MAGIC) throw new ControlDecodeError('bad hello magic');
+      const nickLen = buf.readUInt8(o + 58);
+      if (bodyLen !== HELLO_FIXED + nickLen) throw new ControlDecodeError('hello length mismatch');
+      const minVersion = buf.readUInt8(o + 4);
+      const maxVersion = buf.readUInt8(o + 5);
+      if (minVersion > maxVersion) throw new ControlDecodeError('hello version range inverted');
+      const name = readPeerName(buf, o + 8);
+      if (name === 0) throw new ControlDecodeError('hello peer name is zero');
+      return {
+        type,
+        hello: {
+          minVersion,
+          maxVersion,
+          flags: buf.readUInt16BE(o + 6),
+          name,
+          uid: buf.readBigUInt64BE(o + 14),
+          controlPort: buf.readUInt16BE(o + 22),
+          dataPort: buf.readUInt16BE(o + 24),
+          publicKey: Buffer.from(buf.subarray(o + 26, o + 58)),
+          nickname: buf.toString('utf8', o + 59, o + 59 + nickLen),
+        },
+      };
+    }
+    case MessageType.Ping:
+    case MessageType.Pong:
+      if (bodyLen !== 8) throw new ControlDecodeError('ping/pong must carry 8 bytes');
+      return { type, nonce: buf.readBigUInt64BE(o) };
+    case MessageType.Gossip:
+      return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
+    case MessageType.Close: {
+      if (bodyLen < 2) throw new ControlDecodeError('close truncated');
+      const n = buf.readUInt16BE(o);
+      if (n > MAX_REASON || bodyLen !== 2 + n) throw new ControlDecodeError('close length mismatch');
+      return { type, reason: buf.toString('utf8', o + 2, o + 2 + n) };
+    }
+    default:
+      throw new ControlDecodeError(`unknown message type ${type}`);
+  }
+}
+
+/** The highest version both ranges share, or undefined. */
+export function negotiateVersion(a: { minVersion: number; maxVersion: number }, b: { minVersion: number; maxVersion: number }): number | undefined {
+  const hi = Math.min(a.maxVersion, b.maxVersion);
+  const lo = Math.max(a.minVersion, b.minVersion);
+  return hi >= lo ? hi : undefined;
+}

@@ -1,0 +1,195 @@
+/**
+ * Topology gossip wire format: a list of PeerEntry, big-endian, length-prefixed,
+ * versioned by its first byte. Byte-by-byte description in docs/protocol-gossip.md.
+ *
+ * decodeGossip treats its input as hostile: any malformed input ends in a
+ * GossipDecodeError, never in another exception and never in a partial result.
+ */
+import { readPeerName, writePeerName, NO_PEER } from './peername';
+import type { PeerConnectionEdge, PeerEntry } from './topology';
+
+export const GOSSIP_FORMAT_VERSION = 1;
+export const MAX_GOSSIP_PEERS = 4096;
+export const MAX_GOSSIP_EDGES = 1024;
+/** Nicknames and addresses carry a one-byte length. */
+export const MAX_GOSSIP_STRING = 255;
+
+const FLAG_OUTBOUND = 0x01;
+const FLAG_ESTABLISHED = 0x02;
+const KNOWN_FLAGS = FLAG_OUTBOUND | FLAG_ESTABLISHED;
+
+const HEADER_LEN = 1 + 2; // format version, peer count
+const PEER_FIXED_LEN = 6 + 8 + 8 + 1 + 2; // name, uid, version, nickname len, edge count
+const EDGE_FIXED_LEN = 6 + 1 + 1; // peer, flags, address len
+const U64_MAX = (1n << 64n) - 1n;
+
+export class GossipDecodeError extends Error {
+  readonly code = 'EWEAVETS_GOSSIP_DECODE';
+  constructor(readonly reason: string) {
+    super(`malformed gossip: ${reason}`);
+    this.name = 'GossipDecodeError';
+  }
+}
+
+function checkString(what: string, s: string): number {
+  const n = Buffer.byteLength(s, 'utf8');
+  if (n > MAX_GOSSIP_STRING) throw new RangeError(`gossip: ${what} is ${n} bytes, limit ${MAX_GOSSIP_STRING}`);
+  return n;
+}
+
+/** Bytes encodeGossip(entries) will produce. Throws RangeError when a limit is exceeded. */
+export function encodingLength(entries: readonly PeerEntry[]): number {
+  if (entries.length > MAX_GOSSIP_PEERS) {
+    throw new RangeError(`gossip: ${entries.length} peers, limit ${MAX_GOSSIP_PEERS}`);
+  }
+  let len = HEADER_LEN;
+  for (const e of entries) {
+    if (e.connections.length > MAX_GOSSIP_EDGES) {
+      throw new RangeError(`gossip: ${e.connections.length} connections, limit ${MAX_GOSSIP_EDGES}`);
+    }
+    len += PEER_FIXED_LEN + checkString('nickname', e.nickname);
+    for (const c of e.connections) len += EDGE_FIXED_LEN + checkString('address', c.address);
+  }
+  return len;
+}
+
+/**
+ * Encode entries, into buf at offset when given (it must have encodingLength bytes free),
+ * else into a new Buffer. Returns the buffer written (the slice written when buf is given).
+ */
+export function encodeGossip(entries: readonly PeerEntry[], buf?: Buffer, offset = 0): Buffer {
+  const len = encodingLength(entries);
+  if (buf === undefined) {
+    buf = Buffer.allocUnsafe(len);
+    offset = 0;
+  } else if (offset < 0 || offset + len > buf.length) {
+    throw new RangeError(`gossip: need ${len} bytes at offset ${offset}, buffer has ${buf.length}`);
+  }
+  let o = offset;
+  o = buf.writeUInt8(GOSSIP_FORMAT_VERSION, o);
+  o = buf.writeUInt16BE(entries.length, o);
+  for (const e of entries) {
+    if (e.name === NO_PEER) throw new RangeError('gossip: entry with the empty peer name');
+    if (!Number.isSafeInteger(e.version) || e.version < 0) {
+      throw new RangeError(`gossip: version ${e.version} is not a non-negative safe integer`);
+    }
+    writePeerName(buf, o, e.name);
+    o += 6;
+    o = buf.writeBigUInt64BE(e.uid & U64_MAX, o);
+    o = buf.writeBigUInt64BE(BigInt(e.version), o);
+    o = writeString(buf, o, e.nickname);
+    o = buf.writeUInt16BE(e.connections.length, o);
+    for (const c of e.connections) {
+      writePeerName(buf, o, c.peer);
+      o += 6;
+      o = buf.writeUInt8((c.outbound ? FLAG_OUTBOUND : 0) | (c.established ? FLAG_ESTABLISHED : 0), o);
+      o = writeString(buf, o, c.address);
+    }
+  }
+  return buf.subarray(offset, o);
+}
+
+function writeString(buf: Buffer, o: number, s: string): number {
+  const n = buf.write(s, o + 1, 'utf8');
+  buf[o] = n;
+  return o + 1 + n;
+}
+
+/** Decode a whole gossip message (every byte of buf from offset must belong to it). */
+export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
+  const r = new Reader(buf, offset);
+  const format = r.u8('format version');
+  if (format !== GOSSIP_FORMAT_VERSION) throw new GossipDecodeError(`unsupported format version ${format}`);
+  const count = r.u16('peer count');
+  if (count > MAX_GOSSIP_PEERS) throw new GossipDecodeError(`peer count ${count} over limit ${MAX_GOSSIP_PEERS}`);
+  // Cheap sanity check before allocating anything per peer.
+  if (count * PEER_FIXED_LEN > r.remaining()) throw new GossipDecodeError(`truncated: ${count} peers cannot fit`);
+  const seen = new Set<number>();
+  const entries: PeerEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = r.peerName('peer name');
+    if (name === NO_PEER) throw new GossipDecodeError(`peer ${i}: empty peer name`);
+    if (seen.has(name)) throw new GossipDecodeError(`peer ${i}: duplicate peer name`);
+    seen.add(name);
+    const uid = r.u64('uid');
+    const v = r.u64('version');
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new GossipDecodeError(`peer ${i}: version ${v} too large`);
+    const nickname = r.str('nickname');
+    const edgeCount = r.u16('connection count');
+    if (edgeCount > MAX_GOSSIP_EDGES) {
+      throw new GossipDecodeError(`peer ${i}: connection count ${edgeCount} over limit ${MAX_GOSSIP_EDGES}`);
+    }
+    if (edgeCount * EDGE_FIXED_LEN > r.remaining()) {
+      throw new GossipDecodeError(`truncated: peer ${i}: ${edgeCount} connections cannot fit`);
+    }
+    const connections: PeerConnectionEdge[] = [];
+    for (let j = 0; j < edgeCount; j++) {
+      const peer = r.peerName('connection peer');
+      if (peer === NO_PEER) throw new GossipDecodeError(`peer ${i} connection ${j}: empty peer name`);
+      const flags = r.u8('connection flags');
+      if ((flags & ~KNOWN_FLAGS) !== 0) {
+        throw new GossipDecodeError(`peer ${i} connection ${j}: unknown flags 0x${flags.toString(16)}`);
+      }
+      const address = r.str('connection address');
+      connections.push({
+        peer,
+        address,
+        outbound: (flags & FLAG_OUTBOUND) !== 0,
+        established: (flags & FLAG_ESTABLISHED) !== 0,
+      });
+    }
+    entries.push({ name, nickname, uid, version: Number(v), connections });
+  }
+  if (r.remaining() !== 0) throw new GossipDecodeError(`${r.remaining()} trailing bytes`);
+  return entries;
+}
+
+/** Bounds-checked cursor: every read checks first, so Buffer never throws a RangeError. */
+class Reader {
+  private o: number;
+  constructor(
+    private readonly buf: Buffer,
+    offset: number,
+  ) {
+    if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) {
+      throw new GossipDecodeError(`offset ${offset} outside buffer of ${buf.length} bytes`);
+    }
+    this.o = offset;
+  }
+  remaining(): number {
+    return this.buf.length - this.o;
+  }
+  private need(n: number, what: string): void {
+    if (this.buf.length - this.o < n) throw new GossipDecodeError(`truncated: ${what} at byte ${this.o}`);
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.buf[this.o++]!;
+  }
+  u16(what: string): number {
+    this.need(2, what);
+    const v = this.buf.readUInt16BE(this.o);
+    this.o += 2;
+    return v;
+  }
+  u64(what: string): bigint {
+    this.need(8, what);
+    const v = this.buf.readBigUInt64BE(this.o);
+    this.o += 8;
+    return v;
+  }
+  peerName(what: string): number {
+    this.need(6, what);
+    const v = readPeerName(this.buf, this.o);
+    this.o += 6;
+    return v;
+  }
+  str(what: string): string {
+    const n = this.u8(`${what} length`);
+    this.need(n, what);
+    // Invalid UTF-8 becomes U+FFFD: names are for display and matching, never trusted.
+    const s = this.buf.toString('utf8', this.o, this.o + n);
+    this.o += n;
+    return s;
+  }
+}

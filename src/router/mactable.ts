@@ -1,0 +1,198 @@
+/**
+ * MAC -> owning peer, per network id, learned from the source MAC of traffic and aged out.
+ *
+ * On the frame path: learn() refreshing a known MAC and lookup() allocate nothing. Entries
+ * sit on one intrusive list ordered by last sighting (oldest first), so expiry and
+ * eviction of the oldest are O(1) per entry and refresh is O(1).
+ *
+ * Times are the caller's monotonic clock in milliseconds (e.g. performance.now()); they
+ * must never go backwards, which is what keeps the list ordered.
+ */
+import type { PeerName } from './peername';
+
+const TWO_32 = 0x1_0000_0000;
+
+interface MacEntry {
+  readonly networkId: number;
+  readonly mac: number;
+  peer: PeerName;
+  seenMs: number;
+  prev: MacEntry | undefined; // older
+  next: MacEntry | undefined; // newer
+}
+
+export interface MacTableStats {
+  /** MACs learned for the first time. */
+  learned: number;
+  /** Known MACs seen behind another peer. */
+  moved: number;
+  /** Oldest entries evicted because the table was full. */
+  evicted: number;
+  /** Entries removed by expire(). */
+  expired: number;
+}
+
+export class MacTable {
+  private readonly maxAgeMs: number;
+  private readonly maxEntries: number;
+  private readonly byNetwork = new Map<number, Map<number, MacEntry>>();
+  private oldest: MacEntry | undefined;
+  private newest: MacEntry | undefined;
+  private count = 0;
+  private latestMs = 0;
+  readonly stats: MacTableStats = { learned: 0, moved: 0, evicted: 0, expired: 0 };
+
+  constructor(opts: { maxAgeMs: number; maxEntries?: number }) {
+    if (!(opts.maxAgeMs > 0)) throw new RangeError(`maxAgeMs must be positive, got ${opts.maxAgeMs}`);
+    const max = opts.maxEntries ?? 65536;
+    if (!Number.isInteger(max) || max < 1) throw new RangeError(`maxEntries must be a positive integer, got ${max}`);
+    this.maxAgeMs = opts.maxAgeMs;
+    this.maxEntries = max;
+  }
+
+  /**
+   * Learn or refresh. Returns true if the MAC was new or moved to another peer. Multicast
+   * MACs are never valid sources and are ignored (false). When the table is full the
+   * oldest entry is evicted (counted in stats.evicted): fresh traffic matters more.
+   */
+  learn(networkId: number, mac: number, peer: PeerName, nowMs: number): boolean {
+    if (nowMs > this.latestMs) this.latestMs = nowMs;
+    if (isMulticastMac(mac)) return false;
+    let net = this.byNetwork.get(networkId);
+    const e = net?.get(mac);
+    if (e !== undefined) {
+      e.seenMs = nowMs;
+      this.moveToNewest(e);
+      if (e.peer === peer) return false;
+      e.peer = peer;
+      this.stats.moved++;
+      return true;
+    }
+    if (this.count >= this.maxEntries) {
+      this.remove(this.oldest!);
+      this.stats.evicted++;
+      // The eviction may have emptied and dropped this network's map.
+      net = this.byNetwork.get(networkId);
+    }
+    if (net === undefined) {
+      net = new Map();
+      this.byNetwork.set(networkId, net);
+    }
+    const fresh: MacEntry = { networkId, mac, peer, seenMs: nowMs, prev: this.newest, next: undefined };
+    if (this.newest !== undefined) this.newest.next = fresh;
+    else this.oldest = fresh;
+    this.newest = fresh;
+    net.set(mac, fresh);
+    this.count++;
+    this.stats.learned++;
+    return true;
+  }
+
+  /** Owning peer, or undefined when unknown or expired. */
+  lookup(networkId: number, mac: number, nowMs: number): PeerName | undefined {
+    const e = this.byNetwork.get(networkId)?.get(mac);
+    if (e === undefined || nowMs - e.seenMs > this.maxAgeMs) return undefined;
+    return e.peer;
+  }
+
+  /** Remove expired entries; returns how many. */
+  expire(nowMs: number): number {
+    if (nowMs > this.latestMs) this.latestMs = nowMs;
+    let n = 0;
+    while (this.oldest !== undefined && nowMs - this.oldest.seenMs > this.maxAgeMs) {
+      this.remove(this.oldest);
+      n++;
+    }
+    this.stats.expired += n;
+    return n;
+  }
+
+  /** Forget every MAC of a peer (peer gone); returns how many. */
+  forgetPeer(peer: PeerName): number {
+    let n = 0;
+    for (let e = this.oldest; e !== undefined; ) {
+      const next = e.next;
+      if (e.peer === peer) {
+        this.remove(e);
+        n++;
+      }
+      e = next;
+    }
+    return n;
+  }
+
+  size(): number {
+    return this.count;
+  }
+
+  /** Every entry, oldest first; ages relative to nowMs (default: the latest time seen). */
+  entries(nowMs: number = this.latestMs): { networkId: number; mac: number; peer: PeerName; ageMs: number }[] {
+    const out: { networkId: number; mac: number; peer: PeerName; ageMs: number }[] = [];
+    for (let e = this.oldest; e !== undefined; e = e.next) {
+      out.push({ networkId: e.networkId, mac: e.mac, peer: e.peer, ageMs: Math.max(0, nowMs - e.seenMs) });
+    }
+    return out;
+  }
+
+  private moveToNewest(e: MacEntry): void {
+    if (e === this.newest) return;
+    this.unlink(e);
+    e.prev = this.newest;
+    e.next = undefined;
+    this.newest!.next = e; // non-empty: e was in the list and was not the newest
+    this.newest = e;
+  }
+
+  private unlink(e: MacEntry): void {
+    if (e.prev !== undefined) e.prev.next = e.next;
+    else this.oldest = e.next;
+    if (e.next !== undefined) e.next.prev = e.prev;
+    else this.newest = e.prev;
+    e.prev = undefined;
+    e.next = undefined;
+  }
+
+  private remove(e: MacEntry): void {
+    this.unlink(e);
+    const net = this.byNetwork.get(e.networkId)!;
+    net.delete(e.mac);
+    if (net.size === 0) this.byNetwork.delete(e.networkId);
+    this.count--;
+  }
+}
+
+/** Six bytes big-endian at offset -> 48-bit number. No allocation. */
+export function readMac(buf: Buffer, offset: number): number {
+  if (offset < 0 || offset + 6 > buf.length) throw new RangeError(`readMac: offset ${offset} outside ${buf.length}`);
+  return (
+    (buf[offset]! * 0x100 + buf[offset + 1]!) * TWO_32 +
+    ((buf[offset + 2]! << 24) >>> 0) +
+    (buf[offset + 3]! << 16) +
+    (buf[offset + 4]! << 8) +
+    buf[offset + 5]!
+  );
+}
+
+/** Write a 48-bit MAC as six bytes big-endian at offset. */
+export function writeMac(buf: Buffer, offset: number, mac: number): void {
+  if (offset < 0 || offset + 6 > buf.length) throw new RangeError(`writeMac: offset ${offset} outside ${buf.length}`);
+  const hi = Math.floor(mac / TWO_32);
+  const lo = mac >>> 0;
+  buf[offset] = hi >>> 8;
+  buf[offset + 1] = hi & 0xff;
+  buf[offset + 2] = lo >>> 24;
+  buf[offset + 3] = (lo >>> 16) & 0xff;
+  buf[offset + 4] = (lo >>> 8) & 0xff;
+  buf[offset + 5] = lo & 0xff;
+}
+
+/** "02:42:ac:11:00:02" */
+export function formatMac(mac: number): string {
+  const hex = mac.toString(16).padStart(12, '0');
+  return `${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}:${hex.slice(6, 8)}:${hex.slice(8, 10)}:${hex.slice(10, 12)}`;
+}
+
+/** The I/G bit (lowest bit of the first byte): multicast, broadcast included. */
+export function isMulticastMac(mac: number): boolean {
+  return ((mac / 0x100_0000_0000) & 1) === 1;
+}

@@ -1,0 +1,482 @@
+/**
+ * The router: owns the control connections, the connection targets, and our view of the
+ * topology. It turns connection and data-path events into our own gossip entry, merges
+ * what peers gossip, and hands the data path the peers it should carry traffic for.
+ */
+import * as net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../log';
+import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
+import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
+import { PeerConnection, type ConnectionHandlers } from './connection';
+import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
+import { decodeGossip, encodeGossip, GossipDecodeError } from './gossip-codec';
+import { formatPeerName, type PeerName } from './peername';
+import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
+
+export interface RouterOptions {
+  name: PeerName;
+  nickname: string;
+  bindAddress: string;
+  port: number;
+  log: Logger;
+}
+
+type TargetSource = TargetStatus['source'];
+
+interface Target {
+  address: string;
+  source: TargetSource;
+  attempts: number;
+  lastError: string | undefined;
+  connection: PeerConnection | undefined;
+  timer: NodeJS.Timeout | undefined;
+  nextAttemptAt: number;
+  /** Peer this target turned out to be, once a handshake succeeded. */
+  peer: PeerName | undefined;
+}
+
+const BACKOFF_BASE_MS = 1000;
+const BACKOFF_MAX_MS = 30_000;
+const GOSSIP_REFRESH_MS = 30_000;
+const DIAL_TIMEOUT_MS = 5000;
+
+/** "host" -> "host:6783"; validates the port. */
+export function normalizeTarget(text: string, defaultPort: number): string {
+  const t = text.trim();
+  if (t === '') throw new Error('empty peer address');
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(t);
+  if (!m || m[1] === undefined || /[\s/]/.test(m[1])) throw new Error(`invalid peer address ${JSON.stringify(text)}: use HOST or HOST:PORT`);
+  const port = m[2] === undefined ? defaultPort : Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port in peer address ${JSON.stringify(text)}`);
+  return `${m[1]}:${port}`;
+}
+
+function splitHostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  return { host: address.slice(0, i), port: Number(address.slice(i + 1)) };
+}
+
+export class Router implements DatapathEvents {
+  readonly topology: Topology;
+  readonly uid: bigint;
+  private datapath: Datapath | undefined;
+  private readonly server: net.Server;
+  private readonly targets = new Map<string, Target>();
+  /** Ready connections by peer name: at most one per peer. */
+  private readonly byPeer = new Map<PeerName, PeerConnection>();
+  /** Every live connection, including those still handshaking. */
+  private readonly connectionsAll = new Set<PeerConnection>();
+  private readonly rejected = new Map<string, number>();
+  private readonly log: Logger;
+  private readonly gossipTimer: NodeJS.Timeout;
+  private readonly handlers: ConnectionHandlers;
+  private stopped = false;
+
+  constructor(private readonly opts: RouterOptions) {
+    this.log = opts.log;
+    this.uid = randomBytes(8).readBigUInt64BE(0);
+    this.topology = new Topology({ name: opts.name, nickname: opts.nickname, uid: this.uid });
+    this.server = net.createServer((socket) => this.accept(socket));
+    this.gossipTimer = setInterval(() => this.gossipAll(this.topology.entries()), GOSSIP_REFRESH_MS);
+    this.gossipTimer.unref();
+    this.handlers = {
+      onHello: (c, h) => this.onHello(c, h),
+      onReady: (c) => this.onReady(c),
+      onGossip: (c, p) => this.onGossip(c, p),
+      onClosed: (c, r) => this.onClosed(c, r),
+      onRejected: (r) => this.countRejected(r),
+    };
+  }
+
+  get routes(): RouteTable {
+    return this.topology;
+  }
+
+  get name(): PeerName {
+    return this.opts.name;
+  }
+
+  setDatapath(dp: Datapath): void {
+    this.datapath = dp;
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.opts.bindAddress, port: this.opts.port }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.log.error('control listener error', { error: err.message }));
+        resolve();
+      });
+    });
+  }
+
+  // ---- targets ----
+
+  connect(addresses: string[], source: TargetSource = 'connect'): void {
+    for (const a of addresses) {
+      const address = normalizeTarget(a, this.opts.port);
+      if (this.targets.has(address)) {
+        const t = this.targets.get(address)!;
+        // An operator asking again means "try now".
+        if (source !== 'discovered' && t.connection === undefined) this.dialSoon(t, 0);
+        continue;
+      }
+      const t: Target = {
+        address,
+        source,
+        attempts: 0,
+        lastError: undefined,
+        connection: undefined,
+        timer: undefined,
+        nextAttemptAt: 0,
+        peer: undefined,
+      };
+      this.targets.set(address, t);
+      this.dialSoon(t, 0);
+    }
+  }
+
+  forget(addresses: string[]): void {
+    for (const a of addresses) {
+      const address = normalizeTarget(a, this.opts.port);
+      const t = this.targets.get(address);
+      if (t === undefined) continue;
+      this.targets.delete(address);
+      if (t.timer) clearTimeout(t.timer);
+      t.connection?.close('forgotten by operator');
+    }
+  }
+
+  private dialSoon(t: Target, delayMs: number): void {
+    if (t.timer) clearTimeout(t.timer);
+    t.nextAttemptAt = Date.now() + delayMs;
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      this.dial(t);
+    }, delayMs);
+    t.timer.unref();
+  }
+
+  private dial(t: Target): void {
+    if (this.stopped || this.targets.get(t.address) !== t || t.connection) return;
+    if (t.peer !== undefined && this.byPeer.has(t.peer)) return; // reached another way
+    t.attempts++;
+    const { host, port } = splitHostPort(t.address);
+    const socket = net.connect({ host, port, timeout: DIAL_TIMEOUT_MS });
+    const onFail = (err: Error): void => {
+      socket.destroy();
+      if (t.connection !== undefined) return;
+      t.lastError = err.message;
+      this.scheduleRetry(t);
+    };
+    socket.once('timeout', () => onFail(new Error('connect timed out')));
+    socket.once('error', onFail);
+    socket.once('connect', () => {
+      socket.setTimeout(0);
+      socket.removeListener('error', onFail);
+      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log);
+      t.connection = conn;
+      this.connectionsAll.add(conn);
+    });
+  }
+
+  private scheduleRetry(t: Target): void {
+    if (this.stopped || this.targets.get(t.address) !== t) return;
+    const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(t.attempts - 1, 10));
+    const delay = Math.round(exp * (0.75 + Math.random() * 0.5));
+    this.dialSoon(t, delay);
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.stopped) {
+      socket.destroy();
+      return;
+    }
+    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log);
+    this.connectionsAll.add(conn);
+  }
+
+  private localHello(): Hello {
+    return {
+      minVersion: PROTOCOL_MIN_VERSION,
+      maxVersion: PROTOCOL_MAX_VERSION,
+      flags: 0,
+      name: this.opts.name,
+      uid: this.uid,
+      controlPort: this.opts.port,
+      dataPort: this.opts.port,
+      publicKey: randomBytes(32),
+      nickname: this.opts.nickname,
+    };
+  }
+
+  // ---- connection events ----
+
+  private onHello(conn: PeerConnection, hello: Hello): string | undefined {
+    if (hello.name === this.opts.name) {
+      if (hello.uid === this.uid) {
+        // We dialled ourselves (e.g. launched with our own address): stop trying.
+        if (conn.target !== undefined) this.dropTarget(conn.target);
+        return 'connection to self';
+      }
+      this.countRejected('name_collision');
+      this.log.error('peer name collision: another peer uses our name', {
+        name: formatPeerName(hello.name),
+        remote: conn.remoteAddress,
+      });
+      return `peer name collision: ${formatPeerName(hello.name)} is also our name; give one of the hosts another --name`;
+    }
+    const existing = this.byPeer.get(hello.name);
+    if (existing !== undefined) {
+      // Both ends dialled each other: keep the connection dialled by the lower name, so
+      // both sides make the same choice without talking about it.
+      const initiator = (c: PeerConnection): PeerName => (c.outbound ? this.opts.name : hello.name);
+      const keepNew = initiator(conn) < initiator(existing) || initiator(conn) === initiator(existing);
+      if (!keepNew) {
+        this.countRejected('duplicate_connection');
+        return 'duplicate connection';
+      }
+      existing.close('superseded by a newer connection');
+    }
+    return undefined;
+  }
+
+  private onReady(conn: PeerConnection): void {
+    const hello = conn.remote!;
+    this.byPeer.set(hello.name, conn);
+    if (conn.target !== undefined) {
+      const t = this.targets.get(conn.target);
+      if (t) {
+        t.attempts = 0;
+        t.lastError = undefined;
+        t.peer = hello.name;
+      }
+    }
+    this.log.info('connected to peer', {
+      peer: formatPeerName(hello.name),
+      nickname: hello.nickname,
+      remote: conn.remoteAddress,
+      outbound: conn.outbound,
+    });
+    void this.datapath?.addPeer(hello.name, conn.remoteIp, hello.dataPort).catch((err: Error) => {
+      this.log.error('data path refused peer', { peer: formatPeerName(hello.name), error: err.message });
+    });
+    this.publishLocal();
+    conn.send({ type: MessageType.Gossip, payload: encodeGossip(this.topology.entries()) });
+  }
+
+  private onGossip(from: PeerConnection, payload: Buffer): void {
+    let entries: PeerEntry[];
+    try {
+      entries = decodeGossip(payload);
+    } catch (err) {
+      if (!(err instanceof GossipDecodeError)) throw err;
+      this.countRejected('bad_gossip');
+      from.close(`bad gossip: ${err.message}`);
+      return;
+    }
+    const changed = this.topology.merge(entries);
+    if (changed.length === 0) return;
+    this.gossipAll(changed, from);
+    this.afterTopologyChange();
+  }
+
+  private onClosed(conn: PeerConnection, reason: string): void {
+    this.connectionsAll.delete(conn);
+    const name = conn.remote?.name;
+    if (name !== undefined && this.byPeer.get(name) === conn) {
+      this.byPeer.delete(name);
+      this.datapath?.removePeer(name);
+      this.log.info('disconnected from peer', { peer: formatPeerName(name), reason });
+      this.publishLocal();
+    } else if (conn.phase !== 'ready') {
+      this.log.debug('connection attempt ended', { remote: conn.remoteAddress, reason });
+    }
+    if (conn.target !== undefined) {
+      const t = this.targets.get(conn.target);
+      if (t && t.connection === conn) {
+        t.connection = undefined;
+        t.lastError = reason;
+        this.scheduleRetry(t);
+      }
+    }
+  }
+
+  /** DatapathEvents: the data path towards a peer went up or down. */
+  pathChanged(peer: PeerName, up: boolean): void {
+    this.log.info(up ? 'data path established' : 'data path lost', { peer: formatPeerName(peer) });
+    this.publishLocal();
+  }
+
+  private dropTarget(address: string): void {
+    const t = this.targets.get(address);
+    if (!t) return;
+    if (t.timer) clearTimeout(t.timer);
+    this.targets.delete(address);
+  }
+
+  private countRejected(reason: string): void {
+    this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
+  }
+
+  // ---- topology ----
+
+  private localEdges(): PeerConnectionEdge[] {
+    const edges: PeerConnectionEdge[] = [];
+    for (const [name, conn] of this.byPeer) {
+      edges.push({
+        peer: name,
+        address: conn.remoteListenAddress,
+        outbound: conn.outbound,
+        established: this.datapath?.peerStatus(name)?.up ?? false,
+      });
+    }
+    edges.sort((a, b) => a.peer - b.peer);
+    return edges;
+  }
+
+  /** Our connections changed: new own entry, gossip it, recompute what depends on routes. */
+  private publishLocal(): void {
+    const entry = this.topology.setLocalConnections(this.localEdges());
+    this.gossipAll([entry]);
+    this.afterTopologyChange();
+  }
+
+  private afterTopologyChange(): void {
+    for (const gone of this.topology.gc()) {
+      this.datapath?.peerGone(gone);
+      this.log.info('peer unreachable, forgotten', { peer: formatPeerName(gone) });
+    }
+    this.discover();
+  }
+
+  /** Connect to peers our neighbours know and we do not. */
+  private discover(): void {
+    const known = new Set(this.topology.entries().map((e) => e.name));
+    const wanted = new Set<string>();
+    for (const e of this.topology.entries()) {
+      for (const edge of e.connections) {
+        if (edge.peer === this.opts.name || this.byPeer.has(edge.peer) || !edge.established) continue;
+        // Only the dialling side's view of an address is a listening address.
+        if (!edge.outbound) continue;
+        wanted.add(edge.address);
+      }
+    }
+    for (const address of wanted) {
+      if (!this.targets.has(address)) this.connect([address], 'discovered');
+    }
+    // Discovered targets whose peer vanished from the topology are no longer worth dialling.
+    for (const t of [...this.targets.values()]) {
+      if (t.source === 'discovered' && t.connection === undefined && !wanted.has(t.address)) {
+        if (t.peer === undefined || !known.has(t.peer)) this.dropTarget(t.address);
+      }
+    }
+  }
+
+  private gossipAll(entries: readonly PeerEntry[], except?: PeerConnection): void {
+    if (entries.length === 0) return;
+    const payload = encodeGossip(entries);
+    for (const conn of this.byPeer.values()) {
+      if (conn !== except) conn.send({ type: MessageType.Gossip, payload });
+    }
+  }
+
+  // ---- status ----
+
+  connectionStatus(): ConnectionStatus[] {
+    const out: ConnectionStatus[] = [];
+    for (const conn of this.connectionsAll) {
+      const name = conn.remote?.name;
+      const path = name === undefined ? undefined : this.datapath?.peerStatus(name);
+      const ready = conn.phase === 'ready';
+      const status: ConnectionStatus = {
+        peer: name === undefined ? '' : formatPeerName(name),
+        nickname: conn.remote?.nickname ?? '',
+        address: conn.outbound && conn.target ? conn.target : conn.remoteAddress,
+        state: ready && path?.up ? 'established' : 'handshaking',
+        datapath: this.datapath?.kind ?? 'sleeve',
+        encrypted: false,
+        outbound: conn.outbound,
+      };
+      if (ready && !path?.up) status.info = 'waiting for the data path heartbeat';
+      if (path) status.pmtu = path.pmtu;
+      const rtt = path?.rttMs ?? conn.rttMs;
+      if (rtt !== undefined) status.rttMs = rtt;
+      out.push(status);
+    }
+    for (const t of this.targets.values()) {
+      if (t.connection === undefined && t.lastError !== undefined && !(t.peer !== undefined && this.byPeer.has(t.peer))) {
+        out.push({
+          peer: t.peer === undefined ? '' : formatPeerName(t.peer),
+          nickname: '',
+          address: t.address,
+          state: 'failed',
+          datapath: this.datapath?.kind ?? 'sleeve',
+          encrypted: false,
+          outbound: true,
+          info: t.lastError,
+        });
+      }
+    }
+    return out.sort((a, b) => a.address.localeCompare(b.address));
+  }
+
+  peerStatus(): PeerStatus[] {
+    const nick = new Map(this.topology.entries().map((e) => [e.name, e.nickname] as const));
+    return this.topology
+      .entries()
+      .map((e) => {
+        const via = e.name === this.opts.name ? e.name : this.topology.unicastNextHop(e.name);
+        return {
+          name: formatPeerName(e.name),
+          nickname: e.nickname,
+          version: e.version,
+          connections: e.connections
+            .filter((c) => c.established)
+            .map((c) => ({ name: formatPeerName(c.peer), nickname: nick.get(c.peer) ?? '', address: c.address })),
+          via: via === undefined ? '' : formatPeerName(via),
+          reachable: via !== undefined,
+        };
+      })
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  targetStatus(): TargetStatus[] {
+    const now = Date.now();
+    return [...this.targets.values()]
+      .map((t) => {
+        const connected = t.connection?.phase === 'ready' || (t.peer !== undefined && this.byPeer.has(t.peer));
+        const s: TargetStatus = {
+          address: t.address,
+          state: connected ? 'connected' : t.connection ? 'connecting' : 'waiting',
+          attempts: t.attempts,
+          source: t.source,
+        };
+        if (t.lastError !== undefined && !connected) s.lastError = t.lastError;
+        if (s.state === 'waiting') s.retryInMs = Math.max(0, t.nextAttemptAt - now);
+        return s;
+      })
+      .sort((a, b) => a.address.localeCompare(b.address));
+  }
+
+  rejectedCounts(): ReadonlyMap<string, number> {
+    return this.rejected;
+  }
+
+  connectionCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const s of this.connectionStatus()) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
+    return counts;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.gossipTimer);
+    for (const t of this.targets.values()) if (t.timer) clearTimeout(t.timer);
+    for (const conn of [...this.connectionsAll]) conn.close('peer shutting down');
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
