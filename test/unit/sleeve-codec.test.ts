@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import {
+  DatagramKind,
+  SleeveDecodeError,
+  checkFrameRecords,
+  checkHeader,
+  decode,
+  encode,
+  encodingLength,
+  type Datagram,
+} from '../../src/datapath/sleeve/codec';
+
+const frame = Buffer.from('ffffffffffff02000000000108060001', 'hex'); // broadcast ARP-ish, 16 bytes
+
+describe('sleeve datagram codec', () => {
+  it('encodes a FRAMES datagram to the documented bytes', () => {
+    const d: Datagram = {
+      kind: DatagramKind.Frames,
+      sender: 0x020000000001,
+      frames: [{ src: 0x020000000001, dst: 0, network: 0xabcdef, hops: 2, frame }],
+    };
+    expect(encode(d).toString('hex')).toBe(
+      '57' + '01' + '01' + '00' + '020000000001' + '0000' + // header
+        '020000000001' + '000000000000' + 'abcdef' + '02' + '0010' + // record header
+        frame.toString('hex'),
+    );
+  });
+
+  it('round-trips frames and heartbeats', () => {
+    const ds: Datagram[] = [
+      {
+        kind: DatagramKind.Frames,
+        sender: 5,
+        frames: [
+          { src: 5, dst: 9, network: 1, hops: 0, frame },
+          { src: 7, dst: 0, network: 0xffffff, hops: 15, frame: Buffer.alloc(1400, 3) },
+        ],
+      },
+      { kind: DatagramKind.Heartbeat, sender: 1, receiver: 2, seq: 3, echo: 0 },
+      { kind: DatagramKind.HeartbeatAck, sender: 2, receiver: 1, seq: 0, echo: 3 },
+    ];
+    for (const d of ds) {
+      const b = encode(d);
+      expect(b.length).toBe(encodingLength(d));
+      expect(decode(b)).toEqual(d);
+    }
+  });
+
+  it('names the reason for every malformed datagram', () => {
+    const good = encode({ kind: DatagramKind.Frames, sender: 5, frames: [{ src: 5, dst: 9, network: 1, hops: 0, frame }] });
+    expect(checkHeader(good, 0, 5)).toBe('short');
+    const m = Buffer.from(good);
+    m[0] = 0;
+    expect(checkHeader(m, 0, m.length)).toBe('bad_magic');
+    const v = Buffer.from(good);
+    v[1] = 9;
+    expect(checkHeader(v, 0, v.length)).toBe('bad_version');
+    const k = Buffer.from(good);
+    k[2] = 77;
+    expect(checkHeader(k, 0, k.length)).toBe('bad_kind');
+    expect(checkFrameRecords(good, 0, good.length - 1)).toBe('truncated');
+    const tiny = Buffer.from(good);
+    tiny.writeUInt16BE(4, 12 + 16);
+    expect(checkFrameRecords(tiny, 0, tiny.length)).toBe('bad_length');
+    expect(() => decode(good.subarray(0, good.length - 3))).toThrow(SleeveDecodeError);
+  });
+
+  it('survives fuzzing: only a datagram or a SleeveDecodeError', () => {
+    let seed = 99;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+      return seed % n;
+    };
+    const base = encode({ kind: DatagramKind.Frames, sender: 5, frames: [{ src: 5, dst: 9, network: 1, hops: 0, frame }, { src: 5, dst: 0, network: 1, hops: 0, frame }] });
+    for (let i = 0; i < 20000; i++) {
+      let b: Buffer;
+      if (i % 2 === 0) {
+        b = Buffer.alloc(rand(200));
+        for (let j = 0; j < b.length; j++) b[j] = rand(256);
+        if (b.length > 2 && rand(2) === 0) {
+          b[0] = 0x57;
+          b[1] = 1;
+          b[2] = 1 + rand(3);
+        }
+      } else {
+        b = Buffer.from(base);
+        for (let n = 0; n < 1 + rand(3); n++) b[rand(b.length)] = rand(256);
+        b = b.subarray(0, rand(b.length + 1));
+      }
+      try {
+        decode(b);
+      } catch (err) {
+        expect(err).toBeInstanceOf(SleeveDecodeError);
+      }
+    }
+  });
+});
