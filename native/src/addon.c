@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* strerrorname_np */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

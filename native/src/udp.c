@@ -1,3 +1,435 @@
-#include "addon.h"
+/*
+ * IPv4 UDP socket with recvmmsg/sendmmsg batching and UDP GSO, polled by libuv.
+ * Addresses cross the boundary as host-order 32-bit numbers, ports as host order.
+ *
+ * Exports (the typed face is src/native/index.ts):
+ *   udpBind(addr, port, rcvbuf, sndbuf, slots, slotSize)
+ *       -> handle {fd, port, rxBuf, rxLengths, rxAddrs, rxPorts}
+ *   udpStartReading(handle, onDatagrams, onError?)   udpStopReading(handle)
+ *   udpSendBatch(handle, buf, offsets, lengths, addrs, ports, count) -> number
+ *   udpSend(handle, buf, offset, length, addr, port) -> boolean
+ *   udpSendSegmented(handle, buf, offset, length, segmentSize, addr, port) -> boolean
+ *   udpClose(handle)
+ *
+ * IP_MTU_DISCOVER is deliberately left at the kernel default (IP_PMTUDISC_WANT with
+ * the default net.ipv4.ip_no_pmtu_disc=0): a datagram larger than the path MTU is
+ * fragmented locally instead of failing with EMSGSIZE or being dropped. The sleeve
+ * does its own PMTU discovery on top and sizes datagrams to avoid fragmentation;
+ * this keeps an over-estimate from turning into silent loss meanwhile.
+ */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
 
-napi_status weavets_init_udp(napi_env env, napi_value exports) { return napi_ok; }
+#include "poller.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+
+/* sendmmsg chunk: big enough to amortise the syscall, small enough to live inline. */
+#define TX_CHUNK 64
+
+typedef struct {
+  weavets_poller p; /* first: the poller callbacks cast back to udp_sock */
+  uint32_t slots;
+  uint32_t slot_size;
+  uint8_t *rx;
+  uint32_t *rx_lengths;
+  uint32_t *rx_addrs;
+  uint16_t *rx_ports;
+  struct mmsghdr *rx_msgs;
+  struct iovec *rx_iov;
+  struct sockaddr_in *rx_names;
+  struct mmsghdr tx_msgs[TX_CHUNK];
+  struct iovec tx_iov[TX_CHUNK];
+  struct sockaddr_in tx_names[TX_CHUNK];
+} udp_sock;
+
+static void udp_release(weavets_poller *p) {
+  udp_sock *u = (udp_sock *)p;
+  free(u->rx_msgs);
+  free(u->rx_iov);
+  free(u->rx_names);
+  free(u);
+}
+
+/* Errors a recv can return that concern one earlier datagram, not the socket. */
+static int transient_rx_error(int e) {
+  return e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EHOSTDOWN ||
+         e == ENETDOWN || e == EMSGSIZE || e == EPROTO || e == ENOPROTOOPT;
+}
+
+static uint32_t udp_drain(weavets_poller *p, int *err) {
+  udp_sock *u = (udp_sock *)p;
+  for (uint32_t i = 0; i < u->slots; i++) u->rx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+  int r;
+  do r = recvmmsg(p->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    /* Level-triggered poll: if data is still queued behind a transient error we
+     * are called again on the next loop turn. */
+    if (errno != EAGAIN && !transient_rx_error(errno)) *err = errno;
+    return 0;
+  }
+  for (int i = 0; i < r; i++) {
+    const struct mmsghdr *m = &u->rx_msgs[i];
+    u->rx_lengths[i] = (m->msg_hdr.msg_flags & MSG_TRUNC) ? 0 : m->msg_len;
+    u->rx_addrs[i] = ntohl(u->rx_names[i].sin_addr.s_addr);
+    u->rx_ports[i] = ntohs(u->rx_names[i].sin_port);
+  }
+  return (uint32_t)r;
+}
+
+static void set_buffer(int fd, int force_opt, int opt, uint32_t size) {
+  if (size == 0) return;
+  int v = size > INT32_MAX ? INT32_MAX : (int)size;
+  /* FORCE ignores net.core.[rw]mem_max (needs CAP_NET_ADMIN); else the capped one. */
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof v) < 0)
+    setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v);
+}
+
+#define SET_PROP(obj, key, val)                                                  \
+  do {                                                                           \
+    if ((val) == NULL || napi_set_named_property(env, obj, key, val) != napi_ok) \
+      goto fail_wrapped;                                                         \
+  } while (0)
+
+static napi_value udp_bind(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!weavets_get_args(env, info, 6, argv)) return NULL;
+  uint32_t addr, port, rcvbuf, sndbuf, slots, slot_size;
+  if (!weavets_get_u32(env, argv[0], "address", &addr) ||
+      !weavets_get_u32(env, argv[1], "port", &port) ||
+      !weavets_get_u32(env, argv[2], "rcvbuf", &rcvbuf) ||
+      !weavets_get_u32(env, argv[3], "sndbuf", &sndbuf) ||
+      !weavets_get_u32(env, argv[4], "slots", &slots) ||
+      !weavets_get_u32(env, argv[5], "slotSize", &slot_size))
+    return NULL;
+  if (port > 65535 || slots < 1 || slots > 1024 || slot_size < 64 || slot_size > (1u << 20)) {
+    napi_throw_range_error(env, NULL, "port 0..65535, slots 1..1024, slotSize 64..1048576");
+    return NULL;
+  }
+
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    weavets_throw_errno(env, "socket", errno);
+    return NULL;
+  }
+  set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
+  set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  sa.sin_addr.s_addr = htonl(addr);
+  socklen_t sl = sizeof sa;
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+    int e = errno;
+    close(fd);
+    weavets_throw_errno(env, "bind", e);
+    return NULL;
+  }
+
+  udp_sock *u = calloc(1, sizeof *u);
+  if (u) {
+    u->rx_msgs = calloc(slots, sizeof *u->rx_msgs);
+    u->rx_iov = calloc(slots, sizeof *u->rx_iov);
+    u->rx_names = calloc(slots, sizeof *u->rx_names);
+  }
+  if (!u || !u->rx_msgs || !u->rx_iov || !u->rx_names) {
+    close(fd);
+    if (u) udp_release(&u->p);
+    weavets_throw_errno(env, "calloc", ENOMEM);
+    return NULL;
+  }
+  u->p.fd = fd;
+  u->p.drain = udp_drain;
+  u->p.release = udp_release;
+  u->slots = slots;
+  u->slot_size = slot_size;
+
+  napi_value obj;
+  if (napi_create_object(env, &obj) != napi_ok) {
+    close(fd);
+    udp_release(&u->p);
+    weavets_ensure_thrown(env, "napi_create_object failed");
+    return NULL;
+  }
+  if (weavets_poller_setup(env, &u->p, obj) != napi_ok) {
+    weavets_ensure_thrown(env, "poller setup failed");
+    return NULL;
+  }
+
+  napi_value rx_buf, v;
+  void *data;
+  if (napi_create_buffer(env, (size_t)slot_size * slots, &data, &rx_buf) != napi_ok)
+    goto fail_wrapped;
+  u->rx = data;
+  napi_value rx_lengths = weavets_new_typed(env, napi_uint32_array, 4, slots, &data);
+  u->rx_lengths = data;
+  napi_value rx_addrs = weavets_new_typed(env, napi_uint32_array, 4, slots, &data);
+  u->rx_addrs = data;
+  napi_value rx_ports = weavets_new_typed(env, napi_uint16_array, 2, slots, &data);
+  u->rx_ports = data;
+  if (!rx_lengths || !rx_addrs || !rx_ports) goto fail_wrapped;
+  napi_value keep[] = {rx_buf, rx_lengths, rx_addrs, rx_ports};
+  for (int i = 0; i < 4; i++)
+    if (napi_create_reference(env, keep[i], 1, &u->p.keep[i]) != napi_ok) goto fail_wrapped;
+
+  for (uint32_t i = 0; i < slots; i++) {
+    u->rx_iov[i].iov_base = u->rx + (size_t)i * slot_size;
+    u->rx_iov[i].iov_len = slot_size;
+    struct msghdr *h = &u->rx_msgs[i].msg_hdr;
+    h->msg_name = &u->rx_names[i];
+    h->msg_namelen = sizeof u->rx_names[i];
+    h->msg_iov = &u->rx_iov[i];
+    h->msg_iovlen = 1;
+  }
+  for (uint32_t i = 0; i < TX_CHUNK; i++) {
+    struct msghdr *h = &u->tx_msgs[i].msg_hdr;
+    h->msg_name = &u->tx_names[i];
+    h->msg_namelen = sizeof u->tx_names[i];
+    h->msg_iov = &u->tx_iov[i];
+    h->msg_iovlen = 1;
+    u->tx_names[i].sin_family = AF_INET;
+  }
+
+  SET_PROP(obj, "rxBuf", rx_buf);
+  SET_PROP(obj, "rxLengths", rx_lengths);
+  SET_PROP(obj, "rxAddrs", rx_addrs);
+  SET_PROP(obj, "rxPorts", rx_ports);
+  v = NULL;
+  napi_create_uint32(env, ntohs(sa.sin_port), &v);
+  SET_PROP(obj, "port", v);
+  v = NULL;
+  napi_create_int32(env, fd, &v);
+  SET_PROP(obj, "fd", v);
+  return obj;
+
+fail_wrapped:
+  weavets_poller_close(env, &u->p, obj);
+  weavets_ensure_thrown(env, "udpBind failed");
+  return NULL;
+}
+
+static udp_sock *udp_get(napi_env env, napi_value obj) {
+  return (udp_sock *)weavets_poller_get(env, obj);
+}
+
+static napi_value udp_start_reading(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  udp_sock *u = udp_get(env, argv[0]);
+  if (u) weavets_poller_start(env, &u->p, argv[1], argv[2]);
+  return NULL;
+}
+
+static napi_value udp_stop_reading(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!weavets_get_args(env, info, 1, argv)) return NULL;
+  udp_sock *u = udp_get(env, argv[0]);
+  if (u) weavets_poller_stop(env, &u->p);
+  return NULL;
+}
+
+static napi_value udp_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!weavets_get_args(env, info, 1, argv)) return NULL;
+  void *p = NULL;
+  if (napi_unwrap(env, argv[0], &p) != napi_ok || p == NULL) { /* already closed */
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    return NULL;
+  }
+  weavets_poller_close(env, p, argv[0]);
+  return NULL;
+}
+
+static int get_port(napi_env env, napi_value v, uint16_t *out) {
+  uint32_t x;
+  if (!weavets_get_u32(env, v, "port", &x)) return 0;
+  if (x > 65535) {
+    napi_throw_range_error(env, NULL, "port must be 0..65535");
+    return 0;
+  }
+  *out = (uint16_t)x;
+  return 1;
+}
+
+static int queue_full(int e) { return e == EAGAIN || e == ENOBUFS; }
+
+static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!weavets_get_args(env, info, 7, argv)) return NULL;
+  udp_sock *u = udp_get(env, argv[0]);
+  if (!u) return NULL;
+  uint8_t *buf;
+  size_t buf_len, n_off, n_len, n_addr, n_port;
+  uint32_t *offs, *lens, *addrs, count;
+  uint16_t *ports;
+  if (!weavets_get_bytes(env, argv[1], &buf, &buf_len) ||
+      !weavets_get_typed(env, argv[2], napi_uint32_array, "offsets", (void **)&offs, &n_off) ||
+      !weavets_get_typed(env, argv[3], napi_uint32_array, "lengths", (void **)&lens, &n_len) ||
+      !weavets_get_typed(env, argv[4], napi_uint32_array, "addrs", (void **)&addrs, &n_addr) ||
+      !weavets_get_typed(env, argv[5], napi_uint16_array, "ports", (void **)&ports, &n_port) ||
+      !weavets_get_u32(env, argv[6], "count", &count))
+    return NULL;
+  if (count > n_off || count > n_len || count > n_addr || count > n_port) {
+    napi_throw_range_error(env, NULL, "count beyond offsets/lengths/addrs/ports");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    if ((uint64_t)offs[i] + lens[i] > buf_len) {
+      napi_throw_range_error(env, NULL, "offsets[i] + lengths[i] beyond the buffer");
+      return NULL;
+    }
+  }
+
+  uint32_t sent = 0;
+  while (sent < count) {
+    uint32_t chunk = count - sent < TX_CHUNK ? count - sent : TX_CHUNK;
+    for (uint32_t j = 0; j < chunk; j++) {
+      uint32_t i = sent + j;
+      u->tx_iov[j].iov_base = buf + offs[i];
+      u->tx_iov[j].iov_len = lens[i];
+      u->tx_names[j].sin_addr.s_addr = htonl(addrs[i]);
+      u->tx_names[j].sin_port = htons(ports[i]);
+    }
+    int r;
+    do r = sendmmsg(u->p.fd, u->tx_msgs, chunk, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (!queue_full(errno) && sent == 0) {
+        weavets_throw_errno(env, "sendmmsg", errno);
+        return NULL;
+      }
+      break;
+    }
+    /* A short count means message sent+r failed; the next round starts there and
+     * either gets the error back (we stop) or, if it was transient, carries on. */
+    sent += (uint32_t)r;
+  }
+  napi_value result;
+  napi_create_uint32(env, sent, &result);
+  return result;
+}
+
+static int get_dest(napi_env env, napi_value a, napi_value p, struct sockaddr_in *sa) {
+  uint32_t addr;
+  uint16_t port;
+  if (!weavets_get_u32(env, a, "addr", &addr) || !get_port(env, p, &port)) return 0;
+  memset(sa, 0, sizeof *sa);
+  sa->sin_family = AF_INET;
+  sa->sin_addr.s_addr = htonl(addr);
+  sa->sin_port = htons(port);
+  return 1;
+}
+
+static int get_span(napi_env env, napi_value b, napi_value o, napi_value l, uint8_t **data,
+                    uint32_t *len) {
+  uint8_t *buf;
+  size_t buf_len;
+  uint32_t off;
+  if (!weavets_get_bytes(env, b, &buf, &buf_len) || !weavets_get_u32(env, o, "offset", &off) ||
+      !weavets_get_u32(env, l, "length", len))
+    return 0;
+  if ((uint64_t)off + *len > buf_len) {
+    napi_throw_range_error(env, NULL, "offset + length beyond the buffer");
+    return 0;
+  }
+  *data = buf + off;
+  return 1;
+}
+
+/* sendmsg result to JS: true sent, false queue full, exception otherwise. */
+static napi_value send_result(napi_env env, ssize_t r, const char *what) {
+  napi_value result;
+  if (r < 0 && !queue_full(errno)) {
+    weavets_throw_errno(env, what, errno);
+    return NULL;
+  }
+  napi_get_boolean(env, r >= 0, &result);
+  return result;
+}
+
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!weavets_get_args(env, info, 6, argv)) return NULL;
+  udp_sock *u = udp_get(env, argv[0]);
+  if (!u) return NULL;
+  uint8_t *data;
+  uint32_t len;
+  struct sockaddr_in sa;
+  if (!get_span(env, argv[1], argv[2], argv[3], &data, &len) ||
+      !get_dest(env, argv[4], argv[5], &sa))
+    return NULL;
+  ssize_t r;
+  do r = sendto(u->p.fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&sa, sizeof sa);
+  while (r < 0 && errno == EINTR);
+  return send_result(env, r, "sendto");
+}
+
+static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!weavets_get_args(env, info, 7, argv)) return NULL;
+  udp_sock *u = udp_get(env, argv[0]);
+  if (!u) return NULL;
+  uint8_t *data;
+  uint32_t len, seg;
+  struct sockaddr_in sa;
+  if (!get_span(env, argv[1], argv[2], argv[3], &data, &len) ||
+      !weavets_get_u32(env, argv[4], "segmentSize", &seg) || !get_dest(env, argv[5], argv[6], &sa))
+    return NULL;
+  if (seg < 1 || seg > 65535) {
+    napi_throw_range_error(env, NULL, "segmentSize must be 1..65535");
+    return NULL;
+  }
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr mh = {
+      .msg_name = &sa,
+      .msg_namelen = sizeof sa,
+      .msg_iov = &iov,
+      .msg_iovlen = 1,
+      .msg_control = control.buf,
+      .msg_controllen = sizeof control.buf,
+  };
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_UDP;
+  cm->cmsg_type = UDP_SEGMENT;
+  cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t seg16 = (uint16_t)seg;
+  memcpy(CMSG_DATA(cm), &seg16, sizeof seg16);
+  ssize_t r;
+  do r = sendmsg(u->p.fd, &mh, MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  return send_result(env, r, "sendmsg(UDP_SEGMENT)");
+}
+
+napi_status weavets_init_udp(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"udpBind", NULL, udp_bind, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpStartReading", NULL, udp_start_reading, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpStopReading", NULL, udp_stop_reading, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpSendSegmented", NULL, udp_send_segmented, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

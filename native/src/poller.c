@@ -1,0 +1,269 @@
+/* The poller shared by tap.c and udp.c; see poller.h. */
+#define _GNU_SOURCE /* strerrorname_np */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "poller.h"
+
+static void poller_on_closed(uv_handle_t *h) {
+  weavets_poller *p = h->data;
+  p->release(p);
+}
+
+static void poller_drop_refs(napi_env env, weavets_poller *p) {
+  napi_ref *all[] = {&p->on_data, &p->on_error, &p->self};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+    if (*all[i]) napi_delete_reference(env, *all[i]);
+    *all[i] = NULL;
+  }
+  for (int i = 0; i < WEAVETS_POLLER_KEEP; i++) {
+    if (p->keep[i]) napi_delete_reference(env, p->keep[i]);
+    p->keep[i] = NULL;
+  }
+}
+
+/* The handle is closed first (libuv removes the fd from epoll synchronously in
+ * uv_close), then the fd, so a reused fd number is never touched. The memory goes
+ * in the close callback, never synchronously: a JS callback may call close() while
+ * the poll callback still holds p. */
+static void poller_shutdown(weavets_poller *p) {
+  uv_close((uv_handle_t *)&p->handle, poller_on_closed);
+  if (p->fd >= 0) close(p->fd);
+  p->fd = -1;
+}
+
+static void poller_finalize(napi_env env, void *data, void *hint) {
+  weavets_poller *p = data;
+  /* Reading objects are strongly held, so this only happens with reading set at
+   * environment teardown; the async context is left to die with the environment. */
+  if (p->reading) uv_poll_stop(&p->handle);
+  p->reading = 0;
+  poller_drop_refs(env, p);
+  poller_shutdown(p);
+}
+
+/* Takes ownership of p (and p->fd) whatever the outcome: on failure it is released. */
+napi_status weavets_poller_setup(napi_env env, weavets_poller *p, napi_value obj) {
+  uv_loop_t *loop;
+  p->env = env;
+  int r = napi_get_uv_event_loop(env, &loop) == napi_ok ? uv_poll_init(loop, &p->handle, p->fd)
+                                                        : UV_EINVAL;
+  if (r < 0) {
+    close(p->fd);
+    p->release(p);
+    weavets_throw_errno(env, "uv_poll_init", -r);
+    return napi_pending_exception;
+  }
+  p->handle.data = p;
+  napi_status s = napi_wrap(env, obj, p, poller_finalize, NULL, NULL);
+  if (s != napi_ok) {
+    poller_shutdown(p);
+    return s;
+  }
+  s = napi_create_reference(env, obj, 0, &p->self);
+  if (s != napi_ok) weavets_poller_close(env, p, obj);
+  return s;
+}
+
+/* Make sure a failed native call leaves a JS exception behind. */
+void weavets_ensure_thrown(napi_env env, const char *what) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) napi_throw_error(env, NULL, what);
+}
+
+weavets_poller *weavets_poller_get(napi_env env, napi_value obj) {
+  void *p = NULL;
+  if (napi_unwrap(env, obj, &p) != napi_ok || p == NULL) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    weavets_throw_errno(env, "closed", EBADF);
+    return NULL;
+  }
+  return p;
+}
+
+static void surface_exception(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) return;
+  napi_value err;
+  if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
+}
+
+static void poller_on_poll(uv_poll_t *h, int status, int events) {
+  weavets_poller *p = h->data;
+  if (!p->reading) return;
+  int err = 0;
+  uint32_t n = 0;
+  if (status < 0)
+    err = -status;
+  else
+    n = p->drain(p, &err);
+  if (n == 0 && err == 0) return;
+
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value self, fn, arg, result;
+  napi_get_reference_value(env, p->self, &self);
+  if (n > 0) {
+    napi_get_reference_value(env, p->on_data, &fn);
+    napi_create_uint32(env, n, &arg);
+    if (napi_make_callback(env, p->actx, self, fn, 1, &arg, &result) != napi_ok)
+      surface_exception(env);
+  }
+  /* The callback may have stopped or closed us; then the error is moot. */
+  if (err && p->reading) {
+    napi_value error;
+    weavets_throw_errno(env, "read", err);
+    napi_get_and_clear_last_exception(env, &error);
+    uv_poll_stop(&p->handle); /* a hard error would otherwise fire forever */
+    if (p->on_error) {
+      napi_get_reference_value(env, p->on_error, &fn);
+      if (napi_make_callback(env, p->actx, self, fn, 1, &error, &result) != napi_ok)
+        surface_exception(env);
+      /* Unless onError restarted reading, finish the stop. */
+      if (p->reading && !uv_is_active((uv_handle_t *)&p->handle)) weavets_poller_stop(env, p);
+    } else {
+      weavets_poller_stop(env, p);
+      napi_fatal_exception(env, error);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+napi_status weavets_poller_start(napi_env env, weavets_poller *p, napi_value on_data,
+                                 napi_value on_error) {
+  napi_valuetype t;
+  if (napi_typeof(env, on_data, &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, NULL, "callback must be a function");
+    return napi_function_expected;
+  }
+  int has_error_cb = 0;
+  if (on_error) {
+    if (napi_typeof(env, on_error, &t) != napi_ok) return napi_generic_failure;
+    if (t == napi_function)
+      has_error_cb = 1;
+    else if (t != napi_undefined && t != napi_null) {
+      napi_throw_type_error(env, NULL, "onError must be a function");
+      return napi_function_expected;
+    }
+  }
+  /* Restarting replaces the callbacks. */
+  if (p->on_data) napi_delete_reference(env, p->on_data);
+  if (p->on_error) napi_delete_reference(env, p->on_error);
+  p->on_data = p->on_error = NULL;
+  napi_status s = napi_create_reference(env, on_data, 1, &p->on_data);
+  if (s == napi_ok && has_error_cb) s = napi_create_reference(env, on_error, 1, &p->on_error);
+  if (s != napi_ok) return s;
+  if (!p->reading) {
+    napi_value resource, name;
+    napi_create_object(env, &resource);
+    napi_create_string_utf8(env, "weavets:native-io", NAPI_AUTO_LENGTH, &name);
+    s = napi_async_init(env, resource, name, &p->actx);
+    if (s != napi_ok) return s;
+    uint32_t count;
+    napi_reference_ref(env, p->self, &count); /* no GC while the poll can call back */
+    p->reading = 1;
+  }
+  int r = uv_poll_start(&p->handle, UV_READABLE, poller_on_poll);
+  if (r < 0) {
+    weavets_poller_stop(env, p);
+    weavets_throw_errno(env, "uv_poll_start", -r);
+    return napi_pending_exception;
+  }
+  return napi_ok;
+}
+
+void weavets_poller_stop(napi_env env, weavets_poller *p) {
+  if (!p->reading) return;
+  uv_poll_stop(&p->handle);
+  p->reading = 0;
+  if (p->on_data) napi_delete_reference(env, p->on_data);
+  if (p->on_error) napi_delete_reference(env, p->on_error);
+  p->on_data = p->on_error = NULL;
+  napi_async_destroy(env, p->actx);
+  p->actx = NULL;
+  uint32_t count;
+  napi_reference_unref(env, p->self, &count);
+}
+
+void weavets_poller_close(napi_env env, weavets_poller *p, napi_value obj) {
+  weavets_poller_stop(env, p);
+  void *ignored;
+  napi_remove_wrap(env, obj, &ignored); /* the finalizer will not run any more */
+  poller_drop_refs(env, p);
+  poller_shutdown(p);
+}
+
+/* ------------------------------------------------------- argument helpers ---- */
+
+int weavets_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  for (size_t i = argc; i < want; i++) napi_get_undefined(env, &argv[i]);
+  return 1;
+}
+
+int weavets_get_u32(napi_env env, napi_value v, const char *what, uint32_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 4294967295.0) ||
+      d != (double)(uint32_t)d) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be an unsigned 32-bit integer", what);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  *out = (uint32_t)d;
+  return 1;
+}
+
+int weavets_get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool ok = false;
+  if (napi_is_buffer(env, v, &ok) != napi_ok || !ok ||
+      napi_get_buffer_info(env, v, (void **)data, len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a Buffer");
+    return 0;
+  }
+  return 1;
+}
+
+int weavets_get_typed(napi_env env, napi_value v, napi_typedarray_type type, const char *what,
+                      void **data, size_t *len) {
+  bool ok = false;
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, v, &ok) != napi_ok || !ok ||
+      napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) != napi_ok || t != type) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s has the wrong typed array type", what);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t elem,
+                             size_t count, void **data) {
+  napi_value ab, ta;
+  if (napi_create_arraybuffer(env, elem * count, data, &ab) != napi_ok) return NULL;
+  if (napi_create_typedarray(env, type, count, ab, 0, &ta) != napi_ok) return NULL;
+  return ta;
+}
+

@@ -1,0 +1,52 @@
+/*
+ * The poller shared by tap.c and udp.c: one uv_poll_t per object, the JS callbacks
+ * invoked through napi_make_callback, the close()/finalizer lifecycle, and small
+ * argument helpers.
+ */
+#ifndef WEAVETS_POLLER_H
+#define WEAVETS_POLLER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "addon.h"
+
+
+#define WEAVETS_POLLER_KEEP 4
+
+typedef struct weavets_poller weavets_poller;
+/* Fill the receive slots; return how many; set *err to a fatal errno (0 if none). */
+typedef uint32_t (*weavets_drain_fn)(weavets_poller *p, int *err);
+
+struct weavets_poller {
+  napi_env env;
+  int fd;
+  uv_poll_t handle;
+  napi_ref self;     /* the JS handle object; weak, made strong while reading */
+  napi_ref on_data;  /* set while reading */
+  napi_ref on_error; /* optional, set while reading */
+  napi_async_context actx;
+  int reading;
+  weavets_drain_fn drain;
+  /* Buffers the hot path writes into: kept alive as long as the C side uses them. */
+  napi_ref keep[WEAVETS_POLLER_KEEP];
+  void (*release)(weavets_poller *p); /* frees the containing object */
+};
+
+napi_status weavets_poller_setup(napi_env env, weavets_poller *p, napi_value obj);
+weavets_poller *weavets_poller_get(napi_env env, napi_value obj);
+napi_status weavets_poller_start(napi_env env, weavets_poller *p, napi_value on_data,
+                                 napi_value on_error);
+void weavets_poller_stop(napi_env env, weavets_poller *p);
+void weavets_poller_close(napi_env env, weavets_poller *p, napi_value obj);
+void weavets_ensure_thrown(napi_env env, const char *what);
+int weavets_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
+int weavets_get_u32(napi_env env, napi_value v, const char *what, uint32_t *out);
+int weavets_get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
+int weavets_get_typed(napi_env env, napi_value v, napi_typedarray_type type, const char *what,
+                      void **data, size_t *len);
+napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t elem,
+                             size_t count, void **data);
+
+
+#endif

@@ -1,0 +1,23 @@
+/**
+ * The daemon's Prometheus registry. One registry per daemon (not prom-client's global
+ * one), so tests can run several daemons in one process without metric name clashes.
+ * Components add their own counters/gauges to it; DaemonControl.metrics() returns
+ * `registry.metrics()`.
+ */
+import { Registry, collectDefaultMetrics } from 'prom-client';
+
+export const METRIC_PREFIX = 'weavets_';
+
+export interface MetricsRegistryOptions {
+  /** Also export process metrics (CPU, memory, event loop lag, GC); default true. */
+  processMetrics?: boolean;
+  /** Labels added to every series, e.g. { peer: "7e:21:..." }. */
+  labels?: Record<string, string>;
+}
+
+export function createMetricsRegistry(opts: MetricsRegistryOptions = {}): Registry {
+  const registry = new Registry();
+  if (opts.labels) registry.setDefaultLabels(opts.labels);
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  return registry;
+}

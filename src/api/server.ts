@@ -1,0 +1,389 @@
+/**
+ * The daemon's HTTP API. Two listeners share one route table:
+ *  - the unix socket in the state dir (root-only, mode 0600): every route, including the
+ *    mutating ones the CLI and CNI plugin use;
+ *  - an optional TCP listener (default 127.0.0.1:6782): read-only status, metrics and
+ *    health, for Prometheus and probes. Nothing that changes state is reachable over TCP.
+ * The server knows nothing of the router: it validates requests and calls DaemonControl.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
+import type { Logger } from '../log';
+import type { AttachRequest, DaemonControl } from './types';
+
+export interface ApiServerOptions {
+  socketPath: string;
+  /** "HOST:PORT" for the read-only TCP listener; "" turns it off. */
+  httpAddr: string;
+  control: DaemonControl;
+  log: Logger;
+}
+
+export interface ApiServer {
+  /** Where the TCP listener is bound (useful with port 0); undefined when it is off. */
+  readonly httpAddress: { host: string; port: number } | undefined;
+  close(): Promise<void>;
+}
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+type Body = Record<string, unknown>;
+
+interface Route {
+  method: 'GET' | 'POST';
+  /** Mutating routes are served on the unix socket only. */
+  mutating: boolean;
+  handle(control: DaemonControl, body: Body, res: http.ServerResponse): Promise<void>;
+}
+
+class HttpError extends WeavetsError {
+  constructor(
+    readonly status: number,
+    code: WeavetsErrorCode,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+function badRequest(message: string): WeavetsError {
+  return new WeavetsError('EWEAVETS_BAD_REQUEST', message);
+}
+
+function sendJson(res: http.ServerResponse, status: number, value: unknown, done?: () => void): void {
+  const text = JSON.stringify(value === undefined ? null : value) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text, done);
+}
+
+function sendText(res: http.ServerResponse, status: number, text: string, contentType = 'text/plain; charset=utf-8'): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+// Field readers: each names the field it rejects, so a client author knows what to fix.
+function optString(body: Body, field: string): string | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw badRequest(`field '${field}' must be a string`);
+  return v;
+}
+
+function reqString(body: Body, field: string): string {
+  const v = optString(body, field);
+  if (v === undefined || v === '') throw badRequest(`field '${field}' is required and must be a non-empty string`);
+  return v;
+}
+
+function stringArray(body: Body, field: string): string[] {
+  const v = body[field];
+  if (!Array.isArray(v) || !v.every((s) => typeof s === 'string' && s !== '')) {
+    throw badRequest(`field '${field}' must be an array of non-empty strings`);
+  }
+  return v as string[];
+}
+
+function optBoolean(body: Body, field: string): boolean | undefined {
+  const v = body[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw badRequest(`field '${field}' must be true or false`);
+  return v;
+}
+
+const OK = { ok: true };
+
+function statusRoutes(): Record<string, Route> {
+  const get = (fn: (c: DaemonControl) => unknown): Route => ({
+    method: 'GET',
+    mutating: false,
+    handle: async (c, _b, res) => sendJson(res, 200, fn(c)),
+  });
+  return {
+    '/status': get((c) => c.status()),
+    '/status/connections': get((c) => c.connections()),
+    '/status/peers': get((c) => c.peers()),
+    '/status/targets': get((c) => c.targets()),
+    '/endpoints': get((c) => c.endpoints()),
+    '/metrics': {
+      method: 'GET',
+      mutating: false,
+      handle: async (c, _b, res) => sendText(res, 200, await c.metrics(), PROMETHEUS_CONTENT_TYPE),
+    },
+    '/healthz': { method: 'GET', mutating: false, handle: async (_c, _b, res) => sendText(res, 200, 'ok\n') },
+    '/readyz': {
+      method: 'GET',
+      mutating: false,
+      handle: async (c, _b, res) => (c.ready() ? sendText(res, 200, 'ready\n') : sendText(res, 503, 'not ready\n')),
+    },
+  };
+}
+
+function mutatingRoutes(log: Logger): Record<string, Route> {
+  const post = (handle: Route['handle']): Route => ({ method: 'POST', mutating: true, handle });
+  return {
+    '/connect': post(async (c, b, res) => {
+      c.connect(stringArray(b, 'peers'));
+      sendJson(res, 200, OK);
+    }),
+    '/forget': post(async (c, b, res) => {
+      c.forget(stringArray(b, 'peers'));
+      sendJson(res, 200, OK);
+    }),
+    '/attach': post(async (c, b, res) => {
+      const req: AttachRequest = { id: reqString(b, 'id'), netns: reqString(b, 'netns') };
+      const ifname = optString(b, 'ifname');
+      const ip = optString(b, 'ip');
+      const network = optString(b, 'network');
+      if (ifname !== undefined) req.ifname = ifname;
+      if (ip !== undefined) req.ip = ip;
+      if (network !== undefined) req.network = network;
+      sendJson(res, 200, await c.attach(req));
+    }),
+    '/detach': post(async (c, b, res) => {
+      await c.detach(reqString(b, 'id'));
+      sendJson(res, 200, OK);
+    }),
+    '/expose': post(async (c, b, res) => {
+      sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));
+    }),
+    '/hide': post(async (c, b, res) => {
+      sendJson(res, 200, (await c.hide(optString(b, 'network'))) ?? null);
+    }),
+    '/shutdown': post(async (c, b, res) => {
+      const removeState = optBoolean(b, 'removeState') ?? false;
+      // Answer first: shutting down closes this very server.
+      sendJson(res, 200, OK, () => {
+        log.info('shutdown requested over the API', { removeState });
+        c.shutdown(removeState).catch((err: unknown) => {
+          log.error('shutdown failed', { error: err instanceof Error ? err.message : String(err) });
+        });
+      });
+    }),
+  };
+}
+
+function readBody(req: http.IncomingMessage): Promise<Body> {
+  return new Promise<Body>((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > MAX_BODY_BYTES) {
+      reject(new HttpError(413, 'EWEAVETS_BAD_REQUEST', `request body larger than ${MAX_BODY_BYTES} bytes`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        failed = true;
+        reject(new HttpError(413, 'EWEAVETS_BAD_REQUEST', `request body larger than ${MAX_BODY_BYTES} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', (err) => {
+      if (!failed) reject(err);
+    });
+    req.on('end', () => {
+      if (failed) return;
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text.trim() === '') {
+        resolve({});
+        return;
+      }
+      let v: unknown;
+      try {
+        v = JSON.parse(text);
+      } catch (err) {
+        reject(badRequest(`malformed JSON body: ${(err as Error).message}`));
+        return;
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+        reject(badRequest('request body must be a JSON object'));
+        return;
+      }
+      resolve(v as Body);
+    });
+  });
+}
+
+function makeHandler(
+  routes: Record<string, Route>,
+  control: DaemonControl,
+  log: Logger,
+  readOnly: boolean,
+): http.RequestListener {
+  return (req, res) => {
+    const handle = async (): Promise<void> => {
+      const pathname = new URL(req.url ?? '/', 'http://weavets').pathname.replace(/\/+$/, '') || '/';
+      const route = Object.prototype.hasOwnProperty.call(routes, pathname) ? routes[pathname] : undefined;
+      if (!route) throw new HttpError(404, 'EWEAVETS_NOT_FOUND', `no such API route: ${req.method} ${pathname}`);
+      if (readOnly && route.mutating) {
+        throw new HttpError(
+          405,
+          'EWEAVETS_BAD_REQUEST',
+          `${pathname} is not available on the read-only HTTP listener; use the CLI (unix socket in the state dir)`,
+        );
+      }
+      if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) {
+        res.setHeader('allow', route.method);
+        throw new HttpError(405, 'EWEAVETS_BAD_REQUEST', `${pathname} takes ${route.method}, not ${req.method}`);
+      }
+      const body = route.method === 'POST' ? await readBody(req) : {};
+      await route.handle(control, body, res);
+    };
+    handle().catch((err: unknown) => {
+      let status: number;
+      let code: WeavetsErrorCode;
+      let message: string;
+      if (err instanceof HttpError) {
+        ({ status, code, message } = err);
+      } else if (err instanceof WeavetsError) {
+        ({ code, message } = err);
+        status = httpStatusOf(code);
+      } else {
+        code = 'EWEAVETS_INTERNAL';
+        status = 500;
+        message = err instanceof Error ? err.message : String(err);
+        log.error('API handler failed', { route: req.url, error: message });
+        if (err instanceof Error) log.debug(err.stack ?? '');
+      }
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      sendJson(res, status, { error: message, code });
+      // Unread request bytes (oversized body) would otherwise keep the socket busy.
+      if (status === 413) req.resume();
+    });
+  };
+}
+
+/** Is something listening on this unix socket? Connect and see. */
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = net.connect({ path: socketPath });
+    const done = (alive: boolean): void => {
+      s.destroy();
+      resolve(alive);
+    };
+    s.setTimeout(1000, () => done(true));
+    s.on('connect', () => done(true));
+    s.on('error', () => done(false));
+  });
+}
+
+function pidOf(stateDir: string): string {
+  try {
+    const pid = fs.readFileSync(path.join(stateDir, 'weavets.pid'), 'utf8').trim();
+    return /^\d+$/.test(pid) ? pid : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function prepareSocketPath(socketPath: string): Promise<void> {
+  const stateDir = path.dirname(socketPath);
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) {
+    throw new WeavetsError('EWEAVETS_CONFLICT', `${socketPath} exists and is not a socket; move it away and try again`);
+  }
+  if (await socketAnswers(socketPath)) {
+    throw new WeavetsError(
+      'EWEAVETS_ALREADY_RUNNING',
+      `a daemon is already running for state dir ${stateDir} (pid ${pidOf(stateDir)})`,
+    );
+  }
+  // Left behind by a daemon that died without cleaning up.
+  fs.rmSync(socketPath, { force: true });
+}
+
+function listen(server: http.Server, target: { path: string } | { host: string; port: number }): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(target, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+function closeServer(server: http.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!server.listening) {
+      resolve();
+      return;
+    }
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+function parseListenAddr(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(addr);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `HTTP listen address '${addr}' is not HOST:PORT`);
+  }
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const { socketPath, control } = opts;
+  const log = opts.log.child('api');
+  // Both listeners know every route, so TCP can say why it refuses a mutating one.
+  const allRoutes = { ...statusRoutes(), ...mutatingRoutes(log) };
+  const tcpTarget = opts.httpAddr === '' ? undefined : parseListenAddr(opts.httpAddr);
+
+  await prepareSocketPath(socketPath);
+  const unixServer = http.createServer(makeHandler(allRoutes, control, log, false));
+  await listen(unixServer, { path: socketPath });
+  fs.chmodSync(socketPath, 0o600);
+  log.info('API listening', { socket: socketPath });
+
+  let tcpServer: http.Server | undefined;
+  let httpAddress: ApiServer['httpAddress'];
+  if (tcpTarget) {
+    tcpServer = http.createServer(makeHandler(allRoutes, control, log, true));
+    try {
+      await listen(tcpServer, tcpTarget);
+    } catch (err) {
+      await closeServer(unixServer);
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.message;
+      throw new WeavetsError(
+        'EWEAVETS_CONFLICT',
+        `cannot listen on --http-addr ${opts.httpAddr}: ${why}; pick another with --http-addr HOST:PORT or turn it off with --http-addr ""`,
+      );
+    }
+    const a = tcpServer.address() as net.AddressInfo;
+    httpAddress = { host: a.address, port: a.port };
+    log.info('status and metrics listening', { addr: `${a.address}:${a.port}` });
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    httpAddress,
+    close: () => {
+      closing ??= (async () => {
+        await Promise.all([closeServer(unixServer), tcpServer ? closeServer(tcpServer) : Promise.resolve()]);
+        // libuv unlinks the socket it bound; make sure of it even if it did not.
+        fs.rmSync(socketPath, { force: true });
+      })();
+      return closing;
+    },
+  };
+}
