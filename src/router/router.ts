@@ -40,6 +40,9 @@ const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 const GOSSIP_REFRESH_MS = 30_000;
 const DIAL_TIMEOUT_MS = 5000;
+const GC_INTERVAL_MS = 5000;
+/** How long a peer may stay unreachable before we forget its entry. */
+const GC_GRACE_MS = 15_000;
 
 /** "host" -> "host:6783"; validates the port. */
 export function normalizeTarget(text: string, defaultPort: number): string {
@@ -70,6 +73,7 @@ export class Router implements DatapathEvents {
   private readonly rejected = new Map<string, number>();
   private readonly log: Logger;
   private readonly gossipTimer: NodeJS.Timeout;
+  private readonly gcTimer: NodeJS.Timeout;
   private readonly handlers: ConnectionHandlers;
   private stopped = false;
 
@@ -80,6 +84,8 @@ export class Router implements DatapathEvents {
     this.server = net.createServer((socket) => this.accept(socket));
     this.gossipTimer = setInterval(() => this.gossipAll(this.topology.entries()), GOSSIP_REFRESH_MS);
     this.gossipTimer.unref();
+    this.gcTimer = setInterval(() => this.collectGarbage(), GC_INTERVAL_MS);
+    this.gcTimer.unref();
     this.handlers = {
       onHello: (c, h) => this.onHello(c, h),
       onReady: (c) => this.onReady(c),
@@ -346,11 +352,15 @@ export class Router implements DatapathEvents {
   }
 
   private afterTopologyChange(): void {
-    for (const gone of this.topology.gc()) {
+    this.discover();
+  }
+
+  /** Forget peers that stayed unreachable through the grace period. */
+  private collectGarbage(): void {
+    for (const gone of this.topology.gc(Date.now(), GC_GRACE_MS)) {
       this.datapath?.peerGone(gone);
       this.log.info('peer unreachable, forgotten', { peer: formatPeerName(gone) });
     }
-    this.discover();
   }
 
   /** Connect to peers our neighbours know and we do not. */
@@ -475,6 +485,7 @@ export class Router implements DatapathEvents {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.gossipTimer);
+    clearInterval(this.gcTimer);
     for (const t of this.targets.values()) if (t.timer) clearTimeout(t.timer);
     for (const conn of [...this.connectionsAll]) conn.close('peer shutting down');
     await new Promise<void>((resolve) => this.server.close(() => resolve()));

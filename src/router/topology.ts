@@ -79,6 +79,8 @@ export class Topology {
   private version = 0;
   private graph: Graph | undefined;
   private readonly routes = new Map<PeerName, RootRoutes>();
+  /** When gc() first saw a peer unreachable. */
+  private readonly unreachableSince = new Map<PeerName, number>();
 
   constructor(self: { name: PeerName; nickname: string; uid: bigint }) {
     // The gossip format carries a one-byte nickname length; fail at start, not mid-gossip.
@@ -142,20 +144,30 @@ export class Topology {
    * Drop peers no longer reachable from us over symmetric established edges. Returns the
    * removed names. A stale copy may come back by gossip later; it is then dropped again.
    */
-  gc(): PeerName[] {
+  gc(nowMs = 0, graceMs = 0): PeerName[] {
     const g = this.currentGraph();
     const reach = this.bfs(g, g.index.get(this.selfName)!);
     const removed: PeerName[] = [];
     for (const name of [...this.peers.keys()]) {
       const i = g.index.get(name);
-      if (name !== this.selfName && (i === undefined || reach[i]! < 0)) {
+      if (name === this.selfName || (i !== undefined && reach[i]! >= 0)) {
+        this.unreachableSince.delete(name);
+        continue;
+      }
+      // Edges become established one end at a time, so a peer can look unreachable for
+      // a moment while connecting; with a grace period it is only dropped if it stays so.
+      const since = this.unreachableSince.get(name);
+      if (since === undefined) this.unreachableSince.set(name, nowMs);
+      if (nowMs - (since ?? nowMs) >= graceMs) {
         this.peers.delete(name);
+        this.unreachableSince.delete(name);
         removed.push(name);
       }
     }
     if (removed.length > 0) this.invalidate();
     return removed;
   }
+
 
   entries(): PeerEntry[] {
     return [...this.peers.values()];

@@ -303,3 +303,23 @@ describe('Topology gc', () => {
     return { name, nickname: '', uid: 3n, version: 1, connections: conns.map((p) => edge(p)) };
   }
 });
+
+describe('Topology gc grace period', () => {
+  it('keeps a peer that is unreachable only briefly, drops one that stays so', () => {
+    const A = 0x020000000001;
+    const B = 0x020000000002;
+    const a = new Topology({ name: A, nickname: 'a', uid: 1n });
+    // B's entry arrives before our own edge to B is established: unreachable for now.
+    a.merge([{ name: B, nickname: 'b', uid: 2n, version: 2, connections: [{ peer: A, address: 'x:1', outbound: true, established: true }] }]);
+    expect(a.gc(1000, 15_000)).toEqual([]);
+    expect(a.gc(5000, 15_000)).toEqual([]);
+    a.setLocalConnections([{ peer: B, address: 'y:1', outbound: false, established: true }]);
+    expect(a.gc(20_000, 15_000)).toEqual([]);
+    expect(a.get(B)).toBeDefined();
+    // The link goes away and stays away.
+    a.setLocalConnections([]);
+    expect(a.gc(30_000, 15_000)).toEqual([]);
+    expect(a.gc(44_999, 15_000)).toEqual([]);
+    expect(a.gc(45_000, 15_000)).toEqual([B]);
+  });
+});
