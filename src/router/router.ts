@@ -370,8 +370,8 @@ export class Router implements DatapathEvents {
     for (const e of this.topology.entries()) {
       for (const edge of e.connections) {
         if (edge.peer === this.opts.name || this.byPeer.has(edge.peer) || !edge.established) continue;
-        // Only the dialling side's view of an address is a listening address.
-        if (!edge.outbound) continue;
+        // Edge addresses are listening addresses (remote IP + the control port its HELLO
+        // announced), whichever side dialled.
         wanted.add(edge.address);
       }
     }

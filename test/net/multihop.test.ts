@@ -1,0 +1,76 @@
+/**
+ * Relaying: A-B and B-C connected, A-C blocked on the underlay before anything starts.
+ * A container on A reaches one on C through B, and A's routes say C is reachable.
+ */
+import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import type { PeerStatus } from '../../src/api/types';
+import { createLab, type Host, type Lab, type Namespace } from './harness';
+
+describe('multi-hop: A and C talk through B', () => {
+  let lab: Lab;
+  let a: Host;
+  let b: Host;
+  let c: Host;
+  let ca: Namespace;
+  let cc: Namespace;
+  let ipA = '';
+  let ipC = '';
+
+  beforeAll(async () => {
+    lab = await createLab();
+    lab.requireCli();
+    a = await lab.addHost('a');
+    b = await lab.addHost('b');
+    c = await lab.addHost('c');
+    await lab.block(a, c);
+    // The block is in place before any daemon starts.
+    expect((await lab.ping(a, c.ip, { count: 1, timeoutS: 1 })).ok).toBe(false);
+    ca = await lab.addContainer(a, 'ca');
+    cc = await lab.addContainer(c, 'cc');
+    try {
+      await lab.launch(a, [], ['--datapath', 'sleeve']);
+      await lab.launch(c, [], ['--datapath', 'sleeve']);
+      await lab.launch(b, [a.ip, c.ip], ['--datapath', 'sleeve']);
+      ipA = (await lab.attach(a, ca)).split('/')[0]!;
+      ipC = (await lab.attach(c, cc)).split('/')[0]!;
+    } catch (err) {
+      lab.dumpLogs();
+      throw err;
+    }
+  }, 120_000);
+
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => lab.dumpLogs());
+  });
+
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  it('A lists C as reachable (via B) in status peers', async () => {
+    const peers = await lab.waitFor(
+      async () => {
+        const list = await lab.weavetsJson<PeerStatus[]>(a, ['status', 'peers']);
+        return list.find((p) => p.nickname === 'c' && p.reachable) ? list : undefined;
+      },
+      { what: 'host a to see host c as reachable', timeoutMs: 30_000 },
+    );
+    const peerB = peers.find((p) => p.nickname === 'b');
+    const peerC = peers.find((p) => p.nickname === 'c');
+    expect(peerB, JSON.stringify(peers)).toBeDefined();
+    expect(peerC!.via).toBe(peerB!.name);
+  });
+
+  it('the container on A pings the container on C, relayed through B', async () => {
+    await lab.waitFor(async () => (await lab.ping(ca, ipC, { count: 1, timeoutS: 1 })).ok, {
+      what: `ca (${ipA}) on host a to get a reply from cc (${ipC}) on host c`,
+      timeoutMs: 30_000,
+    });
+    const r = await lab.ping(ca, ipC, { count: 5 });
+    expect(r.received, r.output).toBe(5);
+    const back = await lab.ping(cc, ipA, { count: 3 });
+    expect(back.received, back.output).toBe(3);
+    // Still no direct path: the relay did it.
+    expect((await lab.ping(a, c.ip, { count: 1, timeoutS: 1 })).ok).toBe(false);
+  });
+});
