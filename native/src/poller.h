@@ -12,7 +12,7 @@
 #include "addon.h"
 
 
-#define WEAVETS_POLLER_KEEP 4
+#define WEAVETS_POLLER_KEEP 6
 
 typedef struct weavets_poller weavets_poller;
 /* Fill the receive slots; return how many; set *err to a fatal errno (0 if none). */

@@ -5,7 +5,11 @@
  * The uv_poll/callback machinery shared with udp.c lives in poller.c.
  *
  * Exports (the typed face is src/native/index.ts):
- *   tapOpen(name, slotSize, slots) -> handle {name, fd, rxBuf, rxLengths}
+ *   tapOpen(name, slotSize, slots, flags) -> handle {name, fd, rxBuf, rxLengths, vnetHdr, offloads}
+ *     flags bit 0 (TAP_OPEN_VNET_HDR): IFF_VNET_HDR with a 10-byte little-endian
+ *     struct virtio_net_hdr in front of every frame read and written, and the
+ *     TUNSETOFFLOAD bits in `offloads` (checksum offload, TSO, maybe USO) so reads may
+ *     be GSO super-frames of up to ~64 KiB.
  *   tapStartReading(handle, onFrames, onError?)   tapStopReading(handle)
  *   tapWrite(handle, buf, offset, length) -> boolean
  *   tapWriteBatch(handle, buf, offsets, lengths, count) -> number
@@ -23,11 +27,55 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <endian.h>
 #include <uv.h>
 
 #include "poller.h"
 
 /* ------------------------------------------------------------------- TAP ---- */
+
+/* Newer than some installed headers (Linux 6.2). */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
+#define TAP_OPEN_VNET_HDR 1u
+/* struct virtio_net_hdr without num_buffers. */
+#define TAP_VNET_HDR_LEN 10
+
+/* Configure IFF_VNET_HDR framing and offloads on a freshly attached fd; returns the
+ * accepted TUN_F_* bits, or -1 with errno set and *what naming the failing step. */
+static int tap_setup_vnet(int fd, const char **what) {
+  int hdr_len = TAP_VNET_HDR_LEN;
+  if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) < 0) {
+    *what = "TUNSETVNETHDRSZ";
+    return -1;
+  }
+  /* Little-endian header fields whatever the host; on a little-endian host that is
+   * the default anyway, so a kernel refusing the ioctl is harmless there. */
+  int le = 1;
+  if (ioctl(fd, TUNSETVNETLE, &le) < 0 && !(errno == EINVAL && __BYTE_ORDER == __LITTLE_ENDIAN)) {
+    *what = "TUNSETVNETLE";
+    return -1;
+  }
+  /* Richest set first; the kernel answers EINVAL for any bit it does not know. USO
+   * (UDP segmentation, 6.2+) is only accepted as the USO4|USO6 pair. */
+  static const unsigned tries[] = {
+      TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+      TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+      TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+      TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+  };
+  for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)tries[i]) == 0) return (int)tries[i];
+    if (errno != EINVAL) break;
+  }
+  *what = "TUNSETOFFLOAD";
+  return -1;
+}
 
 typedef struct {
   weavets_poller p; /* first: the poller callbacks cast back to tap_dev */
@@ -67,8 +115,8 @@ static uint32_t tap_drain(weavets_poller *p, int *err) {
   } while (0)
 
 static napi_value tap_open(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  napi_value argv[4];
+  if (!weavets_get_args(env, info, 4, argv)) return NULL;
   char name[IFNAMSIZ + 1];
   size_t name_len = 0;
   if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok) {
@@ -82,6 +130,15 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   uint32_t slot_size, slots;
   if (!weavets_get_u32(env, argv[1], "slotSize", &slot_size)) return NULL;
   if (!weavets_get_u32(env, argv[2], "slots", &slots)) return NULL;
+  uint32_t flags = 0;
+  napi_valuetype ft;
+  if (napi_typeof(env, argv[3], &ft) != napi_ok) return NULL;
+  if (ft != napi_undefined && !weavets_get_u32(env, argv[3], "flags", &flags)) return NULL;
+  if (flags & ~TAP_OPEN_VNET_HDR) {
+    napi_throw_range_error(env, NULL, "unknown tapOpen flags");
+    return NULL;
+  }
+  const int vnet = (flags & TAP_OPEN_VNET_HDR) != 0;
   if (slot_size < 64 || slot_size > (1u << 20) || slots < 1 || slots > 1024) {
     napi_throw_range_error(env, NULL, "slotSize must be 64..1048576 and slots 1..1024");
     return NULL;
@@ -94,13 +151,24 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
   memcpy(ifr.ifr_name, name, name_len);
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
     close(fd);
     weavets_throw_errno(env, "TUNSETIFF", e);
     return NULL;
+  }
+  int offloads = 0;
+  if (vnet) {
+    const char *what = "vnet";
+    offloads = tap_setup_vnet(fd, &what);
+    if (offloads < 0) {
+      int e = errno;
+      close(fd); /* a device created by this fd goes with it */
+      weavets_throw_errno(env, what, e);
+      return NULL;
+    }
   }
 
   tap_dev *t = calloc(1, sizeof *t);
@@ -146,6 +214,12 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   v = NULL;
   napi_create_int32(env, fd, &v);
   SET_PROP(obj, "fd", v);
+  v = NULL;
+  napi_get_boolean(env, vnet, &v);
+  SET_PROP(obj, "vnetHdr", v);
+  v = NULL;
+  napi_create_uint32(env, (uint32_t)offloads, &v);
+  SET_PROP(obj, "offloads", v);
   return obj;
 
 fail_wrapped:

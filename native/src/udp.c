@@ -3,8 +3,12 @@
  * Addresses cross the boundary as host-order 32-bit numbers, ports as host order.
  *
  * Exports (the typed face is src/native/index.ts):
- *   udpBind(addr, port, rcvbuf, sndbuf, slots, slotSize)
- *       -> handle {fd, port, rxBuf, rxLengths, rxAddrs, rxPorts}
+ *   udpBind(addr, port, rcvbuf, sndbuf, slots, slotSize, flags)
+ *       -> handle {fd, port, rxBuf, rxLengths, rxAddrs, rxPorts, rxSegSizes, gro}
+ *     flags bit 0 (UDP_BIND_GRO): setsockopt(UDP_GRO) so the kernel may hand over
+ *     several same-flow segments as one coalesced datagram; each recvmmsg entry then
+ *     carries a control buffer and rxSegSizes[i] is the segment size read from the
+ *     SOL_UDP/UDP_GRO cmsg (0 for a plain datagram).
  *   udpStartReading(handle, onDatagrams, onError?)   udpStopReading(handle)
  *   udpSendBatch(handle, buf, offsets, lengths, addrs, ports, count) -> number
  *   udpSend(handle, buf, offset, length, addr, port) -> boolean
@@ -33,6 +37,18 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+#define UDP_BIND_GRO 1u
+
+/* Per-slot receive control buffer: room for the UDP_GRO int and some slack in case
+ * another cmsg is ever enabled; kept aligned for struct cmsghdr. */
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int)) * 4];
+  struct cmsghdr align;
+} udp_rx_control;
 
 
 /* sendmmsg chunk: big enough to amortise the syscall, small enough to live inline. */
@@ -46,6 +62,9 @@ typedef struct {
   uint32_t *rx_lengths;
   uint32_t *rx_addrs;
   uint16_t *rx_ports;
+  uint16_t *rx_seg_sizes;
+  int gro;
+  udp_rx_control *rx_control; /* NULL without GRO */
   struct mmsghdr *rx_msgs;
   struct iovec *rx_iov;
   struct sockaddr_in *rx_names;
@@ -59,6 +78,7 @@ static void udp_release(weavets_poller *p) {
   free(u->rx_msgs);
   free(u->rx_iov);
   free(u->rx_names);
+  free(u->rx_control);
   free(u);
 }
 
@@ -70,7 +90,11 @@ static int transient_rx_error(int e) {
 
 static uint32_t udp_drain(weavets_poller *p, int *err) {
   udp_sock *u = (udp_sock *)p;
-  for (uint32_t i = 0; i < u->slots; i++) u->rx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+  for (uint32_t i = 0; i < u->slots; i++) {
+    u->rx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+    /* The kernel shrinks msg_controllen to what it wrote: restore it every time. */
+    if (u->rx_control) u->rx_msgs[i].msg_hdr.msg_controllen = sizeof(udp_rx_control);
+  }
   int r;
   do r = recvmmsg(p->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
   while (r < 0 && errno == EINTR);
@@ -85,6 +109,21 @@ static uint32_t udp_drain(weavets_poller *p, int *err) {
     u->rx_lengths[i] = (m->msg_hdr.msg_flags & MSG_TRUNC) ? 0 : m->msg_len;
     u->rx_addrs[i] = ntohl(u->rx_names[i].sin_addr.s_addr);
     u->rx_ports[i] = ntohs(u->rx_names[i].sin_port);
+    uint32_t seg = 0;
+    if (u->rx_control) {
+      struct msghdr *h = (struct msghdr *)&m->msg_hdr;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+          int v;
+          memcpy(&v, CMSG_DATA(c), sizeof v);
+          seg = v > 0 && v <= 65535 ? (uint32_t)v : 0;
+        }
+      }
+      /* Only a datagram that really holds more than one segment counts as coalesced. */
+      if (m->msg_len <= seg) seg = 0;
+    }
+    u->rx_seg_sizes[i] = (uint16_t)seg;
   }
   return (uint32_t)r;
 }
@@ -104,9 +143,16 @@ static void set_buffer(int fd, int force_opt, int opt, uint32_t size) {
   } while (0)
 
 static napi_value udp_bind(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!weavets_get_args(env, info, 6, argv)) return NULL;
-  uint32_t addr, port, rcvbuf, sndbuf, slots, slot_size;
+  napi_value argv[7];
+  if (!weavets_get_args(env, info, 7, argv)) return NULL;
+  uint32_t addr, port, rcvbuf, sndbuf, slots, slot_size, flags = 0;
+  napi_valuetype ft;
+  if (napi_typeof(env, argv[6], &ft) != napi_ok) return NULL;
+  if (ft != napi_undefined && !weavets_get_u32(env, argv[6], "flags", &flags)) return NULL;
+  if (flags & ~UDP_BIND_GRO) {
+    napi_throw_range_error(env, NULL, "unknown udpBind flags");
+    return NULL;
+  }
   if (!weavets_get_u32(env, argv[0], "address", &addr) ||
       !weavets_get_u32(env, argv[1], "port", &port) ||
       !weavets_get_u32(env, argv[2], "rcvbuf", &rcvbuf) ||
@@ -126,6 +172,12 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   }
   set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
   set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
+  int gro = 0;
+  if (flags & UDP_BIND_GRO) {
+    int one = 1;
+    /* A kernel without UDP_GRO (< 5.0) answers ENOPROTOOPT: carry on without it. */
+    gro = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  }
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   sa.sin_addr.s_addr = htonl(addr);
   socklen_t sl = sizeof sa;
@@ -142,8 +194,9 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
     u->rx_msgs = calloc(slots, sizeof *u->rx_msgs);
     u->rx_iov = calloc(slots, sizeof *u->rx_iov);
     u->rx_names = calloc(slots, sizeof *u->rx_names);
+    if (gro) u->rx_control = calloc(slots, sizeof *u->rx_control);
   }
-  if (!u || !u->rx_msgs || !u->rx_iov || !u->rx_names) {
+  if (!u || !u->rx_msgs || !u->rx_iov || !u->rx_names || (gro && !u->rx_control)) {
     close(fd);
     if (u) udp_release(&u->p);
     weavets_throw_errno(env, "calloc", ENOMEM);
@@ -154,6 +207,7 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   u->p.release = udp_release;
   u->slots = slots;
   u->slot_size = slot_size;
+  u->gro = gro;
 
   napi_value obj;
   if (napi_create_object(env, &obj) != napi_ok) {
@@ -178,9 +232,11 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   u->rx_addrs = data;
   napi_value rx_ports = weavets_new_typed(env, napi_uint16_array, 2, slots, &data);
   u->rx_ports = data;
-  if (!rx_lengths || !rx_addrs || !rx_ports) goto fail_wrapped;
-  napi_value keep[] = {rx_buf, rx_lengths, rx_addrs, rx_ports};
-  for (int i = 0; i < 4; i++)
+  napi_value rx_seg_sizes = weavets_new_typed(env, napi_uint16_array, 2, slots, &data);
+  u->rx_seg_sizes = data;
+  if (!rx_lengths || !rx_addrs || !rx_ports || !rx_seg_sizes) goto fail_wrapped;
+  napi_value keep[] = {rx_buf, rx_lengths, rx_addrs, rx_ports, rx_seg_sizes};
+  for (int i = 0; i < 5; i++)
     if (napi_create_reference(env, keep[i], 1, &u->p.keep[i]) != napi_ok) goto fail_wrapped;
 
   for (uint32_t i = 0; i < slots; i++) {
@@ -191,6 +247,10 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
     h->msg_namelen = sizeof u->rx_names[i];
     h->msg_iov = &u->rx_iov[i];
     h->msg_iovlen = 1;
+    if (u->rx_control) {
+      h->msg_control = u->rx_control[i].buf;
+      h->msg_controllen = sizeof u->rx_control[i];
+    }
   }
   for (uint32_t i = 0; i < TX_CHUNK; i++) {
     struct msghdr *h = &u->tx_msgs[i].msg_hdr;
@@ -205,6 +265,10 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   SET_PROP(obj, "rxLengths", rx_lengths);
   SET_PROP(obj, "rxAddrs", rx_addrs);
   SET_PROP(obj, "rxPorts", rx_ports);
+  SET_PROP(obj, "rxSegSizes", rx_seg_sizes);
+  v = NULL;
+  napi_get_boolean(env, gro, &v);
+  SET_PROP(obj, "gro", v);
   v = NULL;
   napi_create_uint32(env, ntohs(sa.sin_port), &v);
   SET_PROP(obj, "port", v);

@@ -19,6 +19,8 @@ interface NativeTapHandle {
   readonly fd: number;
   readonly rxBuf: Buffer;
   readonly rxLengths: Uint32Array;
+  readonly vnetHdr: boolean;
+  readonly offloads: number;
 }
 
 interface NativeUdpHandle {
@@ -28,18 +30,28 @@ interface NativeUdpHandle {
   readonly rxLengths: Uint32Array;
   readonly rxAddrs: Uint32Array;
   readonly rxPorts: Uint16Array;
+  readonly rxSegSizes: Uint16Array;
+  readonly gro: boolean;
 }
 
 type ErrorCallback = ((err: NodeJS.ErrnoException) => void) | undefined;
 
 interface NativeBinding {
-  tapOpen(name: string, slotSize: number, slots: number): NativeTapHandle;
+  tapOpen(name: string, slotSize: number, slots: number, flags: number): NativeTapHandle;
   tapStartReading(h: NativeTapHandle, onFrames: (count: number) => void, onError: ErrorCallback): void;
   tapStopReading(h: NativeTapHandle): void;
   tapWrite(h: NativeTapHandle, buf: Buffer, offset: number, length: number): boolean;
   tapWriteBatch(h: NativeTapHandle, buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   tapClose(h: NativeTapHandle): void;
-  udpBind(addr: number, port: number, rcvbuf: number, sndbuf: number, slots: number, slotSize: number): NativeUdpHandle;
+  udpBind(
+    addr: number,
+    port: number,
+    rcvbuf: number,
+    sndbuf: number,
+    slots: number,
+    slotSize: number,
+    flags: number,
+  ): NativeUdpHandle;
   udpStartReading(h: NativeUdpHandle, onDatagrams: (count: number) => void, onError: ErrorCallback): void;
   udpStopReading(h: NativeUdpHandle): void;
   udpSendBatch(
@@ -78,13 +90,34 @@ function native(): NativeBinding {
 /**
  * Default TAP slot: the largest frame a TAP without IFF_VNET_HDR can hand us is
  * MTU (max 65535) + 14 (Ethernet) + 4 (a VLAN tag re-inserted from hardware
- * acceleration), so 65664 (64 KiB + 128, cache-line aligned) never truncates.
- * 64 slots of that is 4.2 MB per device. A daemon that pins the MTU may pass a
- * smaller slotSize (e.g. MTU + 18 rounded up); longer frames then come back with
- * length 0.
+ * acceleration); with vnetHdr it is a GSO super-frame, whose IPv4/IPv6 packet is
+ * still at most 65535 bytes (no BIG TCP: gso_max_size is left at its 64 KiB default),
+ * plus the 10-byte virtio_net_hdr: 65535 + 14 + 4 + 10 = 65563. So 65664 (64 KiB +
+ * 128, cache-line aligned) never truncates either way. 64 slots of that is 4.2 MB per
+ * device. A daemon that pins the MTU and does not use vnetHdr may pass a smaller
+ * slotSize (e.g. MTU + 18 rounded up); longer frames then come back with length 0.
  */
 export const TAP_DEFAULT_SLOT_SIZE = 65664;
 export const TAP_DEFAULT_SLOTS = 64;
+
+/** Bytes of struct virtio_net_hdr (without num_buffers) in front of every frame of a vnetHdr TAP. */
+export const VNET_HDR_LEN = 10;
+/** TUNSETOFFLOAD bits (linux/if_tun.h), as reported in TapDevice.offloads. */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
+/** virtio_net_hdr.flags bits. */
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+/** virtio_net_hdr.gso_type values (low 7 bits; 0x80 = ECN). */
+export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 /** The largest IPv4 UDP payload is 65507, so 64 KiB slots never truncate. */
 export const UDP_DEFAULT_SLOT_SIZE = 65536;
 export const UDP_DEFAULT_SLOTS = 64;
@@ -100,10 +133,32 @@ function checkRing(slotSize: number, slots: number): void {
   }
 }
 
-/** A TAP device (IFF_TAP | IFF_NO_PI), non-blocking, read in batches driven by a libuv poll. */
+/**
+ * A TAP device (IFF_TAP | IFF_NO_PI), non-blocking, read in batches driven by a libuv poll.
+ *
+ * With `vnetHdr` (IFF_VNET_HDR) every frame read and every frame written starts with a
+ * 10-byte struct virtio_net_hdr, little-endian on every host (TUNSETVNETLE):
+ *
+ *   off 0 u8 flags        VIRTIO_NET_HDR_F_NEEDS_CSUM: the L4 checksum is partial; it
+ *                         must be completed at csum_start + csum_offset (a vnetHdr
+ *                         TAP on the other side does that if the header travels along)
+ *   off 1 u8 gso_type     VIRTIO_NET_HDR_GSO_* (TCPV4 1, TCPV6 4, UDP_L4 5, | 0x80 ECN)
+ *   off 2 u16 hdr_len     Ethernet + IP + L4 header bytes (a hint)
+ *   off 4 u16 gso_size    payload bytes per segment (the MSS) when gso_type != 0
+ *   off 6 u16 csum_start  offset of the L4 header from the Ethernet header
+ *   off 8 u16 csum_offset offset of the checksum field from csum_start
+ *
+ * The frame proper follows at offset 10. A zeroed header writes a plain, fully
+ * checksummed frame. A GSO super-frame (up to 10 + 14 + 4 + 65535 bytes) may be written
+ * back as read: the kernel segments (or passes it on unsegmented where it can).
+ */
 export class TapDevice {
   readonly name: string;
   readonly fd: number;
+  /** True if frames carry the 10-byte virtio_net_hdr (opened with vnetHdr). */
+  readonly vnetHdr: boolean;
+  /** TUN_F_* bits the kernel accepted with TUNSETOFFLOAD (0 without vnetHdr). */
+  readonly offloads: number;
   /** Receive ring: frame i of a batch is at rxBuf[i*slotSize, i*slotSize+rxLengths[i]). Valid only during the callback. */
   readonly rxBuf: Buffer;
   readonly rxLengths: Uint32Array;
@@ -117,6 +172,8 @@ export class TapDevice {
   ) {
     this.name = handle.name;
     this.fd = handle.fd;
+    this.vnetHdr = handle.vnetHdr;
+    this.offloads = handle.offloads;
     this.rxBuf = handle.rxBuf;
     this.rxLengths = handle.rxLengths;
     this.slotSize = slotSize;
@@ -127,15 +184,20 @@ export class TapDevice {
    * Creates TAP `name`, or attaches to an existing one of that name (TUNSETIFF).
    * A device created here is not persistent: it disappears on close(). The device
    * lives in this process's network namespace. Defaults: slotSize 65664, slots 64.
+   *
+   * vnetHdr: IFF_VNET_HDR framing (see the class comment), header size 10,
+   * little-endian, and TUNSETOFFLOAD with CSUM|TSO4|TSO6, plus TSO_ECN and USO4|USO6
+   * where the kernel accepts them (see `offloads`). Throws if the kernel refuses the
+   * base set. Attaching to an existing device with vnetHdr reconfigures it.
    */
-  static open(name: string, opts: { slotSize?: number; slots?: number } = {}): TapDevice {
+  static open(name: string, opts: { slotSize?: number; slots?: number; vnetHdr?: boolean } = {}): TapDevice {
     const slotSize = opts.slotSize ?? TAP_DEFAULT_SLOT_SIZE;
     const slots = opts.slots ?? TAP_DEFAULT_SLOTS;
     checkRing(slotSize, slots);
     if (Buffer.byteLength(name) < 1 || Buffer.byteLength(name) > 15) {
       throw new RangeError(`interface name must be 1..15 bytes, got ${JSON.stringify(name)}`);
     }
-    return new TapDevice(native().tapOpen(name, slotSize, slots), slotSize, slots);
+    return new TapDevice(native().tapOpen(name, slotSize, slots, opts.vnetHdr === true ? 1 : 0), slotSize, slots);
   }
 
   /**
@@ -184,6 +246,15 @@ export class UdpBatchSocket {
   readonly rxLengths: Uint32Array;
   readonly rxAddrs: Uint32Array;
   readonly rxPorts: Uint16Array;
+  /**
+   * Per received datagram: the segment size when the kernel handed over several
+   * same-flow segments coalesced into one entry (UDP GRO; the entry is then
+   * rxLengths[i] bytes = full segments of this size, the last maybe shorter), else 0.
+   * Always 0 without gro.
+   */
+  readonly rxSegSizes: Uint16Array;
+  /** True if UDP_GRO was requested and the kernel accepted it. */
+  readonly gro: boolean;
   readonly slotSize: number;
   readonly slots: number;
 
@@ -198,6 +269,8 @@ export class UdpBatchSocket {
     this.rxLengths = handle.rxLengths;
     this.rxAddrs = handle.rxAddrs;
     this.rxPorts = handle.rxPorts;
+    this.rxSegSizes = handle.rxSegSizes;
+    this.gro = handle.gro;
     this.slotSize = slotSize;
     this.slots = slots;
   }
@@ -206,11 +279,16 @@ export class UdpBatchSocket {
    * Bind an IPv4 UDP socket. No SO_REUSEADDR. Buffers default to 8 MiB each (0 keeps
    * the kernel default); slotSize 65536, slots 64. IP_MTU_DISCOVER stays at the kernel
    * default (IP_PMTUDISC_WANT): oversize datagrams are fragmented locally.
+   *
+   * gro: setsockopt(UDP_GRO) so the kernel may deliver a train of same-flow segments
+   * (a peer's sendSegmented, or GRO on the receiving NIC/veth) as one entry of up to
+   * 65535 bytes, with rxSegSizes[i] the segment size; keep slotSize >= 65536 then or
+   * coalesced entries come back truncated (length 0). `gro` says if it took.
    */
   static bind(
     address: string,
     port: number,
-    opts: { rcvbuf?: number; sndbuf?: number; slots?: number; slotSize?: number } = {},
+    opts: { rcvbuf?: number; sndbuf?: number; slots?: number; slotSize?: number; gro?: boolean } = {},
   ): UdpBatchSocket {
     const slotSize = opts.slotSize ?? UDP_DEFAULT_SLOT_SIZE;
     const slots = opts.slots ?? UDP_DEFAULT_SLOTS;
@@ -223,6 +301,7 @@ export class UdpBatchSocket {
       opts.sndbuf ?? UDP_DEFAULT_BUFFER,
       slots,
       slotSize,
+      opts.gro === true ? 1 : 0,
     );
     return new UdpBatchSocket(h, slotSize, slots);
   }

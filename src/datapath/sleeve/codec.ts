@@ -4,7 +4,10 @@
  *   datagram := header(12) body
  *   header   := magic u8 (0x57) | version u8 (1) | kind u8 | flags u8 | sender u48 | reserved u16
  *   FRAMES body := record*
- *   record   := src u48 | dst u48 (0 = broadcast) | network u24 | hops u8 | length u16 | frame
+ *   record   := src u48 | dst u48 (0 = broadcast) | network u24 | hops u8 | length u32
+ *               | offload (10 bytes, a virtio_net_hdr, little-endian) | frame
+ *   FRAGMENT body := frame-id u32 | offset u32 | total u32 | chunk
+ *               (the chunks of one frame id, in order, rebuild exactly one record)
  *   HEARTBEAT / HEARTBEAT_ACK body := receiver u48 | seq u32 | echo u32
  *
  * The hot path writes and reads these fields in place using the offsets below; the
@@ -15,17 +18,25 @@ import { readPeerName, writePeerName, type PeerName } from '../../router/peernam
 export const SLEEVE_MAGIC = 0x57;
 export const SLEEVE_VERSION = 1;
 export const DATAGRAM_HEADER_LENGTH = 12;
-export const FRAME_RECORD_HEADER_LENGTH = 18;
+/** Record header including the 10-byte offload (virtio_net_hdr) block. */
+export const FRAME_RECORD_HEADER_LENGTH = 30;
+/** Where the offload block starts within a record: after src, dst, network+hops, length. */
+export const RECORD_OFFLOAD_OFFSET = 20;
+export const OFFLOAD_LENGTH = 10;
+export const FRAGMENT_HEADER_LENGTH = 12;
 export const HEARTBEAT_BODY_LENGTH = 14;
 /** Hops a relayed frame may take before it is dropped (guards against routing loops). */
 export const MAX_HOPS = 16;
 /** Smallest Ethernet frame we accept: destination, source, ethertype. */
 export const MIN_FRAME = 14;
+/** Largest frame: a 64 KiB IP packet (GSO) with Ethernet and VLAN headers. */
+export const MAX_FRAME = 65535 + 18;
 
 export const enum DatagramKind {
   Frames = 1,
   Heartbeat = 2,
   HeartbeatAck = 3,
+  Fragment = 4,
 }
 
 export interface FrameRecord {
@@ -33,11 +44,18 @@ export interface FrameRecord {
   dst: PeerName;
   network: number;
   hops: number;
+  /**
+   * virtio_net_hdr as the TAP gave it (little-endian): checksum-offload and GSO facts
+   * about the frame (a TCP super-frame of up to 64 KiB travels as one record). All
+   * zero for a plain frame.
+   */
+  offload: Buffer;
   frame: Buffer;
 }
 
 export type Datagram =
   | { kind: DatagramKind.Frames; sender: PeerName; frames: FrameRecord[] }
+  | { kind: DatagramKind.Fragment; sender: PeerName; frameId: number; offset: number; total: number; chunk: Buffer }
   | { kind: DatagramKind.Heartbeat | DatagramKind.HeartbeatAck; sender: PeerName; receiver: PeerName; seq: number; echo: number };
 
 /** Why a datagram was dropped; these are the `reason` labels of the drop counter. */
@@ -53,7 +71,9 @@ export type DropReason =
   | 'no_route'
   | 'unknown_network'
   | 'truncated'
-  | 'not_for_us';
+  | 'not_for_us'
+  | 'looped'
+  | 'reassembly_gap';
 
 export function writeDatagramHeader(buf: Buffer, offset: number, kind: DatagramKind, sender: PeerName): number {
   buf[offset] = SLEEVE_MAGIC;
@@ -66,6 +86,7 @@ export function writeDatagramHeader(buf: Buffer, offset: number, kind: DatagramK
   return offset + DATAGRAM_HEADER_LENGTH;
 }
 
+/** Write a record's fixed fields; returns where its offload block (then the frame) goes. */
 export function writeFrameRecordHeader(
   buf: Buffer,
   offset: number,
@@ -78,8 +99,33 @@ export function writeFrameRecordHeader(
   writePeerName(buf, offset, src);
   writePeerName(buf, offset + 6, dst);
   buf.writeUInt32BE(((network & 0xffffff) << 8 | (hops & 0xff)) >>> 0, offset + 12);
-  buf.writeUInt16BE(length, offset + 16);
-  return offset + FRAME_RECORD_HEADER_LENGTH;
+  buf.writeUInt32BE(length, offset + 16);
+  return offset + RECORD_OFFLOAD_OFFSET;
+}
+
+export function writeFragmentHeader(buf: Buffer, offset: number, frameId: number, chunkOffset: number, total: number): number {
+  buf.writeUInt32BE(frameId >>> 0, offset);
+  buf.writeUInt32BE(chunkOffset, offset + 4);
+  buf.writeUInt32BE(total, offset + 8);
+  return offset + FRAGMENT_HEADER_LENGTH;
+}
+
+/** Largest record a fragment series may rebuild: a 64 KiB GSO frame and its headers. */
+export const MAX_REASSEMBLED = MAX_FRAME + FRAME_RECORD_HEADER_LENGTH;
+
+/**
+ * Check a FRAGMENT datagram's header fields; returns null when plausible. The chunk must
+ * be non-empty and end within `total`, and `total` must be a possible record size.
+ */
+export function checkFragment(buf: Buffer, offset: number, length: number): DropReason | null {
+  if (length <= DATAGRAM_HEADER_LENGTH + FRAGMENT_HEADER_LENGTH) return 'bad_length';
+  const o = offset + DATAGRAM_HEADER_LENGTH;
+  const at = buf.readUInt32BE(o + 4);
+  const total = buf.readUInt32BE(o + 8);
+  const chunk = length - DATAGRAM_HEADER_LENGTH - FRAGMENT_HEADER_LENGTH;
+  if (total < FRAME_RECORD_HEADER_LENGTH + MIN_FRAME || total > MAX_REASSEMBLED) return 'bad_length';
+  if (at + chunk > total) return 'bad_length';
+  return null;
 }
 
 /**
@@ -91,6 +137,7 @@ export function checkHeader(buf: Buffer, offset: number, length: number): Datagr
   if (buf[offset + 1] !== SLEEVE_VERSION) return 'bad_version';
   const kind = buf[offset + 2]!;
   if (kind === DatagramKind.Frames) return length > DATAGRAM_HEADER_LENGTH ? kind : 'bad_length';
+  if (kind === DatagramKind.Fragment) return checkFragment(buf, offset, length) ?? kind;
   if (kind === DatagramKind.Heartbeat || kind === DatagramKind.HeartbeatAck) {
     return length === DATAGRAM_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH ? kind : 'bad_length';
   }
@@ -103,12 +150,16 @@ export function checkHeader(buf: Buffer, offset: number, length: number): Datagr
  * truncated datagram delivers nothing rather than a prefix.
  */
 export function checkFrameRecords(buf: Buffer, offset: number, length: number): DropReason | null {
-  let o = offset + DATAGRAM_HEADER_LENGTH;
-  const end = offset + length;
+  return checkRecords(buf, offset + DATAGRAM_HEADER_LENGTH, offset + length);
+}
+
+/** Check that records exactly tile buf[start, end). Returns null when well-formed. */
+export function checkRecords(buf: Buffer, start: number, end: number): DropReason | null {
+  let o = start;
   while (o < end) {
     if (end - o < FRAME_RECORD_HEADER_LENGTH) return 'truncated';
-    const frameLen = buf.readUInt16BE(o + 16);
-    if (frameLen < MIN_FRAME) return 'bad_length';
+    const frameLen = buf.readUInt32BE(o + 16);
+    if (frameLen < MIN_FRAME || frameLen > MAX_FRAME) return 'bad_length';
     o += FRAME_RECORD_HEADER_LENGTH + frameLen;
   }
   return o === end ? null : 'truncated';
@@ -120,6 +171,7 @@ export function encodingLength(d: Datagram): number {
     for (const f of d.frames) n += FRAME_RECORD_HEADER_LENGTH + f.frame.length;
     return n;
   }
+  if (d.kind === DatagramKind.Fragment) return DATAGRAM_HEADER_LENGTH + FRAGMENT_HEADER_LENGTH + d.chunk.length;
   return DATAGRAM_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH;
 }
 
@@ -129,11 +181,17 @@ export function encode(d: Datagram, buf?: Buffer, offset = 0): Buffer {
   let o = writeDatagramHeader(out, offset, d.kind, d.sender);
   if (d.kind === DatagramKind.Frames) {
     for (const f of d.frames) {
-      if (f.frame.length > 0xffff) throw new RangeError('frame longer than 65535 bytes');
+      if (f.frame.length > MAX_FRAME) throw new RangeError(`frame longer than ${MAX_FRAME} bytes`);
+      if (f.offload.length !== OFFLOAD_LENGTH) throw new RangeError('offload block must be 10 bytes');
       o = writeFrameRecordHeader(out, o, f.src, f.dst, f.network, f.hops, f.frame.length);
+      f.offload.copy(out, o);
+      o += OFFLOAD_LENGTH;
       f.frame.copy(out, o);
       o += f.frame.length;
     }
+  } else if (d.kind === DatagramKind.Fragment) {
+    o = writeFragmentHeader(out, o, d.frameId, d.offset, d.total);
+    d.chunk.copy(out, o);
   } else {
     writePeerName(out, o, d.receiver);
     out.writeUInt32BE(d.seq >>> 0, o + 6);
@@ -161,19 +219,30 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): D
     const end = offset + length;
     while (o < end) {
       const word = buf.readUInt32BE(o + 12);
-      const frameLen = buf.readUInt16BE(o + 16);
+      const frameLen = buf.readUInt32BE(o + 16);
       frames.push({
         src: readPeerName(buf, o),
         dst: readPeerName(buf, o + 6),
         network: word >>> 8,
         hops: word & 0xff,
-        frame: Buffer.from(buf.subarray(o + 18, o + 18 + frameLen)),
+        offload: Buffer.from(buf.subarray(o + 20, o + FRAME_RECORD_HEADER_LENGTH)),
+        frame: Buffer.from(buf.subarray(o + FRAME_RECORD_HEADER_LENGTH, o + FRAME_RECORD_HEADER_LENGTH + frameLen)),
       });
       o += FRAME_RECORD_HEADER_LENGTH + frameLen;
     }
     return { kind, sender, frames };
   }
   const o = offset + DATAGRAM_HEADER_LENGTH;
+  if (kind === DatagramKind.Fragment) {
+    return {
+      kind,
+      sender,
+      frameId: buf.readUInt32BE(o),
+      offset: buf.readUInt32BE(o + 4),
+      total: buf.readUInt32BE(o + 8),
+      chunk: Buffer.from(buf.subarray(o + FRAGMENT_HEADER_LENGTH, offset + length)),
+    };
+  }
   return {
     kind,
     sender,
