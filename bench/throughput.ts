@@ -99,7 +99,7 @@ const ROWS: RowSpec[] = [
     },
   },
   weavetsRow('sleeve', 'weavets sleeve', ['--datapath', 'sleeve']),
-  weavetsRow('fastdp', 'weavets fastdp', ['--datapath', 'fastdp']),
+  // weavetsRow('fastdp', 'weavets fastdp', ['--datapath', 'fastdp']), // lands with the fast datapath issue
   // Encrypted sleeve: one entry, once the flag exists, e.g.
   // weavetsRow('sleeve-enc', 'weavets sleeve, encrypted', ['--datapath', 'sleeve', '--password-file', ...]),
 ];
