@@ -25,6 +25,33 @@ export interface DaemonConfig {
   /** Overlay MTU for containers; 0: derive from the underlay. */
   mtu: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** File the network password was read from (a path, never the secret), if any. */
+  passwordFile?: string;
+  /** The network password; undefined: no encryption. Never logged, never in argv. */
+  password?: Buffer;
+  /** Peers in these CIDRs may exchange data unencrypted (control stays sealed). */
+  trustedSubnets: string[];
+  /** The cluster store: etcd; undefined: the embedded file store in the state dir. */
+  etcd?: EtcdConfig;
+  /** Underlay address registered for peers to dial; undefined: first non-loopback IPv4. */
+  advertiseAddress?: string;
+  /** TTL of this host's registration lease in the store, seconds (default 120). */
+  ipamLeaseTtl?: number;
+  /** Block size (prefix length) for a new cluster; undefined: /26, or the cluster's. */
+  ipallocBlock?: number;
+}
+
+export interface EtcdConfig {
+  /** "http://10.0.0.5:2379", "https://..."; several for a cluster. */
+  endpoints: string[];
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  username?: string;
+  /** File holding the etcd password (a path, never the secret). */
+  passwordFile?: string;
+  /** From WEAVETS_ETCD_PASSWORD; never logged, never in argv. */
+  password?: string;
 }
 
 export const DEFAULT_STATE_DIR = '/var/lib/weavets';

@@ -20,7 +20,10 @@ import { WeavetsError } from '../errors';
 import { createLogger, type LogLevel } from '../log';
 import type { RouterStatus } from '../api/types';
 import { clientFor, stateDirOf } from './context';
-import { ExitStatus, out, warn } from './output';
+import { ExitStatus, UsageError, out, warn } from './output';
+import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
+import { formatCidr, parseCidr } from '../ipam/cidr';
+import { applyStoreFlags, storeArgs, type StoreFlags } from './ipam';
 import {
   parseBindAddress,
   parseHttpAddr,
@@ -37,7 +40,7 @@ const STOP_TIMEOUT_MS = 15_000;
 const POLL_MS = 50;
 const LOG_TAIL_LINES = 20;
 
-export interface LaunchFlags {
+export interface LaunchFlags extends StoreFlags {
   foreground?: boolean;
   name?: string;
   nickname?: string;
@@ -48,6 +51,10 @@ export interface LaunchFlags {
   httpAddr: string;
   mtu: string;
   logLevel: LogLevel;
+  passwordFile?: string;
+  /** Internal: the background launcher hands the password over on this fd. */
+  passwordFd?: string;
+  trustedSubnets?: string;
 }
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
@@ -63,9 +70,36 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     httpAddr: parseHttpAddr(flags.httpAddr),
     mtu: parseMtu(flags.mtu),
     logLevel: flags.logLevel,
+    trustedSubnets: parseTrustedSubnets(flags.trustedSubnets),
   };
   if (flags.name !== undefined) config.name = parsePeerNameFlag(flags.name);
+  if (flags.passwordFile !== undefined && flags.passwordFd !== undefined) {
+    throw new UsageError('--password-file and --password-fd are exclusive');
+  }
+  if (flags.passwordFile !== undefined) {
+    config.passwordFile = flags.passwordFile;
+    config.password = readPasswordFile(flags.passwordFile);
+  } else if (flags.passwordFd !== undefined) {
+    if (!/^\d+$/.test(flags.passwordFd)) throw new UsageError('--password-fd: expected a file descriptor number');
+    config.password = readPasswordFd(Number(flags.passwordFd));
+  }
+  // The environment variable is taken out of our environment whether or not it is used,
+  // so nothing we start can inherit it.
+  const fromEnv = takePasswordFromEnv();
+  if (config.password === undefined && fromEnv !== undefined) config.password = fromEnv;
+  applyStoreFlags(config, flags);
   return config;
+}
+
+function parseTrustedSubnets(text: string | undefined): string[] {
+  if (text === undefined || text.trim() === '') return [];
+  return text.split(',').map((c) => {
+    try {
+      return formatCidr(parseCidr(c.trim()));
+    } catch (err) {
+      throw new UsageError(`--trusted-subnets: ${(err as Error).message}`);
+    }
+  });
 }
 
 /** The command line that makes a foreground daemon with exactly this config. */
@@ -93,6 +127,11 @@ export function foregroundArgs(config: DaemonConfig): string[] {
     config.logLevel,
   ];
   if (config.name !== undefined) args.push('--name', config.name);
+  if (config.trustedSubnets.length > 0) args.push('--trusted-subnets', config.trustedSubnets.join(','));
+  // The password itself never goes in argv: a file path, or a pipe on fd 3.
+  if (config.passwordFile !== undefined) args.push('--password-file', config.passwordFile);
+  else if (config.password !== undefined) args.push('--password-fd', '3');
+  args.push(...storeArgs(config));
   return [...args, '--', ...config.peers];
 }
 
@@ -261,11 +300,17 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
   const logStart = fs.fstatSync(fd).size;
   const script = path.join(__dirname, `main${path.extname(__filename)}`);
   // execArgv carries loaders (tsx in tests) so the child runs the same code we do.
+  const viaPipe = config.password !== undefined && config.passwordFile === undefined;
   const child = spawn(process.execPath, [...process.execArgv, script, ...foregroundArgs(config)], {
     detached: true,
-    stdio: ['ignore', fd, fd],
+    stdio: viaPipe ? ['ignore', fd, fd, 'pipe'] : ['ignore', fd, fd],
   });
   fs.closeSync(fd);
+  if (viaPipe) {
+    const pipe = child.stdio[3] as import('node:stream').Writable;
+    pipe.on('error', () => undefined); // the child died early: reported below
+    pipe.end(config.password);
+  }
   let exit: string | undefined;
   child.on('exit', (code, signal) => {
     exit = signal ? `was killed by ${signal}` : `exited with status ${code}`;
@@ -373,6 +418,9 @@ export function registerLifecycle(program: Command): void {
     .option('--http-addr <host:port>', 'status and metrics listener; "" turns it off', DEFAULT_HTTP_ADDR)
     .option('--mtu <n>', 'container MTU; 0 derives it from the underlay', '0')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .option('--password-file <file>', 'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic')
+    .addOption(new Option('--password-fd <fd>').hideHelp())
+    .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);

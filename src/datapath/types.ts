@@ -45,8 +45,11 @@ export interface Datapath {
   /** Start carrying the frames of a network's bridge. Idempotent. */
   addNetwork(net: OverlayNetwork): Promise<void>;
   removeNetwork(id: number): Promise<void>;
-  /** A peer we have a control connection to: its underlay address and data port. */
-  addPeer(peer: PeerName, ip: string, port: number): Promise<void>;
+  /**
+   * A peer we have a control connection to: its underlay address and data port, and the
+   * keys sealing its datagrams (undefined: clear, no password or a trusted subnet).
+   */
+  addPeer(peer: PeerName, ip: string, port: number, keys?: { send: Buffer; recv: Buffer }): Promise<void>;
   removePeer(peer: PeerName): void;
   /** Called by the router when routes change (peer reachable/unreachable). */
   peerGone(peer: PeerName): void;

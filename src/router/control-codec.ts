@@ -20,7 +20,14 @@ export const enum MessageType {
   Pong = 3,
   Gossip = 4,
   Close = 5,
+  /** Password handshake: the sender's CPace share (32 bytes). Sent in clear, once. */
+  KeyExchange = 6,
+  /** First sealed message each way: proof of the session keys (and so the password). */
+  Finished = 7,
 }
+
+/** FINISHED flags: the sender treats the receiver as inside a trusted subnet. */
+export const FINISHED_FLAG_TRUSTED = 0x01;
 
 export const HELLO_FLAG_PASSWORD = 0x0001;
 
@@ -45,7 +52,9 @@ export type ControlMessage =
   | { type: MessageType.Ping; nonce: bigint }
   | { type: MessageType.Pong; nonce: bigint }
   | { type: MessageType.Gossip; payload: Buffer }
-  | { type: MessageType.Close; reason: string };
+  | { type: MessageType.Close; reason: string }
+  | { type: MessageType.KeyExchange; share: Buffer }
+  | { type: MessageType.Finished; tag: Buffer; flags: number };
 
 export class ControlDecodeError extends Error {
   constructor(readonly reason: string) {
@@ -69,6 +78,10 @@ export function encodingLength(msg: ControlMessage): number {
       return FRAME_HEADER_LENGTH + msg.payload.length;
     case MessageType.Close:
       return FRAME_HEADER_LENGTH + 2 + reasonBytes(msg.reason).length;
+    case MessageType.KeyExchange:
+      return FRAME_HEADER_LENGTH + 32;
+    case MessageType.Finished:
+      return FRAME_HEADER_LENGTH + 33;
   }
 }
 
@@ -121,6 +134,15 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
       r.copy(out, o + 2);
       break;
     }
+    case MessageType.KeyExchange:
+      if (msg.share.length !== 32) throw new RangeError('key exchange share must be 32 bytes');
+      msg.share.copy(out, o);
+      break;
+    case MessageType.Finished:
+      if (msg.tag.length !== 32) throw new RangeError('finished tag must be 32 bytes');
+      msg.tag.copy(out, o);
+      out.writeUInt8(msg.flags, o + 32);
+      break;
   }
   return out;
 }
@@ -185,6 +207,12 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       if (n > MAX_REASON || bodyLen !== 2 + n) throw new ControlDecodeError('close length mismatch');
       return { type, reason: buf.toString('utf8', o + 2, o + 2 + n) };
     }
+    case MessageType.KeyExchange:
+      if (bodyLen !== 32) throw new ControlDecodeError('key exchange must carry 32 bytes');
+      return { type, share: Buffer.from(buf.subarray(o, o + 32)) };
+    case MessageType.Finished:
+      if (bodyLen !== 33) throw new ControlDecodeError('finished must carry 33 bytes');
+      return { type, tag: Buffer.from(buf.subarray(o, o + 32)), flags: buf.readUInt8(o + 32) };
     default:
       throw new ControlDecodeError(`unknown message type ${type}`);
   }

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
 import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
-import { PeerConnection, type ConnectionHandlers } from './connection';
+import { PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
 import { decodeGossip, encodeGossip, GossipDecodeError } from './gossip-codec';
 import { formatPeerName, type PeerName } from './peername';
@@ -20,6 +20,7 @@ export interface RouterOptions {
   bindAddress: string;
   port: number;
   log: Logger;
+  security: ConnectionSecurity;
 }
 
 type TargetSource = TargetStatus['source'];
@@ -183,7 +184,7 @@ export class Router implements DatapathEvents {
     socket.once('connect', () => {
       socket.setTimeout(0);
       socket.removeListener('error', onFail);
-      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log);
+      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log, this.opts.security);
       t.connection = conn;
       this.connectionsAll.add(conn);
     });
@@ -201,7 +202,7 @@ export class Router implements DatapathEvents {
       socket.destroy();
       return;
     }
-    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log);
+    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security);
     this.connectionsAll.add(conn);
   }
 
@@ -214,7 +215,7 @@ export class Router implements DatapathEvents {
       uid: this.uid,
       controlPort: this.opts.port,
       dataPort: this.opts.port,
-      publicKey: randomBytes(32),
+      publicKey: Buffer.alloc(32), // the connection puts its own ephemeral key here
       nickname: this.opts.nickname,
     };
   }
@@ -266,8 +267,10 @@ export class Router implements DatapathEvents {
       nickname: hello.nickname,
       remote: conn.remoteAddress,
       outbound: conn.outbound,
+      control: conn.encrypted ? 'sealed' : 'clear',
+      data: conn.dataKeys ? 'sealed' : conn.encrypted ? 'clear (trusted subnet)' : 'clear',
     });
-    void this.datapath?.addPeer(hello.name, conn.remoteIp, hello.dataPort).catch((err: Error) => {
+    void this.datapath?.addPeer(hello.name, conn.remoteIp, hello.dataPort, conn.dataKeys).catch((err: Error) => {
       this.log.error('data path refused peer', { peer: formatPeerName(hello.name), error: err.message });
     });
     this.publishLocal();
@@ -405,13 +408,14 @@ export class Router implements DatapathEvents {
       const status: ConnectionStatus = {
         peer: name === undefined ? '' : formatPeerName(name),
         nickname: conn.remote?.nickname ?? '',
-        address: conn.outbound && conn.target ? conn.target : conn.remoteAddress,
+        address: conn.outbound && conn.target ? conn.target : conn.remote ? conn.remoteListenAddress : conn.remoteAddress,
         state: ready && path?.up ? 'established' : 'handshaking',
         datapath: this.datapath?.kind ?? 'sleeve',
-        encrypted: false,
+        encrypted: conn.encrypted && conn.dataKeys !== undefined,
         outbound: conn.outbound,
       };
       if (ready && !path?.up) status.info = 'waiting for the data path heartbeat';
+      else if (ready && conn.encrypted && conn.dataKeys === undefined) status.info = 'trusted subnet: data not encrypted, control sealed';
       if (path) status.pmtu = path.pmtu;
       const rtt = path?.rttMs ?? conn.rttMs;
       if (rtt !== undefined) status.rttMs = rtt;
@@ -425,7 +429,7 @@ export class Router implements DatapathEvents {
           address: t.address,
           state: 'failed',
           datapath: this.datapath?.kind ?? 'sleeve',
-          encrypted: false,
+          encrypted: this.opts.security.password !== undefined,
           outbound: true,
           info: t.lastError,
         });

@@ -509,12 +509,12 @@ export class Lab {
    * `weavets launch` on a host: nickname = host name, metrics on 127.0.0.1:6782 of the
    * host's namespace. Resolves when launch returned 0 (the daemon says it is ready).
    */
-  async launch(host: Host | string, peers: string[] = [], extraArgs: string[] = []): Promise<void> {
+  async launch(host: Host | string, peers: string[] = [], extraArgs: string[] = [], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<void> {
     const h = typeof host === 'string' ? this.host(host) : host;
     this.requireCli();
     this.launched.add(h.name);
     const args = ['launch', '--nickname', h.name, '--http-addr', '127.0.0.1:6782', ...extraArgs, ...peers];
-    const r = await this.weavets(h, args, { timeoutMs: 45_000 });
+    const r = await this.weavets(h, args, { timeoutMs: 45_000, env: { ...this.weavetsEnv(h), ...opts.env } });
     if (r.code !== 0) {
       throw new Error(`launch on ${h.name} failed: ${describeResult(['weavets', ...args], r)}${this.logSection(h)}`);
     }

@@ -51,6 +51,8 @@ describe('control codec', () => {
       { type: MessageType.Pong, nonce: 2n ** 64n - 1n },
       { type: MessageType.Gossip, payload: Buffer.from([1, 2, 3]) },
       { type: MessageType.Close, reason: 'duplicate connection' },
+      { type: MessageType.KeyExchange, share: Buffer.alloc(32, 7) },
+      { type: MessageType.Finished, tag: Buffer.alloc(32, 9), flags: 1 },
     ];
     for (const m of msgs) {
       const b = encode(m);

@@ -9,6 +9,9 @@
  *   FRAGMENT body := frame-id u32 | offset u32 | total u32 | chunk
  *               (the chunks of one frame id, in order, rebuild exactly one record)
  *   HEARTBEAT / HEARTBEAT_ACK body := receiver u48 | seq u32 | echo u32
+ *   SEALED body := epoch u8 | counter u64 | secretbox(inner kind u8 | inner body)
+ *               (with a network password every datagram but FRAGMENT is SEALED; a
+ *               fragment series then rebuilds epoch | counter | secretbox(FRAMES | record))
  *
  * The hot path writes and reads these fields in place using the offsets below; the
  * object-level encode/decode functions exist for tests, tools and the fuzz corpus.
@@ -37,7 +40,15 @@ export const enum DatagramKind {
   Heartbeat = 2,
   HeartbeatAck = 3,
   Fragment = 4,
+  Sealed = 5,
 }
+
+/** epoch u8 + counter u64 in front of a sealed box. */
+export const SEAL_PREFIX_LENGTH = 9;
+/** Poly1305 tag at the front of a secretbox. */
+export const SEAL_TAG_LENGTH = 16;
+/** A sealed datagram: header, prefix, tag, inner kind; the inner body follows. */
+export const SEALED_HEADER_LENGTH = DATAGRAM_HEADER_LENGTH + SEAL_PREFIX_LENGTH + SEAL_TAG_LENGTH + 1;
 
 export interface FrameRecord {
   src: PeerName;
@@ -56,6 +67,7 @@ export interface FrameRecord {
 export type Datagram =
   | { kind: DatagramKind.Frames; sender: PeerName; frames: FrameRecord[] }
   | { kind: DatagramKind.Fragment; sender: PeerName; frameId: number; offset: number; total: number; chunk: Buffer }
+  | { kind: DatagramKind.Sealed; sender: PeerName; epoch: number; counter: number; box: Buffer }
   | { kind: DatagramKind.Heartbeat | DatagramKind.HeartbeatAck; sender: PeerName; receiver: PeerName; seq: number; echo: number };
 
 /** Why a datagram was dropped; these are the `reason` labels of the drop counter. */
@@ -64,6 +76,7 @@ export type DropReason =
   | 'bad_magic'
   | 'bad_version'
   | 'bad_kind'
+  | 'bad_flags'
   | 'bad_length'
   | 'unknown_peer'
   | 'wrong_address'
@@ -73,7 +86,12 @@ export type DropReason =
   | 'truncated'
   | 'not_for_us'
   | 'looped'
-  | 'reassembly_gap';
+  | 'reassembly_gap'
+  | 'forged'
+  | 'replayed'
+  | 'unsealed'
+  | 'unexpected_sealed'
+  | 'bad_epoch';
 
 export function writeDatagramHeader(buf: Buffer, offset: number, kind: DatagramKind, sender: PeerName): number {
   buf[offset] = SLEEVE_MAGIC;
@@ -110,8 +128,21 @@ export function writeFragmentHeader(buf: Buffer, offset: number, frameId: number
   return offset + FRAGMENT_HEADER_LENGTH;
 }
 
+/** Write epoch u8 + counter u64 (counter < 2^53); returns where the box goes. */
+export function writeSealPrefix(buf: Buffer, offset: number, epoch: number, counter: number): number {
+  buf[offset] = epoch & 0xff;
+  buf.writeUInt32BE(Math.floor(counter / 0x100000000), offset + 1);
+  buf.writeUInt32BE(counter >>> 0, offset + 5);
+  return offset + SEAL_PREFIX_LENGTH;
+}
+
+/** The counter of a seal prefix at `offset` (the epoch byte's position). */
+export function readSealCounter(buf: Buffer, offset: number): number {
+  return buf.readUInt32BE(offset + 1) * 0x100000000 + buf.readUInt32BE(offset + 5);
+}
+
 /** Largest record a fragment series may rebuild: a 64 KiB GSO frame and its headers. */
-export const MAX_REASSEMBLED = MAX_FRAME + FRAME_RECORD_HEADER_LENGTH;
+export const MAX_REASSEMBLED = MAX_FRAME + FRAME_RECORD_HEADER_LENGTH + 26;
 
 /**
  * Check a FRAGMENT datagram's header fields; returns null when plausible. The chunk must
@@ -135,9 +166,12 @@ export function checkHeader(buf: Buffer, offset: number, length: number): Datagr
   if (length < DATAGRAM_HEADER_LENGTH) return 'short';
   if (buf[offset] !== SLEEVE_MAGIC) return 'bad_magic';
   if (buf[offset + 1] !== SLEEVE_VERSION) return 'bad_version';
+  // Flags and reserved bytes are zero in this version: anything else is not ours.
+  if (buf[offset + 3] !== 0 || buf[offset + 10] !== 0 || buf[offset + 11] !== 0) return 'bad_flags';
   const kind = buf[offset + 2]!;
   if (kind === DatagramKind.Frames) return length > DATAGRAM_HEADER_LENGTH ? kind : 'bad_length';
   if (kind === DatagramKind.Fragment) return checkFragment(buf, offset, length) ?? kind;
+  if (kind === DatagramKind.Sealed) return length >= SEALED_HEADER_LENGTH ? kind : 'bad_length';
   if (kind === DatagramKind.Heartbeat || kind === DatagramKind.HeartbeatAck) {
     return length === DATAGRAM_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH ? kind : 'bad_length';
   }
@@ -172,6 +206,7 @@ export function encodingLength(d: Datagram): number {
     return n;
   }
   if (d.kind === DatagramKind.Fragment) return DATAGRAM_HEADER_LENGTH + FRAGMENT_HEADER_LENGTH + d.chunk.length;
+  if (d.kind === DatagramKind.Sealed) return DATAGRAM_HEADER_LENGTH + SEAL_PREFIX_LENGTH + d.box.length;
   return DATAGRAM_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH;
 }
 
@@ -192,6 +227,9 @@ export function encode(d: Datagram, buf?: Buffer, offset = 0): Buffer {
   } else if (d.kind === DatagramKind.Fragment) {
     o = writeFragmentHeader(out, o, d.frameId, d.offset, d.total);
     d.chunk.copy(out, o);
+  } else if (d.kind === DatagramKind.Sealed) {
+    o = writeSealPrefix(out, o, d.epoch, d.counter);
+    d.box.copy(out, o);
   } else {
     writePeerName(out, o, d.receiver);
     out.writeUInt32BE(d.seq >>> 0, o + 6);
@@ -233,6 +271,15 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): D
     return { kind, sender, frames };
   }
   const o = offset + DATAGRAM_HEADER_LENGTH;
+  if (kind === DatagramKind.Sealed) {
+    return {
+      kind,
+      sender,
+      epoch: buf[o]!,
+      counter: readSealCounter(buf, o),
+      box: Buffer.from(buf.subarray(o + SEAL_PREFIX_LENGTH, offset + length)),
+    };
+  }
   if (kind === DatagramKind.Fragment) {
     return {
       kind,

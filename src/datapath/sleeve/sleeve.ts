@@ -15,6 +15,8 @@ import type { Logger } from '../../log';
 import { MacTable, readMac, isMulticastMac } from '../../router/mactable';
 import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../router/peername';
 import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, RouteTable } from '../types';
+import type { Sealer } from '../../crypto/seal';
+import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
 import {
   DATAGRAM_HEADER_LENGTH,
   DatagramKind,
@@ -25,6 +27,7 @@ import {
   MAX_REASSEMBLED,
   OFFLOAD_LENGTH,
   RECORD_OFFLOAD_OFFSET,
+  SEALED_HEADER_LENGTH,
   checkHeader,
   checkRecords,
   writeDatagramHeader,
@@ -57,6 +60,10 @@ const MAC_MAX_AGE_MS = 5 * 60_000;
 
 interface SleevePeer {
   name: PeerName;
+  /** Sealing state; undefined when this peer's datagrams go in clear. */
+  crypto: PeerCrypto | undefined;
+  /** Bytes in front of the first record of a FRAMES datagram: 12 clear, 38 sealed. */
+  prefix: number;
   ip: number;
   port: number;
   /** Largest UDP payload towards this peer. */
@@ -101,6 +108,8 @@ export interface SleeveOptions {
   log: Logger;
   /** Payload cap when the route MTU towards a peer cannot be read. */
   defaultPmtu?: number;
+  /** Seals datagrams of peers that have keys. */
+  sealer: Sealer;
 }
 
 export function tapNameFor(networkId: number): string {
@@ -117,6 +126,7 @@ export class SleeveDatapath implements Datapath {
   private readonly events: DatapathEvents;
   private readonly log: Logger;
   private readonly defaultPmtu: number;
+  private readonly sealer: Sealer;
   private readonly socket: UdpBatchSocket;
   private readonly peers = new Map<PeerName, SleevePeer>();
   private readonly networks = new Map<number, SleeveNetwork>();
@@ -134,10 +144,11 @@ export class SleeveDatapath implements Datapath {
   private readonly txPorts = new Uint16Array(TX_SLOTS);
   private readonly txPeers: (SleevePeer | undefined)[] = new Array(TX_SLOTS);
   private txCount = 0;
-  private readonly controlBuf = Buffer.alloc(DATAGRAM_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH);
+  private readonly controlBuf = Buffer.alloc(SEALED_HEADER_LENGTH + HEARTBEAT_BODY_LENGTH);
+  /** One record as a unit (sealed or not) before it is cut into fragments. */
+  private readonly unitBuf = Buffer.allocUnsafe(MAX_REASSEMBLED);
   // Fragment arena: one record split into path-MTU datagrams, sent with UDP GSO.
   private readonly fragBuf = Buffer.allocUnsafe(2 * MAX_REASSEMBLED + 64 * 64);
-  private readonly fragHeader = Buffer.alloc(RECORD_OFFLOAD_OFFSET);
   private readonly fragOffsets = new Uint32Array(128);
   private readonly fragLengths = new Uint32Array(128);
   private readonly fragAddrs = new Uint32Array(128);
@@ -152,6 +163,7 @@ export class SleeveDatapath implements Datapath {
     this.events = opts.events;
     this.log = opts.log;
     this.defaultPmtu = opts.defaultPmtu ?? 1500 - UDP_IP_OVERHEAD;
+    this.sealer = opts.sealer;
     this.socket = socket;
     for (let i = 0; i < TX_SLOTS; i++) this.txOffsets[i] = i * TX_SLOT_SIZE;
     socket.startReading((count) => this.onDatagrams(count));
@@ -210,7 +222,7 @@ export class SleeveDatapath implements Datapath {
     await this.netlink.deleteLink(sn.tapName, { ignoreMissing: true });
   }
 
-  async addPeer(peer: PeerName, ip: string, port: number): Promise<void> {
+  async addPeer(peer: PeerName, ip: string, port: number, keys?: { send: Buffer; recv: Buffer }): Promise<void> {
     const addr = ipv4ToNumber(ip);
     let pmtu = this.defaultPmtu;
     try {
@@ -218,15 +230,25 @@ export class SleeveDatapath implements Datapath {
     } catch (err) {
       this.log.warn('cannot read route MTU towards peer; using default', { ip, pmtu, error: (err as Error).message });
     }
+    const crypto = keys === undefined ? undefined : new PeerCrypto(this.sealer, keys, Date.now());
+    const prefix = crypto === undefined ? DATAGRAM_HEADER_LENGTH : SEALED_HEADER_LENGTH;
     const existing = this.peers.get(peer);
     if (existing) {
+      // A new connection to a known peer: new keys, nothing of the old session survives.
+      this.flushTx();
       existing.ip = addr;
       existing.port = port;
       existing.pmtu = pmtu;
+      existing.crypto = crypto;
+      existing.prefix = prefix;
+      existing.reasmGot = 0;
+      existing.reasmId = -1;
       return;
     }
     this.peers.set(peer, {
       name: peer,
+      crypto,
+      prefix,
       ip: addr,
       port,
       pmtu,
@@ -364,7 +386,7 @@ export class SleeveDatapath implements Datapath {
     const need = RECORD_OFFLOAD_OFFSET + len;
     p.framesOut++;
     p.bytesOut += len - OFFLOAD_LENGTH;
-    if (DATAGRAM_HEADER_LENGTH + need > p.pmtu) {
+    if (p.prefix + need > p.pmtu) {
       this.sendFragmented(p, src, dst, netId, hops, buf, off, len);
       return;
     }
@@ -373,8 +395,15 @@ export class SleeveDatapath implements Datapath {
     if (slot < 0) {
       if (this.txCount === TX_SLOTS) this.flushTx();
       slot = this.txCount++;
-      writeDatagramHeader(this.txBuf, this.txOffsets[slot]!, DatagramKind.Frames, this.self);
-      this.txLengths[slot] = DATAGRAM_HEADER_LENGTH;
+      const base = this.txOffsets[slot]!;
+      if (p.crypto === undefined) {
+        writeDatagramHeader(this.txBuf, base, DatagramKind.Frames, this.self);
+      } else {
+        // Sealed at flush time, in place: header | prefix | tag | FRAMES | records...
+        writeDatagramHeader(this.txBuf, base, DatagramKind.Sealed, this.self);
+        this.txBuf[base + SEALED_HEADER_LENGTH - 1] = DatagramKind.Frames;
+      }
+      this.txLengths[slot] = p.prefix;
       this.txAddrs[slot] = p.ip;
       this.txPorts[slot] = p.port;
       this.txPeers[slot] = p;
@@ -403,12 +432,21 @@ export class SleeveDatapath implements Datapath {
   ): void {
     // Earlier queued records to this peer must leave first: TCP hates reordering.
     this.flushTx();
+    // The unit: the record, or for a sealed peer prefix | tag | FRAMES | record, sealed
+    // once as a whole (one secretbox per 64 KiB, not per fragment).
+    const u = this.unitBuf;
+    const rec = p.crypto === undefined ? 0 : SEAL_UNIT_OVERHEAD + 1;
+    const body = writeFrameRecordHeader(u, rec, src, dst, netId, hops, len - OFFLOAD_LENGTH);
+    buf.copy(u, body, off, off + len);
+    let total = body + len;
+    if (p.crypto !== undefined) {
+      u[SEAL_UNIT_OVERHEAD] = DatagramKind.Frames;
+      p.crypto.sealInPlace(u, SEAL_UNIT_OVERHEAD, total - SEAL_UNIT_OVERHEAD, this.now);
+    }
     const seg = p.pmtu;
     const chunkMax = seg - DATAGRAM_HEADER_LENGTH - FRAGMENT_HEADER_LENGTH;
-    const total = RECORD_OFFLOAD_OFFSET + len;
     const id = this.nextFragId;
     this.nextFragId = (this.nextFragId + 1) >>> 0 || 1;
-    writeFrameRecordHeader(this.fragHeader, 0, src, dst, netId, hops, len - OFFLOAD_LENGTH);
     const fb = this.fragBuf;
     let w = 0;
     let n = 0;
@@ -419,21 +457,8 @@ export class SleeveDatapath implements Datapath {
       n++;
       w = writeDatagramHeader(fb, w, DatagramKind.Fragment, this.self);
       w = writeFragmentHeader(fb, w, id, at, total);
-      // The record is the 20-byte header (fragHeader) followed by buf[off, off+len).
-      let from = at;
-      let left = chunk;
-      if (from < RECORD_OFFLOAD_OFFSET) {
-        const h = Math.min(left, RECORD_OFFLOAD_OFFSET - from);
-        this.fragHeader.copy(fb, w, from, from + h);
-        w += h;
-        from += h;
-        left -= h;
-      }
-      if (left > 0) {
-        const s = off + from - RECORD_OFFLOAD_OFFSET;
-        buf.copy(fb, w, s, s + left);
-        w += left;
-      }
+      u.copy(fb, w, at, at + chunk);
+      w += chunk;
     }
     this.sendSegments(p, seg, n);
   }
@@ -475,6 +500,12 @@ export class SleeveDatapath implements Datapath {
   private flushTx(): void {
     const n = this.txCount;
     if (n === 0) return;
+    for (let i = 0; i < n; i++) {
+      const c = this.txPeers[i]!.crypto;
+      if (c === undefined) continue;
+      const msgOff = this.txOffsets[i]! + SEALED_HEADER_LENGTH - 1;
+      c.sealInPlace(this.txBuf, msgOff, this.txOffsets[i]! + this.txLengths[i]! - msgOff, this.now);
+    }
     let sent = 0;
     try {
       sent = this.socket.sendBatch(this.txBuf, this.txOffsets, this.txLengths, this.txAddrs, this.txPorts, n);
@@ -549,15 +580,42 @@ export class SleeveDatapath implements Datapath {
       this.drop('wrong_address');
       return;
     }
-    if (kind === DatagramKind.Frames) {
-      const start = off + DATAGRAM_HEADER_LENGTH;
-      const bad = checkRecords(buf, start, off + len);
-      if (bad !== null) this.drop(bad);
-      else this.onRecords(p, buf, start, off + len, false);
-    } else if (kind === DatagramKind.Fragment) {
+    if (kind === DatagramKind.Fragment) {
       this.onFragment(p, buf, off, len);
+      return;
+    }
+    let inner: number = kind;
+    let body = off + DATAGRAM_HEADER_LENGTH;
+    if (kind === DatagramKind.Sealed) {
+      if (p.crypto === undefined) {
+        this.drop('unexpected_sealed');
+        return;
+      }
+      const r = p.crypto.openInPlace(buf, body, len - DATAGRAM_HEADER_LENGTH, this.now);
+      if (r !== 'ok') {
+        this.drop(r);
+        return;
+      }
+      inner = buf[off + SEALED_HEADER_LENGTH - 1]!;
+      body = off + SEALED_HEADER_LENGTH;
+    } else if (p.crypto !== undefined) {
+      // With keys agreed, anything in clear is an injection attempt.
+      this.drop('unsealed');
+      return;
+    }
+    this.onPlainBody(p, inner, buf, body, off + len, false);
+  }
+
+  /** Act on an authenticated (or clear-by-agreement) body of kind `inner` at buf[body, end). */
+  private onPlainBody(p: SleevePeer, inner: number, buf: Buffer, body: number, end: number, direct: boolean): void {
+    if (inner === DatagramKind.Frames) {
+      const bad = checkRecords(buf, body, end);
+      if (bad !== null) this.drop(bad);
+      else this.onRecords(p, buf, body, end, direct);
+    } else if ((inner === DatagramKind.Heartbeat || inner === DatagramKind.HeartbeatAck) && end - body === HEARTBEAT_BODY_LENGTH && !direct) {
+      this.onHeartbeat(p, inner, buf, body);
     } else {
-      this.onHeartbeat(p, kind, buf, off);
+      this.drop('bad_kind');
     }
   }
 
@@ -587,12 +645,16 @@ export class SleeveDatapath implements Datapath {
     if (p.reasmGot < total) return;
     p.reasmGot = 0;
     p.reasmId = -1;
-    const bad = checkRecords(r, 0, total);
-    if (bad !== null) {
-      this.drop(bad);
+    if (p.crypto === undefined) {
+      this.onPlainBody(p, DatagramKind.Frames, r, 0, total, true);
       return;
     }
-    this.onRecords(p, r, 0, total, true);
+    const result = p.crypto.openInPlace(r, 0, total, this.now);
+    if (result !== 'ok') {
+      this.drop(result);
+      return;
+    }
+    this.onPlainBody(p, r[SEAL_UNIT_OVERHEAD]!, r, SEAL_UNIT_OVERHEAD + 1, total, true);
   }
 
   /**
@@ -685,8 +747,7 @@ export class SleeveDatapath implements Datapath {
 
   // ---- path liveness ----
 
-  private onHeartbeat(p: SleevePeer, kind: DatagramKind, buf: Buffer, off: number): void {
-    const body = off + DATAGRAM_HEADER_LENGTH;
+  private onHeartbeat(p: SleevePeer, kind: number, buf: Buffer, body: number): void {
     if (readPeerName(buf, body) !== this.self) {
       this.drop('not_for_us');
       return;
@@ -708,19 +769,25 @@ export class SleeveDatapath implements Datapath {
 
   private sendHeartbeat(p: SleevePeer, kind: DatagramKind, echoSeq: number): void {
     const b = this.controlBuf;
-    writeDatagramHeader(b, 0, kind, this.self);
-    writePeerName(b, DATAGRAM_HEADER_LENGTH, p.name);
+    const body = p.prefix;
+    if (p.crypto === undefined) writeDatagramHeader(b, 0, kind, this.self);
+    else {
+      writeDatagramHeader(b, 0, DatagramKind.Sealed, this.self);
+      b[SEALED_HEADER_LENGTH - 1] = kind;
+    }
+    writePeerName(b, body, p.name);
     if (kind === DatagramKind.Heartbeat) {
       p.heartbeatSeq = (p.heartbeatSeq + 1) >>> 0;
       p.heartbeatSentAt = Date.now();
-      b.writeUInt32BE(p.heartbeatSeq, DATAGRAM_HEADER_LENGTH + 6);
-      b.writeUInt32BE(0, DATAGRAM_HEADER_LENGTH + 10);
+      b.writeUInt32BE(p.heartbeatSeq, body + 6);
+      b.writeUInt32BE(0, body + 10);
     } else {
-      b.writeUInt32BE(0, DATAGRAM_HEADER_LENGTH + 6);
-      b.writeUInt32BE(echoSeq, DATAGRAM_HEADER_LENGTH + 10);
+      b.writeUInt32BE(0, body + 6);
+      b.writeUInt32BE(echoSeq, body + 10);
     }
+    if (p.crypto !== undefined) p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
     try {
-      if (!this.socket.send(b, 0, b.length, p.ip, p.port)) this.drop('send_queue_full');
+      if (!this.socket.send(b, 0, body + HEARTBEAT_BODY_LENGTH, p.ip, p.port)) this.drop('send_queue_full');
     } catch (err) {
       this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     }

@@ -1,0 +1,160 @@
+/**
+ * NaCl secretbox (XSalsa20-Poly1305) over caller-owned buffers. Two interchangeable
+ * implementations with byte-identical output: sodium-native (libsodium, no copies) for
+ * the data path, tweetnacl (pure JS, allocates) when the native module cannot load.
+ *
+ * Box layout, both implementations: 16-byte Poly1305 MAC, then the ciphertext, the
+ * same length as the message (libsodium's crypto_secretbox_easy layout).
+ */
+import nacl from 'tweetnacl';
+
+import { CryptoError } from './errors';
+
+export const SEAL_OVERHEAD = 16;
+export const NONCE_LENGTH = 24;
+export const SEAL_KEY_LENGTH = 32;
+
+/** The largest counter writeNonce takes: every integer up to it is exact in a double. */
+export const MAX_NONCE_COUNTER = 2 ** 53;
+
+export interface Sealer {
+  readonly name: 'sodium-native' | 'tweetnacl';
+  /**
+   * Writes SEAL_OVERHEAD + msgLen bytes at out[outOff..]: the MAC, then the ciphertext.
+   * In place works when outOff + SEAL_OVERHEAD === msgOff in the same buffer (leave a
+   * 16-byte gap in front of the message); other overlaps are not supported.
+   */
+  seal(out: Buffer, outOff: number, msg: Buffer, msgOff: number, msgLen: number, nonce: Buffer, key: Buffer): void;
+  /**
+   * Checks and decrypts box[boxOff..boxOff+boxLen] into out[outOff..] (boxLen - 16
+   * bytes). False if the box is forged, altered or shorter than the MAC; out's
+   * contents are then unspecified. In place works when outOff === boxOff + SEAL_OVERHEAD.
+   */
+  open(out: Buffer, outOff: number, box: Buffer, boxOff: number, boxLen: number, nonce: Buffer, key: Buffer): boolean;
+}
+
+/** The part of sodium-native this module uses (it ships no type declarations). */
+export interface SodiumSecretbox {
+  crypto_secretbox_easy(c: Uint8Array, m: Uint8Array, n: Uint8Array, k: Uint8Array): void;
+  crypto_secretbox_open_easy(m: Uint8Array, c: Uint8Array, n: Uint8Array, k: Uint8Array): boolean;
+}
+
+function requireSodium(): SodiumSecretbox {
+  return require('sodium-native') as SodiumSecretbox;
+}
+
+function badLength(message: string): CryptoError {
+  return new CryptoError('EWEAVETS_CRYPTO_BAD_LENGTH', message);
+}
+
+function checkKeyNonce(nonce: Buffer, key: Buffer): void {
+  if (nonce.length !== NONCE_LENGTH) throw badLength(`nonce must be ${NONCE_LENGTH} bytes`);
+  if (key.length !== SEAL_KEY_LENGTH) throw badLength(`key must be ${SEAL_KEY_LENGTH} bytes`);
+}
+
+function checkRange(what: string, buf: Buffer, off: number, len: number): void {
+  if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > buf.length) {
+    throw badLength(`${what} range ${off}+${len} outside a ${buf.length}-byte buffer`);
+  }
+}
+
+function checkSeal(out: Buffer, outOff: number, msg: Buffer, msgOff: number, msgLen: number, nonce: Buffer, key: Buffer): void {
+  checkKeyNonce(nonce, key);
+  checkRange('message', msg, msgOff, msgLen);
+  checkRange('output', out, outOff, msgLen + SEAL_OVERHEAD);
+}
+
+/** Returns false for a box too short to hold a MAC (junk, not a caller bug). */
+function checkOpen(out: Buffer, outOff: number, box: Buffer, boxOff: number, boxLen: number, nonce: Buffer, key: Buffer): boolean {
+  checkKeyNonce(nonce, key);
+  checkRange('box', box, boxOff, boxLen);
+  if (boxLen < SEAL_OVERHEAD) return false;
+  checkRange('output', out, outOff, boxLen - SEAL_OVERHEAD);
+  return true;
+}
+
+function makeSodiumSealer(sodium: SodiumSecretbox): Sealer {
+  return {
+    name: 'sodium-native',
+    seal(out, outOff, msg, msgOff, msgLen, nonce, key) {
+      checkSeal(out, outOff, msg, msgOff, msgLen, nonce, key);
+      sodium.crypto_secretbox_easy(
+        out.subarray(outOff, outOff + msgLen + SEAL_OVERHEAD),
+        msg.subarray(msgOff, msgOff + msgLen),
+        nonce,
+        key,
+      );
+    },
+    open(out, outOff, box, boxOff, boxLen, nonce, key) {
+      if (!checkOpen(out, outOff, box, boxOff, boxLen, nonce, key)) return false;
+      return sodium.crypto_secretbox_open_easy(
+        out.subarray(outOff, outOff + boxLen - SEAL_OVERHEAD),
+        box.subarray(boxOff, boxOff + boxLen),
+        nonce,
+        key,
+      );
+    },
+  };
+}
+
+/** libsodium through sodium-native. Throws EWEAVETS_CRYPTO_UNAVAILABLE if it cannot load. */
+export function sodiumSealer(): Sealer {
+  let sodium: SodiumSecretbox;
+  try {
+    sodium = requireSodium();
+  } catch (err) {
+    throw new CryptoError('EWEAVETS_CRYPTO_UNAVAILABLE', `sodium-native: ${(err as Error).message}`);
+  }
+  return makeSodiumSealer(sodium);
+}
+
+/**
+ * tweetnacl's secretbox. nacl.secretbox returns exactly the crypto_secretbox_easy
+ * layout (MAC then ciphertext), which is copied into out.
+ */
+export function tweetnaclSealer(): Sealer {
+  return {
+    name: 'tweetnacl',
+    seal(out, outOff, msg, msgOff, msgLen, nonce, key) {
+      checkSeal(out, outOff, msg, msgOff, msgLen, nonce, key);
+      const box = nacl.secretbox(msg.subarray(msgOff, msgOff + msgLen), nonce, key);
+      out.set(box, outOff);
+    },
+    open(out, outOff, box, boxOff, boxLen, nonce, key) {
+      if (!checkOpen(out, outOff, box, boxOff, boxLen, nonce, key)) return false;
+      const msg = nacl.secretbox.open(box.subarray(boxOff, boxOff + boxLen), nonce, key);
+      if (msg === null) return false;
+      out.set(msg, outOff);
+      return true;
+    },
+  };
+}
+
+/**
+ * sodium-native if it loads, else tweetnacl; `sealer.name` says which (log it once at
+ * start). `loadSodium` is for tests of the fallback.
+ */
+export function loadSealer(loadSodium: () => SodiumSecretbox = requireSodium): Sealer {
+  let sodium: SodiumSecretbox;
+  try {
+    sodium = loadSodium();
+  } catch {
+    return tweetnaclSealer();
+  }
+  return makeSodiumSealer(sodium);
+}
+
+/**
+ * Nonce for a counter: u64 big-endian in bytes 0..7, bytes 8..23 zero. Counters are
+ * integers in [0, 2^53].
+ */
+export function writeNonce(nonce: Buffer, counter: number): void {
+  if (nonce.length !== NONCE_LENGTH) throw badLength(`nonce must be ${NONCE_LENGTH} bytes`);
+  if (!Number.isInteger(counter) || counter < 0 || counter > MAX_NONCE_COUNTER) {
+    throw new CryptoError('EWEAVETS_CRYPTO_BAD_INPUT', `nonce counter ${counter} outside [0, 2^53]`);
+  }
+  const hi = Math.floor(counter / 0x1_0000_0000);
+  nonce.writeUInt32BE(hi, 0);
+  nonce.writeUInt32BE(counter - hi * 0x1_0000_0000, 4);
+  nonce.fill(0, 8, NONCE_LENGTH);
+}
