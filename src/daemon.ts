@@ -18,8 +18,11 @@ import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { NetworkSet } from './endpoint/networks';
 import { EndpointRegistry } from './endpoint/registry';
 import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
-import { formatCidr, formatIpv4, parseCidr } from './ipam/cidr';
-import { HostBlockAllocator, hostBlockFor } from './ipam/host-block';
+import { contains, formatCidr, parseCidr, parseIpv4 } from './ipam/cidr';
+import { loadSealer } from './crypto/seal';
+import type { ConnectionSecurity } from './router/connection';
+import { ClusterIpam } from './ipam/cluster';
+import { registerIpamMetrics } from './api/ipam-metrics';
 import { DEFAULT_NETWORK } from './config';
 import { WeavetsError } from './errors';
 
@@ -77,7 +80,42 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const mtu = config.mtu > 0 ? config.mtu : (await underlayMtu(netlink, new Set(ledger.list()))) - SLEEVE_OVERHEAD;
   if (mtu < 576) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `overlay MTU ${mtu} is too small; set --mtu or fix the underlay MTU`);
 
-  const router = new Router({ name, nickname: config.nickname, bindAddress: config.bindAddress, port: config.port, log: log.child('router') });
+  // IPAM first: a range conflict or an unreachable store stops the launch before anything is built.
+  let ipam: ClusterIpam;
+  try {
+    ipam = await ClusterIpam.start({
+      stateDir: config.stateDir,
+      ...(config.etcd ? { etcd: config.etcd } : {}),
+      name: formatPeerName(name),
+      nickname: config.nickname,
+      range,
+      port: config.port,
+      ...(config.advertiseAddress !== undefined ? { advertiseAddress: config.advertiseAddress } : {}),
+      ...(config.ipamLeaseTtl !== undefined ? { leaseTtlSeconds: config.ipamLeaseTtl } : {}),
+      ...(config.ipallocBlock !== undefined ? { blockPrefix: config.ipallocBlock } : {}),
+      ownLinks: ledger.list(),
+      log: log.child('ipam'),
+    });
+  } catch (err) {
+    netlink.close();
+    throw err;
+  }
+
+  const sealer = loadSealer();
+  const trusted = config.trustedSubnets.map((c) => parseCidr(c));
+  const security: ConnectionSecurity = {
+    password: config.password,
+    sealer,
+    trusts: (ip) => {
+      try {
+        const n = parseIpv4(ip);
+        return trusted.some((c) => contains(c, n));
+      } catch {
+        return false;
+      }
+    },
+  };
+  const router = new Router({ name, nickname: config.nickname, bindAddress: config.bindAddress, port: config.port, log: log.child('router'), security });
   try {
     await router.listen();
   } catch (err) {
@@ -94,6 +132,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       netlink,
       events: router,
       log: log.child('sleeve'),
+      sealer,
     });
   } catch (err) {
     await router.stop();
@@ -103,11 +142,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   router.setDatapath(sleeve);
 
   const networks = new NetworkSet(netlink, sleeve, ledger, mtu, formatCidr(range));
-  const block = hostBlockFor(range, name);
-  const allocator = new HostBlockAllocator(range, block);
-  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, allocator, range, ledger, log.child('endpoints'));
+  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, range, ledger, log.child('endpoints'));
   const registry = createMetricsRegistry();
   registerDaemonMetrics(registry, router, sleeve);
+  ipam.allocator.observe(registerIpamMetrics(registry, ipam));
 
   let ready = false;
   let api: ApiServer | undefined;
@@ -123,6 +161,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       if (removeState) await endpoints.removeAll();
       await networks.close(removeState);
       await sleeve.close();
+      await ipam.close(removeState);
       if (removeState) {
         for (const link of ledger.list()) await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
       }
@@ -143,7 +182,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         name: formatPeerName(name),
         nickname: config.nickname,
         port: config.port,
-        encryption: false,
+        encryption: config.password !== undefined,
         datapath: config.datapath,
         ipallocRange: formatCidr(range),
         peers: router.topology.entries().length,
@@ -172,11 +211,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     attach: (req) => endpoints.attach(req),
     detach: (id) => endpoints.detach(id),
     endpoints: () => endpoints.list(),
+    checkEndpoint: (id) => endpoints.check(id),
     expose: (network, ip) => endpoints.expose(network, ip),
     hide: (network) => endpoints.hide(network),
     metrics: () => registry.metrics(),
     ready: () => ready,
     shutdown,
+    ipam,
   };
 
   try {
@@ -193,14 +234,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     await shutdown(false);
     throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
   }
+  // Hosts registered in the store are dialled like neighbours' peers.
+  ipam.onPeers((addresses) => router.connect(addresses, 'discovered'));
   ready = true;
   log.info('weavets ready', {
     name: formatPeerName(name),
     nickname: config.nickname || os.hostname(),
     port: config.port,
-    block: `${formatIpv4(block.base)}/${block.prefix}`,
+    store: ipam.store.kind,
     mtu,
-    encryption: 'off: traffic between peers is NOT encrypted',
+    encryption: config.password !== undefined ? `on (${sealer.name})` : 'off: traffic between peers is NOT encrypted (no --password-file)',
   });
   return { control, stopped };
 }

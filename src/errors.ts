@@ -9,6 +9,8 @@ export type WeavetsErrorCode =
   | 'EWEAVETS_RANGE_EXHAUSTED'
   | 'EWEAVETS_NOT_RUNNING'
   | 'EWEAVETS_ALREADY_RUNNING'
+  | 'EWEAVETS_RANGE_CONFLICT'
+  | 'EWEAVETS_STORE_UNAVAILABLE'
   | 'EWEAVETS_INTERNAL';
 
 export class WeavetsError extends Error {
@@ -30,10 +32,12 @@ export function httpStatusOf(code: WeavetsErrorCode): number {
       return 404;
     case 'EWEAVETS_CONFLICT':
     case 'EWEAVETS_ALREADY_RUNNING':
+    case 'EWEAVETS_RANGE_CONFLICT':
       return 409;
     case 'EWEAVETS_RANGE_EXHAUSTED':
       return 507;
     case 'EWEAVETS_NOT_RUNNING':
+    case 'EWEAVETS_STORE_UNAVAILABLE':
       return 503;
     case 'EWEAVETS_INTERNAL':
       return 500;

@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
-import type { AttachRequest, DaemonControl } from './types';
+import type { AttachRequest, DaemonControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -96,6 +96,11 @@ function optBoolean(body: Body, field: string): boolean | undefined {
 
 const OK = { ok: true };
 
+function ipamOf(c: DaemonControl): IpamControl {
+  if (!c.ipam) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no address management');
+  return c.ipam;
+}
+
 function statusRoutes(): Record<string, Route> {
   const get = (fn: (c: DaemonControl) => unknown): Route => ({
     method: 'GET',
@@ -108,6 +113,7 @@ function statusRoutes(): Record<string, Route> {
     '/status/peers': get((c) => c.peers()),
     '/status/targets': get((c) => c.targets()),
     '/endpoints': get((c) => c.endpoints()),
+    '/ipam/status': get((c) => ipamOf(c).status()),
     '/metrics': {
       method: 'GET',
       mutating: false,
@@ -141,17 +147,51 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       if (ifname !== undefined) req.ifname = ifname;
       if (ip !== undefined) req.ip = ip;
       if (network !== undefined) req.network = network;
+      for (const field of ['mac', 'name', 'gateway'] as const) {
+        const v = optString(b, field);
+        if (v !== undefined) req[field] = v;
+      }
       sendJson(res, 200, await c.attach(req));
     }),
     '/detach': post(async (c, b, res) => {
-      await c.detach(reqString(b, 'id'));
+      // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
+      const missingOk = optBoolean(b, 'missingOk') ?? false;
+      try {
+        await c.detach(reqString(b, 'id'));
+      } catch (err) {
+        if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
+        sendJson(res, 200, { ok: true, found: false });
+        return;
+      }
       sendJson(res, 200, OK);
+    }),
+    '/endpoints/check': post(async (c, b, res) => {
+      const id = reqString(b, 'id');
+      if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
+      sendJson(res, 200, await c.checkEndpoint(id));
     }),
     '/expose': post(async (c, b, res) => {
       sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));
     }),
     '/hide': post(async (c, b, res) => {
       sendJson(res, 200, (await c.hide(optString(b, 'network'))) ?? null);
+    }),
+    '/ipam/allocate': post(async (c, b, res) => {
+      const req: IpamAllocateRequest = { id: reqString(b, 'id') };
+      for (const field of ['ifname', 'network', 'ip'] as const) {
+        const v = optString(b, field);
+        if (v !== undefined) req[field] = v;
+      }
+      sendJson(res, 200, await ipamOf(c).allocate(req));
+    }),
+    '/ipam/release': post(async (c, b, res) => {
+      const req: IpamReleaseRequest = { id: reqString(b, 'id') };
+      const ifname = optString(b, 'ifname');
+      if (ifname !== undefined) req.ifname = ifname;
+      sendJson(res, 200, await ipamOf(c).release(req));
+    }),
+    '/ipam/rmpeer': post(async (c, b, res) => {
+      sendJson(res, 200, await ipamOf(c).rmpeer(reqString(b, 'name')));
     }),
     '/shutdown': post(async (c, b, res) => {
       const removeState = optBoolean(b, 'removeState') ?? false;

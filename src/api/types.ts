@@ -87,6 +87,18 @@ export interface EndpointStatus {
   mac: string;
   netns: string;
   hostVeth: string;
+  /** MAC of the host end of the veth (CNI results list both ends). */
+  hostMac?: string;
+  /** Container name given at attach (CNI: K8S_POD_NAME or the runtime's name), for DNS. */
+  name?: string;
+  /** Default gateway set in the container at attach, if any. */
+  gateway?: string;
+}
+
+/** Answer of POST /endpoints/check: what is wrong with an endpoint; [] when it is sound. */
+export interface EndpointCheck {
+  endpoint: EndpointStatus;
+  problems: string[];
 }
 
 export interface AttachRequest {
@@ -96,6 +108,12 @@ export interface AttachRequest {
   /** CIDR the caller wants; without it the daemon allocates one. */
   ip?: string;
   network?: string;
+  /** MAC for the container interface, "aa:bb:cc:dd:ee:ff"; default: random. */
+  mac?: string;
+  /** Container name, stored on the endpoint (DNS registration). */
+  name?: string;
+  /** Give the container a default route via this address (e.g. the host's exposed one). */
+  gateway?: string;
 }
 
 export interface ExposeResult {
@@ -114,6 +132,8 @@ export interface DaemonControl {
   attach(req: AttachRequest): Promise<EndpointStatus>;
   detach(id: string): Promise<void>;
   endpoints(): EndpointStatus[];
+  /** Inspect an endpoint's links, addresses and routes (CNI CHECK); NOT_FOUND if unknown. */
+  checkEndpoint?(id: string): Promise<EndpointCheck>;
   expose(network: string | undefined, ip: string | undefined): Promise<ExposeResult>;
   hide(network: string | undefined): Promise<ExposeResult | undefined>;
   /** Prometheus text exposition. */
@@ -121,4 +141,72 @@ export interface DaemonControl {
   ready(): boolean;
   /** Stop the daemon; `removeState` also removes bridges, links and the state dir. */
   shutdown(removeState: boolean): Promise<void>;
+  /** Address management (absent in test doubles: the routes answer 404). */
+  ipam?: IpamControl;
+}
+
+/**
+ * `weavets status ipam --json` (GET /ipam/status): this host's view of IPAM.
+ * `networks` lists the blocks this host owns and how full they are (addresses held by
+ * any host count as used); `hosts` every host registered in the store (this one too).
+ */
+export interface IpamStatus {
+  store: { kind: 'etcd' | 'file'; location: string };
+  /** The cluster's range, "10.32.0.0/12". */
+  range: string;
+  /** Size of a block, e.g. 26 for /26 (64 addresses). */
+  blockPrefix: number;
+  /** TTL of this host's registration lease, seconds. */
+  leaseTtlSeconds: number;
+  /** This host's peer name. */
+  name: string;
+  networks: {
+    network: string;
+    blocks: { cidr: string; used: number; free: number }[];
+    used: number;
+    free: number;
+  }[];
+  hosts: { name: string; nickname: string; address: string }[];
+}
+
+/** POST /ipam/allocate: an address without an interface (CNI and Docker IPAM plugins). */
+export interface IpamAllocateRequest {
+  id: string;
+  /** Default "eth0". (id, ifname) is the idempotency key. */
+  ifname?: string;
+  /** Default: the default network. */
+  network?: string;
+  /** A specific address, "10.32.1.5" or "10.32.1.5/12". */
+  ip?: string;
+}
+
+export interface IpamAllocation {
+  id: string;
+  ifname: string;
+  network: string;
+  /** CIDR, "10.32.1.5/12". */
+  address: string;
+}
+
+/** POST /ipam/release; answers the released IpamAllocation, or null when none was held. */
+export interface IpamReleaseRequest {
+  id: string;
+  ifname?: string;
+}
+
+/** POST /ipam/rmpeer {name}: what was reclaimed from a gone host. */
+export interface RmpeerResult {
+  /** Peer name of the removed host. */
+  name: string;
+  /** "network cidr" of each block returned to the pool. */
+  blocks: string[];
+  /** Addresses it held that were released. */
+  addresses: number;
+}
+
+export interface IpamControl {
+  status(): IpamStatus;
+  allocate(req: IpamAllocateRequest): Promise<IpamAllocation>;
+  release(req: IpamReleaseRequest): Promise<IpamAllocation | null>;
+  rmpeer(name: string): Promise<RmpeerResult>;
 }

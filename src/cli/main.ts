@@ -5,6 +5,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_STATE_DIR } from '../config';
 import { registerAttach } from './attach';
+import { registerCni } from './cni';
+import { registerIpam } from './ipam';
 import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
 import { registerPeers } from './peers';
@@ -27,9 +29,11 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')),
     });
   registerLifecycle(program);
+  registerIpam(program);
   registerPeers(program);
   registerAttach(program);
   registerStatus(program);
+  registerCni(program);
   // Subcommands inherit exitOverride/output settings only when set on each.
   for (const cmd of program.commands) {
     cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });

@@ -1,6 +1,7 @@
-/** `status [peers|connections|targets] [--json]`: what the router knows, as JSON or tables. */
+/** `status [peers|connections|targets|ipam] [--json]`: what the router knows, as JSON or tables. */
 import type { Command } from 'commander';
-import type { ConnectionStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
+import type { ConnectionStatus, IpamStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
+import { formatIpamStatus } from './ipam';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 
@@ -71,13 +72,13 @@ export function formatRouterStatus(s: RouterStatus): string {
   return text;
 }
 
-const SECTIONS = ['peers', 'connections', 'targets'] as const;
+const SECTIONS = ['peers', 'connections', 'targets', 'ipam'] as const;
 type Section = (typeof SECTIONS)[number];
 
 export function parseSection(text: string | undefined): Section | undefined {
   if (text === undefined) return undefined;
   if (!(SECTIONS as readonly string[]).includes(text)) {
-    throw new UsageError(`unknown status section '${text}': use peers, connections or targets`);
+    throw new UsageError(`unknown status section '${text}': use peers, connections, targets or ipam`);
   }
   return text as Section;
 }
@@ -85,8 +86,8 @@ export function parseSection(text: string | undefined): Section | undefined {
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('show the router: summary, or peers, connections or targets')
-    .argument('[section]', 'peers | connections | targets')
+    .description('show the router: summary, or peers, connections or targets; or address management (ipam)')
+    .argument('[section]', 'peers | connections | targets | ipam')
     .option('--json', 'print JSON (shapes in src/api/types.ts)')
     .action(async (sectionText: string | undefined, flags: { json?: boolean }, cmd: Command) => {
       const section = parseSection(sectionText);
@@ -110,6 +111,11 @@ export function registerStatus(program: Command): void {
         case 'targets': {
           const t = await client.get<TargetStatus[]>('/status/targets');
           out(flags.json ? formatJson(t) : formatTargets(t));
+          break;
+        }
+        case 'ipam': {
+          const s = await client.get<IpamStatus>('/ipam/status');
+          out(flags.json ? formatJson(s) : formatIpamStatus(s));
           break;
         }
       }

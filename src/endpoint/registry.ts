@@ -10,11 +10,11 @@ import { createHash } from 'node:crypto';
 import type { Netlink } from '../netlink';
 import { Netlink as NetlinkSocket } from '../netlink';
 import type { Logger } from '../log';
-import type { AttachRequest, EndpointStatus, ExposeResult } from '../api/types';
+import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatIpv4, parseCidr, type Cidr } from '../ipam/cidr';
-import type { HostBlockAllocator } from '../ipam/host-block';
+import type { AddressAllocator } from '../ipam/types';
 import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
@@ -42,7 +42,7 @@ export class EndpointRegistry {
     stateDir: string,
     private readonly netlink: Netlink,
     private readonly networks: NetworkSet,
-    private readonly allocator: HostBlockAllocator,
+    private readonly allocator: AddressAllocator,
     private readonly range: Cidr,
     private readonly ledger: LinkLedger,
     private readonly log: Logger,
@@ -63,18 +63,33 @@ export class EndpointRegistry {
     for (const ep of data.endpoints ?? []) {
       if ((await this.netlink.getLink(ep.hostVeth)) === undefined) {
         this.log.info('endpoint gone while we were down; releasing its address', { id: ep.id, address: ep.address });
+        await this.allocator.release(ep.id, ep.ifname).catch((err: unknown) => {
+          this.log.warn('could not release the address of a gone endpoint', { id: ep.id, error: (err as Error).message });
+        });
         continue;
       }
       await this.networks.ensure(ep.network);
-      this.allocator.claim(ownerKey(ep.id), parseCidr(ep.address, false).address);
+      await this.reclaimAddress(ep.id, ep.ifname, ep.network, ep.address);
       this.endpoints.set(ep.id, ep);
     }
     for (const ex of data.exposed ?? []) {
       await this.networks.ensure(ex.network);
-      this.allocator.claim(exposeKey(ex.network), parseCidr(ex.address, false).address);
+      await this.reclaimAddress(exposeId(this.allocator), ex.network, ex.network, ex.address);
       this.exposed.set(ex.network, ex);
     }
     await this.save();
+  }
+
+  /**
+   * Hold an address a running container already uses. A conflict (someone took it while
+   * we were down past our lease) is logged loudly; the container keeps running.
+   */
+  private async reclaimAddress(id: string, ifname: string, network: string, address: string): Promise<void> {
+    try {
+      await this.allocator.claim({ id, ifname, network, ip: parseCidr(address, false).address });
+    } catch (err) {
+      this.log.error('could not re-claim an address in use', { id, ifname, network, address, error: (err as Error).message });
+    }
   }
 
   list(): EndpointStatus[] {
@@ -116,6 +131,15 @@ export class EndpointRegistry {
     }
     const badNet = validateNetworkName(networkName);
     if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
+    if (req.mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(req.mac)) {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${JSON.stringify(req.mac)}: want aa:bb:cc:dd:ee:ff`);
+    }
+    if (req.mac !== undefined && (parseInt(req.mac.slice(0, 2), 16) & 1) === 1) {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${req.mac}: a multicast address cannot be an interface's`);
+    }
+    if (req.gateway !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(req.gateway)) {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`);
+    }
     const existing = this.endpoints.get(req.id);
     if (existing) {
       if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname) return existing;
@@ -141,8 +165,7 @@ export class EndpointRegistry {
       requested = c.address;
     }
     const net = await this.networks.ensure(networkName);
-    const owner = ownerKey(req.id);
-    const ip = this.allocator.allocate(owner, requested);
+    const ip = (await this.allocator.allocate({ id: req.id, ifname, network: networkName, ...(requested !== undefined ? { ip: requested } : {}) })).ip;
     const address = `${formatIpv4(ip)}/${this.range.prefix}`;
     const tag = shortHash(`${req.id}\0${networkName}\0${ifname}`);
     const hostVeth = `vwt${tag}`;
@@ -151,7 +174,11 @@ export class EndpointRegistry {
     try {
       await this.ledger.record(hostVeth);
       await this.netlink.deleteLink(hostVeth, { ignoreMissing: true });
-      await this.netlink.createVeth(hostVeth, tempPeer, { mtu: net.mtu, peerNetnsPath: req.netns });
+      await this.netlink.createVeth(hostVeth, tempPeer, {
+        mtu: net.mtu,
+        peerNetnsPath: req.netns,
+        ...(req.mac !== undefined ? { peerMac: req.mac } : {}),
+      });
       await this.netlink.setMaster(hostVeth, net.bridge);
       await this.netlink.setUp(hostVeth);
       ns = NetlinkSocket.openInNetns(req.netns);
@@ -162,7 +189,9 @@ export class EndpointRegistry {
       await ns.addAddress(ifname, address, { ignoreExisting: true });
       await ns.setUp(ifname);
       await ns.setUp('lo');
+      if (req.gateway !== undefined) await ns.addRoute({ dst: 'default', via: req.gateway, dev: ifname }, { replace: true });
       const link = await ns.getLink(ifname);
+      const hostLink = await this.netlink.getLink(hostVeth);
       const ep: EndpointStatus = {
         id: req.id,
         network: networkName,
@@ -171,13 +200,16 @@ export class EndpointRegistry {
         mac: link?.mac ?? '',
         netns: req.netns,
         hostVeth,
+        hostMac: hostLink?.mac ?? '',
+        ...(req.name !== undefined ? { name: req.name } : {}),
+        ...(req.gateway !== undefined ? { gateway: req.gateway } : {}),
       };
       this.endpoints.set(req.id, ep);
       await this.save();
       this.log.info('attached endpoint', { id: req.id, network: networkName, address, netns: req.netns });
       return ep;
     } catch (err) {
-      this.allocator.release(owner);
+      await this.allocator.release(req.id, ifname).catch(() => undefined);
       await this.netlink.deleteLink(hostVeth, { ignoreMissing: true }).catch(() => undefined);
       await this.ledger.forget(hostVeth);
       if (err instanceof WeavetsError) throw err;
@@ -193,10 +225,56 @@ export class EndpointRegistry {
     // Deleting the host end removes the pair, wherever the container end lives.
     await this.netlink.deleteLink(ep.hostVeth, { ignoreMissing: true });
     await this.ledger.forget(ep.hostVeth);
-    this.allocator.release(ownerKey(id));
+    // If the store is unavailable this throws and the endpoint stays listed: detach again later.
+    await this.allocator.release(id, ep.ifname);
     this.endpoints.delete(id);
     await this.save();
     this.log.info('detached endpoint', { id, address: ep.address });
+  }
+
+  /** What is wrong with an endpoint's links, address and routes ([] when sound); CNI CHECK. */
+  async check(id: string): Promise<EndpointCheck> {
+    const ep = this.endpoints.get(id);
+    if (!ep) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached`);
+    const problems: string[] = [];
+    const host = await this.netlink.getLink(ep.hostVeth);
+    const bridge = this.networks.get(ep.network)?.bridge;
+    const bridgeLink = bridge === undefined ? undefined : await this.netlink.getLink(bridge);
+    if (!host) problems.push(`host veth ${ep.hostVeth} is missing`);
+    else {
+      if (!host.up) problems.push(`host veth ${ep.hostVeth} is down`);
+      if (bridgeLink === undefined || host.master !== bridgeLink.index) problems.push(`host veth ${ep.hostVeth} is not on bridge ${bridge ?? '?'}`);
+    }
+    let ns: NetlinkSocket | undefined;
+    try {
+      ns = NetlinkSocket.openInNetns(ep.netns);
+    } catch (err) {
+      problems.push(`cannot enter network namespace ${ep.netns}: ${(err as Error).message}`);
+      return { endpoint: ep, problems };
+    }
+    try {
+      const link = await ns.getLink(ep.ifname);
+      if (!link) {
+        problems.push(`interface ${ep.ifname} is missing in ${ep.netns}`);
+        return { endpoint: ep, problems };
+      }
+      if (!link.up) problems.push(`interface ${ep.ifname} is down`);
+      if (ep.mac !== '' && link.mac !== ep.mac) problems.push(`interface ${ep.ifname} has mac ${link.mac}, expected ${ep.mac}`);
+      const addrs = await ns.listAddresses(ep.ifname);
+      if (!addrs.some((a) => a.cidr === ep.address)) problems.push(`interface ${ep.ifname} lacks address ${ep.address}`);
+      // No route dump in our netlink layer: ask the kernel which source it would use instead.
+      const own = ep.address.split('/')[0]!;
+      const peer = formatIpv4(this.range.base + (parseCidr(ep.address, false).address === this.range.base + 1 ? 2 : 1));
+      if ((await ns.sourceTowards(peer)) !== own) problems.push(`no route to the network ${formatIpv4(this.range.base)}/${this.range.prefix} via ${ep.ifname}`);
+      if (ep.gateway !== undefined && (await ns.sourceTowards('198.51.100.1')) !== own) {
+        problems.push(`no default route via ${ep.gateway} on ${ep.ifname}`);
+      }
+    } catch (err) {
+      problems.push(`inspecting ${ep.netns}: ${(err as Error).message}`);
+    } finally {
+      ns.close();
+    }
+    return { endpoint: ep, problems };
   }
 
   private async doExpose(network: string, ip: string | undefined): Promise<ExposeResult> {
@@ -212,12 +290,13 @@ export class EndpointRegistry {
       }
     }
     const net = await this.networks.ensure(network);
-    const ipNum = this.allocator.allocate(exposeKey(network), requested);
+    const exposer = exposeId(this.allocator);
+    const ipNum = (await this.allocator.allocate({ id: exposer, ifname: network, network, ...(requested !== undefined ? { ip: requested } : {}) })).ip;
     const address = `${formatIpv4(ipNum)}/${this.range.prefix}`;
     try {
       await this.netlink.addAddress(net.bridge, address, { ignoreExisting: true });
     } catch (err) {
-      this.allocator.release(exposeKey(network));
+      await this.allocator.release(exposer, network).catch(() => undefined);
       throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`);
     }
     const result = { network, address };
@@ -231,7 +310,7 @@ export class EndpointRegistry {
     if (!have) return undefined;
     const net = this.networks.get(network);
     if (net) await this.netlink.delAddress(net.bridge, have.address, { ignoreMissing: true });
-    this.allocator.release(exposeKey(network));
+    await this.allocator.release(exposeId(this.allocator), network);
     this.exposed.delete(network);
     await this.save();
     return have;
@@ -252,10 +331,7 @@ export class EndpointRegistry {
   }
 }
 
-function ownerKey(id: string): string {
-  return `endpoint:${id}`;
-}
-
-function exposeKey(network: string): string {
-  return `expose:${network}`;
+/** The allocation owner of this host's own address on a network (ifname = the network). */
+function exposeId(allocator: AddressAllocator): string {
+  return `host@${allocator.self}`;
 }

@@ -57,7 +57,9 @@ describe('encryption', () => {
 
   /** Start tcpdump in a namespace; resolves once it is capturing. */
   async function capture(ns: Host | Namespace, args: string[]): Promise<{ stop(): Promise<void> }> {
-    const p = lab.spawnIn(ns, ['tcpdump', '-U', ...args]);
+    // --immediate-mode: without it packets wait in the kernel's capture ring for up to a
+    // second, and a capture stopped sooner comes back empty.
+    const p = lab.spawnIn(ns, ['tcpdump', '-U', '--immediate-mode', ...args]);
     let err = '';
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 15_000);
@@ -194,6 +196,31 @@ describe('encryption', () => {
     const wire = fs.readFileSync(file);
     expect(udpPayloadsTo(file, 6783).length).toBeGreaterThanOrEqual(10);
     expect(wire.includes(needle)).toBe(false);
+  });
+
+  it('trusted subnets: data goes in clear between peers that both trust each other, control stays sealed', async () => {
+    const t1 = await lab.addHost('t1');
+    const t2 = await lab.addHost('t2');
+    const d1 = await lab.addContainer(t1, 'd1');
+    const d2 = await lab.addContainer(t2, 'd2');
+    const trust = ['--password-file', pwFile, '--trusted-subnets', '192.0.2.0/24', '--port', '6790', '--http-addr', '127.0.0.1:6792'];
+    await lab.launch(t1, [], trust);
+    await lab.launch(t2, [`${t1.ip}:6790`], trust);
+    await lab.attach(t1, d1);
+    const a2 = await lab.attach(t2, d2);
+    await lab.waitFor(async () => (await lab.ping(d1, ip(a2), { count: 1, timeoutS: 1 })).ok, { what: 'd1 to reach d2', timeoutMs: 30_000 });
+    const conns = await connections(t1);
+    expect(conns[0]).toMatchObject({ state: 'established', encrypted: false });
+    expect(conns[0]!.info).toMatch(/trusted subnet/);
+    // The same capture that finds nothing on a sealed mesh finds the pattern here.
+    const file = path.join(lab.dir, 'trusted.pcap');
+    const cap = await capture(t1, ['-i', 'eth0', '-w', file, 'udp port 6790']);
+    await lab.execOk(d1, ['ping', '-c', '3', '-i', '0.2', '-s', '600', '-p', PATTERN, ip(a2)]);
+    await sleep(300);
+    await cap.stop();
+    expect(fs.readFileSync(file).includes(Buffer.from(PATTERN.repeat(4), 'hex'))).toBe(true);
+    await lab.stopDaemon(t1);
+    await lab.stopDaemon(t2);
   });
 
   it('drops replayed, bit-flipped and forged datagrams, counts them, and keeps forwarding', async () => {

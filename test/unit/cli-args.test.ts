@@ -126,12 +126,26 @@ describe('argument validators', () => {
       httpAddr: '',
       mtu: 0,
       logLevel: 'info',
+      trustedSubnets: [],
     });
     const args = foregroundArgs(config);
     expect(args.slice(0, 2)).toEqual(['launch', '--foreground']);
     expect(args[args.indexOf('--http-addr') + 1]).toBe('');
     expect(args.slice(args.indexOf('--'))).toEqual(['--', '192.0.2.2', 'host3:7000']);
     expect(usage(() => buildDaemonConfig('/tmp/wt', ['bad peer'], flags))).toMatch(/peer 'bad peer'/);
+  });
+
+  it('takes the password from the environment, keeps it out of argv, and checks trusted subnets', () => {
+    const flags = { port: '6783', bindAddress: '0.0.0.0', ipallocRange: '10.32.0.0/12', datapath: 'auto' as const, httpAddr: '', mtu: '0', logLevel: 'info' as const };
+    process.env.WEAVETS_PASSWORD = 'hunter2-but-longer';
+    const config = buildDaemonConfig('/tmp/wt', [], { ...flags, trustedSubnets: '192.0.2.0/24, 198.18.0.0/15' });
+    expect(process.env.WEAVETS_PASSWORD).toBeUndefined();
+    expect(config.password?.toString()).toBe('hunter2-but-longer');
+    expect(config.trustedSubnets).toEqual(['192.0.2.0/24', '198.18.0.0/15']);
+    const args = foregroundArgs(config);
+    expect(args.join(' ')).not.toContain('hunter2');
+    expect(args[args.indexOf('--password-fd') + 1]).toBe('3');
+    expect(usage(() => buildDaemonConfig('/tmp/wt', [], { ...flags, trustedSubnets: '192.0.2.1/24' }))).toMatch(/did you mean 192.0.2.0\/24/);
   });
 });
 
@@ -183,7 +197,7 @@ describe('weavets command line (no daemon)', () => {
   it('rejects an unknown status section with exit 2', async () => {
     const r = await cli(['status', 'bogus', '--state-dir', stateDir]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe("weavets: unknown status section 'bogus': use peers, connections or targets\n");
+    expect(r.stderr).toBe("weavets: unknown status section 'bogus': use peers, connections, targets or ipam\n");
   });
 
   it('stop without a daemon exits 0', async () => {

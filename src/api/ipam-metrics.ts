@@ -1,0 +1,56 @@
+/**
+ * IPAM metrics: blocks owned and addresses used/free per network (read from the
+ * allocator's view when Prometheus scrapes), and allocate/release latency by outcome.
+ */
+import { Gauge, Histogram, type Registry } from 'prom-client';
+import type { IpamStatus } from './types';
+
+export interface IpamMetricsSource {
+  status(): IpamStatus;
+}
+
+/** Register the gauges; returns the observer to hand to the allocator. */
+export function registerIpamMetrics(
+  registry: Registry,
+  source: IpamMetricsSource,
+): (op: 'allocate' | 'release', outcome: string, seconds: number) => void {
+  new Gauge({
+    name: 'weavets_ipam_blocks',
+    help: 'Address blocks this host owns, per network.',
+    labelNames: ['network'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const n of source.status().networks) this.set({ network: n.network }, n.blocks.length);
+    },
+  });
+  new Gauge({
+    name: 'weavets_ipam_addresses',
+    help: "Addresses in this host's blocks, per network and state (used, free).",
+    labelNames: ['network', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const n of source.status().networks) {
+        this.set({ network: n.network, state: 'used' }, n.used);
+        this.set({ network: n.network, state: 'free' }, n.free);
+      }
+    },
+  });
+  new Gauge({
+    name: 'weavets_ipam_hosts',
+    help: 'Hosts registered in the store, this one included.',
+    registers: [registry],
+    collect() {
+      this.set(source.status().hosts.length);
+    },
+  });
+  const latency = new Histogram({
+    name: 'weavets_ipam_operation_seconds',
+    help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',
+    labelNames: ['op', 'outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  return (op, outcome, seconds) => latency.observe({ op, outcome }, seconds);
+}

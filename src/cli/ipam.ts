@@ -1,0 +1,160 @@
+/**
+ * IPAM on the command line: the store flags of `launch`, `rmpeer`, and the table of
+ * `status ipam`. The password for etcd is never a flag value: a file, or the
+ * environment variable WEAVETS_ETCD_PASSWORD (which the background launcher's daemon
+ * inherits).
+ */
+import * as net from 'node:net';
+import type { Command } from 'commander';
+import type { DaemonConfig, EtcdConfig } from '../config';
+import type { IpamStatus, RmpeerResult } from '../api/types';
+import { clientFor, stateDirOf } from './context';
+import { UsageError, formatJson, formatTable, out } from './output';
+
+export interface StoreFlags {
+  etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
+  advertiseAddress?: string;
+  ipamLeaseTtl?: string;
+  ipallocBlock?: string;
+}
+
+export function addStoreOptions(cmd: Command): Command {
+  return cmd
+    .option('--etcd <urls>', 'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir')
+    .option('--etcd-ca <file>', 'CA certificate (PEM) to verify etcd with')
+    .option('--etcd-cert <file>', 'client certificate (PEM) for etcd')
+    .option('--etcd-key <file>', 'client key (PEM) for etcd')
+    .option('--etcd-user <name>', 'etcd user; the password comes from --etcd-password-file or WEAVETS_ETCD_PASSWORD')
+    .option('--etcd-password-file <file>', 'file holding the etcd password')
+    .option('--advertise-address <ip>', 'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4')
+    .option('--ipam-lease-ttl <seconds>', "seconds after which a dead host's address blocks return to the pool (default 120)")
+    .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)');
+}
+
+function parseEtcdUrls(text: string): string[] {
+  const urls = text.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  if (urls.length === 0) throw new UsageError(`--etcd: '${text}' names no URL; use e.g. http://10.0.0.5:2379`);
+  for (const u of urls) {
+    let parsed: URL;
+    try {
+      parsed = new URL(u);
+    } catch {
+      throw new UsageError(`--etcd: '${u}' is not a URL; use e.g. http://10.0.0.5:2379`);
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      throw new UsageError(`--etcd: '${u}' must start with http:// or https://`);
+    }
+    if (parsed.username || parsed.password) {
+      throw new UsageError('--etcd: do not put credentials in the URL; use --etcd-user and --etcd-password-file');
+    }
+  }
+  return urls;
+}
+
+/** Fill the store part of the daemon config from the flags and WEAVETS_ETCD_PASSWORD. */
+export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): void {
+  if (flags.etcd !== undefined) {
+    const etcd: EtcdConfig = { endpoints: parseEtcdUrls(flags.etcd) };
+    if (flags.etcdCa !== undefined) etcd.caFile = flags.etcdCa;
+    if (flags.etcdCert !== undefined) etcd.certFile = flags.etcdCert;
+    if (flags.etcdKey !== undefined) etcd.keyFile = flags.etcdKey;
+    if ((flags.etcdCert === undefined) !== (flags.etcdKey === undefined)) {
+      throw new UsageError('--etcd-cert and --etcd-key go together');
+    }
+    if (flags.etcdUser !== undefined) etcd.username = flags.etcdUser;
+    if (flags.etcdPasswordFile !== undefined) etcd.passwordFile = flags.etcdPasswordFile;
+    const fromEnv = env['WEAVETS_ETCD_PASSWORD'];
+    if (flags.etcdPasswordFile === undefined && fromEnv !== undefined && fromEnv !== '') etcd.password = fromEnv;
+    if ((etcd.passwordFile !== undefined || etcd.password !== undefined) && etcd.username === undefined) {
+      throw new UsageError('an etcd password needs --etcd-user');
+    }
+    config.etcd = etcd;
+  } else {
+    for (const [flag, v] of [
+      ['--etcd-ca', flags.etcdCa],
+      ['--etcd-cert', flags.etcdCert],
+      ['--etcd-key', flags.etcdKey],
+      ['--etcd-user', flags.etcdUser],
+      ['--etcd-password-file', flags.etcdPasswordFile],
+    ] as const) {
+      if (v !== undefined) throw new UsageError(`${flag} needs --etcd`);
+    }
+  }
+  if (flags.advertiseAddress !== undefined) {
+    if (!net.isIPv4(flags.advertiseAddress)) {
+      throw new UsageError(`--advertise-address: '${flags.advertiseAddress}' is not an IPv4 address; use e.g. 192.0.2.11`);
+    }
+    config.advertiseAddress = flags.advertiseAddress;
+  }
+  if (flags.ipamLeaseTtl !== undefined) {
+    const n = /^\d{1,6}$/.test(flags.ipamLeaseTtl) ? Number(flags.ipamLeaseTtl) : NaN;
+    if (!(n >= 2 && n <= 86400)) throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
+    config.ipamLeaseTtl = n;
+  }
+  if (flags.ipallocBlock !== undefined) {
+    const n = /^\/?\d{1,2}$/.test(flags.ipallocBlock) ? Number(flags.ipallocBlock.replace('/', '')) : NaN;
+    if (!(n >= 8 && n <= 30)) throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
+    config.ipallocBlock = n;
+  }
+}
+
+/** The store flags that recreate this config in the foreground daemon (no secrets). */
+export function storeArgs(config: DaemonConfig): string[] {
+  const args: string[] = [];
+  const e = config.etcd;
+  if (e) {
+    args.push('--etcd', e.endpoints.join(','));
+    if (e.caFile !== undefined) args.push('--etcd-ca', e.caFile);
+    if (e.certFile !== undefined) args.push('--etcd-cert', e.certFile);
+    if (e.keyFile !== undefined) args.push('--etcd-key', e.keyFile);
+    if (e.username !== undefined) args.push('--etcd-user', e.username);
+    if (e.passwordFile !== undefined) args.push('--etcd-password-file', e.passwordFile);
+  }
+  if (config.advertiseAddress !== undefined) args.push('--advertise-address', config.advertiseAddress);
+  if (config.ipamLeaseTtl !== undefined) args.push('--ipam-lease-ttl', String(config.ipamLeaseTtl));
+  if (config.ipallocBlock !== undefined) args.push('--ipalloc-block', String(config.ipallocBlock));
+  return args;
+}
+
+export function formatIpamStatus(s: IpamStatus): string {
+  let text = `Store: ${s.store.kind} ${s.store.location}\nRange: ${s.range}, blocks of /${s.blockPrefix}, lease TTL ${s.leaseTtlSeconds} s\n`;
+  const rows: string[][] = [];
+  for (const n of s.networks) {
+    for (const b of n.blocks) rows.push([n.network, b.cidr, String(b.used), String(b.free)]);
+  }
+  text += '\nBlocks owned by this host:\n';
+  text += rows.length === 0 ? '  (none yet)\n' : formatTable(['NETWORK', 'BLOCK', 'USED', 'FREE'], rows).replace(/^(?=.)/gm, '  ');
+  if (s.networks.length > 0) {
+    text += '\nPer network:\n';
+    text += formatTable(
+      ['NETWORK', 'BLOCKS', 'USED', 'FREE'],
+      s.networks.map((n) => [n.network, String(n.blocks.length), String(n.used), String(n.free)]),
+    ).replace(/^(?=.)/gm, '  ');
+  }
+  text += '\nRegistered hosts:\n';
+  text += formatTable(
+    ['NAME', 'NICKNAME', 'ADDRESS'],
+    s.hosts.map((h) => [h.name + (h.name === s.name ? ' (this host)' : ''), h.nickname, h.address]),
+  ).replace(/^(?=.)/gm, '  ');
+  return text;
+}
+
+/** `rmpeer`, and the store flags of `launch` (registered before this). */
+export function registerIpam(program: Command): void {
+  const launch = program.commands.find((c) => c.name() === 'launch');
+  if (launch) addStoreOptions(launch);
+  program
+    .command('rmpeer')
+    .description("release a dead host's address blocks and addresses now, instead of after its lease TTL")
+    .argument('<name>', 'peer name (7e:21:0a:b4:19:c2) or nickname of the host that is gone')
+    .option('--json', 'print JSON')
+    .action(async (name: string, flags: { json?: boolean }, cmd: Command) => {
+      const r = await clientFor(stateDirOf(cmd)).post<RmpeerResult>('/ipam/rmpeer', { name });
+      out(flags.json ? formatJson(r) : `${r.name}: released ${r.blocks.length} block(s) and ${r.addresses} address(es)`);
+    });
+}

@@ -1,0 +1,217 @@
+/**
+ * IPAM as the daemon runs it: the store, this host's registration (also the peer
+ * registry), the block allocator, and a periodic sweep that returns dead hosts' blocks
+ * to the pool. The composition root starts it and wires peers to the router.
+ */
+import * as os from 'node:os';
+import type { Logger } from '../log';
+import { WeavetsError } from '../errors';
+import { contains, formatCidr, parseIpv4, type Cidr } from './cidr';
+import { openStore, type StoreConfig } from '../store';
+import type { Store } from '../store/types';
+import { BlockAllocator } from './allocator';
+import { HostRegistry, type HostRecord } from './host-registry';
+import type { IpamAllocateRequest, IpamAllocation, IpamControl, IpamReleaseRequest, IpamStatus, RmpeerResult } from '../api/types';
+import { isPeerNameText } from '../router/peername';
+
+export const DEFAULT_LEASE_TTL_SECONDS = 120;
+
+export interface ClusterIpamOptions extends StoreConfig {
+  /** This host's peer name, "7e:21:...". */
+  name: string;
+  nickname: string;
+  range: Cidr;
+  port: number;
+  advertiseAddress?: string;
+  leaseTtlSeconds?: number;
+  blockPrefix?: number;
+  /** Interfaces that are ours (bridges): never advertised. */
+  ownLinks: string[];
+  log: Logger;
+}
+
+/** First non-loopback IPv4 address of this namespace that is not on one of our links nor in the overlay range. */
+export function defaultAdvertiseAddress(range: Cidr, ownLinks: string[]): string | undefined {
+  const own = new Set(ownLinks);
+  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
+    if (own.has(name)) continue;
+    for (const a of addrs ?? []) {
+      if (a.family !== 'IPv4' || a.internal) continue;
+      if (contains(range, parseIpv4(a.address))) continue;
+      return a.address;
+    }
+  }
+  return undefined;
+}
+
+export class ClusterIpam implements IpamControl {
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private peersHandler: ((addresses: string[]) => void) | undefined;
+  private lastPeers: string[] = [];
+
+  private constructor(
+    readonly store: Store,
+    readonly allocator: BlockAllocator,
+    private registry: HostRegistry | undefined,
+    private readonly opts: ClusterIpamOptions,
+    readonly leaseTtlSeconds: number,
+  ) {}
+
+  static async start(opts: ClusterIpamOptions): Promise<ClusterIpam> {
+    const ttl = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    const address = opts.advertiseAddress ?? defaultAdvertiseAddress(opts.range, opts.ownLinks);
+    if (address === undefined) {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', 'no non-loopback IPv4 address to advertise to peers; set --advertise-address');
+    }
+    const store = await openStore(opts, opts.log);
+    let allocator: BlockAllocator | undefined;
+    let ipam: ClusterIpam | undefined;
+    try {
+      // Registration first: from then on nobody reclaims our blocks while we load them.
+      const self: HostRecord = { name: opts.name, nickname: opts.nickname, address: `${address}:${opts.port}` };
+      const registry = await HostRegistry.start({
+        store,
+        self,
+        ttlSeconds: ttl,
+        log: opts.log.child('registry'),
+        onPeers: (peers) => ipam?.peersChanged(peers),
+        onReregistered: async () => {
+          await allocator?.reassert();
+        },
+      });
+      try {
+        allocator = await BlockAllocator.open({
+          store,
+          self: opts.name,
+          nickname: opts.nickname,
+          range: opts.range,
+          blockSearch: store.kind === 'file' ? 'hashed' : 'lowest',
+          log: opts.log,
+          ...(opts.blockPrefix !== undefined ? { blockPrefix: opts.blockPrefix } : {}),
+        });
+      } catch (err) {
+        await registry.close(false);
+        throw err;
+      }
+      ipam = new ClusterIpam(store, allocator, registry, opts, ttl);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    ipam.scheduleSweep();
+    ipam.peersChanged(ipam.registry?.peers() ?? []);
+    if (store.kind === 'file') {
+      opts.log.info('IPAM on the embedded store: this host allocates alone; use --etcd to share blocks with other hosts');
+    }
+    opts.log.info('IPAM ready', {
+      store: `${store.kind} ${store.location}`,
+      range: formatCidr(opts.range),
+      block: `/${allocator.blockPrefix}`,
+      ttl,
+      advertise: address,
+    });
+    return ipam;
+  }
+
+  /** Hand registered peers' addresses to `fn` now and whenever they change. */
+  onPeers(fn: (addresses: string[]) => void): void {
+    this.peersHandler = fn;
+    if (this.lastPeers.length > 0) fn(this.lastPeers);
+  }
+
+  private peersChanged(peers: HostRecord[]): void {
+    this.lastPeers = peers.map((p) => p.address);
+    if (this.lastPeers.length > 0) this.peersHandler?.(this.lastPeers);
+  }
+
+  private scheduleSweep(): void {
+    // Often enough that a dead host's blocks come back soon after its TTL; jittered so
+    // hosts do not all sweep at once.
+    const every = Math.max(2000, (this.leaseTtlSeconds * 1000) / 2) * (0.75 + Math.random() * 0.5);
+    this.sweepTimer = setTimeout(() => {
+      this.allocator
+        .reclaim()
+        .catch((err: unknown) => this.opts.log.debug('sweep failed', { error: (err as Error).message }))
+        .finally(() => {
+          if (this.registry) this.scheduleSweep();
+        });
+    }, every);
+    this.sweepTimer.unref();
+  }
+
+  status(): IpamStatus {
+    return {
+      store: { kind: this.store.kind, location: this.store.location },
+      range: formatCidr(this.opts.range),
+      blockPrefix: this.allocator.blockPrefix,
+      leaseTtlSeconds: this.leaseTtlSeconds,
+      name: this.opts.name,
+      networks: this.allocator.usage(),
+      hosts: this.registry?.all() ?? [],
+    };
+  }
+
+  async allocate(req: IpamAllocateRequest): Promise<IpamAllocation> {
+    let ip: number | undefined;
+    if (req.ip !== undefined) {
+      try {
+        ip = parseIpv4(req.ip.split('/')[0]!);
+      } catch (err) {
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `ip: ${(err as Error).message}`);
+      }
+    }
+    const a = await this.allocator.allocate({ id: req.id, ifname: req.ifname ?? 'eth0', network: req.network ?? 'weavets', ...(ip !== undefined ? { ip } : {}) });
+    return { id: a.id, ifname: a.ifname, network: a.network, address: a.address };
+  }
+
+  async release(req: IpamReleaseRequest): Promise<IpamAllocation | null> {
+    const a = await this.allocator.release(req.id, req.ifname ?? 'eth0');
+    return a ? { id: a.id, ifname: a.ifname, network: a.network, address: a.address } : null;
+  }
+
+  /** Release a dead host's blocks and addresses now. NAME: its peer name or nickname. */
+  async rmpeer(nameOrNickname: string): Promise<RmpeerResult> {
+    let name = nameOrNickname;
+    if (!isPeerNameText(name)) {
+      const matches = (this.registry?.all() ?? []).filter((h) => h.nickname === name);
+      const fromBlocks = await this.ownerByNickname(name);
+      const names = new Set([...matches.map((m) => m.name), ...fromBlocks]);
+      if (names.size === 0) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no host named ${name} is registered or owns a block`);
+      if (names.size > 1) throw new WeavetsError('EWEAVETS_CONFLICT', `several hosts are nicknamed ${name} (${[...names].join(', ')}); give the peer name`);
+      name = [...names][0]!;
+    }
+    name = name.toLowerCase();
+    if (name === this.opts.name) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${name} is this host; rmpeer is for hosts that are gone`);
+    await this.store.delete(`hosts/${name}`);
+    const r = await this.allocator.reclaim(name);
+    this.opts.log.info('rmpeer', { peer: name, blocks: r.blocks.length, addresses: r.addresses });
+    return { name, blocks: r.blocks, addresses: r.addresses };
+  }
+
+  private async ownerByNickname(nickname: string): Promise<string[]> {
+    const { entries } = await this.store.list('ipam/blocks/');
+    const out = new Set<string>();
+    for (const e of entries) {
+      try {
+        const rec = JSON.parse(e.value) as { owner: string; nickname: string };
+        if (rec.nickname === nickname) out.add(rec.owner);
+      } catch {
+        // skip unreadable
+      }
+    }
+    return [...out];
+  }
+
+  /**
+   * Stop. `leave` (reset): give back our addresses and blocks and deregister at once;
+   * otherwise keep them for the next start (the registration lapses after the TTL).
+   */
+  async close(leave: boolean): Promise<void> {
+    clearTimeout(this.sweepTimer);
+    const registry = this.registry;
+    this.registry = undefined;
+    if (leave) await this.allocator.leave().catch((err: unknown) => this.opts.log.warn('could not release our addresses', { error: (err as Error).message }));
+    await registry?.close(leave);
+    await this.store.close();
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * The Store interface over etcd v3 (the etcd3 package). Every unary call carries a
+ * deadline so that a dead or partitioned etcd makes callers fail fast with
+ * StoreUnavailableError instead of hanging; leases are kept alive by etcd3's keepalive
+ * stream (the same lease id for the life of the daemon, never re-granted behind the
+ * caller's back); watches re-list when etcd has compacted past their revision.
+ */
+import * as fs from 'node:fs';
+import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease, type Watcher } from 'etcd3';
+import type { Logger } from '../log';
+import {
+  StoreUnavailableError,
+  type Compare,
+  type KvEntry,
+  type Store,
+  type StoreLease,
+  type StoreWatch,
+  type TxnOp,
+  type TxnResult,
+  type WatchEvent,
+  type WatchHandlers,
+} from './types';
+
+export interface EtcdStoreOptions {
+  /** "http://10.0.0.5:2379" or "https://..."; several for a cluster. */
+  endpoints: string[];
+  /** PEM files for TLS: CA to trust, and a client certificate and key. */
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  username?: string;
+  /** Never logged. */
+  password?: string;
+  /** Deadline of one call, ms (default 3000). */
+  callTimeoutMs?: number;
+  /** Every key lives under this prefix (default "/weavets/"). */
+  prefix?: string;
+  log: Logger;
+}
+
+const DEFAULT_CALL_TIMEOUT_MS = 3000;
+const WATCH_RETRY_MS = 1000;
+
+type RawKv = { key: Buffer; value: Buffer; mod_revision: string; create_revision: string; lease: string };
+
+export class EtcdStore implements Store {
+  readonly kind = 'etcd' as const;
+  readonly location: string;
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly log: Logger;
+  private readonly leases = new Set<Lease>();
+  private readonly watches = new Set<StoreWatch>();
+  private closed = false;
+  private readonly timeoutMs: number;
+
+  constructor(opts: EtcdStoreOptions) {
+    if (opts.endpoints.length === 0) throw new Error('etcd: no endpoints');
+    this.location = opts.endpoints.join(',');
+    this.prefix = opts.prefix ?? '/weavets/';
+    this.log = opts.log;
+    const timeout = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.timeoutMs = timeout;
+    const options: IOptions = {
+      hosts: opts.endpoints,
+      dialTimeout: timeout,
+      // Streams (watch, keepalive) live long; unary calls get a deadline each. etcd3's
+      // default fault handling (retry on another endpoint, per-endpoint circuit breaker)
+      // stays; call() bounds the whole of it.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    };
+    if (opts.caFile !== undefined || opts.certFile !== undefined || opts.keyFile !== undefined) {
+      if (opts.caFile === undefined) throw new Error('etcd TLS: --etcd-ca is required with --etcd-cert/--etcd-key');
+      const creds: NonNullable<IOptions['credentials']> = { rootCertificate: fs.readFileSync(opts.caFile) };
+      if (opts.certFile !== undefined) creds.certChain = fs.readFileSync(opts.certFile);
+      if (opts.keyFile !== undefined) creds.privateKey = fs.readFileSync(opts.keyFile);
+      options.credentials = creds;
+    }
+    if (opts.username !== undefined) {
+      options.auth = { username: opts.username, password: opts.password ?? '', callOptions: { deadline: Date.now() + timeout } };
+    }
+    this.client = new Etcd3(options);
+  }
+
+  private k(key: string): string {
+    return this.prefix + key;
+  }
+
+  private entry(kv: RawKv): KvEntry {
+    return {
+      key: kv.key.toString().slice(this.prefix.length),
+      value: kv.value.toString(),
+      modRevision: Number(kv.mod_revision),
+      createRevision: Number(kv.create_revision),
+      lease: String(kv.lease ?? '0'),
+    };
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([fn(), deadline]);
+    } catch (err) {
+      if (err instanceof EtcdLeaseInvalidError) throw err;
+      const msg = err instanceof Error ? err.message : String(err);
+      throw new StoreUnavailableError(what, this.location, msg);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    const res = await this.call('get', () => this.client.get(this.k(key)).exec());
+    const kv = res.kvs[0];
+    return kv ? this.entry(kv as RawKv) : undefined;
+  }
+
+  async put(key: string, value: string, lease?: string): Promise<number> {
+    const b = this.client.put(this.k(key)).value(value);
+    if (lease !== undefined) b.lease(lease);
+    const res = await this.call('put', () => b.exec());
+    return Number(res.header.revision);
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const res = await this.call('delete', () => this.client.delete().key(this.k(key)).exec());
+    return Number(res.deleted) > 0;
+  }
+
+  async list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }> {
+    const res = await this.call('list', () => this.client.getAll().prefix(this.k(prefix)).sort('Key', 'Ascend').exec());
+    return { entries: res.kvs.map((kv) => this.entry(kv as RawKv)), revision: Number(res.header.revision) };
+  }
+
+  async txn(compare: Compare[], success: TxnOp[]): Promise<TxnResult> {
+    let b = this.client.if(this.k(compare[0]!.key), ...cmp(compare[0]!));
+    for (const c of compare.slice(1)) b = b.and(this.k(c.key), ...cmp(c));
+    b.then(
+      ...success.map((op) => {
+        if (op.op === 'delete') return this.client.delete().key(this.k(op.key));
+        const p = this.client.put(this.k(op.key)).value(op.value);
+        if (op.lease !== undefined) p.lease(op.lease);
+        return p;
+      }),
+    );
+    const res = await this.call('transaction', () => b.commit());
+    return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+  }
+
+  async grantLease(ttlSeconds: number): Promise<StoreLease> {
+    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: true });
+    // etcd3 emits 'lost' for a failed first grant too; the grant() rejection reports that.
+    let lostHandler: ((reason: string) => void) | undefined;
+    let granted = false;
+    lease.on('lost', (err) => {
+      if (!granted) return;
+      this.leases.delete(lease);
+      this.log.warn('etcd lease lost', { lease: leaseId, error: err.message });
+      lostHandler?.(err.message);
+    });
+    let leaseId = '';
+    leaseId = await this.call('lease grant', () => lease.grant());
+    granted = true;
+    this.leases.add(lease);
+    return {
+      id: leaseId,
+      ttlSeconds,
+      onLost: (h) => {
+        lostHandler = h;
+      },
+      revoke: async () => {
+        this.leases.delete(lease);
+        await this.call('lease revoke', () => lease.revoke({ deadline: Date.now() + DEFAULT_CALL_TIMEOUT_MS }));
+      },
+      release: () => {
+        this.leases.delete(lease);
+        lease.release();
+      },
+    };
+  }
+
+  async revokeLease(id: string): Promise<void> {
+    try {
+      await this.call('lease revoke', () => this.client.leaseClient.leaseRevoke({ ID: id }));
+    } catch (err) {
+      if (err instanceof StoreUnavailableError && /not found/i.test(err.message)) return;
+      throw err;
+    }
+  }
+
+  watch(prefix: string, handlers: WatchHandlers): StoreWatch {
+    let watcher: Watcher | undefined;
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    // One generation per listing: events of a watcher we abandoned are ignored.
+    let generation = 0;
+    const restart = (why: string): void => {
+      if (stopped) return;
+      generation++;
+      const old = watcher;
+      watcher = undefined;
+      void old?.cancel().catch(() => undefined);
+      this.log.debug('watch re-listing', { prefix, why });
+      clearTimeout(timer);
+      timer = setTimeout(start, WATCH_RETRY_MS);
+    };
+    const start = (): void => {
+      if (stopped) return;
+      const gen = ++generation;
+      void (async () => {
+        const { entries, revision } = await this.list(prefix);
+        if (stopped || gen !== generation) return;
+        handlers.onReset(entries, revision);
+        const w = await this.client
+          .watch()
+          .prefix(this.k(prefix))
+          .startRevision(String(revision + 1))
+          .create();
+        if (stopped || gen !== generation) {
+          await w.cancel().catch(() => undefined);
+          return;
+        }
+        watcher = w;
+        w.on('data', (res) => {
+          if (gen !== generation) return;
+          if (Number(res.compact_revision) > 0) {
+            restart(`compacted at ${res.compact_revision}`);
+            return;
+          }
+          const events: WatchEvent[] = res.events.map((e) => ({
+            type: e.type === 'Delete' ? 'delete' : 'put',
+            key: e.kv.key.toString().slice(this.prefix.length),
+            value: e.type === 'Delete' ? '' : e.kv.value.toString(),
+            modRevision: Number(e.kv.mod_revision),
+          }));
+          if (events.length > 0) handlers.onEvents(events);
+        });
+        // etcd3 resumes a broken stream from its last revision by itself; an error means
+        // it cannot (compacted, cancelled by the server): start over from a listing.
+        w.on('error', (err) => restart(err.message));
+      })().catch((err: unknown) => restart(err instanceof Error ? err.message : String(err)));
+    };
+    start();
+    const handle: StoreWatch = {
+      close: async () => {
+        stopped = true;
+        clearTimeout(timer);
+        this.watches.delete(handle);
+        await watcher?.cancel().catch(() => undefined);
+      },
+    };
+    this.watches.add(handle);
+    return handle;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of [...this.watches]) await w.close();
+    for (const l of this.leases) l.release();
+    this.leases.clear();
+    this.client.close();
+  }
+}
+
+function cmp(c: Compare): ['Value' | 'Version' | 'Mod', '==', string | number] {
+  if ('value' in c) return ['Value', '==', c.value];
+  // Version 0 is etcd's "does not exist".
+  if (c.modRevision === 0) return ['Version', '==', 0];
+  return ['Mod', '==', c.modRevision];
+}

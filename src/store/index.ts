@@ -1,0 +1,54 @@
+/** Open the configured store: etcd when endpoints are given, else the embedded file store. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from '../log';
+import { WeavetsError } from '../errors';
+import { EtcdStore } from './etcd';
+import { FileStore } from './file';
+import type { Store } from './types';
+
+export interface StoreConfig {
+  stateDir: string;
+  etcd?: {
+    endpoints: string[];
+    caFile?: string;
+    certFile?: string;
+    keyFile?: string;
+    username?: string;
+    /** File holding the password (first line); read here, never logged. */
+    passwordFile?: string;
+    /** From WEAVETS_ETCD_PASSWORD, read by the CLI; never logged, never in argv. */
+    password?: string;
+  };
+}
+
+export function fileStorePath(stateDir: string): string {
+  return path.join(stateDir, 'store.json');
+}
+
+export async function openStore(config: StoreConfig, log: Logger): Promise<Store> {
+  const e = config.etcd;
+  if (!e) return FileStore.open({ file: fileStorePath(config.stateDir), log: log.child('store') });
+  let password = e.password;
+  if (e.passwordFile !== undefined) {
+    try {
+      password = fs.readFileSync(e.passwordFile, 'utf8').split('\n')[0]!;
+    } catch (err) {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--etcd-password-file ${e.passwordFile}: ${(err as Error).message}`);
+    }
+  }
+  if (password !== undefined && e.username === undefined) {
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', 'an etcd password was given without --etcd-user');
+  }
+  try {
+    const opts: ConstructorParameters<typeof EtcdStore>[0] = { endpoints: e.endpoints, log: log.child('etcd') };
+    if (e.caFile !== undefined) opts.caFile = e.caFile;
+    if (e.certFile !== undefined) opts.certFile = e.certFile;
+    if (e.keyFile !== undefined) opts.keyFile = e.keyFile;
+    if (e.username !== undefined) opts.username = e.username;
+    if (password !== undefined) opts.password = password;
+    return new EtcdStore(opts);
+  } catch (err) {
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `etcd: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { applyStoreFlags, formatIpamStatus, storeArgs } from '../../src/cli/ipam';
+import type { DaemonConfig } from '../../src/config';
+import type { IpamStatus } from '../../src/api/types';
+
+function base(): DaemonConfig {
+  return {
+    stateDir: '/tmp/wt',
+    nickname: 'h1',
+    port: 6783,
+    bindAddress: '0.0.0.0',
+    ipallocRange: '10.32.0.0/12',
+    datapath: 'auto',
+    peers: [],
+    httpAddr: '',
+    mtu: 0,
+    logLevel: 'info',
+    trustedSubnets: [],
+  };
+}
+
+describe('launch store flags', () => {
+  it('without --etcd: the embedded store, and etcd-only flags are refused', () => {
+    const c = base();
+    applyStoreFlags(c, {}, {});
+    expect(c.etcd).toBeUndefined();
+    expect(() => applyStoreFlags(base(), { etcdCa: '/ca.pem' }, {})).toThrow(/--etcd-ca needs --etcd/);
+  });
+
+  it('parses endpoints, TLS and auth; the password never reaches argv', () => {
+    const c = base();
+    applyStoreFlags(
+      c,
+      { etcd: 'http://10.0.0.5:2379,https://10.0.0.6:2379', etcdCa: 'ca', etcdCert: 'c', etcdKey: 'k', etcdUser: 'u', ipamLeaseTtl: '30', advertiseAddress: '192.0.2.11', ipallocBlock: '/24' },
+      { WEAVETS_ETCD_PASSWORD: 's3cret' },
+    );
+    expect(c.etcd).toEqual({ endpoints: ['http://10.0.0.5:2379', 'https://10.0.0.6:2379'], caFile: 'ca', certFile: 'c', keyFile: 'k', username: 'u', password: 's3cret' });
+    expect(c.ipamLeaseTtl).toBe(30);
+    expect(c.ipallocBlock).toBe(24);
+    const args = storeArgs(c);
+    expect(args.join(' ')).not.toContain('s3cret');
+    expect(args).toEqual([
+      '--etcd', 'http://10.0.0.5:2379,https://10.0.0.6:2379',
+      '--etcd-ca', 'ca', '--etcd-cert', 'c', '--etcd-key', 'k', '--etcd-user', 'u',
+      '--advertise-address', '192.0.2.11', '--ipam-lease-ttl', '30', '--ipalloc-block', '24',
+    ]);
+  });
+
+  it('rejects bad values, naming the flag', () => {
+    expect(() => applyStoreFlags(base(), { etcd: 'etcd:2379' }, {})).toThrow(/--etcd/);
+    expect(() => applyStoreFlags(base(), { etcd: 'http://u:p@h:2379' }, {})).toThrow(/credentials/);
+    expect(() => applyStoreFlags(base(), { etcd: 'http://h:2379', etcdPasswordFile: 'f' }, {})).toThrow(/--etcd-user/);
+    expect(() => applyStoreFlags(base(), { etcd: 'http://h:2379', etcdCert: 'c' }, {})).toThrow(/go together/);
+    expect(() => applyStoreFlags(base(), { ipamLeaseTtl: '1' }, {})).toThrow(/--ipam-lease-ttl/);
+    expect(() => applyStoreFlags(base(), { advertiseAddress: 'host' }, {})).toThrow(/--advertise-address/);
+    expect(() => applyStoreFlags(base(), { ipallocBlock: '31' }, {})).toThrow(/--ipalloc-block/);
+  });
+
+  it('formats status ipam as tables', () => {
+    const s: IpamStatus = {
+      store: { kind: 'etcd', location: 'http://10.0.0.5:2379' },
+      range: '10.32.0.0/12',
+      blockPrefix: 26,
+      leaseTtlSeconds: 120,
+      name: '02:00:00:00:00:01',
+      networks: [{ network: 'weavets', blocks: [{ cidr: '10.32.0.0/26', used: 2, free: 61 }], used: 2, free: 61 }],
+      hosts: [{ name: '02:00:00:00:00:01', nickname: 'h1', address: '192.0.2.11:6783' }],
+    };
+    const text = formatIpamStatus(s);
+    expect(text).toContain('10.32.0.0/26');
+    expect(text).toMatch(/weavets\s+10\.32\.0\.0\/26\s+2\s+61/);
+    expect(text).toContain('(this host)');
+  });
+});

@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { parseCidr, parseIpv4 } from '../../src/ipam/cidr';
+import {
+  addrKey,
+  addrPrefixOfBlock,
+  blockAt,
+  blockCount,
+  blockIndexOf,
+  checkBlockPrefix,
+  firstFreeInBlock,
+  isReserved,
+  hashedBlockIndex,
+  lowestFreeBlock,
+  parseAddrKey,
+  usableCount,
+} from '../../src/ipam/blocks';
+
+const range = parseCidr('10.32.0.0/12');
+
+describe('IPAM block arithmetic', () => {
+  it('cuts the range into blocks', () => {
+    expect(blockCount(range, 26)).toBe(16384);
+    expect(blockCount(range, 24)).toBe(4096);
+    expect(blockAt(range, 26, 0)).toEqual({ base: parseIpv4('10.32.0.0'), prefix: 26 });
+    expect(blockAt(range, 26, 5)).toEqual({ base: parseIpv4('10.32.1.64'), prefix: 26 });
+    expect(blockIndexOf(range, 26, parseIpv4('10.32.1.100'))).toBe(5);
+    expect(blockIndexOf(range, 26, parseIpv4('10.47.255.255'))).toBe(16383);
+  });
+
+  it('reserves only the range network and broadcast addresses', () => {
+    expect(isReserved(range, parseIpv4('10.32.0.0'))).toBe(true);
+    expect(isReserved(range, parseIpv4('10.47.255.255'))).toBe(true);
+    expect(isReserved(range, parseIpv4('10.32.0.64'))).toBe(false);
+    expect(usableCount(range, blockAt(range, 26, 0))).toBe(63);
+    expect(usableCount(range, blockAt(range, 26, 1))).toBe(64);
+    expect(usableCount(range, blockAt(range, 26, 16383))).toBe(63);
+  });
+
+  it('finds the lowest free block and the first free address from a hint', () => {
+    expect(lowestFreeBlock(range, 26, new Set([0, 1, 3]))).toBe(2);
+    const small = parseCidr('10.0.0.0/30');
+    expect(lowestFreeBlock(small, 30, new Set([0]))).toBeUndefined();
+    const b = blockAt(range, 26, 1);
+    const busy = new Set([b.base, b.base + 1]);
+    expect(firstFreeInBlock(range, b, (ip) => busy.has(ip))).toBe(b.base + 2);
+    expect(firstFreeInBlock(range, b, (ip) => busy.has(ip), 63)).toBe(b.base + 63);
+    expect(firstFreeInBlock(range, b, () => true)).toBeUndefined();
+    // Block 0: the range's network address is skipped.
+    expect(firstFreeInBlock(range, blockAt(range, 26, 0), () => false)).toBe(range.base + 1);
+  });
+
+  it('spreads hosts on separate embedded stores by a hash of the peer name', () => {
+    const a = hashedBlockIndex(range, 26, '02:00:00:00:00:01');
+    expect(hashedBlockIndex(range, 26, '02:00:00:00:00:01')).toBe(a);
+    expect(hashedBlockIndex(range, 26, '02:00:00:00:00:02')).not.toBe(a);
+    expect(a).toBeLessThan(16384);
+    expect(lowestFreeBlock(range, 26, new Set([a]), a)).toBe(a + 1 === 16384 ? 0 : a + 1);
+    expect(lowestFreeBlock(range, 26, new Set(), 16383)).toBe(16383);
+  });
+
+  it('validates the block size against the range', () => {
+    expect(checkBlockPrefix(range, 26)).toBeUndefined();
+    expect(checkBlockPrefix(range, 8)).toMatch(/does not fit/);
+    expect(checkBlockPrefix(range, 31)).toMatch(/does not fit/);
+  });
+
+  it('lays keys out in address order with block prefixes', () => {
+    expect(addrKey('weavets', parseIpv4('10.32.1.65'))).toBe('ipam/addrs/weavets/0a200141');
+    expect(parseAddrKey('ipam/addrs/weavets/0a200141')).toEqual({ network: 'weavets', ip: parseIpv4('10.32.1.65') });
+    expect(parseAddrKey('ipam/addrs/weavets/zz')).toBeUndefined();
+    expect(addrPrefixOfBlock('n', blockAt(range, 26, 5))).toBe('ipam/addrs/n/0a2001');
+    expect(addrKey('n', parseIpv4('10.32.1.100')).startsWith(addrPrefixOfBlock('n', blockAt(range, 26, 5)))).toBe(true);
+  });
+});
