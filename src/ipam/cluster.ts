@@ -61,14 +61,16 @@ export class ClusterIpam implements IpamControl {
     const ttl = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
     const address = opts.advertiseAddress ?? defaultAdvertiseAddress(opts.range, opts.ownLinks);
     if (address === undefined) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', 'no non-loopback IPv4 address to advertise to peers; set --advertise-address');
+      // A host with no underlay address still serves its own containers; it only cannot
+      // be found through the store. It registers anyway: the lease protects its blocks.
+      opts.log.warn('no non-loopback IPv4 address to advertise: other hosts will not discover this one through the store; set --advertise-address');
     }
     const store = await openStore(opts, opts.log);
     let allocator: BlockAllocator | undefined;
     let ipam: ClusterIpam | undefined;
     try {
       // Registration first: from then on nobody reclaims our blocks while we load them.
-      const self: HostRecord = { name: opts.name, nickname: opts.nickname, address: `${address}:${opts.port}` };
+      const self: HostRecord = { name: opts.name, nickname: opts.nickname, address: address === undefined ? '' : `${address}:${opts.port}` };
       const registry = await HostRegistry.start({
         store,
         self,
@@ -108,7 +110,7 @@ export class ClusterIpam implements IpamControl {
       range: formatCidr(opts.range),
       block: `/${allocator.blockPrefix}`,
       ttl,
-      advertise: address,
+      advertise: address ?? 'none',
     });
     return ipam;
   }
@@ -120,7 +122,7 @@ export class ClusterIpam implements IpamControl {
   }
 
   private peersChanged(peers: HostRecord[]): void {
-    this.lastPeers = peers.map((p) => p.address);
+    this.lastPeers = peers.map((p) => p.address).filter((a) => a !== '');
     if (this.lastPeers.length > 0) this.peersHandler?.(this.lastPeers);
   }
 
