@@ -22,7 +22,10 @@ interface InnerArgs {
   netns: string;
   stateDir: string;
   dataDir: string;
+  /** The installed plugin: the native fast path (setup-cni's default). */
   shim: string;
+  /** The Node plugin itself (setup-cni --node-plugin). */
+  nodeShim: string;
 }
 
 interface Samples {
@@ -33,6 +36,7 @@ interface Samples {
 
 interface InnerResult {
   weavets: Samples;
+  weavetsNode: Samples;
   bridge: Samples;
   nodeStart: number[];
   pluginVersion: number[];
@@ -56,12 +60,14 @@ function inner(a: InnerArgs): InnerResult {
     isGateway: true,
     ipam: { type: 'host-local', subnet: '10.99.0.0/16', dataDir: a.dataDir },
   });
-  const plugins: { key: 'weavets' | 'bridge'; argv: string[]; conf: string }[] = [
+  const plugins: { key: 'weavets' | 'weavetsNode' | 'bridge'; argv: string[]; conf: string }[] = [
     { key: 'weavets', argv: [a.shim], conf: wtConf },
+    { key: 'weavetsNode', argv: [a.nodeShim], conf: wtConf },
     { key: 'bridge', argv: [path.join(REF_DIR, 'bridge')], conf: brConf },
   ];
   const out: InnerResult = {
     weavets: { add: [], del: [], total: [] },
+    weavetsNode: { add: [], del: [], total: [] },
     bridge: { add: [], del: [], total: [] },
     nodeStart: [],
     pluginVersion: [],
@@ -80,7 +86,7 @@ function inner(a: InnerArgs): InnerResult {
     }
     if (i >= warmup && i % 2 === 0) {
       out.nodeStart.push(invoke([process.execPath, '-e', '0'], {}, ''));
-      out.pluginVersion.push(invoke([a.shim], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
+      out.pluginVersion.push(invoke([a.nodeShim], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
     }
   }
   return out;
@@ -102,12 +108,13 @@ function table(r: InnerResult, rounds: number): string {
     const ratio = ref ? `${(p50(s.total) / p50(ref.total)).toFixed(2)}x` : '1.00x';
     rows.push([name, rps.toFixed(1), p50(s.total).toFixed(1), p50(s.add).toFixed(1), p50(s.del).toFixed(1), ratio]);
   };
-  row('weavets-cni', r.weavets, r.bridge);
+  row('weavets-cni (native fast path, logic in the daemon)', r.weavets, r.bridge);
+  row('weavets-cni (Node plugin)', r.weavetsNode, r.bridge);
   row('bridge + host-local (reference)', r.bridge, undefined);
   const head = ['plugin', 'ADD+DEL/s', 'p50 ADD+DEL ms', 'p50 ADD ms', 'p50 DEL ms', 'p50 vs reference'];
   const lines = [head, head.map(() => '---'), ...rows].map((c) => `| ${c.join(' | ')} |`);
   lines.push('');
-  lines.push(`${rounds} rounds each, alternating; floor for any Node plugin here: \`node -e 0\` p50 ${p50(r.nodeStart).toFixed(1)} ms, weavets-cni VERSION (no daemon call) p50 ${p50(r.pluginVersion).toFixed(1)} ms`);
+  lines.push(`${rounds} rounds each, alternating; floor for any Node plugin here: \`node -e 0\` p50 ${p50(r.nodeStart).toFixed(1)} ms, Node weavets-cni VERSION (no daemon call) p50 ${p50(r.pluginVersion).toFixed(1)} ms`);
   return lines.join('\n');
 }
 
@@ -122,12 +129,15 @@ async function outer(rounds: number): Promise<void> {
     const ctr = await lab.addContainer(host, 'c1');
     const binDir = path.join(lab.dir, 'cni-bin');
     await lab.weavetsOk(host, ['setup-cni', '--bin-dir', binDir, '--conf-dir', path.join(lab.dir, 'net.d')]);
+    const nodeBinDir = path.join(lab.dir, 'cni-bin-node');
+    await lab.weavetsOk(host, ['setup-cni', '--node-plugin', '--bin-dir', nodeBinDir, '--conf-dir', path.join(lab.dir, 'net.d-node')]);
     const args: InnerArgs = {
       rounds,
       netns: ctr.netns,
       stateDir: host.stateDir,
       dataDir: path.join(lab.dir, 'host-local'),
       shim: path.join(binDir, 'weavets-cni'),
+      nodeShim: path.join(nodeBinDir, 'weavets-cni'),
     };
     const r = await lab.exec(host, [process.execPath, ...process.execArgv, __filename, '--inner', JSON.stringify(args)], {
       timeoutMs: 30 * 60_000,

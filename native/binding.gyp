@@ -4,6 +4,12 @@
       "target_name": "weavets_native",
       "sources": ["src/addon.c", "src/poller.c", "src/tap.c", "src/udp.c", "src/netns.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
+    },
+    {
+      "target_name": "weavets-cni",
+      "type": "executable",
+      "sources": ["cni/weavets-cni.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]
 }

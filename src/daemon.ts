@@ -6,6 +6,7 @@ import * as fs from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { apiSocketPath, peerNameFilePath, type DaemonConfig } from './config';
+import { ApiClient } from './api/client';
 import type { Logger } from './log';
 import type { DaemonControl, RouterStatus } from './api/types';
 import { startApiServer, type ApiServer } from './api/server';
@@ -15,6 +16,9 @@ import { Netlink } from './netlink';
 import { Router } from './router/router';
 import { formatPeerName, parsePeerName, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
+import { CompositeDatapath } from './datapath/composite';
+import { FastDatapath } from './datapath/fastdp/fastdp';
+import type { Datapath } from './datapath/types';
 import { NetworkSet } from './endpoint/networks';
 import { EndpointRegistry } from './endpoint/registry';
 import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
@@ -23,7 +27,11 @@ import { loadSealer } from './crypto/seal';
 import type { ConnectionSecurity } from './router/connection';
 import { ClusterIpam } from './ipam/cluster';
 import { registerIpamMetrics } from './api/ipam-metrics';
-import { DEFAULT_NETWORK } from './config';
+import { DEFAULT_NETWORK, DEFAULT_DNS } from './config';
+import { DnsService } from './dns/service';
+import { startDockerSurface, type DockerSurface } from './docker';
+import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
+import type { EndpointStatus } from './api/types';
 import { WeavetsError } from './errors';
 
 export interface RunningDaemon {
@@ -65,12 +73,6 @@ async function underlayMtu(netlink: Netlink, ours: Set<string>): Promise<number>
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
-  if (config.datapath === 'fastdp') {
-    throw new WeavetsError(
-      'EWEAVETS_BAD_REQUEST',
-      '--datapath fastdp: the kernel fast path is not part of this build yet; use --datapath sleeve (or auto)',
-    );
-  }
   await fs.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   await fs.chmod(config.stateDir, 0o700);
   const name = await resolvePeerName(config);
@@ -122,6 +124,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     netlink.close();
     throw new WeavetsError('EWEAVETS_INTERNAL', `cannot listen on TCP ${config.bindAddress}:${config.port}: ${(err as Error).message}`);
   }
+  // --datapath auto|fastdp: the sleeve and the kernel fast path behind one Datapath.
+  const composite = config.datapath === 'sleeve' ? undefined : new CompositeDatapath(router, log.child('datapath'));
   let sleeve: SleeveDatapath;
   try {
     sleeve = SleeveDatapath.open({
@@ -130,21 +134,67 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       port: config.port,
       routes: router.routes,
       netlink,
-      events: router,
+      events: composite ?? router,
       log: log.child('sleeve'),
       sealer,
+      ...(composite ? { kernelPeers: composite.kernelPeers } : {}),
     });
   } catch (err) {
     await router.stop();
     netlink.close();
     throw new WeavetsError('EWEAVETS_INTERNAL', `cannot bind UDP ${config.bindAddress}:${config.port}: ${(err as Error).message}`);
   }
-  router.setDatapath(sleeve);
+  let datapath: Datapath = sleeve;
+  if (composite) {
+    let fast: FastDatapath | undefined;
+    if (config.datapath === 'auto' && config.password !== undefined && config.trustedSubnets.length === 0) {
+      log.info('encryption on and no trusted subnets: the sleeve carries every peer (no kernel fast path)');
+    } else {
+      try {
+        fast = await FastDatapath.open({ self: name, netlink, log: log.child('fastdp'), events: composite, recordLink: (l) => ledger.record(l) });
+      } catch (err) {
+        if (config.datapath === 'fastdp') {
+          await sleeve.close();
+          await router.stop();
+          netlink.close();
+          throw new WeavetsError('EWEAVETS_INTERNAL', `--datapath fastdp: cannot set up kernel VXLAN: ${(err as Error).message}`);
+        }
+        log.warn('kernel fast path unavailable; the sleeve carries every peer', { error: (err as Error).message });
+      }
+    }
+    composite.attach(sleeve, fast);
+    datapath = composite;
+  }
+  router.setDatapath(datapath);
 
-  const networks = new NetworkSet(netlink, sleeve, ledger, mtu, formatCidr(range));
+  const networks = new NetworkSet(netlink, datapath, ledger, mtu, formatCidr(range));
   const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, range, ledger, log.child('endpoints'));
+  // DNS listens on the host's address on each network bridge, so with DNS on the host is
+  // exposed on every network it carries (docs/DNS.md). Started after endpoints.restore().
+  const dnsConfig = config.dns ?? DEFAULT_DNS;
+  let dns: DnsService | undefined;
+  let docker: DockerSurface | undefined;
+  const dnsRelisten = async (): Promise<void> => {
+    await dns?.listenOn(endpoints.exposures().map((e) => e.address.split('/')[0]!));
+  };
+  const dnsExpose = async (network: string): Promise<void> => {
+    try {
+      await endpoints.expose(network, undefined);
+    } catch (err) {
+      log.warn('cannot give the host an address for DNS on a network', { network, error: (err as Error).message });
+    }
+  };
+  const attachWithDns = async (ep: EndpointStatus): Promise<EndpointStatus> => {
+    if (!dns) return ep;
+    await dnsExpose(ep.network);
+    await dnsRelisten();
+    dns.endpointAttached(ep);
+    const ex = endpoints.exposures().find((e) => e.network === ep.network);
+    const resolver = ex === undefined ? undefined : dns.resolverFor(ex.address.split('/')[0]!);
+    return resolver === undefined ? ep : { ...ep, dns: resolver };
+  };
   const registry = createMetricsRegistry();
-  registerDaemonMetrics(registry, router, sleeve);
+  registerDaemonMetrics(registry, router, datapath);
   ipam.allocator.observe(registerIpamMetrics(registry, ipam));
 
   let ready = false;
@@ -158,9 +208,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       ready = false;
       log.info(removeState ? 'resetting: stopping and removing links and state' : 'stopping');
       await router.stop();
+      await docker?.close(removeState);
+      await dns?.close(removeState);
       if (removeState) await endpoints.removeAll();
       await networks.close(removeState);
-      await sleeve.close();
+      await datapath.close();
       await ipam.close(removeState);
       if (removeState) {
         for (const link of ledger.list()) await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
@@ -208,12 +260,28 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
       }
     },
-    attach: (req) => endpoints.attach(req),
-    detach: (id) => endpoints.detach(id),
+    attach: async (req) => attachWithDns(await endpoints.attach(req)),
+    detach: async (id) => {
+      await endpoints.detach(id);
+      dns?.endpointDetached(id);
+    },
     endpoints: () => endpoints.list(),
     checkEndpoint: (id) => endpoints.check(id),
-    expose: (network, ip) => endpoints.expose(network, ip),
-    hide: (network) => endpoints.hide(network),
+    async cniExec(env, stdin) {
+      // Loaded on first use: most daemons never see a CNI invocation.
+      const { runPlugin } = await import('./cni/main');
+      return runPlugin(env, stdin, () => new ApiClient(apiSocketPath(config.stateDir), { timeoutMs: 30_000 }));
+    },
+    expose: async (network, ip) => {
+      const r = await endpoints.expose(network, ip);
+      await dnsRelisten();
+      return r;
+    },
+    hide: async (network) => {
+      const r = await endpoints.hide(network);
+      await dnsRelisten();
+      return r;
+    },
     metrics: () => registry.metrics(),
     ready: () => ready,
     shutdown,
@@ -223,6 +291,52 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   try {
     await networks.ensure(DEFAULT_NETWORK);
     await endpoints.restore();
+    if (dnsConfig.enabled) {
+      dns = await DnsService.start({
+        store: ipam.store,
+        self: formatPeerName(name),
+        leaseTtlSeconds: ipam.leaseTtlSeconds,
+        stateDir: config.stateDir,
+        range,
+        settings: {
+          port: dnsConfig.port,
+          extraListen: dnsConfig.extraListen.map((a) => ({ addr: a.slice(0, a.lastIndexOf(':')), port: Number(a.slice(a.lastIndexOf(':') + 1)) })),
+          domain: dnsConfig.domain.toLowerCase().replace(/\.$/, ''),
+          ttl: dnsConfig.ttl,
+          resolvConf: dnsConfig.resolvConf,
+        },
+        log: log.child('dns'),
+      });
+      control.dns = dns;
+      for (const net of networks.list()) await dnsExpose(net.name);
+      await dnsRelisten();
+      dns.restore(endpoints.list());
+    }
+    const dockerSocket = config.dockerPluginSocket ?? DEFAULT_DOCKER_PLUGIN_SOCKET;
+    if (dockerSocket !== '') {
+      docker = await startDockerSurface({
+        socketPath: dockerSocket,
+        dockerHost: config.dockerHost ?? DEFAULT_DOCKER_HOST,
+        stateDir: config.stateDir,
+        range,
+        allocator: ipam.allocator,
+        endpoints,
+        bridges: {
+          ensure: async (segment) => {
+            const net = await networks.ensure(segment);
+            if (dns) {
+              await dnsExpose(segment);
+              await dnsRelisten();
+            }
+            return net.bridge;
+          },
+          addAddress: (bridge, cidr) => netlink.addAddress(bridge, cidr, { ignoreExisting: true }),
+          delAddress: (bridge, cidr) => netlink.delAddress(bridge, cidr, { ignoreMissing: true }),
+        },
+        ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
+        log: log.child('docker'),
+      });
+    }
     api = await startApiServer({ socketPath: apiSocketPath(config.stateDir), httpAddr: config.httpAddr, control, log: log.child('api') });
   } catch (err) {
     await shutdown(false);

@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
-import type { AttachRequest, DaemonControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -101,6 +101,11 @@ function ipamOf(c: DaemonControl): IpamControl {
   return c.ipam;
 }
 
+function dnsOf(c: DaemonControl): DnsControl {
+  if (!c.dns) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'DNS is off on this daemon (launched with --no-dns)');
+  return c.dns;
+}
+
 function statusRoutes(): Record<string, Route> {
   const get = (fn: (c: DaemonControl) => unknown): Route => ({
     method: 'GET',
@@ -114,6 +119,9 @@ function statusRoutes(): Record<string, Route> {
     '/status/targets': get((c) => c.targets()),
     '/endpoints': get((c) => c.endpoints()),
     '/ipam/status': get((c) => ipamOf(c).status()),
+    '/dns/status': get((c) => dnsOf(c).status()),
+    // A read, sent as POST for its body; not mutating, so also on the TCP listener.
+    '/dns/lookup': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))) },
     '/metrics': {
       method: 'GET',
       mutating: false,
@@ -165,6 +173,18 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       }
       sendJson(res, 200, OK);
     }),
+    '/cni': post(async (c, b, res) => {
+      if (!c.cniExec) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon does not run CNI invocations');
+      const env = b['env'];
+      if (typeof env !== 'object' || env === null || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string')) {
+        throw badRequest("field 'env' must be an object of strings");
+      }
+      const stdin = optString(b, 'stdin') ?? '';
+      const out = await c.cniExec(env as Record<string, string>, stdin);
+      // The shim prints the body as the plugin's stdout and exits with x-cni-exit.
+      res.writeHead(200, { 'content-type': 'application/json', 'x-cni-exit': String(out.status), 'content-length': Buffer.byteLength(out.stdout) });
+      res.end(out.stdout);
+    }),
     '/endpoints/check': post(async (c, b, res) => {
       const id = reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
@@ -192,6 +212,12 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     }),
     '/ipam/rmpeer': post(async (c, b, res) => {
       sendJson(res, 200, await ipamOf(c).rmpeer(reqString(b, 'name')));
+    }),
+    '/dns/add': post(async (c, b, res) => {
+      sendJson(res, 200, await dnsOf(c).add(reqString(b, 'name'), stringArray(b, 'ips')));
+    }),
+    '/dns/remove': post(async (c, b, res) => {
+      sendJson(res, 200, await dnsOf(c).remove(reqString(b, 'name'), b['ips'] === undefined ? [] : stringArray(b, 'ips')));
     }),
     '/shutdown': post(async (c, b, res) => {
       const removeState = optBoolean(b, 'removeState') ?? false;

@@ -93,6 +93,13 @@ export interface EndpointStatus {
   name?: string;
   /** Default gateway set in the container at attach, if any. */
   gateway?: string;
+  /** Resolver for the container (weavets DNS), in attach answers only; absent with --no-dns. */
+  dns?: { nameservers: string[]; search: string[] };
+  /**
+   * The address was allocated by another surface (the Docker IPAM driver), which also
+   * releases it: the registry never claims or releases it (endpoints made by `plug`).
+   */
+  externalAddress?: boolean;
 }
 
 /** Answer of POST /endpoints/check: what is wrong with an endpoint; [] when it is sound. */
@@ -134,6 +141,11 @@ export interface DaemonControl {
   endpoints(): EndpointStatus[];
   /** Inspect an endpoint's links, addresses and routes (CNI CHECK); NOT_FOUND if unknown. */
   checkEndpoint?(id: string): Promise<EndpointCheck>;
+  /**
+   * Run one CNI plugin invocation inside the daemon (the C fast-path shim forwards here):
+   * the CNI_* environment and the configuration; answers the plugin's exit status and stdout.
+   */
+  cniExec?(env: Record<string, string>, stdin: string): Promise<{ status: number; stdout: string }>;
   expose(network: string | undefined, ip: string | undefined): Promise<ExposeResult>;
   hide(network: string | undefined): Promise<ExposeResult | undefined>;
   /** Prometheus text exposition. */
@@ -143,6 +155,43 @@ export interface DaemonControl {
   shutdown(removeState: boolean): Promise<void>;
   /** Address management (absent in test doubles: the routes answer 404). */
   ipam?: IpamControl;
+  /** Embedded DNS (absent with --no-dns: the routes answer 404). */
+  dns?: DnsControl;
+}
+
+/** `weavets status dns --json` (GET /dns/status). */
+export interface DnsStatus {
+  enabled: boolean;
+  /** "weavets.local." */
+  domain: string;
+  ttl: number;
+  /** "addr:port" the server listens on (UDP and TCP). */
+  listen: string[];
+  /** Records of every host (one per host, name and address). */
+  records: number;
+  /** Distinct names. */
+  names: number;
+  /** Records this host publishes. */
+  local: number;
+  /** Nameservers queries outside the domain go to. */
+  upstream: string[];
+  resolvConf: string;
+  queries: { answered: number; nxdomain: number; forwarded: number; servfail: number; formerr: number; dropped: number };
+}
+
+export interface DnsRecordView {
+  name: string;
+  ip: string;
+}
+
+/** POST /dns/lookup {name}: a name's addresses, or an address's names. */
+export type DnsLookupResult = { name: string; addresses: string[] } | { address: string; names: string[] };
+
+export interface DnsControl {
+  status(): DnsStatus;
+  add(name: string, ips: string[]): Promise<DnsRecordView[]>;
+  remove(name: string, ips: string[]): Promise<DnsRecordView[]>;
+  lookup(name: string): DnsLookupResult;
 }
 
 /**

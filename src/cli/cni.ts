@@ -28,6 +28,16 @@ export interface SetupCniOptions {
   pluginEntry: string;
   /** Interpreter for the shim. */
   nodePath: string;
+  /**
+   * The native fast-path binary (native/cni/weavets-cni.c), if built: installed as the
+   * plugin, with the Node plugin as its fallback. Undefined: install the Node shim only.
+   */
+  fastPath?: string;
+}
+
+/** The fast path's fallback file: the Node plugin it hands over to when the daemon is away. */
+export function fallbackFile(nodePath: string, pluginEntry: string): string {
+  return `${nodePath}\n${pluginEntry}\n`;
 }
 
 /** The shim: a node script with the interpreter's absolute path (no PATH lookup, no shell). */
@@ -63,7 +73,17 @@ export function setupCni(opts: SetupCniOptions): { plugin: string; conflist: str
   fs.mkdirSync(opts.confDir, { recursive: true, mode: 0o755 });
   const plugin = path.join(opts.binDir, CNI_PLUGIN_NAME);
   const list = path.join(opts.confDir, CNI_CONFLIST_NAME);
-  writeAtomic(plugin, pluginShim(opts.nodePath, opts.pluginEntry), 0o755);
+  if (opts.fastPath !== undefined && fs.existsSync(opts.fastPath)) {
+    // Node alone takes longer to start than the reference plugins take for a whole ADD:
+    // the installed plugin is the native forwarder, and the Node plugin its fallback.
+    writeAtomic(path.join(opts.binDir, `${CNI_PLUGIN_NAME}.fallback`), fallbackFile(opts.nodePath, opts.pluginEntry), 0o644);
+    const tmp = path.join(opts.binDir, `.${CNI_PLUGIN_NAME}.${process.pid}.tmp`);
+    fs.copyFileSync(opts.fastPath, tmp);
+    fs.chmodSync(tmp, 0o755);
+    fs.renameSync(tmp, plugin);
+  } else {
+    writeAtomic(plugin, pluginShim(opts.nodePath, opts.pluginEntry), 0o755);
+  }
   writeAtomic(list, JSON.stringify(conflist(opts), null, 2) + '\n', 0o644);
   return { plugin, conflist: list };
 }
@@ -76,7 +96,8 @@ export function registerCni(program: Command): void {
     .option('--conf-dir <dir>', 'where CNI network configurations live', DEFAULT_CNI_CONF_DIR)
     .option('--name <name>', 'CNI network name', DEFAULT_NETWORK)
     .option('--network <name>', 'weavets network containers join', DEFAULT_NETWORK)
-    .action((flags: { binDir: string; confDir: string; name: string; network: string }, cmd: Command) => {
+    .option('--node-plugin', 'install the Node plugin itself instead of the native fast path')
+    .action((flags: { binDir: string; confDir: string; name: string; network: string; nodePlugin?: boolean }, cmd: Command) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(flags.name)) {
         throw new UsageError(`--name: '${flags.name}' is not a CNI network name; use up to 64 letters, digits, _ . -`);
       }
@@ -91,6 +112,7 @@ export function registerCni(program: Command): void {
         network,
         pluginEntry: path.resolve(__dirname, '..', 'cni', 'main.js'),
         nodePath: process.execPath,
+        ...(flags.nodePlugin ? {} : { fastPath: path.resolve(__dirname, '..', '..', 'native', 'build', 'Release', CNI_PLUGIN_NAME) }),
       });
       out(`installed ${res.plugin}\nwrote ${res.conflist}`);
     });

@@ -203,6 +203,40 @@ describe('weavets-cni with a real daemon', () => {
     expect((await cni('DEL', ctr, conf('1.0.0'))).code).toBe(0);
   });
 
+  it('the native fast path gives the same answers as the Node plugin, and hands over to it when the daemon is away', async () => {
+    // As setup-cni installs it: the binary, and beside it the fallback file naming the Node plugin.
+    const binDir = path.join(lab.dir, 'cni-bin');
+    await lab.weavetsOk(host, ['setup-cni', '--bin-dir', binDir, '--conf-dir', path.join(lab.dir, 'cni-conf')]);
+    const fast = path.join(binDir, 'weavets-cni');
+    expect(fs.readFileSync(fast).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    for (const version of ['0.4.0', '1.0.0', '1.1.0']) {
+      const ctr = await lab.addContainer(host, `f${version.replace(/\./g, '')}`);
+      const add = await cni('ADD', ctr, conf(version), { plugin: fast });
+      expect(add.code).toBe(0);
+      const res = add.json as unknown as CniResultJson;
+      expect(res.cniVersion).toBe(version);
+      expect(res.interfaces[1]).toMatchObject({ name: 'eth0', sandbox: ctr.netns });
+      const addr = await lab.execOk(ctr, ['ip', '-o', 'addr', 'show', 'dev', 'eth0']);
+      expect(addr.stdout).toContain(`inet ${res.ips[0]!.address}`);
+      expect((await cni('CHECK', ctr, conf(version, { prevResult: res }), { plugin: fast })).code).toBe(0);
+      expect((await cni('DEL', ctr, conf(version, { prevResult: res }), { plugin: fast })).code).toBe(0);
+      expect(await linkExists(ctr, 'eth0')).toBe(false);
+    }
+    // Errors come back as the plugin's own CNI error JSON and exit status.
+    const badCtr = await lab.addContainer(host, 'fbad');
+    const bad = await cni('ADD', badCtr, conf('1.0.0', { network: 'no such/network' }), { plugin: fast });
+    expect(bad.code).toBe(1);
+    expect(bad.json).toMatchObject({ cniVersion: '1.0.0', code: 7 });
+    // A configuration the forwarder will not parse (escapes in stateDir) goes to the Node plugin.
+    const escaped = JSON.stringify(conf('1.0.0')).replace(/"stateDir":"\//, '"stateDir":"\\/');
+    const r = await lab.exec(host, [fast], {
+      env: { PATH: process.env['PATH'], CNI_COMMAND: 'VERSION', CNI_CONTAINERID: '', CNI_NETNS: '', CNI_IFNAME: 'eth0', CNI_PATH: REF_PLUGINS },
+      input: escaped,
+    });
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: '1.0.0', supportedVersions: expect.arrayContaining(['1.1.0']) });
+  });
+
   it('STATUS is ready with the daemon up and 51 once it is stopped; ADD is then 11', async () => {
     const ok = await cni('STATUS', undefined, conf('1.1.0'));
     expect(ok.code).toBe(0);
@@ -212,5 +246,12 @@ describe('weavets-cni with a real daemon', () => {
     const ctr = await lab.addContainer(host, 'late');
     const add = await cni('ADD', ctr, conf('1.0.0'));
     expect(add.json).toMatchObject({ code: 11 });
+    // The native fast path, with no daemon to forward to, hands over to the Node plugin.
+    const fast = path.join(lab.dir, 'cni-bin', 'weavets-cni');
+    const fastAdd = await cni('ADD', ctr, conf('1.0.0'), { plugin: fast });
+    expect(fastAdd.code).toBe(1);
+    expect(fastAdd.json).toMatchObject({ cniVersion: '1.0.0', code: 11 });
+    const fastStatus = await cni('STATUS', undefined, conf('1.1.0'), { plugin: fast });
+    expect(fastStatus.json).toMatchObject({ code: 51 });
   });
 });
