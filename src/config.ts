@@ -39,7 +39,38 @@ export interface DaemonConfig {
   ipamLeaseTtl?: number;
   /** Block size (prefix length) for a new cluster; undefined: /26, or the cluster's. */
   ipallocBlock?: number;
+  /** Embedded DNS; undefined: on with the defaults (docs/DNS.md). */
+  dns?: DnsConfig;
+  /** Docker plugin socket (docs/DOCKER.md); undefined: DEFAULT_DOCKER_PLUGIN_SOCKET; "": off. */
+  dockerPluginSocket?: string;
+  /** Docker API for network names, the default network and DNS names; undefined: DEFAULT_DOCKER_HOST. */
+  dockerHost?: string;
 }
+
+export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';
+export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock';
+
+export interface DnsConfig {
+  enabled: boolean;
+  /** Port on the host's bridge addresses (53). */
+  port: number;
+  /** Extra loopback listeners, "127.0.0.1:5353". */
+  extraListen: string[];
+  /** "weavets.local." */
+  domain: string;
+  ttl: number;
+  /** Where the upstream nameservers come from. */
+  resolvConf: string;
+}
+
+export const DEFAULT_DNS: DnsConfig = {
+  enabled: true,
+  port: 53,
+  extraListen: [],
+  domain: 'weavets.local.',
+  ttl: 30,
+  resolvConf: '/etc/resolv.conf',
+};
 
 export interface EtcdConfig {
   /** "http://10.0.0.5:2379", "https://..."; several for a cluster. */

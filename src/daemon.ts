@@ -147,8 +147,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   let datapath: Datapath = sleeve;
   if (composite) {
     let fast: FastDatapath | undefined;
-    if (config.datapath === 'auto' && config.password !== undefined && config.trustedSubnets.length === 0) {
-      log.info('encryption on and no trusted subnets: the sleeve carries every peer (no kernel fast path)');
+    if (config.datapath === 'auto' && config.password !== undefined) {
+      // With a password, auto keeps every byte on the sleeve; trusted-subnet peers get the
+      // kernel path only with an explicit --datapath fastdp (docs/FASTDP.md).
+      log.info('encryption on: the sleeve carries every peer (--datapath fastdp enables the kernel path for trusted subnets)');
     } else {
       try {
         fast = await FastDatapath.open({ self: name, netlink, log: log.child('fastdp'), events: composite, recordLink: (l) => ledger.record(l) });
@@ -332,6 +334,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           },
           addAddress: (bridge, cidr) => netlink.addAddress(bridge, cidr, { ignoreExisting: true }),
           delAddress: (bridge, cidr) => netlink.delAddress(bridge, cidr, { ignoreMissing: true }),
+          routeTo: (bridge, ip) => netlink.addRoute({ dst: `${ip}/32`, dev: bridge }, { replace: true }),
+          unroute: (bridge, ip) => netlink.delRoute({ dst: `${ip}/32`, dev: bridge }, { ignoreMissing: true }),
         },
         ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
         log: log.child('docker'),

@@ -6,12 +6,15 @@ import type { AttachRequest, EndpointStatus, ExposeResult } from '../api/types';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 import { parseAddressCidr, parseEndpointId, parseIfname, parseNetworkName } from './validate';
+import { writeContainerResolvConf } from './dns';
+import { recordNameProblem } from '../dns/names';
 
 interface AttachFlags {
   netns: string;
   ifname?: string;
   ip?: string;
   network?: string;
+  name?: string;
 }
 
 /** The request `attach` sends; exported for tests. Throws UsageError on bad input. */
@@ -24,6 +27,11 @@ export function buildAttachRequest(id: string, flags: AttachFlags): AttachReques
   if (flags.ifname !== undefined) req.ifname = parseIfname(flags.ifname);
   if (flags.ip !== undefined) req.ip = parseAddressCidr(flags.ip, '--ip');
   if (flags.network !== undefined) req.network = parseNetworkName(flags.network);
+  if (flags.name !== undefined) {
+    const bad = recordNameProblem(flags.name);
+    if (bad) throw new UsageError(`--name: ${bad}`);
+    req.name = flags.name;
+  }
   return req;
 }
 
@@ -43,9 +51,12 @@ export function registerAttach(program: Command): void {
     .option('--ifname <name>', 'interface name inside the namespace (default eth0)')
     .option('--ip <cidr>', 'address to use instead of allocating one, e.g. 10.32.1.5/12')
     .option('--network <name>', 'network to attach to (default: the default network)')
+    .option('--name <name>', 'container name: answered by weavets DNS as NAME.weavets.local')
     .action(async (id: string, flags: AttachFlags, cmd: Command) => {
       const req = buildAttachRequest(id, flags);
       const ep = await clientFor(stateDirOf(cmd)).post<EndpointStatus>('/attach', req);
+      // A named namespace (/run/netns/NAME) gets weavets DNS in /etc/netns/NAME/resolv.conf.
+      writeContainerResolvConf(ep);
       out(ep.address);
     });
 

@@ -24,6 +24,7 @@ import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
 import { formatCidr, parseCidr } from '../ipam/cidr';
 import { applyStoreFlags, storeArgs, type StoreFlags } from './ipam';
+import { applyDnsFlags, dnsArgs, type DnsFlags } from './dns';
 import {
   parseBindAddress,
   parseHttpAddr,
@@ -40,7 +41,7 @@ const STOP_TIMEOUT_MS = 15_000;
 const POLL_MS = 50;
 const LOG_TAIL_LINES = 20;
 
-export interface LaunchFlags extends StoreFlags {
+export interface LaunchFlags extends StoreFlags, DnsFlags {
   foreground?: boolean;
   name?: string;
   nickname?: string;
@@ -55,6 +56,8 @@ export interface LaunchFlags extends StoreFlags {
   /** Internal: the background launcher hands the password over on this fd. */
   passwordFd?: string;
   trustedSubnets?: string;
+  dockerPluginSocket?: string;
+  dockerHost?: string;
 }
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
@@ -88,6 +91,17 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
   const fromEnv = takePasswordFromEnv();
   if (config.password === undefined && fromEnv !== undefined) config.password = fromEnv;
   applyStoreFlags(config, flags);
+  applyDnsFlags(config, flags);
+  if (flags.dockerPluginSocket !== undefined) {
+    if (flags.dockerPluginSocket !== '' && !flags.dockerPluginSocket.startsWith('/')) {
+      throw new UsageError('--docker-plugin-socket: give an absolute path (or "" to turn the Docker plugin off)');
+    }
+    config.dockerPluginSocket = flags.dockerPluginSocket;
+  }
+  if (flags.dockerHost !== undefined) {
+    if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost)) throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
+    config.dockerHost = flags.dockerHost;
+  }
   return config;
 }
 
@@ -131,7 +145,9 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   // The password itself never goes in argv: a file path, or a pipe on fd 3.
   if (config.passwordFile !== undefined) args.push('--password-file', config.passwordFile);
   else if (config.password !== undefined) args.push('--password-fd', '3');
-  args.push(...storeArgs(config));
+  args.push(...storeArgs(config), ...dnsArgs(config));
+  if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
+  if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   return [...args, '--', ...config.peers];
 }
 
@@ -421,6 +437,8 @@ export function registerLifecycle(program: Command): void {
     .option('--password-file <file>', 'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic')
     .addOption(new Option('--password-fd <fd>').hideHelp())
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
+    .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
+    .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);

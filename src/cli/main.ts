@@ -6,6 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_STATE_DIR } from '../config';
 import { registerAttach } from './attach';
 import { registerCni } from './cni';
+import { registerDns } from './dns';
 import { registerIpam } from './ipam';
 import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerAttach(program);
   registerStatus(program);
   registerCni(program);
+  registerDns(program);
   // Subcommands inherit exitOverride/output settings only when set on each.
   for (const cmd of program.commands) {
     cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });

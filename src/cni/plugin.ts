@@ -8,7 +8,7 @@ import { ApiClient } from '../api/client';
 import type { EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
 import { WeavetsError } from '../errors';
 import { endpointId, parseEndpointId, type Invocation } from './invocation';
-import { CNI_ERR, CniError, formatResult, type CniResult } from './spec';
+import { CNI_ERR, CniError, formatResult, type CniResult, type DnsConfig } from './spec';
 
 /** What the plugin needs from the daemon API; ApiClient is it. */
 export type DaemonApi = Pick<ApiClient, 'get' | 'post' | 'raw'>;
@@ -77,7 +77,8 @@ export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult
       mac: ep.mac,
       sandbox: inv.netns,
       address: ep.address,
-      dns: conf.dns,
+      // weavets DNS for the container, unless the configuration names its own resolvers.
+      dns: { ...(ep.dns ? { nameservers: ep.dns.nameservers, search: ep.dns.search } : {}), ...definedOnly(conf.dns) },
       ...(ep.gateway !== undefined ? { gateway: ep.gateway } : {}),
     };
     return formatResult(conf.cniVersion, attachment);
@@ -159,4 +160,13 @@ export async function cmdStatus(_inv: Invocation, api: DaemonApi): Promise<void>
     throw new CniError(CNI_ERR.NOT_AVAILABLE_DEGRADED, `weavets daemon unreachable: ${why}`);
   }
   if (res.status !== 200) throw new CniError(CNI_ERR.NOT_AVAILABLE, `weavets daemon is not ready (HTTP ${res.status}: ${res.body.trim()})`);
+}
+
+function definedOnly(d: DnsConfig): DnsConfig {
+  const out: DnsConfig = {};
+  if (d.nameservers !== undefined && d.nameservers.length > 0) out.nameservers = d.nameservers;
+  if (d.domain !== undefined) out.domain = d.domain;
+  if (d.search !== undefined && d.search.length > 0) out.search = d.search;
+  if (d.options !== undefined && d.options.length > 0) out.options = d.options;
+  return out;
 }

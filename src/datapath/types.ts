@@ -1,5 +1,6 @@
 /**
- * One interface, several data paths behind it (sleeve now, fastdp later). The router
+ * One interface, several data paths behind it (sleeve, and the composite of sleeve +
+ * fastdp in src/datapath/composite.ts). The router
  * tells a data path which peers exist and where; the data path tells the router when
  * its path to a peer comes up or goes down. Nothing here knows about TCP or gossip.
  */
@@ -54,6 +55,8 @@ export interface Datapath {
   /** Called by the router when routes change (peer reachable/unreachable). */
   peerGone(peer: PeerName): void;
   peerStatus(peer: PeerName): PeerPathStatus | undefined;
+  /** Which path carries this peer's traffic now (per connection); undefined: unknown peer. */
+  peerDatapath(peer: PeerName): 'sleeve' | 'fastdp' | undefined;
   /** Drop counters by reason, for /metrics. */
   drops(): ReadonlyMap<string, number>;
   /** Frames a network delivered to or received from its bridge. */

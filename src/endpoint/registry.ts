@@ -63,13 +63,14 @@ export class EndpointRegistry {
     for (const ep of data.endpoints ?? []) {
       if ((await this.netlink.getLink(ep.hostVeth)) === undefined) {
         this.log.info('endpoint gone while we were down; releasing its address', { id: ep.id, address: ep.address });
+        if (ep.externalAddress) continue;
         await this.allocator.release(ep.id, ep.ifname).catch((err: unknown) => {
           this.log.warn('could not release the address of a gone endpoint', { id: ep.id, error: (err as Error).message });
         });
         continue;
       }
       await this.networks.ensure(ep.network);
-      await this.reclaimAddress(ep.id, ep.ifname, ep.network, ep.address);
+      if (!ep.externalAddress) await this.reclaimAddress(ep.id, ep.ifname, ep.network, ep.address);
       this.endpoints.set(ep.id, ep);
     }
     for (const ex of data.exposed ?? []) {
@@ -106,6 +107,59 @@ export class EndpointRegistry {
 
   detach(id: string): Promise<void> {
     return this.serialise(() => this.doDetach(id));
+  }
+
+  /**
+   * A veth for a runtime that moves the container end itself (Docker's remote driver):
+   * the host end on the network's bridge and up, the other end (`ifname`) left in this
+   * namespace with `mac`. The caller allocated `address` and releases it: the endpoint
+   * is `externalAddress`. Idempotent for the same id and network.
+   */
+  plug(req: { id: string; network: string; address: string; mac?: string; name?: string; gateway?: string }): Promise<EndpointStatus> {
+    return this.serialise(async () => {
+      if (!ID_RE.test(req.id)) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
+      const badNet = validateNetworkName(req.network);
+      if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
+      const existing = this.endpoints.get(req.id);
+      if (existing) {
+        if (existing.network === req.network) return existing;
+        throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already on network ${existing.network}`);
+      }
+      const net = await this.networks.ensure(req.network);
+      const tag = shortHash(`${req.id}\0${req.network}\0plug`);
+      const hostVeth = `vwt${tag}`;
+      const peer = `vwc${tag}`;
+      try {
+        await this.ledger.record(hostVeth);
+        await this.netlink.deleteLink(hostVeth, { ignoreMissing: true });
+        await this.netlink.createVeth(hostVeth, peer, { mtu: net.mtu, ...(req.mac !== undefined ? { peerMac: req.mac } : {}) });
+        await this.netlink.setMaster(hostVeth, net.bridge);
+        await this.netlink.setUp(hostVeth);
+        const [link, hostLink] = await Promise.all([this.netlink.getLink(peer), this.netlink.getLink(hostVeth)]);
+        const ep: EndpointStatus = {
+          id: req.id,
+          network: req.network,
+          ifname: peer,
+          address: req.address,
+          mac: link?.mac ?? '',
+          netns: '',
+          hostVeth,
+          hostMac: hostLink?.mac ?? '',
+          ...(req.name !== undefined ? { name: req.name } : {}),
+          ...(req.gateway !== undefined ? { gateway: req.gateway } : {}),
+          externalAddress: true,
+        };
+        this.endpoints.set(req.id, ep);
+        await this.save();
+        this.log.info('plugged endpoint', { id: req.id, network: req.network, address: req.address });
+        return ep;
+      } catch (err) {
+        await this.netlink.deleteLink(hostVeth, { ignoreMissing: true }).catch(() => undefined);
+        await this.ledger.forget(hostVeth);
+        if (err instanceof WeavetsError) throw err;
+        throw new WeavetsError('EWEAVETS_INTERNAL', `plug ${req.id}: ${(err as Error).message}`);
+      }
+    });
   }
 
   expose(network: string | undefined, ip: string | undefined): Promise<ExposeResult> {
@@ -226,7 +280,7 @@ export class EndpointRegistry {
     await this.netlink.deleteLink(ep.hostVeth, { ignoreMissing: true });
     await this.ledger.forget(ep.hostVeth);
     // If the store is unavailable this throws and the endpoint stays listed: detach again later.
-    await this.allocator.release(id, ep.ifname);
+    if (!ep.externalAddress) await this.allocator.release(id, ep.ifname);
     this.endpoints.delete(id);
     await this.save();
     this.log.info('detached endpoint', { id, address: ep.address });

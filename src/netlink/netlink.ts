@@ -13,6 +13,23 @@ import type { ifla } from 'netlink';
 import { AF_INET, AF_INET6, bytesToIp, familyOf, formatMac, parseCidr, parseMac, ipToBytes } from './addr';
 import { isCode, NetlinkError } from './errors';
 import { attr, decodeLinkInfo, encodeLinkInfo, readU32, vethData } from './linkinfo';
+import {
+  addressMessage,
+  bridgePortMessage,
+  fdbMessage,
+  IFA_F_NODAD,
+  neighbourMessage,
+  RT_SCOPE_LINK,
+  RT_SCOPE_UNIVERSE,
+  vxlanData,
+  type BridgePortSettings,
+} from './neigh';
+
+const RTM_NEWLINK = 16;
+const RTM_NEWADDR = 20;
+const RTM_NEWNEIGH = 28;
+const RTM_DELNEIGH = 29;
+const NLM_F_APPEND = 0x800;
 import { inNetns, openNetns } from './netns';
 
 export interface LinkInfo {
@@ -188,6 +205,104 @@ export class Netlink {
     }
   }
 
+  /**
+   * Create a VXLAN link (learning as asked; VNI, UDP port, MTU, MAC). An existing link of
+   * that name is reconciled: kept if it is a VXLAN link (its settings are not re-read:
+   * callers that care delete and recreate), else EEXIST.
+   */
+  async createVxlan(name: string, opts: { vni: number; port: number; learning?: boolean; mtu?: number; mac?: string; local?: string }): Promise<LinkInfo> {
+    const what = `create vxlan ${name}`;
+    const attrs: ifla.LinkAttrs = {
+      ifname: name,
+      linkinfo: encodeLinkInfo({
+        kind: 'vxlan',
+        data: vxlanData({
+          vni: opts.vni,
+          port: opts.port,
+          learning: opts.learning ?? false,
+          ...(opts.local !== undefined ? { local: ipToBytes(opts.local) } : {}),
+        }),
+      }),
+    };
+    if (opts.mtu !== undefined) attrs.mtu = opts.mtu;
+    if (opts.mac !== undefined) attrs.address = parseMac(opts.mac);
+    try {
+      await this.request(rt.MessageType.NEWLINK, { kind: 'link', data: {}, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
+    } catch (e) {
+      if (!isCode(e, 'EEXIST')) throw e;
+    }
+    const link = await this.getLink(name);
+    if (!link) throw new NetlinkError('ENODEV', `${what}: ENODEV (vanished after creation)`);
+    if (link.kind !== 'vxlan') throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
+    return link;
+  }
+
+  /** Change a bridge port's settings (isolation, learning) or flush its learned entries. */
+  async setBridgePort(name: string, s: BridgePortSettings): Promise<void> {
+    const what = `set bridge port ${name} ${JSON.stringify(s)}`;
+    const index = await this.indexOf(name, what);
+    await this.rawRequest(RTM_NEWLINK, bridgePortMessage(index, s), 0, what);
+  }
+
+  /**
+   * Add an entry to a VXLAN device's own FDB: frames for `mac` go to the VTEP `dst`. The
+   * all-zeros MAC may have several entries (append): broadcast and unknown destinations
+   * are replicated to each. Adding an entry that exists is not an error.
+   */
+  async addFdb(dev: string, mac: string, dst: string): Promise<void> {
+    const what = `fdb append ${mac} dev ${dev} dst ${dst}`;
+    const index = await this.indexOf(dev, what);
+    try {
+      await this.rawRequest(RTM_NEWNEIGH, fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }), FlagsNew.CREATE | NLM_F_APPEND, what);
+    } catch (e) {
+      if (!isCode(e, 'EEXIST')) throw e;
+    }
+  }
+
+  /** Remove one FDB entry (MAC + VTEP); a missing entry or device is fine. */
+  async delFdb(dev: string, mac: string, dst: string): Promise<void> {
+    const what = `fdb del ${mac} dev ${dev} dst ${dst}`;
+    try {
+      const index = await this.indexOf(dev, what);
+      await this.rawRequest(RTM_DELNEIGH, fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }), 0, what);
+    } catch (e) {
+      if (isCode(e, 'ENOENT', 'ENODEV', 'ESRCH')) return;
+      throw e;
+    }
+  }
+
+  /** A permanent neighbour (ARP/NDP) entry: `ip neigh replace IP lladdr MAC dev DEV nud permanent`. */
+  async setNeighbour(dev: string, ip: string, mac: string): Promise<void> {
+    const what = `neigh replace ${ip} lladdr ${mac} dev ${dev}`;
+    const index = await this.indexOf(dev, what);
+    await this.rawRequest(RTM_NEWNEIGH, neighbourMessage({ index, mac: parseMac(mac), dst: ipToBytes(ip) }), FlagsNew.CREATE | FlagsNew.REPLACE, what);
+  }
+
+  async delNeighbour(dev: string, ip: string): Promise<void> {
+    const what = `neigh del ${ip} dev ${dev}`;
+    try {
+      const index = await this.indexOf(dev, what);
+      await this.rawRequest(RTM_DELNEIGH, neighbourMessage({ index, mac: Buffer.alloc(6), dst: ipToBytes(ip) }), 0, what);
+    } catch (e) {
+      if (isCode(e, 'ENOENT', 'ENODEV', 'ESRCH')) return;
+      throw e;
+    }
+  }
+
+  /** Add an address without duplicate address detection (usable at once); an existing one is fine. */
+  async addAddressNoDad(name: string, cidr: string): Promise<void> {
+    const what = `add address ${cidr} dev ${name} nodad`;
+    const c = parseCidr(cidr);
+    const index = await this.indexOf(name, what);
+    const linkLocal = c.family === AF_INET6 && c.bytes[0] === 0xfe && (c.bytes[1]! & 0xc0) === 0x80;
+    const msg = addressMessage({ index, ip: c.bytes, prefixLen: c.prefixLen, flags: IFA_F_NODAD, scope: linkLocal ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE });
+    try {
+      await this.rawRequest(RTM_NEWADDR, msg, FlagsNew.CREATE | FlagsNew.EXCL, what);
+    } catch (e) {
+      if (!isCode(e, 'EEXIST')) throw e;
+    }
+  }
+
   // ---- addresses ----
 
   async addAddress(name: string, cidr: string, opts: { ignoreExisting?: boolean } = {}): Promise<void> {
@@ -340,14 +455,23 @@ export class Netlink {
   }
 
   private async request(type: rt.MessageType, msg: Payload, flags: number, what: string): Promise<rt.Message[]> {
-    if (this.closed) throw new NetlinkError('EBADF', `${what}: EBADF (netlink socket closed)`);
     const out = new AttrStream();
     if (msg.kind === 'link') rt.formatLinkMessage(msg, out);
     else if (msg.kind === 'address') rt.formatAddressMessage(msg, out);
     else rt.formatRouteMessage(msg, out);
+    return this.send(type, out.bufs, flags, what);
+  }
+
+  /** A request whose body we encoded ourselves (neigh.ts); replies are acks only. */
+  private async rawRequest(type: number, body: Buffer, flags: number, what: string): Promise<void> {
+    await this.send(type, [body], flags, what);
+  }
+
+  private async send(type: number, bufs: Uint8Array[], flags: number, what: string): Promise<rt.Message[]> {
+    if (this.closed) throw new NetlinkError('EBADF', `${what}: EBADF (netlink socket closed)`);
     let reply;
     try {
-      [reply] = await this.sock.socket.request(type, out.bufs, { flags, checkError: false, timeout: REQUEST_TIMEOUT_MS });
+      [reply] = await this.sock.socket.request(type, bufs, { flags, checkError: false, timeout: REQUEST_TIMEOUT_MS });
     } catch (e) {
       const err = e as { code?: unknown; errno?: unknown; message?: string };
       if (typeof err.code === 'string') throw new NetlinkError(err.code, `${what}: ${err.code}`, typeof err.errno === 'number' ? err.errno : undefined);

@@ -410,7 +410,8 @@ export class Router implements DatapathEvents {
         nickname: conn.remote?.nickname ?? '',
         address: conn.outbound && conn.target ? conn.target : conn.remote ? conn.remoteListenAddress : conn.remoteAddress,
         state: ready && path?.up ? 'established' : 'handshaking',
-        datapath: this.datapath?.kind ?? 'sleeve',
+        // Per connection: the composite data path says which path carries this peer now.
+        datapath: (name === undefined ? undefined : this.datapath?.peerDatapath(name)) ?? 'sleeve',
         encrypted: conn.encrypted && conn.dataKeys !== undefined,
         outbound: conn.outbound,
       };
@@ -428,7 +429,7 @@ export class Router implements DatapathEvents {
           nickname: '',
           address: t.address,
           state: 'failed',
-          datapath: this.datapath?.kind ?? 'sleeve',
+          datapath: 'sleeve',
           encrypted: this.opts.security.password !== undefined,
           outbound: true,
           info: t.lastError,

@@ -72,7 +72,7 @@ function buildImageTar(dir: string): string {
   for (const d of ['etc', 'tmp', 'proc', 'sys', 'dev']) fs.mkdirSync(path.join(root, d), { recursive: true });
   fs.copyFileSync(fs.realpathSync(spawnSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).stdout.trim()), path.join(root, 'bin', 'busybox'));
   fs.chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
-  for (const applet of ['sh', 'ping', 'sleep', 'httpd', 'nc', 'ip', 'cat', 'wget', 'hostname']) {
+  for (const applet of ['sh', 'ping', 'sleep', 'httpd', 'nc', 'ip', 'cat', 'wget', 'hostname', 'nslookup']) {
     fs.symlinkSync('busybox', path.join(root, 'bin', applet));
   }
   fs.writeFileSync(path.join(root, 'www', 'index.html'), 'hello from weavets\n');
@@ -168,6 +168,17 @@ describe.skipIf(!haveTools)('podman with weavets-cni on two hosts', () => {
     );
     const back = await podmanOk(p2, ['exec', 'c2', 'ping', '-c', '3', '-W', '2', ip1]);
     expect(back).toMatch(/3 packets received/);
+    // By name, across hosts: podman writes the resolver weavets-cni returned (weavets DNS
+    // on the host's address) into the container's resolv.conf.
+    const resolv = await podmanOk(p2, ['exec', 'c2', 'cat', '/etc/resolv.conf']);
+    expect(resolv).toMatch(/search .*weavets\.local/);
+    await lab.waitFor(async () => (await podman(p2, ['exec', 'c2', 'ping', '-c', '1', '-W', '1', 'c1'])).code === 0, {
+      what: 'c2 (h2) to ping c1 (h1) by name',
+      timeoutMs: 15_000,
+      intervalMs: 500,
+    });
+    const byName = await podmanOk(p2, ['exec', 'c2', 'ping', '-c', '1', 'c1.weavets.local']);
+    expect(byName).toContain(`(${ip1})`);
     // The daemon holds the endpoint under the CNI id, with the container's name.
     const eps = await lab.weavetsJson<EndpointJson[]>(p1.host, ['ps']);
     const ep = eps.find((e) => e.id.startsWith('cni:weavets:'));

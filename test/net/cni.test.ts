@@ -27,6 +27,7 @@ interface CniResultJson {
   interfaces: { name: string; mac: string; sandbox?: string }[];
   ips: { address: string; gateway?: string; interface: number; version?: string }[];
   routes: { dst: string; gw?: string }[];
+  dns?: { nameservers?: string[]; search?: string[] };
 }
 
 let lab: Lab;
@@ -216,6 +217,9 @@ describe('weavets-cni with a real daemon', () => {
       const res = add.json as unknown as CniResultJson;
       expect(res.cniVersion).toBe(version);
       expect(res.interfaces[1]).toMatchObject({ name: 'eth0', sandbox: ctr.netns });
+      // weavets DNS answers on the host's address on the network, which is the gateway.
+      expect(res.dns?.nameservers).toEqual([res.ips[0]!.gateway]);
+      expect(res.dns?.search).toContain('weavets.local');
       const addr = await lab.execOk(ctr, ['ip', '-o', 'addr', 'show', 'dev', 'eth0']);
       expect(addr.stdout).toContain(`inet ${res.ips[0]!.address}`);
       expect((await cni('CHECK', ctr, conf(version, { prevResult: res }), { plugin: fast })).code).toBe(0);

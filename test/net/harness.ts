@@ -585,14 +585,34 @@ export class Lab {
     this.blocked.delete(key);
   }
 
+  /** Drop UDP datagrams to `port` between two hosts, both directions (e.g. VXLAN 6784). */
+  async blockUdpPort(a: Host | string, b: Host | string, port: number): Promise<void> {
+    const [ha, hb] = [typeof a === 'string' ? this.host(a) : a, typeof b === 'string' ? this.host(b) : b];
+    await this.ensureBlockTable();
+    const key = `${[ha.ip, hb.ip].sort().join('|')}|udp${port}`;
+    if (this.blocked.has(key)) return;
+    await this.nft(['add', 'element', 'bridge', 'lab', 'blocked_udp', `{ ${ha.ip} . ${hb.ip} . ${port}, ${hb.ip} . ${ha.ip} . ${port} }`]);
+    this.blocked.add(key);
+  }
+
+  async unblockUdpPort(a: Host | string, b: Host | string, port: number): Promise<void> {
+    const [ha, hb] = [typeof a === 'string' ? this.host(a) : a, typeof b === 'string' ? this.host(b) : b];
+    const key = `${[ha.ip, hb.ip].sort().join('|')}|udp${port}`;
+    if (!this.blocked.has(key)) return;
+    await this.nft(['delete', 'element', 'bridge', 'lab', 'blocked_udp', `{ ${ha.ip} . ${hb.ip} . ${port}, ${hb.ip} . ${ha.ip} . ${port} }`]);
+    this.blocked.delete(key);
+  }
+
   private async ensureBlockTable(): Promise<void> {
     if (this.blockTableReady) return;
     const ruleset = [
       'table bridge lab {',
       '  set blocked { type ipv4_addr . ipv4_addr; }',
+      '  set blocked_udp { type ipv4_addr . ipv4_addr . inet_service; }',
       '  chain forward {',
       '    type filter hook forward priority 0; policy accept;',
       '    ether type ip ip saddr . ip daddr @blocked counter drop',
+      '    ether type ip ip saddr . ip daddr . udp dport @blocked_udp counter drop',
       '  }',
       '}',
     ].join('\n');

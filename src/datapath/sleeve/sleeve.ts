@@ -110,6 +110,12 @@ export interface SleeveOptions {
   defaultPmtu?: number;
   /** Seals datagrams of peers that have keys. */
   sealer: Sealer;
+  /**
+   * Peers the kernel fast path carries (owned by the composite datapath). The sleeve does
+   * not send them unicast frames from the bridge and does not deliver broadcasts they
+   * originate (the VXLAN port did both); it still relays for them. See docs/FASTDP.md.
+   */
+  kernelPeers?: ReadonlySet<PeerName>;
 }
 
 export function tapNameFor(networkId: number): string {
@@ -127,6 +133,7 @@ export class SleeveDatapath implements Datapath {
   private readonly log: Logger;
   private readonly defaultPmtu: number;
   private readonly sealer: Sealer;
+  private readonly kernelPeers: ReadonlySet<PeerName>;
   private readonly socket: UdpBatchSocket;
   private readonly peers = new Map<PeerName, SleevePeer>();
   private readonly networks = new Map<number, SleeveNetwork>();
@@ -164,6 +171,7 @@ export class SleeveDatapath implements Datapath {
     this.log = opts.log;
     this.defaultPmtu = opts.defaultPmtu ?? 1500 - UDP_IP_OVERHEAD;
     this.sealer = opts.sealer;
+    this.kernelPeers = opts.kernelPeers ?? new Set();
     this.socket = socket;
     for (let i = 0; i < TX_SLOTS; i++) this.txOffsets[i] = i * TX_SLOT_SIZE;
     socket.startReading((count) => this.onDatagrams(count));
@@ -283,6 +291,10 @@ export class SleeveDatapath implements Datapath {
     this.macs.forgetPeer(peer);
   }
 
+  peerDatapath(peer: PeerName): 'sleeve' | undefined {
+    return this.peers.has(peer) ? 'sleeve' : undefined;
+  }
+
   peerStatus(peer: PeerName): PeerPathStatus | undefined {
     const p = this.peers.get(peer);
     if (!p) return undefined;
@@ -346,6 +358,8 @@ export class SleeveDatapath implements Datapath {
         continue;
       }
       const hop = this.routes.unicastNextHop(owner);
+      // The bridge handed the same frame to the VXLAN port, which carries it to this peer.
+      if (hop === owner && this.kernelPeers.has(owner)) continue;
       const p = hop === undefined ? undefined : this.peers.get(hop);
       if (p === undefined || !p.up) {
         // The owner went away: flood so the frame still reaches it if it moved.
@@ -682,7 +696,10 @@ export class SleeveDatapath implements Datapath {
         continue;
       }
       if (dst === self || dst === NO_PEER) {
-        this.deliver(src, netId, buf, payOff, payLen, direct);
+        // A broadcast straight from a fast-path peer already came through the VXLAN port:
+        // only relay it (and learn where its sender lives).
+        if (dst === NO_PEER && src === from.name && this.kernelPeers.has(src)) this.learnOnly(src, netId, buf, payOff);
+        else this.deliver(src, netId, buf, payOff, payLen, direct);
         if (dst === self) continue;
       }
       if (hops + 1 >= MAX_HOPS) {
@@ -726,6 +743,11 @@ export class SleeveDatapath implements Datapath {
     sn.pendingOffsets[sn.pendingCount] = off;
     sn.pendingLengths[sn.pendingCount] = len;
     sn.pendingCount++;
+  }
+
+  private learnOnly(src: PeerName, netId: number, buf: Buffer, off: number): void {
+    const srcMac = readMac(buf, off + OFFLOAD_LENGTH + 6);
+    if (!isMulticastMac(srcMac)) this.macs.learn(netId, srcMac, src, this.now);
   }
 
   private flushTapWrites(): void {

@@ -1,0 +1,178 @@
+/**
+ * DNS on the command line: the launch flags (--dns-listen, --dns-domain, --dns-ttl,
+ * --dns-resolv-conf, --no-dns), `dns-add`, `dns-remove`, `dns-lookup`, the table of
+ * `status dns`, and the resolv.conf `attach` writes for a named namespace.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { DEFAULT_DNS, type DaemonConfig } from '../config';
+import type { DnsLookupResult, DnsRecordView, DnsStatus, EndpointStatus } from '../api/types';
+import { clientFor, stateDirOf } from './context';
+import { ExitStatus, UsageError, formatJson, out } from './output';
+import { WeavetsError } from '../errors';
+
+export interface DnsFlags {
+  /** commander's --no-dns: false when given. */
+  dns?: boolean;
+  dnsListen?: string;
+  dnsDomain?: string;
+  dnsTtl?: string;
+  dnsResolvConf?: string;
+}
+
+export function addDnsOptions(cmd: Command): Command {
+  return cmd
+    .option('--no-dns', 'turn the embedded DNS off')
+    .option('--dns-listen <listen>', "DNS port on the host's bridge addresses (default 53), then optional loopback listeners: 53,127.0.0.1:5353")
+    .option('--dns-domain <domain>', `domain of container names (default ${DEFAULT_DNS.domain})`)
+    .option('--dns-ttl <seconds>', `TTL of the answers (default ${DEFAULT_DNS.ttl})`)
+    .option('--dns-resolv-conf <file>', `where the upstream nameservers come from (default ${DEFAULT_DNS.resolvConf})`);
+}
+
+function parsePortText(text: string, what: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535) throw new UsageError(`${what}: '${text}' is not a port (1-65535)`);
+  return Number(text);
+}
+
+/** Fill config.dns from the flags; throws UsageError on bad input. */
+export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
+  const given = flags.dns === false || [flags.dnsListen, flags.dnsDomain, flags.dnsTtl, flags.dnsResolvConf].some((f) => f !== undefined);
+  // Nothing given: config.dns stays undefined and the daemon takes DEFAULT_DNS.
+  if (!given) return;
+  const dns = { ...DEFAULT_DNS, extraListen: [] as string[] };
+  if (flags.dns === false) dns.enabled = false;
+  if (flags.dnsListen !== undefined) {
+    const parts = flags.dnsListen.split(',').map((p) => p.trim()).filter((p) => p !== '');
+    for (const p of parts) {
+      const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(p);
+      if (!m) {
+        dns.port = parsePortText(p, '--dns-listen');
+        continue;
+      }
+      if (!/^127\.\d+\.\d+\.\d+$/.test(m[1]!)) {
+        throw new UsageError(`--dns-listen ${p}: only loopback addresses may be given; the DNS also listens on the host's bridge addresses, never on the underlay`);
+      }
+      dns.extraListen.push(`${m[1]}:${parsePortText(m[2]!, '--dns-listen')}`);
+    }
+  }
+  if (flags.dnsDomain !== undefined) {
+    const d = flags.dnsDomain.toLowerCase().replace(/\.$/, '');
+    if (!/^([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/.test(d) || d.length > 200) {
+      throw new UsageError(`--dns-domain: '${flags.dnsDomain}' is not a domain name such as weavets.local`);
+    }
+    dns.domain = d + '.';
+  }
+  if (flags.dnsTtl !== undefined) {
+    if (!/^\d+$/.test(flags.dnsTtl) || Number(flags.dnsTtl) > 86400) throw new UsageError(`--dns-ttl: '${flags.dnsTtl}' is not a number of seconds from 0 to 86400`);
+    dns.ttl = Number(flags.dnsTtl);
+  }
+  if (flags.dnsResolvConf !== undefined) dns.resolvConf = path.resolve(flags.dnsResolvConf);
+  config.dns = dns;
+}
+
+/** The launch flags that reproduce config.dns (background launch re-executes the CLI). */
+export function dnsArgs(config: DaemonConfig): string[] {
+  const d = config.dns;
+  if (!d) return [];
+  if (!d.enabled) return ['--no-dns'];
+  return [
+    '--dns-listen',
+    [String(d.port), ...d.extraListen].join(','),
+    '--dns-domain',
+    d.domain,
+    '--dns-ttl',
+    String(d.ttl),
+    '--dns-resolv-conf',
+    d.resolvConf,
+  ];
+}
+
+export function formatDnsStatus(s: DnsStatus): string {
+  const pairs: [string, string][] = [
+    ['Domain', s.domain],
+    ['TTL', `${s.ttl} s`],
+    ['Listen', s.listen.join(', ') || '(nothing yet)'],
+    ['Records', `${s.records} (${s.names} names; ${s.local} from this host)`],
+    ['Upstream', `${s.upstream.join(', ') || '(none)'} from ${s.resolvConf}`],
+    [
+      'Queries',
+      `${s.queries.answered} answered, ${s.queries.nxdomain} nxdomain, ${s.queries.forwarded} forwarded, ${s.queries.servfail} servfail, ${s.queries.formerr} formerr, ${s.queries.dropped} dropped`,
+    ],
+  ];
+  const width = Math.max(...pairs.map(([k]) => k.length));
+  return pairs.map(([k, v]) => `${k.padStart(width)}: ${v}`).join('\n') + '\n';
+}
+
+/**
+ * `ip netns exec NAME` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf, so a
+ * container that is a named namespace gets weavets DNS there. Other namespaces (a
+ * /proc/PID/ns/net path) are the runtime's business: nothing is written.
+ */
+export function resolvConfPathFor(netns: string): string | undefined {
+  const m = /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(netns);
+  return m ? path.join('/etc/netns', m[1]!, 'resolv.conf') : undefined;
+}
+
+export function resolvConfText(dns: { nameservers: string[]; search: string[] }): string {
+  return `# written by weavets attach\n${dns.nameservers.map((n) => `nameserver ${n}`).join('\n')}\nsearch ${dns.search.join(' ')}\noptions ndots:1\n`;
+}
+
+/** Write the container's resolv.conf when its namespace is a named one; returns the path. */
+export function writeContainerResolvConf(ep: EndpointStatus): string | undefined {
+  if (!ep.dns) return undefined;
+  const file = resolvConfPathFor(ep.netns);
+  if (!file) return undefined;
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  fs.writeFileSync(file, resolvConfText(ep.dns), { mode: 0o644 });
+  return file;
+}
+
+function formatLookup(r: DnsLookupResult): string {
+  return 'addresses' in r ? r.addresses.join('\n') : r.names.join('\n');
+}
+
+/** `dns-add`, `dns-remove`, `dns-lookup`; the DNS flags of `launch` and `status dns` (registered before this). */
+export function registerDns(program: Command): void {
+  const launch = program.commands.find((c) => c.name() === 'launch');
+  if (launch) addDnsOptions(launch);
+  const status = program.commands.find((c) => c.name() === 'status');
+  // `status dns` is answered here, before status's own action (which knows the router's sections).
+  status?.hook('preAction', async (_this, action) => {
+    if (action.args[0] !== 'dns') return;
+    const s = await clientFor(stateDirOf(action)).get<DnsStatus>('/dns/status');
+    out((action.opts() as { json?: boolean }).json ? formatJson(s) : formatDnsStatus(s));
+    throw new ExitStatus(0);
+  });
+  program
+    .command('dns-add')
+    .description('add DNS records NAME -> IP on this host (kept across restarts; gone with the host)')
+    .argument('<name>', 'name, e.g. db (answered as db.weavets.local)')
+    .argument('<ips...>', 'IPv4 addresses')
+    .action(async (name: string, ips: string[], _flags: unknown, cmd: Command) => {
+      await clientFor(stateDirOf(cmd)).post<DnsRecordView[]>('/dns/add', { name, ips });
+    });
+
+  program
+    .command('dns-remove')
+    .description('remove records added with dns-add on this host: all of NAME, or only the given IPs')
+    .argument('<name>', 'name')
+    .argument('[ips...]', 'IPv4 addresses')
+    .action(async (name: string, ips: string[], _flags: unknown, cmd: Command) => {
+      await clientFor(stateDirOf(cmd)).post<DnsRecordView[]>('/dns/remove', ips.length > 0 ? { name, ips } : { name });
+    });
+
+  program
+    .command('dns-lookup')
+    .description("print a name's addresses (or an address's names) as every host's DNS serves them")
+    .argument('<name>', 'name, NAME.DOMAIN, or an IPv4 address')
+    .option('--json', 'print JSON')
+    .action(async (name: string, flags: { json?: boolean }, cmd: Command) => {
+      const r = await clientFor(stateDirOf(cmd)).post<DnsLookupResult>('/dns/lookup', { name });
+      if (flags.json) out(formatJson(r));
+      else if (('addresses' in r ? r.addresses : r.names).length === 0) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no record for ${'name' in r ? r.name : r.address}`);
+      else out(formatLookup(r));
+    });
+}
+
+

@@ -1,0 +1,369 @@
+/**
+ * fastdp: the kernel carries the frames. Per network a VXLAN device (VNI = network id,
+ * UDP 6784, learning off) is a port of the network's bridge; per peer whose VXLAN path is
+ * proven, an all-zeros FDB entry makes the device replicate broadcast and unknown
+ * destinations to that peer's underlay address (and known destinations go there too:
+ * the bridge learns which MACs sit behind the VXLAN port). The daemon never touches a
+ * frame on this path; it only programs the kernel and proves the path with probes.
+ *
+ * Probes: a separate VXLAN device (reserved VNI 0xffffff, same UDP port) with an IPv6
+ * link-local address and MAC derived from the peer name, a permanent neighbour entry and
+ * an FDB entry per peer. A probe is a UDP datagram to the peer's derived address: it
+ * leaves through the kernel's VXLAN encapsulation to the peer's underlay IP on UDP 6784,
+ * exactly like container traffic, so an answered probe proves the path both ways and a
+ * blocked port is noticed within PATH_DEAD_MS. See docs/FASTDP.md.
+ *
+ * All netlink changes run one at a time on a queue, so a peer flapping up and down never
+ * has its FDB entries added and removed out of order.
+ */
+import * as dgram from 'node:dgram';
+import type { Logger } from '../../log';
+import type { Netlink } from '../../netlink';
+import { formatPeerName, type PeerName } from '../../router/peername';
+import type { OverlayNetwork } from '../types';
+import { tapNameFor } from '../sleeve/sleeve';
+import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
+
+export const FASTDP_PORT = 6784;
+/** VXLAN header (8) + UDP (8) + IPv4 (20) + inner Ethernet (14). */
+export const VXLAN_OVERHEAD = 50;
+/** VNI of the probe device; a network hashing to it is carried by the sleeve only. */
+export const PROBE_VNI = 0xffffff;
+export const PROBE_DEVICE = 'wtvprobe';
+const ZERO_MAC = '00:00:00:00:00:00';
+
+const PROBE_INTERVAL_MS = 500;
+const TICK_MS = 250;
+/** A fast path with no probe answered for this long is down. */
+export const PATH_DEAD_MS = 2000;
+
+export function vxlanNameFor(networkId: number): string {
+  return `wtv${networkId.toString(16).padStart(6, '0')}`;
+}
+
+export interface FastdpEvents {
+  /** The kernel path to `peer` was proven (FDB programmed) or lost (FDB removed). */
+  fastPathChanged(peer: PeerName, up: boolean): void;
+}
+
+export interface FastdpOptions {
+  self: PeerName;
+  netlink: Netlink;
+  log: Logger;
+  events: FastdpEvents;
+  /** UDP port of the VXLAN devices (and of the probes inside them). */
+  port?: number;
+  /** Called with every link name before it is created (the link ledger). */
+  recordLink(name: string): Promise<void>;
+}
+
+interface FastPeer {
+  name: PeerName;
+  ip: string;
+  address: string;
+  up: boolean;
+  /** FDB entries for this peer are on the network devices. */
+  programmed: boolean;
+  lastAckAt: number;
+  seq: number;
+  sentAt: number;
+  rttMs: number | undefined;
+  framesOut: number;
+}
+
+interface FastNetwork {
+  net: OverlayNetwork;
+  dev: string;
+}
+
+function normalizeV6(addr: string): string {
+  const bare = addr.replace(/%.*$/, '');
+  try {
+    return new URL(`http://[${bare}]/`).hostname;
+  } catch {
+    return bare;
+  }
+}
+
+export class FastDatapath {
+  private readonly self: PeerName;
+  private readonly netlink: Netlink;
+  private readonly log: Logger;
+  private readonly events: FastdpEvents;
+  private readonly port: number;
+  private readonly recordLink: (name: string) => Promise<void>;
+  private readonly peers = new Map<PeerName, FastPeer>();
+  private readonly networks = new Map<number, FastNetwork>();
+  private readonly dropCounts = new Map<string, number>();
+  private readonly txBuf = Buffer.alloc(PROBE_LENGTH);
+  private socket: dgram.Socket | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private lastTickAt = Date.now();
+  private closed = false;
+
+  private constructor(opts: FastdpOptions) {
+    this.self = opts.self;
+    this.netlink = opts.netlink;
+    this.log = opts.log;
+    this.events = opts.events;
+    this.port = opts.port ?? FASTDP_PORT;
+    this.recordLink = opts.recordLink;
+  }
+
+  /** Create the probe device and socket; throws when this kernel cannot do VXLAN. */
+  static async open(opts: FastdpOptions): Promise<FastDatapath> {
+    const fd = new FastDatapath(opts);
+    try {
+      await fd.openProbe();
+    } catch (err) {
+      await fd.close();
+      throw err;
+    }
+    return fd;
+  }
+
+  private async openProbe(): Promise<void> {
+    await this.recordLink(PROBE_DEVICE);
+    // Whatever a previous run left (a crash) goes: its neighbours and FDB entries with it.
+    await this.netlink.deleteLink(PROBE_DEVICE, { ignoreMissing: true });
+    await this.netlink.createVxlan(PROBE_DEVICE, { vni: PROBE_VNI, port: this.port, learning: false, mac: probeMacFor(this.self) });
+    await this.netlink.setUp(PROBE_DEVICE);
+    const local = probeAddressFor(this.self);
+    await this.netlink.addAddressNoDad(PROBE_DEVICE, `${local}/64`);
+    const sock = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ address: `${local}%${PROBE_DEVICE}`, port: this.port, exclusive: true }, () => {
+        sock.off('error', reject);
+        resolve();
+      });
+    });
+    sock.on('error', (err) => this.log.warn('probe socket error', { error: err.message }));
+    sock.on('message', (msg, rinfo) => this.onProbe(msg, rinfo.address));
+    sock.unref();
+    this.socket = sock;
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.timer.unref();
+    this.log.info('fast path ready', { probe: `${local}%${PROBE_DEVICE}`, port: this.port });
+  }
+
+  /** Run netlink work strictly in order; errors are logged, never break the queue. */
+  private enqueue(what: string, fn: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(fn).catch((err: Error) => {
+      this.log.warn(`fast path: ${what} failed`, { error: err.message });
+    });
+    this.queue = run;
+    return run;
+  }
+
+  // ---- networks ----
+
+  /** Add the network's VXLAN port to its bridge (after the sleeve added its TAP). */
+  async addNetwork(net: OverlayNetwork): Promise<void> {
+    if (this.networks.has(net.id) || this.closed) return;
+    if (net.id === PROBE_VNI) {
+      this.log.warn('network id collides with the probe VNI: the sleeve carries it alone', { network: net.name });
+      return;
+    }
+    const dev = vxlanNameFor(net.id);
+    let failure: Error | undefined;
+    await this.enqueue(`add network ${net.name}`, async () => {
+      try {
+        await this.recordLink(dev);
+        await this.netlink.deleteLink(dev, { ignoreMissing: true });
+        await this.netlink.createVxlan(dev, { vni: net.id, port: this.port, learning: false, mtu: net.mtu });
+        await this.netlink.setMaster(dev, net.bridge);
+        // The TAP and the VXLAN port must never forward to each other: a frame that came
+        // from one path is delivered to local ports only, so nothing loops or doubles.
+        await this.netlink.setBridgePort(dev, { isolated: true });
+        await this.netlink.setBridgePort(tapNameFor(net.id), { isolated: true });
+        await this.netlink.setUp(dev);
+        this.networks.set(net.id, { net, dev });
+        for (const p of this.peers.values()) if (p.programmed) await this.netlink.addFdb(dev, ZERO_MAC, p.ip);
+        this.log.info('fast path carrying network', { network: net.name, vni: net.id, dev, mtu: net.mtu });
+      } catch (err) {
+        failure = err as Error;
+        await this.netlink.deleteLink(dev, { ignoreMissing: true }).catch(() => undefined);
+        throw err;
+      }
+    });
+    if (failure) throw failure;
+  }
+
+  async removeNetwork(id: number): Promise<void> {
+    await this.enqueue(`remove network ${id}`, async () => {
+      const n = this.networks.get(id);
+      if (!n) return;
+      this.networks.delete(id);
+      await this.netlink.deleteLink(n.dev, { ignoreMissing: true });
+    });
+  }
+
+  // ---- peers ----
+
+  /** Start probing a directly connected peer whose data goes in clear. */
+  addPeer(peer: PeerName, ip: string): void {
+    if (this.closed) return;
+    const existing = this.peers.get(peer);
+    if (existing && existing.ip === ip) return;
+    if (existing) this.removePeer(peer);
+    const p: FastPeer = {
+      name: peer,
+      ip,
+      address: probeAddressFor(peer),
+      up: false,
+      programmed: false,
+      lastAckAt: 0,
+      seq: 0,
+      sentAt: 0,
+      rttMs: undefined,
+      framesOut: 0,
+    };
+    this.peers.set(peer, p);
+    void this.enqueue(`probe entries for ${formatPeerName(peer)}`, async () => {
+      if (this.peers.get(peer) !== p) return;
+      await this.netlink.setNeighbour(PROBE_DEVICE, p.address, probeMacFor(peer));
+      await this.netlink.addFdb(PROBE_DEVICE, probeMacFor(peer), ip);
+      this.sendProbe(p, ProbeKind.Probe, 0);
+    });
+  }
+
+  removePeer(peer: PeerName): void {
+    const p = this.peers.get(peer);
+    if (!p) return;
+    this.peers.delete(peer);
+    if (p.up) this.setDown(p, 'peer removed');
+    void this.enqueue(`remove probe entries for ${formatPeerName(peer)}`, async () => {
+      await this.netlink.delFdb(PROBE_DEVICE, probeMacFor(peer), p.ip);
+      await this.netlink.delNeighbour(PROBE_DEVICE, p.address);
+    });
+  }
+
+  isUp(peer: PeerName): boolean {
+    return this.peers.get(peer)?.up === true;
+  }
+
+  peerStatus(peer: PeerName): { up: boolean; rttMs: number | undefined } | undefined {
+    const p = this.peers.get(peer);
+    return p === undefined ? undefined : { up: p.up, rttMs: p.rttMs };
+  }
+
+  drops(): ReadonlyMap<string, number> {
+    return this.dropCounts;
+  }
+
+  /** Wait for queued netlink work (tests, shutdown). */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    try {
+      this.socket?.close();
+    } catch {
+      // already closed
+    }
+    for (const p of this.peers.values()) p.up = false;
+    this.peers.clear();
+    for (const id of [...this.networks.keys()]) await this.removeNetwork(id);
+    await this.queue;
+    await this.netlink.deleteLink(PROBE_DEVICE, { ignoreMissing: true }).catch((err: Error) => {
+      this.log.warn('cannot delete the probe device', { error: err.message });
+    });
+  }
+
+  // ---- probes ----
+
+  private sendProbe(p: FastPeer, kind: ProbeKind, echo: number): void {
+    const sock = this.socket;
+    if (!sock || this.closed) return;
+    if (kind === ProbeKind.Probe) {
+      p.seq = (p.seq + 1) >>> 0;
+      p.sentAt = Date.now();
+    }
+    encode({ kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo }, this.txBuf);
+    // dgram copies the buffer before returning, so reusing txBuf is safe.
+    sock.send(this.txBuf, 0, PROBE_LENGTH, this.port, `${p.address}%${PROBE_DEVICE}`, (err) => {
+      if (err) this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    });
+  }
+
+  private onProbe(msg: Buffer, from: string): void {
+    const probe = decode(msg);
+    if (typeof probe === 'string') {
+      this.drop(probe);
+      return;
+    }
+    if (probe.receiver !== this.self) {
+      this.drop('not_for_us');
+      return;
+    }
+    const p = this.peers.get(probe.sender);
+    if (p === undefined) {
+      this.drop('unknown_peer');
+      return;
+    }
+    if (normalizeV6(from) !== normalizeV6(p.address)) {
+      this.drop('wrong_address');
+      return;
+    }
+    if (probe.kind === ProbeKind.Probe) {
+      this.sendProbe(p, ProbeKind.Ack, probe.seq);
+      return;
+    }
+    const now = Date.now();
+    if (probe.echo === p.seq) p.rttMs = now - p.sentAt;
+    p.lastAckAt = now;
+    if (!p.up) this.setUp(p);
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    // A late tick means the event loop stalled (a busy host): answers may be waiting in
+    // the socket, read only after timers run. Judge liveness on the next, punctual tick.
+    const punctual = now - this.lastTickAt < 3 * TICK_MS;
+    this.lastTickAt = now;
+    for (const p of this.peers.values()) {
+      if (punctual && p.up && now - p.lastAckAt > PATH_DEAD_MS) this.setDown(p, `no probe answered for ${now - p.lastAckAt} ms`);
+      if (now - p.sentAt >= PROBE_INTERVAL_MS) this.sendProbe(p, ProbeKind.Probe, 0);
+    }
+  }
+
+  /** Path proven: program the FDB, then tell the composite (which stops the sleeve carrying it). */
+  private setUp(p: FastPeer): void {
+    p.up = true;
+    this.log.info('fast path up', { peer: formatPeerName(p.name), vtep: p.ip });
+    void this.enqueue(`program ${formatPeerName(p.name)}`, async () => {
+      if (this.peers.get(p.name) !== p || !p.up || p.programmed) return;
+      for (const n of this.networks.values()) await this.netlink.addFdb(n.dev, ZERO_MAC, p.ip);
+      p.programmed = true;
+      this.events.fastPathChanged(p.name, true);
+      // Forget what the bridge learned behind the TAP: the next frames flood once and
+      // the bridge learns the peer's MACs behind the VXLAN port.
+      for (const n of this.networks.values()) await this.netlink.setBridgePort(tapNameFor(n.net.id), { flush: true }).catch(() => undefined);
+    });
+  }
+
+  /** Path lost: tell the composite first (the sleeve takes over at once), then unprogram. */
+  private setDown(p: FastPeer, why: string): void {
+    p.up = false;
+    this.log.warn('fast path down; the sleeve carries this peer', { peer: formatPeerName(p.name), reason: why });
+    if (!p.programmed) return; // a pending setUp sees p.up false and does nothing
+    p.programmed = false;
+    this.events.fastPathChanged(p.name, false);
+    void this.enqueue(`unprogram ${formatPeerName(p.name)}`, async () => {
+      for (const n of this.networks.values()) {
+        await this.netlink.delFdb(n.dev, ZERO_MAC, p.ip);
+        await this.netlink.setBridgePort(n.dev, { flush: true }).catch(() => undefined);
+      }
+    });
+  }
+
+  private drop(reason: string): void {
+    this.dropCounts.set(reason, (this.dropCounts.get(reason) ?? 0) + 1);
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Real Docker with the weavets network + IPAM plugin: two lab hosts, each with a weavets
+ * daemon and a dockerd beside it, one etcd (in h1's namespace) so IPAM is shared. See
+ * test/e2e/docker-lab.ts for how dockerd runs here.
+ */
+import * as http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { createLab, type Lab } from '../net/harness';
+import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import {
+  DOCKER_IMAGE,
+  buildImageTar,
+  docker,
+  dockerAvailable,
+  dockerHostFor,
+  dockerOk,
+  startDockerd,
+  stopDockerd,
+  teardownDocker,
+  weavetsDockerArgs,
+  type DockerHost,
+} from './docker-lab';
+
+const haveTools = dockerAvailable() && etcdAvailable();
+
+let lab: Lab;
+let etcd: EtcdServer | undefined;
+const hosts: DockerHost[] = [];
+
+interface EndpointJson {
+  id: string;
+  address: string;
+  hostVeth: string;
+}
+
+/** POST to the plugin socket directly; answers status and parsed body. */
+function pluginPost(socket: string, method: string, body: string | undefined, contentType?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: socket, path: method, method: 'POST', headers: contentType ? { 'content-type': contentType } : {} }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function launch(d: DockerHost, peers: string[]): Promise<void> {
+  await lab.launch(d.host, peers, ['--etcd', etcd!.url, ...weavetsDockerArgs(d)]);
+}
+
+async function containerIp(d: DockerHost, name: string, network: string): Promise<string> {
+  const ip = (await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).trim();
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip)) throw new Error(`no address for ${name} on ${network}: ${ip}`);
+  return ip;
+}
+
+async function dockerEndpoints(d: DockerHost): Promise<EndpointJson[]> {
+  return (await lab.weavetsJson<EndpointJson[]>(d.host, ['ps'])).filter((e) => e.id.startsWith('docker:'));
+}
+
+async function ipamUsed(d: DockerHost): Promise<number> {
+  const st = await lab.weavetsJson<{ networks: { network: string; used: number }[] }>(d.host, ['status', 'ipam']);
+  return st.networks.find((n) => n.network === 'weavets')?.used ?? 0;
+}
+
+describe.skipIf(!haveTools)('Docker network and IPAM plugin on two hosts', () => {
+  beforeAll(async () => {
+    lab = await createLab();
+    const h1 = await lab.addHost('h1');
+    const h2 = await lab.addHost('h2');
+    etcd = await startEtcd({
+      host: h1.ip,
+      clientPort: 2379,
+      peerPort: 2380,
+      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
+      healthy: async (u) => {
+        const script = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
+        return (await lab.exec(h1, [process.execPath, '-e', script], { timeoutMs: 5000 })).code === 0;
+      },
+    });
+    hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
+    const tar = buildImageTar(lab.dir);
+    for (const d of hosts) {
+      await startDockerd(lab, d);
+      await dockerOk(lab, d, ['import', tar, DOCKER_IMAGE]);
+    }
+    await launch(hosts[0]!, []);
+    await launch(hosts[1]!, [h1.ip]);
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const d of hosts) await teardownDocker(lab, d).catch(() => undefined);
+    await lab?.destroy();
+    await etcd?.destroy();
+  }, 180_000);
+
+  it('creates the default weavets network in Docker at launch', async () => {
+    for (const d of hosts) {
+      const out = await lab.waitFor(
+        async () => {
+          const r = await docker(lab, d, ['network', 'ls', '--filter', 'name=^weavets$', '--format', '{{.Name}} {{.Driver}}']);
+          return r.stdout.trim() !== '' ? r.stdout.trim() : undefined;
+        },
+        { what: `default network on ${d.host.name}`, timeoutMs: 20_000, intervalMs: 500 },
+      );
+      expect(out).toBe(`weavets ${d.driver}`);
+    }
+  });
+
+  it('containers on a network created on both hosts ping each other by address', async () => {
+    const [d1, d2] = hosts as [DockerHost, DockerHost];
+    // Without --subnet Docker rejects the pool (the host routes the range already): a clear error.
+    const bare = await docker(lab, d1, ['network', 'create', '-d', d1.driver, '--ipam-driver', d1.driver, 'appnet']);
+    expect(bare.code).not.toBe(0);
+    expect(bare.stderr).toMatch(/add --subnet 10\.32\.0\.0\/12/);
+    for (const d of hosts) await dockerOk(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, '--subnet', '10.32.0.0/12', 'appnet']);
+    await dockerOk(lab, d1, ['run', '-d', '--name', 'db', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '600']);
+    await dockerOk(lab, d2, ['run', '-d', '--name', 'app', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '600']);
+    const ip1 = await containerIp(d1, 'db', 'appnet');
+    const ip2 = await containerIp(d2, 'app', 'appnet');
+    expect(ip1).not.toBe(ip2);
+    await lab.waitFor(async () => (await docker(lab, d2, ['exec', 'app', 'ping', '-c', '1', '-W', '1', ip1])).code === 0, {
+      what: 'app (h2) to ping db (h1)',
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    });
+    expect(await dockerOk(lab, d1, ['exec', 'db', 'ping', '-c', '3', '-W', '2', ip2])).toMatch(/3 packets received/);
+    // The container got our interface, gateway and route.
+    const route = await dockerOk(lab, d1, ['exec', 'db', 'ip', 'route']);
+    expect(route).toMatch(/^default via \d+\.\d+\.\d+\.\d+ dev eth0/m);
+    // inspect shows the range and a gateway from our IPAM.
+    const insp = JSON.parse(await dockerOk(lab, d1, ['network', 'inspect', 'appnet'])) as { Driver: string; IPAM: { Driver: string; Config: { Subnet: string; Gateway: string }[] } }[];
+    expect(insp[0]!.Driver).toBe(d1.driver);
+    expect(insp[0]!.IPAM.Driver).toBe(d1.driver);
+    expect(insp[0]!.IPAM.Config[0]!.Subnet).toBe('10.32.0.0/12');
+    // Different networks are different segments: a container on the default network is not reachable from appnet.
+    expect((await dockerEndpoints(d1)).length).toBe(1);
+  });
+
+  it('refuses a --subnet outside the weavets range with a clear error', async () => {
+    const d = hosts[0]!;
+    const r = await docker(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, '--subnet', '192.168.7.0/24', 'badnet']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/conflicts with the weavets range 10\.32\.0\.0\/12/);
+    const o = await docker(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, '--subnet', '10.32.0.0/12', '-o', 'nosuch=1', 'badnet2']);
+    expect(o.code).not.toBe(0);
+    expect(o.stderr).toMatch(/unknown option -o nosuch/);
+  });
+
+  it('publishes a port with -p', async () => {
+    const [d1, d2] = hosts as [DockerHost, DockerHost];
+    await dockerOk(lab, d1, ['run', '-d', '--name', 'web', '--network', 'appnet', '-p', '8080:80', DOCKER_IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+    onTestFinished(async () => {
+      await docker(lab, d1, ['rm', '-f', 'web']);
+    });
+    const url = `http://${d1.host.ip}:8080/`;
+    const body = await lab.waitFor(
+      async () => {
+        const r = await lab.exec(d2.host, ['curl', '-sS', '--max-time', '3', url]);
+        return r.code === 0 ? r.stdout : undefined;
+      },
+      { what: `curl ${url} from h2`, timeoutMs: 20_000, intervalMs: 500 },
+    );
+    expect(body).toBe('hello from weavets\n');
+    await dockerOk(lab, d1, ['rm', '-f', 'web']);
+  });
+
+  it('stop, start and rm release and reuse addresses', async () => {
+    const d1 = hosts[0]!;
+    await dockerOk(lab, d1, ['run', '-d', '--name', 'cyc', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '600']);
+    const before = await ipamUsed(d1);
+    const eps = (await dockerEndpoints(d1)).length;
+    await dockerOk(lab, d1, ['stop', '-t', '0', 'cyc']);
+    expect(await ipamUsed(d1)).toBe(before - 1);
+    expect((await dockerEndpoints(d1)).length).toBe(eps - 1);
+    await dockerOk(lab, d1, ['start', 'cyc']);
+    expect(await ipamUsed(d1)).toBe(before);
+    await containerIp(d1, 'cyc', 'appnet');
+    await dockerOk(lab, d1, ['rm', '-f', 'cyc']);
+    expect(await ipamUsed(d1)).toBe(before - 1);
+    expect((await dockerEndpoints(d1)).length).toBe(eps - 1);
+    // Many more starts than a few: released addresses are reused, the count stays put.
+    for (let i = 0; i < 3; i++) await dockerOk(lab, d1, ['run', '--rm', '--network', 'appnet', DOCKER_IMAGE, 'true']);
+    expect(await ipamUsed(d1)).toBe(before - 1);
+  });
+
+  it('a weavets restart with running containers loses nothing', async () => {
+    const [d1, d2] = hosts as [DockerHost, DockerHost];
+    const ip1 = await containerIp(d1, 'db', 'appnet');
+    await lab.stopDaemon(d1.host);
+    await launch(d1, []);
+    await lab.waitFor(async () => (await docker(lab, d2, ['exec', 'app', 'ping', '-c', '1', '-W', '1', ip1])).code === 0, {
+      what: 'app (h2) to ping db (h1) after the restart',
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    });
+    // The restarted daemon still knows the endpoint: removing the container cleans up.
+    const used = await ipamUsed(d1);
+    await dockerOk(lab, d1, ['rm', '-f', 'db']);
+    expect(await ipamUsed(d1)).toBe(used - 1);
+    expect(await dockerEndpoints(d1)).toEqual([]);
+  });
+
+  it('a dockerd restart re-activates the plugin', async () => {
+    const d2 = hosts[1]!;
+    await dockerOk(lab, d2, ['rm', '-f', 'app']);
+    await stopDockerd(d2);
+    await startDockerd(lab, d2);
+    const nets = await dockerOk(lab, d2, ['network', 'ls', '--format', '{{.Name}}']);
+    expect(nets.split('\n')).toContain('appnet');
+    await dockerOk(lab, d2, ['run', '--rm', '--network', 'appnet', DOCKER_IMAGE, 'ip', 'addr', 'show', 'eth0']);
+  });
+
+  it('network rm on both hosts', async () => {
+    for (const d of hosts) {
+      await dockerOk(lab, d, ['network', 'rm', 'appnet']);
+      expect(await dockerOk(lab, d, ['network', 'ls', '--format', '{{.Name}}'])).not.toMatch(/^appnet$/m);
+    }
+  });
+
+  it('answers malformed plugin requests with errors both Docker proxies read', async () => {
+    const sock = hosts[0]!.pluginSocket;
+    const act = await pluginPost(sock, '/Plugin.Activate', undefined);
+    expect(act).toEqual({ status: 200, body: { Implements: ['NetworkDriver', 'IpamDriver'] } });
+    const junk = await pluginPost(sock, '/NetworkDriver.CreateNetwork', '{not json');
+    expect(junk.status).toBe(400);
+    expect(junk.body['Err']).toMatch(/not JSON/);
+    expect(junk.body['Error']).toBe(junk.body['Err']);
+    const missing = await pluginPost(sock, '/NetworkDriver.Join', '{}', 'application/json');
+    expect(missing.status).toBe(400);
+    expect(missing.body['Err']).toMatch(/NetworkID/);
+    const unknownEp = await pluginPost(sock, '/NetworkDriver.Join', JSON.stringify({ NetworkID: 'n', EndpointID: 'e', SandboxKey: '/x' }));
+    expect(unknownEp.status).toBe(500);
+    expect(unknownEp.body['Err']).toMatch(/no endpoint/);
+    const pool = await pluginPost(sock, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: 'other' }));
+    expect(pool.status).toBe(400);
+    expect(pool.body['Error']).toMatch(/unknown pool/);
+    const nope = await pluginPost(sock, '/NetworkDriver.Frobnicate', '{}');
+    expect(nope.status).toBe(404);
+    expect(nope.body['Err']).toMatch(/no such plugin method/);
+  });
+});

@@ -1,0 +1,214 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DockerPlugin, type DockerPluginDeps } from '../../src/docker/plugin';
+import { errorAnswer, parseBody, parsePortBindings, PluginError } from '../../src/docker/protocol';
+import { parseCidr, formatIpv4 } from '../../src/ipam/cidr';
+import type { Allocation, AllocationRequest, AddressAllocator } from '../../src/ipam/types';
+import type { EndpointStatus } from '../../src/api/types';
+import type { PortBinding } from '../../src/docker/protocol';
+import { silentLogger } from '../../src/log';
+
+class FakeAllocator implements AddressAllocator {
+  readonly self = 'me';
+  next = parseCidr('10.32.0.0/12').base + 1;
+  held = new Map<string, Allocation>();
+  async allocate(req: AllocationRequest): Promise<Allocation> {
+    const ip = req.ip ?? this.next++;
+    for (const a of this.held.values()) if (a.ip === ip) throw new Error(`${formatIpv4(ip)} is already in use`);
+    const a = { id: req.id, ifname: req.ifname, network: req.network, ip, address: `${formatIpv4(ip)}/12` };
+    this.held.set(`${req.id}/${req.ifname}`, a);
+    return a;
+  }
+  claim(req: AllocationRequest & { ip: number }): Promise<Allocation> {
+    return this.allocate(req);
+  }
+  async release(id: string, ifname: string): Promise<Allocation | undefined> {
+    const a = this.held.get(`${id}/${ifname}`);
+    this.held.delete(`${id}/${ifname}`);
+    return a;
+  }
+}
+
+let dir: string;
+let alloc: FakeAllocator;
+let eps: Map<string, EndpointStatus>;
+let addrs: string[];
+let published: PortBinding[];
+let names: Record<string, string>;
+
+function deps(): DockerPluginDeps {
+  return {
+    range: parseCidr('10.32.0.0/12'),
+    allocator: alloc,
+    endpoints: {
+      plug: async (r) => {
+        const ep: EndpointStatus = { id: r.id, network: r.network, ifname: 'vwc1', address: r.address, mac: r.mac ?? '02:00:00:00:00:01', netns: '', hostVeth: 'vwt1', externalAddress: true };
+        eps.set(r.id, ep);
+        return ep;
+      },
+      detach: async (id) => {
+        if (!eps.delete(id)) throw new Error('no such endpoint');
+      },
+      list: () => [...eps.values()],
+    },
+    bridges: {
+      ensure: async (s) => `br-${s}`,
+      addAddress: async (b, c) => void addrs.push(`${b} ${c}`),
+      delAddress: async (b, c) => void (addrs = addrs.filter((x) => x !== `${b} ${c}`)),
+      routeTo: async () => undefined,
+      unroute: async () => undefined,
+    },
+    networkName: async (id) => names[id],
+    ports: {
+      publish: async (_ip, b) => {
+        published.push(...b);
+        return b;
+      },
+      unpublish: async (b) => void (published = published.filter((p) => !b.includes(p))),
+      clear: async () => undefined,
+    },
+    stateDir: dir,
+    log: silentLogger,
+  };
+}
+
+async function call(p: DockerPlugin, method: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const a = await p.handle(method, body === undefined ? '' : JSON.stringify(body));
+  return a as { status: number; body: Record<string, unknown> };
+}
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-docker-'));
+  alloc = new FakeAllocator();
+  eps = new Map();
+  addrs = [];
+  published = [];
+  names = { n1: 'appnet' };
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe('Docker plugin protocol', () => {
+  it('activates as a network and IPAM driver with empty bodies and no content type', async () => {
+    const p = new DockerPlugin(deps());
+    expect(await call(p, '/Plugin.Activate')).toEqual({ status: 200, body: { Implements: ['NetworkDriver', 'IpamDriver'] } });
+    expect((await call(p, '/NetworkDriver.GetCapabilities')).body['Scope']).toBe('local');
+    expect((await call(p, '/IpamDriver.GetDefaultAddressSpaces')).body).toEqual({ LocalDefaultAddressSpace: 'weavets', GlobalDefaultAddressSpace: 'weavets' });
+    expect((await call(p, '/IpamDriver.GetCapabilities')).status).toBe(200);
+    expect((await call(p, '/NetworkDriver.DiscoverNew', { DiscoveryType: 1, DiscoveryData: {} })).body).toEqual({});
+    expect((await call(p, '/NetworkDriver.AllocateNetwork', { NetworkID: 'x' })).body).toEqual({ Options: {} });
+  });
+
+  it('answers unknown methods 404 and errors with both Err and Error', async () => {
+    const p = new DockerPlugin(deps());
+    const nope = await call(p, '/NetworkDriver.Nope', {});
+    expect(nope.status).toBe(404);
+    expect(nope.body['Err']).toMatch(/no such plugin method/);
+    expect(nope.body['Error']).toBe(nope.body['Err']);
+    const bad = await p.handle('/NetworkDriver.CreateNetwork', '[1,2]');
+    expect(bad.status).toBe(400);
+    const proto = await p.handle('/Object.prototype', '');
+    expect(proto.status).toBe(404);
+  });
+
+  it('hands out the one pool, refuses others and breaks Docker\'s overlap loop', async () => {
+    const p = new DockerPlugin(deps());
+    const ok = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: '10.32.0.0/12' });
+    expect(ok.body).toEqual({ PoolID: 'weavets-10.32.0.0/12', Pool: '10.32.0.0/12', Data: {} });
+    const other = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: '192.168.0.0/24' });
+    expect(other.status).toBe(400);
+    expect(other.body['Error']).toMatch(/conflicts with the weavets range/);
+    expect((await call(p, '/IpamDriver.RequestPool', { V6: true })).status).toBe(400);
+    expect((await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets' })).status).toBe(200);
+    const again = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets' });
+    expect(again.body['Error']).toMatch(/add --subnet 10\.32\.0\.0\/12/);
+  });
+
+  it('allocates, releases by address alone, and survives a restart', async () => {
+    const p = new DockerPlugin(deps());
+    const pool = 'weavets-10.32.0.0/12';
+    const gw = await call(p, '/IpamDriver.RequestAddress', { PoolID: pool, Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    expect(gw.body['Address']).toBe('10.32.0.1/12');
+    const c = await call(p, '/IpamDriver.RequestAddress', { PoolID: pool, Address: '10.32.0.9' });
+    expect(c.body['Address']).toBe('10.32.0.9/12');
+    expect(alloc.held.size).toBe(2);
+    const p2 = new DockerPlugin(deps());
+    await p2.restore();
+    expect((await call(p2, '/IpamDriver.ReleaseAddress', { PoolID: pool, Address: '10.32.0.9' })).status).toBe(200);
+    expect(alloc.held.size).toBe(1);
+    // Repeated release: nothing held, still fine.
+    expect((await call(p2, '/IpamDriver.ReleaseAddress', { PoolID: pool, Address: '10.32.0.9' })).status).toBe(200);
+    expect((await call(p2, '/IpamDriver.RequestAddress', { PoolID: 'nope' })).status).toBe(400);
+  });
+
+  it('creates a network, plugs, joins, publishes, leaves and deletes an endpoint', async () => {
+    const p = new DockerPlugin(deps());
+    const bad = await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n2', Options: { 'com.docker.network.generic': { mtu: '9000' } } });
+    expect(bad.body['Err']).toMatch(/unknown option -o mtu/);
+    const v4 = [{ AddressSpace: 'weavets', Pool: '10.32.0.0/12', Gateway: '10.32.0.1/12' }];
+    expect((await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n1', Options: { 'com.docker.network.generic': {} }, IPv4Data: v4, IPv6Data: [] })).status).toBe(200);
+    const ce = await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e1', Interface: { Address: '10.32.0.5/12' } });
+    expect(ce.body).toEqual({ Interface: { MacAddress: '02:00:00:00:00:01' } });
+    expect(eps.get('docker:e1')?.network).toBe('appnet');
+    expect(addrs).toEqual(['br-appnet 10.32.0.1/12']);
+    const j = await call(p, '/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e1', SandboxKey: '/var/run/docker/netns/x' });
+    expect(j.body).toMatchObject({ InterfaceName: { SrcName: 'vwc1', DstPrefix: 'eth' }, Gateway: '10.32.0.1', DisableGatewayService: true });
+    const pe = await call(p, '/NetworkDriver.ProgramExternalConnectivity', {
+      NetworkID: 'n1',
+      EndpointID: 'e1',
+      Options: { 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 }] },
+    });
+    expect(pe.status).toBe(200);
+    expect(published).toEqual([{ proto: 'tcp', port: 80, hostIp: '', hostPort: 8080, hostPortEnd: 8080 }]);
+    expect(((await call(p, '/NetworkDriver.EndpointOperInfo', { NetworkID: 'n1', EndpointID: 'e1' })).body['Value'] as Record<string, string>)['weavets.ports']).toBe('8080->80/tcp');
+    expect((await call(p, '/NetworkDriver.RevokeExternalConnectivity', { NetworkID: 'n1', EndpointID: 'e1' })).status).toBe(200);
+    expect(published).toEqual([]);
+    expect((await call(p, '/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e1' })).status).toBe(200);
+    expect((await call(p, '/NetworkDriver.DeleteEndpoint', { NetworkID: 'n1', EndpointID: 'e1' })).status).toBe(200);
+    expect(eps.size).toBe(0);
+    expect((await call(p, '/NetworkDriver.DeleteNetwork', { NetworkID: 'n1' })).status).toBe(200);
+    expect(addrs).toEqual([]);
+  });
+
+  it('uses -o weavets.segment, and says so when Docker cannot name a network', async () => {
+    const p = new DockerPlugin(deps());
+    await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n9', Options: { 'com.docker.network.generic': { 'weavets.segment': 'blue' } } });
+    await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: 'n9', EndpointID: 'e9', Interface: { Address: '10.32.0.7/12', MacAddress: '02:00:00:00:00:09' } });
+    expect(eps.get('docker:e9')?.network).toBe('blue');
+    await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n8' });
+    const r = await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: 'n8', EndpointID: 'e8', Interface: { Address: '10.32.0.8/12' } });
+    expect(r.status).toBe(500);
+    expect(r.body['Err']).toMatch(/cannot learn the name of Docker network/);
+  });
+});
+
+describe('protocol helpers', () => {
+  it('parses bodies and port bindings, and refuses junk', () => {
+    expect(parseBody('')).toEqual({});
+    expect(parseBody('null')).toEqual({});
+    expect(() => parseBody('{')).toThrow(PluginError);
+    expect(() => parseBody('"s"')).toThrow(/JSON object/);
+    expect(parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 17, Port: 53, HostPort: 0 }] })).toEqual([{ proto: 'udp', port: 53, hostIp: '', hostPort: 0, hostPortEnd: 0 }]);
+    expect(() => parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 1, Port: 53 }] })).toThrow(/Proto/);
+    expect(() => parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 6, Port: 70000 }] })).toThrow(/port number/);
+    expect(errorAnswer(new PluginError(418, 'x'))).toEqual({ status: 418, body: { Err: 'x', Error: 'x' } });
+  });
+
+  it('never throws on random input', async () => {
+    const p = new DockerPlugin(deps());
+    const methods = ['/NetworkDriver.Join', '/NetworkDriver.CreateEndpoint', '/IpamDriver.RequestAddress', '/NetworkDriver.ProgramExternalConnectivity', '/NetworkDriver.CreateNetwork'];
+    const junk = ['{"NetworkID":5}', '{"NetworkID":"a","EndpointID":{}}', '{"Options":[]}', '{"Interface":"x","NetworkID":"a","EndpointID":"b"}', '\u0000', '{"PoolID":"weavets-10.32.0.0/12","Address":"999.1.1.1"}'];
+    for (const m of methods) {
+      for (const j of junk) {
+        const a = await p.handle(m, j);
+        // Some junk is a valid request (CreateNetwork with only an id); the rest is an error both proxies read.
+        if (a.status !== 200) {
+          expect(a.status).toBeGreaterThanOrEqual(400);
+          expect((a.body as Record<string, string>)['Err']).toBeTruthy();
+          expect((a.body as Record<string, string>)['Error']).toBeTruthy();
+        }
+      }
+    }
+  });
+});
