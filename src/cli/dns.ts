@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { DEFAULT_DNS, type DaemonConfig } from '../config';
 import type { DnsLookupResult, DnsRecordView, DnsStatus, EndpointStatus } from '../api/types';
 import { clientFor, stateDirOf } from './context';
-import { ExitStatus, UsageError, formatJson, out } from './output';
+import { UsageError, formatJson, out } from './output';
 import { WeavetsError } from '../errors';
 
 export interface DnsFlags {
@@ -132,18 +132,10 @@ function formatLookup(r: DnsLookupResult): string {
   return 'addresses' in r ? r.addresses.join('\n') : r.names.join('\n');
 }
 
-/** `dns-add`, `dns-remove`, `dns-lookup`; the DNS flags of `launch` and `status dns` (registered before this). */
+/** `dns-add`, `dns-remove`, `dns-lookup`; the DNS flags of `launch` (registered before this). */
 export function registerDns(program: Command): void {
   const launch = program.commands.find((c) => c.name() === 'launch');
   if (launch) addDnsOptions(launch);
-  const status = program.commands.find((c) => c.name() === 'status');
-  // `status dns` is answered here, before status's own action (which knows the router's sections).
-  status?.hook('preAction', async (_this, action) => {
-    if (action.args[0] !== 'dns') return;
-    const s = await clientFor(stateDirOf(action)).get<DnsStatus>('/dns/status');
-    out((action.opts() as { json?: boolean }).json ? formatJson(s) : formatDnsStatus(s));
-    throw new ExitStatus(0);
-  });
   program
     .command('dns-add')
     .description('add DNS records NAME -> IP on this host (kept across restarts; gone with the host)')

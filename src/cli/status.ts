@@ -1,7 +1,8 @@
-/** `status [peers|connections|targets|ipam] [--json]`: what the router knows, as JSON or tables. */
+/** `status [peers|connections|targets|ipam|dns] [--json]`: what the daemon knows, as JSON or tables. */
 import type { Command } from 'commander';
-import type { ConnectionStatus, IpamStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
+import type { ConnectionStatus, DnsStatus, IpamStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
 import { formatIpamStatus } from './ipam';
+import { formatDnsStatus } from './dns';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 
@@ -72,13 +73,13 @@ export function formatRouterStatus(s: RouterStatus): string {
   return text;
 }
 
-const SECTIONS = ['peers', 'connections', 'targets', 'ipam'] as const;
+const SECTIONS = ['peers', 'connections', 'targets', 'ipam', 'dns'] as const;
 type Section = (typeof SECTIONS)[number];
 
 export function parseSection(text: string | undefined): Section | undefined {
   if (text === undefined) return undefined;
   if (!(SECTIONS as readonly string[]).includes(text)) {
-    throw new UsageError(`unknown status section '${text}': use peers, connections, targets or ipam`);
+    throw new UsageError(`unknown status section '${text}': use peers, connections, targets, ipam or dns`);
   }
   return text as Section;
 }
@@ -86,8 +87,8 @@ export function parseSection(text: string | undefined): Section | undefined {
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('show the router: summary, or peers, connections or targets; or address management (ipam)')
-    .argument('[section]', 'peers | connections | targets | ipam')
+    .description('show the router: summary, or peers, connections or targets; address management (ipam); the DNS server (dns)')
+    .argument('[section]', 'peers | connections | targets | ipam | dns')
     .option('--json', 'print JSON (shapes in src/api/types.ts)')
     .action(async (sectionText: string | undefined, flags: { json?: boolean }, cmd: Command) => {
       const section = parseSection(sectionText);
@@ -116,6 +117,11 @@ export function registerStatus(program: Command): void {
         case 'ipam': {
           const s = await client.get<IpamStatus>('/ipam/status');
           out(flags.json ? formatJson(s) : formatIpamStatus(s));
+          break;
+        }
+        case 'dns': {
+          const s = await client.get<DnsStatus>('/dns/status');
+          out(flags.json ? formatJson(s) : formatDnsStatus(s));
           break;
         }
       }
