@@ -4,7 +4,7 @@
  *   datagram := header(12) body
  *   header   := magic u8 (0x57) | version u8 (1) | kind u8 | flags u8 | sender u48 | reserved u16
  *   FRAMES body := record*
- *   record   := src u48 | dst u48 (0 = broadcast) | network u24 | hops u8 | length u32
+ *   record   := src u48 | dst u48 (0 = broadcast) | network u24 | hops u8 (bit 7: kernel copy) | length u32
  *               | offload (10 bytes, a virtio_net_hdr, little-endian) | frame
  *   FRAGMENT body := frame-id u32 | offset u32 | total u32 | chunk
  *               (the chunks of one frame id, in order, rebuild exactly one record)
@@ -30,6 +30,13 @@ export const FRAGMENT_HEADER_LENGTH = 12;
 export const HEARTBEAT_BODY_LENGTH = 14;
 /** Hops a relayed frame may take before it is dropped (guards against routing loops). */
 export const MAX_HOPS = 16;
+/** The hop count is the low 7 bits of the hops byte. */
+export const HOPS_MASK = 0x7f;
+/**
+ * Bit 7 of the hops byte: the sender also sent this broadcast to the receiver through the
+ * kernel fast path (VXLAN), so the receiver relays this copy but does not deliver it.
+ */
+export const KERNEL_COPY_FLAG = 0x80;
 /** Smallest Ethernet frame we accept: destination, source, ethertype. */
 export const MIN_FRAME = 14;
 /** Largest frame: a 64 KiB IP packet (GSO) with Ethernet and VLAN headers. */

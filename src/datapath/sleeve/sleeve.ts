@@ -28,6 +28,8 @@ import {
   OFFLOAD_LENGTH,
   RECORD_OFFLOAD_OFFSET,
   SEALED_HEADER_LENGTH,
+  HOPS_MASK,
+  KERNEL_COPY_FLAG,
   checkHeader,
   checkRecords,
   writeDatagramHeader,
@@ -374,12 +376,17 @@ export class SleeveDatapath implements Datapath {
   /** Send a broadcast (dst 0) originated by `src` to our children in src's tree, except `except`. */
   private floodFrom(src: PeerName, netId: number, hops: number, buf: Buffer, off: number, len: number, except: PeerName): void {
     const hopsList = this.routes.broadcastNextHops(src);
+    const ours = src === this.self;
     for (let h = 0; h < hopsList.length; h++) {
       const name = hopsList[h]!;
       if (name === except) continue;
       const p = this.peers.get(name);
       if (p === undefined || !p.up) continue;
-      this.appendFrame(p, src, NO_PEER, netId, hops, buf, off, len);
+      // Our own broadcast to a fast-path peer also left through the VXLAN port: say so, so
+      // the peer relays this copy without delivering it twice. Said per copy, because the
+      // two ends may briefly disagree on which path carries them.
+      const flag = ours && this.kernelPeers.has(name) ? KERNEL_COPY_FLAG : 0;
+      this.appendFrame(p, src, NO_PEER, netId, hops | flag, buf, off, len);
     }
   }
 
@@ -688,7 +695,8 @@ export class SleeveDatapath implements Datapath {
       const payLen = OFFLOAD_LENGTH + frameLen;
       o += FRAME_RECORD_HEADER_LENGTH + frameLen;
       const netId = word >>> 8;
-      const hops = word & 0xff;
+      const hops = word & HOPS_MASK;
+      const kernelCopy = (word & KERNEL_COPY_FLAG) !== 0;
       from.framesIn++;
       from.bytesIn += frameLen;
       if (src === self) {
@@ -696,9 +704,9 @@ export class SleeveDatapath implements Datapath {
         continue;
       }
       if (dst === self || dst === NO_PEER) {
-        // A broadcast straight from a fast-path peer already came through the VXLAN port:
-        // only relay it (and learn where its sender lives).
-        if (dst === NO_PEER && src === from.name && this.kernelPeers.has(src)) this.learnOnly(src, netId, buf, payOff);
+        // A broadcast whose sender also sent it through the VXLAN port was delivered by
+        // the kernel: only relay it (and learn where its sender lives).
+        if (dst === NO_PEER && kernelCopy && src === from.name) this.learnOnly(src, netId, buf, payOff);
         else this.deliver(src, netId, buf, payOff, payLen, direct);
         if (dst === self) continue;
       }
