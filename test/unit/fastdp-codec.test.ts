@@ -13,10 +13,16 @@ describe('probe codec', () => {
   });
   it('round-trips and rejects junk', () => {
     expect(decode(encode(probe))).toEqual(probe);
+    const heard = { ...probe, hearYou: true };
+    expect(encode(heard)[3]).toBe(1);
+    expect(decode(encode(heard))).toEqual(heard);
     expect(decode(Buffer.alloc(23))).toBe('bad_length');
     const b = encode(probe);
-    b[3] = 1;
+    b[3] = 2;
     expect(decode(b)).toBe('bad_flags');
+    const ack = encode({ ...probe, kind: ProbeKind.Ack, seq: 0, echo: 7 });
+    ack[3] = 1; // HEAR_YOU is for PROBEs only
+    expect(decode(ack)).toBe('bad_flags');
     for (let i = 0; i < 2000; i++) {
       const r = decode(randomBytes(i % 2 === 0 ? 24 : (i % 40)));
       expect(typeof r === 'string' || r.kind === ProbeKind.Probe || r.kind === ProbeKind.Ack).toBe(true);

@@ -65,6 +65,9 @@ interface FastPeer {
   /** FDB entries for this peer are on the network devices. */
   programmed: boolean;
   lastAckAt: number;
+  /** When the peer's last PROBE arrived, and whether it said it hears us. */
+  lastPeerProbeAt: number;
+  peerHearsUs: boolean;
   seq: number;
   sentAt: number;
   rttMs: number | undefined;
@@ -215,6 +218,8 @@ export class FastDatapath {
       up: false,
       programmed: false,
       lastAckAt: 0,
+      lastPeerProbeAt: 0,
+      peerHearsUs: false,
       seq: 0,
       sentAt: 0,
       rttMs: undefined,
@@ -285,7 +290,8 @@ export class FastDatapath {
       p.seq = (p.seq + 1) >>> 0;
       p.sentAt = Date.now();
     }
-    encode({ kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo }, this.txBuf);
+    const hearYou = kind === ProbeKind.Probe && Date.now() - p.lastAckAt <= PATH_DEAD_MS;
+    encode({ kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo, hearYou }, this.txBuf);
     // dgram copies the buffer before returning, so reusing txBuf is safe.
     sock.send(this.txBuf, 0, PROBE_LENGTH, this.port, `${p.address}%${PROBE_DEVICE}`, (err) => {
       if (err) this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`);
@@ -311,14 +317,35 @@ export class FastDatapath {
       this.drop('wrong_address');
       return;
     }
+    const now = Date.now();
     if (probe.kind === ProbeKind.Probe) {
       this.sendProbe(p, ProbeKind.Ack, probe.seq);
-      return;
+      p.lastPeerProbeAt = now;
+      p.peerHearsUs = probe.hearYou === true;
+    } else {
+      if (probe.echo === p.seq) p.rttMs = now - p.sentAt;
+      p.lastAckAt = now;
     }
-    const now = Date.now();
-    if (probe.echo === p.seq) p.rttMs = now - p.sentAt;
-    p.lastAckAt = now;
-    if (!p.up) this.setUp(p);
+    this.judge(p, now, true);
+  }
+
+  /**
+   * Up only while both ends hear each other: our probes are answered AND the peer's
+   * latest probe (recent) says its probes are answered. One end losing its answers makes
+   * both fall back together: the other hears it in the next probe.
+   */
+  private judge(p: FastPeer, now: number, punctual: boolean): void {
+    const ok = now - p.lastAckAt <= PATH_DEAD_MS && p.peerHearsUs && now - p.lastPeerProbeAt <= PATH_DEAD_MS;
+    if (ok && !p.up) this.setUp(p);
+    else if (!ok && p.up && punctual) {
+      const why =
+        now - p.lastAckAt > PATH_DEAD_MS
+          ? `no probe answered for ${now - p.lastAckAt} ms`
+          : now - p.lastPeerProbeAt > PATH_DEAD_MS
+            ? `no probe from the peer for ${now - p.lastPeerProbeAt} ms`
+            : 'the peer no longer hears our probes';
+      this.setDown(p, why);
+    }
   }
 
   private tick(): void {
@@ -328,7 +355,7 @@ export class FastDatapath {
     const punctual = now - this.lastTickAt < 3 * TICK_MS;
     this.lastTickAt = now;
     for (const p of this.peers.values()) {
-      if (punctual && p.up && now - p.lastAckAt > PATH_DEAD_MS) this.setDown(p, `no probe answered for ${now - p.lastAckAt} ms`);
+      this.judge(p, now, punctual);
       if (now - p.sentAt >= PROBE_INTERVAL_MS) this.sendProbe(p, ProbeKind.Probe, 0);
     }
   }

@@ -4,14 +4,19 @@
  * underlay exactly like container frames do: same UDP port, same addresses, same
  * encapsulation. Specified in docs/PROTOCOL.md ("Fast path probes"). Pure functions.
  *
- * probe := magic u8 (0x57) | version u8 (1) | kind u8 | flags u8 (0)
+ * probe := magic u8 (0x57) | version u8 (1) | kind u8 | flags u8
  *          | sender u48 | receiver u48 | seq u32 | echo u32                  (24 bytes)
+ *
+ * flags bit 0 (PROBE only), HEAR_YOU: the sender's own probes to the receiver are being
+ * answered. A path is used only when both ends hear each other, so the two ends always
+ * agree (within a probe interval) on whether the kernel carries their traffic.
  */
 import { readPeerName, writePeerName, type PeerName } from '../../router/peername';
 
 export const PROBE_MAGIC = 0x57;
 export const PROBE_VERSION = 1;
 export const PROBE_LENGTH = 24;
+export const PROBE_FLAG_HEAR_YOU = 0x01;
 
 export const enum ProbeKind {
   Probe = 1,
@@ -26,6 +31,8 @@ export interface Probe {
   seq: number;
   /** ACK: the seq of the PROBE answered; PROBE: 0. */
   echo: number;
+  /** PROBE: the sender's probes to the receiver are answered (it hears the receiver). */
+  hearYou?: boolean;
 }
 
 export function encodingLength(): number {
@@ -38,7 +45,7 @@ export function encode(p: Probe, buf?: Buffer, offset = 0): Buffer {
   out[offset] = PROBE_MAGIC;
   out[offset + 1] = PROBE_VERSION;
   out[offset + 2] = p.kind;
-  out[offset + 3] = 0;
+  out[offset + 3] = p.kind === ProbeKind.Probe && p.hearYou ? PROBE_FLAG_HEAR_YOU : 0;
   writePeerName(out, offset + 4, p.sender);
   writePeerName(out, offset + 10, p.receiver);
   out.writeUInt32BE(p.seq >>> 0, offset + 16);
@@ -53,11 +60,14 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): P
   if (buf[offset + 1] !== PROBE_VERSION) return 'bad_version';
   const kind = buf[offset + 2]!;
   if (kind !== ProbeKind.Probe && kind !== ProbeKind.Ack) return 'bad_kind';
-  if (buf[offset + 3] !== 0) return 'bad_flags';
+  const flags = buf[offset + 3]!;
+  if ((flags & ~PROBE_FLAG_HEAR_YOU) !== 0 || (kind === ProbeKind.Ack && flags !== 0)) return 'bad_flags';
   const sender = readPeerName(buf, offset + 4);
   const receiver = readPeerName(buf, offset + 10);
   if (sender === 0 || receiver === 0) return 'bad_peer';
-  return { kind, sender, receiver, seq: buf.readUInt32BE(offset + 16), echo: buf.readUInt32BE(offset + 20) };
+  const probe: Probe = { kind, sender, receiver, seq: buf.readUInt32BE(offset + 16), echo: buf.readUInt32BE(offset + 20) };
+  if ((flags & PROBE_FLAG_HEAR_YOU) !== 0) probe.hearYou = true;
+  return probe;
 }
 
 /**
