@@ -267,3 +267,12 @@ napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t ele
   return ta;
 }
 
+int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens, uint32_t count) {
+  for (uint32_t i = 0; i < count; i++) {
+    if ((uint64_t)offs[i] + lens[i] > buf_len) {
+      napi_throw_range_error(env, NULL, "offsets[i] + lengths[i] beyond the buffer");
+      return 0;
+    }
+  }
+  return 1;
+}

@@ -49,4 +49,8 @@ napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t ele
                              size_t count, void **data);
 
 
+/* Every offsets[i] + lengths[i] (i < count) lies within a buffer of buf_len bytes;
+ * throws a RangeError and returns 0 otherwise. */
+int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens, uint32_t count);
+
 #endif

@@ -317,12 +317,7 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* Validate everything first so a bad entry never leaves a half-written batch. */
-  for (uint32_t i = 0; i < count; i++) {
-    if ((uint64_t)offs[i] + lens[i] > buf_len) {
-      napi_throw_range_error(env, NULL, "offsets[i] + lengths[i] beyond the buffer");
-      return NULL;
-    }
-  }
+  if (!weavets_check_batch(env, buf_len, offs, lens, count)) return NULL;
   uint32_t done = 0;
   for (; done < count; done++) {
     int r = tap_write_one(p->fd, buf + offs[done], lens[done]);

@@ -353,12 +353,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "count beyond offsets/lengths/addrs/ports");
     return NULL;
   }
-  for (uint32_t i = 0; i < count; i++) {
-    if ((uint64_t)offs[i] + lens[i] > buf_len) {
-      napi_throw_range_error(env, NULL, "offsets[i] + lengths[i] beyond the buffer");
-      return NULL;
-    }
-  }
+  if (!weavets_check_batch(env, buf_len, offs, lens, count)) return NULL;
 
   uint32_t sent = 0;
   while (sent < count) {
