@@ -508,14 +508,29 @@ export class SleeveDatapath implements Datapath {
       this.fragAddrs[i] = p.ip;
       this.fragPorts[i] = p.port;
     }
-    let sent = 0;
+    this.sendDatagrams(this.fragBuf, this.fragOffsets, this.fragLengths, this.fragAddrs, this.fragPorts, n);
+  }
+
+  /**
+   * sendmmsg the n datagrams the arrays describe. What a full socket buffer refused is
+   * retried once from views of the arrays; anything still unsent is dropped and counted.
+   */
+  private sendDatagrams(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint32Array, ports: Uint16Array, n: number): void {
+    let sent: number;
     try {
-      sent = this.socket.sendBatch(this.fragBuf, this.fragOffsets, this.fragLengths, this.fragAddrs, this.fragPorts, n);
+      sent = this.socket.sendBatch(buf, offsets, lengths, addrs, ports, n);
     } catch (err) {
       this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`, n);
       return;
     }
-    if (sent < n) this.drop('send_queue_full', n - sent);
+    if (sent === n) return;
+    let more = 0;
+    try {
+      more = this.socket.sendBatch(buf, offsets.subarray(sent), lengths.subarray(sent), addrs.subarray(sent), ports.subarray(sent), n - sent);
+    } catch {
+      more = 0;
+    }
+    if (sent + more < n) this.drop('send_queue_full', n - sent - more);
   }
 
   private flushTx(): void {
@@ -527,30 +542,7 @@ export class SleeveDatapath implements Datapath {
       const msgOff = this.txOffsets[i]! + SEALED_HEADER_LENGTH - 1;
       c.sealInPlace(this.txBuf, msgOff, this.txOffsets[i]! + this.txLengths[i]! - msgOff, this.now);
     }
-    let sent = 0;
-    try {
-      sent = this.socket.sendBatch(this.txBuf, this.txOffsets, this.txLengths, this.txAddrs, this.txPorts, n);
-    } catch (err) {
-      this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`, n);
-      sent = n;
-    }
-    if (sent < n) {
-      // Socket buffer full: retry the rest once from a view, then give up on them.
-      let more = 0;
-      try {
-        more = this.socket.sendBatch(
-          this.txBuf,
-          this.txOffsets.subarray(sent),
-          this.txLengths.subarray(sent),
-          this.txAddrs.subarray(sent),
-          this.txPorts.subarray(sent),
-          n - sent,
-        );
-      } catch {
-        more = 0;
-      }
-      if (sent + more < n) this.drop('send_queue_full', n - sent - more);
-    }
+    this.sendDatagrams(this.txBuf, this.txOffsets, this.txLengths, this.txAddrs, this.txPorts, n);
     for (let i = 0; i < n; i++) {
       this.txPeers[i]!.txSlot = -1;
       this.txPeers[i] = undefined;
