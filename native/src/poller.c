@@ -82,7 +82,8 @@ void weavets_ensure_thrown(napi_env env, const char *what) {
   if (!pending) napi_throw_error(env, NULL, what);
 }
 
-weavets_poller *weavets_poller_get(napi_env env, napi_value obj) {
+/* The poller obj wraps, or NULL with no exception pending when it was closed. */
+static weavets_poller *poller_peek(napi_env env, napi_value obj) {
   void *p = NULL;
   if (napi_unwrap(env, obj, &p) != napi_ok || p == NULL) {
     bool pending = false;
@@ -91,9 +92,14 @@ weavets_poller *weavets_poller_get(napi_env env, napi_value obj) {
       napi_value ignored;
       napi_get_and_clear_last_exception(env, &ignored);
     }
-    weavets_throw_errno(env, "closed", EBADF);
     return NULL;
   }
+  return p;
+}
+
+weavets_poller *weavets_poller_get(napi_env env, napi_value obj) {
+  weavets_poller *p = poller_peek(env, obj);
+  if (!p) weavets_throw_errno(env, "closed", EBADF);
   return p;
 }
 
@@ -275,4 +281,29 @@ int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, cons
     }
   }
   return 1;
+}
+
+napi_value weavets_poller_js_start(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  weavets_poller *p = weavets_poller_get(env, argv[0]);
+  if (p) weavets_poller_start(env, p, argv[1], argv[2]);
+  return NULL;
+}
+
+napi_value weavets_poller_js_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!weavets_get_args(env, info, 1, argv)) return NULL;
+  weavets_poller *p = weavets_poller_get(env, argv[0]);
+  if (p) weavets_poller_stop(env, p);
+  return NULL;
+}
+
+napi_value weavets_poller_js_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!weavets_get_args(env, info, 1, argv)) return NULL;
+  /* close() twice is a no-op. */
+  weavets_poller *p = poller_peek(env, argv[0]);
+  if (p) weavets_poller_close(env, p, argv[0]);
+  return NULL;
 }

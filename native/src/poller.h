@@ -53,4 +53,10 @@ napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t ele
  * throws a RangeError and returns 0 otherwise. */
 int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens, uint32_t count);
 
+/* JS-facing startReading(handle, onData, onError?), stopReading(handle) and close(handle),
+ * shared by the TAP and UDP objects (both wrap a weavets_poller first). */
+napi_value weavets_poller_js_start(napi_env env, napi_callback_info info);
+napi_value weavets_poller_js_stop(napi_env env, napi_callback_info info);
+napi_value weavets_poller_js_close(napi_env env, napi_callback_info info);
+
 #endif

@@ -228,41 +228,6 @@ fail_wrapped:
   return NULL;
 }
 
-static napi_value tap_start_reading(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!weavets_get_args(env, info, 3, argv)) return NULL;
-  weavets_poller *p = weavets_poller_get(env, argv[0]);
-  if (!p) return NULL;
-  weavets_poller_start(env, p, argv[1], argv[2]);
-  return NULL;
-}
-
-static napi_value tap_stop_reading(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!weavets_get_args(env, info, 1, argv)) return NULL;
-  weavets_poller *p = weavets_poller_get(env, argv[0]);
-  if (p) weavets_poller_stop(env, p);
-  return NULL;
-}
-
-static napi_value tap_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!weavets_get_args(env, info, 1, argv)) return NULL;
-  void *p = NULL;
-  /* close() twice is a no-op. */
-  if (napi_unwrap(env, argv[0], &p) != napi_ok || p == NULL) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value ignored;
-      napi_get_and_clear_last_exception(env, &ignored);
-    }
-    return NULL;
-  }
-  weavets_poller_close(env, p, argv[0]);
-  return NULL;
-}
-
 /* 1 written, 0 EAGAIN, -1 other error (errno set). */
 static int tap_write_one(int fd, const uint8_t *data, size_t len) {
   for (;;) {
@@ -336,11 +301,11 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 napi_status weavets_init_tap(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"tapOpen", NULL, tap_open, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"tapStartReading", NULL, tap_start_reading, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"tapStopReading", NULL, tap_stop_reading, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"tapStartReading", NULL, weavets_poller_js_start, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"tapStopReading", NULL, weavets_poller_js_stop, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"tapWrite", NULL, tap_write, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"tapWriteBatch", NULL, tap_write_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"tapClose", NULL, tap_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"tapClose", NULL, weavets_poller_js_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

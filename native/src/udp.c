@@ -287,39 +287,6 @@ static udp_sock *udp_get(napi_env env, napi_value obj) {
   return (udp_sock *)weavets_poller_get(env, obj);
 }
 
-static napi_value udp_start_reading(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!weavets_get_args(env, info, 3, argv)) return NULL;
-  udp_sock *u = udp_get(env, argv[0]);
-  if (u) weavets_poller_start(env, &u->p, argv[1], argv[2]);
-  return NULL;
-}
-
-static napi_value udp_stop_reading(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!weavets_get_args(env, info, 1, argv)) return NULL;
-  udp_sock *u = udp_get(env, argv[0]);
-  if (u) weavets_poller_stop(env, &u->p);
-  return NULL;
-}
-
-static napi_value udp_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!weavets_get_args(env, info, 1, argv)) return NULL;
-  void *p = NULL;
-  if (napi_unwrap(env, argv[0], &p) != napi_ok || p == NULL) { /* already closed */
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value ignored;
-      napi_get_and_clear_last_exception(env, &ignored);
-    }
-    return NULL;
-  }
-  weavets_poller_close(env, p, argv[0]);
-  return NULL;
-}
-
 static int get_port(napi_env env, napi_value v, uint16_t *out) {
   uint32_t x;
   if (!weavets_get_u32(env, v, "port", &x)) return 0;
@@ -483,12 +450,12 @@ static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
 napi_status weavets_init_udp(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"udpBind", NULL, udp_bind, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"udpStartReading", NULL, udp_start_reading, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"udpStopReading", NULL, udp_stop_reading, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpStartReading", NULL, weavets_poller_js_start, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpStopReading", NULL, weavets_poller_js_stop, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpSendSegmented", NULL, udp_send_segmented, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpClose", NULL, weavets_poller_js_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }
