@@ -6,9 +6,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { ConnectionStatus } from '../../src/api/types';
-import { createLab, sleep, type Host, type Lab, type Namespace } from './harness';
+import { sleep, type Host, type Lab, type Namespace } from './harness';
+import { useLab } from './lab-hooks';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
 const PASSWORD = 'correct horse battery staple';
@@ -100,8 +101,8 @@ describe('encryption', () => {
     await lab.execOk(ns, [process.execPath, '-e', script], { timeoutMs: 60_000 });
   }
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     pwFile = path.join(lab.dir, 'password');
     fs.writeFileSync(pwFile, PASSWORD + '\n', { mode: 0o600 });
@@ -109,25 +110,12 @@ describe('encryption', () => {
     h2 = await lab.addHost('h2');
     c1 = await lab.addContainer(h1, 'c1');
     c2 = await lab.addContainer(h2, 'c2');
-    try {
-      await lab.launch(h1, [], ['--password-file', pwFile]);
-      // The other way in: the environment variable.
-      await lab.launch(h2, [h1.ip], [], { env: { WEAVETS_PASSWORD: PASSWORD } });
-      ip1 = await lab.attach(h1, c1);
-      ip2 = await lab.attach(h2, c2);
-      await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 30_000 });
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
+    await lab.launch(h1, [], ['--password-file', pwFile]);
+    // The other way in: the environment variable.
+    await lab.launch(h2, [h1.ip], [], { env: { WEAVETS_PASSWORD: PASSWORD } });
+    ip1 = await lab.attach(h1, c1);
+    ip2 = await lab.attach(h2, c2);
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 30_000 });
   });
 
   it('peers with the password are connected, and every connection says encrypted', async () => {

@@ -4,9 +4,10 @@
  * unblocking moves it back; a line topology (h1-h3 cut) relays over the sleeve where
  * needed while h1-h2 stays on fastdp; stop leaves no VXLAN link behind.
  */
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { ConnectionStatus } from '../../src/api/types';
-import { createLab, sleep, type Host, type Lab, type Namespace } from './harness';
+import { sleep, type Host, type Lab, type Namespace } from './harness';
+import { useLab } from './lab-hooks';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
 
@@ -31,30 +32,17 @@ describe('fastdp', () => {
     return r.stdout.split('\n').filter((l) => l.trim() !== '');
   };
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     h1 = await lab.addHost('h1');
     h2 = await lab.addHost('h2');
     c1 = await lab.addContainer(h1, 'c1');
     c2 = await lab.addContainer(h2, 'c2');
-    try {
-      await lab.launch(h1, [], ['--datapath', 'fastdp']);
-      await lab.launch(h2, [h1.ip], ['--datapath', 'fastdp']);
-      await lab.attach(h1, c1);
-      ip2 = await lab.attach(h2, c2);
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
+    await lab.launch(h1, [], ['--datapath', 'fastdp']);
+    await lab.launch(h2, [h1.ip], ['--datapath', 'fastdp']);
+    await lab.attach(h1, c1);
+    ip2 = await lab.attach(h2, c2);
   });
 
   it('two hosts reach fastdp and ping through the kernel', async () => {

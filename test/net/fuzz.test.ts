@@ -6,12 +6,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { RouterStatus } from '../../src/api/types';
 import { encode as encodeControl, MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION } from '../../src/router/control-codec';
 import { encode as encodeDatagram, DatagramKind, OFFLOAD_LENGTH } from '../../src/datapath/sleeve/codec';
 import { parsePeerName, type PeerName } from '../../src/router/peername';
-import { createLab, type Host, type Lab, type Namespace } from './harness';
+import { type Host, type Lab, type Namespace } from './harness';
+import { useLab } from './lab-hooks';
 
 const PORT = 6783;
 const UDP_PACKETS = 20_000;
@@ -178,35 +179,22 @@ describe('fuzzing the data and control ports', () => {
   let ip1 = '';
   let ip2 = '';
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     host1 = await lab.addHost('host1');
     host2 = await lab.addHost('host2');
     fuzzer = await lab.addHost('fuzz'); // on the underlay, no daemon
     c1 = await lab.addContainer(host1, 'c1');
     c2 = await lab.addContainer(host2, 'c2');
-    try {
-      await lab.launch(host1, [], ['--datapath', 'sleeve']);
-      await lab.launch(host2, [host1.ip], ['--datapath', 'sleeve']);
-      ip1 = (await lab.attach(host1, c1)).split('/')[0]!;
-      ip2 = (await lab.attach(host2, c2)).split('/')[0]!;
-      await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
-        what: `c1 (${ip1}) to reach c2 (${ip2}) before fuzzing`,
-        timeoutMs: 30_000,
-      });
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
+    await lab.launch(host1, [], ['--datapath', 'sleeve']);
+    await lab.launch(host2, [host1.ip], ['--datapath', 'sleeve']);
+    ip1 = (await lab.attach(host1, c1)).split('/')[0]!;
+    ip2 = (await lab.attach(host2, c2)).split('/')[0]!;
+    await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
+      what: `c1 (${ip1}) to reach c2 (${ip2}) before fuzzing`,
+      timeoutMs: 30_000,
+    });
   });
 
   it('survives 20k junk datagrams and hundreds of junk connections, and counts the drops', async () => {

@@ -3,9 +3,10 @@
  * keep names and addresses, connect/forget, discovery through neighbours, name
  * collisions, expose/hide, and reset leaving nothing behind.
  */
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { ConnectionStatus, EndpointStatus, PeerStatus, RouterStatus, TargetStatus } from '../../src/api/types';
-import { createLab, type Host, type Lab, type Namespace } from './harness';
+import { type Host, type Lab, type Namespace } from './harness';
+import { useLab } from './lab-hooks';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
 
@@ -22,32 +23,19 @@ describe('mesh lifecycle', () => {
   const established = async (h: Host, nickname: string): Promise<boolean> =>
     (await connections(h)).some((c) => c.nickname === nickname && c.state === 'established');
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     h1 = await lab.addHost('h1');
     h2 = await lab.addHost('h2');
     h3 = await lab.addHost('h3');
     c1 = await lab.addContainer(h1, 'c1');
     c2 = await lab.addContainer(h2, 'c2');
-    try {
-      await lab.launch(h1);
-      await lab.launch(h2, [h1.ip]);
-      await lab.attach(h1, c1);
-      ip2 = await lab.attach(h2, c2);
-      await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 30_000 });
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
+    await lab.launch(h1);
+    await lab.launch(h2, [h1.ip]);
+    await lab.attach(h1, c1);
+    ip2 = await lab.attach(h2, c2);
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 30_000 });
   });
 
   it('declares a killed peer dead within seconds, and takes it back when it returns', async () => {

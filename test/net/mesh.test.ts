@@ -3,9 +3,10 @@
  * through the overlay. Also the CLI's answers to bad arguments, detach and stop.
  */
 import * as fs from 'node:fs';
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { ConnectionStatus, EndpointStatus } from '../../src/api/types';
-import { createLab, run, type Host, type Lab, type Namespace } from './harness';
+import { run, type Host, type Lab, type Namespace } from './harness';
+import { useLab } from './lab-hooks';
 
 function addressOf(cidr: string): string {
   return cidr.split('/')[0]!;
@@ -20,30 +21,17 @@ describe('two-host mesh over sleeve', () => {
   let ip1 = '';
   let ip2 = '';
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     host1 = await lab.addHost('host1');
     host2 = await lab.addHost('host2');
     c1 = await lab.addContainer(host1, 'c1');
     c2 = await lab.addContainer(host2, 'c2');
-    try {
-      await lab.launch(host1, [], ['--datapath', 'sleeve']);
-      await lab.launch(host2, [host1.ip], ['--datapath', 'sleeve']);
-      ip1 = await lab.attach(host1, c1);
-      ip2 = await lab.attach(host2, c2);
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
+    await lab.launch(host1, [], ['--datapath', 'sleeve']);
+    await lab.launch(host2, [host1.ip], ['--datapath', 'sleeve']);
+    ip1 = await lab.attach(host1, c1);
+    ip2 = await lab.attach(host2, c2);
   });
 
   it('gives both containers addresses in the same default range', () => {

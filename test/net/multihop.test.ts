@@ -2,9 +2,10 @@
  * Relaying: A-B and B-C connected, A-C blocked on the underlay before anything starts.
  * A container on A reaches one on C through B, and A's routes say C is reachable.
  */
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { PeerStatus } from '../../src/api/types';
-import { createLab, type Host, type Lab, type Namespace } from './harness';
+import { type Host, type Lab, type Namespace } from './harness';
+import { useLab } from './lab-hooks';
 
 describe('multi-hop: A and C talk through B', () => {
   let lab: Lab;
@@ -16,8 +17,8 @@ describe('multi-hop: A and C talk through B', () => {
   let ipA = '';
   let ipC = '';
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     a = await lab.addHost('a');
     b = await lab.addHost('b');
@@ -27,24 +28,11 @@ describe('multi-hop: A and C talk through B', () => {
     expect((await lab.ping(a, c.ip, { count: 1, timeoutS: 1 })).ok).toBe(false);
     ca = await lab.addContainer(a, 'ca');
     cc = await lab.addContainer(c, 'cc');
-    try {
-      await lab.launch(a, [], ['--datapath', 'sleeve']);
-      await lab.launch(c, [], ['--datapath', 'sleeve']);
-      await lab.launch(b, [a.ip, c.ip], ['--datapath', 'sleeve']);
-      ipA = (await lab.attach(a, ca)).split('/')[0]!;
-      ipC = (await lab.attach(c, cc)).split('/')[0]!;
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
+    await lab.launch(a, [], ['--datapath', 'sleeve']);
+    await lab.launch(c, [], ['--datapath', 'sleeve']);
+    await lab.launch(b, [a.ip, c.ip], ['--datapath', 'sleeve']);
+    ipA = (await lab.attach(a, ca)).split('/')[0]!;
+    ipC = (await lab.attach(c, cc)).split('/')[0]!;
   });
 
   it('A lists C as reachable (via B) in status peers', async () => {
