@@ -122,16 +122,9 @@ export class Netlink {
       const attrs: ifla.LinkAttrs = { ifname: name, linkinfo: encodeLinkInfo({ kind: 'bridge' }) };
       if (opts.mtu !== undefined) attrs.mtu = opts.mtu;
       if (opts.mac !== undefined) attrs.address = parseMac(opts.mac);
-      try {
-        await this.request(rt.MessageType.NEWLINK, { kind: 'link', data: {}, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
-      } catch (e) {
-        // Lost a race with another creator: fall through and reconcile what is there.
-        if (!isCode(e, 'EEXIST')) throw e;
-      }
+      await this.createLink(attrs, what);
     }
-    const link = await this.getLink(name);
-    if (!link) throw new NetlinkError('ENODEV', `${what}: ENODEV (vanished after creation)`);
-    if (link.kind !== 'bridge') throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
+    const link = await this.linkOfKind(name, 'bridge', what);
     if (existing) {
       if (opts.mtu !== undefined && link.mtu !== opts.mtu) await this.setMtu(name, opts.mtu);
       if (opts.mac !== undefined && link.mac !== formatMac(parseMac(opts.mac))) await this.setMac(name, opts.mac);
@@ -226,14 +219,25 @@ export class Netlink {
     };
     if (opts.mtu !== undefined) attrs.mtu = opts.mtu;
     if (opts.mac !== undefined) attrs.address = parseMac(opts.mac);
+    await this.createLink(attrs, what);
+    return this.linkOfKind(name, 'vxlan', what);
+  }
+
+  /** NEWLINK with CREATE|EXCL. EEXIST is not an error here: the caller checks what exists. */
+  private async createLink(attrs: ifla.LinkAttrs, what: string): Promise<void> {
     try {
       await this.request(rt.MessageType.NEWLINK, { kind: 'link', data: {}, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
     } catch (e) {
+      // Already there (or another creator won a race): reconciled by the caller.
       if (!isCode(e, 'EEXIST')) throw e;
     }
+  }
+
+  /** The link `name`, which must exist and be of `kind`. */
+  private async linkOfKind(name: string, kind: string, what: string): Promise<LinkInfo> {
     const link = await this.getLink(name);
     if (!link) throw new NetlinkError('ENODEV', `${what}: ENODEV (vanished after creation)`);
-    if (link.kind !== 'vxlan') throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
+    if (link.kind !== kind) throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
     return link;
   }
 
