@@ -169,7 +169,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   }
   router.setDatapath(datapath);
 
-  const networks = new NetworkSet(netlink, datapath, ledger, mtu, formatCidr(range));
+  const networks = new NetworkSet(netlink, datapath, ledger, mtu);
   const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, range, ledger, log.child('endpoints'));
   // DNS listens on the host's address on each network bridge, so with DNS on the host is
   // exposed on every network it carries (docs/DNS.md). Started after endpoints.restore().

@@ -40,8 +40,6 @@ export class NetworkSet {
     private readonly ledger: LinkLedger,
     /** MTU of bridges and container interfaces. */
     readonly mtu: number,
-    /** Subnet every network's containers are addressed from. */
-    readonly subnet: string,
   ) {}
 
   get(name: string): OverlayNetwork | undefined {
