@@ -45,6 +45,11 @@ export interface DaemonConfig {
   dockerPluginSocket?: string;
   /** Docker API for network names, the default network and DNS names; undefined: DEFAULT_DOCKER_HOST. */
   dockerHost?: string;
+  /**
+   * Send Docker containers' external DNS queries (on Docker networks' bridges) to weavets
+   * DNS, so names of containers on other hosts resolve (docs/DOCKER.md, DNS); undefined: on.
+   */
+  dockerDnsRedirect?: boolean;
 }
 
 export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';

@@ -21,6 +21,7 @@ import { FastDatapath } from './datapath/fastdp/fastdp';
 import type { Datapath } from './datapath/types';
 import { NetworkSet } from './endpoint/networks';
 import { EndpointRegistry } from './endpoint/registry';
+import { HostRoutes } from './endpoint/host-routes';
 import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
 import { contains, formatCidr, parseCidr, parseIpv4 } from './ipam/cidr';
 import { loadSealer } from './crypto/seal';
@@ -170,7 +171,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   router.setDatapath(datapath);
 
   const networks = new NetworkSet(netlink, datapath, ledger, mtu);
-  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, range, ledger, log.child('endpoints'));
+  const hostRoutes = new HostRoutes(netlink, range);
+  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, range, ledger, hostRoutes, log.child('endpoints'));
   // DNS listens on the host's address on each network bridge, so with DNS on the host is
   // exposed on every network it carries (docs/DNS.md). Started after endpoints.restore().
   const dnsConfig = config.dns ?? DEFAULT_DNS;
@@ -218,6 +220,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       await ipam.close(removeState);
       if (removeState) {
         for (const link of ledger.list()) await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
+        await hostRoutes.uninstall().catch((err: unknown) => log.warn('could not remove the overlay routing rule', { error: (err as Error).message }));
       }
       await api?.close();
       netlink.close();
@@ -291,6 +294,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   };
 
   try {
+    await hostRoutes.install();
     await networks.ensure(DEFAULT_NETWORK);
     await endpoints.restore();
     if (dnsConfig.enabled) {
@@ -332,12 +336,24 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
             }
             return net.bridge;
           },
-          addAddress: (bridge, cidr) => netlink.addAddress(bridge, cidr, { ignoreExisting: true }),
-          delAddress: (bridge, cidr) => netlink.delAddress(bridge, cidr, { ignoreMissing: true }),
-          routeTo: (bridge, ip) => netlink.addRoute({ dst: `${ip}/32`, dev: bridge }, { replace: true }),
-          unroute: (bridge, ip) => netlink.delRoute({ dst: `${ip}/32`, dev: bridge }, { ignoreMissing: true }),
+          addAddress: (bridge, cidr) => hostRoutes.addAddress(bridge, cidr),
+          delAddress: (bridge, cidr) => hostRoutes.delAddress(bridge, cidr),
+          routeTo: (bridge, ip) => hostRoutes.routeHost(bridge, ip),
+          unroute: (bridge, ip) => hostRoutes.unrouteHost(bridge, ip),
         },
         ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
+        // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
+        ...(dns && config.dockerDnsRedirect !== false
+          ? {
+              dnsRedirect: {
+                port: dnsConfig.port,
+                addressOn: (segment: string) => {
+                  const ip = endpoints.exposures().find((e) => e.network === segment)?.address.split('/')[0];
+                  return ip !== undefined && dns?.listensOn(ip) ? ip : undefined;
+                },
+              },
+            }
+          : {}),
         log: log.child('docker'),
       });
     }

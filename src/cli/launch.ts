@@ -23,6 +23,7 @@ import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
 import { formatCidr, parseCidr } from '../ipam/cidr';
+import { OVERLAY_ROUTE_TABLE, OVERLAY_RULE_PRIORITY } from '../endpoint/host-routes';
 import { applyStoreFlags, storeArgs, type StoreFlags } from './ipam';
 import { applyDnsFlags, dnsArgs, type DnsFlags } from './dns';
 import {
@@ -58,6 +59,8 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   trustedSubnets?: string;
   dockerPluginSocket?: string;
   dockerHost?: string;
+  /** commander's --no-docker-dns-redirect: false when given. */
+  dockerDnsRedirect?: boolean;
 }
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
@@ -102,6 +105,7 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost)) throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
     config.dockerHost = flags.dockerHost;
   }
+  if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
   return config;
 }
 
@@ -148,6 +152,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   args.push(...storeArgs(config), ...dnsArgs(config));
   if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
+  if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
   return [...args, '--', ...config.peers];
 }
 
@@ -218,7 +223,9 @@ export async function stopDaemon(stateDir: string, removeState: boolean): Promis
     throw err;
   }
   if (pid === undefined) {
-    if (!(await waitFor(async () => !(await daemonAnswers(stateDir)), STOP_TIMEOUT_MS))) {
+    // A connect that races the listener closing is reset rather than refused: that daemon is going too.
+    const gone = async (): Promise<boolean> => !(await daemonAnswers(stateDir).catch(() => false));
+    if (!(await waitFor(gone, STOP_TIMEOUT_MS))) {
       throw new WeavetsError('EWEAVETS_INTERNAL', `the daemon did not stop within ${STOP_TIMEOUT_MS / 1000} s and its pid is unknown`);
     }
     return true;
@@ -240,6 +247,14 @@ function deleteLink(name: string): Promise<string | undefined> {
       if (!err || /Cannot find device/.test(stderr)) resolve(undefined);
       else resolve(`ip link del ${name}: ${(stderr || err.message).trim()}`);
     });
+  });
+}
+
+/** The rule a daemon that died left in place (src/endpoint/host-routes.ts); none is fine. */
+function deleteOverlayRule(): Promise<void> {
+  return new Promise((resolve) => {
+    const pref = String(OVERLAY_RULE_PRIORITY);
+    execFile('ip', ['rule', 'del', 'pref', pref, 'lookup', String(OVERLAY_ROUTE_TABLE)], () => resolve());
   });
 }
 
@@ -294,6 +309,7 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
       `could not delete ${failures.length} link(s), state dir kept: ${failures.join('; ')}`,
     );
   }
+  await deleteOverlayRule();
   fs.rmSync(stateDir, { recursive: true, force: true });
 }
 
@@ -439,6 +455,7 @@ export function registerLifecycle(program: Command): void {
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
     .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
+    .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);

@@ -4,7 +4,8 @@
  * are tested directly (test/unit/dns-message.test.ts).
  *
  * Zones we answer for: the domain (weavets.local) and the reverse names of the overlay
- * range. Everything else is forwarded.
+ * range; plus single-label names we hold a record for ("db." as db.weavets.local).
+ * Everything else is forwarded.
  */
 import * as dnsPacket from 'dns-packet';
 import type { Cidr } from '../ipam/cidr';
@@ -44,6 +45,11 @@ export function zoneOf(name: string, zone: ZoneConfig): 'forward' | 'reverse' | 
   const ip = addressOfReverseName(name);
   if (ip !== undefined && contains(zone.range, parseIpv4(ip))) return 'reverse';
   return undefined;
+}
+
+/** One label, no dots ("db"): a name Docker's resolver passes on as asked. */
+function isShortName(name: string): boolean {
+  return name !== '' && !name.includes('.');
 }
 
 /** A bare header answer with `rcode`, echoing id and RD: for what we cannot parse. */
@@ -134,7 +140,11 @@ export function handleQuery(buf: Buffer, table: DnsRecordTable, zone: ZoneConfig
   const question = questions[0]!;
   const name = normalizeName(question.name);
   const where = zoneOf(name, zone);
-  if (where === undefined) return { kind: 'forward', query: q };
+  // A single label ("db.") we hold a record for is answered as db.<domain>: Docker's
+  // embedded resolver forwards short names as they were asked (docs/DOCKER.md, DNS).
+  // Anything else outside our zones, short names we do not know included, goes upstream.
+  const short = where === undefined && isShortName(name) && table.hasName(name);
+  if (where === undefined && !short) return { kind: 'forward', query: q };
   const edns = ednsSize(q);
   const limit = transport === 'tcp' ? TCP_MAX_SIZE : Math.min(UDP_MAX_SIZE, Math.max(UDP_DEFAULT_SIZE, edns ?? UDP_DEFAULT_SIZE));
   const respond = (rcode: number, answers: dnsPacket.Answer[], authorities: dnsPacket.Answer[]): QueryOutcome => ({
@@ -144,6 +154,16 @@ export function handleQuery(buf: Buffer, table: DnsRecordTable, zone: ZoneConfig
   });
   const cls = question.class ?? 'IN';
   if (cls !== 'IN' && cls !== 'ANY') return respond(RCODE.REFUSED, [], []);
+
+  if (short) {
+    // The name is not in our zone: no SOA of ours in a NODATA answer (out of bailiwick).
+    if (question.type !== 'A' && (question.type as string) !== 'ANY') return respond(RCODE.NOERROR, [], []);
+    return respond(
+      RCODE.NOERROR,
+      table.rotated(name).map((ip) => ({ type: 'A', name: question.name, ttl: zone.ttl, data: ip })),
+      [],
+    );
+  }
 
   if (where === 'reverse') {
     const ip = addressOfReverseName(name)!;

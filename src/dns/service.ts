@@ -249,6 +249,11 @@ export class DnsService {
     await this.server.reconcile([...bridgeAddresses.map((addr) => ({ addr, port })), ...this.opts.settings.extraListen]);
   }
 
+  /** Does the server listen on `ip` (at the bridge port)? */
+  listensOn(ip: string): boolean {
+    return this.server.isListeningOn(ip);
+  }
+
   /** What a container on the network served at `bridgeAddress` should put in resolv.conf. */
   resolverFor(bridgeAddress: string): { nameservers: string[]; search: string[] } | undefined {
     // resolv.conf cannot name a port: only a listener on 53 can be a container's resolver.

@@ -1,6 +1,7 @@
 /**
  * The Docker surface as the daemon starts it: plugin state, the plugin socket, the
- * Docker API client (names, default network, DNS names) and published ports.
+ * Docker API client (names, default network, DNS names), published ports and the
+ * redirect of containers' external DNS to weavets DNS (./dns-redirect.ts).
  */
 import type { Logger } from '../log';
 import { formatCidr, type Cidr } from '../ipam/cidr';
@@ -10,6 +11,8 @@ import { DockerPlugin, type PluginBridges, type PluginEndpoints } from './plugin
 import { startPluginServer, driverNameOf } from './server';
 import { DockerEngine, type NamePublisher } from './engine';
 import { NftPortPublisher } from './ports';
+import { DNS_REDIRECT_TABLE, DnsRedirect, type Resolver } from './dns-redirect';
+import { bridgeNameFor, networkIdFor } from '../endpoint/networks';
 
 export interface DockerSurfaceOptions {
   socketPath: string;
@@ -21,13 +24,23 @@ export interface DockerSurfaceOptions {
   bridges: PluginBridges;
   /** Container names for DNS; undefined without DNS. */
   names?: NamePublisher;
+  /**
+   * Send containers' external DNS queries on Docker networks' bridges to weavets DNS
+   * (docs/DOCKER.md, DNS); undefined: off (a table left by an earlier run is removed).
+   */
+  dnsRedirect?: {
+    /** The port weavets DNS listens on at the bridge addresses. */
+    port: number;
+    /** Where weavets DNS listens on a segment's bridge (the host's address there), if it does. */
+    addressOn(segment: string): string | undefined;
+  };
   log: Logger;
 }
 
 export interface DockerSurface {
   driver: string;
   plugin: DockerPlugin;
-  /** Stop serving; with `removeState`, also remove the published-ports table. */
+  /** Stop serving and remove the DNS redirect; with `removeState`, also the published-ports table. */
   close(removeState: boolean): Promise<void>;
 }
 
@@ -42,11 +55,41 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     log: o.log.child('docker-api'),
   });
   const ports = new NftPortPublisher();
-  const plugin = new DockerPlugin({
+  const redirect = new DnsRedirect();
+  const redirectLog = o.log.child('dns-redirect');
+  let refreshTimer: NodeJS.Timeout | undefined;
+  // Every segment of a Docker network this host serves, with weavets DNS on its bridge.
+  const refresh = async (): Promise<void> => {
+    if (!o.dnsRedirect) return;
+    const want: Resolver[] = [];
+    const segments = new Set(plugin.networks().flatMap((n) => (n.segment !== undefined ? [n.segment] : [])));
+    for (const segment of segments) {
+      const address = o.dnsRedirect.addressOn(segment);
+      if (address !== undefined) want.push({ bridge: bridgeNameFor(segment, networkIdFor(segment)), address, port: o.dnsRedirect.port });
+    }
+    await redirect.set(want).catch((err: unknown) => redirectLog.warn('cannot update the DNS redirect', { error: (err as Error).message }));
+  };
+  const bridges = o.dnsRedirect
+    ? {
+        ...o.bridges,
+        // The plugin ensures a segment's bridge before each endpoint (and on network
+        // delete): the bridge is redirected before the container's first query, and a
+        // moment later (the call done, a deleted network gone) the map is checked again.
+        ensure: async (segment: string): Promise<string> => {
+          const bridge = await o.bridges.ensure(segment);
+          await refresh();
+          clearTimeout(refreshTimer);
+          refreshTimer = setTimeout(() => void refresh(), 1000);
+          refreshTimer.unref();
+          return bridge;
+        },
+      }
+    : o.bridges;
+  const plugin: DockerPlugin = new DockerPlugin({
     range: o.range,
     allocator: o.allocator,
     endpoints: o.endpoints,
-    bridges: o.bridges,
+    bridges,
     networkName: (id) => engine.networkName(id),
     ports,
     stateDir: o.stateDir,
@@ -54,6 +97,16 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     onActivate: () => engine.scheduleDefaultNetwork(),
   });
   await plugin.restore();
+  // Before the socket: the table is there when Docker's first call comes.
+  if (o.dnsRedirect) {
+    try {
+      await redirect.start(formatCidr(o.range));
+      await refresh();
+      redirectLog.info('Docker containers\' external DNS goes to weavets DNS', { table: `ip ${DNS_REDIRECT_TABLE}` });
+    } catch (err) {
+      redirectLog.warn('cannot redirect Docker containers\' DNS; names of other hosts need docker run --dns', { error: (err as Error).message });
+    }
+  } else await redirect.clear();
   let server: Awaited<ReturnType<typeof startPluginServer>>;
   try {
     server = await startPluginServer(o.socketPath, plugin, o.log);
@@ -61,6 +114,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     // The rest of weavets works without Docker: say why Docker cannot use this daemon.
     o.log.warn('Docker plugin off', { socket: o.socketPath, error: (err as Error).message });
     engine.close();
+    await redirect.clear();
     return { driver, plugin, close: async () => undefined };
   }
   // Docker may be up already (a weavets restart): make the default network and follow names.
@@ -71,7 +125,11 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     plugin,
     close: async (removeState) => {
       engine.close();
+      clearTimeout(refreshTimer);
       await server.close();
+      // Without our listener redirected queries would fail; untouched they reach the
+      // containers' own servers. So the redirect goes on stop as well as on reset.
+      await redirect.clear();
       if (removeState) await ports.clear();
     },
   };

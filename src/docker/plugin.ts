@@ -245,17 +245,18 @@ export class DockerPlugin {
     const opts = optObject(b, 'Options');
     for (const k of Object.keys(opts)) throw new PluginError(400, `unknown --ipam-opt ${k}; the weavets IPAM driver takes none`);
     if (pool === undefined) {
-      // Docker checks a pool it did not ask for against the host's routes and, when they
-      // overlap (they do once this host is on any weavets network), asks again at once,
-      // forever, since we have one pool. A second pool request with no address request in
-      // between is that loop: stop it with an answer the user can act on.
+      // Docker checks a pool it did not ask for against the main table's routes and, when
+      // they overlap, asks again at once, forever, since we have one pool. weavets keeps its
+      // own routes out of main (src/endpoint/host-routes.ts), so an overlap is someone
+      // else's route. A second pool request with no address request in between is that
+      // loop: stop it with an answer the user can act on.
       const now = Date.now();
       if (this.unaskedPoolAt !== undefined && now - this.unaskedPoolAt < 5000) {
         this.unaskedPoolAt = undefined;
         throw new PluginError(
           400,
-          `this host routes the weavets range ${range} already, and Docker takes an overlapping pool only when it is asked for: ` +
-            `add --subnet ${range}`,
+          `a route in this host's main table overlaps the weavets range ${range} (see \`ip route\`), and Docker takes an ` +
+            `overlapping pool only when it is asked for: add --subnet ${range}, or remove that route`,
         );
       }
       this.unaskedPoolAt = now;

@@ -18,6 +18,7 @@ import type { AddressAllocator } from '../ipam/types';
 import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
+import type { HostRoutes } from './host-routes';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -45,6 +46,7 @@ export class EndpointRegistry {
     private readonly allocator: AddressAllocator,
     private readonly range: Cidr,
     private readonly ledger: LinkLedger,
+    private readonly hostRoutes: HostRoutes,
     private readonly log: Logger,
   ) {
     this.file = path.join(stateDir, 'endpoints.json');
@@ -74,8 +76,10 @@ export class EndpointRegistry {
       this.endpoints.set(ep.id, ep);
     }
     for (const ex of data.exposed ?? []) {
-      await this.networks.ensure(ex.network);
+      const net = await this.networks.ensure(ex.network);
       await this.reclaimAddress(exposeId(this.allocator), ex.network, ex.network, ex.address);
+      // Idempotent: in place after a stop, put back after a reboot took the bridge.
+      await this.hostRoutes.addAddress(net.bridge, ex.address);
       this.exposed.set(ex.network, ex);
     }
     await this.save();
@@ -348,7 +352,7 @@ export class EndpointRegistry {
     const ipNum = (await this.allocator.allocate({ id: exposer, ifname: network, network, ...(requested !== undefined ? { ip: requested } : {}) })).ip;
     const address = `${formatIpv4(ipNum)}/${this.range.prefix}`;
     try {
-      await this.netlink.addAddress(net.bridge, address, { ignoreExisting: true });
+      await this.hostRoutes.addAddress(net.bridge, address);
     } catch (err) {
       await this.allocator.release(exposer, network).catch(() => undefined);
       throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`);
@@ -363,7 +367,7 @@ export class EndpointRegistry {
     const have = this.exposed.get(network);
     if (!have) return undefined;
     const net = this.networks.get(network);
-    if (net) await this.netlink.delAddress(net.bridge, have.address, { ignoreMissing: true });
+    if (net) await this.hostRoutes.delAddress(net.bridge, have.address);
     await this.allocator.release(exposeId(this.allocator), network);
     this.exposed.delete(network);
     await this.save();

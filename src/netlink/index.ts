@@ -1,4 +1,4 @@
 export { Netlink } from './netlink';
-export type { LinkInfo, AddressInfo, RouteSpec } from './netlink';
+export type { LinkInfo, AddressInfo, RouteSpec, RuleSpec } from './netlink';
 export { NetlinkError } from './errors';
 export { inNetns, openNetns } from './netns';

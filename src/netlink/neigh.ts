@@ -23,8 +23,10 @@ export const NUD_PERMANENT = 0x80;
 export const NTF_SELF = 0x02;
 export const NTF_MASTER = 0x04;
 /** IFA_* and IFA_F_* (if_addr.h). */
-export const IFA = { ADDRESS: 1, LOCAL: 2 } as const;
+export const IFA = { ADDRESS: 1, LOCAL: 2, FLAGS: 8 } as const;
 export const IFA_F_NODAD = 0x02;
+/** No prefix route for the address's subnet in the main table (IPv4 since Linux 4.4). */
+export const IFA_F_NOPREFIXROUTE = 0x200;
 export const RT_SCOPE_LINK = 253;
 export const RT_SCOPE_UNIVERSE = 0;
 
@@ -121,7 +123,10 @@ export function neighbourMessage(e: NeighbourEntry): Buffer {
   ]);
 }
 
-/** struct ifaddrmsg + IFA_LOCAL/IFA_ADDRESS, with flags (e.g. IFA_F_NODAD). */
+/**
+ * struct ifaddrmsg + IFA_LOCAL/IFA_ADDRESS, with flags (e.g. IFA_F_NODAD). The header holds
+ * only 8 bits of flags; wider ones (IFA_F_NOPREFIXROUTE) also go in an IFA_FLAGS u32.
+ */
 export function addressMessage(a: { index: number; ip: Buffer; prefixLen: number; flags: number; scope: number }): Buffer {
   const h = Buffer.alloc(8);
   h.writeUInt8(a.ip.length === 4 ? 2 : 10, 0);
@@ -129,5 +134,7 @@ export function addressMessage(a: { index: number; ip: Buffer; prefixLen: number
   h.writeUInt8(a.flags & 0xff, 2);
   h.writeUInt8(a.scope, 3);
   encode([attr.u32(0, a.index)]).copy(h, 4, 4, 8);
-  return Buffer.concat([h, encode([attr.bytes(IFA.LOCAL, a.ip), attr.bytes(IFA.ADDRESS, a.ip)])]);
+  const attrs = [attr.bytes(IFA.LOCAL, a.ip), attr.bytes(IFA.ADDRESS, a.ip)];
+  if (a.flags > 0xff) attrs.push(attr.u32(IFA.FLAGS, a.flags));
+  return Buffer.concat([h, encode(attrs)]);
 }

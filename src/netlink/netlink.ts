@@ -18,6 +18,7 @@ import {
   bridgePortMessage,
   fdbMessage,
   IFA_F_NODAD,
+  IFA_F_NOPREFIXROUTE,
   neighbourMessage,
   RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE,
@@ -31,6 +32,7 @@ const RTM_NEWNEIGH = 28;
 const RTM_DELNEIGH = 29;
 const NLM_F_APPEND = 0x800;
 import { inNetns, openNetns } from './netns';
+import { RTM_DELRULE, RTM_NEWRULE, ruleMessage } from './rule';
 
 export interface LinkInfo {
   index: number;
@@ -57,6 +59,15 @@ export interface RouteSpec {
   dev: string;
   mtu?: number;
   src?: string;
+  /** Routing table id; absent: main. */
+  table?: number;
+}
+
+export interface RuleSpec {
+  /** The destination CIDR the rule matches (`ip rule ... to CIDR`). */
+  to: string;
+  table: number;
+  priority: number;
 }
 
 /** Kernel replies normally arrive in microseconds; this only guards against a lost reply. */
@@ -309,13 +320,22 @@ export class Netlink {
 
   // ---- addresses ----
 
-  async addAddress(name: string, cidr: string, opts: { ignoreExisting?: boolean } = {}): Promise<void> {
-    const what = `add address ${cidr} dev ${name}`;
+  /**
+   * With noPrefixRoute the kernel adds no route for the address's subnet to the main table
+   * (`ip addr add ... noprefixroute`): the caller routes the subnet where it wants.
+   */
+  async addAddress(name: string, cidr: string, opts: { ignoreExisting?: boolean; noPrefixRoute?: boolean } = {}): Promise<void> {
+    const what = `add address ${cidr} dev ${name}${opts.noPrefixRoute ? ' noprefixroute' : ''}`;
     const c = parseCidr(cidr);
     const index = await this.indexOf(name, what);
     const attrs: rt.AddressAttrs = { local: c.bytes, address: c.bytes };
     try {
-      await this.request(rt.MessageType.NEWADDR, { kind: 'address', data: { family: c.family, prefixlen: c.prefixLen, index }, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
+      if (opts.noPrefixRoute) {
+        const msg = addressMessage({ index, ip: c.bytes, prefixLen: c.prefixLen, flags: IFA_F_NOPREFIXROUTE, scope: RT_SCOPE_UNIVERSE });
+        await this.rawRequest(RTM_NEWADDR, msg, FlagsNew.CREATE | FlagsNew.EXCL, what);
+      } else {
+        await this.request(rt.MessageType.NEWADDR, { kind: 'address', data: { family: c.family, prefixlen: c.prefixLen, index }, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
+      }
     } catch (e) {
       if (opts.ignoreExisting && isCode(e, 'EEXIST')) return;
       throw e;
@@ -355,13 +375,41 @@ export class Netlink {
 
   // ---- routes ----
 
-  async addRoute(r: RouteSpec, opts: { replace?: boolean } = {}): Promise<void> {
+  /**
+   * replace: `ip route replace`. append: `ip route append`, another route to the same
+   * destination through a different device; an identical one exists already: EEXIST.
+   */
+  async addRoute(r: RouteSpec, opts: { replace?: boolean; append?: boolean } = {}): Promise<void> {
     const what = `add route ${describeRoute(r)}`;
     const msg = await this.routeMessage(r, what);
     if (r.mtu !== undefined) msg.attrs.metrics = { mtu: attr.u32(RTAX_MTU, r.mtu).value as Buffer };
     if (r.src !== undefined) msg.attrs.prefsrc = ipToBytes(r.src);
-    const flags = FlagsNew.CREATE | (opts.replace ? FlagsNew.REPLACE : FlagsNew.EXCL);
+    const flags = FlagsNew.CREATE | (opts.replace ? FlagsNew.REPLACE : opts.append ? NLM_F_APPEND : FlagsNew.EXCL);
     await this.request(rt.MessageType.NEWROUTE, msg, flags, what);
+  }
+
+  // ---- policy routing rules ----
+
+  /** `ip rule add to CIDR lookup TABLE pref N`; an identical rule existing already is fine. */
+  async addRule(r: RuleSpec): Promise<void> {
+    const what = `add rule to ${r.to} lookup ${r.table} pref ${r.priority}`;
+    const c = parseCidr(r.to);
+    try {
+      await this.rawRequest(RTM_NEWRULE, ruleMessage({ dst: c.bytes, dstLen: c.prefixLen, table: r.table, priority: r.priority }), FlagsNew.CREATE | FlagsNew.EXCL, what);
+    } catch (e) {
+      if (!isCode(e, 'EEXIST')) throw e;
+    }
+  }
+
+  /** `ip rule del to CIDR lookup TABLE pref N`; a missing rule is fine. */
+  async delRule(r: RuleSpec): Promise<void> {
+    const what = `delete rule to ${r.to} lookup ${r.table} pref ${r.priority}`;
+    const c = parseCidr(r.to);
+    try {
+      await this.rawRequest(RTM_DELRULE, ruleMessage({ dst: c.bytes, dstLen: c.prefixLen, table: r.table, priority: r.priority }), 0, what);
+    } catch (e) {
+      if (!isCode(e, 'ENOENT')) throw e;
+    }
   }
 
   async delRoute(r: RouteSpec, opts: { ignoreMissing?: boolean } = {}): Promise<void> {
@@ -370,6 +418,8 @@ export class Netlink {
       const msg = await this.routeMessage(r, what);
       // RT_SCOPE_NOWHERE on delete means "any scope" to the kernel.
       msg.data.scope = rt.RouteScope.NOWHERE;
+      // Two routes to one destination through one device differ only by their source.
+      if (r.src !== undefined) msg.attrs.prefsrc = ipToBytes(r.src);
       await this.request(rt.MessageType.DELROUTE, msg, 0, what);
     } catch (e) {
       if (opts.ignoreMissing && isCode(e, 'ESRCH', 'ENODEV')) return;
@@ -424,7 +474,8 @@ export class Netlink {
     const oif = await this.indexOf(r.dev, what);
     let family: number;
     let dstLen = 0;
-    const attrs: rt.RouteAttrs = { oif, table: RT_TABLE_MAIN };
+    const table = r.table ?? RT_TABLE_MAIN;
+    const attrs: rt.RouteAttrs = { oif, table };
     if (r.dst === 'default') {
       family = r.via !== undefined ? familyOf(r.via) : AF_INET;
     } else {
@@ -440,7 +491,8 @@ export class Netlink {
     const data: rt.Route = {
       family,
       dstLen,
-      table: RT_TABLE_MAIN,
+      // A table id above 255 only fits RTA_TABLE; the header then says RT_TABLE_UNSPEC.
+      table: table < 256 ? table : 0,
       protocol: rt.RouteProtocol.STATIC,
       scope: r.via !== undefined || family === AF_INET6 ? rt.RouteScope.UNIVERSE : rt.RouteScope.LINK,
       type: rt.RouteType.UNICAST,
@@ -518,5 +570,5 @@ function toLinkInfo(m: rt.LinkMessage): LinkInfo {
 }
 
 function describeRoute(r: RouteSpec): string {
-  return `${r.dst}${r.via !== undefined ? ` via ${r.via}` : ''} dev ${r.dev}`;
+  return `${r.dst}${r.via !== undefined ? ` via ${r.via}` : ''} dev ${r.dev}${r.table !== undefined ? ` table ${r.table}` : ''}`;
 }

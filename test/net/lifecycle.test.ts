@@ -105,9 +105,14 @@ describe('mesh lifecycle', () => {
     const exposed = (await lab.weavetsOk(h1, ['expose'])).trim();
     expect(exposed).toMatch(/^\d+\.\d+\.\d+\.\d+\/12$/);
     await lab.waitFor(async () => (await lab.ping(h1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'host h1 to reach c2 over the overlay', timeoutMs: 15_000 });
+    // The range is routed from weavets's own table, through one rule; main stays untouched.
+    const table = async (): Promise<string> => (await lab.execOk(h1, ['ip', '-4', 'route', 'show', 'table', '6783'])).stdout;
+    expect(await table()).toContain(`10.32.0.0/12 dev weavets proto static scope link src ${ip(exposed)}`);
+    expect((await lab.execOk(h1, ['ip', '-4', 'route', 'show', 'table', 'main'])).stdout).not.toContain('10.32.0.0/12');
     await lab.weavetsOk(h1, ['hide']);
     const addrs = (await lab.execOk(h1, ['ip', '-j', 'addr', 'show', 'dev', 'weavets'])).stdout;
     expect(addrs).not.toContain(ip(exposed));
+    expect(await table()).not.toContain(`src ${ip(exposed)}`);
   });
 
   it('detects a silent peer by heartbeats and routes around it through a third host', async () => {
@@ -129,7 +134,9 @@ describe('mesh lifecycle', () => {
   });
 
   it('reset removes every bridge, veth and tap and the state dir', async () => {
+    expect((await lab.execOk(h2, ['ip', 'rule'])).stdout).toMatch(/lookup 6783/);
     await lab.weavetsOk(h2, ['reset']);
+    expect((await lab.execOk(h2, ['ip', 'rule'])).stdout).not.toMatch(/lookup 6783/);
     const links = (await lab.execOk(h2, ['ip', '-o', 'link', 'show'])).stdout;
     expect(links).not.toMatch(/weavets|wtt|vwt|wtb/);
     const inC2 = (await lab.execOk(c2, ['ip', '-o', 'link', 'show'])).stdout;

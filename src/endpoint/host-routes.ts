@@ -1,0 +1,78 @@
+/**
+ * How the host itself reaches the overlay range: through the bridges it has an address on
+ * (`expose`, DNS, a Docker network's gateway). Those routes live in a routing table of
+ * their own, consulted by one policy rule for the range, and never in the main table:
+ *
+ * - Docker checks a pool it did not ask for by subnet against the main table's routes
+ *   (libnetwork's local-scope overlap check) and refuses any pool the host already routes,
+ *   so with the range in main a second `docker network create -d weavets` without
+ *   `--subnet` could never succeed. Routes outside main are not checked.
+ * - The operator's main table stays theirs: `ip route` shows what they configured, and
+ *   `ip route show table 6783` what weavets did.
+ *
+ * The addresses go on with `noprefixroute`, so the kernel adds no main-table route either.
+ */
+import { formatCidr, type Cidr } from '../ipam/cidr';
+import type { Netlink } from '../netlink';
+import { isCode } from '../netlink/errors';
+
+/** The routing table holding the host's routes into the overlay range (6783: weavets's port). */
+export const OVERLAY_ROUTE_TABLE = 6783;
+/** Priority of the rule sending the range to that table: after local (0), before main (32766). */
+export const OVERLAY_RULE_PRIORITY = 6783;
+
+export class HostRoutes {
+  private readonly rangeText: string;
+
+  constructor(
+    private readonly netlink: Netlink,
+    range: Cidr,
+  ) {
+    this.rangeText = formatCidr(range);
+  }
+
+  /** The rule `to RANGE lookup 6783`; idempotent (a restarted daemon finds it in place). */
+  async install(): Promise<void> {
+    await this.netlink.addRule(this.rule());
+  }
+
+  /** Reset: the rule goes; the table's routes went with the bridges. */
+  async uninstall(): Promise<void> {
+    await this.netlink.delRule(this.rule());
+  }
+
+  /** The host's address `cidr` on `bridge`, and the range routed through that bridge from it. */
+  async addAddress(bridge: string, cidr: string): Promise<void> {
+    await this.netlink.addAddress(bridge, cidr, { ignoreExisting: true, noPrefixRoute: true });
+    try {
+      await this.netlink.addRoute({ dst: this.rangeText, dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { append: true });
+    } catch (err) {
+      if (!isCode(err, 'EEXIST')) throw err;
+    }
+  }
+
+  async delAddress(bridge: string, cidr: string): Promise<void> {
+    await this.netlink.delRoute({ dst: this.rangeText, dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { ignoreMissing: true });
+    await this.netlink.delAddress(bridge, cidr, { ignoreMissing: true });
+  }
+
+  /**
+   * One container reached through `bridge`: every segment shares the range's subnet, so a
+   * host on several segments needs the /32 to pick the right bridge.
+   */
+  async routeHost(bridge: string, ip: string): Promise<void> {
+    await this.netlink.addRoute({ dst: `${ip}/32`, dev: bridge, table: OVERLAY_ROUTE_TABLE }, { replace: true });
+  }
+
+  async unrouteHost(bridge: string, ip: string): Promise<void> {
+    await this.netlink.delRoute({ dst: `${ip}/32`, dev: bridge, table: OVERLAY_ROUTE_TABLE }, { ignoreMissing: true });
+  }
+
+  private rule(): { to: string; table: number; priority: number } {
+    return { to: this.rangeText, table: OVERLAY_ROUTE_TABLE, priority: OVERLAY_RULE_PRIORITY };
+  }
+}
+
+function addressOf(cidr: string): string {
+  return cidr.split('/')[0]!;
+}
