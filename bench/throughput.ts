@@ -3,11 +3,16 @@
  * measured in the same run: iperf3 TCP for N seconds, CPU seconds of the weavets daemons
  * per Gbit moved, and ping RTT. Prints a markdown table.
  *
- *   npx tsx bench/throughput.ts [--time 10] [--rows veth,vxlan,sleeve]
+ *   npx tsx bench/throughput.ts [--time 10] [--rows veth,vxlan,sleeve] [--ping-rounds 10]
  *
  * A row is one entry of ROWS: a name and a setup() that builds its own lab and returns the
  * two endpoints (and, for weavets rows, the hosts whose daemons' CPU time is measured).
- * Each row gets a fresh lab, torn down before the next row runs.
+ * Every row gets its own lab; all labs are built first, then the pings run in rounds
+ * interleaved across the rows (100 pings per row per round, the order rotating), then
+ * iperf3 runs row after row, then the labs are torn down. Interleaving matters on a
+ * shared machine: the load moves the RTT by tens of microseconds within a minute, which
+ * is the size of the differences compared, so rows pinged minutes apart are not
+ * comparable.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -31,7 +36,7 @@ interface RowResult {
   title: string;
   gbps?: number;
   cpuSecPerGbit?: number;
-  /** Median RTT of 200 pings, ms. */
+  /** Median RTT of all of the row's pings (every round), ms. */
   pingAvgMs?: number;
   error?: string;
 }
@@ -164,36 +169,84 @@ async function iperf(lab: Lab, ep: Endpoints, seconds: number): Promise<number> 
   }
 }
 
-async function measure(spec: RowSpec, seconds: number): Promise<RowResult> {
-  const lab = await createLab();
+interface LiveRow {
+  spec: RowSpec;
+  lab: Lab;
+  ep?: Endpoints;
+  result: RowResult;
+  /** RTTs of every ping round, ms. */
+  rtts: number[];
+}
+
+function failed(row: LiveRow, what: string, err: unknown): void {
+  const msg = (err as Error).message;
+  process.stderr.write(`row "${row.spec.title}" failed (${what}): ${msg}\n`);
+  row.result = { title: row.spec.title, error: msg.split('\n')[0]! };
+  delete row.ep;
+}
+
+function median(sorted: number[]): number | undefined {
+  return sorted.length === 0 ? undefined : sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+const PINGS_PER_ROUND = 100;
+
+async function measureAll(specs: RowSpec[], seconds: number, pingRounds: number): Promise<RowResult[]> {
+  const rows: LiveRow[] = [];
   try {
-    const ep = await spec.setup(lab);
-    // 200 samples and the median: on a shared 2-core machine a 20-ping average moves by
-    // tens of microseconds with whatever else runs, which is the size of what we compare.
-    const ping = await lab.ping(ep.client, ep.serverIp, { count: 200, intervalS: 0.01, timeoutS: 2 });
-    const pids = daemonPids(lab, ep.daemonHosts);
-    const cpuBefore = pids.map(cpuSeconds);
-    const gbps = await iperf(lab, ep, seconds);
-    const cpu = pids.map(cpuSeconds).reduce((a, v) => a + v, 0) - cpuBefore.reduce((a, v) => a + v, 0);
-    const res: RowResult = { title: spec.title, gbps };
-    const times = [...ping.output.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
-    if (times.length > 0) res.pingAvgMs = times[Math.floor((times.length - 1) / 2)]!;
-    if (pids.length > 0 && gbps > 0) res.cpuSecPerGbit = cpu / (gbps * seconds);
-    return res;
-  } catch (err) {
-    const msg = (err as Error).message.split('\n')[0]!;
-    process.stderr.write(`row "${spec.title}" failed: ${(err as Error).message}\n`);
-    return { title: spec.title, error: msg };
+    for (const spec of specs) {
+      process.stderr.write(`setting up: ${spec.title} ...\n`);
+      const row: LiveRow = { spec, lab: await createLab(), result: { title: spec.title }, rtts: [] };
+      rows.push(row);
+      try {
+        row.ep = await spec.setup(row.lab);
+      } catch (err) {
+        failed(row, 'setup', err);
+      }
+    }
+    // Pings first, interleaved: every row sees the same machine. 10 ms apart, so the
+    // median is not an idle-wakeup artefact of one slow row.
+    for (let round = 0; round < pingRounds; round++) {
+      process.stderr.write(`ping round ${round + 1}/${pingRounds} ...\n`);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[(i + round) % rows.length]!;
+        if (row.ep === undefined) continue;
+        const ping = await row.lab.ping(row.ep.client, row.ep.serverIp, { count: PINGS_PER_ROUND, intervalS: 0.01, timeoutS: 2 });
+        row.rtts.push(...[...ping.output.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])));
+      }
+    }
+    for (const row of rows) {
+      if (row.ep === undefined) continue;
+      const ep = row.ep;
+      process.stderr.write(`iperf3: ${row.spec.title} ...\n`);
+      try {
+        const pids = daemonPids(row.lab, ep.daemonHosts);
+        const cpuBefore = pids.map(cpuSeconds);
+        const gbps = await iperf(row.lab, ep, seconds);
+        const cpu = pids.map(cpuSeconds).reduce((a, v) => a + v, 0) - cpuBefore.reduce((a, v) => a + v, 0);
+        const res: RowResult = { title: row.spec.title, gbps };
+        const p50 = median([...row.rtts].sort((a, b) => a - b));
+        if (p50 !== undefined) res.pingAvgMs = p50;
+        if (pids.length > 0 && gbps > 0) res.cpuSecPerGbit = cpu / (gbps * seconds);
+        row.result = res;
+      } catch (err) {
+        failed(row, 'iperf3', err);
+      }
+      await sleep(500);
+    }
+    return rows.map((r) => r.result);
   } finally {
-    await lab.destroy();
+    for (const row of rows) await row.lab.destroy();
   }
 }
 
-function table(results: RowResult[], seconds: number): string {
+function table(results: RowResult[], seconds: number, pingRounds: number): string {
   const ref = results.find((r) => r.title.startsWith('direct veth'))?.gbps;
   const vx = results.find((r) => r.title.startsWith('kernel VXLAN'));
   const lines = [
-    `iperf3 TCP, ${seconds} s per row, ${new Date().toISOString()}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}`,
+    `iperf3 TCP, ${seconds} s per row; ping: ${pingRounds} rounds x ${PINGS_PER_ROUND} per row, interleaved; ` +
+      `${new Date().toISOString()}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ` +
+      `load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
     '',
     '| path | Gbit/s | vs veth | vs hand-made VXLAN | CPU s per Gbit (daemons) | ping p50 ms | ping vs VXLAN |',
     '|---|---:|---:|---:|---:|---:|---:|',
@@ -214,33 +267,35 @@ function table(results: RowResult[], seconds: number): string {
   return lines.join('\n');
 }
 
-function parseArgs(argv: string[]): { seconds: number; rows: RowSpec[] } {
+function parseArgs(argv: string[]): { seconds: number; rows: RowSpec[]; pingRounds: number } {
   let seconds = 10;
+  let pingRounds = 10;
   let keys = ROWS.map((r) => r.key);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--time') seconds = Number(argv[++i]);
     else if (a === '--rows') keys = (argv[++i] ?? '').split(',').filter(Boolean);
-    else throw new Error(`unknown argument ${a}; usage: throughput.ts [--time SECONDS] [--rows ${ROWS.map((r) => r.key).join(',')}]`);
+    else if (a === '--ping-rounds') pingRounds = Number(argv[++i]);
+    else {
+      throw new Error(
+        `unknown argument ${a}; usage: throughput.ts [--time SECONDS] [--rows ${ROWS.map((r) => r.key).join(',')}] [--ping-rounds N]`,
+      );
+    }
   }
   if (!Number.isFinite(seconds) || seconds < 1) throw new Error('--time wants a number of seconds >= 1');
+  if (!Number.isInteger(pingRounds) || pingRounds < 1) throw new Error('--ping-rounds wants a whole number >= 1');
   const rows = keys.map((k) => {
     const spec = ROWS.find((r) => r.key === k);
     if (!spec) throw new Error(`unknown row "${k}"; rows: ${ROWS.map((r) => r.key).join(', ')}`);
     return spec;
   });
-  return { seconds, rows };
+  return { seconds, rows, pingRounds };
 }
 
 async function main(): Promise<void> {
-  const { seconds, rows } = parseArgs(process.argv.slice(2));
-  const results: RowResult[] = [];
-  for (const spec of rows) {
-    process.stderr.write(`measuring: ${spec.title} ...\n`);
-    results.push(await measure(spec, seconds));
-    await sleep(500);
-  }
-  process.stdout.write(`${table(results, seconds)}\n`);
+  const { seconds, rows, pingRounds } = parseArgs(process.argv.slice(2));
+  const results = await measureAll(rows, seconds, pingRounds);
+  process.stdout.write(`${table(results, seconds, pingRounds)}\n`);
 }
 
 main().catch((err: unknown) => {

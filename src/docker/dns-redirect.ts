@@ -18,8 +18,14 @@
  *
  * The table exists only while the daemon runs: without a listener the redirected queries
  * would fail, where untouched they still reach the container's own servers. It is
- * deleted on stop and reset, and recreated at start (which also drops one a crashed run
- * left behind, or one of a run with the redirect on when it is now off).
+ * deleted on stop and reset, and at start (which drops one a crashed run left behind, or
+ * one of a run with the redirect on when it is now off).
+ *
+ * And only while the map has an element (a Docker network with a bridge on this host):
+ * a nat hook turns on connection tracking for every IPv4 packet of the namespace, and
+ * with br_netfilter for bridged container frames too. On a host without Docker networks
+ * that cost ~10 us of container ping RTT on the fast path for nothing
+ * (bench/throughput.ts; docs/FASTDP.md).
  */
 import { execFile } from 'node:child_process';
 
@@ -75,28 +81,40 @@ export function tableScript(range: string): string {
 }
 
 export class DnsRedirect {
+  /** The map as last written; '' while the table does not exist. */
   private applied = '';
   private queue: Promise<void> = Promise.resolve();
-  private active = false;
+  /** The overlay's CIDR while started. */
+  private range: string | undefined;
 
   constructor(private readonly nft: NftRunner = runNft) {}
 
-  /** Make a fresh, empty table (replacing any leftover); `range`: the overlay's CIDR. */
+  /**
+   * Start redirecting (`range`: the overlay's CIDR). A leftover table goes; the table
+   * itself is made by the first `set` with a bridge in it.
+   */
   start(range: string): Promise<void> {
     return this.serial(async () => {
-      await this.nft(['-f', '-'], tableScript(range));
-      this.applied = mapScript([]);
-      this.active = true;
+      await this.nft(['delete', 'table', 'ip', DNS_REDIRECT_TABLE]).catch(() => undefined);
+      this.applied = '';
+      this.range = range;
     });
   }
 
-  /** Point exactly these bridges at their resolvers; a no-op when nothing changed. */
+  /** Point exactly these bridges at their resolvers; no bridge: no table. A no-op when nothing changed. */
   set(resolvers: Resolver[]): Promise<void> {
     return this.serial(async () => {
-      if (!this.active) return;
+      if (this.range === undefined) return;
+      if (resolvers.length === 0) {
+        if (this.applied === '') return;
+        await this.nft(['delete', 'table', 'ip', DNS_REDIRECT_TABLE]);
+        this.applied = '';
+        return;
+      }
       const script = mapScript(resolvers);
       if (script === this.applied) return;
-      await this.nft(['-f', '-'], script);
+      // No table yet: a fresh one and its map in one transaction.
+      await this.nft(['-f', '-'], this.applied === '' ? tableScript(this.range) + script : script);
       this.applied = script;
     });
   }
@@ -104,7 +122,7 @@ export class DnsRedirect {
   /** Delete the table (stop, reset, or the redirect turned off); quiet when there is none. */
   clear(): Promise<void> {
     return this.serial(async () => {
-      this.active = false;
+      this.range = undefined;
       this.applied = '';
       await this.nft(['delete', 'table', 'ip', DNS_REDIRECT_TABLE]).catch(() => undefined);
     });

@@ -67,22 +67,29 @@ describe('DnsRedirect', () => {
   const r1 = { bridge: 'wtb000001', address: '10.32.0.1', port: 53 };
   const r2 = { bridge: 'wtb000002', address: '10.32.0.1', port: 53 };
 
-  it('starts fresh, writes the map only when it changes, and deletes the table on clear', async () => {
+  it('makes the table with the first bridge, writes the map only when it changes, deletes it with the last bridge and on clear', async () => {
     const { calls, redirect } = fake();
+    const del = `delete table ip ${DNS_REDIRECT_TABLE}`;
     await redirect.set([r1]); // before start: nothing
     expect(calls).toEqual([]);
     await redirect.start('10.32.0.0/12');
-    expect(calls).toEqual([`-f - ${tableScript('10.32.0.0/12')}`.trim()]);
-    await redirect.set([]); // the fresh table is empty already
+    expect(calls).toEqual([del]); // a leftover goes; no table (no conntrack) without a bridge
+    await redirect.set([]);
+    expect(calls).toHaveLength(1);
     await redirect.set([r1]);
+    expect(calls.at(-1)).toBe(`-f - ${tableScript('10.32.0.0/12')}${mapScript([r1])}`.trim());
     await redirect.set([r1]);
     await redirect.set([r2, r1]);
     await redirect.set([r1, r2]);
-    expect(calls.slice(1)).toEqual([`-f - ${mapScript([r1])}`.trim(), `-f - ${mapScript([r1, r2])}`.trim()]);
+    expect(calls.slice(2)).toEqual([`-f - ${mapScript([r1, r2])}`.trim()]);
+    await redirect.set([]);
+    expect(calls.at(-1)).toBe(del);
+    await redirect.set([r2]);
+    expect(calls.at(-1)).toBe(`-f - ${tableScript('10.32.0.0/12')}${mapScript([r2])}`.trim());
     await redirect.clear();
-    expect(calls.at(-1)).toBe(`delete table ip ${DNS_REDIRECT_TABLE}`);
+    expect(calls.at(-1)).toBe(del);
     await redirect.set([r1]); // cleared: nothing until the next start
-    expect(calls).toHaveLength(4);
+    expect(calls).toHaveLength(6);
   });
 
   it('retries a map nft refused on the next set, and clear never throws', async () => {
@@ -92,6 +99,11 @@ describe('DnsRedirect', () => {
     await expect(redirect.set([r1])).rejects.toThrow(/boom/);
     await redirect.set([r1]);
     expect(calls.filter((c) => c.includes('add element'))).toHaveLength(2);
+    expect(calls.at(-1)).toContain(tableScript('10.32.0.0/12').trim());
+    fail.next = true;
+    await expect(redirect.set([])).rejects.toThrow(/boom/);
+    await redirect.set([]); // the delete is retried
+    expect(calls.at(-1)).toBe(`delete table ip ${DNS_REDIRECT_TABLE}`);
     fail.next = true;
     await expect(redirect.clear()).resolves.toBeUndefined();
   });

@@ -36,6 +36,12 @@ const PROBE_INTERVAL_MS = 500;
 const TICK_MS = 250;
 /** A fast path with no probe answered for this long is down. */
 export const PATH_DEAD_MS = 2000;
+/**
+ * The two ends of a path switch within about a probe interval of each other. Frames the
+ * peer sent by the old path meanwhile taught our bridge its MACs behind the old port
+ * again, after our flush; so the old port is flushed once more when both have switched.
+ */
+const SWITCH_SETTLE_MS = 3 * PROBE_INTERVAL_MS;
 
 export function vxlanNameFor(networkId: number): string {
   return `wtv${networkId.toString(16).padStart(6, '0')}`;
@@ -370,9 +376,25 @@ export class FastDatapath {
       p.programmed = true;
       this.events.fastPathChanged(p.name, true);
       // Forget what the bridge learned behind the TAP: the next frames flood once and
-      // the bridge learns the peer's MACs behind the VXLAN port.
-      for (const n of this.networks.values()) await this.netlink.setBridgePort(tapNameFor(n.net.id), { flush: true }).catch(() => undefined);
+      // the bridge learns the peer's MACs behind the VXLAN port. Left there, a peer's MAC
+      // behind the TAP gets its unicast to the sleeve, which drops it (the peer is on
+      // fastdp) until that MAC is heard through VXLAN.
+      await this.flushPorts((n) => tapNameFor(n.net.id));
+      this.flushAgainLater(p, true, (n) => tapNameFor(n.net.id));
     });
+  }
+
+  private async flushPorts(port: (n: FastNetwork) => string): Promise<void> {
+    for (const n of this.networks.values()) await this.netlink.setBridgePort(port(n), { flush: true }).catch(() => undefined);
+  }
+
+  /** The second flush of the port `p` left (SWITCH_SETTLE_MS), if `p` is still on the path it took. */
+  private flushAgainLater(p: FastPeer, up: boolean, port: (n: FastNetwork) => string): void {
+    const timer = setTimeout(() => {
+      if (this.closed || this.peers.get(p.name) !== p || p.up !== up) return;
+      void this.enqueue(`settle ${formatPeerName(p.name)}`, () => this.flushPorts(port));
+    }, SWITCH_SETTLE_MS);
+    timer.unref();
   }
 
   /** Path lost: tell the composite first (the sleeve takes over at once), then unprogram. */
@@ -387,6 +409,7 @@ export class FastDatapath {
         await this.netlink.delFdb(n.dev, ZERO_MAC, p.ip);
         await this.netlink.setBridgePort(n.dev, { flush: true }).catch(() => undefined);
       }
+      this.flushAgainLater(p, false, (n) => n.dev);
     });
   }
 
