@@ -13,6 +13,7 @@ import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } f
 import { decodeGossip, encodeGossip, GossipDecodeError } from './gossip-codec';
 import { formatPeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
+import { Admission } from './admission';
 
 export interface RouterOptions {
   name: PeerName;
@@ -71,6 +72,9 @@ export class Router implements DatapathEvents {
   private readonly byPeer = new Map<PeerName, PeerConnection>();
   /** Every live connection, including those still handshaking. */
   private readonly connectionsAll = new Set<PeerConnection>();
+  /** Inbound connections admitted and still handshaking, with the address they count against. */
+  private readonly admitted = new Map<PeerConnection, string>();
+  private readonly admission = new Admission();
   private readonly rejected = new Map<string, number>();
   private readonly log: Logger;
   private readonly gossipTimer: NodeJS.Timeout;
@@ -202,8 +206,25 @@ export class Router implements DatapathEvents {
       socket.destroy();
       return;
     }
+    const address = socket.remoteAddress ?? '';
+    const refusal = this.admission.admit(address, Date.now());
+    if (refusal !== undefined) {
+      // Counted, not logged: a flood would otherwise flood the log too.
+      this.countRejected(refusal);
+      socket.destroy();
+      return;
+    }
     const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security);
+    this.admitted.set(conn, address);
     this.connectionsAll.add(conn);
+  }
+
+  /** An inbound connection left the handshake (established or closed): free its admission. */
+  private settleAdmission(conn: PeerConnection): void {
+    const address = this.admitted.get(conn);
+    if (address === undefined) return;
+    this.admitted.delete(conn);
+    this.admission.done(address);
   }
 
   private localHello(): Hello {
@@ -252,6 +273,7 @@ export class Router implements DatapathEvents {
   }
 
   private onReady(conn: PeerConnection): void {
+    this.settleAdmission(conn);
     const hello = conn.remote!;
     this.byPeer.set(hello.name, conn);
     if (conn.target !== undefined) {
@@ -294,6 +316,7 @@ export class Router implements DatapathEvents {
   }
 
   private onClosed(conn: PeerConnection, reason: string): void {
+    this.settleAdmission(conn);
     this.connectionsAll.delete(conn);
     const name = conn.remote?.name;
     if (name !== undefined && this.byPeer.get(name) === conn) {
