@@ -6,7 +6,7 @@ import type { AttachRequest, EndpointStatus, ExposeResult } from '../api/types';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 import { parseAddressCidr, parseEndpointId, parseIfname, parseNetworkName } from './validate';
-import { writeContainerResolvConf } from './dns';
+import { writeContainerResolvConf, removeContainerResolvConf } from './dns';
 import { recordNameProblem } from '../dns/names';
 
 interface AttachFlags {
@@ -65,7 +65,12 @@ export function registerAttach(program: Command): void {
     .description("remove a container's interface and release its address")
     .argument('<id>', 'container id')
     .action(async (id: string, _flags: unknown, cmd: Command) => {
-      await clientFor(stateDirOf(cmd)).post('/detach', { id: parseEndpointId(id) });
+      const client = clientFor(stateDirOf(cmd));
+      const endpointId = parseEndpointId(id);
+      const ep = (await client.get<EndpointStatus[]>('/endpoints')).find((e) => e.id === endpointId);
+      await client.post('/detach', { id: endpointId });
+      // The resolv.conf attach wrote for a named namespace goes with the endpoint.
+      if (ep) removeContainerResolvConf(ep);
     });
 
   program

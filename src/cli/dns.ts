@@ -114,8 +114,10 @@ export function resolvConfPathFor(netns: string): string | undefined {
   return m ? path.join('/etc/netns', m[1]!, 'resolv.conf') : undefined;
 }
 
+const RESOLV_CONF_MARK = '# written by weavets attach';
+
 export function resolvConfText(dns: { nameservers: string[]; search: string[] }): string {
-  return `# written by weavets attach\n${dns.nameservers.map((n) => `nameserver ${n}`).join('\n')}\nsearch ${dns.search.join(' ')}\noptions ndots:1\n`;
+  return `${RESOLV_CONF_MARK}\n${dns.nameservers.map((n) => `nameserver ${n}`).join('\n')}\nsearch ${dns.search.join(' ')}\noptions ndots:1\n`;
 }
 
 /** Write the container's resolv.conf when its namespace is a named one; returns the path. */
@@ -126,6 +128,22 @@ export function writeContainerResolvConf(ep: EndpointStatus): string | undefined
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
   fs.writeFileSync(file, resolvConfText(ep.dns), { mode: 0o644 });
   return file;
+}
+
+/**
+ * Remove the resolv.conf writeContainerResolvConf wrote (and its /etc/netns/NAME directory
+ * when that leaves it empty). A file someone else wrote there is left alone.
+ */
+export function removeContainerResolvConf(ep: EndpointStatus): void {
+  const file = resolvConfPathFor(ep.netns);
+  if (!file) return;
+  try {
+    if (!fs.readFileSync(file, 'utf8').startsWith(RESOLV_CONF_MARK)) return;
+    fs.rmSync(file);
+    fs.rmdirSync(path.dirname(file));
+  } catch {
+    // Gone already, or the directory holds other files: both fine.
+  }
 }
 
 function formatLookup(r: DnsLookupResult): string {

@@ -39,6 +39,8 @@ export interface EtcdStoreOptions {
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 3000;
+/** How etcd cancels a watch created with an expired or unknown auth token. */
+const AUTH_TOKEN_ERROR = /invalid auth token|code = Unauthenticated/i;
 const WATCH_RETRY_MS = 1000;
 
 type RawKv = { key: Buffer; value: Buffer; mod_revision: string; create_revision: string; lease: string };
@@ -53,6 +55,7 @@ export class EtcdStore implements Store {
   private readonly watches = new Set<StoreWatch>();
   private closed = false;
   private readonly timeoutMs: number;
+  private readonly hintContext: EtcdHintContext;
 
   constructor(opts: EtcdStoreOptions) {
     if (opts.endpoints.length === 0) throw new Error('etcd: no endpoints');
@@ -77,9 +80,20 @@ export class EtcdStore implements Store {
       options.credentials = creds;
     }
     if (opts.username !== undefined) {
-      options.auth = { username: opts.username, password: opts.password ?? '', callOptions: { deadline: Date.now() + timeout } };
+      // No callOptions of its own: etcd3 then gives each authenticate call the
+      // defaultCallOptions above, a fresh deadline per call. A fixed deadline computed here
+      // would already be past when etcd3 authenticates again (the first call more than
+      // `timeout` ms after start, or a token that expired: --auth-token-ttl, 5 minutes by
+      // default), failing every call from then on with DEADLINE_EXCEEDED.
+      options.auth = { username: opts.username, password: opts.password ?? '' };
     }
     this.client = new Etcd3(options);
+    this.hintContext = {
+      tls: options.credentials !== undefined || opts.endpoints.some((e) => e.startsWith('https:')),
+      clientCert: opts.certFile !== undefined,
+      ...(opts.username !== undefined ? { username: opts.username } : {}),
+      prefix: this.prefix,
+    };
   }
 
   private k(key: string): string {
@@ -106,7 +120,8 @@ export class EtcdStore implements Store {
     } catch (err) {
       if (err instanceof EtcdLeaseInvalidError) throw err;
       const msg = err instanceof Error ? err.message : String(err);
-      throw new StoreUnavailableError(what, this.location, msg);
+      const hint = etcdErrorHint(msg, this.hintContext);
+      throw new StoreUnavailableError(what, this.location, hint === undefined ? msg : `${msg.trim()}. ${hint}`);
     } finally {
       clearTimeout(timer);
     }
@@ -199,6 +214,7 @@ export class EtcdStore implements Store {
     let generation = 0;
     const restart = (why: string): void => {
       if (stopped) return;
+      if (AUTH_TOKEN_ERROR.test(why)) this.renewWatchStream();
       generation++;
       const old = watcher;
       watcher = undefined;
@@ -256,6 +272,29 @@ export class EtcdStore implements Store {
     return handle;
   }
 
+  /**
+   * etcd checks a watch stream's auth token when a watch is created on it, and etcd3 opens
+   * one stream for all watches with the token it had then. Once that token has expired
+   * (--auth-token-ttl), every new watch on the stream is cancelled with "invalid auth
+   * token", and re-creating it on the same stream fails forever; unary calls recover by
+   * themselves (etcd3 re-authenticates on that error). So: drop the cached token and
+   * break the stream, as a network error would: etcd3 re-opens it with a fresh token and
+   * resumes the watches still on it from their revisions. etcd3 has no public API for
+   * this; these are its ConnectionPool.authenticator and Namespace.watchManager.
+   */
+  private renewWatchStream(): void {
+    const c = this.client as unknown as {
+      pool?: { authenticator?: { invalidateMetadata?: () => void } };
+      watchManager?: { state?: number; handleError?: (err: Error) => void };
+    };
+    const manager = c.watchManager;
+    // 2 is WatchManager's State.Connected; in any other state a fresh stream is coming anyway.
+    if (manager?.state !== 2 || typeof manager.handleError !== 'function') return;
+    this.log.debug('etcd auth token expired: re-opening the watch stream');
+    c.pool?.authenticator?.invalidateMetadata?.();
+    manager.handleError(new Error('etcd auth token expired; re-authenticating'));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -271,4 +310,60 @@ function cmp(c: Compare): ['Value' | 'Version' | 'Mod', '==', string | number] {
   // Version 0 is etcd's "does not exist".
   if (c.modRevision === 0) return ['Version', '==', 0];
   return ['Mod', '==', c.modRevision];
+}
+
+export interface EtcdHintContext {
+  /** TLS is in use (--etcd-ca given, or an https:// endpoint). */
+  tls: boolean;
+  /** A client certificate was given (--etcd-cert/--etcd-key). */
+  clientCert: boolean;
+  /** --etcd-user, if given. */
+  username?: string;
+  /** The key prefix weavets uses, for a permission hint. */
+  prefix: string;
+}
+
+/**
+ * What to do about an etcd error, for the errors a misconfigured TLS or auth setup gives
+ * (gRPC and OpenSSL say "unable to verify the first certificate" or "SSL alert number 42",
+ * which do not name the flag to fix). Undefined when there is nothing specific to say.
+ */
+export function etcdErrorHint(message: string, ctx: EtcdHintContext): string | undefined {
+  const m = message;
+  if (/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME_INVALID|altnames/i.test(m)) {
+    return "etcd's server certificate does not name the host or address used in --etcd: use a URL whose host is in the certificate's subjectAltName, or reissue the certificate";
+  }
+  if (/unable to verify|self[- ]signed certificate|unable to get (local )?issuer|certificate verify failed|CERT_UNTRUSTED|UNABLE_TO_VERIFY/i.test(m)) {
+    return ctx.tls
+      ? "etcd's server certificate is not signed by the CA in --etcd-ca: give the CA certificate (PEM) that issued etcd's --cert-file"
+      : "etcd's server certificate is not trusted: give the CA certificate (PEM) that issued it with --etcd-ca";
+  }
+  if (/certificate has expired|CERT_HAS_EXPIRED|certificate is not yet valid/i.test(m)) {
+    return 'a TLS certificate is expired or not yet valid: check the clocks, and renew the certificate';
+  }
+  if (/alert (bad certificate|certificate required|unknown ca|certificate unknown|unsupported certificate)|alert number (42|43|46|48|116)\b/i.test(m)) {
+    return ctx.clientCert
+      ? "etcd refused this host's client certificate: --etcd-cert must be issued by a CA in etcd's --trusted-ca-file, for client authentication (extendedKeyUsage clientAuth), with its --etcd-key"
+      : 'etcd requires a client certificate (it runs with --client-cert-auth): give --etcd-cert and --etcd-key';
+  }
+  if (/wrong version number|packet length too long|unknown protocol|http\/1\.\d|Protocol error/i.test(m)) {
+    return ctx.tls
+      ? 'etcd does not speak TLS on this port: use an http:// URL in --etcd, or give etcd --cert-file/--key-file'
+      : 'etcd expects TLS on this port: use an https:// URL in --etcd and give --etcd-ca';
+  }
+  if (/authentication failed|invalid user ID or password/i.test(m)) {
+    return `etcd rejected user '${ctx.username ?? ''}': check --etcd-user and the password in --etcd-password-file (first line) or WEAVETS_ETCD_PASSWORD`;
+  }
+  if (/user name is empty|user name not found|invalid auth token/i.test(m) && ctx.username === undefined) {
+    return 'etcd has authentication enabled: give --etcd-user and --etcd-password-file';
+  }
+  if (/authentication is not enabled/i.test(m)) {
+    return 'etcd has authentication disabled: drop --etcd-user and --etcd-password-file, or enable auth in etcd';
+  }
+  if (/permission denied/i.test(m)) {
+    return ctx.username !== undefined
+      ? `etcd user '${ctx.username}' may not read and write weavets' keys: grant one of its roles readwrite on the prefix ${ctx.prefix} (etcdctl role grant-permission ROLE --prefix=true readwrite ${ctx.prefix})`
+      : `etcd refused access to ${ctx.prefix}: give --etcd-user and --etcd-password-file of a user with readwrite on that prefix`;
+  }
+  return undefined;
 }

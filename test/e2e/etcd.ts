@@ -2,6 +2,7 @@
  * A real etcd for tests: temporary data dir, random free ports on 127.0.0.1 (or fixed
  * ports on an address inside a lab namespace), stopped and removed on exit even when the
  * test fails. stop()/start() keep the data dir, to take etcd away and bring it back.
+ * Optionally TLS for clients (server certificate, and client certificates required).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -18,6 +19,13 @@ export interface EtcdOptions {
   prefix?: string[];
   /** Health check; default: fetch from this process. */
   healthy?: (url: string) => Promise<boolean>;
+  /**
+   * Serve clients over TLS (https:// URL) with this server certificate and key; with
+   * clientCaFile, require client certificates signed by that CA (--client-cert-auth).
+   */
+  tls?: { certFile: string; keyFile: string; clientCaFile?: string };
+  /** More etcd flags, e.g. ['--auth-token-ttl', '2']. */
+  extraArgs?: string[];
 }
 
 export interface EtcdServer {
@@ -63,7 +71,7 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
   const peerPort = opts.peerPort ?? (await freePort());
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'weavets-etcd-'));
   dirs.add(dataDir);
-  const url = `http://${host}:${clientPort}`;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${clientPort}`;
   const healthy =
     opts.healthy ??
     (async (u: string) => {
@@ -93,6 +101,9 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
       `wt=http://${host}:${peerPort}`,
       '--logger=zap',
       '--log-level=error',
+      ...(opts.tls ? ['--cert-file', opts.tls.certFile, '--key-file', opts.tls.keyFile] : []),
+      ...(opts.tls?.clientCaFile !== undefined ? ['--trusted-ca-file', opts.tls.clientCaFile, '--client-cert-auth'] : []),
+      ...(opts.extraArgs ?? []),
     ];
     const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;

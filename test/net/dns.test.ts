@@ -186,6 +186,13 @@ describe.skipIf(!etcdAvailable())('embedded DNS', () => {
     expect(text).toContain('search weavets.local');
     const r = await lab.execOk(h1, ['ip', 'netns', 'exec', c1.netnsName, 'dig', '+search', '+short', '+tries=1', 'client']);
     expect(r.stdout.trim()).toBe(ip3);
+    // detach takes it away again, with the directory it made.
+    const c4 = await lab.addContainer(h1, 'c4');
+    await lab.attach(h1, c4, ['--name', 'shortlived']);
+    const file4 = `/etc/netns/${c4.netnsName}/resolv.conf`;
+    expect(fs.existsSync(file4)).toBe(true);
+    await lab.weavetsOk(h1, ['detach', 'c4']);
+    expect(fs.existsSync(path.dirname(file4))).toBe(false);
   });
 
   it("drops a dead host's records once its lease expires", async () => {

@@ -268,6 +268,16 @@ function cleanupByPrefix(prefix: string, dir: string | undefined): void {
   const names = labNamespaces(prefix);
   for (const ns of names) killNamespaceProcesses(ns);
   for (const ns of names) runSync(['ip', 'netns', 'del', ns]);
+  // `weavets attach` writes /etc/netns/<namespace>/resolv.conf for named namespaces.
+  let etcNetns: string[] = [];
+  try {
+    etcNetns = fs.readdirSync('/etc/netns');
+  } catch {
+    /* none */
+  }
+  for (const d of etcNetns) {
+    if (d.startsWith(`${prefix}-`)) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
+  }
   if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
 }
 
