@@ -72,6 +72,14 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
     },
   });
   new Gauge({
+    name: 'weavets_fastdp_mac_fdb_entries',
+    help: 'Per-MAC FDB entries on the fastdp VXLAN devices (known unicast to its owner only).',
+    registers: [registry],
+    collect() {
+      this.set(datapath.kernelMacEntries?.() ?? 0);
+    },
+  });
+  new Gauge({
     name: 'weavets_bridge_frames_total',
     help: 'Frames between the data path and a network bridge.',
     labelNames: ['network', 'direction'],

@@ -4,6 +4,7 @@
  * encryption, fallback); a peer whose data goes in clear also gets fastdp probes, and
  * while its VXLAN path is proven the kernel carries its frames and the sleeve steps
  * aside for it (kernelPeers). A peer is "up" for routing when either path is up.
+ * The sleeve's MAC table feeds fastdp's per-MAC FDB entries (who owns which MAC).
  */
 import type { Logger } from '../log';
 import { formatPeerName, type PeerName } from '../router/peername';
@@ -29,6 +30,7 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
   attach(sleeve: SleeveDatapath, fast: FastDatapath | undefined): void {
     this.sleeve = sleeve;
     this.fast = fast;
+    if (fast !== undefined) sleeve.macs.setListener(fast);
   }
 
   get fastPath(): FastDatapath | undefined {
@@ -88,7 +90,13 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
     return this.sleeve.networkStats();
   }
 
+  /** Per-MAC FDB entries fastdp has programmed (0 without fastdp). */
+  kernelMacEntries(): number {
+    return this.fast?.macEntries().programmed ?? 0;
+  }
+
   async close(): Promise<void> {
+    this.sleeve.macs.setListener(undefined);
     await this.fast?.close();
     this.kernelPeers.clear();
     await this.sleeve.close();

@@ -61,5 +61,7 @@ export interface Datapath {
   drops(): ReadonlyMap<string, number>;
   /** Frames a network delivered to or received from its bridge. */
   networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[];
+  /** Per-MAC kernel FDB entries programmed (fastdp only). */
+  kernelMacEntries?(): number;
   close(): Promise<void>;
 }

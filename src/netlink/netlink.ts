@@ -274,6 +274,17 @@ export class Netlink {
     }
   }
 
+  /**
+   * `bridge fdb replace MAC dev DEV dst IP self permanent`: the one entry for a unicast
+   * `mac` (created, or its VTEP changed in place). For per-MAC entries, never the
+   * all-zeros MAC (the kernel refuses REPLACE there: EOPNOTSUPP). Idempotent.
+   */
+  async replaceFdb(dev: string, mac: string, dst: string): Promise<void> {
+    const what = `fdb replace ${mac} dev ${dev} dst ${dst}`;
+    const index = await this.indexOf(dev, what);
+    await this.rawRequest(RTM_NEWNEIGH, fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }), FlagsNew.CREATE | FlagsNew.REPLACE, what);
+  }
+
   /** Remove one FDB entry (MAC + VTEP); a missing entry or device is fine. */
   async delFdb(dev: string, mac: string, dst: string): Promise<void> {
     const what = `fdb del ${mac} dev ${dev} dst ${dst}`;

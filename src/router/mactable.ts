@@ -7,6 +7,12 @@
  *
  * Times are the caller's monotonic clock in milliseconds (e.g. performance.now()); they
  * must never go backwards, which is what keeps the list ordered.
+ *
+ * Change events (setListener): a MAC learned, moved to another peer, or gone (expired,
+ * evicted, forgotten) marks its entry and queues it once; the queue is drained later
+ * (setImmediate, never inside learn()), reporting each queued MAC's state at drain time.
+ * So a refresh of a known MAC costs nothing more, a burst of changes is one batch, and a
+ * MAC that changed twice before the drain is reported once, as it is now.
  */
 import type { PeerName } from './peername';
 
@@ -19,6 +25,18 @@ interface MacEntry {
   seenMs: number;
   prev: MacEntry | undefined; // older
   next: MacEntry | undefined; // newer
+  /** In the change queue, not drained yet. */
+  queued: boolean;
+  /** Removed from the table (the queue may still hold it, to report it gone). */
+  gone: boolean;
+}
+
+/** Receives the table's changes, batched and off the frame path. */
+export interface MacTableListener {
+  /** `peer` owns `mac` on `networkId` now (learned or moved), or nobody does (undefined). */
+  macChanged(networkId: number, mac: number, peer: PeerName | undefined): void;
+  /** The end of one drained batch. */
+  macBatchEnd?(): void;
 }
 
 export interface MacTableStats {
@@ -40,6 +58,10 @@ export class MacTable {
   private newest: MacEntry | undefined;
   private count = 0;
   private latestMs = 0;
+  private listener: MacTableListener | undefined;
+  private changes: MacEntry[] = [];
+  private drainScheduled = false;
+  private readonly drain = (): void => this.flushChanges();
   readonly stats: MacTableStats = { learned: 0, moved: 0, evicted: 0, expired: 0 };
 
   constructor(opts: { maxAgeMs: number; maxEntries?: number }) {
@@ -66,6 +88,7 @@ export class MacTable {
       if (e.peer === peer) return false;
       e.peer = peer;
       this.stats.moved++;
+      this.changed(e);
       return true;
     }
     if (this.count >= this.maxEntries) {
@@ -78,14 +101,58 @@ export class MacTable {
       net = new Map();
       this.byNetwork.set(networkId, net);
     }
-    const fresh: MacEntry = { networkId, mac, peer, seenMs: nowMs, prev: this.newest, next: undefined };
+    const fresh: MacEntry = { networkId, mac, peer, seenMs: nowMs, prev: this.newest, next: undefined, queued: false, gone: false };
     if (this.newest !== undefined) this.newest.next = fresh;
     else this.oldest = fresh;
     this.newest = fresh;
     net.set(mac, fresh);
     this.count++;
     this.stats.learned++;
+    this.changed(fresh);
     return true;
+  }
+
+  /**
+   * Report changes to `listener` from now on (undefined: stop). Every entry the table
+   * holds already is queued as learned, so the listener starts from the whole table.
+   */
+  setListener(listener: MacTableListener | undefined): void {
+    this.listener = listener;
+    if (listener === undefined) {
+      for (const e of this.changes) e.queued = false;
+      this.changes = [];
+      return;
+    }
+    for (let e = this.oldest; e !== undefined; e = e.next) this.changed(e);
+  }
+
+  /** Deliver queued changes now (also what the scheduled drain does). */
+  flushChanges(): void {
+    this.drainScheduled = false;
+    const l = this.listener;
+    if (l === undefined || this.changes.length === 0) return;
+    const batch = this.changes;
+    this.changes = [];
+    for (const e of batch) {
+      e.queued = false;
+      l.macChanged(e.networkId, e.mac, e.gone ? undefined : e.peer);
+    }
+    l.macBatchEnd?.();
+  }
+
+  /** Changes waiting for the drain. */
+  pendingChanges(): number {
+    return this.changes.length;
+  }
+
+  private changed(e: MacEntry): void {
+    if (this.listener === undefined || e.queued) return;
+    e.queued = true;
+    this.changes.push(e);
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(this.drain);
+    }
   }
 
   /** Owning peer, or undefined when unknown or expired. */
@@ -158,6 +225,8 @@ export class MacTable {
     net.delete(e.mac);
     if (net.size === 0) this.byNetwork.delete(e.networkId);
     this.count--;
+    e.gone = true;
+    this.changed(e);
   }
 }
 

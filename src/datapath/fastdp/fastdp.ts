@@ -2,9 +2,9 @@
  * fastdp: the kernel carries the frames. Per network a VXLAN device (VNI = network id,
  * UDP 6784, learning off) is a port of the network's bridge; per peer whose VXLAN path is
  * proven, an all-zeros FDB entry makes the device replicate broadcast and unknown
- * destinations to that peer's underlay address (and known destinations go there too:
- * the bridge learns which MACs sit behind the VXLAN port). The daemon never touches a
- * frame on this path; it only programs the kernel and proves the path with probes.
+ * destinations to that peer's underlay address (and known destinations without a per-MAC
+ * entry, below, go there too). The daemon never touches a frame on this path; it only
+ * programs the kernel and proves the path with probes.
  *
  * Probes: a separate VXLAN device (reserved VNI 0xffffff, same UDP port) with an IPv6
  * link-local address and MAC derived from the peer name, a permanent neighbour entry and
@@ -13,6 +13,12 @@
  * exactly like container traffic, so an answered probe proves the path both ways and a
  * blocked port is noticed within PATH_DEAD_MS. See docs/FASTDP.md.
  *
+ * Per-MAC entries: the sleeve's MAC table reports (batched, off the frame path) which peer
+ * owns which MAC; for a MAC whose owner is on the fast path now, `MAC dst <owner IP>` on
+ * the network's device sends its known unicast to the owner alone instead of to every
+ * all-zeros VTEP. These are level-triggered: each sync compares what the kernel should
+ * have (from the mirrored owners and the peers' current state) with what we programmed.
+ *
  * All netlink changes run one at a time on a queue, so a peer flapping up and down never
  * has its FDB entries added and removed out of order.
  */
@@ -20,6 +26,7 @@ import * as dgram from 'node:dgram';
 import type { Logger } from '../../log';
 import type { Netlink } from '../../netlink';
 import { formatPeerName, type PeerName } from '../../router/peername';
+import { formatMac, type MacTableListener } from '../../router/mactable';
 import type { OverlayNetwork } from '../types';
 import { tapNameFor } from '../sleeve/sleeve';
 import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
@@ -31,6 +38,8 @@ export const VXLAN_OVERHEAD = 50;
 export const PROBE_VNI = 0xffffff;
 export const PROBE_DEVICE = 'wtvprobe';
 const ZERO_MAC = '00:00:00:00:00:00';
+/** At most this many per-MAC FDB entries over all networks (the sleeve MAC table's capacity). */
+export const MAX_MAC_FDB_ENTRIES = 65536;
 
 const PROBE_INTERVAL_MS = 500;
 const TICK_MS = 250;
@@ -94,7 +103,7 @@ function normalizeV6(addr: string): string {
   }
 }
 
-export class FastDatapath {
+export class FastDatapath implements MacTableListener {
   private readonly self: PeerName;
   private readonly netlink: Netlink;
   private readonly log: Logger;
@@ -104,7 +113,18 @@ export class FastDatapath {
   private readonly peers = new Map<PeerName, FastPeer>();
   private readonly networks = new Map<number, FastNetwork>();
   private readonly dropCounts = new Map<string, number>();
-  private readonly txBuf = Buffer.alloc(PROBE_LENGTH);
+  /** MAC owners as the sleeve's MAC table reported them: network id -> MAC -> peer. */
+  private readonly macOwners = new Map<number, Map<number, PeerName>>();
+  /** Per-MAC FDB entries we programmed: network id -> MAC -> VTEP IP. */
+  private readonly macVteps = new Map<number, Map<number, string>>();
+  private macEntryCount = 0;
+  /** MACs changed since the last sync: network id -> MACs. */
+  private dirtyMacs = new Map<number, Set<number>>();
+  private macSyncQueued = false;
+  /** Per-MAC entries not programmed because MAX_MAC_FDB_ENTRIES was reached. */
+  private macEntriesOverCap = 0;
+  /** Per-MAC entry changes the kernel refused. */
+  private macErrors = 0;
   private socket: dgram.Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -190,6 +210,7 @@ export class FastDatapath {
         await this.netlink.setUp(dev);
         this.networks.set(net.id, { net, dev });
         for (const p of this.peers.values()) if (p.programmed) await this.netlink.addFdb(dev, ZERO_MAC, p.ip);
+        await this.syncAllMacs();
         this.log.info('fast path carrying network', { network: net.name, vni: net.id, dev, mtu: net.mtu });
       } catch (err) {
         failure = err as Error;
@@ -205,6 +226,10 @@ export class FastDatapath {
       const n = this.networks.get(id);
       if (!n) return;
       this.networks.delete(id);
+      // The device's FDB entries go with it.
+      const vteps = this.macVteps.get(id);
+      if (vteps !== undefined) this.macEntryCount -= vteps.size;
+      this.macVteps.delete(id);
       await this.netlink.deleteLink(n.dev, { ignoreMissing: true });
     });
   }
@@ -264,6 +289,104 @@ export class FastDatapath {
     return this.dropCounts;
   }
 
+  /** Per-MAC FDB entries programmed now, and those left out by the cap. */
+  macEntries(): { programmed: number; overCap: number; errors: number } {
+    return { programmed: this.macEntryCount, overCap: this.macEntriesOverCap, errors: this.macErrors };
+  }
+
+  // ---- per-MAC entries (MacTableListener: batched, never on the frame path) ----
+
+  macChanged(networkId: number, mac: number, peer: PeerName | undefined): void {
+    if (this.closed) return;
+    let owners = this.macOwners.get(networkId);
+    if (peer === undefined) {
+      owners?.delete(mac);
+      if (owners?.size === 0) this.macOwners.delete(networkId);
+    } else {
+      if (owners === undefined) {
+        owners = new Map();
+        this.macOwners.set(networkId, owners);
+      }
+      owners.set(mac, peer);
+    }
+    let dirty = this.dirtyMacs.get(networkId);
+    if (dirty === undefined) {
+      dirty = new Set();
+      this.dirtyMacs.set(networkId, dirty);
+    }
+    dirty.add(mac);
+  }
+
+  macBatchEnd(): void {
+    if (this.closed || this.macSyncQueued || this.dirtyMacs.size === 0) return;
+    this.macSyncQueued = true;
+    void this.enqueue('per-MAC FDB entries', async () => {
+      this.macSyncQueued = false;
+      const dirty = this.dirtyMacs;
+      this.dirtyMacs = new Map();
+      for (const [id, macs] of dirty) {
+        const n = this.networks.get(id);
+        if (n === undefined) continue;
+        for (const mac of macs) await this.syncMac(n, mac);
+      }
+    });
+  }
+
+  /** Where `mac` should go on network `id`: its owner's IP while the owner is programmed on the fast path. */
+  private wantedVtep(id: number, mac: number): string | undefined {
+    const owner = this.macOwners.get(id)?.get(mac);
+    if (owner === undefined || owner === this.self) return undefined;
+    const p = this.peers.get(owner);
+    return p !== undefined && p.up && p.programmed ? p.ip : undefined;
+  }
+
+  /** Make the kernel's entry for one MAC what wantedVtep says. Runs on the queue. */
+  private async syncMac(n: FastNetwork, mac: number): Promise<void> {
+    if (this.networks.get(n.net.id) !== n) return;
+    const want = this.wantedVtep(n.net.id, mac);
+    let vteps = this.macVteps.get(n.net.id);
+    const have = vteps?.get(mac);
+    if (want === have) return;
+    try {
+      if (want === undefined) {
+        await this.netlink.delFdb(n.dev, formatMac(mac), have!);
+        vteps!.delete(mac);
+        this.macEntryCount--;
+        return;
+      }
+      if (have === undefined && this.macEntryCount >= MAX_MAC_FDB_ENTRIES) {
+        this.macEntriesOverCap++;
+        return;
+      }
+      // REPLACE: creates the entry, or moves it to the new owner in place (a unicast MAC
+      // has one VTEP; APPEND would add a second and send its frames to both).
+      await this.netlink.replaceFdb(n.dev, formatMac(mac), want);
+      if (vteps === undefined) {
+        vteps = new Map();
+        this.macVteps.set(n.net.id, vteps);
+      }
+      if (have === undefined) this.macEntryCount++;
+      vteps.set(mac, want);
+    } catch (err) {
+      // Whatever the kernel holds now, the all-zeros entries keep the MAC reachable.
+      this.macErrors++;
+      this.log.debug('per-MAC FDB entry failed', { dev: n.dev, mac: formatMac(mac), vtep: want ?? have, error: (err as Error).message });
+    }
+  }
+
+  /** Sync every MAC we know or programmed (a peer changed path, a network was added). Runs on the queue. */
+  private async syncAllMacs(): Promise<void> {
+    for (const n of this.networks.values()) {
+      const id = n.net.id;
+      const seen = new Set<number>();
+      for (const mac of [...(this.macVteps.get(id)?.keys() ?? [])]) {
+        seen.add(mac);
+        await this.syncMac(n, mac);
+      }
+      for (const mac of [...(this.macOwners.get(id)?.keys() ?? [])]) if (!seen.has(mac)) await this.syncMac(n, mac);
+    }
+  }
+
   /** Wait for queued netlink work (tests, shutdown). */
   settled(): Promise<void> {
     return this.queue;
@@ -280,6 +403,8 @@ export class FastDatapath {
     }
     for (const p of this.peers.values()) p.up = false;
     this.peers.clear();
+    this.macOwners.clear();
+    this.dirtyMacs.clear();
     for (const id of [...this.networks.keys()]) await this.removeNetwork(id);
     await this.queue;
     await this.netlink.deleteLink(PROBE_DEVICE, { ignoreMissing: true }).catch((err: Error) => {
@@ -297,9 +422,13 @@ export class FastDatapath {
       p.sentAt = Date.now();
     }
     const hearYou = kind === ProbeKind.Probe && Date.now() - p.lastAckAt <= PATH_DEAD_MS;
-    encode({ kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo, hearYou }, this.txBuf);
-    // dgram copies the buffer before returning, so reusing txBuf is safe.
-    sock.send(this.txBuf, 0, PROBE_LENGTH, this.port, `${p.address}%${PROBE_DEVICE}`, (err) => {
+    // A buffer per probe: dgram resolves the (scoped) address first and reads the bytes
+    // only then, a tick later; a shared buffer was overwritten by the probe to the next
+    // peer of the same tick, so a peer got another's probe ("not_for_us") and, with two
+    // peers' probes in phase, never again an answer: its fast path stayed down.
+    const buf = Buffer.alloc(PROBE_LENGTH);
+    encode({ kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo, hearYou }, buf);
+    sock.send(buf, 0, PROBE_LENGTH, this.port, `${p.address}%${PROBE_DEVICE}`, (err) => {
       if (err) this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     });
   }
@@ -374,6 +503,8 @@ export class FastDatapath {
       if (this.peers.get(p.name) !== p || !p.up || p.programmed) return;
       for (const n of this.networks.values()) await this.netlink.addFdb(n.dev, ZERO_MAC, p.ip);
       p.programmed = true;
+      // The peer's MACs we know go straight to it (before the sleeve steps aside).
+      await this.syncAllMacs();
       this.events.fastPathChanged(p.name, true);
       // Forget what the bridge learned behind the TAP: the next frames flood once and
       // the bridge learns the peer's MACs behind the VXLAN port. Left there, a peer's MAC
@@ -405,6 +536,9 @@ export class FastDatapath {
     p.programmed = false;
     this.events.fastPathChanged(p.name, false);
     void this.enqueue(`unprogram ${formatPeerName(p.name)}`, async () => {
+      // p.programmed is false: its per-MAC entries go (and any MAC it owned falls back
+      // to the all-zeros entries of the peers still on the fast path).
+      await this.syncAllMacs();
       for (const n of this.networks.values()) {
         await this.netlink.delFdb(n.dev, ZERO_MAC, p.ip);
         await this.netlink.setBridgePort(n.dev, { flush: true }).catch(() => undefined);
