@@ -317,36 +317,25 @@ export class Netlink {
 
   /** Add an address without duplicate address detection (usable at once); an existing one is fine. */
   async addAddressNoDad(name: string, cidr: string): Promise<void> {
-    const what = `add address ${cidr} dev ${name} nodad`;
-    const c = parseCidr(cidr);
-    const index = await this.indexOf(name, what);
-    const linkLocal = c.family === AF_INET6 && c.bytes[0] === 0xfe && (c.bytes[1]! & 0xc0) === 0x80;
-    const msg = addressMessage({ index, ip: c.bytes, prefixLen: c.prefixLen, flags: IFA_F_NODAD, scope: linkLocal ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE });
-    try {
-      await this.rawRequest(RTM_NEWADDR, msg, FlagsNew.CREATE | FlagsNew.EXCL, what);
-    } catch (e) {
-      if (!isCode(e, 'EEXIST')) throw e;
-    }
+    await this.addAddress(name, cidr, { ignoreExisting: true, noDad: true });
   }
 
   // ---- addresses ----
 
   /**
    * With noPrefixRoute the kernel adds no route for the address's subnet to the main table
-   * (`ip addr add ... noprefixroute`): the caller routes the subnet where it wants.
+   * (`ip addr add ... noprefixroute`): the caller routes the subnet where it wants. With
+   * noDad, IPv6 skips duplicate address detection (`nodad`): usable at once.
    */
-  async addAddress(name: string, cidr: string, opts: { ignoreExisting?: boolean; noPrefixRoute?: boolean } = {}): Promise<void> {
-    const what = `add address ${cidr} dev ${name}${opts.noPrefixRoute ? ' noprefixroute' : ''}`;
+  async addAddress(name: string, cidr: string, opts: { ignoreExisting?: boolean; noPrefixRoute?: boolean; noDad?: boolean } = {}): Promise<void> {
+    const what = `add address ${cidr} dev ${name}${opts.noPrefixRoute ? ' noprefixroute' : ''}${opts.noDad ? ' nodad' : ''}`;
     const c = parseCidr(cidr);
     const index = await this.indexOf(name, what);
-    const attrs: rt.AddressAttrs = { local: c.bytes, address: c.bytes };
+    const linkLocal = c.family === AF_INET6 && c.bytes[0] === 0xfe && (c.bytes[1]! & 0xc0) === 0x80;
+    const flags = (opts.noPrefixRoute ? IFA_F_NOPREFIXROUTE : 0) | (opts.noDad ? IFA_F_NODAD : 0);
+    const msg = addressMessage({ index, ip: c.bytes, prefixLen: c.prefixLen, flags, scope: linkLocal ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE });
     try {
-      if (opts.noPrefixRoute) {
-        const msg = addressMessage({ index, ip: c.bytes, prefixLen: c.prefixLen, flags: IFA_F_NOPREFIXROUTE, scope: RT_SCOPE_UNIVERSE });
-        await this.rawRequest(RTM_NEWADDR, msg, FlagsNew.CREATE | FlagsNew.EXCL, what);
-      } else {
-        await this.request(rt.MessageType.NEWADDR, { kind: 'address', data: { family: c.family, prefixlen: c.prefixLen, index }, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
-      }
+      await this.rawRequest(RTM_NEWADDR, msg, FlagsNew.CREATE | FlagsNew.EXCL, what);
     } catch (e) {
       if (opts.ignoreExisting && isCode(e, 'EEXIST')) return;
       throw e;

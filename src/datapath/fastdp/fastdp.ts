@@ -117,7 +117,6 @@ export class FastDatapath implements MacTableListener {
   private readonly macOwners = new Map<number, Map<number, PeerName>>();
   /** Per-MAC FDB entries we programmed: network id -> MAC -> VTEP IP. */
   private readonly macVteps = new Map<number, Map<number, string>>();
-  private macEntryCount = 0;
   /** MACs changed since the last sync: network id -> MACs. */
   private dirtyMacs = new Map<number, Set<number>>();
   private macSyncQueued = false;
@@ -227,8 +226,6 @@ export class FastDatapath implements MacTableListener {
       if (!n) return;
       this.networks.delete(id);
       // The device's FDB entries go with it.
-      const vteps = this.macVteps.get(id);
-      if (vteps !== undefined) this.macEntryCount -= vteps.size;
       this.macVteps.delete(id);
       await this.netlink.deleteLink(n.dev, { ignoreMissing: true });
     });
@@ -291,7 +288,7 @@ export class FastDatapath implements MacTableListener {
 
   /** Per-MAC FDB entries programmed now, and those left out by the cap. */
   macEntries(): { programmed: number; overCap: number; errors: number } {
-    return { programmed: this.macEntryCount, overCap: this.macEntriesOverCap, errors: this.macErrors };
+    return { programmed: this.programmedMacCount(), overCap: this.macEntriesOverCap, errors: this.macErrors };
   }
 
   // ---- per-MAC entries (MacTableListener: batched, never on the frame path) ----
@@ -351,10 +348,9 @@ export class FastDatapath implements MacTableListener {
       if (want === undefined) {
         await this.netlink.delFdb(n.dev, formatMac(mac), have!);
         vteps!.delete(mac);
-        this.macEntryCount--;
         return;
       }
-      if (have === undefined && this.macEntryCount >= MAX_MAC_FDB_ENTRIES) {
+      if (have === undefined && this.programmedMacCount() >= MAX_MAC_FDB_ENTRIES) {
         this.macEntriesOverCap++;
         return;
       }
@@ -365,7 +361,6 @@ export class FastDatapath implements MacTableListener {
         vteps = new Map();
         this.macVteps.set(n.net.id, vteps);
       }
-      if (have === undefined) this.macEntryCount++;
       vteps.set(mac, want);
     } catch (err) {
       // Whatever the kernel holds now, the all-zeros entries keep the MAC reachable.
@@ -378,13 +373,16 @@ export class FastDatapath implements MacTableListener {
   private async syncAllMacs(): Promise<void> {
     for (const n of this.networks.values()) {
       const id = n.net.id;
-      const seen = new Set<number>();
-      for (const mac of [...(this.macVteps.get(id)?.keys() ?? [])]) {
-        seen.add(mac);
-        await this.syncMac(n, mac);
-      }
-      for (const mac of [...(this.macOwners.get(id)?.keys() ?? [])]) if (!seen.has(mac)) await this.syncMac(n, mac);
+      const macs = new Set([...(this.macVteps.get(id)?.keys() ?? []), ...(this.macOwners.get(id)?.keys() ?? [])]);
+      for (const mac of macs) await this.syncMac(n, mac);
     }
+  }
+
+  /** Per-MAC entries programmed, over all networks (a handful of maps: counted, not kept). */
+  private programmedMacCount(): number {
+    let count = 0;
+    for (const vteps of this.macVteps.values()) count += vteps.size;
+    return count;
   }
 
   /** Wait for queued netlink work (tests, shutdown). */
