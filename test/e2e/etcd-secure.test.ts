@@ -15,11 +15,12 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { DnsStatus, IpamStatus } from '../../src/api/types';
 import { ADDRS_PREFIX } from '../../src/ipam/blocks';
 import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
-import { createLab, run, type Host, type Lab, type Namespace } from '../net/harness';
+import { run, type Host, type Lab, type Namespace } from '../net/harness';
+import { useLab } from '../net/lab-hooks';
 
 const describeEtcd = etcdAvailable() && fs.existsSync('/usr/bin/openssl') ? describe : describe.skip;
 const ADMIN = path.join(__dirname, 'fixtures', 'etcd-admin.ts');
@@ -143,8 +144,8 @@ describeEtcd('etcd over TLS with client certificates', () => {
   let ip1 = '';
   let ip2 = '';
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     host1 = await lab.addHost('host1');
     host2 = await lab.addHost('host2');
@@ -159,25 +160,11 @@ describeEtcd('etcd over TLS with client certificates', () => {
     );
     expect(etcd.url).toBe(`https://${host1.ip}:2379`);
     const common = ['--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-ca', pki.ca, '--etcd-cert', pki.clientCert, '--etcd-key', pki.clientKey];
-    try {
-      await lab.launch(host1, [], common);
-      await lab.launch(host2, [], common); // no peer: it finds host1 through etcd
-      ip1 = await lab.attach(host1, c1);
-      ip2 = await lab.attach(host2, c2);
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
-    }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
-    await etcd?.destroy();
-  });
+    await lab.launch(host1, [], common);
+    await lab.launch(host2, [], common); // no peer: it finds host1 through etcd
+    ip1 = await lab.attach(host1, c1);
+    ip2 = await lab.attach(host2, c2);
+  }, { teardown: async () => await etcd?.destroy() });
 
   it('two daemons over TLS: distinct addresses, ping, allocations in etcd', async () => {
     expect(ip1.split('/')[0]).not.toBe(ip2.split('/')[0]);
@@ -246,8 +233,8 @@ describeEtcd('etcd with authentication', () => {
   const TOKEN_TTL_S = 2;
   let launchOutput = '';
 
-  beforeAll(async () => {
-    lab = await createLab();
+  useLab(async (l) => {
+    lab = l;
     lab.requireCli();
     host1 = await lab.addHost('host1');
     host2 = await lab.addHost('host2');
@@ -261,28 +248,14 @@ describeEtcd('etcd with authentication', () => {
     passwordFile = path.join(lab.dir, 'etcd-password');
     fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
     const common = ['--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-user', 'weavets', '--etcd-password-file', passwordFile];
-    try {
-      for (const h of [host1, host2]) {
-        const r = await lab.weavets(h, ['launch', '--nickname', h.name, '--http-addr', '127.0.0.1:6782', ...common], { timeoutMs: 45_000 });
-        launchOutput += r.stdout + r.stderr;
-        if (r.code !== 0) throw new Error(`launch on ${h.name} failed (${r.code}): ${r.stderr}`);
-      }
-      ip1 = await lab.attach(host1, c1);
-      ip2 = await lab.attach(host2, c2);
-    } catch (err) {
-      lab.dumpLogs();
-      throw err;
+    for (const h of [host1, host2]) {
+      const r = await lab.weavets(h, ['launch', '--nickname', h.name, '--http-addr', '127.0.0.1:6782', ...common], { timeoutMs: 45_000 });
+      launchOutput += r.stdout + r.stderr;
+      if (r.code !== 0) throw new Error(`launch on ${h.name} failed (${r.code}): ${r.stderr}`);
     }
-  }, 120_000);
-
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => lab.dumpLogs());
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
-    await etcd?.destroy();
-  });
+    ip1 = await lab.attach(host1, c1);
+    ip2 = await lab.attach(host2, c2);
+  }, { teardown: async () => await etcd?.destroy() });
 
   it('two daemons as the weavets user: distinct addresses, ping, allocations in etcd', async () => {
     expect(ip1.split('/')[0]).not.toBe(ip2.split('/')[0]);

@@ -103,15 +103,9 @@ describe.skipIf(!etcdAvailable())('embedded DNS', () => {
   });
 
   afterAll(async () => {
-    const prefix = lab?.prefix;
+    // Lab.destroy also removes the /etc/netns/<ns>/resolv.conf attach wrote.
     await lab?.destroy();
     await etcd?.destroy();
-    // attach wrote /etc/netns/<ns>/resolv.conf for the lab's named namespaces.
-    if (prefix) {
-      for (const d of fs.existsSync('/etc/netns') ? fs.readdirSync('/etc/netns') : []) {
-        if (d.startsWith(`${prefix}-`)) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
-      }
-    }
   });
 
   it('listens only on the bridge addresses, port 53, and reports it', async () => {

@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { createLab, type Lab } from './harness';
 
-export function useLab(setup: (lab: Lab) => Promise<void>, timeoutMs = 120_000): void {
+/** `teardown` runs after the lab is gone: for what setup started beside it (an etcd). */
+export function useLab(setup: (lab: Lab) => Promise<void>, opts: { timeoutMs?: number; teardown?: () => Promise<void> } = {}): void {
   let lab: Lab | undefined;
   beforeAll(async () => {
     lab = await createLab();
@@ -16,7 +17,7 @@ export function useLab(setup: (lab: Lab) => Promise<void>, timeoutMs = 120_000):
       lab.dumpLogs();
       throw err;
     }
-  }, timeoutMs);
+  }, opts.timeoutMs ?? 120_000);
 
   beforeEach(({ onTestFailed }) => {
     onTestFailed(() => lab?.dumpLogs());
@@ -24,5 +25,6 @@ export function useLab(setup: (lab: Lab) => Promise<void>, timeoutMs = 120_000):
 
   afterAll(async () => {
     await lab?.destroy();
+    await opts.teardown?.();
   });
 }
