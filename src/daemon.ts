@@ -14,7 +14,7 @@ import { createMetricsRegistry } from './api/metrics';
 import { registerDaemonMetrics } from './api/daemon-metrics';
 import { Netlink } from './netlink';
 import { Router } from './router/router';
-import { formatPeerName, parsePeerName, randomPeerName, type PeerName } from './router/peername';
+import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { CompositeDatapath } from './datapath/composite';
 import { FastDatapath } from './datapath/fastdp/fastdp';
@@ -48,6 +48,9 @@ async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
   const file = peerNameFilePath(config.stateDir);
   if (config.name !== undefined) {
     const name = parsePeerName(config.name);
+    // The CLI refuses these already; a daemon started some other way must too.
+    const problem = peerNameProblem(name);
+    if (problem !== undefined) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--name ${config.name}: ${problem}`);
     await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
     return name;
   }
