@@ -19,6 +19,7 @@ import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
 import type { HostRoutes } from './host-routes';
+import { namespaceFileState } from '../netlink/nsfs';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -203,11 +204,11 @@ export class EndpointRegistry {
       if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname) return existing;
       throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already attached (${existing.address} in ${existing.netns}); detach it first`);
     }
-    try {
-      const st = await fs.stat(req.netns);
-      if (!st.isFile() && !st.isDirectory()) throw new Error('not a namespace file');
-    } catch {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    // Before any address is allocated or link made: a regular file here would fail halfway.
+    const nsState = namespaceFileState(req.netns);
+    if (nsState === 'missing') throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    if (nsState === 'other') {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
     }
     let requested: number | undefined;
     if (req.ip !== undefined) {

@@ -345,6 +345,18 @@ describe('error codes', () => {
     expect(r.json).toMatchObject({ code: 3 });
   });
 
+  it('a CNI_NETNS that is a regular file is 4 (invalid environment), before the daemon is asked anything', async () => {
+    const file = path.join(tmp, 'not-a-netns');
+    fs.writeFileSync(file, 'x');
+    const before = daemon.requests.length;
+    for (const netns of [file, tmp]) {
+      const r = await runPlugin(env('ADD', 'regular', { CNI_NETNS: netns }), conf('1.0.0'));
+      expect(r.code).toBe(1);
+      expect(r.json).toMatchObject({ code: 4, msg: expect.stringMatching(/CNI_NETNS .* is not a network namespace file/) });
+    }
+    expect(daemon.requests.slice(before)).toEqual([]);
+  });
+
   it.each(['ADD', 'DEL', 'CHECK'])('%s with no daemon is 11 (try again later)', async (cmd) => {
     const prevResult = { cniVersion: '1.0.0', interfaces: [], ips: [] };
     const r = await runPlugin(env(cmd), conf('1.0.0', { stateDir: path.join(tmp, 'nodaemon'), prevResult }));
