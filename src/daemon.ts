@@ -31,6 +31,7 @@ import { registerIpamMetrics } from './api/ipam-metrics';
 import { DEFAULT_NETWORK, DEFAULT_DNS } from './config';
 import { DnsService } from './dns/service';
 import { startDockerSurface, type DockerSurface } from './docker';
+import { DockerPlugin } from './docker/plugin';
 import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
 import type { EndpointStatus } from './api/types';
 import { WeavetsError } from './errors';
@@ -269,8 +270,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       }
     },
     attach: async (req) => attachWithDns(await endpoints.attach(req)),
-    detach: async (id) => {
-      await endpoints.detach(id);
+    detach: async (id, ifname) => {
+      await endpoints.detach(id, ifname);
       dns?.endpointDetached(id);
     },
     endpoints: () => endpoints.list(),
@@ -373,6 +374,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   }
   // Hosts registered in the store are dialled like neighbours' peers.
   ipam.onPeers((addresses) => router.connect(addresses, 'discovered'));
+  // Addresses this host holds that nothing here uses are released after a grace period
+  // (src/ipam/reconcile.ts). Every claimant has restored its state by now; without the
+  // Docker surface, the handles a previous run recorded in docker.json still count.
+  const storedDockerHandles = docker ? [] : DockerPlugin.storedAddressHandles(config.stateDir);
+  ipam.startReconciler(() => [...endpoints.addressClaims(), ...(docker ? docker.plugin.addressHandles() : storedDockerHandles)]);
   ready = true;
   log.info('weavets ready', {
     name: formatPeerName(name),

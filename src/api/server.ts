@@ -174,8 +174,10 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
       const missingOk = optBoolean(b, 'missingOk') ?? false;
+      // ifname: release by (id, ifname) whatever the endpoint table says (CNI DEL).
+      const ifname = optString(b, 'ifname');
       try {
-        await c.detach(reqString(b, 'id'));
+        await c.detach(reqString(b, 'id'), ifname);
       } catch (err) {
         if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
         sendJson(res, 200, { ok: true, found: false });

@@ -103,8 +103,9 @@ export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult
 
 export async function cmdDel(inv: Invocation, api: DaemonApi): Promise<void> {
   try {
-    // missingOk: a second DEL, or one after a failed ADD, is a success.
-    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), missingOk: true });
+    // missingOk: a second DEL, or one after a failed ADD, is a success. ifname: the daemon
+    // releases what this id holds even if it has no endpoint for it (an ADD cut short).
+    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), ifname: inv.ifname, missingOk: true });
   } catch (err) {
     throw daemonError(err, 'DEL');
   }

@@ -17,6 +17,7 @@
  *   Docker, which moves it into the container and sets address, MAC and routes.
  */
 import * as fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
@@ -207,6 +208,24 @@ export class DockerPlugin {
       const pe = pluginErrorOf(err);
       this.deps.log.warn('Docker plugin request failed', { method: urlPath, error: pe.message });
       return errorAnswer(pe);
+    }
+  }
+
+  /** The allocator handles of every Docker address this host holds (claims for the IPAM reconciler). */
+  addressHandles(): { id: string; ifname: string }[] {
+    return [...this.state.addresses.values()];
+  }
+
+  /**
+   * The same from <stateDir>/docker.json, for a daemon running without the Docker surface:
+   * the addresses of containers Docker started earlier stay theirs.
+   */
+  static storedAddressHandles(stateDir: string): { id: string; ifname: string }[] {
+    try {
+      const data = JSON.parse(readFileSync(path.join(stateDir, 'docker.json'), 'utf8')) as StoredState;
+      return [...mapOf(data.addresses).values()].filter((h) => typeof h?.id === 'string' && typeof h.ifname === 'string');
+    } catch {
+      return [];
     }
   }
 

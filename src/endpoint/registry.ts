@@ -15,6 +15,7 @@ import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatIpv4, parseCidr, type Cidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';
+import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
@@ -110,8 +111,22 @@ export class EndpointRegistry {
     return this.serialise(() => this.doAttach(req));
   }
 
-  detach(id: string): Promise<void> {
-    return this.serialise(() => this.doDetach(id));
+  /**
+   * Remove an endpoint and release its address. `ifname`: for a caller that knows which
+   * interface the id had (CNI DEL): when no endpoint is recorded (a daemon killed
+   * mid-attach, an ADD that failed after allocating), whatever (id, ifname) holds is
+   * released all the same, before the usual not-found error.
+   */
+  detach(id: string, ifname?: string): Promise<void> {
+    return this.serialise(() => this.doDetach(id, ifname));
+  }
+
+  /** Every (id, ifname) this registry holds an address for: its endpoints (not Docker's) and exposures. */
+  addressClaims(): AddressClaim[] {
+    const out: AddressClaim[] = [];
+    for (const ep of this.endpoints.values()) if (!ep.externalAddress) out.push({ id: ep.id, ifname: ep.ifname });
+    for (const ex of this.exposed.values()) out.push({ id: exposeId(this.allocator), ifname: ex.network });
+    return out;
   }
 
   /**
@@ -278,9 +293,16 @@ export class EndpointRegistry {
     }
   }
 
-  private async doDetach(id: string): Promise<void> {
+  private async doDetach(id: string, orphanIfname?: string): Promise<void> {
     const ep = this.endpoints.get(id);
-    if (!ep) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached; see \`weavets ps\``);
+    if (!ep) {
+      if (orphanIfname !== undefined && ID_RE.test(id)) {
+        // If the store is unavailable this throws: the caller (CNI DEL) fails and retries.
+        const released = await this.allocator.release(id, orphanIfname);
+        if (released) this.log.info('released the address of an id with no endpoint', { id, ifname: orphanIfname, address: released.address });
+      }
+      throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached; see \`weavets ps\``);
+    }
     // Deleting the host end removes the pair, wherever the container end lives.
     await this.netlink.deleteLink(ep.hostVeth, { ignoreMissing: true });
     await this.ledger.forget(ep.hostVeth);

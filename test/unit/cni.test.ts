@@ -238,6 +238,10 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
     // Idempotent: again, and without a netns.
     const again = await runPlugin(env('DEL', id, { CNI_NETNS: '' }), conf(v));
     expect(again.code).toBe(0);
+    // Every DEL names the interface, so the daemon releases by (id, ifname) even with no endpoint.
+    const dels = daemon.requests.filter((r) => r.path === '/detach' && r.body['id'] === `cni:wtnet:${id}:eth0`);
+    expect(dels.length).toBeGreaterThanOrEqual(2);
+    for (const d of dels) expect(d.body).toMatchObject({ ifname: 'eth0', missingOk: true });
   });
 
   it('honours runtimeConfig ips and mac; gateway off leaves no routes', async () => {
