@@ -99,6 +99,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       port: config.port,
       ...(config.advertiseAddress !== undefined ? { advertiseAddress: config.advertiseAddress } : {}),
       ...(config.ipamLeaseTtl !== undefined ? { leaseTtlSeconds: config.ipamLeaseTtl } : {}),
+      ...(config.ipamReclaimGrace !== undefined
+        ? { reclaimGraceMs: config.ipamReclaimGrace * 1000, reclaimIntervalMs: Math.min(30_000, Math.max(1000, config.ipamReclaimGrace * 500)) }
+        : {}),
       ...(config.ipallocBlock !== undefined ? { blockPrefix: config.ipallocBlock } : {}),
       ownLinks: ledger.list(),
       log: log.child('ipam'),

@@ -170,6 +170,7 @@ describe('weavets command line (no daemon)', () => {
       [['--name', '00:00:00:00:00:00'], /--name: 00:00:00:00:00:00 cannot be a peer name: the all-zero name/],
       [['--name', 'FF:FF:FF:FF:FF:FF'], /--name: ff:ff:ff:ff:ff:ff cannot be a peer name: it is the broadcast address/],
       [['--name', '01:00:5e:00:00:01'], /--name: 01:00:5e:00:00:01 cannot be a peer name: it is a multicast address/],
+      [['--ipam-reclaim-grace', '0'], /--ipam-reclaim-grace: '0' is not a number of seconds from 1 to 86400/],
       [['--datapath', 'warp'], /Allowed choices are auto, sleeve, fastdp/],
       [['--bogus'], /unknown option '--bogus'/],
       [['bad peer!'], /peer 'bad peer!'/],
