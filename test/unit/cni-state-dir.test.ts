@@ -119,6 +119,25 @@ describe('CNI plugin: which state dir', () => {
     expect(nested.hits).toEqual([]);
   });
 
+  it('the native forwarder is not fooled by a stateDir inside strings, arrays or deeper objects', async () => {
+    const evil = JSON.stringify(nested.stateDir);
+    const good_ = JSON.stringify(good.stateDir);
+    const head = '"cniVersion":"1.1.0","name":"wtnet","type":"weavets-cni"';
+    const confs = [
+      `{${head},"note":"\\\"stateDir\\\": ${evil.slice(1, -1)}","stateDir":${good_}}`,
+      `{${head},"list":[{"stateDir":${evil}},"]",{"a":["stateDir",${evil}]}],"stateDir":${good_}}`,
+      `{ ${head} , "args" : { "labels" : [ { "key" : "stateDir" , "value" : ${evil} } ] , "stateDir" : ${evil} } ,\n "stateDir" :\t${good_} }`,
+      `{${head},"n":-1.5e3,"t":true,"z":null,"args":{"cni":{"stateDir":${evil}}},"stateDir":${good_}}`,
+    ];
+    for (const c of confs) {
+      expect(JSON.parse(c).stateDir, c).toBe(good.stateDir);
+      const r = await run([path.join(bin, 'weavets-cni')], statusEnv, c);
+      expect(r.code, `${c}\n${r.stderr}`).toBe(0);
+    }
+    expect(good.hits).toEqual(confs.map(() => 'POST /cni'));
+    expect(nested.hits).toEqual([]);
+  });
+
   it('the Node plugin reads the top-level stateDir, not one nested in args', async () => {
     const r = await run([process.execPath, NODE_PLUGIN], statusEnv, conf(good.stateDir));
     expect(r.code, r.stderr).toBe(0);
