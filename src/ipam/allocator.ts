@@ -430,9 +430,19 @@ export class BlockAllocator implements AddressAllocator {
     for (let round = 0; round < 8; round++) {
       const listing = await this.store.list(`${BLOCKS_PREFIX}${network}/`);
       const taken = new Set<number>();
+      let lost: Cidr | undefined;
       for (const e of listing.entries) {
         const k = parseAddrKey(e.key);
-        if (k) taken.add(blockIndexOf(range, this.blockPrefix, k.ip));
+        if (!k) continue;
+        taken.add(blockIndexOf(range, this.blockPrefix, k.ip));
+        // Ours, yet not in our view: a block creation reported as failed (a timeout) that
+        // committed all the same. Use it rather than leave it idle and take another.
+        if (!lost && !st.blocks.has(k.ip) && parseJson<BlockRecord>(e.value)?.owner === this.opts.self) lost = { base: k.ip, prefix: this.blockPrefix };
+      }
+      if (lost) {
+        await this.useBlock(network, lost);
+        this.opts.log.info('found an address block of ours that a failed store call had created', { network, block: formatCidr(lost) });
+        return;
       }
       const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) : 0;
       for (;;) {
@@ -442,13 +452,7 @@ export class BlockAllocator implements AddressAllocator {
         const block = blockAt(range, this.blockPrefix, index);
         const rec: BlockRecord = { owner: this.opts.self, nickname: this.opts.nickname };
         if (!(await createIfAbsent(this.store, blockKey(network, block.base), JSON.stringify(rec)))) continue;
-        // A new block may hold addresses already: a --ip, or live leftovers of a reclaimed block.
-        const inside = await this.store.list(addrPrefixOfBlock(network, block));
-        for (const e of inside.entries) {
-          const k = parseAddrKey(e.key);
-          if (k && contains(block, k.ip)) st.busy.add(k.ip);
-        }
-        st.blocks.set(block.base, { cidr: block, hint: 0 });
+        await this.useBlock(network, block);
         this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
         return;
       }
@@ -462,6 +466,18 @@ export class BlockAllocator implements AddressAllocator {
       }
     }
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not take an address block on network ${network} (heavy contention)`);
+  }
+
+  /** Start allocating from a block we own: note what is taken in it already. */
+  private async useBlock(network: string, block: Cidr): Promise<void> {
+    const st = this.net(network);
+    // A block may hold addresses already: a --ip, or live leftovers of a reclaimed block.
+    const inside = await this.store.list(addrPrefixOfBlock(network, block));
+    for (const e of inside.entries) {
+      const k = parseAddrKey(e.key);
+      if (k && contains(block, k.ip)) st.busy.add(k.ip);
+    }
+    st.blocks.set(block.base, { cidr: block, hint: 0 });
   }
 
   /**

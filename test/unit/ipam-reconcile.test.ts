@@ -96,6 +96,16 @@ describe('address leaks and the reconciler', () => {
     expect((await addrs()).map((r) => r.id)).toEqual(['c1', 'c2']);
   });
 
+  it('a block whose creation failed after committing is used, not left idle', async () => {
+    f.failNextTxnAfterCommit(); // the block's compare-and-create, on a network with no block yet
+    const err = await alloc.allocate({ id: 'm1', ifname: 'eth0', network: 'm' }).catch((e: unknown) => e);
+    expect((err as WeavetsError).code).toBe('EWEAVETS_STORE_UNAVAILABLE');
+    const a = await alloc.allocate({ id: 'm1', ifname: 'eth0', network: 'm' });
+    expect(a.address).toMatch(/^10\.40\.0\./);
+    expect((await file.list('ipam/blocks/m/')).entries).toHaveLength(1);
+    expect(alloc.usage().find((u) => u.network === 'm')?.blocks).toHaveLength(1);
+  });
+
   it('when the store cannot tell whether it committed, the reconciler releases it after the grace period', async () => {
     f.failNextTxnAfterCommit();
     f.failReads(true);
