@@ -52,7 +52,12 @@ function cpuSeconds(pid: number): number {
 }
 
 async function txBytes(lab: Lab, h: Host): Promise<number> {
-  return Number((await lab.execOk(h, ['cat', '/sys/class/net/eth0/statistics/tx_bytes'])).stdout.trim());
+  // Through netlink: nsenter --net leaves /sys showing another namespace's devices.
+  const out = (await lab.execOk(h, ['ip', '-j', '-s', 'link', 'show', 'dev', 'eth0'])).stdout;
+  const link = (JSON.parse(out) as { stats64?: { tx?: { bytes?: number } } }[])[0];
+  const bytes = link?.stats64?.tx?.bytes;
+  if (typeof bytes !== 'number') throw new Error(`no tx byte count for ${h.name}'s eth0: ${out.slice(0, 200)}`);
+  return bytes;
 }
 
 interface RealResult {
