@@ -16,6 +16,7 @@ import { MacTable, readMac, isMulticastMac } from '../../router/mactable';
 import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../router/peername';
 import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener, RouteTable } from '../types';
 import { PROBE_NETWORK_ID } from '../trace-probe-codec';
+import type { FlowCounter } from '../../diagnostics/flows';
 import type { Sealer } from '../../crypto/seal';
 import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
 import {
@@ -123,6 +124,8 @@ export interface SleeveOptions {
    * originate (the VXLAN port did both); it still relays for them. See docs/FASTDP.md.
    */
   kernelPeers?: ReadonlySet<PeerName>;
+  /** Counts frames taken from bridges per (network, source MAC, destination MAC) for `weavets flows`. */
+  flows?: FlowCounter;
 }
 
 export function tapNameFor(networkId: number): string {
@@ -150,6 +153,7 @@ export class SleeveDatapath implements Datapath {
   private now = Date.now();
   private closed = false;
   private probeListener: ProbeListener | undefined;
+  private readonly flows: FlowCounter | undefined;
 
   // Transmit arena: slot i holds one datagram being built at txOffsets[i].
   private readonly txBuf = Buffer.allocUnsafe(TX_SLOTS * TX_SLOT_SIZE);
@@ -180,6 +184,7 @@ export class SleeveDatapath implements Datapath {
     this.defaultPmtu = opts.defaultPmtu ?? 1500 - UDP_IP_OVERHEAD;
     this.sealer = opts.sealer;
     this.kernelPeers = opts.kernelPeers ?? new Set();
+    this.flows = opts.flows;
     this.socket = socket;
     for (let i = 0; i < TX_SLOTS; i++) this.txOffsets[i] = i * TX_SLOT_SIZE;
     socket.startReading((count) => this.onDatagrams(count));
@@ -375,6 +380,7 @@ export class SleeveDatapath implements Datapath {
     const slotSize = tap.slotSize;
     const netId = sn.net.id;
     const self = this.self;
+    const flows = this.flows;
     this.now = Date.now();
     sn.framesFromBridge += count;
     for (let i = 0; i < count; i++) {
@@ -386,6 +392,7 @@ export class SleeveDatapath implements Datapath {
         continue;
       }
       const dstMac = readMac(buf, off + OFFLOAD_LENGTH);
+      if (flows !== undefined) flows.record(netId, readMac(buf, off + OFFLOAD_LENGTH + 6), dstMac, len - OFFLOAD_LENGTH);
       let owner: PeerName | undefined;
       if (!isMulticastMac(dstMac)) owner = this.macs.lookup(netId, dstMac, this.now);
       if (owner === undefined || owner === self) {
