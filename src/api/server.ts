@@ -12,7 +12,9 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
-import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import { hostAllowed } from './host-check';
+import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -106,11 +108,16 @@ function dnsOf(c: DaemonControl): DnsControl {
   return c.dns;
 }
 
+function diagnosticsOf(c: DaemonControl): DiagnosticsControl {
+  if (!c.diagnostics) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no diagnostics');
+  return c.diagnostics;
+}
+
 function statusRoutes(): Record<string, Route> {
   const get = (fn: (c: DaemonControl) => unknown): Route => ({
     method: 'GET',
     mutating: false,
-    handle: async (c, _b, res) => sendJson(res, 200, fn(c)),
+    handle: async (c, _b, res) => sendJson(res, 200, await fn(c)),
   });
   return {
     '/status': get((c) => c.status()),
@@ -118,6 +125,24 @@ function statusRoutes(): Record<string, Route> {
     '/status/peers': get((c) => c.peers()),
     '/status/targets': get((c) => c.targets()),
     '/endpoints': get((c) => c.endpoints()),
+    '/status/health': get((c) => diagnosticsOf(c).health()),
+    '/status/mesh': get((c) => diagnosticsOf(c).mesh()),
+    '/flows': get((c) => diagnosticsOf(c).flows()),
+    // The status page: self-contained, it fetches only /status/mesh and /flows.
+    '/': {
+      method: 'GET',
+      mutating: false,
+      handle: async (_c, _b, res) => {
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(STATUS_PAGE_HTML),
+          'content-security-policy': STATUS_PAGE_CSP,
+          'x-content-type-options': 'nosniff',
+          'cache-control': 'no-store',
+        });
+        res.end(STATUS_PAGE_HTML);
+      },
+    },
     '/ipam/status': get((c) => ipamOf(c).status()),
     '/dns/status': get((c) => dnsOf(c).status()),
     // A read, sent as POST for its body; not mutating, so also on the TCP listener.
@@ -139,6 +164,10 @@ function statusRoutes(): Record<string, Route> {
 function mutatingRoutes(log: Logger): Record<string, Route> {
   const post = (handle: Route['handle']): Route => ({ method: 'POST', mutating: true, handle });
   return {
+    // Sends probe frames into the overlay: kept off the TCP listener like every action.
+    '/trace': post(async (c, b, res) => {
+      sendJson(res, 200, await diagnosticsOf(c).trace(reqString(b, 'from'), reqString(b, 'to')));
+    }),
     '/connect': post(async (c, b, res) => {
       c.connect(stringArray(b, 'peers'));
       sendJson(res, 200, OK);
@@ -283,9 +312,14 @@ function makeHandler(
   control: DaemonControl,
   log: Logger,
   readOnly: boolean,
+  listenHost = '',
 ): http.RequestListener {
   return (req, res) => {
     const handle = async (): Promise<void> => {
+      // DNS rebinding: a page elsewhere must not read the TCP listener through a name of its own.
+      if (readOnly && !hostAllowed(req.headers.host, listenHost)) {
+        throw new HttpError(421, 'EWEAVETS_BAD_REQUEST', `Host header ${JSON.stringify(req.headers.host ?? '')} does not name this listener; use its address or localhost`);
+      }
       const pathname = new URL(req.url ?? '/', 'http://weavets').pathname.replace(/\/+$/, '') || '/';
       const route = Object.prototype.hasOwnProperty.call(routes, pathname) ? routes[pathname] : undefined;
       if (!route) throw new HttpError(404, 'EWEAVETS_NOT_FOUND', `no such API route: ${req.method} ${pathname}`);
@@ -423,7 +457,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   let tcpServer: http.Server | undefined;
   let httpAddress: ApiServer['httpAddress'];
   if (tcpTarget) {
-    tcpServer = http.createServer(makeHandler(allRoutes, control, log, true));
+    tcpServer = http.createServer(makeHandler(allRoutes, control, log, true, tcpTarget.host));
     try {
       await listen(tcpServer, tcpTarget);
     } catch (err) {
