@@ -190,7 +190,7 @@ describe('FlowCounter and FlowWindow', () => {
     expect(seen.sort()).toEqual(['5/a0000000001/a0000000002:1000/10', '5/a0000000002/a0000000001:60/1', '6/a0000000001/a0000000002:1/1']);
     c.compact((n) => n === 5);
     const after: string[] = [];
-    c.forEach((n, s, d, b, p) => after.push(`${n}:${b}/${p}`));
+    c.forEach((n, _s, _d, b, p) => after.push(`${n}:${b}/${p}`));
     expect(after.sort()).toEqual(['5:1000/10', '5:60/1']);
   });
 
