@@ -3,6 +3,8 @@
  * frames (data channel). Vectors written by hand from docs/PROTOCOL.md, round trips, and
  * fuzzing with junk and with every truncation and single-byte corruption.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   HealthDecodeError,
@@ -180,6 +182,16 @@ describe('health report codec', () => {
         check(b);
       }
     }
+  });
+});
+
+describe('docs/PROTOCOL.md', () => {
+  it('documents exactly these vectors', () => {
+    const doc = readFileSync(join(__dirname, '../../docs/PROTOCOL.md'), 'utf8').replace(/\s+/g, ' ');
+    const health = /`(01 020000000001 0102030405060708 [^`]+)`/.exec(doc);
+    expect(health?.[1]?.replace(/[ |]/g, '')).toBe(REPORT_HEX);
+    const probe = /`(57545052 01 00 [^`]+)`/.exec(doc);
+    expect(probe?.[1]?.replace(/ /g, '')).toBe(encodeTraceProbe({ kind: TraceProbeKind.Request, id: 0xdeadbeef, seq: 2, from: A, to: B }).toString('hex'));
   });
 });
 
