@@ -128,6 +128,9 @@ const ROWS: RowSpec[] = [
   weavetsRow('sleeve', 'weavets sleeve', ['--datapath', 'sleeve']),
   weavetsRow('fastdp', 'weavets fastdp', ['--datapath', 'fastdp'], { datapath: 'fastdp' }),
   weavetsRow('sleeve-enc', 'weavets sleeve, encrypted', ['--datapath', 'sleeve'], { password: true }),
+  // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
+  weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
+  weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp' }),
 ];
 
 /** utime + stime of a process, seconds (all its threads). */

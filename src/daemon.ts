@@ -36,6 +36,7 @@ import type { EndpointStatus } from './api/types';
 import { WeavetsError } from './errors';
 import { Diagnostics } from './diagnostics';
 import { FlowService } from './diagnostics/flows';
+import { KernelFlowCounters } from './diagnostics/kernel-flows';
 
 export interface RunningDaemon {
   control: DaemonControl;
@@ -171,6 +172,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     }
     composite.attach(sleeve, fast);
     datapath = composite;
+    if (fast !== undefined && flows !== undefined) {
+      // Frames the kernel carries are counted by the kernel (docs/DIAGNOSTICS.md).
+      try {
+        flows.setKernelSource(await KernelFlowCounters.open());
+      } catch (err) {
+        log.warn('no kernel flow counters: `weavets flows` will miss fastdp traffic', { error: (err as Error).message });
+      }
+    }
   }
   router.setDatapath(datapath);
 

@@ -93,7 +93,8 @@ function drawMesh(m) {
     const line = sv('line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y, stroke: st.stroke, 'stroke-width': 3 });
     if (st.dash) line.setAttribute('stroke-dasharray', st.dash);
     g.appendChild(line);
-    const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
+    // Labels at 40 % from the lower-named end: crossing diagonals do not share a midpoint.
+    const mx = a.x + (b.x - a.x) * 0.4, my = a.y + (b.y - a.y) * 0.4;
     g.appendChild(sv('text', { x: mx, y: my - 4, 'text-anchor': 'middle', 'font-size': 11, fill: st.stroke },
       e.up ? e.datapath + (e.encrypted ? ' encrypted ' : ' clear ') + ms(e.rttMs) : 'down'));
     edges.appendChild(g);
@@ -156,11 +157,15 @@ function render(m, flows) {
   if (flows) {
     $('flows').replaceChildren(flows.flows.length === 0 ? el('p', {}, flows.enabled ? 'No traffic in the last minute.' : 'Flow counting is off (--no-flows).')
       : table(['From', 'To', 'Network', 'Bytes', 'Packets', 'Path'], flows.flows.slice(0, 10).map((f) => [
-        (f.src.name || f.src.mac) + ' (' + (f.src.host || '?') + ')', (f.dst.name || f.dst.mac) + ' (' + (f.dst.host || '?') + ')',
+        endName(f.src), endName(f.dst),
         f.network, bytes(f.bytes), f.packets, f.datapath])));
   }
   $('live').className = '';
   $('live').textContent = 'Updated ' + new Date(m.time).toLocaleTimeString() + ' from ' + label(m.self) + '.';
+}
+function endName(e) {
+  if (e.host) return (e.name || e.mac) + ' (' + e.host + ')';
+  return e.name ? e.name + ' ' + e.mac : e.mac;
 }
 function names(m) { return new Map(m.hosts.map((h) => [h.name, label(h)])); }
 async function refresh() {

@@ -87,6 +87,8 @@ export class HealthGossip {
   private seq = 0;
   private malformed = 0;
   private own: HostReport;
+  private ownBuiltAt = 0;
+  private lastLossSampleAt = 0;
 
   constructor(private readonly deps: HealthDeps) {
     this.own = this.buildOwn(Date.now());
@@ -138,14 +140,15 @@ export class HealthGossip {
     this.deps.router.sendHealth(payload, from);
   }
 
-  /** Our own current row, as sent. */
-  ownReport(): HostReport {
+  /** Our own row, rebuilt when older than 200 ms (the page and trace want now, not the last tick). */
+  ownReport(now = Date.now()): HostReport {
+    if (now - this.ownBuiltAt > 200) this.own = this.buildOwn(now);
     return this.own;
   }
 
   /** Every row held (ours first), with when it arrived. */
   reports(now = Date.now()): { report: HostReport; ageMs: number; stale: boolean }[] {
-    const out = [{ report: this.own, ageMs: 0, stale: false }];
+    const out = [{ report: this.ownReport(now), ageMs: 0, stale: false }];
     for (const row of this.rows.values()) {
       const ageMs = Math.max(0, now - row.receivedAt);
       out.push({ report: row.report, ageMs, stale: ageMs > STALE_AFTER_MS });
@@ -177,6 +180,10 @@ export class HealthGossip {
 
   private buildOwn(now: number): HostReport {
     const { router, datapath } = this.deps;
+    this.ownBuiltAt = now;
+    // Loss is sampled once per report interval, however often the row is rebuilt.
+    const sampleLoss = now - this.lastLossSampleAt >= REPORT_INTERVAL_MS * 0.9;
+    if (sampleLoss) this.lastLossSampleAt = now;
     const self = router.name;
     const conns = router.connectionStatus();
     // Every peer we know of: topology, connections, and hosts whose rows we hold (a host
@@ -226,7 +233,7 @@ export class HealthGossip {
         encrypted: conn?.encrypted ?? false,
         pmtu: ps?.pmtu ?? 0,
         rttUs: up && ps?.rttMs !== undefined ? Math.min(0xfffffffe, Math.round(ps.rttMs * 1000)) : undefined,
-        lossPermille: this.loss(peer, ps?.heartbeatsSent, ps?.heartbeatsAnswered),
+        lossPermille: this.loss(peer, ps?.heartbeatsSent, ps?.heartbeatsAnswered, sampleLoss),
         silentMs: silentMs === undefined ? undefined : Math.min(0xfffffffe, silentMs),
         reason: truncateUtf8(reason, 255),
       });
@@ -253,7 +260,7 @@ export class HealthGossip {
   }
 
   /** Per mille of heartbeats unanswered over the window; undefined without any sent. */
-  private loss(peer: PeerName, sent: number | undefined, answered: number | undefined): number | undefined {
+  private loss(peer: PeerName, sent: number | undefined, answered: number | undefined, sample: boolean): number | undefined {
     if (sent === undefined || answered === undefined) {
       this.lossSamples.delete(peer);
       return undefined;
@@ -262,8 +269,9 @@ export class HealthGossip {
     if (samples === undefined || (samples.length > 0 && samples[samples.length - 1]!.sent > sent)) {
       samples = [];
       this.lossSamples.set(peer, samples);
+      sample = true;
     }
-    samples.push({ sent, answered });
+    if (sample) samples.push({ sent, answered });
     if (samples.length > LOSS_WINDOW + 1) samples.shift();
     const first = samples[0]!;
     const dSent = sent - first.sent;

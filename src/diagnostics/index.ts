@@ -111,8 +111,9 @@ export class Diagnostics {
       const known = byMac.get(`${net}/${mac}`);
       if (known !== undefined) return known;
       const network = this.opts.networkNameOf(net) ?? String(net);
-      const broadcast = mac >= 0x010000000000 && Math.floor(mac / 0x10000000000) % 2 === 1;
-      return { network, end: { name: broadcast ? '(broadcast)' : '', address: '', mac: formatMac(mac), host: '' } };
+      const group = Math.floor(mac / 0x10000000000) % 2 === 1;
+      const name = mac === 0xffffffffffff ? '(broadcast)' : group ? '(multicast)' : '';
+      return { network, end: { name, address: '', mac: formatMac(mac), host: '' } };
     });
   }
 

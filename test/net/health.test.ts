@@ -18,7 +18,6 @@ const OUTPUT_DIR = process.env['WEAVETS_TEST_OUTPUT'] ?? path.join(REPO_ROOT, 't
 
 describe('health matrix, status page and flows on four hosts', () => {
   let lab: Lab;
-  let hosts: Host[];
   let a: Host;
   let b: Host;
   let c: Host;
@@ -39,7 +38,6 @@ describe('health matrix, status page and flows on four hosts', () => {
       b = await lab.addHost('b');
       c = await lab.addHost('c');
       d = await lab.addHost('d');
-      hosts = [a, b, c, d];
       client = await lab.addContainer(a, 'client');
       bystander = await lab.addContainer(a, 'bystander');
       server = await lab.addContainer(b, 'server');
@@ -171,13 +169,20 @@ describe('health matrix, status page and flows on four hosts', () => {
   });
 
   it('flows puts a known iperf3 pair on top, by name', async () => {
-    const iperfServer = lab.spawnIn(server, ['iperf3', '-s', '-1']);
+    const iperfServer = lab.spawnIn(server, ['iperf3', '-s']);
     try {
       await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, { what: 'client to reach the server', timeoutMs: 20_000 });
       await lab.ping(bystander, serverIp, { count: 3, intervalS: 0.2 });
-      await lab.waitFor(async () => (await lab.exec(client, ['iperf3', '-c', serverIp, '-t', '2'], { timeoutMs: 20_000 })).code === 0, {
-        what: 'iperf3 to run from client to server',
-        timeoutMs: 30_000,
+      let last = '';
+      await lab.waitFor(
+        async () => {
+          const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-t', '2'], { timeoutMs: 20_000 });
+          last = r.stdout.slice(-300) + r.stderr;
+          return r.code === 0;
+        },
+        { what: 'iperf3 to run from client to server', timeoutMs: 30_000, intervalMs: 500 },
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; last iperf3 output: ${last}`);
       });
     } finally {
       iperfServer.kill('SIGKILL');

@@ -5,7 +5,7 @@
  * far host along the real path.
  */
 import { describe, it, expect } from 'vitest';
-import type { TraceResult } from '../../src/api/types';
+import type { FlowsStatus, TraceResult } from '../../src/api/types';
 import { type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 
@@ -80,6 +80,40 @@ describe('weavets trace on a three-host line', () => {
     const byName = await trace('web', 'db');
     const byAddress = await trace('web', byName.result.to.address);
     expect(byAddress.result.to.name).toBe('db');
+  });
+
+  it('flows counts the pair the kernel carries (fastdp), by name', async () => {
+    await lab.waitFor(async () => (await trace('web', 'api')).result.hops[0]?.datapath === 'fastdp', {
+      what: 'the a->b hop to be on fastdp',
+      timeoutMs: 60_000,
+      intervalMs: 1000,
+    });
+    const apiIp = (await trace('web', 'api')).result.to.address;
+    const server = lab.spawnIn(api, ['iperf3', '-s']);
+    try {
+      let last = '';
+      await lab.waitFor(
+        async () => {
+          const r = await lab.exec(web, ['iperf3', '-c', apiIp, '-t', '2'], { timeoutMs: 20_000 });
+          last = r.stdout.slice(-300) + r.stderr;
+          return r.code === 0;
+        },
+        { what: 'iperf3 from web to api', timeoutMs: 30_000, intervalMs: 500 },
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; last iperf3 output: ${last}`);
+      });
+    } finally {
+      server.kill('SIGKILL');
+    }
+    const f = await lab.weavetsJson<FlowsStatus>(a, ['flows']);
+    expect(f.flows[0], JSON.stringify(f.flows.slice(0, 3))).toMatchObject({
+      network: 'weavets',
+      src: { name: 'web', host: 'a' },
+      dst: { name: 'api', host: 'b', address: apiIp },
+      datapath: 'fastdp',
+    });
+    expect(f.flows[0]!.bytes).toBeGreaterThan(10_000_000);
+    expect(f.flows[0]!.packets).toBeGreaterThan(1000);
   });
 
   it('says sleeve once VXLAN between a and b is blocked, and still gets through', async () => {

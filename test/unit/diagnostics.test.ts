@@ -5,6 +5,7 @@ import { Topology, type PeerEntry } from '../../src/router/topology';
 import { planTrace, type TraceInputs } from '../../src/diagnostics/trace';
 import { FlowCounter, FlowWindow, flowKey, type FlowTotals } from '../../src/diagnostics/flows';
 import { hostAllowed, hostOfHeader } from '../../src/api/host-check';
+import { flowsRuleset, parseFlowSet } from '../../src/diagnostics/kernel-flows';
 import type { HostReport } from '../../src/router/health-codec';
 import { STATUS_PAGE_HTML, STATUS_PAGE_CSP } from '../../src/api/status-page';
 
@@ -209,6 +210,40 @@ describe('FlowCounter and FlowWindow', () => {
     w.add(61_000, totals(900, 9)); // drops the snapshot at 0
     expect(w.delta(totals(1000, 10))).toEqual([{ net: 1, src: 2, dst: 3, bytes: 500, packets: 5, datapath: 'sleeve' }]);
     expect(w.idle(totals(500, 5)).size).toBe(1);
+  });
+});
+
+describe('kernel flow counters', () => {
+  it('reads the counters of the nft set, skipping what is not a VXLAN pair', () => {
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: { version: '1.0.6' } },
+        {
+          set: {
+            family: 'bridge',
+            name: 'pairs',
+            table: 'weavets_flows',
+            elem: [
+              { elem: { val: { concat: ['wtvabcdef', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] }, expires: 100, counter: { packets: 12, bytes: 3400 } } },
+              { elem: { val: { concat: ['eth0', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] }, counter: { packets: 1, bytes: 1 } } },
+              { elem: { val: { concat: ['wtvzz', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] }, counter: { packets: 1, bytes: 1 } } },
+              { elem: { val: { concat: ['wtv000001', 'nonsense', '0a:00:00:00:00:02'] }, counter: { packets: 1, bytes: 1 } } },
+              { elem: { val: 'x' } },
+            ],
+          },
+        },
+      ],
+    });
+    expect([...parseFlowSet(json).values()]).toEqual([{ net: 0xabcdef, src: 0x0a0000000001, dst: 0x0a0000000002, bytes: 3400, packets: 12, datapath: 'fastdp' }]);
+    expect(parseFlowSet('not json').size).toBe(0);
+    expect(parseFlowSet('{"nftables": 5}').size).toBe(0);
+  });
+
+  it('counts in a bridge filter chain: nothing that turns conntrack on', () => {
+    const rules = flowsRuleset();
+    expect(rules).toMatch(/table bridge weavets_flows/);
+    expect(rules).toMatch(/type filter hook forward/);
+    expect(rules).not.toMatch(/type nat|\bct\b/);
   });
 });
 
