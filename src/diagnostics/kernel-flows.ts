@@ -6,8 +6,9 @@
  *
  * The chain runs at priority `filter` (-200): br_netfilter (loaded on these hosts, with
  * bridge-nf-call-iptables on) takes IPv4 frames at the forward hook's priority 0 through
- * iptables and re-injects them past the other priority-0 chains, which then never see
- * them (measured: a priority-0 chain here counted nothing).
+ * iptables and re-injects them past the priority-0 chains registered after it, which
+ * then never see them (measured: a priority-0 chain made at daemon start counted
+ * nothing, one added later did). At -200 the order does not matter.
  *
  * Why this and not conntrack: a filter chain in the bridge family does not turn on
  * connection tracking (only a nat hook or a ct expression would, which costs every

@@ -42,7 +42,7 @@ describe('health matrix, status page and flows on four hosts', () => {
       bystander = await lab.addContainer(a, 'bystander');
       server = await lab.addContainer(b, 'server');
       // The sleeve carries everything here, so `flows` counts in userspace (fastdp's
-      // kernel counters are not built yet: see docs/DIAGNOSTICS.md).
+      // kernel counters are tested in trace.test.ts).
       await lab.launch(a, [], ['--datapath', 'sleeve']);
       for (const h of [b, c, d]) await lab.launch(h, [a.ip], ['--datapath', 'sleeve']);
       await lab.attach(a, client, ['--name', 'iperf-client']);
@@ -169,7 +169,7 @@ describe('health matrix, status page and flows on four hosts', () => {
   });
 
   it('flows puts a known iperf3 pair on top, by name', async () => {
-    const iperfServer = lab.spawnIn(server, ['iperf3', '-s']);
+    const iperfServer = lab.spawnIn(server, ['iperf3', '-s', '-B', serverIp]);
     try {
       await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, { what: 'client to reach the server', timeoutMs: 20_000 });
       await lab.ping(bystander, serverIp, { count: 3, intervalS: 0.2 });

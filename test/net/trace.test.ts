@@ -43,7 +43,6 @@ describe('weavets trace on a three-host line', () => {
     await lab.attach(a, web, ['--name', 'web']);
     await lab.attach(b, api, ['--name', 'api']);
     await lab.attach(c, db, ['--name', 'db']);
-    await lab.attach(b, other, ['--name', 'other', '--network', 'blue']);
   });
 
   it('names the relay and why the direct hop is not used, and the far host answers the probe', async () => {
@@ -89,7 +88,10 @@ describe('weavets trace on a three-host line', () => {
       intervalMs: 1000,
     });
     const apiIp = (await trace('web', 'api')).result.to.address;
-    const server = lab.spawnIn(api, ['iperf3', '-s']);
+    const server = lab.spawnIn(api, ['iperf3', '-s', '-B', apiIp]);
+    let serverOut = '';
+    server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
+    server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
     try {
       let last = '';
       await lab.waitFor(
@@ -100,7 +102,7 @@ describe('weavets trace on a three-host line', () => {
         },
         { what: 'iperf3 from web to api', timeoutMs: 30_000, intervalMs: 500 },
       ).catch((err: Error) => {
-        throw new Error(`${err.message}; last iperf3 output: ${last}`);
+        throw new Error(`${err.message}; last iperf3 output: ${last}; server: ${serverOut} (exit ${server.exitCode})`);
       });
     } finally {
       server.kill('SIGKILL');
@@ -140,6 +142,10 @@ describe('weavets trace on a three-host line', () => {
   });
 
   it('refuses a trace across networks and says why', async () => {
+    // Attached last: b's address on network blue is handed out from the same block as
+    // api's on weavets (a duplicate address: see the note of issue 16), and b would then
+    // answer api's address itself.
+    await lab.attach(b, other, ['--name', 'other', '--network', 'blue']);
     const t = await lab.waitFor(async () => {
       const r = await trace('web', 'other').catch(() => undefined);
       return r;
