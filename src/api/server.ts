@@ -31,6 +31,8 @@ export interface ApiServer {
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
+/** Served whatever the Host header: Prometheus and health probes address hosts by name. */
+const PROBE_PATHS: ReadonlySet<string> = new Set(['/metrics', '/healthz', '/readyz']);
 const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 type Body = Record<string, unknown>;
@@ -316,8 +318,10 @@ function makeHandler(
 ): http.RequestListener {
   return (req, res) => {
     const handle = async (): Promise<void> => {
-      // DNS rebinding: a page elsewhere must not read the TCP listener through a name of its own.
-      if (readOnly && !hostAllowed(req.headers.host, listenHost)) {
+      // DNS rebinding: a page elsewhere must not read the TCP listener through a name of its
+      // own. Scrapers and probes (which may well use a host name) keep /metrics and health.
+      const pathOnly = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '') || '/';
+      if (readOnly && !PROBE_PATHS.has(pathOnly) && !hostAllowed(req.headers.host, listenHost)) {
         throw new HttpError(421, 'EWEAVETS_BAD_REQUEST', `Host header ${JSON.stringify(req.headers.host ?? '')} does not name this listener; use its address or localhost`);
       }
       const pathname = new URL(req.url ?? '/', 'http://weavets').pathname.replace(/\/+$/, '') || '/';

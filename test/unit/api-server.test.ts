@@ -259,6 +259,33 @@ describe('API server', () => {
     expect(fake.shutdownWith).toBeUndefined();
   });
 
+  it('serves the status page and checks the Host header on the TCP listener (DNS rebinding)', async () => {
+    const page = await raw(tcp, 'GET', '/');
+    expect(page.status).toBe(200);
+    expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(page.headers['content-security-policy']).toMatch(/default-src 'none'/);
+    expect(page.body).toContain('<svg id="mesh"');
+    const withHost = (host: string, urlPath: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        http
+          .get({ ...tcp, path: urlPath, agent: false, headers: { host } }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          })
+          .on('error', reject);
+      });
+    expect(await withHost('rebind.example:6782', '/')).toBe(421);
+    expect(await withHost('rebind.example:6782', '/status')).toBe(421);
+    expect(await withHost(`localhost:${tcp.port}`, '/status')).toBe(200);
+    // Scrapers and probes may use a host name.
+    expect(await withHost('node1.example:6782', '/metrics')).toBe(200);
+    expect(await withHost('node1.example:6782', '/healthz')).toBe(200);
+    // The unix socket is not reachable from a browser: no Host check there.
+    expect((await raw({ socketPath }, 'GET', '/')).status).toBe(200);
+    // Without diagnostics (this fake) the diagnostics routes say so.
+    expect((await raw(tcp, 'GET', '/status/health')).status).toBe(404);
+  });
+
   it('refuses a second server on the same socket', async () => {
     fs.writeFileSync(path.join(stateDir, 'weavets.pid'), '4242\n');
     await expectCode(
