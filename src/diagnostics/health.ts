@@ -15,6 +15,7 @@ import type { Router } from '../router/router';
 import { formatPeerName, type PeerName } from '../router/peername';
 import {
   HealthDecodeError,
+  MAX_HEALTH_ENDPOINTS,
   decodeHealthReport,
   encodeHealthReport,
   type HealthEndpoint,
@@ -240,7 +241,9 @@ export class HealthGossip {
     }
     for (const p of [...this.lossSamples.keys()]) if (!peers.has(p)) this.lossSamples.delete(p);
     const endpoints: HealthEndpoint[] = [];
-    for (const { endpoint, networkId } of this.deps.endpoints()) {
+    // The report carries at most MAX_HEALTH_ENDPOINTS containers; beyond that, names of
+    // the rest are simply not known to other hosts.
+    for (const { endpoint, networkId } of this.deps.endpoints().slice(0, MAX_HEALTH_ENDPOINTS)) {
       const ip = endpoint.address.split('/')[0]!;
       try {
         endpoints.push({
