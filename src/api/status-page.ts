@@ -88,7 +88,7 @@ function drawMesh(m) {
     const st = edgeStyle(e);
     const text = names.get(e.from) + ' - ' + names.get(e.to) + ': ' +
       (e.up ? 'up, ' + e.datapath + ', ' + (e.encrypted ? 'encrypted' : 'clear') + ', rtt ' + ms(e.rttMs) : 'down' + (e.reason ? ': ' + e.reason : ''));
-    const g = sv('g', { class: 'edge', 'data-state': e.up ? 'up' : 'down', 'data-datapath': e.datapath, 'data-encrypted': String(e.encrypted) });
+    const g = sv('g', { class: 'edge', 'data-from': names.get(e.from), 'data-to': names.get(e.to), 'data-state': e.up ? 'up' : 'down', 'data-datapath': e.datapath, 'data-encrypted': String(e.encrypted) });
     g.appendChild(sv('title', {}, text));
     const line = sv('line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y, stroke: st.stroke, 'stroke-width': 3 });
     if (st.dash) line.setAttribute('stroke-dasharray', st.dash);

@@ -186,6 +186,15 @@ export class Diagnostics {
         });
       }
     }
+    // A host this host cannot reach takes its edges down with it, whatever older rows said.
+    const downHosts = new Map(hosts.filter((h) => h.state === 'down').map((h) => [h.name, h.nickname || h.name] as const));
+    for (const e of edges.values()) {
+      const gone = downHosts.get(e.from) ?? downHosts.get(e.to);
+      if (gone !== undefined && e.up) {
+        e.up = false;
+        e.reason = `${gone} is down`;
+      }
+    }
     const networks = new Map<string, MeshContainer[]>();
     for (const { report } of reports) {
       for (const e of report.endpoints) {

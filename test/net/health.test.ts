@@ -163,6 +163,9 @@ describe('health matrix, status page and flows on four hosts', () => {
     await lab.waitFor(async () => (await stateOf()) === 'down', { what: 'the page to show c down', timeoutMs: 5000, intervalMs: 100 });
     const elapsed = Date.now() - killedAt;
     console.log(`status page: killed host c shown "down" after ${elapsed} ms`);
+    // No edge to c is drawn up any more (drawn edges to a host a cannot reach are down).
+    const upToC = await browser.evaluate<number>("document.querySelectorAll('#edges .edge[data-state=up][data-from=c], #edges .edge[data-state=up][data-to=c]').length");
+    expect(upToC).toBe(0);
     const text = await browser.text();
     expect(text).toMatch(/\bc\b[^\n]*\tdown/);
     await browser.screenshot(path.join(OUTPUT_DIR, 'status-page-host-killed.png'));
