@@ -12,6 +12,7 @@ import { cpaceGenerator, cpaceKeyPair, cpaceSharedKey } from '../crypto/cpace';
 import { confirmTag, deriveSessionKeys, tagsEqual, transcriptHash, type SessionKeys } from '../crypto/kdf';
 import type { Sealer } from '../crypto/seal';
 import { SealedChannel } from './sealed-channel';
+import { formatEdgeAddress } from './gossip-codec';
 import {
   ControlDecodeError,
   MessageType,
@@ -103,10 +104,10 @@ export class PeerConnection {
     this.remoteIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     this.remotePort = socket.remotePort ?? 0;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', (chunk: Buffer) => this.guarded('data', () => this.onData(chunk)));
     socket.on('error', (err) => this.close(`socket error: ${err.message}`, false));
     socket.on('close', () => this.close('connection closed by peer', false));
-    this.timer = setInterval(() => this.tick(), PING_INTERVAL_MS / 2);
+    this.timer = setInterval(() => this.guarded('timer', () => this.tick()), PING_INTERVAL_MS / 2);
     const hello: Hello = {
       ...localHello,
       flags: security.password ? localHello.flags | HELLO_FLAG_PASSWORD : localHello.flags & ~HELLO_FLAG_PASSWORD,
@@ -121,9 +122,9 @@ export class PeerConnection {
     return `${this.remoteIp}:${this.remotePort}`;
   }
 
-  /** "ip:controlPort" where the remote accepts connections (known after HELLO). */
+  /** "ip:controlPort" where the remote accepts connections (known after HELLO); IPv6 in brackets. */
   get remoteListenAddress(): string {
-    return `${this.remoteIp}:${this.remote?.controlPort ?? this.remotePort}`;
+    return formatEdgeAddress(this.remoteIp, this.remote?.controlPort ?? this.remotePort);
   }
 
   send(msg: ControlMessage): void {
@@ -132,8 +133,16 @@ export class PeerConnection {
     this.socket.write(this.channel ? this.channel.seal(plain) : plain);
   }
 
+  /**
+   * Close the connection and tell the router. Never throws: it runs from socket event
+   * handlers and timers, where an exception would end the process, and from error paths
+   * that must not fail themselves. A router callback that throws is logged, not passed on.
+   */
   close(reason: string, tellPeer = true): void {
     if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.closeReason = reason;
+    clearInterval(this.timer);
     if (tellPeer) {
       try {
         const plain = encode({ type: MessageType.Close, reason });
@@ -142,12 +151,35 @@ export class PeerConnection {
         // The socket may already be unwritable; closing is what matters.
       }
     }
-    this.phase = 'closed';
-    this.closeReason = reason;
-    clearInterval(this.timer);
-    this.socket.end();
-    this.socket.destroy();
-    this.handlers.onClosed(this, reason);
+    try {
+      this.socket.end();
+      this.socket.destroy();
+    } catch {
+      // Already destroyed.
+    }
+    try {
+      this.handlers.onClosed(this, reason);
+    } catch (err) {
+      this.log.error('internal error while closing a connection (ignored)', { remote: this.remoteAddress, error: (err as Error).stack ?? String(err) });
+    }
+  }
+
+  /**
+   * Run a socket or timer callback so that nothing it throws escapes to the event loop
+   * (which would end the daemon, and with it every connection): an unexpected error ends
+   * this connection only.
+   */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.handlers.onRejected('internal_error');
+      this.log.error(`internal error in a control connection's ${what} handler; closing it`, {
+        remote: this.remoteAddress,
+        error: (err as Error).stack ?? String(err),
+      });
+      this.close('internal error');
+    }
   }
 
   private tick(): void {
@@ -194,7 +226,9 @@ export class PeerConnection {
         this.onMessage(msg);
       }
     } catch (err) {
-      const reason = err instanceof ControlDecodeError ? err.reason : (err as Error).message;
+      // Anything else is our bug, not the peer's message: guarded() reports it as such.
+      if (!(err instanceof ControlDecodeError)) throw err;
+      const reason = err.reason;
       this.handlers.onRejected('malformed');
       this.log.warn('dropping connection: malformed control message', { remote: this.remoteAddress, reason });
       this.close(`malformed message: ${reason}`);

@@ -180,6 +180,14 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       if (minVersion > maxVersion) throw new ControlDecodeError('hello version range inverted');
       const name = readPeerName(buf, o + 8);
       if (name === 0) throw new ControlDecodeError('hello peer name is zero');
+      const controlPort = buf.readUInt16BE(o + 22);
+      const dataPort = buf.readUInt16BE(o + 24);
+      // Port 0 would go into our gossip as the peer's address and be dialled by others.
+      if (controlPort === 0 || dataPort === 0) throw new ControlDecodeError('hello port is zero');
+      const nickname = buf.toString('utf8', o + 59, o + 59 + nickLen);
+      if (!Buffer.from(nickname, 'utf8').equals(buf.subarray(o + 59, o + 59 + nickLen)) || /[\u0000-\u001f\u007f]/.test(nickname)) {
+        throw new ControlDecodeError('hello nickname is not printable UTF-8');
+      }
       return {
         type,
         hello: {
@@ -188,10 +196,10 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
           flags: buf.readUInt16BE(o + 6),
           name,
           uid: buf.readBigUInt64BE(o + 14),
-          controlPort: buf.readUInt16BE(o + 22),
-          dataPort: buf.readUInt16BE(o + 24),
+          controlPort,
+          dataPort,
           publicKey: Buffer.from(buf.subarray(o + 26, o + 58)),
-          nickname: buf.toString('utf8', o + 59, o + 59 + nickLen),
+          nickname,
         },
       };
     }

@@ -10,7 +10,7 @@ import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
 import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
 import { PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
-import { decodeGossip, encodeGossip, GossipDecodeError } from './gossip-codec';
+import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError } from './gossip-codec';
 import { formatPeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
 import { Admission } from './admission';
@@ -54,12 +54,13 @@ export function normalizeTarget(text: string, defaultPort: number): string {
   if (!m || m[1] === undefined || /[\s/]/.test(m[1])) throw new Error(`invalid peer address ${JSON.stringify(text)}: use HOST or HOST:PORT`);
   const port = m[2] === undefined ? defaultPort : Number(m[2]);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port in peer address ${JSON.stringify(text)}`);
-  return `${m[1]}:${port}`;
+  return formatEdgeAddress(m[1], port);
 }
 
+/** Inverse of normalizeTarget: "[v6]:port" or "host:port". */
 function splitHostPort(address: string): { host: string; port: number } {
   const i = address.lastIndexOf(':');
-  return { host: address.slice(0, i), port: Number(address.slice(i + 1)) };
+  return { host: address.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(address.slice(i + 1)) };
 }
 
 export class Router implements DatapathEvents {
@@ -87,9 +88,9 @@ export class Router implements DatapathEvents {
     this.uid = randomBytes(8).readBigUInt64BE(0);
     this.topology = new Topology({ name: opts.name, nickname: opts.nickname, uid: this.uid });
     this.server = net.createServer((socket) => this.accept(socket));
-    this.gossipTimer = setInterval(() => this.gossipAll(this.topology.entries()), GOSSIP_REFRESH_MS);
+    this.gossipTimer = setInterval(() => this.guarded('gossip refresh', () => this.gossipAll(this.topology.entries())), GOSSIP_REFRESH_MS);
     this.gossipTimer.unref();
-    this.gcTimer = setInterval(() => this.collectGarbage(), GC_INTERVAL_MS);
+    this.gcTimer = setInterval(() => this.guarded('topology gc', () => this.collectGarbage()), GC_INTERVAL_MS);
     this.gcTimer.unref();
     this.handlers = {
       onHello: (c, h) => this.onHello(c, h),
@@ -201,8 +202,18 @@ export class Router implements DatapathEvents {
     this.dialSoon(t, delay);
   }
 
+  /** A timer callback must never throw: that would end the daemon. Log and carry on. */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.countRejected('internal_error');
+      this.log.error(`internal error in ${what} (ignored)`, { error: (err as Error).stack ?? String(err) });
+    }
+  }
+
   private accept(socket: net.Socket): void {
-    if (this.stopped) {
+    if (this.stopped || socket.remoteAddress === undefined) {
       socket.destroy();
       return;
     }
@@ -309,7 +320,14 @@ export class Router implements DatapathEvents {
       from.close(`bad gossip: ${err.message}`);
       return;
     }
+    const incarnations = this.topology.incarnations;
     const changed = this.topology.merge(entries);
+    if (this.topology.incarnations !== incarnations) {
+      this.countRejected('self_version_ceiling');
+      this.log.error('gossip claims our entry at the version ceiling (forged?): started a new incarnation', {
+        from: from.remote === undefined ? from.remoteAddress : formatPeerName(from.remote.name),
+      });
+    }
     if (changed.length === 0) return;
     this.gossipAll(changed, from);
     this.afterTopologyChange();
@@ -402,7 +420,13 @@ export class Router implements DatapathEvents {
       }
     }
     for (const address of wanted) {
-      if (!this.targets.has(address)) this.connect([address], 'discovered');
+      if (this.targets.has(address)) continue;
+      try {
+        this.connect([address], 'discovered');
+      } catch (err) {
+        // The gossip decoder only lets dialable addresses in; if one still is not, skip it.
+        this.log.warn('not dialling a discovered address', { address, error: (err as Error).message });
+      }
     }
     // Discovered targets whose peer vanished from the topology are no longer worth dialling.
     for (const t of [...this.targets.values()]) {
@@ -414,7 +438,16 @@ export class Router implements DatapathEvents {
 
   private gossipAll(entries: readonly PeerEntry[], except?: PeerConnection): void {
     if (entries.length === 0) return;
-    const payload = encodeGossip(entries);
+    let payload: Buffer;
+    try {
+      payload = encodeGossip(entries);
+    } catch (err) {
+      // Cannot happen for entries that came through decodeGossip or from our own state;
+      // if it does, sending nothing beats ending the daemon.
+      this.countRejected('internal_error');
+      this.log.error('cannot encode gossip (not sent)', { error: (err as Error).message });
+      return;
+    }
     for (const conn of this.byPeer.values()) {
       if (conn !== except) conn.send({ type: MessageType.Gossip, payload });
     }
