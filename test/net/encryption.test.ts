@@ -255,4 +255,23 @@ describe('encryption', () => {
     expect(ping.received).toBe(5);
     expect((await connections(h1))[0]).toMatchObject({ state: 'established', encrypted: true });
   });
+  it('the sealed path recovers after a 20 s UDP outage (the control connection stays up throughout)', async () => {
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2 before the outage', timeoutMs: 20_000 });
+    await lab.blockUdpPort(h1, h2, 6783);
+    try {
+      await lab.waitFor(async () => (await connections(h1))[0]?.state === 'handshaking', { what: 'h1 to notice the data path is down', timeoutMs: 15_000 });
+      await sleep(20_000 - 5_000);
+      expect((await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, 'ping during the outage').toBe(false);
+    } finally {
+      await lab.unblockUdpPort(h1, h2, 6783);
+    }
+    const since = Date.now();
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2 after the outage', timeoutMs: 20_000 });
+    process.stderr.write(`sealed path answered ${Date.now() - since} ms after a 20 s UDP outage\n`);
+    const back = await lab.ping(c2, ip(ip1), { count: 3 });
+    expect(back.received, back.output).toBe(3);
+    const conns = await connections(h1);
+    expect(conns).toHaveLength(1);
+    expect(conns[0]).toMatchObject({ state: 'established', encrypted: true });
+  }, 120_000);
 });
