@@ -8,9 +8,9 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
 import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
-import { PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
+import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
-import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError } from './gossip-codec';
+import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
 import { formatPeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
 import { Admission } from './admission';
@@ -45,6 +45,16 @@ const DIAL_TIMEOUT_MS = 5000;
 const GC_INTERVAL_MS = 5000;
 /** How long a peer may stay unreachable before we forget its entry. */
 const GC_GRACE_MS = 15_000;
+/**
+ * With every handshake place taken, a new connection evicts the oldest handshake if it
+ * has had this long: a real handshake takes a few round trips and milliseconds of CPU,
+ * so only stalled ones (or a flood's) get that old, and a flood cannot hold every place.
+ */
+const EVICT_HANDSHAKE_AFTER_MS = 1000;
+/** How often the set of addresses we know (targets, peers) is rebuilt for admission. */
+const KNOWN_ADDRESSES_TTL_MS = 1000;
+/** Retry delay for a target that led back to ourselves (our own address, or a relay). */
+const SELF_TARGET_RETRY_MS = BACKOFF_MAX_MS;
 
 /** "host" -> "host:6783"; validates the port. */
 export function normalizeTarget(text: string, defaultPort: number): string {
@@ -76,6 +86,10 @@ export class Router implements DatapathEvents {
   /** Inbound connections admitted and still handshaking, with the address they count against. */
   private readonly admitted = new Map<PeerConnection, string>();
   private readonly admission = new Admission();
+  private readonly shared = new ConnectionShared();
+  /** When each inbound handshake was admitted (insertion order = age). */
+  private readonly admittedAt = new Map<PeerConnection, number>();
+  private knownAddresses: { set: Set<string>; atMs: number } | undefined;
   private readonly rejected = new Map<string, number>();
   private readonly log: Logger;
   private readonly gossipTimer: NodeJS.Timeout;
@@ -189,7 +203,7 @@ export class Router implements DatapathEvents {
     socket.once('connect', () => {
       socket.setTimeout(0);
       socket.removeListener('error', onFail);
-      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log, this.opts.security);
+      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log, this.opts.security, this.shared);
       t.connection = conn;
       this.connectionsAll.add(conn);
     });
@@ -217,16 +231,27 @@ export class Router implements DatapathEvents {
       socket.destroy();
       return;
     }
-    const address = socket.remoteAddress ?? '';
-    const refusal = this.admission.admit(address, Date.now());
+    const address = socket.remoteAddress;
+    const now = Date.now();
+    const known = this.isKnownAddress(address.replace(/^::ffff:/, ''), now);
+    let refusal = this.admission.admit(address, now, known);
+    if (refusal === 'too_many_handshakes') {
+      const [oldest, since] = this.admittedAt.entries().next().value ?? [undefined, now];
+      if (oldest !== undefined && now - since >= EVICT_HANDSHAKE_AFTER_MS) {
+        this.countRejected('handshake_evicted');
+        oldest.close('evicted: too many handshakes in progress');
+        refusal = this.admission.admit(address, now, known);
+      }
+    }
     if (refusal !== undefined) {
       // Counted, not logged: a flood would otherwise flood the log too.
       this.countRejected(refusal);
       socket.destroy();
       return;
     }
-    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security);
+    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security, this.shared);
     this.admitted.set(conn, address);
+    this.admittedAt.set(conn, now);
     this.connectionsAll.add(conn);
   }
 
@@ -235,7 +260,30 @@ export class Router implements DatapathEvents {
     const address = this.admitted.get(conn);
     if (address === undefined) return;
     this.admitted.delete(conn);
+    this.admittedAt.delete(conn);
     this.admission.done(address);
+  }
+
+  /**
+   * Whether ip belongs to a target or a peer we know of (the hosts of our targets, the
+   * addresses in the topology's edges, our connections). Such an address skips the global
+   * admission bucket, so strangers flooding it cannot lock the mesh out. Rebuilt at most
+   * once a second.
+   */
+  private isKnownAddress(ip: string, now: number): boolean {
+    if (this.knownAddresses === undefined || now - this.knownAddresses.atMs >= KNOWN_ADDRESSES_TTL_MS) {
+      const set = new Set<string>();
+      for (const t of this.targets.values()) set.add(splitHostPort(t.address).host);
+      for (const e of this.topology.entries()) {
+        for (const c of e.connections) {
+          const a = parseEdgeAddress(c.address);
+          if (a !== undefined) set.add(a.host);
+        }
+      }
+      for (const c of this.byPeer.values()) set.add(c.remoteIp);
+      this.knownAddresses = { set, atMs: now };
+    }
+    return this.knownAddresses.set.has(ip);
   }
 
   private localHello(): Hello {
@@ -257,8 +305,14 @@ export class Router implements DatapathEvents {
   private onHello(conn: PeerConnection, hello: Hello): string | undefined {
     if (hello.name === this.opts.name) {
       if (hello.uid === this.uid) {
-        // We dialled ourselves (e.g. launched with our own address): stop trying.
-        if (conn.target !== undefined) this.dropTarget(conn.target);
+        // Ourselves, authenticated: a relay fed this connection back into us, or the target
+        // is our own address. Either way one connection proves nothing about the target
+        // (a relay can come and go), so it stays, retried at the slowest pace.
+        this.countRejected('connection_to_self');
+        this.log.warn('connection to self: the target leads back to this daemon (our own address, or a relay); retrying it slowly', {
+          target: conn.target,
+          remote: conn.remoteAddress,
+        });
         return 'connection to self';
       }
       this.countRejected('name_collision');
@@ -350,7 +404,8 @@ export class Router implements DatapathEvents {
       if (t && t.connection === conn) {
         t.connection = undefined;
         t.lastError = reason;
-        this.scheduleRetry(t);
+        if (reason.includes('connection to self') || reason.includes('reflected handshake')) this.dialSoon(t, SELF_TARGET_RETRY_MS);
+        else this.scheduleRetry(t);
       }
     }
   }
