@@ -1,15 +1,19 @@
 /**
  * Admission of inbound control connections, decided before any handshake work: a cap on
  * handshakes in progress (in total and per remote address), a token bucket of new
- * connections per remote address, and one for all addresses together that only
- * addresses the router already knows (configured targets, peers of the topology) bypass.
+ * connections per remote address, and one for all addresses together that addresses the
+ * router already knows (configured targets, peers of the topology) and quiet addresses
+ * (nothing from them for a while) bypass.
  *
  * Why: a password handshake costs the daemon about 5-7 ms of CPU (bench/handshake.ts:
  * three X25519 multiplications and the Elligator map) plus a connection's buffers until
  * its deadline. Without a cap, anyone who reaches TCP 6783 can spend the daemon's CPU and
  * memory faster than the deadline frees them; with only per-address caps, ten addresses
- * get ten times as much. The global bucket bounds the CPU strangers can spend in all,
- * and known peers skip it so a flood of strangers cannot lock them out. When the table of
+ * get ten times as much. The global bucket bounds the CPU that addresses opening
+ * connections back to back can spend in all; known peers and quiet addresses skip it, so
+ * such a flood cannot lock out the mesh or a peer that dials now and then (each address
+ * gets one such pass per burst/rate seconds, so an attacker with N addresses adds at most
+ * N of those per 2 s). When the table of
  * handshakes in progress is full, the router evicts the oldest (see Router.accept), so
  * slow handshakes cannot hold every place either. Peers of a mesh open a connection now
  * and then (backoff after failures starts at a second), far below these limits. Pure
@@ -77,11 +81,13 @@ export class Admission {
     if (this.pendingTotal >= this.limits.maxPending) return 'too_many_handshakes';
     const bucket = this.refill(address, nowMs);
     if (bucket.tokens < 1) return 'connection_rate_limited';
-    if (!known) {
-      this.refillGlobal(nowMs);
-      if (this.global.tokens < 1) return 'global_rate_limited';
-      this.global.tokens -= 1;
-    }
+    this.refillGlobal(nowMs);
+    // A quiet address (its bucket full: nothing from it for burst/rate seconds) gets in
+    // even when the global bucket is empty, so addresses that hammer cannot starve a
+    // newcomer retrying now and then; hammering addresses share the global bucket.
+    const quiet = bucket.tokens >= this.limits.burst;
+    if (!known && !quiet && this.global.tokens < 1) return 'global_rate_limited';
+    if (this.global.tokens >= 1) this.global.tokens -= 1;
     bucket.tokens -= 1;
     this.pendingBy.set(address, pending + 1);
     this.pendingTotal++;

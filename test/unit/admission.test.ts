@@ -41,18 +41,21 @@ describe('Admission', () => {
     expect(a.admit('192.0.2.1', 60_000)).toBe('connection_rate_limited');
   });
 
-  it('limits new connections from all unknown addresses together; known addresses skip that bucket', () => {
+  it('limits new connections from all busy unknown addresses together; known and quiet addresses skip that bucket', () => {
     const a = new Admission({ ...limits, maxPending: 100, maxPendingPerAddress: 100, globalRatePerSecond: 3, globalBurst: 6 });
-    // Ten addresses, each well within its own bucket: together they get the global burst only.
-    let admitted = 0;
-    for (let i = 0; i < 10; i++) if (a.admit(`198.51.100.${i}`, 1000) === undefined) admitted++;
-    expect(admitted).toBe(6);
-    expect(a.admit('198.51.100.99', 1000)).toBe('global_rate_limited');
-    // A known peer still gets in (its own bucket applies).
+    // Ten addresses' first connections: quiet (their buckets are full), all let in; they
+    // drain the global bucket as they go.
+    for (let i = 0; i < 10; i++) expect(a.admit(`198.51.100.${i}`, 1000)).toBeUndefined();
+    // Their second connections, each well within its own bucket: refused together.
+    for (let i = 0; i < 10; i++) expect(a.admit(`198.51.100.${i}`, 1000)).toBe('global_rate_limited');
+    // A known peer, busy or not, still gets in (its own bucket applies).
     expect(a.admit('192.0.2.7', 1000, true)).toBeUndefined();
-    // 3 per second overall.
-    expect(a.admit('198.51.100.50', 1334)).toBe(undefined);
-    expect(a.admit('198.51.100.51', 1334)).toBe('global_rate_limited');
+    expect(a.admit('192.0.2.7', 1000, true)).toBeUndefined();
+    // A newcomer (quiet) gets in too.
+    expect(a.admit('203.0.113.5', 1000)).toBeUndefined();
+    // 3 per second overall for the busy ones.
+    expect(a.admit('198.51.100.1', 1334)).toBeUndefined();
+    expect(a.admit('198.51.100.2', 1334)).toBe('global_rate_limited');
   });
 
   it('reports a full table without spending tokens, so the caller can free a place and retry', () => {
