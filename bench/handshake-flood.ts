@@ -12,7 +12,8 @@
  *   hold - the start of a HELLO, then one byte every 3 s (an idle timer never fires);
  *   mem  - a frame header declaring 4 MiB, then 64 KiB every 100 ms.
  * Five seconds into the flood, host "peer" is launched with the password and the
- * victim as its target; the time until its connection is established is measured.
+ * victim as its target; the time from its daemon being ready until its connection is
+ * established is measured.
  *
  * The reference column is the same daemon idle, measured in the same run just before the
  * flood; the ratio column is flood / idle. CPU is the daemon's user+system time over the
@@ -173,9 +174,9 @@ async function main(): Promise<void> {
 
     // A real peer joins five seconds into the flood.
     await new Promise((r) => setTimeout(r, 5000));
-    const joinStart = Date.now();
     let joinedMs: number | undefined;
-    await lab.launch(peer, [victim.ip], ['--password-file', pw, '--datapath', 'sleeve']);
+    await lab.launch(peer, [victim.ip], ['--password-file', pw, '--datapath', 'sleeve', '--log-level', 'debug']);
+    const joinStart = Date.now(); // from the peer's daemon being ready (launch is slow under load)
     while (Date.now() - joinStart < (SECONDS - 6) * 1000) {
       const conns = await lab.weavetsJson<ConnectionStatus[]>(peer, ['status', 'connections']).catch(() => []);
       if (conns.some((c) => c.state === 'established')) {
@@ -184,6 +185,14 @@ async function main(): Promise<void> {
       }
       await new Promise((r) => setTimeout(r, 250));
     }
+    if (joinedMs === undefined) {
+      process.stderr.write(`peer targets: ${JSON.stringify(await lab.weavetsJson(peer, ['status', 'targets']).catch((e: Error) => e.message))}\n`);
+      const victimLog = fs.readFileSync(path.join(victim.stateDir, 'weavets.log'), 'utf8').split('\n');
+      process.stderr.write(`peer log:\n${lab.logTail(peer, 25)}\n`);
+      process.stderr.write(`victim log about the peer:\n${victimLog.filter((l) => l.includes(peer.ip)).slice(-20).join('\n')}\n`);
+    }
+    const nstat = await lab.exec(victim, ['nstat', '-az', 'TcpExtListenOverflows', 'TcpExtListenDrops', 'TcpExtSyncookiesSent', 'TcpExtTCPReqQFullDrop']);
+    const listenDrops = nstat.stdout.split('\n').filter((l) => /^TcpExt/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join('=')).join(' ');
     const w = await under;
     const hwm = memKb(pid, 'VmHWM') / 1024;
     const r = await flood;
@@ -202,6 +211,7 @@ async function main(): Promise<void> {
     console.log(`| peak RSS, MB | ${idle.peakRssMb.toFixed(0)} | ${w.peakRssMb.toFixed(0)} (VmHWM ${hwm.toFixed(0)}) | ${(w.peakRssMb / idle.peakRssMb).toFixed(2)}× |`);
     console.log(`| peer with the password established | — | ${joinedMs === undefined ? `not within ${SECONDS - 6} s` : `after ${(joinedMs / 1000).toFixed(1)} s`} | — |`);
     console.log(`daemon alive: ${alive}; rejected: ${rejected}`);
+    console.log(`victim kernel: ${listenDrops}`);
   } finally {
     await lab.destroy();
   }

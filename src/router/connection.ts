@@ -291,7 +291,11 @@ export class PeerConnection {
       if (!(err instanceof ControlDecodeError)) throw err;
       const reason = err.reason;
       this.handlers.onRejected('malformed');
-      this.log.warn('dropping connection: malformed control message', { remote: this.remoteAddress, reason });
+      // Before authentication anyone can send junk: counted, logged at debug only (a flood
+      // would otherwise flood the log too). From an authenticated peer it is news.
+      const fields = { remote: this.remoteAddress, reason };
+      if (this.phase === 'ready') this.log.warn('dropping connection: malformed control message', fields);
+      else this.log.debug('dropping connection: malformed control message before authentication', fields);
       this.close(`malformed message: ${reason}`);
       return;
     }

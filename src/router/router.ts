@@ -51,6 +51,12 @@ const GC_GRACE_MS = 15_000;
  * so only stalled ones (or a flood's) get that old, and a flood cannot hold every place.
  */
 const EVICT_HANDSHAKE_AFTER_MS = 1000;
+/**
+ * Kernel queue of connections not yet accepted. Node's default (511) overflows under a
+ * connection flood while the daemon is short of CPU, and the kernel then drops peers'
+ * SYNs and ACKs with the attacker's; admission turns the queued strangers away at once.
+ */
+const LISTEN_BACKLOG = 4096;
 /** How often the set of addresses we know (targets, peers) is rebuilt for admission. */
 const KNOWN_ADDRESSES_TTL_MS = 1000;
 /** Retry delay for a target that led back to ourselves (our own address, or a relay). */
@@ -131,7 +137,7 @@ export class Router implements DatapathEvents {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
-      this.server.listen({ host: this.opts.bindAddress, port: this.opts.port }, () => {
+      this.server.listen({ host: this.opts.bindAddress, port: this.opts.port, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
         this.server.on('error', (err) => this.log.error('control listener error', { error: err.message }));
         resolve();
