@@ -125,7 +125,7 @@ function render(m, flows) {
   nets.replaceChildren();
   for (const n of m.networks) {
     nets.appendChild(el('h3', {}, 'Network ' + n.name + ' (' + n.containers.length + ' containers)'));
-    nets.appendChild(table(['Container', 'Id', 'Address', 'Host'], n.containers.map((c) => [c.name || '-', c.id, c.address, c.hostNickname || c.host])));
+    nets.appendChild(table(['Container', 'Address', 'Host'], n.containers.map((c) => [c.name || '(unnamed)', c.address, c.hostNickname || c.host])));
   }
   if (m.networks.length === 0) nets.appendChild(el('p', {}, 'No containers.'));
   const rows = m.health.rows;
@@ -164,7 +164,7 @@ function render(m, flows) {
   $('live').textContent = 'Updated ' + new Date(m.time).toLocaleTimeString() + ' from ' + label(m.self) + '.';
 }
 function endName(e) {
-  if (e.host) return (e.name || e.mac) + ' (' + e.host + ')';
+  if (e.host) return (e.name || e.address) + ' (' + e.host + ')';
   return e.name ? e.name + ' ' + e.mac : e.mac;
 }
 function names(m) { return new Map(m.hosts.map((h) => [h.name, label(h)])); }

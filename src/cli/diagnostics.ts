@@ -72,7 +72,7 @@ function bytes(n: number): string {
 export function formatFlows(f: FlowsStatus): string {
   if (!f.enabled) return `flow counting is off on ${f.host} (launched with --no-flows)\n`;
   if (f.flows.length === 0) return `no traffic between containers on ${f.host} in the last ${f.windowSeconds} s\n`;
-  const end = (e: FlowsStatus['flows'][number]['src']): string => (e.host ? `${e.name || e.mac} (${e.host}, ${e.address})` : e.name ? `${e.name} ${e.mac}` : e.mac);
+  const end = (e: FlowsStatus['flows'][number]['src']): string => (e.host ? `${e.name || '(unnamed)'} (${e.host}, ${e.address})` : e.name ? `${e.name} ${e.mac}` : e.mac);
   return formatTable(
     ['FROM', 'TO', 'NETWORK', 'BYTES', 'PACKETS', 'DATAPATH'],
     f.flows.map((r) => [end(r.src), end(r.dst), r.network, bytes(r.bytes), String(r.packets), r.datapath]),

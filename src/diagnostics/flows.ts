@@ -22,7 +22,7 @@ export interface FlowRow {
 }
 
 export interface FlowEnd {
-  /** Container name (or id); "" when the MAC is no container we know. */
+  /** Container name; "" when unnamed or the MAC is no container we know (no ids: served over TCP). */
   name: string;
   address: string;
   mac: string;

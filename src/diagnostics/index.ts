@@ -38,8 +38,8 @@ export interface MeshEdge {
   reason: string;
 }
 
+/** No container id or namespace: this is served on the TCP status listener. */
 export interface MeshContainer {
-  id: string;
   name: string;
   address: string;
   host: string;
@@ -101,7 +101,7 @@ export class Diagnostics {
       for (const e of report.endpoints) {
         byMac.set(`${e.networkId}/${e.mac}`, {
           network: e.network,
-          end: { name: e.name || e.id, address: formatIpv4(e.ip), mac: formatMac(e.mac), host: report.nickname || formatPeerName(report.owner) },
+          end: { name: e.name, address: formatIpv4(e.ip), mac: formatMac(e.mac), host: report.nickname || formatPeerName(report.owner) },
         });
       }
     }
@@ -199,7 +199,7 @@ export class Diagnostics {
     for (const { report } of reports) {
       for (const e of report.endpoints) {
         const list = networks.get(e.network) ?? [];
-        list.push({ id: e.id, name: e.name, address: formatIpv4(e.ip), host: formatPeerName(report.owner), hostNickname: report.nickname });
+        list.push({ name: e.name, address: formatIpv4(e.ip), host: formatPeerName(report.owner), hostNickname: report.nickname });
         networks.set(e.network, list);
       }
     }

@@ -1,10 +1,9 @@
-/** Pure parts of diagnostics: route paths, trace planning, flow counting, the Host check. */
+/** Pure parts of diagnostics: route paths, trace planning, flow counting, the page's self-containment. */
 import { describe, expect, it } from 'vitest';
 import { routePath } from '../../src/router/route-path';
 import { Topology, type PeerEntry } from '../../src/router/topology';
 import { planTrace, type TraceInputs } from '../../src/diagnostics/trace';
 import { FlowCounter, FlowWindow, flowKey, type FlowTotals } from '../../src/diagnostics/flows';
-import { hostAllowed, hostOfHeader } from '../../src/api/host-check';
 import { flowsRuleset, parseFlowSet } from '../../src/diagnostics/kernel-flows';
 import type { HostReport } from '../../src/router/health-codec';
 import { STATUS_PAGE_HTML, STATUS_PAGE_CSP } from '../../src/api/status-page';
@@ -244,22 +243,6 @@ describe('kernel flow counters', () => {
     expect(rules).toMatch(/table bridge weavets_flows/);
     expect(rules).toMatch(/type filter hook forward/);
     expect(rules).not.toMatch(/type nat|\bct\b/);
-  });
-});
-
-describe('Host header check', () => {
-  it('accepts the listen address and localhost only', () => {
-    expect(hostOfHeader('[::1]:6782')).toBe('::1');
-    expect(hostAllowed('127.0.0.1:6782', '127.0.0.1')).toBe(true);
-    expect(hostAllowed('localhost:6782', '127.0.0.1')).toBe(true);
-    expect(hostAllowed('192.0.2.1:6782', '192.0.2.1')).toBe(true);
-    expect(hostAllowed('evil.example:6782', '127.0.0.1')).toBe(false);
-    expect(hostAllowed('192.0.2.9:6782', '127.0.0.1')).toBe(false);
-    expect(hostAllowed(undefined, '127.0.0.1')).toBe(false);
-    expect(hostAllowed('', '127.0.0.1')).toBe(false);
-    // A wildcard bind answers any IP literal, never a name (rebinding needs a name).
-    expect(hostAllowed('192.0.2.9:6782', '0.0.0.0')).toBe(true);
-    expect(hostAllowed('rebind.example:6782', '0.0.0.0')).toBe(false);
   });
 });
 

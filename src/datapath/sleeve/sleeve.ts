@@ -827,6 +827,7 @@ export class SleeveDatapath implements Datapath {
     const echo = buf.readUInt32BE(body + 10);
     if (echo === p.heartbeatSeq) p.rttMs = performance.now() - p.heartbeatSentHr;
     p.heartbeatsAnswered++;
+    p.crypto?.heartbeatAcked(echo);
     p.lastAckAt = this.now;
     if (!p.up) {
       p.up = true;
@@ -855,7 +856,10 @@ export class SleeveDatapath implements Datapath {
       b.writeUInt32BE(0, body + 6);
       b.writeUInt32BE(echoSeq, body + 10);
     }
-    if (p.crypto !== undefined) p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
+    if (p.crypto !== undefined) {
+      p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
+      if (kind === DatagramKind.Heartbeat) p.crypto.heartbeatSent(p.heartbeatSeq);
+    }
     try {
       if (!this.socket.send(b, 0, body + HEARTBEAT_BODY_LENGTH, p.ip, p.port)) this.drop('send_queue_full');
     } catch (err) {
