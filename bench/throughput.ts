@@ -64,7 +64,7 @@ function weavetsRow(
   key: string,
   title: string,
   launchArgs: string[],
-  opts: { password?: boolean; datapath?: 'fastdp'; parallel?: number; hostToHost?: boolean } = {},
+  opts: { password?: boolean; datapath?: 'fastdp'; parallel?: number; hostToHost?: boolean; conntrack?: boolean } = {},
 ): RowSpec {
   return {
     key,
@@ -80,6 +80,16 @@ function weavetsRow(
       const h2 = await lab.addHost('host2');
       await lab.launch(h1, [], launchArgs);
       await lab.launch(h2, [h1.ip], launchArgs);
+      if (opts.conntrack) {
+        // What counting flows with conntrack would cost: a ct expression turns connection
+        // tracking on for the host namespace (outer VXLAN packets, and through br_netfilter
+        // every bridged container frame).
+        for (const h of [h1, h2]) {
+          await lab.execOk(h, ['nft', 'add', 'table', 'inet', 'bench_ct']);
+          await lab.execOk(h, ['nft', 'add', 'chain', 'inet', 'bench_ct', 'pre', '{ type filter hook prerouting priority -150 ; }']);
+          await lab.execOk(h, ['nft', 'add', 'rule', 'inet', 'bench_ct', 'pre', 'ct', 'state', 'new', 'counter']);
+        }
+      }
       // Host to host: each host's own address on the network (`weavets expose`), the
       // same shape as the Nebula and WireGuard rows; else one container on each host.
       let client: Namespace | Host;
@@ -282,6 +292,10 @@ const ROWS: RowSpec[] = [
   }),
   nebulaRow,
   wireguardRow,
+  // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
+  weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
+  weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp' }),
+  weavetsRow('fastdp-conntrack', 'weavets fastdp, --no-flows, conntrack on', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp', conntrack: true }),
 ];
 
 /** utime + stime of a process, seconds (all its threads). */
