@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
-import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, NetworkControl, NetworkCreateRequest } from './types';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -101,6 +101,11 @@ function ipamOf(c: DaemonControl): IpamControl {
   return c.ipam;
 }
 
+function networksOf(c: DaemonControl): NetworkControl {
+  if (!c.networks) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no network catalog');
+  return c.networks;
+}
+
 function dnsOf(c: DaemonControl): DnsControl {
   if (!c.dns) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'DNS is off on this daemon (launched with --no-dns)');
   return c.dns;
@@ -118,6 +123,7 @@ function statusRoutes(): Record<string, Route> {
     '/status/peers': get((c) => c.peers()),
     '/status/targets': get((c) => c.targets()),
     '/endpoints': get((c) => c.endpoints()),
+    '/networks': get((c) => networksOf(c).list()),
     '/ipam/status': get((c) => ipamOf(c).status()),
     '/dns/status': get((c) => dnsOf(c).status()),
     // A read, sent as POST for its body; not mutating, so also on the TCP listener.
@@ -164,8 +170,9 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
       const missingOk = optBoolean(b, 'missingOk') ?? false;
+      const release = optBoolean(b, 'release') ?? false;
       try {
-        await c.detach(reqString(b, 'id'));
+        await c.detach(reqString(b, 'id'), { release });
       } catch (err) {
         if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
         sendJson(res, 200, { ok: true, found: false });
@@ -189,6 +196,22 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       const id = reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
       sendJson(res, 200, await c.checkEndpoint(id));
+    }),
+    '/networks/create': post(async (c, b, res) => {
+      const req: NetworkCreateRequest = { name: reqString(b, 'name') };
+      const subnet = optString(b, 'subnet');
+      if (subnet !== undefined) req.subnet = subnet;
+      const options = b['options'];
+      if (options !== undefined) {
+        if (typeof options !== 'object' || options === null || Array.isArray(options) || !Object.values(options).every((v) => typeof v === 'string')) {
+          throw badRequest("field 'options' must be an object of strings");
+        }
+        req.options = options as Record<string, string>;
+      }
+      sendJson(res, 200, await networksOf(c).create(req));
+    }),
+    '/networks/rm': post(async (c, b, res) => {
+      sendJson(res, 200, await networksOf(c).remove(reqString(b, 'name')));
     }),
     '/expose': post(async (c, b, res) => {
       sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));

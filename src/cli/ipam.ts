@@ -21,6 +21,14 @@ export interface StoreFlags {
   advertiseAddress?: string;
   ipamLeaseTtl?: string;
   ipallocBlock?: string;
+  addressRetention?: string;
+}
+
+/** "10m", "90s", "1h", "0" or a number of seconds -> seconds; undefined when malformed. */
+export function parseDurationSeconds(text: string): number | undefined {
+  const m = /^(\d{1,7})(s|m|h)?$/.exec(text.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
 }
 
 export function addStoreOptions(cmd: Command): Command {
@@ -33,7 +41,8 @@ export function addStoreOptions(cmd: Command): Command {
     .option('--etcd-password-file <file>', 'file holding the etcd password')
     .option('--advertise-address <ip>', 'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4')
     .option('--ipam-lease-ttl <seconds>', "seconds after which a dead host's address blocks return to the pool (default 120)")
-    .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)');
+    .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)')
+    .option('--address-retention <duration>', "how long a detached container's address stays reserved for its id, e.g. 10m, 90s, 0 (default 10m)");
 }
 
 function parseEtcdUrls(text: string): string[] {
@@ -96,6 +105,13 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
     if (!(n >= 2 && n <= 86400)) throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
     config.ipamLeaseTtl = n;
   }
+  if (flags.addressRetention !== undefined) {
+    const n = parseDurationSeconds(flags.addressRetention);
+    if (n === undefined || n > 7 * 86400) {
+      throw new UsageError(`--address-retention: '${flags.addressRetention}' is not a duration up to 7 days (e.g. 10m, 90s, 0)`);
+    }
+    config.addressRetention = n;
+  }
   if (flags.ipallocBlock !== undefined) {
     const n = /^\/?\d{1,2}$/.test(flags.ipallocBlock) ? Number(flags.ipallocBlock.replace('/', '')) : NaN;
     if (!(n >= 8 && n <= 30)) throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
@@ -118,6 +134,7 @@ export function storeArgs(config: DaemonConfig): string[] {
   if (config.advertiseAddress !== undefined) args.push('--advertise-address', config.advertiseAddress);
   if (config.ipamLeaseTtl !== undefined) args.push('--ipam-lease-ttl', String(config.ipamLeaseTtl));
   if (config.ipallocBlock !== undefined) args.push('--ipalloc-block', String(config.ipallocBlock));
+  if (config.addressRetention !== undefined) args.push('--address-retention', `${config.addressRetention}s`);
   return args;
 }
 
