@@ -328,6 +328,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
 
   // A network removed anywhere goes from this host too: its host address, then its bridge.
   catalog.onChange((e) => {
+    dns?.networksChanged();
     if (e.type !== 'removed' || networks.get(e.network.name) === undefined) return;
     void (async () => {
       await endpoints.hide(e.network.name);
@@ -354,6 +355,22 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           domain: dnsConfig.domain.toLowerCase().replace(/\.$/, ''),
           ttl: dnsConfig.ttl,
           resolvConf: dnsConfig.resolvConf,
+        },
+        // A container sees the names of its own network only (and anything outside the range).
+        visibility: (listenAddr) => {
+          const ex = endpoints.exposures().find((e) => e.address.split('/')[0] === listenAddr);
+          const net = ex === undefined ? undefined : networks.get(ex.network);
+          if (net === undefined) return undefined;
+          const holes = catalog
+            .list()
+            .filter((r) => r.name !== net.name)
+            .map((r) => parseCidr(r.subnet))
+            .filter((c) => c.prefix > net.subnet.prefix && contains(net.subnet, c.base));
+          return (ip) => {
+            const n = parseIpv4(ip);
+            if (!contains(range, n)) return true;
+            return contains(net.subnet, n) && !holes.some((h) => contains(h, n));
+          };
         },
         log: log.child('dns'),
       });
