@@ -213,7 +213,7 @@ for (const mode of MODES) {
         const others = targets.filter((t) => t !== src);
         const probes = await Promise.all(
           others.map(async (t) => {
-            const ping = (await lab.ping(src.ns!, t.ip, { count: 2, timeoutS: 1, intervalS: 0.2 })).ok;
+            const ping = (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok;
             const port = t.ns ? TCP_PORT : 53;
             const tcp = (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(port)], { timeoutMs: 10_000 })).code === 0;
             const arp = (await lab.exec(src.ns!, ['busybox', 'arping', '-c', '2', '-w', '2', '-I', 'eth0', t.ip], { timeoutMs: 10_000 })).code === 0;
@@ -236,7 +236,7 @@ for (const mode of MODES) {
         const others = targets.filter((t) => t.network !== src.network);
         const routed = await Promise.all(
           others.map(async (t) => {
-            const ping = (await lab.ping(src.ns!, t.ip, { count: 2, timeoutS: 1, intervalS: 0.2 })).ok;
+            const ping = (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok;
             const tcp = (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(t.ns ? TCP_PORT : 53)], { timeoutMs: 10_000 })).code === 0;
             return [t, ping || tcp] as const;
           }),
