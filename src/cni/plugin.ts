@@ -89,8 +89,10 @@ export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult
 
 export async function cmdDel(inv: Invocation, api: DaemonApi): Promise<void> {
   try {
-    // missingOk: a second DEL, or one after a failed ADD, is a success.
-    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), missingOk: true });
+    // missingOk: a second DEL, or one after a failed ADD, is a success. release: a CNI
+    // attachment's id (its sandbox's container id) never comes back, so reserving its
+    // address for --address-retention would only keep it from the next pod.
+    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), missingOk: true, release: true });
   } catch (err) {
     throw daemonError(err, 'DEL');
   }
