@@ -360,7 +360,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         visibility: (listenAddr) => {
           const ex = endpoints.exposures().find((e) => e.address.split('/')[0] === listenAddr);
           const net = ex === undefined ? undefined : networks.get(ex.network);
-          if (net === undefined) return undefined;
+          // A Docker segment's containers are addressed from the whole range (docs/DOCKER.md).
+          if (net === undefined || net.sources !== undefined) return undefined;
           const holes = catalog
             .list()
             .filter((r) => r.name !== net.name)
@@ -391,9 +392,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         bridges: {
           ensure: async (segment) => {
             const net = await networks.ensure(segment);
+            await networks.acceptRangeSources(segment, range);
             if (dns) {
               await dnsExpose(segment);
               await dnsRelisten();
+              dns.networksChanged();
             }
             return net.bridge;
           },

@@ -41,6 +41,11 @@ export interface IsolatedBridge {
   subnet: Cidr;
   /** The host's addresses on this bridge (DNS, expose, Docker gateways). */
   hostAddresses: string[];
+  /**
+   * Sources accepted from this bridge when not its subnet: a Docker network's segment,
+   * whose containers are addressed from the whole range by Docker's IPAM (docs/DOCKER.md).
+   */
+  sources?: Cidr;
 }
 
 function quote(name: string): string {
@@ -62,10 +67,11 @@ export function isolationRuleset(bridges: IsolatedBridge[]): string {
   for (const b of bridges) {
     const others = bridges.filter((o) => o !== b);
     // Subnets of other networks nested in this one's (the default network's holes).
-    const nested = others.filter((o) => o.subnet.prefix > b.subnet.prefix && (o.subnet.base & maskOf(b.subnet.prefix)) >>> 0 === b.subnet.base);
+    const sources = b.sources ?? b.subnet;
+    const nested = others.filter((o) => o.subnet.prefix > sources.prefix && (o.subnet.base & maskOf(sources.prefix)) >>> 0 === sources.base);
     const iif = `iifname ${quote(b.bridge)}`;
-    const spoof = [`${iif} ip saddr != ${formatCidr(b.subnet)} drop`];
-    if (nested.length > 0) spoof.push(`${iif} ip saddr ${set(nested.map((o) => formatCidr(o.subnet)))} drop`);
+    const spoof = [`${iif} ip saddr != ${formatCidr(sources)} drop`];
+    if (nested.length > 0 && b.sources === undefined) spoof.push(`${iif} ip saddr ${set(nested.map((o) => formatCidr(o.subnet)))} drop`);
     input.push(...spoof);
     forward.push(...spoof);
     const otherAddrs = others.flatMap((o) => o.hostAddresses);

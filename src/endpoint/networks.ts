@@ -24,6 +24,8 @@ export function bridgeNameFor(name: string, id: number): string {
 /** A network carried on this host. */
 export interface LocalNetwork extends OverlayNetwork {
   subnet: Cidr;
+  /** Set when Docker endpoints on it are addressed from the whole range (docs/DOCKER.md). */
+  sources?: Cidr;
 }
 
 export class NetworkSet {
@@ -93,6 +95,17 @@ export class NetworkSet {
     await this.refreshIsolation();
   }
 
+  /**
+   * Docker's IPAM addresses a Docker network's containers from the whole range, whatever
+   * the segment's subnet: accept those sources on its bridge (docs/DOCKER.md).
+   */
+  async acceptRangeSources(name: string, range: Cidr): Promise<void> {
+    const net = this.networks.get(name);
+    if (!net || net.sources !== undefined) return;
+    net.sources = range;
+    await this.refreshIsolation();
+  }
+
   /** Make the isolation rules match the bridges and the host's addresses on them now. */
   async refreshIsolation(): Promise<void> {
     const links = await this.netlink.listLinks();
@@ -100,7 +113,7 @@ export class NetworkSet {
     const bridges = this.list().map((n) => {
       const index = links.find((l) => l.name === n.bridge)?.index;
       const hostAddresses = addrs.filter((a) => a.index === index && !a.cidr.includes(':')).map((a) => a.cidr.split('/')[0]!);
-      return { bridge: n.bridge, subnet: n.subnet, hostAddresses };
+      return { bridge: n.bridge, subnet: n.subnet, hostAddresses, ...(n.sources !== undefined ? { sources: n.sources } : {}) };
     });
     await this.isolation.apply(bridges);
   }

@@ -63,6 +63,18 @@ const MODES: { name: string; args: string[]; password: boolean }[] = [
   { name: 'encrypted sleeve', args: ['--datapath', 'sleeve'], password: true },
 ];
 
+/** fn over items, at most `n` at a time, results in order. */
+async function inBatches<T, R>(items: T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += n) out.push(...(await Promise.all(items.slice(i, i + n).map(fn))));
+  return out;
+}
+
+async function upTo(tries: number, probe: () => Promise<boolean>): Promise<boolean> {
+  for (let i = 0; i < tries; i++) if (await probe()) return true;
+  return false;
+}
+
 function addressOf(cidr: string): string {
   return cidr.split('/')[0]!;
 }
@@ -211,15 +223,16 @@ for (const mode of MODES) {
       const targets = [...containers, ...hostAddrs];
       for (const src of containers) {
         const others = targets.filter((t) => t !== src);
-        const probes = await Promise.all(
-          others.map(async (t) => {
-            const ping = (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok;
-            const port = t.ns ? TCP_PORT : 53;
-            const tcp = (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(port)], { timeoutMs: 10_000 })).code === 0;
-            const arp = (await lab.exec(src.ns!, ['busybox', 'arping', '-c', '2', '-w', '2', '-I', 'eth0', t.ip], { timeoutMs: 10_000 })).code === 0;
-            return [t, { ping, tcp, arp, routed: false }] as const;
-          }),
-        );
+        const probes = await inBatches(others, 6, async (t) => {
+          // Within a network each probe is tried up to three times (a loaded machine may
+          // lose one); across networks one success would already be a failure.
+          const tries = t.network === src.network ? 3 : 1;
+          const ping = await upTo(tries, async () => (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok);
+          const port = t.ns ? TCP_PORT : 53;
+          const tcp = await upTo(tries, async () => (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(port)], { timeoutMs: 10_000 })).code === 0);
+          const arp = await upTo(tries, async () => (await lab.exec(src.ns!, ['busybox', 'arping', '-c', '2', '-w', '2', '-I', 'eth0', t.ip], { timeoutMs: 10_000 })).code === 0);
+          return [t, { ping, tcp, arp, routed: false }] as const;
+        });
         for (const [t, o] of probes) results.set(`${src.label}>${t.label}`, o);
       }
       // Through the host as a router: routes to every other network via the source's own
@@ -234,13 +247,11 @@ for (const mode of MODES) {
           }
         }
         const others = targets.filter((t) => t.network !== src.network);
-        const routed = await Promise.all(
-          others.map(async (t) => {
-            const ping = (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok;
-            const tcp = (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(t.ns ? TCP_PORT : 53)], { timeoutMs: 10_000 })).code === 0;
-            return [t, ping || tcp] as const;
-          }),
-        );
+        const routed = await inBatches(others, 6, async (t) => {
+          const ping = (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok;
+          const tcp = (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(t.ns ? TCP_PORT : 53)], { timeoutMs: 10_000 })).code === 0;
+          return [t, ping || tcp] as const;
+        });
         for (const [t, ok] of routed) results.get(`${src.label}>${t.label}`)!.routed = ok;
         for (const t of others) await lab.exec(src.ns!, ['ip', 'route', 'del', `${t.ip}/32`]);
       }
