@@ -315,6 +315,54 @@ for (const mode of MODES) {
       expect((await lab.ping(r1.ns!, containers.find((c) => c.label === 'r2')!.ip, { count: 2 })).ok).toBe(true);
     }, 120_000);
 
+    it.runIf(mode.name === 'sleeve')(
+      'an address follows its id: reserved after detach, back on another host, refused to others naming the holder, freed by --release',
+      async () => {
+        const [h1, h2] = [hosts[0]!, hosts[1]!];
+        const m1 = await lab.addContainer(h1, 'm1');
+        const m2 = await lab.addContainer(h2, 'm2');
+        const other = await lab.addContainer(h2, 'other');
+        const ip = await lab.attach(h1, m1, ['--network', 'red'], 'mover');
+        // Held by another id, in use: refused, naming the holder.
+        const taken = await lab.weavets(h2, ['attach', '--netns', other.netns, '--network', 'red', '--ip', ip, 'other']);
+        expect(taken.code).not.toBe(0);
+        expect(taken.stderr).toMatch(/in use by mover \(eth0\) on host/);
+        await lab.weavetsOk(h1, ['detach', 'mover']);
+        // Reserved for mover: still refused to another id, naming who it is kept for.
+        const reserved = await lab.weavets(h2, ['attach', '--netns', other.netns, '--network', 'red', '--ip', ip, 'other']);
+        expect(reserved.code).not.toBe(0);
+        expect(reserved.stderr).toMatch(/reserved for mover \(eth0\)/);
+        // The same id on another host: the same address, and it works there.
+        expect(await lab.attach(h2, m2, ['--network', 'red'], 'mover')).toBe(ip);
+        const r1 = containers.find((c) => c.label === 'r1')!;
+        await lab.waitFor(async () => (await lab.ping(m2, r1.ip, { count: 1, timeoutS: 1 })).ok, { what: 'the moved container to reach r1', timeoutMs: 20_000 });
+        expect((await lab.ping(r1.ns!, addressOf(ip), { count: 3 })).received).toBe(3);
+        // detach --release: free at once, another id may have it.
+        await lab.weavetsOk(h2, ['detach', '--release', 'mover']);
+        expect(await lab.attach(h2, other, ['--network', 'red', '--ip', ip], 'other')).toBe(ip);
+        await lab.weavetsOk(h2, ['detach', '--release', 'other']);
+      },
+      120_000,
+    );
+
+    it.runIf(mode.name === 'sleeve')('network rm is refused while endpoints exist (naming hosts and ids), then removes the network everywhere', async () => {
+      const [h1, h3] = [hosts[0]!, hosts[2]!];
+      await lab.weavetsOk(h1, ['network', 'create', 'tmp']);
+      const t3 = await lab.addContainer(h3, 't3');
+      await lab.attach(h3, t3, ['--network', 'tmp'], 'tmp-ctr');
+      const refused = await lab.weavets(h1, ['network', 'rm', 'tmp']);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/tmp-ctr \(\S+\) on host h3/);
+      await lab.weavetsOk(h3, ['detach', 'tmp-ctr']); // a reservation does not keep the network
+      const st = await lab.weavetsJson<RouterStatus>(h3, ['status']);
+      const bridge = st.networks.find((n) => n.name === 'tmp')!.bridge;
+      await lab.weavetsOk(h1, ['network', 'rm', 'tmp']);
+      for (const h of hosts) expect((await lab.weavetsJson<NetworkInfo[]>(h, ['network', 'ls'])).map((n) => n.name)).not.toContain('tmp');
+      await lab.waitFor(async () => (await lab.exec(h3, ['ip', 'link', 'show', bridge])).code !== 0, { what: `h3 to delete ${bridge}`, timeoutMs: 10_000 });
+      const gone = await lab.weavets(h1, ['network', 'rm', 'tmp']);
+      expect(gone.stderr).toMatch(/no network named tmp/);
+    });
+
     it('names resolve only within the asker network; upstream works from every network', async () => {
       // The resolver attach wrote for each container (nsenter does not bind /etc/netns).
       const resolverOf = (c: Member): string => /nameserver (\S+)/.exec(fs.readFileSync(`/etc/netns/${c.ns!.netnsName}/resolv.conf`, 'utf8'))![1]!;
