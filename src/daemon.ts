@@ -411,6 +411,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           ? {
               dnsRedirect: {
                 port: dnsConfig.port,
+                bridgeOf: (segment: string) => networks.get(segment)?.bridge,
                 addressOn: (segment: string) => {
                   const ip = endpoints.exposures().find((e) => e.network === segment)?.address.split('/')[0];
                   return ip !== undefined && dns?.listensOn(ip) ? ip : undefined;
