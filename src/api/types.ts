@@ -163,8 +163,11 @@ export interface DaemonControl {
   connect(addresses: string[]): void;
   forget(addresses: string[]): void;
   attach(req: AttachRequest): Promise<EndpointStatus>;
-  /** `release`: free the address at once instead of reserving it for the id. */
-  detach(id: string, opts?: { release?: boolean }): Promise<void>;
+  /**
+   * `release`: free the address at once instead of reserving it for the id. `ifname`:
+   * release what (id, ifname) holds even when no endpoint is recorded (CNI DEL).
+   */
+  detach(id: string, opts?: { release?: boolean; ifname?: string }): Promise<void>;
   endpoints(): EndpointStatus[];
   /** Inspect an endpoint's links, addresses and routes (CNI CHECK); NOT_FOUND if unknown. */
   checkEndpoint?(id: string): Promise<EndpointCheck>;

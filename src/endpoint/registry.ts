@@ -15,10 +15,12 @@ import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatCidr, formatIpv4, parseCidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';
+import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
 import type { HostRoutes } from './host-routes';
+import { namespaceFileState } from '../netlink/nsfs';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -112,10 +114,21 @@ export class EndpointRegistry {
 
   /**
    * Remove the endpoint. Its address stays reserved for the id for the retention time,
-   * unless `release`. An id with no endpoint here but a reservation: `release` frees it.
+   * unless `release`. With no endpoint recorded: `ifname` (a caller that knows which
+   * interface the id had: CNI DEL, after a daemon killed mid-attach or an ADD that failed
+   * after allocating) releases whatever (id, ifname) holds; `release` alone frees what an
+   * earlier detach reserved for the id (eth0); then the usual not-found error.
    */
-  detach(id: string, opts: { release?: boolean } = {}): Promise<void> {
-    return this.serialise(() => this.doDetach(id, opts.release === true));
+  detach(id: string, opts: { release?: boolean; ifname?: string } = {}): Promise<void> {
+    return this.serialise(() => this.doDetach(id, opts.release === true, opts.ifname));
+  }
+
+  /** Every (id, ifname) this registry holds an address for: its endpoints (not Docker's) and exposures. */
+  addressClaims(): AddressClaim[] {
+    const out: AddressClaim[] = [];
+    for (const ep of this.endpoints.values()) if (!ep.externalAddress) out.push({ id: ep.id, ifname: ep.ifname });
+    for (const ex of this.exposed.values()) out.push({ id: exposeId(this.allocator), ifname: ex.network });
+    return out;
   }
 
   /**
@@ -208,11 +221,11 @@ export class EndpointRegistry {
       if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname) return existing;
       throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already attached (${existing.address} in ${existing.netns}); detach it first`);
     }
-    try {
-      const st = await fs.stat(req.netns);
-      if (!st.isFile() && !st.isDirectory()) throw new Error('not a namespace file');
-    } catch {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    // Before any address is allocated or link made: a regular file here would fail halfway.
+    const nsState = namespaceFileState(req.netns);
+    if (nsState === 'missing') throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    if (nsState === 'other') {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
     }
     let requested: number | undefined;
     let requestedPrefix: number | undefined;
@@ -283,13 +296,20 @@ export class EndpointRegistry {
     }
   }
 
-  private async doDetach(id: string, release: boolean): Promise<void> {
+  private async doDetach(id: string, release: boolean, orphanIfname?: string): Promise<void> {
     const ep = this.endpoints.get(id);
     if (!ep) {
-      // `detach --release` of an id detached earlier: free what is reserved for it.
-      if (release && (await this.allocator.release(id, 'eth0')) !== undefined) {
-        this.log.info('released a reserved address', { id });
-        return;
+      if (orphanIfname !== undefined && ID_RE.test(id)) {
+        // If the store is unavailable this throws: the caller (CNI DEL) fails and retries.
+        const released = await this.allocator.release(id, orphanIfname);
+        if (released) this.log.info('released the address of an id with no endpoint', { id, ifname: orphanIfname, address: released.address });
+      } else if (release && ID_RE.test(id)) {
+        // `detach --release` of an id detached earlier: free what is reserved for it.
+        const released = await this.allocator.release(id, 'eth0');
+        if (released) {
+          this.log.info('released a reserved address', { id, address: released.address });
+          return;
+        }
       }
       throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached; see \`weavets ps\``);
     }

@@ -52,6 +52,8 @@ export interface AddrRecord {
    * milliseconds after which any host may delete it. Absent: in use.
    */
   retainedUntil?: number;
+  /** Allocated through POST /ipam/allocate (no interface here): never reconciled away. */
+  unattached?: true;
 }
 
 export interface HandleRecord {

@@ -12,6 +12,11 @@ export interface AllocationRequest {
   network: string;
   /** A specific address wanted (host order number); anywhere in the network's subnet. */
   ip?: number;
+  /**
+   * For a caller that holds the address with no interface on this host (POST
+   * /ipam/allocate): the reconciler (reconcile.ts) never releases it; the caller does.
+   */
+  unattached?: boolean;
 }
 
 /** A network's subnet as the allocator needs it; see src/endpoint/network-catalog.ts. */
