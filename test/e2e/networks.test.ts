@@ -315,6 +315,28 @@ for (const mode of MODES) {
       expect((await lab.ping(r1.ns!, containers.find((c) => c.label === 'r2')!.ip, { count: 2 })).ok).toBe(true);
     }, 120_000);
 
+    it.runIf(mode.name === 'fastdp')('the kernel path carries the peers', async () => {
+      const conns = await lab.weavetsJson<{ nickname: string; state: string; datapath: string }[]>(hosts[0]!, ['status', 'connections']);
+      expect(conns.filter((c) => c.state === 'established').map((c) => c.datapath)).toEqual(['fastdp', 'fastdp']);
+    });
+
+    it.runIf(mode.name === 'sleeve')('every network still works when two hosts reach each other only through the third (relaying)', async () => {
+      await lab.block(hosts[0]!, hosts[2]!);
+      try {
+        for (const n of ['r', 'b', 'w']) {
+          const a = containers.find((c) => c.label === `${n}1`)!;
+          const c = containers.find((x) => x.label === `${n}3`)!;
+          await lab.waitFor(async () => (await lab.ping(a.ns!, c.ip, { count: 1, timeoutS: 1 })).ok, { what: `${a.label} to reach ${c.label} through h2`, timeoutMs: 45_000 });
+          expect((await lab.ping(c.ns!, a.ip, { count: 3 })).received).toBe(3);
+        }
+        // Relayed or not, networks stay apart.
+        const r1 = containers.find((c) => c.label === 'r1')!;
+        expect((await lab.ping(r1.ns!, containers.find((c) => c.label === 'b3')!.ip, { count: 2, timeoutS: 1 })).ok).toBe(false);
+      } finally {
+        await lab.unblock(hosts[0]!, hosts[2]!);
+      }
+    }, 120_000);
+
     it.runIf(mode.name === 'sleeve')(
       'an address follows its id: reserved after detach, back on another host, refused to others naming the holder, freed by --release',
       async () => {
