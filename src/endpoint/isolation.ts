@@ -20,6 +20,7 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import { formatCidr, maskOf, type Cidr } from '../ipam/cidr';
+import { WeavetsError } from '../errors';
 
 /** Runs `nft` with `args`, `input` on stdin; a test double may record instead. */
 export type NftRunner = (args: string[], input?: string) => Promise<string>;
@@ -98,7 +99,12 @@ export class NetworkIsolation {
     for (const b of bridges) await this.arpSettings(b.bridge);
     const script = isolationRuleset(bridges);
     if (script === this.applied) return;
-    await this.nft(['-f', '-'], script);
+    try {
+      await this.nft(['-f', '-'], script);
+    } catch (err) {
+      // No silent fallback: a network without its isolation rules is not a tenant boundary.
+      throw new WeavetsError('EWEAVETS_INTERNAL', `cannot install the rules that isolate networks from each other (nftables table inet ${ISOLATION_TABLE}): ${(err as Error).message}`);
+    }
     this.applied = script;
   }
 
