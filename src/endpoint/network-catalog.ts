@@ -32,7 +32,7 @@ export const NETWORKS_BY_NAME = 'networks/by-name/';
 export const NETWORKS_BY_ID = 'networks/by-id/';
 export const NETWORKS_REV_KEY = 'networks/rev';
 
-/** Reserved ids: 0 (none) and 0xffffff (fastdp's probe VNI). */
+/** Reserved ids: 0 (none) and 0xffffff (fastdp's probe VNI, trace probes). */
 const MAX_ID = 0xfffffe;
 /** Subnet size of a network created without --subnet (bounded by the block size). */
 export const DEFAULT_NETWORK_PREFIX = 24;
@@ -64,7 +64,7 @@ export function validateNetworkName(name: string): string | undefined {
 }
 
 /**
- * The legacy id of a name: 24-bit FNV-1a (0 maps to 1). Now only the first candidate an
+ * The legacy id of a name: 24-bit FNV-1a (0 maps to 1, 0xffffff to 0xfffffe). Now only the first candidate an
  * id search tries, so clusters from before the catalog keep their ids; never trusted to
  * be unique (prod and xtonfi share it).
  */
@@ -75,7 +75,7 @@ export function legacyNetworkId(name: string): number {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   const id = (h ^ (h >>> 24)) & 0xffffff;
-  return id === 0 ? 1 : id;
+  return id === 0 ? 1 : id === 0xffffff ? 0xfffffe : id;
 }
 
 /** First id not in `taken`, from the name's legacy id upwards, wrapping within 1..0xfffffe. */
