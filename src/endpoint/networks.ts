@@ -31,6 +31,7 @@ export interface LocalNetwork extends OverlayNetwork {
 export class NetworkSet {
   private readonly networks = new Map<string, LocalNetwork>();
   private readonly creating = new Map<string, Promise<LocalNetwork>>();
+  private isolating: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly netlink: Netlink,
@@ -106,10 +107,31 @@ export class NetworkSet {
     await this.refreshIsolation();
   }
 
-  /** Make the isolation rules match the bridges and the host's addresses on them now. */
-  async refreshIsolation(): Promise<void> {
-    const links = await this.netlink.listLinks();
-    const addrs = await this.netlink.listAddresses();
+  /**
+   * Make the isolation rules match the bridges and the host's addresses on them now.
+   * Serialised: two refreshes never dump links and addresses at once on the one netlink
+   * socket (concurrent dumps there came back as "Multipart message not terminated"), and
+   * a dump that fails is tried again.
+   */
+  refreshIsolation(): Promise<void> {
+    const run = (): Promise<void> => this.refreshIsolationNow();
+    const p = this.isolating.then(run, run);
+    this.isolating = p.catch(() => undefined);
+    return p;
+  }
+
+  private async refreshIsolationNow(): Promise<void> {
+    let links: Awaited<ReturnType<Netlink['listLinks']>> = [];
+    let addrs: Awaited<ReturnType<Netlink['listAddresses']>> = [];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        links = await this.netlink.listLinks();
+        addrs = await this.netlink.listAddresses();
+        break;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+      }
+    }
     const bridges = this.list().map((n) => {
       const index = links.find((l) => l.name === n.bridge)?.index;
       const hostAddresses = addrs.filter((a) => a.index === index && !a.cidr.includes(':')).map((a) => a.cidr.split('/')[0]!);

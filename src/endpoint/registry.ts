@@ -388,6 +388,8 @@ export class EndpointRegistry {
     try {
       await this.hostRoutes.addAddress(net.bridge, address);
     } catch (err) {
+      // Nothing half-applied: the address may be on the bridge already.
+      await this.hostRoutes.delAddress(net.bridge, address).catch(() => undefined);
       await this.allocator.release(exposer, network).catch(() => undefined);
       throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`);
     }
