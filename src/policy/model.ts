@@ -215,7 +215,8 @@ function parseRule(v: unknown, path: string, direction: PolicyDirection): Policy
   onlyFields(obj, path, [peerField, 'ports']);
   const peers = obj[peerField] === undefined ? undefined : arrayAt(obj[peerField], join(path, peerField)).map((p, i) => parsePeer(p, join(join(path, peerField), i)));
   const ports = obj['ports'] === undefined ? undefined : arrayAt(obj['ports'], join(path, 'ports')).map((p, i) => parsePort(p, join(join(path, 'ports'), i)));
-  return { peers, ports };
+  // As Kubernetes: an empty list is the same as none, "every peer" / "every port".
+  return { peers: peers?.length === 0 ? undefined : peers, ports: ports?.length === 0 ? undefined : ports };
 }
 
 export interface ValidateOptions {
