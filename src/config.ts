@@ -50,6 +50,8 @@ export interface DaemonConfig {
    * DNS, so names of containers on other hosts resolve (docs/DOCKER.md, DNS); undefined: on.
    */
   dockerDnsRedirect?: boolean;
+  /** --policy-dry-run: every policy logs what it would drop and drops nothing (docs/POLICY.md). */
+  policyDryRun?: boolean;
 }
 
 export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';

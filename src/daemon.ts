@@ -34,6 +34,9 @@ import { startDockerSurface, type DockerSurface } from './docker';
 import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
 import type { EndpointStatus } from './api/types';
 import { WeavetsError } from './errors';
+import { PolicyService } from './policy/service';
+import { PolicyEnforcer } from './policy/enforcer';
+import type { CompileBridge } from './policy/nft';
 
 export interface RunningDaemon {
   control: DaemonControl;
@@ -178,6 +181,17 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const dnsConfig = config.dns ?? DEFAULT_DNS;
   let dns: DnsService | undefined;
   let docker: DockerSurface | undefined;
+  let policy: PolicyService | undefined;
+  const enforcer = new PolicyEnforcer(log.child('policy'));
+  // Policy follows every change of the endpoint set: attach, detach, Docker's plug, CNI.
+  endpoints.onChange(() => policy?.endpointsChanged());
+  const policyBridges = (): CompileBridge[] =>
+    networks.list().map((n) => {
+      const ip = endpoints.exposures().find((e) => e.network === n.name)?.address.split('/')[0];
+      const b: CompileBridge = { network: n.name, id: n.id, bridge: n.bridge };
+      if (ip !== undefined && dns?.listensOn(ip)) b.resolver = { ip, port: dnsConfig.port };
+      return b;
+    });
   const dnsRelisten = async (): Promise<void> => {
     await dns?.listenOn(endpoints.exposures().map((e) => e.address.split('/')[0]!));
   };
@@ -212,6 +226,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       ready = false;
       log.info(removeState ? 'resetting: stopping and removing links and state' : 'stopping');
       await router.stop();
+      // The policy tables stay in force on a stop (nothing fails open); reset removes them.
+      await policy?.close();
+      if (removeState) await enforcer.remove(networks.list().map((n) => n.bridge));
       await docker?.close(removeState);
       await dns?.close(removeState);
       if (removeState) await endpoints.removeAll();
@@ -265,10 +282,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
       }
     },
-    attach: async (req) => attachWithDns(await endpoints.attach(req)),
+    attach: async (req) => {
+      const ep = await attachWithDns(await endpoints.attach(req));
+      // Answer once the new port is guarded and counted in every selector here.
+      await policy?.settled();
+      return ep;
+    },
     detach: async (id) => {
       await endpoints.detach(id);
       dns?.endpointDetached(id);
+      await policy?.settled();
     },
     endpoints: () => endpoints.list(),
     checkEndpoint: (id) => endpoints.check(id),
@@ -318,6 +341,29 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       await dnsRelisten();
       dns.restore(endpoints.list());
     }
+    enforcer.adopt(networks.list().map((n) => n.bridge));
+    policy = await PolicyService.start({
+      store: ipam.store,
+      self: formatPeerName(name),
+      nickname: config.nickname || os.hostname(),
+      leaseTtlSeconds: ipam.leaseTtlSeconds,
+      dryRun: config.policyDryRun === true,
+      enforcer,
+      localEndpoints: () => endpoints.list(),
+      bridges: policyBridges,
+      metrics: registry,
+      log: log.child('policy'),
+    });
+    const policyService = policy;
+    control.policy = {
+      apply: (documents) => policyService.apply(documents, [...new Set([DEFAULT_NETWORK, ...networks.list().map((n) => n.name)])], DEFAULT_NETWORK),
+      list: () => policyService.list(),
+      show: (n) => policyService.show(n),
+      remove: (n) => policyService.remove(n),
+      drops: () => policyService.drops(),
+      status: () => policyService.status(),
+      endpoints: () => policyService.endpoints(),
+    };
     const dockerSocket = config.dockerPluginSocket ?? DEFAULT_DOCKER_PLUGIN_SOCKET;
     if (dockerSocket !== '') {
       docker = await startDockerSurface({

@@ -12,7 +12,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
-import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, PolicyControl } from './types';
+import { labelsProblem } from '../policy/labels';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -106,6 +107,11 @@ function dnsOf(c: DaemonControl): DnsControl {
   return c.dns;
 }
 
+function policyOf(c: DaemonControl): PolicyControl {
+  if (!c.policy) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no policy support');
+  return c.policy;
+}
+
 function statusRoutes(): Record<string, Route> {
   const get = (fn: (c: DaemonControl) => unknown): Route => ({
     method: 'GET',
@@ -120,6 +126,11 @@ function statusRoutes(): Record<string, Route> {
     '/endpoints': get((c) => c.endpoints()),
     '/ipam/status': get((c) => ipamOf(c).status()),
     '/dns/status': get((c) => dnsOf(c).status()),
+    '/policy': get((c) => policyOf(c).list()),
+    '/policy/status': get((c) => policyOf(c).status()),
+    '/policy/drops': get((c) => policyOf(c).drops()),
+    '/policy/endpoints': get((c) => policyOf(c).endpoints()),
+    '/policy/show': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, policyOf(c).show(reqString(b, 'name'))) },
     // A read, sent as POST for its body; not mutating, so also on the TCP listener.
     '/dns/lookup': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))) },
     '/metrics': {
@@ -159,6 +170,11 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
         const v = optString(b, field);
         if (v !== undefined) req[field] = v;
       }
+      if (b['labels'] !== undefined) {
+        const bad = labelsProblem(b['labels']);
+        if (bad) throw badRequest(`field 'labels': ${bad}`);
+        req.labels = b['labels'] as Record<string, string>;
+      }
       sendJson(res, 200, await c.attach(req));
     }),
     '/detach': post(async (c, b, res) => {
@@ -189,6 +205,14 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       const id = reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
       sendJson(res, 200, await c.checkEndpoint(id));
+    }),
+    '/policy/apply': post(async (c, b, res) => {
+      const docs = b['documents'];
+      if (!Array.isArray(docs)) throw badRequest("field 'documents' must be a list of policy documents");
+      sendJson(res, 200, await policyOf(c).apply(docs));
+    }),
+    '/policy/rm': post(async (c, b, res) => {
+      sendJson(res, 200, await policyOf(c).remove(reqString(b, 'name')));
     }),
     '/expose': post(async (c, b, res) => {
       sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));

@@ -61,6 +61,7 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   dockerHost?: string;
   /** commander's --no-docker-dns-redirect: false when given. */
   dockerDnsRedirect?: boolean;
+  policyDryRun?: boolean;
 }
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
@@ -106,6 +107,7 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     config.dockerHost = flags.dockerHost;
   }
   if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
+  if (flags.policyDryRun === true) config.policyDryRun = true;
   return config;
 }
 
@@ -153,6 +155,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
+  if (config.policyDryRun === true) args.push('--policy-dry-run');
   return [...args, '--', ...config.peers];
 }
 
@@ -455,6 +458,7 @@ export function registerLifecycle(program: Command): void {
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
     .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
+    .option('--policy-dry-run', 'policies log what they would drop (policy drops) and drop nothing')
     .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);

@@ -11,6 +11,7 @@ import { registerIpam } from './ipam';
 import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
 import { registerPeers } from './peers';
+import { registerPolicy } from './policy';
 import { registerStatus } from './status';
 
 const VERSION = '0.1.0';
@@ -36,10 +37,15 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerCni(program);
   registerDns(program);
+  registerPolicy(program);
   // Subcommands inherit exitOverride/output settings only when set on each.
-  for (const cmd of program.commands) {
-    cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });
-  }
+  const inherit = (cmds: readonly Command[]): void => {
+    for (const cmd of cmds) {
+      cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });
+      inherit(cmd.commands);
+    }
+  };
+  inherit(program.commands);
   return program;
 }
 

@@ -38,6 +38,7 @@ export class EndpointRegistry {
   private readonly file: string;
   /** Serialises attach/detach so concurrent requests cannot interleave link operations. */
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly changeListeners: (() => void)[] = [];
 
   constructor(
     stateDir: string,
@@ -119,7 +120,7 @@ export class EndpointRegistry {
    * namespace with `mac`. The caller allocated `address` and releases it: the endpoint
    * is `externalAddress`. Idempotent for the same id and network.
    */
-  plug(req: { id: string; network: string; address: string; mac?: string; name?: string; gateway?: string }): Promise<EndpointStatus> {
+  plug(req: { id: string; network: string; address: string; mac?: string; name?: string; gateway?: string; labels?: Record<string, string> }): Promise<EndpointStatus> {
     return this.serialise(async () => {
       if (!ID_RE.test(req.id)) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
       const badNet = validateNetworkName(req.network);
@@ -151,6 +152,7 @@ export class EndpointRegistry {
           hostMac: hostLink?.mac ?? '',
           ...(req.name !== undefined ? { name: req.name } : {}),
           ...(req.gateway !== undefined ? { gateway: req.gateway } : {}),
+          ...(req.labels !== undefined && Object.keys(req.labels).length > 0 ? { labels: { ...req.labels } } : {}),
           externalAddress: true,
         };
         this.endpoints.set(req.id, ep);
@@ -261,6 +263,7 @@ export class EndpointRegistry {
         hostMac: hostLink?.mac ?? '',
         ...(req.name !== undefined ? { name: req.name } : {}),
         ...(req.gateway !== undefined ? { gateway: req.gateway } : {}),
+        ...(req.labels !== undefined && Object.keys(req.labels).length > 0 ? { labels: { ...req.labels } } : {}),
       };
       this.endpoints.set(req.id, ep);
       await this.save();
@@ -383,9 +386,35 @@ export class EndpointRegistry {
     this.endpoints.clear();
   }
 
+  /** Called after every change of the endpoint set (policy follows it); must not throw. */
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  /** Set an endpoint's labels (Docker learns a container's labels after plugging it). */
+  relabel(id: string, labels: Record<string, string>): Promise<EndpointStatus> {
+    return this.serialise(async () => {
+      const ep = this.endpoints.get(id);
+      if (!ep) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached`);
+      const next: EndpointStatus = { ...ep };
+      if (Object.keys(labels).length > 0) next.labels = { ...labels };
+      else delete next.labels;
+      this.endpoints.set(id, next);
+      await this.save();
+      return next;
+    });
+  }
+
   private async save(): Promise<void> {
     const data: Persisted = { endpoints: this.list(), exposed: this.exposures() };
     await writeFileAtomic(this.file, JSON.stringify(data, null, 1) + '\n');
+    for (const l of this.changeListeners) {
+      try {
+        l();
+      } catch (err) {
+        this.log.warn('endpoint change listener failed', { error: (err as Error).message });
+      }
+    }
   }
 }
 
