@@ -13,15 +13,20 @@ import { POLICY_TABLE, type CompiledRuleset } from './nft';
 
 function run(cmd: string, args: string[], stdin?: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (err) => reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd}: ${err.message}`)));
     child.on('close', (code) => {
       if (code === 0) resolve();
       else reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd} ${args.join(' ')} failed (exit ${code}): ${stderr.trim().split('\n').slice(0, 4).join(' | ')}`));
     });
-    child.stdin.end(stdin ?? '');
+    if (child.stdin) {
+      // A child that exits before reading everything (nft refusing line 1) is reported
+      // by its exit status; the broken pipe itself is no news and must not crash us.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(stdin);
+    }
   });
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { evaluate, parseTraffic } from '../../src/policy/evaluate';
+import { evaluate, parseTraffic, type EvalEndpoint } from '../../src/policy/evaluate';
 import { validatePolicy, type Policy } from '../../src/policy/model';
 import { parseExpectationFile, resolveOffline, runExpectations } from '../../src/policy/expectations';
 
@@ -31,7 +31,7 @@ const monitor = { labels: {}, ip: '10.40.1.1' };
 const excepted = { labels: {}, ip: '10.40.9.1' };
 
 // [policies, from, to, traffic, allowed, rule or reason fragment]
-const vectors: [Policy[], typeof web, typeof web, string, boolean, string][] = [
+const vectors: [Policy[], EvalEndpoint, EvalEndpoint, string, boolean, string][] = [
   [[], web, db, 'tcp/5432', true, 'no policy isolates'],
   [[dbIngress], web, db, 'tcp/5432', true, 'db-ingress ingress[0]'],
   [[dbIngress], other, db, 'tcp/5432', false, 'db-ingress isolates the receiver (ingress)'],
