@@ -292,7 +292,8 @@ describe.skipIf(!etcdAvailable() && process.env['CI'] !== 'true').each(['sleeve'
     });
     expect(d.from.address).toBe(addr['web']);
     // A borrowed MAC: nothing leaves the port.
-    const mac = (await lab.execOk(c['spoof']!, ['cat', '/sys/class/net/eth0/address'])).stdout.trim();
+    // (ip, not /sys: the exec enters the network namespace only, /sys is the caller's.)
+    const mac = /link\/ether ([0-9a-f:]{17})/.exec((await lab.execOk(c['spoof']!, ['ip', '-o', 'link', 'show', 'eth0'])).stdout)![1]!;
     await lab.execOk(c['spoof']!, ['ip', 'link', 'set', 'eth0', 'address', '02:de:ad:be:ef:01']);
     await lab.execOk(c['spoof']!, ['ip', 'neigh', 'flush', 'all']);
     expect(await pings('spoof', 'other')).toBe(false);
