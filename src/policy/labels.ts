@@ -24,7 +24,8 @@ export interface Selector {
 
 const NAME_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 const PREFIX_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
-const VALUE_RE = /^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/;
+// Kubernetes caps values at 63; pod names (k8s.pod) may be DNS subdomains of up to 253.
+const VALUE_RE = /^([A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?)?$/;
 
 /** Why a label key is not valid, or undefined. */
 export function labelKeyProblem(key: string): string | undefined {
@@ -43,7 +44,7 @@ export function labelKeyProblem(key: string): string | undefined {
 /** Why a label value is not valid, or undefined. */
 export function labelValueProblem(value: string): string | undefined {
   if (!VALUE_RE.test(value)) {
-    return `label value ${JSON.stringify(value)}: want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`;
+    return `label value ${JSON.stringify(value)}: want at most 253 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`;
   }
   return undefined;
 }

@@ -29,7 +29,7 @@ describe('labels', () => {
     expect(() => parseLabelArg('app')).toThrow(/KEY=VALUE/);
     expect(() => parseLabelArg('-app=x')).toThrow(/label key/);
     expect(() => parseLabelArg('app=has space')).toThrow(/label value/);
-    expect(() => parseLabelArg(`app=${'x'.repeat(64)}`)).toThrow(/label value/);
+    expect(() => parseLabelArg(`app=${'x'.repeat(254)}`)).toThrow(/label value/);
     expect(labelKeyProblem('Bad_Prefix/x')).toMatch(/prefix/);
   });
 
