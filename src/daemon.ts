@@ -388,6 +388,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           unroute: (bridge, ip) => hostRoutes.unrouteHost(bridge, ip),
         },
         ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
+        // Container labels for policy: known a moment after the container started (docs/POLICY.md).
+        labels: (endpointId: string, labels: Record<string, string>) => {
+          const have = endpoints.list().find((e) => e.id === endpointId);
+          if (!have || JSON.stringify(have.labels ?? {}) === JSON.stringify(labels)) return;
+          endpoints.relabel(endpointId, labels).catch((err: unknown) => log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }));
+        },
         // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
         ...(dns && config.dockerDnsRedirect !== false
           ? {

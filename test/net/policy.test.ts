@@ -158,6 +158,11 @@ describe.skipIf(!etcdAvailable() && process.env['CI'] !== 'true').each(['sleeve'
     await etcd?.destroy();
   });
 
+  it(`carries the containers over ${datapath}`, async () => {
+    const conns = await lab.weavetsJson<{ nickname: string; state: string; datapath: string }[]>(h2, ['status', 'connections']);
+    expect(conns.filter((x) => x.state === 'established').map((x) => x.datapath)).toEqual([datapath, datapath]);
+  });
+
   it('ps --json shows the labels given to attach', async () => {
     const eps = await lab.weavetsJson<EndpointStatus[]>(h2, ['ps']);
     expect(eps.find((e) => e.id === 'db')?.labels).toEqual({ app: 'db', tier: 'data' });
