@@ -389,10 +389,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         },
         ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
         // Container labels for policy: known a moment after the container started (docs/POLICY.md).
-        labels: (endpointId: string, labels: Record<string, string>) => {
+        labels: (endpointId: string, labels: Record<string, string>, containerName: string | undefined) => {
           const have = endpoints.list().find((e) => e.id === endpointId);
-          if (!have || JSON.stringify(have.labels ?? {}) === JSON.stringify(labels)) return;
-          endpoints.relabel(endpointId, labels).catch((err: unknown) => log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }));
+          if (!have || (JSON.stringify(have.labels ?? {}) === JSON.stringify(labels) && (containerName === undefined || have.name === containerName))) return;
+          endpoints.relabel(endpointId, labels, containerName).catch((err: unknown) => log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }));
         },
         // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
         ...(dns && config.dockerDnsRedirect !== false

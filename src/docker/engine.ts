@@ -31,7 +31,7 @@ export interface DockerEngineOptions {
    * Where container labels go (policy): the Docker endpoint id of the container on one of
    * our networks and its labels (those that are valid label syntax).
    */
-  labels?: (dockerEndpointId: string, labels: Record<string, string>) => void;
+  labels?: (dockerEndpointId: string, labels: Record<string, string>, containerName: string | undefined) => void;
   log: Logger;
 }
 
@@ -169,7 +169,7 @@ export class DockerEngine {
           // Docker allows any string; policies select by label syntax only (docs/POLICY.md).
           if (typeof v === 'string' && labelKeyProblem(k) === undefined && labelValueProblem(v) === undefined) labels[k] = v;
         }
-        this.opts.labels(n.EndpointID, labels);
+        this.opts.labels(n.EndpointID, labels, c.Name?.replace(/^\//, ''));
       }
       const ip = n?.IPAddress;
       if (!ip) return;

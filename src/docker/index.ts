@@ -25,7 +25,7 @@ export interface DockerSurfaceOptions {
   /** Container names for DNS; undefined without DNS. */
   names?: NamePublisher;
   /** Container labels for policy, by weavets endpoint id ("docker:<endpoint id>"). */
-  labels?: (endpointId: string, labels: Record<string, string>) => void;
+  labels?: (endpointId: string, labels: Record<string, string>, containerName: string | undefined) => void;
   /**
    * Send containers' external DNS queries on Docker networks' bridges to weavets DNS
    * (docs/DOCKER.md, DNS); undefined: off (a table left by an earlier run is removed).
@@ -54,7 +54,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     defaultNetwork: DEFAULT_NETWORK,
     subnet: formatCidr(o.range),
     ...(o.names ? { names: o.names } : {}),
-    ...(o.labels ? { labels: (dockerEndpointId: string, labels: Record<string, string>) => o.labels?.(endpointIdFor(dockerEndpointId), labels) } : {}),
+    ...(o.labels ? { labels: (dockerEndpointId: string, labels: Record<string, string>, name: string | undefined) => o.labels?.(endpointIdFor(dockerEndpointId), labels, name) } : {}),
     log: o.log.child('docker-api'),
   });
   const ports = new NftPortPublisher();

@@ -391,12 +391,16 @@ export class EndpointRegistry {
     this.changeListeners.push(listener);
   }
 
-  /** Set an endpoint's labels (Docker learns a container's labels after plugging it). */
-  relabel(id: string, labels: Record<string, string>): Promise<EndpointStatus> {
+  /**
+   * Set an endpoint's labels, and its name when given (Docker tells us a container's
+   * labels and name only after the endpoint is plugged).
+   */
+  relabel(id: string, labels: Record<string, string>, name?: string): Promise<EndpointStatus> {
     return this.serialise(async () => {
       const ep = this.endpoints.get(id);
       if (!ep) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached`);
       const next: EndpointStatus = { ...ep };
+      if (name !== undefined && name !== '') next.name = name;
       if (Object.keys(labels).length > 0) next.labels = { ...labels };
       else delete next.labels;
       this.endpoints.set(id, next);
