@@ -20,7 +20,8 @@ describe.skipIf(!haveTools && process.env['CI'] !== 'true')('policy on Docker co
   let dbIp = '';
 
   const fetchFrom = async (d: DockerHost, name: string): Promise<boolean> => {
-    const r = await docker(lab, d, ['exec', name, 'wget', '-T', '2', '-q', '-O', '-', `http://${dbIp}:5432/`], 20_000);
+    // (busybox wget crashes here; nc speaks the HTTP request itself.)
+    const r = await docker(lab, d, ['exec', name, 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${dbIp} 5432`], 20_000);
     return r.code === 0 && r.stdout.includes('hello from weavets');
   };
 
@@ -54,7 +55,14 @@ describe.skipIf(!haveTools && process.env['CI'] !== 'true')('policy on Docker co
     await dockerOk(lab, d1, ['run', '-d', '--name', 'web', '--label', 'app=web', '--network', 'weavets', DOCKER_IMAGE, 'sleep', '3600']);
     await dockerOk(lab, d1, ['run', '-d', '--name', 'xx', '--label', 'app=other', '--network', 'weavets', DOCKER_IMAGE, 'sleep', '3600']);
     dbIp = (await dockerOk(lab, d2, ['inspect', '-f', '{{(index .NetworkSettings.Networks "weavets").IPAddress}}', 'db'])).trim();
-    await lab.waitFor(async () => fetchFrom(d1, 'xx'), { what: 'xx to reach db before any policy', timeoutMs: 45_000, intervalMs: 1000 });
+    await lab.waitFor(async () => fetchFrom(d1, 'xx'), { what: 'xx to reach db before any policy', timeoutMs: 45_000, intervalMs: 1000 }).catch(async (err: Error) => {
+      const diag: string[] = [];
+      for (const d of hosts) {
+        diag.push((await lab.exec(d.host, ['nft', 'list', 'ruleset'])).stdout, JSON.stringify(await lab.weavetsJson<unknown>(d.host, ['ps'])));
+      }
+      diag.push((await docker(lab, d1, ['exec', 'xx', 'ip', 'addr'])).stdout, (await docker(lab, d1, ['exec', 'xx', 'ping', '-c', '1', '-W', '1', dbIp])).stdout);
+      throw new Error(`${err.message}\n${diag.join('\n----\n')}`);
+    });
   }, 300_000);
 
   afterAll(async () => {
