@@ -154,8 +154,7 @@ async function main(): Promise<void> {
       return { ms: performance.now() - t0, perHost: done };
     };
     const removeAll = async (): Promise<void> => {
-      let generation = 0;
-      for (const d of docs) generation = (await api(h1).post<{ generation: number }>('/policy/rm', { name: (d as { name: string }).name })).generation;
+      const { generation } = await api(h1).post<{ generation: number }>('/policy/rm', { names: docs.map((d) => (d as { name: string }).name) });
       await lab.waitFor(async () => (await Promise.all(hosts.map(async (h) => (await api(h).get<PolicyStatus>('/policy/status')).enforcedGeneration >= generation))).every(Boolean), {
         what: 'policies removed everywhere',
         timeoutMs: 120_000,

@@ -359,7 +359,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       apply: (documents) => policyService.apply(documents, [...new Set([DEFAULT_NETWORK, ...networks.list().map((n) => n.name)])], DEFAULT_NETWORK),
       list: () => policyService.list(),
       show: (n) => policyService.show(n),
-      remove: (n) => policyService.remove(n),
+      remove: (names) => policyService.remove(names),
       drops: () => policyService.drops(),
       status: () => policyService.status(),
       endpoints: () => policyService.endpoints(),

@@ -212,7 +212,9 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       sendJson(res, 200, await policyOf(c).apply(docs));
     }),
     '/policy/rm': post(async (c, b, res) => {
-      sendJson(res, 200, await policyOf(c).remove(reqString(b, 'name')));
+      // {name} or {names: [...]}: several in one transaction.
+      const names = b['names'] !== undefined ? stringArray(b, 'names') : [reqString(b, 'name')];
+      sendJson(res, 200, await policyOf(c).remove(names));
     }),
     '/expose': post(async (c, b, res) => {
       sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));

@@ -177,7 +177,8 @@ export interface PolicyControl {
   apply(documents: unknown[]): Promise<import('../policy/book').ApplyResult>;
   list(): import('../policy/model').StoredPolicy[];
   show(name: string): import('../policy/model').StoredPolicy;
-  remove(name: string): Promise<{ generation: number; removed: import('../policy/model').StoredPolicy }>;
+  /** Remove policies in one transaction, all or none. */
+  remove(names: string[]): Promise<{ generation: number; removed: import('../policy/model').StoredPolicy[] }>;
   drops(): import('../policy/drops').PolicyDrop[];
   status(): import('../policy/service').PolicyStatus;
   /** Every endpoint of the cluster with its labels (policy test resolves names with it). */

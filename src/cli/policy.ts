@@ -100,11 +100,11 @@ export function registerPolicy(program: Command): void {
 
   policy
     .command('rm')
-    .description('remove a policy, cluster-wide')
-    .argument('<name>', 'policy name')
-    .action(async (name: string, _flags: unknown, cmd: Command) => {
-      const r = await clientFor(stateDirOf(cmd)).post<{ generation: number }>('/policy/rm', { name });
-      out(`${name}: removed, generation ${r.generation}`);
+    .description('remove policies, cluster-wide, all or none')
+    .argument('<name...>', 'policy names')
+    .action(async (names: string[], _flags: unknown, cmd: Command) => {
+      const r = await clientFor(stateDirOf(cmd)).post<{ generation: number }>('/policy/rm', { names });
+      for (const name of names) out(`${name}: removed, generation ${r.generation}`);
     });
 
   policy

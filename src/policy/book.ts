@@ -59,11 +59,13 @@ async function readGeneration(store: Store): Promise<{ generation: number; modRe
 export async function applyPolicies(store: Store, items: readonly ApplyItem[], now: () => Date = () => new Date()): Promise<ApplyResult> {
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const gen = await readGeneration(store);
+    // One listing, not a read per policy: a file of a hundred policies is one round trip.
+    const existing = new Map((await store.list(RULES_PREFIX)).entries.map((e) => [e.key, e]));
     const compare: Compare[] = [{ key: GENERATION_KEY, modRevision: gen.modRevision }];
     const ops: TxnOp[] = [];
     const result: ApplyResult['policies'] = [];
     for (const item of items) {
-      const have = await store.get(ruleKey(item.name));
+      const have = existing.get(ruleKey(item.name));
       compare.push({ key: ruleKey(item.name), modRevision: have?.modRevision ?? 0 });
       const old = have ? (JSON.parse(have.value) as StoredPolicy) : undefined;
       if (old && canonical(old.document) === canonical(item.document)) {
@@ -83,21 +85,27 @@ export async function applyPolicies(store: Store, items: readonly ApplyItem[], n
 
 /** Remove a policy; NOT_FOUND when there is none of that name. */
 export async function removePolicy(store: Store, name: string): Promise<{ generation: number; removed: StoredPolicy }> {
+  const r = await removePolicies(store, [name]);
+  return { generation: r.generation, removed: r.removed[0]! };
+}
+
+/** Remove several policies in one transaction, all or none; NOT_FOUND names the first missing. */
+export async function removePolicies(store: Store, names: readonly string[]): Promise<{ generation: number; removed: StoredPolicy[] }> {
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const gen = await readGeneration(store);
-    const have = await store.get(ruleKey(name));
-    if (!have) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no policy named ${JSON.stringify(name)}; see \`weavets policy ls\``);
-    const r = await store.txn(
-      [
-        { key: GENERATION_KEY, modRevision: gen.modRevision },
-        { key: ruleKey(name), modRevision: have.modRevision },
-      ],
-      [
-        { op: 'delete', key: ruleKey(name) },
-        { op: 'put', key: GENERATION_KEY, value: JSON.stringify({ generation: gen.generation + 1 }) },
-      ],
-    );
-    if (r.succeeded) return { generation: gen.generation + 1, removed: JSON.parse(have.value) as StoredPolicy };
+    const existing = new Map((await store.list(RULES_PREFIX)).entries.map((e) => [e.key, e]));
+    const compare: Compare[] = [{ key: GENERATION_KEY, modRevision: gen.modRevision }];
+    const ops: TxnOp[] = [];
+    const removed: StoredPolicy[] = [];
+    for (const name of new Set(names)) {
+      const have = existing.get(ruleKey(name));
+      if (!have) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no policy named ${JSON.stringify(name)}; see \`weavets policy ls\``);
+      compare.push({ key: ruleKey(name), modRevision: have.modRevision });
+      ops.push({ op: 'delete', key: ruleKey(name) });
+      removed.push(JSON.parse(have.value) as StoredPolicy);
+    }
+    ops.push({ op: 'put', key: GENERATION_KEY, value: JSON.stringify({ generation: gen.generation + 1 }) });
+    if ((await store.txn(compare, ops)).succeeded) return { generation: gen.generation + 1, removed };
   }
   throw new WeavetsError('EWEAVETS_CONFLICT', 'policies changed concurrently too often; try again');
 }

@@ -190,8 +190,31 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
     statefulBridges.push(bridge.bridge);
     const n = `n${hex6(bridge.id)}`;
     const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
-    const localEndpoints = netEndpoints.filter((e) => local.includes(e.ip));
+    const localIps = new Set(local);
+    const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
     sets.push({ name: `${n}_local`, interval: false, elements: local });
+    // Peer sets by content: rules naming the same peers share one set (1,000 rules over
+    // 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.
+    const peerSets = new Map<string, string | undefined>();
+    const setsByElements = new Map<string, string>();
+    const peerSet = (peers: readonly PolicyPeer[]): string | undefined => {
+      const key = JSON.stringify(peers);
+      if (peerSets.has(key)) return peerSets.get(key);
+      const ranges = peerRanges(peers, netEndpoints);
+      let name: string | undefined;
+      if (ranges.length > 0) {
+        const elements = ranges.map(formatRange);
+        const byContent = elements.join(',');
+        name = setsByElements.get(byContent);
+        if (name === undefined) {
+          name = `${n}_peers${setsByElements.size}`;
+          setsByElements.set(byContent, name);
+          sets.push({ name, interval: true, elements });
+        }
+      }
+      peerSets.set(key, name);
+      return name;
+    };
     const selSet = new Map<Policy, string>();
     netPolicies.forEach((p, k) => {
       const name = `${n}_p${k}_sel`;
@@ -212,15 +235,12 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
       const allowRules = (ps: Policy[], verdict: string): string[] => {
         const out: string[] = [];
         for (const p of ps) {
-          const k = netPolicies.indexOf(p);
           const rules: PolicyRule[] = direction === 'egress' ? p.egress : p.ingress;
-          rules.forEach((r, ri) => {
+          rules.forEach((r) => {
             let peerMatch = '';
             if (r.peers !== undefined) {
-              const ranges = peerRanges(r.peers, netEndpoints);
-              if (ranges.length === 0) return; // matches nobody
-              const setName = `${n}_p${k}_${d}${ri}`;
-              if (!sets.some((s) => s.name === setName)) sets.push({ name: setName, interval: true, elements: ranges.map(formatRange) });
+              const setName = peerSet(r.peers);
+              if (setName === undefined) return; // matches nobody
               peerMatch = ` ip ${other} @${setName}`;
             }
             const portMatches = r.ports === undefined ? [''] : r.ports.map((pp) => ' ' + portMatch(pp));

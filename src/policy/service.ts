@@ -15,7 +15,7 @@ import { WeavetsError } from '../errors';
 import type { EndpointStatus } from '../api/types';
 import { labelsProblem } from './labels';
 import { validatePolicy, PolicyError, type Policy, type StoredPolicy } from './model';
-import { applyPolicies, removePolicy, ENDPOINTS_PREFIX, GENERATION_KEY, POLICY_PREFIX, RULES_PREFIX, endpointKey, type ApplyResult } from './book';
+import { applyPolicies, removePolicies, ENDPOINTS_PREFIX, GENERATION_KEY, POLICY_PREFIX, RULES_PREFIX, endpointKey, type ApplyResult } from './book';
 import { compileRuleset, type CompileBridge, type LocalPort, type PolicyEndpoint } from './nft';
 import type { PolicyEnforcer } from './enforcer';
 import { DropRing, NflogReader, dropFromPacket, type PolicyDrop } from './drops';
@@ -342,9 +342,10 @@ export class PolicyService {
     return p;
   }
 
-  async remove(name: string): Promise<{ generation: number; removed: StoredPolicy }> {
-    const r = await removePolicy(this.opts.store, name);
-    this.opts.log.info('policy removed', { name, generation: r.generation });
+  async remove(names: readonly string[]): Promise<{ generation: number; removed: StoredPolicy[] }> {
+    if (names.length === 0) throw new WeavetsError('EWEAVETS_BAD_REQUEST', 'name at least one policy to remove');
+    const r = await removePolicies(this.opts.store, names);
+    this.opts.log.info('policies removed', { names: names.join(','), generation: r.generation });
     return r;
   }
 

@@ -7,7 +7,7 @@ import { validatePolicy } from '../../src/policy/model';
 import { parseIpv4 } from '../../src/ipam/cidr';
 import { FileStore } from '../../src/store/file';
 import { silentLogger } from '../../src/log';
-import { applyPolicies, removePolicy, GENERATION_KEY, ruleKey } from '../../src/policy/book';
+import { applyPolicies, removePolicies, removePolicy, GENERATION_KEY, ruleKey } from '../../src/policy/book';
 
 const P = (d: unknown) => validatePolicy(d, { defaultNetwork: 'weavets' });
 const r = (a: string, b: string): [number, number] => [parseIpv4(a), parseIpv4(b)];
@@ -86,12 +86,12 @@ describe('nftables compiler', () => {
         'table inet weavets_policy {',
         '  set n123456_local { type ipv4_addr; elements = { 10.32.0.2, 10.32.0.3 }; }',
         '  set n123456_p0_sel { type ipv4_addr; elements = { 10.32.0.3 }; }',
-        '  set n123456_p0_i0 { type ipv4_addr; flags interval; elements = { 10.32.0.2, 10.40.0.0-10.40.8.255, 10.40.10.0-10.40.255.255 }; }',
+        '  set n123456_peers0 { type ipv4_addr; flags interval; elements = { 10.32.0.2, 10.40.0.0-10.40.8.255, 10.40.10.0-10.40.255.255 }; }',
         '  chain n123456_egress {',
         '  }',
         '  chain n123456_ingress {',
-        '    ip daddr @n123456_p0_sel ip saddr @n123456_p0_i0 meta l4proto tcp th dport 5432 return',
-        '    ip daddr @n123456_p0_sel ip saddr @n123456_p0_i0 meta l4proto udp th dport 8000-8080 return',
+        '    ip daddr @n123456_p0_sel ip saddr @n123456_peers0 meta l4proto tcp th dport 5432 return',
+        '    ip daddr @n123456_p0_sel ip saddr @n123456_peers0 meta l4proto udp th dport 8000-8080 return',
         '    ip daddr @n123456_p0_sel limit rate 10/second burst 20 packets log group 6783 prefix "wtp E i 123456 db-ingress" drop',
         '    ip daddr @n123456_p0_sel drop',
         '  }',
@@ -142,13 +142,13 @@ describe('nftables compiler', () => {
     const blueOnly = P({ name: 'blue-p', network: 'blue', selector: {}, ingress: [{ from: [{ selector: { app: 'nobody' } }] }] });
     expect(compileRuleset({ ...base, policies: [blueOnly] }).statefulBridges).toEqual([]);
     const here = compileRuleset({ ...base, policies: [P({ name: 'p', selector: {}, ingress: [{ from: [{ selector: { app: 'nobody' } }] }] })] });
-    expect(here.script).not.toContain('_i0');
+    expect(here.script).not.toContain('_peers');
     expect(here.script).toContain('    ip daddr @n123456_p0_sel drop');
   });
 
   it('compiles egress rules against the sender', () => {
     const out = compileRuleset({ ...base, policies: [P({ name: 'web-egress', policyTypes: ['egress'], selector: { app: 'web' }, egress: [{ to: [{ selector: { app: 'db' } }], ports: [{ protocol: 'tcp', port: 5432 }] }, { ports: [{ protocol: 'icmp' }] }] })] });
-    expect(out.script).toContain('    ip saddr @n123456_p0_sel ip daddr @n123456_p0_e0 meta l4proto tcp th dport 5432 return');
+    expect(out.script).toContain('    ip saddr @n123456_p0_sel ip daddr @n123456_peers0 meta l4proto tcp th dport 5432 return');
     expect(out.script).toContain('    ip saddr @n123456_p0_sel meta l4proto icmp return');
     expect(out.script).toContain('    ip saddr @n123456_p0_sel limit rate 10/second burst 20 packets log group 6783 prefix "wtp E e 123456 web-egress" drop');
     // policyTypes: egress only, so no ingress isolation.
@@ -177,6 +177,13 @@ describe('policies in the store', () => {
       expect(gone.generation).toBe(3);
       expect(await store.get(ruleKey('a'))).toBeUndefined();
       await expect(removePolicy(store, 'a')).rejects.toMatchObject({ code: 'EWEAVETS_NOT_FOUND' });
+      await applyPolicies(store, [{ name: 'c', network: 'weavets', document: { name: 'c', selector: {} } }]);
+      // Several at once, all or none: a missing name removes nothing.
+      await expect(removePolicies(store, ['b', 'zz'])).rejects.toMatchObject({ code: 'EWEAVETS_NOT_FOUND' });
+      expect(await store.get(ruleKey('b'))).toBeDefined();
+      const both = await removePolicies(store, ['b', 'c']);
+      expect(both.removed.map((p) => p.name)).toEqual(['b', 'c']);
+      expect((await store.list('policy/rules/')).entries).toEqual([]);
     } finally {
       await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
