@@ -184,14 +184,16 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
   const hooks: { forward: string[]; input: string[]; output: string[] } = { forward: [], input: [], output: [] };
   const statefulBridges: string[] = [];
   for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
-    const netPolicies = policies.filter((p) => p.network === bridge.network);
     const local = [...new Set(ports.filter((p) => p.network === bridge.network).map((p) => p.ip))];
-    if (netPolicies.length === 0 || local.length === 0) continue;
-    statefulBridges.push(bridge.bridge);
-    const n = `n${hex6(bridge.id)}`;
     const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
     const localIps = new Set(local);
     const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
+    // Only policies selecting an endpoint here can isolate anything here: the others'
+    // rules could never match (enforcement is on the host of the isolated endpoint).
+    const netPolicies = policies.filter((p) => p.network === bridge.network && localEndpoints.some((e) => selectorMatches(p.selector, e.labels)));
+    if (netPolicies.length === 0) continue;
+    statefulBridges.push(bridge.bridge);
+    const n = `n${hex6(bridge.id)}`;
     sets.push({ name: `${n}_local`, interval: false, elements: local });
     // Peer sets by content: rules naming the same peers share one set (1,000 rules over
     // 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.

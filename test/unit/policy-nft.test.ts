@@ -138,6 +138,14 @@ describe('nftables compiler', () => {
     expect(inet).toContain('prefix "wtp A i 123456 db-ingress" return');
   });
 
+  it('leaves out policies that select no endpoint here', () => {
+    const remoteOnly = P({ name: 'x-only', selector: { app: 'x' }, ingress: [] });
+    expect(compileRuleset({ ...base, policies: [remoteOnly] }).statefulBridges).toEqual([]);
+    const both = compileRuleset({ ...base, policies: [remoteOnly, DB] });
+    expect(both.script).not.toContain('x-only');
+    expect(both.script).toContain('db-ingress');
+  });
+
   it('skips networks without a local endpoint, and rules whose peers match nobody', () => {
     const blueOnly = P({ name: 'blue-p', network: 'blue', selector: {}, ingress: [{ from: [{ selector: { app: 'nobody' } }] }] });
     expect(compileRuleset({ ...base, policies: [blueOnly] }).statefulBridges).toEqual([]);
