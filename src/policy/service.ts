@@ -42,6 +42,8 @@ export interface PolicyStatus {
   error?: string;
   /** Drop records this host has read. */
   drops: number;
+  /** How long the last successful enforcement took: compiling, and applying (nft, bridges), ms. */
+  lastEnforceMs?: { compile: number; apply: number };
 }
 
 export interface PolicyServiceOptions {
@@ -69,6 +71,7 @@ export class PolicyService {
   private enforcedAt: string | undefined;
   private lastError: string | undefined;
   private statefulBridges: string[] = [];
+  private lastEnforceMs: { compile: number; apply: number } | undefined;
   private listed = false;
   private watch: StoreWatch | undefined;
   private lease: StoreLease | undefined;
@@ -204,6 +207,7 @@ export class PolicyService {
       .filter((ep) => ep.hostVeth !== '' && ep.mac !== '')
       .map((ep) => ({ network: ep.network, hostVeth: ep.hostVeth, mac: ep.mac.toLowerCase(), ip: ep.address.split('/')[0]! }));
     const bridges = this.opts.bridges();
+    const t0 = performance.now();
     const compiled = compileRuleset({
       policies: [...this.parsed.values()],
       endpoints: this.endpoints(),
@@ -213,8 +217,10 @@ export class PolicyService {
       logGroup: POLICY_LOG_GROUP,
       logRate: LOG_RATE,
     });
+    const t1 = performance.now();
     try {
       await this.opts.enforcer.apply(compiled, bridges.map((b) => b.bridge));
+      this.lastEnforceMs = { compile: Math.round(t1 - t0), apply: Math.round(performance.now() - t1) };
       this.enforcedGeneration = generation;
       this.enforcedAt = new Date().toISOString();
       this.statefulBridges = compiled.statefulBridges;
@@ -361,6 +367,7 @@ export class PolicyService {
     };
     if (this.enforcedAt !== undefined) s.enforcedAt = this.enforcedAt;
     if (this.lastError !== undefined) s.error = this.lastError;
+    if (this.lastEnforceMs !== undefined) s.lastEnforceMs = this.lastEnforceMs;
     return s;
   }
 
