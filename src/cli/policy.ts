@@ -131,6 +131,7 @@ export function registerPolicy(program: Command): void {
           `generation: ${s.generation} (in force: ${s.enforcedGeneration < 0 ? 'none yet' : s.enforcedGeneration}${s.enforcedAt ? `, since ${s.enforcedAt}` : ''})`,
           `policies: ${s.policies}, endpoints: ${s.endpoints}, drops read: ${s.drops}${s.dryRun ? ', dry run: nothing is dropped' : ''}`,
           `stateful bridges: ${s.statefulBridges.join(', ') || 'none'}`,
+          ...(s.lastEnforceMs ? [`last enforcement: compile ${s.lastEnforceMs.compile} ms, nft and bridges ${s.lastEnforceMs.apply} ms`] : []),
           ...(s.error ? [`error: ${s.error}`] : []),
         ].join('\n'),
       );
