@@ -5,8 +5,8 @@
  *  - an optional TCP listener (default 127.0.0.1:6782): what monitoring needs (status,
  *    metrics, health) for Prometheus and probes, only to requests whose Host header
  *    names the listener (host-check.ts: DNS rebinding). Nothing that changes state, and
- *    nothing that names containers or their namespaces (/endpoints, /dns/lookup), is
- *    reachable over TCP.
+ *    no container ids or namespaces (/endpoints, /dns/lookup), is reachable over TCP;
+ *    the status page's data (issue 16) names containers and their addresses only.
  * The server knows nothing of the router: it validates requests and calls DaemonControl.
  */
 import * as fs from 'node:fs';
@@ -16,7 +16,8 @@ import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { isAllowedHost, type ListenAddress } from './host-check';
-import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, PolicyControl } from './types';
+import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, NetworkControl, NetworkCreateRequest, PolicyControl } from './types';
+import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 import { labelsProblem } from '../policy/labels';
 
 export interface ApiServerOptions {
@@ -108,6 +109,11 @@ function ipamOf(c: DaemonControl): IpamControl {
   return c.ipam;
 }
 
+function networksOf(c: DaemonControl): NetworkControl {
+  if (!c.networks) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no network catalog');
+  return c.networks;
+}
+
 function dnsOf(c: DaemonControl): DnsControl {
   if (!c.dns) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'DNS is off on this daemon (launched with --no-dns)');
   return c.dns;
@@ -118,11 +124,16 @@ function policyOf(c: DaemonControl): PolicyControl {
   return c.policy;
 }
 
+function diagnosticsOf(c: DaemonControl): DiagnosticsControl {
+  if (!c.diagnostics) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no diagnostics');
+  return c.diagnostics;
+}
+
 function statusRoutes(): Record<string, Route> {
   const get = (fn: (c: DaemonControl) => unknown): Route => ({
     method: 'GET',
     mutating: false,
-    handle: async (c, _b, res) => sendJson(res, 200, fn(c)),
+    handle: async (c, _b, res) => sendJson(res, 200, await fn(c)),
   });
   const monitoring = (r: Route): Route => ({ ...r, monitoring: true });
   return {
@@ -132,6 +143,29 @@ function statusRoutes(): Record<string, Route> {
     '/status/targets': monitoring(get((c) => c.targets())),
     // Container ids, netns paths and names: the unix socket only.
     '/endpoints': get((c) => c.endpoints()),
+    '/networks': get((c) => networksOf(c).list()),
+    // The status page and its data (issue 16): the page shows networks and containers by
+    // name and address at the status address, so these are on the TCP listener, behind
+    // its Host check. No namespace paths or container ids beyond what the page shows.
+    '/status/health': monitoring(get((c) => diagnosticsOf(c).health())),
+    '/status/mesh': monitoring(get((c) => diagnosticsOf(c).mesh())),
+    '/flows': monitoring(get((c) => diagnosticsOf(c).flows())),
+    // Self-contained: it fetches only /status/mesh and /flows.
+    '/': {
+      method: 'GET',
+      mutating: false,
+      monitoring: true,
+      handle: async (_c, _b, res) => {
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(STATUS_PAGE_HTML),
+          'content-security-policy': STATUS_PAGE_CSP,
+          'x-content-type-options': 'nosniff',
+          'cache-control': 'no-store',
+        });
+        res.end(STATUS_PAGE_HTML);
+      },
+    },
     '/ipam/status': monitoring(get((c) => ipamOf(c).status())),
     '/dns/status': monitoring(get((c) => dnsOf(c).status())),
     // Generations and counts only: monitoring. Policies, drops and endpoints name containers: the unix socket only.
@@ -161,6 +195,10 @@ function statusRoutes(): Record<string, Route> {
 function mutatingRoutes(log: Logger): Record<string, Route> {
   const post = (handle: Route['handle']): Route => ({ method: 'POST', mutating: true, handle });
   return {
+    // Sends probe frames into the overlay: kept off the TCP listener like every action.
+    '/trace': post(async (c, b, res) => {
+      sendJson(res, 200, await diagnosticsOf(c).trace(reqString(b, 'from'), reqString(b, 'to')));
+    }),
     '/connect': post(async (c, b, res) => {
       c.connect(stringArray(b, 'peers'));
       sendJson(res, 200, OK);
@@ -191,10 +229,11 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
       const missingOk = optBoolean(b, 'missingOk') ?? false;
+      const release = optBoolean(b, 'release') ?? false;
       // ifname: release by (id, ifname) whatever the endpoint table says (CNI DEL).
       const ifname = optString(b, 'ifname');
       try {
-        await c.detach(reqString(b, 'id'), ifname);
+        await c.detach(reqString(b, 'id'), { release, ...(ifname !== undefined ? { ifname } : {}) });
       } catch (err) {
         if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
         sendJson(res, 200, { ok: true, found: false });
@@ -228,6 +267,22 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       // {name} or {names: [...]}: several in one transaction.
       const names = b['names'] !== undefined ? stringArray(b, 'names') : [reqString(b, 'name')];
       sendJson(res, 200, await policyOf(c).remove(names));
+    }),
+    '/networks/create': post(async (c, b, res) => {
+      const req: NetworkCreateRequest = { name: reqString(b, 'name') };
+      const subnet = optString(b, 'subnet');
+      if (subnet !== undefined) req.subnet = subnet;
+      const options = b['options'];
+      if (options !== undefined) {
+        if (typeof options !== 'object' || options === null || Array.isArray(options) || !Object.values(options).every((v) => typeof v === 'string')) {
+          throw badRequest("field 'options' must be an object of strings");
+        }
+        req.options = options as Record<string, string>;
+      }
+      sendJson(res, 200, await networksOf(c).create(req));
+    }),
+    '/networks/rm': post(async (c, b, res) => {
+      sendJson(res, 200, await networksOf(c).remove(reqString(b, 'name')));
     }),
     '/expose': post(async (c, b, res) => {
       sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));

@@ -4,6 +4,12 @@
  * and the CLI depend on this file only, never on router internals.
  */
 
+import type { HealthStatus, MeshStatus, TraceResult } from '../diagnostics';
+import type { FlowsStatus } from '../diagnostics/flows';
+
+export type { HealthStatus, HealthRow, HealthCell, MeshStatus, TraceResult, TraceHop, TraceEnd } from '../diagnostics';
+export type { FlowsStatus, FlowRow } from '../diagnostics/flows';
+
 export type DatapathKind = 'sleeve' | 'fastdp';
 
 /** One entry of `status connections --json`. */
@@ -66,6 +72,32 @@ export interface RouterStatus {
   connections: { established: number; total: number };
   targets: number;
   networks: NetworkStatus[];
+}
+
+/** One network of the cluster (`weavets network ls --json`: an array of these). */
+export interface NetworkInfo {
+  name: string;
+  /** Unique in the cluster; carried in every encapsulated frame (like a VXLAN VNI). */
+  id: number;
+  subnet: string;
+  options: Record<string, string>;
+  created: string;
+  /** Is this host carrying it now (a bridge here)? */
+  local: boolean;
+}
+
+/** POST /networks/create */
+export interface NetworkCreateRequest {
+  name: string;
+  subnet?: string;
+  options?: Record<string, string>;
+}
+
+export interface NetworkControl {
+  list(): NetworkInfo[];
+  create(req: NetworkCreateRequest): Promise<NetworkInfo>;
+  /** Refused (EWEAVETS_CONFLICT) while endpoints exist, naming hosts and ids. */
+  remove(name: string): Promise<NetworkInfo>;
 }
 
 export interface NetworkStatus {
@@ -141,8 +173,11 @@ export interface DaemonControl {
   connect(addresses: string[]): void;
   forget(addresses: string[]): void;
   attach(req: AttachRequest): Promise<EndpointStatus>;
-  /** `ifname`: release what (id, ifname) holds even when no endpoint is recorded (CNI DEL). */
-  detach(id: string, ifname?: string): Promise<void>;
+  /**
+   * `release`: free the address at once instead of reserving it for the id. `ifname`:
+   * release what (id, ifname) holds even when no endpoint is recorded (CNI DEL).
+   */
+  detach(id: string, opts?: { release?: boolean; ifname?: string }): Promise<void>;
   endpoints(): EndpointStatus[];
   /** Inspect an endpoint's links, addresses and routes (CNI CHECK); NOT_FOUND if unknown. */
   checkEndpoint?(id: string): Promise<EndpointCheck>;
@@ -160,10 +195,21 @@ export interface DaemonControl {
   shutdown(removeState: boolean): Promise<void>;
   /** Address management (absent in test doubles: the routes answer 404). */
   ipam?: IpamControl;
+  /** The cluster's networks (absent in test doubles: the routes answer 404). */
+  networks?: NetworkControl;
   /** Embedded DNS (absent with --no-dns: the routes answer 404). */
   dns?: DnsControl;
   /** Policy between workloads (absent in test doubles: the routes answer 404). */
   policy?: PolicyControl;
+  /** Health matrix, trace, flows and the status page's data (absent in test doubles: 404). */
+  diagnostics?: DiagnosticsControl;
+}
+
+export interface DiagnosticsControl {
+  health(): HealthStatus;
+  trace(from: string, to: string): Promise<TraceResult>;
+  mesh(): MeshStatus;
+  flows(): Promise<FlowsStatus>;
 }
 
 export type { PolicyDrop } from '../policy/drops';

@@ -62,6 +62,8 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   /** commander's --no-docker-dns-redirect: false when given. */
   dockerDnsRedirect?: boolean;
   policyDryRun?: boolean;
+  /** commander's --no-flows: false when given. */
+  flows?: boolean;
 }
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
@@ -108,6 +110,7 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
   }
   if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
   if (flags.policyDryRun === true) config.policyDryRun = true;
+  if (flags.flows === false) config.flows = false;
   return config;
 }
 
@@ -156,6 +159,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
   if (config.policyDryRun === true) args.push('--policy-dry-run');
+  if (config.flows === false) args.push('--no-flows');
   return [...args, '--', ...config.peers];
 }
 
@@ -460,6 +464,7 @@ export function registerLifecycle(program: Command): void {
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
     .option('--policy-dry-run', 'policies log what they would drop (policy drops) and drop nothing')
     .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
+    .option('--no-flows', 'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting')
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);

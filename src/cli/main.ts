@@ -7,9 +7,11 @@ import { DEFAULT_STATE_DIR } from '../config';
 import { registerAttach } from './attach';
 import { registerCni } from './cni';
 import { registerDns } from './dns';
+import { registerDiagnostics } from './diagnostics';
 import { registerIpam } from './ipam';
 import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
+import { registerNetwork } from './network';
 import { registerPeers } from './peers';
 import { registerPolicy } from './policy';
 import { registerStatus } from './status';
@@ -34,10 +36,12 @@ export function buildProgram(): Command {
   registerIpam(program);
   registerPeers(program);
   registerAttach(program);
+  registerNetwork(program);
   registerStatus(program);
   registerCni(program);
   registerDns(program);
   registerPolicy(program);
+  registerDiagnostics(program);
   // Subcommands inherit exitOverride/output settings only when set on each.
   const inherit = (cmds: readonly Command[]): void => {
     for (const cmd of cmds) {

@@ -43,7 +43,7 @@ export interface Invocation {
   ifname: string;
   /** CNI_ARGS as key/value pairs (unknown keys kept and ignored). */
   args: Map<string, string>;
-  /** Container name for DNS: K8S_POD_NAME from CNI_ARGS, else the runtime's. */
+  /** Container name for DNS: POD.NAMESPACE from K8S_POD_NAME/K8S_POD_NAMESPACE in CNI_ARGS. */
   containerName?: string;
   conf: NetConf;
 }
@@ -290,15 +290,28 @@ export function parseInvocation(command: CniCommand, env: Env, stdin: string): I
   if (bad.length > 0) throw new CniError(CNI_ERR.INVALID_ENV, `invalid environment: ${bad.join('; ')}`);
   const conf = parseNetConf(decodeConfig(stdin), command);
   const inv: Invocation = { command, containerId, netns, ifname, args, conf };
-  const podName = args.get('K8S_POD_NAME');
-  if (podName !== undefined && podName !== '') inv.containerName = podName;
+  const podName = podDnsName(args);
+  if (podName !== undefined) inv.containerName = podName;
   // Kubernetes pods are selected by namespace and name (k8s.namespace, k8s.pod).
   const podNamespace = args.get('K8S_POD_NAMESPACE');
+  const rawPodName = args.get('K8S_POD_NAME');
   const k8s: Record<string, string> = {};
   if (podNamespace !== undefined && podNamespace !== '' && labelValueProblem(podNamespace) === undefined) k8s['k8s.namespace'] = podNamespace;
-  if (podName !== undefined && podName !== '' && labelValueProblem(podName) === undefined) k8s['k8s.pod'] = podName;
+  if (rawPodName !== undefined && rawPodName !== '' && labelValueProblem(rawPodName) === undefined) k8s['k8s.pod'] = rawPodName;
   if (Object.keys(k8s).length > 0) inv.conf.labels = { ...k8s, ...inv.conf.labels };
   return inv;
+}
+
+/**
+ * The DNS name of a Kubernetes pod (containerd's CRI plugin sends K8S_POD_NAME and
+ * K8S_POD_NAMESPACE): "POD.NAMESPACE", so pods named alike in two namespaces do not
+ * share a name; just "POD" without a namespace. undefined: not a pod.
+ */
+export function podDnsName(args: Map<string, string>): string | undefined {
+  const pod = args.get('K8S_POD_NAME');
+  if (pod === undefined || pod === '') return undefined;
+  const ns = args.get('K8S_POD_NAMESPACE');
+  return ns === undefined || ns === '' ? pod : `${pod}.${ns}`;
 }
 
 /** The daemon endpoint id of an attachment: "cni:<network name>:<container id>:<ifname>". */

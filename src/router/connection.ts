@@ -87,6 +87,8 @@ export interface ConnectionHandlers {
   /** The connection passed its handshake and was accepted. */
   onReady(conn: PeerConnection): void;
   onGossip(conn: PeerConnection, payload: Buffer): void;
+  /** A HEALTH report (undecoded body) arrived on a ready connection. */
+  onHealth(conn: PeerConnection, payload: Buffer): void;
   onClosed(conn: PeerConnection, reason: string): void;
   /** A control message was refused (malformed, unexpected); counted by reason. */
   onRejected(reason: string): void;
@@ -338,6 +340,9 @@ export class PeerConnection {
         return;
       case MessageType.Gossip:
         this.handlers.onGossip(this, msg.payload);
+        return;
+      case MessageType.Health:
+        this.handlers.onHealth(this, msg.payload);
         return;
       case MessageType.Close:
         this.close(`closed by peer: ${msg.reason}`, false);
