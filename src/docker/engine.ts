@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 // to a Docker that is there (see DockerEngine.docker).
 import type Docker from 'dockerode';
 import type { Logger } from '../log';
+import { labelKeyProblem, labelValueProblem } from '../policy/labels';
 
 export interface NameRecord {
   name: string;
@@ -29,6 +30,11 @@ export interface DockerEngineOptions {
   /** The weavets range, given as the default network's subnet (see DockerPlugin.requestPool). */
   subnet: string;
   names?: NamePublisher;
+  /**
+   * Where container labels go (policy): the Docker endpoint id of the container on one of
+   * our networks and its labels (those that are valid label syntax).
+   */
+  labels?: (dockerEndpointId: string, labels: Record<string, string>, containerName: string | undefined) => void;
   log: Logger;
 }
 
@@ -109,9 +115,9 @@ export class DockerEngine {
     }
   }
 
-  /** Follow Docker's events for DNS names; reconnects every few seconds while Docker is away. */
+  /** Follow Docker's events for DNS names and labels; reconnects every few seconds while Docker is away. */
   watchNames(): void {
-    if (!this.opts.names || this.closed) return;
+    if ((!this.opts.names && !this.opts.labels) || this.closed) return;
     void this.follow();
   }
 
@@ -172,10 +178,18 @@ export class DockerEngine {
     try {
       const c = (await this.docker.getContainer(containerId).inspect()) as {
         Name?: string;
-        Config?: { Hostname?: string };
-        NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; Aliases?: string[] | null }> };
+        Config?: { Hostname?: string; Labels?: Record<string, string> | null };
+        NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; Aliases?: string[] | null; EndpointID?: string }> };
       };
       const n = c.NetworkSettings?.Networks?.[network];
+      if (this.opts.labels && n?.EndpointID) {
+        const labels: Record<string, string> = {};
+        for (const [k, v] of Object.entries(c.Config?.Labels ?? {})) {
+          // Docker allows any string; policies select by label syntax only (docs/POLICY.md).
+          if (typeof v === 'string' && labelKeyProblem(k) === undefined && labelValueProblem(v) === undefined) labels[k] = v;
+        }
+        this.opts.labels(n.EndpointID, labels, c.Name?.replace(/^\//, ''));
+      }
       const ip = n?.IPAddress;
       if (!ip) return;
       const names = new Set<string>();

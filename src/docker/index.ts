@@ -7,7 +7,7 @@ import type { Logger } from '../log';
 import { formatCidr, type Cidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';
 import { DEFAULT_NETWORK } from '../config';
-import { DockerPlugin, type PluginBridges, type PluginEndpoints } from './plugin';
+import { DockerPlugin, endpointIdFor, type PluginBridges, type PluginEndpoints } from './plugin';
 import { startPluginServer, driverNameOf } from './server';
 // ./engine loads dockerode (~20 MB resident with its dependencies): only when the Docker surface starts.
 import type { NamePublisher } from './engine';
@@ -24,6 +24,8 @@ export interface DockerSurfaceOptions {
   bridges: PluginBridges;
   /** Container names for DNS; undefined without DNS. */
   names?: NamePublisher;
+  /** Container labels for policy, by weavets endpoint id ("docker:<endpoint id>"). */
+  labels?: (endpointId: string, labels: Record<string, string>, containerName: string | undefined) => void;
   /**
    * Send containers' external DNS queries on Docker networks' bridges to weavets DNS
    * (docs/DOCKER.md, DNS); undefined: off (a table left by an earlier run is removed).
@@ -55,6 +57,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     defaultNetwork: DEFAULT_NETWORK,
     subnet: formatCidr(o.range),
     ...(o.names ? { names: o.names } : {}),
+    ...(o.labels ? { labels: (dockerEndpointId: string, labels: Record<string, string>, name: string | undefined) => o.labels?.(endpointIdFor(dockerEndpointId), labels, name) } : {}),
     log: o.log.child('docker-api'),
   });
   const ports = new NftPortPublisher();
