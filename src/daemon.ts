@@ -38,6 +38,7 @@ import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
 import type { EndpointStatus, NetworkInfo } from './api/types';
 import { WeavetsError } from './errors';
 import { PolicyService } from './policy/service';
+import { parseTraffic } from './policy/evaluate';
 import { PolicyEnforcer } from './policy/enforcer';
 import type { CompileBridge } from './policy/nft';
 import { Diagnostics } from './diagnostics';
@@ -262,6 +263,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         return []; // not a valid DNS name: an id or an address, matched elsewhere
       }
     },
+    // Once the policy service runs, trace asks it; before that (and with no policies) all is allowed.
+    verdict: (from, to, traffic) => {
+      if (policy === undefined) return { verdict: 'allow', policy: null, reason: 'no policies' };
+      const v = policy.verdictFor(from.network, from.address, to.address, parseTraffic(traffic));
+      const decided = v.allowed ? [v.egress.rule, v.ingress.rule].filter((r): r is string => r !== undefined) : [v.egress, v.ingress].filter((d) => !d.allowed).flatMap((d) => d.isolatedBy);
+      return { verdict: v.allowed ? 'allow' : 'deny', policy: decided.length === 0 ? null : decided.join(', '), reason: v.reason };
+    },
     flows,
     log: log.child('diagnostics'),
   });
@@ -389,7 +397,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     ipam,
     diagnostics: {
       health: () => diagnostics.healthStatus(),
-      trace: (from, to) => diagnostics.trace(from, to),
+      trace: (from, to, traffic) => diagnostics.trace(from, to, traffic),
       mesh: () => diagnostics.mesh(),
       flows: () => diagnostics.flows(),
     },

@@ -197,7 +197,7 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
   return {
     // Sends probe frames into the overlay: kept off the TCP listener like every action.
     '/trace': post(async (c, b, res) => {
-      sendJson(res, 200, await diagnosticsOf(c).trace(reqString(b, 'from'), reqString(b, 'to')));
+      sendJson(res, 200, await diagnosticsOf(c).trace(reqString(b, 'from'), reqString(b, 'to'), optString(b, 'port')));
     }),
     '/connect': post(async (c, b, res) => {
       c.connect(stringArray(b, 'peers'));

@@ -207,7 +207,8 @@ export interface DaemonControl {
 
 export interface DiagnosticsControl {
   health(): HealthStatus;
-  trace(from: string, to: string): Promise<TraceResult>;
+  /** `traffic`: what the policy verdict is asked about, "icmp" (the default) or "tcp/5432". */
+  trace(from: string, to: string, traffic?: string): Promise<TraceResult>;
   mesh(): MeshStatus;
   flows(): Promise<FlowsStatus>;
 }

@@ -85,9 +85,10 @@ export function registerDiagnostics(program: Command): void {
     .description('explain the path between two containers (ids, DNS names or addresses, on any host): hops, data paths, policy, and a live probe')
     .argument('<from>', 'container id, name or address')
     .argument('<to>', 'container id, name or address')
+    .option('--port <PROTO/PORT>', 'the traffic the policy verdict is about: icmp, tcp/5432, udp/53', 'icmp')
     .option('--json', 'print JSON')
-    .action(async (from: string, to: string, flags: { json?: boolean }, cmd: Command) => {
-      const t = await clientFor(stateDirOf(cmd)).post<TraceResult>('/trace', { from, to });
+    .action(async (from: string, to: string, flags: { json?: boolean; port: string }, cmd: Command) => {
+      const t = await clientFor(stateDirOf(cmd)).post<TraceResult>('/trace', { from, to, port: flags.port });
       out(flags.json ? formatJson(t) : formatTrace(t));
       // Like ping: a trace that finds no way through exits non-zero.
       if (!t.reachable) throw new ExitStatus(1);

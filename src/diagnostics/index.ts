@@ -9,6 +9,8 @@ import type { EndpointStatus } from '../api/types';
 import type { Router } from '../router/router';
 import { formatPeerName, type PeerName } from '../router/peername';
 import { formatIpv4 } from '../ipam/cidr';
+import { WeavetsError } from '../errors';
+import { parseTraffic } from '../policy/evaluate';
 import { HealthGossip, type HealthStatus } from './health';
 import { FlowService, type FlowsStatus, type FlowEnd } from './flows';
 import { TraceProber, runTrace, type TraceResult, type TraceVerdict, type TraceEnd } from './trace';
@@ -69,8 +71,11 @@ export interface DiagnosticsOptions {
   networkNameOf(id: number): string | undefined;
   /** DNS names to addresses (the DNS table); absent with DNS off. */
   dnsAddresses?(name: string): string[];
-  /** The policy evaluator (issue 14); absent: every pair inside a network is allowed. */
-  verdict?(from: TraceEnd, to: TraceEnd): TraceVerdict;
+  /**
+   * The policy evaluator (src/policy), for a new connection of `traffic` ("icmp",
+   * "tcp/5432"); absent: every pair inside a network is allowed.
+   */
+  verdict?(from: TraceEnd, to: TraceEnd, traffic: string): TraceVerdict;
   /** Per-pair counters (built before the sleeve, which feeds them); undefined with --no-flows. */
   flows: FlowService | undefined;
   log: Logger;
@@ -121,8 +126,13 @@ export class Diagnostics {
     return this.health.status();
   }
 
-  trace(from: string, to: string): Promise<TraceResult> {
-    const { router } = this.opts;
+  trace(from: string, to: string, traffic = 'icmp'): Promise<TraceResult> {
+    const { router, verdict } = this.opts;
+    try {
+      parseTraffic(traffic);
+    } catch (err) {
+      return Promise.reject(new WeavetsError('EWEAVETS_BAD_REQUEST', `port: ${(err as Error).message}`));
+    }
     return runTrace(
       {
         self: router.name,
@@ -130,7 +140,7 @@ export class Diagnostics {
         reports: this.health.reports(),
         dnsAddresses: (name) => this.opts.dnsAddresses?.(name) ?? [],
         nicknames: this.health.nicknames(),
-        ...(this.opts.verdict ? { verdict: this.opts.verdict } : {}),
+        ...(verdict ? { verdict: (f: TraceEnd, t: TraceEnd) => verdict(f, t, traffic) } : {}),
       },
       this.prober,
       from,

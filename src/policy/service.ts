@@ -17,6 +17,7 @@ import { labelsProblem } from './labels';
 import { validatePolicy, PolicyError, type Policy, type StoredPolicy } from './model';
 import { applyPolicies, removePolicies, ENDPOINTS_PREFIX, GENERATION_KEY, POLICY_PREFIX, RULES_PREFIX, endpointKey, type ApplyResult } from './book';
 import { compileRuleset, type CompileBridge, type LocalPort, type PolicyEndpoint } from './nft';
+import { evaluate, type EvalTraffic, type Verdict } from './evaluate';
 import type { PolicyEnforcer } from './enforcer';
 import { DropRing, NflogReader, dropFromPacket, type PolicyDrop } from './drops';
 
@@ -336,6 +337,18 @@ export class PolicyService {
     const result = await applyPolicies(this.opts.store, items);
     for (const p of result.policies) if (p.changed) this.opts.log.info('policy applied', { name: p.name, version: p.version, generation: result.generation });
     return result;
+  }
+
+  /**
+   * What the policies in force say of a new connection between two addresses of a
+   * network, with the live labels of the cluster's endpoints (`weavets trace`). The
+   * same evaluator as `policy test`; an address that is no endpoint has no labels.
+   */
+  verdictFor(network: string, fromIp: string, toIp: string, traffic: EvalTraffic): Verdict {
+    const endpoints = this.endpoints().filter((e) => e.network === network);
+    const end = (ip: string): { labels: PolicyEndpoint['labels']; ip: string } => ({ labels: endpoints.find((e) => e.ip === ip)?.labels ?? {}, ip });
+    const policies = [...this.parsed.values()].filter((p) => p.network === network);
+    return evaluate(policies, end(fromIp), end(toIp), traffic, this.opts.dryRun);
   }
 
   list(): StoredPolicy[] {

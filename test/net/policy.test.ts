@@ -263,6 +263,27 @@ describe.skipIf(!etcdAvailable() && process.env['CI'] !== 'true').each(['sleeve'
     expect(fail.stdout).toMatch(/^FAIL\s+x -> db\s+tcp\/5432\s+deny \(expected allow\)\s+\(denied: db-ingress isolates the receiver/m);
   });
 
+  it('weavets trace names the policy verdict and the rule that decided it', async () => {
+    type Verdict = { policy: { verdict: string; policy: string | null; reason: string }; reachable: boolean; reason: string };
+    const trace = async (from: string, to: string, port: string): Promise<{ code: number | null; v: Verdict }> => {
+      const r = await lab.weavets(h3, ['trace', from, to, '--port', port, '--json']);
+      return { code: r.code, v: JSON.parse(r.stdout) as Verdict };
+    };
+    const web = await trace('web', 'db', 'tcp/5432');
+    expect(web.v.policy.verdict, JSON.stringify(web.v)).toBe('allow');
+    expect(web.v.policy.policy).toBe('db-ingress ingress[0]');
+    expect(web.code).toBe(0);
+    const x = await trace('x', 'db', 'tcp/5432');
+    expect(x.v.policy.verdict, JSON.stringify(x.v)).toBe('deny');
+    expect(x.v.policy.policy).toBe('db-ingress');
+    expect(x.v.reachable).toBe(false);
+    expect(x.v.reason).toMatch(/^denied by policy: db-ingress/);
+    expect(x.code).toBe(1);
+    const bad = await lab.weavets(h3, ['trace', 'web', 'db', '--port', 'tcp/70000']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/port: .*tcp\/70000/);
+  });
+
   it('egress rules: web reaches only db on 5432, DNS to its host still answers', async () => {
     expect(await reach('web', 'tcp', 'other', 80)).toBe(true);
     const generation = await applied(h3, write('web-egress.yaml', WEB_EGRESS));
