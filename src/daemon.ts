@@ -27,6 +27,7 @@ import { contains, formatCidr, parseCidr, parseIpv4 } from './ipam/cidr';
 import { loadSealer } from './crypto/seal';
 import type { ConnectionSecurity } from './router/connection';
 import { ClusterIpam } from './ipam/cluster';
+import { MeshStore } from './store/mesh';
 import { registerIpamMetrics } from './api/ipam-metrics';
 import { DEFAULT_NETWORK, DEFAULT_DNS } from './config';
 import { DnsService } from './dns/service';
@@ -367,6 +368,18 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   } catch (err) {
     await shutdown(false);
     throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+  }
+  // Without etcd the store rides the control connections (after the launch targets are
+  // known, so claims wait for them to connect).
+  if (ipam.store instanceof MeshStore) {
+    const mesh = ipam.store;
+    mesh.attach({
+      neighbours: () => router.storeNeighbours(),
+      send: (peer, payload) => router.sendStore(peer, payload),
+      reachable: () => router.controlReachable(),
+      targetsConnected: () => router.launchTargetsConnected(),
+    });
+    router.setStoreGossip(mesh);
   }
   // Hosts registered in the store are dialled like neighbours' peers.
   ipam.onPeers((addresses) => router.connect(addresses, 'discovered'));

@@ -45,6 +45,22 @@ export function registerIpamMetrics(
       this.set(source.status().hosts.length);
     },
   });
+  new Gauge({
+    name: 'weavets_ipam_conflicts',
+    help: 'IPAM keys (blocks, addresses, handles) several hosts hold with different values: found when a partition healed (mesh store); nothing new is allocated from a contested block.',
+    registers: [registry],
+    collect() {
+      this.set(source.status().conflicts.filter((c) => c.key.startsWith('ipam/')).length);
+    },
+  });
+  new Gauge({
+    name: 'weavets_store_conflicts',
+    help: 'Store keys of any kind several hosts hold with different values (mesh store).',
+    registers: [registry],
+    collect() {
+      this.set(source.status().conflicts.length);
+    },
+  });
   const latency = new Histogram({
     name: 'weavets_ipam_operation_seconds',
     help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',

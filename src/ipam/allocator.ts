@@ -27,6 +27,7 @@ import {
   addrKey,
   addrPrefixOfBlock,
   blockAt,
+  blockCount,
   blockIndexOf,
   blockKey,
   checkBlockPrefix,
@@ -57,7 +58,13 @@ export interface BlockAllocatorOptions {
    * Where a new block is looked for: "lowest" free (a shared store arbitrates), or
    * "hashed" from the peer name (the embedded store: hosts cannot see each other's blocks).
    */
-  blockSearch?: 'lowest' | 'hashed';
+  blockSearch?: 'lowest' | 'hashed' | 'share';
+  /**
+   * With "share" (the mesh store): this host's rank among the registered hosts and their
+   * number. It tries the free blocks of its share (index mod `of` = `rank`) first, so hosts
+   * rarely claim the same block, even on both sides of a partition.
+   */
+  share?: () => { rank: number; of: number };
   log: Logger;
 }
 
@@ -361,7 +368,9 @@ export class BlockAllocator implements AddressAllocator {
   private async pickFree(network: string): Promise<number> {
     const st = this.net(network);
     for (;;) {
+      const contested = this.contested();
       for (const b of st.blocks.values()) {
+        if (contested.size > 0 && contested.has(blockKey(network, b.cidr.base))) continue;
         const ip = firstFreeInBlock(this.opts.range, b.cidr, (x) => st.busy.has(x) || st.pending.has(x), b.hint);
         if (ip !== undefined) {
           st.pending.add(ip);
@@ -388,9 +397,8 @@ export class BlockAllocator implements AddressAllocator {
         const k = parseAddrKey(e.key);
         if (k) taken.add(blockIndexOf(range, this.blockPrefix, k.ip));
       }
-      const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) : 0;
       for (;;) {
-        const index = lowestFreeBlock(range, this.blockPrefix, taken, start);
+        const index = this.nextBlock(taken);
         if (index === undefined) break;
         taken.add(index);
         const block = blockAt(range, this.blockPrefix, index);
@@ -416,6 +424,46 @@ export class BlockAllocator implements AddressAllocator {
       }
     }
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not take an address block on network ${network} (heavy contention)`);
+  }
+
+  /** The next block to try: from our share first with "share", else the lowest (or hashed start). */
+  private nextBlock(taken: ReadonlySet<number>): number | undefined {
+    const { range } = this.opts;
+    if (this.opts.blockSearch === 'share' && this.opts.share) {
+      const { rank, of } = this.opts.share();
+      const n = blockCount(range, this.blockPrefix);
+      for (let i = rank; of > 0 && i < n; i += of) if (!taken.has(i)) return i;
+      return lowestFreeBlock(range, this.blockPrefix, taken, 0);
+    }
+    const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) : 0;
+    return lowestFreeBlock(range, this.blockPrefix, taken, start);
+  }
+
+  /** Block keys the store reports in conflict: no new address comes from them. */
+  private contested(): Set<string> {
+    return new Set((this.store.conflicts?.() ?? []).map((c) => c.key));
+  }
+
+  /**
+   * Settle conflicts on our blocks (two hosts claimed one block while partitioned): the
+   * lowest-named holder keeps it; any other holder gives it up as soon as it holds no
+   * address in it (until then neither takes new addresses from it). Returns the blocks
+   * given up.
+   */
+  async resolveConflicts(): Promise<string[]> {
+    const given: string[] = [];
+    for (const c of this.store.conflicts?.() ?? []) {
+      const k = c.key.startsWith(BLOCKS_PREFIX) ? parseAddrKey(c.key) : undefined;
+      if (!k || !c.holders.includes(this.opts.self) || c.holders[0] === this.opts.self) continue;
+      const block: Cidr = { base: k.ip, prefix: this.blockPrefix };
+      const inUse = [...this.mine.values()].some((a) => a.network === k.network && contains(block, a.ip));
+      if (inUse) continue;
+      await this.store.delete(c.key);
+      this.nets.get(k.network)?.blocks.delete(k.ip);
+      given.push(`${k.network} ${formatCidr(block)}`);
+      this.opts.log.warn('gave up a contested block to a lower-named host', { network: k.network, block: formatCidr(block), keeper: c.holders[0] });
+    }
+    return given;
   }
 
   /**
@@ -524,7 +572,15 @@ export async function ensureClusterConfig(store: Store, range: Cidr, blockPrefix
   const want: ClusterConfig = { range: formatCidr(range), blockPrefix: blockPrefix ?? DEFAULT_BLOCK_PREFIX };
   const bad = checkBlockPrefix(range, want.blockPrefix);
   if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
-  if (await createIfAbsent(store, CONFIG_KEY, JSON.stringify(want))) return want;
+  if (store.kind === 'mesh') {
+    // Every host of a mesh store asserts the config it runs with (a claim would wait for
+    // peers the router has not dialled yet); hosts with different ranges are reported as
+    // a conflict on this key when they meet, and a restart refuses a range that differs.
+    if (!(await store.get(CONFIG_KEY))) {
+      await store.put(CONFIG_KEY, JSON.stringify(want));
+      return want;
+    }
+  } else if (await createIfAbsent(store, CONFIG_KEY, JSON.stringify(want))) return want;
   const entry = await store.get(CONFIG_KEY);
   const have = entry ? parseJson<ClusterConfig>(entry.value) : undefined;
   if (!have || typeof have.range !== 'string' || typeof have.blockPrefix !== 'number') {

@@ -57,6 +57,8 @@ export interface ConnectionHandlers {
   /** The connection passed its handshake and was accepted. */
   onReady(conn: PeerConnection): void;
   onGossip(conn: PeerConnection, payload: Buffer): void;
+  /** A STORE message (mesh store gossip), body not yet decoded. */
+  onStore(conn: PeerConnection, payload: Buffer): void;
   onClosed(conn: PeerConnection, reason: string): void;
   /** A control message was refused (malformed, unexpected); counted by reason. */
   onRejected(reason: string): void;
@@ -227,6 +229,9 @@ export class PeerConnection {
         return;
       case MessageType.Gossip:
         this.handlers.onGossip(this, msg.payload);
+        return;
+      case MessageType.Store:
+        this.handlers.onStore(this, msg.payload);
         return;
       case MessageType.Close:
         this.close(`closed by peer: ${msg.reason}`, false);

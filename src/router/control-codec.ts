@@ -24,6 +24,8 @@ export const enum MessageType {
   KeyExchange = 6,
   /** First sealed message each way: proof of the session keys (and so the password). */
   Finished = 7,
+  /** Mesh store gossip (src/store/mesh-codec.ts): entries, claim acks, forgets. */
+  Store = 8,
 }
 
 /** FINISHED flags: the sender treats the receiver as inside a trusted subnet. */
@@ -54,7 +56,8 @@ export type ControlMessage =
   | { type: MessageType.Gossip; payload: Buffer }
   | { type: MessageType.Close; reason: string }
   | { type: MessageType.KeyExchange; share: Buffer }
-  | { type: MessageType.Finished; tag: Buffer; flags: number };
+  | { type: MessageType.Finished; tag: Buffer; flags: number }
+  | { type: MessageType.Store; payload: Buffer };
 
 export class ControlDecodeError extends Error {
   constructor(readonly reason: string) {
@@ -75,6 +78,7 @@ export function encodingLength(msg: ControlMessage): number {
     case MessageType.Pong:
       return FRAME_HEADER_LENGTH + 8;
     case MessageType.Gossip:
+    case MessageType.Store:
       return FRAME_HEADER_LENGTH + msg.payload.length;
     case MessageType.Close:
       return FRAME_HEADER_LENGTH + 2 + reasonBytes(msg.reason).length;
@@ -126,6 +130,7 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
       out.writeBigUInt64BE(msg.nonce, o);
       break;
     case MessageType.Gossip:
+    case MessageType.Store:
       msg.payload.copy(out, o);
       break;
     case MessageType.Close: {
@@ -200,6 +205,10 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       if (bodyLen !== 8) throw new ControlDecodeError('ping/pong must carry 8 bytes');
       return { type, nonce: buf.readBigUInt64BE(o) };
     case MessageType.Gossip:
+      return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
+    case MessageType.Store:
+      // The body is the mesh store's (src/store/mesh-codec.ts), which validates it.
+      if (bodyLen < 1) throw new ControlDecodeError('store message is empty');
       return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
     case MessageType.Close: {
       if (bodyLen < 2) throw new ControlDecodeError('close truncated');
