@@ -173,6 +173,8 @@ export interface DnsStatus {
   names: number;
   /** Records this host publishes. */
   local: number;
+  /** Every record this host serves, with the peer name of the host that publishes it. */
+  entries: { name: string; ip: string; host: string }[];
   /** Nameservers queries outside the domain go to. */
   upstream: string[];
   resolvConf: string;
