@@ -223,7 +223,11 @@ export class MeshStore implements Store {
 
   peerConnected(peer: string): void {
     if (!this.transport) return;
-    for (const payload of encodeEntriesChunked(this.state.all(), SYNC_CHUNK_BYTES)) this.transport.send(peer, payload);
+    // Always at least one message, even with no entries: it tells the peer we run a mesh
+    // store, so its claims wait for our answer.
+    const sync = encodeEntriesChunked(this.state.all(), SYNC_CHUNK_BYTES);
+    if (sync.length === 0) sync.push(encode({ kind: 'entries', entries: [] }));
+    for (const payload of sync) this.transport.send(peer, payload);
     for (const m of this.state.forgottenMarkers()) {
       this.transport.send(peer, encode({ kind: 'forget', forget: { owner: m.owner, upTo: m.upTo, by: this.opts.self } }));
     }
@@ -619,7 +623,45 @@ export class MeshStore implements Store {
       await this.persist();
       return { succeeded: true, revision: this.revision };
     }
-    // Compare-and-create: claim the keys, and resolve once every reachable peer agreed.
+    // Compare-and-create: claim the keys; resolve once every reachable peer agreed. A claim
+    // can lose without anyone winning (three claimants each refused by another's
+    // promise): "false" must mean "another host holds it", so wait for the keys' fate and
+    // claim again while nobody holds them.
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.claimOnce(compare, success, contested, created);
+      if (r.ok) return { succeeded: true, revision: this.revision };
+      if (r.unavailable !== undefined) throw new StoreUnavailableError('claim', this.location, r.unavailable);
+      const held = await this.fateOf(contested.map((op) => op.key));
+      if (held || attempt >= 16 || this.closed) return { succeeded: false, revision: this.revision };
+      // Back off at random so the next round has one claimant ahead of the others.
+      await new Promise((res) => setTimeout(res, Math.random() * 20 * (1 + Math.min(attempt, 4))));
+      if (!this.comparesHold(compare)) return { succeeded: false, revision: this.revision };
+    }
+  }
+
+  /** Wait until none of `keys` has a claim of another host in flight; true if another host holds one. */
+  private async fateOf(keys: string[]): Promise<boolean> {
+    const deadline = this.now() + (this.opts.claimTimeoutMs ?? 10_000) + 1000;
+    for (;;) {
+      let pendingElsewhere = false;
+      for (const key of keys) {
+        const v = this.view.get(key);
+        if (!v || v.owner === this.opts.self) continue;
+        const e = this.state.get(key, v.owner);
+        if (e?.state === 'held') return true;
+        pendingElsewhere = true;
+      }
+      if (!pendingElsewhere || this.closed || this.now() > deadline) return pendingElsewhere;
+      await new Promise((res) => setTimeout(res, 5));
+    }
+  }
+
+  private async claimOnce(
+    compare: Compare[],
+    success: TxnOp[],
+    contested: Extract<TxnOp, { op: 'put' }>[],
+    created: Set<string>,
+  ): Promise<{ ok: boolean; why?: string; unavailable?: string }> {
     const claims = new Map<string, number>();
     const puts = new Map<string, { value: string; lease?: string }>();
     const entries: MeshEntry[] = [];
@@ -645,12 +687,7 @@ export class MeshStore implements Store {
     }
     const r = await outcome;
     await this.persist();
-    if (r.unavailable !== undefined) throw new StoreUnavailableError('claim', this.location, r.unavailable);
-    if (!r.ok) {
-      // Let the winner's confirmation spread before the caller tries the next candidate.
-      await new Promise((res) => setTimeout(res, 5 + Math.random() * 20));
-    }
-    return { succeeded: r.ok, revision: this.revision };
+    return r;
   }
 
   /** Apply operations as entries of ours (held or deleted), now. */
