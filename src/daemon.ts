@@ -13,7 +13,7 @@ import { startApiServer, type ApiServer } from './api/server';
 import { createMetricsRegistry } from './api/metrics';
 import { registerDaemonMetrics } from './api/daemon-metrics';
 import { Netlink } from './netlink';
-import { Router } from './router/router';
+import { Router, normalizeTarget } from './router/router';
 import { formatPeerName, parsePeerName, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { CompositeDatapath } from './datapath/composite';
@@ -83,6 +83,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const ledger = await LinkLedger.load(config.stateDir);
   const mtu = config.mtu > 0 ? config.mtu : (await underlayMtu(netlink, new Set(ledger.list()))) - SLEEVE_OVERHEAD;
   if (mtu < 576) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `overlay MTU ${mtu} is too small; set --mtu or fix the underlay MTU`);
+
+  // Bad peer addresses stop the launch before anything is built.
+  for (const peer of config.peers) {
+    try {
+      normalizeTarget(peer, config.port);
+    } catch (err) {
+      netlink.close();
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+    }
+  }
 
   // IPAM first: a range conflict or an unreachable store stops the launch before anything is built.
   let ipam: ClusterIpam;
@@ -170,6 +180,21 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     datapath = composite;
   }
   router.setDatapath(datapath);
+  // Without etcd the store rides the control connections. The launch peers are dialled
+  // now, before anything allocates (the host's DNS address): the store's claims wait
+  // until those peers are reached (or 10 s), so hosts launched together see each other
+  // before they take blocks.
+  if (ipam.store instanceof MeshStore) {
+    const mesh = ipam.store;
+    mesh.attach({
+      neighbours: () => router.storeNeighbours(),
+      send: (peer, payload) => router.sendStore(peer, payload),
+      reachable: () => router.controlReachable(),
+      targetsConnected: () => router.targetsReached(config.peers),
+    });
+    router.setStoreGossip(mesh);
+  }
+  router.connect(config.peers, 'launch');
 
   const networks = new NetworkSet(netlink, datapath, ledger, mtu);
   const hostRoutes = new HostRoutes(netlink, range);
@@ -362,24 +387,6 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   } catch (err) {
     await shutdown(false);
     throw err;
-  }
-  try {
-    router.connect(config.peers, 'launch');
-  } catch (err) {
-    await shutdown(false);
-    throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
-  }
-  // Without etcd the store rides the control connections (after the launch targets are
-  // known, so claims wait for them to connect).
-  if (ipam.store instanceof MeshStore) {
-    const mesh = ipam.store;
-    mesh.attach({
-      neighbours: () => router.storeNeighbours(),
-      send: (peer, payload) => router.sendStore(peer, payload),
-      reachable: () => router.controlReachable(),
-      targetsConnected: () => router.launchTargetsConnected(),
-    });
-    router.setStoreGossip(mesh);
   }
   // Hosts registered in the store are dialled like neighbours' peers.
   ipam.onPeers((addresses) => router.connect(addresses, 'discovered'));

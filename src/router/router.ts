@@ -174,10 +174,14 @@ export class Router implements DatapathEvents {
     return new Set([...seen].map(formatPeerName));
   }
 
-  /** Has every address given to launch or connect reached a peer at least once? */
-  launchTargetsConnected(): boolean {
-    for (const t of this.targets.values()) {
-      if ((t.source === 'launch' || t.source === 'connect') && t.peer === undefined) return false;
+  /**
+   * Has every one of `addresses` (the launch peers) reached a peer at least once? A target
+   * dropped as a connection to ourselves counts as reached.
+   */
+  targetsReached(addresses: readonly string[]): boolean {
+    for (const a of addresses) {
+      const t = this.targets.get(normalizeTarget(a, this.opts.port));
+      if (t !== undefined && t.peer === undefined) return false;
     }
     return true;
   }

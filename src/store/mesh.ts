@@ -46,7 +46,7 @@ export interface MeshTransport {
   send(peer: string, payload: Buffer): boolean;
   /** Peers reachable over control connections, directly or through others. */
   reachable(): Set<string>;
-  /** Has every launch/connect target been reached once? Claims wait for it (or the settle timeout). */
+  /** Has every launch peer been reached once? Claims wait for it (or the settle timeout). */
   targetsConnected(): boolean;
 }
 
@@ -112,6 +112,7 @@ const TICK_MS = 250;
 const SYNC_CHUNK_BYTES = 1024 * 1024;
 const PROMISE_TIMEOUT_MS = 30_000;
 const SEEN_LIMIT = 20_000;
+const NEIGHBOUR_QUIET_MS = 2000;
 
 export class MeshStore implements Store {
   readonly kind = 'mesh' as const;
@@ -133,6 +134,8 @@ export class MeshStore implements Store {
   /** Neighbours that sent us STORE messages: they run a mesh store. */
   private readonly speakers = new Set<string>();
   private readonly unreachableSince = new Map<string, number>();
+  /** Neighbours by when their connection came up: one that has not spoken yet may still. */
+  private readonly connectedAt = new Map<string, number>();
   private transport: MeshTransport | undefined;
   private attachedAt = 0;
   private revision = 0;
@@ -223,6 +226,7 @@ export class MeshStore implements Store {
 
   peerConnected(peer: string): void {
     if (!this.transport) return;
+    this.connectedAt.set(peer, this.now());
     // Always at least one message, even with no entries: it tells the peer we run a mesh
     // store, so its claims wait for our answer.
     const sync = encodeEntriesChunked(this.state.all(), SYNC_CHUNK_BYTES);
@@ -236,6 +240,7 @@ export class MeshStore implements Store {
 
   peerDisconnected(peer: string): void {
     this.speakers.delete(peer);
+    this.connectedAt.delete(peer);
     this.progressAll();
   }
 
@@ -497,7 +502,14 @@ export class MeshStore implements Store {
     if (!t) return [];
     const reach = t.reachable();
     const participants = new Set([...this.state.owners(), ...this.speakers]);
-    return [...reach].filter((p) => p !== this.opts.self && participants.has(p));
+    // A neighbour whose first STORE message is still on its way counts too; one silent
+    // for NEIGHBOUR_QUIET_MS after connecting runs no mesh store (an --etcd host).
+    const now = this.now();
+    const fresh = (p: string): boolean => {
+      const since = this.connectedAt.get(p);
+      return since !== undefined && now - since < NEIGHBOUR_QUIET_MS;
+    };
+    return [...reach].filter((p) => p !== this.opts.self && (participants.has(p) || fresh(p)));
   }
 
   private settled(): boolean {
