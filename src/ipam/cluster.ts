@@ -116,7 +116,7 @@ export class ClusterIpam implements IpamControl {
       const mesh = store;
       mesh.onConflicts((conflicts) => {
         for (const c of conflicts) {
-          opts.log.error('address conflict after a partition healed: no new address comes from it until resolved', { key: c.key, holders: c.holders.join(' ') });
+          opts.log.error('IPAM conflict: several hosts hold this key (claimed while they could not reach each other); no new address comes from a contested block until it is resolved', { key: c.key, holders: c.holders.join(' ') });
         }
         ipam?.allocator.resolveConflicts().catch((err: unknown) => opts.log.warn('could not settle a contested block', { error: (err as Error).message }));
       });

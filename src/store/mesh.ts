@@ -505,6 +505,8 @@ export class MeshStore implements Store {
     // A neighbour whose first STORE message is still on its way counts too; one silent
     // for NEIGHBOUR_QUIET_MS after connecting runs no mesh store (an --etcd host).
     const now = this.now();
+    // The router tells the topology about a new connection before it tells us.
+    for (const n of t.neighbours()) if (!this.connectedAt.has(n)) this.connectedAt.set(n, now);
     const fresh = (p: string): boolean => {
       const since = this.connectedAt.get(p);
       return since !== undefined && now - since < NEIGHBOUR_QUIET_MS;

@@ -21,6 +21,7 @@ class Net {
   private readonly up = new Set<string>();
   private readonly queues = new Map<string, Buffer[]>();
   private readonly pumping = new Set<string>();
+  readonly launchPeer = new Map<string, string>();
 
   constructor(readonly dir: string) {}
 
@@ -40,7 +41,11 @@ class Net {
         return true;
       },
       reachable: () => this.reachable(self),
-      targetsConnected: () => true,
+      // A store given a launch peer waits for a link to it, as the daemon does.
+      targetsConnected: () => {
+        const peer = this.launchPeer.get(self);
+        return peer === undefined || this.up.has(Net.link(self, peer));
+      },
     };
   }
 
@@ -89,9 +94,10 @@ class Net {
     this.up.add(l);
     this.queues.delete(`${a}>${b}`);
     this.queues.delete(`${b}>${a}`);
+    // The router publishes the new edge (topology) before it hands the connection over.
+    for (const s of this.stores.values()) s.topologyChanged();
     this.stores.get(a)?.peerConnected(b);
     this.stores.get(b)?.peerConnected(a);
-    for (const s of this.stores.values()) s.topologyChanged();
   }
 
   cut(a: string, b: string): void {
@@ -138,6 +144,20 @@ async function cluster(n: number, graceMs?: number): Promise<{ net: Net; stores:
 const value = async (s: MeshStore, key: string): Promise<string | undefined> => (await s.get(key))?.value;
 
 describe('mesh store', () => {
+  it('a host launched towards a peer claims nothing before it reached it: the peer\'s holder wins', async () => {
+    const { net: n, stores } = await cluster(1);
+    await createIfAbsent(stores[0]!, 'ipam/blocks/weavets/0', '{"owner":"a"}');
+    n.launchPeer.set(NAMES[1]!, NAMES[0]!);
+    const late = await n.open(NAMES[1]!);
+    const claim = createIfAbsent(late, 'ipam/blocks/weavets/0', '{"owner":"b"}');
+    await new Promise((r) => setTimeout(r, 300));
+    n.connect(NAMES[0]!, NAMES[1]!);
+    expect(await claim).toBe(false);
+    expect(await value(late, 'ipam/blocks/weavets/0')).toBe('{"owner":"a"}');
+    expect(late.conflicts()).toEqual([]);
+    expect(stores[0]!.conflicts()).toEqual([]);
+  });
+
   it('replicates puts and deletes to every store, and their watches see them', async () => {
     const { stores } = await cluster(3);
     const seen: WatchEvent[] = [];
