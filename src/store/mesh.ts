@@ -113,6 +113,7 @@ const SYNC_CHUNK_BYTES = 1024 * 1024;
 const PROMISE_TIMEOUT_MS = 30_000;
 const SEEN_LIMIT = 20_000;
 const NEIGHBOUR_QUIET_MS = 2000;
+const COMPACT_EVERY_MS = 10_000;
 
 export class MeshStore implements Store {
   readonly kind = 'mesh' as const;
@@ -138,6 +139,7 @@ export class MeshStore implements Store {
   private readonly connectedAt = new Map<string, number>();
   private transport: MeshTransport | undefined;
   private attachedAt = 0;
+  private lastCompaction = 0;
   private revision = 0;
   private lastVersion = 0;
   private nextLease = 1;
@@ -803,6 +805,10 @@ export class MeshStore implements Store {
       });
     }
     this.progressAll();
+    if (now - this.lastCompaction >= COMPACT_EVERY_MS) {
+      this.lastCompaction = now;
+      this.compact(now);
+    }
     const t = this.transport;
     if (!t) return;
     const reach = t.reachable();
@@ -823,6 +829,28 @@ export class MeshStore implements Store {
     }
     // A host that is back: take its entries again, whoever relays them.
     for (const m of this.state.forgottenMarkers()) if (reach.has(m.owner)) this.state.unforget(m.owner);
+  }
+
+  /**
+   * Drop deleted entries older than twice the grace period (a minute more): by then every
+   * host that had the entry alive either heard of the deletion or has been unable to
+   * reach us for the grace period and dropped all our entries. Versions are wall-clock
+   * milliseconds, so a version's age is its distance from now. A deletion that hides
+   * another host's entry stays while that entry does.
+   */
+  private compact(now: number): void {
+    const keep = 2 * this.opts.graceMs + 60_000;
+    let dropped = 0;
+    for (const e of this.state.all()) {
+      if (e.state !== 'gone' || now - e.version < keep) continue;
+      if (e.over) {
+        const hidden = this.state.get(e.key, e.over.owner);
+        if (hidden && hidden.version <= e.over.version) continue;
+      }
+      this.state.drop(e.key, e.owner);
+      dropped++;
+    }
+    if (dropped > 0) this.persist().catch(() => undefined);
   }
 
   // ---- persistence -------------------------------------------------------------------

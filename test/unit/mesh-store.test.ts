@@ -293,6 +293,26 @@ describe('mesh store', () => {
     await until(async () => (await value(stores[1]!, 'dns/a/x/1')) === undefined, 'deleted on the other store');
   });
 
+  it('compacts deleted entries once they are older than twice the grace period', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-compact-'));
+    let clock = Date.now();
+    const s = await MeshStore.open({ file: path.join(dir, 's.json'), self: NAMES[0]!, graceMs: 1000, log: silentLogger, now: () => clock });
+    try {
+      await s.put('a', '1');
+      await s.put('b', '2');
+      await s.delete('a');
+      expect(s.stats().entries).toBe(2); // b, and a's tombstone
+      await new Promise((r) => setTimeout(r, 600));
+      expect(s.stats().entries).toBe(2); // young: kept
+      clock += 2 * 1000 + 60_000 + 1000;
+      await until(() => s.stats().entries === 1, 'the tombstone compacted');
+      expect((await s.get('b'))?.value).toBe('2');
+    } finally {
+      await s.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('drops malformed messages and counts them', async () => {
     const { stores } = await cluster(2);
     stores[0]!.receive(NAMES[1]!, Buffer.from('09', 'hex'));
