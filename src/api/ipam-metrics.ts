@@ -7,6 +7,8 @@ import type { IpamStatus } from './types';
 
 export interface IpamMetricsSource {
   status(): IpamStatus;
+  /** The mesh store's counters (absent with etcd). */
+  storeStats?(): { malformed: number; claimsConfirmed: number; claimsLost: number; entries: number; peers: number } | undefined;
 }
 
 /** Register the gauges; returns the observer to hand to the allocator. */
@@ -61,6 +63,38 @@ export function registerIpamMetrics(
       this.set(source.status().conflicts.length);
     },
   });
+  if (source.storeStats) {
+    const stats = source.storeStats.bind(source);
+    new Gauge({
+      name: 'weavets_store_messages_rejected_total',
+      help: 'Mesh store (STORE) messages dropped as malformed.',
+      registers: [registry],
+      collect() {
+        this.set(stats()?.malformed ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'weavets_store_claims_total',
+      help: 'Compare-and-create claims of this host on the mesh store, by outcome (confirmed, lost).',
+      labelNames: ['outcome'],
+      registers: [registry],
+      collect() {
+        const s = stats();
+        this.reset();
+        if (!s) return;
+        this.set({ outcome: 'confirmed' }, s.claimsConfirmed);
+        this.set({ outcome: 'lost' }, s.claimsLost);
+      },
+    });
+    new Gauge({
+      name: 'weavets_store_entries',
+      help: 'Entries in the mesh store (every host, deletions included).',
+      registers: [registry],
+      collect() {
+        this.set(stats()?.entries ?? 0);
+      },
+    });
+  }
   const latency = new Histogram({
     name: 'weavets_ipam_operation_seconds',
     help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',

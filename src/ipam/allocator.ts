@@ -414,8 +414,9 @@ export class BlockAllocator implements AddressAllocator {
         this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
         return;
       }
-      // Every block is taken: blocks of dead hosts may come back.
-      const freed = await this.reclaim();
+      // Every block is taken: blocks of dead hosts may come back (on the mesh store they
+      // go with their host's entries, after the TTL or rmpeer).
+      const freed = this.opts.blockSearch === 'share' ? { blocks: [], addresses: 0 } : await this.reclaim();
       if (freed.blocks.length === 0) {
         throw new WeavetsError(
           'EWEAVETS_RANGE_EXHAUSTED',

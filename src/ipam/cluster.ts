@@ -182,6 +182,11 @@ export class ClusterIpam implements IpamControl {
     }
   }
 
+  /** The mesh store's counters, for metrics; undefined on etcd. */
+  storeStats(): ReturnType<MeshStore['stats']> | undefined {
+    return this.store instanceof MeshStore ? this.store.stats() : undefined;
+  }
+
   /** Cluster-wide blocks in address order. */
   clusterBlocks(): IpamBlockOwner[] {
     return [...this.blocks.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
@@ -194,7 +199,9 @@ export class ClusterIpam implements IpamControl {
     this.sweepTimer = setTimeout(() => {
       this.allocator
         .resolveConflicts()
-        .then(() => this.allocator.reclaim())
+        // The mesh store drops a gone host's entries itself (after the TTL, or rmpeer); a
+        // sweep there could race a host re-registering after its lease expired while down.
+        .then(() => (this.store.kind === 'mesh' ? undefined : this.allocator.reclaim()))
         .catch((err: unknown) => this.opts.log.debug('sweep failed', { error: (err as Error).message }))
         .finally(() => {
           if (this.registry) this.scheduleSweep();

@@ -393,7 +393,8 @@ export class MeshStore implements Store {
       const again: MeshEntry[] = [];
       this.lastVersion = Math.max(this.lastVersion, upTo);
       for (const e of this.state.all()) {
-        if (e.owner !== this.opts.self || e.state === 'gone') continue;
+        // Claims in flight keep their version: their answers are counted against it.
+        if (e.owner !== this.opts.self || e.state !== 'held') continue;
         const fresh: MeshEntry = { ...e, version: this.nextVersion() };
         this.state.merge(fresh);
         again.push(fresh);
