@@ -108,7 +108,14 @@ export class Router implements DatapathEvents {
       onReady: (c) => this.onReady(c),
       onGossip: (c, p) => this.onGossip(c, p),
       onStore: (c, p) => {
-        if (c.remote && this.byPeer.get(c.remote.name) === c) this.storeSink?.receive(formatPeerName(c.remote.name), p);
+        if (!c.remote || this.byPeer.get(c.remote.name) !== c) return;
+        try {
+          this.storeSink?.receive(formatPeerName(c.remote.name), p);
+        } catch (err) {
+          // The store validates what it decodes; whatever else goes wrong stays out of the connection.
+          this.countRejected('bad_store');
+          this.log.error('store message failed', { peer: formatPeerName(c.remote.name), error: (err as Error).message });
+        }
       },
       onClosed: (c, r) => this.onClosed(c, r),
       onRejected: (r) => this.countRejected(r),
