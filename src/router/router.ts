@@ -210,6 +210,9 @@ export class Router implements DatapathEvents {
   connect(addresses: string[], source: TargetSource = 'connect'): void {
     for (const a of addresses) {
       const address = normalizeTarget(a, this.opts.port);
+      // A host learnt from the store (or gossip) that we are already connected to needs no
+      // second connection: dialling it anyway only ends in a refused duplicate.
+      if (source === 'discovered' && !this.targets.has(address) && [...this.byPeer.values()].some((c) => c.remoteListenAddress === address)) continue;
       if (this.targets.has(address)) {
         const t = this.targets.get(address)!;
         // An operator asking again means "try now".
