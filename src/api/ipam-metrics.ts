@@ -2,13 +2,15 @@
  * IPAM metrics: blocks owned and addresses used/free per network (read from the
  * allocator's view when Prometheus scrapes), and allocate/release latency by outcome.
  */
-import { Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { IpamStatus } from './types';
 
 export interface IpamMetricsSource {
   status(): IpamStatus;
   /** The mesh store's counters (absent with etcd). */
   storeStats?(): { malformed: number; claimsConfirmed: number; claimsLost: number; entries: number; peers: number } | undefined;
+  /** Addresses released because nothing on this host used them (src/ipam/reconcile.ts). */
+  reclaimedAddresses(): number;
 }
 
 /** Register the gauges; returns the observer to hand to the allocator. */
@@ -95,6 +97,15 @@ export function registerIpamMetrics(
       },
     });
   }
+  new Counter({
+    name: 'weavets_ipam_reclaimed_total',
+    help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(source.reclaimedAddresses());
+    },
+  });
   const latency = new Histogram({
     name: 'weavets_ipam_operation_seconds',
     help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',
