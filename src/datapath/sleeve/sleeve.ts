@@ -781,6 +781,7 @@ export class SleeveDatapath implements Datapath {
     }
     const echo = buf.readUInt32BE(body + 10);
     if (echo === p.heartbeatSeq) p.rttMs = this.now - p.heartbeatSentAt;
+    p.crypto?.heartbeatAcked(echo);
     p.lastAckAt = this.now;
     if (!p.up) {
       p.up = true;
@@ -807,7 +808,10 @@ export class SleeveDatapath implements Datapath {
       b.writeUInt32BE(0, body + 6);
       b.writeUInt32BE(echoSeq, body + 10);
     }
-    if (p.crypto !== undefined) p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
+    if (p.crypto !== undefined) {
+      p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
+      if (kind === DatagramKind.Heartbeat) p.crypto.heartbeatSent(p.heartbeatSeq);
+    }
     try {
       if (!this.socket.send(b, 0, body + HEARTBEAT_BODY_LENGTH, p.ip, p.port)) this.drop('send_queue_full');
     } catch (err) {
