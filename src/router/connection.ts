@@ -87,6 +87,8 @@ export interface ConnectionHandlers {
   /** The connection passed its handshake and was accepted. */
   onReady(conn: PeerConnection): void;
   onGossip(conn: PeerConnection, payload: Buffer): void;
+  /** A HEALTH report (undecoded body) arrived on a ready connection. */
+  onHealth(conn: PeerConnection, payload: Buffer): void;
   /** A STORE message (mesh store gossip), body not yet decoded. */
   onStore(conn: PeerConnection, payload: Buffer): void;
   onClosed(conn: PeerConnection, reason: string): void;
@@ -340,6 +342,9 @@ export class PeerConnection {
         return;
       case MessageType.Gossip:
         this.handlers.onGossip(this, msg.payload);
+        return;
+      case MessageType.Health:
+        this.handlers.onHealth(this, msg.payload);
         return;
       case MessageType.Store:
         this.handlers.onStore(this, msg.payload);

@@ -24,8 +24,10 @@ export const enum MessageType {
   KeyExchange = 6,
   /** First sealed message each way: proof of the session keys (and so the password). */
   Finished = 7,
+  /** A host's health report (src/router/health-codec.ts), flooded to every peer. */
+  Health = 8,
   /** Mesh store gossip (src/store/mesh-codec.ts): entries, claim acks, forgets. */
-  Store = 8,
+  Store = 9,
 }
 
 /** FINISHED flags: the sender treats the receiver as inside a trusted subnet. */
@@ -54,6 +56,7 @@ export type ControlMessage =
   | { type: MessageType.Ping; nonce: bigint }
   | { type: MessageType.Pong; nonce: bigint }
   | { type: MessageType.Gossip; payload: Buffer }
+  | { type: MessageType.Health; payload: Buffer }
   | { type: MessageType.Close; reason: string }
   | { type: MessageType.KeyExchange; share: Buffer }
   | { type: MessageType.Finished; tag: Buffer; flags: number }
@@ -88,6 +91,7 @@ export function encodingLength(msg: ControlMessage): number {
     case MessageType.Pong:
       return FRAME_HEADER_LENGTH + 8;
     case MessageType.Gossip:
+    case MessageType.Health:
     case MessageType.Store:
       return FRAME_HEADER_LENGTH + msg.payload.length;
     case MessageType.Close:
@@ -140,6 +144,7 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
       out.writeBigUInt64BE(msg.nonce, o);
       break;
     case MessageType.Gossip:
+    case MessageType.Health:
     case MessageType.Store:
       msg.payload.copy(out, o);
       break;
@@ -224,6 +229,7 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       if (bodyLen !== 8) throw new ControlDecodeError('ping/pong must carry 8 bytes');
       return { type, nonce: buf.readBigUInt64BE(o) };
     case MessageType.Gossip:
+    case MessageType.Health:
       return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
     case MessageType.Store:
       // The body is the mesh store's (src/store/mesh-codec.ts), which validates it.

@@ -112,6 +112,8 @@ export class Router implements DatapathEvents {
   private readonly gossipTimer: NodeJS.Timeout;
   private readonly gcTimer: NodeJS.Timeout;
   private readonly handlers: ConnectionHandlers;
+  /** Receives HEALTH reports (src/router/health.ts decodes, stores and floods them). */
+  private healthSink: ((from: PeerName, payload: Buffer) => void) | undefined;
   private stopped = false;
   private storeSink: StoreGossipSink | undefined;
 
@@ -128,6 +130,9 @@ export class Router implements DatapathEvents {
       onHello: (c, h) => this.onHello(c, h),
       onReady: (c) => this.onReady(c),
       onGossip: (c, p) => this.onGossip(c, p),
+      onHealth: (c, p) => {
+        if (c.remote !== undefined) this.healthSink?.(c.remote.name, p);
+      },
       onStore: (c, p) => {
         if (!c.remote || this.byPeer.get(c.remote.name) !== c) return;
         try {
@@ -153,6 +158,17 @@ export class Router implements DatapathEvents {
 
   setDatapath(dp: Datapath): void {
     this.datapath = dp;
+  }
+
+  setHealthSink(sink: ((from: PeerName, payload: Buffer) => void) | undefined): void {
+    this.healthSink = sink;
+  }
+
+  /** Send a HEALTH body to every ready connection except the one to `except`. */
+  sendHealth(payload: Buffer, except?: PeerName): void {
+    for (const [name, conn] of this.byPeer) {
+      if (name !== except) conn.send({ type: MessageType.Health, payload });
+    }
   }
 
   // ---- mesh store hooks ----

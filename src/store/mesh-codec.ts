@@ -1,5 +1,5 @@
 /**
- * Wire format of the mesh store's gossip: the body of a STORE control message (type 8,
+ * Wire format of the mesh store's gossip: the body of a STORE control message (type 9,
  * docs/PROTOCOL.md "STORE"). Pure functions over Buffer, no state; every field is
  * validated on decode, so a malformed message throws MeshDecodeError and is dropped.
  *

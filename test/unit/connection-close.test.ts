@@ -29,6 +29,7 @@ describe('PeerConnection.close', () => {
       onHello: () => undefined,
       onReady: () => undefined,
       onGossip: () => undefined,
+      onHealth: () => undefined,
       onStore: () => undefined,
       onClosed: () => {
         throw new Error('invalid port in peer address "192.0.2.9:0"');

@@ -113,13 +113,13 @@ describe('control codec', () => {
     expect(() => decode(shortPing)).toThrow(ControlDecodeError);
   });
 
-  it('frames a STORE message (type 8) around its opaque body, never empty', () => {
+  it('frames a STORE message (type 9) around its opaque body, never empty', () => {
     const msg: ControlMessage = { type: MessageType.Store, payload: Buffer.from('03020000000002000000000000000c020000000001', 'hex') };
     const buf = encode(msg);
-    expect(buf.toString('hex')).toBe('0000001608' + '03020000000002000000000000000c020000000001');
+    expect(buf.toString('hex')).toBe('0000001609' + '03020000000002000000000000000c020000000001');
     expect(encodingLength(msg)).toBe(buf.length);
     expect(decode(buf)).toEqual(msg);
-    expect(() => decode(Buffer.from('0000000108', 'hex'))).toThrow(/store message is empty/);
+    expect(() => decode(Buffer.from('0000000109', 'hex'))).toThrow(/store message is empty/);
   });
 
   it('negotiates the highest shared version', () => {
