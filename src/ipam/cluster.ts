@@ -174,10 +174,10 @@ export class ClusterIpam implements IpamControl {
     const k = parseAddrKey(key);
     if (!k) return;
     try {
-      const rec = JSON.parse(value) as { owner?: unknown; nickname?: unknown };
+      const rec = JSON.parse(value) as { owner?: unknown; nickname?: unknown; network?: unknown };
       if (typeof rec.owner !== 'string') return;
       this.blocks.set(key, {
-        network: k.network,
+        network: typeof rec.network === 'string' ? rec.network : '',
         cidr: formatCidr({ base: k.ip, prefix: this.allocator.blockPrefix }),
         owner: rec.owner,
         nickname: typeof rec.nickname === 'string' ? rec.nickname : '',
@@ -204,9 +204,9 @@ export class ClusterIpam implements IpamControl {
     this.sweepTimer = setTimeout(() => {
       this.allocator
         .resolveConflicts()
-        // The mesh store drops a gone host's entries itself (after the TTL, or rmpeer); a
-        // sweep there could race a host re-registering after its lease expired while down.
-        .then(() => (this.store.kind === 'mesh' ? undefined : this.allocator.reclaim()))
+        // On the mesh store this only expires reservations: the store drops a gone host's
+        // entries itself (after the TTL, or rmpeer).
+        .then(() => this.allocator.reclaim())
         .catch((err: unknown) => this.opts.log.debug('sweep failed', { error: (err as Error).message }))
         .finally(() => {
           if (this.registry) this.scheduleSweep();
@@ -275,6 +275,11 @@ export class ClusterIpam implements IpamControl {
   async release(req: IpamReleaseRequest): Promise<IpamAllocation | null> {
     const a = await this.allocator.release(req.id, req.ifname ?? 'eth0');
     return a ? { id: a.id, ifname: a.ifname, network: a.network, address: a.address } : null;
+  }
+
+  /** Peer name -> nickname (or the name) of every registered host, for messages. */
+  hostNames(): Map<string, string> {
+    return new Map((this.registry?.all() ?? []).map((h) => [h.name, h.nickname || h.name]));
   }
 
   /** Release a dead host's blocks and addresses now. NAME: its peer name or nickname. */
