@@ -161,19 +161,13 @@ describe('no etcd: one cluster over the mesh', () => {
     );
     const left = await Promise.all([lab.attach(h1!, ctrs[0]![16]!, [], 'p-l1'), lab.attach(h2!, ctrs[1]![15]!, [], 'p-l2'), lab.attach(h2!, ctrs[1]![16]!, ['--name', 'left'], 'p-l3')]);
     const right = await Promise.all([lab.attach(h3!, ctrs[2]![15]!, [], 'p-r1'), lab.attach(h4!, ctrs[3]![15]!, [], 'p-r2'), lab.attach(h4!, ctrs[3]![16]!, ['--name', 'right'], 'p-r3')]);
-    // A network no host has blocks on yet: both sides take a new block while apart.
-    const fresh = await Promise.all([lab.attach(h2!, ctrs[1]![17]!, ['--network', 'pnet'], 'p-n2'), lab.attach(h4!, ctrs[3]![17]!, ['--network', 'pnet'], 'p-n4')]);
-    expect(ip(fresh[0]!)).not.toBe(ip(fresh[1]!));
     const healAt = Date.now();
     for (const a of [h1!, h2!]) for (const b of [h3!, h4!]) await lab.unblock(a, b);
     const ms = await converged(hosts, (s) => s.hosts.length === 4);
     log(`partition: healed, every host showing the same blocks and records ${Date.now() - healAt} ms after the heal (${ms} ms of polling)`);
     const all = await allAddresses();
     expect(new Set(all).size).toBe(all.length);
-    for (const a of [...left, ...right, ...fresh]) expect(all).toContain(ip(a));
-    const pnet = (await ipamOf(h1!)).blocks.filter((b) => b.network === 'pnet');
-    expect(pnet).toHaveLength(2);
-    expect(new Set(pnet.map((b) => b.cidr)).size).toBe(2);
+    for (const a of [...left, ...right]) expect(all).toContain(ip(a));
     const dns1 = (await dnsOf(h1!)).listen[0]!.split(':')[0]!;
     expect(await dig(ctrs[0]![0]!, dns1, 'right')).toEqual([ip(right[2]!)]);
     const s = await ipamOf(h3!);
