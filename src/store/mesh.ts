@@ -235,8 +235,6 @@ export class MeshStore implements Store {
     if (sync.length === 0) sync.push(encode({ kind: 'entries', entries: [] }));
     for (const payload of sync) this.transport.send(peer, payload);
     for (const m of this.state.forgottenMarkers()) {
-      // Never to the forgotten host itself: it is back, and our marker is about to go.
-      if (m.owner === peer) continue;
       this.transport.send(peer, encode({ kind: 'forget', forget: { owner: m.owner, upTo: m.upTo, by: this.opts.self } }));
     }
     this.progressAll();
