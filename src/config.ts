@@ -54,6 +54,8 @@ export interface DaemonConfig {
    * DNS, so names of containers on other hosts resolve (docs/DOCKER.md, DNS); undefined: on.
    */
   dockerDnsRedirect?: boolean;
+  /** --policy-dry-run: every policy logs what it would drop and drops nothing (docs/POLICY.md). */
+  policyDryRun?: boolean;
   /** Count frames per container pair for `weavets flows` (docs/DIAGNOSTICS.md); undefined: on. */
   flows?: boolean;
 }

@@ -38,6 +38,9 @@ import { DockerPlugin } from './docker/plugin';
 import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
 import type { EndpointStatus, NetworkInfo } from './api/types';
 import { WeavetsError } from './errors';
+import { PolicyService } from './policy/service';
+import { PolicyEnforcer } from './policy/enforcer';
+import type { CompileBridge } from './policy/nft';
 import { Diagnostics } from './diagnostics';
 import { FlowService } from './diagnostics/flows';
 import { KernelFlowCounters } from './diagnostics/kernel-flows';
@@ -240,6 +243,17 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const dnsConfig = config.dns ?? DEFAULT_DNS;
   let dns: DnsService | undefined;
   let docker: DockerSurface | undefined;
+  let policy: PolicyService | undefined;
+  const enforcer = new PolicyEnforcer(log.child('policy'));
+  // Policy follows every change of the endpoint set: attach, detach, Docker's plug, CNI.
+  endpoints.onChange(() => policy?.endpointsChanged());
+  const policyBridges = (): CompileBridge[] =>
+    networks.list().map((n) => {
+      const ip = endpoints.exposures().find((e) => e.network === n.name)?.address.split('/')[0];
+      const b: CompileBridge = { network: n.name, id: n.id, bridge: n.bridge };
+      if (ip !== undefined && dns?.listensOn(ip)) b.resolver = { ip, port: dnsConfig.port };
+      return b;
+    });
   const dnsRelisten = async (): Promise<void> => {
     await dns?.listenOn(endpoints.exposures().map((e) => e.address.split('/')[0]!));
   };
@@ -294,6 +308,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       log.info(removeState ? 'resetting: stopping and removing links and state' : 'stopping');
       await diagnostics.close();
       await router.stop();
+      // The policy tables stay in force on a stop (nothing fails open); reset removes them.
+      await policy?.close();
+      if (removeState) await enforcer.remove(networks.list().map((n) => n.bridge));
       await docker?.close(removeState);
       await dns?.close(removeState);
       if (removeState) await endpoints.removeAll();
@@ -348,10 +365,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
       }
     },
-    attach: async (req) => attachWithDns(await endpoints.attach(req)),
+    attach: async (req) => {
+      const ep = await attachWithDns(await endpoints.attach(req));
+      // Answer once the new port is guarded and counted in every selector here.
+      await policy?.settled();
+      return ep;
+    },
     detach: async (id, opts) => {
       await endpoints.detach(id, opts);
       dns?.endpointDetached(id);
+      await policy?.settled();
     },
     networks: {
       list: () => catalog.list().map(networkInfo),
@@ -452,6 +475,30 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       await dnsRelisten();
       dns.restore(endpoints.list());
     }
+    enforcer.adopt(networks.list().map((n) => n.bridge));
+    policy = await PolicyService.start({
+      store: ipam.store,
+      self: formatPeerName(name),
+      nickname: config.nickname || os.hostname(),
+      leaseTtlSeconds: ipam.leaseTtlSeconds,
+      dryRun: config.policyDryRun === true,
+      enforcer,
+      localEndpoints: () => endpoints.list(),
+      bridges: policyBridges,
+      metrics: registry,
+      log: log.child('policy'),
+    });
+    const policyService = policy;
+    control.policy = {
+      // A policy may name any network of the cluster's catalog (issue 12), not only those with a bridge here.
+      apply: (documents) => policyService.apply(documents, [...new Set([DEFAULT_NETWORK, ...catalog.list().map((n) => n.name)])], DEFAULT_NETWORK),
+      list: () => policyService.list(),
+      show: (n) => policyService.show(n),
+      remove: (names) => policyService.remove(names),
+      drops: () => policyService.drops(),
+      status: () => policyService.status(),
+      endpoints: () => policyService.endpoints(),
+    };
     const dockerSocket = config.dockerPluginSocket ?? DEFAULT_DOCKER_PLUGIN_SOCKET;
     if (dockerSocket !== '') {
       docker = await startDockerSurface({
@@ -478,6 +525,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           unroute: (bridge, ip) => hostRoutes.unrouteHost(bridge, ip),
         },
         ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
+        // Container labels for policy: known a moment after the container started (docs/POLICY.md).
+        labels: (endpointId: string, labels: Record<string, string>, containerName: string | undefined) => {
+          const have = endpoints.list().find((e) => e.id === endpointId);
+          if (!have || (JSON.stringify(have.labels ?? {}) === JSON.stringify(labels) && (containerName === undefined || have.name === containerName))) return;
+          endpoints.relabel(endpointId, labels, containerName).catch((err: unknown) => log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }));
+        },
         // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
         ...(dns && config.dockerDnsRedirect !== false
           ? {

@@ -11,6 +11,7 @@ export type WeavetsErrorCode =
   | 'EWEAVETS_ALREADY_RUNNING'
   | 'EWEAVETS_RANGE_CONFLICT'
   | 'EWEAVETS_STORE_UNAVAILABLE'
+  | 'EWEAVETS_POLICY_INVALID'
   | 'EWEAVETS_INTERNAL';
 
 export class WeavetsError extends Error {
@@ -27,6 +28,7 @@ export class WeavetsError extends Error {
 export function httpStatusOf(code: WeavetsErrorCode): number {
   switch (code) {
     case 'EWEAVETS_BAD_REQUEST':
+    case 'EWEAVETS_POLICY_INVALID':
       return 400;
     case 'EWEAVETS_NOT_FOUND':
       return 404;

@@ -16,8 +16,9 @@ import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { isAllowedHost, type ListenAddress } from './host-check';
-import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, NetworkControl, NetworkCreateRequest } from './types';
+import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, NetworkControl, NetworkCreateRequest, PolicyControl } from './types';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
+import { labelsProblem } from '../policy/labels';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -118,6 +119,11 @@ function dnsOf(c: DaemonControl): DnsControl {
   return c.dns;
 }
 
+function policyOf(c: DaemonControl): PolicyControl {
+  if (!c.policy) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no policy support');
+  return c.policy;
+}
+
 function diagnosticsOf(c: DaemonControl): DiagnosticsControl {
   if (!c.diagnostics) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no diagnostics');
   return c.diagnostics;
@@ -162,6 +168,12 @@ function statusRoutes(): Record<string, Route> {
     },
     '/ipam/status': monitoring(get((c) => ipamOf(c).status())),
     '/dns/status': monitoring(get((c) => dnsOf(c).status())),
+    // Generations and counts only: monitoring. Policies, drops and endpoints name containers: the unix socket only.
+    '/policy/status': monitoring(get((c) => policyOf(c).status())),
+    '/policy': get((c) => policyOf(c).list()),
+    '/policy/drops': get((c) => policyOf(c).drops()),
+    '/policy/endpoints': get((c) => policyOf(c).endpoints()),
+    '/policy/show': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, policyOf(c).show(reqString(b, 'name'))) },
     // A read, sent as POST for its body; it answers container names, so the unix socket only.
     '/dns/lookup': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))) },
     '/metrics': {
@@ -207,6 +219,11 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
         const v = optString(b, field);
         if (v !== undefined) req[field] = v;
       }
+      if (b['labels'] !== undefined) {
+        const bad = labelsProblem(b['labels']);
+        if (bad) throw badRequest(`field 'labels': ${bad}`);
+        req.labels = b['labels'] as Record<string, string>;
+      }
       sendJson(res, 200, await c.attach(req));
     }),
     '/detach': post(async (c, b, res) => {
@@ -240,6 +257,16 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       const id = reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
       sendJson(res, 200, await c.checkEndpoint(id));
+    }),
+    '/policy/apply': post(async (c, b, res) => {
+      const docs = b['documents'];
+      if (!Array.isArray(docs)) throw badRequest("field 'documents' must be a list of policy documents");
+      sendJson(res, 200, await policyOf(c).apply(docs));
+    }),
+    '/policy/rm': post(async (c, b, res) => {
+      // {name} or {names: [...]}: several in one transaction.
+      const names = b['names'] !== undefined ? stringArray(b, 'names') : [reqString(b, 'name')];
+      sendJson(res, 200, await policyOf(c).remove(names));
     }),
     '/networks/create': post(async (c, b, res) => {
       const req: NetworkCreateRequest = { name: reqString(b, 'name') };

@@ -125,6 +125,8 @@ export interface EndpointStatus {
   name?: string;
   /** Default gateway set in the container at attach, if any. */
   gateway?: string;
+  /** Labels policies select it by (attach --label, Docker container labels, CNI). */
+  labels?: Record<string, string>;
   /** Resolver for the container (weavets DNS), in attach answers only; absent with --no-dns. */
   dns?: { nameservers: string[]; search: string[] };
   /**
@@ -153,6 +155,8 @@ export interface AttachRequest {
   name?: string;
   /** Give the container a default route via this address (e.g. the host's exposed one). */
   gateway?: string;
+  /** Labels for policies: {"app": "web"}. */
+  labels?: Record<string, string>;
 }
 
 export interface ExposeResult {
@@ -195,6 +199,8 @@ export interface DaemonControl {
   networks?: NetworkControl;
   /** Embedded DNS (absent with --no-dns: the routes answer 404). */
   dns?: DnsControl;
+  /** Policy between workloads (absent in test doubles: the routes answer 404). */
+  policy?: PolicyControl;
   /** Health matrix, trace, flows and the status page's data (absent in test doubles: 404). */
   diagnostics?: DiagnosticsControl;
 }
@@ -204,6 +210,26 @@ export interface DiagnosticsControl {
   trace(from: string, to: string): Promise<TraceResult>;
   mesh(): MeshStatus;
   flows(): Promise<FlowsStatus>;
+}
+
+export type { PolicyDrop } from '../policy/drops';
+export type { PolicyStatus } from '../policy/service';
+export type { StoredPolicy } from '../policy/model';
+export type { PolicyEndpoint } from '../policy/nft';
+export type { ApplyResult as PolicyApplyResult } from '../policy/book';
+
+/** `weavets policy ...` (docs/POLICY.md). */
+export interface PolicyControl {
+  /** Validate and store policy documents, all or none; refused with the field's path. */
+  apply(documents: unknown[]): Promise<import('../policy/book').ApplyResult>;
+  list(): import('../policy/model').StoredPolicy[];
+  show(name: string): import('../policy/model').StoredPolicy;
+  /** Remove policies in one transaction, all or none. */
+  remove(names: string[]): Promise<{ generation: number; removed: import('../policy/model').StoredPolicy[] }>;
+  drops(): import('../policy/drops').PolicyDrop[];
+  status(): import('../policy/service').PolicyStatus;
+  /** Every endpoint of the cluster with its labels (policy test resolves names with it). */
+  endpoints(): import('../policy/nft').PolicyEndpoint[];
 }
 
 /** `weavets status dns --json` (GET /dns/status). */

@@ -8,6 +8,7 @@ import { UsageError, formatJson, formatTable, out } from './output';
 import { parseAddressCidr, parseEndpointId, parseIfname, parseNetworkName } from './validate';
 import { writeContainerResolvConf, removeContainerResolvConf } from './dns';
 import { recordNameProblem } from '../dns/names';
+import { formatLabels, parseLabelArg } from '../policy/labels';
 
 interface AttachFlags {
   netns: string;
@@ -15,6 +16,8 @@ interface AttachFlags {
   ip?: string;
   network?: string;
   name?: string;
+  /** --label k=v, repeatable. */
+  label?: string[];
 }
 
 /** The request `attach` sends; exported for tests. Throws UsageError on bad input. */
@@ -32,13 +35,25 @@ export function buildAttachRequest(id: string, flags: AttachFlags): AttachReques
     if (bad) throw new UsageError(`--name: ${bad}`);
     req.name = flags.name;
   }
+  if (flags.label !== undefined && flags.label.length > 0) {
+    const labels: Record<string, string> = {};
+    for (const text of flags.label) {
+      try {
+        const [k, v] = parseLabelArg(text);
+        labels[k] = v;
+      } catch (err) {
+        throw new UsageError(`--label: ${(err as Error).message}`);
+      }
+    }
+    req.labels = labels;
+  }
   return req;
 }
 
 export function formatEndpoints(endpoints: EndpointStatus[]): string {
   return formatTable(
-    ['ID', 'NETWORK', 'ADDRESS', 'MAC', 'IFNAME', 'NETNS'],
-    endpoints.map((e) => [e.id, e.network, e.address, e.mac, e.ifname, e.netns]),
+    ['ID', 'NETWORK', 'ADDRESS', 'MAC', 'IFNAME', 'NETNS', 'LABELS'],
+    endpoints.map((e) => [e.id, e.network, e.address, e.mac, e.ifname, e.netns, formatLabels(e.labels ?? {})]),
   );
 }
 
@@ -52,6 +67,7 @@ export function registerAttach(program: Command): void {
     .option('--ip <cidr>', 'address to use instead of allocating one, e.g. 10.32.1.5/12')
     .option('--network <name>', 'network to attach to (default: the default network)')
     .option('--name <name>', 'container name: answered by weavets DNS as NAME.weavets.local')
+    .option('--label <key=value>', 'label for policies (repeatable): --label app=web', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
     .action(async (id: string, flags: AttachFlags, cmd: Command) => {
       const req = buildAttachRequest(id, flags);
       const ep = await clientFor(stateDirOf(cmd)).post<EndpointStatus>('/attach', req);

@@ -61,6 +61,7 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   dockerHost?: string;
   /** commander's --no-docker-dns-redirect: false when given. */
   dockerDnsRedirect?: boolean;
+  policyDryRun?: boolean;
   /** commander's --no-flows: false when given. */
   flows?: boolean;
 }
@@ -108,6 +109,7 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     config.dockerHost = flags.dockerHost;
   }
   if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
+  if (flags.policyDryRun === true) config.policyDryRun = true;
   if (flags.flows === false) config.flows = false;
   return config;
 }
@@ -156,6 +158,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
+  if (config.policyDryRun === true) args.push('--policy-dry-run');
   if (config.flows === false) args.push('--no-flows');
   return [...args, '--', ...config.peers];
 }
@@ -459,6 +462,7 @@ export function registerLifecycle(program: Command): void {
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
     .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
+    .option('--policy-dry-run', 'policies log what they would drop (policy drops) and drop nothing')
     .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
     .option('--no-flows', 'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting')
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {

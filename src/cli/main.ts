@@ -13,6 +13,7 @@ import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
 import { registerNetwork } from './network';
 import { registerPeers } from './peers';
+import { registerPolicy } from './policy';
 import { registerStatus } from './status';
 
 const VERSION = '0.1.0';
@@ -39,11 +40,16 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerCni(program);
   registerDns(program);
+  registerPolicy(program);
   registerDiagnostics(program);
   // Subcommands inherit exitOverride/output settings only when set on each.
-  for (const cmd of program.commands) {
-    cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });
-  }
+  const inherit = (cmds: readonly Command[]): void => {
+    for (const cmd of cmds) {
+      cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });
+      inherit(cmd.commands);
+    }
+  };
+  inherit(program.commands);
   return program;
 }
 

@@ -4,6 +4,7 @@
  * error code here: bad environment 4, undecodable config 6, invalid config 7, a version
  * we cannot speak 1. Pure: the caller passes env and stdin in.
  */
+import { labelKeyProblem, labelValueProblem } from '../policy/labels';
 import { CNI_ERR, CniError, LATEST_VERSION, isSupportedVersion, versionAtLeast, type CniVersion, type DnsConfig } from './spec';
 
 export const DEFAULT_STATE_DIR = '/var/lib/weavets';
@@ -28,6 +29,8 @@ export interface NetConf {
   ip?: string;
   /** runtimeConfig/args "mac". */
   mac?: string;
+  /** Labels for policies: args.cni.labels, then runtimeConfig.labels (which wins per key). */
+  labels?: Record<string, string>;
   prevResult?: unknown;
   /** GC: attachments still in use (union of cni.dev/valid-attachments and cni.dev/attachments). */
   validAttachments?: { containerId: string; ifname: string }[];
@@ -179,6 +182,35 @@ function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
   return out;
 }
 
+/**
+ * Labels from args.cni.labels (the CNI conventions' list of {key, value}) and
+ * runtimeConfig.labels (that list, or an object); runtimeConfig wins per key.
+ */
+function requestedLabels(conf: Obj): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  const sources: [unknown, string][] = [
+    [optObject(optObject(conf, 'args', '') ?? {}, 'cni', 'args.')?.['labels'], 'args.cni.labels'],
+    [optObject(conf, 'runtimeConfig', '')?.['labels'], 'runtimeConfig.labels'],
+  ];
+  let any = false;
+  for (const [v, where] of sources) {
+    if (v === undefined) continue;
+    const pairs: [unknown, unknown][] = Array.isArray(v)
+      ? v.map((e: unknown) => (typeof e === 'object' && e !== null ? [(e as Obj)['key'], (e as Obj)['value']] : [undefined, undefined]))
+      : typeof v === 'object' && v !== null
+        ? Object.entries(v)
+        : [[undefined, undefined]];
+    for (const [k, val] of pairs) {
+      if (typeof k !== 'string' || typeof val !== 'string') throw configError(`${where}: want [{"key": K, "value": V}, ...] or {K: V} with string keys and values`);
+      const bad = labelKeyProblem(k) ?? labelValueProblem(val);
+      if (bad) throw configError(`${where}: ${bad}`);
+      out[k] = val;
+      any = true;
+    }
+  }
+  return any ? out : undefined;
+}
+
 function parseAttachments(conf: Obj): NetConf['validAttachments'] {
   let seen = false;
   const out: { containerId: string; ifname: string }[] = [];
@@ -219,6 +251,8 @@ export function parseNetConf(conf: Obj, command: CniCommand): NetConf {
   const { ip, mac } = requestedIpAndMac(conf);
   if (ip !== undefined) out.ip = ip;
   if (mac !== undefined) out.mac = mac;
+  const labels = requestedLabels(conf);
+  if (labels !== undefined) out.labels = labels;
   if (conf['prevResult'] !== undefined) out.prevResult = conf['prevResult'];
   if (command === 'CHECK' && !versionAtLeast(version, '0.4.0')) {
     throw new CniError(CNI_ERR.INCOMPATIBLE_VERSION, `CHECK needs cniVersion 0.4.0 or later, config has ${version}`);
@@ -258,6 +292,13 @@ export function parseInvocation(command: CniCommand, env: Env, stdin: string): I
   const inv: Invocation = { command, containerId, netns, ifname, args, conf };
   const podName = podDnsName(args);
   if (podName !== undefined) inv.containerName = podName;
+  // Kubernetes pods are selected by namespace and name (k8s.namespace, k8s.pod).
+  const podNamespace = args.get('K8S_POD_NAMESPACE');
+  const rawPodName = args.get('K8S_POD_NAME');
+  const k8s: Record<string, string> = {};
+  if (podNamespace !== undefined && podNamespace !== '' && labelValueProblem(podNamespace) === undefined) k8s['k8s.namespace'] = podNamespace;
+  if (rawPodName !== undefined && rawPodName !== '' && labelValueProblem(rawPodName) === undefined) k8s['k8s.pod'] = rawPodName;
+  if (Object.keys(k8s).length > 0) inv.conf.labels = { ...k8s, ...inv.conf.labels };
   return inv;
 }
 

@@ -73,7 +73,7 @@ export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult
       const ex = await api.post<ExposeResult>('/expose', { network: conf.network });
       gateway = addressOnly(ex.address);
     }
-    const body: Record<string, string> = {
+    const body: Record<string, string | Record<string, string>> = {
       id: endpointId(conf.name, inv.containerId, inv.ifname),
       netns: inv.netns,
       ifname: inv.ifname,
@@ -83,6 +83,7 @@ export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult
     if (conf.mac !== undefined) body['mac'] = conf.mac;
     if (inv.containerName !== undefined) body['name'] = inv.containerName;
     if (gateway !== undefined) body['gateway'] = gateway;
+    if (conf.labels !== undefined) body['labels'] = conf.labels;
     const ep = await api.post<EndpointStatus>('/attach', body);
     const attachment = {
       hostIfname: ep.hostVeth,

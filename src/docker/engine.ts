@@ -5,8 +5,12 @@
  * aliases on that network). Everything here is best effort: Docker may not be running
  * yet, and the plugin works without it (given -o weavets.segment).
  */
-import Docker from 'dockerode';
+import * as fs from 'node:fs';
+// Types only: dockerode (and its dependencies, ~20 MB resident) loads on the first call
+// to a Docker that is there (see DockerEngine.docker).
+import type Docker from 'dockerode';
 import type { Logger } from '../log';
+import { labelKeyProblem, labelValueProblem } from '../policy/labels';
 
 export interface NameRecord {
   name: string;
@@ -26,6 +30,11 @@ export interface DockerEngineOptions {
   /** The weavets range, given as the default network's subnet (see DockerPlugin.requestPool). */
   subnet: string;
   names?: NamePublisher;
+  /**
+   * Where container labels go (policy): the Docker endpoint id of the container on one of
+   * our networks and its labels (those that are valid label syntax).
+   */
+  labels?: (dockerEndpointId: string, labels: Record<string, string>, containerName: string | undefined) => void;
   log: Logger;
 }
 
@@ -43,14 +52,30 @@ interface ConnectEvent {
 }
 
 export class DockerEngine {
-  private readonly docker: Docker;
+  private client: Docker | undefined;
   private events: NodeJS.ReadableStream | undefined;
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
 
+  private readonly dockerOptions: Docker.DockerOptions;
+
   constructor(private readonly opts: DockerEngineOptions) {
-    this.docker = new Docker({ ...dockerodeOptions(opts.host), timeout: 10_000 });
+    this.dockerOptions = { ...dockerodeOptions(opts.host), timeout: 10_000 };
+  }
+
+  /**
+   * The API client, made on first use. On a host without Docker (no socket) this throws
+   * as a call to it would, without loading dockerode: every caller treats a failure as
+   * "Docker is not there (yet)" and tries again later.
+   */
+  private get docker(): Docker {
+    if (this.client) return this.client;
+    const socket = this.dockerOptions.socketPath;
+    if (typeof socket === 'string' && !fs.existsSync(socket)) throw new Error(`no Docker socket at ${socket}`);
+    const Ctor = require('dockerode') as typeof Docker;
+    this.client = new Ctor(this.dockerOptions);
+    return this.client;
   }
 
   async networkName(id: string): Promise<string | undefined> {
@@ -90,9 +115,9 @@ export class DockerEngine {
     }
   }
 
-  /** Follow Docker's events for DNS names; reconnects every few seconds while Docker is away. */
+  /** Follow Docker's events for DNS names and labels; reconnects every few seconds while Docker is away. */
   watchNames(): void {
-    if (!this.opts.names || this.closed) return;
+    if ((!this.opts.names && !this.opts.labels) || this.closed) return;
     void this.follow();
   }
 
@@ -153,10 +178,18 @@ export class DockerEngine {
     try {
       const c = (await this.docker.getContainer(containerId).inspect()) as {
         Name?: string;
-        Config?: { Hostname?: string };
-        NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; Aliases?: string[] | null }> };
+        Config?: { Hostname?: string; Labels?: Record<string, string> | null };
+        NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; Aliases?: string[] | null; EndpointID?: string }> };
       };
       const n = c.NetworkSettings?.Networks?.[network];
+      if (this.opts.labels && n?.EndpointID) {
+        const labels: Record<string, string> = {};
+        for (const [k, v] of Object.entries(c.Config?.Labels ?? {})) {
+          // Docker allows any string; policies select by label syntax only (docs/POLICY.md).
+          if (typeof v === 'string' && labelKeyProblem(k) === undefined && labelValueProblem(v) === undefined) labels[k] = v;
+        }
+        this.opts.labels(n.EndpointID, labels, c.Name?.replace(/^\//, ''));
+      }
       const ip = n?.IPAddress;
       if (!ip) return;
       const names = new Set<string>();

@@ -7,9 +7,10 @@ import type { Logger } from '../log';
 import { formatCidr, type Cidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';
 import { DEFAULT_NETWORK } from '../config';
-import { DockerPlugin, type PluginBridges, type PluginEndpoints } from './plugin';
+import { DockerPlugin, endpointIdFor, type PluginBridges, type PluginEndpoints } from './plugin';
 import { startPluginServer, driverNameOf } from './server';
-import { DockerEngine, type NamePublisher } from './engine';
+// ./engine loads dockerode (~20 MB resident with its dependencies): only when the Docker surface starts.
+import type { NamePublisher } from './engine';
 import { NftPortPublisher } from './ports';
 import { DNS_REDIRECT_TABLE, DnsRedirect, type Resolver } from './dns-redirect';
 
@@ -23,6 +24,8 @@ export interface DockerSurfaceOptions {
   bridges: PluginBridges;
   /** Container names for DNS; undefined without DNS. */
   names?: NamePublisher;
+  /** Container labels for policy, by weavets endpoint id ("docker:<endpoint id>"). */
+  labels?: (endpointId: string, labels: Record<string, string>, containerName: string | undefined) => void;
   /**
    * Send containers' external DNS queries on Docker networks' bridges to weavets DNS
    * (docs/DOCKER.md, DNS); undefined: off (a table left by an earlier run is removed).
@@ -47,12 +50,14 @@ export interface DockerSurface {
 
 export async function startDockerSurface(o: DockerSurfaceOptions): Promise<DockerSurface> {
   const driver = driverNameOf(o.socketPath);
+  const { DockerEngine } = await import('./engine');
   const engine = new DockerEngine({
     host: o.dockerHost,
     driver,
     defaultNetwork: DEFAULT_NETWORK,
     subnet: formatCidr(o.range),
     ...(o.names ? { names: o.names } : {}),
+    ...(o.labels ? { labels: (dockerEndpointId: string, labels: Record<string, string>, name: string | undefined) => o.labels?.(endpointIdFor(dockerEndpointId), labels, name) } : {}),
     log: o.log.child('docker-api'),
   });
   const ports = new NftPortPublisher();

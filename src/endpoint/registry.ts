@@ -40,6 +40,7 @@ export class EndpointRegistry {
   private readonly file: string;
   /** Serialises attach/detach so concurrent requests cannot interleave link operations. */
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly changeListeners: (() => void)[] = [];
 
   constructor(
     stateDir: string,
@@ -137,7 +138,7 @@ export class EndpointRegistry {
    * namespace with `mac`. The caller allocated `address` and releases it: the endpoint
    * is `externalAddress`. Idempotent for the same id and network.
    */
-  plug(req: { id: string; network: string; address: string; mac?: string; name?: string; gateway?: string }): Promise<EndpointStatus> {
+  plug(req: { id: string; network: string; address: string; mac?: string; name?: string; gateway?: string; labels?: Record<string, string> }): Promise<EndpointStatus> {
     return this.serialise(async () => {
       if (!ID_RE.test(req.id)) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
       const badNet = validateNetworkName(req.network);
@@ -169,6 +170,7 @@ export class EndpointRegistry {
           hostMac: hostLink?.mac ?? '',
           ...(req.name !== undefined ? { name: req.name } : {}),
           ...(req.gateway !== undefined ? { gateway: req.gateway } : {}),
+          ...(req.labels !== undefined && Object.keys(req.labels).length > 0 ? { labels: { ...req.labels } } : {}),
           externalAddress: true,
         };
         this.endpoints.set(req.id, ep);
@@ -280,6 +282,7 @@ export class EndpointRegistry {
         hostMac: hostLink?.mac ?? '',
         ...(req.name !== undefined ? { name: req.name } : {}),
         ...(req.gateway !== undefined ? { gateway: req.gateway } : {}),
+        ...(req.labels !== undefined && Object.keys(req.labels).length > 0 ? { labels: { ...req.labels } } : {}),
       };
       this.endpoints.set(req.id, ep);
       await this.save();
@@ -419,9 +422,39 @@ export class EndpointRegistry {
     this.endpoints.clear();
   }
 
+  /** Called after every change of the endpoint set (policy follows it); must not throw. */
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  /**
+   * Set an endpoint's labels, and its name when given (Docker tells us a container's
+   * labels and name only after the endpoint is plugged).
+   */
+  relabel(id: string, labels: Record<string, string>, name?: string): Promise<EndpointStatus> {
+    return this.serialise(async () => {
+      const ep = this.endpoints.get(id);
+      if (!ep) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached`);
+      const next: EndpointStatus = { ...ep };
+      if (name !== undefined && name !== '') next.name = name;
+      if (Object.keys(labels).length > 0) next.labels = { ...labels };
+      else delete next.labels;
+      this.endpoints.set(id, next);
+      await this.save();
+      return next;
+    });
+  }
+
   private async save(): Promise<void> {
     const data: Persisted = { endpoints: this.list(), exposed: this.exposures() };
     await writeFileAtomic(this.file, JSON.stringify(data, null, 1) + '\n');
+    for (const l of this.changeListeners) {
+      try {
+        l();
+      } catch (err) {
+        this.log.warn('endpoint change listener failed', { error: (err as Error).message });
+      }
+    }
   }
 }
 

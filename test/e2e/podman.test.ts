@@ -203,6 +203,34 @@ describe.skipIf(!haveTools)('podman with weavets-cni on two hosts', () => {
     expect(fromOther.stdout).toBe('hello from weavets\n');
   });
 
+  it('holds podman containers to a policy by the labels CNI gives them (k8s.pod from CNI_ARGS)', async () => {
+    const [p1, p2] = hosts as [PodmanHost, PodmanHost];
+    await podmanOk(p2, ['run', '-d', '--name', 'pdb', '--network', 'weavets', IMAGE, 'httpd', '-f', '-p', '5432', '-h', '/www']);
+    await podmanOk(p1, ['run', '-d', '--name', 'pweb', '--network', 'weavets', IMAGE, 'sleep', '600']);
+    await podmanOk(p1, ['run', '-d', '--name', 'pother', '--network', 'weavets', IMAGE, 'sleep', '600']);
+    const dbIp = await containerAddress(p2, 'pdb');
+    const fetch = async (name: string): Promise<boolean> => {
+      const r = await podman(p1, ['exec', name, 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${dbIp} 5432`], 20_000);
+      return r.code === 0 && r.stdout.includes('hello from weavets');
+    };
+    await lab.waitFor(async () => fetch('pother'), { what: 'pother to reach pdb before any policy', timeoutMs: 30_000, intervalMs: 500 });
+    const eps = await lab.weavetsJson<(EndpointJson & { labels?: Record<string, string> })[]>(p2.host, ['ps']);
+    expect(eps.find((e) => e.name === 'pdb')?.labels).toMatchObject({ 'k8s.pod': 'pdb' });
+    const file = path.join(lab.dir, 'pdb.json');
+    fs.writeFileSync(file, JSON.stringify({ name: 'pdb-ingress', selector: { 'k8s.pod': 'pdb' }, ingress: [{ from: [{ selector: { 'k8s.pod': 'pweb' } }], ports: [{ protocol: 'tcp', port: 5432 }] }] }));
+    const out = await lab.weavetsOk(p1.host, ['policy', 'apply', '-f', file]);
+    const generation = Number(/generation (\d+)/.exec(out)![1]);
+    for (const p of hosts) {
+      await lab.waitFor(async () => (await lab.weavetsJson<{ enforcedGeneration: number }>(p.host, ['policy', 'status'])).enforcedGeneration >= generation, {
+        what: `${p.host.name} to enforce`,
+        timeoutMs: 20_000,
+      });
+    }
+    expect(await fetch('pweb')).toBe(true);
+    expect(await fetch('pother')).toBe(false);
+    await lab.weavetsOk(p1.host, ['policy', 'rm', 'pdb-ingress']);
+  });
+
   it('podman rm leaves no link and no endpoint', async () => {
     for (const p of hosts) {
       await podmanOk(p, ['rm', '--all', '--force', '--time', '0']);

@@ -338,7 +338,7 @@ describe('weavets command line (against a stand-in daemon)', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('10.32.7.7/12\n');
     const ps = await cli(['ps', '--state-dir', stateDir]);
-    expect(ps.stdout.split('\n')[0]).toMatch(/^ID\s+NETWORK\s+ADDRESS\s+MAC\s+IFNAME\s+NETNS$/);
+    expect(ps.stdout.split('\n')[0]).toMatch(/^ID\s+NETWORK\s+ADDRESS\s+MAC\s+IFNAME\s+NETNS\s+LABELS$/);
     expect(JSON.parse((await cli(['ps', '--json', '--state-dir', stateDir])).stdout)).toEqual(fake.endpoints());
   });
 

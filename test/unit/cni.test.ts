@@ -265,6 +265,23 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
     await runPlugin(env('DEL', 'rc1'), conf('1.0.0'));
   });
 
+  it('passes labels from args.cni.labels, runtimeConfig.labels and the pod of CNI_ARGS to attach', async () => {
+    const add = await runPlugin(
+      env('ADD', 'lb1', { CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db-0;IgnoreUnknown=1' }),
+      conf('1.0.0', {
+        args: { cni: { labels: [{ key: 'app', value: 'db' }, { key: 'tier', value: 'cold' }] } },
+        runtimeConfig: { labels: { tier: 'data' } },
+      }),
+    );
+    expect(add.code, add.stdout).toBe(0);
+    const attach = daemon.requests.filter((r) => r.path === '/attach').pop()!;
+    expect(attach.body).toMatchObject({ labels: { app: 'db', tier: 'data', 'k8s.namespace': 'shop', 'k8s.pod': 'db-0' } });
+    await runPlugin(env('DEL', 'lb1'), conf('1.0.0'));
+    const bad = await runPlugin(env('ADD', 'lb2'), conf('1.0.0', { args: { cni: { labels: [{ key: 'bad key', value: 'x' }] } } }));
+    expect(bad.code).toBe(1);
+    expect(bad.json).toMatchObject({ code: 7, msg: expect.stringMatching(/args\.cni\.labels: label key/) });
+  });
+
   it('CHECK of an endpoint the daemon does not hold fails with 103', async () => {
     const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: NETNS }], ips: [{ address: '10.32.0.9/12', interface: 0 }] };
     const r = await runPlugin(env('CHECK', 'ghost'), conf('1.0.0', { prevResult }));

@@ -1,0 +1,215 @@
+/**
+ * Policy at scale, with its references measured in the same run:
+ *  1. Time from `policy apply` (POST /policy/apply on host 1, the CLI's request) to
+ *     enforcement on every host of 8 (each host's /policy/status reports the new
+ *     generation in force, i.e. its `nft -f` has returned), with 1,000 rules over 2,000
+ *     endpoints. The endpoints are 8 real containers (one per host) plus 1,992 published
+ *     in the store as if by other hosts, labelled over 50 apps. Target: under 1 s.
+ *  2. TCP throughput (iperf3) and ping RTT between two containers on two of those hosts,
+ *     with the 1,000 rules in force (the server isolated, the client allowed) against the
+ *     same path with no policy, in interleaved rounds. Target: at least 95%.
+ *
+ *   npx tsx bench/policy.ts [--hosts 8] [--endpoints 2000] [--rules 1000] [--time 5] [--rounds 3] [--datapath auto]
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ApiClient } from '../src/api/client';
+import type { PolicyApplyResult, PolicyStatus } from '../src/api/types';
+import { createLab, REPO_ROOT, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
+import { startEtcd, type EtcdServer } from '../test/e2e/etcd';
+
+const APPS = 50;
+const IPERF_PORT = 5201;
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+function api(h: Host): ApiClient {
+  return new ApiClient(path.join(h.stateDir, 'weavets.sock'), { timeoutMs: 30_000 });
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** `rules` rules in policies of 10: policy i selects app a(i mod 50), rule k allows a(i+k) on tcp/1000+k. */
+function policies(rules: number): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (let i = 0; i * 10 < rules; i++) {
+    const n = Math.min(10, rules - i * 10);
+    out.push({
+      name: `p${i}`,
+      selector: { app: `a${i % APPS}` },
+      ingress: Array.from({ length: n }, (_, k) => ({ from: [{ selector: { app: `a${(i + k + 1) % APPS}` } }], ports: [{ protocol: 'tcp', port: 1000 + k }] })),
+    });
+  }
+  // The measured path: the iperf3 server (a0) takes iperf3 and ping from the client (a1).
+  out.push({ name: 'bench-path', selector: { app: 'a0' }, ingress: [{ from: [{ selector: { app: 'a1' } }], ports: [{ protocol: 'tcp', port: IPERF_PORT }, { protocol: 'icmp' }] }] });
+  return out;
+}
+
+/** Publish `count` endpoints in the store as other hosts would (a node script in h1's namespace). */
+async function publishFakeEndpoints(lab: Lab, h1: Host, etcdUrl: string, count: number): Promise<void> {
+  const script = `
+const { Etcd3 } = require(${JSON.stringify(path.join(REPO_ROOT, 'node_modules', 'etcd3'))});
+const c = new Etcd3({ hosts: ${JSON.stringify(etcdUrl)} });
+(async () => {
+  const n = ${count};
+  for (let start = 0; start < n; start += 100) {
+    const ops = [];
+    for (let i = start; i < Math.min(n, start + 100); i++) {
+      const peer = 'fa:ke:00:00:00:' + String(i % 64).padStart(2, '0');
+      const ip = '10.40.' + Math.floor(i / 250) + '.' + (i % 250 + 2);
+      const ep = { id: 'fake' + i, network: 'weavets', ip, labels: { app: 'a' + (i % ${APPS}), tier: 't' + (i % 7) }, host: peer, hostNickname: 'fake' + (i % 64) };
+      ops.push(c.put('/weavets/policy/endpoints/' + peer + '/fake' + i).value(JSON.stringify(ep)));
+    }
+    await Promise.all(ops);
+  }
+  c.close();
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
+  const file = path.join(lab.dir, 'fake-endpoints.js');
+  fs.writeFileSync(file, script);
+  await lab.execOk(h1, [process.execPath, file], { timeoutMs: 120_000 });
+}
+
+async function iperf(lab: Lab, client: Namespace, server: Namespace, serverIp: string, seconds: number): Promise<number> {
+  const srv = lab.spawnIn(server, ['iperf3', '-s', '-1', '-p', String(IPERF_PORT)]);
+  try {
+    await lab.waitFor(async () => (await lab.exec(server, ['ss', '-Hltn', `sport = :${IPERF_PORT}`])).stdout.includes(String(IPERF_PORT)), {
+      what: 'iperf3 server',
+      timeoutMs: 10_000,
+      intervalMs: 100,
+    });
+    const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], { timeoutMs: (seconds + 30) * 1000 });
+    const out = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
+    if (!out.end?.sum_received) throw new Error(`iperf3: ${out.error ?? 'no result'}`);
+    return out.end.sum_received.bits_per_second / 1e9;
+  } finally {
+    srv.kill('SIGKILL');
+  }
+}
+
+async function main(): Promise<void> {
+  const hostCount = Number(arg('hosts', '8'));
+  const endpointCount = Number(arg('endpoints', '2000'));
+  const ruleCount = Number(arg('rules', '1000'));
+  const seconds = Number(arg('time', '5'));
+  const rounds = Number(arg('rounds', '3'));
+  const datapath = arg('datapath', 'auto');
+  const lab = await createLab();
+  let etcd: EtcdServer | undefined;
+  try {
+    lab.requireCli();
+    const hosts: Host[] = [];
+    for (let i = 1; i <= hostCount; i++) hosts.push(await lab.addHost(`h${i}`));
+    const h1 = hosts[0]!;
+    etcd = await startEtcd({
+      host: h1.ip,
+      clientPort: 2379,
+      peerPort: 2380,
+      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
+      healthy: async (u) => (await lab.exec(h1, [process.execPath, '-e', `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`], { timeoutMs: 5000 })).code === 0,
+    });
+    const common = ['--datapath', datapath, '--etcd', etcd.url, '--docker-plugin-socket', '', '--no-dns'];
+    for (const h of hosts) await lab.launch(h, h === h1 ? [] : [h1.ip], common);
+    process.stderr.write(`${hostCount} hosts up\n`);
+    // One real container per host; the first two are the measured path (a0 server, a1 client).
+    const ctrs: Namespace[] = [];
+    const ips: string[] = [];
+    for (const [i, h] of hosts.entries()) {
+      const c = await lab.addContainer(h, `c${i + 1}`);
+      ctrs.push(c);
+      ips.push((await lab.attach(h, c, ['--label', `app=a${i % APPS}`])).split('/')[0]!);
+    }
+    const [client, server] = [ctrs[1]!, ctrs[0]!];
+    const serverIp = ips[0]!;
+    await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, { what: 'the measured path', timeoutMs: 60_000 });
+    await publishFakeEndpoints(lab, h1, etcd.url, endpointCount - hostCount);
+    await lab.waitFor(async () => (await api(h1).get<PolicyStatus>('/policy/status')).endpoints >= endpointCount, { what: 'every endpoint known', timeoutMs: 60_000 });
+    process.stderr.write(`${endpointCount} endpoints known\n`);
+
+    const docs = policies(ruleCount);
+    const work: { compile: number; apply: number }[] = [];
+    const storedMs: number[] = [];
+    const apply = async (documents: unknown[]): Promise<{ ms: number; perHost: number[]; stored: number }> => {
+      const t0 = performance.now();
+      const res = await api(h1).post<PolicyApplyResult>('/policy/apply', { documents });
+      const stored = performance.now() - t0;
+      const done = new Array<number>(hosts.length).fill(0);
+      await lab.waitFor(
+        async () => {
+          await Promise.all(
+            hosts.map(async (h, i) => {
+              if (done[i]) return;
+              const s = await api(h).get<PolicyStatus>('/policy/status');
+              if (s.error) throw new Error(`${h.name}: ${s.error}`);
+              if (s.enforcedGeneration >= res.generation) {
+                done[i] = performance.now() - t0;
+                if (s.lastEnforceMs) work.push(s.lastEnforceMs);
+              }
+            }),
+          );
+          return done.every((d) => d > 0);
+        },
+        { what: 'every host to enforce', timeoutMs: 120_000, intervalMs: 10 },
+      );
+      return { ms: performance.now() - t0, perHost: done, stored };
+    };
+    const removeAll = async (): Promise<void> => {
+      const { generation } = await api(h1).post<{ generation: number }>('/policy/rm', { names: docs.map((d) => (d as { name: string }).name) });
+      await lab.waitFor(async () => (await Promise.all(hosts.map(async (h) => (await api(h).get<PolicyStatus>('/policy/status')).enforcedGeneration >= generation))).every(Boolean), {
+        what: 'policies removed everywhere',
+        timeoutMs: 120_000,
+      });
+    };
+
+    const applyTimes: number[] = [];
+    const slowest: number[] = [];
+    const gbps: { none: number[]; rules: number[] } = { none: [], rules: [] };
+    const rtt: { none: number[]; rules: number[] } = { none: [], rules: [] };
+    for (let round = 0; round < rounds; round++) {
+      for (const kind of round % 2 === 0 ? (['none', 'rules'] as const) : (['rules', 'none'] as const)) {
+        if (kind === 'rules') {
+          const t = await apply(docs);
+          applyTimes.push(t.ms);
+          storedMs.push(t.stored);
+          slowest.push(Math.max(...t.perHost));
+          process.stderr.write(`round ${round + 1}: apply -> enforced on ${hostCount} hosts in ${t.ms.toFixed(0)} ms\n`);
+        }
+        const p = await lab.ping(client, serverIp, { count: 100, intervalS: 0.01, timeoutS: 1 });
+        if (p.avgMs !== undefined) rtt[kind].push(p.avgMs);
+        gbps[kind].push(await iperf(lab, client, server, serverIp, seconds));
+        process.stderr.write(`round ${round + 1} ${kind}: ${gbps[kind].at(-1)!.toFixed(2)} Gbit/s, ping ${p.avgMs?.toFixed(3)} ms\n`);
+        if (kind === 'rules') await removeAll();
+      }
+      await sleep(200);
+    }
+    const size = docs.reduce((n, d) => n + ((d as { ingress: unknown[] }).ingress.length), 0);
+    const lines = [
+      `| measure (${hostCount} hosts, ${endpointCount} endpoints, ${size} rules in ${docs.length} policies, datapath ${datapath}) | value |`,
+      '|---|---|',
+      `| policy apply -> enforced on every host, median of ${applyTimes.length} | ${median(applyTimes).toFixed(0)} ms (each: ${applyTimes.map((t) => t.toFixed(0)).join(', ')}) |`,
+      `| of which: the apply call (validate + one store transaction), median | ${median(storedMs).toFixed(0)} ms |`,
+      `| per host: compile / nft + bridges, median over hosts and rounds | ${median(work.map((w) => w.compile)).toFixed(0)} ms / ${median(work.map((w) => w.apply)).toFixed(0)} ms |`,
+      `| TCP throughput, no policy (median of ${rounds}) | ${median(gbps.none).toFixed(2)} Gbit/s |`,
+      `| TCP throughput, ${size} rules (median of ${rounds}) | ${median(gbps.rules).toFixed(2)} Gbit/s |`,
+      `| ratio rules / none | ${((median(gbps.rules) / median(gbps.none)) * 100).toFixed(1)}% |`,
+      `| ping RTT, no policy (median of round means) | ${median(rtt.none).toFixed(3)} ms |`,
+      `| ping RTT, ${size} rules | ${median(rtt.rules).toFixed(3)} ms |`,
+      `| RTT ratio none / rules | ${((median(rtt.none) / median(rtt.rules)) * 100).toFixed(1)}% |`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    await lab.destroy();
+    await etcd?.destroy();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

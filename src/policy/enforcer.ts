@@ -1,0 +1,74 @@
+/**
+ * Puts a compiled ruleset in force on this host: one `nft -f -` (one transaction: the
+ * old tables stay whole if anything in the new ones is refused), then each weavets
+ * bridge's nf_call_iptables set so bridged IPv4 reaches the stateful table exactly on
+ * the bridges that have a policy. Turning it on comes after the table is in place and
+ * turning it off after the table is gone, so no moment has a bridge with policy but no
+ * rules. Nothing here is undone on a daemon stop: enforcement stays while it is down.
+ */
+import { spawn } from 'node:child_process';
+import { WeavetsError } from '../errors';
+import type { Logger } from '../log';
+import { POLICY_TABLE, type CompiledRuleset } from './nft';
+
+function run(cmd: string, args: string[], stdin?: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (err) => reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd}: ${err.message}`)));
+    child.on('close', (code) => {
+      if (code === 0) resolve();
+      else reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd} ${args.join(' ')} failed (exit ${code}): ${stderr.trim().split('\n').slice(0, 4).join(' | ')}`));
+    });
+    if (child.stdin) {
+      // A child that exits before reading everything (nft refusing line 1) is reported
+      // by its exit status; the broken pipe itself is no news and must not crash us.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(stdin);
+    }
+  });
+}
+
+export class PolicyEnforcer {
+  /** Bridges we turned nf_call_iptables on for. */
+  private stateful = new Set<string>();
+  private lastScript = '';
+
+  constructor(private readonly log: Logger) {}
+
+  /** Apply; throws (with the previous ruleset still in force) when nft refuses it. */
+  async apply(compiled: CompiledRuleset, allBridges: readonly string[]): Promise<void> {
+    if (compiled.script !== this.lastScript) {
+      await run('nft', ['-f', '-'], compiled.script);
+      this.lastScript = compiled.script;
+    }
+    const want = new Set(compiled.statefulBridges);
+    for (const bridge of allBridges) {
+      const on = want.has(bridge);
+      if (on === this.stateful.has(bridge)) continue;
+      await run('ip', ['link', 'set', 'dev', bridge, 'type', 'bridge', 'nf_call_iptables', on ? '1' : '0']);
+      if (on) this.stateful.add(bridge);
+      else this.stateful.delete(bridge);
+    }
+  }
+
+  /**
+   * After a restart: bridges may still have nf_call_iptables on from the previous run;
+   * take them as ours so a later apply turns them off when no policy needs them.
+   */
+  adopt(bridges: readonly string[]): void {
+    for (const b of bridges) this.stateful.add(b);
+  }
+
+  /** `weavets reset`: remove both tables and stop sending bridged frames to the IP hooks. */
+  async remove(allBridges: readonly string[]): Promise<void> {
+    const script = ['bridge', 'inet'].map((f) => `table ${f} ${POLICY_TABLE} {}\ndelete table ${f} ${POLICY_TABLE}\n`).join('');
+    await run('nft', ['-f', '-'], script).catch((err: unknown) => this.log.warn('could not remove the policy tables', { error: (err as Error).message }));
+    for (const b of allBridges) {
+      await run('ip', ['link', 'set', 'dev', b, 'type', 'bridge', 'nf_call_iptables', '0']).catch(() => undefined);
+    }
+    this.stateful.clear();
+    this.lastScript = '';
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * The nftables compiler: policies, the cluster's endpoints and this host's container
+ * ports in, one `nft -f` script out that replaces weavets' policy tables in one
+ * transaction. Pure; the enforcer runs it. docs/POLICY.md explains the layout.
+ *
+ * Two tables of the same name, replaced together (one transaction):
+ *  - `bridge weavets_policy`: anti-spoofing on every container port (stateless; bridge
+ *    family, where the input port is known): a frame whose source MAC, IPv4 source or
+ *    ARP sender is not the endpoint's is dropped, and so is anything but IPv4 and ARP.
+ *  - `inet weavets_policy`: the policies (stateful: "replies pass" needs conntrack,
+ *    which this kernel has only in the IP hooks, reached by bridged frames through
+ *    br_netfilter, per bridge with nf_call_iptables). Present only when a network with
+ *    local endpoints has a policy, so hosts without policy pay nothing for conntrack.
+ */
+import { formatIpv4, maskOf, parseCidr, parseIpv4 } from '../ipam/cidr';
+import { selectorMatches, type Labels } from './labels';
+import type { Policy, PolicyDirection, PolicyPeer, PolicyPort, PolicyRule } from './model';
+
+export const POLICY_TABLE = 'weavets_policy';
+
+/** An endpoint anywhere in the cluster, as published in the store. */
+export interface PolicyEndpoint {
+  id: string;
+  network: string;
+  /** IPv4 address, no prefix. */
+  ip: string;
+  labels: Labels;
+  /** Peer name of the host its interface is on. */
+  host: string;
+  /** Nickname of that host, for drops. */
+  hostNickname?: string;
+  name?: string;
+}
+
+/** A container port on this host: the host end of its veth. */
+export interface LocalPort {
+  network: string;
+  hostVeth: string;
+  mac: string;
+  ip: string;
+}
+
+export interface CompileBridge {
+  network: string;
+  /** Network id (24 bits), in log prefixes. */
+  id: number;
+  bridge: string;
+  /** The host's address on the bridge, where containers' DNS goes: never blocked. */
+  resolver?: { ip: string; port: number };
+}
+
+export interface CompileInput {
+  policies: readonly Policy[];
+  endpoints: readonly PolicyEndpoint[];
+  localPorts: readonly LocalPort[];
+  bridges: readonly CompileBridge[];
+  /** --policy-dry-run: every policy is in audit mode. */
+  dryRun: boolean;
+  logGroup: number;
+  /** Log records per second per rule (the kernel's limit), burst twice that. */
+  logRate: number;
+}
+
+export interface CompiledRuleset {
+  script: string;
+  /** Bridges whose frames must pass through the IP hooks (nf_call_iptables on). */
+  statefulBridges: string[];
+}
+
+type Range = [number, number];
+
+/** Union of ranges, merged and sorted. */
+export function mergeRanges(ranges: readonly Range[]): Range[] {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+  const out: Range[] = [];
+  for (const [s, e] of sorted) {
+    const last = out[out.length - 1];
+    if (last && s <= last[1] + 1) last[1] = Math.max(last[1], e);
+    else out.push([s, e]);
+  }
+  return out;
+}
+
+function cidrRange(text: string): Range {
+  const c = parseCidr(text);
+  return [c.base, (c.base | ~maskOf(c.prefix)) >>> 0];
+}
+
+/** A CIDR less its exceptions, as ranges. */
+export function cidrMinus(cidr: string, except: readonly string[]): Range[] {
+  let parts: Range[] = [cidrRange(cidr)];
+  for (const e of except) {
+    const [xs, xe] = cidrRange(e);
+    const next: Range[] = [];
+    for (const [s, t] of parts) {
+      if (xe < s || xs > t) {
+        next.push([s, t]);
+        continue;
+      }
+      if (xs > s) next.push([s, xs - 1]);
+      if (xe < t) next.push([xe + 1, t]);
+    }
+    parts = next;
+  }
+  return parts;
+}
+
+function formatRange([s, e]: Range): string {
+  return s === e ? formatIpv4(s) : `${formatIpv4(s)}-${formatIpv4(e)}`;
+}
+
+/** Addresses a rule's peers match among the network's endpoints (and CIDRs). */
+export function peerRanges(peers: readonly PolicyPeer[], endpoints: readonly PolicyEndpoint[]): Range[] {
+  const ranges: Range[] = [];
+  for (const p of peers) {
+    if ('selector' in p) {
+      for (const ep of endpoints) if (selectorMatches(p.selector, ep.labels)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
+    } else ranges.push(...cidrMinus(p.cidr, p.except));
+  }
+  return mergeRanges(ranges);
+}
+
+function portMatch(p: PolicyPort): string {
+  if (p.port === undefined) return `meta l4proto ${p.protocol}`;
+  const ports = p.endPort === undefined ? String(p.port) : `${p.port}-${p.endPort}`;
+  return `meta l4proto ${p.protocol} th dport ${ports}`;
+}
+
+function quote(text: string): string {
+  // Names are validated (policy names, link names, labels never reach the script), so
+  // this only guards the grammar.
+  return `"${text.replace(/["\\]/g, '')}"`;
+}
+
+function hex6(id: number): string {
+  return id.toString(16).padStart(6, '0');
+}
+
+interface SetDef {
+  name: string;
+  interval: boolean;
+  elements: string[];
+}
+
+function setText(s: SetDef): string {
+  const flags = s.interval ? ' flags interval;' : '';
+  const elements = s.elements.length === 0 ? '' : ` elements = { ${s.elements.join(', ')} };`;
+  return `  set ${s.name} { type ipv4_addr;${flags}${elements} }`;
+}
+
+export function compileRuleset(input: CompileInput): CompiledRuleset {
+  const limit = `limit rate ${input.logRate}/second burst ${input.logRate * 2} packets`;
+  const lines: string[] = [];
+  // Replace both tables in one transaction: create-if-missing, delete, define.
+  for (const family of ['bridge', 'inet']) lines.push(`table ${family} ${POLICY_TABLE} {}`, `delete table ${family} ${POLICY_TABLE}`);
+
+  // Anti-spoofing: one chain per container port, dispatched by input port.
+  const ports = [...input.localPorts].sort((a, b) => a.hostVeth.localeCompare(b.hostVeth));
+  const bridgeOf = new Map(input.bridges.map((b) => [b.network, b]));
+  lines.push(`table bridge ${POLICY_TABLE} {`);
+  ports.forEach((p, i) => {
+    const id = hex6(bridgeOf.get(p.network)?.id ?? 0);
+    lines.push(
+      `  chain port${i} {`,
+      `    ether saddr != ${p.mac} ${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`,
+      `    ether saddr != ${p.mac} drop`,
+      `    arp saddr ether != ${p.mac} drop`,
+      `    arp saddr ip != ${p.ip} ${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`,
+      `    arp saddr ip != ${p.ip} drop`,
+      `    ether type ip ip saddr != ${p.ip} ${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`,
+      `    ether type ip ip saddr != ${p.ip} drop`,
+      `    ether type != { ip, arp } drop`,
+      `  }`,
+    );
+  });
+  lines.push(`  chain prerouting {`, `    type filter hook prerouting priority -300; policy accept;`);
+  if (ports.length > 0) lines.push(`    iifname vmap { ${ports.map((p, i) => `${quote(p.hostVeth)} : jump port${i}`).join(', ')} }`);
+  lines.push(`  }`, `}`);
+
+  // Policies, per network that has both a policy and an endpoint here.
+  const policies = [...input.policies].sort((a, b) => a.name.localeCompare(b.name));
+  const sets: SetDef[] = [];
+  const chains: string[] = [];
+  const hooks: { forward: string[]; input: string[]; output: string[] } = { forward: [], input: [], output: [] };
+  const statefulBridges: string[] = [];
+  for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
+    const local = [...new Set(ports.filter((p) => p.network === bridge.network).map((p) => p.ip))];
+    const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
+    const localIps = new Set(local);
+    const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
+    // Only policies selecting an endpoint here can isolate anything here: the others'
+    // rules could never match (enforcement is on the host of the isolated endpoint).
+    const netPolicies = policies.filter((p) => p.network === bridge.network && localEndpoints.some((e) => selectorMatches(p.selector, e.labels)));
+    if (netPolicies.length === 0) continue;
+    statefulBridges.push(bridge.bridge);
+    const n = `n${hex6(bridge.id)}`;
+    sets.push({ name: `${n}_local`, interval: false, elements: local });
+    // Peer sets by content: rules naming the same peers share one set (1,000 rules over
+    // 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.
+    const peerSets = new Map<string, string | undefined>();
+    const setsByElements = new Map<string, string>();
+    const peerSet = (peers: readonly PolicyPeer[]): string | undefined => {
+      const key = JSON.stringify(peers);
+      if (peerSets.has(key)) return peerSets.get(key);
+      const ranges = peerRanges(peers, netEndpoints);
+      let name: string | undefined;
+      if (ranges.length > 0) {
+        const elements = ranges.map(formatRange);
+        const byContent = elements.join(',');
+        name = setsByElements.get(byContent);
+        if (name === undefined) {
+          name = `${n}_peers${setsByElements.size}`;
+          setsByElements.set(byContent, name);
+          sets.push({ name, interval: true, elements });
+        }
+      }
+      peerSets.set(key, name);
+      return name;
+    };
+    const selSet = new Map<Policy, string>();
+    netPolicies.forEach((p, k) => {
+      const name = `${n}_p${k}_sel`;
+      selSet.set(p, name);
+      sets.push({ name, interval: false, elements: localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip) });
+    });
+
+    for (const direction of ['egress', 'ingress'] as PolicyDirection[]) {
+      const self = direction === 'egress' ? 'saddr' : 'daddr';
+      const other = direction === 'egress' ? 'daddr' : 'saddr';
+      const d = direction === 'egress' ? 'e' : 'i';
+      const isolating = netPolicies.filter((p) => p.types.includes(direction));
+      const audit = (p: Policy): boolean => input.dryRun || p.mode === 'audit';
+      const enforcing = isolating.filter((p) => !audit(p));
+      const auditing = isolating.filter(audit);
+      const chain = `${n}_${direction}`;
+      const auditChain = `${n}_${direction}_audit`;
+      const allowRules = (ps: Policy[], verdict: string): string[] => {
+        const out: string[] = [];
+        for (const p of ps) {
+          const rules: PolicyRule[] = direction === 'egress' ? p.egress : p.ingress;
+          rules.forEach((r) => {
+            let peerMatch = '';
+            if (r.peers !== undefined) {
+              const setName = peerSet(r.peers);
+              if (setName === undefined) return; // matches nobody
+              peerMatch = ` ip ${other} @${setName}`;
+            }
+            const portMatches = r.ports === undefined ? [''] : r.ports.map((pp) => ' ' + portMatch(pp));
+            for (const pm of portMatches) out.push(`    ip ${self} @${selSet.get(p)}${peerMatch}${pm} ${verdict}`);
+          });
+        }
+        return out;
+      };
+      const after = auditing.length > 0 ? `goto ${auditChain}` : 'return';
+      const body: string[] = [...allowRules(enforcing, after)];
+      for (const p of enforcing) {
+        const prefix = quote(`wtp E ${d} ${hex6(bridge.id)} ${p.name}`);
+        body.push(`    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`, `    ip ${self} @${selSet.get(p)} drop`);
+      }
+      if (auditing.length > 0) body.push(`    goto ${auditChain}`);
+      chains.push(`  chain ${chain} {`, ...body, `  }`);
+      if (auditing.length > 0) {
+        const auditBody = allowRules(isolating, 'return');
+        for (const p of auditing) {
+          const prefix = quote(`wtp A ${d} ${hex6(bridge.id)} ${p.name}`);
+          auditBody.push(`    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`);
+        }
+        chains.push(`  chain ${auditChain} {`, ...auditBody, `  }`);
+      }
+    }
+    const established = '    ct state established,related accept';
+    chains.push(`  chain ${n}_fwd {`, established, `    ip saddr @${n}_local jump ${n}_egress`, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
+    const toHost = [established];
+    if (bridge.resolver) toHost.push(`    ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`);
+    toHost.push(`    ip saddr @${n}_local jump ${n}_egress`);
+    chains.push(`  chain ${n}_in {`, ...toHost, `  }`);
+    chains.push(`  chain ${n}_out {`, established, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
+    hooks.forward.push(`    iifname ${quote(bridge.bridge)} jump ${n}_fwd`);
+    hooks.input.push(`    iifname ${quote(bridge.bridge)} jump ${n}_in`);
+    hooks.output.push(`    oifname ${quote(bridge.bridge)} jump ${n}_out`);
+  }
+  if (statefulBridges.length > 0) {
+    lines.push(`table inet ${POLICY_TABLE} {`, ...sets.map(setText), ...chains);
+    for (const hook of ['forward', 'input', 'output'] as const) {
+      lines.push(`  chain ${hook} {`, `    type filter hook ${hook} priority filter; policy accept;`, ...hooks[hook], `  }`);
+    }
+    lines.push(`}`);
+  }
+  // Otherwise no policy applies here: no stateful table, so no conntrack for bridged frames.
+  return { script: lines.join('\n') + '\n', statefulBridges };
+}
