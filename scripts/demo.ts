@@ -1,11 +1,12 @@
 /**
  * The demo: three hosts as network namespaces on one underlay, weavets on each (host2
- * and host3 join host1), one container per host, every container pings every other
- * through the overlay. Everything is torn down at the end, on failure and on Ctrl-C.
+ * and host3 join host1, no etcd), one named container per host, every container pings
+ * every other through the overlay and resolves every other's name on its own host's DNS
+ * (names travel over the mesh). Everything is torn down at the end, on failure and on Ctrl-C.
  *
  *   npx tsx scripts/demo.ts          (as root; WEAVETS_LAB_DEBUG=1 shows every command)
  */
-import type { ConnectionStatus } from '../src/api/types';
+import type { ConnectionStatus, DnsStatus } from '../src/api/types';
 import { createLab, type Host, type Lab, type Namespace } from '../test/net/harness';
 
 const HOSTS = ['host1', 'host2', 'host3'];
@@ -39,13 +40,13 @@ async function main(): Promise<number> {
       process.stdout.write(`  ${h.name}$ weavets launch${peers.map((p) => ` ${p}`).join('')}\n`);
     }
 
-    say('attaching one container per host');
+    say('attaching one named container per host');
     const containers: { ns: Namespace; host: Host; ip: string }[] = [];
     for (const h of hosts) {
       const ns = await lab.addContainer(h, `c${h.index}`);
-      const cidr = await lab.attach(h, ns);
+      const cidr = await lab.attach(h, ns, ['--name', ns.name]);
       containers.push({ ns, host: h, ip: cidr.split('/')[0]! });
-      process.stdout.write(`  ${h.name}$ weavets attach --netns ${ns.netns} ${ns.name}  ->  ${cidr}\n`);
+      process.stdout.write(`  ${h.name}$ weavets attach --name ${ns.name} --netns ${ns.netns} ${ns.name}  ->  ${cidr}\n`);
     }
 
     const l = lab;
@@ -79,7 +80,18 @@ async function main(): Promise<number> {
         );
       }
     }
-    say(failures === 0 ? 'all containers reach each other' : `${failures} pair(s) failed`);
+    say('every container resolves every other by name on its own host (no etcd: names travel over the mesh)');
+    for (const from of containers) {
+      const server = (await lab.weavetsJson<DnsStatus>(from.host, ['status', 'dns'])).listen[0]!.split(':')[0]!;
+      for (const to of containers) {
+        if (from === to) continue;
+        const r = await lab.exec(from.ns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', to.ns.name]);
+        const ok = r.stdout.trim() === to.ip;
+        if (!ok) failures++;
+        process.stdout.write(`  ${ok ? 'ok  ' : 'FAIL'} ${from.ns.name} (${from.host.name}) resolves ${to.ns.name} -> ${r.stdout.trim() || '(nothing)'}\n`);
+      }
+    }
+    say(failures === 0 ? 'all containers reach and resolve each other' : `${failures} check(s) failed`);
     if (failures > 0) lab.dumpLogs(30);
     return failures === 0 ? 0 : 1;
   } catch (err) {

@@ -13,7 +13,7 @@ import { startApiServer, type ApiServer } from './api/server';
 import { createMetricsRegistry } from './api/metrics';
 import { registerDaemonMetrics } from './api/daemon-metrics';
 import { Netlink } from './netlink';
-import { Router } from './router/router';
+import { Router, normalizeTarget } from './router/router';
 import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { CompositeDatapath } from './datapath/composite';
@@ -29,6 +29,7 @@ import { contains, formatCidr, parseCidr, parseIpv4 } from './ipam/cidr';
 import { loadSealer } from './crypto/seal';
 import type { ConnectionSecurity } from './router/connection';
 import { ClusterIpam } from './ipam/cluster';
+import { MeshStore } from './store/mesh';
 import { registerIpamMetrics } from './api/ipam-metrics';
 import { DEFAULT_NETWORK, DEFAULT_DNS, DEFAULT_ADDRESS_RETENTION_SECONDS } from './config';
 import { DnsService } from './dns/service';
@@ -95,6 +96,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const ledger = await LinkLedger.load(config.stateDir);
   const mtu = config.mtu > 0 ? config.mtu : (await underlayMtu(netlink, new Set(ledger.list()))) - SLEEVE_OVERHEAD;
   if (mtu < 576) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `overlay MTU ${mtu} is too small; set --mtu or fix the underlay MTU`);
+
+  // Bad peer addresses stop the launch before anything is built.
+  for (const peer of config.peers) {
+    try {
+      normalizeTarget(peer, config.port);
+    } catch (err) {
+      netlink.close();
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+    }
+  }
 
   // IPAM first: a range conflict or an unreachable store stops the launch before anything is built.
   let ipam: ClusterIpam;
@@ -195,6 +206,21 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     }
   }
   router.setDatapath(datapath);
+  // Without etcd the store rides the control connections. The launch peers are dialled
+  // now, before anything allocates (the host's DNS address): the store's claims wait
+  // until those peers are reached (or 10 s), so hosts launched together see each other
+  // before they take blocks.
+  if (ipam.store instanceof MeshStore) {
+    const mesh = ipam.store;
+    mesh.attach({
+      neighbours: () => router.storeNeighbours(),
+      send: (peer, payload) => router.sendStore(peer, payload),
+      reachable: () => router.controlReachable(),
+      targetsConnected: () => router.targetsReached(config.peers),
+    });
+    router.setStoreGossip(mesh);
+  }
+  router.connect(config.peers, 'launch');
 
   // Networks are cluster objects in the store; the allocator takes each one's subnet from them.
   let catalog: NetworkCatalog;
@@ -533,12 +559,6 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   } catch (err) {
     await shutdown(false);
     throw err;
-  }
-  try {
-    router.connect(config.peers, 'launch');
-  } catch (err) {
-    await shutdown(false);
-    throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
   }
   // Hosts registered in the store are dialled like neighbours' peers.
   ipam.onPeers((addresses) => router.connect(addresses, 'discovered'));

@@ -7,6 +7,8 @@ import type { IpamStatus } from './types';
 
 export interface IpamMetricsSource {
   status(): IpamStatus;
+  /** The mesh store's counters (absent with etcd). */
+  storeStats?(): { malformed: number; claimsConfirmed: number; claimsLost: number; entries: number; peers: number } | undefined;
   /** Addresses released because nothing on this host used them (src/ipam/reconcile.ts). */
   reclaimedAddresses(): number;
 }
@@ -47,6 +49,54 @@ export function registerIpamMetrics(
       this.set(source.status().hosts.length);
     },
   });
+  new Gauge({
+    name: 'weavets_ipam_conflicts',
+    help: 'IPAM keys (blocks, addresses, handles) several hosts hold with different values: found when a partition healed (mesh store); nothing new is allocated from a contested block.',
+    registers: [registry],
+    collect() {
+      this.set(source.status().conflicts.filter((c) => c.key.startsWith('ipam/')).length);
+    },
+  });
+  new Gauge({
+    name: 'weavets_store_conflicts',
+    help: 'Store keys of any kind several hosts hold with different values (mesh store).',
+    registers: [registry],
+    collect() {
+      this.set(source.status().conflicts.length);
+    },
+  });
+  if (source.storeStats) {
+    const stats = source.storeStats.bind(source);
+    new Gauge({
+      name: 'weavets_store_messages_rejected_total',
+      help: 'Mesh store (STORE) messages dropped as malformed.',
+      registers: [registry],
+      collect() {
+        this.set(stats()?.malformed ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'weavets_store_claims_total',
+      help: 'Compare-and-create claims of this host on the mesh store, by outcome (confirmed, lost).',
+      labelNames: ['outcome'],
+      registers: [registry],
+      collect() {
+        const s = stats();
+        this.reset();
+        if (!s) return;
+        this.set({ outcome: 'confirmed' }, s.claimsConfirmed);
+        this.set({ outcome: 'lost' }, s.claimsLost);
+      },
+    });
+    new Gauge({
+      name: 'weavets_store_entries',
+      help: 'Entries in the mesh store (every host, deletions included).',
+      registers: [registry],
+      collect() {
+        this.set(stats()?.entries ?? 0);
+      },
+    });
+  }
   new Counter({
     name: 'weavets_ipam_reclaimed_total',
     help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',

@@ -247,6 +247,8 @@ export interface DnsStatus {
   names: number;
   /** Records this host publishes. */
   local: number;
+  /** Every record this host serves, with the peer name of the host that publishes it. */
+  entries: { name: string; ip: string; host: string }[];
   /** Nameservers queries outside the domain go to. */
   upstream: string[];
   resolvConf: string;
@@ -274,7 +276,7 @@ export interface DnsControl {
  * any host count as used); `hosts` every host registered in the store (this one too).
  */
 export interface IpamStatus {
-  store: { kind: 'etcd' | 'file'; location: string };
+  store: { kind: 'etcd' | 'file' | 'mesh'; location: string };
   /** The cluster's range, "10.32.0.0/12". */
   range: string;
   /** Size of a block, e.g. 26 for /26 (64 addresses). */
@@ -290,6 +292,18 @@ export interface IpamStatus {
     free: number;
   }[];
   hosts: { name: string; nickname: string; address: string }[];
+  /** Every host's blocks (the same list on every host once the mesh converged). */
+  blocks: IpamBlockOwner[];
+  /** Keys several hosts hold with different values (mesh store after a partition healed). */
+  conflicts: { key: string; holders: string[] }[];
+}
+
+export interface IpamBlockOwner {
+  network: string;
+  cidr: string;
+  /** Peer name of the owner. */
+  owner: string;
+  nickname: string;
 }
 
 /** POST /ipam/allocate: an address without an interface (CNI and Docker IPAM plugins). */

@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { DEFAULT_DNS, type DaemonConfig } from '../config';
 import type { DnsLookupResult, DnsRecordView, DnsStatus, EndpointStatus } from '../api/types';
 import { clientFor, stateDirOf } from './context';
-import { UsageError, formatJson, out } from './output';
+import { UsageError, formatJson, formatTable, out } from './output';
 import { WeavetsError } from '../errors';
 
 export interface DnsFlags {
@@ -101,7 +101,11 @@ export function formatDnsStatus(s: DnsStatus): string {
     ],
   ];
   const width = Math.max(...pairs.map(([k]) => k.length));
-  return pairs.map(([k, v]) => `${k.padStart(width)}: ${v}`).join('\n') + '\n';
+  let text = pairs.map(([k, v]) => `${k.padStart(width)}: ${v}`).join('\n') + '\n';
+  if (s.entries.length > 0) {
+    text += '\n' + formatTable(['NAME', 'ADDRESS', 'HOST'], s.entries.map((e) => [e.name, e.ip, e.host])).replace(/^(?=.)/gm, '  ');
+  }
+  return text;
 }
 
 /**

@@ -161,6 +161,18 @@ export function formatIpamStatus(s: IpamStatus): string {
       s.networks.map((n) => [n.network, String(n.blocks.length), String(n.used), String(n.free)]),
     ).replace(/^(?=.)/gm, '  ');
   }
+  text += '\nBlocks of every host:\n';
+  text +=
+    s.blocks.length === 0
+      ? '  (none yet)\n'
+      : formatTable(
+          ['NETWORK', 'BLOCK', 'OWNER', 'NICKNAME'],
+          s.blocks.map((b) => [b.network, b.cidr, b.owner + (b.owner === s.name ? ' (this host)' : ''), b.nickname]),
+        ).replace(/^(?=.)/gm, '  ');
+  if (s.conflicts.length > 0) {
+    text += '\nCONFLICTS (held by several hosts; nothing new is allocated from a contested block):\n';
+    text += formatTable(['KEY', 'HOLDERS'], s.conflicts.map((c) => [c.key, c.holders.join(' ')])).replace(/^(?=.)/gm, '  ');
+  }
   text += '\nRegistered hosts:\n';
   text += formatTable(
     ['NAME', 'NICKNAME', 'ADDRESS'],

@@ -278,6 +278,7 @@ export class DnsService {
       records: this.table.size,
       names: this.table.nameCount,
       local: [...this.owned.values()].reduce((n, r) => n + r.length, 0),
+      entries: this.table.list(),
       upstream: this.upstream.currentServers(),
       resolvConf: s.resolvConf,
       queries: { ...this.server.counters },

@@ -66,7 +66,13 @@ export interface BlockAllocatorOptions {
    * Where a new block is looked for: "lowest" free (a shared store arbitrates), or
    * "hashed" from the peer name (the embedded store: hosts cannot see each other's blocks).
    */
-  blockSearch?: 'lowest' | 'hashed';
+  blockSearch?: 'lowest' | 'hashed' | 'share';
+  /**
+   * With "share" (the mesh store): this host's rank among the registered hosts and their
+   * number. It tries the free blocks of its share (index mod `of` = `rank`) first, so hosts
+   * rarely claim the same block, even on both sides of a partition.
+   */
+  share?: () => { rank: number; of: number };
   /** Wall clock in ms (tests move it); default Date.now. */
   now?: () => number;
   log: Logger;
@@ -526,7 +532,9 @@ export class BlockAllocator implements AddressAllocator {
   private async pickFree(network: string, sub: NetworkSubnet): Promise<number> {
     const st = this.net(network);
     for (;;) {
+      const contested = this.contested();
       for (const b of st.blocks.values()) {
+        if (contested.size > 0 && contested.has(blockKey(b.cidr.base))) continue;
         const ip = firstFreeInBlock(this.opts.range, b.cidr, (x) => this.busy.has(x) || this.pending.has(x) || isReserved(sub.subnet, x), b.hint);
         if (ip !== undefined) {
           this.pending.add(ip);
@@ -580,9 +588,7 @@ export class BlockAllocator implements AddressAllocator {
         this.opts.log.info('found an address block of ours that a failed store call had created', { network, block: formatCidr(lost) });
         return true;
       }
-      const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) % candidates.length : 0;
-      for (let n = 0; n < candidates.length; n++) {
-        const index = candidates[(start + n) % candidates.length]!;
+      for (const index of this.orderCandidates(candidates)) {
         if (taken.has(index)) continue;
         taken.add(index);
         const block = blockAt(range, this.blockPrefix, index);
@@ -592,11 +598,56 @@ export class BlockAllocator implements AddressAllocator {
         this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
         return true;
       }
-      // Every block is taken: blocks of dead hosts may come back.
+      // Every block is taken: blocks of dead hosts may come back (on the mesh store they
+      // go with their host's entries, after the TTL or rmpeer).
       const freed = await this.reclaim();
       if (freed.blocks.length === 0) return false;
     }
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not take an address block on network ${network} (heavy contention)`);
+  }
+
+  /**
+   * The subnet's block indexes in the order to try them: with "share", this host's share
+   * first (index mod `of` = `rank`), then the rest; with "hashed", from a start derived
+   * from the peer name; else lowest first.
+   */
+  private orderCandidates(candidates: number[]): number[] {
+    if (candidates.length === 0) return candidates;
+    if (this.opts.blockSearch === 'share' && this.opts.share) {
+      const { rank, of } = this.opts.share();
+      const mine = candidates.filter((i) => of > 0 && i % of === rank);
+      return [...mine, ...candidates.filter((i) => !(of > 0 && i % of === rank))];
+    }
+    const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(this.opts.range, this.blockPrefix, this.opts.self) % candidates.length : 0;
+    return candidates.map((_, n) => candidates[(start + n) % candidates.length]!);
+  }
+
+  /** Block keys the store reports in conflict: no new address comes from them. */
+  private contested(): Set<string> {
+    return new Set((this.store.conflicts?.() ?? []).map((c) => c.key));
+  }
+
+  /**
+   * Settle conflicts on our blocks (two hosts claimed one block while partitioned): the
+   * lowest-named holder keeps it; any other holder gives it up as soon as it holds no
+   * address in it (until then neither takes new addresses from it). Returns the blocks
+   * given up.
+   */
+  async resolveConflicts(): Promise<string[]> {
+    const given: string[] = [];
+    for (const c of this.store.conflicts?.() ?? []) {
+      const k = c.key.startsWith(BLOCKS_PREFIX) ? parseAddrKey(c.key) : undefined;
+      if (!k || !c.holders.includes(this.opts.self) || c.holders[0] === this.opts.self) continue;
+      const block: Cidr = { base: k.ip, prefix: this.blockPrefix };
+      const inUse = [...this.mine.values()].some((a) => contains(block, a.ip));
+      if (inUse) continue;
+      await this.store.delete(c.key);
+      let network = '';
+      for (const [name, st] of this.nets) if (st.blocks.delete(k.ip)) network = name;
+      given.push(`${network} ${formatCidr(block)}`.trim());
+      this.opts.log.warn('gave up a contested block to a lower-named host', { network, block: formatCidr(block), keeper: c.holders[0] });
+    }
+    return given;
   }
 
   /** Start allocating from a block we own: note what is taken in it already. */
@@ -647,7 +698,11 @@ export class BlockAllocator implements AddressAllocator {
     const live = new Set(hosts.entries.map((e) => e.key.slice(HOSTS_PREFIX.length)));
     live.add(this.opts.self);
     if (only !== undefined) live.delete(only);
-    const dead = (host: string): boolean => (only === undefined ? !live.has(host) : host === only);
+    // On the mesh store (share search) a gone host's entries are dropped by the store
+    // itself; deleting them here could race a host that re-registers after its lease
+    // expired while it was down. Only expired reservations are deleted there.
+    const meshStore = this.opts.blockSearch === 'share';
+    const dead = (host: string): boolean => (only === undefined ? !meshStore && !live.has(host) : host === only);
     const [blocks, addrs] = await Promise.all([this.store.list(BLOCKS_PREFIX), this.store.list(ADDRS_PREFIX)]);
     const result: ReclaimResult = { blocks: [], addresses: 0 };
     const liveIn = new Set<string>(); // block keys with a live allocation inside
@@ -806,7 +861,15 @@ export async function ensureClusterConfig(store: Store, range: Cidr, blockPrefix
   const want: ClusterConfig = { range: formatCidr(range), blockPrefix: blockPrefix ?? DEFAULT_BLOCK_PREFIX };
   const bad = checkBlockPrefix(range, want.blockPrefix);
   if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
-  if (await createIfAbsent(store, CONFIG_KEY, JSON.stringify(want))) return want;
+  if (store.kind === 'mesh') {
+    // Every host of a mesh store asserts the config it runs with (a claim would wait for
+    // peers the router has not dialled yet); hosts with different ranges are reported as
+    // a conflict on this key when they meet, and a restart refuses a range that differs.
+    if (!(await store.get(CONFIG_KEY))) {
+      await store.put(CONFIG_KEY, JSON.stringify(want));
+      return want;
+    }
+  } else if (await createIfAbsent(store, CONFIG_KEY, JSON.stringify(want))) return want;
   const entry = await store.get(CONFIG_KEY);
   const have = entry ? parseJson<ClusterConfig>(entry.value) : undefined;
   if (!have || typeof have.range !== 'string' || typeof have.blockPrefix !== 'number') {

@@ -8,10 +8,12 @@ import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
 import { contains, formatCidr, parseIpv4, type Cidr } from './cidr';
 import { openStore, type StoreConfig } from '../store';
-import type { Store } from '../store/types';
+import type { Store, StoreWatch } from '../store/types';
+import { MeshStore } from '../store/mesh';
+import { ADDRS_PREFIX, BLOCKS_PREFIX, parseAddrKey } from './blocks';
 import { BlockAllocator } from './allocator';
 import { HostRegistry, type HostRecord } from './host-registry';
-import type { IpamAllocateRequest, IpamAllocation, IpamControl, IpamReleaseRequest, IpamStatus, RmpeerResult } from '../api/types';
+import type { IpamAllocateRequest, IpamAllocation, IpamBlockOwner, IpamControl, IpamReleaseRequest, IpamStatus, RmpeerResult } from '../api/types';
 import { isPeerNameText } from '../router/peername';
 import { AddressReconciler, DEFAULT_RECLAIM_GRACE_MS, DEFAULT_RECLAIM_INTERVAL_MS, type AddressClaim } from './reconcile';
 
@@ -52,6 +54,8 @@ export class ClusterIpam implements IpamControl {
   private sweepTimer: NodeJS.Timeout | undefined;
   private peersHandler: ((addresses: string[]) => void) | undefined;
   private lastPeers: string[] = [];
+  private blocksWatch: StoreWatch | undefined;
+  private readonly blocks = new Map<string, IpamBlockOwner>();
   private reconciler: AddressReconciler | undefined;
 
   private constructor(
@@ -70,7 +74,8 @@ export class ClusterIpam implements IpamControl {
       // be found through the store. It registers anyway: the lease protects its blocks.
       opts.log.warn('no non-loopback IPv4 address to advertise: other hosts will not discover this one through the store; set --advertise-address');
     }
-    const store = await openStore(opts, opts.log);
+    // Without etcd: the mesh store, whose entries of a host unreachable for the TTL are dropped.
+    const store = await openStore(opts, opts.log, { self: opts.name, graceMs: ttl * 1000 });
     let allocator: BlockAllocator | undefined;
     let ipam: ClusterIpam | undefined;
     try {
@@ -92,7 +97,13 @@ export class ClusterIpam implements IpamControl {
           self: opts.name,
           nickname: opts.nickname,
           range: opts.range,
-          blockSearch: store.kind === 'file' ? 'hashed' : 'lowest',
+          blockSearch: store.kind === 'file' ? 'hashed' : store.kind === 'mesh' ? 'share' : 'lowest',
+          share: () => {
+            const names = (ipam?.registry ?? registry).all().map((h) => h.name);
+            if (!names.includes(opts.name)) names.push(opts.name);
+            names.sort();
+            return { rank: names.indexOf(opts.name), of: names.length };
+          },
           log: opts.log,
           ...(opts.blockPrefix !== undefined ? { blockPrefix: opts.blockPrefix } : {}),
         });
@@ -105,10 +116,22 @@ export class ClusterIpam implements IpamControl {
       await store.close();
       throw err;
     }
+    ipam.watchBlocks();
+    if (store instanceof MeshStore) {
+      const mesh = store;
+      mesh.onConflicts((conflicts) => {
+        for (const c of conflicts) {
+          opts.log.error('IPAM conflict: several hosts hold this key (claimed while they could not reach each other); no new address comes from a contested block until it is resolved', { key: c.key, holders: c.holders.join(' ') });
+        }
+        ipam?.allocator.resolveConflicts().catch((err: unknown) => opts.log.warn('could not settle a contested block', { error: (err as Error).message }));
+      });
+    }
     ipam.scheduleSweep();
     ipam.peersChanged(ipam.registry?.peers() ?? []);
     if (store.kind === 'file') {
       opts.log.info('IPAM on the embedded store: this host allocates alone; use --etcd to share blocks with other hosts');
+    } else if (store.kind === 'mesh') {
+      opts.log.info('IPAM on the mesh store: blocks, addresses and names are shared with every connected host (no --etcd)');
     }
     opts.log.info('IPAM ready', {
       store: `${store.kind} ${store.location}`,
@@ -131,13 +154,59 @@ export class ClusterIpam implements IpamControl {
     if (this.lastPeers.length > 0) this.peersHandler?.(this.lastPeers);
   }
 
+  /** Every host's blocks, from a watch of the store: `status ipam` shows them all. */
+  private watchBlocks(): void {
+    this.blocksWatch = this.store.watch(BLOCKS_PREFIX, {
+      onReset: (entries) => {
+        this.blocks.clear();
+        for (const e of entries) this.learnBlock(e.key, e.value);
+      },
+      onEvents: (events) => {
+        for (const e of events) {
+          if (e.type === 'put') this.learnBlock(e.key, e.value);
+          else this.blocks.delete(e.key);
+        }
+      },
+    });
+  }
+
+  private learnBlock(key: string, value: string): void {
+    const k = parseAddrKey(key);
+    if (!k) return;
+    try {
+      const rec = JSON.parse(value) as { owner?: unknown; nickname?: unknown; network?: unknown };
+      if (typeof rec.owner !== 'string') return;
+      this.blocks.set(key, {
+        network: typeof rec.network === 'string' ? rec.network : '',
+        cidr: formatCidr({ base: k.ip, prefix: this.allocator.blockPrefix }),
+        owner: rec.owner,
+        nickname: typeof rec.nickname === 'string' ? rec.nickname : '',
+      });
+    } catch {
+      // unreadable: not shown
+    }
+  }
+
+  /** The mesh store's counters, for metrics; undefined on etcd. */
+  storeStats(): ReturnType<MeshStore['stats']> | undefined {
+    return this.store instanceof MeshStore ? this.store.stats() : undefined;
+  }
+
+  /** Cluster-wide blocks in address order. */
+  clusterBlocks(): IpamBlockOwner[] {
+    return [...this.blocks.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
+  }
+
   private scheduleSweep(): void {
     // Often enough that a dead host's blocks come back soon after its TTL; jittered so
     // hosts do not all sweep at once.
     const every = Math.max(2000, (this.leaseTtlSeconds * 1000) / 2) * (0.75 + Math.random() * 0.5);
     this.sweepTimer = setTimeout(() => {
       this.allocator
-        .reclaim()
+        .resolveConflicts()
+        // On the mesh store this only expires reservations: the store drops a gone host's
+        // entries itself (after the TTL, or rmpeer).
+        .then(() => this.allocator.reclaim())
         .catch((err: unknown) => this.opts.log.debug('sweep failed', { error: (err as Error).message }))
         .finally(() => {
           if (this.registry) this.scheduleSweep();
@@ -178,6 +247,8 @@ export class ClusterIpam implements IpamControl {
       name: this.opts.name,
       networks: this.allocator.usage(),
       hosts: this.registry?.all() ?? [],
+      blocks: this.clusterBlocks(),
+      conflicts: this.store.conflicts?.() ?? [],
     };
   }
 
@@ -224,6 +295,22 @@ export class ClusterIpam implements IpamControl {
     }
     name = name.toLowerCase();
     if (name === this.opts.name) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${name} is this host; rmpeer is for hosts that are gone`);
+    if (this.store instanceof MeshStore) {
+      // Every host drops the peer's entries (blocks, addresses, names, registration) at once.
+      const blocks = this.clusterBlocks()
+        .filter((b) => b.owner === name)
+        .map((b) => `${b.network} ${b.cidr}`);
+      const addresses = (await this.store.list(ADDRS_PREFIX)).entries.filter((e) => {
+        try {
+          return (JSON.parse(e.value) as { host?: unknown }).host === name;
+        } catch {
+          return false;
+        }
+      }).length;
+      const keys = await this.store.forgetOwner(name);
+      this.opts.log.info('rmpeer', { peer: name, blocks: blocks.length, addresses, keys });
+      return { name, blocks, addresses };
+    }
     await this.store.delete(`hosts/${name}`);
     const r = await this.allocator.reclaim(name);
     this.opts.log.info('rmpeer', { peer: name, blocks: r.blocks.length, addresses: r.addresses });
@@ -250,6 +337,7 @@ export class ClusterIpam implements IpamControl {
    */
   async close(leave: boolean): Promise<void> {
     clearTimeout(this.sweepTimer);
+    await this.blocksWatch?.close();
     this.reconciler?.stop();
     const registry = this.registry;
     this.registry = undefined;

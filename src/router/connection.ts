@@ -89,6 +89,8 @@ export interface ConnectionHandlers {
   onGossip(conn: PeerConnection, payload: Buffer): void;
   /** A HEALTH report (undecoded body) arrived on a ready connection. */
   onHealth(conn: PeerConnection, payload: Buffer): void;
+  /** A STORE message (mesh store gossip), body not yet decoded. */
+  onStore(conn: PeerConnection, payload: Buffer): void;
   onClosed(conn: PeerConnection, reason: string): void;
   /** A control message was refused (malformed, unexpected); counted by reason. */
   onRejected(reason: string): void;
@@ -343,6 +345,9 @@ export class PeerConnection {
         return;
       case MessageType.Health:
         this.handlers.onHealth(this, msg.payload);
+        return;
+      case MessageType.Store:
+        this.handlers.onStore(this, msg.payload);
         return;
       case MessageType.Close:
         this.close(`closed by peer: ${msg.reason}`, false);

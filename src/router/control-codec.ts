@@ -26,6 +26,8 @@ export const enum MessageType {
   Finished = 7,
   /** A host's health report (src/router/health-codec.ts), flooded to every peer. */
   Health = 8,
+  /** Mesh store gossip (src/store/mesh-codec.ts): entries, claim acks, forgets. */
+  Store = 9,
 }
 
 /** FINISHED flags: the sender treats the receiver as inside a trusted subnet. */
@@ -57,7 +59,8 @@ export type ControlMessage =
   | { type: MessageType.Health; payload: Buffer }
   | { type: MessageType.Close; reason: string }
   | { type: MessageType.KeyExchange; share: Buffer }
-  | { type: MessageType.Finished; tag: Buffer; flags: number };
+  | { type: MessageType.Finished; tag: Buffer; flags: number }
+  | { type: MessageType.Store; payload: Buffer };
 
 export class ControlDecodeError extends Error {
   constructor(readonly reason: string) {
@@ -89,6 +92,7 @@ export function encodingLength(msg: ControlMessage): number {
       return FRAME_HEADER_LENGTH + 8;
     case MessageType.Gossip:
     case MessageType.Health:
+    case MessageType.Store:
       return FRAME_HEADER_LENGTH + msg.payload.length;
     case MessageType.Close:
       return FRAME_HEADER_LENGTH + 2 + reasonBytes(msg.reason).length;
@@ -141,6 +145,7 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
       break;
     case MessageType.Gossip:
     case MessageType.Health:
+    case MessageType.Store:
       msg.payload.copy(out, o);
       break;
     case MessageType.Close: {
@@ -225,6 +230,10 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       return { type, nonce: buf.readBigUInt64BE(o) };
     case MessageType.Gossip:
     case MessageType.Health:
+      return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
+    case MessageType.Store:
+      // The body is the mesh store's (src/store/mesh-codec.ts), which validates it.
+      if (bodyLen < 1) throw new ControlDecodeError('store message is empty');
       return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
     case MessageType.Close: {
       if (bodyLen < 2) throw new ControlDecodeError('close truncated');

@@ -11,7 +11,7 @@ import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
 import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
 import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
-import { formatPeerName, type PeerName } from './peername';
+import { formatPeerName, parsePeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
 import { Admission } from './admission';
 
@@ -25,6 +25,17 @@ export interface RouterOptions {
 }
 
 type TargetSource = TargetStatus['source'];
+
+/**
+ * The mesh store's side of the control connections (src/store/mesh.ts): the router hands
+ * it STORE messages and connection/topology events; it sends through sendStore.
+ */
+export interface StoreGossipSink {
+  peerConnected(peer: string): void;
+  peerDisconnected(peer: string): void;
+  receive(from: string, payload: Buffer): void;
+  topologyChanged(): void;
+}
 
 interface Target {
   address: string;
@@ -104,6 +115,7 @@ export class Router implements DatapathEvents {
   /** Receives HEALTH reports (src/router/health.ts decodes, stores and floods them). */
   private healthSink: ((from: PeerName, payload: Buffer) => void) | undefined;
   private stopped = false;
+  private storeSink: StoreGossipSink | undefined;
 
   constructor(private readonly opts: RouterOptions) {
     this.log = opts.log;
@@ -120,6 +132,16 @@ export class Router implements DatapathEvents {
       onGossip: (c, p) => this.onGossip(c, p),
       onHealth: (c, p) => {
         if (c.remote !== undefined) this.healthSink?.(c.remote.name, p);
+      },
+      onStore: (c, p) => {
+        if (!c.remote || this.byPeer.get(c.remote.name) !== c) return;
+        try {
+          this.storeSink?.receive(formatPeerName(c.remote.name), p);
+        } catch (err) {
+          // The store validates what it decodes; whatever else goes wrong stays out of the connection.
+          this.countRejected('bad_store');
+          this.log.error('store message failed', { peer: formatPeerName(c.remote.name), error: (err as Error).message });
+        }
       },
       onClosed: (c, r) => this.onClosed(c, r),
       onRejected: (r) => this.countRejected(r),
@@ -149,6 +171,65 @@ export class Router implements DatapathEvents {
     }
   }
 
+  // ---- mesh store hooks ----
+
+  setStoreGossip(sink: StoreGossipSink): void {
+    this.storeSink = sink;
+    for (const name of this.byPeer.keys()) sink.peerConnected(formatPeerName(name));
+  }
+
+  /** Send a STORE message to a directly connected peer; false if there is no ready connection. */
+  sendStore(peer: string, payload: Buffer): boolean {
+    const conn = this.byPeer.get(parsePeerName(peer));
+    if (!conn) return false;
+    conn.send({ type: MessageType.Store, payload });
+    return true;
+  }
+
+  /** Peers with a ready control connection. */
+  storeNeighbours(): string[] {
+    return [...this.byPeer.keys()].map(formatPeerName);
+  }
+
+  /**
+   * Peers reachable over control connections: BFS over edges both ends list (established
+   * on the data path or not: store gossip rides the control connections).
+   */
+  controlReachable(): Set<string> {
+    const entries = new Map(this.topology.entries().map((e) => [e.name, e] as const));
+    const lists = (a: PeerName, b: PeerName): boolean => entries.get(a)?.connections.some((c) => c.peer === b) ?? false;
+    const seen = new Set<PeerName>([this.opts.name]);
+    const queue: PeerName[] = [this.opts.name];
+    for (const direct of this.byPeer.keys()) {
+      if (!seen.has(direct)) {
+        seen.add(direct);
+        queue.push(direct);
+      }
+    }
+    while (queue.length > 0) {
+      const at = queue.shift()!;
+      for (const c of entries.get(at)?.connections ?? []) {
+        if (seen.has(c.peer) || !lists(c.peer, at)) continue;
+        seen.add(c.peer);
+        queue.push(c.peer);
+      }
+    }
+    seen.delete(this.opts.name);
+    return new Set([...seen].map(formatPeerName));
+  }
+
+  /**
+   * Has every one of `addresses` (the launch peers) reached a peer at least once? A target
+   * dropped as a connection to ourselves counts as reached.
+   */
+  targetsReached(addresses: readonly string[]): boolean {
+    for (const a of addresses) {
+      const t = this.targets.get(normalizeTarget(a, this.opts.port));
+      if (t !== undefined && t.peer === undefined) return false;
+    }
+    return true;
+  }
+
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
@@ -166,6 +247,9 @@ export class Router implements DatapathEvents {
   connect(addresses: string[], source: TargetSource = 'connect'): void {
     for (const a of addresses) {
       const address = normalizeTarget(a, this.opts.port);
+      // A host learnt from the store (or gossip) that we are already connected to needs no
+      // second connection: dialling it anyway only ends in a refused duplicate.
+      if (source === 'discovered' && !this.targets.has(address) && [...this.byPeer.values()].some((c) => c.remoteListenAddress === address)) continue;
       if (this.targets.has(address)) {
         const t = this.targets.get(address)!;
         // An operator asking again means "try now".
@@ -384,6 +468,7 @@ export class Router implements DatapathEvents {
     });
     this.publishLocal();
     conn.send({ type: MessageType.Gossip, payload: encodeGossip(this.topology.entries()) });
+    this.storeSink?.peerConnected(formatPeerName(hello.name));
   }
 
   private onGossip(from: PeerConnection, payload: Buffer): void {
@@ -417,6 +502,7 @@ export class Router implements DatapathEvents {
       this.byPeer.delete(name);
       this.datapath?.removePeer(name);
       this.log.info('disconnected from peer', { peer: formatPeerName(name), reason });
+      this.storeSink?.peerDisconnected(formatPeerName(name));
       this.publishLocal();
     } else if (conn.phase !== 'ready') {
       this.log.debug('connection attempt ended', { remote: conn.remoteAddress, reason });
@@ -474,6 +560,7 @@ export class Router implements DatapathEvents {
 
   private afterTopologyChange(): void {
     this.discover();
+    this.storeSink?.topologyChanged();
   }
 
   /** Forget peers that stayed unreachable through the grace period. */
@@ -482,6 +569,7 @@ export class Router implements DatapathEvents {
       this.datapath?.peerGone(gone);
       this.log.info('peer unreachable, forgotten', { peer: formatPeerName(gone) });
     }
+    this.storeSink?.topologyChanged();
   }
 
   /** Connect to peers our neighbours know and we do not. */

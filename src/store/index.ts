@@ -1,4 +1,4 @@
-/** Open the configured store: etcd when endpoints are given, else the embedded file store. */
+/** Open the configured store: etcd when endpoints are given, else the mesh store (or, without `mesh`, the single-host file store). */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../log';
@@ -6,6 +6,7 @@ import { WeavetsError } from '../errors';
 // ./etcd loads etcd3 and gRPC (~20 MB resident): only when an etcd store is configured.
 import type { EtcdStore } from './etcd';
 import { FileStore } from './file';
+import { MeshStore } from './mesh';
 import type { Store } from './types';
 
 export interface StoreConfig {
@@ -27,8 +28,28 @@ export function fileStorePath(stateDir: string): string {
   return path.join(stateDir, 'store.json');
 }
 
-export async function openStore(config: StoreConfig, log: Logger): Promise<Store> {
+export function meshStorePath(stateDir: string): string {
+  return path.join(stateDir, 'mesh-store.json');
+}
+
+/** Without etcd: this host's peer name and how long an unreachable host's entries are kept. */
+export interface MeshStoreConfig {
+  self: string;
+  graceMs: number;
+}
+
+export async function openStore(config: StoreConfig, log: Logger, mesh?: MeshStoreConfig): Promise<Store> {
   const e = config.etcd;
+  if (!e && mesh) {
+    return MeshStore.open({
+      file: meshStorePath(config.stateDir),
+      self: mesh.self,
+      graceMs: mesh.graceMs,
+      // A host upgraded from the single-host store keeps its blocks, addresses and records.
+      importFrom: fileStorePath(config.stateDir),
+      log: log.child('store'),
+    });
+  }
   if (!e) return FileStore.open({ file: fileStorePath(config.stateDir), log: log.child('store') });
   let password = e.password;
   if (e.passwordFile !== undefined) {

@@ -1,6 +1,7 @@
 /**
  * The cluster store as the rest of weavets sees it: a narrow key-value interface that
- * etcd (etcd.ts) and the embedded single-host file store (file.ts) both implement.
+ * etcd (etcd.ts), the mesh store replicated over the control connections (mesh.ts, the
+ * default without --etcd) and the single-host file store (file.ts) implement.
  *
  * Keys and values are strings. Every mutation bumps a store-wide revision; each key
  * remembers the revision of its last change (`modRevision`) and of its creation, which
@@ -73,9 +74,16 @@ export interface StoreLease {
   release(): void;
 }
 
+/** A key several hosts hold with different values (the mesh store, after a partition healed). */
+export interface StoreConflict {
+  key: string;
+  /** Peer names of the holders; the first is the one `get` answers with. */
+  holders: string[];
+}
+
 export interface Store {
-  /** "etcd" or "file", for status and logs. */
-  readonly kind: 'etcd' | 'file';
+  /** "etcd", "mesh" (replicated over the control connections) or "file" (one host), for status and logs. */
+  readonly kind: 'etcd' | 'file' | 'mesh';
   /** Where it is: endpoints, or the file path. Never holds credentials. */
   readonly location: string;
   get(key: string): Promise<KvEntry | undefined>;
@@ -91,6 +99,8 @@ export interface Store {
   /** Revoke a lease by id (one held by a previous run of this daemon). Missing: no error. */
   revokeLease(id: string): Promise<void>;
   watch(prefix: string, handlers: WatchHandlers): StoreWatch;
+  /** Keys in conflict now (only a replicated store without a single arbiter has any). */
+  conflicts?(): StoreConflict[];
   close(): Promise<void>;
 }
 

@@ -79,10 +79,19 @@ describe('launch store flags', () => {
       name: '02:00:00:00:00:01',
       networks: [{ network: 'weavets', blocks: [{ cidr: '10.32.0.0/26', used: 2, free: 61 }], used: 2, free: 61 }],
       hosts: [{ name: '02:00:00:00:00:01', nickname: 'h1', address: '192.0.2.11:6783' }],
+      blocks: [
+        { network: 'weavets', cidr: '10.32.0.0/26', owner: '02:00:00:00:00:01', nickname: 'h1' },
+        { network: 'weavets', cidr: '10.32.0.64/26', owner: '02:00:00:00:00:02', nickname: 'h2' },
+      ],
+      conflicts: [],
     };
     const text = formatIpamStatus(s);
     expect(text).toContain('10.32.0.0/26');
     expect(text).toMatch(/weavets\s+10\.32\.0\.0\/26\s+2\s+61/);
     expect(text).toContain('(this host)');
+    expect(text).toMatch(/weavets\s+10\.32\.0\.64\/26\s+02:00:00:00:00:02\s+h2/);
+    expect(text).not.toContain('CONFLICTS');
+    const contested = formatIpamStatus({ ...s, conflicts: [{ key: 'ipam/blocks/weavets/0a200040', holders: ['02:00:00:00:00:01', '02:00:00:00:00:02'] }] });
+    expect(contested).toMatch(/CONFLICTS[^\n]*\n.*\n\s+ipam\/blocks\/weavets\/0a200040\s+02:00:00:00:00:01 02:00:00:00:00:02/);
   });
 });

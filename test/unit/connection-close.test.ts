@@ -30,6 +30,7 @@ describe('PeerConnection.close', () => {
       onReady: () => undefined,
       onGossip: () => undefined,
       onHealth: () => undefined,
+      onStore: () => undefined,
       onClosed: () => {
         throw new Error('invalid port in peer address "192.0.2.9:0"');
       },

@@ -113,6 +113,15 @@ describe('control codec', () => {
     expect(() => decode(shortPing)).toThrow(ControlDecodeError);
   });
 
+  it('frames a STORE message (type 9) around its opaque body, never empty', () => {
+    const msg: ControlMessage = { type: MessageType.Store, payload: Buffer.from('03020000000002000000000000000c020000000001', 'hex') };
+    const buf = encode(msg);
+    expect(buf.toString('hex')).toBe('0000001609' + '03020000000002000000000000000c020000000001');
+    expect(encodingLength(msg)).toBe(buf.length);
+    expect(decode(buf)).toEqual(msg);
+    expect(() => decode(Buffer.from('0000000109', 'hex'))).toThrow(/store message is empty/);
+  });
+
   it('negotiates the highest shared version', () => {
     expect(negotiateVersion({ minVersion: 1, maxVersion: 3 }, { minVersion: 2, maxVersion: 5 })).toBe(3);
     expect(negotiateVersion({ minVersion: 1, maxVersion: 1 }, { minVersion: 2, maxVersion: 2 })).toBeUndefined();

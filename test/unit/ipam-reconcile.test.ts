@@ -177,7 +177,7 @@ describe('address leaks and the reconciler', () => {
     const registry = new Registry();
     let n = 0;
     registerIpamMetrics(registry, {
-      status: () => ({ store: { kind: 'file', location: '' }, range: '', blockPrefix: 26, leaseTtlSeconds: 120, name: SELF, networks: [], hosts: [] }),
+      status: () => ({ store: { kind: 'file', location: '' }, range: '', blockPrefix: 26, leaseTtlSeconds: 120, name: SELF, networks: [], hosts: [], blocks: [], conflicts: [] }),
       reclaimedAddresses: () => n,
     });
     n = 3;
