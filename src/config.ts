@@ -25,6 +25,8 @@ export interface DaemonConfig {
   /** Overlay MTU for containers; 0: derive from the underlay. */
   mtu: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Cap on the log file when stdout is a regular file (src/log.ts CappedFileSink); 0 = none. */
+  logMaxSize?: number;
   /** File the network password was read from (a path, never the secret), if any. */
   passwordFile?: string;
   /** The network password; undefined: no encryption. Never logged, never in argv. */

@@ -17,7 +17,7 @@ import {
   type DaemonConfig,
 } from '../config';
 import { WeavetsError } from '../errors';
-import { createLogger, type LogLevel } from '../log';
+import { CappedFileSink, createLogger, DEFAULT_LOG_MAX_SIZE, parseLogSize, type LogLevel } from '../log';
 import type { RouterStatus } from '../api/types';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
@@ -53,6 +53,7 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   httpAddr: string;
   mtu: string;
   logLevel: LogLevel;
+  logMaxSize?: string;
   passwordFile?: string;
   /** Internal: the background launcher hands the password over on this fd. */
   passwordFd?: string;
@@ -78,6 +79,13 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     logLevel: flags.logLevel,
     trustedSubnets: parseTrustedSubnets(flags.trustedSubnets),
   };
+  if (flags.logMaxSize !== undefined) {
+    const size = parseLogSize(flags.logMaxSize);
+    if (size === undefined || (size > 0 && size < 4096)) {
+      throw new UsageError(`--log-max-size: want a size such as 10M, 512K or 0 (no cap), at least 4K; got ${JSON.stringify(flags.logMaxSize)}`);
+    }
+    config.logMaxSize = size;
+  }
   if (flags.name !== undefined) config.name = parsePeerNameFlag(flags.name);
   if (flags.passwordFile !== undefined && flags.passwordFd !== undefined) {
     throw new UsageError('--password-file and --password-fd are exclusive');
@@ -144,6 +152,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
     '--log-level',
     config.logLevel,
   ];
+  if (config.logMaxSize !== undefined) args.push('--log-max-size', String(config.logMaxSize));
   if (config.name !== undefined) args.push('--name', config.name);
   if (config.trustedSubnets.length > 0) args.push('--trusted-subnets', config.trustedSubnets.join(','));
   // The password itself never goes in argv: a file path, or a pipe on fd 3.
@@ -387,7 +396,9 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
 }
 
 async function launchForeground(config: DaemonConfig): Promise<void> {
-  const log = createLogger(config.logLevel);
+  // stdout: journald's in a unit; in a background launch the log file, capped here.
+  const sink = CappedFileSink.forFd(1, config.logMaxSize ?? DEFAULT_LOG_MAX_SIZE) ?? process.stdout;
+  const log = createLogger(config.logLevel, sink);
   const { stateDir } = config;
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   // Before touching the pid file: it belongs to the daemon that is running.
@@ -450,6 +461,7 @@ export function registerLifecycle(program: Command): void {
     .option('--http-addr <host:port>', 'status and metrics listener; "" turns it off', DEFAULT_HTTP_ADDR)
     .option('--mtu <n>', 'container MTU; 0 derives it from the underlay', '0')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .option('--log-max-size <size>', 'when the log is a file (background launch): rotate it at this size, keeping 2 old copies (10M default; K, M, G; 0 = no cap)')
     .option('--password-file <file>', 'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic')
     .addOption(new Option('--password-fd <fd>').hideHelp())
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
