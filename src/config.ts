@@ -45,6 +45,8 @@ export interface DaemonConfig {
   dns?: DnsConfig;
   /** Docker plugin socket (docs/DOCKER.md); undefined: DEFAULT_DOCKER_PLUGIN_SOCKET; "": off. */
   dockerPluginSocket?: string;
+  /** The driver name Docker knows us by (a managed plugin's name); undefined: the socket's base name. */
+  dockerDriverName?: string;
   /** Docker API for network names, the default network and DNS names; undefined: DEFAULT_DOCKER_HOST. */
   dockerHost?: string;
   /**

@@ -335,6 +335,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     if (dockerSocket !== '') {
       docker = await startDockerSurface({
         socketPath: dockerSocket,
+        ...(config.dockerDriverName !== undefined ? { driverName: config.dockerDriverName } : {}),
         dockerHost: config.dockerHost ?? DEFAULT_DOCKER_HOST,
         stateDir: config.stateDir,
         range,

@@ -59,6 +59,7 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   passwordFd?: string;
   trustedSubnets?: string;
   dockerPluginSocket?: string;
+  dockerDriverName?: string;
   dockerHost?: string;
   /** commander's --no-docker-dns-redirect: false when given. */
   dockerDnsRedirect?: boolean;
@@ -108,6 +109,13 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
       throw new UsageError('--docker-plugin-socket: give an absolute path (or "" to turn the Docker plugin off)');
     }
     config.dockerPluginSocket = flags.dockerPluginSocket;
+  }
+  if (flags.dockerDriverName !== undefined) {
+    // Docker's own rule for plugin references: [host/]name[:tag], lower case.
+    if (!/^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$/.test(flags.dockerDriverName)) {
+      throw new UsageError('--docker-driver-name: want a Docker plugin name such as weavets/net:0.2.0');
+    }
+    config.dockerDriverName = flags.dockerDriverName;
   }
   if (flags.dockerHost !== undefined) {
     if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost)) throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
@@ -160,6 +168,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   else if (config.password !== undefined) args.push('--password-fd', '3');
   args.push(...storeArgs(config), ...dnsArgs(config));
   if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
+  if (config.dockerDriverName !== undefined) args.push('--docker-driver-name', config.dockerDriverName);
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
   return [...args, '--', ...config.peers];
@@ -466,6 +475,7 @@ export function registerLifecycle(program: Command): void {
     .addOption(new Option('--password-fd <fd>').hideHelp())
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
     .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
+    .option('--docker-driver-name <name>', 'the driver name Docker knows this daemon by: a managed plugin\'s name (weavets/net:0.2.0); default: the plugin socket\'s base name')
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
     .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {

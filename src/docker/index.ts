@@ -16,6 +16,8 @@ import { bridgeNameFor, networkIdFor } from '../endpoint/networks';
 
 export interface DockerSurfaceOptions {
   socketPath: string;
+  /** The driver name Docker knows us by; default: the socket's base name (a managed plugin's is its name). */
+  driverName?: string;
   dockerHost: string;
   stateDir: string;
   range: Cidr;
@@ -45,7 +47,7 @@ export interface DockerSurface {
 }
 
 export async function startDockerSurface(o: DockerSurfaceOptions): Promise<DockerSurface> {
-  const driver = driverNameOf(o.socketPath);
+  const driver = o.driverName ?? driverNameOf(o.socketPath);
   const engine = new DockerEngine({
     host: o.dockerHost,
     driver,
