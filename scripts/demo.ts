@@ -1,87 +1,151 @@
 /**
  * The demo: three hosts as network namespaces on one underlay, weavets on each (host2
- * and host3 join host1), one container per host, every container pings every other
- * through the overlay. Everything is torn down at the end, on failure and on Ctrl-C.
+ * and host3 join host1), one container per host, and then what the product does, one
+ * step at a time. Everything is torn down at the end, on failure and on Ctrl-C.
  *
- *   npx tsx scripts/demo.ts          (as root; WEAVETS_LAB_DEBUG=1 shows every command)
+ *   npm run demo                     (as root; installs what is missing first)
+ *   npx tsx scripts/demo.ts          (as root, on a built checkout)
+ *   WEAVETS_LAB_DEBUG=1              shows every command
+ *
+ * Adding a feature to the demo: write a Step (a title and a function of the Demo) and
+ * put it in STEPS. A step prints what a user would type and see; it throws to fail the
+ * demo. Steps run in order and share the hosts and containers the first steps build.
  */
 import type { ConnectionStatus } from '../src/api/types';
 import { createLab, type Host, type Lab, type Namespace } from '../test/net/harness';
 
 const HOSTS = ['host1', 'host2', 'host3'];
 
+interface Container {
+  ns: Namespace;
+  host: Host;
+  ip: string;
+}
+
+/** What the steps share. */
+interface Demo {
+  lab: Lab;
+  hosts: Host[];
+  containers: Container[];
+}
+
+interface Step {
+  title: string;
+  run(demo: Demo): Promise<void>;
+}
+
 function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
 }
+
+function show(line: string): void {
+  process.stdout.write(`  ${line}\n`);
+}
+
+class DemoFailure extends Error {}
+
+const buildHosts: Step = {
+  title: `building ${HOSTS.length} hosts in namespaces on underlay 192.0.2.0/24`,
+  async run(d) {
+    for (const name of HOSTS) {
+      const h = await d.lab.addHost(name);
+      d.hosts.push(h);
+      show(`${h.name}: ${h.ip}  netns ${h.netns}`);
+    }
+  },
+};
+
+const launch: Step = {
+  title: 'launching weavets (host2 and host3 join host1)',
+  async run(d) {
+    const first = d.hosts[0]!;
+    for (const h of d.hosts) {
+      const peers = h === first ? [] : [first.ip];
+      await d.lab.launch(h, peers);
+      show(`${h.name}$ weavets launch${peers.map((p) => ` ${p}`).join('')}`);
+    }
+  },
+};
+
+const attach: Step = {
+  title: 'attaching one container per host',
+  async run(d) {
+    for (const h of d.hosts) {
+      const ns = await d.lab.addContainer(h, `c${h.index}`);
+      const cidr = await d.lab.attach(h, ns);
+      d.containers.push({ ns, host: h, ip: cidr.split('/')[0]! });
+      show(`${h.name}$ weavets attach --netns ${ns.netns} ${ns.name}  ->  ${cidr}`);
+    }
+  },
+};
+
+const mesh: Step = {
+  title: 'host1$ weavets status connections; weavets status peers',
+  async run(d) {
+    const first = d.hosts[0]!;
+    await d.lab.waitFor(
+      async () => {
+        const conns = await d.lab.weavetsJson<ConnectionStatus[]>(first, ['status', 'connections']);
+        return conns.filter((c) => c.state === 'established').length >= d.hosts.length - 1;
+      },
+      { what: 'host1 to have established connections to host2 and host3', timeoutMs: 30_000 },
+    );
+    process.stdout.write(await d.lab.weavetsOk(first, ['status', 'connections']));
+    process.stdout.write(await d.lab.weavetsOk(first, ['status', 'peers']));
+  },
+};
+
+const pingAll: Step = {
+  title: 'every container pings every other (through the overlay)',
+  async run(d) {
+    let failures = 0;
+    for (const from of d.containers) {
+      for (const to of d.containers) {
+        if (from === to) continue;
+        // The first packets may wait for ARP and MAC learning across the mesh.
+        await d.lab.ping(from.ns, to.ip, { count: 1, timeoutS: 2 });
+        const r = await d.lab.ping(from.ns, to.ip, { count: 3, intervalS: 0.2, timeoutS: 2 });
+        const ok = r.received === r.sent && r.sent > 0;
+        if (!ok) failures++;
+        const rtt = r.avgMs !== undefined ? `${r.avgMs.toFixed(3)} ms` : '-';
+        show(`${ok ? 'ok  ' : 'FAIL'} ${from.ns.name} (${from.host.name}) -> ${to.ns.name} (${to.host.name}) ${to.ip}: ${r.received}/${r.sent} replies, avg ${rtt}`);
+      }
+    }
+    if (failures > 0) throw new DemoFailure(`${failures} pair(s) failed`);
+    show('all containers reach each other');
+  },
+};
+
+const statusPage: Step = {
+  title: 'where to look: metrics and health on each host',
+  async run(d) {
+    for (const h of d.hosts) {
+      const health = await d.lab.http(h, '/healthz');
+      show(`${h.name}: http://127.0.0.1:6782/metrics (in ${h.netnsName}), /healthz answers ${health.status}`);
+      if (health.status !== 200) throw new DemoFailure(`${h.name}'s /healthz answered ${health.status}`);
+    }
+  },
+};
+
+const STEPS: Step[] = [buildHosts, launch, attach, mesh, pingAll, statusPage];
 
 async function main(): Promise<number> {
   if (process.getuid && process.getuid() !== 0) {
     process.stderr.write('demo: run as root (it creates network namespaces)\n');
     return 1;
   }
+  const started = Date.now();
   let lab: Lab | undefined;
   try {
     lab = await createLab();
     lab.requireCli();
-    say(`building ${HOSTS.length} hosts in namespaces (prefix ${lab.prefix}) on underlay 192.0.2.0/24`);
-    const hosts: Host[] = [];
-    for (const name of HOSTS) {
-      const h = await lab.addHost(name);
-      hosts.push(h);
-      process.stdout.write(`  ${h.name}: ${h.ip}  netns ${h.netns}\n`);
+    const demo: Demo = { lab, hosts: [], containers: [] };
+    for (const [i, step] of STEPS.entries()) {
+      say(`${i + 1}/${STEPS.length} ${step.title}`);
+      await step.run(demo);
     }
-    const first = hosts[0]!;
-
-    say('launching weavets (host2 and host3 join host1)');
-    for (const h of hosts) {
-      const peers = h === first ? [] : [first.ip];
-      await lab.launch(h, peers);
-      process.stdout.write(`  ${h.name}$ weavets launch${peers.map((p) => ` ${p}`).join('')}\n`);
-    }
-
-    say('attaching one container per host');
-    const containers: { ns: Namespace; host: Host; ip: string }[] = [];
-    for (const h of hosts) {
-      const ns = await lab.addContainer(h, `c${h.index}`);
-      const cidr = await lab.attach(h, ns);
-      containers.push({ ns, host: h, ip: cidr.split('/')[0]! });
-      process.stdout.write(`  ${h.name}$ weavets attach --netns ${ns.netns} ${ns.name}  ->  ${cidr}\n`);
-    }
-
-    const l = lab;
-    await l.waitFor(
-      async () => {
-        const conns = await l.weavetsJson<ConnectionStatus[]>(first, ['status', 'connections']);
-        return conns.filter((c) => c.state === 'established').length >= hosts.length - 1;
-      },
-      { what: 'host1 to have established connections to host2 and host3', timeoutMs: 30_000 },
-    );
-
-    say('host1$ weavets status connections');
-    process.stdout.write(await lab.weavetsOk(first, ['status', 'connections']));
-    say('host1$ weavets status peers');
-    process.stdout.write(await lab.weavetsOk(first, ['status', 'peers']));
-
-    say('every container pings every other (through the overlay)');
-    let failures = 0;
-    for (const from of containers) {
-      for (const to of containers) {
-        if (from === to) continue;
-        // The first packets may wait for ARP and MAC learning across the mesh.
-        await lab.ping(from.ns, to.ip, { count: 1, timeoutS: 2 });
-        const r = await lab.ping(from.ns, to.ip, { count: 3, intervalS: 0.2, timeoutS: 2 });
-        const verdict = r.received === r.sent && r.sent > 0 ? 'ok  ' : 'FAIL';
-        if (verdict === 'FAIL') failures++;
-        const rtt = r.avgMs !== undefined ? `${r.avgMs.toFixed(3)} ms` : '-';
-        process.stdout.write(
-          `  ${verdict} ${from.ns.name} (${from.host.name}) -> ${to.ns.name} (${to.host.name}) ${to.ip}: ` +
-            `${r.received}/${r.sent} replies, avg ${rtt}\n`,
-        );
-      }
-    }
-    say(failures === 0 ? 'all containers reach each other' : `${failures} pair(s) failed`);
-    if (failures > 0) lab.dumpLogs(30);
-    return failures === 0 ? 0 : 1;
+    say(`demo done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return 0;
   } catch (err) {
     process.stderr.write(`\ndemo failed: ${(err as Error).message}\n`);
     lab?.dumpLogs(30);
@@ -90,7 +154,7 @@ async function main(): Promise<number> {
     if (lab) {
       say('tearing down');
       await lab.destroy();
-      process.stdout.write('  daemons stopped, namespaces and temp files removed\n');
+      show('daemons stopped, namespaces and temp files removed');
     }
   }
 }
