@@ -39,6 +39,8 @@ export interface DaemonConfig {
   advertiseAddress?: string;
   /** TTL of this host's registration lease in the store, seconds (default 120). */
   ipamLeaseTtl?: number;
+  /** Seconds an address may go unused on this host before the reconciler releases it (default 60). */
+  ipamReclaimGrace?: number;
   /** Block size (prefix length) for a new cluster; undefined: /26, or the cluster's. */
   ipallocBlock?: number;
   /** Embedded DNS; undefined: on with the defaults (docs/DNS.md). */

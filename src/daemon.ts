@@ -16,7 +16,7 @@ import { registerDaemonMetrics } from './api/daemon-metrics';
 import { Netlink } from './netlink';
 import { Router } from './router/router';
 import { CLOSE_REASON_KERNEL_PATH_KEPT } from './router/control-codec';
-import { formatPeerName, parsePeerName, randomPeerName, type PeerName } from './router/peername';
+import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { CompositeDatapath } from './datapath/composite';
 import { FastDatapath, KEPT_STATE_FILE } from './datapath/fastdp/fastdp';
@@ -33,6 +33,7 @@ import { registerIpamMetrics } from './api/ipam-metrics';
 import { DEFAULT_NETWORK, DEFAULT_DNS } from './config';
 import { DnsService } from './dns/service';
 import { startDockerSurface, type DockerSurface } from './docker';
+import { DockerPlugin } from './docker/plugin';
 import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
 import type { EndpointStatus } from './api/types';
 import { WeavetsError } from './errors';
@@ -50,6 +51,9 @@ async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
   const file = peerNameFilePath(config.stateDir);
   if (config.name !== undefined) {
     const name = parsePeerName(config.name);
+    // The CLI refuses these already; a daemon started some other way must too.
+    const problem = peerNameProblem(name);
+    if (problem !== undefined) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--name ${config.name}: ${problem}`);
     await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
     return name;
   }
@@ -97,6 +101,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       port: config.port,
       ...(config.advertiseAddress !== undefined ? { advertiseAddress: config.advertiseAddress } : {}),
       ...(config.ipamLeaseTtl !== undefined ? { leaseTtlSeconds: config.ipamLeaseTtl } : {}),
+      ...(config.ipamReclaimGrace !== undefined
+        ? { reclaimGraceMs: config.ipamReclaimGrace * 1000, reclaimIntervalMs: Math.min(30_000, Math.max(1000, config.ipamReclaimGrace * 500)) }
+        : {}),
       ...(config.ipallocBlock !== undefined ? { blockPrefix: config.ipallocBlock } : {}),
       ownLinks: ledger.list(),
       log: log.child('ipam'),
@@ -279,8 +286,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       }
     },
     attach: async (req) => attachWithDns(await endpoints.attach(req)),
-    detach: async (id) => {
-      await endpoints.detach(id);
+    detach: async (id, ifname) => {
+      await endpoints.detach(id, ifname);
       dns?.endpointDetached(id);
     },
     endpoints: () => endpoints.list(),
@@ -384,6 +391,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   }
   // Hosts registered in the store are dialled like neighbours' peers.
   ipam.onPeers((addresses) => router.connect(addresses, 'discovered'));
+  // Addresses this host holds that nothing here uses are released after a grace period
+  // (src/ipam/reconcile.ts). Every claimant has restored its state by now; without the
+  // Docker surface, the handles a previous run recorded in docker.json still count.
+  const storedDockerHandles = docker ? [] : DockerPlugin.storedAddressHandles(config.stateDir);
+  ipam.startReconciler(() => [...endpoints.addressClaims(), ...(docker ? docker.plugin.addressHandles() : storedDockerHandles)]);
   ready = true;
   log.info('weavets ready', {
     name: formatPeerName(name),

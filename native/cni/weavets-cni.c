@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -95,33 +97,148 @@ static int read_all(int fd, struct buf *b, size_t limit) {
 }
 
 /*
- * The configuration's "stateDir", if it is a plain string (no escapes): that is where the
- * daemon's socket is. Anything unusual falls back to the Node plugin, which parses JSON
- * for real, so this scan never has to be clever.
+ * Finding the configuration's top-level "stateDir" (that is where the daemon's socket is)
+ * without a JSON library: a scanner that walks the top-level object's members and skips
+ * every value whole, so a "stateDir" nested anywhere (in "args", which a meta-plugin may
+ * fill from a pod annotation) is never taken. Anything it does not have to understand
+ * (escapes in a key or in the stateDir value, a duplicate key, a non-string stateDir,
+ * malformed JSON) is "unusual": the invocation goes to the Node plugin, which parses JSON
+ * for real and applies the same rules, so this scan never has to be clever.
  */
-static int find_state_dir(const char *conf, size_t len, char *out, size_t outsz, int *unusual) {
-  static const char key[] = "\"stateDir\"";
-  *unusual = 0;
-  const char *p = memmem(conf, len, key, sizeof key - 1);
-  if (!p) return 0;
-  const char *end = conf + len;
-  p += sizeof key - 1;
+static const char *skip_ws(const char *p, const char *end) {
   while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-  if (p >= end || *p != ':') return (*unusual = 1), 0;
-  p++;
-  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-  if (p >= end || *p != '"') return (*unusual = 1), 0;
-  p++;
-  const char *q = p;
-  while (q < end && *q != '"' && *q != '\\') q++;
-  if (q >= end || *q != '"' || (size_t)(q - p) >= outsz || q == p) return (*unusual = 1), 0;
-  memcpy(out, p, (size_t)(q - p));
-  out[q - p] = 0;
-  return 1;
+  return p;
 }
 
-/* Hand the invocation to the Node plugin, with the configuration back on stdin. */
-static void fallback(const struct buf *conf) {
+/* p at '"': the end of the string literal, or NULL. *escaped: it held a backslash. */
+static const char *skip_string(const char *p, const char *end, int *escaped) {
+  *escaped = 0;
+  for (p++; p < end; p++) {
+    if (*p == '\\') {
+      *escaped = 1;
+      if (++p >= end) return NULL;
+    } else if (*p == '"') {
+      return p + 1;
+    }
+  }
+  return NULL;
+}
+
+/* Any JSON value at p: the end of it, or NULL. Objects and arrays by bracket depth. */
+static const char *skip_value(const char *p, const char *end) {
+  int escaped;
+  if (p >= end) return NULL;
+  if (*p == '"') return skip_string(p, end, &escaped);
+  if (*p == '{' || *p == '[') {
+    int depth = 0;
+    while (p < end) {
+      if (*p == '"') {
+        p = skip_string(p, end, &escaped);
+        if (!p) return NULL;
+        continue;
+      }
+      if (*p == '{' || *p == '[') depth++;
+      else if (*p == '}' || *p == ']') {
+        if (--depth == 0) return p + 1;
+      }
+      p++;
+    }
+    return NULL;
+  }
+  const char *q = p;
+  while (q < end && !strchr(",}] \t\r\n", *q)) q++;
+  return q == p ? NULL : q;
+}
+
+/* 1 with the top-level "stateDir" in out, 0 when there is none; *unusual as above. */
+static int find_state_dir(const char *conf, size_t len, char *out, size_t outsz, int *unusual) {
+  static const char key[] = "stateDir";
+  const char *p = conf, *end = conf + len;
+  int found = 0, escaped;
+  *unusual = 0;
+  p = skip_ws(p, end);
+  if (p >= end) return 0; /* no configuration at all: the daemon answers that */
+  if (*p != '{') return (*unusual = 1), 0;
+  p = skip_ws(p + 1, end);
+  if (p < end && *p == '}') return 0;
+  for (;;) {
+    if (p >= end || *p != '"') return (*unusual = 1), 0;
+    const char *k = p + 1;
+    p = skip_string(p, end, &escaped);
+    if (!p || escaped) return (*unusual = 1), 0;
+    int is_state_dir = (size_t)(p - 1 - k) == sizeof key - 1 && memcmp(k, key, sizeof key - 1) == 0;
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') return (*unusual = 1), 0;
+    p = skip_ws(p + 1, end);
+    if (is_state_dir) {
+      if (found || p >= end || *p != '"') return (*unusual = 1), 0;
+      const char *v = p + 1;
+      p = skip_string(p, end, &escaped);
+      if (!p || escaped || p - 1 == v || (size_t)(p - 1 - v) >= outsz) return (*unusual = 1), 0;
+      memcpy(out, v, (size_t)(p - 1 - v));
+      out[p - 1 - v] = 0;
+      found = 1;
+    } else {
+      p = skip_value(p, end);
+      if (!p) return (*unusual = 1), 0;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',') {
+      p = skip_ws(p + 1, end);
+      continue;
+    }
+    if (p < end && *p == '}') return found;
+    return (*unusual = 1), 0;
+  }
+}
+
+/*
+ * Whoever controls the socket's directory controls what this plugin talks to, so before
+ * connecting: the state dir's real path, every directory on it owned by root and
+ * writable by no one else (a sticky directory such as /tmp is fine above the state dir),
+ * and the socket, if present, a socket owned by root that no one else may write. We then
+ * connect by the checked real path, so a symlink swapped afterwards changes nothing.
+ * Returns NULL when trusted (or absent: connecting then fails and the Node plugin says
+ * the daemon is not running), else what is wrong, in `why`.
+ */
+static const char *untrusted(const char *state_dir, char *resolved, char *why, size_t whysz) {
+  if (!realpath(state_dir, resolved)) {
+    if (errno != ENOENT && errno != ENOTDIR) return snprintf(why, whysz, "cannot resolve %s: %s", state_dir, strerror(errno)), why;
+    snprintf(resolved, PATH_MAX, "%s", state_dir);
+    return NULL;
+  }
+  size_t n = strlen(resolved);
+  char prefix[PATH_MAX];
+  /* "/", then every longer prefix that ends where a component ends; the last is the state dir. */
+  for (size_t i = 0; i <= n; i++) {
+    size_t plen = i == 0 ? 1 : i;
+    if (i > 0 && i < n && resolved[i] != '/') continue;
+    if (i == n && n == 1) break; /* the state dir is "/" itself, checked at i == 0 */
+    int last = i == n || n == 1;
+    memcpy(prefix, resolved, plen);
+    prefix[plen] = 0;
+    struct stat st;
+    if (lstat(prefix, &st) != 0) return snprintf(why, whysz, "cannot inspect %s: %s", prefix, strerror(errno)), why;
+    if (st.st_uid != 0) return snprintf(why, whysz, "%s is owned by uid %u, not root", prefix, (unsigned)st.st_uid), why;
+    if ((st.st_mode & 022) && (last || !(st.st_mode & S_ISVTX)))
+      return snprintf(why, whysz, "%s is writable by group or others (mode %04o)", prefix, (unsigned)(st.st_mode & 07777)), why;
+  }
+  char sock[PATH_MAX + 16];
+  snprintf(sock, sizeof sock, "%s/weavets.sock", resolved);
+  struct stat st;
+  if (lstat(sock, &st) != 0) return NULL;
+  if (!S_ISSOCK(st.st_mode)) return snprintf(why, whysz, "%s is not a socket", sock), why;
+  if (st.st_uid != 0) return snprintf(why, whysz, "%s is owned by uid %u, not root", sock, (unsigned)st.st_uid), why;
+  if (st.st_mode & 022) return snprintf(why, whysz, "%s is writable by group or others (mode %04o)", sock, (unsigned)(st.st_mode & 07777)), why;
+  return NULL;
+}
+
+/*
+ * Hand the invocation to the Node plugin, with the configuration back on stdin. `refused`:
+ * why the state dir was not trusted (the Node plugin finds the same and says it as a CNI
+ * error); used for our own answer only when there is no Node plugin to defer to.
+ */
+static void fallback_refused(const struct buf *conf, const char *state_dir, const char *refused) {
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 32);
   char node[4096] = "", mainjs[4096] = "";
@@ -142,6 +259,19 @@ static void fallback(const struct buf *conf) {
   }
   if (!node[0] || !mainjs[0]) {
     /* No Node plugin to defer to: answer like it would, as a CNI error. */
+    if (refused) {
+      struct buf msg = {0}, text = {0};
+      buf_str(&text, "refusing stateDir ");
+      buf_str(&text, state_dir);
+      buf_str(&text, ": ");
+      buf_str(&text, refused);
+      buf_str(&text, "; the daemon's state dir and socket must be owned by root and writable by no one else");
+      buf_str(&msg, "{\"cniVersion\":\"1.0.0\",\"code\":7,\"msg\":");
+      if (text.data) buf_json(&msg, text.data, text.len);
+      buf_str(&msg, "}\n");
+      if (msg.data) fwrite(msg.data, 1, msg.len, stdout);
+      exit(1);
+    }
     printf("{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"weavets daemon unreachable and no fallback plugin installed (weavets-cni.fallback missing); run weavets setup-cni\"}\n");
     exit(1);
   }
@@ -156,6 +286,8 @@ static void fallback(const struct buf *conf) {
   exit(1);
 }
 
+static void fallback(const struct buf *conf) { fallback_refused(conf, NULL, NULL); }
+
 int main(void) {
   struct buf conf = {0};
   if (read_all(0, &conf, MAX_STDIN)) {
@@ -167,8 +299,15 @@ int main(void) {
   find_state_dir(conf.data ? conf.data : "", conf.len, state_dir, sizeof state_dir, &unusual);
   if (unusual) fallback(&conf);
 
+  /* An untrusted socket: the Node plugin refuses it too, as a proper CNI error. */
+  char resolved[PATH_MAX], why[PATH_MAX + 128];
+  if (untrusted(state_dir, resolved, why, sizeof why)) {
+    fprintf(stderr, "weavets-cni: refusing state dir %s: %s\n", state_dir, why);
+    fallback_refused(&conf, state_dir, why);
+  }
+
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/weavets.sock", state_dir) >= sizeof addr.sun_path) fallback(&conf);
+  if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/weavets.sock", resolved) >= sizeof addr.sun_path) fallback(&conf);
 
   struct buf body = {0};
   buf_str(&body, "{\"env\":{");

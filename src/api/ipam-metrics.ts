@@ -2,11 +2,13 @@
  * IPAM metrics: blocks owned and addresses used/free per network (read from the
  * allocator's view when Prometheus scrapes), and allocate/release latency by outcome.
  */
-import { Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { IpamStatus } from './types';
 
 export interface IpamMetricsSource {
   status(): IpamStatus;
+  /** Addresses released because nothing on this host used them (src/ipam/reconcile.ts). */
+  reclaimedAddresses(): number;
 }
 
 /** Register the gauges; returns the observer to hand to the allocator. */
@@ -43,6 +45,15 @@ export function registerIpamMetrics(
     registers: [registry],
     collect() {
       this.set(source.status().hosts.length);
+    },
+  });
+  new Counter({
+    name: 'weavets_ipam_reclaimed_total',
+    help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(source.reclaimedAddresses());
     },
   });
   const latency = new Histogram({

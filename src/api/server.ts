@@ -2,8 +2,11 @@
  * The daemon's HTTP API. Two listeners share one route table:
  *  - the unix socket in the state dir (root-only, mode 0600): every route, including the
  *    mutating ones the CLI and CNI plugin use;
- *  - an optional TCP listener (default 127.0.0.1:6782): read-only status, metrics and
- *    health, for Prometheus and probes. Nothing that changes state is reachable over TCP.
+ *  - an optional TCP listener (default 127.0.0.1:6782): what monitoring needs (status,
+ *    metrics, health) for Prometheus and probes, only to requests whose Host header
+ *    names the listener (host-check.ts: DNS rebinding). Nothing that changes state, and
+ *    nothing that names containers or their namespaces (/endpoints, /dns/lookup), is
+ *    reachable over TCP.
  * The server knows nothing of the router: it validates requests and calls DaemonControl.
  */
 import * as fs from 'node:fs';
@@ -12,6 +15,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
+import { isAllowedHost, type ListenAddress } from './host-check';
 import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
 
 export interface ApiServerOptions {
@@ -37,6 +41,8 @@ interface Route {
   method: 'GET' | 'POST';
   /** Mutating routes are served on the unix socket only. */
   mutating: boolean;
+  /** Served on the TCP status listener too: monitoring data that names no container or namespace. */
+  monitoring?: true;
   handle(control: DaemonControl, body: Body, res: http.ServerResponse): Promise<void>;
 }
 
@@ -112,25 +118,29 @@ function statusRoutes(): Record<string, Route> {
     mutating: false,
     handle: async (c, _b, res) => sendJson(res, 200, fn(c)),
   });
+  const monitoring = (r: Route): Route => ({ ...r, monitoring: true });
   return {
-    '/status': get((c) => c.status()),
-    '/status/connections': get((c) => c.connections()),
-    '/status/peers': get((c) => c.peers()),
-    '/status/targets': get((c) => c.targets()),
+    '/status': monitoring(get((c) => c.status())),
+    '/status/connections': monitoring(get((c) => c.connections())),
+    '/status/peers': monitoring(get((c) => c.peers())),
+    '/status/targets': monitoring(get((c) => c.targets())),
+    // Container ids, netns paths and names: the unix socket only.
     '/endpoints': get((c) => c.endpoints()),
-    '/ipam/status': get((c) => ipamOf(c).status()),
-    '/dns/status': get((c) => dnsOf(c).status()),
-    // A read, sent as POST for its body; not mutating, so also on the TCP listener.
+    '/ipam/status': monitoring(get((c) => ipamOf(c).status())),
+    '/dns/status': monitoring(get((c) => dnsOf(c).status())),
+    // A read, sent as POST for its body; it answers container names, so the unix socket only.
     '/dns/lookup': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))) },
     '/metrics': {
       method: 'GET',
       mutating: false,
+      monitoring: true,
       handle: async (c, _b, res) => sendText(res, 200, await c.metrics(), PROMETHEUS_CONTENT_TYPE),
     },
-    '/healthz': { method: 'GET', mutating: false, handle: async (_c, _b, res) => sendText(res, 200, 'ok\n') },
+    '/healthz': { method: 'GET', mutating: false, monitoring: true, handle: async (_c, _b, res) => sendText(res, 200, 'ok\n') },
     '/readyz': {
       method: 'GET',
       mutating: false,
+      monitoring: true,
       handle: async (c, _b, res) => (c.ready() ? sendText(res, 200, 'ready\n') : sendText(res, 503, 'not ready\n')),
     },
   };
@@ -164,8 +174,10 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
       const missingOk = optBoolean(b, 'missingOk') ?? false;
+      // ifname: release by (id, ifname) whatever the endpoint table says (CNI DEL).
+      const ifname = optString(b, 'ifname');
       try {
-        await c.detach(reqString(b, 'id'));
+        await c.detach(reqString(b, 'id'), ifname);
       } catch (err) {
         if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
         sendJson(res, 200, { ok: true, found: false });
@@ -282,18 +294,34 @@ function makeHandler(
   routes: Record<string, Route>,
   control: DaemonControl,
   log: Logger,
-  readOnly: boolean,
+  /** Set for the TCP status listener: its address, for the Host check. */
+  statusListener: (() => ListenAddress) | undefined,
 ): http.RequestListener {
   return (req, res) => {
     const handle = async (): Promise<void> => {
+      if (statusListener && !isAllowedHost(req.headers.host, statusListener())) {
+        const a = statusListener();
+        throw new HttpError(
+          403,
+          'EWEAVETS_BAD_REQUEST',
+          `Host ${JSON.stringify(req.headers.host ?? '')} is not this listener's address; ask http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/ or http://localhost:${a.port}/`,
+        );
+      }
       const pathname = new URL(req.url ?? '/', 'http://weavets').pathname.replace(/\/+$/, '') || '/';
       const route = Object.prototype.hasOwnProperty.call(routes, pathname) ? routes[pathname] : undefined;
       if (!route) throw new HttpError(404, 'EWEAVETS_NOT_FOUND', `no such API route: ${req.method} ${pathname}`);
-      if (readOnly && route.mutating) {
+      if (statusListener && route.mutating) {
         throw new HttpError(
           405,
           'EWEAVETS_BAD_REQUEST',
           `${pathname} is not available on the read-only HTTP listener; use the CLI (unix socket in the state dir)`,
+        );
+      }
+      if (statusListener && !route.monitoring) {
+        throw new HttpError(
+          403,
+          'EWEAVETS_BAD_REQUEST',
+          `${pathname} names containers and is not served on the HTTP status listener; use the CLI (unix socket in the state dir)`,
         );
       }
       if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) {
@@ -415,7 +443,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const tcpTarget = opts.httpAddr === '' ? undefined : parseListenAddr(opts.httpAddr);
 
   await prepareSocketPath(socketPath);
-  const unixServer = http.createServer(makeHandler(allRoutes, control, log, false));
+  const unixServer = http.createServer(makeHandler(allRoutes, control, log, undefined));
   await listen(unixServer, { path: socketPath });
   fs.chmodSync(socketPath, 0o600);
   log.info('API listening', { socket: socketPath });
@@ -423,7 +451,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   let tcpServer: http.Server | undefined;
   let httpAddress: ApiServer['httpAddress'];
   if (tcpTarget) {
-    tcpServer = http.createServer(makeHandler(allRoutes, control, log, true));
+    let bound: ListenAddress = tcpTarget;
+    tcpServer = http.createServer(makeHandler(allRoutes, control, log, () => bound));
     try {
       await listen(tcpServer, tcpTarget);
     } catch (err) {
@@ -437,6 +466,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }
     const a = tcpServer.address() as net.AddressInfo;
     httpAddress = { host: a.address, port: a.port };
+    bound = httpAddress;
     log.info('status and metrics listening', { addr: `${a.address}:${a.port}` });
   }
 

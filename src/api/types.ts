@@ -137,7 +137,8 @@ export interface DaemonControl {
   connect(addresses: string[]): void;
   forget(addresses: string[]): void;
   attach(req: AttachRequest): Promise<EndpointStatus>;
-  detach(id: string): Promise<void>;
+  /** `ifname`: release what (id, ifname) holds even when no endpoint is recorded (CNI DEL). */
+  detach(id: string, ifname?: string): Promise<void>;
   endpoints(): EndpointStatus[];
   /** Inspect an endpoint's links, addresses and routes (CNI CHECK); NOT_FOUND if unknown. */
   checkEndpoint?(id: string): Promise<EndpointCheck>;

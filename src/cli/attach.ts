@@ -55,9 +55,15 @@ export function registerAttach(program: Command): void {
     .action(async (id: string, flags: AttachFlags, cmd: Command) => {
       const req = buildAttachRequest(id, flags);
       const ep = await clientFor(stateDirOf(cmd)).post<EndpointStatus>('/attach', req);
-      // A named namespace (/run/netns/NAME) gets weavets DNS in /etc/netns/NAME/resolv.conf.
-      writeContainerResolvConf(ep);
+      // A named namespace (/run/netns/NAME) gets weavets DNS in /etc/netns/NAME/resolv.conf,
+      // unless a resolv.conf we did not write is there: that one is the user's and stays.
+      const dns = writeContainerResolvConf(ep);
       out(ep.address);
+      if (dns && 'kept' in dns) {
+        process.stderr.write(
+          `weavets: kept ${dns.kept}: it was not written by weavets; for weavets DNS in this container, add "nameserver ${ep.dns?.nameservers[0] ?? ''}" to it (or remove it and attach again)\n`,
+        );
+      }
     });
 
   program

@@ -120,14 +120,54 @@ export function resolvConfText(dns: { nameservers: string[]; search: string[] })
   return `${RESOLV_CONF_MARK}\n${dns.nameservers.map((n) => `nameserver ${n}`).join('\n')}\nsearch ${dns.search.join(' ')}\noptions ndots:1\n`;
 }
 
-/** Write the container's resolv.conf when its namespace is a named one; returns the path. */
-export function writeContainerResolvConf(ep: EndpointStatus): string | undefined {
+export type ResolvConfOutcome = { written: string } | { kept: string };
+
+/**
+ * Write the container's resolv.conf when its namespace is a named one. Only a file that
+ * is absent, or that we wrote (it starts with our mark), is written: a resolv.conf the
+ * user put there is theirs and is kept as it is (`kept`), never overwritten; so is
+ * anything that is not a regular file (a symlink is not followed). undefined: nothing
+ * to do (no DNS, or not a named namespace).
+ */
+export function writeContainerResolvConf(ep: EndpointStatus): ResolvConfOutcome | undefined {
   if (!ep.dns) return undefined;
   const file = resolvConfPathFor(ep.netns);
   if (!file) return undefined;
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  fs.writeFileSync(file, resolvConfText(ep.dns), { mode: 0o644 });
-  return file;
+  const text = resolvConfText(ep.dns);
+  const { O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_NOFOLLOW } = fs.constants;
+  let fd: number;
+  try {
+    // O_EXCL: created by us now, or not at all (an existing file or symlink fails).
+    fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (!isOurResolvConf(file)) return { kept: file };
+    fd = fs.openSync(file, O_WRONLY | O_TRUNC | O_NOFOLLOW);
+  }
+  try {
+    fs.writeSync(fd, text);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { written: file };
+}
+
+/** A regular file (not a symlink) that starts with the mark attach writes. */
+function isOurResolvConf(file: string): boolean {
+  try {
+    if (!fs.lstatSync(file).isFile()) return false;
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const head = Buffer.alloc(RESOLV_CONF_MARK.length);
+      const n = fs.readSync(fd, head, 0, head.length, 0);
+      return head.subarray(0, n).toString('utf8') === RESOLV_CONF_MARK;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -138,7 +178,7 @@ export function removeContainerResolvConf(ep: EndpointStatus): void {
   const file = resolvConfPathFor(ep.netns);
   if (!file) return;
   try {
-    if (!fs.readFileSync(file, 'utf8').startsWith(RESOLV_CONF_MARK)) return;
+    if (!isOurResolvConf(file)) return;
     fs.rmSync(file);
     fs.rmdirSync(path.dirname(file));
   } catch {

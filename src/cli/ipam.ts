@@ -20,6 +20,7 @@ export interface StoreFlags {
   etcdPasswordFile?: string;
   advertiseAddress?: string;
   ipamLeaseTtl?: string;
+  ipamReclaimGrace?: string;
   ipallocBlock?: string;
 }
 
@@ -33,6 +34,7 @@ export function addStoreOptions(cmd: Command): Command {
     .option('--etcd-password-file <file>', 'file holding the etcd password')
     .option('--advertise-address <ip>', 'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4')
     .option('--ipam-lease-ttl <seconds>', "seconds after which a dead host's address blocks return to the pool (default 120)")
+    .option('--ipam-reclaim-grace <seconds>', 'seconds an address this host holds may go unused by any endpoint before it is released (default 60)')
     .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)');
 }
 
@@ -96,6 +98,11 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
     if (!(n >= 2 && n <= 86400)) throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
     config.ipamLeaseTtl = n;
   }
+  if (flags.ipamReclaimGrace !== undefined) {
+    const n = /^\d{1,6}$/.test(flags.ipamReclaimGrace) ? Number(flags.ipamReclaimGrace) : NaN;
+    if (!(n >= 1 && n <= 86400)) throw new UsageError(`--ipam-reclaim-grace: '${flags.ipamReclaimGrace}' is not a number of seconds from 1 to 86400`);
+    config.ipamReclaimGrace = n;
+  }
   if (flags.ipallocBlock !== undefined) {
     const n = /^\/?\d{1,2}$/.test(flags.ipallocBlock) ? Number(flags.ipallocBlock.replace('/', '')) : NaN;
     if (!(n >= 8 && n <= 30)) throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
@@ -117,6 +124,7 @@ export function storeArgs(config: DaemonConfig): string[] {
   }
   if (config.advertiseAddress !== undefined) args.push('--advertise-address', config.advertiseAddress);
   if (config.ipamLeaseTtl !== undefined) args.push('--ipam-lease-ttl', String(config.ipamLeaseTtl));
+  if (config.ipamReclaimGrace !== undefined) args.push('--ipam-reclaim-grace', String(config.ipamReclaimGrace));
   if (config.ipallocBlock !== undefined) args.push('--ipalloc-block', String(config.ipallocBlock));
   return args;
 }

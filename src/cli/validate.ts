@@ -4,7 +4,7 @@
  * tests call them directly.
  */
 import * as net from 'node:net';
-import { isPeerNameText } from '../router/peername';
+import { isPeerNameText, parsePeerName, peerNameProblem } from '../router/peername';
 import { UsageError } from './output';
 
 export function parsePort(text: string, flag: string): number {
@@ -77,6 +77,10 @@ export function parsePeerNameFlag(text: string): string {
     throw new UsageError(
       `--name: '${text}' is not a peer name; use six hex bytes like 7e:21:0a:b4:19:c2, or leave --name out to keep the persisted one`,
     );
+  }
+  const problem = peerNameProblem(parsePeerName(text));
+  if (problem !== undefined) {
+    throw new UsageError(`--name: ${text.toLowerCase()} cannot be a peer name: ${problem}; use a unicast name like 7e:21:0a:b4:19:c2, or leave --name out`);
   }
   return text.toLowerCase();
 }

@@ -10,6 +10,7 @@ import { createLogger, type LogLevel } from '../log';
 import { parseCommand, parseInvocation, versionOf } from './invocation';
 import { cmdAdd, cmdCheck, cmdDel, cmdGc, cmdStatus, type DaemonApi } from './plugin';
 import { CNI_ERR, CniError, LATEST_VERSION, SUPPORTED_VERSIONS, formatError, isSupportedVersion } from './spec';
+import { trustedSocketPath } from './state-dir';
 
 /** ADD may wait behind other attaches on a busy host; past this we tell the runtime to retry. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -22,10 +23,6 @@ export interface RunOutput {
 }
 
 type Env = Record<string, string | undefined>;
-
-function socketPath(stateDir: string): string {
-  return `${stateDir.replace(/\/+$/, '')}/weavets.sock`;
-}
 
 /** One invocation, with I/O injected (tests call this directly). */
 export async function runPlugin(env: Env, stdin: string, apiFor: (stateDir: string) => DaemonApi): Promise<RunOutput> {
@@ -86,7 +83,8 @@ export function main(): void {
     return;
   }
   const env = process.env as Env;
-  runPlugin(env, stdin, (stateDir) => new ApiClient(socketPath(stateDir), { timeoutMs: REQUEST_TIMEOUT_MS })).then(
+  // Only the top-level "stateDir" (parseNetConf), and only a root-owned, root-only socket.
+  runPlugin(env, stdin, (stateDir) => new ApiClient(trustedSocketPath(stateDir), { timeoutMs: REQUEST_TIMEOUT_MS })).then(
     (out) => {
       // Let stdout drain (a pipe) before exiting; no process.exit() truncation.
       if (out.stdout !== '') process.stdout.write(out.stdout);

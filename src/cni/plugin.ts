@@ -3,12 +3,12 @@
  * (over its unix socket) to attach, detach and inspect endpoints, and turns the answers
  * into CNI results. Daemon error codes become CNI codes in daemonError(), the one place.
  */
-import * as fs from 'node:fs';
 import { ApiClient } from '../api/client';
 import type { EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
 import { WeavetsError } from '../errors';
 import { endpointId, parseEndpointId, type Invocation } from './invocation';
 import { CNI_ERR, CniError, formatResult, type CniResult, type DnsConfig } from './spec';
+import { namespaceFileState } from '../netlink/nsfs';
 
 /** What the plugin needs from the daemon API; ApiClient is it. */
 export type DaemonApi = Pick<ApiClient, 'get' | 'post' | 'raw'>;
@@ -47,11 +47,25 @@ function addressOnly(cidr: string): string {
   return slash < 0 ? cidr : cidr.slice(0, slash);
 }
 
+/**
+ * CNI_NETNS must be a namespace file, checked before anything is asked of the daemon:
+ * missing is the spec's "container unknown" (3), anything else (a regular file, a
+ * directory) an invalid environment variable (4).
+ */
+export function checkNetns(netns: string): void {
+  switch (namespaceFileState(netns)) {
+    case 'namespace':
+      return;
+    case 'missing':
+      throw new CniError(CNI_ERR.CONTAINER_UNKNOWN, `network namespace ${netns} does not exist`);
+    case 'other':
+      throw new CniError(CNI_ERR.INVALID_ENV, `CNI_NETNS ${netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
+  }
+}
+
 export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult> {
   const { conf } = inv;
-  if (!fs.existsSync(inv.netns)) {
-    throw new CniError(CNI_ERR.CONTAINER_UNKNOWN, `network namespace ${inv.netns} does not exist`);
-  }
+  checkNetns(inv.netns);
   let gateway: string | undefined;
   try {
     if (conf.gateway) {
@@ -89,8 +103,9 @@ export async function cmdAdd(inv: Invocation, api: DaemonApi): Promise<CniResult
 
 export async function cmdDel(inv: Invocation, api: DaemonApi): Promise<void> {
   try {
-    // missingOk: a second DEL, or one after a failed ADD, is a success.
-    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), missingOk: true });
+    // missingOk: a second DEL, or one after a failed ADD, is a success. ifname: the daemon
+    // releases what this id holds even if it has no endpoint for it (an ADD cut short).
+    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), ifname: inv.ifname, missingOk: true });
   } catch (err) {
     throw daemonError(err, 'DEL');
   }
@@ -107,6 +122,7 @@ export async function cmdCheck(inv: Invocation, api: DaemonApi): Promise<void> {
   if (prev === undefined || typeof prev !== 'object' || prev === null) {
     throw new CniError(CNI_ERR.INVALID_CONFIG, 'CHECK needs prevResult (the result of the ADD)');
   }
+  checkNetns(inv.netns);
   let check: EndpointCheck;
   try {
     check = await api.post<EndpointCheck>('/endpoints/check', { id });

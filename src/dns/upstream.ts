@@ -3,7 +3,13 @@
  * when it changes, never our own listen addresses), one after the other with a timeout
  * each; SERVFAIL when all fail. The query is relayed as bytes under an id of our own, so
  * what the client asked (EDNS, flags) reaches the upstream unchanged.
+ *
+ * Against off-path spoofing (Kaminsky): every upstream query, each retry included, goes
+ * out from a socket of its own (a fresh random source port from the kernel) under a
+ * fresh random id from the CSPRNG, and an answer counts only if it comes from the server
+ * asked, from port 53, with that id. A spoofer has to guess 16 bits of port and 16 of id.
  */
+import { randomInt } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import type { Logger } from '../log';
@@ -15,8 +21,10 @@ export interface UpstreamOptions {
   isOwnAddress(ip: string): boolean;
   /** Per-server timeout, ms. */
   timeoutMs?: number;
-  /** Queries in flight before new ones fail at once. */
+  /** Queries in flight before new ones fail at once (each holds a socket). */
   maxPending?: number;
+  /** Port the servers listen on: 53 (tests point it elsewhere). */
+  serverPort?: number;
   log: Logger;
 }
 
@@ -25,7 +33,11 @@ interface Pending {
   clientId: number;
   servers: string[];
   next: number;
-  timer: NodeJS.Timeout;
+  /** The id the current upstream query went out under. */
+  id: number;
+  /** The current upstream query's own socket. */
+  socket: dgram.Socket | undefined;
+  timer: NodeJS.Timeout | undefined;
   done(response: Buffer | undefined): void;
 }
 
@@ -44,20 +56,20 @@ export function parseResolvConf(text: string): string[] {
 }
 
 export class Upstream {
-  private socket: dgram.Socket | undefined;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new Set<Pending>();
   private servers: string[] = [];
   private mtimeMs = -1;
   private checkedAt = 0;
-  private nextId = Math.floor(Math.random() * 65536);
   private readonly timeoutMs: number;
   private readonly maxPending: number;
+  private readonly serverPort: number;
   forwarded = 0;
   failed = 0;
 
   constructor(private readonly opts: UpstreamOptions) {
     this.timeoutMs = opts.timeoutMs ?? 1500;
-    this.maxPending = opts.maxPending ?? 2048;
+    this.maxPending = opts.maxPending ?? 1024;
+    this.serverPort = opts.serverPort ?? 53;
   }
 
   /** The servers we would use now (resolv.conf re-read if it changed). */
@@ -81,71 +93,71 @@ export class Upstream {
     return this.servers.filter((s) => !this.opts.isOwnAddress(s));
   }
 
-  private ensureSocket(): dgram.Socket {
-    if (this.socket) return this.socket;
-    const s = dgram.createSocket('udp4');
-    s.on('message', (msg, rinfo) => this.onReply(msg, rinfo.address));
-    s.on('error', (err) => this.opts.log.warn('upstream socket error', { error: err.message }));
-    s.bind(0);
-    s.unref();
-    this.socket = s;
-    return s;
-  }
-
   /** Relay `query`; `done` gets the reply with the client's id, or undefined when all failed. */
   forward(query: Buffer, done: (response: Buffer | undefined) => void): void {
     const servers = this.currentServers();
-    if (servers.length === 0 || this.pending.size >= this.maxPending) {
+    if (servers.length === 0 || this.pending.size >= this.maxPending || query.length < 12) {
       this.failed++;
       done(undefined);
       return;
     }
-    let id = this.nextId;
-    for (let tries = 0; this.pending.has(id) && tries < 65536; tries++) id = (id + 1) & 0xffff;
-    this.nextId = (id + 1 + Math.floor(Math.random() * 16)) & 0xffff;
     const own = Buffer.from(query);
-    const clientId = own.readUInt16BE(0);
-    own.writeUInt16BE(id, 0);
-    const p: Pending = { query: own, clientId, servers, next: 0, timer: undefined as unknown as NodeJS.Timeout, done };
-    this.pending.set(id, p);
+    const p: Pending = { query: own, clientId: own.readUInt16BE(0), servers, next: 0, id: 0, socket: undefined, timer: undefined, done };
+    this.pending.add(p);
     this.forwarded++;
-    this.send(id, p);
+    this.send(p);
   }
 
-  private send(id: number, p: Pending): void {
+  /** Ask the current server, from a new socket under a new id. */
+  private send(p: Pending): void {
+    this.dropSocket(p);
     const server = p.servers[p.next]!;
-    this.ensureSocket().send(p.query, 53, server, (err) => {
+    p.id = randomInt(0x10000);
+    p.query.writeUInt16BE(p.id, 0);
+    const s = dgram.createSocket('udp4');
+    p.socket = s;
+    s.on('message', (msg, rinfo) => this.onReply(p, s, msg, rinfo));
+    s.on('error', (err) => this.opts.log.debug('upstream socket error', { server, error: err.message }));
+    // bind(0) on send: the kernel picks a random ephemeral port for this query alone.
+    s.send(p.query, this.serverPort, server, (err) => {
       if (err) this.opts.log.debug('upstream send failed', { server, error: err.message });
     });
     p.timer = setTimeout(() => {
       p.next++;
-      if (p.next < p.servers.length) this.send(id, p);
-      else this.finish(id, undefined);
+      if (p.next < p.servers.length) this.send(p);
+      else this.finish(p, undefined);
     }, this.timeoutMs);
   }
 
-  private onReply(msg: Buffer, from: string): void {
-    if (msg.length < 12) return;
-    const id = msg.readUInt16BE(0);
-    const p = this.pending.get(id);
-    // Only the server we asked last may answer (others would be spoofing or late).
-    if (!p || p.servers[p.next] !== from) return;
+  private onReply(p: Pending, s: dgram.Socket, msg: Buffer, from: dgram.RemoteInfo): void {
+    // Only the server we asked, from its DNS port, on this query's socket, with its id;
+    // anything else is spoofed or late and is dropped.
+    if (p.socket !== s || from.address !== p.servers[p.next] || from.port !== this.serverPort) return;
+    if (msg.length < 12 || msg.readUInt16BE(0) !== p.id) return;
     msg.writeUInt16BE(p.clientId, 0);
-    this.finish(id, msg);
+    this.finish(p, msg);
   }
 
-  private finish(id: number, response: Buffer | undefined): void {
-    const p = this.pending.get(id);
-    if (!p) return;
+  private dropSocket(p: Pending): void {
+    const s = p.socket;
+    p.socket = undefined;
+    if (!s) return;
+    try {
+      s.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  private finish(p: Pending, response: Buffer | undefined): void {
+    if (!this.pending.delete(p)) return;
     clearTimeout(p.timer);
-    this.pending.delete(id);
+    this.dropSocket(p);
     if (response === undefined) this.failed++;
     p.done(response);
   }
 
   close(): void {
-    for (const id of [...this.pending.keys()]) this.finish(id, undefined);
-    this.socket?.close();
-    this.socket = undefined;
+    for (const p of [...this.pending]) this.finish(p, undefined);
   }
 }

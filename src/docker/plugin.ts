@@ -17,6 +17,7 @@
  *   Docker, which moves it into the container and sets address, MAC and routes.
  */
 import * as fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
@@ -101,11 +102,26 @@ interface EndpointRecord {
   ports?: PortBinding[];
 }
 
+/**
+ * Keyed by ids Docker (or a caller of the plugin socket) chooses: Maps, never plain
+ * objects, so an id like "__proto__" or "constructor" is just a key. On disk each map is
+ * a JSON object (Object.fromEntries / Object.entries keep such keys as own properties).
+ */
 interface State {
-  networks: Record<string, NetworkRecord>;
+  networks: Map<string, NetworkRecord>;
   /** Allocated address (dotted) -> the allocator handle holding it. */
-  addresses: Record<string, { id: string; ifname: string }>;
-  endpoints: Record<string, EndpointRecord>;
+  addresses: Map<string, { id: string; ifname: string }>;
+  endpoints: Map<string, EndpointRecord>;
+}
+
+interface StoredState {
+  networks?: Record<string, NetworkRecord>;
+  addresses?: Record<string, { id: string; ifname: string }>;
+  endpoints?: Record<string, EndpointRecord>;
+}
+
+function mapOf<T>(o: Record<string, T> | undefined): Map<string, T> {
+  return new Map(o !== undefined && typeof o === 'object' && o !== null ? Object.entries(o) : []);
 }
 
 type Handler = (body: Body) => Promise<unknown>;
@@ -116,7 +132,7 @@ export function endpointIdFor(dockerEndpointId: string): string {
 }
 
 export class DockerPlugin {
-  private state: State = { networks: {}, addresses: {}, endpoints: {} };
+  private state: State = { networks: new Map(), addresses: new Map(), endpoints: new Map() };
   private readonly file: string;
   private readonly poolId: string;
   private readonly handlers: Record<string, Handler>;
@@ -171,8 +187,8 @@ export class DockerPlugin {
   /** Load what a previous run knew (networks, address handles, endpoints). */
   async restore(): Promise<void> {
     try {
-      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as Partial<State>;
-      this.state = { networks: data.networks ?? {}, addresses: data.addresses ?? {}, endpoints: data.endpoints ?? {} };
+      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as StoredState;
+      this.state = { networks: mapOf(data.networks), addresses: mapOf(data.addresses), endpoints: mapOf(data.endpoints) };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
         this.deps.log.warn('ignoring unreadable Docker plugin state', { file: this.file, error: (err as Error).message });
@@ -195,9 +211,27 @@ export class DockerPlugin {
     }
   }
 
+  /** The allocator handles of every Docker address this host holds (claims for the IPAM reconciler). */
+  addressHandles(): { id: string; ifname: string }[] {
+    return [...this.state.addresses.values()];
+  }
+
+  /**
+   * The same from <stateDir>/docker.json, for a daemon running without the Docker surface:
+   * the addresses of containers Docker started earlier stay theirs.
+   */
+  static storedAddressHandles(stateDir: string): { id: string; ifname: string }[] {
+    try {
+      const data = JSON.parse(readFileSync(path.join(stateDir, 'docker.json'), 'utf8')) as StoredState;
+      return [...mapOf(data.addresses).values()].filter((h) => typeof h?.id === 'string' && typeof h.ifname === 'string');
+    } catch {
+      return [];
+    }
+  }
+
   /** Networks as this host knows them, for status. */
   networks(): { id: string; segment?: string; gateway?: string }[] {
-    return Object.entries(this.state.networks).map(([id, n]) => ({ id, ...(n.segment ? { segment: n.segment } : {}), ...(n.gateway ? { gateway: n.gateway } : {}) }));
+    return [...this.state.networks].map(([id, n]) => ({ id, ...(n.segment ? { segment: n.segment } : {}), ...(n.gateway ? { gateway: n.gateway } : {}) }));
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -207,7 +241,12 @@ export class DockerPlugin {
   }
 
   private async save(): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify(this.state, null, 1) + '\n');
+    const stored: StoredState = {
+      networks: Object.fromEntries(this.state.networks),
+      addresses: Object.fromEntries(this.state.addresses),
+      endpoints: Object.fromEntries(this.state.endpoints),
+    };
+    await writeFileAtomic(this.file, JSON.stringify(stored, null, 1) + '\n');
   }
 
   // ---- IPAM driver ----------------------------------------------------------------
@@ -279,7 +318,7 @@ export class DockerPlugin {
     }
     const handle = { id: `docker-ipam-${randomBytes(6).toString('hex')}`, ifname: 'eth0' };
     const a = await this.deps.allocator.allocate({ ...handle, network: DOCKER_SPACE, ...(ip !== undefined ? { ip } : {}) });
-    this.state.addresses[formatIpv4(a.ip)] = handle;
+    this.state.addresses.set(formatIpv4(a.ip), handle);
     await this.save();
     this.deps.log.info('Docker IPAM: allocated', { address: a.address, gateway: opts[OPT_ADDRESS_TYPE] === ADDRESS_TYPE_GATEWAY });
     return { Address: a.address, Data: {} };
@@ -294,14 +333,14 @@ export class DockerPlugin {
     } catch (err) {
       throw new PluginError(400, `Address: ${(err as Error).message}`);
     }
-    const handle = this.state.addresses[ip];
+    const handle = this.state.addresses.get(ip);
     if (!handle) {
       // Already released (a repeated call), or allocated by a lost state file: nothing to do.
       this.deps.log.warn('Docker IPAM: release of an address we do not hold', { address: ip });
       return {};
     }
     await this.deps.allocator.release(handle.id, handle.ifname);
-    delete this.state.addresses[ip];
+    this.state.addresses.delete(ip);
     await this.save();
     return {};
   }
@@ -336,7 +375,7 @@ export class DockerPlugin {
       gateway = optString(d, 'Gateway');
       if (gateway !== undefined && !gateway.includes('/')) gateway = `${gateway}/${this.deps.range.prefix}`;
     }
-    this.state.networks[id] = { ...(segment ? { segment } : {}), ...(gateway ? { gateway } : {}), options: opts };
+    this.state.networks.set(id, { ...(segment ? { segment } : {}), ...(gateway ? { gateway } : {}), options: opts });
     await this.save();
     this.deps.log.info('Docker network created', { id: id.slice(0, 12), segment: segment ?? '(its name)', gateway });
     return {};
@@ -344,23 +383,23 @@ export class DockerPlugin {
 
   private async deleteNetwork(b: Body): Promise<unknown> {
     const id = reqString(b, 'NetworkID');
-    const net = this.state.networks[id];
+    const net = this.state.networks.get(id);
     if (net?.segment !== undefined && net.gateway !== undefined) {
       const bridge = await this.deps.bridges.ensure(net.segment);
       await this.deps.bridges.delAddress(bridge, net.gateway);
     }
-    delete this.state.networks[id];
+    this.state.networks.delete(id);
     await this.save();
     return {};
   }
 
   /** The segment of a Docker network: its -o weavets.segment, else its Docker name (asked once). */
   private async segmentOf(networkId: string): Promise<{ net: NetworkRecord; segment: string }> {
-    let net = this.state.networks[networkId];
+    let net = this.state.networks.get(networkId);
     if (!net) {
       // Created before this state file existed (or it was lost): learn what we can.
       net = { options: {} };
-      this.state.networks[networkId] = net;
+      this.state.networks.set(networkId, net);
     }
     if (net.segment === undefined) {
       const name = await this.deps.networkName(networkId);
@@ -394,7 +433,7 @@ export class DockerPlugin {
       ...(net.gateway !== undefined ? { gateway: net.gateway.split('/')[0]! } : {}),
     });
     await this.deps.bridges.routeTo(bridge, address.split('/')[0]!);
-    this.state.endpoints[endpointId] = { networkId, address };
+    this.state.endpoints.set(endpointId, { networkId, address });
     await this.save();
     // Docker gave an address; it wants a MAC back only when it gave none.
     return mac === undefined ? { Interface: { MacAddress: ep.mac } } : { Interface: {} };
@@ -403,7 +442,7 @@ export class DockerPlugin {
   private endpoint(b: Body): { endpointId: string; rec: EndpointRecord } {
     reqString(b, 'NetworkID');
     const endpointId = reqString(b, 'EndpointID');
-    const rec = this.state.endpoints[endpointId];
+    const rec = this.state.endpoints.get(endpointId);
     if (!rec) throw new PluginError(500, `weavets: no endpoint ${endpointId.slice(0, 12)} on this host`);
     return { endpointId, rec };
   }
@@ -411,7 +450,7 @@ export class DockerPlugin {
   private async operInfo(b: Body): Promise<unknown> {
     const { endpointId, rec } = this.endpoint(b);
     const ep = this.deps.endpoints.list().find((e) => e.id === endpointIdFor(endpointId));
-    const net = this.state.networks[rec.networkId];
+    const net = this.state.networks.get(rec.networkId);
     return {
       Value: {
         'weavets.segment': net?.segment ?? '',
@@ -425,9 +464,9 @@ export class DockerPlugin {
   private async deleteEndpoint(b: Body): Promise<unknown> {
     reqString(b, 'NetworkID');
     const endpointId = reqString(b, 'EndpointID');
-    const rec = this.state.endpoints[endpointId];
+    const rec = this.state.endpoints.get(endpointId);
     if (rec?.ports?.length) await this.deps.ports.unpublish(rec.ports);
-    const segment = rec ? this.state.networks[rec.networkId]?.segment : undefined;
+    const segment = rec ? this.state.networks.get(rec.networkId)?.segment : undefined;
     if (rec && segment !== undefined) {
       const bridge = await this.deps.bridges.ensure(segment);
       await this.deps.bridges.unroute(bridge, rec.address.split('/')[0]!).catch(() => undefined);
@@ -436,7 +475,7 @@ export class DockerPlugin {
       // Already gone (a repeat, or lost while we were down): deleting is done.
       this.deps.log.debug('DeleteEndpoint: nothing to detach', { id: endpointId.slice(0, 12), error: (err as Error).message });
     });
-    delete this.state.endpoints[endpointId];
+    this.state.endpoints.delete(endpointId);
     await this.save();
     return {};
   }
@@ -448,7 +487,7 @@ export class DockerPlugin {
     if (!ep) throw new PluginError(500, `weavets: endpoint ${endpointId.slice(0, 12)} has no interface on this host`);
     if (sandbox !== undefined) rec.sandbox = sandbox;
     await this.save();
-    const net = this.state.networks[rec.networkId];
+    const net = this.state.networks.get(rec.networkId);
     return {
       InterfaceName: { SrcName: ep.ifname, DstPrefix: 'eth' },
       ...(net?.gateway !== undefined ? { Gateway: net.gateway.split('/')[0] } : {}),
@@ -459,7 +498,7 @@ export class DockerPlugin {
 
   private async leave(b: Body): Promise<unknown> {
     reqString(b, 'NetworkID');
-    const rec = this.state.endpoints[reqString(b, 'EndpointID')];
+    const rec = this.state.endpoints.get(reqString(b, 'EndpointID'));
     if (!rec) return {};
     delete rec.sandbox;
     await this.save();
@@ -477,7 +516,7 @@ export class DockerPlugin {
     }
     if (rec.ports?.length) await this.deps.ports.unpublish(rec.ports);
     const taken = new Set<string>();
-    for (const e of Object.values(this.state.endpoints)) {
+    for (const e of this.state.endpoints.values()) {
       if (e !== rec) for (const p of e.ports ?? []) taken.add(`${p.proto}/${p.hostPort}`);
     }
     rec.ports = await this.deps.ports.publish(rec.address.split('/')[0]!, bindings, taken);
@@ -487,7 +526,7 @@ export class DockerPlugin {
 
   private async revokeExternal(b: Body): Promise<unknown> {
     reqString(b, 'NetworkID');
-    const rec = this.state.endpoints[reqString(b, 'EndpointID')];
+    const rec = this.state.endpoints.get(reqString(b, 'EndpointID'));
     if (!rec) return {};
     if (rec.ports?.length) await this.deps.ports.unpublish(rec.ports);
     delete rec.ports;

@@ -15,10 +15,12 @@ import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatIpv4, parseCidr, type Cidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';
+import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
 import type { HostRoutes } from './host-routes';
+import { namespaceFileState } from '../netlink/nsfs';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -109,8 +111,22 @@ export class EndpointRegistry {
     return this.serialise(() => this.doAttach(req));
   }
 
-  detach(id: string): Promise<void> {
-    return this.serialise(() => this.doDetach(id));
+  /**
+   * Remove an endpoint and release its address. `ifname`: for a caller that knows which
+   * interface the id had (CNI DEL): when no endpoint is recorded (a daemon killed
+   * mid-attach, an ADD that failed after allocating), whatever (id, ifname) holds is
+   * released all the same, before the usual not-found error.
+   */
+  detach(id: string, ifname?: string): Promise<void> {
+    return this.serialise(() => this.doDetach(id, ifname));
+  }
+
+  /** Every (id, ifname) this registry holds an address for: its endpoints (not Docker's) and exposures. */
+  addressClaims(): AddressClaim[] {
+    const out: AddressClaim[] = [];
+    for (const ep of this.endpoints.values()) if (!ep.externalAddress) out.push({ id: ep.id, ifname: ep.ifname });
+    for (const ex of this.exposed.values()) out.push({ id: exposeId(this.allocator), ifname: ex.network });
+    return out;
   }
 
   /**
@@ -203,11 +219,11 @@ export class EndpointRegistry {
       if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname) return existing;
       throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already attached (${existing.address} in ${existing.netns}); detach it first`);
     }
-    try {
-      const st = await fs.stat(req.netns);
-      if (!st.isFile() && !st.isDirectory()) throw new Error('not a namespace file');
-    } catch {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    // Before any address is allocated or link made: a regular file here would fail halfway.
+    const nsState = namespaceFileState(req.netns);
+    if (nsState === 'missing') throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    if (nsState === 'other') {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
     }
     let requested: number | undefined;
     if (req.ip !== undefined) {
@@ -277,9 +293,16 @@ export class EndpointRegistry {
     }
   }
 
-  private async doDetach(id: string): Promise<void> {
+  private async doDetach(id: string, orphanIfname?: string): Promise<void> {
     const ep = this.endpoints.get(id);
-    if (!ep) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached; see \`weavets ps\``);
+    if (!ep) {
+      if (orphanIfname !== undefined && ID_RE.test(id)) {
+        // If the store is unavailable this throws: the caller (CNI DEL) fails and retries.
+        const released = await this.allocator.release(id, orphanIfname);
+        if (released) this.log.info('released the address of an id with no endpoint', { id, ifname: orphanIfname, address: released.address });
+      }
+      throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached; see \`weavets ps\``);
+    }
     // Deleting the host end removes the pair, wherever the container end lives.
     await this.netlink.deleteLink(ep.hostVeth, { ignoreMissing: true });
     await this.ledger.forget(ep.hostVeth);

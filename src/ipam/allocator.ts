@@ -44,6 +44,7 @@ import {
   type HandleRecord,
 } from './blocks';
 import type { AddressAllocator, Allocation, AllocationRequest } from './types';
+import type { HeldAddress } from './reconcile';
 
 export interface BlockAllocatorOptions {
   store: Store;
@@ -229,13 +230,23 @@ export class BlockAllocator implements AddressAllocator {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const ip = req.ip ?? (await this.pickFree(req.network));
       try {
-        const r = await this.store.txn(
-          [
-            { key: addrKey(req.network, ip), modRevision: 0 },
-            { key: hk, modRevision: 0 },
-          ],
-          this.putOps(req, ip),
-        );
+        let r;
+        try {
+          r = await this.store.txn(
+            [
+              { key: addrKey(req.network, ip), modRevision: 0 },
+              { key: hk, modRevision: 0 },
+            ],
+            this.putOps(req, ip),
+          );
+        } catch (err) {
+          // A call that failed (a timeout above all) may have committed all the same: look
+          // rather than assume it did not. If the store cannot tell us now, the reconciler
+          // (reconcile.ts) releases the address later unless something here claims it.
+          const committed = await this.committedDespite(req, ip).catch(() => undefined);
+          if (committed) return committed;
+          throw err;
+        }
         if (r.succeeded) {
           st.busy.add(ip);
           const a = this.result(req.id, req.ifname, req.network, ip);
@@ -267,6 +278,41 @@ export class BlockAllocator implements AddressAllocator {
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not allocate an address for ${req.id} after ${MAX_ATTEMPTS} attempts (heavy contention)`);
   }
 
+  /** After a failed allocation call: did it commit? The allocation if so (and now ours). */
+  private async committedDespite(req: AllocationRequest, ip: number): Promise<Allocation | undefined> {
+    const hk = handleKey(req.id, req.ifname);
+    const handle = await this.store.get(hk);
+    const rec = handle ? parseJson<HandleRecord>(handle.value) : undefined;
+    if (!rec || rec.host !== this.opts.self || rec.network !== req.network || rec.ip !== formatIpv4(ip)) return undefined;
+    const a = this.result(req.id, req.ifname, req.network, ip);
+    this.net(req.network).busy.add(ip);
+    this.mine.set(hk, a);
+    this.opts.log.info('a store call reported as failed had committed; keeping the allocation', { id: req.id, ifname: req.ifname, address: a.address });
+    return a;
+  }
+
+  /**
+   * Release an address the reconciler found unwanted, only if its record is still the one
+   * it saw (same revision), with its handle when the handle points at it. false: it changed
+   * (claimed again, released, moved) and is left alone.
+   */
+  async releaseIfUnchanged(held: HeldAddress): Promise<boolean> {
+    const ak = addrKey(held.network, held.ip);
+    const hk = handleKey(held.id, held.ifname);
+    const handle = await this.store.get(hk);
+    const h = handle ? parseJson<HandleRecord>(handle.value) : undefined;
+    const ownsHandle = handle !== undefined && h?.network === held.network && h.ip === formatIpv4(held.ip);
+    const r = await this.store.txn(
+      [{ key: ak, modRevision: held.modRevision }, ...(ownsHandle ? [{ key: hk, modRevision: handle.modRevision }] : [])],
+      [{ op: 'delete', key: ak }, ...(ownsHandle ? [{ op: 'delete' as const, key: hk }] : [])],
+    );
+    if (!r.succeeded) return false;
+    const mine = this.mine.get(hk);
+    if (mine && mine.network === held.network && mine.ip === held.ip) this.mine.delete(hk);
+    this.nets.get(held.network)?.busy.delete(held.ip);
+    return true;
+  }
+
   private checkSame(req: AllocationRequest, have: Allocation): Allocation {
     if (have.network !== req.network) {
       throw new WeavetsError(
@@ -281,7 +327,7 @@ export class BlockAllocator implements AddressAllocator {
   }
 
   private putOps(req: AllocationRequest, ip: number): TxnOp[] {
-    const addr: AddrRecord = { id: req.id, ifname: req.ifname, host: this.opts.self };
+    const addr: AddrRecord = { id: req.id, ifname: req.ifname, host: this.opts.self, ...(req.unattached === true ? { unattached: true as const } : {}) };
     const handle: HandleRecord = { network: req.network, ip: formatIpv4(ip), host: this.opts.self };
     return [
       { op: 'put', key: addrKey(req.network, ip), value: JSON.stringify(addr) },
@@ -384,9 +430,19 @@ export class BlockAllocator implements AddressAllocator {
     for (let round = 0; round < 8; round++) {
       const listing = await this.store.list(`${BLOCKS_PREFIX}${network}/`);
       const taken = new Set<number>();
+      let lost: Cidr | undefined;
       for (const e of listing.entries) {
         const k = parseAddrKey(e.key);
-        if (k) taken.add(blockIndexOf(range, this.blockPrefix, k.ip));
+        if (!k) continue;
+        taken.add(blockIndexOf(range, this.blockPrefix, k.ip));
+        // Ours, yet not in our view: a block creation reported as failed (a timeout) that
+        // committed all the same. Use it rather than leave it idle and take another.
+        if (!lost && !st.blocks.has(k.ip) && parseJson<BlockRecord>(e.value)?.owner === this.opts.self) lost = { base: k.ip, prefix: this.blockPrefix };
+      }
+      if (lost) {
+        await this.useBlock(network, lost);
+        this.opts.log.info('found an address block of ours that a failed store call had created', { network, block: formatCidr(lost) });
+        return;
       }
       const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) : 0;
       for (;;) {
@@ -396,13 +452,7 @@ export class BlockAllocator implements AddressAllocator {
         const block = blockAt(range, this.blockPrefix, index);
         const rec: BlockRecord = { owner: this.opts.self, nickname: this.opts.nickname };
         if (!(await createIfAbsent(this.store, blockKey(network, block.base), JSON.stringify(rec)))) continue;
-        // A new block may hold addresses already: a --ip, or live leftovers of a reclaimed block.
-        const inside = await this.store.list(addrPrefixOfBlock(network, block));
-        for (const e of inside.entries) {
-          const k = parseAddrKey(e.key);
-          if (k && contains(block, k.ip)) st.busy.add(k.ip);
-        }
-        st.blocks.set(block.base, { cidr: block, hint: 0 });
+        await this.useBlock(network, block);
         this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
         return;
       }
@@ -416,6 +466,18 @@ export class BlockAllocator implements AddressAllocator {
       }
     }
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not take an address block on network ${network} (heavy contention)`);
+  }
+
+  /** Start allocating from a block we own: note what is taken in it already. */
+  private async useBlock(network: string, block: Cidr): Promise<void> {
+    const st = this.net(network);
+    // A block may hold addresses already: a --ip, or live leftovers of a reclaimed block.
+    const inside = await this.store.list(addrPrefixOfBlock(network, block));
+    for (const e of inside.entries) {
+      const k = parseAddrKey(e.key);
+      if (k && contains(block, k.ip)) st.busy.add(k.ip);
+    }
+    st.blocks.set(block.base, { cidr: block, hint: 0 });
   }
 
   /**

@@ -40,6 +40,8 @@ export interface AddrRecord {
   ifname: string;
   /** Peer name of the host that holds it. */
   host: string;
+  /** Allocated through POST /ipam/allocate (no interface here): never reconciled away. */
+  unattached?: true;
 }
 
 export interface HandleRecord {

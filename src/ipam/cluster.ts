@@ -13,6 +13,7 @@ import { BlockAllocator } from './allocator';
 import { HostRegistry, type HostRecord } from './host-registry';
 import type { IpamAllocateRequest, IpamAllocation, IpamControl, IpamReleaseRequest, IpamStatus, RmpeerResult } from '../api/types';
 import { isPeerNameText } from '../router/peername';
+import { AddressReconciler, DEFAULT_RECLAIM_GRACE_MS, DEFAULT_RECLAIM_INTERVAL_MS, type AddressClaim } from './reconcile';
 
 export const DEFAULT_LEASE_TTL_SECONDS = 120;
 
@@ -27,6 +28,9 @@ export interface ClusterIpamOptions extends StoreConfig {
   blockPrefix?: number;
   /** Interfaces that are ours (bridges): never advertised. */
   ownLinks: string[];
+  /** Reconciler timing (reconcile.ts); defaults 60 s grace, a pass every 30 s. */
+  reclaimGraceMs?: number;
+  reclaimIntervalMs?: number;
   log: Logger;
 }
 
@@ -48,6 +52,7 @@ export class ClusterIpam implements IpamControl {
   private sweepTimer: NodeJS.Timeout | undefined;
   private peersHandler: ((addresses: string[]) => void) | undefined;
   private lastPeers: string[] = [];
+  private reconciler: AddressReconciler | undefined;
 
   private constructor(
     readonly store: Store,
@@ -141,6 +146,29 @@ export class ClusterIpam implements IpamControl {
     this.sweepTimer.unref();
   }
 
+  /**
+   * Start releasing addresses this host holds that nothing here uses (reconcile.ts).
+   * `claims`: everything on this host that uses an address; called on every pass. Called
+   * by the composition root once every claimant has restored its state.
+   */
+  startReconciler(claims: () => Iterable<AddressClaim>): void {
+    this.reconciler?.stop();
+    this.reconciler = new AddressReconciler({
+      store: this.store,
+      allocator: this.allocator,
+      claims,
+      graceMs: this.opts.reclaimGraceMs ?? DEFAULT_RECLAIM_GRACE_MS,
+      intervalMs: this.opts.reclaimIntervalMs ?? DEFAULT_RECLAIM_INTERVAL_MS,
+      log: this.opts.log.child('reconcile'),
+    });
+    this.reconciler.start();
+  }
+
+  /** Addresses the reconciler released since start (weavets_ipam_reclaimed_total). */
+  reclaimedAddresses(): number {
+    return this.reconciler?.reclaimed ?? 0;
+  }
+
   status(): IpamStatus {
     return {
       store: { kind: this.store.kind, location: this.store.location },
@@ -162,7 +190,14 @@ export class ClusterIpam implements IpamControl {
         throw new WeavetsError('EWEAVETS_BAD_REQUEST', `ip: ${(err as Error).message}`);
       }
     }
-    const a = await this.allocator.allocate({ id: req.id, ifname: req.ifname ?? 'eth0', network: req.network ?? 'weavets', ...(ip !== undefined ? { ip } : {}) });
+    // unattached: the API caller holds it with no interface here; the reconciler leaves it be.
+    const a = await this.allocator.allocate({
+      id: req.id,
+      ifname: req.ifname ?? 'eth0',
+      network: req.network ?? 'weavets',
+      unattached: true,
+      ...(ip !== undefined ? { ip } : {}),
+    });
     return { id: a.id, ifname: a.ifname, network: a.network, address: a.address };
   }
 
@@ -210,6 +245,7 @@ export class ClusterIpam implements IpamControl {
    */
   async close(leave: boolean): Promise<void> {
     clearTimeout(this.sweepTimer);
+    this.reconciler?.stop();
     const registry = this.registry;
     this.registry = undefined;
     if (leave) await this.allocator.leave().catch((err: unknown) => this.opts.log.warn('could not release our addresses', { error: (err as Error).message }));

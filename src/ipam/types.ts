@@ -10,6 +10,11 @@ export interface AllocationRequest {
   network: string;
   /** A specific address wanted (host order number); anywhere in the range. */
   ip?: number;
+  /**
+   * For a caller that holds the address with no interface on this host (POST
+   * /ipam/allocate): the reconciler (reconcile.ts) never releases it; the caller does.
+   */
+  unattached?: boolean;
 }
 
 export interface Allocation {

@@ -22,6 +22,17 @@ export function parsePeerName(text: string): PeerName {
   return parseInt(t.replace(/:/g, ''), 16);
 }
 
+/**
+ * Why a name cannot be a peer's, undefined when it can: all-zero reads as "no peer" in
+ * the wire formats, and a group (broadcast or multicast) address is not one host.
+ */
+export function peerNameProblem(name: PeerName): string | undefined {
+  if (name === NO_PEER) return 'the all-zero name means "no peer" on the wire';
+  if (name === 0xffffffffffff) return 'it is the broadcast address';
+  if ((Math.floor(name / 2 ** 40) & 1) === 1) return 'it is a multicast address (the first byte is odd)';
+  return undefined;
+}
+
 export function formatPeerName(name: PeerName): string {
   const hex = name.toString(16).padStart(12, '0');
   return hex.match(/../g)!.join(':');

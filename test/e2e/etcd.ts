@@ -34,6 +34,8 @@ export interface EtcdServer {
   start(): Promise<void>;
   stop(): Promise<void>;
   destroy(): Promise<void>;
+  /** Send the etcd process a signal (SIGSTOP/SIGCONT: stall it with requests in flight). */
+  signal(sig: NodeJS.Signals): void;
 }
 
 const live = new Set<ChildProcess>();
@@ -131,6 +133,7 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
     child = undefined;
     if (!c || c.exitCode !== null) return;
     const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGCONT'); // a stalled etcd must run to act on SIGTERM
     c.kill('SIGTERM');
     const t = setTimeout(() => c.kill('SIGKILL'), 5000);
     await exited;
@@ -143,6 +146,9 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
     dataDir,
     start,
     stop,
+    signal: (sig) => {
+      child?.kill(sig);
+    },
     destroy: async () => {
       await stop();
       fs.rmSync(dataDir, { recursive: true, force: true });

@@ -259,6 +259,51 @@ describe('API server', () => {
     expect(fake.shutdownWith).toBeUndefined();
   });
 
+  it('answers the TCP listener only for its own address or localhost in Host (DNS rebinding)', async () => {
+    const get = (host: string | undefined): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const headers: Record<string, string> = {};
+        if (host !== undefined) headers['host'] = host;
+        const req = http.request({ ...tcp, method: 'GET', path: '/metrics', agent: false, setHost: host === undefined ? false : undefined, headers }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    for (const ok of [`127.0.0.1:${tcp.port}`, '127.0.0.1', 'localhost', `localhost:${tcp.port}`, `LocalHost:${tcp.port}`]) {
+      expect((await get(ok)).status, ok).toBe(200);
+    }
+    for (const bad of ['evil.example', `evil.example:${tcp.port}`, `127.0.0.1:${tcp.port + 1}`, '10.0.0.1', `localhost.evil.example:${tcp.port}`]) {
+      const r = await get(bad);
+      expect(r.status, String(bad)).toBe(403);
+      expect(r.body).not.toContain('weavets_up');
+      expect(JSON.parse(r.body).error).toMatch(/is not this listener's address/);
+    }
+    // No Host at all: Node's server refuses HTTP/1.1 without one before we see it.
+    expect((await get(undefined)).status).toBe(400);
+    // The unix socket has no Host to check: the socket's permissions are its guard.
+    expect((await raw({ socketPath }, 'GET', '/metrics')).status).toBe(200);
+  });
+
+  it('keeps container ids and netns paths off the TCP listener', async () => {
+    await client.post('/attach', { id: 'secret-container', netns: '/run/netns/secret', ip: '10.32.9.9/12' });
+    for (const [method, route] of [['GET', '/endpoints'], ['POST', '/dns/lookup']] as const) {
+      const res = await raw(tcp, method, route, method === 'POST' ? JSON.stringify({ name: 'x' }) : undefined);
+      expect(res.status, route).toBe(403);
+      expect(res.body).not.toContain('secret');
+      expect(JSON.parse(res.body).error).toMatch(/use the CLI/);
+    }
+    for (const route of ['/status', '/status/connections', '/status/peers', '/status/targets', '/metrics', '/healthz']) {
+      const res = await raw(tcp, 'GET', route);
+      expect(res.status, route).toBe(200);
+      expect(res.body).not.toContain('secret');
+    }
+    expect((await client.get<EndpointStatus[]>('/endpoints'))[0]!.netns).toBe('/run/netns/secret');
+  });
+
   it('refuses a second server on the same socket', async () => {
     fs.writeFileSync(path.join(stateDir, 'weavets.pid'), '4242\n');
     await expectCode(

@@ -183,6 +183,26 @@ describe('weavets command line (no daemon)', () => {
     expect(fs.readdirSync(stateDir)).toEqual([]);
   });
 
+  // A batch of its own: a few CLI processes at a time stay within the timeout on a busy machine.
+  it('exits 2 for an all-zero, broadcast or multicast --name and a zero --ipam-reclaim-grace', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--name', '00:00:00:00:00:00'], /--name: 00:00:00:00:00:00 cannot be a peer name: the all-zero name/],
+      [['--name', 'FF:FF:FF:FF:FF:FF'], /--name: ff:ff:ff:ff:ff:ff cannot be a peer name: it is the broadcast address/],
+      [['--name', '01:00:5e:00:00:01'], /--name: 01:00:5e:00:00:01 cannot be a peer name: it is a multicast address/],
+      [['--ipam-reclaim-grace', '0'], /--ipam-reclaim-grace: '0' is not a number of seconds from 1 to 86400/],
+    ];
+    const results = await Promise.all(cases.map(([args]) => cli(['launch', '--state-dir', stateDir, ...args])));
+    results.forEach((r, i) => {
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^weavets: /);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(cases[i]![1]);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    });
+    // Nothing was started.
+    expect(fs.readdirSync(stateDir)).toEqual([]);
+  });
+
   it('says the daemon is not running (exit 1), via --state-dir or WEAVETS_STATE_DIR', async () => {
     const viaFlag = await cli(['status', '--state-dir', stateDir]);
     const viaEnv = await cli(['ps'], { WEAVETS_STATE_DIR: stateDir });

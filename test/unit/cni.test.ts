@@ -238,6 +238,10 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
     // Idempotent: again, and without a netns.
     const again = await runPlugin(env('DEL', id, { CNI_NETNS: '' }), conf(v));
     expect(again.code).toBe(0);
+    // Every DEL names the interface, so the daemon releases by (id, ifname) even with no endpoint.
+    const dels = daemon.requests.filter((r) => r.path === '/detach' && r.body['id'] === `cni:wtnet:${id}:eth0`);
+    expect(dels.length).toBeGreaterThanOrEqual(2);
+    for (const d of dels) expect(d.body).toMatchObject({ ifname: 'eth0', missingOk: true });
   });
 
   it('honours runtimeConfig ips and mac; gateway off leaves no routes', async () => {
@@ -343,6 +347,18 @@ describe('error codes', () => {
   it('a netns that does not exist on ADD is 3 (container unknown)', async () => {
     const r = await runPlugin(env('ADD', 'x', { CNI_NETNS: '/run/netns/does-not-exist-weavets' }), conf('1.0.0'));
     expect(r.json).toMatchObject({ code: 3 });
+  });
+
+  it('a CNI_NETNS that is a regular file is 4 (invalid environment), before the daemon is asked anything', async () => {
+    const file = path.join(tmp, 'not-a-netns');
+    fs.writeFileSync(file, 'x');
+    const before = daemon.requests.length;
+    for (const netns of [file, tmp]) {
+      const r = await runPlugin(env('ADD', 'regular', { CNI_NETNS: netns }), conf('1.0.0'));
+      expect(r.code).toBe(1);
+      expect(r.json).toMatchObject({ code: 4, msg: expect.stringMatching(/CNI_NETNS .* is not a network namespace file/) });
+    }
+    expect(daemon.requests.slice(before)).toEqual([]);
   });
 
   it.each(['ADD', 'DEL', 'CHECK'])('%s with no daemon is 11 (try again later)', async (cmd) => {

@@ -171,6 +171,34 @@ describe('Docker plugin protocol', () => {
     expect(addrs).toEqual([]);
   });
 
+  it('treats ids like __proto__ and constructor as plain keys, also across a restart', async () => {
+    const p = new DockerPlugin(deps());
+    // Never created: an id that is an Object.prototype member is still unknown.
+    for (const id of ['constructor', 'toString', 'hasOwnProperty']) {
+      const j = await call(p, '/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: id });
+      expect(j.status, id).toBe(500);
+      expect(j.body['Err']).toMatch(/no endpoint/);
+    }
+    const segment = { 'com.docker.network.generic': { 'weavets.segment': 'appnet' } };
+    expect((await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: '__proto__', Options: segment })).status).toBe(200);
+    const ce = await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: '__proto__', EndpointID: '__proto__', Interface: { Address: '10.32.0.5/12' } });
+    expect(ce.status).toBe(200);
+    expect(eps.get('docker:__proto__')?.network).toBe('appnet');
+    const saved = JSON.parse(fs.readFileSync(path.join(dir, 'docker.json'), 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(Object.keys(saved['endpoints']!)).toEqual(['__proto__']);
+    expect(Object.keys(saved['networks']!)).toEqual(['__proto__']);
+    // A restarted daemon still knows the endpoint and can delete it for good.
+    const p2 = new DockerPlugin(deps());
+    await p2.restore();
+    expect(p2.networks().map((n) => n.id)).toEqual(['__proto__']);
+    expect((await call(p2, '/NetworkDriver.Join', { NetworkID: '__proto__', EndpointID: '__proto__', SandboxKey: '/x' })).status).toBe(200);
+    expect((await call(p2, '/NetworkDriver.DeleteEndpoint', { NetworkID: '__proto__', EndpointID: '__proto__' })).status).toBe(200);
+    expect(eps.size).toBe(0);
+    expect((await call(p2, '/NetworkDriver.Join', { NetworkID: '__proto__', EndpointID: '__proto__' })).status).toBe(500);
+    expect((await call(p2, '/NetworkDriver.DeleteNetwork', { NetworkID: '__proto__' })).status).toBe(200);
+    expect(p2.networks()).toEqual([]);
+  });
+
   it('uses -o weavets.segment, and says so when Docker cannot name a network', async () => {
     const p = new DockerPlugin(deps());
     await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n9', Options: { 'com.docker.network.generic': { 'weavets.segment': 'blue' } } });
