@@ -48,7 +48,12 @@ interface RowResult {
 const IPERF_PORT = 5201;
 
 /** Two hosts running weavets with the given launch flags, one container attached on each. */
-function weavetsRow(key: string, title: string, launchArgs: string[], opts: { password?: boolean; datapath?: 'fastdp' } = {}): RowSpec {
+function weavetsRow(
+  key: string,
+  title: string,
+  launchArgs: string[],
+  opts: { password?: boolean; datapath?: 'fastdp'; conntrack?: boolean } = {},
+): RowSpec {
   return {
     key,
     title,
@@ -65,6 +70,16 @@ function weavetsRow(key: string, title: string, launchArgs: string[], opts: { pa
       const c2 = await lab.addContainer(h2, 'c2');
       await lab.launch(h1, [], launchArgs);
       await lab.launch(h2, [h1.ip], launchArgs);
+      if (opts.conntrack) {
+        // What counting flows with conntrack would cost: a ct expression turns connection
+        // tracking on for the host namespace (outer VXLAN packets, and through br_netfilter
+        // every bridged container frame).
+        for (const h of [h1, h2]) {
+          await lab.execOk(h, ['nft', 'add', 'table', 'inet', 'bench_ct']);
+          await lab.execOk(h, ['nft', 'add', 'chain', 'inet', 'bench_ct', 'pre', '{ type filter hook prerouting priority -150 ; }']);
+          await lab.execOk(h, ['nft', 'add', 'rule', 'inet', 'bench_ct', 'pre', 'ct', 'state', 'new', 'counter']);
+        }
+      }
       await lab.attach(h1, c1);
       const ip2 = (await lab.attach(h2, c2)).split('/')[0]!;
       await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
@@ -128,6 +143,10 @@ const ROWS: RowSpec[] = [
   weavetsRow('sleeve', 'weavets sleeve', ['--datapath', 'sleeve']),
   weavetsRow('fastdp', 'weavets fastdp', ['--datapath', 'fastdp'], { datapath: 'fastdp' }),
   weavetsRow('sleeve-enc', 'weavets sleeve, encrypted', ['--datapath', 'sleeve'], { password: true }),
+  // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
+  weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
+  weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp' }),
+  weavetsRow('fastdp-conntrack', 'weavets fastdp, --no-flows, conntrack on', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp', conntrack: true }),
 ];
 
 /** utime + stime of a process, seconds (all its threads). */

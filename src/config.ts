@@ -56,6 +56,8 @@ export interface DaemonConfig {
    * DNS, so names of containers on other hosts resolve (docs/DOCKER.md, DNS); undefined: on.
    */
   dockerDnsRedirect?: boolean;
+  /** Count frames per container pair for `weavets flows` (docs/DIAGNOSTICS.md); undefined: on. */
+  flows?: boolean;
 }
 
 export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';

@@ -37,6 +37,9 @@ import { DockerPlugin } from './docker/plugin';
 import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
 import type { EndpointStatus } from './api/types';
 import { WeavetsError } from './errors';
+import { Diagnostics } from './diagnostics';
+import { FlowService } from './diagnostics/flows';
+import { KernelFlowCounters } from './diagnostics/kernel-flows';
 
 export interface RunningDaemon {
   control: DaemonControl;
@@ -136,6 +139,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   }
   // --datapath auto|fastdp: the sleeve and the kernel fast path behind one Datapath.
   const composite = config.datapath === 'sleeve' ? undefined : new CompositeDatapath(router, log.child('datapath'));
+  const flows = config.flows === false ? undefined : new FlowService((err) => log.warn('flow counters unreadable', { error: err.message }));
   let sleeve: SleeveDatapath;
   try {
     sleeve = SleeveDatapath.open({
@@ -148,6 +152,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       log: log.child('sleeve'),
       sealer,
       ...(composite ? { kernelPeers: composite.kernelPeers } : {}),
+      ...(flows ? { flows: flows.counter } : {}),
     });
   } catch (err) {
     await router.stop();
@@ -183,6 +188,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     }
     composite.attach(sleeve, fast);
     datapath = composite;
+    if (fast !== undefined && flows !== undefined) {
+      // Frames the kernel carries are counted by the kernel (docs/DIAGNOSTICS.md).
+      try {
+        flows.setKernelSource(await KernelFlowCounters.open());
+      } catch (err) {
+        log.warn('no kernel flow counters: `weavets flows` will miss fastdp traffic', { error: (err as Error).message });
+      }
+    }
   }
   router.setDatapath(datapath);
 
@@ -213,8 +226,27 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     const resolver = ex === undefined ? undefined : dns.resolverFor(ex.address.split('/')[0]!);
     return resolver === undefined ? ep : { ...ep, dns: resolver };
   };
+  const diagnostics = new Diagnostics({
+    router,
+    datapath,
+    nickname: config.nickname,
+    endpoints: () => endpoints.list(),
+    networkIdOf: (n) => networks.get(n)?.id,
+    networkNameOf: (id) => networks.list().find((n) => n.id === id)?.name,
+    dnsAddresses: (n) => {
+      try {
+        const r = dns?.lookup(n);
+        return r !== undefined && 'addresses' in r ? r.addresses : [];
+      } catch {
+        return []; // not a valid DNS name: an id or an address, matched elsewhere
+      }
+    },
+    flows,
+    log: log.child('diagnostics'),
+  });
   const registry = createMetricsRegistry();
   registerDaemonMetrics(registry, router, datapath);
+  diagnostics.registerMetrics(registry);
   ipam.allocator.observe(registerIpamMetrics(registry, ipam));
 
   let ready = false;
@@ -227,6 +259,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     stopping ??= (async () => {
       ready = false;
       log.info(removeState ? 'resetting: stopping and removing links and state' : 'stopping');
+      await diagnostics.close();
       // A stop without reset leaves the kernel fast path carrying the containers' traffic
       // (before the router drops its peers, which would unprogram it) and tells the peers,
       // which keep their entries for us until we are back.
@@ -311,6 +344,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     ready: () => ready,
     shutdown,
     ipam,
+    diagnostics: {
+      health: () => diagnostics.healthStatus(),
+      trace: (from, to) => diagnostics.trace(from, to),
+      mesh: () => diagnostics.mesh(),
+      flows: () => diagnostics.flows(),
+    },
   };
 
   try {

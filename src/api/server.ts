@@ -5,8 +5,8 @@
  *  - an optional TCP listener (default 127.0.0.1:6782): what monitoring needs (status,
  *    metrics, health) for Prometheus and probes, only to requests whose Host header
  *    names the listener (host-check.ts: DNS rebinding). Nothing that changes state, and
- *    nothing that names containers or their namespaces (/endpoints, /dns/lookup), is
- *    reachable over TCP.
+ *    no container ids or namespaces (/endpoints, /dns/lookup), is reachable over TCP;
+ *    the status page's data (issue 16) names containers and their addresses only.
  * The server knows nothing of the router: it validates requests and calls DaemonControl.
  */
 import * as fs from 'node:fs';
@@ -16,7 +16,8 @@ import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { isAllowedHost, type ListenAddress } from './host-check';
-import type { AttachRequest, DaemonControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -112,11 +113,16 @@ function dnsOf(c: DaemonControl): DnsControl {
   return c.dns;
 }
 
+function diagnosticsOf(c: DaemonControl): DiagnosticsControl {
+  if (!c.diagnostics) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no diagnostics');
+  return c.diagnostics;
+}
+
 function statusRoutes(): Record<string, Route> {
   const get = (fn: (c: DaemonControl) => unknown): Route => ({
     method: 'GET',
     mutating: false,
-    handle: async (c, _b, res) => sendJson(res, 200, fn(c)),
+    handle: async (c, _b, res) => sendJson(res, 200, await fn(c)),
   });
   const monitoring = (r: Route): Route => ({ ...r, monitoring: true });
   return {
@@ -126,6 +132,28 @@ function statusRoutes(): Record<string, Route> {
     '/status/targets': monitoring(get((c) => c.targets())),
     // Container ids, netns paths and names: the unix socket only.
     '/endpoints': get((c) => c.endpoints()),
+    // The status page and its data (issue 16): the page shows networks and containers by
+    // name and address at the status address, so these are on the TCP listener, behind
+    // its Host check. No namespace paths or container ids beyond what the page shows.
+    '/status/health': monitoring(get((c) => diagnosticsOf(c).health())),
+    '/status/mesh': monitoring(get((c) => diagnosticsOf(c).mesh())),
+    '/flows': monitoring(get((c) => diagnosticsOf(c).flows())),
+    // Self-contained: it fetches only /status/mesh and /flows.
+    '/': {
+      method: 'GET',
+      mutating: false,
+      monitoring: true,
+      handle: async (_c, _b, res) => {
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(STATUS_PAGE_HTML),
+          'content-security-policy': STATUS_PAGE_CSP,
+          'x-content-type-options': 'nosniff',
+          'cache-control': 'no-store',
+        });
+        res.end(STATUS_PAGE_HTML);
+      },
+    },
     '/ipam/status': monitoring(get((c) => ipamOf(c).status())),
     '/dns/status': monitoring(get((c) => dnsOf(c).status())),
     // A read, sent as POST for its body; it answers container names, so the unix socket only.
@@ -149,6 +177,10 @@ function statusRoutes(): Record<string, Route> {
 function mutatingRoutes(log: Logger): Record<string, Route> {
   const post = (handle: Route['handle']): Route => ({ method: 'POST', mutating: true, handle });
   return {
+    // Sends probe frames into the overlay: kept off the TCP listener like every action.
+    '/trace': post(async (c, b, res) => {
+      sendJson(res, 200, await diagnosticsOf(c).trace(reqString(b, 'from'), reqString(b, 'to')));
+    }),
     '/connect': post(async (c, b, res) => {
       c.connect(stringArray(b, 'peers'));
       sendJson(res, 200, OK);

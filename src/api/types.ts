@@ -4,6 +4,12 @@
  * and the CLI depend on this file only, never on router internals.
  */
 
+import type { HealthStatus, MeshStatus, TraceResult } from '../diagnostics';
+import type { FlowsStatus } from '../diagnostics/flows';
+
+export type { HealthStatus, HealthRow, HealthCell, MeshStatus, TraceResult, TraceHop, TraceEnd } from '../diagnostics';
+export type { FlowsStatus, FlowRow } from '../diagnostics/flows';
+
 export type DatapathKind = 'sleeve' | 'fastdp';
 
 /** One entry of `status connections --json`. */
@@ -158,6 +164,15 @@ export interface DaemonControl {
   ipam?: IpamControl;
   /** Embedded DNS (absent with --no-dns: the routes answer 404). */
   dns?: DnsControl;
+  /** Health matrix, trace, flows and the status page's data (absent in test doubles: 404). */
+  diagnostics?: DiagnosticsControl;
+}
+
+export interface DiagnosticsControl {
+  health(): HealthStatus;
+  trace(from: string, to: string): Promise<TraceResult>;
+  mesh(): MeshStatus;
+  flows(): Promise<FlowsStatus>;
 }
 
 /** `weavets status dns --json` (GET /dns/status). */

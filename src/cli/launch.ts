@@ -63,6 +63,8 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   dockerHost?: string;
   /** commander's --no-docker-dns-redirect: false when given. */
   dockerDnsRedirect?: boolean;
+  /** commander's --no-flows: false when given. */
+  flows?: boolean;
 }
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
@@ -122,6 +124,7 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     config.dockerHost = flags.dockerHost;
   }
   if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
+  if (flags.flows === false) config.flows = false;
   return config;
 }
 
@@ -171,6 +174,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   if (config.dockerDriverName !== undefined) args.push('--docker-driver-name', config.dockerDriverName);
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
+  if (config.flows === false) args.push('--no-flows');
   return [...args, '--', ...config.peers];
 }
 
@@ -478,6 +482,7 @@ export function registerLifecycle(program: Command): void {
     .option('--docker-driver-name <name>', 'the driver name Docker knows this daemon by: a managed plugin\'s name (weavets/net:0.2.0); default: the plugin socket\'s base name')
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
     .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
+    .option('--no-flows', 'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting')
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);

@@ -7,6 +7,7 @@ import { DEFAULT_STATE_DIR } from '../config';
 import { registerAttach } from './attach';
 import { registerCni } from './cni';
 import { registerDns } from './dns';
+import { registerDiagnostics } from './diagnostics';
 import { registerIpam } from './ipam';
 import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerCni(program);
   registerDns(program);
+  registerDiagnostics(program);
   // Subcommands inherit exitOverride/output settings only when set on each.
   for (const cmd of program.commands) {
     cmd.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'weavets: ')) });

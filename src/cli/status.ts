@@ -1,6 +1,7 @@
 /** `status [peers|connections|targets|ipam|dns] [--json]`: what the daemon knows, as JSON or tables. */
 import type { Command } from 'commander';
-import type { ConnectionStatus, DnsStatus, IpamStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
+import type { ConnectionStatus, DnsStatus, HealthStatus, IpamStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
+import { formatHealth } from './diagnostics';
 import { formatIpamStatus } from './ipam';
 import { formatDnsStatus } from './dns';
 import { clientFor, stateDirOf } from './context';
@@ -73,13 +74,13 @@ export function formatRouterStatus(s: RouterStatus): string {
   return text;
 }
 
-const SECTIONS = ['peers', 'connections', 'targets', 'ipam', 'dns'] as const;
+const SECTIONS = ['peers', 'connections', 'targets', 'ipam', 'dns', 'health'] as const;
 type Section = (typeof SECTIONS)[number];
 
 export function parseSection(text: string | undefined): Section | undefined {
   if (text === undefined) return undefined;
   if (!(SECTIONS as readonly string[]).includes(text)) {
-    throw new UsageError(`unknown status section '${text}': use peers, connections, targets, ipam or dns`);
+    throw new UsageError(`unknown status section '${text}': use peers, connections, targets, ipam, dns or health`);
   }
   return text as Section;
 }
@@ -87,8 +88,8 @@ export function parseSection(text: string | undefined): Section | undefined {
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('show the router: summary, or peers, connections or targets; address management (ipam); the DNS server (dns)')
-    .argument('[section]', 'peers | connections | targets | ipam | dns')
+    .description('show the router: summary, or peers, connections or targets; address management (ipam); the DNS server (dns); every host\'s view of every other (health)')
+    .argument('[section]', 'peers | connections | targets | ipam | dns | health')
     .option('--json', 'print JSON (shapes in src/api/types.ts)')
     .action(async (sectionText: string | undefined, flags: { json?: boolean }, cmd: Command) => {
       const section = parseSection(sectionText);
@@ -122,6 +123,11 @@ export function registerStatus(program: Command): void {
         case 'dns': {
           const s = await client.get<DnsStatus>('/dns/status');
           out(flags.json ? formatJson(s) : formatDnsStatus(s));
+          break;
+        }
+        case 'health': {
+          const h = await client.get<HealthStatus>('/status/health');
+          out(flags.json ? formatJson(h) : formatHealth(h));
           break;
         }
       }

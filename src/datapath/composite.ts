@@ -10,7 +10,7 @@ import type { Logger } from '../log';
 import { formatPeerName, type PeerName } from '../router/peername';
 import type { SleeveDatapath } from './sleeve/sleeve';
 import type { FastDatapath, FastdpEvents } from './fastdp/fastdp';
-import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus } from './types';
+import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener } from './types';
 
 export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents {
   readonly kind = 'fastdp' as const;
@@ -88,6 +88,14 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
 
   networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[] {
     return this.sleeve.networkStats();
+  }
+
+  sendProbe(dst: PeerName, frame: Buffer): boolean {
+    return this.sleeve.sendProbe(dst, frame);
+  }
+
+  setProbeListener(listener: ProbeListener | undefined): void {
+    this.sleeve.setProbeListener(listener);
   }
 
   /** Per-MAC FDB entries fastdp has programmed (0 without fastdp). */

@@ -34,7 +34,15 @@ export interface PeerPathStatus extends PeerPathStats {
   /** Largest UDP payload we send to this peer. */
   pmtu: number;
   rttMs: number | undefined;
+  /** Heartbeats sent to and answered by this peer since it was added (health loss). */
+  heartbeatsSent?: number;
+  heartbeatsAnswered?: number;
+  /** Date.now() of the last heartbeat answer; 0 when none came yet. */
+  lastAnswerAt?: number;
 }
+
+/** A trace probe frame arrived for us from `from` (src/datapath/trace-probe-codec.ts). */
+export type ProbeListener = (from: PeerName, frame: Buffer) => void;
 
 export interface DatapathEvents {
   /** The data path to `peer` started or stopped carrying traffic both ways. */
@@ -64,6 +72,12 @@ export interface Datapath {
   drops(): ReadonlyMap<string, number>;
   /** Frames a network delivered to or received from its bridge. */
   networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[];
+  /**
+   * Send a trace probe frame to `dst` along the unicast route, as a record on the
+   * reserved probe network; false when there is no usable next hop.
+   */
+  sendProbe?(dst: PeerName, frame: Buffer): boolean;
+  setProbeListener?(listener: ProbeListener | undefined): void;
   /** Per-MAC kernel FDB entries programmed (fastdp only). */
   kernelMacEntries?(): number;
   close(): Promise<void>;

@@ -16,7 +16,7 @@ export function validateNetworkName(name: string): string | undefined {
     : `invalid network name ${JSON.stringify(name)}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`;
 }
 
-/** 24-bit FNV-1a of the name; 0 is reserved, so it maps to 1. */
+/** 24-bit FNV-1a of the name; 0 and 0xffffff (trace probes) are reserved, so they map to 1 and 0xfffffe. */
 export function networkIdFor(name: string): number {
   let h = 0x811c9dc5;
   for (const byte of Buffer.from(name, 'utf8')) {
@@ -24,7 +24,7 @@ export function networkIdFor(name: string): number {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   const id = (h ^ (h >>> 24)) & 0xffffff;
-  return id === 0 ? 1 : id;
+  return id === 0 ? 1 : id === 0xffffff ? 0xfffffe : id;
 }
 
 export function bridgeNameFor(name: string, id: number): string {

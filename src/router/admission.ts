@@ -1,13 +1,23 @@
 /**
  * Admission of inbound control connections, decided before any handshake work: a cap on
- * handshakes in progress (in total and per remote address) and a token bucket of new
- * connections per remote address.
+ * handshakes in progress (in total and per remote address), a token bucket of new
+ * connections per remote address, and one for all addresses together that addresses the
+ * router already knows (configured targets, peers of the topology) and quiet addresses
+ * (nothing from them for a while) bypass.
  *
- * Why: each handshake costs the daemon a CPace exchange and an X25519 agreement plus a
- * connection's buffers for up to HANDSHAKE_TIMEOUT_MS. Without a cap, anyone who reaches
- * TCP 6783 can spend the daemon's CPU and memory faster than the timeout frees them. Peers
- * of a mesh open a connection now and then (backoff after failures starts at a second),
- * far below these limits. Pure state: the caller passes the time.
+ * Why: a password handshake costs the daemon about 5-7 ms of CPU (bench/handshake.ts:
+ * three X25519 multiplications and the Elligator map) plus a connection's buffers until
+ * its deadline. Without a cap, anyone who reaches TCP 6783 can spend the daemon's CPU and
+ * memory faster than the deadline frees them; with only per-address caps, ten addresses
+ * get ten times as much. The global bucket bounds the CPU that addresses opening
+ * connections back to back can spend in all; known peers and quiet addresses skip it, so
+ * such a flood cannot lock out the mesh or a peer that dials now and then (each address
+ * gets one such pass per burst/rate seconds, so an attacker with N addresses adds at most
+ * N of those per 2 s). When the table of
+ * handshakes in progress is full, the router evicts the oldest (see Router.accept), so
+ * slow handshakes cannot hold every place either. Peers of a mesh open a connection now
+ * and then (backoff after failures starts at a second), far below these limits. Pure
+ * state: the caller passes the time.
  */
 
 export interface AdmissionLimits {
@@ -19,12 +29,28 @@ export interface AdmissionLimits {
   ratePerSecond: number;
   /** ... and in a burst. */
   burst: number;
+  /** New connections per second from addresses we do not know, all together. */
+  globalRatePerSecond: number;
+  /** ... and in a burst. */
+  globalBurst: number;
 }
 
-export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = { maxPending: 64, maxPendingPerAddress: 16, ratePerSecond: 20, burst: 40 };
+export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
+  maxPending: 64,
+  maxPendingPerAddress: 8,
+  ratePerSecond: 5,
+  burst: 10,
+  // 30 handshakes/s at ~6 ms each: strangers get at most about a fifth of one core.
+  globalRatePerSecond: 30,
+  globalBurst: 60,
+};
 
 /** Why a connection was turned away; also the `reason` label of weavets_control_rejected_total. */
-export type AdmissionRefusal = 'too_many_handshakes' | 'too_many_handshakes_from_address' | 'connection_rate_limited';
+export type AdmissionRefusal =
+  | 'too_many_handshakes'
+  | 'too_many_handshakes_from_address'
+  | 'connection_rate_limited'
+  | 'global_rate_limited';
 
 interface Bucket {
   tokens: number;
@@ -38,16 +64,30 @@ export class Admission {
   private readonly pendingBy = new Map<string, number>();
   private pendingTotal = 0;
   private readonly buckets = new Map<string, Bucket>();
+  private readonly global: Bucket;
 
-  constructor(private readonly limits: AdmissionLimits = DEFAULT_ADMISSION_LIMITS) {}
+  constructor(private readonly limits: AdmissionLimits = DEFAULT_ADMISSION_LIMITS) {
+    this.global = { tokens: limits.globalBurst, atMs: 0 };
+  }
 
-  /** Admit a new connection from `address` (pending until done()), or say why not. */
-  admit(address: string, nowMs: number): AdmissionRefusal | undefined {
-    if (this.pendingTotal >= this.limits.maxPending) return 'too_many_handshakes';
+  /**
+   * Admit a new connection from `address` (pending until done()), or say why not.
+   * `known`: the address belongs to a peer or target we know; it skips the global bucket.
+   * 'too_many_handshakes' spends no tokens: the caller may free a place and ask again.
+   */
+  admit(address: string, nowMs: number, known = false): AdmissionRefusal | undefined {
     const pending = this.pendingBy.get(address) ?? 0;
     if (pending >= this.limits.maxPendingPerAddress) return 'too_many_handshakes_from_address';
+    if (this.pendingTotal >= this.limits.maxPending) return 'too_many_handshakes';
     const bucket = this.refill(address, nowMs);
     if (bucket.tokens < 1) return 'connection_rate_limited';
+    this.refillGlobal(nowMs);
+    // A quiet address (its bucket full: nothing from it for burst/rate seconds) gets in
+    // even when the global bucket is empty, so addresses that hammer cannot starve a
+    // newcomer retrying now and then; hammering addresses share the global bucket.
+    const quiet = bucket.tokens >= this.limits.burst;
+    if (!known && !quiet && this.global.tokens < 1) return 'global_rate_limited';
+    if (this.global.tokens >= 1) this.global.tokens -= 1;
     bucket.tokens -= 1;
     this.pendingBy.set(address, pending + 1);
     this.pendingTotal++;
@@ -65,6 +105,13 @@ export class Admission {
 
   get pending(): number {
     return this.pendingTotal;
+  }
+
+  private refillGlobal(nowMs: number): void {
+    const g = this.global;
+    const elapsed = Math.max(0, nowMs - g.atMs) / 1000;
+    g.tokens = Math.min(this.limits.globalBurst, g.tokens + elapsed * this.limits.globalRatePerSecond);
+    g.atMs = nowMs;
   }
 
   private refill(address: string, nowMs: number): Bucket {

@@ -12,8 +12,11 @@ import { cpaceGenerator, cpaceKeyPair, cpaceSharedKey } from '../crypto/cpace';
 import { confirmTag, deriveSessionKeys, tagsEqual, transcriptHash, type SessionKeys } from '../crypto/kdf';
 import type { Sealer } from '../crypto/seal';
 import { SealedChannel } from './sealed-channel';
+import { formatEdgeAddress } from './gossip-codec';
 import {
   ControlDecodeError,
+  MAX_CONTROL_MESSAGE,
+  MAX_HANDSHAKE_MESSAGE,
   MessageType,
   PROTOCOL_MAX_VERSION,
   PROTOCOL_MIN_VERSION,
@@ -51,12 +54,41 @@ export interface DataKeys {
   recv: Buffer;
 }
 
+/**
+ * What all of one router's connections share: the public halves of their ephemeral keys
+ * (so a HELLO carrying one of them is recognised as our own, reflected back to us), and
+ * the bytes handshaking connections hold buffered (bounded in all).
+ */
+export class ConnectionShared {
+  readonly ownKeys = new Set<string>();
+  private preAuthBytes = 0;
+
+  constructor(
+    /** Bytes all handshaking connections together may hold buffered. */
+    readonly preAuthLimit = 256 * 1024,
+  ) {}
+
+  get preAuthBuffered(): number {
+    return this.preAuthBytes;
+  }
+
+  /** Change one connection's holding from `from` to `to` bytes; false (and no change) if over the limit. */
+  holdPreAuth(from: number, to: number): boolean {
+    const next = this.preAuthBytes - from + to;
+    if (to > from && next > this.preAuthLimit) return false;
+    this.preAuthBytes = next;
+    return true;
+  }
+}
+
 export interface ConnectionHandlers {
   /** The remote's HELLO arrived and is well-formed: return undefined to accept, or a reason to refuse. */
   onHello(conn: PeerConnection, hello: Hello): string | undefined;
   /** The connection passed its handshake and was accepted. */
   onReady(conn: PeerConnection): void;
   onGossip(conn: PeerConnection, payload: Buffer): void;
+  /** A HEALTH report (undecoded body) arrived on a ready connection. */
+  onHealth(conn: PeerConnection, payload: Buffer): void;
   onClosed(conn: PeerConnection, reason: string): void;
   /** A control message was refused (malformed, unexpected); counted by reason. */
   onRejected(reason: string): void;
@@ -76,9 +108,16 @@ export class PeerConnection {
   dataKeys: DataKeys | undefined;
 
   private step: HandshakeStep = 'hello';
-  private readonly localHelloBytes: Buffer;
+  /** Our HELLO as sent; undefined until sent (a listener answers the dialer's HELLO). */
+  private localHelloBytes: Buffer | undefined;
   private remoteHelloBytes: Buffer | undefined;
-  private readonly ephemeral = nacl.box.keyPair();
+  /** Made with our HELLO: a connection that never sends one costs no key generation. */
+  private ephemeral: nacl.BoxKeyPair | undefined;
+  private ownKeyHex: string | undefined;
+  /** Handshake deadline, from accept (or connect): not reset by traffic. */
+  private readonly handshakeDeadline = Date.now() + HANDSHAKE_TIMEOUT_MS;
+  /** Bytes of `pending` counted in the shared pre-auth budget. */
+  private preAuthHeld = 0;
   private cpaceSecret: Buffer | undefined;
   private localShare: Buffer | undefined;
   private keys: SessionKeys | undefined;
@@ -95,25 +134,46 @@ export class PeerConnection {
     readonly outbound: boolean,
     /** The target address we dialled ("ip:port"), for outbound connections. */
     readonly target: string | undefined,
-    localHello: Hello,
+    private readonly localHello: Hello,
     private readonly handlers: ConnectionHandlers,
     private readonly log: Logger,
     private readonly security: ConnectionSecurity,
+    private readonly shared: ConnectionShared = new ConnectionShared(),
   ) {
     this.remoteIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     this.remotePort = socket.remotePort ?? 0;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', (chunk: Buffer) => this.guarded('data', () => this.onData(chunk)));
     socket.on('error', (err) => this.close(`socket error: ${err.message}`, false));
     socket.on('close', () => this.close('connection closed by peer', false));
-    this.timer = setInterval(() => this.tick(), PING_INTERVAL_MS / 2);
+    this.timer = setInterval(() => this.guarded('timer', () => this.tick()), PING_INTERVAL_MS / 2);
+    // The dialer speaks first; the listener answers a well-formed HELLO. So a stranger
+    // that connects and sends nothing, or junk, costs no key generation at all.
+    if (outbound) this.sendHello();
+  }
+
+  private sendHello(): void {
+    if (this.localHelloBytes !== undefined) return;
+    this.ephemeral = nacl.box.keyPair();
+    this.ownKeyHex = Buffer.from(this.ephemeral.publicKey).toString('hex');
+    this.shared.ownKeys.add(this.ownKeyHex);
     const hello: Hello = {
-      ...localHello,
-      flags: security.password ? localHello.flags | HELLO_FLAG_PASSWORD : localHello.flags & ~HELLO_FLAG_PASSWORD,
+      ...this.localHello,
+      flags: this.security.password ? this.localHello.flags | HELLO_FLAG_PASSWORD : this.localHello.flags & ~HELLO_FLAG_PASSWORD,
       publicKey: Buffer.from(this.ephemeral.publicKey),
     };
     this.localHelloBytes = encode({ type: MessageType.Hello, hello });
     this.socket.write(this.localHelloBytes);
+  }
+
+  /** Forget what only the handshake needed: our key in the shared set, buffered bytes. */
+  private releaseHandshake(): void {
+    if (this.ownKeyHex !== undefined) {
+      this.shared.ownKeys.delete(this.ownKeyHex);
+      this.ownKeyHex = undefined;
+    }
+    this.shared.holdPreAuth(this.preAuthHeld, 0);
+    this.preAuthHeld = 0;
   }
 
   /** "ip:port" of the remote end of the TCP connection. */
@@ -121,9 +181,9 @@ export class PeerConnection {
     return `${this.remoteIp}:${this.remotePort}`;
   }
 
-  /** "ip:controlPort" where the remote accepts connections (known after HELLO). */
+  /** "ip:controlPort" where the remote accepts connections (known after HELLO); IPv6 in brackets. */
   get remoteListenAddress(): string {
-    return `${this.remoteIp}:${this.remote?.controlPort ?? this.remotePort}`;
+    return formatEdgeAddress(this.remoteIp, this.remote?.controlPort ?? this.remotePort);
   }
 
   send(msg: ControlMessage): void {
@@ -132,8 +192,18 @@ export class PeerConnection {
     this.socket.write(this.channel ? this.channel.seal(plain) : plain);
   }
 
+  /**
+   * Close the connection and tell the router. Never throws: it runs from socket event
+   * handlers and timers, where an exception would end the process, and from error paths
+   * that must not fail themselves. A router callback that throws is logged, not passed on.
+   */
   close(reason: string, tellPeer = true): void {
     if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.closeReason = reason;
+    clearInterval(this.timer);
+    this.releaseHandshake();
+    this.ephemeral = undefined;
     if (tellPeer) {
       try {
         const plain = encode({ type: MessageType.Close, reason });
@@ -142,17 +212,41 @@ export class PeerConnection {
         // The socket may already be unwritable; closing is what matters.
       }
     }
-    this.phase = 'closed';
-    this.closeReason = reason;
-    clearInterval(this.timer);
-    this.socket.end();
-    this.socket.destroy();
-    this.handlers.onClosed(this, reason);
+    try {
+      this.socket.end();
+      this.socket.destroy();
+    } catch {
+      // Already destroyed.
+    }
+    try {
+      this.handlers.onClosed(this, reason);
+    } catch (err) {
+      this.log.error('internal error while closing a connection (ignored)', { remote: this.remoteAddress, error: (err as Error).stack ?? String(err) });
+    }
+  }
+
+  /**
+   * Run a socket or timer callback so that nothing it throws escapes to the event loop
+   * (which would end the daemon, and with it every connection): an unexpected error ends
+   * this connection only.
+   */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.handlers.onRejected('internal_error');
+      this.log.error(`internal error in a control connection's ${what} handler; closing it`, {
+        remote: this.remoteAddress,
+        error: (err as Error).stack ?? String(err),
+      });
+      this.close('internal error');
+    }
   }
 
   private tick(): void {
     const now = Date.now();
-    if (this.phase === 'handshaking' && now - this.lastHeardAt > HANDSHAKE_TIMEOUT_MS) {
+    // A deadline, not an idle timer: a peer dribbling a byte now and then does not extend it.
+    if (this.phase === 'handshaking' && now > this.handshakeDeadline) {
       this.handlers.onRejected('handshake_timeout');
       this.close('handshake timed out');
       return;
@@ -175,7 +269,8 @@ export class PeerConnection {
     let offset = 0;
     try {
       while (this.phase !== 'closed') {
-        const n = frameLength(this.pending, offset);
+        // Before authentication only what a handshake needs; a bigger declared length closes now.
+        const n = frameLength(this.pending, offset, this.phase === 'handshaking' ? MAX_HANDSHAKE_MESSAGE : MAX_CONTROL_MESSAGE);
         if (n === 0) break;
         let msg: ControlMessage;
         if (this.channel) {
@@ -194,13 +289,31 @@ export class PeerConnection {
         this.onMessage(msg);
       }
     } catch (err) {
-      const reason = err instanceof ControlDecodeError ? err.reason : (err as Error).message;
+      // Anything else is our bug, not the peer's message: guarded() reports it as such.
+      if (!(err instanceof ControlDecodeError)) throw err;
+      const reason = err.reason;
       this.handlers.onRejected('malformed');
-      this.log.warn('dropping connection: malformed control message', { remote: this.remoteAddress, reason });
+      // Before authentication anyone can send junk: counted, logged at debug only (a flood
+      // would otherwise flood the log too). From an authenticated peer it is news.
+      const fields = { remote: this.remoteAddress, reason };
+      if (this.phase === 'ready') this.log.warn('dropping connection: malformed control message', fields);
+      else this.log.debug('dropping connection: malformed control message before authentication', fields);
       this.close(`malformed message: ${reason}`);
       return;
     }
     this.pending = offset === this.pending.length ? Buffer.alloc(0) : this.pending.subarray(offset);
+    if (this.phase === 'handshaking') {
+      // What stays buffered (at most one incomplete frame under MAX_HANDSHAKE_MESSAGE)
+      // counts against the budget all handshaking connections share.
+      if (!this.shared.holdPreAuth(this.preAuthHeld, this.pending.length)) {
+        this.handlers.onRejected('pre_auth_memory');
+        this.close('too much buffered by connections still handshaking');
+        return;
+      }
+      this.preAuthHeld = this.pending.length;
+      // The copy keeps the held bytes from pinning the whole chunk they arrived in.
+      if (this.pending.length > 0) this.pending = Buffer.from(this.pending);
+    }
   }
 
   private onMessage(msg: ControlMessage): void {
@@ -228,6 +341,9 @@ export class PeerConnection {
       case MessageType.Gossip:
         this.handlers.onGossip(this, msg.payload);
         return;
+      case MessageType.Health:
+        this.handlers.onHealth(this, msg.payload);
+        return;
       case MessageType.Close:
         this.close(`closed by peer: ${msg.reason}`, false);
         return;
@@ -247,6 +363,20 @@ export class PeerConnection {
       // Both ends see both ranges: the peer in the CLOSE, the operator here.
       this.log.warn('refusing peer', { remote: this.remoteAddress, reason });
       this.close(reason);
+      return;
+    }
+    if (!this.outbound) this.sendHello();
+    if (this.shared.ownKeys.has(msg.hello.publicKey.toString('hex'))) {
+      // Our own HELLO came back: a relay feeds one of our connections into another (or
+      // this one into itself). Refuse before any key exchange; the router is not told
+      // (this says nothing about the target, which stays configured).
+      this.handlers.onRejected('reflected_handshake');
+      this.log.warn('refusing a handshake that carries our own ephemeral key (reflected back to us by a relay, or our own address dialled)', {
+        remote: this.remoteAddress,
+        outbound: this.outbound,
+        target: this.target,
+      });
+      this.close('reflected handshake: that HELLO is our own');
       return;
     }
     this.remote = msg.hello;
@@ -290,7 +420,7 @@ export class PeerConnection {
       this.close(`bad key exchange: ${(err as Error).message}`);
       return;
     }
-    const dh = Buffer.from(nacl.scalarMult(this.ephemeral.secretKey, this.remote!.publicKey));
+    const dh = Buffer.from(nacl.scalarMult(this.ephemeral!.secretKey, this.remote!.publicKey));
     if (dh.every((b) => b === 0)) {
       this.handlers.onRejected('bad_key_exchange');
       this.close('bad key exchange: low-order ephemeral key');
@@ -333,6 +463,8 @@ export class PeerConnection {
 
   /** The peer is who it can be (authenticated, or no password in use): let the router decide. */
   private authenticated(): void {
+    this.releaseHandshake();
+    this.ephemeral = undefined; // the key exchange is over: e_self is not needed again
     const refusal = this.handlers.onHello(this, this.remote!);
     if (refusal !== undefined) {
       this.close(refusal);
@@ -345,6 +477,7 @@ export class PeerConnection {
   /** Both HELLOs as sent, the dialling side's first: the order both ends agree on. */
   private orderedHellos(): Buffer[] {
     const remote = this.remoteHelloBytes!;
-    return this.outbound ? [this.localHelloBytes, remote] : [remote, this.localHelloBytes];
+    const local = this.localHelloBytes!;
+    return this.outbound ? [local, remote] : [remote, local];
   }
 }

@@ -24,6 +24,8 @@ export const enum MessageType {
   KeyExchange = 6,
   /** First sealed message each way: proof of the session keys (and so the password). */
   Finished = 7,
+  /** A host's health report (src/router/health-codec.ts), flooded to every peer. */
+  Health = 8,
 }
 
 /** FINISHED flags: the sender treats the receiver as inside a trusted subnet. */
@@ -58,6 +60,7 @@ export type ControlMessage =
   | { type: MessageType.Ping; nonce: bigint }
   | { type: MessageType.Pong; nonce: bigint }
   | { type: MessageType.Gossip; payload: Buffer }
+  | { type: MessageType.Health; payload: Buffer }
   | { type: MessageType.Close; reason: string }
   | { type: MessageType.KeyExchange; share: Buffer }
   | { type: MessageType.Finished; tag: Buffer; flags: number };
@@ -72,6 +75,16 @@ export class ControlDecodeError extends Error {
 const HELLO_FIXED = 4 + 1 + 1 + 2 + 6 + 8 + 2 + 2 + 32 + 1; // 59 bytes before the nickname
 const MAX_NICKNAME = 255;
 const MAX_REASON = 1024;
+/** Secretbox MAC in front of a sealed frame's type and body (see sealed-channel.ts). */
+const SEALED_FRAME_OVERHEAD = 16;
+
+/**
+ * The largest frame (its declared length: type and body) a peer needs before the
+ * handshake completes: a CLOSE with the longest reason, sealed (HELLO is at most 315,
+ * KEYX 33, FINISHED 50). Anything longer before authentication is an attack: refused
+ * before a byte of it is buffered.
+ */
+export const MAX_HANDSHAKE_MESSAGE = 1 + Math.max(HELLO_FIXED + MAX_NICKNAME, 2 + MAX_REASON) + SEALED_FRAME_OVERHEAD;
 
 export function encodingLength(msg: ControlMessage): number {
   switch (msg.type) {
@@ -81,6 +94,7 @@ export function encodingLength(msg: ControlMessage): number {
     case MessageType.Pong:
       return FRAME_HEADER_LENGTH + 8;
     case MessageType.Gossip:
+    case MessageType.Health:
       return FRAME_HEADER_LENGTH + msg.payload.length;
     case MessageType.Close:
       return FRAME_HEADER_LENGTH + 2 + reasonBytes(msg.reason).length;
@@ -132,6 +146,7 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
       out.writeBigUInt64BE(msg.nonce, o);
       break;
     case MessageType.Gossip:
+    case MessageType.Health:
       msg.payload.copy(out, o);
       break;
     case MessageType.Close: {
@@ -155,14 +170,15 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
 
 /**
  * Length of the next complete frame at buf[offset..], or 0 if more bytes are needed.
- * Throws ControlDecodeError when the declared length is impossible, so a stream reader
- * can close the connection instead of buffering an attacker's 4 GiB.
+ * Throws ControlDecodeError when the declared length is impossible or over `limit`, so a
+ * stream reader can close the connection instead of buffering an attacker's 4 GiB
+ * (before authentication the reader passes MAX_HANDSHAKE_MESSAGE).
  */
-export function frameLength(buf: Buffer, offset = 0): number {
+export function frameLength(buf: Buffer, offset = 0, limit = MAX_CONTROL_MESSAGE): number {
   if (buf.length - offset < 4) return 0;
   const declared = buf.readUInt32BE(offset);
   if (declared < 1) throw new ControlDecodeError('empty frame');
-  if (declared > MAX_CONTROL_MESSAGE) throw new ControlDecodeError(`frame of ${declared} bytes exceeds limit`);
+  if (declared > limit) throw new ControlDecodeError(`frame of ${declared} bytes exceeds limit of ${limit}`);
   const total = declared + 4;
   return buf.length - offset >= total ? total : 0;
 }
@@ -186,6 +202,14 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       if (minVersion > maxVersion) throw new ControlDecodeError('hello version range inverted');
       const name = readPeerName(buf, o + 8);
       if (name === 0) throw new ControlDecodeError('hello peer name is zero');
+      const controlPort = buf.readUInt16BE(o + 22);
+      const dataPort = buf.readUInt16BE(o + 24);
+      // Port 0 would go into our gossip as the peer's address and be dialled by others.
+      if (controlPort === 0 || dataPort === 0) throw new ControlDecodeError('hello port is zero');
+      const nickname = buf.toString('utf8', o + 59, o + 59 + nickLen);
+      if (!Buffer.from(nickname, 'utf8').equals(buf.subarray(o + 59, o + 59 + nickLen)) || /[\u0000-\u001f\u007f]/.test(nickname)) {
+        throw new ControlDecodeError('hello nickname is not printable UTF-8');
+      }
       return {
         type,
         hello: {
@@ -194,10 +218,10 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
           flags: buf.readUInt16BE(o + 6),
           name,
           uid: buf.readBigUInt64BE(o + 14),
-          controlPort: buf.readUInt16BE(o + 22),
-          dataPort: buf.readUInt16BE(o + 24),
+          controlPort,
+          dataPort,
           publicKey: Buffer.from(buf.subarray(o + 26, o + 58)),
-          nickname: buf.toString('utf8', o + 59, o + 59 + nickLen),
+          nickname,
         },
       };
     }
@@ -206,6 +230,7 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       if (bodyLen !== 8) throw new ControlDecodeError('ping/pong must carry 8 bytes');
       return { type, nonce: buf.readBigUInt64BE(o) };
     case MessageType.Gossip:
+    case MessageType.Health:
       return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
     case MessageType.Close: {
       if (bodyLen < 2) throw new ControlDecodeError('close truncated');

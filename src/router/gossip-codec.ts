@@ -5,6 +5,7 @@
  * decodeGossip treats its input as hostile: any malformed input ends in a
  * GossipDecodeError, never in another exception and never in a partial result.
  */
+import { isIP } from 'node:net';
 import { readPeerName, writePeerName, NO_PEER } from './peername';
 import type { PeerConnectionEdge, PeerEntry } from './topology';
 
@@ -13,6 +14,13 @@ export const MAX_GOSSIP_PEERS = 4096;
 export const MAX_GOSSIP_EDGES = 1024;
 /** Nicknames and addresses carry a one-byte length. */
 export const MAX_GOSSIP_STRING = 255;
+/**
+ * Highest version an entry may carry. Far below 2^53 (a peer bumps its version a few
+ * times per connection change, so honest peers never come near), so that a peer that
+ * must outrank a claim about itself can always add one and stay exactly representable
+ * and encodable; see Topology.merge for what happens at the ceiling.
+ */
+export const MAX_GOSSIP_VERSION = 2 ** 52;
 
 const FLAG_OUTBOUND = 0x01;
 const FLAG_ESTABLISHED = 0x02;
@@ -35,6 +43,52 @@ function checkString(what: string, s: string): number {
   const n = Buffer.byteLength(s, 'utf8');
   if (n > MAX_GOSSIP_STRING) throw new RangeError(`gossip: ${what} is ${n} bytes, limit ${MAX_GOSSIP_STRING}`);
   return n;
+}
+
+/** C0 controls and DEL: never part of a name or an address, and a hazard in logs. */
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+/** Why a nickname cannot go into gossip, or undefined when it can. */
+export function nicknameProblem(nickname: string): string | undefined {
+  if (CONTROL_CHARS.test(nickname)) return 'nickname contains control characters';
+  return undefined;
+}
+
+/**
+ * An edge address: "IPv4:port" or "[IPv6]:port", port 1-65535 in plain decimal. This is
+ * what the router dials for discovery, so nothing else may get in.
+ */
+export function parseEdgeAddress(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([1-9][0-9]{0,4})$/.exec(text);
+  if (m === null) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  if (m[1] !== undefined) return isIP(m[1]) === 6 ? { host: m[1], port } : undefined;
+  return isIP(m[2]!) === 4 ? { host: m[2]!, port } : undefined;
+}
+
+/** "ip:port" with brackets around an IPv6 address: the form parseEdgeAddress reads. */
+export function formatEdgeAddress(ip: string, port: number): string {
+  return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** Every semantic rule decodeGossip enforces, for one entry; the first broken one, or undefined. */
+export function entryProblem(e: PeerEntry): string | undefined {
+  if (e.name === NO_PEER) return 'empty peer name';
+  if (!Number.isSafeInteger(e.version) || e.version < 1 || e.version > MAX_GOSSIP_VERSION) {
+    return `version ${e.version} outside 1..${MAX_GOSSIP_VERSION}`;
+  }
+  const nick = nicknameProblem(e.nickname);
+  if (nick !== undefined) return nick;
+  const peers = new Set<number>();
+  for (const c of e.connections) {
+    if (c.peer === NO_PEER) return 'connection with the empty peer name';
+    if (c.peer === e.name) return 'connection to itself';
+    if (peers.has(c.peer)) return 'two connections to the same peer';
+    peers.add(c.peer);
+    if (parseEdgeAddress(c.address) === undefined) return `connection address ${JSON.stringify(c.address)} is not ip:port (port 1-65535)`;
+  }
+  return undefined;
 }
 
 /** Bytes encodeGossip(entries) will produce. Throws RangeError when a limit is exceeded. */
@@ -69,10 +123,9 @@ export function encodeGossip(entries: readonly PeerEntry[], buf?: Buffer, offset
   o = buf.writeUInt8(GOSSIP_FORMAT_VERSION, o);
   o = buf.writeUInt16BE(entries.length, o);
   for (const e of entries) {
-    if (e.name === NO_PEER) throw new RangeError('gossip: entry with the empty peer name');
-    if (!Number.isSafeInteger(e.version) || e.version < 0) {
-      throw new RangeError(`gossip: version ${e.version} is not a non-negative safe integer`);
-    }
+    // Never send what a receiver would refuse: it would close the connection over it.
+    const problem = entryProblem(e);
+    if (problem !== undefined) throw new RangeError(`gossip: entry ${e.name.toString(16)}: ${problem}`);
     writePeerName(buf, o, e.name);
     o += 6;
     o = buf.writeBigUInt64BE(e.uid & U64_MAX, o);
@@ -113,7 +166,7 @@ export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
     seen.add(name);
     const uid = r.u64('uid');
     const v = r.u64('version');
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new GossipDecodeError(`peer ${i}: version ${v} too large`);
+    if (v < 1n || v > BigInt(MAX_GOSSIP_VERSION)) throw new GossipDecodeError(`peer ${i}: version ${v} outside 1..${MAX_GOSSIP_VERSION}`);
     const nickname = r.str('nickname');
     const edgeCount = r.u16('connection count');
     if (edgeCount > MAX_GOSSIP_EDGES) {
@@ -138,7 +191,12 @@ export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
         established: (flags & FLAG_ESTABLISHED) !== 0,
       });
     }
-    entries.push({ name, nickname, uid, version: Number(v), connections });
+    const entry: PeerEntry = { name, nickname, uid, version: Number(v), connections };
+    // Semantics as well as syntax: an entry the router could not act on (an address it
+    // cannot dial, an edge to itself) refuses the whole message, before anyone relays it.
+    const problem = entryProblem(entry);
+    if (problem !== undefined) throw new GossipDecodeError(`peer ${i}: ${problem}`);
+    entries.push(entry);
   }
   if (r.remaining() !== 0) throw new GossipDecodeError(`${r.remaining()} trailing bytes`);
   return entries;
@@ -187,8 +245,13 @@ class Reader {
   str(what: string): string {
     const n = this.u8(`${what} length`);
     this.need(n, what);
-    // Invalid UTF-8 becomes U+FFFD: names are for display and matching, never trusted.
-    const s = this.buf.toString('utf8', this.o, this.o + n);
+    const raw = this.buf.subarray(this.o, this.o + n);
+    const s = raw.toString('utf8');
+    // Invalid UTF-8 would decode to U+FFFD, which re-encodes longer (up to 3x): the entry
+    // could no longer be relayed in the one-byte length. Only exact UTF-8 is accepted.
+    if (!Buffer.from(s, 'utf8').equals(raw)) {
+      throw new GossipDecodeError(`${what} is not valid UTF-8`);
+    }
     this.o += n;
     return s;
   }

@@ -8,9 +8,9 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
 import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
-import { PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
+import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import { CLOSE_REASON_KERNEL_PATH_KEPT, MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
-import { decodeGossip, encodeGossip, GossipDecodeError } from './gossip-codec';
+import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
 import { formatPeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
 import { Admission } from './admission';
@@ -45,6 +45,22 @@ const DIAL_TIMEOUT_MS = 5000;
 const GC_INTERVAL_MS = 5000;
 /** How long a peer may stay unreachable before we forget its entry. */
 const GC_GRACE_MS = 15_000;
+/**
+ * With every handshake place taken, a new connection evicts the oldest handshake if it
+ * has had this long: a real handshake takes a few round trips and milliseconds of CPU,
+ * so only stalled ones (or a flood's) get that old, and a flood cannot hold every place.
+ */
+const EVICT_HANDSHAKE_AFTER_MS = 1000;
+/**
+ * Kernel queue of connections not yet accepted. Node's default (511) overflows under a
+ * connection flood while the daemon is short of CPU, and the kernel then drops peers'
+ * SYNs and ACKs with the attacker's; admission turns the queued strangers away at once.
+ */
+const LISTEN_BACKLOG = 4096;
+/** How often the set of addresses we know (targets, peers) is rebuilt for admission. */
+const KNOWN_ADDRESSES_TTL_MS = 1000;
+/** Retry delay for a target that led back to ourselves (our own address, or a relay). */
+const SELF_TARGET_RETRY_MS = BACKOFF_MAX_MS;
 
 /** "host" -> "host:6783"; validates the port. */
 export function normalizeTarget(text: string, defaultPort: number): string {
@@ -54,12 +70,13 @@ export function normalizeTarget(text: string, defaultPort: number): string {
   if (!m || m[1] === undefined || /[\s/]/.test(m[1])) throw new Error(`invalid peer address ${JSON.stringify(text)}: use HOST or HOST:PORT`);
   const port = m[2] === undefined ? defaultPort : Number(m[2]);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port in peer address ${JSON.stringify(text)}`);
-  return `${m[1]}:${port}`;
+  return formatEdgeAddress(m[1], port);
 }
 
+/** Inverse of normalizeTarget: "[v6]:port" or "host:port". */
 function splitHostPort(address: string): { host: string; port: number } {
   const i = address.lastIndexOf(':');
-  return { host: address.slice(0, i), port: Number(address.slice(i + 1)) };
+  return { host: address.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(address.slice(i + 1)) };
 }
 
 export class Router implements DatapathEvents {
@@ -75,11 +92,17 @@ export class Router implements DatapathEvents {
   /** Inbound connections admitted and still handshaking, with the address they count against. */
   private readonly admitted = new Map<PeerConnection, string>();
   private readonly admission = new Admission();
+  private readonly shared = new ConnectionShared();
+  /** When each inbound handshake was admitted (insertion order = age). */
+  private readonly admittedAt = new Map<PeerConnection, number>();
+  private knownAddresses: { set: Set<string>; atMs: number } | undefined;
   private readonly rejected = new Map<string, number>();
   private readonly log: Logger;
   private readonly gossipTimer: NodeJS.Timeout;
   private readonly gcTimer: NodeJS.Timeout;
   private readonly handlers: ConnectionHandlers;
+  /** Receives HEALTH reports (src/router/health.ts decodes, stores and floods them). */
+  private healthSink: ((from: PeerName, payload: Buffer) => void) | undefined;
   private stopped = false;
 
   constructor(private readonly opts: RouterOptions) {
@@ -87,14 +110,17 @@ export class Router implements DatapathEvents {
     this.uid = randomBytes(8).readBigUInt64BE(0);
     this.topology = new Topology({ name: opts.name, nickname: opts.nickname, uid: this.uid });
     this.server = net.createServer((socket) => this.accept(socket));
-    this.gossipTimer = setInterval(() => this.gossipAll(this.topology.entries()), GOSSIP_REFRESH_MS);
+    this.gossipTimer = setInterval(() => this.guarded('gossip refresh', () => this.gossipAll(this.topology.entries())), GOSSIP_REFRESH_MS);
     this.gossipTimer.unref();
-    this.gcTimer = setInterval(() => this.collectGarbage(), GC_INTERVAL_MS);
+    this.gcTimer = setInterval(() => this.guarded('topology gc', () => this.collectGarbage()), GC_INTERVAL_MS);
     this.gcTimer.unref();
     this.handlers = {
       onHello: (c, h) => this.onHello(c, h),
       onReady: (c) => this.onReady(c),
       onGossip: (c, p) => this.onGossip(c, p),
+      onHealth: (c, p) => {
+        if (c.remote !== undefined) this.healthSink?.(c.remote.name, p);
+      },
       onClosed: (c, r) => this.onClosed(c, r),
       onRejected: (r) => this.countRejected(r),
     };
@@ -112,11 +138,22 @@ export class Router implements DatapathEvents {
     this.datapath = dp;
   }
 
+  setHealthSink(sink: ((from: PeerName, payload: Buffer) => void) | undefined): void {
+    this.healthSink = sink;
+  }
+
+  /** Send a HEALTH body to every ready connection except the one to `except`. */
+  sendHealth(payload: Buffer, except?: PeerName): void {
+    for (const [name, conn] of this.byPeer) {
+      if (name !== except) conn.send({ type: MessageType.Health, payload });
+    }
+  }
+
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
-      this.server.listen({ host: this.opts.bindAddress, port: this.opts.port }, () => {
+      this.server.listen({ host: this.opts.bindAddress, port: this.opts.port, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
         this.server.on('error', (err) => this.log.error('control listener error', { error: err.message }));
         resolve();
@@ -188,7 +225,7 @@ export class Router implements DatapathEvents {
     socket.once('connect', () => {
       socket.setTimeout(0);
       socket.removeListener('error', onFail);
-      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log, this.opts.security);
+      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log, this.opts.security, this.shared);
       t.connection = conn;
       this.connectionsAll.add(conn);
     });
@@ -201,21 +238,42 @@ export class Router implements DatapathEvents {
     this.dialSoon(t, delay);
   }
 
+  /** A timer callback must never throw: that would end the daemon. Log and carry on. */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.countRejected('internal_error');
+      this.log.error(`internal error in ${what} (ignored)`, { error: (err as Error).stack ?? String(err) });
+    }
+  }
+
   private accept(socket: net.Socket): void {
-    if (this.stopped) {
+    if (this.stopped || socket.remoteAddress === undefined) {
       socket.destroy();
       return;
     }
-    const address = socket.remoteAddress ?? '';
-    const refusal = this.admission.admit(address, Date.now());
+    const address = socket.remoteAddress;
+    const now = Date.now();
+    const known = this.isKnownAddress(address.replace(/^::ffff:/, ''), now);
+    let refusal = this.admission.admit(address, now, known);
+    if (refusal === 'too_many_handshakes') {
+      const [oldest, since] = this.admittedAt.entries().next().value ?? [undefined, now];
+      if (oldest !== undefined && now - since >= EVICT_HANDSHAKE_AFTER_MS) {
+        this.countRejected('handshake_evicted');
+        oldest.close('evicted: too many handshakes in progress');
+        refusal = this.admission.admit(address, now, known);
+      }
+    }
     if (refusal !== undefined) {
       // Counted, not logged: a flood would otherwise flood the log too.
       this.countRejected(refusal);
       socket.destroy();
       return;
     }
-    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security);
+    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security, this.shared);
     this.admitted.set(conn, address);
+    this.admittedAt.set(conn, now);
     this.connectionsAll.add(conn);
   }
 
@@ -224,7 +282,30 @@ export class Router implements DatapathEvents {
     const address = this.admitted.get(conn);
     if (address === undefined) return;
     this.admitted.delete(conn);
+    this.admittedAt.delete(conn);
     this.admission.done(address);
+  }
+
+  /**
+   * Whether ip belongs to a target or a peer we know of (the hosts of our targets, the
+   * addresses in the topology's edges, our connections). Such an address skips the global
+   * admission bucket, so strangers flooding it cannot lock the mesh out. Rebuilt at most
+   * once a second.
+   */
+  private isKnownAddress(ip: string, now: number): boolean {
+    if (this.knownAddresses === undefined || now - this.knownAddresses.atMs >= KNOWN_ADDRESSES_TTL_MS) {
+      const set = new Set<string>();
+      for (const t of this.targets.values()) set.add(splitHostPort(t.address).host);
+      for (const e of this.topology.entries()) {
+        for (const c of e.connections) {
+          const a = parseEdgeAddress(c.address);
+          if (a !== undefined) set.add(a.host);
+        }
+      }
+      for (const c of this.byPeer.values()) set.add(c.remoteIp);
+      this.knownAddresses = { set, atMs: now };
+    }
+    return this.knownAddresses.set.has(ip);
   }
 
   private localHello(): Hello {
@@ -246,8 +327,14 @@ export class Router implements DatapathEvents {
   private onHello(conn: PeerConnection, hello: Hello): string | undefined {
     if (hello.name === this.opts.name) {
       if (hello.uid === this.uid) {
-        // We dialled ourselves (e.g. launched with our own address): stop trying.
-        if (conn.target !== undefined) this.dropTarget(conn.target);
+        // Ourselves, authenticated: a relay fed this connection back into us, or the target
+        // is our own address. Either way one connection proves nothing about the target
+        // (a relay can come and go), so it stays, retried at the slowest pace.
+        this.countRejected('connection_to_self');
+        this.log.warn('connection to self: the target leads back to this daemon (our own address, or a relay); retrying it slowly', {
+          target: conn.target,
+          remote: conn.remoteAddress,
+        });
         return 'connection to self';
       }
       this.countRejected('name_collision');
@@ -309,7 +396,14 @@ export class Router implements DatapathEvents {
       from.close(`bad gossip: ${err.message}`);
       return;
     }
+    const incarnations = this.topology.incarnations;
     const changed = this.topology.merge(entries);
+    if (this.topology.incarnations !== incarnations) {
+      this.countRejected('self_version_ceiling');
+      this.log.error('gossip claims our entry at the version ceiling (forged?): started a new incarnation', {
+        from: from.remote === undefined ? from.remoteAddress : formatPeerName(from.remote.name),
+      });
+    }
     if (changed.length === 0) return;
     this.gossipAll(changed, from);
     this.afterTopologyChange();
@@ -332,7 +426,8 @@ export class Router implements DatapathEvents {
       if (t && t.connection === conn) {
         t.connection = undefined;
         t.lastError = reason;
-        this.scheduleRetry(t);
+        if (reason.includes('connection to self') || reason.includes('reflected handshake')) this.dialSoon(t, SELF_TARGET_RETRY_MS);
+        else this.scheduleRetry(t);
       }
     }
   }
@@ -402,7 +497,13 @@ export class Router implements DatapathEvents {
       }
     }
     for (const address of wanted) {
-      if (!this.targets.has(address)) this.connect([address], 'discovered');
+      if (this.targets.has(address)) continue;
+      try {
+        this.connect([address], 'discovered');
+      } catch (err) {
+        // The gossip decoder only lets dialable addresses in; if one still is not, skip it.
+        this.log.warn('not dialling a discovered address', { address, error: (err as Error).message });
+      }
     }
     // Discovered targets whose peer vanished from the topology are no longer worth dialling.
     for (const t of [...this.targets.values()]) {
@@ -414,7 +515,16 @@ export class Router implements DatapathEvents {
 
   private gossipAll(entries: readonly PeerEntry[], except?: PeerConnection): void {
     if (entries.length === 0) return;
-    const payload = encodeGossip(entries);
+    let payload: Buffer;
+    try {
+      payload = encodeGossip(entries);
+    } catch (err) {
+      // Cannot happen for entries that came through decodeGossip or from our own state;
+      // if it does, sending nothing beats ending the daemon.
+      this.countRejected('internal_error');
+      this.log.error('cannot encode gossip (not sent)', { error: (err as Error).message });
+      return;
+    }
     for (const conn of this.byPeer.values()) {
       if (conn !== except) conn.send({ type: MessageType.Gossip, payload });
     }

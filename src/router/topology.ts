@@ -13,7 +13,9 @@
  *
  * No I/O here: the router feeds gossip in and asks for routes. See docs/protocol-gossip.md.
  */
+import { randomBytes } from 'node:crypto';
 import type { PeerName } from './peername';
+import { MAX_GOSSIP_VERSION, nicknameProblem } from './gossip-codec';
 
 export interface PeerConnectionEdge {
   readonly peer: PeerName;
@@ -82,11 +84,20 @@ export class Topology {
   /** When gc() first saw a peer unreachable. */
   private readonly unreachableSince = new Map<PeerName, number>();
 
-  constructor(self: { name: PeerName; nickname: string; uid: bigint }) {
+  /** Times a claim about us reached the version ceiling and we started a new incarnation. */
+  private incarnationsValue = 0;
+
+  constructor(
+    self: { name: PeerName; nickname: string; uid: bigint },
+    /** Source of a fresh incarnation id; the system CSPRNG unless a test fixes it. */
+    private readonly freshUid: () => bigint = () => randomBytes(8).readBigUInt64BE(0),
+  ) {
     // The gossip format carries a one-byte nickname length; fail at start, not mid-gossip.
     if (Buffer.byteLength(self.nickname, 'utf8') > 255) {
       throw new RangeError(`nickname ${JSON.stringify(self.nickname)} is over 255 bytes`);
     }
+    const problem = nicknameProblem(self.nickname);
+    if (problem !== undefined) throw new RangeError(`nickname ${JSON.stringify(self.nickname)}: ${problem}`);
     this.selfName = self.name;
     this.self = freezeEntry({ name: self.name, nickname: self.nickname, uid: self.uid, version: 1, connections: [] });
     this.peers.set(self.name, this.self);
@@ -102,12 +113,35 @@ export class Topology {
     return this.self;
   }
 
+  /** New incarnations started because gossip pushed our version to the ceiling. */
+  get incarnations(): number {
+    return this.incarnationsValue;
+  }
+
   /** Replace our own connection list; bumps our version; returns our updated entry. */
   setLocalConnections(edges: readonly PeerConnectionEdge[]): PeerEntry {
     // An edge to ourselves means nothing for routing; keep it off the wire.
     const own = edges.filter((e) => e.peer !== this.selfName);
-    this.replaceSelf(this.self.version + 1, own);
+    this.bumpSelf(this.self.version + 1, own);
     return this.self;
+  }
+
+  /**
+   * Our next version is `version`, unless that passes the ceiling every receiver enforces:
+   * then a new incarnation (fresh uid, version 1). Only a forged claim gets us there
+   * (honest peers bump a few times per connection change); whatever copy of the old
+   * incarnation others hold shows us with edges nobody confirms, so they find us
+   * unreachable, forget it after the GC grace period, and take the new one.
+   */
+  private bumpSelf(version: number, connections: readonly PeerConnectionEdge[]): void {
+    if (version <= MAX_GOSSIP_VERSION) {
+      this.replaceSelf(version, connections);
+      return;
+    }
+    this.incarnationsValue++;
+    this.self = freezeEntry({ ...this.self, uid: this.freshUid(), version: 1, connections });
+    this.peers.set(this.selfName, this.self);
+    this.invalidate();
   }
 
   /**
@@ -118,14 +152,16 @@ export class Topology {
    * (version, uid) order. An entry about OURSELVES never replaces our entry; if it is not
    * strictly older than ours (a previous incarnation that got further, or an equal version
    * with another uid) we jump our version above it so our entry wins everywhere, and
-   * return our entry for re-gossip.
+   * return our entry for re-gossip. A claim at the version ceiling cannot be outranked:
+   * we start a new incarnation instead (see bumpSelf), so a forged claim can never push
+   * our version out of what the wire format carries.
    */
   merge(entries: readonly PeerEntry[]): PeerEntry[] {
     const changed = new Map<PeerName, PeerEntry>();
     for (const e of entries) {
       if (e.name === this.selfName) {
         if (compareEntries(e, this.self) >= 0 && !(e.uid === this.self.uid && e.version === this.self.version)) {
-          this.replaceSelf(e.version + 1, this.self.connections);
+          this.bumpSelf(e.version + 1, this.self.connections);
           changed.set(this.selfName, this.self);
         }
         continue;

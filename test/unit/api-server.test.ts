@@ -304,6 +304,29 @@ describe('API server', () => {
     expect((await client.get<EndpointStatus[]>('/endpoints'))[0]!.netns).toBe('/run/netns/secret');
   });
 
+  it('serves the status page on the TCP listener, behind the Host check', async () => {
+    const page = await raw(tcp, 'GET', '/');
+    expect(page.status).toBe(200);
+    expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(page.headers['content-security-policy']).toMatch(/default-src 'none'/);
+    expect(page.body).toContain('<svg id="mesh"');
+    const withHost = (host: string, urlPath: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        http
+          .get({ ...tcp, path: urlPath, agent: false, headers: { host } }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          })
+          .on('error', reject);
+      });
+    expect(await withHost(`rebind.example:${tcp.port}`, '/')).toBe(403);
+    expect(await withHost(`rebind.example:${tcp.port}`, '/status/mesh')).toBe(403);
+    expect(await withHost(`localhost:${tcp.port}`, '/')).toBe(200);
+    // Without diagnostics (this fake) the diagnostics routes say so.
+    expect((await raw(tcp, 'GET', '/status/health')).status).toBe(404);
+    expect((await raw(tcp, 'GET', '/status/mesh')).status).toBe(404);
+  });
+
   it('refuses a second server on the same socket', async () => {
     fs.writeFileSync(path.join(stateDir, 'weavets.pid'), '4242\n');
     await expectCode(

@@ -217,7 +217,7 @@ describe('weavets command line (no daemon)', () => {
   it('rejects an unknown status section with exit 2', async () => {
     const r = await cli(['status', 'bogus', '--state-dir', stateDir]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe("weavets: unknown status section 'bogus': use peers, connections, targets, ipam or dns\n");
+    expect(r.stderr).toBe("weavets: unknown status section 'bogus': use peers, connections, targets, ipam, dns or health\n");
   });
 
   it('stop without a daemon exits 0', async () => {

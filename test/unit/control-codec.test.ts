@@ -7,6 +7,7 @@ import {
   encode,
   encodingLength,
   frameLength,
+  MAX_HANDSHAKE_MESSAGE,
   negotiateVersion,
   type ControlMessage,
 } from '../../src/router/control-codec';
@@ -70,6 +71,32 @@ describe('control codec', () => {
     huge.writeUInt32BE(MAX_CONTROL_MESSAGE + 1, 0);
     expect(() => frameLength(huge)).toThrow(ControlDecodeError);
     expect(() => frameLength(Buffer.alloc(4))).toThrow(/empty frame/);
+  });
+
+  it('before authentication, caps frames at what a handshake needs (a sealed CLOSE with the longest reason)', () => {
+    const longest = encode({ type: MessageType.Close, reason: 'r'.repeat(1024) });
+    // Sealed, the same frame gains a 16-byte MAC: exactly the cap.
+    expect(longest.length - 4 + 16).toBe(MAX_HANDSHAKE_MESSAGE);
+    const at = Buffer.alloc(4 + MAX_HANDSHAKE_MESSAGE);
+    at.writeUInt32BE(MAX_HANDSHAKE_MESSAGE, 0);
+    expect(frameLength(at, 0, MAX_HANDSHAKE_MESSAGE)).toBe(at.length);
+    const over = Buffer.alloc(4);
+    over.writeUInt32BE(MAX_HANDSHAKE_MESSAGE + 1, 0);
+    expect(() => frameLength(over, 0, MAX_HANDSHAKE_MESSAGE)).toThrow(/exceeds limit of 1043/);
+    expect(frameLength(over)).toBe(0); // after authentication: just incomplete
+  });
+
+  it('refuses a HELLO with port 0 or a nickname that is not printable UTF-8', () => {
+    for (const h of [
+      { ...hello.hello, controlPort: 0 },
+      { ...hello.hello, dataPort: 0 },
+      { ...hello.hello, nickname: 'a\nb' },
+    ]) {
+      expect(() => decode(encode({ type: MessageType.Hello, hello: h }))).toThrow(ControlDecodeError);
+    }
+    const bad = encode(hello);
+    bad[bad.length - 1] = 0xff; // "h" + an invalid UTF-8 byte
+    expect(() => decode(bad)).toThrow(/not printable UTF-8/);
   });
 
   it('rejects malformed messages with a reason', () => {

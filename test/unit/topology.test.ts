@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from '../../src/router/topology';
 import type { PeerName } from '../../src/router/peername';
+import { MAX_GOSSIP_VERSION, encodeGossip } from '../../src/router/gossip-codec';
 
 function edge(peer: PeerName, established = true): PeerConnectionEdge {
   return { peer, address: `192.0.2.${peer % 250}:6783`, outbound: false, established };
@@ -242,6 +243,28 @@ describe('Topology merge', () => {
     const again = t.merge([entry(A, 100n, 51)]);
     expect(again).toHaveLength(1);
     expect(t.get(A)!.version).toBe(52);
+  });
+
+  it('a claim about us at the version ceiling starts a new incarnation instead of an unencodable version', () => {
+    let uids = 500n;
+    const t = new Topology({ name: A, nickname: 'a', uid: 42n }, () => ++uids);
+    t.setLocalConnections([edge(B)]);
+    // Just below the ceiling: an ordinary jump, still within what the wire carries.
+    t.merge([entry(A, 7n, MAX_GOSSIP_VERSION - 1)]);
+    expect(t.get(A)!.version).toBe(MAX_GOSSIP_VERSION);
+    expect(t.incarnations).toBe(0);
+    // At the ceiling (or a higher uid at it): nothing above is encodable, so a new incarnation.
+    const changed = t.merge([entry(A, 99n, MAX_GOSSIP_VERSION)]);
+    expect(changed).toHaveLength(1);
+    const now = t.get(A)!;
+    expect(now.version).toBe(1);
+    expect(now.uid).toBe(501n);
+    expect(now.connections.map((c) => c.peer)).toEqual([B]);
+    expect(t.incarnations).toBe(1);
+    // Whatever happens next, our entry stays encodable.
+    t.setLocalConnections([edge(B), edge(C)]);
+    expect(() => encodeGossip([t.get(A)!])).not.toThrow();
+    expect(t.get(A)!.version).toBe(2);
   });
 
   it('converges: a restarted peer wins over its old incarnation everywhere', () => {

@@ -129,6 +129,8 @@ interface FastPeer {
   peerHearsUs: boolean;
   seq: number;
   sentAt: number;
+  /** performance.now() of the last PROBE: sub-millisecond RTTs for health and trace. */
+  sentHr: number;
   rttMs: number | undefined;
   framesOut: number;
 }
@@ -333,6 +335,7 @@ export class FastDatapath implements MacTableListener {
       peerHearsUs: false,
       seq: 0,
       sentAt: 0,
+      sentHr: 0,
       rttMs: undefined,
       framesOut: 0,
     };
@@ -577,6 +580,7 @@ export class FastDatapath implements MacTableListener {
     if (kind === ProbeKind.Probe) {
       p.seq = (p.seq + 1) >>> 0;
       p.sentAt = Date.now();
+      p.sentHr = performance.now();
     }
     const hearYou = kind === ProbeKind.Probe && Date.now() - p.lastAckAt <= PATH_DEAD_MS;
     // A buffer per probe: dgram resolves the (scoped) address first and reads the bytes
@@ -615,7 +619,7 @@ export class FastDatapath implements MacTableListener {
       p.lastPeerProbeAt = now;
       p.peerHearsUs = probe.hearYou === true;
     } else {
-      if (probe.echo === p.seq) p.rttMs = now - p.sentAt;
+      if (probe.echo === p.seq) p.rttMs = performance.now() - p.sentHr;
       p.lastAckAt = now;
     }
     this.judge(p, now, true);

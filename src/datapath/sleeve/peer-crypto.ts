@@ -6,6 +6,12 @@
  * the next epoch after REKEY_AFTER_MS or REKEY_AFTER_MESSAGES; the receiver follows when
  * a datagram of the next epoch authenticates, and keeps the previous key for
  * PREVIOUS_KEY_GRACE_MS so datagrams in flight across the switch are not lost.
+ *
+ * The receiver only looks one epoch ahead, so the sender never runs further ahead than
+ * that: it rekeys only once the peer has proved it opens the current epoch, by answering
+ * a heartbeat sealed in it (heartbeatSent / heartbeatAcked, called by the sleeve). While
+ * nothing gets through (a UDP outage of any length) the sender keeps its key, and the
+ * first datagram after the outage opens.
  */
 import { nextDataKey } from '../../crypto/kdf';
 import { MAX_NONCE_COUNTER, NONCE_LENGTH, SEAL_OVERHEAD, writeNonce, type Sealer } from '../../crypto/seal';
@@ -20,7 +26,14 @@ export type OpenResult = 'ok' | 'forged' | 'replayed' | 'bad_epoch';
 
 export class PeerCrypto {
   private sendKey: Buffer;
+  /** Epochs since the handshake (not wrapped; the wire carries it mod 256). */
   private sendEpoch = 0;
+  /** Highest of our send epochs the peer proved it opens (it answered a heartbeat sealed in it). */
+  private peerOpensEpoch = 0;
+  /** Send epoch of the heartbeats from hbFirstSeq to hbLastSeq; -1 before the first. */
+  private hbEpoch = -1;
+  private hbFirstSeq = 0;
+  private hbLastSeq = 0;
   private sendCounter = 0;
   private sendEpochStarted: number;
   private sendEpochMessages = 0;
@@ -51,15 +64,19 @@ export class PeerCrypto {
    * first 25 bytes for us.
    */
   sealInPlace(buf: Buffer, msgOff: number, msgLen: number, now: number): void {
-    if (this.sendEpochMessages >= REKEY_AFTER_MESSAGES || now - this.sendEpochStarted >= REKEY_AFTER_MS) {
+    if (
+      (this.sendEpochMessages >= REKEY_AFTER_MESSAGES || now - this.sendEpochStarted >= REKEY_AFTER_MS) &&
+      // Never two epochs ahead of the receiver: it would drop everything as bad_epoch.
+      this.peerOpensEpoch >= this.sendEpoch
+    ) {
       this.sendKey = nextDataKey(this.sendKey);
-      this.sendEpoch = (this.sendEpoch + 1) & 0xff;
+      this.sendEpoch++;
       this.sendEpochStarted = now;
       this.sendEpochMessages = 0;
     }
     const counter = this.sendCounter++;
     this.sendEpochMessages++;
-    writeSealPrefix(buf, msgOff - SEAL_OVERHEAD - SEAL_PREFIX_LENGTH, this.sendEpoch, counter);
+    writeSealPrefix(buf, msgOff - SEAL_OVERHEAD - SEAL_PREFIX_LENGTH, this.sendEpoch & 0xff, counter);
     writeNonce(this.nonce, counter);
     this.sealer.seal(buf, msgOff - SEAL_OVERHEAD, buf, msgOff, msgLen, this.nonce, this.sendKey);
   }
@@ -99,8 +116,30 @@ export class PeerCrypto {
     return 'ok';
   }
 
+  /** The heartbeat `seq` was just sealed with sealInPlace (and sent). */
+  heartbeatSent(seq: number): void {
+    if (this.hbEpoch !== this.sendEpoch) {
+      this.hbEpoch = this.sendEpoch;
+      this.hbFirstSeq = seq;
+    }
+    this.hbLastSeq = seq;
+  }
+
+  /**
+   * An authenticated heartbeat answer echoing `seq` arrived: if that heartbeat was sealed
+   * in our current send epoch, the peer opens it, and we may move on to the next one.
+   * Sequence numbers are u32 and wrap; the comparison is modulo 2^32.
+   */
+  heartbeatAcked(seq: number): void {
+    if (this.hbEpoch < 0) return;
+    if ((seq - this.hbFirstSeq) >>> 0 <= (this.hbLastSeq - this.hbFirstSeq) >>> 0) {
+      this.peerOpensEpoch = Math.max(this.peerOpensEpoch, this.hbEpoch);
+    }
+  }
+
+  /** Current epochs as on the wire (mod 256). */
   get epoch(): { send: number; recv: number } {
-    return { send: this.sendEpoch, recv: this.recvEpoch };
+    return { send: this.sendEpoch & 0xff, recv: this.recvEpoch };
   }
 }
 

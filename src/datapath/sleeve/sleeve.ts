@@ -14,7 +14,9 @@ import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
 import { MacTable, readMac, isMulticastMac } from '../../router/mactable';
 import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../router/peername';
-import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, RouteTable } from '../types';
+import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener, RouteTable } from '../types';
+import { PROBE_NETWORK_ID } from '../trace-probe-codec';
+import type { FlowCounter } from '../../diagnostics/flows';
 import type { Sealer } from '../../crypto/seal';
 import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
 import {
@@ -76,6 +78,10 @@ interface SleevePeer {
   lastAckAt: number;
   heartbeatSeq: number;
   heartbeatSentAt: number;
+  /** performance.now() of the last HEARTBEAT sent: RTTs below a millisecond matter here. */
+  heartbeatSentHr: number;
+  heartbeatsSent: number;
+  heartbeatsAnswered: number;
   rttMs: number | undefined;
   /** Rebuilds one fragmented record at a time; allocated on the first fragment. */
   reasm: Buffer | undefined;
@@ -118,6 +124,8 @@ export interface SleeveOptions {
    * originate (the VXLAN port did both); it still relays for them. See docs/FASTDP.md.
    */
   kernelPeers?: ReadonlySet<PeerName>;
+  /** Counts frames taken from bridges per (network, source MAC, destination MAC) for `weavets flows`. */
+  flows?: FlowCounter;
 }
 
 export function tapNameFor(networkId: number): string {
@@ -144,6 +152,8 @@ export class SleeveDatapath implements Datapath {
   private readonly macTimer: NodeJS.Timeout;
   private now = Date.now();
   private closed = false;
+  private probeListener: ProbeListener | undefined;
+  private readonly flows: FlowCounter | undefined;
 
   // Transmit arena: slot i holds one datagram being built at txOffsets[i].
   private readonly txBuf = Buffer.allocUnsafe(TX_SLOTS * TX_SLOT_SIZE);
@@ -174,6 +184,7 @@ export class SleeveDatapath implements Datapath {
     this.defaultPmtu = opts.defaultPmtu ?? 1500 - UDP_IP_OVERHEAD;
     this.sealer = opts.sealer;
     this.kernelPeers = opts.kernelPeers ?? new Set();
+    this.flows = opts.flows;
     this.socket = socket;
     for (let i = 0; i < TX_SLOTS; i++) this.txOffsets[i] = i * TX_SLOT_SIZE;
     socket.startReading((count) => this.onDatagrams(count));
@@ -267,6 +278,9 @@ export class SleeveDatapath implements Datapath {
       lastAckAt: 0,
       heartbeatSeq: 0,
       heartbeatSentAt: 0,
+      heartbeatSentHr: 0,
+      heartbeatsSent: 0,
+      heartbeatsAnswered: 0,
       rttMs: undefined,
       reasm: undefined,
       reasmId: -1,
@@ -304,6 +318,9 @@ export class SleeveDatapath implements Datapath {
       up: p.up,
       pmtu: p.pmtu,
       rttMs: p.rttMs,
+      heartbeatsSent: p.heartbeatsSent,
+      heartbeatsAnswered: p.heartbeatsAnswered,
+      lastAnswerAt: p.lastAckAt,
       framesIn: p.framesIn,
       bytesIn: p.bytesIn,
       framesOut: p.framesOut,
@@ -313,6 +330,27 @@ export class SleeveDatapath implements Datapath {
 
   drops(): ReadonlyMap<string, number> {
     return this.dropCounts;
+  }
+
+  setProbeListener(listener: ProbeListener | undefined): void {
+    this.probeListener = listener;
+  }
+
+  /**
+   * A trace probe to `dst`: one record on the reserved probe network, queued and relayed
+   * exactly like a container's unicast frame (same routes, sockets, sealing, MTU).
+   */
+  sendProbe(dst: PeerName, frame: Buffer): boolean {
+    if (this.closed) return false;
+    const hop = this.routes.unicastNextHop(dst);
+    const p = hop === undefined ? undefined : this.peers.get(hop);
+    if (p === undefined || !p.up) return false;
+    const rec = Buffer.alloc(OFFLOAD_LENGTH + frame.length);
+    frame.copy(rec, OFFLOAD_LENGTH);
+    this.now = Date.now();
+    this.appendFrame(p, this.self, dst, PROBE_NETWORK_ID, 0, rec, 0, rec.length);
+    this.flushTx();
+    return true;
   }
 
   networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[] {
@@ -342,6 +380,7 @@ export class SleeveDatapath implements Datapath {
     const slotSize = tap.slotSize;
     const netId = sn.net.id;
     const self = this.self;
+    const flows = this.flows;
     this.now = Date.now();
     sn.framesFromBridge += count;
     for (let i = 0; i < count; i++) {
@@ -353,6 +392,7 @@ export class SleeveDatapath implements Datapath {
         continue;
       }
       const dstMac = readMac(buf, off + OFFLOAD_LENGTH);
+      if (flows !== undefined) flows.record(netId, readMac(buf, off + OFFLOAD_LENGTH + 6), dstMac, len - OFFLOAD_LENGTH);
       let owner: PeerName | undefined;
       if (!isMulticastMac(dstMac)) owner = this.macs.lookup(netId, dstMac, this.now);
       if (owner === undefined || owner === self) {
@@ -723,6 +763,11 @@ export class SleeveDatapath implements Datapath {
   private deliver(src: PeerName, netId: number, buf: Buffer, off: number, len: number, direct: boolean): void {
     const sn = this.networks.get(netId);
     if (sn === undefined) {
+      // Trace probes ride a network id no bridge has: checked only here, off the frame path.
+      if (netId === PROBE_NETWORK_ID && this.probeListener !== undefined) {
+        this.probeListener(src, Buffer.from(buf.subarray(off + OFFLOAD_LENGTH, off + len)));
+        return;
+      }
       this.drop('unknown_network');
       return;
     }
@@ -780,7 +825,9 @@ export class SleeveDatapath implements Datapath {
       return;
     }
     const echo = buf.readUInt32BE(body + 10);
-    if (echo === p.heartbeatSeq) p.rttMs = this.now - p.heartbeatSentAt;
+    if (echo === p.heartbeatSeq) p.rttMs = performance.now() - p.heartbeatSentHr;
+    p.heartbeatsAnswered++;
+    p.crypto?.heartbeatAcked(echo);
     p.lastAckAt = this.now;
     if (!p.up) {
       p.up = true;
@@ -801,13 +848,18 @@ export class SleeveDatapath implements Datapath {
     if (kind === DatagramKind.Heartbeat) {
       p.heartbeatSeq = (p.heartbeatSeq + 1) >>> 0;
       p.heartbeatSentAt = Date.now();
+      p.heartbeatSentHr = performance.now();
+      p.heartbeatsSent++;
       b.writeUInt32BE(p.heartbeatSeq, body + 6);
       b.writeUInt32BE(0, body + 10);
     } else {
       b.writeUInt32BE(0, body + 6);
       b.writeUInt32BE(echoSeq, body + 10);
     }
-    if (p.crypto !== undefined) p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
+    if (p.crypto !== undefined) {
+      p.crypto.sealInPlace(b, SEALED_HEADER_LENGTH - 1, 1 + HEARTBEAT_BODY_LENGTH, Date.now());
+      if (kind === DatagramKind.Heartbeat) p.crypto.heartbeatSent(p.heartbeatSeq);
+    }
     try {
       if (!this.socket.send(b, 0, body + HEARTBEAT_BODY_LENGTH, p.ip, p.port)) this.drop('send_queue_full');
     } catch (err) {
