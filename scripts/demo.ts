@@ -116,18 +116,29 @@ const pingAll: Step = {
   },
 };
 
+const trace: Step = {
+  title: 'host1$ weavets trace c1 c3 (the path, hop by hop, and a live probe)',
+  async run(d) {
+    const [c1, , c3] = d.containers as [Container, Container, Container];
+    const r = await d.lab.weavets(d.hosts[0]!, ['trace', c1.ns.name, c3.ip]);
+    process.stdout.write(r.stdout);
+    if (r.code !== 0) throw new DemoFailure(`weavets trace exited ${r.code}: ${r.stderr.trim()}`);
+  },
+};
+
 const statusPage: Step = {
-  title: 'where to look: metrics and health on each host',
+  title: 'the status page: a live picture of the mesh on every host',
   async run(d) {
     for (const h of d.hosts) {
+      const page = await d.lab.http(h, '/');
       const health = await d.lab.http(h, '/healthz');
-      show(`${h.name}: http://127.0.0.1:6782/metrics (in ${h.netnsName}), /healthz answers ${health.status}`);
-      if (health.status !== 200) throw new DemoFailure(`${h.name}'s /healthz answered ${health.status}`);
+      show(`${h.name}: http://127.0.0.1:6782/ (in ${h.netnsName}): page ${page.status}, /healthz ${health.status}, /metrics for Prometheus`);
+      if (page.status !== 200 || health.status !== 200) throw new DemoFailure(`${h.name}'s status page answered ${page.status}, /healthz ${health.status}`);
     }
   },
 };
 
-const STEPS: Step[] = [buildHosts, launch, attach, mesh, pingAll, statusPage];
+const STEPS: Step[] = [buildHosts, launch, attach, mesh, pingAll, trace, statusPage];
 
 async function main(): Promise<number> {
   if (process.getuid && process.getuid() !== 0) {
