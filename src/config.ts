@@ -43,6 +43,8 @@ export interface DaemonConfig {
   ipamReclaimGrace?: number;
   /** Block size (prefix length) for a new cluster; undefined: /26, or the cluster's. */
   ipallocBlock?: number;
+  /** How long a detached container's address stays reserved for its id, seconds; undefined: 600. */
+  addressRetention?: number;
   /** Embedded DNS; undefined: on with the defaults (docs/DNS.md). */
   dns?: DnsConfig;
   /** Docker plugin socket (docs/DOCKER.md); undefined: DEFAULT_DOCKER_PLUGIN_SOCKET; "": off. */
@@ -103,6 +105,8 @@ export const DEFAULT_PORT = 6783;
 export const DEFAULT_HTTP_ADDR = '127.0.0.1:6782';
 export const DEFAULT_IPALLOC_RANGE = '10.32.0.0/12';
 export const DEFAULT_NETWORK = 'weavets';
+/** Seconds a detached container's address stays reserved for its id (`--address-retention`). */
+export const DEFAULT_ADDRESS_RETENTION_SECONDS = 600;
 
 export function apiSocketPath(stateDir: string): string {
   return path.join(stateDir, 'weavets.sock');

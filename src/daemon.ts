@@ -22,6 +22,8 @@ import { CompositeDatapath } from './datapath/composite';
 import { FastDatapath, KEPT_STATE_FILE } from './datapath/fastdp/fastdp';
 import type { Datapath } from './datapath/types';
 import { NetworkSet } from './endpoint/networks';
+import { NetworkCatalog, type NetworkRecord } from './endpoint/network-catalog';
+import { NetworkIsolation, runNft } from './endpoint/isolation';
 import { EndpointRegistry } from './endpoint/registry';
 import { HostRoutes } from './endpoint/host-routes';
 import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
@@ -30,12 +32,12 @@ import { loadSealer } from './crypto/seal';
 import type { ConnectionSecurity } from './router/connection';
 import { ClusterIpam } from './ipam/cluster';
 import { registerIpamMetrics } from './api/ipam-metrics';
-import { DEFAULT_NETWORK, DEFAULT_DNS } from './config';
+import { DEFAULT_NETWORK, DEFAULT_DNS, DEFAULT_ADDRESS_RETENTION_SECONDS } from './config';
 import { DnsService } from './dns/service';
 import { startDockerSurface, type DockerSurface } from './docker';
 import { DockerPlugin } from './docker/plugin';
 import { DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET } from './config';
-import type { EndpointStatus } from './api/types';
+import type { EndpointStatus, NetworkInfo } from './api/types';
 import { WeavetsError } from './errors';
 import { Diagnostics } from './diagnostics';
 import { FlowService } from './diagnostics/flows';
@@ -199,9 +201,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   }
   router.setDatapath(datapath);
 
-  const networks = new NetworkSet(netlink, datapath, ledger, mtu);
-  const hostRoutes = new HostRoutes(netlink, range);
-  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, range, ledger, hostRoutes, log.child('endpoints'));
+  // Networks are cluster objects in the store; the allocator takes each one's subnet from them.
+  let catalog: NetworkCatalog;
+  try {
+    catalog = await NetworkCatalog.open({ store: ipam.store, range, blockPrefix: ipam.allocator.blockPrefix, log: log.child('networks') });
+    await ipam.allocator.useSubnets(catalog);
+  } catch (err) {
+    await datapath.close();
+    await router.stop();
+    await ipam.close(false);
+    netlink.close();
+    throw err;
+  }
+  const networks = new NetworkSet(netlink, datapath, ledger, catalog, new NetworkIsolation(runNft), mtu);
+  const hostRoutes = new HostRoutes(netlink, range, () => networks.refreshIsolation());
+  const retentionMs = (config.addressRetention ?? DEFAULT_ADDRESS_RETENTION_SECONDS) * 1000;
+  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, ledger, hostRoutes, log.child('endpoints'), retentionMs);
+  const networkInfo = (r: NetworkRecord): NetworkInfo => ({ ...r, local: networks.get(r.name) !== undefined });
   // DNS listens on the host's address on each network bridge, so with DNS on the host is
   // exposed on every network it carries (docs/DNS.md). Started after endpoints.restore().
   const dnsConfig = config.dns ?? DEFAULT_DNS;
@@ -270,6 +286,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       if (removeState) await endpoints.removeAll();
       await networks.close(removeState);
       await datapath.close();
+      await catalog.close();
       await ipam.close(removeState);
       if (removeState) {
         for (const link of ledger.list()) await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
@@ -298,7 +315,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         peers: router.topology.entries().length,
         connections: { established: conns.filter((c) => c.state === 'established').length, total: conns.length },
         targets: router.targetStatus().length,
-        networks: networks.list().map((n) => ({ name: n.name, id: n.id, subnet: formatCidr(range), bridge: n.bridge, mtu: n.mtu })),
+        networks: networks.list().map((n) => ({ name: n.name, id: n.id, subnet: formatCidr(n.subnet), bridge: n.bridge, mtu: n.mtu })),
       };
     },
     connections: () => router.connectionStatus(),
@@ -319,9 +336,25 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       }
     },
     attach: async (req) => attachWithDns(await endpoints.attach(req)),
-    detach: async (id, ifname) => {
-      await endpoints.detach(id, ifname);
+    detach: async (id, opts) => {
+      await endpoints.detach(id, opts);
       dns?.endpointDetached(id);
+    },
+    networks: {
+      list: () => catalog.list().map(networkInfo),
+      create: async (req) => networkInfo(await catalog.create(req)),
+      remove: async (name) => {
+        const rec = await catalog.remove(name, async (r) => {
+          const inUse = (await ipam.allocator.allocationsOn(r.name)).filter((a) => !a.id.startsWith('host@') && a.retainedUntil === undefined);
+          if (inUse.length > 0) {
+            const hosts = ipam.hostNames();
+            const where = inUse.map((a) => `${a.id} (${a.address}) on host ${hosts.get(a.host) ?? a.host}`).join(', ');
+            throw new WeavetsError('EWEAVETS_CONFLICT', `network ${r.name} is in use by ${inUse.length} endpoint(s): ${where}; detach them first`);
+          }
+        });
+        await ipam.allocator.purgeNetwork(rec.name);
+        return networkInfo(rec);
+      },
     },
     endpoints: () => endpoints.list(),
     checkEndpoint: (id) => endpoints.check(id),
@@ -352,6 +385,18 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     },
   };
 
+  // A network removed anywhere goes from this host too: its host address, then its bridge.
+  catalog.onChange((e) => {
+    dns?.networksChanged();
+    if (e.type !== 'removed' || networks.get(e.network.name) === undefined) return;
+    void (async () => {
+      await endpoints.hide(e.network.name);
+      await networks.remove(e.network.name);
+      ipam.allocator.forgetNetwork(e.network.name);
+      await dnsRelisten();
+    })().catch((err: unknown) => log.warn('could not remove a removed network here', { network: e.network.name, error: (err as Error).message }));
+  });
+
   try {
     await hostRoutes.install();
     await networks.ensure(DEFAULT_NETWORK);
@@ -369,6 +414,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           domain: dnsConfig.domain.toLowerCase().replace(/\.$/, ''),
           ttl: dnsConfig.ttl,
           resolvConf: dnsConfig.resolvConf,
+        },
+        // A container sees the names of its own network only (and anything outside the range).
+        visibility: (listenAddr) => {
+          const ex = endpoints.exposures().find((e) => e.address.split('/')[0] === listenAddr);
+          const net = ex === undefined ? undefined : networks.get(ex.network);
+          // A Docker segment's containers are addressed from the whole range (docs/DOCKER.md).
+          if (net === undefined || net.sources !== undefined) return undefined;
+          const holes = catalog
+            .list()
+            .filter((r) => r.name !== net.name)
+            .map((r) => parseCidr(r.subnet))
+            .filter((c) => c.prefix > net.subnet.prefix && contains(net.subnet, c.base));
+          return (ip) => {
+            const n = parseIpv4(ip);
+            if (!contains(range, n)) return true;
+            return contains(net.subnet, n) && !holes.some((h) => contains(h, n));
+          };
         },
         log: log.child('dns'),
       });
@@ -390,9 +452,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         bridges: {
           ensure: async (segment) => {
             const net = await networks.ensure(segment);
+            await networks.acceptRangeSources(segment, range);
             if (dns) {
               await dnsExpose(segment);
               await dnsRelisten();
+              dns.networksChanged();
             }
             return net.bridge;
           },
@@ -407,6 +471,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           ? {
               dnsRedirect: {
                 port: dnsConfig.port,
+                bridgeOf: (segment: string) => networks.get(segment)?.bridge,
                 addressOn: (segment: string) => {
                   const ip = endpoints.exposures().find((e) => e.network === segment)?.address.split('/')[0];
                   return ip !== undefined && dns?.listensOn(ip) ? ip : undefined;

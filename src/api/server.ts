@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { isAllowedHost, type ListenAddress } from './host-check';
-import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest } from './types';
+import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, NetworkControl, NetworkCreateRequest } from './types';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 
 export interface ApiServerOptions {
@@ -108,6 +108,11 @@ function ipamOf(c: DaemonControl): IpamControl {
   return c.ipam;
 }
 
+function networksOf(c: DaemonControl): NetworkControl {
+  if (!c.networks) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon has no network catalog');
+  return c.networks;
+}
+
 function dnsOf(c: DaemonControl): DnsControl {
   if (!c.dns) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'DNS is off on this daemon (launched with --no-dns)');
   return c.dns;
@@ -132,6 +137,7 @@ function statusRoutes(): Record<string, Route> {
     '/status/targets': monitoring(get((c) => c.targets())),
     // Container ids, netns paths and names: the unix socket only.
     '/endpoints': get((c) => c.endpoints()),
+    '/networks': get((c) => networksOf(c).list()),
     // The status page and its data (issue 16): the page shows networks and containers by
     // name and address at the status address, so these are on the TCP listener, behind
     // its Host check. No namespace paths or container ids beyond what the page shows.
@@ -206,10 +212,11 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
       const missingOk = optBoolean(b, 'missingOk') ?? false;
+      const release = optBoolean(b, 'release') ?? false;
       // ifname: release by (id, ifname) whatever the endpoint table says (CNI DEL).
       const ifname = optString(b, 'ifname');
       try {
-        await c.detach(reqString(b, 'id'), ifname);
+        await c.detach(reqString(b, 'id'), { release, ...(ifname !== undefined ? { ifname } : {}) });
       } catch (err) {
         if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
         sendJson(res, 200, { ok: true, found: false });
@@ -233,6 +240,22 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       const id = reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
       sendJson(res, 200, await c.checkEndpoint(id));
+    }),
+    '/networks/create': post(async (c, b, res) => {
+      const req: NetworkCreateRequest = { name: reqString(b, 'name') };
+      const subnet = optString(b, 'subnet');
+      if (subnet !== undefined) req.subnet = subnet;
+      const options = b['options'];
+      if (options !== undefined) {
+        if (typeof options !== 'object' || options === null || Array.isArray(options) || !Object.values(options).every((v) => typeof v === 'string')) {
+          throw badRequest("field 'options' must be an object of strings");
+        }
+        req.options = options as Record<string, string>;
+      }
+      sendJson(res, 200, await networksOf(c).create(req));
+    }),
+    '/networks/rm': post(async (c, b, res) => {
+      sendJson(res, 200, await networksOf(c).remove(reqString(b, 'name')));
     }),
     '/expose': post(async (c, b, res) => {
       sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));

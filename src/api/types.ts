@@ -74,6 +74,32 @@ export interface RouterStatus {
   networks: NetworkStatus[];
 }
 
+/** One network of the cluster (`weavets network ls --json`: an array of these). */
+export interface NetworkInfo {
+  name: string;
+  /** Unique in the cluster; carried in every encapsulated frame (like a VXLAN VNI). */
+  id: number;
+  subnet: string;
+  options: Record<string, string>;
+  created: string;
+  /** Is this host carrying it now (a bridge here)? */
+  local: boolean;
+}
+
+/** POST /networks/create */
+export interface NetworkCreateRequest {
+  name: string;
+  subnet?: string;
+  options?: Record<string, string>;
+}
+
+export interface NetworkControl {
+  list(): NetworkInfo[];
+  create(req: NetworkCreateRequest): Promise<NetworkInfo>;
+  /** Refused (EWEAVETS_CONFLICT) while endpoints exist, naming hosts and ids. */
+  remove(name: string): Promise<NetworkInfo>;
+}
+
 export interface NetworkStatus {
   name: string;
   /** Network id carried in every encapsulated frame (like a VXLAN VNI). */
@@ -143,8 +169,11 @@ export interface DaemonControl {
   connect(addresses: string[]): void;
   forget(addresses: string[]): void;
   attach(req: AttachRequest): Promise<EndpointStatus>;
-  /** `ifname`: release what (id, ifname) holds even when no endpoint is recorded (CNI DEL). */
-  detach(id: string, ifname?: string): Promise<void>;
+  /**
+   * `release`: free the address at once instead of reserving it for the id. `ifname`:
+   * release what (id, ifname) holds even when no endpoint is recorded (CNI DEL).
+   */
+  detach(id: string, opts?: { release?: boolean; ifname?: string }): Promise<void>;
   endpoints(): EndpointStatus[];
   /** Inspect an endpoint's links, addresses and routes (CNI CHECK); NOT_FOUND if unknown. */
   checkEndpoint?(id: string): Promise<EndpointCheck>;
@@ -162,6 +191,8 @@ export interface DaemonControl {
   shutdown(removeState: boolean): Promise<void>;
   /** Address management (absent in test doubles: the routes answer 404). */
   ipam?: IpamControl;
+  /** The cluster's networks (absent in test doubles: the routes answer 404). */
+  networks?: NetworkControl;
   /** Embedded DNS (absent with --no-dns: the routes answer 404). */
   dns?: DnsControl;
   /** Health matrix, trace, flows and the status page's data (absent in test doubles: 404). */

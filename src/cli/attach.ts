@@ -68,13 +68,14 @@ export function registerAttach(program: Command): void {
 
   program
     .command('detach')
-    .description("remove a container's interface and release its address")
+    .description("remove a container's interface; its address stays reserved for the id for --address-retention (launch), so it gets it back on any host")
     .argument('<id>', 'container id')
-    .action(async (id: string, _flags: unknown, cmd: Command) => {
+    .option('--release', 'free the address at once (also frees what an earlier detach reserved)')
+    .action(async (id: string, flags: { release?: boolean }, cmd: Command) => {
       const client = clientFor(stateDirOf(cmd));
       const endpointId = parseEndpointId(id);
       const ep = (await client.get<EndpointStatus[]>('/endpoints')).find((e) => e.id === endpointId);
-      await client.post('/detach', { id: endpointId });
+      await client.post('/detach', { id: endpointId, ...(flags.release ? { release: true } : {}) });
       // The resolv.conf attach wrote for a named namespace goes with the endpoint.
       if (ep) removeContainerResolvConf(ep);
     });

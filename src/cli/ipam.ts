@@ -22,6 +22,14 @@ export interface StoreFlags {
   ipamLeaseTtl?: string;
   ipamReclaimGrace?: string;
   ipallocBlock?: string;
+  addressRetention?: string;
+}
+
+/** "10m", "90s", "1h", "0" or a number of seconds -> seconds; undefined when malformed. */
+export function parseDurationSeconds(text: string): number | undefined {
+  const m = /^(\d{1,7})(s|m|h)?$/.exec(text.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
 }
 
 export function addStoreOptions(cmd: Command): Command {
@@ -35,7 +43,8 @@ export function addStoreOptions(cmd: Command): Command {
     .option('--advertise-address <ip>', 'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4')
     .option('--ipam-lease-ttl <seconds>', "seconds after which a dead host's address blocks return to the pool (default 120)")
     .option('--ipam-reclaim-grace <seconds>', 'seconds an address this host holds may go unused by any endpoint before it is released (default 60)')
-    .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)');
+    .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)')
+    .option('--address-retention <duration>', "how long a detached container's address stays reserved for its id, e.g. 10m, 90s, 0 (default 10m)");
 }
 
 function parseEtcdUrls(text: string): string[] {
@@ -98,6 +107,13 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
     if (!(n >= 2 && n <= 86400)) throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
     config.ipamLeaseTtl = n;
   }
+  if (flags.addressRetention !== undefined) {
+    const n = parseDurationSeconds(flags.addressRetention);
+    if (n === undefined || n > 7 * 86400) {
+      throw new UsageError(`--address-retention: '${flags.addressRetention}' is not a duration up to 7 days (e.g. 10m, 90s, 0)`);
+    }
+    config.addressRetention = n;
+  }
   if (flags.ipamReclaimGrace !== undefined) {
     const n = /^\d{1,6}$/.test(flags.ipamReclaimGrace) ? Number(flags.ipamReclaimGrace) : NaN;
     if (!(n >= 1 && n <= 86400)) throw new UsageError(`--ipam-reclaim-grace: '${flags.ipamReclaimGrace}' is not a number of seconds from 1 to 86400`);
@@ -126,6 +142,7 @@ export function storeArgs(config: DaemonConfig): string[] {
   if (config.ipamLeaseTtl !== undefined) args.push('--ipam-lease-ttl', String(config.ipamLeaseTtl));
   if (config.ipamReclaimGrace !== undefined) args.push('--ipam-reclaim-grace', String(config.ipamReclaimGrace));
   if (config.ipallocBlock !== undefined) args.push('--ipalloc-block', String(config.ipallocBlock));
+  if (config.addressRetention !== undefined) args.push('--address-retention', `${config.addressRetention}s`);
   return args;
 }
 

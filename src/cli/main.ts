@@ -11,6 +11,7 @@ import { registerDiagnostics } from './diagnostics';
 import { registerIpam } from './ipam';
 import { registerLifecycle } from './launch';
 import { EXIT_OK, EXIT_USAGE, debugEnabled, reportError } from './output';
+import { registerNetwork } from './network';
 import { registerPeers } from './peers';
 import { registerStatus } from './status';
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerIpam(program);
   registerPeers(program);
   registerAttach(program);
+  registerNetwork(program);
   registerStatus(program);
   registerCni(program);
   registerDns(program);

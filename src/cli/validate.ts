@@ -3,6 +3,7 @@
  * message names the flag, the bad value and what to type instead. Pure: no I/O, so unit
  * tests call them directly.
  */
+import { validateNetworkName } from '../endpoint/network-catalog';
 import * as net from 'node:net';
 import { isPeerNameText, parsePeerName, peerNameProblem } from '../router/peername';
 import { UsageError } from './output';
@@ -148,10 +149,9 @@ export function parseEndpointId(text: string): string {
   return text;
 }
 
-export function parseNetworkName(text: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(text)) {
-    throw new UsageError(`--network: '${text}' is not a network name; use up to 64 letters, digits, _ . -`);
-  }
+export function parseNetworkName(text: string, flag = '--network'): string {
+  const bad = validateNetworkName(text);
+  if (bad) throw new UsageError(`${flag}: ${bad}`);
   return text;
 }
 

@@ -40,7 +40,7 @@ export interface Invocation {
   ifname: string;
   /** CNI_ARGS as key/value pairs (unknown keys kept and ignored). */
   args: Map<string, string>;
-  /** Container name for DNS: K8S_POD_NAME from CNI_ARGS, else the runtime's. */
+  /** Container name for DNS: POD.NAMESPACE from K8S_POD_NAME/K8S_POD_NAMESPACE in CNI_ARGS. */
   containerName?: string;
   conf: NetConf;
 }
@@ -256,9 +256,21 @@ export function parseInvocation(command: CniCommand, env: Env, stdin: string): I
   if (bad.length > 0) throw new CniError(CNI_ERR.INVALID_ENV, `invalid environment: ${bad.join('; ')}`);
   const conf = parseNetConf(decodeConfig(stdin), command);
   const inv: Invocation = { command, containerId, netns, ifname, args, conf };
-  const podName = args.get('K8S_POD_NAME');
-  if (podName !== undefined && podName !== '') inv.containerName = podName;
+  const podName = podDnsName(args);
+  if (podName !== undefined) inv.containerName = podName;
   return inv;
+}
+
+/**
+ * The DNS name of a Kubernetes pod (containerd's CRI plugin sends K8S_POD_NAME and
+ * K8S_POD_NAMESPACE): "POD.NAMESPACE", so pods named alike in two namespaces do not
+ * share a name; just "POD" without a namespace. undefined: not a pod.
+ */
+export function podDnsName(args: Map<string, string>): string | undefined {
+  const pod = args.get('K8S_POD_NAME');
+  if (pod === undefined || pod === '') return undefined;
+  const ns = args.get('K8S_POD_NAMESPACE');
+  return ns === undefined || ns === '' ? pod : `${pod}.${ns}`;
 }
 
 /** The daemon endpoint id of an attachment: "cni:<network name>:<container id>:<ifname>". */

@@ -105,7 +105,9 @@ export async function cmdDel(inv: Invocation, api: DaemonApi): Promise<void> {
   try {
     // missingOk: a second DEL, or one after a failed ADD, is a success. ifname: the daemon
     // releases what this id holds even if it has no endpoint for it (an ADD cut short).
-    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), ifname: inv.ifname, missingOk: true });
+    // release: a CNI attachment's id (its sandbox's container id) never comes back, so
+    // reserving its address for --address-retention would only keep it from the next pod.
+    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), ifname: inv.ifname, missingOk: true, release: true });
   } catch (err) {
     throw daemonError(err, 'DEL');
   }

@@ -11,7 +11,7 @@ import * as dnsPacket from 'dns-packet';
 import type { Cidr } from '../ipam/cidr';
 import { contains, parseIpv4 } from '../ipam/cidr';
 import { addressOfReverseName, inZone, normalizeName } from './names';
-import type { DnsRecordTable } from './records';
+import type { RecordView } from './records';
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 const FLAG_QR = 0x8000;
@@ -115,7 +115,7 @@ export function buildResponse(
  * Decide what to do with one query. `transport` sets the size limit: UDP answers over
  * 512 bytes (or the client's EDNS size, at most 4096) are truncated with TC.
  */
-export function handleQuery(buf: Buffer, table: DnsRecordTable, zone: ZoneConfig, transport: 'udp' | 'tcp'): QueryOutcome {
+export function handleQuery(buf: Buffer, table: RecordView, zone: ZoneConfig, transport: 'udp' | 'tcp'): QueryOutcome {
   if (buf.length < HEADER_BYTES) return { kind: 'drop' };
   // A response sent to us (or a reflected one) is never answered: no loops.
   if ((buf.readUInt16BE(2) & FLAG_QR) !== 0) return { kind: 'drop' };

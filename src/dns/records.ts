@@ -178,3 +178,33 @@ function compareIpv4(a: string, b: string): number {
   }
   return 0;
 }
+
+/** What answering needs of the records: the whole table, or one network's view of it. */
+export interface RecordView {
+  hasName(name: string): boolean;
+  rotated(name: string): string[];
+  names(ip: string): string[];
+}
+
+/**
+ * The records as a container on one network sees them: only addresses `visible` to it
+ * (its own network's, and anything outside the overlay range), like Docker's embedded DNS.
+ */
+export class FilteredRecordView implements RecordView {
+  constructor(
+    private readonly table: DnsRecordTable,
+    private readonly visible: (ip: string) => boolean,
+  ) {}
+
+  hasName(name: string): boolean {
+    return this.table.hasName(name) && this.table.addresses(name).some(this.visible);
+  }
+
+  rotated(name: string): string[] {
+    return this.table.rotated(name).filter(this.visible);
+  }
+
+  names(ip: string): string[] {
+    return this.visible(ip) ? this.table.names(ip) : [];
+  }
+}

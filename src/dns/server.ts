@@ -11,7 +11,7 @@ import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import { handleQuery, servfail, type ZoneConfig } from './message';
-import type { DnsRecordTable } from './records';
+import { FilteredRecordView, type DnsRecordTable, type RecordView } from './records';
 import type { Upstream } from './upstream';
 
 const MAX_QUEUE = 4096;
@@ -34,7 +34,12 @@ interface Listener {
   port: number;
   udp: dgram.Socket;
   tcp: net.Server;
+  /** The records askers on this address see (their network's). */
+  view: RecordView;
 }
+
+/** For a listen address: which record addresses its askers may see; undefined: all (loopback). */
+export type VisibilityOf = (listenAddr: string) => ((ip: string) => boolean) | undefined;
 
 /**
  * Encoded answers of one query (bytes after the id), in rotation order. Filled one fresh
@@ -52,6 +57,7 @@ const MAX_CACHE = 8192;
 
 interface Queued {
   msg: Buffer;
+  listener: Listener;
   socket: dgram.Socket;
   address: string;
   port: number;
@@ -71,7 +77,19 @@ export class DnsServer {
     private readonly zone: ZoneConfig,
     private readonly upstream: Upstream,
     private readonly log: Logger,
+    private readonly visibility: VisibilityOf = () => undefined,
   ) {}
+
+  /** Which addresses are visible from which network changed: answers are computed afresh. */
+  invalidate(): void {
+    this.cache.clear();
+    for (const l of this.listeners.values()) l.view = this.viewFor(l.addr);
+  }
+
+  private viewFor(addr: string): RecordView {
+    const visible = this.visibility(addr);
+    return visible === undefined ? this.table : new FilteredRecordView(this.table, visible);
+  }
 
   /** "addr:port" of every listener. */
   addresses(): string[] {
@@ -107,7 +125,8 @@ export class DnsServer {
 
   private async open(addr: string, port: number): Promise<Listener> {
     const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 1 << 21 } as dgram.SocketOptions);
-    udp.on('message', (msg, rinfo) => this.enqueue({ msg, socket: udp, address: rinfo.address, port: rinfo.port }));
+    const listener = { addr, port, udp, view: this.viewFor(addr) } as Listener;
+    udp.on('message', (msg, rinfo) => this.enqueue({ msg, listener, socket: udp, address: rinfo.address, port: rinfo.port }));
     udp.on('error', (err) => this.log.warn('DNS UDP socket error', { addr, error: err.message }));
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
@@ -116,7 +135,7 @@ export class DnsServer {
         resolve();
       });
     });
-    const tcp = net.createServer((conn) => this.onTcp(conn));
+    const tcp = net.createServer((conn) => this.onTcp(conn, listener));
     tcp.maxConnections = MAX_TCP_CONNECTIONS;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -131,7 +150,8 @@ export class DnsServer {
       throw err;
     }
     tcp.on('error', (err) => this.log.warn('DNS TCP listener error', { addr, error: err.message }));
-    return { addr, port, udp, tcp };
+    listener.tcp = tcp;
+    return listener;
   }
 
   private closeListener(l: Listener): void {
@@ -161,7 +181,7 @@ export class DnsServer {
     for (; this.head < end; this.head++) {
       const q = this.queue[this.head]!;
       this.queue[this.head] = undefined as unknown as Queued;
-      this.answer(q.msg, 'udp', (res) => q.socket.send(res, q.port, q.address));
+      this.answer(q.msg, 'udp', (res) => q.socket.send(res, q.port, q.address), q.listener);
     }
     if (this.head === this.queue.length) {
       this.queue.length = 0;
@@ -177,9 +197,10 @@ export class DnsServer {
   }
 
   /** Answer one query; never throws (junk is counted and dropped). */
-  answer(msg: Buffer, transport: 'udp' | 'tcp', reply: (res: Buffer) => void): void {
-    // Cached: only well-formed queries we answered NOERROR/NXDOMAIN get here twice.
-    const key = msg.length >= 12 && msg.length <= 512 ? transport + msg.toString('latin1', 2) : undefined;
+  answer(msg: Buffer, transport: 'udp' | 'tcp', reply: (res: Buffer) => void, listener?: Listener): void {
+    // Cached: only well-formed queries we answered NOERROR/NXDOMAIN get here twice; per
+    // listener, since each network sees its own records.
+    const key = msg.length >= 12 && msg.length <= 512 ? `${listener?.addr ?? ''}|${transport}${msg.toString('latin1', 2)}` : undefined;
     const hit = key === undefined ? undefined : this.cache.get(key);
     if (hit && hit.complete && hit.generation === this.table.generation) {
       const cached = hit.responses[hit.next]!;
@@ -194,7 +215,7 @@ export class DnsServer {
     }
     let outcome;
     try {
-      outcome = handleQuery(msg, this.table, this.zone, transport);
+      outcome = handleQuery(msg, listener?.view ?? this.table, this.zone, transport);
     } catch (err) {
       this.counters.dropped++;
       this.log.debug('DNS query dropped', { error: (err as Error).message });
@@ -244,7 +265,7 @@ export class DnsServer {
     else this.cache.delete(key);
   }
 
-  private onTcp(conn: net.Socket): void {
+  private onTcp(conn: net.Socket, listener: Listener): void {
     this.tcpConnections++;
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
     conn.on('error', () => undefined);
@@ -261,13 +282,18 @@ export class DnsServer {
         if (pending.length < 2 + len) break;
         const msg = pending.subarray(2, 2 + len);
         pending = pending.subarray(2 + len);
-        this.answer(msg, 'tcp', (res) => {
-          if (conn.destroyed) return;
-          const frame = Buffer.allocUnsafe(2 + res.length);
-          frame.writeUInt16BE(res.length, 0);
-          res.copy(frame, 2);
-          conn.write(frame);
-        });
+        this.answer(
+          msg,
+          'tcp',
+          (res) => {
+            if (conn.destroyed) return;
+            const frame = Buffer.allocUnsafe(2 + res.length);
+            frame.writeUInt16BE(res.length, 0);
+            res.copy(frame, 2);
+            conn.write(frame);
+          },
+          listener,
+        );
       }
     });
   }

@@ -16,7 +16,7 @@ import { WeavetsError } from '../errors';
 import { writeFileAtomic } from '../endpoint/ledger';
 import type { DnsStatus, EndpointStatus } from '../api/types';
 import { DNS_PREFIX, DnsRecordTable, recordKey, type DnsRecord } from './records';
-import { DnsServer } from './server';
+import { DnsServer, type VisibilityOf } from './server';
 import { Upstream } from './upstream';
 import { canonicalIpv4, normalizeName, recordNameProblem, relativeName } from './names';
 
@@ -39,6 +39,8 @@ export interface DnsServiceOptions {
   stateDir: string;
   range: Cidr;
   settings: DnsSettings;
+  /** Per listen address, the addresses its askers may see (their network's); default: all. */
+  visibility?: VisibilityOf;
   log: Logger;
 }
 
@@ -69,7 +71,7 @@ export class DnsService {
       isOwnAddress: (ip) => this.server.isListeningOn(ip),
       log: log.child('upstream'),
     });
-    this.server = new DnsServer(this.table, { domain: settings.domain, ttl: settings.ttl, range: opts.range }, this.upstream, log);
+    this.server = new DnsServer(this.table, { domain: settings.domain, ttl: settings.ttl, range: opts.range }, this.upstream, log, opts.visibility);
   }
 
   static async start(opts: DnsServiceOptions): Promise<DnsService> {
@@ -247,6 +249,11 @@ export class DnsService {
   async listenOn(bridgeAddresses: string[]): Promise<void> {
     const port = this.opts.settings.port;
     await this.server.reconcile([...bridgeAddresses.map((addr) => ({ addr, port })), ...this.opts.settings.extraListen]);
+  }
+
+  /** Networks changed (created, removed): each listener's view is computed afresh. */
+  networksChanged(): void {
+    this.server.invalidate();
   }
 
   /** Does the server listen on `ip` (at the bridge port)? */

@@ -12,7 +12,6 @@ import { startPluginServer, driverNameOf } from './server';
 import { DockerEngine, type NamePublisher } from './engine';
 import { NftPortPublisher } from './ports';
 import { DNS_REDIRECT_TABLE, DnsRedirect, type Resolver } from './dns-redirect';
-import { bridgeNameFor, networkIdFor } from '../endpoint/networks';
 
 export interface DockerSurfaceOptions {
   socketPath: string;
@@ -35,6 +34,8 @@ export interface DockerSurfaceOptions {
     port: number;
     /** Where weavets DNS listens on a segment's bridge (the host's address there), if it does. */
     addressOn(segment: string): string | undefined;
+    /** The bridge of a segment this host carries (its name follows the catalog's id). */
+    bridgeOf(segment: string): string | undefined;
   };
   log: Logger;
 }
@@ -67,7 +68,8 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     const segments = new Set(plugin.networks().flatMap((n) => (n.segment !== undefined ? [n.segment] : [])));
     for (const segment of segments) {
       const address = o.dnsRedirect.addressOn(segment);
-      if (address !== undefined) want.push({ bridge: bridgeNameFor(segment, networkIdFor(segment)), address, port: o.dnsRedirect.port });
+      const bridge = o.dnsRedirect.bridgeOf(segment);
+      if (address !== undefined && bridge !== undefined) want.push({ bridge, address, port: o.dnsRedirect.port });
     }
     await redirect.set(want).catch((err: unknown) => redirectLog.warn('cannot update the DNS redirect', { error: (err as Error).message }));
   };

@@ -12,7 +12,7 @@
  *
  * The addresses go on with `noprefixroute`, so the kernel adds no main-table route either.
  */
-import { formatCidr, type Cidr } from '../ipam/cidr';
+import { formatCidr, parseCidr, type Cidr } from '../ipam/cidr';
 import type { Netlink } from '../netlink';
 import { isCode } from '../netlink/errors';
 
@@ -27,6 +27,8 @@ export class HostRoutes {
   constructor(
     private readonly netlink: Netlink,
     range: Cidr,
+    /** Called after the host's addresses on the bridges changed (isolation rules follow them). */
+    private readonly onChange?: () => Promise<void>,
   ) {
     this.rangeText = formatCidr(range);
   }
@@ -41,19 +43,26 @@ export class HostRoutes {
     await this.netlink.delRule(this.rule());
   }
 
-  /** The host's address `cidr` on `bridge`, and the range routed through that bridge from it. */
+  /**
+   * The host's address `cidr` on `bridge`, and the network's subnet (the prefix of
+   * `cidr`: the whole range for the default network) routed through that bridge from it.
+   * A created network's subnet lies inside the range, so its longer route wins over the
+   * default network's.
+   */
   async addAddress(bridge: string, cidr: string): Promise<void> {
     await this.netlink.addAddress(bridge, cidr, { ignoreExisting: true, noPrefixRoute: true });
     try {
-      await this.netlink.addRoute({ dst: this.rangeText, dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { append: true });
+      await this.netlink.addRoute({ dst: subnetOf(cidr), dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { append: true });
     } catch (err) {
       if (!isCode(err, 'EEXIST')) throw err;
     }
+    await this.onChange?.();
   }
 
   async delAddress(bridge: string, cidr: string): Promise<void> {
-    await this.netlink.delRoute({ dst: this.rangeText, dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { ignoreMissing: true });
+    await this.netlink.delRoute({ dst: subnetOf(cidr), dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { ignoreMissing: true });
     await this.netlink.delAddress(bridge, cidr, { ignoreMissing: true });
+    await this.onChange?.();
   }
 
   /**
@@ -71,6 +80,11 @@ export class HostRoutes {
   private rule(): { to: string; table: number; priority: number } {
     return { to: this.rangeText, table: OVERLAY_ROUTE_TABLE, priority: OVERLAY_RULE_PRIORITY };
   }
+}
+
+/** "10.40.7.1/24" -> "10.40.7.0/24" */
+function subnetOf(cidr: string): string {
+  return formatCidr(parseCidr(cidr, false));
 }
 
 function addressOf(cidr: string): string {

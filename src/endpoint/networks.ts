@@ -1,82 +1,152 @@
 /**
  * Overlay networks on this host: one Linux bridge per network, carried by the data path.
- * A network's id is a hash of its name, so every host derives the same id (the one that
- * travels with each frame, like a VNI) without asking anyone.
+ * What a network is (its id, the one that travels with each frame like a VNI, and its
+ * subnet) comes from the cluster's network catalog (network-catalog.ts); this set only
+ * makes the local bridges, keeps them isolated from each other (isolation.ts), and tears
+ * them down when a network is removed.
  */
 import type { Netlink } from '../netlink';
 import type { Datapath, OverlayNetwork } from '../datapath/types';
 import type { LinkLedger } from './ledger';
 import { DEFAULT_NETWORK } from '../config';
+import { WeavetsError } from '../errors';
+import { parseCidr, type Cidr } from '../ipam/cidr';
+import type { NetworkCatalog, NetworkRecord } from './network-catalog';
+import { validateNetworkName } from './network-catalog';
+import type { NetworkIsolation } from './isolation';
 
-const NETWORK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-
-export function validateNetworkName(name: string): string | undefined {
-  return NETWORK_NAME_RE.test(name)
-    ? undefined
-    : `invalid network name ${JSON.stringify(name)}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`;
-}
-
-/** 24-bit FNV-1a of the name; 0 and 0xffffff (trace probes) are reserved, so they map to 1 and 0xfffffe. */
-export function networkIdFor(name: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of Buffer.from(name, 'utf8')) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  const id = (h ^ (h >>> 24)) & 0xffffff;
-  return id === 0 ? 1 : id === 0xffffff ? 0xfffffe : id;
-}
+export { validateNetworkName, legacyNetworkId as networkIdFor } from './network-catalog';
 
 export function bridgeNameFor(name: string, id: number): string {
   return name === DEFAULT_NETWORK ? 'weavets' : `wtb${id.toString(16).padStart(6, '0')}`;
 }
 
+/** A network carried on this host. */
+export interface LocalNetwork extends OverlayNetwork {
+  subnet: Cidr;
+  /** Set when Docker endpoints on it are addressed from the whole range (docs/DOCKER.md). */
+  sources?: Cidr;
+}
+
 export class NetworkSet {
-  private readonly networks = new Map<string, OverlayNetwork>();
+  private readonly networks = new Map<string, LocalNetwork>();
+  private readonly creating = new Map<string, Promise<LocalNetwork>>();
+  private isolating: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly netlink: Netlink,
     private readonly datapath: Datapath,
     private readonly ledger: LinkLedger,
+    private readonly catalog: NetworkCatalog,
+    private readonly isolation: NetworkIsolation,
     /** MTU of bridges and container interfaces. */
     readonly mtu: number,
   ) {}
 
-  get(name: string): OverlayNetwork | undefined {
+  get(name: string): LocalNetwork | undefined {
     return this.networks.get(name);
   }
 
-  list(): OverlayNetwork[] {
+  list(): LocalNetwork[] {
     return [...this.networks.values()];
   }
 
-  /** Create the network's bridge (or adopt an existing one) and start carrying it. */
-  async ensure(name: string): Promise<OverlayNetwork> {
+  /** The catalog's network (created there on first use), its bridge made here and carried. */
+  ensure(name: string): Promise<LocalNetwork> {
     const have = this.networks.get(name);
-    if (have) return have;
-    const bad = validateNetworkName(name);
-    if (bad) throw new Error(bad);
-    const id = networkIdFor(name);
-    for (const n of this.networks.values()) {
-      if (n.id === id) throw new Error(`network ${name} hashes to the same id as ${n.name}; pick another name`);
+    if (have) return Promise.resolve(have);
+    let p = this.creating.get(name);
+    if (!p) {
+      p = this.make(name).finally(() => this.creating.delete(name));
+      this.creating.set(name, p);
     }
-    const net: OverlayNetwork = { id, name, bridge: bridgeNameFor(name, id), mtu: this.mtu };
+    return p;
+  }
+
+  private async make(name: string): Promise<LocalNetwork> {
+    const bad = validateNetworkName(name);
+    if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
+    const rec: NetworkRecord = await this.catalog.ensure(name);
+    for (const n of this.networks.values()) {
+      // Cannot happen with a shared store (ids are compare-and-created); with two
+      // store-less hosts' catalogs it can, and the bridge name would collide.
+      if (n.id === rec.id) throw new WeavetsError('EWEAVETS_CONFLICT', `network ${name} has the same id (${rec.id}) as ${n.name} on this host`);
+    }
+    const net: LocalNetwork = { id: rec.id, name, bridge: bridgeNameFor(name, rec.id), mtu: this.mtu, subnet: parseCidr(rec.subnet) };
     await this.ledger.record(net.bridge);
     await this.netlink.createBridge(net.bridge, { mtu: net.mtu });
     await this.netlink.setMtu(net.bridge, net.mtu);
     await this.netlink.setUp(net.bridge);
-    await this.ledger.record(`wtt${id.toString(16).padStart(6, '0')}`);
-    await this.datapath.addNetwork(net);
+    await this.ledger.record(`wtt${net.id.toString(16).padStart(6, '0')}`);
     this.networks.set(name, net);
+    // Isolated before anything can use it: the bridge has no port yet.
+    await this.refreshIsolation();
+    await this.datapath.addNetwork(net);
     return net;
   }
 
-  /** Stop carrying every network; with `removeBridges`, delete the bridges too. */
+  /** The network was removed from the catalog: stop carrying it and delete its bridge. */
+  async remove(name: string): Promise<void> {
+    const net = this.networks.get(name);
+    if (!net) return;
+    this.networks.delete(name);
+    await this.datapath.removeNetwork(net.id);
+    await this.netlink.deleteLink(net.bridge, { ignoreMissing: true });
+    await this.ledger.forget(net.bridge);
+    await this.refreshIsolation();
+  }
+
+  /**
+   * Docker's IPAM addresses a Docker network's containers from the whole range, whatever
+   * the segment's subnet: accept those sources on its bridge (docs/DOCKER.md).
+   */
+  async acceptRangeSources(name: string, range: Cidr): Promise<void> {
+    const net = this.networks.get(name);
+    if (!net || net.sources !== undefined) return;
+    net.sources = range;
+    await this.refreshIsolation();
+  }
+
+  /**
+   * Make the isolation rules match the bridges and the host's addresses on them now.
+   * Serialised: two refreshes never dump links and addresses at once on the one netlink
+   * socket (concurrent dumps there came back as "Multipart message not terminated"), and
+   * a dump that fails is tried again.
+   */
+  refreshIsolation(): Promise<void> {
+    const run = (): Promise<void> => this.refreshIsolationNow();
+    const p = this.isolating.then(run, run);
+    this.isolating = p.catch(() => undefined);
+    return p;
+  }
+
+  private async refreshIsolationNow(): Promise<void> {
+    let links: Awaited<ReturnType<Netlink['listLinks']>> = [];
+    let addrs: Awaited<ReturnType<Netlink['listAddresses']>> = [];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        links = await this.netlink.listLinks();
+        addrs = await this.netlink.listAddresses();
+        break;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+      }
+    }
+    const bridges = this.list().map((n) => {
+      const index = links.find((l) => l.name === n.bridge)?.index;
+      const hostAddresses = addrs.filter((a) => a.index === index && !a.cidr.includes(':')).map((a) => a.cidr.split('/')[0]!);
+      return { bridge: n.bridge, subnet: n.subnet, hostAddresses, ...(n.sources !== undefined ? { sources: n.sources } : {}) };
+    });
+    await this.isolation.apply(bridges);
+  }
+
+  /** Stop carrying every network; with `removeBridges`, delete the bridges (and the isolation table) too. */
   async close(removeBridges: boolean): Promise<void> {
     for (const net of this.networks.values()) {
       await this.datapath.removeNetwork(net.id);
       if (removeBridges) await this.netlink.deleteLink(net.bridge, { ignoreMissing: true });
     }
+    if (removeBridges) await this.isolation.remove();
     this.networks.clear();
   }
 }

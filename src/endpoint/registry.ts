@@ -13,7 +13,7 @@ import type { Logger } from '../log';
 import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
-import { formatIpv4, parseCidr, type Cidr } from '../ipam/cidr';
+import { formatCidr, formatIpv4, parseCidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';
 import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
@@ -46,10 +46,11 @@ export class EndpointRegistry {
     private readonly netlink: Netlink,
     private readonly networks: NetworkSet,
     private readonly allocator: AddressAllocator,
-    private readonly range: Cidr,
     private readonly ledger: LinkLedger,
     private readonly hostRoutes: HostRoutes,
     private readonly log: Logger,
+    /** How long a detached container's address stays reserved for its id (ms; 0: freed at once). */
+    private readonly retentionMs = 0,
   ) {
     this.file = path.join(stateDir, 'endpoints.json');
   }
@@ -112,13 +113,14 @@ export class EndpointRegistry {
   }
 
   /**
-   * Remove an endpoint and release its address. `ifname`: for a caller that knows which
-   * interface the id had (CNI DEL): when no endpoint is recorded (a daemon killed
-   * mid-attach, an ADD that failed after allocating), whatever (id, ifname) holds is
-   * released all the same, before the usual not-found error.
+   * Remove the endpoint. Its address stays reserved for the id for the retention time,
+   * unless `release`. With no endpoint recorded: `ifname` (a caller that knows which
+   * interface the id had: CNI DEL, after a daemon killed mid-attach or an ADD that failed
+   * after allocating) releases whatever (id, ifname) holds; `release` alone frees what an
+   * earlier detach reserved for the id (eth0); then the usual not-found error.
    */
-  detach(id: string, ifname?: string): Promise<void> {
-    return this.serialise(() => this.doDetach(id, ifname));
+  detach(id: string, opts: { release?: boolean; ifname?: string } = {}): Promise<void> {
+    return this.serialise(() => this.doDetach(id, opts.release === true, opts.ifname));
   }
 
   /** Every (id, ifname) this registry holds an address for: its endpoints (not Docker's) and exposures. */
@@ -226,6 +228,7 @@ export class EndpointRegistry {
       throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
     }
     let requested: number | undefined;
+    let requestedPrefix: number | undefined;
     if (req.ip !== undefined) {
       let c;
       try {
@@ -233,14 +236,14 @@ export class EndpointRegistry {
       } catch (err) {
         throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`);
       }
-      if (c.prefix !== this.range.prefix) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip ${req.ip}: the prefix must be /${this.range.prefix}, the network's subnet`);
-      }
       requested = c.address;
+      requestedPrefix = c.prefix;
     }
     const net = await this.networks.ensure(networkName);
-    const ip = (await this.allocator.allocate({ id: req.id, ifname, network: networkName, ...(requested !== undefined ? { ip: requested } : {}) })).ip;
-    const address = `${formatIpv4(ip)}/${this.range.prefix}`;
+    if (requestedPrefix !== undefined && requestedPrefix !== net.subnet.prefix) {
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip ${req.ip}: the prefix must be /${net.subnet.prefix}, network ${networkName}'s subnet ${formatCidr(net.subnet)}`);
+    }
+    const address = (await this.allocator.allocate({ id: req.id, ifname, network: networkName, ...(requested !== undefined ? { ip: requested } : {}) })).address;
     const tag = shortHash(`${req.id}\0${networkName}\0${ifname}`);
     const hostVeth = `vwt${tag}`;
     const tempPeer = `vwc${tag}`;
@@ -293,13 +296,20 @@ export class EndpointRegistry {
     }
   }
 
-  private async doDetach(id: string, orphanIfname?: string): Promise<void> {
+  private async doDetach(id: string, release: boolean, orphanIfname?: string): Promise<void> {
     const ep = this.endpoints.get(id);
     if (!ep) {
       if (orphanIfname !== undefined && ID_RE.test(id)) {
         // If the store is unavailable this throws: the caller (CNI DEL) fails and retries.
         const released = await this.allocator.release(id, orphanIfname);
         if (released) this.log.info('released the address of an id with no endpoint', { id, ifname: orphanIfname, address: released.address });
+      } else if (release && ID_RE.test(id)) {
+        // `detach --release` of an id detached earlier: free what is reserved for it.
+        const released = await this.allocator.release(id, 'eth0');
+        if (released) {
+          this.log.info('released a reserved address', { id, address: released.address });
+          return;
+        }
       }
       throw new WeavetsError('EWEAVETS_NOT_FOUND', `no endpoint ${JSON.stringify(id)} is attached; see \`weavets ps\``);
     }
@@ -307,10 +317,11 @@ export class EndpointRegistry {
     await this.netlink.deleteLink(ep.hostVeth, { ignoreMissing: true });
     await this.ledger.forget(ep.hostVeth);
     // If the store is unavailable this throws and the endpoint stays listed: detach again later.
-    if (!ep.externalAddress) await this.allocator.release(id, ep.ifname);
+    const retainMs = release ? 0 : this.retentionMs;
+    if (!ep.externalAddress) await this.allocator.release(id, ep.ifname, { retainMs });
     this.endpoints.delete(id);
     await this.save();
-    this.log.info('detached endpoint', { id, address: ep.address });
+    this.log.info('detached endpoint', { id, address: ep.address, ...(retainMs > 0 && !ep.externalAddress ? { reservedForMs: retainMs } : {}) });
   }
 
   /** What is wrong with an endpoint's links, address and routes ([] when sound); CNI CHECK. */
@@ -345,8 +356,9 @@ export class EndpointRegistry {
       if (!addrs.some((a) => a.cidr === ep.address)) problems.push(`interface ${ep.ifname} lacks address ${ep.address}`);
       // No route dump in our netlink layer: ask the kernel which source it would use instead.
       const own = ep.address.split('/')[0]!;
-      const peer = formatIpv4(this.range.base + (parseCidr(ep.address, false).address === this.range.base + 1 ? 2 : 1));
-      if ((await ns.sourceTowards(peer)) !== own) problems.push(`no route to the network ${formatIpv4(this.range.base)}/${this.range.prefix} via ${ep.ifname}`);
+      const subnet = parseCidr(ep.address, false);
+      const peer = formatIpv4(subnet.base + (subnet.address === subnet.base + 1 ? 2 : 1));
+      if ((await ns.sourceTowards(peer)) !== own) problems.push(`no route to the network ${formatCidr(subnet)} via ${ep.ifname}`);
       if (ep.gateway !== undefined && (await ns.sourceTowards('198.51.100.1')) !== own) {
         problems.push(`no default route via ${ep.gateway} on ${ep.ifname}`);
       }
@@ -365,18 +377,19 @@ export class EndpointRegistry {
     let requested: number | undefined;
     if (ip !== undefined) {
       try {
-        requested = parseCidr(ip.includes('/') ? ip : `${ip}/${this.range.prefix}`, false).address;
+        requested = parseCidr(ip.includes('/') ? ip : `${ip}/32`, false).address;
       } catch (err) {
         throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`);
       }
     }
     const net = await this.networks.ensure(network);
     const exposer = exposeId(this.allocator);
-    const ipNum = (await this.allocator.allocate({ id: exposer, ifname: network, network, ...(requested !== undefined ? { ip: requested } : {}) })).ip;
-    const address = `${formatIpv4(ipNum)}/${this.range.prefix}`;
+    const address = (await this.allocator.allocate({ id: exposer, ifname: network, network, ...(requested !== undefined ? { ip: requested } : {}) })).address;
     try {
       await this.hostRoutes.addAddress(net.bridge, address);
     } catch (err) {
+      // Nothing half-applied: the address may be on the bridge already.
+      await this.hostRoutes.delAddress(net.bridge, address).catch(() => undefined);
       await this.allocator.release(exposer, network).catch(() => undefined);
       throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`);
     }

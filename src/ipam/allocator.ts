@@ -3,20 +3,27 @@
  * addresses inside them. One instance per daemon; it owns its view of the blocks it
  * holds and is the only thing that writes IPAM keys for this host.
  *
- * Never a duplicate: an address is taken by creating its key ipam/addrs/<net>/<ip> with
- * a compare-and-create transaction, together with the (id, ifname) handle. Blocks only
- * decide where a host looks for free addresses (so hosts rarely contend); correctness
- * does not depend on them, nor on this process's cache, which may be stale at any time.
+ * Never a duplicate, across every network: an address is taken by creating its key
+ * ipam/addrs/<ip> (one key per address, whatever the network) with a compare-and-create
+ * transaction, together with the (id, ifname) handle. Blocks (ipam/blocks/<base>, one
+ * network each) only decide where a host looks for free addresses (so hosts rarely
+ * contend); correctness does not depend on them, nor on this process's cache, which may
+ * be stale at any time. Each network's addresses come from its subnet (NetworkSubnets).
+ *
+ * Retention: a release with `retainMs` keeps the address record, marked retainedUntil, and
+ * the handle: the same (id, ifname) allocating again on any host takes both over; nobody
+ * else can take the address until the sweep deletes it after that time.
  *
  * Liveness: a host is alive while its registration hosts/<name> exists; that key rides
  * on the host's lease (kept alive by the store client). Once it is gone (TTL passed,
  * or `weavets rmpeer`), any host may delete the dead host's allocations and then its
  * blocks, each deletion guarded by "the registration is still absent", so a host that
- * comes back in the middle keeps what it re-asserts.
+ * comes back in the middle keeps what it re-asserts. Reservations are kept until they
+ * expire, dead host or not: that is what lets a container move.
  */
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
-import { contains, formatCidr, formatIpv4, parseIpv4, type Cidr } from './cidr';
+import { cidrSize, contains, formatCidr, formatIpv4, parseIpv4, type Cidr } from './cidr';
 import { createIfAbsent, type KvEntry, type Store, type TxnOp } from '../store/types';
 import {
   ADDRS_PREFIX,
@@ -35,15 +42,16 @@ import {
   hashedBlockIndex,
   hostKey,
   isReserved,
-  lowestFreeBlock,
+  overlaps,
   parseAddrKey,
+  parseLegacyKey,
   usableCount,
   type AddrRecord,
   type BlockRecord,
   type ClusterConfig,
   type HandleRecord,
 } from './blocks';
-import type { AddressAllocator, Allocation, AllocationRequest } from './types';
+import type { AddressAllocator, Allocation, AllocationRequest, NetworkSubnet, NetworkSubnets, ReleaseOptions } from './types';
 import type { HeldAddress } from './reconcile';
 
 export interface BlockAllocatorOptions {
@@ -59,6 +67,8 @@ export interface BlockAllocatorOptions {
    * "hashed" from the peer name (the embedded store: hosts cannot see each other's blocks).
    */
   blockSearch?: 'lowest' | 'hashed';
+  /** Wall clock in ms (tests move it); default Date.now. */
+  now?: () => number;
   log: Logger;
 }
 
@@ -72,11 +82,7 @@ interface OwnBlock {
 
 interface NetState {
   blocks: Map<number, OwnBlock>;
-  /** Addresses known to be taken (ours and others'); may be stale, never relied on for safety. */
-  busy: Set<number>;
-  /** Candidates in flight in this process. */
-  pending: Set<number>;
-  acquiring: Promise<void> | undefined;
+  acquiring: Promise<boolean> | undefined;
 }
 
 export interface BlockUsage {
@@ -97,13 +103,33 @@ export interface ReclaimResult {
   addresses: number;
 }
 
+/** An allocation as the store has it, with who holds it (for `network rm` and status). */
+export interface StoredAllocation {
+  id: string;
+  ifname: string;
+  host: string;
+  network: string;
+  address: string;
+  retainedUntil?: number;
+}
+
 const MAX_ATTEMPTS = 64;
+
+/** Every network's subnet is the whole range: what a bare allocator (unit tests) uses. */
+export function wholeRangeSubnets(range: Cidr): NetworkSubnets {
+  return { subnetOf: () => Promise.resolve({ subnet: range, exclude: [] }) };
+}
 
 export class BlockAllocator implements AddressAllocator {
   private readonly nets = new Map<string, NetState>();
-  /** handle key -> what it holds, for handles held by this host. */
+  /** Addresses known to be taken (any network, ours and others'); may be stale, never relied on for safety. */
+  private readonly busy = new Set<number>();
+  /** Candidates in flight in this process. */
+  private readonly pending = new Set<number>();
+  /** handle key -> what it holds, for handles held (in use) by this host. */
   private readonly mine = new Map<string, Allocation>();
   private observer: OperationObserver | undefined;
+  private subnets: NetworkSubnets;
   readonly blockPrefix: number;
 
   private constructor(
@@ -111,12 +137,14 @@ export class BlockAllocator implements AddressAllocator {
     readonly config: ClusterConfig,
   ) {
     this.blockPrefix = config.blockPrefix;
+    this.subnets = wholeRangeSubnets(opts.range);
   }
 
-  /** Agree on the cluster config, then load this host's blocks and allocations. */
+  /** Agree on the cluster config, move legacy keys, then load this host's blocks and allocations. */
   static async open(opts: BlockAllocatorOptions): Promise<BlockAllocator> {
     const config = await ensureClusterConfig(opts.store, opts.range, opts.blockPrefix);
     const a = new BlockAllocator(opts, config);
+    await a.migrateLegacyKeys();
     await a.resync();
     return a;
   }
@@ -129,17 +157,59 @@ export class BlockAllocator implements AddressAllocator {
     return this.opts.store;
   }
 
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  /** Where each network's subnet comes from (the network catalog); default: the whole range. Reloads. */
+  async useSubnets(subnets: NetworkSubnets): Promise<void> {
+    this.subnets = subnets;
+    this.mine.clear();
+    await this.resync();
+  }
+
   private net(network: string): NetState {
     let st = this.nets.get(network);
     if (!st) {
-      st = { blocks: new Map(), busy: new Set(), pending: new Set(), acquiring: undefined };
+      st = { blocks: new Map(), acquiring: undefined };
       this.nets.set(network, st);
     }
     return st;
   }
 
-  private result(id: string, ifname: string, network: string, ip: number): Allocation {
-    return { id, ifname, network, ip, address: `${formatIpv4(ip)}/${this.opts.range.prefix}` };
+  private result(id: string, ifname: string, network: string, ip: number, subnet: Cidr): Allocation {
+    return { id, ifname, network, ip, address: `${formatIpv4(ip)}/${subnet.prefix}` };
+  }
+
+  /**
+   * Stores written before addresses were keyed by address alone: move every
+   * ipam/{addrs,blocks}/<network>/<hex> to its new key, once, each move one transaction.
+   */
+  private async migrateLegacyKeys(): Promise<void> {
+    for (const prefix of [ADDRS_PREFIX, BLOCKS_PREFIX]) {
+      const { entries } = await this.store.list(prefix);
+      for (const e of entries) {
+        const k = parseLegacyKey(e.key);
+        if (!k) continue;
+        const rec = parseJson<Record<string, unknown>>(e.value);
+        if (!rec) continue;
+        const newKey = k.kind === 'addrs' ? addrKey(k.ip) : blockKey(k.ip);
+        const r = await this.store.txn(
+          [
+            { key: e.key, modRevision: e.modRevision },
+            { key: newKey, modRevision: 0 },
+          ],
+          [
+            { op: 'put', key: newKey, value: JSON.stringify({ ...rec, network: k.network }) },
+            { op: 'delete', key: e.key },
+          ],
+        );
+        if (!r.succeeded && (await this.store.get(newKey)) !== undefined) {
+          this.opts.log.error('a legacy IPAM key clashes with another network\'s; keeping the newer one', { key: e.key, clash: newKey });
+          await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }]);
+        }
+      }
+    }
   }
 
   /**
@@ -152,16 +222,29 @@ export class BlockAllocator implements AddressAllocator {
     for (const e of blocks.entries) {
       const k = parseAddrKey(e.key);
       const rec = parseJson<BlockRecord>(e.value);
-      if (!k || !rec || rec.owner !== this.opts.self) continue;
-      this.net(k.network).blocks.set(k.ip, { cidr: { base: k.ip, prefix: this.blockPrefix }, hint: 0 });
+      if (!k || !rec || rec.owner !== this.opts.self || typeof rec.network !== 'string') continue;
+      this.net(rec.network).blocks.set(k.ip, { cidr: { base: k.ip, prefix: this.blockPrefix }, hint: 0 });
     }
-    for (const st of this.nets.values()) st.busy.clear();
+    this.busy.clear();
     for (const e of addrs.entries) {
       const k = parseAddrKey(e.key);
       const rec = parseJson<AddrRecord>(e.value);
       if (!k || !rec) continue;
-      this.net(k.network).busy.add(k.ip);
-      if (rec.host === this.opts.self) this.mine.set(handleKey(rec.id, rec.ifname), this.result(rec.id, rec.ifname, k.network, k.ip));
+      this.busy.add(k.ip);
+      if (rec.host === this.opts.self && rec.retainedUntil === undefined) {
+        const { subnet } = await this.subnetFor(rec.network);
+        this.mine.set(handleKey(rec.id, rec.ifname), this.result(rec.id, rec.ifname, rec.network, k.ip, subnet));
+      }
+    }
+  }
+
+  /** A network's subnet; a network the catalog no longer has keeps the whole range (to release it). */
+  private async subnetFor(network: string): Promise<NetworkSubnet> {
+    try {
+      return await this.subnets.subnetOf(network);
+    } catch (err) {
+      if (err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND') return { subnet: this.opts.range, exclude: [] };
+      throw err;
     }
   }
 
@@ -197,8 +280,8 @@ export class BlockAllocator implements AddressAllocator {
     return this.allocate(req);
   }
 
-  async release(id: string, ifname: string): Promise<Allocation | undefined> {
-    return this.timed('release', () => this.doRelease(id, ifname));
+  async release(id: string, ifname: string, opts: ReleaseOptions = {}): Promise<Allocation | undefined> {
+    return this.timed('release', () => this.doRelease(id, ifname, opts.retainMs ?? 0));
   }
 
   private async timed<T>(op: 'allocate' | 'release', fn: () => Promise<T>): Promise<T> {
@@ -214,27 +297,34 @@ export class BlockAllocator implements AddressAllocator {
     }
   }
 
+  /** Why `ip` cannot be asked for on a network with `sub`, or undefined when it can. */
+  private requestProblem(network: string, sub: NetworkSubnet, ip: number): string | undefined {
+    if (!contains(this.opts.range, ip)) return `${formatIpv4(ip)} is outside the range ${formatCidr(this.opts.range)}`;
+    if (!contains(sub.subnet, ip)) return `${formatIpv4(ip)} is not in network ${network}'s subnet ${formatCidr(sub.subnet)}`;
+    if (isReserved(this.opts.range, ip)) return `${formatIpv4(ip)} is the range's network or broadcast address`;
+    if (isReserved(sub.subnet, ip)) return `${formatIpv4(ip)} is the network or broadcast address of ${network}'s subnet ${formatCidr(sub.subnet)}`;
+    const other = sub.exclude.find((x) => contains(x.subnet, ip));
+    if (other) return `${formatIpv4(ip)} is in network ${other.network}'s subnet ${formatCidr(other.subnet)}, not on ${network}`;
+    return undefined;
+  }
+
   private async doAllocate(req: AllocationRequest): Promise<Allocation> {
     const hk = handleKey(req.id, req.ifname);
     const have = this.mine.get(hk);
     if (have) return this.checkSame(req, have);
+    const sub = await this.subnets.subnetOf(req.network);
     if (req.ip !== undefined) {
-      if (!contains(this.opts.range, req.ip)) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${formatIpv4(req.ip)} is outside the range ${formatCidr(this.opts.range)}`);
-      }
-      if (isReserved(this.opts.range, req.ip)) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${formatIpv4(req.ip)} is the range's network or broadcast address`);
-      }
+      const bad = this.requestProblem(req.network, sub, req.ip);
+      if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
     }
-    const st = this.net(req.network);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const ip = req.ip ?? (await this.pickFree(req.network));
+      const ip = req.ip ?? (await this.pickFree(req.network, sub));
       try {
         let r;
         try {
           r = await this.store.txn(
             [
-              { key: addrKey(req.network, ip), modRevision: 0 },
+              { key: addrKey(ip), modRevision: 0 },
               { key: hk, modRevision: 0 },
             ],
             this.putOps(req, ip),
@@ -243,35 +333,32 @@ export class BlockAllocator implements AddressAllocator {
           // A call that failed (a timeout above all) may have committed all the same: look
           // rather than assume it did not. If the store cannot tell us now, the reconciler
           // (reconcile.ts) releases the address later unless something here claims it.
-          const committed = await this.committedDespite(req, ip).catch(() => undefined);
+          const committed = await this.committedDespite(req, ip, sub.subnet).catch(() => undefined);
           if (committed) return committed;
           throw err;
         }
         if (r.succeeded) {
-          st.busy.add(ip);
-          const a = this.result(req.id, req.ifname, req.network, ip);
+          this.busy.add(ip);
+          const a = this.result(req.id, req.ifname, req.network, ip, sub.subnet);
           this.mine.set(hk, a);
           return a;
         }
       } finally {
-        if (req.ip === undefined) st.pending.delete(ip);
+        if (req.ip === undefined) this.pending.delete(ip);
       }
-      // Why not: the handle exists (idempotent repeat, or the container moved here), or
-      // someone else holds the address.
-      const [handle, addr] = await Promise.all([this.store.get(hk), this.store.get(addrKey(req.network, ip))]);
+      // Why not: the handle exists (idempotent repeat, a reservation, or the container
+      // moved here), or someone else holds the address.
+      const [handle, addr] = await Promise.all([this.store.get(hk), this.store.get(addrKey(ip))]);
       if (handle) {
         const moved = await this.adoptHandle(req, handle);
         if (moved) return moved;
         continue;
       }
       if (addr) {
-        st.busy.add(ip);
+        this.busy.add(ip);
         if (req.ip !== undefined) {
           const rec = parseJson<AddrRecord>(addr.value);
-          throw new WeavetsError(
-            'EWEAVETS_CONFLICT',
-            `${formatIpv4(ip)} is already in use by ${rec ? `${rec.id} (${rec.ifname}) on host ${rec.host}` : 'another container'}`,
-          );
+          throw new WeavetsError('EWEAVETS_CONFLICT', `${formatIpv4(ip)} is ${describeHolder(rec)}`);
         }
       }
     }
@@ -279,13 +366,13 @@ export class BlockAllocator implements AddressAllocator {
   }
 
   /** After a failed allocation call: did it commit? The allocation if so (and now ours). */
-  private async committedDespite(req: AllocationRequest, ip: number): Promise<Allocation | undefined> {
+  private async committedDespite(req: AllocationRequest, ip: number, subnet: Cidr): Promise<Allocation | undefined> {
     const hk = handleKey(req.id, req.ifname);
     const handle = await this.store.get(hk);
     const rec = handle ? parseJson<HandleRecord>(handle.value) : undefined;
     if (!rec || rec.host !== this.opts.self || rec.network !== req.network || rec.ip !== formatIpv4(ip)) return undefined;
-    const a = this.result(req.id, req.ifname, req.network, ip);
-    this.net(req.network).busy.add(ip);
+    const a = this.result(req.id, req.ifname, req.network, ip, subnet);
+    this.busy.add(ip);
     this.mine.set(hk, a);
     this.opts.log.info('a store call reported as failed had committed; keeping the allocation', { id: req.id, ifname: req.ifname, address: a.address });
     return a;
@@ -297,7 +384,7 @@ export class BlockAllocator implements AddressAllocator {
    * (claimed again, released, moved) and is left alone.
    */
   async releaseIfUnchanged(held: HeldAddress): Promise<boolean> {
-    const ak = addrKey(held.network, held.ip);
+    const ak = addrKey(held.ip);
     const hk = handleKey(held.id, held.ifname);
     const handle = await this.store.get(hk);
     const h = handle ? parseJson<HandleRecord>(handle.value) : undefined;
@@ -309,7 +396,7 @@ export class BlockAllocator implements AddressAllocator {
     if (!r.succeeded) return false;
     const mine = this.mine.get(hk);
     if (mine && mine.network === held.network && mine.ip === held.ip) this.mine.delete(hk);
-    this.nets.get(held.network)?.busy.delete(held.ip);
+    this.busy.delete(held.ip);
     return true;
   }
 
@@ -327,27 +414,53 @@ export class BlockAllocator implements AddressAllocator {
   }
 
   private putOps(req: AllocationRequest, ip: number): TxnOp[] {
-    const addr: AddrRecord = { id: req.id, ifname: req.ifname, host: this.opts.self, ...(req.unattached === true ? { unattached: true as const } : {}) };
+    const addr: AddrRecord = {
+      id: req.id,
+      ifname: req.ifname,
+      host: this.opts.self,
+      network: req.network,
+      ...(req.unattached === true ? { unattached: true as const } : {}),
+    };
     const handle: HandleRecord = { network: req.network, ip: formatIpv4(ip), host: this.opts.self };
     return [
-      { op: 'put', key: addrKey(req.network, ip), value: JSON.stringify(addr) },
+      { op: 'put', key: addrKey(ip), value: JSON.stringify(addr) },
       { op: 'put', key: handleKey(req.id, req.ifname), value: JSON.stringify(handle) },
     ];
   }
 
   /**
-   * The handle exists already: ours (a repeat) or another host's (the container moved
-   * here): take it over in one transaction. undefined: it changed under us, try again.
+   * The handle exists already: ours (a repeat), another host's (the container moved
+   * here), or a reservation left by a detach: take it over in one transaction. A
+   * reservation for another network or another address is dropped instead.
+   * undefined: it changed under us (or was dropped), try again.
    */
   private async adoptHandle(req: AllocationRequest, handle: KvEntry): Promise<Allocation | undefined> {
     const rec = parseJson<HandleRecord>(handle.value);
     if (!rec) throw new WeavetsError('EWEAVETS_INTERNAL', `unreadable IPAM record ${handle.key}`);
     const ip = parseIpv4(rec.ip);
-    const have = this.result(req.id, req.ifname, rec.network, ip);
+    const ak = addrKey(ip);
+    const addr = await this.store.get(ak);
+    const arec = addr ? parseJson<AddrRecord>(addr.value) : undefined;
+    const reserved = arec?.retainedUntil !== undefined && arec.id === req.id && arec.ifname === req.ifname;
+    if (reserved && (rec.network !== req.network || (req.ip !== undefined && req.ip !== ip))) {
+      // The id comes back elsewhere: its old reservation goes.
+      await this.store.txn(
+        [
+          { key: handle.key, modRevision: handle.modRevision },
+          { key: ak, modRevision: addr!.modRevision },
+        ],
+        [
+          { op: 'delete', key: handle.key },
+          { op: 'delete', key: ak },
+        ],
+      );
+      this.busy.delete(ip);
+      return undefined;
+    }
+    const sub = await this.subnetFor(rec.network);
+    const have = this.result(req.id, req.ifname, rec.network, ip, sub.subnet);
     this.checkSame(req, have);
-    if (rec.host !== this.opts.self) {
-      const ak = addrKey(rec.network, ip);
-      const addr = await this.store.get(ak);
+    if (rec.host !== this.opts.self || arec?.host !== this.opts.self || arec.retainedUntil !== undefined) {
       const r = await this.store.txn(
         [
           { key: handle.key, modRevision: handle.modRevision },
@@ -356,19 +469,20 @@ export class BlockAllocator implements AddressAllocator {
         this.putOps(req, ip),
       );
       if (!r.succeeded) return undefined;
-      this.opts.log.info('took over an address from another host', { id: req.id, ifname: req.ifname, address: have.address, from: rec.host });
+      if (reserved) this.opts.log.info('gave an id back its reserved address', { id: req.id, ifname: req.ifname, address: have.address, from: arec.host });
+      else if (rec.host !== this.opts.self) this.opts.log.info('took over an address from another host', { id: req.id, ifname: req.ifname, address: have.address, from: rec.host });
     }
-    this.net(rec.network).busy.add(ip);
+    this.busy.add(ip);
     this.mine.set(handle.key, have);
     return have;
   }
 
-  private async doRelease(id: string, ifname: string): Promise<Allocation | undefined> {
+  private async doRelease(id: string, ifname: string, retainMs: number): Promise<Allocation | undefined> {
     const hk = handleKey(id, ifname);
     for (let attempt = 0; attempt < 8; attempt++) {
       // When we know what the handle holds, read both records in one round trip.
       const known = this.mine.get(hk);
-      const guess = known ? addrKey(known.network, known.ip) : undefined;
+      const guess = known ? addrKey(known.ip) : undefined;
       const [handle, guessed] = await Promise.all([this.store.get(hk), guess ? this.store.get(guess) : Promise.resolve(undefined)]);
       if (!handle) {
         this.mine.delete(hk);
@@ -377,93 +491,110 @@ export class BlockAllocator implements AddressAllocator {
       const rec = parseJson<HandleRecord>(handle.value);
       if (!rec) throw new WeavetsError('EWEAVETS_INTERNAL', `unreadable IPAM record ${hk}`);
       const ip = parseIpv4(rec.ip);
-      const ak = addrKey(rec.network, ip);
+      const ak = addrKey(ip);
       const addr = ak === guess ? guessed : await this.store.get(ak);
       const a = addr ? parseJson<AddrRecord>(addr.value) : undefined;
       const ownsAddr = addr !== undefined && a?.id === id && a.ifname === ifname;
-      const r = await this.store.txn(
-        ownsAddr
-          ? [
-              { key: hk, modRevision: handle.modRevision },
-              { key: ak, modRevision: addr.modRevision },
-            ]
-          : [{ key: hk, modRevision: handle.modRevision }],
-        ownsAddr
-          ? [
-              { op: 'delete', key: hk },
-              { op: 'delete', key: ak },
-            ]
-          : [{ op: 'delete', key: hk }],
-      );
+      const compare = ownsAddr
+        ? [
+            { key: hk, modRevision: handle.modRevision },
+            { key: ak, modRevision: addr.modRevision },
+          ]
+        : [{ key: hk, modRevision: handle.modRevision }];
+      let ops: TxnOp[];
+      if (ownsAddr && retainMs > 0) {
+        const kept: AddrRecord = { id, ifname, host: a.host, network: rec.network, retainedUntil: this.now() + retainMs };
+        ops = [{ op: 'put', key: ak, value: JSON.stringify(kept) }];
+      } else if (ownsAddr) {
+        ops = [
+          { op: 'delete', key: hk },
+          { op: 'delete', key: ak },
+        ];
+      } else {
+        ops = [{ op: 'delete', key: hk }];
+      }
+      const r = await this.store.txn(compare, ops);
       if (!r.succeeded) continue;
       this.mine.delete(hk);
-      if (ownsAddr) this.nets.get(rec.network)?.busy.delete(ip);
-      return this.result(id, ifname, rec.network, ip);
+      if (ownsAddr && retainMs <= 0) this.busy.delete(ip);
+      return this.result(id, ifname, rec.network, ip, (await this.subnetFor(rec.network)).subnet);
     }
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not release ${id} (${ifname}): it kept changing`);
   }
 
-  /** A free candidate from our blocks (reserved in `pending`), taking a new block if all are full. */
-  private async pickFree(network: string): Promise<number> {
+  /** A free candidate (reserved in `pending`): from our blocks, a new block, or borrowed from the subnet. */
+  private async pickFree(network: string, sub: NetworkSubnet): Promise<number> {
     const st = this.net(network);
     for (;;) {
       for (const b of st.blocks.values()) {
-        const ip = firstFreeInBlock(this.opts.range, b.cidr, (x) => st.busy.has(x) || st.pending.has(x), b.hint);
+        const ip = firstFreeInBlock(this.opts.range, b.cidr, (x) => this.busy.has(x) || this.pending.has(x) || isReserved(sub.subnet, x), b.hint);
         if (ip !== undefined) {
-          st.pending.add(ip);
+          this.pending.add(ip);
           b.hint = ip - b.cidr.base + 1;
           return ip;
         }
       }
       if (!st.acquiring) {
-        st.acquiring = this.acquireBlock(network).finally(() => {
+        st.acquiring = this.acquireBlock(network, sub).finally(() => {
           st.acquiring = undefined;
         });
       }
-      await st.acquiring;
+      if (!(await st.acquiring)) return this.borrow(network, sub);
     }
   }
 
-  private async acquireBlock(network: string): Promise<void> {
+  /** Blocks of the range inside the subnet and outside every excluded subnet, by range index. */
+  private candidateBlocks(sub: NetworkSubnet): number[] {
+    const { range } = this.opts;
+    const first = blockIndexOf(range, this.blockPrefix, sub.subnet.base);
+    const count = Math.max(1, cidrSize(sub.subnet) / 2 ** (32 - this.blockPrefix));
+    const out: number[] = [];
+    for (let i = first; i < first + count; i++) {
+      const b = blockAt(range, this.blockPrefix, i);
+      if (!sub.exclude.some((x) => overlaps(x.subnet, b))) out.push(i);
+    }
+    return out;
+  }
+
+  /** Take a free block of the network's subnet; false when none is left (reclaim tried). */
+  private async acquireBlock(network: string, sub: NetworkSubnet): Promise<boolean> {
     const st = this.net(network);
     const { range } = this.opts;
+    const candidates = this.candidateBlocks(sub);
+    if (candidates.length === 0) return false;
     for (let round = 0; round < 8; round++) {
-      const listing = await this.store.list(`${BLOCKS_PREFIX}${network}/`);
+      const listing = await this.store.list(BLOCKS_PREFIX);
       const taken = new Set<number>();
       let lost: Cidr | undefined;
       for (const e of listing.entries) {
         const k = parseAddrKey(e.key);
         if (!k) continue;
         taken.add(blockIndexOf(range, this.blockPrefix, k.ip));
-        // Ours, yet not in our view: a block creation reported as failed (a timeout) that
-        // committed all the same. Use it rather than leave it idle and take another.
-        if (!lost && !st.blocks.has(k.ip) && parseJson<BlockRecord>(e.value)?.owner === this.opts.self) lost = { base: k.ip, prefix: this.blockPrefix };
+        // Ours for this network, yet not in our view: a block creation reported as failed
+        // (a timeout) that committed all the same. Use it rather than leave it idle.
+        const brec = lost ? undefined : parseJson<BlockRecord>(e.value);
+        if (brec && !st.blocks.has(k.ip) && brec.owner === this.opts.self && brec.network === network) lost = { base: k.ip, prefix: this.blockPrefix };
       }
       if (lost) {
         await this.useBlock(network, lost);
         this.opts.log.info('found an address block of ours that a failed store call had created', { network, block: formatCidr(lost) });
-        return;
+        return true;
       }
-      const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) : 0;
-      for (;;) {
-        const index = lowestFreeBlock(range, this.blockPrefix, taken, start);
-        if (index === undefined) break;
+      const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(range, this.blockPrefix, this.opts.self) % candidates.length : 0;
+      for (let n = 0; n < candidates.length; n++) {
+        const index = candidates[(start + n) % candidates.length]!;
+        if (taken.has(index)) continue;
         taken.add(index);
         const block = blockAt(range, this.blockPrefix, index);
-        const rec: BlockRecord = { owner: this.opts.self, nickname: this.opts.nickname };
-        if (!(await createIfAbsent(this.store, blockKey(network, block.base), JSON.stringify(rec)))) continue;
+        const rec: BlockRecord = { owner: this.opts.self, nickname: this.opts.nickname, network };
+        if (!(await createIfAbsent(this.store, blockKey(block.base), JSON.stringify(rec)))) continue;
         await this.useBlock(network, block);
         this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
-        return;
+        return true;
       }
       // Every block is taken: blocks of dead hosts may come back.
       const freed = await this.reclaim();
-      if (freed.blocks.length === 0) {
-        throw new WeavetsError(
-          'EWEAVETS_RANGE_EXHAUSTED',
-          `no free address on network ${network}: this host's blocks are full and every /${this.blockPrefix} block of ${formatCidr(range)} is taken`,
-        );
-      }
+      if (freed.blocks.length === 0) return false;
     }
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not take an address block on network ${network} (heavy contention)`);
   }
@@ -471,19 +602,45 @@ export class BlockAllocator implements AddressAllocator {
   /** Start allocating from a block we own: note what is taken in it already. */
   private async useBlock(network: string, block: Cidr): Promise<void> {
     const st = this.net(network);
-    // A block may hold addresses already: a --ip, or live leftovers of a reclaimed block.
-    const inside = await this.store.list(addrPrefixOfBlock(network, block));
+    // A block may hold addresses already: a --ip, a reservation, or live leftovers of a reclaimed block.
+    const inside = await this.store.list(addrPrefixOfBlock(block));
     for (const e of inside.entries) {
       const k = parseAddrKey(e.key);
-      if (k && contains(block, k.ip)) st.busy.add(k.ip);
+      if (k && contains(block, k.ip)) this.busy.add(k.ip);
     }
     st.blocks.set(block.base, { cidr: block, hint: 0 });
   }
 
   /**
-   * Delete allocations held by hosts that are not registered (dead past their TTL, or
-   * removed with rmpeer), then the blocks of such hosts that no live allocation remains
-   * in. With `only`, consider just that host dead, whether registered or not.
+   * Every block of the subnet is another host's: take any address of the subnet that no
+   * one holds (its key arbitrates, as always). A small network shared by many hosts.
+   */
+  private async borrow(network: string, sub: NetworkSubnet): Promise<number> {
+    const { entries } = await this.store.list(addrPrefixOfBlock(sub.subnet));
+    const held = new Set<number>();
+    for (const e of entries) {
+      const k = parseAddrKey(e.key);
+      if (k) held.add(k.ip);
+    }
+    const size = cidrSize(sub.subnet);
+    for (let k = 0; k < size; k++) {
+      const ip = (sub.subnet.base + k) >>> 0;
+      if (isReserved(sub.subnet, ip) || isReserved(this.opts.range, ip) || held.has(ip) || this.pending.has(ip)) continue;
+      if (sub.exclude.some((x) => contains(x.subnet, ip))) continue;
+      this.pending.add(ip);
+      return ip;
+    }
+    throw new WeavetsError(
+      'EWEAVETS_RANGE_EXHAUSTED',
+      `no free address on network ${network}: every address of its subnet ${formatCidr(sub.subnet)} is taken`,
+    );
+  }
+
+  /**
+   * Delete reservations that expired, and allocations held by hosts that are not
+   * registered (dead past their TTL, or removed with rmpeer), then the blocks of such
+   * hosts that no live allocation remains in. With `only`, consider just that host
+   * dead, whether registered or not.
    */
   async reclaim(only?: string): Promise<ReclaimResult> {
     const hosts = await this.store.list(HOSTS_PREFIX);
@@ -494,30 +651,33 @@ export class BlockAllocator implements AddressAllocator {
     const [blocks, addrs] = await Promise.all([this.store.list(BLOCKS_PREFIX), this.store.list(ADDRS_PREFIX)]);
     const result: ReclaimResult = { blocks: [], addresses: 0 };
     const liveIn = new Set<string>(); // block keys with a live allocation inside
+    const now = this.now();
     for (const e of addrs.entries) {
       const k = parseAddrKey(e.key);
       const rec = parseJson<AddrRecord>(e.value);
       if (!k || !rec) continue;
-      const bk = blockKey(k.network, blockAt(this.opts.range, this.blockPrefix, blockIndexOf(this.opts.range, this.blockPrefix, k.ip)).base);
-      if (!dead(rec.host)) {
+      const bk = blockKey(blockAt(this.opts.range, this.blockPrefix, blockIndexOf(this.opts.range, this.blockPrefix, k.ip)).base);
+      const expired = rec.retainedUntil !== undefined && rec.retainedUntil <= now;
+      if (rec.retainedUntil !== undefined ? !expired : !dead(rec.host)) {
         liveIn.add(bk);
         continue;
       }
       const hk = handleKey(rec.id, rec.ifname);
       const handle = await this.store.get(hk);
       const h = handle ? parseJson<HandleRecord>(handle.value) : undefined;
-      const ownsHandle = handle !== undefined && h?.network === k.network && h.ip === formatIpv4(k.ip);
+      const ownsHandle = handle !== undefined && h?.ip === formatIpv4(k.ip);
       const r = await this.store.txn(
         [
           { key: e.key, modRevision: e.modRevision },
-          { key: hostKey(rec.host), modRevision: 0 },
+          ...(expired ? [] : [{ key: hostKey(rec.host), modRevision: 0 }]),
           ...(ownsHandle ? [{ key: hk, modRevision: handle.modRevision }] : []),
         ],
         [{ op: 'delete', key: e.key }, ...(ownsHandle ? [{ op: 'delete' as const, key: hk }] : [])],
       );
       if (r.succeeded) {
         result.addresses++;
-        this.nets.get(k.network)?.busy.delete(k.ip);
+        this.busy.delete(k.ip);
+        if (expired) this.opts.log.info('an address reservation expired', { id: rec.id, ifname: rec.ifname, address: formatIpv4(k.ip) });
       } else {
         liveIn.add(bk);
       }
@@ -535,17 +695,68 @@ export class BlockAllocator implements AddressAllocator {
       if (!r.succeeded) continue;
       const k = parseAddrKey(e.key)!;
       const cidr = formatCidr({ base: k.ip, prefix: this.blockPrefix });
-      result.blocks.push(`${k.network} ${cidr}`);
-      this.opts.log.info('reclaimed the block of a dead host', { network: k.network, block: cidr, owner: rec.owner, nickname: rec.nickname });
+      result.blocks.push(`${rec.network} ${cidr}`);
+      this.opts.log.info('reclaimed the block of a dead host', { network: rec.network, block: cidr, owner: rec.owner, nickname: rec.nickname });
     }
-    if (result.addresses > 0) this.opts.log.info('released addresses of dead hosts', { count: result.addresses });
+    if (result.addresses > 0) this.opts.log.info('released addresses of dead hosts and expired reservations', { count: result.addresses });
     return result;
   }
 
-  /** Give up everything this host holds (weavets reset). */
+  /** Every allocation and reservation on `network`, from the store (who holds what, cluster-wide). */
+  async allocationsOn(network: string): Promise<StoredAllocation[]> {
+    const { entries } = await this.store.list(ADDRS_PREFIX);
+    const out: StoredAllocation[] = [];
+    for (const e of entries) {
+      const k = parseAddrKey(e.key);
+      const rec = parseJson<AddrRecord>(e.value);
+      if (!k || !rec || rec.network !== network) continue;
+      out.push({
+        id: rec.id,
+        ifname: rec.ifname,
+        host: rec.host,
+        network,
+        address: formatIpv4(k.ip),
+        ...(rec.retainedUntil !== undefined ? { retainedUntil: rec.retainedUntil } : {}),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * A network was removed: delete its reservations and every host's blocks of it (none
+   * may hold an address in use: `network rm` checked), and forget it here.
+   */
+  async purgeNetwork(network: string): Promise<void> {
+    const [blocks, addrs] = await Promise.all([this.store.list(BLOCKS_PREFIX), this.store.list(ADDRS_PREFIX)]);
+    for (const e of addrs.entries) {
+      const rec = parseJson<AddrRecord>(e.value);
+      if (rec?.network !== network || rec.retainedUntil === undefined) continue;
+      const hk = handleKey(rec.id, rec.ifname);
+      await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }, { op: 'delete', key: hk }]);
+      const k = parseAddrKey(e.key);
+      if (k) this.busy.delete(k.ip);
+    }
+    for (const e of blocks.entries) {
+      if (parseJson<BlockRecord>(e.value)?.network !== network) continue;
+      await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }]);
+    }
+    this.forgetNetwork(network);
+  }
+
+  /** Drop this process's view of a network's blocks (the network is gone). */
+  forgetNetwork(network: string): void {
+    this.nets.delete(network);
+  }
+
+  /** Give up everything this host holds, reservations included (weavets reset). */
   async leave(): Promise<void> {
     for (const a of [...this.mine.values()]) await this.release(a.id, a.ifname);
-    const blocks = await this.store.list(BLOCKS_PREFIX);
+    const [blocks, addrs] = await Promise.all([this.store.list(BLOCKS_PREFIX), this.store.list(ADDRS_PREFIX)]);
+    for (const e of addrs.entries) {
+      const rec = parseJson<AddrRecord>(e.value);
+      if (rec?.host !== this.opts.self || rec.retainedUntil === undefined) continue;
+      await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }, { op: 'delete', key: handleKey(rec.id, rec.ifname) }]);
+    }
     for (const e of blocks.entries) {
       if (parseJson<BlockRecord>(e.value)?.owner === this.opts.self) {
         await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }]);
@@ -562,7 +773,7 @@ export class BlockAllocator implements AddressAllocator {
       const blocks: BlockUsage[] = [];
       for (const b of [...st.blocks.values()].sort((x, y) => x.cidr.base - y.cidr.base)) {
         let used = 0;
-        for (const ip of st.busy) if (contains(b.cidr, ip)) used++;
+        for (const ip of this.busy) if (contains(b.cidr, ip)) used++;
         blocks.push({ cidr: formatCidr(b.cidr), used, free: usableCount(this.opts.range, b.cidr) - used });
       }
       out.push({
@@ -575,10 +786,19 @@ export class BlockAllocator implements AddressAllocator {
     return out;
   }
 
-  /** Allocations this host holds. */
+  /** Allocations this host holds (in use; reservations are not held by anyone). */
   held(): Allocation[] {
     return [...this.mine.values()];
   }
+}
+
+/** "in use by c1 (eth0) on host X", or "reserved for c1 (eth0) until ..." after a detach. */
+export function describeHolder(rec: AddrRecord | undefined): string {
+  if (!rec) return 'already in use by another container';
+  if (rec.retainedUntil !== undefined) {
+    return `reserved for ${rec.id} (${rec.ifname}) until ${new Date(rec.retainedUntil).toISOString()} (detached from host ${rec.host}); \`weavets detach --release\` frees it at once`;
+  }
+  return `already in use by ${rec.id} (${rec.ifname}) on host ${rec.host}`;
 }
 
 /** Create the cluster config once; afterwards every host must agree with it. */

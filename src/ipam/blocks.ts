@@ -2,19 +2,23 @@
  * Block arithmetic and the IPAM key layout in the store. Pure: the allocator and the
  * unit tests share it.
  *
- * The range is cut into equal blocks of `blockPrefix` (default /26: 64 addresses). All
- * blocks lie in one L2 subnet (the range), so a block's first and last addresses are
- * ordinary host addresses; only the range's own network and broadcast addresses are
- * never handed out.
+ * The range is cut into equal blocks of `blockPrefix` (default /26: 64 addresses). A
+ * block belongs to one network at a time and lies inside that network's subnet (the
+ * default network's subnet is the whole range; a created network's is its own, at least
+ * one block). Only a subnet's own network and broadcast addresses are never handed out
+ * (for the default network: the range's).
  *
- * Keys (under the store's prefix):
+ * Keys (under the store's prefix): blocks and addresses are keyed by address alone, not
+ * by network, so one compare-and-create makes an address unique across every network.
  *   ipam/config                        {range, blockPrefix}              created once
- *   ipam/blocks/<network>/<base hex>   {owner, nickname}                 a host's block
- *   ipam/addrs/<network>/<ip hex>      {id, ifname, host}                one allocation
+ *   ipam/blocks/<base hex>             {owner, nickname, network}        a host's block
+ *   ipam/addrs/<ip hex>                {id, ifname, host, network, retainedUntil?}
  *   ipam/handles/<id>/<ifname>         {network, ip, host}               idempotency index
  *   hosts/<peer name>                  {name, nickname, address}         leased: liveness
  * Addresses are 8 lower-case hex digits so keys sort in address order and a block's
- * addresses share a key prefix (to the nearest 4 bits).
+ * addresses share a key prefix (to the nearest 4 bits). Stores written before networks
+ * had subnets keyed blocks and addresses as ipam/{blocks,addrs}/<network>/<hex>:
+ * `parseLegacyKey` reads those, and the allocator moves them once when it opens.
  */
 import { cidrSize, formatIpv4, type Cidr } from './cidr';
 
@@ -33,13 +37,21 @@ export interface ClusterConfig {
 export interface BlockRecord {
   owner: string;
   nickname: string;
+  /** The network the block's addresses are for (absent in legacy records: read from the key). */
+  network: string;
 }
 
 export interface AddrRecord {
   id: string;
   ifname: string;
-  /** Peer name of the host that holds it. */
+  /** Peer name of the host that holds it (or held it, while retained). */
   host: string;
+  network: string;
+  /**
+   * Set while the address is only reserved for (id, ifname) after a detach: wall-clock
+   * milliseconds after which any host may delete it. Absent: in use.
+   */
+  retainedUntil?: number;
   /** Allocated through POST /ipam/allocate (no interface here): never reconciled away. */
   unattached?: true;
 }
@@ -54,12 +66,12 @@ export function hex8(ip: number): string {
   return (ip >>> 0).toString(16).padStart(8, '0');
 }
 
-export function blockKey(network: string, base: number): string {
-  return `${BLOCKS_PREFIX}${network}/${hex8(base)}`;
+export function blockKey(base: number): string {
+  return `${BLOCKS_PREFIX}${hex8(base)}`;
 }
 
-export function addrKey(network: string, ip: number): string {
-  return `${ADDRS_PREFIX}${network}/${hex8(ip)}`;
+export function addrKey(ip: number): string {
+  return `${ADDRS_PREFIX}${hex8(ip)}`;
 }
 
 export function handleKey(id: string, ifname: string): string {
@@ -70,16 +82,23 @@ export function hostKey(name: string): string {
   return `${HOSTS_PREFIX}${name}`;
 }
 
-/** Key prefix covering every address of the block (and, below /4 alignment, neighbours: filter). */
-export function addrPrefixOfBlock(network: string, block: Cidr): string {
-  return `${ADDRS_PREFIX}${network}/${hex8(block.base).slice(0, Math.floor(block.prefix / 4))}`;
+/** Key prefix covering every address of a block or subnet (and, below /4 alignment, neighbours: filter). */
+export function addrPrefixOfBlock(block: Cidr): string {
+  return `${ADDRS_PREFIX}${hex8(block.base).slice(0, Math.floor(block.prefix / 4))}`;
 }
 
 /** Parse the address out of an ipam/addrs or ipam/blocks key; undefined if it is not one. */
-export function parseAddrKey(key: string): { network: string; ip: number } | undefined {
-  const m = /^ipam\/(?:addrs|blocks)\/([^/]+)\/([0-9a-f]{8})$/.exec(key);
+export function parseAddrKey(key: string): { ip: number } | undefined {
+  const m = /^ipam\/(?:addrs|blocks)\/([0-9a-f]{8})$/.exec(key);
   if (!m) return undefined;
-  return { network: m[1]!, ip: parseInt(m[2]!, 16) };
+  return { ip: parseInt(m[1]!, 16) };
+}
+
+/** A key of the layout before networks had subnets: ipam/{addrs,blocks}/<network>/<hex>. */
+export function parseLegacyKey(key: string): { kind: 'addrs' | 'blocks'; network: string; ip: number } | undefined {
+  const m = /^ipam\/(addrs|blocks)\/([^/]+)\/([0-9a-f]{8})$/.exec(key);
+  if (!m) return undefined;
+  return { kind: m[1] as 'addrs' | 'blocks', network: m[2]!, ip: parseInt(m[3]!, 16) };
 }
 
 /** Is `blockPrefix` usable for `range`? Returns a message when it is not. */
@@ -102,9 +121,16 @@ export function blockIndexOf(range: Cidr, blockPrefix: number, ip: number): numb
   return Math.floor((ip - range.base) / 2 ** (32 - blockPrefix));
 }
 
-/** The range's network and broadcast addresses: never allocated. */
+/** The subnet's (or range's) network and broadcast addresses: never allocated. */
 export function isReserved(range: Cidr, ip: number): boolean {
   return ip === range.base || ip === range.base + cidrSize(range) - 1;
+}
+
+/** Do two CIDRs share any address? */
+export function overlaps(a: Cidr, b: Cidr): boolean {
+  const aEnd = a.base + cidrSize(a) - 1;
+  const bEnd = b.base + cidrSize(b) - 1;
+  return a.base <= bEnd && b.base <= aEnd;
 }
 
 /** Addresses of the block that can be handed out. */

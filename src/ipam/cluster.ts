@@ -206,6 +206,11 @@ export class ClusterIpam implements IpamControl {
     return a ? { id: a.id, ifname: a.ifname, network: a.network, address: a.address } : null;
   }
 
+  /** Peer name -> nickname (or the name) of every registered host, for messages. */
+  hostNames(): Map<string, string> {
+    return new Map((this.registry?.all() ?? []).map((h) => [h.name, h.nickname || h.name]));
+  }
+
   /** Release a dead host's blocks and addresses now. NAME: its peer name or nickname. */
   async rmpeer(nameOrNickname: string): Promise<RmpeerResult> {
     let name = nameOrNickname;

@@ -28,6 +28,8 @@ export interface HeldAddress {
   modRevision: number;
   /** Allocated through POST /ipam/allocate: its caller holds it with no interface here. */
   unattached: boolean;
+  /** A detached id's reservation (`--address-retention`): the sweep frees it when it expires. */
+  retained?: boolean;
 }
 
 /** An (id, ifname) something on this host uses: an endpoint, an exposure, a Docker handle. */
@@ -47,6 +49,9 @@ export function claimKey(id: string, ifname: string): string {
  */
 export function isAddressWanted(held: HeldAddress, claims: ReadonlySet<string>): boolean {
   if (held.unattached) return true;
+  // Reserved for an id that was detached: wanted until its retention runs out (the
+  // allocator's sweep deletes it then), whichever host the id comes back on.
+  if (held.retained === true) return true;
   return claims.has(claimKey(held.id, held.ifname));
 }
 
@@ -125,7 +130,15 @@ export class AddressReconciler {
       const k = parseAddrKey(e.key);
       const rec = parseRecord(e.value);
       if (!k || !rec || rec.host !== allocator.self) continue;
-      const held: HeldAddress = { network: k.network, ip: k.ip, id: rec.id, ifname: rec.ifname, modRevision: e.modRevision, unattached: rec.unattached === true };
+      const held: HeldAddress = {
+        network: rec.network,
+        ip: k.ip,
+        id: rec.id,
+        ifname: rec.ifname,
+        modRevision: e.modRevision,
+        unattached: rec.unattached === true,
+        ...(rec.retainedUntil !== undefined ? { retained: true } : {}),
+      };
       if (isAddressWanted(held, claims)) continue;
       const suspect = `${e.key}@${e.modRevision}`;
       seen.add(suspect);
@@ -134,7 +147,7 @@ export class AddressReconciler {
         this.suspects.set(suspect, now);
         log.debug('address held with nothing on this host using it; released after the grace period unless claimed', {
           address: formatIpv4(k.ip),
-          network: k.network,
+          network: rec.network,
           id: rec.id,
           ifname: rec.ifname,
         });
@@ -144,7 +157,7 @@ export class AddressReconciler {
       this.suspects.delete(suspect);
       if (await allocator.releaseIfUnchanged(held)) {
         released++;
-        log.info('released an address nothing on this host used', { address: formatIpv4(k.ip), network: k.network, id: rec.id, ifname: rec.ifname, unusedForS: Math.round((now - first) / 1000) });
+        log.info('released an address nothing on this host used', { address: formatIpv4(k.ip), network: rec.network, id: rec.id, ifname: rec.ifname, unusedForS: Math.round((now - first) / 1000) });
       }
     }
     for (const s of [...this.suspects.keys()]) if (!seen.has(s)) this.suspects.delete(s);
@@ -153,11 +166,18 @@ export class AddressReconciler {
   }
 }
 
-function parseRecord(text: string): (AddrRecord & { unattached?: boolean }) | undefined {
+function parseRecord(text: string): AddrRecord | undefined {
   try {
-    const v = JSON.parse(text) as AddrRecord & { unattached?: unknown };
-    if (typeof v.id !== 'string' || typeof v.ifname !== 'string' || typeof v.host !== 'string') return undefined;
-    return { id: v.id, ifname: v.ifname, host: v.host, ...(v.unattached === true ? { unattached: true } : {}) };
+    const v = JSON.parse(text) as AddrRecord & { unattached?: unknown; retainedUntil?: unknown };
+    if (typeof v.id !== 'string' || typeof v.ifname !== 'string' || typeof v.host !== 'string' || typeof v.network !== 'string') return undefined;
+    return {
+      id: v.id,
+      ifname: v.ifname,
+      host: v.host,
+      network: v.network,
+      ...(v.unattached === true ? { unattached: true as const } : {}),
+      ...(typeof v.retainedUntil === 'number' ? { retainedUntil: v.retainedUntil } : {}),
+    };
   } catch {
     return undefined;
   }

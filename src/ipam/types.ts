@@ -1,3 +1,5 @@
+import type { Cidr } from './cidr';
+
 /**
  * What the endpoint registry and the API need from address allocation: a small async
  * interface, so the allocator behind it (store-backed blocks today) can change freely.
@@ -8,13 +10,35 @@ export interface AllocationRequest {
   /** Interface within the container: (id, ifname) is the idempotency key. */
   ifname: string;
   network: string;
-  /** A specific address wanted (host order number); anywhere in the range. */
+  /** A specific address wanted (host order number); anywhere in the network's subnet. */
   ip?: number;
   /**
    * For a caller that holds the address with no interface on this host (POST
    * /ipam/allocate): the reconciler (reconcile.ts) never releases it; the caller does.
    */
   unattached?: boolean;
+}
+
+/** A network's subnet as the allocator needs it; see src/endpoint/network-catalog.ts. */
+export interface NetworkSubnet {
+  /** Where the network's addresses come from (the default network: the whole range). */
+  subnet: Cidr;
+  /** Subnets inside `subnet` that belong to other networks (the default network's holes). */
+  exclude: { network: string; subnet: Cidr }[];
+}
+
+/** Where the allocator learns each network's subnet (the network catalog). */
+export interface NetworkSubnets {
+  /** The network's subnet; throws (e.g. EWEAVETS_NOT_FOUND) for a network that does not exist. */
+  subnetOf(network: string): Promise<NetworkSubnet>;
+}
+
+export interface ReleaseOptions {
+  /**
+   * Keep the address reserved for (id, ifname) this long (ms) instead of freeing it: an
+   * allocation of the same (id, ifname) on any host in that time gets it back.
+   */
+  retainMs?: number;
 }
 
 export interface Allocation {
@@ -37,6 +61,6 @@ export interface AddressAllocator {
   allocate(req: AllocationRequest): Promise<Allocation>;
   /** Make sure (id, ifname) holds exactly `ip` (after a restart); conflicts throw. */
   claim(req: AllocationRequest & { ip: number }): Promise<Allocation>;
-  /** Release what (id, ifname) holds; undefined when it held nothing. */
-  release(id: string, ifname: string): Promise<Allocation | undefined>;
+  /** Release what (id, ifname) holds (or reserve it, with `retainMs`); undefined when it held nothing. */
+  release(id: string, ifname: string, opts?: ReleaseOptions): Promise<Allocation | undefined>;
 }

@@ -156,7 +156,7 @@ describeEtcd('IPAM on a real etcd (in-process hosts)', () => {
     try {
       const t0 = Date.now();
       for (;;) {
-        const blocks = (await store.list(`${BLOCKS_PREFIX}ttltest/`)).entries;
+        const blocks = (await store.list(BLOCKS_PREFIX)).entries.filter((e) => (JSON.parse(e.value) as { network?: string }).network === 'ttltest');
         if (blocks.length === 0) break;
         if (Date.now() - t0 > 15_000) throw new Error(`block ${block} still held after 15 s`);
         await sleep(250);

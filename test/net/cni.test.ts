@@ -138,7 +138,7 @@ describe('weavets-cni with a real daemon', () => {
     expect((await cni('DEL', ctr, conf('1.0.0'))).code).toBe(0);
   });
 
-  it('honours runtimeConfig ips and mac, names the endpoint from K8S_POD_NAME, ignores unknown CNI_ARGS', async () => {
+  it('honours runtimeConfig ips and mac, names the endpoint POD.NAMESPACE from K8S_POD_NAME and K8S_POD_NAMESPACE, ignores unknown CNI_ARGS', async () => {
     const ctr = await lab.addContainer(host, 'rc');
     const res = await addOk(
       ctr,
@@ -149,7 +149,7 @@ describe('weavets-cni with a real daemon', () => {
     expect(res.ips[0]!.address).toBe('10.32.200.7/12');
     expect(res.interfaces[1]!.mac).toBe('0a:58:0a:20:c8:07');
     const ep = (await endpoints()).find((e) => e.id === 'cni:wtnet:rc:eth0');
-    expect(ep).toMatchObject({ name: 'web-7', address: '10.32.200.7/12', mac: '0a:58:0a:20:c8:07' });
+    expect(ep).toMatchObject({ name: 'web-7.default', address: '10.32.200.7/12', mac: '0a:58:0a:20:c8:07' });
     expect((await cni('DEL', ctr, conf('1.0.0'))).code).toBe(0);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyStoreFlags, formatIpamStatus, storeArgs } from '../../src/cli/ipam';
+import { applyStoreFlags, formatIpamStatus, parseDurationSeconds, storeArgs } from '../../src/cli/ipam';
 import type { DaemonConfig } from '../../src/config';
 import type { IpamStatus } from '../../src/api/types';
 
@@ -54,6 +54,20 @@ describe('launch store flags', () => {
     expect(() => applyStoreFlags(base(), { ipamLeaseTtl: '1' }, {})).toThrow(/--ipam-lease-ttl/);
     expect(() => applyStoreFlags(base(), { advertiseAddress: 'host' }, {})).toThrow(/--advertise-address/);
     expect(() => applyStoreFlags(base(), { ipallocBlock: '31' }, {})).toThrow(/--ipalloc-block/);
+  });
+
+  it('--address-retention takes a duration and is passed on to the foreground daemon', () => {
+    expect(parseDurationSeconds('10m')).toBe(600);
+    expect(parseDurationSeconds('90s')).toBe(90);
+    expect(parseDurationSeconds('2h')).toBe(7200);
+    expect(parseDurationSeconds('0')).toBe(0);
+    expect(parseDurationSeconds('ten')).toBeUndefined();
+    const c = base();
+    applyStoreFlags(c, { addressRetention: '5m' });
+    expect(c.addressRetention).toBe(300);
+    expect(storeArgs(c)).toEqual(['--address-retention', '300s']);
+    expect(() => applyStoreFlags(base(), { addressRetention: '-1' })).toThrow(/--address-retention: '-1'/);
+    expect(() => applyStoreFlags(base(), { addressRetention: '8d' })).toThrow(/--address-retention/);
   });
 
   it('formats status ipam as tables', () => {

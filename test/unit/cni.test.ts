@@ -220,6 +220,11 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
     expect(res.dns).toEqual(dns);
     const ep = daemon.endpoints.get(`cni:wtnet:${id}:eth0`);
     expect(ep?.['name']).toBe('web-0');
+    // A pod (containerd's CRI plugin sends its namespace too) is named POD.NAMESPACE.
+    const pod = await runPlugin(env('ADD', `${id}p`, { CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=x' }), conf(v, { dns }));
+    expect(pod.code).toBe(0);
+    expect(daemon.endpoints.get(`cni:wtnet:${id}p:eth0`)?.['name']).toBe('web-0.shop');
+    expect((await runPlugin(env('DEL', `${id}p`), conf(v))).code).toBe(0);
 
     if (v !== '0.3.0' && v !== '0.3.1') {
       const check = await runPlugin(env('CHECK', id), conf(v, { prevResult: res }));

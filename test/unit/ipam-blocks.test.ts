@@ -11,7 +11,9 @@ import {
   isReserved,
   hashedBlockIndex,
   lowestFreeBlock,
+  overlaps,
   parseAddrKey,
+  parseLegacyKey,
   usableCount,
 } from '../../src/ipam/blocks';
 
@@ -64,11 +66,22 @@ describe('IPAM block arithmetic', () => {
     expect(checkBlockPrefix(range, 31)).toMatch(/does not fit/);
   });
 
-  it('lays keys out in address order with block prefixes', () => {
-    expect(addrKey('weavets', parseIpv4('10.32.1.65'))).toBe('ipam/addrs/weavets/0a200141');
-    expect(parseAddrKey('ipam/addrs/weavets/0a200141')).toEqual({ network: 'weavets', ip: parseIpv4('10.32.1.65') });
-    expect(parseAddrKey('ipam/addrs/weavets/zz')).toBeUndefined();
-    expect(addrPrefixOfBlock('n', blockAt(range, 26, 5))).toBe('ipam/addrs/n/0a2001');
-    expect(addrKey('n', parseIpv4('10.32.1.100')).startsWith(addrPrefixOfBlock('n', blockAt(range, 26, 5)))).toBe(true);
+  it('lays keys out in address order with block prefixes, one key per address whatever the network', () => {
+    expect(addrKey(parseIpv4('10.32.1.65'))).toBe('ipam/addrs/0a200141');
+    expect(parseAddrKey('ipam/addrs/0a200141')).toEqual({ ip: parseIpv4('10.32.1.65') });
+    expect(parseAddrKey('ipam/addrs/zz')).toBeUndefined();
+    expect(parseAddrKey('ipam/addrs/weavets/0a200141')).toBeUndefined(); // the legacy layout
+    expect(parseLegacyKey('ipam/addrs/weavets/0a200141')).toEqual({ kind: 'addrs', network: 'weavets', ip: parseIpv4('10.32.1.65') });
+    expect(parseLegacyKey('ipam/blocks/red/0a200140')).toEqual({ kind: 'blocks', network: 'red', ip: parseIpv4('10.32.1.64') });
+    expect(parseLegacyKey('ipam/addrs/0a200141')).toBeUndefined();
+    expect(addrPrefixOfBlock(blockAt(range, 26, 5))).toBe('ipam/addrs/0a2001');
+    expect(addrKey(parseIpv4('10.32.1.100')).startsWith(addrPrefixOfBlock(blockAt(range, 26, 5)))).toBe(true);
+  });
+
+  it('tells overlapping CIDRs apart', () => {
+    expect(overlaps(parseCidr('10.40.7.0/24'), parseCidr('10.40.7.128/25'))).toBe(true);
+    expect(overlaps(parseCidr('10.32.0.0/12'), parseCidr('10.40.7.0/24'))).toBe(true);
+    expect(overlaps(parseCidr('10.40.7.0/24'), parseCidr('10.40.8.0/24'))).toBe(false);
+    expect(overlaps(parseCidr('10.40.7.0/25'), parseCidr('10.40.7.128/25'))).toBe(false);
   });
 });
