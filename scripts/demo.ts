@@ -116,6 +116,32 @@ const pingAll: Step = {
   },
 };
 
+const twoNetworks: Step = {
+  title: 'two networks that cannot reach each other: "blue" beside "weavets"',
+  async run(d) {
+    const [h1, h2] = d.hosts as [Host, Host];
+    show(`${h1.name}$ weavets network create blue`);
+    await d.lab.weavetsOk(h1, ['network', 'create', 'blue']);
+    const blue: Container[] = [];
+    for (const h of [h1, h2]) {
+      const ns = await d.lab.addContainer(h, `b${h.index}`);
+      const cidr = await d.lab.attach(h, ns, ['--network', 'blue']);
+      blue.push({ ns, host: h, ip: cidr.split('/')[0]! });
+      show(`${h.name}$ weavets attach --network blue --netns ${ns.netns} ${ns.name}  ->  ${cidr}`);
+    }
+    const [b1, b2] = blue as [Container, Container];
+    await d.lab.waitFor(async () => (await d.lab.ping(b1.ns, b2.ip, { count: 1, timeoutS: 1 })).ok, { what: 'b1 to reach b2 on blue', timeoutMs: 15_000 });
+    const same = await d.lab.ping(b1.ns, b2.ip, { count: 3, intervalS: 0.2, timeoutS: 2 });
+    show(`${same.received === same.sent ? 'ok  ' : 'FAIL'} ${b1.ns.name} (blue) -> ${b2.ns.name} (blue) ${b2.ip}: ${same.received}/${same.sent} replies`);
+    if (same.received !== same.sent) throw new DemoFailure('blue containers do not reach each other');
+    const c2 = d.containers.find((c) => c.host === h2)!;
+    const across = await d.lab.ping(b1.ns, c2.ip, { count: 2, intervalS: 0.2, timeoutS: 1 });
+    const outcome = across.sent === 0 ? 'no route' : `${across.received}/${across.sent} replies`;
+    show(`${across.received === 0 ? 'ok  ' : 'FAIL'} ${b1.ns.name} (blue) -> ${c2.ns.name} (weavets) ${c2.ip}: ${outcome} (isolated: nothing expected)`);
+    if (across.received !== 0) throw new DemoFailure('a blue container reached a container of the weavets network');
+  },
+};
+
 const trace: Step = {
   title: 'host1$ weavets trace c1 c3 (the path, hop by hop, and a live probe)',
   async run(d) {
@@ -138,7 +164,7 @@ const statusPage: Step = {
   },
 };
 
-const STEPS: Step[] = [buildHosts, launch, attach, mesh, pingAll, trace, statusPage];
+const STEPS: Step[] = [buildHosts, launch, attach, mesh, pingAll, twoNetworks, trace, statusPage];
 
 async function main(): Promise<number> {
   if (process.getuid && process.getuid() !== 0) {
