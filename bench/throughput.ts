@@ -10,7 +10,15 @@
  * Every row gets its own lab; all labs are built first, then the pings run in rounds
  * interleaved across the rows (100 pings per row per round, the order rotating), then
  * iperf3 likewise in rounds (a row's Gbit/s is the median of its rounds), then the labs
- * are torn down. Interleaving matters on a
+ * are torn down.
+ *
+ * Rows: the references (veth, hand-made kernel VXLAN), weavets container to container
+ * (sleeve, fastdp, sleeve encrypted, and sleeve/fastdp with iperf3 -P 4), and host to host
+ * the overlays a user would pick instead, built in the same run from the Debian packages:
+ * `nebula` (nebula + nebula-cert, a CA made in the lab directory) and `wireguard-go`
+ * (wireguard-go + wg), beside weavets host to host (`expose`, `expose-enc`: each host's
+ * own address from `weavets expose`). CPU seconds count the weavets daemons, or the
+ * Nebula / wireguard-go processes. Interleaving matters on a
  * shared machine: the load moves the RTT by tens of microseconds within a minute, which
  * is the size of the differences compared, so rows pinged minutes apart are not
  * comparable.
@@ -25,6 +33,10 @@ interface Endpoints {
   serverIp: string;
   /** Hosts whose weavets daemon CPU time counts for this row; none: "n/a". */
   daemonHosts: Host[];
+  /** Other processes whose CPU time counts (a Nebula or wireguard-go per host). */
+  otherPids?: number[];
+  /** iperf3 -P: parallel streams (default 1). */
+  parallel?: number;
 }
 
 interface RowSpec {
@@ -52,7 +64,7 @@ function weavetsRow(
   key: string,
   title: string,
   launchArgs: string[],
-  opts: { password?: boolean; datapath?: 'fastdp'; conntrack?: boolean } = {},
+  opts: { password?: boolean; datapath?: 'fastdp'; parallel?: number; hostToHost?: boolean; conntrack?: boolean } = {},
 ): RowSpec {
   return {
     key,
@@ -66,8 +78,6 @@ function weavetsRow(
       }
       const h1 = await lab.addHost('host1');
       const h2 = await lab.addHost('host2');
-      const c1 = await lab.addContainer(h1, 'c1');
-      const c2 = await lab.addContainer(h2, 'c2');
       await lab.launch(h1, [], launchArgs);
       await lab.launch(h2, [h1.ip], launchArgs);
       if (opts.conntrack) {
@@ -80,10 +90,24 @@ function weavetsRow(
           await lab.execOk(h, ['nft', 'add', 'rule', 'inet', 'bench_ct', 'pre', 'ct', 'state', 'new', 'counter']);
         }
       }
-      await lab.attach(h1, c1);
-      const ip2 = (await lab.attach(h2, c2)).split('/')[0]!;
-      await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
-        what: `c1 to reach c2 (${ip2}) through weavets`,
+      // Host to host: each host's own address on the network (`weavets expose`), the
+      // same shape as the Nebula and WireGuard rows; else one container on each host.
+      let client: Namespace | Host;
+      let server: Namespace | Host;
+      let ip2: string;
+      if (opts.hostToHost === true) {
+        await lab.weavetsOk(h1, ['expose']);
+        ip2 = (await lab.weavetsOk(h2, ['expose'])).trim().split('/')[0]!;
+        [client, server] = [h1, h2];
+      } else {
+        const c1 = await lab.addContainer(h1, 'c1');
+        const c2 = await lab.addContainer(h2, 'c2');
+        await lab.attach(h1, c1);
+        ip2 = (await lab.attach(h2, c2)).split('/')[0]!;
+        [client, server] = [c1, c2];
+      }
+      await lab.waitFor(async () => (await lab.ping(client, ip2, { count: 1, timeoutS: 1 })).ok, {
+        what: `host1 side to reach ${ip2} through weavets`,
         timeoutMs: 30_000,
       });
       if (opts.datapath !== undefined) {
@@ -97,10 +121,126 @@ function weavetsRow(
           { what: `the connection to be on ${want}`, timeoutMs: 20_000 },
         );
       }
-      return { client: c1, server: c2, serverIp: ip2, daemonHosts: [h1, h2] };
+      const ep: Endpoints = { client, server, serverIp: ip2, daemonHosts: [h1, h2] };
+      if (opts.parallel !== undefined) ep.parallel = opts.parallel;
+      return ep;
     },
   };
 }
+
+/** Processes a row started (Nebula, wireguard-go); killed when the run ends. */
+const spawned: import('node:child_process').ChildProcess[] = [];
+/** Files they leave behind outside the lab directory (wireguard-go's UAPI sockets). */
+const leftovers: string[] = [];
+
+/** Start argv in a host's namespace and keep it for the end-of-run kill; returns its pid. */
+function spawnKept(lab: Lab, host: Host, argv: string[]): number {
+  // nsenter and env exec, so the pid is the program's own.
+  const child = lab.spawnIn(host, argv);
+  spawned.push(child);
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+  child.on('exit', (code) => {
+    if (code !== null && code !== 0) process.stderr.write(`${argv[0]} in ${host.name} exited ${code}: ${err}\n`);
+  });
+  if (child.pid === undefined) throw new Error(`cannot start ${argv[0]}`);
+  return child.pid;
+}
+
+async function waitForLink(lab: Lab, host: Host, dev: string): Promise<void> {
+  await lab.waitFor(async () => (await lab.exec(host, ['ip', 'link', 'show', dev])).code === 0, {
+    what: `${dev} to appear in ${host.name}`,
+    timeoutMs: 15_000,
+    intervalMs: 100,
+  });
+}
+
+/**
+ * Userspace WireGuard (Debian's wireguard-go + wg) host to host: keys generated into the
+ * lab's own directory (never argv), endpoints the hosts' lab underlay addresses.
+ */
+const wireguardRow: RowSpec = {
+  key: 'wireguard-go',
+  title: 'wireguard-go, host to host',
+  async setup(lab) {
+    const hosts = [await lab.addHost('host1'), await lab.addHost('host2')];
+    const pubs: string[] = [];
+    const keyFiles: string[] = [];
+    for (const h of hosts) {
+      const file = path.join(lab.dir, `${h.name}.wgkey`);
+      const key = (await lab.execOk(h, ['wg', 'genkey'])).stdout.trim();
+      fs.writeFileSync(file, `${key}\n`, { mode: 0o600 });
+      keyFiles.push(file);
+      pubs.push((await lab.execOk(h, ['wg', 'pubkey'], { input: `${key}\n` })).stdout.trim());
+    }
+    const pids: number[] = [];
+    for (const [i, h] of hosts.entries()) {
+      const peer = hosts[1 - i]!;
+      // wg finds a device through /var/run/wireguard/<name>.sock, shared by every
+      // namespace: each device needs a name of its own (the lab prefix keeps runs apart).
+      const dev = `${lab.prefix}wg${i + 1}`;
+      leftovers.push(`/var/run/wireguard/${dev}.sock`);
+      // Debian's wireguard-go refuses to start where the kernel has WireGuard unless told
+      // that userspace is wanted (it is: userspace WireGuard is the row).
+      pids.push(spawnKept(lab, h, ['env', 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1', 'wireguard-go', '-f', dev]));
+      await waitForLink(lab, h, dev);
+      await lab.execOk(h, [
+        'wg', 'set', dev, 'private-key', keyFiles[i]!, 'listen-port', '51820',
+        'peer', pubs[1 - i]!, 'allowed-ips', `10.97.0.${2 - i}/32`, 'endpoint', `${peer.ip}:51820`,
+      ]);
+      await lab.execOk(h, ['ip', 'addr', 'add', `10.97.0.${i + 1}/24`, 'dev', dev]);
+      await lab.execOk(h, ['ip', 'link', 'set', dev, 'up']);
+    }
+    await lab.waitFor(async () => (await lab.ping(hosts[0]!, '10.97.0.2', { count: 1, timeoutS: 1 })).ok, {
+      what: 'the WireGuard hosts to reach each other',
+      timeoutMs: 20_000,
+    });
+    return { client: hosts[0]!, server: hosts[1]!, serverIp: '10.97.0.2', daemonHosts: [], otherPids: pids };
+  },
+};
+
+/** Nebula (Debian's nebula + nebula-cert) host to host: a CA and two certificates made in the lab's directory, no lighthouse (static host map). */
+const nebulaRow: RowSpec = {
+  key: 'nebula',
+  title: 'Nebula, host to host',
+  async setup(lab) {
+    const hosts = [await lab.addHost('host1'), await lab.addHost('host2')];
+    const dir = path.join(lab.dir, 'nebula');
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const f = (name: string): string => path.join(dir, name);
+    await lab.execOk(hosts[0]!, ['nebula-cert', 'ca', '-name', 'weavets bench', '-out-crt', f('ca.crt'), '-out-key', f('ca.key')]);
+    const pids: number[] = [];
+    for (const [i, h] of hosts.entries()) {
+      const peer = hosts[1 - i]!;
+      await lab.execOk(h, [
+        'nebula-cert', 'sign', '-ca-crt', f('ca.crt'), '-ca-key', f('ca.key'), '-name', h.name,
+        '-ip', `10.96.0.${i + 1}/24`, '-out-crt', f(`${h.name}.crt`), '-out-key', f(`${h.name}.key`),
+      ]);
+      // JSON is YAML: no YAML writer needed.
+      const config = {
+        pki: { ca: f('ca.crt'), cert: f(`${h.name}.crt`), key: f(`${h.name}.key`) },
+        static_host_map: { [`10.96.0.${2 - i}`]: [`${peer.ip}:4242`] },
+        lighthouse: { am_lighthouse: false, interval: 60, hosts: [] },
+        listen: { host: h.ip, port: 4242 },
+        punchy: { punch: false },
+        tun: { disabled: false, dev: `${lab.prefix}neb`, mtu: 1300 },
+        logging: { level: 'warning' },
+        firewall: {
+          outbound: [{ port: 'any', proto: 'any', host: 'any' }],
+          inbound: [{ port: 'any', proto: 'any', host: 'any' }],
+        },
+      };
+      fs.writeFileSync(f(`${h.name}.yml`), JSON.stringify(config), { mode: 0o600 });
+      pids.push(spawnKept(lab, h, ['nebula', '-config', f(`${h.name}.yml`)]));
+      await waitForLink(lab, h, `${lab.prefix}neb`);
+    }
+    await lab.waitFor(async () => (await lab.ping(hosts[0]!, '10.96.0.2', { count: 1, timeoutS: 1 })).ok, {
+      what: 'the Nebula hosts to reach each other',
+      timeoutMs: 30_000,
+    });
+    return { client: hosts[0]!, server: hosts[1]!, serverIp: '10.96.0.2', daemonHosts: [], otherPids: pids };
+  },
+};
 
 const ROWS: RowSpec[] = [
   {
@@ -143,6 +283,15 @@ const ROWS: RowSpec[] = [
   weavetsRow('sleeve', 'weavets sleeve', ['--datapath', 'sleeve']),
   weavetsRow('fastdp', 'weavets fastdp', ['--datapath', 'fastdp'], { datapath: 'fastdp' }),
   weavetsRow('sleeve-enc', 'weavets sleeve, encrypted', ['--datapath', 'sleeve'], { password: true }),
+  weavetsRow('sleeve-p4', 'weavets sleeve, iperf3 -P 4', ['--datapath', 'sleeve'], { parallel: 4 }),
+  weavetsRow('fastdp-p4', 'weavets fastdp, iperf3 -P 4', ['--datapath', 'fastdp'], { datapath: 'fastdp', parallel: 4 }),
+  weavetsRow('expose', 'weavets sleeve, host to host (expose)', ['--datapath', 'sleeve'], { hostToHost: true }),
+  weavetsRow('expose-enc', 'weavets sleeve, host to host (expose), encrypted', ['--datapath', 'sleeve'], {
+    hostToHost: true,
+    password: true,
+  }),
+  nebulaRow,
+  wireguardRow,
   // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
   weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
   weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp' }),
@@ -176,7 +325,8 @@ async function iperf(lab: Lab, ep: Endpoints, seconds: number): Promise<number> 
       async () => (await lab.exec(ep.server, ['ss', '-Hltn', `sport = :${IPERF_PORT}`])).stdout.includes(String(IPERF_PORT)),
       { what: 'iperf3 server to listen', timeoutMs: 10_000, intervalMs: 100 },
     );
-    const r = await lab.exec(ep.client, ['iperf3', '-c', ep.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+    const streams = ep.parallel === undefined ? [] : ['-P', String(ep.parallel)];
+    const r = await lab.exec(ep.client, ['iperf3', '-c', ep.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J', ...streams], {
       timeoutMs: (seconds + 30) * 1000,
     });
     let out: { end?: { sum_received?: { bits_per_second: number } }; error?: string };
@@ -249,7 +399,7 @@ async function measureAll(specs: RowSpec[], seconds: number, pingRounds: number,
         const ep = row.ep;
         process.stderr.write(`iperf3 round ${round + 1}/${iperfRounds}: ${row.spec.title} ...\n`);
         try {
-          const pids = daemonPids(row.lab, ep.daemonHosts);
+          const pids = [...daemonPids(row.lab, ep.daemonHosts), ...(ep.otherPids ?? [])];
           const cpuBefore = pids.map(cpuSeconds);
           const gbps = await iperf(row.lab, ep, seconds);
           const cpu = pids.map(cpuSeconds).reduce((a, v) => a + v, 0) - cpuBefore.reduce((a, v) => a + v, 0);
@@ -275,6 +425,8 @@ async function measureAll(specs: RowSpec[], seconds: number, pingRounds: number,
     }
     return rows.map((r) => r.result);
   } finally {
+    for (const child of spawned) child.kill('SIGKILL');
+    for (const file of leftovers) fs.rmSync(file, { force: true });
     for (const row of rows) await row.lab.destroy();
   }
 }
@@ -287,7 +439,7 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
       `${new Date().toISOString()}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ` +
       `load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
     '',
-    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons) | ping p50 ms | ping vs VXLAN |',
+    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {

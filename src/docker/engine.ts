@@ -5,7 +5,10 @@
  * aliases on that network). Everything here is best effort: Docker may not be running
  * yet, and the plugin works without it (given -o weavets.segment).
  */
-import Docker from 'dockerode';
+import * as fs from 'node:fs';
+// Types only: dockerode (and its dependencies, ~20 MB resident) loads on the first call
+// to a Docker that is there (see DockerEngine.docker).
+import type Docker from 'dockerode';
 import type { Logger } from '../log';
 
 export interface NameRecord {
@@ -43,14 +46,30 @@ interface ConnectEvent {
 }
 
 export class DockerEngine {
-  private readonly docker: Docker;
+  private client: Docker | undefined;
   private events: NodeJS.ReadableStream | undefined;
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
 
+  private readonly dockerOptions: Docker.DockerOptions;
+
   constructor(private readonly opts: DockerEngineOptions) {
-    this.docker = new Docker({ ...dockerodeOptions(opts.host), timeout: 10_000 });
+    this.dockerOptions = { ...dockerodeOptions(opts.host), timeout: 10_000 };
+  }
+
+  /**
+   * The API client, made on first use. On a host without Docker (no socket) this throws
+   * as a call to it would, without loading dockerode: every caller treats a failure as
+   * "Docker is not there (yet)" and tries again later.
+   */
+  private get docker(): Docker {
+    if (this.client) return this.client;
+    const socket = this.dockerOptions.socketPath;
+    if (typeof socket === 'string' && !fs.existsSync(socket)) throw new Error(`no Docker socket at ${socket}`);
+    const Ctor = require('dockerode') as typeof Docker;
+    this.client = new Ctor(this.dockerOptions);
+    return this.client;
   }
 
   async networkName(id: string): Promise<string | undefined> {

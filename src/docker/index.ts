@@ -9,7 +9,8 @@ import type { AddressAllocator } from '../ipam/types';
 import { DEFAULT_NETWORK } from '../config';
 import { DockerPlugin, type PluginBridges, type PluginEndpoints } from './plugin';
 import { startPluginServer, driverNameOf } from './server';
-import { DockerEngine, type NamePublisher } from './engine';
+// ./engine loads dockerode (~20 MB resident with its dependencies): only when the Docker surface starts.
+import type { NamePublisher } from './engine';
 import { NftPortPublisher } from './ports';
 import { DNS_REDIRECT_TABLE, DnsRedirect, type Resolver } from './dns-redirect';
 
@@ -49,6 +50,7 @@ export interface DockerSurface {
 
 export async function startDockerSurface(o: DockerSurfaceOptions): Promise<DockerSurface> {
   const driver = o.driverName ?? driverNameOf(o.socketPath);
+  const { DockerEngine } = await import('./engine');
   const engine = new DockerEngine({
     host: o.dockerHost,
     driver,

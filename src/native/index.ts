@@ -74,6 +74,7 @@ interface NativeBinding {
     port: number,
   ): boolean;
   udpClose(h: NativeUdpHandle): void;
+  setSchedSlice(ns: number): boolean;
 }
 
 // Same relative path from src/native (tsx, vitest) and dist/native (compiled).
@@ -357,6 +358,18 @@ export class UdpBatchSocket {
   close(): void {
     native().udpClose(this.handle);
   }
+}
+
+/**
+ * Ask for a short EEVDF slice (sched_setattr SCHED_OTHER with sched_runtime = `ns`) for
+ * the calling thread, keeping its nice value. A thread woken by a packet on a busy CPU
+ * then gets an early virtual deadline and preempts the running task instead of waiting
+ * behind it; its CPU share is unchanged. Returns false where the kernel has no custom
+ * slices (before Linux 6.12) or refuses; the kernel clamps ns to 0.1..100 ms (0 resets
+ * the default). Throws on other errors.
+ */
+export function setSchedSlice(ns: number): boolean {
+  return native().setSchedSlice(ns);
 }
 
 const IPV4_PART = /^(0|[1-9][0-9]{0,2})$/;

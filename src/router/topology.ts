@@ -55,6 +55,13 @@ interface Graph {
   readonly index: Map<PeerName, number>;
   /** Neighbour indices, ascending (so ascending by name too). */
   readonly adj: Int32Array[];
+  /**
+   * Hop distances from a node to every node, by node index, computed on demand. The graph
+   * is undirected, so distFrom(x)[r] is also x's distance from root r: the routes of
+   * every root need BFS only from us, our neighbours and theirs (7 + 36 for a degree-6
+   * mesh, not one per root: bench/scale.ts).
+   */
+  readonly distFrom: Map<number, Int32Array>;
 }
 
 /** Total order on entries about one peer: higher version wins, then higher uid (unsigned). */
@@ -182,7 +189,7 @@ export class Topology {
    */
   gc(nowMs = 0, graceMs = 0): PeerName[] {
     const g = this.currentGraph();
-    const reach = this.bfs(g, g.index.get(this.selfName)!);
+    const reach = this.distFrom(g, g.index.get(this.selfName)!);
     const removed: PeerName[] = [];
     for (const name of [...this.peers.keys()]) {
       const i = g.index.get(name);
@@ -258,21 +265,36 @@ export class Topology {
     const r = g.index.get(root);
     const me = g.index.get(this.selfName)!;
     if (r === undefined) return NO_ROUTES;
-    const dist = this.bfs(g, r);
-    if (dist[me]! < 0) return NO_ROUTES;
-    const nextHop = me === r ? undefined : g.names[this.parentOf(g, dist, me)]!;
+    const dMe = this.distFrom(g, me)[r]!;
+    if (dMe < 0) return NO_ROUTES;
+    const nextHop = me === r ? undefined : g.names[this.parentOf(g, r, me, dMe)]!;
     const children: PeerName[] = [];
-    for (const v of g.adj[me]!) {
-      if (dist[v] === dist[me]! + 1 && this.parentOf(g, dist, v) === me) children.push(g.names[v]!);
+    const mine = g.adj[me]!;
+    for (let i = 0; i < mine.length; i++) {
+      const v = mine[i]!;
+      if (this.distFrom(g, v)[r] === dMe + 1 && this.parentOf(g, r, v, dMe + 1) === me) children.push(g.names[v]!);
     }
     return { nextHop, children: children.length === 0 ? EMPTY : Object.freeze(children) };
   }
 
-  /** Parent of v in the tree: its lowest-named neighbour one step closer to the root. */
-  private parentOf(g: Graph, dist: Int32Array, v: number): number {
-    const want = dist[v]! - 1;
-    for (const u of g.adj[v]!) if (dist[u] === want) return u;
+  /** Parent of v (at distance dV from root r) in r's tree: its lowest-named neighbour one step closer. */
+  private parentOf(g: Graph, r: number, v: number, dV: number): number {
+    const want = dV - 1;
+    const around = g.adj[v]!;
+    for (let i = 0; i < around.length; i++) {
+      const u = around[i]!;
+      if (this.distFrom(g, u)[r] === want) return u;
+    }
     throw new Error('topology: BFS invariant broken');
+  }
+
+  private distFrom(g: Graph, x: number): Int32Array {
+    let d = g.distFrom.get(x);
+    if (d === undefined) {
+      d = this.bfs(g, x);
+      g.distFrom.set(x, d);
+    }
+    return d;
   }
 
   /** Hop distances from root (-1 = unreachable). */
@@ -285,9 +307,12 @@ export class Topology {
     queue[tail++] = root;
     while (head < tail) {
       const u = queue[head++]!;
-      for (const v of g.adj[u]!) {
+      const next = dist[u]! + 1;
+      const around = g.adj[u]!;
+      for (let i = 0; i < around.length; i++) {
+        const v = around[i]!;
         if (dist[v]! < 0) {
-          dist[v] = dist[u]! + 1;
+          dist[v] = next;
           queue[tail++] = v;
         }
       }
@@ -298,23 +323,29 @@ export class Topology {
   private currentGraph(): Graph {
     if (this.graph !== undefined) return this.graph;
     const names = [...this.peers.keys()].sort((a, b) => a - b);
+    const n = names.length;
     const index = new Map<PeerName, number>();
-    names.forEach((n, i) => index.set(n, i));
-    const est = names.map((n) => {
-      const s = new Set<PeerName>();
-      for (const c of this.peers.get(n)!.connections) if (c.established && c.peer !== n) s.add(c.peer);
-      return s;
-    });
-    const adj = names.map((n, i) => {
-      const out: number[] = [];
-      for (const p of est[i]!) {
-        const j = index.get(p);
-        // Symmetric: both ends must report the connection established.
-        if (j !== undefined && est[j]!.has(n)) out.push(j);
+    for (let i = 0; i < n; i++) index.set(names[i]!, i);
+    // Directed "i reports j established" as i * n + j (exact below 2^53 for any mesh).
+    const reported = new Set<number>();
+    const out: number[][] = [];
+    for (let i = 0; i < n; i++) {
+      const mine: number[] = [];
+      for (const c of this.peers.get(names[i]!)!.connections) {
+        if (!c.established) continue;
+        const j = index.get(c.peer);
+        if (j === undefined || j === i || reported.has(i * n + j)) continue;
+        reported.add(i * n + j);
+        mine.push(j);
       }
-      return Int32Array.from(out.sort((a, b) => a - b));
+      out.push(mine);
+    }
+    // Symmetric: both ends must report the connection established.
+    const adj = out.map((mine, i) => {
+      const both = mine.filter((j) => reported.has(j * n + i));
+      return Int32Array.from(both).sort();
     });
-    this.graph = { names, index, adj };
+    this.graph = { names, index, adj, distFrom: new Map() };
     return this.graph;
   }
 }

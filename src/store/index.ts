@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
-import { EtcdStore } from './etcd';
+// ./etcd loads etcd3 and gRPC (~20 MB resident): only when an etcd store is configured.
+import type { EtcdStore } from './etcd';
 import { FileStore } from './file';
 import type { Store } from './types';
 
@@ -40,6 +41,7 @@ export async function openStore(config: StoreConfig, log: Logger): Promise<Store
   if (password !== undefined && e.username === undefined) {
     throw new WeavetsError('EWEAVETS_BAD_REQUEST', 'an etcd password was given without --etcd-user');
   }
+  const { EtcdStore: Etcd } = await import('./etcd');
   try {
     const opts: ConstructorParameters<typeof EtcdStore>[0] = { endpoints: e.endpoints, log: log.child('etcd') };
     if (e.caFile !== undefined) opts.caFile = e.caFile;
@@ -47,7 +49,7 @@ export async function openStore(config: StoreConfig, log: Logger): Promise<Store
     if (e.keyFile !== undefined) opts.keyFile = e.keyFile;
     if (e.username !== undefined) opts.username = e.username;
     if (password !== undefined) opts.password = password;
-    return new EtcdStore(opts);
+    return new Etcd(opts);
   } catch (err) {
     throw new WeavetsError('EWEAVETS_BAD_REQUEST', `etcd: ${(err as Error).message}`);
   }

@@ -6,6 +6,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
@@ -19,6 +20,7 @@ import {
   VNET_HDR_LEN,
   ipv4ToNumber,
   numberToIpv4,
+  setSchedSlice,
 } from '../../src/native/index';
 import { inNetns } from '../../src/netlink/netns';
 
@@ -664,5 +666,29 @@ describe('offloads', () => {
       }
     }
     console.log(`UDP GRO over veth: ${got.map((g) => `${g.data.length}/${g.seg}`).join(' ')} (length/segment)`);
+  });
+});
+
+describe('setSchedSlice', () => {
+  // Custom EEVDF slices arrived in Linux 6.12; this machine's kernel decides what to expect.
+  const [major, minor] = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map(Number) as [number, number];
+  const hasCustomSlices = major > 6 || (major === 6 && minor >= 12);
+  const sliceNs = (): number => Number(/^se\.slice\s+:\s+(\d+)/m.exec(fs.readFileSync('/proc/thread-self/sched', 'utf8'))?.[1]);
+
+  it('sets the calling thread\'s slice, and 0 puts the default back', () => {
+    const before = sliceNs();
+    try {
+      expect(setSchedSlice(100_000)).toBe(hasCustomSlices);
+      if (hasCustomSlices) expect(sliceNs()).toBe(100_000);
+    } finally {
+      setSchedSlice(0);
+    }
+    if (hasCustomSlices) expect(sliceNs()).toBe(before);
+  });
+
+  it('refuses a slice that is not a whole number of nanoseconds in range', () => {
+    expect(() => setSchedSlice(-1)).toThrow(RangeError);
+    expect(() => setSchedSlice(1.5)).toThrow(RangeError);
+    expect(() => setSchedSlice(2e9)).toThrow(RangeError);
   });
 });

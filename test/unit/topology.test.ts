@@ -166,6 +166,43 @@ describe('Topology routes', () => {
       }
     }
   });
+
+  it('matches a per-root BFS reference (lowest-named parent) in random graphs with one-sided and missing links', () => {
+    const rnd = prng(0xb0b);
+    for (let round = 0; round < 150; round++) {
+      const n = 2 + Math.floor(rnd() * 14);
+      const names = new Set<PeerName>();
+      while (names.size < n) names.add(1 + Math.floor(rnd() * 0xffff_ffff_ffff));
+      const list = [...names].sort((a, b) => a - b);
+      // Random reports, some one-sided (ignored), graph possibly disconnected.
+      const reports = new Map<PeerName, Set<PeerName>>(list.map((x) => [x, new Set<PeerName>()]));
+      for (let k = 0; k < n * 2; k++) {
+        const a = list[Math.floor(rnd() * n)]!;
+        const b = list[Math.floor(rnd() * n)]!;
+        if (a === b) continue;
+        reports.get(a)!.add(b);
+        if (rnd() < 0.8) reports.get(b)!.add(a);
+      }
+      const me = list[Math.floor(rnd() * n)]!;
+      const t = new Topology({ name: me, nickname: 'me', uid: 1n });
+      t.setLocalConnections([...reports.get(me)!].map((p) => edge(p)));
+      t.merge(list.filter((x) => x !== me).map((x, i) => ({ name: x, nickname: `n${x}`, uid: BigInt(i + 2), version: 1, connections: [...reports.get(x)!].map((p) => edge(p)) })));
+      const neighbours = (x: PeerName): PeerName[] => list.filter((y) => reports.get(x)!.has(y) && reports.get(y)!.has(x));
+      for (const root of list) {
+        const dist = new Map<PeerName, number>([[root, 0]]);
+        const queue = [root];
+        while (queue.length > 0) {
+          const u = queue.shift()!;
+          for (const v of neighbours(u)) if (!dist.has(v)) (dist.set(v, dist.get(u)! + 1), queue.push(v));
+        }
+        const parent = (v: PeerName): PeerName | undefined => neighbours(v).find((u) => dist.get(u) === dist.get(v)! - 1);
+        const wantNext = !dist.has(me) || me === root ? undefined : parent(me);
+        const wantChildren = dist.has(me) ? neighbours(me).filter((v) => dist.get(v) === dist.get(me)! + 1 && parent(v) === me) : [];
+        expect(t.unicastNextHop(root)).toBe(wantNext);
+        expect([...t.broadcastNextHops(root)]).toEqual(wantChildren);
+      }
+    }
+  });
 });
 
 describe('Topology merge', () => {
