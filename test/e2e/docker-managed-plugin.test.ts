@@ -140,7 +140,8 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
         const peers = d === d1 ? '' : d1.host.ip;
         fs.mkdirSync(d.host.stateDir, { recursive: true, mode: 0o700 });
         await dockerOk(lab, d, ['plugin', 'set', plugin, `PEERS=${peers}`, `ETCD=${etcd!.url}`, `state.source=${d.host.stateDir}`, `docker-socket.source=${d.socket}`]);
-        await dockerOk(lab, d, ['plugin', 'enable', plugin], 120_000);
+        // Docker waits 30 s for the plugin's socket by default; a loaded machine took longer.
+        await dockerOk(lab, d, ['plugin', 'enable', '--timeout', '120', plugin], 150_000);
       }
       // The plugin's daemon is the host's weavets: the CLI finds it in the state mount.
       for (const d of hosts) {
