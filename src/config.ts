@@ -25,6 +25,8 @@ export interface DaemonConfig {
   /** Overlay MTU for containers; 0: derive from the underlay. */
   mtu: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Cap on the log file when stdout is a regular file (src/log.ts CappedFileSink); 0 = none. */
+  logMaxSize?: number;
   /** File the network password was read from (a path, never the secret), if any. */
   passwordFile?: string;
   /** The network password; undefined: no encryption. Never logged, never in argv. */
@@ -47,6 +49,8 @@ export interface DaemonConfig {
   dns?: DnsConfig;
   /** Docker plugin socket (docs/DOCKER.md); undefined: DEFAULT_DOCKER_PLUGIN_SOCKET; "": off. */
   dockerPluginSocket?: string;
+  /** The driver name Docker knows us by (a managed plugin's name); undefined: the socket's base name. */
+  dockerDriverName?: string;
   /** Docker API for network names, the default network and DNS names; undefined: DEFAULT_DOCKER_HOST. */
   dockerHost?: string;
   /**

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { apiSocketPath, peerNameFilePath, type DaemonConfig } from './config';
 import { ApiClient } from './api/client';
 import type { Logger } from './log';
@@ -14,10 +15,11 @@ import { createMetricsRegistry } from './api/metrics';
 import { registerDaemonMetrics } from './api/daemon-metrics';
 import { Netlink } from './netlink';
 import { Router, normalizeTarget } from './router/router';
+import { CLOSE_REASON_KERNEL_PATH_KEPT } from './router/control-codec';
 import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { CompositeDatapath } from './datapath/composite';
-import { FastDatapath } from './datapath/fastdp/fastdp';
+import { FastDatapath, KEPT_STATE_FILE } from './datapath/fastdp/fastdp';
 import type { Datapath } from './datapath/types';
 import { NetworkSet } from './endpoint/networks';
 import { NetworkCatalog, type NetworkRecord } from './endpoint/network-catalog';
@@ -183,7 +185,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       log.info('encryption on: the sleeve carries every peer (--datapath fastdp enables the kernel path for trusted subnets)');
     } else {
       try {
-        fast = await FastDatapath.open({ self: name, netlink, log: log.child('fastdp'), events: composite, recordLink: (l) => ledger.record(l) });
+        fast = await FastDatapath.open({
+          self: name,
+          netlink,
+          log: log.child('fastdp'),
+          events: composite,
+          recordLink: (l) => ledger.record(l),
+          keptStatePath: path.join(config.stateDir, KEPT_STATE_FILE),
+        });
       } catch (err) {
         if (config.datapath === 'fastdp') {
           await sleeve.close();
@@ -315,7 +324,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       ready = false;
       log.info(removeState ? 'resetting: stopping and removing links and state' : 'stopping');
       await diagnostics.close();
-      await router.stop();
+      // A stop without reset leaves the kernel fast path carrying the containers' traffic
+      // (before the router drops its peers, which would unprogram it) and tells the peers,
+      // which keep their entries for us until we are back.
+      if (!removeState) await datapath.retainKernelPath?.();
+      await router.stop(removeState ? undefined : CLOSE_REASON_KERNEL_PATH_KEPT);
       // The policy tables stay in force on a stop (nothing fails open); reset removes them.
       await policy?.close();
       if (removeState) await enforcer.remove(networks.list().map((n) => n.bridge));
@@ -511,6 +524,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     if (dockerSocket !== '') {
       docker = await startDockerSurface({
         socketPath: dockerSocket,
+        ...(config.dockerDriverName !== undefined ? { driverName: config.dockerDriverName } : {}),
         dockerHost: config.dockerHost ?? DEFAULT_DOCKER_HOST,
         stateDir: config.stateDir,
         range,

@@ -17,7 +17,7 @@ import {
   type DaemonConfig,
 } from '../config';
 import { WeavetsError } from '../errors';
-import { createLogger, type LogLevel } from '../log';
+import { CappedFileSink, createLogger, DEFAULT_LOG_MAX_SIZE, parseLogSize, type LogLevel } from '../log';
 import type { RouterStatus } from '../api/types';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
@@ -53,11 +53,13 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   httpAddr: string;
   mtu: string;
   logLevel: LogLevel;
+  logMaxSize?: string;
   passwordFile?: string;
   /** Internal: the background launcher hands the password over on this fd. */
   passwordFd?: string;
   trustedSubnets?: string;
   dockerPluginSocket?: string;
+  dockerDriverName?: string;
   dockerHost?: string;
   /** commander's --no-docker-dns-redirect: false when given. */
   dockerDnsRedirect?: boolean;
@@ -81,6 +83,13 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     logLevel: flags.logLevel,
     trustedSubnets: parseTrustedSubnets(flags.trustedSubnets),
   };
+  if (flags.logMaxSize !== undefined) {
+    const size = parseLogSize(flags.logMaxSize);
+    if (size === undefined || (size > 0 && size < 4096)) {
+      throw new UsageError(`--log-max-size: want a size such as 10M, 512K or 0 (no cap), at least 4K; got ${JSON.stringify(flags.logMaxSize)}`);
+    }
+    config.logMaxSize = size;
+  }
   if (flags.name !== undefined) config.name = parsePeerNameFlag(flags.name);
   if (flags.passwordFile !== undefined && flags.passwordFd !== undefined) {
     throw new UsageError('--password-file and --password-fd are exclusive');
@@ -103,6 +112,13 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
       throw new UsageError('--docker-plugin-socket: give an absolute path (or "" to turn the Docker plugin off)');
     }
     config.dockerPluginSocket = flags.dockerPluginSocket;
+  }
+  if (flags.dockerDriverName !== undefined) {
+    // Docker's own rule for plugin references: [host/]name[:tag], lower case.
+    if (!/^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$/.test(flags.dockerDriverName)) {
+      throw new UsageError('--docker-driver-name: want a Docker plugin name such as weavets/net:0.2.0');
+    }
+    config.dockerDriverName = flags.dockerDriverName;
   }
   if (flags.dockerHost !== undefined) {
     if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost)) throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
@@ -149,6 +165,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
     '--log-level',
     config.logLevel,
   ];
+  if (config.logMaxSize !== undefined) args.push('--log-max-size', String(config.logMaxSize));
   if (config.name !== undefined) args.push('--name', config.name);
   if (config.trustedSubnets.length > 0) args.push('--trusted-subnets', config.trustedSubnets.join(','));
   // The password itself never goes in argv: a file path, or a pipe on fd 3.
@@ -156,6 +173,7 @@ export function foregroundArgs(config: DaemonConfig): string[] {
   else if (config.password !== undefined) args.push('--password-fd', '3');
   args.push(...storeArgs(config), ...dnsArgs(config));
   if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
+  if (config.dockerDriverName !== undefined) args.push('--docker-driver-name', config.dockerDriverName);
   if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
   if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
   if (config.policyDryRun === true) args.push('--policy-dry-run');
@@ -394,7 +412,9 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
 }
 
 async function launchForeground(config: DaemonConfig): Promise<void> {
-  const log = createLogger(config.logLevel);
+  // stdout: journald's in a unit; in a background launch the log file, capped here.
+  const sink = CappedFileSink.forFd(1, config.logMaxSize ?? DEFAULT_LOG_MAX_SIZE) ?? process.stdout;
+  const log = createLogger(config.logLevel, sink);
   const { stateDir } = config;
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   // Before touching the pid file: it belongs to the daemon that is running.
@@ -457,10 +477,12 @@ export function registerLifecycle(program: Command): void {
     .option('--http-addr <host:port>', 'status and metrics listener; "" turns it off', DEFAULT_HTTP_ADDR)
     .option('--mtu <n>', 'container MTU; 0 derives it from the underlay', '0')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .option('--log-max-size <size>', 'when the log is a file (background launch): rotate it at this size, keeping 2 old copies (10M default; K, M, G; 0 = no cap)')
     .option('--password-file <file>', 'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic')
     .addOption(new Option('--password-fd <fd>').hideHelp())
     .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
     .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
+    .option('--docker-driver-name <name>', 'the driver name Docker knows this daemon by: a managed plugin\'s name (weavets/net:0.2.0); default: the plugin socket\'s base name')
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
     .option('--policy-dry-run', 'policies log what they would drop (policy drops) and drop nothing')
     .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")

@@ -54,8 +54,8 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
     else this.fast?.removePeer(peer);
   }
 
-  removePeer(peer: PeerName): void {
-    this.fast?.removePeer(peer);
+  removePeer(peer: PeerName, opts: { hold?: boolean } = {}): void {
+    this.fast?.removePeer(peer, opts);
     this.sleeve.removePeer(peer);
     this.kernelPeers.delete(peer);
     this.reported.delete(peer);
@@ -101,6 +101,10 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
   /** Per-MAC FDB entries fastdp has programmed (0 without fastdp). */
   kernelMacEntries(): number {
     return this.fast?.macEntries().programmed ?? 0;
+  }
+
+  async retainKernelPath(): Promise<void> {
+    await this.fast?.retain();
   }
 
   async close(): Promise<void> {

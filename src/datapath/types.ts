@@ -59,7 +59,10 @@ export interface Datapath {
    * keys sealing its datagrams (undefined: clear, no password or a trusted subnet).
    */
   addPeer(peer: PeerName, ip: string, port: number, keys?: { send: Buffer; recv: Buffer }): Promise<void>;
-  removePeer(peer: PeerName): void;
+  /** `hold`: the peer restarts with its kernel path in place; keep carrying it there a while (fastdp). */
+  removePeer(peer: PeerName, opts?: { hold?: boolean }): void;
+  /** Stopping without reset: leave the kernel fast path in place for the next start (fastdp). */
+  retainKernelPath?(): Promise<void>;
   /** Called by the router when routes change (peer reachable/unreachable). */
   peerGone(peer: PeerName): void;
   peerStatus(peer: PeerName): PeerPathStatus | undefined;

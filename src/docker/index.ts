@@ -16,6 +16,8 @@ import { DNS_REDIRECT_TABLE, DnsRedirect, type Resolver } from './dns-redirect';
 
 export interface DockerSurfaceOptions {
   socketPath: string;
+  /** The driver name Docker knows us by; default: the socket's base name (a managed plugin's is its name). */
+  driverName?: string;
   dockerHost: string;
   stateDir: string;
   range: Cidr;
@@ -49,7 +51,7 @@ export interface DockerSurface {
 }
 
 export async function startDockerSurface(o: DockerSurfaceOptions): Promise<DockerSurface> {
-  const driver = driverNameOf(o.socketPath);
+  const driver = o.driverName ?? driverNameOf(o.socketPath);
   const { DockerEngine } = await import('./engine');
   const engine = new DockerEngine({
     host: o.dockerHost,

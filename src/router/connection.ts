@@ -364,9 +364,10 @@ export class PeerConnection {
     const version = negotiateVersion(msg.hello, { minVersion: PROTOCOL_MIN_VERSION, maxVersion: PROTOCOL_MAX_VERSION });
     if (version === undefined) {
       this.handlers.onRejected('version_mismatch');
-      this.close(
-        `protocol version mismatch: peer speaks ${msg.hello.minVersion}..${msg.hello.maxVersion}, we speak ${PROTOCOL_MIN_VERSION}..${PROTOCOL_MAX_VERSION}`,
-      );
+      const reason = `protocol version mismatch: peer speaks ${msg.hello.minVersion}..${msg.hello.maxVersion}, we speak ${PROTOCOL_MIN_VERSION}..${PROTOCOL_MAX_VERSION}`;
+      // Both ends see both ranges: the peer in the CLOSE, the operator here.
+      this.log.warn('refusing peer', { remote: this.remoteAddress, reason });
+      this.close(reason);
       return;
     }
     if (!this.outbound) this.sendHello();

@@ -35,6 +35,12 @@ export const FINISHED_FLAG_TRUSTED = 0x01;
 
 export const HELLO_FLAG_PASSWORD = 0x0001;
 
+/**
+ * The CLOSE reason of a daemon stopping without reset: its kernel fast path stays in
+ * place (it restarts or is upgraded), so peers keep their entries for it a while.
+ */
+export const CLOSE_REASON_KERNEL_PATH_KEPT = 'peer stopping; its kernel path stays in place';
+
 export interface Hello {
   minVersion: number;
   maxVersion: number;

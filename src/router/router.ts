@@ -9,7 +9,7 @@ import type { Logger } from '../log';
 import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
 import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
 import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
-import { MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
+import { CLOSE_REASON_KERNEL_PATH_KEPT, MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
 import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
 import { formatPeerName, parsePeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
@@ -500,7 +500,7 @@ export class Router implements DatapathEvents {
     const name = conn.remote?.name;
     if (name !== undefined && this.byPeer.get(name) === conn) {
       this.byPeer.delete(name);
-      this.datapath?.removePeer(name);
+      this.datapath?.removePeer(name, { hold: reason === `closed by peer: ${CLOSE_REASON_KERNEL_PATH_KEPT}` });
       this.log.info('disconnected from peer', { peer: formatPeerName(name), reason });
       this.storeSink?.peerDisconnected(formatPeerName(name));
       this.publishLocal();
@@ -708,12 +708,13 @@ export class Router implements DatapathEvents {
     return counts;
   }
 
-  async stop(): Promise<void> {
+  /** Close every connection with `reason` (CLOSE_REASON_KERNEL_PATH_KEPT: a stop that keeps the kernel path). */
+  async stop(reason = 'peer shutting down'): Promise<void> {
     this.stopped = true;
     clearInterval(this.gossipTimer);
     clearInterval(this.gcTimer);
     for (const t of this.targets.values()) if (t.timer) clearTimeout(t.timer);
-    for (const conn of [...this.connectionsAll]) conn.close('peer shutting down');
+    for (const conn of [...this.connectionsAll]) conn.close(reason);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -15,8 +15,11 @@ import type { ExecResult, Host, Lab } from '../net/harness';
 export const DOCKER_IMAGE = 'wtbusybox:latest';
 export const PLUGIN_DIR = '/run/docker/plugins';
 
+/** Commands a suite running dockerd beside weavets needs (test/require-tools.ts). */
+export const DOCKER_TOOLS = ['dockerd', 'docker', 'busybox', 'nft'];
+
 export function dockerAvailable(): boolean {
-  return ['dockerd', 'docker', 'busybox', 'nft'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
+  return DOCKER_TOOLS.every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
 }
 
 export interface DockerHost {

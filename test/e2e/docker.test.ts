@@ -4,14 +4,15 @@
  * test/e2e/docker-lab.ts for how dockerd runs here.
  */
 import * as http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { createLab, type Lab } from '../net/harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { describeWithTools } from '../require-tools';
 import {
   DOCKER_IMAGE,
   buildImageTar,
   docker,
-  dockerAvailable,
+  DOCKER_TOOLS,
   dockerHostFor,
   dockerOk,
   startDockerd,
@@ -21,7 +22,7 @@ import {
   type DockerHost,
 } from './docker-lab';
 
-const haveTools = dockerAvailable() && etcdAvailable();
+const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files! });
 
 let lab: Lab;
 let etcd: EtcdServer | undefined;
@@ -65,7 +66,7 @@ async function ipamUsed(d: DockerHost): Promise<number> {
   return st.networks.find((n) => n.network === 'weavets')?.used ?? 0;
 }
 
-describe.skipIf(!haveTools)('Docker network and IPAM plugin on two hosts', () => {
+describeDocker('Docker network and IPAM plugin on two hosts', () => {
   beforeAll(async () => {
     lab = await createLab();
     const h1 = await lab.addHost('h1');

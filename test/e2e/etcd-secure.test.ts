@@ -15,14 +15,15 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import type { DnsStatus, IpamStatus } from '../../src/api/types';
 import { ADDRS_PREFIX } from '../../src/ipam/blocks';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { describeWithTools } from '../require-tools';
 import { run, type Host, type Lab, type Namespace } from '../net/harness';
 import { useLab } from '../net/lab-hooks';
 
-const describeEtcd = etcdAvailable() && fs.existsSync('/usr/bin/openssl') ? describe : describe.skip;
+const describeEtcd = describeWithTools({ ...ETCD_TOOLS, commands: ['openssl'] });
 const ADMIN = path.join(__dirname, 'fixtures', 'etcd-admin.ts');
 /** The prefix every weavets key lives under (src/store/etcd.ts). */
 const PREFIX = '/weavets/';

@@ -62,6 +62,9 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** What a suite that starts etcd needs (test/require-tools.ts). */
+export const ETCD_TOOLS = { files: ['/usr/bin/etcd'] };
+
 export function etcdAvailable(): boolean {
   return fs.existsSync('/usr/bin/etcd');
 }

@@ -23,12 +23,13 @@ import { formatIpv4, parseCidr } from '../../src/ipam/cidr';
 import { ADDRS_PREFIX, BLOCKS_PREFIX, HANDLES_PREFIX } from '../../src/ipam/blocks';
 import { silentLogger } from '../../src/log';
 import type { IpamStatus } from '../../src/api/types';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { describeWithTools } from '../require-tools';
 import { createLab, type Host, type Lab, type Namespace } from '../net/harness';
 
 const RANGE = parseCidr('10.32.0.0/12');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const describeEtcd = etcdAvailable() ? describe : describe.skip;
+const describeEtcd = describeWithTools(ETCD_TOOLS);
 
 function peerName(i: number): string {
   return `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;

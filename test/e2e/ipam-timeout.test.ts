@@ -4,18 +4,19 @@
  * etcd runs again it may still apply the request. The address is then held with nothing
  * using it, and the reconciler (src/ipam/reconcile.ts) must release it after its grace.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ClusterIpam } from '../../src/ipam/cluster';
 import { EtcdStore } from '../../src/store/etcd';
 import { ADDRS_PREFIX } from '../../src/ipam/blocks';
 import { parseCidr } from '../../src/ipam/cidr';
 import { silentLogger } from '../../src/log';
 import { WeavetsError } from '../../src/errors';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { describeWithTools } from '../require-tools';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 // Under CI a missing etcd fails the suite rather than skipping it.
-const describeEtcd = etcdAvailable() || process.env['CI'] === 'true' ? describe : describe.skip;
+const describeEtcd = describeWithTools(ETCD_TOOLS);
 
 describeEtcd('an etcd call that times out and still commits', () => {
   let etcd: EtcdServer;

@@ -14,12 +14,13 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLab, type ExecResult, type Host, type Lab } from '../net/harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { describeWithTools } from '../require-tools';
 
 const IMAGE = 'localhost/wtbusybox:latest';
-const haveTools = ['podman', 'crun', 'conmon', 'busybox'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0) && fs.existsSync('/usr/lib/cni/portmap') && etcdAvailable();
+const describePodman = describeWithTools({ commands: ['podman', 'crun', 'conmon', 'busybox'], files: [...ETCD_TOOLS.files!, '/usr/lib/cni/portmap'] });
 
 interface PodmanHost {
   host: Host;
@@ -126,7 +127,7 @@ interface EndpointJson {
   hostVeth: string;
 }
 
-describe.skipIf(!haveTools)('podman with weavets-cni on two hosts', () => {
+describePodman('podman with weavets-cni on two hosts', () => {
   beforeAll(async () => {
     lab = await createLab();
     const h1 = await lab.addHost('h1');

@@ -4,12 +4,13 @@
  * upstream forwarding to a stub server in a lab namespace, the resolv.conf attach
  * writes, and records vanishing with a killed host's lease.
  */
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DnsStatus } from '../../src/api/types';
 import { createLab, REPO_ROOT, type Host, type Lab, type Namespace } from './harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from '../e2e/etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from '../e2e/etcd';
+import { describeWithTools } from '../require-tools';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
 const TTL = 3;
@@ -29,7 +30,7 @@ s.on('message', (m, r) => {
 s.bind(53, '198.18.0.2', () => console.log('stub ready'));
 `;
 
-describe.skipIf(!etcdAvailable())('embedded DNS', () => {
+describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
   let lab: Lab;
   let h1: Host;
   let h2: Host;

@@ -157,8 +157,8 @@ describe('fastdp per-MAC FDB entries', () => {
     for (const h of [h1, h2, h3]) expect((await lab.http(h, '/metrics')).body).not.toMatch(/probe_not_for_us/);
   }, 60_000);
 
-  it('stop leaves no VXLAN link and no FDB entry behind', async () => {
-    for (const h of [h1, h2, h3]) await lab.stopDaemon(h);
+  it('reset leaves no VXLAN link and no FDB entry behind (a stop keeps them: test/net/restart.test.ts)', async () => {
+    for (const h of [h1, h2, h3]) await lab.weavetsOk(h, ['reset'], { timeoutMs: 30_000 });
     for (const h of [h1, h2, h3]) {
       expect((await lab.execOk(h, ['ip', '-o', 'link', 'show', 'type', 'vxlan'])).stdout.trim()).toBe('');
       expect((await lab.execOk(h, ['bridge', 'fdb', 'show'])).stdout).not.toMatch(/ dst /);

@@ -2,7 +2,8 @@
  * The kernel fast path end to end: two hosts reach fastdp and ping; blocking UDP 6784
  * between them moves the connection to the sleeve while pings keep answering, and
  * unblocking moves it back; a line topology (h1-h3 cut) relays over the sleeve where
- * needed while h1-h2 stays on fastdp; stop leaves no VXLAN link behind. Nothing that
+ * needed while h1-h2 stays on fastdp; stop leaves the network VXLAN links in place and
+ * reset removes them. Nothing that
  * turns on conntrack (a nat hook, a ct expression) sits in the fast path of a host
  * without Docker networks: only the flow counters' bridge filter table.
  */
@@ -144,9 +145,13 @@ describe('fastdp', () => {
     expect(r.output).not.toMatch(/DUP!/);
   }, 90_000);
 
-  it('stop leaves no VXLAN link behind', async () => {
+  it('stop leaves the network VXLAN links (traffic goes on), reset removes them', async () => {
     expect((await vxlanLinks(h2)).length).toBeGreaterThan(0);
     for (const h of [h1, h2, h3]) await lab.stopDaemon(h);
+    // The probe device goes; the network devices stay for the next start to adopt.
+    for (const h of [h1, h2]) expect((await vxlanLinks(h)).join('\n')).toMatch(/wtv[0-9a-f]{6}/);
+    for (const h of [h1, h2, h3]) expect((await vxlanLinks(h)).join('\n')).not.toMatch(/wtvprobe/);
+    for (const h of [h1, h2, h3]) await lab.weavetsOk(h, ['reset'], { timeoutMs: 30_000 });
     for (const h of [h1, h2, h3]) expect(await vxlanLinks(h)).toEqual([]);
   }, 60_000);
 });

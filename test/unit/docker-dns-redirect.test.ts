@@ -8,9 +8,12 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DNS_REDIRECT_TABLE, DnsRedirect, mapScript, tableScript } from '../../src/docker/dns-redirect';
 import { buildDaemonConfig, foregroundArgs } from '../../src/cli/launch';
+import { itWithTools } from '../require-tools';
 
-const canCheckWithNft =
-  process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v nft && command -v unshare']).status === 0 && spawnSync('unshare', ['--net', 'true']).status === 0;
+const itWithNft = itWithTools({
+  commands: ['nft', 'unshare'],
+  other: () => (process.getuid?.() === 0 && spawnSync('unshare', ['--net', 'true']).status === 0 ? undefined : 'root (unshare --net)'),
+});
 
 /** The real nft on a new, empty network namespace that goes away with the process. */
 function nftCheck(script: string): Promise<{ code: number; stderr: string }> {
@@ -42,7 +45,7 @@ describe('DNS redirect scripts', () => {
     expect(t).toContain('meta l4proto { tcp, udp }');
   });
 
-  it.skipIf(!canCheckWithNft)('is accepted by the real nft, twice over (a leftover table is replaced)', async () => {
+  itWithNft('is accepted by the real nft, twice over (a leftover table is replaced)', async () => {
     const all = tableScript('10.32.0.0/12') + mapScript(resolvers) + tableScript('10.32.0.0/12') + mapScript(resolvers.slice(1)) + mapScript([]);
     const r = await nftCheck(all);
     expect(r.stderr).toBe('');

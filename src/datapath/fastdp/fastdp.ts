@@ -21,8 +21,16 @@
  *
  * All netlink changes run one at a time on a queue, so a peer flapping up and down never
  * has its FDB entries added and removed out of order.
+ *
+ * Restarts keep traffic (docs/FASTDP.md, "Restarts"): a daemon that stops without reset
+ * calls retain(), which leaves the network devices and their FDB entries in the kernel
+ * and records them in the state dir (fastdp-kept.json); the next start adopts those
+ * devices instead of rebuilding them. Entries nobody owns any more (the peers of a
+ * restarting daemon, or a peer that said it restarts) are *held*: kept for HOLD_MS,
+ * adopted when that peer's path is proven again, deleted if it is not.
  */
 import * as dgram from 'node:dgram';
+import * as fs from 'node:fs';
 import type { Logger } from '../../log';
 import type { Netlink } from '../../netlink';
 import { formatPeerName, type PeerName } from '../../router/peername';
@@ -40,6 +48,11 @@ export const PROBE_DEVICE = 'wtvprobe';
 const ZERO_MAC = '00:00:00:00:00:00';
 /** At most this many per-MAC FDB entries over all networks (the sleeve MAC table's capacity). */
 export const MAX_MAC_FDB_ENTRIES = 65536;
+
+/** How long an all-zeros entry nobody owns is kept for its peer to come back. */
+export const HOLD_MS = 30_000;
+/** The state file retain() writes and the next open() adopts (then deletes). */
+export const KEPT_STATE_FILE = 'fastdp-kept.json';
 
 const PROBE_INTERVAL_MS = 500;
 const TICK_MS = 250;
@@ -70,6 +83,37 @@ export interface FastdpOptions {
   port?: number;
   /** Called with every link name before it is created (the link ledger). */
   recordLink(name: string): Promise<void>;
+  /** Where retain() records the kernel state it leaves, and open() finds it; none: always rebuild. */
+  keptStatePath?: string;
+}
+
+/** What retain() left in the kernel, per network id: all-zeros VTEPs and per-MAC entries. */
+interface KeptState {
+  networks: Map<number, { vteps: string[]; macs: [number, string][] }>;
+}
+
+/** The state file, parsed strictly: anything unexpected means "rebuild". */
+export function parseKeptState(text: string): KeptState | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const isIp = (v: unknown): v is string => typeof v === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(v);
+  if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { networks?: unknown }).networks)) return undefined;
+  const networks = new Map<number, { vteps: string[]; macs: [number, string][] }>();
+  for (const n of (raw as { networks: unknown[] }).networks) {
+    const { id, vteps, macs } = (n ?? {}) as { id?: unknown; vteps?: unknown; macs?: unknown };
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= PROBE_VNI) return undefined;
+    if (!Array.isArray(vteps) || !vteps.every(isIp)) return undefined;
+    if (!Array.isArray(macs)) return undefined;
+    for (const m of macs) {
+      if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'number' || !Number.isSafeInteger(m[0]) || !isIp(m[1])) return undefined;
+    }
+    networks.set(id, { vteps: vteps as string[], macs: macs as [number, string][] });
+  }
+  return { networks };
 }
 
 interface FastPeer {
@@ -131,6 +175,13 @@ export class FastDatapath implements MacTableListener {
   private queue: Promise<void> = Promise.resolve();
   private lastTickAt = Date.now();
   private closed = false;
+  /** retain() ran: the kernel state stays as it is, whatever is closed or removed now. */
+  private retained = false;
+  /** What the previous run retained, adopted network by network in addNetwork. */
+  private kept: KeptState | undefined;
+  private readonly keptStatePath: string | undefined;
+  /** All-zeros VTEP entries nobody owns now: VTEP IP -> the networks carrying it, and its release timer. */
+  private readonly held = new Map<string, { networks: Set<number>; timer: NodeJS.Timeout }>();
 
   private constructor(opts: FastdpOptions) {
     this.self = opts.self;
@@ -139,12 +190,28 @@ export class FastDatapath implements MacTableListener {
     this.events = opts.events;
     this.port = opts.port ?? FASTDP_PORT;
     this.recordLink = opts.recordLink;
+    this.keptStatePath = opts.keptStatePath;
+  }
+
+  /** Read (and remove: it describes the kernel only until we change it) what the last run retained. */
+  private loadKept(): void {
+    if (this.keptStatePath === undefined) return;
+    let text: string;
+    try {
+      text = fs.readFileSync(this.keptStatePath, 'utf8');
+    } catch {
+      return; // first start, or the last run crashed or was reset: rebuild
+    }
+    fs.rmSync(this.keptStatePath, { force: true });
+    this.kept = parseKeptState(text);
+    if (this.kept === undefined) this.log.warn('ignoring an unreadable fast path state file; rebuilding', { file: this.keptStatePath });
   }
 
   /** Create the probe device and socket; throws when this kernel cannot do VXLAN. */
   static async open(opts: FastdpOptions): Promise<FastDatapath> {
     const fd = new FastDatapath(opts);
     try {
+      fd.loadKept();
       await fd.openProbe();
     } catch (err) {
       await fd.close();
@@ -178,9 +245,12 @@ export class FastDatapath implements MacTableListener {
     this.log.info('fast path ready', { probe: `${local}%${PROBE_DEVICE}`, port: this.port });
   }
 
-  /** Run netlink work strictly in order; errors are logged, never break the queue. */
+  /**
+   * Run netlink work strictly in order; errors are logged, never break the queue. After
+   * retain() nothing queued runs: the kernel state is the next run's to adopt.
+   */
   private enqueue(what: string, fn: () => Promise<void>): Promise<void> {
-    const run = this.queue.then(fn).catch((err: Error) => {
+    const run = this.queue.then(() => (this.retained ? undefined : fn())).catch((err: Error) => {
       this.log.warn(`fast path: ${what} failed`, { error: err.message });
     });
     this.queue = run;
@@ -197,11 +267,24 @@ export class FastDatapath implements MacTableListener {
       return;
     }
     const dev = vxlanNameFor(net.id);
+    const kept = this.kept?.networks.get(net.id);
+    this.kept?.networks.delete(net.id);
     let failure: Error | undefined;
     await this.enqueue(`add network ${net.name}`, async () => {
       try {
         await this.recordLink(dev);
-        await this.netlink.deleteLink(dev, { ignoreMissing: true });
+        const existing = kept === undefined ? undefined : await this.netlink.getLink(dev);
+        if (kept !== undefined && existing?.kind === 'vxlan') {
+          // Left by our last run (retain): adopted with its FDB, so traffic never stopped.
+          // Its entries are held until their peers prove their paths again.
+          for (const ip of kept.vteps) this.hold(ip, net.id);
+          this.macVteps.set(net.id, new Map(kept.macs));
+          await this.netlink.setMtu(dev, net.mtu);
+          this.log.info('fast path: adopted the network device the last run left', { network: net.name, dev, vteps: kept.vteps.length, macs: kept.macs.length });
+        } else {
+          // Whatever a crashed run left goes, with its FDB entries.
+          await this.netlink.deleteLink(dev, { ignoreMissing: true });
+        }
         await this.netlink.createVxlan(dev, { vni: net.id, port: this.port, learning: false, mtu: net.mtu });
         await this.netlink.setMaster(dev, net.bridge);
         // The TAP and the VXLAN port must never forward to each other: a frame that came
@@ -225,7 +308,7 @@ export class FastDatapath implements MacTableListener {
   async removeNetwork(id: number): Promise<void> {
     await this.enqueue(`remove network ${id}`, async () => {
       const n = this.networks.get(id);
-      if (!n) return;
+      if (!n || this.retained) return;
       this.networks.delete(id);
       // The device's FDB entries go with it.
       this.macVteps.delete(id);
@@ -265,11 +348,21 @@ export class FastDatapath implements MacTableListener {
     });
   }
 
-  removePeer(peer: PeerName): void {
+  /**
+   * Stop probing a peer. Its kernel entries go, unless `hold`: the peer said it restarts
+   * with its kernel path in place, so its entries stay (held) and traffic keeps flowing.
+   */
+  removePeer(peer: PeerName, opts: { hold?: boolean } = {}): void {
     const p = this.peers.get(peer);
     if (!p) return;
     this.peers.delete(peer);
-    if (p.up) this.setDown(p, 'peer removed');
+    if (this.retained) return;
+    if (opts.hold === true && p.programmed) {
+      p.up = false;
+      p.programmed = false;
+      this.log.info('fast path held: the peer restarts with its kernel path in place', { peer: formatPeerName(peer), vtep: p.ip, holdMs: HOLD_MS });
+      for (const n of this.networks.values()) this.hold(p.ip, n.net.id);
+    } else if (p.up) this.setDown(p, 'peer removed');
     void this.enqueue(`remove probe entries for ${formatPeerName(peer)}`, async () => {
       await this.netlink.delFdb(PROBE_DEVICE, probeMacFor(peer), p.ip);
       await this.netlink.delNeighbour(PROBE_DEVICE, p.address);
@@ -393,6 +486,70 @@ export class FastDatapath implements MacTableListener {
     return this.queue;
   }
 
+  /** Keep the all-zeros entry for `ip` on network `id` for HOLD_MS, unless a peer there adopts it. */
+  private hold(ip: string, id: number): void {
+    const h = this.held.get(ip);
+    if (h !== undefined) {
+      h.networks.add(id);
+      return;
+    }
+    const timer = setTimeout(() => this.releaseHeld(ip), HOLD_MS);
+    timer.unref();
+    this.held.set(ip, { networks: new Set([id]), timer });
+  }
+
+  /** A programmed peer owns the entries for its IP now. */
+  private adoptHeld(ip: string): void {
+    const h = this.held.get(ip);
+    if (h === undefined) return;
+    clearTimeout(h.timer);
+    this.held.delete(ip);
+  }
+
+  /** Nobody came back for `ip` in time: its entries go (unless a programmed peer has that IP). */
+  private releaseHeld(ip: string): void {
+    const h = this.held.get(ip);
+    if (h === undefined || this.closed) return;
+    this.held.delete(ip);
+    if ([...this.peers.values()].some((p) => p.ip === ip && p.programmed)) return;
+    this.log.info('fast path: releasing entries no peer came back for', { vtep: ip, heldMs: HOLD_MS });
+    void this.enqueue(`release held ${ip}`, async () => {
+      for (const id of h.networks) {
+        const n = this.networks.get(id);
+        if (n !== undefined) await this.netlink.delFdb(n.dev, ZERO_MAC, ip);
+      }
+    });
+  }
+
+  /**
+   * Stopping without reset: leave the network devices and every FDB entry in the kernel
+   * (containers keep talking over them while no daemon runs) and record them for the
+   * next start. After this, nothing this object is asked to close or remove touches the
+   * kernel, except the probe device, which carries no container traffic.
+   */
+  async retain(): Promise<void> {
+    if (this.closed || this.retained) return;
+    await this.queue;
+    this.retained = true;
+    const networks = [...this.networks.values()].map((n) => {
+      const vteps = new Set<string>();
+      for (const p of this.peers.values()) if (p.programmed) vteps.add(p.ip);
+      for (const [ip, h] of this.held) if (h.networks.has(n.net.id)) vteps.add(ip);
+      return { id: n.net.id, vteps: [...vteps], macs: [...(this.macVteps.get(n.net.id) ?? new Map<number, string>())] };
+    });
+    if (this.keptStatePath !== undefined) {
+      try {
+        const tmp = `${this.keptStatePath}.tmp`;
+        fs.writeFileSync(tmp, JSON.stringify({ networks }) + '\n', { mode: 0o600 });
+        fs.renameSync(tmp, this.keptStatePath);
+      } catch (err) {
+        // The devices stay either way; the next start rebuilds them instead of adopting.
+        this.log.warn('cannot record the fast path state for the next start', { error: (err as Error).message });
+      }
+    }
+    this.log.info('fast path left in place for the next start', { networks: networks.length });
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -402,6 +559,8 @@ export class FastDatapath implements MacTableListener {
     } catch {
       // already closed
     }
+    for (const h of this.held.values()) clearTimeout(h.timer);
+    this.held.clear();
     for (const p of this.peers.values()) p.up = false;
     this.peers.clear();
     this.macOwners.clear();
@@ -505,6 +664,7 @@ export class FastDatapath implements MacTableListener {
       if (this.peers.get(p.name) !== p || !p.up || p.programmed) return;
       for (const n of this.networks.values()) await this.netlink.addFdb(n.dev, ZERO_MAC, p.ip);
       p.programmed = true;
+      this.adoptHeld(p.ip);
       // The peer's MACs we know go straight to it (before the sleeve steps aside).
       await this.syncAllMacs();
       this.events.fastPathChanged(p.name, true);
