@@ -8,8 +8,12 @@
 import { readPeerName, writePeerName, type PeerName } from './peername';
 
 export const HELLO_MAGIC = 0x57565453; // "WVTS"
-export const PROTOCOL_MIN_VERSION = 1;
-export const PROTOCOL_MAX_VERSION = 1;
+/**
+ * Version 2 added HEALTH (8) and STORE (9), which a version-1 peer closes a connection
+ * on, so version 1 is refused at HELLO with both ranges named rather than dropped later.
+ */
+export const PROTOCOL_MIN_VERSION = 2;
+export const PROTOCOL_MAX_VERSION = 2;
 /** A control message never needs more than this; bigger frames are an attack or a bug. */
 export const MAX_CONTROL_MESSAGE = 4 * 1024 * 1024;
 export const FRAME_HEADER_LENGTH = 5;
