@@ -243,7 +243,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     netlink.close();
     throw err;
   }
-  const networks = new NetworkSet(netlink, datapath, ledger, catalog, new NetworkIsolation(runNft), mtu);
+  const networks = new NetworkSet(netlink, datapath, ledger, catalog, new NetworkIsolation(runNft, '/proc/sys', (m, f) => log.warn(m, f)), mtu);
   const hostRoutes = new HostRoutes(netlink, range, () => networks.refreshIsolation());
   const retentionMs = (config.addressRetention ?? DEFAULT_ADDRESS_RETENTION_SECONDS) * 1000;
   const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, ledger, hostRoutes, log.child('endpoints'), retentionMs);

@@ -89,10 +89,15 @@ export function isolationRuleset(bridges: IsolatedBridge[]): string {
 export class NetworkIsolation {
   private applied = '';
 
+  /** /proc/sys refused the ARP settings once (read-only, as in a managed Docker plugin). */
+  private arpSettingsRefused = false;
+
   constructor(
     private readonly nft: NftRunner,
     /** Where sysctls live: /proc/sys in the daemon's namespace (tests point it elsewhere). */
     private readonly procSys = '/proc/sys',
+    /** Told once when the ARP settings cannot be written; the nftables rules still apply. */
+    private readonly warn: (message: string, fields: Record<string, string>) => void = () => undefined,
   ) {}
 
   async apply(bridges: IsolatedBridge[]): Promise<void> {
@@ -110,8 +115,21 @@ export class NetworkIsolation {
 
   private async arpSettings(bridge: string): Promise<void> {
     const dir = `${this.procSys}/net/ipv4/conf/${bridge}`;
-    await fs.writeFile(`${dir}/arp_ignore`, '1\n');
-    await fs.writeFile(`${dir}/arp_announce`, '2\n');
+    try {
+      await fs.writeFile(`${dir}/arp_ignore`, '1\n');
+      await fs.writeFile(`${dir}/arp_announce`, '2\n');
+    } catch (err) {
+      // A container runtime mounts /proc/sys read-only (a managed Docker plugin has no way
+      // to ask otherwise). The host then answers ARP for its other networks' addresses on
+      // this bridge, but the table below still drops every packet sent to them, so the
+      // boundary holds at L3; a daemon that refused to start would carry nothing at all.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') throw err;
+      if (!this.arpSettingsRefused) {
+        this.arpSettingsRefused = true;
+        this.warn('cannot set arp_ignore/arp_announce (read-only /proc/sys): the host answers ARP for its addresses on other networks; packets to them are still dropped', { bridge, error: (err as Error).message });
+      }
+    }
   }
 
   /** Remove the table (reset); never throws. */
