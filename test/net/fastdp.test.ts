@@ -3,9 +3,8 @@
  * between them moves the connection to the sleeve while pings keep answering, and
  * unblocking moves it back; a line topology (h1-h3 cut) relays over the sleeve where
  * needed while h1-h2 stays on fastdp; stop leaves the network VXLAN links in place and
- * reset removes them. Nothing that
- * turns on conntrack (a nat hook, a ct expression) sits in the fast path of a host
- * without Docker networks: only the flow counters' bridge filter table.
+ * reset removes them. Nothing that turns on conntrack (a nat hook, a ct expression) sits
+ * in the fast path of a host without Docker networks or policies: only filter tables.
  */
 import { describe, it, expect } from 'vitest';
 import type { ConnectionStatus } from '../../src/api/types';
@@ -69,11 +68,14 @@ describe('fastdp', () => {
     // Nothing turns on connection tracking for the fast path: a nat hook anywhere in the
     // host's namespace makes conntrack see every VXLAN packet (and, with br_netfilter,
     // every bridged container frame), ~10% of the container ping RTT. With no Docker
-    // network here the only table is the bridge-family filter table counting flows
-    // (docs/DIAGNOSTICS.md), which has no nat hook and no ct expression (the DNS
-    // redirect's nat table comes with the first Docker network's bridge).
+    // network and no policy here the tables are filter tables only: the flow counters
+    // (docs/DIAGNOSTICS.md), the anti-spoofing table (docs/POLICY.md) and the network
+    // isolation table (docs/ARCHITECTURE.md); none has a nat hook or a ct expression (the
+    // DNS redirect's nat table comes with the first Docker network's bridge, the stateful
+    // policy table with the first policy selecting a local container).
     for (const h of [h1, h2]) {
-      expect((await lab.execOk(h, ['nft', 'list', 'tables'])).stdout.trim()).toBe('table bridge weavets_flows');
+      const tables = (await lab.execOk(h, ['nft', 'list', 'tables'])).stdout.trim().split('\n').sort();
+      expect(tables).toEqual(['table bridge weavets_flows', 'table bridge weavets_policy', 'table inet weavets_isolation']);
       const ruleset = (await lab.execOk(h, ['nft', 'list', 'ruleset'])).stdout;
       expect(ruleset).not.toMatch(/type nat|\bct\b|notrack/);
     }
