@@ -568,6 +568,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           : {}),
         log: log.child('docker'),
       });
+      // Docker asks for a segment's bridge (and so its range sources) only when it creates
+      // a network or an endpoint. After a restart the segments its running containers use
+      // must accept range sources again, or the isolation table drops them as spoofed.
+      for (const n of docker.plugin.networks()) {
+        if (n.segment !== undefined && networks.get(n.segment) !== undefined) await networks.acceptRangeSources(n.segment, range);
+      }
     }
     api = await startApiServer({ socketPath: apiSocketPath(config.stateDir), httpAddr: config.httpAddr, control, log: log.child('api') });
   } catch (err) {
