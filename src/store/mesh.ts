@@ -793,6 +793,10 @@ export class MeshStore implements Store {
     if (this.closed) return;
     this.expireLeases();
     const now = this.now();
+    // Settling (the launch targets reached, or given up on) can come in this very tick:
+    // a claim that every voter has answered then (none, for a host whose launch peers
+    // never let it in) is confirmed, not timed out.
+    this.progressAll();
     for (const txn of [...this.pending]) {
       if (now - txn.startedAt < (this.opts.claimTimeoutMs ?? 10_000)) continue;
       const voters = this.voters();
