@@ -13,6 +13,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { GroupCommit, writeFileDurably } from './durable';
 import type { Logger } from '../log';
 import type { Compare, KvEntry, Store, StoreLease, StoreWatch, TxnOp, TxnResult, WatchEvent, WatchHandlers } from './types';
 
@@ -48,8 +49,7 @@ export class FileStore implements Store {
   private revision = 0;
   private nextLease = 1;
   private expiryTimer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
-  private pending: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly commits = new GroupCommit(() => this.writeOnce());
   private closed = false;
   private readonly now: () => number;
 
@@ -137,23 +137,7 @@ export class FileStore implements Store {
   /** Resolve once the current in-memory state is durably on disk. */
   private persist(): Promise<void> {
     if (this.closed) return Promise.reject(new Error('file store is closed'));
-    const done = new Promise<void>((resolve, reject) => this.pending.push({ resolve, reject }));
-    if (!this.flushing) this.flushing = this.flushLoop();
-    return done;
-  }
-
-  private async flushLoop(): Promise<void> {
-    while (this.pending.length > 0) {
-      const batch = this.pending;
-      this.pending = [];
-      try {
-        await this.writeOnce();
-        for (const p of batch) p.resolve();
-      } catch (err) {
-        for (const p of batch) p.reject(err as Error);
-      }
-    }
-    this.flushing = undefined;
+    return this.commits.commit();
   }
 
   private async writeOnce(): Promise<void> {
@@ -164,21 +148,7 @@ export class FileStore implements Store {
       kvs: [...this.kvs.values()],
       leases: [...this.leases.values()],
     };
-    const tmp = `${this.file}.tmp`;
-    const fh = await fs.open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(data));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(tmp, this.file);
-    const dir = await fs.open(path.dirname(this.file), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeFileDurably(this.file, JSON.stringify(data));
   }
 
   async get(key: string): Promise<KvEntry | undefined> {
@@ -294,7 +264,7 @@ export class FileStore implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.flushing;
+    await this.commits.idle();
     this.closed = true;
     clearTimeout(this.expiryTimer);
     for (const t of this.kept.values()) clearInterval(t);

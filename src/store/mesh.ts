@@ -22,6 +22,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { GroupCommit, writeFileDurably } from './durable';
 import type { Logger } from '../log';
 import { decode, encode, encodeEntriesChunked, MeshDecodeError, type MeshAck, type MeshEntry, type MeshMessage } from './mesh-codec';
 import { cmp, MeshState } from './mesh-state';
@@ -144,8 +145,7 @@ export class MeshStore implements Store {
   private lastVersion = 0;
   private nextLease = 1;
   private tick: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
-  private waiting: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly commits = new GroupCommit(() => this.writeOnce());
   private closed = false;
   private conflictHandler: ((c: StoreConflict[]) => void) | undefined;
   private readonly now: () => number;
@@ -862,23 +862,7 @@ export class MeshStore implements Store {
 
   private persist(): Promise<void> {
     if (this.closed) return Promise.resolve();
-    const done = new Promise<void>((resolve, reject) => this.waiting.push({ resolve, reject }));
-    if (!this.flushing) this.flushing = this.flushLoop();
-    return done;
-  }
-
-  private async flushLoop(): Promise<void> {
-    while (this.waiting.length > 0) {
-      const batch = this.waiting;
-      this.waiting = [];
-      try {
-        await this.writeOnce();
-        for (const p of batch) p.resolve();
-      } catch (err) {
-        for (const p of batch) p.reject(err as Error);
-      }
-    }
-    this.flushing = undefined;
+    return this.commits.commit();
   }
 
   private async writeOnce(): Promise<void> {
@@ -891,21 +875,7 @@ export class MeshStore implements Store {
       leaseOf: Object.fromEntries(this.leaseOf),
       entries: this.state.all(),
     };
-    const tmp = `${this.opts.file}.tmp`;
-    const fh = await fs.open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(data));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(tmp, this.opts.file);
-    const dir = await fs.open(path.dirname(this.opts.file), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeFileDurably(this.opts.file, JSON.stringify(data));
   }
 
   watch(prefix: string, handlers: WatchHandlers): StoreWatch {
@@ -938,7 +908,7 @@ export class MeshStore implements Store {
     } catch (err) {
       this.opts.log.warn('cannot persist the mesh store at close', { error: (err as Error).message });
     }
-    await this.flushing;
+    await this.commits.idle();
     this.closed = true;
     clearInterval(this.tick);
     for (const t of this.kept.values()) clearInterval(t);
