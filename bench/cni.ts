@@ -46,7 +46,8 @@ function invoke(argv: string[], env: NodeJS.ProcessEnv, stdin: string): number {
   const t0 = process.hrtime.bigint();
   const r = spawnSync(argv[0]!, argv.slice(1), { env, input: stdin, encoding: 'utf8' });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (r.status !== 0) throw new Error(`${argv.join(' ')} ${env['CNI_COMMAND']} failed (${r.status}): ${r.stdout} ${r.stderr}`);
+  if (r.status !== 0)
+    throw new Error(`${argv.join(' ')} ${env['CNI_COMMAND']} failed (${r.status}): ${r.stdout} ${r.stderr}`);
   return ms;
 }
 
@@ -114,13 +115,16 @@ function table(r: InnerResult, rounds: number): string {
   const head = ['plugin', 'ADD+DEL/s', 'p50 ADD+DEL ms', 'p50 ADD ms', 'p50 DEL ms', 'p50 vs reference'];
   const lines = [head, head.map(() => '---'), ...rows].map((c) => `| ${c.join(' | ')} |`);
   lines.push('');
-  lines.push(`${rounds} rounds each, alternating; floor for any Node plugin here: \`node -e 0\` p50 ${p50(r.nodeStart).toFixed(1)} ms, Node weavets-cni VERSION (no daemon call) p50 ${p50(r.pluginVersion).toFixed(1)} ms`);
+  lines.push(
+    `${rounds} rounds each, alternating; floor for any Node plugin here: \`node -e 0\` p50 ${p50(r.nodeStart).toFixed(1)} ms, Node weavets-cni VERSION (no daemon call) p50 ${p50(r.pluginVersion).toFixed(1)} ms`,
+  );
   return lines.join('\n');
 }
 
 async function outer(rounds: number): Promise<void> {
   for (const bin of ['bridge', 'host-local']) {
-    if (!fs.existsSync(path.join(REF_DIR, bin))) throw new Error(`${REF_DIR}/${bin} missing: apt-get install containernetworking-plugins`);
+    if (!fs.existsSync(path.join(REF_DIR, bin)))
+      throw new Error(`${REF_DIR}/${bin} missing: apt-get install containernetworking-plugins`);
   }
   const lab = await createLab();
   try {
@@ -130,7 +134,14 @@ async function outer(rounds: number): Promise<void> {
     const binDir = path.join(lab.dir, 'cni-bin');
     await lab.weavetsOk(host, ['setup-cni', '--bin-dir', binDir, '--conf-dir', path.join(lab.dir, 'net.d')]);
     const nodeBinDir = path.join(lab.dir, 'cni-bin-node');
-    await lab.weavetsOk(host, ['setup-cni', '--node-plugin', '--bin-dir', nodeBinDir, '--conf-dir', path.join(lab.dir, 'net.d-node')]);
+    await lab.weavetsOk(host, [
+      'setup-cni',
+      '--node-plugin',
+      '--bin-dir',
+      nodeBinDir,
+      '--conf-dir',
+      path.join(lab.dir, 'net.d-node'),
+    ]);
     const args: InnerArgs = {
       rounds,
       netns: ctr.netns,
@@ -139,9 +150,13 @@ async function outer(rounds: number): Promise<void> {
       shim: path.join(binDir, 'weavets-cni'),
       nodeShim: path.join(nodeBinDir, 'weavets-cni'),
     };
-    const r = await lab.exec(host, [process.execPath, ...process.execArgv, __filename, '--inner', JSON.stringify(args)], {
-      timeoutMs: 30 * 60_000,
-    });
+    const r = await lab.exec(
+      host,
+      [process.execPath, ...process.execArgv, __filename, '--inner', JSON.stringify(args)],
+      {
+        timeoutMs: 30 * 60_000,
+      },
+    );
     if (r.code !== 0) throw new Error(`bench loop failed: ${r.stderr}\n${r.stdout}`);
     const result = JSON.parse(r.stdout) as InnerResult;
     process.stdout.write(`${table(result, rounds)}\n`);

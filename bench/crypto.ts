@@ -9,7 +9,14 @@
  */
 import { randomBytes } from 'node:crypto';
 
-import { NONCE_LENGTH, SEAL_OVERHEAD, sodiumSealer, tweetnaclSealer, writeNonce, type Sealer } from '../src/crypto/seal';
+import {
+  NONCE_LENGTH,
+  SEAL_OVERHEAD,
+  sodiumSealer,
+  tweetnaclSealer,
+  writeNonce,
+  type Sealer,
+} from '../src/crypto/seal';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);

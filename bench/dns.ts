@@ -24,10 +24,35 @@ interface PerfResult {
   completed: number;
 }
 
-async function dnsperf(lab: Lab, from: Namespace, server: string, port: number, file: string, seconds: number, clients: number, outstanding: number): Promise<PerfResult> {
+async function dnsperf(
+  lab: Lab,
+  from: Namespace,
+  server: string,
+  port: number,
+  file: string,
+  seconds: number,
+  clients: number,
+  outstanding: number,
+): Promise<PerfResult> {
   const r = await lab.execOk(
     from,
-    ['dnsperf', '-s', server, '-p', String(port), '-d', file, '-l', String(seconds), '-c', String(clients), '-q', String(outstanding), '-t', '2'],
+    [
+      'dnsperf',
+      '-s',
+      server,
+      '-p',
+      String(port),
+      '-d',
+      file,
+      '-l',
+      String(seconds),
+      '-c',
+      String(clients),
+      '-q',
+      String(outstanding),
+      '-t',
+      '2',
+    ],
     { timeoutMs: (seconds + 30) * 1000 },
   );
   const num = (re: RegExp): number => {
@@ -95,10 +120,16 @@ async function main(): Promise<void> {
     ]);
     let dmLog = '';
     dnsmasq.stderr!.on('data', (d: Buffer) => (dmLog += d.toString()));
-    await lab.waitFor(async () => (await lab.exec(c, ['dig', `@${server}`, '-p', '5353', '+short', '+tries=1', '+time=1', 'name0.weavets.local'])).stdout.includes('10.40.'), {
-      what: `dnsmasq to answer (${dmLog})`,
-      timeoutMs: 10_000,
-    });
+    await lab.waitFor(
+      async () =>
+        (
+          await lab.exec(c, ['dig', `@${server}`, '-p', '5353', '+short', '+tries=1', '+time=1', 'name0.weavets.local'])
+        ).stdout.includes('10.40.'),
+      {
+        what: `dnsmasq to answer (${dmLog})`,
+        timeoutMs: 10_000,
+      },
+    );
     const check = (await lab.execOk(c, ['dig', `@${server}`, '+short', 'name0.weavets.local'])).stdout;
     if (!check.includes('10.40.')) throw new Error(`weavets DNS does not answer name0: ${check}`);
 
@@ -134,6 +165,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

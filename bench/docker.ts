@@ -34,7 +34,11 @@ function median(xs: number[]): number {
 async function timeToPing(lab: Lab, d1: DockerHost, d2: DockerHost, name: string, byName: boolean): Promise<number> {
   const t0 = performance.now();
   await dockerOk(lab, d1, ['run', '-d', '--name', name, '--network', 'appnet', DOCKER_IMAGE, 'sleep', '600']);
-  const target = byName ? name : (await dockerOk(lab, d1, ['inspect', '-f', '{{(index .NetworkSettings.Networks "appnet").IPAddress}}', name])).trim();
+  const target = byName
+    ? name
+    : (
+        await dockerOk(lab, d1, ['inspect', '-f', '{{(index .NetworkSettings.Networks "appnet").IPAddress}}', name])
+      ).trim();
   for (;;) {
     const r = await docker(lab, d2, ['exec', 'pinger', 'ping', '-c', '1', '-W', '1', target]);
     if (r.code === 0) break;
@@ -74,7 +78,8 @@ async function main(): Promise<void> {
     }
     await lab.launch(h1, [], ['--etcd', etcd.url, ...weavetsDockerArgs(d1)]);
     await lab.launch(h2, [h1.ip], ['--etcd', etcd.url, ...weavetsDockerArgs(d2)]);
-    for (const d of hosts) await dockerOk(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, 'appnet']);
+    for (const d of hosts)
+      await dockerOk(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, 'appnet']);
     await dockerOk(lab, d1, ['network', 'create', '-d', 'bridge', '--subnet', '172.31.250.0/24', 'refnet']);
     await dockerOk(lab, d2, ['run', '-d', '--name', 'pinger', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '3600']);
     // Warm up both paths once (image layers, first network use).
@@ -96,11 +101,23 @@ async function main(): Promise<void> {
     const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     const rows = [
       ['metric', 'weavets', 'docker bridge (reference)'],
-      [`docker run -d -> first cross-host ping, median of ${PINGS} (ms)`, median(pings).toFixed(0), 'n/a (one host only)'],
+      [
+        `docker run -d -> first cross-host ping, median of ${PINGS} (ms)`,
+        median(pings).toFixed(0),
+        'n/a (one host only)',
+      ],
       [`  all runs (ms)`, pings.map((p) => p.toFixed(0)).join(' '), ''],
-      [`docker run -d -> first cross-host ping by name, median of ${PINGS} (ms)`, median(namePings).toFixed(0), 'n/a (one host only)'],
+      [
+        `docker run -d -> first cross-host ping by name, median of ${PINGS} (ms)`,
+        median(namePings).toFixed(0),
+        'n/a (one host only)',
+      ],
       [`  all runs (ms)`, namePings.map((p) => p.toFixed(0)).join(' '), ''],
-      [`sequential docker run --rm true, ${2 * Math.ceil(STARTS / 2)} each (starts/s)`, avg(weave).toFixed(2), avg(bridge).toFixed(2)],
+      [
+        `sequential docker run --rm true, ${2 * Math.ceil(STARTS / 2)} each (starts/s)`,
+        avg(weave).toFixed(2),
+        avg(bridge).toFixed(2),
+      ],
     ];
     const w = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i]!)).join('  '));

@@ -186,13 +186,31 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 250));
     }
     if (joinedMs === undefined) {
-      process.stderr.write(`peer targets: ${JSON.stringify(await lab.weavetsJson(peer, ['status', 'targets']).catch((e: Error) => e.message))}\n`);
+      process.stderr.write(
+        `peer targets: ${JSON.stringify(await lab.weavetsJson(peer, ['status', 'targets']).catch((e: Error) => e.message))}\n`,
+      );
       const victimLog = fs.readFileSync(path.join(victim.stateDir, 'weavets.log'), 'utf8').split('\n');
       process.stderr.write(`peer log:\n${lab.logTail(peer, 25)}\n`);
-      process.stderr.write(`victim log about the peer:\n${victimLog.filter((l) => l.includes(peer.ip)).slice(-20).join('\n')}\n`);
+      process.stderr.write(
+        `victim log about the peer:\n${victimLog
+          .filter((l) => l.includes(peer.ip))
+          .slice(-20)
+          .join('\n')}\n`,
+      );
     }
-    const nstat = await lab.exec(victim, ['nstat', '-az', 'TcpExtListenOverflows', 'TcpExtListenDrops', 'TcpExtSyncookiesSent', 'TcpExtTCPReqQFullDrop']);
-    const listenDrops = nstat.stdout.split('\n').filter((l) => /^TcpExt/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join('=')).join(' ');
+    const nstat = await lab.exec(victim, [
+      'nstat',
+      '-az',
+      'TcpExtListenOverflows',
+      'TcpExtListenDrops',
+      'TcpExtSyncookiesSent',
+      'TcpExtTCPReqQFullDrop',
+    ]);
+    const listenDrops = nstat.stdout
+      .split('\n')
+      .filter((l) => /^TcpExt/.test(l))
+      .map((l) => l.split(/\s+/).slice(0, 2).join('='))
+      .join(' ');
     const w = await under;
     const hwm = memKb(pid, 'VmHWM') / 1024;
     const r = await flood;
@@ -204,12 +222,20 @@ async function main(): Promise<void> {
       .map((l) => l.replace('weavets_control_rejected_total', ''))
       .join(' ');
 
-    console.log(`flood: ${SECONDS} s from ${ADDRESSES} addresses x ${PER_ADDRESS} connections; attacker: ${r.stdout.trim()}`);
+    console.log(
+      `flood: ${SECONDS} s from ${ADDRESSES} addresses x ${PER_ADDRESS} connections; attacker: ${r.stdout.trim()}`,
+    );
     console.log('| victim daemon | idle (reference) | under flood | ratio |');
     console.log('|---|---|---|---|');
-    console.log(`| CPU, % of one core | ${idle.cpuPct.toFixed(1)} | ${w.cpuPct.toFixed(1)} | ${(w.cpuPct / Math.max(idle.cpuPct, 0.1)).toFixed(1)}× |`);
-    console.log(`| peak RSS, MB | ${idle.peakRssMb.toFixed(0)} | ${w.peakRssMb.toFixed(0)} (VmHWM ${hwm.toFixed(0)}) | ${(w.peakRssMb / idle.peakRssMb).toFixed(2)}× |`);
-    console.log(`| peer with the password established | — | ${joinedMs === undefined ? `not within ${SECONDS - 6} s` : `after ${(joinedMs / 1000).toFixed(1)} s`} | — |`);
+    console.log(
+      `| CPU, % of one core | ${idle.cpuPct.toFixed(1)} | ${w.cpuPct.toFixed(1)} | ${(w.cpuPct / Math.max(idle.cpuPct, 0.1)).toFixed(1)}× |`,
+    );
+    console.log(
+      `| peak RSS, MB | ${idle.peakRssMb.toFixed(0)} | ${w.peakRssMb.toFixed(0)} (VmHWM ${hwm.toFixed(0)}) | ${(w.peakRssMb / idle.peakRssMb).toFixed(2)}× |`,
+    );
+    console.log(
+      `| peer with the password established | — | ${joinedMs === undefined ? `not within ${SECONDS - 6} s` : `after ${(joinedMs / 1000).toFixed(1)} s`} | — |`,
+    );
     console.log(`daemon alive: ${alive}; rejected: ${rejected}`);
     console.log(`victim kernel: ${listenDrops}`);
   } finally {

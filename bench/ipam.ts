@@ -30,7 +30,11 @@ function pct(sorted: number[], p: number): number {
 }
 
 /** Run `total` operations with `concurrency` workers; latencies in ms. */
-async function measure(total: number, concurrency: number, op: (i: number, worker: number) => Promise<unknown>): Promise<{ seconds: number; lat: number[] }> {
+async function measure(
+  total: number,
+  concurrency: number,
+  op: (i: number, worker: number) => Promise<unknown>,
+): Promise<{ seconds: number; lat: number[] }> {
   const lat: number[] = [];
   let next = 0;
   const t0 = process.hrtime.bigint();
@@ -92,7 +96,9 @@ async function main(): Promise<void> {
 
     // Four hosts at once, 4 concurrent allocations each (16 in flight in total).
     const hosts = await Promise.all([2, 3, 4, 5].map((i) => host(etcd!.url, i)));
-    m = await measure(N, 16, (i, w) => hosts[w % 4]!.allocator.allocate({ id: `m-${i}`, ifname: 'eth0', network: 'weavets' }));
+    m = await measure(N, 16, (i, w) =>
+      hosts[w % 4]!.allocator.allocate({ id: `m-${i}`, ifname: 'eth0', network: 'weavets' }),
+    );
     rows.push({ name: 'allocate, 4 hosts at once, 4 at a time each', ops: N, ...m, ref: refTxn16 });
     await Promise.all(hosts.map((h) => h.close(false)));
     await raw.close();

@@ -112,7 +112,9 @@ async function main(): Promise<void> {
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
   console.log(`| read path (${BURST}-frame bursts, 60-byte frames) | frames/s | frames/JS call |`);
   console.log('|---|---:|---:|');
-  console.log(`| TapDevice.startReading (batched, native) | ${fmt(batched.frames / batched.secs)} | ${(batched.frames / batched.batches).toFixed(1)} |`);
+  console.log(
+    `| TapDevice.startReading (batched, native) | ${fmt(batched.frames / batched.secs)} | ${(batched.frames / batched.batches).toFixed(1)} |`,
+  );
   console.log(`| fs.readSync per frame (reference) | ${fmt(sync / syncSecs)} | 1 |`);
 }
 

@@ -26,7 +26,8 @@ const GIVE_UP_S = Number(arg('give-up', '120'));
 function badEpochDrops(metrics: string): number {
   let n = 0;
   for (const line of metrics.split('\n')) {
-    if (line.startsWith('weavets_dropped_datagrams_total{') && line.includes('reason="bad_epoch"')) n += Number(line.split(/\s+/).pop());
+    if (line.startsWith('weavets_dropped_datagrams_total{') && line.includes('reason="bad_epoch"'))
+      n += Number(line.split(/\s+/).pop());
   }
   return n;
 }
@@ -55,20 +56,27 @@ async function main(): Promise<void> {
     await lab.launch(h2, [h1.ip], args);
     await lab.attach(h1, c1);
     const ip2 = (await lab.attach(h2, c2)).split('/')[0]!;
-    await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 60_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2',
+      timeoutMs: 60_000,
+    });
 
     const rows: { outage: number; recovery: number | undefined; badEpoch: number }[] = [];
     for (const outage of [REFERENCE_S, ...OUTAGES_S]) {
-      const before = badEpochDrops((await lab.http(h2, '/metrics')).body) + badEpochDrops((await lab.http(h1, '/metrics')).body);
+      const before =
+        badEpochDrops((await lab.http(h2, '/metrics')).body) + badEpochDrops((await lab.http(h1, '/metrics')).body);
       await lab.blockUdpPort(h1, h2, 6783);
       process.stderr.write(`[${new Date().toISOString()}] UDP 6783 blocked for ${outage} s\n`);
       await new Promise((r) => setTimeout(r, outage * 1000));
       await lab.unblockUdpPort(h1, h2, 6783);
       const since = Date.now();
       const rec = await recovery(lab, c1, ip2, since);
-      const after = badEpochDrops((await lab.http(h2, '/metrics')).body) + badEpochDrops((await lab.http(h1, '/metrics')).body);
+      const after =
+        badEpochDrops((await lab.http(h2, '/metrics')).body) + badEpochDrops((await lab.http(h1, '/metrics')).body);
       rows.push({ outage, recovery: rec, badEpoch: after - before });
-      process.stderr.write(`[${new Date().toISOString()}] outage ${outage} s: recovered ${rec === undefined ? 'never' : `after ${rec.toFixed(1)} s`}\n`);
+      process.stderr.write(
+        `[${new Date().toISOString()}] outage ${outage} s: recovered ${rec === undefined ? 'never' : `after ${rec.toFixed(1)} s`}\n`,
+      );
       if (rec === undefined) break;
       // Let the path settle (heartbeats every second) before the next outage.
       await new Promise((r) => setTimeout(r, 5000));

@@ -43,11 +43,20 @@ function policies(rules: number): Record<string, unknown>[] {
     out.push({
       name: `p${i}`,
       selector: { app: `a${i % APPS}` },
-      ingress: Array.from({ length: n }, (_, k) => ({ from: [{ selector: { app: `a${(i + k + 1) % APPS}` } }], ports: [{ protocol: 'tcp', port: 1000 + k }] })),
+      ingress: Array.from({ length: n }, (_, k) => ({
+        from: [{ selector: { app: `a${(i + k + 1) % APPS}` } }],
+        ports: [{ protocol: 'tcp', port: 1000 + k }],
+      })),
     });
   }
   // The measured path: the iperf3 server (a0) takes iperf3 and ping from the client (a1).
-  out.push({ name: 'bench-path', selector: { app: 'a0' }, ingress: [{ from: [{ selector: { app: 'a1' } }], ports: [{ protocol: 'tcp', port: IPERF_PORT }, { protocol: 'icmp' }] }] });
+  out.push({
+    name: 'bench-path',
+    selector: { app: 'a0' },
+    ingress: [
+      { from: [{ selector: { app: 'a1' } }], ports: [{ protocol: 'tcp', port: IPERF_PORT }, { protocol: 'icmp' }] },
+    ],
+  });
   return out;
 }
 
@@ -76,15 +85,29 @@ const c = new Etcd3({ hosts: ${JSON.stringify(etcdUrl)} });
   await lab.execOk(h1, [process.execPath, file], { timeoutMs: 120_000 });
 }
 
-async function iperf(lab: Lab, client: Namespace, server: Namespace, serverIp: string, seconds: number): Promise<number> {
+async function iperf(
+  lab: Lab,
+  client: Namespace,
+  server: Namespace,
+  serverIp: string,
+  seconds: number,
+): Promise<number> {
   const srv = lab.spawnIn(server, ['iperf3', '-s', '-1', '-p', String(IPERF_PORT)]);
   try {
-    await lab.waitFor(async () => (await lab.exec(server, ['ss', '-Hltn', `sport = :${IPERF_PORT}`])).stdout.includes(String(IPERF_PORT)), {
-      what: 'iperf3 server',
-      timeoutMs: 10_000,
-      intervalMs: 100,
-    });
-    const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], { timeoutMs: (seconds + 30) * 1000 });
+    await lab.waitFor(
+      async () =>
+        (await lab.exec(server, ['ss', '-Hltn', `sport = :${IPERF_PORT}`])).stdout.includes(String(IPERF_PORT)),
+      {
+        what: 'iperf3 server',
+        timeoutMs: 10_000,
+        intervalMs: 100,
+      },
+    );
+    const r = await lab.exec(
+      client,
+      ['iperf3', '-c', serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'],
+      { timeoutMs: (seconds + 30) * 1000 },
+    );
     const out = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
     if (!out.end?.sum_received) throw new Error(`iperf3: ${out.error ?? 'no result'}`);
     return out.end.sum_received.bits_per_second / 1e9;
@@ -112,7 +135,18 @@ async function main(): Promise<void> {
       clientPort: 2379,
       peerPort: 2380,
       prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) => (await lab.exec(h1, [process.execPath, '-e', `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`], { timeoutMs: 5000 })).code === 0,
+      healthy: async (u) =>
+        (
+          await lab.exec(
+            h1,
+            [
+              process.execPath,
+              '-e',
+              `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
+            ],
+            { timeoutMs: 5000 },
+          )
+        ).code === 0,
     });
     const common = ['--datapath', datapath, '--etcd', etcd.url, '--docker-plugin-socket', '', '--no-dns'];
     for (const h of hosts) await lab.launch(h, h === h1 ? [] : [h1.ip], common);
@@ -127,9 +161,15 @@ async function main(): Promise<void> {
     }
     const [client, server] = [ctrs[1]!, ctrs[0]!];
     const serverIp = ips[0]!;
-    await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, { what: 'the measured path', timeoutMs: 60_000 });
+    await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, {
+      what: 'the measured path',
+      timeoutMs: 60_000,
+    });
     await publishFakeEndpoints(lab, h1, etcd.url, endpointCount - hostCount);
-    await lab.waitFor(async () => (await api(h1).get<PolicyStatus>('/policy/status')).endpoints >= endpointCount, { what: 'every endpoint known', timeoutMs: 60_000 });
+    await lab.waitFor(async () => (await api(h1).get<PolicyStatus>('/policy/status')).endpoints >= endpointCount, {
+      what: 'every endpoint known',
+      timeoutMs: 60_000,
+    });
     process.stderr.write(`${endpointCount} endpoints known\n`);
 
     const docs = policies(ruleCount);
@@ -160,11 +200,23 @@ async function main(): Promise<void> {
       return { ms: performance.now() - t0, perHost: done, stored };
     };
     const removeAll = async (): Promise<void> => {
-      const { generation } = await api(h1).post<{ generation: number }>('/policy/rm', { names: docs.map((d) => (d as { name: string }).name) });
-      await lab.waitFor(async () => (await Promise.all(hosts.map(async (h) => (await api(h).get<PolicyStatus>('/policy/status')).enforcedGeneration >= generation))).every(Boolean), {
-        what: 'policies removed everywhere',
-        timeoutMs: 120_000,
+      const { generation } = await api(h1).post<{ generation: number }>('/policy/rm', {
+        names: docs.map((d) => (d as { name: string }).name),
       });
+      await lab.waitFor(
+        async () =>
+          (
+            await Promise.all(
+              hosts.map(
+                async (h) => (await api(h).get<PolicyStatus>('/policy/status')).enforcedGeneration >= generation,
+              ),
+            )
+          ).every(Boolean),
+        {
+          what: 'policies removed everywhere',
+          timeoutMs: 120_000,
+        },
+      );
     };
 
     const applyTimes: number[] = [];
@@ -178,17 +230,21 @@ async function main(): Promise<void> {
           applyTimes.push(t.ms);
           storedMs.push(t.stored);
           slowest.push(Math.max(...t.perHost));
-          process.stderr.write(`round ${round + 1}: apply -> enforced on ${hostCount} hosts in ${t.ms.toFixed(0)} ms\n`);
+          process.stderr.write(
+            `round ${round + 1}: apply -> enforced on ${hostCount} hosts in ${t.ms.toFixed(0)} ms\n`,
+          );
         }
         const p = await lab.ping(client, serverIp, { count: 100, intervalS: 0.01, timeoutS: 1 });
         if (p.avgMs !== undefined) rtt[kind].push(p.avgMs);
         gbps[kind].push(await iperf(lab, client, server, serverIp, seconds));
-        process.stderr.write(`round ${round + 1} ${kind}: ${gbps[kind].at(-1)!.toFixed(2)} Gbit/s, ping ${p.avgMs?.toFixed(3)} ms\n`);
+        process.stderr.write(
+          `round ${round + 1} ${kind}: ${gbps[kind].at(-1)!.toFixed(2)} Gbit/s, ping ${p.avgMs?.toFixed(3)} ms\n`,
+        );
         if (kind === 'rules') await removeAll();
       }
       await sleep(200);
     }
-    const size = docs.reduce((n, d) => n + ((d as { ingress: unknown[] }).ingress.length), 0);
+    const size = docs.reduce((n, d) => n + (d as { ingress: unknown[] }).ingress.length, 0);
     const lines = [
       `| measure (${hostCount} hosts, ${endpointCount} endpoints, ${size} rules in ${docs.length} policies, datapath ${datapath}) | value |`,
       '|---|---|',

@@ -97,7 +97,9 @@ async function measureReal(n: number, idleSeconds: number): Promise<RealResult> 
     await lab.launch(hosts[0]!, [], ['--datapath', 'sleeve']);
     for (const h of hosts.slice(1)) await lab.launch(h, [hosts[0]!.ip], ['--datapath', 'sleeve']);
     const lastLaunch = Date.now();
-    process.stderr.write(`  ${n} hosts launched in ${((lastLaunch - t0) / 1000).toFixed(1)} s; waiting for the mesh ...\n`);
+    process.stderr.write(
+      `  ${n} hosts launched in ${((lastLaunch - t0) / 1000).toFixed(1)} s; waiting for the mesh ...\n`,
+    );
     let convergeSeconds: number | undefined;
     const deadline = lastLaunch + 120_000;
     let got = 0;
@@ -174,7 +176,12 @@ function simulatedEntries(n: number, degree: number): PeerEntry[] {
     nickname: `sim${i}`,
     uid: BigInt(i + 1),
     version: 1,
-    connections: [...adj[i]!].map((j) => ({ peer: names[j]!, address: `192.0.2.1:${6783}`, outbound: i < j, established: true })),
+    connections: [...adj[i]!].map((j) => ({
+      peer: names[j]!,
+      address: `192.0.2.1:${6783}`,
+      outbound: i < j,
+      established: true,
+    })),
   }));
 }
 
@@ -216,7 +223,7 @@ function measureSimulated(n: number, degree: number): SimResult {
     queue[tail++] = 0;
     while (head < tail) {
       const u = queue[head++]!;
-      for (const v of adj[u]!) if (dist[v]! < 0) (dist[v] = dist[u]! + 1), (queue[tail++] = v);
+      for (const v of adj[u]!) if (dist[v]! < 0) ((dist[v] = dist[u]! + 1), (queue[tail++] = v));
     }
     const b1 = performance.now();
     runs.push({
@@ -252,11 +259,16 @@ function parseArgs(argv: string[]): { sizes: number[]; simulated: number; degree
     else if (a === '--simulated') simulated = Number(v);
     else if (a === '--degree') degree = Number(v);
     else if (a === '--idle-seconds') idleSeconds = Number(v);
-    else throw new Error(`unknown argument ${a}; usage: scale.ts [--sizes 5,15,25] [--simulated 1000] [--degree 6] [--idle-seconds 10]`);
+    else
+      throw new Error(
+        `unknown argument ${a}; usage: scale.ts [--sizes 5,15,25] [--simulated 1000] [--degree 6] [--idle-seconds 10]`,
+      );
   }
-  if (sizes.some((s) => !Number.isInteger(s) || s < 2 || s > 60)) throw new Error('--sizes wants whole numbers in 2..60 (0 sizes: --sizes "")');
+  if (sizes.some((s) => !Number.isInteger(s) || s < 2 || s > 60))
+    throw new Error('--sizes wants whole numbers in 2..60 (0 sizes: --sizes "")');
   if (!Number.isInteger(simulated) || simulated < 2) throw new Error('--simulated wants a whole number >= 2');
-  if (!Number.isInteger(degree) || degree < 1 || degree >= simulated) throw new Error('--degree wants a whole number in 1..simulated-1');
+  if (!Number.isInteger(degree) || degree < 1 || degree >= simulated)
+    throw new Error('--degree wants a whole number in 1..simulated-1');
   if (!Number.isFinite(idleSeconds) || idleSeconds < 1) throw new Error('--idle-seconds wants a number >= 1');
   return { sizes, simulated, degree, idleSeconds };
 }
@@ -267,7 +279,7 @@ async function main(): Promise<void> {
   const lines = [
     `simulated topology: ${new Date().toISOString()}, load average ${loadAverage()}`,
     '',
-    '| peers | edges | merge all entries ms | first route ms | every root\'s routes ms (target < 50) | one BFS ms (reference) | routes / BFS |',
+    "| peers | edges | merge all entries ms | first route ms | every root's routes ms (target < 50) | one BFS ms (reference) | routes / BFS |",
     '|---:|---:|---:|---:|---:|---:|---:|',
     `| ${sim.peers} | ${sim.edges} | ${sim.mergeMs.toFixed(2)} | ${sim.firstRouteMs.toFixed(2)} | ${sim.allRoutesMs.toFixed(2)} | ${sim.bfsMs.toFixed(3)} | ${(sim.allRoutesMs / sim.bfsMs).toFixed(0)}x |`,
   ];
@@ -295,9 +307,13 @@ async function main(): Promise<void> {
 
 /** VmRSS of a node process that does nothing: the floor every daemon sits on. */
 function bareNodeRssKb(): number {
-  const out = execFileSync(process.execPath, ['-e', "setTimeout(()=>process.stdout.write(require('fs').readFileSync('/proc/self/status','utf8')),100)"], {
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    process.execPath,
+    ['-e', "setTimeout(()=>process.stdout.write(require('fs').readFileSync('/proc/self/status','utf8')),100)"],
+    {
+      encoding: 'utf8',
+    },
+  );
   const m = /^VmRSS:\s+(\d+) kB/m.exec(out);
   return m ? Number(m[1]) : NaN;
 }

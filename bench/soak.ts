@@ -42,7 +42,12 @@ function loadAverage(): string {
   return fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 }
 
-function parseArgs(argv: string[]): { minutes: number; sampleSeconds: number; warmupMinutes: number | undefined; rate: string } {
+function parseArgs(argv: string[]): {
+  minutes: number;
+  sampleSeconds: number;
+  warmupMinutes: number | undefined;
+  rate: string;
+} {
   let minutes = 30;
   let sampleSeconds = 60;
   let warmupMinutes: number | undefined;
@@ -54,11 +59,15 @@ function parseArgs(argv: string[]): { minutes: number; sampleSeconds: number; wa
     else if (a === '--sample-seconds') sampleSeconds = Number(v);
     else if (a === '--warmup-minutes') warmupMinutes = Number(v);
     else if (a === '--rate') rate = v ?? '';
-    else throw new Error(`unknown argument ${a}; usage: soak.ts [--minutes 30] [--sample-seconds 60] [--warmup-minutes N] [--rate 200M]`);
+    else
+      throw new Error(
+        `unknown argument ${a}; usage: soak.ts [--minutes 30] [--sample-seconds 60] [--warmup-minutes N] [--rate 200M]`,
+      );
   }
   if (!Number.isFinite(minutes) || minutes <= 0) throw new Error('--minutes wants a number > 0');
   if (!Number.isFinite(sampleSeconds) || sampleSeconds < 5) throw new Error('--sample-seconds wants a number >= 5');
-  if (warmupMinutes !== undefined && !(warmupMinutes >= 0 && warmupMinutes < minutes)) throw new Error('--warmup-minutes wants 0 <= N < --minutes');
+  if (warmupMinutes !== undefined && !(warmupMinutes >= 0 && warmupMinutes < minutes))
+    throw new Error('--warmup-minutes wants 0 <= N < --minutes');
   if (!/^\d+[KMG]?$/.test(rate)) throw new Error('--rate wants an iperf3 bandwidth such as 200M');
   return { minutes, sampleSeconds, warmupMinutes, rate };
 }
@@ -76,12 +85,19 @@ async function main(): Promise<void> {
     const hosts = [await lab.addHost('host1'), await lab.addHost('host2'), await lab.addHost('host3')];
     await lab.launch(hosts[0]!, [], args);
     for (const h of hosts.slice(1)) await lab.launch(h, [hosts[0]!.ip], args);
-    const c = [await lab.addContainer(hosts[0]!, 'c1'), await lab.addContainer(hosts[1]!, 'c2'), await lab.addContainer(hosts[2]!, 'c3')];
+    const c = [
+      await lab.addContainer(hosts[0]!, 'c1'),
+      await lab.addContainer(hosts[1]!, 'c2'),
+      await lab.addContainer(hosts[2]!, 'c3'),
+    ];
     const ips: string[] = [];
     for (const [i, h] of hosts.entries()) ips.push((await lab.attach(h, c[i]!)).split('/')[0]!);
     for (const target of [ips[1]!, ips[0]!]) {
       const from = target === ips[1] ? c[0]! : c[2]!;
-      await lab.waitFor(async () => (await lab.ping(from, target, { count: 1, timeoutS: 1 })).ok, { what: `${target} to answer`, timeoutMs: 30_000 });
+      await lab.waitFor(async () => (await lab.ping(from, target, { count: 1, timeoutS: 1 })).ok, {
+        what: `${target} to answer`,
+        timeoutMs: 30_000,
+      });
     }
     const seconds = Math.ceil(minutes * 60) + 30;
     const server = lab.spawnIn(c[1]!, ['iperf3', '-s', '-p', '5201']);
@@ -134,7 +150,9 @@ async function main(): Promise<void> {
         attachCycles: cycles,
       });
       const s = samples[samples.length - 1]!;
-      process.stderr.write(`t=${s.minute.toFixed(1)} min rss ${s.rssMb.map((v) => v.toFixed(1)).join('/')} heap ${s.heapMb.map((v) => v.toFixed(1)).join('/')} cycles ${cycles}\n`);
+      process.stderr.write(
+        `t=${s.minute.toFixed(1)} min rss ${s.rssMb.map((v) => v.toFixed(1)).join('/')} heap ${s.heapMb.map((v) => v.toFixed(1)).join('/')} cycles ${cycles}\n`,
+      );
       if (churnError) throw churnError;
       if (Date.now() >= end) break;
       await sleep(Math.min(sampleSeconds * 1000, Math.max(0, end - Date.now())));
@@ -152,11 +170,15 @@ async function main(): Promise<void> {
       '',
       '| minute | RSS MB host1 / host2 / host3 | anonymous MB | V8 heap used MB | churn cycles so far |',
       '|---:|---:|---:|---:|---:|',
-      ...samples.map((s) => `| ${s.minute.toFixed(1)} | ${fmt(s.rssMb)} | ${fmt(s.anonMb)} | ${fmt(s.heapMb)} | ${s.attachCycles} |`),
+      ...samples.map(
+        (s) => `| ${s.minute.toFixed(1)} | ${fmt(s.rssMb)} | ${fmt(s.anonMb)} | ${fmt(s.heapMb)} | ${s.attachCycles} |`,
+      ),
       '',
       `after warm-up (minute ${base.minute.toFixed(1)} -> ${last.minute.toFixed(1)}): RSS ${last.rssMb
         .map((v, i) => `${v - base.rssMb[i]! >= 0 ? '+' : ''}${(v - base.rssMb[i]!).toFixed(1)}`)
-        .join(' / ')} MB, heap ${last.heapMb.map((v, i) => `${v - base.heapMb[i]! >= 0 ? '+' : ''}${(v - base.heapMb[i]!).toFixed(1)}`).join(' / ')} MB`,
+        .join(
+          ' / ',
+        )} MB, heap ${last.heapMb.map((v, i) => `${v - base.heapMb[i]! >= 0 ? '+' : ''}${(v - base.heapMb[i]!).toFixed(1)}`).join(' / ')} MB`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {

@@ -86,7 +86,15 @@ function weavetsRow(
         // every bridged container frame).
         for (const h of [h1, h2]) {
           await lab.execOk(h, ['nft', 'add', 'table', 'inet', 'bench_ct']);
-          await lab.execOk(h, ['nft', 'add', 'chain', 'inet', 'bench_ct', 'pre', '{ type filter hook prerouting priority -150 ; }']);
+          await lab.execOk(h, [
+            'nft',
+            'add',
+            'chain',
+            'inet',
+            'bench_ct',
+            'pre',
+            '{ type filter hook prerouting priority -150 ; }',
+          ]);
           await lab.execOk(h, ['nft', 'add', 'rule', 'inet', 'bench_ct', 'pre', 'ct', 'state', 'new', 'counter']);
         }
       }
@@ -182,11 +190,24 @@ const wireguardRow: RowSpec = {
       leftovers.push(`/var/run/wireguard/${dev}.sock`);
       // Debian's wireguard-go refuses to start where the kernel has WireGuard unless told
       // that userspace is wanted (it is: userspace WireGuard is the row).
-      pids.push(spawnKept(lab, h, ['env', 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1', 'wireguard-go', '-f', dev]));
+      pids.push(
+        spawnKept(lab, h, ['env', 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1', 'wireguard-go', '-f', dev]),
+      );
       await waitForLink(lab, h, dev);
       await lab.execOk(h, [
-        'wg', 'set', dev, 'private-key', keyFiles[i]!, 'listen-port', '51820',
-        'peer', pubs[1 - i]!, 'allowed-ips', `10.97.0.${2 - i}/32`, 'endpoint', `${peer.ip}:51820`,
+        'wg',
+        'set',
+        dev,
+        'private-key',
+        keyFiles[i]!,
+        'listen-port',
+        '51820',
+        'peer',
+        pubs[1 - i]!,
+        'allowed-ips',
+        `10.97.0.${2 - i}/32`,
+        'endpoint',
+        `${peer.ip}:51820`,
       ]);
       await lab.execOk(h, ['ip', 'addr', 'add', `10.97.0.${i + 1}/24`, 'dev', dev]);
       await lab.execOk(h, ['ip', 'link', 'set', dev, 'up']);
@@ -208,13 +229,34 @@ const nebulaRow: RowSpec = {
     const dir = path.join(lab.dir, 'nebula');
     fs.mkdirSync(dir, { mode: 0o700 });
     const f = (name: string): string => path.join(dir, name);
-    await lab.execOk(hosts[0]!, ['nebula-cert', 'ca', '-name', 'weavets bench', '-out-crt', f('ca.crt'), '-out-key', f('ca.key')]);
+    await lab.execOk(hosts[0]!, [
+      'nebula-cert',
+      'ca',
+      '-name',
+      'weavets bench',
+      '-out-crt',
+      f('ca.crt'),
+      '-out-key',
+      f('ca.key'),
+    ]);
     const pids: number[] = [];
     for (const [i, h] of hosts.entries()) {
       const peer = hosts[1 - i]!;
       await lab.execOk(h, [
-        'nebula-cert', 'sign', '-ca-crt', f('ca.crt'), '-ca-key', f('ca.key'), '-name', h.name,
-        '-ip', `10.96.0.${i + 1}/24`, '-out-crt', f(`${h.name}.crt`), '-out-key', f(`${h.name}.key`),
+        'nebula-cert',
+        'sign',
+        '-ca-crt',
+        f('ca.crt'),
+        '-ca-key',
+        f('ca.key'),
+        '-name',
+        h.name,
+        '-ip',
+        `10.96.0.${i + 1}/24`,
+        '-out-crt',
+        f(`${h.name}.crt`),
+        '-out-key',
+        f(`${h.name}.key`),
       ]);
       // JSON is YAML: no YAML writer needed.
       const config = {
@@ -265,7 +307,23 @@ const ROWS: RowSpec[] = [
         ctrs.push(c);
         const ip = (argv: string[]): Promise<unknown> => lab.execOk(h, ['ip', ...argv]);
         await ip(['link', 'add', 'br0', 'type', 'bridge']);
-        await ip(['link', 'add', 'vx0', 'type', 'vxlan', 'id', '42', 'local', h.ip, 'remote', peer.ip, 'dstport', '4789', 'dev', 'eth0']);
+        await ip([
+          'link',
+          'add',
+          'vx0',
+          'type',
+          'vxlan',
+          'id',
+          '42',
+          'local',
+          h.ip,
+          'remote',
+          peer.ip,
+          'dstport',
+          '4789',
+          'dev',
+          'eth0',
+        ]);
         await ip(['link', 'set', 'vx0', 'master', 'br0', 'up']);
         await ip(['link', 'set', 'br0', 'up']);
         await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
@@ -294,8 +352,13 @@ const ROWS: RowSpec[] = [
   wireguardRow,
   // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
   weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
-  weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp' }),
-  weavetsRow('fastdp-conntrack', 'weavets fastdp, --no-flows, conntrack on', ['--datapath', 'fastdp', '--no-flows'], { datapath: 'fastdp', conntrack: true }),
+  weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], {
+    datapath: 'fastdp',
+  }),
+  weavetsRow('fastdp-conntrack', 'weavets fastdp, --no-flows, conntrack on', ['--datapath', 'fastdp', '--no-flows'], {
+    datapath: 'fastdp',
+    conntrack: true,
+  }),
 ];
 
 /** utime + stime of a process, seconds (all its threads). */
@@ -322,13 +385,18 @@ async function iperf(lab: Lab, ep: Endpoints, seconds: number): Promise<number> 
   server.stderr?.on('data', (d: Buffer) => (serverErr += d.toString()));
   try {
     await lab.waitFor(
-      async () => (await lab.exec(ep.server, ['ss', '-Hltn', `sport = :${IPERF_PORT}`])).stdout.includes(String(IPERF_PORT)),
+      async () =>
+        (await lab.exec(ep.server, ['ss', '-Hltn', `sport = :${IPERF_PORT}`])).stdout.includes(String(IPERF_PORT)),
       { what: 'iperf3 server to listen', timeoutMs: 10_000, intervalMs: 100 },
     );
     const streams = ep.parallel === undefined ? [] : ['-P', String(ep.parallel)];
-    const r = await lab.exec(ep.client, ['iperf3', '-c', ep.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J', ...streams], {
-      timeoutMs: (seconds + 30) * 1000,
-    });
+    const r = await lab.exec(
+      ep.client,
+      ['iperf3', '-c', ep.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J', ...streams],
+      {
+        timeoutMs: (seconds + 30) * 1000,
+      },
+    );
     let out: { end?: { sum_received?: { bits_per_second: number } }; error?: string };
     try {
       out = JSON.parse(r.stdout) as typeof out;
@@ -364,7 +432,12 @@ function median(sorted: number[]): number | undefined {
 
 const PINGS_PER_ROUND = 100;
 
-async function measureAll(specs: RowSpec[], seconds: number, pingRounds: number, iperfRounds: number): Promise<RowResult[]> {
+async function measureAll(
+  specs: RowSpec[],
+  seconds: number,
+  pingRounds: number,
+  iperfRounds: number,
+): Promise<RowResult[]> {
   const rows: LiveRow[] = [];
   try {
     for (const spec of specs) {
@@ -384,7 +457,11 @@ async function measureAll(specs: RowSpec[], seconds: number, pingRounds: number,
       for (let i = 0; i < rows.length; i++) {
         const row = rows[(i + round) % rows.length]!;
         if (row.ep === undefined) continue;
-        const ping = await row.lab.ping(row.ep.client, row.ep.serverIp, { count: PINGS_PER_ROUND, intervalS: 0.01, timeoutS: 2 });
+        const ping = await row.lab.ping(row.ep.client, row.ep.serverIp, {
+          count: PINGS_PER_ROUND,
+          intervalS: 0.01,
+          timeoutS: 2,
+        });
         row.rtts.push(...[...ping.output.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])));
       }
     }
@@ -449,7 +526,10 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
     }
     const ratio = ref !== undefined && r.gbps !== undefined ? `${((r.gbps / ref) * 100).toFixed(1)}%` : 'n/a';
     const vsVx = vx?.gbps !== undefined && r.gbps !== undefined ? `${((r.gbps / vx.gbps) * 100).toFixed(1)}%` : 'n/a';
-    const pingVx = vx?.pingAvgMs !== undefined && r.pingAvgMs !== undefined ? `${((r.pingAvgMs / vx.pingAvgMs) * 100).toFixed(0)}%` : 'n/a';
+    const pingVx =
+      vx?.pingAvgMs !== undefined && r.pingAvgMs !== undefined
+        ? `${((r.pingAvgMs / vx.pingAvgMs) * 100).toFixed(0)}%`
+        : 'n/a';
     lines.push(
       `| ${r.title} | ${r.gbps!.toFixed(2)} | ${ratio} | ${vsVx} | ${(r.runs ?? []).map((g) => g.toFixed(2)).join(' ')} | ${r.cpuSecPerGbit !== undefined ? r.cpuSecPerGbit.toFixed(3) : 'n/a'} | ` +
         `${r.pingAvgMs !== undefined ? r.pingAvgMs.toFixed(3) : 'n/a'} | ${pingVx} |`,

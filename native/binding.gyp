@@ -3,13 +3,13 @@
     {
       "target_name": "weavets_native",
       "sources": ["src/addon.c", "src/poller.c", "src/tap.c", "src/udp.c", "src/netns.c", "src/sched.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-std=gnu11"]
     },
     {
       "target_name": "weavets-cni",
       "type": "executable",
       "sources": ["cni/weavets-cni.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     }
   ]
 }

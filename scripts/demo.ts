@@ -115,7 +115,9 @@ const pingAll: Step = {
         const ok = r.received === r.sent && r.sent > 0;
         if (!ok) failures++;
         const rtt = r.avgMs !== undefined ? `${r.avgMs.toFixed(3)} ms` : '-';
-        show(`${ok ? 'ok  ' : 'FAIL'} ${from.ns.name} (${from.host.name}) -> ${to.ns.name} (${to.host.name}) ${to.ip}: ${r.received}/${r.sent} replies, avg ${rtt}`);
+        show(
+          `${ok ? 'ok  ' : 'FAIL'} ${from.ns.name} (${from.host.name}) -> ${to.ns.name} (${to.host.name}) ${to.ip}: ${r.received}/${r.sent} replies, avg ${rtt}`,
+        );
       }
     }
     if (failures > 0) throw new DemoFailure(`${failures} pair(s) failed`);
@@ -134,7 +136,9 @@ const names: Step = {
         const r = await d.lab.exec(from.ns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', to.ns.name]);
         const ok = r.stdout.trim() === to.ip;
         if (!ok) failures++;
-        show(`${ok ? 'ok  ' : 'FAIL'} ${from.ns.name} (${from.host.name}) resolves ${to.ns.name} -> ${r.stdout.trim() || '(nothing)'}`);
+        show(
+          `${ok ? 'ok  ' : 'FAIL'} ${from.ns.name} (${from.host.name}) resolves ${to.ns.name} -> ${r.stdout.trim() || '(nothing)'}`,
+        );
       }
     }
     if (failures > 0) throw new DemoFailure(`${failures} name(s) did not resolve`);
@@ -155,14 +159,21 @@ const twoNetworks: Step = {
       show(`${h.name}$ weavets attach --network blue --netns ${ns.netns} ${ns.name}  ->  ${cidr}`);
     }
     const [b1, b2] = blue as [Container, Container];
-    await d.lab.waitFor(async () => (await d.lab.ping(b1.ns, b2.ip, { count: 1, timeoutS: 1 })).ok, { what: 'b1 to reach b2 on blue', timeoutMs: 15_000 });
+    await d.lab.waitFor(async () => (await d.lab.ping(b1.ns, b2.ip, { count: 1, timeoutS: 1 })).ok, {
+      what: 'b1 to reach b2 on blue',
+      timeoutMs: 15_000,
+    });
     const same = await d.lab.ping(b1.ns, b2.ip, { count: 3, intervalS: 0.2, timeoutS: 2 });
-    show(`${same.received === same.sent ? 'ok  ' : 'FAIL'} ${b1.ns.name} (blue) -> ${b2.ns.name} (blue) ${b2.ip}: ${same.received}/${same.sent} replies`);
+    show(
+      `${same.received === same.sent ? 'ok  ' : 'FAIL'} ${b1.ns.name} (blue) -> ${b2.ns.name} (blue) ${b2.ip}: ${same.received}/${same.sent} replies`,
+    );
     if (same.received !== same.sent) throw new DemoFailure('blue containers do not reach each other');
     const c2 = d.containers.find((c) => c.host === h2)!;
     const across = await d.lab.ping(b1.ns, c2.ip, { count: 2, intervalS: 0.2, timeoutS: 1 });
     const outcome = across.sent === 0 ? 'no route' : `${across.received}/${across.sent} replies`;
-    show(`${across.received === 0 ? 'ok  ' : 'FAIL'} ${b1.ns.name} (blue) -> ${c2.ns.name} (weavets) ${c2.ip}: ${outcome} (isolated: nothing expected)`);
+    show(
+      `${across.received === 0 ? 'ok  ' : 'FAIL'} ${b1.ns.name} (blue) -> ${c2.ns.name} (weavets) ${c2.ip}: ${outcome} (isolated: nothing expected)`,
+    );
     if (across.received !== 0) throw new DemoFailure('a blue container reached a container of the weavets network');
   },
 };
@@ -183,8 +194,11 @@ const statusPage: Step = {
     for (const h of d.hosts) {
       const page = await d.lab.http(h, '/');
       const health = await d.lab.http(h, '/healthz');
-      show(`${h.name}: http://127.0.0.1:6782/ (in ${h.netnsName}): page ${page.status}, /healthz ${health.status}, /metrics for Prometheus`);
-      if (page.status !== 200 || health.status !== 200) throw new DemoFailure(`${h.name}'s status page answered ${page.status}, /healthz ${health.status}`);
+      show(
+        `${h.name}: http://127.0.0.1:6782/ (in ${h.netnsName}): page ${page.status}, /healthz ${health.status}, /metrics for Prometheus`,
+      );
+      if (page.status !== 200 || health.status !== 200)
+        throw new DemoFailure(`${h.name}'s status page answered ${page.status}, /healthz ${health.status}`);
     }
   },
 };
@@ -205,7 +219,10 @@ const policy: Step = {
     show(`${h1.name}$ weavets policy apply -f db.json    # ${JSON.stringify(doc)}`);
     await d.lab.weavetsOk(h1, ['policy', 'apply', '-f', file]);
     // Applied on host1, in force on host3 (where c3 is) once the mesh carried it there.
-    await d.lab.waitFor(async () => !(await d.lab.ping(c2.ns, c3.ip, { count: 1, timeoutS: 1 })).ok, { what: 'the policy to be in force on host3', timeoutMs: 15_000 });
+    await d.lab.waitFor(async () => !(await d.lab.ping(c2.ns, c3.ip, { count: 1, timeoutS: 1 })).ok, {
+      what: 'the policy to be in force on host3',
+      timeoutMs: 15_000,
+    });
     show(`ok   ${c2.ns.name} (app=other) -> ${c3.ns.name} (app=db): ping refused`);
     const t = await d.lab.weavets(h1, ['trace', c1.ns.name, c3.ns.name, '--port', 'tcp/5432']);
     show(`${h1.name}$ weavets trace ${c1.ns.name} ${c3.ns.name} --port tcp/5432`);

@@ -97,7 +97,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const netlink = Netlink.open();
   const ledger = await LinkLedger.load(config.stateDir);
   const mtu = config.mtu > 0 ? config.mtu : (await underlayMtu(netlink, new Set(ledger.list()))) - SLEEVE_OVERHEAD;
-  if (mtu < 576) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `overlay MTU ${mtu} is too small; set --mtu or fix the underlay MTU`);
+  if (mtu < 576)
+    throw new WeavetsError(
+      'EWEAVETS_BAD_REQUEST',
+      `overlay MTU ${mtu} is too small; set --mtu or fix the underlay MTU`,
+    );
 
   // Bad peer addresses stop the launch before anything is built.
   for (const peer of config.peers) {
@@ -122,7 +126,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       ...(config.advertiseAddress !== undefined ? { advertiseAddress: config.advertiseAddress } : {}),
       ...(config.ipamLeaseTtl !== undefined ? { leaseTtlSeconds: config.ipamLeaseTtl } : {}),
       ...(config.ipamReclaimGrace !== undefined
-        ? { reclaimGraceMs: config.ipamReclaimGrace * 1000, reclaimIntervalMs: Math.min(30_000, Math.max(1000, config.ipamReclaimGrace * 500)) }
+        ? {
+            reclaimGraceMs: config.ipamReclaimGrace * 1000,
+            reclaimIntervalMs: Math.min(30_000, Math.max(1000, config.ipamReclaimGrace * 500)),
+          }
         : {}),
       ...(config.ipallocBlock !== undefined ? { blockPrefix: config.ipallocBlock } : {}),
       ownLinks: ledger.list(),
@@ -147,16 +154,29 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       }
     },
   };
-  const router = new Router({ name, nickname: config.nickname, bindAddress: config.bindAddress, port: config.port, log: log.child('router'), security });
+  const router = new Router({
+    name,
+    nickname: config.nickname,
+    bindAddress: config.bindAddress,
+    port: config.port,
+    log: log.child('router'),
+    security,
+  });
   try {
     await router.listen();
   } catch (err) {
     netlink.close();
-    throw new WeavetsError('EWEAVETS_INTERNAL', `cannot listen on TCP ${config.bindAddress}:${config.port}: ${(err as Error).message}`);
+    throw new WeavetsError(
+      'EWEAVETS_INTERNAL',
+      `cannot listen on TCP ${config.bindAddress}:${config.port}: ${(err as Error).message}`,
+    );
   }
   // --datapath auto|fastdp: the sleeve and the kernel fast path behind one Datapath.
   const composite = config.datapath === 'sleeve' ? undefined : new CompositeDatapath(router, log.child('datapath'));
-  const flows = config.flows === false ? undefined : new FlowService((err) => log.warn('flow counters unreadable', { error: err.message }));
+  const flows =
+    config.flows === false
+      ? undefined
+      : new FlowService((err) => log.warn('flow counters unreadable', { error: err.message }));
   let sleeve: SleeveDatapath;
   try {
     sleeve = SleeveDatapath.open({
@@ -174,7 +194,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   } catch (err) {
     await router.stop();
     netlink.close();
-    throw new WeavetsError('EWEAVETS_INTERNAL', `cannot bind UDP ${config.bindAddress}:${config.port}: ${(err as Error).message}`);
+    throw new WeavetsError(
+      'EWEAVETS_INTERNAL',
+      `cannot bind UDP ${config.bindAddress}:${config.port}: ${(err as Error).message}`,
+    );
   }
   let datapath: Datapath = sleeve;
   if (composite) {
@@ -182,7 +205,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     if (config.datapath === 'auto' && config.password !== undefined) {
       // With a password, auto keeps every byte on the sleeve; trusted-subnet peers get the
       // kernel path only with an explicit --datapath fastdp (docs/FASTDP.md).
-      log.info('encryption on: the sleeve carries every peer (--datapath fastdp enables the kernel path for trusted subnets)');
+      log.info(
+        'encryption on: the sleeve carries every peer (--datapath fastdp enables the kernel path for trusted subnets)',
+      );
     } else {
       try {
         fast = await FastDatapath.open({
@@ -198,7 +223,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           await sleeve.close();
           await router.stop();
           netlink.close();
-          throw new WeavetsError('EWEAVETS_INTERNAL', `--datapath fastdp: cannot set up kernel VXLAN: ${(err as Error).message}`);
+          throw new WeavetsError(
+            'EWEAVETS_INTERNAL',
+            `--datapath fastdp: cannot set up kernel VXLAN: ${(err as Error).message}`,
+          );
         }
         log.warn('kernel fast path unavailable; the sleeve carries every peer', { error: (err as Error).message });
       }
@@ -210,7 +238,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       try {
         flows.setKernelSource(await KernelFlowCounters.open());
       } catch (err) {
-        log.warn('no kernel flow counters: `weavets flows` will miss fastdp traffic', { error: (err as Error).message });
+        log.warn('no kernel flow counters: `weavets flows` will miss fastdp traffic', {
+          error: (err as Error).message,
+        });
       }
     }
   }
@@ -234,7 +264,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   // Networks are cluster objects in the store; the allocator takes each one's subnet from them.
   let catalog: NetworkCatalog;
   try {
-    catalog = await NetworkCatalog.open({ store: ipam.store, range, blockPrefix: ipam.allocator.blockPrefix, log: log.child('networks') });
+    catalog = await NetworkCatalog.open({
+      store: ipam.store,
+      range,
+      blockPrefix: ipam.allocator.blockPrefix,
+      log: log.child('networks'),
+    });
     await ipam.allocator.useSubnets(catalog);
   } catch (err) {
     await datapath.close();
@@ -243,10 +278,26 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     netlink.close();
     throw err;
   }
-  const networks = new NetworkSet(netlink, datapath, ledger, catalog, new NetworkIsolation(runNft, '/proc/sys', (m, f) => log.warn(m, f)), mtu);
+  const networks = new NetworkSet(
+    netlink,
+    datapath,
+    ledger,
+    catalog,
+    new NetworkIsolation(runNft, '/proc/sys', (m, f) => log.warn(m, f)),
+    mtu,
+  );
   const hostRoutes = new HostRoutes(netlink, range, () => networks.refreshIsolation());
   const retentionMs = (config.addressRetention ?? DEFAULT_ADDRESS_RETENTION_SECONDS) * 1000;
-  const endpoints = new EndpointRegistry(config.stateDir, netlink, networks, ipam.allocator, ledger, hostRoutes, log.child('endpoints'), retentionMs);
+  const endpoints = new EndpointRegistry(
+    config.stateDir,
+    netlink,
+    networks,
+    ipam.allocator,
+    ledger,
+    hostRoutes,
+    log.child('endpoints'),
+    retentionMs,
+  );
   const networkInfo = (r: NetworkRecord): NetworkInfo => ({ ...r, local: networks.get(r.name) !== undefined });
   // DNS listens on the host's address on each network bridge, so with DNS on the host is
   // exposed on every network it carries (docs/DNS.md). Started after endpoints.restore().
@@ -259,7 +310,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   endpoints.onChange(() => policy?.endpointsChanged());
   const policyBridges = (): CompileBridge[] =>
     networks.list().map((n) => {
-      const ip = endpoints.exposures().find((e) => e.network === n.name)?.address.split('/')[0];
+      const ip = endpoints
+        .exposures()
+        .find((e) => e.network === n.name)
+        ?.address.split('/')[0];
       const b: CompileBridge = { network: n.name, id: n.id, bridge: n.bridge };
       if (ip !== undefined && dns?.listensOn(ip)) b.resolver = { ip, port: dnsConfig.port };
       return b;
@@ -302,8 +356,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     verdict: (from, to, traffic) => {
       if (policy === undefined) return { verdict: 'allow', policy: null, reason: 'no policies' };
       const v = policy.verdictFor(from.network, from.address, to.address, parseTraffic(traffic));
-      const decided = v.allowed ? [v.egress.rule, v.ingress.rule].filter((r): r is string => r !== undefined) : [v.egress, v.ingress].filter((d) => !d.allowed).flatMap((d) => d.isolatedBy);
-      return { verdict: v.allowed ? 'allow' : 'deny', policy: decided.length === 0 ? null : decided.join(', '), reason: v.reason };
+      const decided = v.allowed
+        ? [v.egress.rule, v.ingress.rule].filter((r): r is string => r !== undefined)
+        : [v.egress, v.ingress].filter((d) => !d.allowed).flatMap((d) => d.isolatedBy);
+      return {
+        verdict: v.allowed ? 'allow' : 'deny',
+        policy: decided.length === 0 ? null : decided.join(', '),
+        reason: v.reason,
+      };
     },
     flows,
     log: log.child('diagnostics'),
@@ -340,8 +400,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       await catalog.close();
       await ipam.close(removeState);
       if (removeState) {
-        for (const link of ledger.list()) await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
-        await hostRoutes.uninstall().catch((err: unknown) => log.warn('could not remove the overlay routing rule', { error: (err as Error).message }));
+        for (const link of ledger.list())
+          await netlink.deleteLink(link, { ignoreMissing: true }).catch(() => undefined);
+        await hostRoutes
+          .uninstall()
+          .catch((err: unknown) =>
+            log.warn('could not remove the overlay routing rule', { error: (err as Error).message }),
+          );
       }
       await api?.close();
       netlink.close();
@@ -366,7 +431,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         peers: router.topology.entries().length,
         connections: { established: conns.filter((c) => c.state === 'established').length, total: conns.length },
         targets: router.targetStatus().length,
-        networks: networks.list().map((n) => ({ name: n.name, id: n.id, subnet: formatCidr(n.subnet), bridge: n.bridge, mtu: n.mtu })),
+        networks: networks
+          .list()
+          .map((n) => ({ name: n.name, id: n.id, subnet: formatCidr(n.subnet), bridge: n.bridge, mtu: n.mtu })),
       };
     },
     connections: () => router.connectionStatus(),
@@ -402,11 +469,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       create: async (req) => networkInfo(await catalog.create(req)),
       remove: async (name) => {
         const rec = await catalog.remove(name, async (r) => {
-          const inUse = (await ipam.allocator.allocationsOn(r.name)).filter((a) => !a.id.startsWith('host@') && a.retainedUntil === undefined);
+          const inUse = (await ipam.allocator.allocationsOn(r.name)).filter(
+            (a) => !a.id.startsWith('host@') && a.retainedUntil === undefined,
+          );
           if (inUse.length > 0) {
             const hosts = ipam.hostNames();
             const where = inUse.map((a) => `${a.id} (${a.address}) on host ${hosts.get(a.host) ?? a.host}`).join(', ');
-            throw new WeavetsError('EWEAVETS_CONFLICT', `network ${r.name} is in use by ${inUse.length} endpoint(s): ${where}; detach them first`);
+            throw new WeavetsError(
+              'EWEAVETS_CONFLICT',
+              `network ${r.name} is in use by ${inUse.length} endpoint(s): ${where}; detach them first`,
+            );
           }
         });
         await ipam.allocator.purgeNetwork(rec.name);
@@ -451,7 +523,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       await networks.remove(e.network.name);
       ipam.allocator.forgetNetwork(e.network.name);
       await dnsRelisten();
-    })().catch((err: unknown) => log.warn('could not remove a removed network here', { network: e.network.name, error: (err as Error).message }));
+    })().catch((err: unknown) =>
+      log.warn('could not remove a removed network here', { network: e.network.name, error: (err as Error).message }),
+    );
   });
 
   try {
@@ -467,7 +541,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         range,
         settings: {
           port: dnsConfig.port,
-          extraListen: dnsConfig.extraListen.map((a) => ({ addr: a.slice(0, a.lastIndexOf(':')), port: Number(a.slice(a.lastIndexOf(':') + 1)) })),
+          extraListen: dnsConfig.extraListen.map((a) => ({
+            addr: a.slice(0, a.lastIndexOf(':')),
+            port: Number(a.slice(a.lastIndexOf(':') + 1)),
+          })),
           domain: dnsConfig.domain.toLowerCase().replace(/\.$/, ''),
           ttl: dnsConfig.ttl,
           resolvConf: dnsConfig.resolvConf,
@@ -512,7 +589,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     const policyService = policy;
     control.policy = {
       // A policy may name any network of the cluster's catalog (issue 12), not only those with a bridge here.
-      apply: (documents) => policyService.apply(documents, [...new Set([DEFAULT_NETWORK, ...catalog.list().map((n) => n.name)])], DEFAULT_NETWORK),
+      apply: (documents) =>
+        policyService.apply(
+          documents,
+          [...new Set([DEFAULT_NETWORK, ...catalog.list().map((n) => n.name)])],
+          DEFAULT_NETWORK,
+        ),
       list: () => policyService.list(),
       show: (n) => policyService.show(n),
       remove: (names) => policyService.remove(names),
@@ -546,12 +628,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           routeTo: (bridge, ip) => hostRoutes.routeHost(bridge, ip),
           unroute: (bridge, ip) => hostRoutes.unrouteHost(bridge, ip),
         },
-        ...(dns ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) } : {}),
+        ...(dns
+          ? { names: (owner: string, records: { name: string; ip: string }[]) => dns?.setOwned(owner, records) }
+          : {}),
         // Container labels for policy: known a moment after the container started (docs/POLICY.md).
         labels: (endpointId: string, labels: Record<string, string>, containerName: string | undefined) => {
           const have = endpoints.list().find((e) => e.id === endpointId);
-          if (!have || (JSON.stringify(have.labels ?? {}) === JSON.stringify(labels) && (containerName === undefined || have.name === containerName))) return;
-          endpoints.relabel(endpointId, labels, containerName).catch((err: unknown) => log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }));
+          if (
+            !have ||
+            (JSON.stringify(have.labels ?? {}) === JSON.stringify(labels) &&
+              (containerName === undefined || have.name === containerName))
+          )
+            return;
+          endpoints
+            .relabel(endpointId, labels, containerName)
+            .catch((err: unknown) =>
+              log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }),
+            );
         },
         // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
         ...(dns && config.dockerDnsRedirect !== false
@@ -560,7 +653,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
                 port: dnsConfig.port,
                 bridgeOf: (segment: string) => networks.get(segment)?.bridge,
                 addressOn: (segment: string) => {
-                  const ip = endpoints.exposures().find((e) => e.network === segment)?.address.split('/')[0];
+                  const ip = endpoints
+                    .exposures()
+                    .find((e) => e.network === segment)
+                    ?.address.split('/')[0];
                   return ip !== undefined && dns?.listensOn(ip) ? ip : undefined;
                 },
               },
@@ -572,10 +668,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       // a network or an endpoint. After a restart the segments its running containers use
       // must accept range sources again, or the isolation table drops them as spoofed.
       for (const n of docker.plugin.networks()) {
-        if (n.segment !== undefined && networks.get(n.segment) !== undefined) await networks.acceptRangeSources(n.segment, range);
+        if (n.segment !== undefined && networks.get(n.segment) !== undefined)
+          await networks.acceptRangeSources(n.segment, range);
       }
     }
-    api = await startApiServer({ socketPath: apiSocketPath(config.stateDir), httpAddr: config.httpAddr, control, log: log.child('api') });
+    api = await startApiServer({
+      socketPath: apiSocketPath(config.stateDir),
+      httpAddr: config.httpAddr,
+      control,
+      log: log.child('api'),
+    });
   } catch (err) {
     await shutdown(false);
     throw err;
@@ -586,7 +688,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   // (src/ipam/reconcile.ts). Every claimant has restored its state by now; without the
   // Docker surface, the handles a previous run recorded in docker.json still count.
   const storedDockerHandles = docker ? [] : DockerPlugin.storedAddressHandles(config.stateDir);
-  ipam.startReconciler(() => [...endpoints.addressClaims(), ...(docker ? docker.plugin.addressHandles() : storedDockerHandles)]);
+  ipam.startReconciler(() => [
+    ...endpoints.addressClaims(),
+    ...(docker ? docker.plugin.addressHandles() : storedDockerHandles),
+  ]);
   ready = true;
   log.info('weavets ready', {
     name: formatPeerName(name),
@@ -594,7 +699,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     port: config.port,
     store: ipam.store.kind,
     mtu,
-    encryption: config.password !== undefined ? `on (${sealer.name})` : 'off: traffic between peers is NOT encrypted (no --password-file)',
+    encryption:
+      config.password !== undefined
+        ? `on (${sealer.name})`
+        : 'off: traffic between peers is NOT encrypted (no --password-file)',
   });
   return { control, stopped };
 }

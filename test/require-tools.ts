@@ -61,7 +61,9 @@ export function describeWithTools(req: Requirements): Register {
 }
 
 /** The same for a single test inside a suite that otherwise runs anywhere. */
-export function itWithTools(req: Requirements): (name: string, body: () => Promise<void> | void, timeoutMs?: number) => void {
+export function itWithTools(
+  req: Requirements,
+): (name: string, body: () => Promise<void> | void, timeoutMs?: number) => void {
   const missing = missingRequirements(req);
   if (missing.length === 0) return (name, body, timeoutMs) => it(name, body, timeoutMs);
   const what = missing.join(', ');

@@ -33,7 +33,8 @@
 #define DEFAULT_STATE_DIR "/var/lib/weavets"
 
 static const char *const FORWARDED_ENV[] = {
-    "CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH", "WEAVETS_CNI_LOG_LEVEL", NULL,
+    "CNI_COMMAND", "CNI_CONTAINERID",       "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS",
+    "CNI_PATH",    "WEAVETS_CNI_LOG_LEVEL", NULL,
 };
 
 struct buf {
@@ -45,7 +46,8 @@ struct buf {
 static int buf_reserve(struct buf *b, size_t more) {
   if (b->len + more <= b->cap) return 0;
   size_t cap = b->cap ? b->cap : 4096;
-  while (cap < b->len + more) cap *= 2;
+  while (cap < b->len + more)
+    cap *= 2;
   char *d = realloc(b->data, cap);
   if (!d) return -1;
   b->data = d;
@@ -60,7 +62,9 @@ static int buf_add(struct buf *b, const char *s, size_t n) {
   return 0;
 }
 
-static int buf_str(struct buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
+static int buf_str(struct buf *b, const char *s) {
+  return buf_add(b, s, strlen(s));
+}
 
 /* Append s as a JSON string literal. Bytes >= 0x80 pass through: the input is UTF-8. */
 static int buf_json(struct buf *b, const char *s, size_t n) {
@@ -106,7 +110,8 @@ static int read_all(int fd, struct buf *b, size_t limit) {
  * for real and applies the same rules, so this scan never has to be clever.
  */
 static const char *skip_ws(const char *p, const char *end) {
-  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
   return p;
 }
 
@@ -137,7 +142,8 @@ static const char *skip_value(const char *p, const char *end) {
         if (!p) return NULL;
         continue;
       }
-      if (*p == '{' || *p == '[') depth++;
+      if (*p == '{' || *p == '[')
+        depth++;
       else if (*p == '}' || *p == ']') {
         if (--depth == 0) return p + 1;
       }
@@ -146,7 +152,8 @@ static const char *skip_value(const char *p, const char *end) {
     return NULL;
   }
   const char *q = p;
-  while (q < end && !strchr(",}] \t\r\n", *q)) q++;
+  while (q < end && !strchr(",}] \t\r\n", *q))
+    q++;
   return q == p ? NULL : q;
 }
 
@@ -203,7 +210,8 @@ static int find_state_dir(const char *conf, size_t len, char *out, size_t outsz,
  */
 static const char *untrusted(const char *state_dir, char *resolved, char *why, size_t whysz) {
   if (!realpath(state_dir, resolved)) {
-    if (errno != ENOENT && errno != ENOTDIR) return snprintf(why, whysz, "cannot resolve %s: %s", state_dir, strerror(errno)), why;
+    if (errno != ENOENT && errno != ENOTDIR)
+      return snprintf(why, whysz, "cannot resolve %s: %s", state_dir, strerror(errno)), why;
     snprintf(resolved, PATH_MAX, "%s", state_dir);
     return NULL;
   }
@@ -218,18 +226,27 @@ static const char *untrusted(const char *state_dir, char *resolved, char *why, s
     memcpy(prefix, resolved, plen);
     prefix[plen] = 0;
     struct stat st;
-    if (lstat(prefix, &st) != 0) return snprintf(why, whysz, "cannot inspect %s: %s", prefix, strerror(errno)), why;
-    if (st.st_uid != 0) return snprintf(why, whysz, "%s is owned by uid %u, not root", prefix, (unsigned)st.st_uid), why;
+    if (lstat(prefix, &st) != 0)
+      return snprintf(why, whysz, "cannot inspect %s: %s", prefix, strerror(errno)), why;
+    if (st.st_uid != 0)
+      return snprintf(why, whysz, "%s is owned by uid %u, not root", prefix, (unsigned)st.st_uid),
+             why;
     if ((st.st_mode & 022) && (last || !(st.st_mode & S_ISVTX)))
-      return snprintf(why, whysz, "%s is writable by group or others (mode %04o)", prefix, (unsigned)(st.st_mode & 07777)), why;
+      return snprintf(why, whysz, "%s is writable by group or others (mode %04o)", prefix,
+                      (unsigned)(st.st_mode & 07777)),
+             why;
   }
   char sock[PATH_MAX + 16];
   snprintf(sock, sizeof sock, "%s/weavets.sock", resolved);
   struct stat st;
   if (lstat(sock, &st) != 0) return NULL;
   if (!S_ISSOCK(st.st_mode)) return snprintf(why, whysz, "%s is not a socket", sock), why;
-  if (st.st_uid != 0) return snprintf(why, whysz, "%s is owned by uid %u, not root", sock, (unsigned)st.st_uid), why;
-  if (st.st_mode & 022) return snprintf(why, whysz, "%s is writable by group or others (mode %04o)", sock, (unsigned)(st.st_mode & 07777)), why;
+  if (st.st_uid != 0)
+    return snprintf(why, whysz, "%s is owned by uid %u, not root", sock, (unsigned)st.st_uid), why;
+  if (st.st_mode & 022)
+    return snprintf(why, whysz, "%s is writable by group or others (mode %04o)", sock,
+                    (unsigned)(st.st_mode & 07777)),
+           why;
   return NULL;
 }
 
@@ -265,18 +282,22 @@ static void fallback_refused(const struct buf *conf, const char *state_dir, cons
       buf_str(&text, state_dir);
       buf_str(&text, ": ");
       buf_str(&text, refused);
-      buf_str(&text, "; the daemon's state dir and socket must be owned by root and writable by no one else");
+      buf_str(
+          &text,
+          "; the daemon's state dir and socket must be owned by root and writable by no one else");
       buf_str(&msg, "{\"cniVersion\":\"1.0.0\",\"code\":7,\"msg\":");
       if (text.data) buf_json(&msg, text.data, text.len);
       buf_str(&msg, "}\n");
       if (msg.data) fwrite(msg.data, 1, msg.len, stdout);
       exit(1);
     }
-    printf("{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"weavets daemon unreachable and no fallback plugin installed (weavets-cni.fallback missing); run weavets setup-cni\"}\n");
+    printf("{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"weavets daemon unreachable and no "
+           "fallback plugin installed (weavets-cni.fallback missing); run weavets setup-cni\"}\n");
     exit(1);
   }
   int fd = memfd_create("weavets-cni-stdin", 0);
-  if (fd < 0 || write(fd, conf->data, conf->len) != (ssize_t)conf->len || lseek(fd, 0, SEEK_SET) != 0 || dup2(fd, 0) < 0) {
+  if (fd < 0 || write(fd, conf->data, conf->len) != (ssize_t)conf->len ||
+      lseek(fd, 0, SEEK_SET) != 0 || dup2(fd, 0) < 0) {
     fprintf(stderr, "weavets-cni: cannot hand over to %s: %s\n", mainjs, strerror(errno));
     exit(1);
   }
@@ -286,7 +307,9 @@ static void fallback_refused(const struct buf *conf, const char *state_dir, cons
   exit(1);
 }
 
-static void fallback(const struct buf *conf) { fallback_refused(conf, NULL, NULL); }
+static void fallback(const struct buf *conf) {
+  fallback_refused(conf, NULL, NULL);
+}
 
 int main(void) {
   struct buf conf = {0};
@@ -307,7 +330,9 @@ int main(void) {
   }
 
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/weavets.sock", resolved) >= sizeof addr.sun_path) fallback(&conf);
+  if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/weavets.sock", resolved) >=
+      sizeof addr.sun_path)
+    fallback(&conf);
 
   struct buf body = {0};
   buf_str(&body, "{\"env\":{");
@@ -330,7 +355,8 @@ int main(void) {
 
   char head[256];
   int hl = snprintf(head, sizeof head,
-                    "POST /cni HTTP/1.0\r\nHost: weavets\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                    "POST /cni HTTP/1.0\r\nHost: weavets\r\nContent-Type: "
+                    "application/json\r\nContent-Length: %zu\r\n\r\n",
                     body.len);
   struct buf req = {0};
   buf_add(&req, head, (size_t)hl);
@@ -348,7 +374,8 @@ int main(void) {
   int status = atoi(resp.data + 9);
   char *sep = strstr(resp.data, "\r\n\r\n");
   char *exit_hdr = strcasestr(resp.data, "\r\nx-cni-exit:");
-  if (status != 200 || !sep || !exit_hdr || exit_hdr > sep) fallback(&conf); /* an older daemon: no /cni */
+  if (status != 200 || !sep || !exit_hdr || exit_hdr > sep)
+    fallback(&conf); /* an older daemon: no /cni */
   int code = atoi(exit_hdr + strlen("\r\nx-cni-exit:"));
   char *out = sep + 4;
   size_t outlen = resp.len - (size_t)(out - resp.data);

@@ -14,7 +14,6 @@
 
 #include "addon.h"
 
-
 static napi_value js_setns(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -24,7 +23,8 @@ static napi_value js_setns(napi_env env, napi_callback_info info) {
   napi_valuetype t = napi_undefined;
   if (argc >= 1) napi_typeof(env, argv[0], &t);
   if (t != napi_number || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setns(fd): fd must be a non-negative integer");
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "setns(fd): fd must be a non-negative integer");
     return NULL;
   }
   if (setns(fd, CLONE_NEWNET) != 0) {

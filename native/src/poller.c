@@ -222,7 +222,8 @@ void weavets_poller_close(napi_env env, weavets_poller *p, napi_value obj) {
 int weavets_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
-  for (size_t i = argc; i < want; i++) napi_get_undefined(env, &argv[i]);
+  for (size_t i = argc; i < want; i++)
+    napi_get_undefined(env, &argv[i]);
   return 1;
 }
 
@@ -265,15 +266,16 @@ int weavets_get_typed(napi_env env, napi_value v, napi_typedarray_type type, con
   return 1;
 }
 
-napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t elem,
-                             size_t count, void **data) {
+napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t elem, size_t count,
+                             void **data) {
   napi_value ab, ta;
   if (napi_create_arraybuffer(env, elem * count, data, &ab) != napi_ok) return NULL;
   if (napi_create_typedarray(env, type, count, ab, 0, &ta) != napi_ok) return NULL;
   return ta;
 }
 
-int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens, uint32_t count) {
+int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens,
+                        uint32_t count) {
   for (uint32_t i = 0; i < count; i++) {
     if ((uint64_t)offs[i] + lens[i] > buf_len) {
       napi_throw_range_error(env, NULL, "offsets[i] + lengths[i] beyond the buffer");

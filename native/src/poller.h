@@ -11,7 +11,6 @@
 
 #include "addon.h"
 
-
 #define WEAVETS_POLLER_KEEP 6
 
 typedef struct weavets_poller weavets_poller;
@@ -45,13 +44,13 @@ int weavets_get_u32(napi_env env, napi_value v, const char *what, uint32_t *out)
 int weavets_get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 int weavets_get_typed(napi_env env, napi_value v, napi_typedarray_type type, const char *what,
                       void **data, size_t *len);
-napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t elem,
-                             size_t count, void **data);
-
+napi_value weavets_new_typed(napi_env env, napi_typedarray_type type, size_t elem, size_t count,
+                             void **data);
 
 /* Every offsets[i] + lengths[i] (i < count) lies within a buffer of buf_len bytes;
  * throws a RangeError and returns 0 otherwise. */
-int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens, uint32_t count);
+int weavets_check_batch(napi_env env, size_t buf_len, const uint32_t *offs, const uint32_t *lens,
+                        uint32_t count);
 
 /* JS-facing startReading(handle, onData, onError?), stopReading(handle) and close(handle),
  * shared by the TAP and UDP objects (both wrap a weavets_poller first). */

@@ -39,8 +39,8 @@ static napi_value js_set_sched_slice(napi_env env, napi_callback_info info) {
   double ns = -1;
   napi_valuetype t = napi_undefined;
   if (argc >= 1) napi_typeof(env, argv[0], &t);
-  if (t != napi_number || napi_get_value_double(env, argv[0], &ns) != napi_ok || !(ns >= 0 && ns <= 1e9) ||
-      ns != (double)(uint64_t)ns) {
+  if (t != napi_number || napi_get_value_double(env, argv[0], &ns) != napi_ok ||
+      !(ns >= 0 && ns <= 1e9) || ns != (double)(uint64_t)ns) {
     napi_throw_range_error(env, NULL, "setSchedSlice(ns): ns must be an integer in 0..1000000000");
     return NULL;
   }
@@ -71,7 +71,8 @@ static napi_value js_set_sched_slice(napi_env env, napi_callback_info info) {
 
 napi_status weavets_init_sched(napi_env env, napi_value exports) {
   napi_value fn;
-  napi_status s = napi_create_function(env, "setSchedSlice", NAPI_AUTO_LENGTH, js_set_sched_slice, NULL, &fn);
+  napi_status s =
+      napi_create_function(env, "setSchedSlice", NAPI_AUTO_LENGTH, js_set_sched_slice, NULL, &fn);
   if (s != napi_ok) return s;
   return napi_set_named_property(env, exports, "setSchedSlice", fn);
 }

@@ -85,7 +85,9 @@ typedef struct {
   uint32_t slots;
 } tap_dev;
 
-static void tap_release(weavets_poller *p) { free(p); }
+static void tap_release(weavets_poller *p) {
+  free(p);
+}
 
 static uint32_t tap_drain(weavets_poller *p, int *err) {
   tap_dev *t = (tap_dev *)p;
@@ -108,10 +110,10 @@ static uint32_t tap_drain(weavets_poller *p, int *err) {
   return n;
 }
 
-#define SET_PROP(obj, key, val)                                               \
-  do {                                                                        \
-    if ((val) == NULL || napi_set_named_property(env, obj, key, val) != napi_ok) \
-      goto fail_wrapped;                                                      \
+#define SET_PROP(obj, key, val)                                                                    \
+  do {                                                                                             \
+    if ((val) == NULL || napi_set_named_property(env, obj, key, val) != napi_ok)                   \
+      goto fail_wrapped;                                                                           \
   } while (0)
 
 static napi_value tap_open(napi_env env, napi_callback_info info) {
@@ -301,8 +303,10 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 napi_status weavets_init_tap(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"tapOpen", NULL, tap_open, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"tapStartReading", NULL, weavets_poller_js_start, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"tapStopReading", NULL, weavets_poller_js_stop, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"tapStartReading", NULL, weavets_poller_js_start, NULL, NULL, NULL, napi_default_jsproperty,
+       NULL},
+      {"tapStopReading", NULL, weavets_poller_js_stop, NULL, NULL, NULL, napi_default_jsproperty,
+       NULL},
       {"tapWrite", NULL, tap_write, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"tapWriteBatch", NULL, tap_write_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"tapClose", NULL, weavets_poller_js_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},

@@ -50,7 +50,6 @@ typedef union {
   struct cmsghdr align;
 } udp_rx_control;
 
-
 /* sendmmsg chunk: big enough to amortise the syscall, small enough to live inline. */
 #define TX_CHUNK 64
 
@@ -96,7 +95,8 @@ static uint32_t udp_drain(weavets_poller *p, int *err) {
     if (u->rx_control) u->rx_msgs[i].msg_hdr.msg_controllen = sizeof(udp_rx_control);
   }
   int r;
-  do r = recvmmsg(p->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
+  do
+    r = recvmmsg(p->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
   while (r < 0 && errno == EINTR);
   if (r < 0) {
     /* Level-triggered poll: if data is still queued behind a transient error we
@@ -136,10 +136,10 @@ static void set_buffer(int fd, int force_opt, int opt, uint32_t size) {
     setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v);
 }
 
-#define SET_PROP(obj, key, val)                                                  \
-  do {                                                                           \
-    if ((val) == NULL || napi_set_named_property(env, obj, key, val) != napi_ok) \
-      goto fail_wrapped;                                                         \
+#define SET_PROP(obj, key, val)                                                                    \
+  do {                                                                                             \
+    if ((val) == NULL || napi_set_named_property(env, obj, key, val) != napi_ok)                   \
+      goto fail_wrapped;                                                                           \
   } while (0)
 
 static napi_value udp_bind(napi_env env, napi_callback_info info) {
@@ -298,7 +298,9 @@ static int get_port(napi_env env, napi_value v, uint16_t *out) {
   return 1;
 }
 
-static int queue_full(int e) { return e == EAGAIN || e == ENOBUFS; }
+static int queue_full(int e) {
+  return e == EAGAIN || e == ENOBUFS;
+}
 
 static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   napi_value argv[7];
@@ -333,7 +335,8 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       u->tx_names[j].sin_port = htons(ports[i]);
     }
     int r;
-    do r = sendmmsg(u->p.fd, u->tx_msgs, chunk, MSG_DONTWAIT);
+    do
+      r = sendmmsg(u->p.fd, u->tx_msgs, chunk, MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     if (r < 0) {
       if (!queue_full(errno) && sent == 0) {
@@ -401,7 +404,8 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       !get_dest(env, argv[4], argv[5], &sa))
     return NULL;
   ssize_t r;
-  do r = sendto(u->p.fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&sa, sizeof sa);
+  do
+    r = sendto(u->p.fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&sa, sizeof sa);
   while (r < 0 && errno == EINTR);
   return send_result(env, r, "sendto");
 }
@@ -442,7 +446,8 @@ static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
   uint16_t seg16 = (uint16_t)seg;
   memcpy(CMSG_DATA(cm), &seg16, sizeof seg16);
   ssize_t r;
-  do r = sendmsg(u->p.fd, &mh, MSG_DONTWAIT);
+  do
+    r = sendmsg(u->p.fd, &mh, MSG_DONTWAIT);
   while (r < 0 && errno == EINTR);
   return send_result(env, r, "sendmsg(UDP_SEGMENT)");
 }
@@ -450,11 +455,14 @@ static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
 napi_status weavets_init_udp(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"udpBind", NULL, udp_bind, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"udpStartReading", NULL, weavets_poller_js_start, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"udpStopReading", NULL, weavets_poller_js_stop, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpStartReading", NULL, weavets_poller_js_start, NULL, NULL, NULL, napi_default_jsproperty,
+       NULL},
+      {"udpStopReading", NULL, weavets_poller_js_stop, NULL, NULL, NULL, napi_default_jsproperty,
+       NULL},
       {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_default_jsproperty, NULL},
-      {"udpSendSegmented", NULL, udp_send_segmented, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpSendSegmented", NULL, udp_send_segmented, NULL, NULL, NULL, napi_default_jsproperty,
+       NULL},
       {"udpClose", NULL, weavets_poller_js_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -53,9 +53,7 @@ export class ApiClient {
           method,
           // A private agent without keep-alive: the process exits as soon as we are done.
           agent: false,
-          headers: payload
-            ? { 'content-type': 'application/json', 'content-length': payload.length }
-            : undefined,
+          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : undefined,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -66,7 +64,12 @@ export class ApiClient {
       );
       if (this.options.timeoutMs) {
         req.setTimeout(this.options.timeoutMs, () => {
-          req.destroy(new WeavetsError('EWEAVETS_INTERNAL', `no answer from the daemon at ${this.socketPath} within ${this.options.timeoutMs} ms`));
+          req.destroy(
+            new WeavetsError(
+              'EWEAVETS_INTERNAL',
+              `no answer from the daemon at ${this.socketPath} within ${this.options.timeoutMs} ms`,
+            ),
+          );
         });
       }
       req.on('error', (err: NodeJS.ErrnoException) => reject(this.connectionError(err)));
@@ -80,11 +83,15 @@ export class ApiClient {
     try {
       parsed = res.body === '' ? undefined : JSON.parse(res.body);
     } catch {
-      throw new WeavetsError('EWEAVETS_INTERNAL', `daemon sent a non-JSON answer to ${method} ${path} (HTTP ${res.status})`);
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `daemon sent a non-JSON answer to ${method} ${path} (HTTP ${res.status})`,
+      );
     }
     if (res.status >= 200 && res.status < 300) return parsed as T;
     const e = parsed as { error?: unknown; code?: unknown } | undefined;
-    const code = typeof e?.code === 'string' && KNOWN_CODES.has(e.code) ? (e.code as WeavetsErrorCode) : 'EWEAVETS_INTERNAL';
+    const code =
+      typeof e?.code === 'string' && KNOWN_CODES.has(e.code) ? (e.code as WeavetsErrorCode) : 'EWEAVETS_INTERNAL';
     const message = typeof e?.error === 'string' ? e.error : `${method} ${path} failed with HTTP ${res.status}`;
     throw new WeavetsError(code, message);
   }
@@ -98,7 +105,10 @@ export class ApiClient {
       );
     }
     if (err.code === 'EACCES') {
-      return new WeavetsError('EWEAVETS_INTERNAL', `permission denied on ${this.socketPath}: the API socket is root-only`);
+      return new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `permission denied on ${this.socketPath}: the API socket is root-only`,
+      );
     }
     return new WeavetsError('EWEAVETS_INTERNAL', `cannot reach the daemon at ${this.socketPath}: ${err.message}`);
   }

@@ -10,7 +10,11 @@ import { parsePeerName } from '../router/peername';
 
 export function registerDaemonMetrics(registry: Registry, router: Router, datapath: Datapath): void {
   const peerLabels = ['peer', 'nickname'] as const;
-  const perPeer = (name: string, help: string, pick: (s: NonNullable<ReturnType<Datapath['peerStatus']>>) => number): void => {
+  const perPeer = (
+    name: string,
+    help: string,
+    pick: (s: NonNullable<ReturnType<Datapath['peerStatus']>>) => number,
+  ): void => {
     new Gauge({
       name,
       help,

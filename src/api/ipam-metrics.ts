@@ -8,7 +8,8 @@ import type { IpamStatus } from './types';
 export interface IpamMetricsSource {
   status(): IpamStatus;
   /** The mesh store's counters (absent with etcd). */
-  storeStats?(): { malformed: number; claimsConfirmed: number; claimsLost: number; entries: number; peers: number } | undefined;
+  storeStats?():
+    { malformed: number; claimsConfirmed: number; claimsLost: number; entries: number; peers: number } | undefined;
   /** Addresses released because nothing on this host used them (src/ipam/reconcile.ts). */
   reclaimedAddresses(): number;
 }

@@ -16,7 +16,18 @@ import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { isAllowedHost, type ListenAddress } from './host-check';
-import type { AttachRequest, DaemonControl, DiagnosticsControl, DnsControl, IpamAllocateRequest, IpamControl, IpamReleaseRequest, NetworkControl, NetworkCreateRequest, PolicyControl } from './types';
+import type {
+  AttachRequest,
+  DaemonControl,
+  DiagnosticsControl,
+  DnsControl,
+  IpamAllocateRequest,
+  IpamControl,
+  IpamReleaseRequest,
+  NetworkControl,
+  NetworkCreateRequest,
+  PolicyControl,
+} from './types';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 import { labelsProblem } from '../policy/labels';
 
@@ -68,7 +79,12 @@ function sendJson(res: http.ServerResponse, status: number, value: unknown, done
   res.end(text, done);
 }
 
-function sendText(res: http.ServerResponse, status: number, text: string, contentType = 'text/plain; charset=utf-8'): void {
+function sendText(
+  res: http.ServerResponse,
+  status: number,
+  text: string,
+  contentType = 'text/plain; charset=utf-8',
+): void {
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
@@ -173,16 +189,29 @@ function statusRoutes(): Record<string, Route> {
     '/policy': get((c) => policyOf(c).list()),
     '/policy/drops': get((c) => policyOf(c).drops()),
     '/policy/endpoints': get((c) => policyOf(c).endpoints()),
-    '/policy/show': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, policyOf(c).show(reqString(b, 'name'))) },
+    '/policy/show': {
+      method: 'POST',
+      mutating: false,
+      handle: async (c, b, res) => sendJson(res, 200, policyOf(c).show(reqString(b, 'name'))),
+    },
     // A read, sent as POST for its body; it answers container names, so the unix socket only.
-    '/dns/lookup': { method: 'POST', mutating: false, handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))) },
+    '/dns/lookup': {
+      method: 'POST',
+      mutating: false,
+      handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))),
+    },
     '/metrics': {
       method: 'GET',
       mutating: false,
       monitoring: true,
       handle: async (c, _b, res) => sendText(res, 200, await c.metrics(), PROMETHEUS_CONTENT_TYPE),
     },
-    '/healthz': { method: 'GET', mutating: false, monitoring: true, handle: async (_c, _b, res) => sendText(res, 200, 'ok\n') },
+    '/healthz': {
+      method: 'GET',
+      mutating: false,
+      monitoring: true,
+      handle: async (_c, _b, res) => sendText(res, 200, 'ok\n'),
+    },
     '/readyz': {
       method: 'GET',
       mutating: false,
@@ -244,13 +273,22 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     '/cni': post(async (c, b, res) => {
       if (!c.cniExec) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon does not run CNI invocations');
       const env = b['env'];
-      if (typeof env !== 'object' || env === null || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string')) {
+      if (
+        typeof env !== 'object' ||
+        env === null ||
+        Array.isArray(env) ||
+        !Object.values(env).every((v) => typeof v === 'string')
+      ) {
         throw badRequest("field 'env' must be an object of strings");
       }
       const stdin = optString(b, 'stdin') ?? '';
       const out = await c.cniExec(env as Record<string, string>, stdin);
       // The shim prints the body as the plugin's stdout and exits with x-cni-exit.
-      res.writeHead(200, { 'content-type': 'application/json', 'x-cni-exit': String(out.status), 'content-length': Buffer.byteLength(out.stdout) });
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'x-cni-exit': String(out.status),
+        'content-length': Buffer.byteLength(out.stdout),
+      });
       res.end(out.stdout);
     }),
     '/endpoints/check': post(async (c, b, res) => {
@@ -274,7 +312,12 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       if (subnet !== undefined) req.subnet = subnet;
       const options = b['options'];
       if (options !== undefined) {
-        if (typeof options !== 'object' || options === null || Array.isArray(options) || !Object.values(options).every((v) => typeof v === 'string')) {
+        if (
+          typeof options !== 'object' ||
+          options === null ||
+          Array.isArray(options) ||
+          !Object.values(options).every((v) => typeof v === 'string')
+        ) {
           throw badRequest("field 'options' must be an object of strings");
         }
         req.options = options as Record<string, string>;
@@ -311,7 +354,11 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       sendJson(res, 200, await dnsOf(c).add(reqString(b, 'name'), stringArray(b, 'ips')));
     }),
     '/dns/remove': post(async (c, b, res) => {
-      sendJson(res, 200, await dnsOf(c).remove(reqString(b, 'name'), b['ips'] === undefined ? [] : stringArray(b, 'ips')));
+      sendJson(
+        res,
+        200,
+        await dnsOf(c).remove(reqString(b, 'name'), b['ips'] === undefined ? [] : stringArray(b, 'ips')),
+      );
     }),
     '/shutdown': post(async (c, b, res) => {
       const removeState = optBoolean(b, 'removeState') ?? false;

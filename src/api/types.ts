@@ -252,7 +252,14 @@ export interface DnsStatus {
   /** Nameservers queries outside the domain go to. */
   upstream: string[];
   resolvConf: string;
-  queries: { answered: number; nxdomain: number; forwarded: number; servfail: number; formerr: number; dropped: number };
+  queries: {
+    answered: number;
+    nxdomain: number;
+    forwarded: number;
+    servfail: number;
+    formerr: number;
+    dropped: number;
+  };
 }
 
 export interface DnsRecordView {

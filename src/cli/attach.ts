@@ -24,7 +24,9 @@ interface AttachFlags {
 export function buildAttachRequest(id: string, flags: AttachFlags): AttachRequest {
   const netns = path.resolve(flags.netns);
   if (!fs.existsSync(netns)) {
-    throw new UsageError(`--netns: ${netns} does not exist; give a namespace file such as /run/netns/NAME (ip netns add NAME) or /proc/PID/ns/net`);
+    throw new UsageError(
+      `--netns: ${netns} does not exist; give a namespace file such as /run/netns/NAME (ip netns add NAME) or /proc/PID/ns/net`,
+    );
   }
   const req: AttachRequest = { id: parseEndpointId(id), netns };
   if (flags.ifname !== undefined) req.ifname = parseIfname(flags.ifname);
@@ -67,7 +69,11 @@ export function registerAttach(program: Command): void {
     .option('--ip <cidr>', 'address to use instead of allocating one, e.g. 10.32.1.5/12')
     .option('--network <name>', 'network to attach to (default: the default network)')
     .option('--name <name>', 'container name: answered by weavets DNS as NAME.weavets.local')
-    .option('--label <key=value>', 'label for policies (repeatable): --label app=web', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+    .option(
+      '--label <key=value>',
+      'label for policies (repeatable): --label app=web',
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+    )
     .action(async (id: string, flags: AttachFlags, cmd: Command) => {
       const req = buildAttachRequest(id, flags);
       const ep = await clientFor(stateDirOf(cmd)).post<EndpointStatus>('/attach', req);
@@ -84,7 +90,9 @@ export function registerAttach(program: Command): void {
 
   program
     .command('detach')
-    .description("remove a container's interface; its address stays reserved for the id for --address-retention (launch), so it gets it back on any host")
+    .description(
+      "remove a container's interface; its address stays reserved for the id for --address-retention (launch), so it gets it back on any host",
+    )
     .argument('<id>', 'container id')
     .option('--release', 'free the address at once (also frees what an earlier detach reserved)')
     .action(async (id: string, flags: { release?: boolean }, cmd: Command) => {

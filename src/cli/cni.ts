@@ -76,7 +76,11 @@ export function setupCni(opts: SetupCniOptions): { plugin: string; conflist: str
   if (opts.fastPath !== undefined && fs.existsSync(opts.fastPath)) {
     // Node alone takes longer to start than the reference plugins take for a whole ADD:
     // the installed plugin is the native forwarder, and the Node plugin its fallback.
-    writeAtomic(path.join(opts.binDir, `${CNI_PLUGIN_NAME}.fallback`), fallbackFile(opts.nodePath, opts.pluginEntry), 0o644);
+    writeAtomic(
+      path.join(opts.binDir, `${CNI_PLUGIN_NAME}.fallback`),
+      fallbackFile(opts.nodePath, opts.pluginEntry),
+      0o644,
+    );
     const tmp = path.join(opts.binDir, `.${CNI_PLUGIN_NAME}.${process.pid}.tmp`);
     fs.copyFileSync(opts.fastPath, tmp);
     fs.chmodSync(tmp, 0o755);
@@ -97,23 +101,33 @@ export function registerCni(program: Command): void {
     .option('--name <name>', 'CNI network name', DEFAULT_NETWORK)
     .option('--network <name>', 'weavets network containers join', DEFAULT_NETWORK)
     .option('--node-plugin', 'install the Node plugin itself instead of the native fast path')
-    .action((flags: { binDir: string; confDir: string; name: string; network: string; nodePlugin?: boolean }, cmd: Command) => {
-      if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(flags.name)) {
-        throw new UsageError(`--name: '${flags.name}' is not a CNI network name; use up to 64 letters, digits, _ . -`);
-      }
-      const name = flags.name;
-      const network = parseNetworkName(flags.network);
-      if (flags.binDir === '' || flags.confDir === '') throw new UsageError('--bin-dir and --conf-dir must not be empty');
-      const res = setupCni({
-        binDir: path.resolve(flags.binDir),
-        confDir: path.resolve(flags.confDir),
-        stateDir: stateDirOf(cmd),
-        name,
-        network,
-        pluginEntry: path.resolve(__dirname, '..', 'cni', 'main.js'),
-        nodePath: process.execPath,
-        ...(flags.nodePlugin ? {} : { fastPath: path.resolve(__dirname, '..', '..', 'native', 'build', 'Release', CNI_PLUGIN_NAME) }),
-      });
-      out(`installed ${res.plugin}\nwrote ${res.conflist}`);
-    });
+    .action(
+      (
+        flags: { binDir: string; confDir: string; name: string; network: string; nodePlugin?: boolean },
+        cmd: Command,
+      ) => {
+        if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(flags.name)) {
+          throw new UsageError(
+            `--name: '${flags.name}' is not a CNI network name; use up to 64 letters, digits, _ . -`,
+          );
+        }
+        const name = flags.name;
+        const network = parseNetworkName(flags.network);
+        if (flags.binDir === '' || flags.confDir === '')
+          throw new UsageError('--bin-dir and --conf-dir must not be empty');
+        const res = setupCni({
+          binDir: path.resolve(flags.binDir),
+          confDir: path.resolve(flags.confDir),
+          stateDir: stateDirOf(cmd),
+          name,
+          network,
+          pluginEntry: path.resolve(__dirname, '..', 'cni', 'main.js'),
+          nodePath: process.execPath,
+          ...(flags.nodePlugin
+            ? {}
+            : { fastPath: path.resolve(__dirname, '..', '..', 'native', 'build', 'Release', CNI_PLUGIN_NAME) }),
+        });
+        out(`installed ${res.plugin}\nwrote ${res.conflist}`);
+      },
+    );
 }

@@ -29,11 +29,15 @@ export function formatTrace(t: TraceResult): string {
     if (i === 0 && t.relayed !== null) row.push(`(relayed: ${t.relayed})`);
     return row;
   });
-  if (rows.length > 0) text += formatTable(['HOP', 'DATAPATH', 'ENCRYPTION', 'PMTU', 'RTT', 'STATE'], rows).replace(/^(?=.)/gm, '  ');
-  else if (t.from.host.name === t.to.host.name && t.network !== '') text += `  same host: the bridge of ${t.network} joins them\n`;
+  if (rows.length > 0)
+    text += formatTable(['HOP', 'DATAPATH', 'ENCRYPTION', 'PMTU', 'RTT', 'STATE'], rows).replace(/^(?=.)/gm, '  ');
+  else if (t.from.host.name === t.to.host.name && t.network !== '')
+    text += `  same host: the bridge of ${t.network} joins them\n`;
   const policy = `policy: ${t.policy.verdict} (${t.policy.policy ?? t.policy.reason})`;
   const probe =
-    t.probe.sent === 0 ? 'probe: not sent' : `probe: ${t.probe.answered}/${t.probe.sent} answered${t.probe.rttMs === null ? '' : `, ${ms(t.probe.rttMs)}`} (from ${t.probe.from ? hostLabel(t.probe.from) : '-'})`;
+    t.probe.sent === 0
+      ? 'probe: not sent'
+      : `probe: ${t.probe.answered}/${t.probe.sent} answered${t.probe.rttMs === null ? '' : `, ${ms(t.probe.rttMs)}`} (from ${t.probe.from ? hostLabel(t.probe.from) : '-'})`;
   text += `  ${policy}   ${probe}\n`;
   text += t.reachable ? '  reachable\n' : `  NOT reachable: ${t.reason}\n`;
   return text;
@@ -72,7 +76,8 @@ function bytes(n: number): string {
 export function formatFlows(f: FlowsStatus): string {
   if (!f.enabled) return `flow counting is off on ${f.host} (launched with --no-flows)\n`;
   if (f.flows.length === 0) return `no traffic between containers on ${f.host} in the last ${f.windowSeconds} s\n`;
-  const end = (e: FlowsStatus['flows'][number]['src']): string => (e.host ? `${e.name || '(unnamed)'} (${e.host}, ${e.address})` : e.name ? `${e.name} ${e.mac}` : e.mac);
+  const end = (e: FlowsStatus['flows'][number]['src']): string =>
+    e.host ? `${e.name || '(unnamed)'} (${e.host}, ${e.address})` : e.name ? `${e.name} ${e.mac}` : e.mac;
   return formatTable(
     ['FROM', 'TO', 'NETWORK', 'BYTES', 'PACKETS', 'DATAPATH'],
     f.flows.map((r) => [end(r.src), end(r.dst), r.network, bytes(r.bytes), String(r.packets), r.datapath]),
@@ -82,7 +87,9 @@ export function formatFlows(f: FlowsStatus): string {
 export function registerDiagnostics(program: Command): void {
   program
     .command('trace')
-    .description('explain the path between two containers (ids, DNS names or addresses, on any host): hops, data paths, policy, and a live probe')
+    .description(
+      'explain the path between two containers (ids, DNS names or addresses, on any host): hops, data paths, policy, and a live probe',
+    )
     .argument('<from>', 'container id, name or address')
     .argument('<to>', 'container id, name or address')
     .option('--port <PROTO/PORT>', 'the traffic the policy verdict is about: icmp, tcp/5432, udp/53', 'icmp')

@@ -24,26 +24,35 @@ export interface DnsFlags {
 export function addDnsOptions(cmd: Command): Command {
   return cmd
     .option('--no-dns', 'turn the embedded DNS off')
-    .option('--dns-listen <listen>', "DNS port on the host's bridge addresses (default 53), then optional loopback listeners: 53,127.0.0.1:5353")
+    .option(
+      '--dns-listen <listen>',
+      "DNS port on the host's bridge addresses (default 53), then optional loopback listeners: 53,127.0.0.1:5353",
+    )
     .option('--dns-domain <domain>', `domain of container names (default ${DEFAULT_DNS.domain})`)
     .option('--dns-ttl <seconds>', `TTL of the answers (default ${DEFAULT_DNS.ttl})`)
     .option('--dns-resolv-conf <file>', `where the upstream nameservers come from (default ${DEFAULT_DNS.resolvConf})`);
 }
 
 function parsePortText(text: string, what: string): number {
-  if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535) throw new UsageError(`${what}: '${text}' is not a port (1-65535)`);
+  if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535)
+    throw new UsageError(`${what}: '${text}' is not a port (1-65535)`);
   return Number(text);
 }
 
 /** Fill config.dns from the flags; throws UsageError on bad input. */
 export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
-  const given = flags.dns === false || [flags.dnsListen, flags.dnsDomain, flags.dnsTtl, flags.dnsResolvConf].some((f) => f !== undefined);
+  const given =
+    flags.dns === false ||
+    [flags.dnsListen, flags.dnsDomain, flags.dnsTtl, flags.dnsResolvConf].some((f) => f !== undefined);
   // Nothing given: config.dns stays undefined and the daemon takes DEFAULT_DNS.
   if (!given) return;
   const dns = { ...DEFAULT_DNS, extraListen: [] as string[] };
   if (flags.dns === false) dns.enabled = false;
   if (flags.dnsListen !== undefined) {
-    const parts = flags.dnsListen.split(',').map((p) => p.trim()).filter((p) => p !== '');
+    const parts = flags.dnsListen
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== '');
     for (const p of parts) {
       const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(p);
       if (!m) {
@@ -51,20 +60,26 @@ export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
         continue;
       }
       if (!/^127\.\d+\.\d+\.\d+$/.test(m[1]!)) {
-        throw new UsageError(`--dns-listen ${p}: only loopback addresses may be given; the DNS also listens on the host's bridge addresses, never on the underlay`);
+        throw new UsageError(
+          `--dns-listen ${p}: only loopback addresses may be given; the DNS also listens on the host's bridge addresses, never on the underlay`,
+        );
       }
       dns.extraListen.push(`${m[1]}:${parsePortText(m[2]!, '--dns-listen')}`);
     }
   }
   if (flags.dnsDomain !== undefined) {
     const d = flags.dnsDomain.toLowerCase().replace(/\.$/, '');
-    if (!/^([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/.test(d) || d.length > 200) {
+    if (
+      !/^([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/.test(d) ||
+      d.length > 200
+    ) {
       throw new UsageError(`--dns-domain: '${flags.dnsDomain}' is not a domain name such as weavets.local`);
     }
     dns.domain = d + '.';
   }
   if (flags.dnsTtl !== undefined) {
-    if (!/^\d+$/.test(flags.dnsTtl) || Number(flags.dnsTtl) > 86400) throw new UsageError(`--dns-ttl: '${flags.dnsTtl}' is not a number of seconds from 0 to 86400`);
+    if (!/^\d+$/.test(flags.dnsTtl) || Number(flags.dnsTtl) > 86400)
+      throw new UsageError(`--dns-ttl: '${flags.dnsTtl}' is not a number of seconds from 0 to 86400`);
     dns.ttl = Number(flags.dnsTtl);
   }
   if (flags.dnsResolvConf !== undefined) dns.resolvConf = path.resolve(flags.dnsResolvConf);
@@ -103,7 +118,12 @@ export function formatDnsStatus(s: DnsStatus): string {
   const width = Math.max(...pairs.map(([k]) => k.length));
   let text = pairs.map(([k, v]) => `${k.padStart(width)}: ${v}`).join('\n') + '\n';
   if (s.entries.length > 0) {
-    text += '\n' + formatTable(['NAME', 'ADDRESS', 'HOST'], s.entries.map((e) => [e.name, e.ip, e.host])).replace(/^(?=.)/gm, '  ');
+    text +=
+      '\n' +
+      formatTable(
+        ['NAME', 'ADDRESS', 'HOST'],
+        s.entries.map((e) => [e.name, e.ip, e.host]),
+      ).replace(/^(?=.)/gm, '  ');
   }
   return text;
 }
@@ -224,9 +244,8 @@ export function registerDns(program: Command): void {
     .action(async (name: string, flags: { json?: boolean }, cmd: Command) => {
       const r = await clientFor(stateDirOf(cmd)).post<DnsLookupResult>('/dns/lookup', { name });
       if (flags.json) out(formatJson(r));
-      else if (('addresses' in r ? r.addresses : r.names).length === 0) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no record for ${'name' in r ? r.name : r.address}`);
+      else if (('addresses' in r ? r.addresses : r.names).length === 0)
+        throw new WeavetsError('EWEAVETS_NOT_FOUND', `no record for ${'name' in r ? r.name : r.address}`);
       else out(formatLookup(r));
     });
 }
-
-

@@ -34,21 +34,42 @@ export function parseDurationSeconds(text: string): number | undefined {
 
 export function addStoreOptions(cmd: Command): Command {
   return cmd
-    .option('--etcd <urls>', 'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir')
+    .option(
+      '--etcd <urls>',
+      'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir',
+    )
     .option('--etcd-ca <file>', 'CA certificate (PEM) to verify etcd with')
     .option('--etcd-cert <file>', 'client certificate (PEM) for etcd')
     .option('--etcd-key <file>', 'client key (PEM) for etcd')
     .option('--etcd-user <name>', 'etcd user; the password comes from --etcd-password-file or WEAVETS_ETCD_PASSWORD')
     .option('--etcd-password-file <file>', 'file holding the etcd password')
-    .option('--advertise-address <ip>', 'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4')
-    .option('--ipam-lease-ttl <seconds>', "seconds after which a dead host's address blocks return to the pool (default 120)")
-    .option('--ipam-reclaim-grace <seconds>', 'seconds an address this host holds may go unused by any endpoint before it is released (default 60)')
-    .option('--ipalloc-block <prefix>', 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)')
-    .option('--address-retention <duration>', "how long a detached container's address stays reserved for its id, e.g. 10m, 90s, 0 (default 10m)");
+    .option(
+      '--advertise-address <ip>',
+      'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4',
+    )
+    .option(
+      '--ipam-lease-ttl <seconds>',
+      "seconds after which a dead host's address blocks return to the pool (default 120)",
+    )
+    .option(
+      '--ipam-reclaim-grace <seconds>',
+      'seconds an address this host holds may go unused by any endpoint before it is released (default 60)',
+    )
+    .option(
+      '--ipalloc-block <prefix>',
+      'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)',
+    )
+    .option(
+      '--address-retention <duration>',
+      "how long a detached container's address stays reserved for its id, e.g. 10m, 90s, 0 (default 10m)",
+    );
 }
 
 function parseEtcdUrls(text: string): string[] {
-  const urls = text.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  const urls = text
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
   if (urls.length === 0) throw new UsageError(`--etcd: '${text}' names no URL; use e.g. http://10.0.0.5:2379`);
   for (const u of urls) {
     let parsed: URL;
@@ -98,30 +119,39 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
   }
   if (flags.advertiseAddress !== undefined) {
     if (!net.isIPv4(flags.advertiseAddress)) {
-      throw new UsageError(`--advertise-address: '${flags.advertiseAddress}' is not an IPv4 address; use e.g. 192.0.2.11`);
+      throw new UsageError(
+        `--advertise-address: '${flags.advertiseAddress}' is not an IPv4 address; use e.g. 192.0.2.11`,
+      );
     }
     config.advertiseAddress = flags.advertiseAddress;
   }
   if (flags.ipamLeaseTtl !== undefined) {
     const n = /^\d{1,6}$/.test(flags.ipamLeaseTtl) ? Number(flags.ipamLeaseTtl) : NaN;
-    if (!(n >= 2 && n <= 86400)) throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
+    if (!(n >= 2 && n <= 86400))
+      throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
     config.ipamLeaseTtl = n;
   }
   if (flags.addressRetention !== undefined) {
     const n = parseDurationSeconds(flags.addressRetention);
     if (n === undefined || n > 7 * 86400) {
-      throw new UsageError(`--address-retention: '${flags.addressRetention}' is not a duration up to 7 days (e.g. 10m, 90s, 0)`);
+      throw new UsageError(
+        `--address-retention: '${flags.addressRetention}' is not a duration up to 7 days (e.g. 10m, 90s, 0)`,
+      );
     }
     config.addressRetention = n;
   }
   if (flags.ipamReclaimGrace !== undefined) {
     const n = /^\d{1,6}$/.test(flags.ipamReclaimGrace) ? Number(flags.ipamReclaimGrace) : NaN;
-    if (!(n >= 1 && n <= 86400)) throw new UsageError(`--ipam-reclaim-grace: '${flags.ipamReclaimGrace}' is not a number of seconds from 1 to 86400`);
+    if (!(n >= 1 && n <= 86400))
+      throw new UsageError(
+        `--ipam-reclaim-grace: '${flags.ipamReclaimGrace}' is not a number of seconds from 1 to 86400`,
+      );
     config.ipamReclaimGrace = n;
   }
   if (flags.ipallocBlock !== undefined) {
     const n = /^\/?\d{1,2}$/.test(flags.ipallocBlock) ? Number(flags.ipallocBlock.replace('/', '')) : NaN;
-    if (!(n >= 8 && n <= 30)) throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
+    if (!(n >= 8 && n <= 30))
+      throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
     config.ipallocBlock = n;
   }
 }
@@ -153,7 +183,10 @@ export function formatIpamStatus(s: IpamStatus): string {
     for (const b of n.blocks) rows.push([n.network, b.cidr, String(b.used), String(b.free)]);
   }
   text += '\nBlocks owned by this host:\n';
-  text += rows.length === 0 ? '  (none yet)\n' : formatTable(['NETWORK', 'BLOCK', 'USED', 'FREE'], rows).replace(/^(?=.)/gm, '  ');
+  text +=
+    rows.length === 0
+      ? '  (none yet)\n'
+      : formatTable(['NETWORK', 'BLOCK', 'USED', 'FREE'], rows).replace(/^(?=.)/gm, '  ');
   if (s.networks.length > 0) {
     text += '\nPer network:\n';
     text += formatTable(
@@ -171,7 +204,10 @@ export function formatIpamStatus(s: IpamStatus): string {
         ).replace(/^(?=.)/gm, '  ');
   if (s.conflicts.length > 0) {
     text += '\nCONFLICTS (held by several hosts; nothing new is allocated from a contested block):\n';
-    text += formatTable(['KEY', 'HOLDERS'], s.conflicts.map((c) => [c.key, c.holders.join(' ')])).replace(/^(?=.)/gm, '  ');
+    text += formatTable(
+      ['KEY', 'HOLDERS'],
+      s.conflicts.map((c) => [c.key, c.holders.join(' ')]),
+    ).replace(/^(?=.)/gm, '  ');
   }
   text += '\nRegistered hosts:\n';
   text += formatTable(
@@ -192,6 +228,8 @@ export function registerIpam(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (name: string, flags: { json?: boolean }, cmd: Command) => {
       const r = await clientFor(stateDirOf(cmd)).post<RmpeerResult>('/ipam/rmpeer', { name });
-      out(flags.json ? formatJson(r) : `${r.name}: released ${r.blocks.length} block(s) and ${r.addresses} address(es)`);
+      out(
+        flags.json ? formatJson(r) : `${r.name}: released ${r.blocks.length} block(s) and ${r.addresses} address(es)`,
+      );
     });
 }

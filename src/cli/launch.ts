@@ -86,7 +86,9 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
   if (flags.logMaxSize !== undefined) {
     const size = parseLogSize(flags.logMaxSize);
     if (size === undefined || (size > 0 && size < 4096)) {
-      throw new UsageError(`--log-max-size: want a size such as 10M, 512K or 0 (no cap), at least 4K; got ${JSON.stringify(flags.logMaxSize)}`);
+      throw new UsageError(
+        `--log-max-size: want a size such as 10M, 512K or 0 (no cap), at least 4K; got ${JSON.stringify(flags.logMaxSize)}`,
+      );
     }
     config.logMaxSize = size;
   }
@@ -121,7 +123,8 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
     config.dockerDriverName = flags.dockerDriverName;
   }
   if (flags.dockerHost !== undefined) {
-    if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost)) throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
+    if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost))
+      throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
     config.dockerHost = flags.dockerHost;
   }
   if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
@@ -251,7 +254,10 @@ export async function stopDaemon(stateDir: string, removeState: boolean): Promis
     // A connect that races the listener closing is reset rather than refused: that daemon is going too.
     const gone = async (): Promise<boolean> => !(await daemonAnswers(stateDir).catch(() => false));
     if (!(await waitFor(gone, STOP_TIMEOUT_MS))) {
-      throw new WeavetsError('EWEAVETS_INTERNAL', `the daemon did not stop within ${STOP_TIMEOUT_MS / 1000} s and its pid is unknown`);
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `the daemon did not stop within ${STOP_TIMEOUT_MS / 1000} s and its pid is unknown`,
+      );
     }
     return true;
   }
@@ -311,10 +317,16 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
     try {
       parsed = JSON.parse(fs.readFileSync(linksFile, 'utf8'));
     } catch (err) {
-      throw new WeavetsError('EWEAVETS_INTERNAL', `${linksFile} is not valid JSON (${(err as Error).message}); fix or delete it`);
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `${linksFile} is not valid JSON (${(err as Error).message}); fix or delete it`,
+      );
     }
     if (!Array.isArray(parsed) || !parsed.every((l) => typeof l === 'string')) {
-      throw new WeavetsError('EWEAVETS_INTERNAL', `${linksFile} is not a JSON array of interface names; fix or delete it`);
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `${linksFile} is not a JSON array of interface names; fix or delete it`,
+      );
     }
     links = parsed as string[];
   }
@@ -341,7 +353,10 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
 function logTail(logPath: string, fromOffset: number): string[] {
   try {
     const text = fs.readFileSync(logPath).subarray(fromOffset).toString('utf8');
-    return text.split('\n').filter((l) => l !== '').slice(-LOG_TAIL_LINES);
+    return text
+      .split('\n')
+      .filter((l) => l !== '')
+      .slice(-LOG_TAIL_LINES);
   } catch {
     return [];
   }
@@ -476,17 +491,40 @@ export function registerLifecycle(program: Command): void {
     .addOption(new Option('--datapath <mode>', 'data path').choices(['auto', 'sleeve', 'fastdp']).default('auto'))
     .option('--http-addr <host:port>', 'status and metrics listener; "" turns it off', DEFAULT_HTTP_ADDR)
     .option('--mtu <n>', 'container MTU; 0 derives it from the underlay', '0')
-    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .option('--log-max-size <size>', 'when the log is a file (background launch): rotate it at this size, keeping 2 old copies (10M default; K, M, G; 0 = no cap)')
-    .option('--password-file <file>', 'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic')
+    .addOption(
+      new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
+    )
+    .option(
+      '--log-max-size <size>',
+      'when the log is a file (background launch): rotate it at this size, keeping 2 old copies (10M default; K, M, G; 0 = no cap)',
+    )
+    .option(
+      '--password-file <file>',
+      'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic',
+    )
     .addOption(new Option('--password-fd <fd>').hideHelp())
-    .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)')
-    .option('--docker-plugin-socket <path>', 'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)')
-    .option('--docker-driver-name <name>', 'the driver name Docker knows this daemon by: a managed plugin\'s name (weavets/net:0.2.0); default: the plugin socket\'s base name')
+    .option(
+      '--trusted-subnets <cidrs>',
+      'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)',
+    )
+    .option(
+      '--docker-plugin-socket <path>',
+      'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)',
+    )
+    .option(
+      '--docker-driver-name <name>',
+      "the driver name Docker knows this daemon by: a managed plugin's name (weavets/net:0.2.0); default: the plugin socket's base name",
+    )
     .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
     .option('--policy-dry-run', 'policies log what they would drop (policy drops) and drop nothing')
-    .option('--no-docker-dns-redirect', "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)")
-    .option('--no-flows', 'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting')
+    .option(
+      '--no-docker-dns-redirect',
+      "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)",
+    )
+    .option(
+      '--no-flows',
+      'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting',
+    )
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
       const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);
@@ -502,7 +540,7 @@ export function registerLifecycle(program: Command): void {
 
   program
     .command('reset')
-    .description("stop the daemon and remove its bridges, links and state dir")
+    .description('stop the daemon and remove its bridges, links and state dir')
     .action(async (_flags: unknown, cmd: Command) => {
       const stateDir = stateDirOf(cmd);
       await stopDaemon(stateDir, true);

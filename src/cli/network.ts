@@ -20,7 +20,9 @@ function collectOption(text: string, prev: Record<string, string>): Record<strin
 }
 
 export function registerNetwork(program: Command): void {
-  const network = program.command('network').description('the cluster\'s networks: each its own L2 segment, subnet and DNS names');
+  const network = program
+    .command('network')
+    .description("the cluster's networks: each its own L2 segment, subnet and DNS names");
 
   network
     .command('create')
@@ -29,13 +31,15 @@ export function registerNetwork(program: Command): void {
     .option('--subnet <cidr>', 'subnet inside the range, at least one address block, e.g. 10.40.7.0/24')
     .option('-o, --opt <key=value>', 'an option stored with the network (repeatable)', collectOption, {})
     .option('--json', 'print JSON')
-    .action(async (name: string, flags: { subnet?: string; opt: Record<string, string>; json?: boolean }, cmd: Command) => {
-      const req: NetworkCreateRequest = { name: parseNetworkName(name, 'network name') };
-      if (flags.subnet !== undefined) req.subnet = parseRangeCidr(flags.subnet, '--subnet');
-      if (Object.keys(flags.opt).length > 0) req.options = flags.opt;
-      const n = await clientFor(stateDirOf(cmd)).post<NetworkInfo>('/networks/create', req);
-      out(flags.json ? formatJson(n) : `${n.name} ${n.id} ${n.subnet}`);
-    });
+    .action(
+      async (name: string, flags: { subnet?: string; opt: Record<string, string>; json?: boolean }, cmd: Command) => {
+        const req: NetworkCreateRequest = { name: parseNetworkName(name, 'network name') };
+        if (flags.subnet !== undefined) req.subnet = parseRangeCidr(flags.subnet, '--subnet');
+        if (Object.keys(flags.opt).length > 0) req.options = flags.opt;
+        const n = await clientFor(stateDirOf(cmd)).post<NetworkInfo>('/networks/create', req);
+        out(flags.json ? formatJson(n) : `${n.name} ${n.id} ${n.subnet}`);
+      },
+    );
 
   network
     .command('ls')

@@ -21,7 +21,9 @@ function readFileOrFail(file: string, flag: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UsageError(`${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    throw new UsageError(
+      `${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+    );
   }
 }
 
@@ -36,7 +38,14 @@ export function formatPolicies(list: StoredPolicy[]): string {
       } catch {
         // shown as "?"; the daemon validated it when it was applied
       }
-      return [p.name, p.network, String(p.version), typeof doc['mode'] === 'string' ? doc['mode'] : 'enforce', selector, p.updated];
+      return [
+        p.name,
+        p.network,
+        String(p.version),
+        typeof doc['mode'] === 'string' ? doc['mode'] : 'enforce',
+        selector,
+        p.updated,
+      ];
     }),
   );
 }
@@ -60,7 +69,9 @@ export function formatDrops(drops: PolicyDrop[]): string {
 }
 
 export function registerPolicy(program: Command): void {
-  const policy = program.command('policy').description('policies between workloads: who may talk to whom (docs/POLICY.md)');
+  const policy = program
+    .command('policy')
+    .description('policies between workloads: who may talk to whom (docs/POLICY.md)');
 
   policy
     .command('apply')
@@ -74,10 +85,12 @@ export function registerPolicy(program: Command): void {
       try {
         res = await clientFor(stateDirOf(cmd)).post<PolicyApplyResult>('/policy/apply', { documents });
       } catch (err) {
-        if (err instanceof WeavetsError && err.code === 'EWEAVETS_POLICY_INVALID') throw new WeavetsError(err.code, `${source}: ${err.message}`);
+        if (err instanceof WeavetsError && err.code === 'EWEAVETS_POLICY_INVALID')
+          throw new WeavetsError(err.code, `${source}: ${err.message}`);
         throw err;
       }
-      for (const p of res.policies) out(`${p.name}: version ${p.version}${p.changed ? '' : ' (unchanged)'}, generation ${res.generation}`);
+      for (const p of res.policies)
+        out(`${p.name}: version ${p.version}${p.changed ? '' : ' (unchanged)'}, generation ${res.generation}`);
     });
 
   policy
@@ -131,7 +144,9 @@ export function registerPolicy(program: Command): void {
           `generation: ${s.generation} (in force: ${s.enforcedGeneration < 0 ? 'none yet' : s.enforcedGeneration}${s.enforcedAt ? `, since ${s.enforcedAt}` : ''})`,
           `policies: ${s.policies}, endpoints: ${s.endpoints}, drops read: ${s.drops}${s.dryRun ? ', dry run: nothing is dropped' : ''}`,
           `stateful bridges: ${s.statefulBridges.join(', ') || 'none'}`,
-          ...(s.lastEnforceMs ? [`last enforcement: compile ${s.lastEnforceMs.compile} ms, nft and bridges ${s.lastEnforceMs.apply} ms`] : []),
+          ...(s.lastEnforceMs
+            ? [`last enforcement: compile ${s.lastEnforceMs.compile} ms, nft and bridges ${s.lastEnforceMs.apply} ms`]
+            : []),
           ...(s.error ? [`error: ${s.error}`] : []),
         ].join('\n'),
       );
@@ -152,7 +167,9 @@ export function registerPolicy(program: Command): void {
       for (const ref of file.policies) {
         const candidate = path.resolve(dir, ref);
         if (fs.existsSync(candidate)) {
-          policies.push(...parsePolicies(readFileOrFail(candidate, 'policies:'), ref, { defaultNetwork: DEFAULT_NETWORK }).policies);
+          policies.push(
+            ...parsePolicies(readFileOrFail(candidate, 'policies:'), ref, { defaultNetwork: DEFAULT_NETWORK }).policies,
+          );
         } else if (/^[a-z0-9-]+$/.test(ref)) {
           const stored = await client().post<StoredPolicy>('/policy/show', { name: ref });
           policies.push(validatePolicy(stored.document, { defaultNetwork: stored.network }));
@@ -160,7 +177,9 @@ export function registerPolicy(program: Command): void {
           throw new UsageError(`policies: ${ref}: no such file (nor a policy name)`);
         }
       }
-      const needsLive = file.tests.some((t) => 'name' in t.from || 'name' in t.to || 'address' in t.from || 'address' in t.to);
+      const needsLive = file.tests.some(
+        (t) => 'name' in t.from || 'name' in t.to || 'address' in t.from || 'address' in t.to,
+      );
       if (needsLive) {
         try {
           live = await client().get<PolicyEndpoint[]>('/policy/endpoints');

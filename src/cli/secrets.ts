@@ -21,10 +21,15 @@ export function readPasswordFile(file: string): Buffer {
   try {
     st = fs.statSync(file);
   } catch (err) {
-    throw new UsageError(`--password-file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    throw new UsageError(
+      `--password-file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+    );
   }
   if (!st.isFile()) throw new UsageError(`--password-file ${file}: not a regular file`);
-  if (st.uid !== 0) throw new UsageError(`--password-file ${file}: must be owned by root (it is owned by uid ${st.uid}); chown root ${file}`);
+  if (st.uid !== 0)
+    throw new UsageError(
+      `--password-file ${file}: must be owned by root (it is owned by uid ${st.uid}); chown root ${file}`,
+    );
   if ((st.mode & 0o077) !== 0) {
     throw new UsageError(
       `--password-file ${file}: readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${file}`,

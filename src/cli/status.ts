@@ -1,6 +1,14 @@
 /** `status [peers|connections|targets|ipam|dns] [--json]`: what the daemon knows, as JSON or tables. */
 import type { Command } from 'commander';
-import type { ConnectionStatus, DnsStatus, HealthStatus, IpamStatus, PeerStatus, RouterStatus, TargetStatus } from '../api/types';
+import type {
+  ConnectionStatus,
+  DnsStatus,
+  HealthStatus,
+  IpamStatus,
+  PeerStatus,
+  RouterStatus,
+  TargetStatus,
+} from '../api/types';
 import { formatHealth } from './diagnostics';
 import { formatIpamStatus } from './ipam';
 import { formatDnsStatus } from './dns';
@@ -88,7 +96,9 @@ export function parseSection(text: string | undefined): Section | undefined {
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('show the router: summary, or peers, connections or targets; address management (ipam); the DNS server (dns); every host\'s view of every other (health)')
+    .description(
+      "show the router: summary, or peers, connections or targets; address management (ipam); the DNS server (dns); every host's view of every other (health)",
+    )
     .argument('[section]', 'peers | connections | targets | ipam | dns | health')
     .option('--json', 'print JSON (shapes in src/api/types.ts)')
     .action(async (sectionText: string | undefined, flags: { json?: boolean }, cmd: Command) => {

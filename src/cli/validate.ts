@@ -54,7 +54,9 @@ export function parseRangeCidr(text: string, flag = '--ipalloc-range'): string {
     throw new UsageError(`${flag}: '${text}' is not an IPv4 CIDR; write it like 10.32.0.0/12`);
   }
   if (c.prefix < 8 || c.prefix > 30) {
-    throw new UsageError(`${flag}: prefix /${c.prefix} is out of range; use a prefix from /8 to /30 (e.g. 10.32.0.0/12)`);
+    throw new UsageError(
+      `${flag}: prefix /${c.prefix} is out of range; use a prefix from /8 to /30 (e.g. 10.32.0.0/12)`,
+    );
   }
   const network = (c.addr & maskOf(c.prefix)) >>> 0;
   if (network !== c.addr) {
@@ -81,7 +83,9 @@ export function parsePeerNameFlag(text: string): string {
   }
   const problem = peerNameProblem(parsePeerName(text));
   if (problem !== undefined) {
-    throw new UsageError(`--name: ${text.toLowerCase()} cannot be a peer name: ${problem}; use a unicast name like 7e:21:0a:b4:19:c2, or leave --name out`);
+    throw new UsageError(
+      `--name: ${text.toLowerCase()} cannot be a peer name: ${problem}; use a unicast name like 7e:21:0a:b4:19:c2, or leave --name out`,
+    );
   }
   return text.toLowerCase();
 }
@@ -135,7 +139,9 @@ export function parseHttpAddr(text: string): string {
   if (text === '') return text;
   const hp = splitHostPort(text);
   if (!hp || hp.port === undefined || !(net.isIP(hp.host) !== 0 || hp.host === 'localhost')) {
-    throw new UsageError(`--http-addr: '${text}' is not HOST:PORT; use e.g. 127.0.0.1:6782, or "" to turn the listener off`);
+    throw new UsageError(
+      `--http-addr: '${text}' is not HOST:PORT; use e.g. 127.0.0.1:6782, or "" to turn the listener off`,
+    );
   }
   parsePort(hp.port, '--http-addr');
   return text;

@@ -5,7 +5,15 @@
  * we cannot speak 1. Pure: the caller passes env and stdin in.
  */
 import { labelKeyProblem, labelValueProblem } from '../policy/labels';
-import { CNI_ERR, CniError, LATEST_VERSION, isSupportedVersion, versionAtLeast, type CniVersion, type DnsConfig } from './spec';
+import {
+  CNI_ERR,
+  CniError,
+  LATEST_VERSION,
+  isSupportedVersion,
+  versionAtLeast,
+  type CniVersion,
+  type DnsConfig,
+} from './spec';
 
 export const DEFAULT_STATE_DIR = '/var/lib/weavets';
 export const DEFAULT_NETWORK = 'weavets';
@@ -70,7 +78,8 @@ function configError(msg: string): CniError {
 export function parseCommand(env: Env): CniCommand {
   const c = env['CNI_COMMAND'];
   if (c === undefined || c === '') throw envError('CNI_COMMAND', 'not set');
-  if (!COMMANDS.includes(c)) throw envError('CNI_COMMAND', `unknown command ${JSON.stringify(c)}; want one of ${COMMANDS.join(', ')}`);
+  if (!COMMANDS.includes(c))
+    throw envError('CNI_COMMAND', `unknown command ${JSON.stringify(c)}; want one of ${COMMANDS.join(', ')}`);
   return c as CniCommand;
 }
 
@@ -128,7 +137,8 @@ function optObject(o: Obj, field: string, where: string): Obj | undefined {
 function optStringArray(o: Obj, field: string, where: string): string[] | undefined {
   const v = o[field];
   if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw configError(`${where}${field} must be an array of strings`);
+  if (!Array.isArray(v) || !v.every((s) => typeof s === 'string'))
+    throw configError(`${where}${field} must be an array of strings`);
   return v as string[];
 }
 
@@ -167,14 +177,16 @@ function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
     if (ips && out.ip === undefined) {
       for (const ip of ips) {
         if (ip.includes(':')) continue; // IPv6: the overlay is IPv4 only.
-        if (!validIpv4Cidr(ip)) throw configError(`${where}ips: ${JSON.stringify(ip)} is not an IPv4 CIDR (a.b.c.d/prefix)`);
+        if (!validIpv4Cidr(ip))
+          throw configError(`${where}ips: ${JSON.stringify(ip)} is not an IPv4 CIDR (a.b.c.d/prefix)`);
         out.ip = ip;
         break;
       }
     }
     const mac = optString(src, 'mac', where);
     if (mac !== undefined && out.mac === undefined) {
-      if (!MAC_RE.test(mac)) throw configError(`${where}mac: ${JSON.stringify(mac)} is not a MAC address (aa:bb:cc:dd:ee:ff)`);
+      if (!MAC_RE.test(mac))
+        throw configError(`${where}mac: ${JSON.stringify(mac)} is not a MAC address (aa:bb:cc:dd:ee:ff)`);
       if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) throw configError(`${where}mac: ${mac} is a multicast address`);
       out.mac = mac.toLowerCase();
     }
@@ -196,12 +208,15 @@ function requestedLabels(conf: Obj): Record<string, string> | undefined {
   for (const [v, where] of sources) {
     if (v === undefined) continue;
     const pairs: [unknown, unknown][] = Array.isArray(v)
-      ? v.map((e: unknown) => (typeof e === 'object' && e !== null ? [(e as Obj)['key'], (e as Obj)['value']] : [undefined, undefined]))
+      ? v.map((e: unknown) =>
+          typeof e === 'object' && e !== null ? [(e as Obj)['key'], (e as Obj)['value']] : [undefined, undefined],
+        )
       : typeof v === 'object' && v !== null
         ? Object.entries(v)
         : [[undefined, undefined]];
     for (const [k, val] of pairs) {
-      if (typeof k !== 'string' || typeof val !== 'string') throw configError(`${where}: want [{"key": K, "value": V}, ...] or {K: V} with string keys and values`);
+      if (typeof k !== 'string' || typeof val !== 'string')
+        throw configError(`${where}: want [{"key": K, "value": V}, ...] or {K: V} with string keys and values`);
       const bad = labelKeyProblem(k) ?? labelValueProblem(val);
       if (bad) throw configError(`${where}: ${bad}`);
       out[k] = val;
@@ -221,7 +236,12 @@ function parseAttachments(conf: Obj): NetConf['validAttachments'] {
     seen = true;
     for (const a of v) {
       const o = a as Obj | null;
-      if (typeof o !== 'object' || o === null || typeof o['containerID'] !== 'string' || typeof o['ifname'] !== 'string') {
+      if (
+        typeof o !== 'object' ||
+        o === null ||
+        typeof o['containerID'] !== 'string' ||
+        typeof o['ifname'] !== 'string'
+      ) {
         throw configError(`${key}: every entry needs string containerID and ifname`);
       }
       out.push({ containerId: o['containerID'] as string, ifname: o['ifname'] as string });
@@ -235,16 +255,22 @@ export function parseNetConf(conf: Obj, command: CniCommand): NetConf {
   const version = conf['cniVersion'];
   if (typeof version !== 'string' || version === '') throw configError('cniVersion is required');
   if (!isSupportedVersion(version)) {
-    throw new CniError(CNI_ERR.INCOMPATIBLE_VERSION, `cniVersion ${version} is not supported; weavets-cni speaks 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0`);
+    throw new CniError(
+      CNI_ERR.INCOMPATIBLE_VERSION,
+      `cniVersion ${version} is not supported; weavets-cni speaks 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0`,
+    );
   }
   const name = conf['name'];
   if (typeof name !== 'string' || !NETWORK_NAME_RE.test(name)) {
-    throw configError('name is required: a network name of letters, digits, "_", "." or "-", starting with a letter or digit');
+    throw configError(
+      'name is required: a network name of letters, digits, "_", "." or "-", starting with a letter or digit',
+    );
   }
   const stateDir = optString(conf, 'stateDir', '') ?? DEFAULT_STATE_DIR;
   if (!stateDir.startsWith('/')) throw configError(`stateDir ${JSON.stringify(stateDir)} must be an absolute path`);
   const network = optString(conf, 'network', '') ?? DEFAULT_NETWORK;
-  if (!WEAVETS_NETWORK_RE.test(network)) throw configError(`network ${JSON.stringify(network)}: use 1-63 letters, digits, "_", "." or "-"`);
+  if (!WEAVETS_NETWORK_RE.test(network))
+    throw configError(`network ${JSON.stringify(network)}: use 1-63 letters, digits, "_", "." or "-"`);
   const gw = conf['gateway'];
   if (gw !== undefined && typeof gw !== 'boolean') throw configError('gateway must be true or false');
   const out: NetConf = { cniVersion: version, name, stateDir, network, gateway: gw ?? true, dns: parseDns(conf) };
@@ -258,7 +284,10 @@ export function parseNetConf(conf: Obj, command: CniCommand): NetConf {
     throw new CniError(CNI_ERR.INCOMPATIBLE_VERSION, `CHECK needs cniVersion 0.4.0 or later, config has ${version}`);
   }
   if ((command === 'GC' || command === 'STATUS') && !versionAtLeast(version, '1.1.0')) {
-    throw new CniError(CNI_ERR.INCOMPATIBLE_VERSION, `${command} needs cniVersion 1.1.0 or later, config has ${version}`);
+    throw new CniError(
+      CNI_ERR.INCOMPATIBLE_VERSION,
+      `${command} needs cniVersion 1.1.0 or later, config has ${version}`,
+    );
   }
   if (command === 'GC') {
     const valid = parseAttachments(conf);
@@ -280,7 +309,8 @@ export function parseInvocation(command: CniCommand, env: Env, stdin: string): I
     containerId = env['CNI_CONTAINERID'] ?? '';
     ifname = env['CNI_IFNAME'] ?? '';
     netns = env['CNI_NETNS'] ?? '';
-    if (!CONTAINER_ID_RE.test(containerId)) bad.push('CNI_CONTAINERID (want a letter or digit, then letters, digits, "_", "." or "-")');
+    if (!CONTAINER_ID_RE.test(containerId))
+      bad.push('CNI_CONTAINERID (want a letter or digit, then letters, digits, "_", "." or "-")');
     if (!IFNAME_RE.test(ifname)) bad.push('CNI_IFNAME (want 1-15 letters, digits, "_", "." or "-")');
     // DEL may come after the namespace is gone: then CNI_NETNS may be empty.
     if (command !== 'DEL' && netns === '') bad.push('CNI_NETNS (not set)');
@@ -296,8 +326,10 @@ export function parseInvocation(command: CniCommand, env: Env, stdin: string): I
   const podNamespace = args.get('K8S_POD_NAMESPACE');
   const rawPodName = args.get('K8S_POD_NAME');
   const k8s: Record<string, string> = {};
-  if (podNamespace !== undefined && podNamespace !== '' && labelValueProblem(podNamespace) === undefined) k8s['k8s.namespace'] = podNamespace;
-  if (rawPodName !== undefined && rawPodName !== '' && labelValueProblem(rawPodName) === undefined) k8s['k8s.pod'] = rawPodName;
+  if (podNamespace !== undefined && podNamespace !== '' && labelValueProblem(podNamespace) === undefined)
+    k8s['k8s.namespace'] = podNamespace;
+  if (rawPodName !== undefined && rawPodName !== '' && labelValueProblem(rawPodName) === undefined)
+    k8s['k8s.pod'] = rawPodName;
   if (Object.keys(k8s).length > 0) inv.conf.labels = { ...k8s, ...inv.conf.labels };
   return inv;
 }

@@ -27,7 +27,11 @@ type Env = Record<string, string | undefined>;
 /** One invocation, with I/O injected (tests call this directly). */
 export async function runPlugin(env: Env, stdin: string, apiFor: (stateDir: string) => DaemonApi): Promise<RunOutput> {
   const level = (env['WEAVETS_CNI_LOG_LEVEL'] ?? 'warn') as LogLevel;
-  const log = createLogger(['debug', 'info', 'warn', 'error'].includes(level) ? level : 'warn', process.stderr, 'weavets-cni');
+  const log = createLogger(
+    ['debug', 'info', 'warn', 'error'].includes(level) ? level : 'warn',
+    process.stderr,
+    'weavets-cni',
+  );
   const version = versionOf(stdin);
   try {
     const command = parseCommand(env);
@@ -55,7 +59,10 @@ export async function runPlugin(env: Env, stdin: string, apiFor: (stateDir: stri
         return { status: 0, stdout: '' };
     }
   } catch (err) {
-    const e = err instanceof CniError ? err : new CniError(CNI_ERR.DAEMON_FAILED, err instanceof Error ? err.message : String(err));
+    const e =
+      err instanceof CniError
+        ? err
+        : new CniError(CNI_ERR.DAEMON_FAILED, err instanceof Error ? err.message : String(err));
     log.error(e.message, { code: e.code, command: env['CNI_COMMAND'], containerId: env['CNI_CONTAINERID'] });
     return { status: 1, stdout: JSON.stringify(formatError(version, e)) + '\n' };
   }
@@ -77,14 +84,21 @@ export function main(): void {
   try {
     stdin = readStdin();
   } catch (err) {
-    const e = new CniError(CNI_ERR.IO_FAILURE, `cannot read the network configuration from stdin: ${(err as Error).message}`);
+    const e = new CniError(
+      CNI_ERR.IO_FAILURE,
+      `cannot read the network configuration from stdin: ${(err as Error).message}`,
+    );
     process.stdout.write(JSON.stringify(formatError(LATEST_VERSION, e)) + '\n');
     process.exitCode = 1;
     return;
   }
   const env = process.env as Env;
   // Only the top-level "stateDir" (parseNetConf), and only a root-owned, root-only socket.
-  runPlugin(env, stdin, (stateDir) => new ApiClient(trustedSocketPath(stateDir), { timeoutMs: REQUEST_TIMEOUT_MS })).then(
+  runPlugin(
+    env,
+    stdin,
+    (stateDir) => new ApiClient(trustedSocketPath(stateDir), { timeoutMs: REQUEST_TIMEOUT_MS }),
+  ).then(
     (out) => {
       // Let stdout drain (a pipe) before exiting; no process.exit() truncation.
       if (out.stdout !== '') process.stdout.write(out.stdout);

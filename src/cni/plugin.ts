@@ -35,7 +35,8 @@ export function daemonError(err: unknown, what: string): CniError {
       case 'EWEAVETS_NOT_FOUND':
       case 'EWEAVETS_INTERNAL':
         // A request that timed out is worth retrying; the daemon may be busy.
-        if (/no answer from the daemon/.test(err.message)) return new CniError(CNI_ERR.TRY_AGAIN, `${what}: ${err.message}`);
+        if (/no answer from the daemon/.test(err.message))
+          return new CniError(CNI_ERR.TRY_AGAIN, `${what}: ${err.message}`);
         return new CniError(CNI_ERR.DAEMON_FAILED, `${what}: ${err.message}`);
     }
   }
@@ -59,7 +60,10 @@ export function checkNetns(netns: string): void {
     case 'missing':
       throw new CniError(CNI_ERR.CONTAINER_UNKNOWN, `network namespace ${netns} does not exist`);
     case 'other':
-      throw new CniError(CNI_ERR.INVALID_ENV, `CNI_NETNS ${netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
+      throw new CniError(
+        CNI_ERR.INVALID_ENV,
+        `CNI_NETNS ${netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`,
+      );
   }
 }
 
@@ -108,7 +112,12 @@ export async function cmdDel(inv: Invocation, api: DaemonApi): Promise<void> {
     // releases what this id holds even if it has no endpoint for it (an ADD cut short).
     // release: a CNI attachment's id (its sandbox's container id) never comes back, so
     // reserving its address for --address-retention would only keep it from the next pod.
-    await api.post('/detach', { id: endpointId(inv.conf.name, inv.containerId, inv.ifname), ifname: inv.ifname, missingOk: true, release: true });
+    await api.post('/detach', {
+      id: endpointId(inv.conf.name, inv.containerId, inv.ifname),
+      ifname: inv.ifname,
+      missingOk: true,
+      release: true,
+    });
   } catch (err) {
     throw daemonError(err, 'DEL');
   }
@@ -131,7 +140,10 @@ export async function cmdCheck(inv: Invocation, api: DaemonApi): Promise<void> {
     check = await api.post<EndpointCheck>('/endpoints/check', { id });
   } catch (err) {
     if (err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND') {
-      throw new CniError(CNI_ERR.CHECK_FAILED, `the daemon holds no endpoint ${id}: the container's address is not allocated`);
+      throw new CniError(
+        CNI_ERR.CHECK_FAILED,
+        `the daemon holds no endpoint ${id}: the container's address is not allocated`,
+      );
     }
     throw daemonError(err, 'CHECK');
   }
@@ -139,13 +151,16 @@ export async function cmdCheck(inv: Invocation, api: DaemonApi): Promise<void> {
   const problems = [...check.problems];
   if (ep.netns !== inv.netns) problems.push(`endpoint is in ${ep.netns}, not ${inv.netns}`);
   // What ADD reported must still be true; later plugins in the chain may have added more.
-  const ours = (prev.interfaces ?? []).find((i) => i.name === inv.ifname && i.sandbox !== undefined && i.sandbox !== '');
+  const ours = (prev.interfaces ?? []).find(
+    (i) => i.name === inv.ifname && i.sandbox !== undefined && i.sandbox !== '',
+  );
   if (!ours) problems.push(`prevResult lists no interface ${inv.ifname} in a sandbox`);
   else if (typeof ours.mac === 'string' && ours.mac !== '' && ours.mac.toLowerCase() !== ep.mac) {
     problems.push(`interface ${inv.ifname} has mac ${ep.mac}, prevResult says ${ours.mac}`);
   }
   const prevAddrs = (prev.ips ?? []).map((i) => i.address).filter((a): a is string => typeof a === 'string');
-  if (!prevAddrs.includes(ep.address)) problems.push(`address ${ep.address} is not in prevResult (${prevAddrs.join(', ') || 'none'})`);
+  if (!prevAddrs.includes(ep.address))
+    problems.push(`address ${ep.address} is not in prevResult (${prevAddrs.join(', ') || 'none'})`);
   if (problems.length > 0) throw new CniError(CNI_ERR.CHECK_FAILED, `CHECK ${id}: ${problems.join('; ')}`);
 }
 
@@ -178,7 +193,8 @@ export async function cmdStatus(_inv: Invocation, api: DaemonApi): Promise<void>
     const why = err instanceof Error ? err.message : String(err);
     throw new CniError(CNI_ERR.NOT_AVAILABLE_DEGRADED, `weavets daemon unreachable: ${why}`);
   }
-  if (res.status !== 200) throw new CniError(CNI_ERR.NOT_AVAILABLE, `weavets daemon is not ready (HTTP ${res.status}: ${res.body.trim()})`);
+  if (res.status !== 200)
+    throw new CniError(CNI_ERR.NOT_AVAILABLE, `weavets daemon is not ready (HTTP ${res.status}: ${res.body.trim()})`);
 }
 
 function definedOnly(d: DnsConfig): DnsConfig {

@@ -22,7 +22,8 @@ function mode(st: fs.Stats): string {
 function dirProblem(dir: string, isStateDir: boolean): string | undefined {
   const st = fs.lstatSync(dir);
   if (st.uid !== 0) return `${dir} is owned by uid ${st.uid}, not root`;
-  if ((st.mode & 0o022) !== 0 && (isStateDir || (st.mode & 0o1000) === 0)) return `${dir} is writable by group or others (mode ${mode(st)})`;
+  if ((st.mode & 0o022) !== 0 && (isStateDir || (st.mode & 0o1000) === 0))
+    return `${dir} is writable by group or others (mode ${mode(st)})`;
   return undefined;
 }
 

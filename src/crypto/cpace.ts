@@ -51,7 +51,7 @@ function isSquare(x: bigint): boolean {
 
 function fromLittleEndian(buf: Buffer): bigint {
   let x = 0n;
-  for (let i = buf.length - 1; i >= 0; i--) x = (x << 8n) | BigInt(buf[i]);
+  for (let i = buf.length - 1; i >= 0; i--) x = (x << 8n) | BigInt(buf[i]!);
   return x;
 }
 
@@ -79,7 +79,7 @@ export function elligator2Curve25519(r: Buffer): Buffer {
     throw new CryptoError('EWEAVETS_CRYPTO_BAD_LENGTH', `field element must be 32 bytes, got ${r.length}`);
   }
   const masked = Buffer.from(r);
-  masked[31] &= 0x7f;
+  masked[31] = masked[31]! & 0x7f;
   const t = mod(fromLittleEndian(masked));
 
   // x1 = -A / (1 + Z t^2). The denominator is never 0 here (-1/2 is not a square mod p),
@@ -128,7 +128,7 @@ export function cpaceGenerator(password: Buffer, sid: Buffer): Buffer {
 /** Constant-time check for 32 zero bytes. */
 function isAllZero(b: Uint8Array): boolean {
   let acc = 0;
-  for (let i = 0; i < b.length; i++) acc |= b[i];
+  for (let i = 0; i < b.length; i++) acc |= b[i]!;
   return acc === 0;
 }
 
@@ -149,10 +149,7 @@ export interface CpaceKeyPair {
  * A fresh CPace key pair for one connection. `random` is for tests; it defaults to the
  * system CSPRNG.
  */
-export function cpaceKeyPair(
-  generator: Buffer,
-  random: (n: number) => Buffer = randomBytes,
-): CpaceKeyPair {
+export function cpaceKeyPair(generator: Buffer, random: (n: number) => Buffer = randomBytes): CpaceKeyPair {
   need32('generator', generator);
   const secret = random(32);
   need32('secret', secret);

@@ -48,7 +48,8 @@ export class ReplayWindow {
       }
       this.highest = counter;
     }
-    this.ring[block % this.blocks] |= 1 << (counter % BLOCK_BITS);
+    const slot = block % this.blocks;
+    this.ring[slot] = this.ring[slot]! | (1 << (counter % BLOCK_BITS));
     return true;
   }
 
@@ -57,8 +58,8 @@ export class ReplayWindow {
     if (!Number.isInteger(counter) || counter < 0 || counter > MAX_COUNTER) return false;
     if (counter > this.highest) return true;
     if (this.highest - counter >= this.windowSize) return false;
-    const word = this.ring[Math.floor(counter / BLOCK_BITS) % this.blocks];
-    return ((word >>> counter % BLOCK_BITS) & 1) === 0;
+    const word = this.ring[Math.floor(counter / BLOCK_BITS) % this.blocks]!;
+    return ((word >>> (counter % BLOCK_BITS)) & 1) === 0;
   }
 
   /** Forget everything: for a new session, never for a rekey within one. */

@@ -58,14 +58,30 @@ function checkRange(what: string, buf: Buffer, off: number, len: number): void {
   }
 }
 
-function checkSeal(out: Buffer, outOff: number, msg: Buffer, msgOff: number, msgLen: number, nonce: Buffer, key: Buffer): void {
+function checkSeal(
+  out: Buffer,
+  outOff: number,
+  msg: Buffer,
+  msgOff: number,
+  msgLen: number,
+  nonce: Buffer,
+  key: Buffer,
+): void {
   checkKeyNonce(nonce, key);
   checkRange('message', msg, msgOff, msgLen);
   checkRange('output', out, outOff, msgLen + SEAL_OVERHEAD);
 }
 
 /** Returns false for a box too short to hold a MAC (junk, not a caller bug). */
-function checkOpen(out: Buffer, outOff: number, box: Buffer, boxOff: number, boxLen: number, nonce: Buffer, key: Buffer): boolean {
+function checkOpen(
+  out: Buffer,
+  outOff: number,
+  box: Buffer,
+  boxOff: number,
+  boxLen: number,
+  nonce: Buffer,
+  key: Buffer,
+): boolean {
   checkKeyNonce(nonce, key);
   checkRange('box', box, boxOff, boxLen);
   if (boxLen < SEAL_OVERHEAD) return false;

@@ -31,7 +31,8 @@ export interface TraceProbe {
 export type TraceProbeError = 'probe_length' | 'probe_magic' | 'probe_kind' | 'probe_flags' | 'probe_peer';
 
 export function encodeTraceProbe(p: TraceProbe, buf?: Buffer, offset = 0): Buffer {
-  if (p.kind !== TraceProbeKind.Request && p.kind !== TraceProbeKind.Reply) throw new RangeError(`trace probe: kind ${String(p.kind)}`);
+  if (p.kind !== TraceProbeKind.Request && p.kind !== TraceProbeKind.Reply)
+    throw new RangeError(`trace probe: kind ${String(p.kind)}`);
   if (!Number.isInteger(p.id) || p.id < 0 || p.id > 0xffffffff) throw new RangeError(`trace probe: id ${p.id}`);
   if (!Number.isInteger(p.seq) || p.seq < 0 || p.seq > 0xffff) throw new RangeError(`trace probe: seq ${p.seq}`);
   if (p.from === NO_PEER || p.to === NO_PEER) throw new RangeError('trace probe: empty peer name');

@@ -73,7 +73,11 @@ export class FlowCounter {
   record(net: number, srcMac: number, dstMac: number, bytes: number): void {
     const mask = this.cap - 1;
     // Mix the low bits of both MACs and the network: MACs of one host share their top bytes.
-    let h = (Math.imul(net, 0x9e3779b1) ^ Math.imul(srcMac % 0x100000000 >>> 0, 0x85ebca6b) ^ Math.imul(dstMac % 0x100000000 >>> 0, 0xc2b2ae35)) >>> 0;
+    let h =
+      (Math.imul(net, 0x9e3779b1) ^
+        Math.imul((srcMac % 0x100000000) >>> 0, 0x85ebca6b) ^
+        Math.imul((dstMac % 0x100000000) >>> 0, 0xc2b2ae35)) >>>
+      0;
     for (let i = 0; i < MAX_PROBE; i++) {
       const slot = (h + i) & mask;
       const n = this.nets[slot]!;
@@ -125,7 +129,11 @@ export class FlowCounter {
 
   private set(net: number, src: number, dst: number, bytes: number, packets: number): void {
     const mask = this.cap - 1;
-    const h = (Math.imul(net, 0x9e3779b1) ^ Math.imul(src % 0x100000000 >>> 0, 0x85ebca6b) ^ Math.imul(dst % 0x100000000 >>> 0, 0xc2b2ae35)) >>> 0;
+    const h =
+      (Math.imul(net, 0x9e3779b1) ^
+        Math.imul((src % 0x100000000) >>> 0, 0x85ebca6b) ^
+        Math.imul((dst % 0x100000000) >>> 0, 0xc2b2ae35)) >>>
+      0;
     for (let i = 0; i < MAX_PROBE; i++) {
       const slot = (h + i) & mask;
       if (this.nets[slot] === net && this.srcs[slot] === src && this.dsts[slot] === dst) {
@@ -138,7 +146,10 @@ export class FlowCounter {
 }
 
 /** Cumulative counters read from one source at one moment, keyed "net/src/dst". */
-export type FlowTotals = Map<string, { net: number; src: number; dst: number; bytes: number; packets: number; datapath: 'sleeve' | 'fastdp' }>;
+export type FlowTotals = Map<
+  string,
+  { net: number; src: number; dst: number; bytes: number; packets: number; datapath: 'sleeve' | 'fastdp' }
+>;
 
 export function flowKey(net: number, src: number, dst: number): string {
   return `${net}/${src}/${dst}`;
@@ -157,7 +168,9 @@ export class FlowWindow {
   }
 
   /** Per pair, what was counted between the oldest snapshot in the window and `now`. */
-  delta(now: FlowTotals): { net: number; src: number; dst: number; bytes: number; packets: number; datapath: 'sleeve' | 'fastdp' }[] {
+  delta(
+    now: FlowTotals,
+  ): { net: number; src: number; dst: number; bytes: number; packets: number; datapath: 'sleeve' | 'fastdp' }[] {
     const base = this.snapshots[0]?.totals;
     const out = [];
     for (const [k, v] of now) {
@@ -228,7 +241,9 @@ export class FlowService {
 
   private async totals(): Promise<FlowTotals> {
     const totals: FlowTotals = new Map();
-    this.counter.forEach((net, src, dst, bytes, packets) => totals.set(flowKey(net, src, dst), { net, src, dst, bytes, packets, datapath: 'sleeve' }));
+    this.counter.forEach((net, src, dst, bytes, packets) =>
+      totals.set(flowKey(net, src, dst), { net, src, dst, bytes, packets, datapath: 'sleeve' }),
+    );
     if (this.kernel !== undefined) {
       for (const [k, v] of await this.kernel.read()) {
         const have = totals.get(`k${k}`);
@@ -240,7 +255,10 @@ export class FlowService {
   }
 
   /** The top pairs of the last minute, named by `name`. */
-  async status(host: string, name: (net: number, mac: number) => { network: string; end: FlowEnd }): Promise<FlowsStatus> {
+  async status(
+    host: string,
+    name: (net: number, mac: number) => { network: string; end: FlowEnd },
+  ): Promise<FlowsStatus> {
     const now = await this.totals().catch((err: Error) => {
       this.onError(err);
       return this.last;

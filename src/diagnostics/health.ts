@@ -166,7 +166,13 @@ export class HealthGossip {
       stale,
       peers: report.peers.map((v) => cellOf(v, nick.get(v.peer) ?? '')),
     }));
-    rows.sort((a, b) => (a.name === formatPeerName(this.deps.router.name) ? -1 : b.name === formatPeerName(this.deps.router.name) ? 1 : a.name.localeCompare(b.name)));
+    rows.sort((a, b) =>
+      a.name === formatPeerName(this.deps.router.name)
+        ? -1
+        : b.name === formatPeerName(this.deps.router.name)
+          ? 1
+          : a.name.localeCompare(b.name),
+    );
     return { self: formatPeerName(this.deps.router.name), staleAfterMs: STALE_AFTER_MS, rows };
   }
 
@@ -200,7 +206,8 @@ export class HealthGossip {
     const failedByAddress = new Map<string, string>();
     for (const c of conns) if (c.state === 'failed' && c.info !== undefined) failedByAddress.set(c.address, c.info);
     const failedByPeer = new Map<PeerName, string>();
-    for (const c of conns) if (c.state === 'failed' && c.peer !== '' && c.info !== undefined) failedByPeer.set(parsePeer(c.peer), c.info);
+    for (const c of conns)
+      if (c.state === 'failed' && c.peer !== '' && c.info !== undefined) failedByPeer.set(parsePeer(c.peer), c.info);
     for (const e of router.topology.entries()) {
       for (const edge of e.connections) {
         const info = failedByAddress.get(edge.address);
@@ -215,12 +222,16 @@ export class HealthGossip {
       const conn = byName.get(name);
       const up = ps?.up ?? false;
       if (up) this.lastUpAt.set(peer, now);
-      const lastAnswer = ps?.lastAnswerAt !== undefined && ps.lastAnswerAt > 0 ? ps.lastAnswerAt : this.lastUpAt.get(peer);
+      const lastAnswer =
+        ps?.lastAnswerAt !== undefined && ps.lastAnswerAt > 0 ? ps.lastAnswerAt : this.lastUpAt.get(peer);
       const silentMs = lastAnswer === undefined ? undefined : Math.max(0, now - lastAnswer);
       const connected = ps !== undefined;
       let reason = '';
       if (!up) {
-        reason = silentMs === undefined ? 'no heartbeat answer yet' : `no heartbeat answer for ${Math.round(silentMs / 1000)} s`;
+        reason =
+          silentMs === undefined
+            ? 'no heartbeat answer yet'
+            : `no heartbeat answer for ${Math.round(silentMs / 1000)} s`;
         if (!connected) {
           const info = failedByPeer.get(peer);
           reason += info === undefined ? '; no control connection' : `; no control connection: ${info}`;
@@ -259,11 +270,23 @@ export class HealthGossip {
       }
     }
     this.seq = (this.seq + 1) >>> 0;
-    return { owner: self, nickname: truncateUtf8(this.deps.nickname, 255), uid: router.uid, seq: this.seq, peers: views, endpoints };
+    return {
+      owner: self,
+      nickname: truncateUtf8(this.deps.nickname, 255),
+      uid: router.uid,
+      seq: this.seq,
+      peers: views,
+      endpoints,
+    };
   }
 
   /** Per mille of heartbeats unanswered over the window; undefined without any sent. */
-  private loss(peer: PeerName, sent: number | undefined, answered: number | undefined, sample: boolean): number | undefined {
+  private loss(
+    peer: PeerName,
+    sent: number | undefined,
+    answered: number | undefined,
+    sample: boolean,
+  ): number | undefined {
     if (sent === undefined || answered === undefined) {
       this.lossSamples.delete(peer);
       return undefined;

@@ -57,7 +57,14 @@ export interface MeshStatus {
   networks: { name: string; containers: MeshContainer[] }[];
   health: HealthStatus;
   /** This host's counters towards each peer it has a data path to. */
-  counters: { peer: string; nickname: string; framesIn: number; framesOut: number; bytesIn: number; bytesOut: number }[];
+  counters: {
+    peer: string;
+    nickname: string;
+    framesIn: number;
+    framesOut: number;
+    bytesIn: number;
+    bytesOut: number;
+  }[];
   drops: Record<string, number>;
 }
 
@@ -106,7 +113,12 @@ export class Diagnostics {
       for (const e of report.endpoints) {
         byMac.set(`${e.networkId}/${e.mac}`, {
           network: e.network,
-          end: { name: e.name, address: formatIpv4(e.ip), mac: formatMac(e.mac), host: report.nickname || formatPeerName(report.owner) },
+          end: {
+            name: e.name,
+            address: formatIpv4(e.ip),
+            mac: formatMac(e.mac),
+            host: report.nickname || formatPeerName(report.owner),
+          },
         });
       }
     }
@@ -154,7 +166,12 @@ export class Diagnostics {
     const nick = this.health.nicknames();
     const health = this.health.status();
     const reports = this.health.reports();
-    const reachable = new Set(router.peerStatus().filter((p) => p.reachable).map((p) => p.name));
+    const reachable = new Set(
+      router
+        .peerStatus()
+        .filter((p) => p.reachable)
+        .map((p) => p.name),
+    );
     const own = this.health.ownReport();
     const ownView = new Map(own.peers.map((v) => [v.peer, v] as const));
     const names = new Set<PeerName>([self, ...nick.keys(), ...reports.map((r) => r.report.owner)]);
@@ -197,7 +214,9 @@ export class Diagnostics {
       }
     }
     // A host this host cannot reach takes its edges down with it, whatever older rows said.
-    const downHosts = new Map(hosts.filter((h) => h.state === 'down').map((h) => [h.name, h.nickname || h.name] as const));
+    const downHosts = new Map(
+      hosts.filter((h) => h.state === 'down').map((h) => [h.name, h.nickname || h.name] as const),
+    );
     for (const e of edges.values()) {
       const gone = downHosts.get(e.from) ?? downHosts.get(e.to);
       if (gone !== undefined && e.up) {
@@ -209,7 +228,12 @@ export class Diagnostics {
     for (const { report } of reports) {
       for (const e of report.endpoints) {
         const list = networks.get(e.network) ?? [];
-        list.push({ name: e.name, address: formatIpv4(e.ip), host: formatPeerName(report.owner), hostNickname: report.nickname });
+        list.push({
+          name: e.name,
+          address: formatIpv4(e.ip),
+          host: formatPeerName(report.owner),
+          hostNickname: report.nickname,
+        });
         networks.set(e.network, list);
       }
     }
@@ -217,7 +241,14 @@ export class Diagnostics {
     for (const v of own.peers) {
       const s = datapath.peerStatus(v.peer);
       if (s === undefined) continue;
-      counters.push({ peer: formatPeerName(v.peer), nickname: nick.get(v.peer) ?? '', framesIn: s.framesIn, framesOut: s.framesOut, bytesIn: s.bytesIn, bytesOut: s.bytesOut });
+      counters.push({
+        peer: formatPeerName(v.peer),
+        nickname: nick.get(v.peer) ?? '',
+        framesIn: s.framesIn,
+        framesOut: s.framesOut,
+        bytesIn: s.bytesIn,
+        bytesOut: s.bytesOut,
+      });
     }
     return {
       self: { name: formatPeerName(self), nickname: this.opts.nickname },
@@ -226,7 +257,10 @@ export class Diagnostics {
       edges: [...edges.values()],
       networks: [...networks.entries()]
         .sort(([a], [b]) => a.localeCompare(b))
-        .map(([name, containers]) => ({ name, containers: containers.sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })) })),
+        .map(([name, containers]) => ({
+          name,
+          containers: containers.sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })),
+        })),
       health,
       counters,
       drops: Object.fromEntries(datapath.drops()),
@@ -245,7 +279,8 @@ export class Diagnostics {
       collect() {
         this.reset();
         const nick = health.nicknames();
-        for (const v of health.ownReport().peers) this.set({ peer: formatPeerName(v.peer), nickname: nick.get(v.peer) ?? '' }, v.up ? 1 : 0);
+        for (const v of health.ownReport().peers)
+          this.set({ peer: formatPeerName(v.peer), nickname: nick.get(v.peer) ?? '' }, v.up ? 1 : 0);
       },
     });
     new Gauge({
@@ -257,7 +292,8 @@ export class Diagnostics {
         this.reset();
         const nick = health.nicknames();
         for (const v of health.ownReport().peers) {
-          if (v.rttUs !== undefined) this.set({ peer: formatPeerName(v.peer), nickname: nick.get(v.peer) ?? '' }, v.rttUs / 1e6);
+          if (v.rttUs !== undefined)
+            this.set({ peer: formatPeerName(v.peer), nickname: nick.get(v.peer) ?? '' }, v.rttUs / 1e6);
         }
       },
     });

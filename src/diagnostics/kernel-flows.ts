@@ -76,11 +76,18 @@ export function parseFlowSet(json: string): FlowTotals {
     const elems = (item as { set?: { elem?: unknown } }).set?.elem;
     if (!Array.isArray(elems)) continue;
     for (const e of elems) {
-      const elem = (e as { elem?: { val?: { concat?: unknown }; counter?: { packets?: unknown; bytes?: unknown } } }).elem;
+      const elem = (e as { elem?: { val?: { concat?: unknown }; counter?: { packets?: unknown; bytes?: unknown } } })
+        .elem;
       const concat = elem?.val?.concat;
       if (!Array.isArray(concat) || concat.length !== 3) continue;
       const [ifname, src, dst] = concat as unknown[];
-      if (typeof ifname !== 'string' || !ifname.startsWith(VXLAN_PREFIX) || typeof src !== 'string' || typeof dst !== 'string') continue;
+      if (
+        typeof ifname !== 'string' ||
+        !ifname.startsWith(VXLAN_PREFIX) ||
+        typeof src !== 'string' ||
+        typeof dst !== 'string'
+      )
+        continue;
       const net = parseInt(ifname.slice(VXLAN_PREFIX.length), 16);
       const s = macToNumber(src);
       const d = macToNumber(dst);

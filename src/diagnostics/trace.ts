@@ -104,7 +104,13 @@ function candidates(inputs: TraceInputs, query: string): Candidate[] {
       if (e.id === q || e.name === q || ip === q || byDns.has(ip)) {
         out.push({
           owner: report.owner,
-          end: { id: e.id, name: e.name, address: ip, network: e.network, host: { name: formatPeerName(report.owner), nickname: report.nickname } },
+          end: {
+            id: e.id,
+            name: e.name,
+            address: ip,
+            network: e.network,
+            host: { name: formatPeerName(report.owner), nickname: report.nickname },
+          },
         });
       }
     }
@@ -136,7 +142,10 @@ export function resolveEnds(inputs: TraceInputs, fromQuery: string, toQuery: str
     const nets = new Set(other.map((o) => o.end.network));
     const same = mine.filter((m) => nets.has(m.end.network));
     if (same.length === 1) return same[0]!;
-    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `'${query}' is ambiguous: ${mine.map(describe).join(', ')}; give an id or an address`);
+    throw new WeavetsError(
+      'EWEAVETS_BAD_REQUEST',
+      `'${query}' is ambiguous: ${mine.map(describe).join(', ')}; give an id or an address`,
+    );
   };
   return [pick(f, t, fromQuery), pick(t, f, toQuery)];
 }
@@ -203,8 +212,10 @@ export function planTrace(
   }
   if (inputs.verdict !== undefined) result.policy = inputs.verdict(from, to);
   const down = result.hops.find((h) => !h.up);
-  if (down !== undefined) result.reason = `${down.from.nickname || down.from.name} -> ${down.to.nickname || down.to.name} is down: ${down.reason}`;
-  else if (result.policy.verdict !== 'allow') result.reason = `denied by policy: ${result.policy.policy ?? result.policy.reason}`;
+  if (down !== undefined)
+    result.reason = `${down.from.nickname || down.from.name} -> ${down.to.nickname || down.to.name} is down: ${down.reason}`;
+  else if (result.policy.verdict !== 'allow')
+    result.reason = `denied by policy: ${result.policy.policy ?? result.policy.reason}`;
   return { result, ends: { from: f.owner, to: t.owner } };
 }
 
@@ -255,7 +266,13 @@ export class TraceProber {
       for (let seq = 1; seq <= PROBE_COUNT; seq++) {
         if (seq > 1) await delay(PROBE_SPACING_MS);
         p.sentAt.set(seq, performance.now());
-        if (this.datapath.sendProbe(target, encodeTraceProbe({ kind: TraceProbeKind.Request, id, seq, from: this.self, to: target }))) sent++;
+        if (
+          this.datapath.sendProbe(
+            target,
+            encodeTraceProbe({ kind: TraceProbeKind.Request, id, seq, from: this.self, to: target }),
+          )
+        )
+          sent++;
       }
       const deadline = Date.now() + PROBE_WAIT_MS;
       while (p.rtts.length < sent && Date.now() < deadline) await delay(20);
@@ -274,7 +291,10 @@ export class TraceProber {
       return;
     }
     if (m.kind === TraceProbeKind.Request) {
-      const ok = this.datapath.sendProbe?.(from, encodeTraceProbe({ kind: TraceProbeKind.Reply, id: m.id, seq: m.seq, from: this.self, to: from }));
+      const ok = this.datapath.sendProbe?.(
+        from,
+        encodeTraceProbe({ kind: TraceProbeKind.Reply, id: m.id, seq: m.seq, from: this.self, to: from }),
+      );
       if (!ok) this.log.debug('cannot answer trace probe: no route back', { to: formatPeerName(from) });
       return;
     }
@@ -291,7 +311,12 @@ function delay(ms: number): Promise<void> {
 }
 
 /** Plan, then probe when the plan says the far end can be reached from here. */
-export async function runTrace(inputs: TraceInputs, prober: TraceProber, fromQuery: string, toQuery: string): Promise<TraceResult> {
+export async function runTrace(
+  inputs: TraceInputs,
+  prober: TraceProber,
+  fromQuery: string,
+  toQuery: string,
+): Promise<TraceResult> {
   const { result, ends } = planTrace(inputs, fromQuery, toQuery);
   if (ends === undefined) return result;
   const self = { name: formatPeerName(inputs.self), nickname: inputs.nicknames.get(inputs.self) ?? '' };
@@ -305,7 +330,10 @@ export async function runTrace(inputs: TraceInputs, prober: TraceProber, fromQue
   const probe = await prober.probe(target);
   result.probe = { from: self, ...probe };
   if (result.reason === '' && probe.answered === 0) {
-    result.reason = probe.sent === 0 ? `no route from ${self.nickname || self.name} to send probes on` : `no probe answered by ${inputs.nicknames.get(target) || formatPeerName(target)}`;
+    result.reason =
+      probe.sent === 0
+        ? `no route from ${self.nickname || self.name} to send probes on`
+        : `no probe answered by ${inputs.nicknames.get(target) || formatPeerName(target)}`;
   }
   result.reachable = result.reason === '';
   return result;

@@ -35,9 +35,7 @@ export interface ZoneConfig {
 }
 
 export type QueryOutcome =
-  | { kind: 'answer'; response: Buffer; rcode: number }
-  | { kind: 'forward'; query: dnsPacket.Packet }
-  | { kind: 'drop' };
+  { kind: 'answer'; response: Buffer; rcode: number } | { kind: 'forward'; query: dnsPacket.Packet } | { kind: 'drop' };
 
 /** Which zone a name falls in: the forward domain, our reverse range, or neither. */
 export function zoneOf(name: string, zone: ZoneConfig): 'forward' | 'reverse' | undefined {
@@ -92,7 +90,20 @@ export function buildResponse(
 ): Buffer {
   const edns = ednsSize(q);
   const additionals: dnsPacket.Answer[] =
-    edns === undefined ? [] : [{ type: 'OPT', name: '.', udpPayloadSize: UDP_MAX_SIZE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] } as unknown as dnsPacket.Answer];
+    edns === undefined
+      ? []
+      : [
+          {
+            type: 'OPT',
+            name: '.',
+            udpPayloadSize: UDP_MAX_SIZE,
+            extendedRcode: 0,
+            ednsVersion: 0,
+            flags: 0,
+            flag_do: false,
+            options: [],
+          } as unknown as dnsPacket.Answer,
+        ];
   const flags = ((q.flags ?? 0) & (FLAG_RD | 0x7800)) | FLAG_RA | (opts.authoritative ? FLAG_AA : 0) | rcode;
   const packet: dnsPacket.Packet = {
     type: 'response',
@@ -146,7 +157,8 @@ export function handleQuery(buf: Buffer, table: RecordView, zone: ZoneConfig, tr
   const short = where === undefined && isShortName(name) && table.hasName(name);
   if (where === undefined && !short) return { kind: 'forward', query: q };
   const edns = ednsSize(q);
-  const limit = transport === 'tcp' ? TCP_MAX_SIZE : Math.min(UDP_MAX_SIZE, Math.max(UDP_DEFAULT_SIZE, edns ?? UDP_DEFAULT_SIZE));
+  const limit =
+    transport === 'tcp' ? TCP_MAX_SIZE : Math.min(UDP_MAX_SIZE, Math.max(UDP_DEFAULT_SIZE, edns ?? UDP_DEFAULT_SIZE));
   const respond = (rcode: number, answers: dnsPacket.Answer[], authorities: dnsPacket.Answer[]): QueryOutcome => ({
     kind: 'answer',
     response: buildResponse(q, rcode, answers, authorities, { authoritative: true, limit }),

@@ -161,8 +161,24 @@ export class DnsRecordTable {
 
   /** Every record with the peer name of the host that publishes it, sorted by name, address, host. */
   list(): { name: string; ip: string; host: string }[] {
-    const out = [...this.byKey.entries()].map(([key, r]) => ({ name: r.name, ip: r.ip, host: key.slice(DNS_PREFIX.length).split('/')[0]! }));
-    return out.sort((a, b) => (a.name !== b.name ? (a.name < b.name ? -1 : 1) : a.ip !== b.ip ? compareIpv4(a.ip, b.ip) : a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
+    const out = [...this.byKey.entries()].map(([key, r]) => ({
+      name: r.name,
+      ip: r.ip,
+      host: key.slice(DNS_PREFIX.length).split('/')[0]!,
+    }));
+    return out.sort((a, b) =>
+      a.name !== b.name
+        ? a.name < b.name
+          ? -1
+          : 1
+        : a.ip !== b.ip
+          ? compareIpv4(a.ip, b.ip)
+          : a.host < b.host
+            ? -1
+            : a.host > b.host
+              ? 1
+              : 0,
+    );
   }
 
   /** Number of (host, name, address) records. */

@@ -126,7 +126,9 @@ export class DnsServer {
   private async open(addr: string, port: number): Promise<Listener> {
     const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 1 << 21 } as dgram.SocketOptions);
     const listener = { addr, port, udp, view: this.viewFor(addr) } as Listener;
-    udp.on('message', (msg, rinfo) => this.enqueue({ msg, listener, socket: udp, address: rinfo.address, port: rinfo.port }));
+    udp.on('message', (msg, rinfo) =>
+      this.enqueue({ msg, listener, socket: udp, address: rinfo.address, port: rinfo.port }),
+    );
     udp.on('error', (err) => this.log.warn('DNS UDP socket error', { addr, error: err.message }));
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
@@ -200,7 +202,10 @@ export class DnsServer {
   answer(msg: Buffer, transport: 'udp' | 'tcp', reply: (res: Buffer) => void, listener?: Listener): void {
     // Cached: only well-formed queries we answered NOERROR/NXDOMAIN get here twice; per
     // listener, since each network sees its own records.
-    const key = msg.length >= 12 && msg.length <= 512 ? `${listener?.addr ?? ''}|${transport}${msg.toString('latin1', 2)}` : undefined;
+    const key =
+      msg.length >= 12 && msg.length <= 512
+        ? `${listener?.addr ?? ''}|${transport}${msg.toString('latin1', 2)}`
+        : undefined;
     const hit = key === undefined ? undefined : this.cache.get(key);
     if (hit && hit.complete && hit.generation === this.table.generation) {
       const cached = hit.responses[hit.next]!;
@@ -226,7 +231,8 @@ export class DnsServer {
         this.counters.dropped++;
         return;
       case 'answer':
-        if (key !== undefined && (outcome.rcode === 0 || outcome.rcode === 3)) this.remember(key, hit, outcome.response);
+        if (key !== undefined && (outcome.rcode === 0 || outcome.rcode === 3))
+          this.remember(key, hit, outcome.response);
         if (outcome.rcode === 1) this.counters.formerr++;
         else if (outcome.rcode === 3) this.counters.nxdomain++;
         else this.counters.answered++;

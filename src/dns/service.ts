@@ -71,7 +71,13 @@ export class DnsService {
       isOwnAddress: (ip) => this.server.isListeningOn(ip),
       log: log.child('upstream'),
     });
-    this.server = new DnsServer(this.table, { domain: settings.domain, ttl: settings.ttl, range: opts.range }, this.upstream, log, opts.visibility);
+    this.server = new DnsServer(
+      this.table,
+      { domain: settings.domain, ttl: settings.ttl, range: opts.range },
+      this.upstream,
+      log,
+      opts.visibility,
+    );
   }
 
   static async start(opts: DnsServiceOptions): Promise<DnsService> {
@@ -180,8 +186,10 @@ export class DnsService {
     const added: DnsRecord[] = [];
     for (const text of ips) {
       const ip = canonicalIpv4(text);
-      if (ip === undefined) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${JSON.stringify(text)} is not an IPv4 address`);
-      if (!manual.some((r) => r.name === name && r.ip === ip) && !added.some((r) => r.ip === ip)) added.push({ name, ip });
+      if (ip === undefined)
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${JSON.stringify(text)} is not an IPv4 address`);
+      if (!manual.some((r) => r.name === name && r.ip === ip) && !added.some((r) => r.ip === ip))
+        added.push({ name, ip });
     }
     this.owned.set('manual', [...manual, ...added]);
     await this.saveManual();
@@ -196,15 +204,22 @@ export class DnsService {
     const only = new Set<string>();
     for (const text of ips) {
       const ip = canonicalIpv4(text);
-      if (ip === undefined) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${JSON.stringify(text)} is not an IPv4 address`);
+      if (ip === undefined)
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${JSON.stringify(text)} is not an IPv4 address`);
       only.add(ip);
     }
     const manual = this.owned.get('manual') ?? [];
     const gone = manual.filter((r) => r.name === name && (only.size === 0 || only.has(r.ip)));
     if (gone.length === 0) {
-      throw new WeavetsError('EWEAVETS_NOT_FOUND', `no record ${name}${only.size ? ` with ${[...only].join(', ')}` : ''} was added on this host with dns-add`);
+      throw new WeavetsError(
+        'EWEAVETS_NOT_FOUND',
+        `no record ${name}${only.size ? ` with ${[...only].join(', ')}` : ''} was added on this host with dns-add`,
+      );
     }
-    this.owned.set('manual', manual.filter((r) => !gone.includes(r)));
+    this.owned.set(
+      'manual',
+      manual.filter((r) => !gone.includes(r)),
+    );
     await this.saveManual();
     this.resync();
     await this.syncing;
@@ -230,7 +245,9 @@ export class DnsService {
   private async loadManual(): Promise<void> {
     try {
       const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as { records?: DnsRecord[] };
-      const recs = (data.records ?? []).filter((r) => recordNameProblem(r.name) === undefined && canonicalIpv4(r.ip) !== undefined);
+      const recs = (data.records ?? []).filter(
+        (r) => recordNameProblem(r.name) === undefined && canonicalIpv4(r.ip) !== undefined,
+      );
       if (recs.length > 0) this.owned.set('manual', recs);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
@@ -248,7 +265,10 @@ export class DnsService {
   /** Listen on these bridge addresses (port from settings) plus the extra ones. */
   async listenOn(bridgeAddresses: string[]): Promise<void> {
     const port = this.opts.settings.port;
-    await this.server.reconcile([...bridgeAddresses.map((addr) => ({ addr, port })), ...this.opts.settings.extraListen]);
+    await this.server.reconcile([
+      ...bridgeAddresses.map((addr) => ({ addr, port })),
+      ...this.opts.settings.extraListen,
+    ]);
   }
 
   /** Networks changed (created, removed): each listener's view is computed afresh. */

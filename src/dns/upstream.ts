@@ -82,10 +82,17 @@ export class Upstream {
         if (st.mtimeMs !== this.mtimeMs) {
           this.mtimeMs = st.mtimeMs;
           this.servers = parseResolvConf(fs.readFileSync(this.opts.resolvConf, 'utf8'));
-          this.opts.log.info('upstream nameservers', { file: this.opts.resolvConf, servers: this.servers.join(',') || '(none)' });
+          this.opts.log.info('upstream nameservers', {
+            file: this.opts.resolvConf,
+            servers: this.servers.join(',') || '(none)',
+          });
         }
       } catch (err) {
-        if (this.mtimeMs !== -2) this.opts.log.warn('cannot read resolv.conf; no upstream', { file: this.opts.resolvConf, error: (err as Error).message });
+        if (this.mtimeMs !== -2)
+          this.opts.log.warn('cannot read resolv.conf; no upstream', {
+            file: this.opts.resolvConf,
+            error: (err as Error).message,
+          });
         this.mtimeMs = -2;
         this.servers = [];
       }
@@ -102,7 +109,16 @@ export class Upstream {
       return;
     }
     const own = Buffer.from(query);
-    const p: Pending = { query: own, clientId: own.readUInt16BE(0), servers, next: 0, id: 0, socket: undefined, timer: undefined, done };
+    const p: Pending = {
+      query: own,
+      clientId: own.readUInt16BE(0),
+      servers,
+      next: 0,
+      id: 0,
+      socket: undefined,
+      timer: undefined,
+      done,
+    };
     this.pending.add(p);
     this.forwarded++;
     this.send(p);

@@ -108,7 +108,12 @@ export class DockerEngine {
     try {
       const have = (await this.docker.listNetworks({ filters: { name: [name] } })) as { Name: string }[];
       if (have.some((n) => n.Name === name)) return;
-      await this.docker.createNetwork({ Name: name, Driver: this.opts.driver, IPAM: { Driver: this.opts.driver, Config: [{ Subnet: this.opts.subnet }] }, CheckDuplicate: true });
+      await this.docker.createNetwork({
+        Name: name,
+        Driver: this.opts.driver,
+        IPAM: { Driver: this.opts.driver, Config: [{ Subnet: this.opts.subnet }] },
+        CheckDuplicate: true,
+      });
       this.opts.log.info('created the default Docker network', { name, driver: this.opts.driver });
     } catch (err) {
       this.opts.log.debug('default Docker network not created (yet)', { error: (err as Error).message });
@@ -179,14 +184,17 @@ export class DockerEngine {
       const c = (await this.docker.getContainer(containerId).inspect()) as {
         Name?: string;
         Config?: { Hostname?: string; Labels?: Record<string, string> | null };
-        NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; Aliases?: string[] | null; EndpointID?: string }> };
+        NetworkSettings?: {
+          Networks?: Record<string, { IPAddress?: string; Aliases?: string[] | null; EndpointID?: string }>;
+        };
       };
       const n = c.NetworkSettings?.Networks?.[network];
       if (this.opts.labels && n?.EndpointID) {
         const labels: Record<string, string> = {};
         for (const [k, v] of Object.entries(c.Config?.Labels ?? {})) {
           // Docker allows any string; policies select by label syntax only (docs/POLICY.md).
-          if (typeof v === 'string' && labelKeyProblem(k) === undefined && labelValueProblem(v) === undefined) labels[k] = v;
+          if (typeof v === 'string' && labelKeyProblem(k) === undefined && labelValueProblem(v) === undefined)
+            labels[k] = v;
         }
         this.opts.labels(n.EndpointID, labels, c.Name?.replace(/^\//, ''));
       }
@@ -196,9 +204,15 @@ export class DockerEngine {
       if (c.Name) names.add(c.Name.replace(/^\//, ''));
       if (c.Config?.Hostname) names.add(c.Config.Hostname);
       for (const a of n?.Aliases ?? []) names.add(a);
-      this.opts.names?.(`docker:${containerId}:${network}`, [...names].map((name) => ({ name: name.toLowerCase(), ip })));
+      this.opts.names?.(
+        `docker:${containerId}:${network}`,
+        [...names].map((name) => ({ name: name.toLowerCase(), ip })),
+      );
     } catch (err) {
-      this.opts.log.debug('cannot inspect container for DNS', { container: containerId.slice(0, 12), error: (err as Error).message });
+      this.opts.log.debug('cannot inspect container for DNS', {
+        container: containerId.slice(0, 12),
+        error: (err as Error).message,
+      });
     }
   }
 

@@ -59,7 +59,12 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     defaultNetwork: DEFAULT_NETWORK,
     subnet: formatCidr(o.range),
     ...(o.names ? { names: o.names } : {}),
-    ...(o.labels ? { labels: (dockerEndpointId: string, labels: Record<string, string>, name: string | undefined) => o.labels?.(endpointIdFor(dockerEndpointId), labels, name) } : {}),
+    ...(o.labels
+      ? {
+          labels: (dockerEndpointId: string, labels: Record<string, string>, name: string | undefined) =>
+            o.labels?.(endpointIdFor(dockerEndpointId), labels, name),
+        }
+      : {}),
     log: o.log.child('docker-api'),
   });
   const ports = new NftPortPublisher();
@@ -76,7 +81,9 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
       const bridge = o.dnsRedirect.bridgeOf(segment);
       if (address !== undefined && bridge !== undefined) want.push({ bridge, address, port: o.dnsRedirect.port });
     }
-    await redirect.set(want).catch((err: unknown) => redirectLog.warn('cannot update the DNS redirect', { error: (err as Error).message }));
+    await redirect
+      .set(want)
+      .catch((err: unknown) => redirectLog.warn('cannot update the DNS redirect', { error: (err as Error).message }));
   };
   const bridges = o.dnsRedirect
     ? {
@@ -111,9 +118,11 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     try {
       await redirect.start(formatCidr(o.range));
       await refresh();
-      redirectLog.info('Docker containers\' external DNS goes to weavets DNS', { table: `ip ${DNS_REDIRECT_TABLE}` });
+      redirectLog.info("Docker containers' external DNS goes to weavets DNS", { table: `ip ${DNS_REDIRECT_TABLE}` });
     } catch (err) {
-      redirectLog.warn('cannot redirect Docker containers\' DNS; names of other hosts need docker run --dns', { error: (err as Error).message });
+      redirectLog.warn("cannot redirect Docker containers' DNS; names of other hosts need docker run --dns", {
+        error: (err as Error).message,
+      });
     }
   } else await redirect.clear();
   let server: Awaited<ReturnType<typeof startPluginServer>>;

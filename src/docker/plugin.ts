@@ -172,7 +172,10 @@ export class DockerPlugin {
       [`/${N}.ProgramExternalConnectivity`]: (b) => this.serial(() => this.programExternal(b)),
       [`/${N}.RevokeExternalConnectivity`]: (b) => this.serial(() => this.revokeExternal(b)),
       [`/${I}.GetCapabilities`]: async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
-      [`/${I}.GetDefaultAddressSpaces`]: async () => ({ LocalDefaultAddressSpace: ADDRESS_SPACE, GlobalDefaultAddressSpace: ADDRESS_SPACE }),
+      [`/${I}.GetDefaultAddressSpaces`]: async () => ({
+        LocalDefaultAddressSpace: ADDRESS_SPACE,
+        GlobalDefaultAddressSpace: ADDRESS_SPACE,
+      }),
       [`/${I}.RequestPool`]: async (b) => this.requestPool(b),
       [`/${I}.ReleasePool`]: async (b) => {
         this.checkPool(reqString(b, 'PoolID'));
@@ -188,10 +191,17 @@ export class DockerPlugin {
   async restore(): Promise<void> {
     try {
       const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as StoredState;
-      this.state = { networks: mapOf(data.networks), addresses: mapOf(data.addresses), endpoints: mapOf(data.endpoints) };
+      this.state = {
+        networks: mapOf(data.networks),
+        addresses: mapOf(data.addresses),
+        endpoints: mapOf(data.endpoints),
+      };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.deps.log.warn('ignoring unreadable Docker plugin state', { file: this.file, error: (err as Error).message });
+        this.deps.log.warn('ignoring unreadable Docker plugin state', {
+          file: this.file,
+          error: (err as Error).message,
+        });
       }
     }
   }
@@ -223,7 +233,9 @@ export class DockerPlugin {
   static storedAddressHandles(stateDir: string): { id: string; ifname: string }[] {
     try {
       const data = JSON.parse(readFileSync(path.join(stateDir, 'docker.json'), 'utf8')) as StoredState;
-      return [...mapOf(data.addresses).values()].filter((h) => typeof h?.id === 'string' && typeof h.ifname === 'string');
+      return [...mapOf(data.addresses).values()].filter(
+        (h) => typeof h?.id === 'string' && typeof h.ifname === 'string',
+      );
     } catch {
       return [];
     }
@@ -231,7 +243,11 @@ export class DockerPlugin {
 
   /** Networks as this host knows them, for status. */
   networks(): { id: string; segment?: string; gateway?: string }[] {
-    return [...this.state.networks].map(([id, n]) => ({ id, ...(n.segment ? { segment: n.segment } : {}), ...(n.gateway ? { gateway: n.gateway } : {}) }));
+    return [...this.state.networks].map(([id, n]) => ({
+      id,
+      ...(n.segment ? { segment: n.segment } : {}),
+      ...(n.gateway ? { gateway: n.gateway } : {}),
+    }));
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -252,12 +268,14 @@ export class DockerPlugin {
   // ---- IPAM driver ----------------------------------------------------------------
 
   private checkPool(poolId: string): void {
-    if (poolId !== this.poolId) throw new PluginError(400, `unknown pool ${JSON.stringify(poolId)}; weavets has one pool, ${this.poolId}`);
+    if (poolId !== this.poolId)
+      throw new PluginError(400, `unknown pool ${JSON.stringify(poolId)}; weavets has one pool, ${this.poolId}`);
   }
 
   private async requestPool(b: Body): Promise<unknown> {
     const range = formatCidr(this.deps.range);
-    if (b['V6'] === true) throw new PluginError(400, 'weavets does not provide IPv6 addresses; create the network without --ipv6');
+    if (b['V6'] === true)
+      throw new PluginError(400, 'weavets does not provide IPv6 addresses; create the network without --ipv6');
     const space = optString(b, 'AddressSpace');
     if (space !== undefined && space !== ADDRESS_SPACE) {
       throw new PluginError(400, `unknown address space ${JSON.stringify(space)}; weavets has one, ${ADDRESS_SPACE}`);
@@ -265,7 +283,10 @@ export class DockerPlugin {
     const pool = optString(b, 'Pool');
     const sub = optString(b, 'SubPool');
     if (pool === undefined && sub !== undefined) throw new PluginError(400, '--ip-range needs --subnet');
-    for (const [flag, v] of [['--subnet', pool], ['--ip-range', sub]] as const) {
+    for (const [flag, v] of [
+      ['--subnet', pool],
+      ['--ip-range', sub],
+    ] as const) {
       if (v === undefined) continue;
       let c: Cidr;
       try {
@@ -282,7 +303,8 @@ export class DockerPlugin {
       }
     }
     const opts = optObject(b, 'Options');
-    for (const k of Object.keys(opts)) throw new PluginError(400, `unknown --ipam-opt ${k}; the weavets IPAM driver takes none`);
+    for (const k of Object.keys(opts))
+      throw new PluginError(400, `unknown --ipam-opt ${k}; the weavets IPAM driver takes none`);
     if (pool === undefined) {
       // Docker checks a pool it did not ask for against the main table's routes and, when
       // they overlap, asks again at once, forever, since we have one pool. weavets keeps its
@@ -317,10 +339,17 @@ export class DockerPlugin {
       }
     }
     const handle = { id: `docker-ipam-${randomBytes(6).toString('hex')}`, ifname: 'eth0' };
-    const a = await this.deps.allocator.allocate({ ...handle, network: DOCKER_SPACE, ...(ip !== undefined ? { ip } : {}) });
+    const a = await this.deps.allocator.allocate({
+      ...handle,
+      network: DOCKER_SPACE,
+      ...(ip !== undefined ? { ip } : {}),
+    });
     this.state.addresses.set(formatIpv4(a.ip), handle);
     await this.save();
-    this.deps.log.info('Docker IPAM: allocated', { address: a.address, gateway: opts[OPT_ADDRESS_TYPE] === ADDRESS_TYPE_GATEWAY });
+    this.deps.log.info('Docker IPAM: allocated', {
+      address: a.address,
+      gateway: opts[OPT_ADDRESS_TYPE] === ADDRESS_TYPE_GATEWAY,
+    });
     return { Address: a.address, Data: {} };
   }
 
@@ -353,7 +382,8 @@ export class DockerPlugin {
     const generic = optObject(options, OPT_GENERIC);
     const opts: Record<string, string> = {};
     for (const [k, v] of Object.entries(generic)) {
-      if (!KNOWN_OPTIONS.has(k)) throw new PluginError(400, `unknown option -o ${k}; weavets networks take: ${[...KNOWN_OPTIONS].join(', ')}`);
+      if (!KNOWN_OPTIONS.has(k))
+        throw new PluginError(400, `unknown option -o ${k}; weavets networks take: ${[...KNOWN_OPTIONS].join(', ')}`);
       if (typeof v !== 'string') throw new PluginError(400, `option -o ${k} must be a string`);
       opts[k] = v;
     }
@@ -362,7 +392,8 @@ export class DockerPlugin {
       const bad = validateNetworkName(segment);
       if (bad) throw new PluginError(400, `-o ${OPT_SEGMENT}: ${bad}`);
     }
-    if (optArray(b, 'IPv6Data').length > 0) throw new PluginError(400, 'weavets networks are IPv4 only; create the network without --ipv6');
+    if (optArray(b, 'IPv6Data').length > 0)
+      throw new PluginError(400, 'weavets networks are IPv4 only; create the network without --ipv6');
     const v4 = optArray(b, 'IPv4Data');
     if (v4.length > 1) throw new PluginError(400, 'a weavets network has one IPv4 subnet (the cluster range)');
     let gateway: string | undefined;
@@ -370,7 +401,10 @@ export class DockerPlugin {
       const d = v4[0] as Body;
       const pool = optString(d, 'Pool');
       if (pool !== undefined && pool !== formatCidr(this.deps.range)) {
-        throw new PluginError(400, `the network's pool ${pool} is not the weavets range ${formatCidr(this.deps.range)}; use --ipam-driver weavets`);
+        throw new PluginError(
+          400,
+          `the network's pool ${pool} is not the weavets range ${formatCidr(this.deps.range)}; use --ipam-driver weavets`,
+        );
       }
       gateway = optString(d, 'Gateway');
       if (gateway !== undefined && !gateway.includes('/')) gateway = `${gateway}/${this.deps.range.prefix}`;
@@ -404,7 +438,10 @@ export class DockerPlugin {
     if (net.segment === undefined) {
       const name = await this.deps.networkName(networkId);
       if (name === undefined) {
-        throw new PluginError(500, `cannot learn the name of Docker network ${networkId.slice(0, 12)} (is the Docker API reachable? see weavets launch --docker-host); or create it with -o ${OPT_SEGMENT}=NAME`);
+        throw new PluginError(
+          500,
+          `cannot learn the name of Docker network ${networkId.slice(0, 12)} (is the Docker API reachable? see weavets launch --docker-host); or create it with -o ${OPT_SEGMENT}=NAME`,
+        );
       }
       const bad = validateNetworkName(name);
       if (bad) throw new PluginError(400, `Docker network ${name}: ${bad}; create it with -o ${OPT_SEGMENT}=NAME`);
@@ -419,7 +456,8 @@ export class DockerPlugin {
     const endpointId = reqString(b, 'EndpointID');
     const iface = optObject(b, 'Interface');
     const address = optString(iface, 'Address');
-    if (address === undefined) throw new PluginError(400, 'the endpoint has no IPv4 address; use --ipam-driver weavets');
+    if (address === undefined)
+      throw new PluginError(400, 'the endpoint has no IPv4 address; use --ipam-driver weavets');
     if (optString(iface, 'AddressIPv6') !== undefined) throw new PluginError(400, 'weavets networks are IPv4 only');
     const mac = optString(iface, 'MacAddress');
     const { net, segment } = await this.segmentOf(networkId);
@@ -456,7 +494,9 @@ export class DockerPlugin {
         'weavets.segment': net?.segment ?? '',
         'weavets.host_veth': ep?.hostVeth ?? '',
         'weavets.address': rec.address,
-        ...(rec.ports?.length ? { 'weavets.ports': rec.ports.map((p) => `${p.hostPort}->${p.port}/${p.proto}`).join(',') } : {}),
+        ...(rec.ports?.length
+          ? { 'weavets.ports': rec.ports.map((p) => `${p.hostPort}->${p.port}/${p.proto}`).join(',') }
+          : {}),
       },
     };
   }
@@ -473,7 +513,10 @@ export class DockerPlugin {
     }
     await this.deps.endpoints.detach(endpointIdFor(endpointId)).catch((err: unknown) => {
       // Already gone (a repeat, or lost while we were down): deleting is done.
-      this.deps.log.debug('DeleteEndpoint: nothing to detach', { id: endpointId.slice(0, 12), error: (err as Error).message });
+      this.deps.log.debug('DeleteEndpoint: nothing to detach', {
+        id: endpointId.slice(0, 12),
+        error: (err as Error).message,
+      });
     });
     this.state.endpoints.delete(endpointId);
     await this.save();
@@ -511,7 +554,10 @@ export class DockerPlugin {
     if (bindings.length === 0) return {};
     for (const p of bindings) {
       if (p.hostIp !== '' && p.hostIp !== '0.0.0.0') {
-        this.deps.log.warn('published port bound to all host addresses, not only the one asked for', { hostIp: p.hostIp, port: p.hostPort });
+        this.deps.log.warn('published port bound to all host addresses, not only the one asked for', {
+          hostIp: p.hostIp,
+          port: p.hostPort,
+        });
       }
     }
     if (rec.ports?.length) await this.deps.ports.unpublish(rec.ports);

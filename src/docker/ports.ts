@@ -62,7 +62,8 @@ export class NftPortPublisher implements PortPublisher {
           hostPort = 49153;
           while (taken.has(`${b.proto}/${hostPort}`) && hostPort < 65535) hostPort++;
         }
-        if (taken.has(`${b.proto}/${hostPort}`)) throw new Error(`host port ${b.proto}/${hostPort} is already published by another container`);
+        if (taken.has(`${b.proto}/${hostPort}`))
+          throw new Error(`host port ${b.proto}/${hostPort} is already published by another container`);
         await nft(['add', 'element', 'ip', TABLE, 'ports', `{ ${b.proto} . ${hostPort} : ${ip} . ${b.port} }`]);
         taken.add(`${b.proto}/${hostPort}`);
         done.push({ ...b, hostPort, hostPortEnd: hostPort });

@@ -64,7 +64,8 @@ export function parseBody(text: string): Body {
 
 export function reqString(body: Body, field: string): string {
   const v = body[field];
-  if (typeof v !== 'string' || v === '') throw new PluginError(400, `field ${field} is required and must be a non-empty string`);
+  if (typeof v !== 'string' || v === '')
+    throw new PluginError(400, `field ${field} is required and must be a non-empty string`);
   return v;
 }
 
@@ -117,7 +118,11 @@ export function parsePortBindings(options: Body): PortBinding[] {
     if (typeof b !== 'object' || b === null) throw new PluginError(400, `${OPT_PORTMAP}[${i}] must be an object`);
     const o = b as Body;
     const proto = PROTOS[o['Proto'] as number];
-    if (proto === undefined) throw new PluginError(400, `${OPT_PORTMAP}[${i}].Proto ${JSON.stringify(o['Proto'])} is not 6 (tcp), 17 (udp) or 132 (sctp)`);
+    if (proto === undefined)
+      throw new PluginError(
+        400,
+        `${OPT_PORTMAP}[${i}].Proto ${JSON.stringify(o['Proto'])} is not 6 (tcp), 17 (udp) or 132 (sctp)`,
+      );
     const hostPort = port(o['HostPort'] ?? 0, `${OPT_PORTMAP}[${i}].HostPort`, true);
     const hostPortEnd = port(o['HostPortEnd'] ?? 0, `${OPT_PORTMAP}[${i}].HostPortEnd`, true);
     return {

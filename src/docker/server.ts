@@ -48,12 +48,19 @@ function answers(socketPath: string): Promise<boolean> {
   });
 }
 
-export async function startPluginServer(socketPath: string, handler: PluginHandler, log: Logger): Promise<PluginServer> {
+export async function startPluginServer(
+  socketPath: string,
+  handler: PluginHandler,
+  log: Logger,
+): Promise<PluginServer> {
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   // Another daemon (another state dir) may serve this path: never take it over. A socket
   // nobody answers on is a crashed run's, and is replaced.
   if (fs.existsSync(socketPath)) {
-    if (await answers(socketPath)) throw new Error(`another process serves ${socketPath}; give this daemon its own --docker-plugin-socket (or "" for none)`);
+    if (await answers(socketPath))
+      throw new Error(
+        `another process serves ${socketPath}; give this daemon its own --docker-plugin-socket (or "" for none)`,
+      );
     fs.rmSync(socketPath, { force: true });
   }
   const server = http.createServer((req, res) => {

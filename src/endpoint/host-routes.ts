@@ -52,7 +52,10 @@ export class HostRoutes {
   async addAddress(bridge: string, cidr: string): Promise<void> {
     await this.netlink.addAddress(bridge, cidr, { ignoreExisting: true, noPrefixRoute: true });
     try {
-      await this.netlink.addRoute({ dst: subnetOf(cidr), dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { append: true });
+      await this.netlink.addRoute(
+        { dst: subnetOf(cidr), dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE },
+        { append: true },
+      );
     } catch (err) {
       if (!isCode(err, 'EEXIST')) throw err;
     }
@@ -60,7 +63,10 @@ export class HostRoutes {
   }
 
   async delAddress(bridge: string, cidr: string): Promise<void> {
-    await this.netlink.delRoute({ dst: subnetOf(cidr), dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE }, { ignoreMissing: true });
+    await this.netlink.delRoute(
+      { dst: subnetOf(cidr), dev: bridge, src: addressOf(cidr), table: OVERLAY_ROUTE_TABLE },
+      { ignoreMissing: true },
+    );
     await this.netlink.delAddress(bridge, cidr, { ignoreMissing: true });
     await this.onChange?.();
   }

@@ -62,25 +62,42 @@ function set(items: string[]): string {
  * (`table` + `delete table` + the new table: nft applies a file atomically).
  */
 export function isolationRuleset(bridges: IsolatedBridge[]): string {
-  const lines = [`table inet ${ISOLATION_TABLE} {}`, `delete table inet ${ISOLATION_TABLE}`, `table inet ${ISOLATION_TABLE} {`];
+  const lines = [
+    `table inet ${ISOLATION_TABLE} {}`,
+    `delete table inet ${ISOLATION_TABLE}`,
+    `table inet ${ISOLATION_TABLE} {`,
+  ];
   const input: string[] = [];
   const forward: string[] = [];
   for (const b of bridges) {
     const others = bridges.filter((o) => o !== b);
     // Subnets of other networks nested in this one's (the default network's holes).
     const sources = b.sources ?? b.subnet;
-    const nested = others.filter((o) => o.subnet.prefix > sources.prefix && (o.subnet.base & maskOf(sources.prefix)) >>> 0 === sources.base);
+    const nested = others.filter(
+      (o) => o.subnet.prefix > sources.prefix && (o.subnet.base & maskOf(sources.prefix)) >>> 0 === sources.base,
+    );
     const iif = `iifname ${quote(b.bridge)}`;
     const spoof = [`${iif} ip saddr != ${formatCidr(sources)} drop`];
-    if (nested.length > 0 && b.sources === undefined) spoof.push(`${iif} ip saddr ${set(nested.map((o) => formatCidr(o.subnet)))} drop`);
+    if (nested.length > 0 && b.sources === undefined)
+      spoof.push(`${iif} ip saddr ${set(nested.map((o) => formatCidr(o.subnet)))} drop`);
     input.push(...spoof);
     forward.push(...spoof);
     const otherAddrs = others.flatMap((o) => o.hostAddresses);
     if (otherAddrs.length > 0) input.push(`${iif} ip daddr ${set(otherAddrs)} drop`);
     if (others.length > 0) forward.push(`${iif} oifname ${set(others.map((o) => quote(o.bridge)))} drop`);
   }
-  lines.push('  chain input {', '    type filter hook input priority filter - 5; policy accept;', ...input.map((l) => `    ${l}`), '  }');
-  lines.push('  chain forward {', '    type filter hook forward priority filter - 5; policy accept;', ...forward.map((l) => `    ${l}`), '  }');
+  lines.push(
+    '  chain input {',
+    '    type filter hook input priority filter - 5; policy accept;',
+    ...input.map((l) => `    ${l}`),
+    '  }',
+  );
+  lines.push(
+    '  chain forward {',
+    '    type filter hook forward priority filter - 5; policy accept;',
+    ...forward.map((l) => `    ${l}`),
+    '  }',
+  );
   lines.push('}');
   return lines.join('\n') + '\n';
 }
@@ -108,7 +125,10 @@ export class NetworkIsolation {
       await this.nft(['-f', '-'], script);
     } catch (err) {
       // No silent fallback: a network without its isolation rules is not a tenant boundary.
-      throw new WeavetsError('EWEAVETS_INTERNAL', `cannot install the rules that isolate networks from each other (nftables table inet ${ISOLATION_TABLE}): ${(err as Error).message}`);
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `cannot install the rules that isolate networks from each other (nftables table inet ${ISOLATION_TABLE}): ${(err as Error).message}`,
+      );
     }
     this.applied = script;
   }
@@ -127,7 +147,10 @@ export class NetworkIsolation {
       if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') throw err;
       if (!this.arpSettingsRefused) {
         this.arpSettingsRefused = true;
-        this.warn('cannot set arp_ignore/arp_announce (read-only /proc/sys): the host answers ARP for its addresses on other networks; packets to them are still dropped', { bridge, error: (err as Error).message });
+        this.warn(
+          'cannot set arp_ignore/arp_announce (read-only /proc/sys): the host answers ARP for its addresses on other networks; packets to them are still dropped',
+          { bridge, error: (err as Error).message },
+        );
       }
     }
   }

@@ -97,7 +97,12 @@ export interface SubnetOccupancy {
 }
 
 /** Why `subnet` cannot be a new network's, or undefined if it can. */
-export function subnetProblem(range: Cidr, blockPrefix: number, subnet: Cidr, occ: SubnetOccupancy): string | undefined {
+export function subnetProblem(
+  range: Cidr,
+  blockPrefix: number,
+  subnet: Cidr,
+  occ: SubnetOccupancy,
+): string | undefined {
   const text = formatCidr(subnet);
   if (!contains(range, subnet.base) || !contains(range, subnet.base + cidrSize(subnet) - 1)) {
     return `subnet ${text} lies outside the range ${formatCidr(range)}`;
@@ -119,10 +124,19 @@ export function subnetProblem(range: Cidr, blockPrefix: number, subnet: Cidr, oc
  * A free subnet of /`prefix` for `name`: the first aligned one that `subnetProblem`
  * accepts, searching from a start derived from the name (store-less hosts then agree).
  */
-export function pickSubnet(range: Cidr, blockPrefix: number, name: string, occ: SubnetOccupancy, prefix?: number): Cidr {
+export function pickSubnet(
+  range: Cidr,
+  blockPrefix: number,
+  name: string,
+  occ: SubnetOccupancy,
+  prefix?: number,
+): Cidr {
   const want = prefix ?? Math.max(range.prefix + 1, Math.min(DEFAULT_NETWORK_PREFIX, blockPrefix));
   if (want > blockPrefix || want <= range.prefix) {
-    throw new WeavetsError('EWEAVETS_RANGE_EXHAUSTED', `the range ${formatCidr(range)} is too small to hold a network besides ${DEFAULT_NETWORK}`);
+    throw new WeavetsError(
+      'EWEAVETS_RANGE_EXHAUSTED',
+      `the range ${formatCidr(range)} is too small to hold a network besides ${DEFAULT_NETWORK}`,
+    );
   }
   const count = 2 ** (want - range.prefix);
   const start = legacyNetworkId(name) % count;
@@ -130,7 +144,10 @@ export function pickSubnet(range: Cidr, blockPrefix: number, name: string, occ: 
     const c: Cidr = { base: (range.base + ((start + k) % count) * 2 ** (32 - want)) >>> 0, prefix: want };
     if (subnetProblem(range, blockPrefix, c, occ) === undefined) return c;
   }
-  throw new WeavetsError('EWEAVETS_RANGE_EXHAUSTED', `no free /${want} subnet is left in the range ${formatCidr(range)}`);
+  throw new WeavetsError(
+    'EWEAVETS_RANGE_EXHAUSTED',
+    `no free /${want} subnet is left in the range ${formatCidr(range)}`,
+  );
 }
 
 export type CatalogEvent = { type: 'added' | 'removed'; network: NetworkRecord };
@@ -217,7 +234,9 @@ export class NetworkCatalog implements NetworkSubnets {
   }
 
   list(): NetworkRecord[] {
-    return [...this.byName.values()].sort((a, b) => (a.name === DEFAULT_NETWORK ? -1 : b.name === DEFAULT_NETWORK ? 1 : a.name.localeCompare(b.name)));
+    return [...this.byName.values()].sort((a, b) =>
+      a.name === DEFAULT_NETWORK ? -1 : b.name === DEFAULT_NETWORK ? 1 : a.name.localeCompare(b.name),
+    );
   }
 
   /** The network, read from the store when this host has not seen it yet. */
@@ -245,7 +264,11 @@ export class NetworkCatalog implements NetworkSubnets {
       subnet = formatCidr(c);
     }
     const existing = await this.lookup(req.name);
-    if (existing) throw new WeavetsError('EWEAVETS_CONFLICT', `network ${req.name} already exists (id ${existing.id}, subnet ${existing.subnet})`);
+    if (existing)
+      throw new WeavetsError(
+        'EWEAVETS_CONFLICT',
+        `network ${req.name} already exists (id ${existing.id}, subnet ${existing.subnet})`,
+      );
     return this.createRecord(req, subnet);
   }
 
@@ -276,9 +299,14 @@ export class NetworkCatalog implements NetworkSubnets {
       if (clash) {
         this.learn(clash);
         if (req.name === DEFAULT_NETWORK) return clash;
-        throw new WeavetsError('EWEAVETS_CONFLICT', `network ${req.name} already exists (id ${clash.id}, subnet ${clash.subnet})`);
+        throw new WeavetsError(
+          'EWEAVETS_CONFLICT',
+          `network ${req.name} already exists (id ${clash.id}, subnet ${clash.subnet})`,
+        );
       }
-      const takenIds = new Set(ids.entries.map((e) => Number(e.key.slice(NETWORKS_BY_ID.length))).filter((n) => Number.isInteger(n)));
+      const takenIds = new Set(
+        ids.entries.map((e) => Number(e.key.slice(NETWORKS_BY_ID.length))).filter((n) => Number.isInteger(n)),
+      );
       for (const r of current) takenIds.add(r.id);
       const id = pickNetworkId(req.name, takenIds);
       let chosen: string;
@@ -288,13 +316,23 @@ export class NetworkCatalog implements NetworkSubnets {
         const occ = await this.occupancy(current);
         if (subnet !== undefined) {
           const problem = subnetProblem(range, blockPrefix, parseCidr(subnet), occ);
-          if (problem) throw new WeavetsError(problem.includes('overlaps') ? 'EWEAVETS_CONFLICT' : 'EWEAVETS_BAD_REQUEST', problem);
+          if (problem)
+            throw new WeavetsError(
+              problem.includes('overlaps') ? 'EWEAVETS_CONFLICT' : 'EWEAVETS_BAD_REQUEST',
+              problem,
+            );
           chosen = subnet;
         } else {
           chosen = formatCidr(pickSubnet(range, blockPrefix, req.name, occ));
         }
       }
-      const rec: NetworkRecord = { name: req.name, id, subnet: chosen, options: req.options ?? {}, created: new Date().toISOString() };
+      const rec: NetworkRecord = {
+        name: req.name,
+        id,
+        subnet: chosen,
+        options: req.options ?? {},
+        created: new Date().toISOString(),
+      };
       const ops: TxnOp[] = [
         { op: 'put', key: NETWORKS_REV_KEY, value: String(Number(rev?.value ?? '0') + 1) },
         { op: 'put', key: NETWORKS_BY_NAME + rec.name, value: JSON.stringify(rec) },
@@ -320,7 +358,9 @@ export class NetworkCatalog implements NetworkSubnets {
   /** Other networks' subnets, and where the default network already uses addresses. */
   private async occupancy(current: NetworkRecord[]): Promise<SubnetOccupancy> {
     const { store, blockPrefix } = this.opts;
-    const networks = current.filter((r) => r.name !== DEFAULT_NETWORK).map((r) => ({ name: r.name, subnet: parseCidr(r.subnet) }));
+    const networks = current
+      .filter((r) => r.name !== DEFAULT_NETWORK)
+      .map((r) => ({ name: r.name, subnet: parseCidr(r.subnet) }));
     const [blocks, addrs] = await Promise.all([store.list(BLOCKS_PREFIX), store.list(ADDRS_PREFIX)]);
     const defaultUse: SubnetOccupancy['defaultUse'] = [];
     for (const e of blocks.entries) {
@@ -334,7 +374,10 @@ export class NetworkCatalog implements NetworkSubnets {
       const k = parseAddrKey(e.key);
       const rec = parseJsonSafe<AddrRecord>(e.value);
       if (!k || rec?.network !== DEFAULT_NETWORK) continue;
-      defaultUse.push({ what: `${formatCidr({ base: k.ip, prefix: 32 })} of ${rec.id} on host ${rec.host}`, cidr: { base: k.ip, prefix: 32 } });
+      defaultUse.push({
+        what: `${formatCidr({ base: k.ip, prefix: 32 })} of ${rec.id} on host ${rec.host}`,
+        cidr: { base: k.ip, prefix: 32 },
+      });
     }
     return { networks, defaultUse };
   }
@@ -344,12 +387,17 @@ export class NetworkCatalog implements NetworkSubnets {
    * stays. Resolves to the removed record.
    */
   async remove(name: string, inUse: (rec: NetworkRecord) => Promise<void>): Promise<NetworkRecord> {
-    if (name === DEFAULT_NETWORK) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network ${DEFAULT_NETWORK} is the default network and cannot be removed`);
+    if (name === DEFAULT_NETWORK)
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `network ${DEFAULT_NETWORK} is the default network and cannot be removed`,
+      );
     const { store } = this.opts;
     for (let attempt = 0; attempt < 8; attempt++) {
       const e = await store.get(NETWORKS_BY_NAME + name);
       const rec = e ? parseRecord(e.value) : undefined;
-      if (!e || !rec) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no network named ${name}; see \`weavets network ls\``);
+      if (!e || !rec)
+        throw new WeavetsError('EWEAVETS_NOT_FOUND', `no network named ${name}; see \`weavets network ls\``);
       await inUse(rec);
       const rev = await store.get(NETWORKS_REV_KEY);
       const r = await store.txn(

@@ -70,9 +70,19 @@ export class NetworkSet {
     for (const n of this.networks.values()) {
       // Cannot happen with a shared store (ids are compare-and-created); with two
       // store-less hosts' catalogs it can, and the bridge name would collide.
-      if (n.id === rec.id) throw new WeavetsError('EWEAVETS_CONFLICT', `network ${name} has the same id (${rec.id}) as ${n.name} on this host`);
+      if (n.id === rec.id)
+        throw new WeavetsError(
+          'EWEAVETS_CONFLICT',
+          `network ${name} has the same id (${rec.id}) as ${n.name} on this host`,
+        );
     }
-    const net: LocalNetwork = { id: rec.id, name, bridge: bridgeNameFor(name, rec.id), mtu: this.mtu, subnet: parseCidr(rec.subnet) };
+    const net: LocalNetwork = {
+      id: rec.id,
+      name,
+      bridge: bridgeNameFor(name, rec.id),
+      mtu: this.mtu,
+      subnet: parseCidr(rec.subnet),
+    };
     await this.ledger.record(net.bridge);
     await this.netlink.createBridge(net.bridge, { mtu: net.mtu });
     await this.netlink.setMtu(net.bridge, net.mtu);
@@ -134,8 +144,15 @@ export class NetworkSet {
     }
     const bridges = this.list().map((n) => {
       const index = links.find((l) => l.name === n.bridge)?.index;
-      const hostAddresses = addrs.filter((a) => a.index === index && !a.cidr.includes(':')).map((a) => a.cidr.split('/')[0]!);
-      return { bridge: n.bridge, subnet: n.subnet, hostAddresses, ...(n.sources !== undefined ? { sources: n.sources } : {}) };
+      const hostAddresses = addrs
+        .filter((a) => a.index === index && !a.cidr.includes(':'))
+        .map((a) => a.cidr.split('/')[0]!);
+      return {
+        bridge: n.bridge,
+        subnet: n.subnet,
+        hostAddresses,
+        ...(n.sources !== undefined ? { sources: n.sources } : {}),
+      };
     });
     await this.isolation.apply(bridges);
   }

@@ -71,7 +71,10 @@ export class EndpointRegistry {
         this.log.info('endpoint gone while we were down; releasing its address', { id: ep.id, address: ep.address });
         if (ep.externalAddress) continue;
         await this.allocator.release(ep.id, ep.ifname).catch((err: unknown) => {
-          this.log.warn('could not release the address of a gone endpoint', { id: ep.id, error: (err as Error).message });
+          this.log.warn('could not release the address of a gone endpoint', {
+            id: ep.id,
+            error: (err as Error).message,
+          });
         });
         continue;
       }
@@ -97,7 +100,13 @@ export class EndpointRegistry {
     try {
       await this.allocator.claim({ id, ifname, network, ip: parseCidr(address, false).address });
     } catch (err) {
-      this.log.error('could not re-claim an address in use', { id, ifname, network, address, error: (err as Error).message });
+      this.log.error('could not re-claim an address in use', {
+        id,
+        ifname,
+        network,
+        address,
+        error: (err as Error).message,
+      });
     }
   }
 
@@ -138,9 +147,18 @@ export class EndpointRegistry {
    * namespace with `mac`. The caller allocated `address` and releases it: the endpoint
    * is `externalAddress`. Idempotent for the same id and network.
    */
-  plug(req: { id: string; network: string; address: string; mac?: string; name?: string; gateway?: string; labels?: Record<string, string> }): Promise<EndpointStatus> {
+  plug(req: {
+    id: string;
+    network: string;
+    address: string;
+    mac?: string;
+    name?: string;
+    gateway?: string;
+    labels?: Record<string, string>;
+  }): Promise<EndpointStatus> {
     return this.serialise(async () => {
-      if (!ID_RE.test(req.id)) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
+      if (!ID_RE.test(req.id))
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
       const badNet = validateNetworkName(req.network);
       if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
       const existing = this.endpoints.get(req.id);
@@ -155,7 +173,10 @@ export class EndpointRegistry {
       try {
         await this.ledger.record(hostVeth);
         await this.netlink.deleteLink(hostVeth, { ignoreMissing: true });
-        await this.netlink.createVeth(hostVeth, peer, { mtu: net.mtu, ...(req.mac !== undefined ? { peerMac: req.mac } : {}) });
+        await this.netlink.createVeth(hostVeth, peer, {
+          mtu: net.mtu,
+          ...(req.mac !== undefined ? { peerMac: req.mac } : {}),
+        });
         await this.netlink.setMaster(hostVeth, net.bridge);
         await this.netlink.setUp(hostVeth);
         const [link, hostLink] = await Promise.all([this.netlink.getLink(peer), this.netlink.getLink(hostVeth)]);
@@ -203,9 +224,13 @@ export class EndpointRegistry {
   private async doAttach(req: AttachRequest): Promise<EndpointStatus> {
     const ifname = req.ifname ?? 'eth0';
     const networkName = req.network ?? DEFAULT_NETWORK;
-    if (!ID_RE.test(req.id)) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
+    if (!ID_RE.test(req.id))
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
     if (!IFNAME_RE.test(ifname)) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid interface name ${JSON.stringify(ifname)}: 1-15 letters, digits, '.', '_' or '-'`);
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `invalid interface name ${JSON.stringify(ifname)}: 1-15 letters, digits, '.', '_' or '-'`,
+      );
     }
     const badNet = validateNetworkName(networkName);
     if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
@@ -213,21 +238,35 @@ export class EndpointRegistry {
       throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${JSON.stringify(req.mac)}: want aa:bb:cc:dd:ee:ff`);
     }
     if (req.mac !== undefined && (parseInt(req.mac.slice(0, 2), 16) & 1) === 1) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${req.mac}: a multicast address cannot be an interface's`);
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `invalid mac ${req.mac}: a multicast address cannot be an interface's`,
+      );
     }
     if (req.gateway !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(req.gateway)) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`);
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`,
+      );
     }
     const existing = this.endpoints.get(req.id);
     if (existing) {
-      if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname) return existing;
-      throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already attached (${existing.address} in ${existing.netns}); detach it first`);
+      if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname)
+        return existing;
+      throw new WeavetsError(
+        'EWEAVETS_CONFLICT',
+        `endpoint ${req.id} is already attached (${existing.address} in ${existing.netns}); detach it first`,
+      );
     }
     // Before any address is allocated or link made: a regular file here would fail halfway.
     const nsState = namespaceFileState(req.netns);
-    if (nsState === 'missing') throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
+    if (nsState === 'missing')
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `network namespace ${req.netns} does not exist`);
     if (nsState === 'other') {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`);
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`,
+      );
     }
     let requested: number | undefined;
     let requestedPrefix: number | undefined;
@@ -243,9 +282,19 @@ export class EndpointRegistry {
     }
     const net = await this.networks.ensure(networkName);
     if (requestedPrefix !== undefined && requestedPrefix !== net.subnet.prefix) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip ${req.ip}: the prefix must be /${net.subnet.prefix}, network ${networkName}'s subnet ${formatCidr(net.subnet)}`);
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `--ip ${req.ip}: the prefix must be /${net.subnet.prefix}, network ${networkName}'s subnet ${formatCidr(net.subnet)}`,
+      );
     }
-    const address = (await this.allocator.allocate({ id: req.id, ifname, network: networkName, ...(requested !== undefined ? { ip: requested } : {}) })).address;
+    const address = (
+      await this.allocator.allocate({
+        id: req.id,
+        ifname,
+        network: networkName,
+        ...(requested !== undefined ? { ip: requested } : {}),
+      })
+    ).address;
     const tag = shortHash(`${req.id}\0${networkName}\0${ifname}`);
     const hostVeth = `vwt${tag}`;
     const tempPeer = `vwc${tag}`;
@@ -262,13 +311,17 @@ export class EndpointRegistry {
       await this.netlink.setUp(hostVeth);
       ns = NetlinkSocket.openInNetns(req.netns);
       if ((await ns.getLink(ifname)) !== undefined) {
-        throw new WeavetsError('EWEAVETS_CONFLICT', `an interface named ${ifname} already exists in ${req.netns}; choose another with --ifname`);
+        throw new WeavetsError(
+          'EWEAVETS_CONFLICT',
+          `an interface named ${ifname} already exists in ${req.netns}; choose another with --ifname`,
+        );
       }
       await ns.rename(tempPeer, ifname);
       await ns.addAddress(ifname, address, { ignoreExisting: true });
       await ns.setUp(ifname);
       await ns.setUp('lo');
-      if (req.gateway !== undefined) await ns.addRoute({ dst: 'default', via: req.gateway, dev: ifname }, { replace: true });
+      if (req.gateway !== undefined)
+        await ns.addRoute({ dst: 'default', via: req.gateway, dev: ifname }, { replace: true });
       const link = await ns.getLink(ifname);
       const hostLink = await this.netlink.getLink(hostVeth);
       const ep: EndpointStatus = {
@@ -305,7 +358,12 @@ export class EndpointRegistry {
       if (orphanIfname !== undefined && ID_RE.test(id)) {
         // If the store is unavailable this throws: the caller (CNI DEL) fails and retries.
         const released = await this.allocator.release(id, orphanIfname);
-        if (released) this.log.info('released the address of an id with no endpoint', { id, ifname: orphanIfname, address: released.address });
+        if (released)
+          this.log.info('released the address of an id with no endpoint', {
+            id,
+            ifname: orphanIfname,
+            address: released.address,
+          });
       } else if (release && ID_RE.test(id)) {
         // `detach --release` of an id detached earlier: free what is reserved for it.
         const released = await this.allocator.release(id, 'eth0');
@@ -324,7 +382,11 @@ export class EndpointRegistry {
     if (!ep.externalAddress) await this.allocator.release(id, ep.ifname, { retainMs });
     this.endpoints.delete(id);
     await this.save();
-    this.log.info('detached endpoint', { id, address: ep.address, ...(retainMs > 0 && !ep.externalAddress ? { reservedForMs: retainMs } : {}) });
+    this.log.info('detached endpoint', {
+      id,
+      address: ep.address,
+      ...(retainMs > 0 && !ep.externalAddress ? { reservedForMs: retainMs } : {}),
+    });
   }
 
   /** What is wrong with an endpoint's links, address and routes ([] when sound); CNI CHECK. */
@@ -338,7 +400,8 @@ export class EndpointRegistry {
     if (!host) problems.push(`host veth ${ep.hostVeth} is missing`);
     else {
       if (!host.up) problems.push(`host veth ${ep.hostVeth} is down`);
-      if (bridgeLink === undefined || host.master !== bridgeLink.index) problems.push(`host veth ${ep.hostVeth} is not on bridge ${bridge ?? '?'}`);
+      if (bridgeLink === undefined || host.master !== bridgeLink.index)
+        problems.push(`host veth ${ep.hostVeth} is not on bridge ${bridge ?? '?'}`);
     }
     let ns: NetlinkSocket | undefined;
     try {
@@ -354,14 +417,17 @@ export class EndpointRegistry {
         return { endpoint: ep, problems };
       }
       if (!link.up) problems.push(`interface ${ep.ifname} is down`);
-      if (ep.mac !== '' && link.mac !== ep.mac) problems.push(`interface ${ep.ifname} has mac ${link.mac}, expected ${ep.mac}`);
+      if (ep.mac !== '' && link.mac !== ep.mac)
+        problems.push(`interface ${ep.ifname} has mac ${link.mac}, expected ${ep.mac}`);
       const addrs = await ns.listAddresses(ep.ifname);
-      if (!addrs.some((a) => a.cidr === ep.address)) problems.push(`interface ${ep.ifname} lacks address ${ep.address}`);
+      if (!addrs.some((a) => a.cidr === ep.address))
+        problems.push(`interface ${ep.ifname} lacks address ${ep.address}`);
       // No route dump in our netlink layer: ask the kernel which source it would use instead.
       const own = ep.address.split('/')[0]!;
       const subnet = parseCidr(ep.address, false);
       const peer = formatIpv4(subnet.base + (subnet.address === subnet.base + 1 ? 2 : 1));
-      if ((await ns.sourceTowards(peer)) !== own) problems.push(`no route to the network ${formatCidr(subnet)} via ${ep.ifname}`);
+      if ((await ns.sourceTowards(peer)) !== own)
+        problems.push(`no route to the network ${formatCidr(subnet)} via ${ep.ifname}`);
       if (ep.gateway !== undefined && (await ns.sourceTowards('198.51.100.1')) !== own) {
         problems.push(`no default route via ${ep.gateway} on ${ep.ifname}`);
       }
@@ -376,7 +442,11 @@ export class EndpointRegistry {
   private async doExpose(network: string, ip: string | undefined): Promise<ExposeResult> {
     const have = this.exposed.get(network);
     if (have && ip === undefined) return have;
-    if (have) throw new WeavetsError('EWEAVETS_CONFLICT', `network ${network} is already exposed at ${have.address}; hide it first`);
+    if (have)
+      throw new WeavetsError(
+        'EWEAVETS_CONFLICT',
+        `network ${network} is already exposed at ${have.address}; hide it first`,
+      );
     let requested: number | undefined;
     if (ip !== undefined) {
       try {
@@ -387,7 +457,14 @@ export class EndpointRegistry {
     }
     const net = await this.networks.ensure(network);
     const exposer = exposeId(this.allocator);
-    const address = (await this.allocator.allocate({ id: exposer, ifname: network, network, ...(requested !== undefined ? { ip: requested } : {}) })).address;
+    const address = (
+      await this.allocator.allocate({
+        id: exposer,
+        ifname: network,
+        network,
+        ...(requested !== undefined ? { ip: requested } : {}),
+      })
+    ).address;
     try {
       await this.hostRoutes.addAddress(net.bridge, address);
     } catch (err) {

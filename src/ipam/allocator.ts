@@ -51,7 +51,14 @@ import {
   type ClusterConfig,
   type HandleRecord,
 } from './blocks';
-import type { AddressAllocator, Allocation, AllocationRequest, NetworkSubnet, NetworkSubnets, ReleaseOptions } from './types';
+import type {
+  AddressAllocator,
+  Allocation,
+  AllocationRequest,
+  NetworkSubnet,
+  NetworkSubnets,
+  ReleaseOptions,
+} from './types';
 import type { HeldAddress } from './reconcile';
 
 export interface BlockAllocatorOptions {
@@ -211,7 +218,10 @@ export class BlockAllocator implements AddressAllocator {
           ],
         );
         if (!r.succeeded && (await this.store.get(newKey)) !== undefined) {
-          this.opts.log.error('a legacy IPAM key clashes with another network\'s; keeping the newer one', { key: e.key, clash: newKey });
+          this.opts.log.error("a legacy IPAM key clashes with another network's; keeping the newer one", {
+            key: e.key,
+            clash: newKey,
+          });
           await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }]);
         }
       }
@@ -249,7 +259,8 @@ export class BlockAllocator implements AddressAllocator {
     try {
       return await this.subnets.subnetOf(network);
     } catch (err) {
-      if (err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND') return { subnet: this.opts.range, exclude: [] };
+      if (err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')
+        return { subnet: this.opts.range, exclude: [] };
       throw err;
     }
   }
@@ -306,11 +317,14 @@ export class BlockAllocator implements AddressAllocator {
   /** Why `ip` cannot be asked for on a network with `sub`, or undefined when it can. */
   private requestProblem(network: string, sub: NetworkSubnet, ip: number): string | undefined {
     if (!contains(this.opts.range, ip)) return `${formatIpv4(ip)} is outside the range ${formatCidr(this.opts.range)}`;
-    if (!contains(sub.subnet, ip)) return `${formatIpv4(ip)} is not in network ${network}'s subnet ${formatCidr(sub.subnet)}`;
+    if (!contains(sub.subnet, ip))
+      return `${formatIpv4(ip)} is not in network ${network}'s subnet ${formatCidr(sub.subnet)}`;
     if (isReserved(this.opts.range, ip)) return `${formatIpv4(ip)} is the range's network or broadcast address`;
-    if (isReserved(sub.subnet, ip)) return `${formatIpv4(ip)} is the network or broadcast address of ${network}'s subnet ${formatCidr(sub.subnet)}`;
+    if (isReserved(sub.subnet, ip))
+      return `${formatIpv4(ip)} is the network or broadcast address of ${network}'s subnet ${formatCidr(sub.subnet)}`;
     const other = sub.exclude.find((x) => contains(x.subnet, ip));
-    if (other) return `${formatIpv4(ip)} is in network ${other.network}'s subnet ${formatCidr(other.subnet)}, not on ${network}`;
+    if (other)
+      return `${formatIpv4(ip)} is in network ${other.network}'s subnet ${formatCidr(other.subnet)}, not on ${network}`;
     return undefined;
   }
 
@@ -368,7 +382,10 @@ export class BlockAllocator implements AddressAllocator {
         }
       }
     }
-    throw new WeavetsError('EWEAVETS_INTERNAL', `could not allocate an address for ${req.id} after ${MAX_ATTEMPTS} attempts (heavy contention)`);
+    throw new WeavetsError(
+      'EWEAVETS_INTERNAL',
+      `could not allocate an address for ${req.id} after ${MAX_ATTEMPTS} attempts (heavy contention)`,
+    );
   }
 
   /** After a failed allocation call: did it commit? The allocation if so (and now ours). */
@@ -376,11 +393,16 @@ export class BlockAllocator implements AddressAllocator {
     const hk = handleKey(req.id, req.ifname);
     const handle = await this.store.get(hk);
     const rec = handle ? parseJson<HandleRecord>(handle.value) : undefined;
-    if (!rec || rec.host !== this.opts.self || rec.network !== req.network || rec.ip !== formatIpv4(ip)) return undefined;
+    if (!rec || rec.host !== this.opts.self || rec.network !== req.network || rec.ip !== formatIpv4(ip))
+      return undefined;
     const a = this.result(req.id, req.ifname, req.network, ip, subnet);
     this.busy.add(ip);
     this.mine.set(hk, a);
-    this.opts.log.info('a store call reported as failed had committed; keeping the allocation', { id: req.id, ifname: req.ifname, address: a.address });
+    this.opts.log.info('a store call reported as failed had committed; keeping the allocation', {
+      id: req.id,
+      ifname: req.ifname,
+      address: a.address,
+    });
     return a;
   }
 
@@ -396,7 +418,10 @@ export class BlockAllocator implements AddressAllocator {
     const h = handle ? parseJson<HandleRecord>(handle.value) : undefined;
     const ownsHandle = handle !== undefined && h?.network === held.network && h.ip === formatIpv4(held.ip);
     const r = await this.store.txn(
-      [{ key: ak, modRevision: held.modRevision }, ...(ownsHandle ? [{ key: hk, modRevision: handle.modRevision }] : [])],
+      [
+        { key: ak, modRevision: held.modRevision },
+        ...(ownsHandle ? [{ key: hk, modRevision: handle.modRevision }] : []),
+      ],
       [{ op: 'delete', key: ak }, ...(ownsHandle ? [{ op: 'delete' as const, key: hk }] : [])],
     );
     if (!r.succeeded) return false;
@@ -414,7 +439,10 @@ export class BlockAllocator implements AddressAllocator {
       );
     }
     if (req.ip !== undefined && req.ip !== have.ip) {
-      throw new WeavetsError('EWEAVETS_CONFLICT', `${req.id} (${req.ifname}) already holds ${have.address}; release it first`);
+      throw new WeavetsError(
+        'EWEAVETS_CONFLICT',
+        `${req.id} (${req.ifname}) already holds ${have.address}; release it first`,
+      );
     }
     return have;
   }
@@ -475,8 +503,20 @@ export class BlockAllocator implements AddressAllocator {
         this.putOps(req, ip),
       );
       if (!r.succeeded) return undefined;
-      if (reserved) this.opts.log.info('gave an id back its reserved address', { id: req.id, ifname: req.ifname, address: have.address, from: arec.host });
-      else if (rec.host !== this.opts.self) this.opts.log.info('took over an address from another host', { id: req.id, ifname: req.ifname, address: have.address, from: rec.host });
+      if (reserved)
+        this.opts.log.info('gave an id back its reserved address', {
+          id: req.id,
+          ifname: req.ifname,
+          address: have.address,
+          from: arec.host,
+        });
+      else if (rec.host !== this.opts.self)
+        this.opts.log.info('took over an address from another host', {
+          id: req.id,
+          ifname: req.ifname,
+          address: have.address,
+          from: rec.host,
+        });
     }
     this.busy.add(ip);
     this.mine.set(handle.key, have);
@@ -489,7 +529,10 @@ export class BlockAllocator implements AddressAllocator {
       // When we know what the handle holds, read both records in one round trip.
       const known = this.mine.get(hk);
       const guess = known ? addrKey(known.ip) : undefined;
-      const [handle, guessed] = await Promise.all([this.store.get(hk), guess ? this.store.get(guess) : Promise.resolve(undefined)]);
+      const [handle, guessed] = await Promise.all([
+        this.store.get(hk),
+        guess ? this.store.get(guess) : Promise.resolve(undefined),
+      ]);
       if (!handle) {
         this.mine.delete(hk);
         return undefined;
@@ -509,7 +552,13 @@ export class BlockAllocator implements AddressAllocator {
         : [{ key: hk, modRevision: handle.modRevision }];
       let ops: TxnOp[];
       if (ownsAddr && retainMs > 0) {
-        const kept: AddrRecord = { id, ifname, host: a.host, network: rec.network, retainedUntil: this.now() + retainMs };
+        const kept: AddrRecord = {
+          id,
+          ifname,
+          host: a.host,
+          network: rec.network,
+          retainedUntil: this.now() + retainMs,
+        };
         ops = [{ op: 'put', key: ak, value: JSON.stringify(kept) }];
       } else if (ownsAddr) {
         ops = [
@@ -535,7 +584,12 @@ export class BlockAllocator implements AddressAllocator {
       const contested = this.contested();
       for (const b of st.blocks.values()) {
         if (contested.size > 0 && contested.has(blockKey(b.cidr.base))) continue;
-        const ip = firstFreeInBlock(this.opts.range, b.cidr, (x) => this.busy.has(x) || this.pending.has(x) || isReserved(sub.subnet, x), b.hint);
+        const ip = firstFreeInBlock(
+          this.opts.range,
+          b.cidr,
+          (x) => this.busy.has(x) || this.pending.has(x) || isReserved(sub.subnet, x),
+          b.hint,
+        );
         if (ip !== undefined) {
           this.pending.add(ip);
           b.hint = ip - b.cidr.base + 1;
@@ -581,11 +635,15 @@ export class BlockAllocator implements AddressAllocator {
         // Ours for this network, yet not in our view: a block creation reported as failed
         // (a timeout) that committed all the same. Use it rather than leave it idle.
         const brec = lost ? undefined : parseJson<BlockRecord>(e.value);
-        if (brec && !st.blocks.has(k.ip) && brec.owner === this.opts.self && brec.network === network) lost = { base: k.ip, prefix: this.blockPrefix };
+        if (brec && !st.blocks.has(k.ip) && brec.owner === this.opts.self && brec.network === network)
+          lost = { base: k.ip, prefix: this.blockPrefix };
       }
       if (lost) {
         await this.useBlock(network, lost);
-        this.opts.log.info('found an address block of ours that a failed store call had created', { network, block: formatCidr(lost) });
+        this.opts.log.info('found an address block of ours that a failed store call had created', {
+          network,
+          block: formatCidr(lost),
+        });
         return true;
       }
       for (const index of this.orderCandidates(candidates)) {
@@ -603,7 +661,10 @@ export class BlockAllocator implements AddressAllocator {
       const freed = await this.reclaim();
       if (freed.blocks.length === 0) return false;
     }
-    throw new WeavetsError('EWEAVETS_INTERNAL', `could not take an address block on network ${network} (heavy contention)`);
+    throw new WeavetsError(
+      'EWEAVETS_INTERNAL',
+      `could not take an address block on network ${network} (heavy contention)`,
+    );
   }
 
   /**
@@ -618,7 +679,10 @@ export class BlockAllocator implements AddressAllocator {
       const mine = candidates.filter((i) => of > 0 && i % of === rank);
       return [...mine, ...candidates.filter((i) => !(of > 0 && i % of === rank))];
     }
-    const start = this.opts.blockSearch === 'hashed' ? hashedBlockIndex(this.opts.range, this.blockPrefix, this.opts.self) % candidates.length : 0;
+    const start =
+      this.opts.blockSearch === 'hashed'
+        ? hashedBlockIndex(this.opts.range, this.blockPrefix, this.opts.self) % candidates.length
+        : 0;
     return candidates.map((_, n) => candidates[(start + n) % candidates.length]!);
   }
 
@@ -645,7 +709,11 @@ export class BlockAllocator implements AddressAllocator {
       let network = '';
       for (const [name, st] of this.nets) if (st.blocks.delete(k.ip)) network = name;
       given.push(`${network} ${formatCidr(block)}`.trim());
-      this.opts.log.warn('gave up a contested block to a lower-named host', { network, block: formatCidr(block), keeper: c.holders[0] });
+      this.opts.log.warn('gave up a contested block to a lower-named host', {
+        network,
+        block: formatCidr(block),
+        keeper: c.holders[0],
+      });
     }
     return given;
   }
@@ -676,7 +744,8 @@ export class BlockAllocator implements AddressAllocator {
     const size = cidrSize(sub.subnet);
     for (let k = 0; k < size; k++) {
       const ip = (sub.subnet.base + k) >>> 0;
-      if (isReserved(sub.subnet, ip) || isReserved(this.opts.range, ip) || held.has(ip) || this.pending.has(ip)) continue;
+      if (isReserved(sub.subnet, ip) || isReserved(this.opts.range, ip) || held.has(ip) || this.pending.has(ip))
+        continue;
       if (sub.exclude.some((x) => contains(x.subnet, ip))) continue;
       this.pending.add(ip);
       return ip;
@@ -711,7 +780,9 @@ export class BlockAllocator implements AddressAllocator {
       const k = parseAddrKey(e.key);
       const rec = parseJson<AddrRecord>(e.value);
       if (!k || !rec) continue;
-      const bk = blockKey(blockAt(this.opts.range, this.blockPrefix, blockIndexOf(this.opts.range, this.blockPrefix, k.ip)).base);
+      const bk = blockKey(
+        blockAt(this.opts.range, this.blockPrefix, blockIndexOf(this.opts.range, this.blockPrefix, k.ip)).base,
+      );
       const expired = rec.retainedUntil !== undefined && rec.retainedUntil <= now;
       if (rec.retainedUntil !== undefined ? !expired : !dead(rec.host)) {
         liveIn.add(bk);
@@ -732,7 +803,12 @@ export class BlockAllocator implements AddressAllocator {
       if (r.succeeded) {
         result.addresses++;
         this.busy.delete(k.ip);
-        if (expired) this.opts.log.info('an address reservation expired', { id: rec.id, ifname: rec.ifname, address: formatIpv4(k.ip) });
+        if (expired)
+          this.opts.log.info('an address reservation expired', {
+            id: rec.id,
+            ifname: rec.ifname,
+            address: formatIpv4(k.ip),
+          });
       } else {
         liveIn.add(bk);
       }
@@ -751,9 +827,15 @@ export class BlockAllocator implements AddressAllocator {
       const k = parseAddrKey(e.key)!;
       const cidr = formatCidr({ base: k.ip, prefix: this.blockPrefix });
       result.blocks.push(`${rec.network} ${cidr}`);
-      this.opts.log.info('reclaimed the block of a dead host', { network: rec.network, block: cidr, owner: rec.owner, nickname: rec.nickname });
+      this.opts.log.info('reclaimed the block of a dead host', {
+        network: rec.network,
+        block: cidr,
+        owner: rec.owner,
+        nickname: rec.nickname,
+      });
     }
-    if (result.addresses > 0) this.opts.log.info('released addresses of dead hosts and expired reservations', { count: result.addresses });
+    if (result.addresses > 0)
+      this.opts.log.info('released addresses of dead hosts and expired reservations', { count: result.addresses });
     return result;
   }
 
@@ -787,7 +869,13 @@ export class BlockAllocator implements AddressAllocator {
       const rec = parseJson<AddrRecord>(e.value);
       if (rec?.network !== network || rec.retainedUntil === undefined) continue;
       const hk = handleKey(rec.id, rec.ifname);
-      await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }, { op: 'delete', key: hk }]);
+      await this.store.txn(
+        [{ key: e.key, modRevision: e.modRevision }],
+        [
+          { op: 'delete', key: e.key },
+          { op: 'delete', key: hk },
+        ],
+      );
       const k = parseAddrKey(e.key);
       if (k) this.busy.delete(k.ip);
     }
@@ -810,7 +898,13 @@ export class BlockAllocator implements AddressAllocator {
     for (const e of addrs.entries) {
       const rec = parseJson<AddrRecord>(e.value);
       if (rec?.host !== this.opts.self || rec.retainedUntil === undefined) continue;
-      await this.store.txn([{ key: e.key, modRevision: e.modRevision }], [{ op: 'delete', key: e.key }, { op: 'delete', key: handleKey(rec.id, rec.ifname) }]);
+      await this.store.txn(
+        [{ key: e.key, modRevision: e.modRevision }],
+        [
+          { op: 'delete', key: e.key },
+          { op: 'delete', key: handleKey(rec.id, rec.ifname) },
+        ],
+      );
     }
     for (const e of blocks.entries) {
       if (parseJson<BlockRecord>(e.value)?.owner === this.opts.self) {
@@ -873,7 +967,10 @@ export async function ensureClusterConfig(store: Store, range: Cidr, blockPrefix
   const entry = await store.get(CONFIG_KEY);
   const have = entry ? parseJson<ClusterConfig>(entry.value) : undefined;
   if (!have || typeof have.range !== 'string' || typeof have.blockPrefix !== 'number') {
-    throw new WeavetsError('EWEAVETS_INTERNAL', `the cluster IPAM config in ${store.location} (${CONFIG_KEY}) is unreadable`);
+    throw new WeavetsError(
+      'EWEAVETS_INTERNAL',
+      `the cluster IPAM config in ${store.location} (${CONFIG_KEY}) is unreadable`,
+    );
   }
   if (have.range !== want.range) {
     throw new WeavetsError(

@@ -145,7 +145,12 @@ export function usableCount(range: Cidr, block: Cidr): number {
  * First block index not in `taken`, searching from `start` and wrapping (default: the
  * lowest); undefined when every block is taken.
  */
-export function lowestFreeBlock(range: Cidr, blockPrefix: number, taken: ReadonlySet<number>, start = 0): number | undefined {
+export function lowestFreeBlock(
+  range: Cidr,
+  blockPrefix: number,
+  taken: ReadonlySet<number>,
+  start = 0,
+): number | undefined {
   const n = blockCount(range, blockPrefix);
   for (let k = 0; k < n; k++) {
     const i = (start + k) % n;
@@ -173,7 +178,12 @@ export function hashedBlockIndex(range: Cidr, blockPrefix: number, peerName: str
  * nor in `busy`. Starting after the last one handed out spreads reuse of released
  * addresses (an address released a moment ago is the last to be given again).
  */
-export function firstFreeInBlock(range: Cidr, block: Cidr, busy: (ip: number) => boolean, hint = 0): number | undefined {
+export function firstFreeInBlock(
+  range: Cidr,
+  block: Cidr,
+  busy: (ip: number) => boolean,
+  hint = 0,
+): number | undefined {
   const size = cidrSize(block);
   for (let k = 0; k < size; k++) {
     const ip = block.base + ((hint + k) % size);

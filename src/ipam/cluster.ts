@@ -13,9 +13,22 @@ import { MeshStore } from '../store/mesh';
 import { ADDRS_PREFIX, BLOCKS_PREFIX, parseAddrKey } from './blocks';
 import { BlockAllocator } from './allocator';
 import { HostRegistry, type HostRecord } from './host-registry';
-import type { IpamAllocateRequest, IpamAllocation, IpamBlockOwner, IpamControl, IpamReleaseRequest, IpamStatus, RmpeerResult } from '../api/types';
+import type {
+  IpamAllocateRequest,
+  IpamAllocation,
+  IpamBlockOwner,
+  IpamControl,
+  IpamReleaseRequest,
+  IpamStatus,
+  RmpeerResult,
+} from '../api/types';
 import { isPeerNameText } from '../router/peername';
-import { AddressReconciler, DEFAULT_RECLAIM_GRACE_MS, DEFAULT_RECLAIM_INTERVAL_MS, type AddressClaim } from './reconcile';
+import {
+  AddressReconciler,
+  DEFAULT_RECLAIM_GRACE_MS,
+  DEFAULT_RECLAIM_INTERVAL_MS,
+  type AddressClaim,
+} from './reconcile';
 
 export const DEFAULT_LEASE_TTL_SECONDS = 120;
 
@@ -72,7 +85,9 @@ export class ClusterIpam implements IpamControl {
     if (address === undefined) {
       // A host with no underlay address still serves its own containers; it only cannot
       // be found through the store. It registers anyway: the lease protects its blocks.
-      opts.log.warn('no non-loopback IPv4 address to advertise: other hosts will not discover this one through the store; set --advertise-address');
+      opts.log.warn(
+        'no non-loopback IPv4 address to advertise: other hosts will not discover this one through the store; set --advertise-address',
+      );
     }
     // Without etcd: the mesh store, whose entries of a host unreachable for the TTL are dropped.
     const store = await openStore(opts, opts.log, { self: opts.name, graceMs: ttl * 1000 });
@@ -80,7 +95,11 @@ export class ClusterIpam implements IpamControl {
     let ipam: ClusterIpam | undefined;
     try {
       // Registration first: from then on nobody reclaims our blocks while we load them.
-      const self: HostRecord = { name: opts.name, nickname: opts.nickname, address: address === undefined ? '' : `${address}:${opts.port}` };
+      const self: HostRecord = {
+        name: opts.name,
+        nickname: opts.nickname,
+        address: address === undefined ? '' : `${address}:${opts.port}`,
+      };
       const registry = await HostRegistry.start({
         store,
         self,
@@ -121,17 +140,28 @@ export class ClusterIpam implements IpamControl {
       const mesh = store;
       mesh.onConflicts((conflicts) => {
         for (const c of conflicts) {
-          opts.log.error('IPAM conflict: several hosts hold this key (claimed while they could not reach each other); no new address comes from a contested block until it is resolved', { key: c.key, holders: c.holders.join(' ') });
+          opts.log.error(
+            'IPAM conflict: several hosts hold this key (claimed while they could not reach each other); no new address comes from a contested block until it is resolved',
+            { key: c.key, holders: c.holders.join(' ') },
+          );
         }
-        ipam?.allocator.resolveConflicts().catch((err: unknown) => opts.log.warn('could not settle a contested block', { error: (err as Error).message }));
+        ipam?.allocator
+          .resolveConflicts()
+          .catch((err: unknown) =>
+            opts.log.warn('could not settle a contested block', { error: (err as Error).message }),
+          );
       });
     }
     ipam.scheduleSweep();
     ipam.peersChanged(ipam.registry?.peers() ?? []);
     if (store.kind === 'file') {
-      opts.log.info('IPAM on the embedded store: this host allocates alone; use --etcd to share blocks with other hosts');
+      opts.log.info(
+        'IPAM on the embedded store: this host allocates alone; use --etcd to share blocks with other hosts',
+      );
     } else if (store.kind === 'mesh') {
-      opts.log.info('IPAM on the mesh store: blocks, addresses and names are shared with every connected host (no --etcd)');
+      opts.log.info(
+        'IPAM on the mesh store: blocks, addresses and names are shared with every connected host (no --etcd)',
+      );
     }
     opts.log.info('IPAM ready', {
       store: `${store.kind} ${store.location}`,
@@ -289,12 +319,18 @@ export class ClusterIpam implements IpamControl {
       const matches = (this.registry?.all() ?? []).filter((h) => h.nickname === name);
       const fromBlocks = await this.ownerByNickname(name);
       const names = new Set([...matches.map((m) => m.name), ...fromBlocks]);
-      if (names.size === 0) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no host named ${name} is registered or owns a block`);
-      if (names.size > 1) throw new WeavetsError('EWEAVETS_CONFLICT', `several hosts are nicknamed ${name} (${[...names].join(', ')}); give the peer name`);
+      if (names.size === 0)
+        throw new WeavetsError('EWEAVETS_NOT_FOUND', `no host named ${name} is registered or owns a block`);
+      if (names.size > 1)
+        throw new WeavetsError(
+          'EWEAVETS_CONFLICT',
+          `several hosts are nicknamed ${name} (${[...names].join(', ')}); give the peer name`,
+        );
       name = [...names][0]!;
     }
     name = name.toLowerCase();
-    if (name === this.opts.name) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${name} is this host; rmpeer is for hosts that are gone`);
+    if (name === this.opts.name)
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `${name} is this host; rmpeer is for hosts that are gone`);
     if (this.store instanceof MeshStore) {
       // Every host drops the peer's entries (blocks, addresses, names, registration) at once.
       const blocks = this.clusterBlocks()
@@ -341,7 +377,12 @@ export class ClusterIpam implements IpamControl {
     this.reconciler?.stop();
     const registry = this.registry;
     this.registry = undefined;
-    if (leave) await this.allocator.leave().catch((err: unknown) => this.opts.log.warn('could not release our addresses', { error: (err as Error).message }));
+    if (leave)
+      await this.allocator
+        .leave()
+        .catch((err: unknown) =>
+          this.opts.log.warn('could not release our addresses', { error: (err as Error).message }),
+        );
     await registry?.close(leave);
     await this.store.close();
   }

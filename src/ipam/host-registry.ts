@@ -75,7 +75,8 @@ export class HostRegistry {
   private learn(key: string, value: string): void {
     try {
       const rec = JSON.parse(value) as HostRecord;
-      if (typeof rec.name === 'string' && typeof rec.address === 'string') this.hosts.set(key.slice(HOSTS_PREFIX.length), rec);
+      if (typeof rec.name === 'string' && typeof rec.address === 'string')
+        this.hosts.set(key.slice(HOSTS_PREFIX.length), rec);
     } catch {
       this.opts.log.warn('ignoring an unreadable host registration', { key });
     }
@@ -88,7 +89,9 @@ export class HostRegistry {
 
   /** Registered hosts other than this one. */
   peers(): HostRecord[] {
-    return [...this.hosts.values()].filter((h) => h.name !== this.opts.self.name).sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.hosts.values()]
+      .filter((h) => h.name !== this.opts.self.name)
+      .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   /** Every registered host, this one included. */

@@ -101,7 +101,9 @@ export class AddressReconciler {
 
   private tick(): void {
     this.pass()
-      .catch((err: unknown) => this.opts.log.debug('address reconcile failed; next pass retries', { error: (err as Error).message }))
+      .catch((err: unknown) =>
+        this.opts.log.debug('address reconcile failed; next pass retries', { error: (err as Error).message }),
+      )
       .finally(() => {
         if (this.stopped) return;
         this.timer = setTimeout(() => this.tick(), this.opts.intervalMs * (0.75 + Math.random() * 0.5));
@@ -157,7 +159,13 @@ export class AddressReconciler {
       this.suspects.delete(suspect);
       if (await allocator.releaseIfUnchanged(held)) {
         released++;
-        log.info('released an address nothing on this host used', { address: formatIpv4(k.ip), network: rec.network, id: rec.id, ifname: rec.ifname, unusedForS: Math.round((now - first) / 1000) });
+        log.info('released an address nothing on this host used', {
+          address: formatIpv4(k.ip),
+          network: rec.network,
+          id: rec.id,
+          ifname: rec.ifname,
+          unusedForS: Math.round((now - first) / 1000),
+        });
       }
     }
     for (const s of [...this.suspects.keys()]) if (!seen.has(s)) this.suspects.delete(s);
@@ -169,7 +177,13 @@ export class AddressReconciler {
 function parseRecord(text: string): AddrRecord | undefined {
   try {
     const v = JSON.parse(text) as AddrRecord & { unattached?: unknown; retainedUntil?: unknown };
-    if (typeof v.id !== 'string' || typeof v.ifname !== 'string' || typeof v.host !== 'string' || typeof v.network !== 'string') return undefined;
+    if (
+      typeof v.id !== 'string' ||
+      typeof v.ifname !== 'string' ||
+      typeof v.host !== 'string' ||
+      typeof v.network !== 'string'
+    )
+      return undefined;
     return {
       id: v.id,
       ifname: v.ifname,

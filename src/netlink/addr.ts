@@ -40,7 +40,7 @@ export function bytesToIp(b: Buffer): string {
   // RFC 5952: compress the longest run (length >= 2) of zero groups, the first one on ties.
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (g[i] !== 0) {
       i++;
       continue;
@@ -77,7 +77,8 @@ export function parseCidr(cidr: string): Cidr {
 
 export function parseMac(mac: string): Buffer {
   const parts = mac.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) throw new Error(`not a MAC address: ${mac}`);
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p)))
+    throw new Error(`not a MAC address: ${mac}`);
   return Buffer.from(parts.map((p) => parseInt(p, 16)));
 }
 

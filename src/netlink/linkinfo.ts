@@ -84,7 +84,11 @@ export function decode(buf: Buffer, offset = 0, end = buf.length): RawAttr[] {
     const len = readU16(buf, o);
     const rawType = readU16(buf, o + 2);
     if (len < HDRLEN || o + len > end) throw new RangeError(`malformed netlink attribute at ${o}: len ${len}`);
-    out.push({ type: rawType & NLA_TYPE_MASK, nested: (rawType & NLA_F_NESTED) !== 0, value: buf.subarray(o + HDRLEN, o + len) });
+    out.push({
+      type: rawType & NLA_TYPE_MASK,
+      nested: (rawType & NLA_F_NESTED) !== 0,
+      value: buf.subarray(o + HDRLEN, o + len),
+    });
     o += align4(len);
   }
   return out;
@@ -157,7 +161,9 @@ export const VETH_INFO_PEER = 1;
 export const IFINFOMSG_LEN = 16;
 
 /** struct ifinfomsg { u8 family; u8 pad; u16 type; s32 index; u32 flags; u32 change; } */
-export function ifinfomsg(m: { family?: number; type?: number; index?: number; flags?: number; change?: number } = {}): Buffer {
+export function ifinfomsg(
+  m: { family?: number; type?: number; index?: number; flags?: number; change?: number } = {},
+): Buffer {
   const b = Buffer.alloc(IFINFOMSG_LEN);
   b[0] = m.family ?? 0;
   writeU16(b, m.type ?? 0, 2);

@@ -45,9 +45,15 @@ export interface VxlanSpec {
 
 /** IFLA_INFO_DATA attributes of a VXLAN link. */
 export function vxlanData(spec: VxlanSpec): Attr[] {
-  if (!Number.isInteger(spec.vni) || spec.vni < 0 || spec.vni > 0xffffff) throw new RangeError(`vxlan: VNI ${spec.vni} is not 24 bits`);
-  if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 0xffff) throw new RangeError(`vxlan: bad port ${spec.port}`);
-  const out: Attr[] = [attr.u32(IFLA_VXLAN.ID, spec.vni), attr.be16(IFLA_VXLAN.PORT, spec.port), attr.u8(IFLA_VXLAN.LEARNING, spec.learning ? 1 : 0)];
+  if (!Number.isInteger(spec.vni) || spec.vni < 0 || spec.vni > 0xffffff)
+    throw new RangeError(`vxlan: VNI ${spec.vni} is not 24 bits`);
+  if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 0xffff)
+    throw new RangeError(`vxlan: bad port ${spec.port}`);
+  const out: Attr[] = [
+    attr.u32(IFLA_VXLAN.ID, spec.vni),
+    attr.be16(IFLA_VXLAN.PORT, spec.port),
+    attr.u8(IFLA_VXLAN.LEARNING, spec.learning ? 1 : 0),
+  ];
   if (spec.local !== undefined) {
     if (spec.local.length !== 4) throw new RangeError('vxlan: local must be an IPv4 address');
     out.push(attr.bytes(IFLA_VXLAN.LOCAL, spec.local));
@@ -74,7 +80,9 @@ export function bridgePortMessage(index: number, s: BridgePortSettings): Buffer 
   if (s.isolated !== undefined) data.push(attr.u8(IFLA_BRPORT.ISOLATED, s.isolated ? 1 : 0));
   if (s.learning !== undefined) data.push(attr.u8(IFLA_BRPORT.LEARNING, s.learning ? 1 : 0));
   if (s.flush) data.push(attr.flag(IFLA_BRPORT.FLUSH));
-  const attrs = [attr.nest(IFLA.LINKINFO, [attr.str(IFLA_INFO.SLAVE_KIND, 'bridge'), attr.nest(IFLA_INFO.SLAVE_DATA, data)])];
+  const attrs = [
+    attr.nest(IFLA.LINKINFO, [attr.str(IFLA_INFO.SLAVE_KIND, 'bridge'), attr.nest(IFLA_INFO.SLAVE_DATA, data)]),
+  ];
   return Buffer.concat([ifinfomsg({ index }), encode(attrs)]);
 }
 
@@ -127,7 +135,13 @@ export function neighbourMessage(e: NeighbourEntry): Buffer {
  * struct ifaddrmsg + IFA_LOCAL/IFA_ADDRESS, with flags (e.g. IFA_F_NODAD). The header holds
  * only 8 bits of flags; wider ones (IFA_F_NOPREFIXROUTE) also go in an IFA_FLAGS u32.
  */
-export function addressMessage(a: { index: number; ip: Buffer; prefixLen: number; flags: number; scope: number }): Buffer {
+export function addressMessage(a: {
+  index: number;
+  ip: Buffer;
+  prefixLen: number;
+  flags: number;
+  scope: number;
+}): Buffer {
   const h = Buffer.alloc(8);
   h.writeUInt8(a.ip.length === 4 ? 2 : 10, 0);
   h.writeUInt8(a.prefixLen, 1);

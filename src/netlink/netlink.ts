@@ -8,7 +8,16 @@
  * throws Error("Request rejected: EEXIST") with no code).
  */
 import * as fs from 'fs';
-import { AttrStream, createRtNetlink, FlagsGet, FlagsNew, MessageType as NlMessageType, parseError, rt, RtNetlinkSocket } from 'netlink';
+import {
+  AttrStream,
+  createRtNetlink,
+  FlagsGet,
+  FlagsNew,
+  MessageType as NlMessageType,
+  parseError,
+  rt,
+  RtNetlinkSocket,
+} from 'netlink';
 import type { ifla } from 'netlink';
 import { AF_INET, AF_INET6, bytesToIp, familyOf, formatMac, parseCidr, parseMac, ipToBytes } from './addr';
 import { isCode, NetlinkError } from './errors';
@@ -111,13 +120,23 @@ export class Netlink {
   // ---- links ----
 
   async listLinks(): Promise<LinkInfo[]> {
-    const msgs = await this.request(rt.MessageType.GETLINK, { kind: 'link', data: {}, attrs: {} }, FlagsGet.DUMP, 'list links');
+    const msgs = await this.request(
+      rt.MessageType.GETLINK,
+      { kind: 'link', data: {}, attrs: {} },
+      FlagsGet.DUMP,
+      'list links',
+    );
     return msgs.filter(isLink).map(toLinkInfo);
   }
 
   async getLink(name: string): Promise<LinkInfo | undefined> {
     try {
-      const msgs = await this.request(rt.MessageType.GETLINK, { kind: 'link', data: {}, attrs: { ifname: name } }, 0, `get link ${name}`);
+      const msgs = await this.request(
+        rt.MessageType.GETLINK,
+        { kind: 'link', data: {}, attrs: { ifname: name } },
+        0,
+        `get link ${name}`,
+      );
       const m = msgs.find(isLink);
       return m ? toLinkInfo(m) : undefined;
     } catch (e) {
@@ -145,7 +164,11 @@ export class Netlink {
   }
 
   /** Create a veth pair; with `peerNetnsPath` the peer is born in that namespace (never visible here). */
-  async createVeth(name: string, peer: string, opts: { mtu?: number; peerNetnsPath?: string; peerMac?: string } = {}): Promise<void> {
+  async createVeth(
+    name: string,
+    peer: string,
+    opts: { mtu?: number; peerNetnsPath?: string; peerMac?: string } = {},
+  ): Promise<void> {
     const fd = opts.peerNetnsPath !== undefined ? openNetns(opts.peerNetnsPath) : undefined;
     try {
       const attrs: ifla.LinkAttrs = {
@@ -161,7 +184,12 @@ export class Netlink {
         }),
       };
       if (opts.mtu !== undefined) attrs.mtu = opts.mtu;
-      await this.request(rt.MessageType.NEWLINK, { kind: 'link', data: {}, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, `create veth ${name}`);
+      await this.request(
+        rt.MessageType.NEWLINK,
+        { kind: 'link', data: {}, attrs },
+        FlagsNew.CREATE | FlagsNew.EXCL,
+        `create veth ${name}`,
+      );
     } finally {
       // The kernel resolves IFLA_NET_NS_FD while handling the request; the reply means it is done.
       if (fd !== undefined) fs.closeSync(fd);
@@ -202,7 +230,12 @@ export class Netlink {
   /** Deleting one end of a veth deletes both. */
   async deleteLink(name: string, opts: { ignoreMissing?: boolean } = {}): Promise<void> {
     try {
-      await this.request(rt.MessageType.DELLINK, { kind: 'link', data: {}, attrs: { ifname: name } }, 0, `delete link ${name}`);
+      await this.request(
+        rt.MessageType.DELLINK,
+        { kind: 'link', data: {}, attrs: { ifname: name } },
+        0,
+        `delete link ${name}`,
+      );
     } catch (e) {
       if (opts.ignoreMissing && isCode(e, 'ENODEV')) return;
       throw e;
@@ -214,7 +247,10 @@ export class Netlink {
    * that name is reconciled: kept if it is a VXLAN link (its settings are not re-read:
    * callers that care delete and recreate), else EEXIST.
    */
-  async createVxlan(name: string, opts: { vni: number; port: number; learning?: boolean; mtu?: number; mac?: string; local?: string }): Promise<LinkInfo> {
+  async createVxlan(
+    name: string,
+    opts: { vni: number; port: number; learning?: boolean; mtu?: number; mac?: string; local?: string },
+  ): Promise<LinkInfo> {
     const what = `create vxlan ${name}`;
     const attrs: ifla.LinkAttrs = {
       ifname: name,
@@ -237,7 +273,12 @@ export class Netlink {
   /** NEWLINK with CREATE|EXCL. EEXIST is not an error here: the caller checks what exists. */
   private async createLink(attrs: ifla.LinkAttrs, what: string): Promise<void> {
     try {
-      await this.request(rt.MessageType.NEWLINK, { kind: 'link', data: {}, attrs }, FlagsNew.CREATE | FlagsNew.EXCL, what);
+      await this.request(
+        rt.MessageType.NEWLINK,
+        { kind: 'link', data: {}, attrs },
+        FlagsNew.CREATE | FlagsNew.EXCL,
+        what,
+      );
     } catch (e) {
       // Already there (or another creator won a race): reconciled by the caller.
       if (!isCode(e, 'EEXIST')) throw e;
@@ -248,7 +289,8 @@ export class Netlink {
   private async linkOfKind(name: string, kind: string, what: string): Promise<LinkInfo> {
     const link = await this.getLink(name);
     if (!link) throw new NetlinkError('ENODEV', `${what}: ENODEV (vanished after creation)`);
-    if (link.kind !== kind) throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
+    if (link.kind !== kind)
+      throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
     return link;
   }
 
@@ -268,7 +310,12 @@ export class Netlink {
     const what = `fdb append ${mac} dev ${dev} dst ${dst}`;
     const index = await this.indexOf(dev, what);
     try {
-      await this.rawRequest(RTM_NEWNEIGH, fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }), FlagsNew.CREATE | NLM_F_APPEND, what);
+      await this.rawRequest(
+        RTM_NEWNEIGH,
+        fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }),
+        FlagsNew.CREATE | NLM_F_APPEND,
+        what,
+      );
     } catch (e) {
       if (!isCode(e, 'EEXIST')) throw e;
     }
@@ -282,7 +329,12 @@ export class Netlink {
   async replaceFdb(dev: string, mac: string, dst: string): Promise<void> {
     const what = `fdb replace ${mac} dev ${dev} dst ${dst}`;
     const index = await this.indexOf(dev, what);
-    await this.rawRequest(RTM_NEWNEIGH, fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }), FlagsNew.CREATE | FlagsNew.REPLACE, what);
+    await this.rawRequest(
+      RTM_NEWNEIGH,
+      fdbMessage({ index, mac: parseMac(mac), dst: ipToBytes(dst) }),
+      FlagsNew.CREATE | FlagsNew.REPLACE,
+      what,
+    );
   }
 
   /** Remove one FDB entry (MAC + VTEP); a missing entry or device is fine. */
@@ -301,14 +353,24 @@ export class Netlink {
   async setNeighbour(dev: string, ip: string, mac: string): Promise<void> {
     const what = `neigh replace ${ip} lladdr ${mac} dev ${dev}`;
     const index = await this.indexOf(dev, what);
-    await this.rawRequest(RTM_NEWNEIGH, neighbourMessage({ index, mac: parseMac(mac), dst: ipToBytes(ip) }), FlagsNew.CREATE | FlagsNew.REPLACE, what);
+    await this.rawRequest(
+      RTM_NEWNEIGH,
+      neighbourMessage({ index, mac: parseMac(mac), dst: ipToBytes(ip) }),
+      FlagsNew.CREATE | FlagsNew.REPLACE,
+      what,
+    );
   }
 
   async delNeighbour(dev: string, ip: string): Promise<void> {
     const what = `neigh del ${ip} dev ${dev}`;
     try {
       const index = await this.indexOf(dev, what);
-      await this.rawRequest(RTM_DELNEIGH, neighbourMessage({ index, mac: Buffer.alloc(6), dst: ipToBytes(ip) }), 0, what);
+      await this.rawRequest(
+        RTM_DELNEIGH,
+        neighbourMessage({ index, mac: Buffer.alloc(6), dst: ipToBytes(ip) }),
+        0,
+        what,
+      );
     } catch (e) {
       if (isCode(e, 'ENOENT', 'ENODEV', 'ESRCH')) return;
       throw e;
@@ -327,13 +389,23 @@ export class Netlink {
    * (`ip addr add ... noprefixroute`): the caller routes the subnet where it wants. With
    * noDad, IPv6 skips duplicate address detection (`nodad`): usable at once.
    */
-  async addAddress(name: string, cidr: string, opts: { ignoreExisting?: boolean; noPrefixRoute?: boolean; noDad?: boolean } = {}): Promise<void> {
+  async addAddress(
+    name: string,
+    cidr: string,
+    opts: { ignoreExisting?: boolean; noPrefixRoute?: boolean; noDad?: boolean } = {},
+  ): Promise<void> {
     const what = `add address ${cidr} dev ${name}${opts.noPrefixRoute ? ' noprefixroute' : ''}${opts.noDad ? ' nodad' : ''}`;
     const c = parseCidr(cidr);
     const index = await this.indexOf(name, what);
     const linkLocal = c.family === AF_INET6 && c.bytes[0] === 0xfe && (c.bytes[1]! & 0xc0) === 0x80;
     const flags = (opts.noPrefixRoute ? IFA_F_NOPREFIXROUTE : 0) | (opts.noDad ? IFA_F_NODAD : 0);
-    const msg = addressMessage({ index, ip: c.bytes, prefixLen: c.prefixLen, flags, scope: linkLocal ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE });
+    const msg = addressMessage({
+      index,
+      ip: c.bytes,
+      prefixLen: c.prefixLen,
+      flags,
+      scope: linkLocal ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
+    });
     try {
       await this.rawRequest(RTM_NEWADDR, msg, FlagsNew.CREATE | FlagsNew.EXCL, what);
     } catch (e) {
@@ -349,7 +421,12 @@ export class Netlink {
     try {
       const index = await this.indexOf(name, what);
       const attrs: rt.AddressAttrs = c.family === AF_INET ? { local: c.bytes } : { address: c.bytes };
-      await this.request(rt.MessageType.DELADDR, { kind: 'address', data: { family: c.family, prefixlen: c.prefixLen, index }, attrs }, 0, what);
+      await this.request(
+        rt.MessageType.DELADDR,
+        { kind: 'address', data: { family: c.family, prefixlen: c.prefixLen, index }, attrs },
+        0,
+        what,
+      );
     } catch (e) {
       if (opts.ignoreMissing && isCode(e, 'EADDRNOTAVAIL', 'ENODEV')) return;
       throw e;
@@ -360,7 +437,12 @@ export class Netlink {
   async listAddresses(name?: string): Promise<AddressInfo[]> {
     const what = name === undefined ? 'list addresses' : `list addresses dev ${name}`;
     const index = name === undefined ? undefined : await this.indexOf(name, what);
-    const msgs = await this.request(rt.MessageType.GETADDR, { kind: 'address', data: {}, attrs: {} }, FlagsGet.DUMP, what);
+    const msgs = await this.request(
+      rt.MessageType.GETADDR,
+      { kind: 'address', data: {}, attrs: {} },
+      FlagsGet.DUMP,
+      what,
+    );
     const out: AddressInfo[] = [];
     for (const m of msgs) {
       if (m.kind !== 'address') continue;
@@ -395,7 +477,12 @@ export class Netlink {
     const what = `add rule to ${r.to} lookup ${r.table} pref ${r.priority}`;
     const c = parseCidr(r.to);
     try {
-      await this.rawRequest(RTM_NEWRULE, ruleMessage({ dst: c.bytes, dstLen: c.prefixLen, table: r.table, priority: r.priority }), FlagsNew.CREATE | FlagsNew.EXCL, what);
+      await this.rawRequest(
+        RTM_NEWRULE,
+        ruleMessage({ dst: c.bytes, dstLen: c.prefixLen, table: r.table, priority: r.priority }),
+        FlagsNew.CREATE | FlagsNew.EXCL,
+        what,
+      );
     } catch (e) {
       if (!isCode(e, 'EEXIST')) throw e;
     }
@@ -406,7 +493,12 @@ export class Netlink {
     const what = `delete rule to ${r.to} lookup ${r.table} pref ${r.priority}`;
     const c = parseCidr(r.to);
     try {
-      await this.rawRequest(RTM_DELRULE, ruleMessage({ dst: c.bytes, dstLen: c.prefixLen, table: r.table, priority: r.priority }), 0, what);
+      await this.rawRequest(
+        RTM_DELRULE,
+        ruleMessage({ dst: c.bytes, dstLen: c.prefixLen, table: r.table, priority: r.priority }),
+        0,
+        what,
+      );
     } catch (e) {
       if (!isCode(e, 'ENOENT')) throw e;
     }
@@ -438,7 +530,12 @@ export class Netlink {
     }
     const oif = m.attrs.oif;
     if (oif === undefined) throw new NetlinkError('ENODEV', `${what}: ENODEV (route has no output interface)`);
-    const links = await this.request(rt.MessageType.GETLINK, { kind: 'link', data: { index: oif }, attrs: {} }, 0, what);
+    const links = await this.request(
+      rt.MessageType.GETLINK,
+      { kind: 'link', data: { index: oif }, attrs: {} },
+      0,
+      what,
+    );
     const link = links.find(isLink);
     if (!link || link.attrs.mtu === undefined) throw new NetlinkError('ENODEV', `${what}: ENODEV (link ${oif})`);
     return link.attrs.mtu;
@@ -485,7 +582,8 @@ export class Netlink {
       attrs.dst = c.bytes;
     }
     if (r.via !== undefined) {
-      if (familyOf(r.via) !== family) throw new NetlinkError('EINVAL', `${what}: EINVAL (address family of via differs from dst)`);
+      if (familyOf(r.via) !== family)
+        throw new NetlinkError('EINVAL', `${what}: EINVAL (address family of via differs from dst)`);
       attrs.gateway = ipToBytes(r.via);
     }
     const data: rt.Route = {
@@ -530,8 +628,10 @@ export class Netlink {
       [reply] = await this.sock.socket.request(type, bufs, { flags, checkError: false, timeout: REQUEST_TIMEOUT_MS });
     } catch (e) {
       const err = e as { code?: unknown; errno?: unknown; message?: string };
-      if (typeof err.code === 'string') throw new NetlinkError(err.code, `${what}: ${err.code}`, typeof err.errno === 'number' ? err.errno : undefined);
-      if (/timeout/i.test(err.message ?? '')) throw new NetlinkError('ETIMEDOUT', `${what}: ETIMEDOUT (no reply in ${REQUEST_TIMEOUT_MS} ms)`);
+      if (typeof err.code === 'string')
+        throw new NetlinkError(err.code, `${what}: ${err.code}`, typeof err.errno === 'number' ? err.errno : undefined);
+      if (/timeout/i.test(err.message ?? ''))
+        throw new NetlinkError('ETIMEDOUT', `${what}: ETIMEDOUT (no reply in ${REQUEST_TIMEOUT_MS} ms)`);
       throw new NetlinkError('EIO', `${what}: ${err.message ?? String(e)}`);
     }
     const result: rt.Message[] = [];
@@ -547,7 +647,6 @@ export class Netlink {
     return result;
   }
 }
-
 
 function isLink(m: rt.Message): m is rt.LinkMessage {
   return m.kind === 'link';

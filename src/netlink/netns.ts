@@ -53,7 +53,11 @@ export function inNetns<T>(nsPath: string, fn: () => T): T {
     } catch (e) {
       const code = (e as { code?: string }).code;
       // setns(2) answers EINVAL for an fd that is not a network namespace.
-      throw new Error(code === 'EINVAL' ? `${nsPath} is not a network namespace` : `cannot enter network namespace ${nsPath}: ${(e as Error).message}`);
+      throw new Error(
+        code === 'EINVAL'
+          ? `${nsPath} is not a network namespace`
+          : `cannot enter network namespace ${nsPath}: ${(e as Error).message}`,
+      );
     }
     try {
       return fn();
@@ -62,7 +66,9 @@ export function inNetns<T>(nsPath: string, fn: () => T): T {
         addon.setns(back);
       } catch (e) {
         // Staying in a container's namespace would silently misconfigure everything after.
-        process.stderr.write(`weavets: FATAL: cannot return to the original network namespace: ${(e as Error).message}\n`);
+        process.stderr.write(
+          `weavets: FATAL: cannot return to the original network namespace: ${(e as Error).message}\n`,
+        );
         process.abort();
       }
     }

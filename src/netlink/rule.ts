@@ -26,7 +26,8 @@ export interface RuleSpec {
 
 /** struct fib_rule_hdr { u8 family, dst_len, src_len, tos, table, res1, res2, action; u32 flags } + FRA_DST, FRA_PRIORITY, FRA_TABLE. */
 export function ruleMessage(r: RuleSpec): Buffer {
-  if (r.dst.length !== 4 && r.dst.length !== 16) throw new RangeError(`rule dst must be 4 or 16 bytes, got ${r.dst.length}`);
+  if (r.dst.length !== 4 && r.dst.length !== 16)
+    throw new RangeError(`rule dst must be 4 or 16 bytes, got ${r.dst.length}`);
   if (r.dstLen < 0 || r.dstLen > r.dst.length * 8) throw new RangeError(`rule dst prefix /${r.dstLen} out of range`);
   const h = Buffer.alloc(12);
   h.writeUInt8(r.dst.length === 4 ? 2 : 10, 0);

@@ -56,7 +56,11 @@ async function readGeneration(store: Store): Promise<{ generation: number; modRe
 }
 
 /** Put (or update) policies, all or none. Unchanged documents keep their version. */
-export async function applyPolicies(store: Store, items: readonly ApplyItem[], now: () => Date = () => new Date()): Promise<ApplyResult> {
+export async function applyPolicies(
+  store: Store,
+  items: readonly ApplyItem[],
+  now: () => Date = () => new Date(),
+): Promise<ApplyResult> {
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const gen = await readGeneration(store);
     // One listing, not a read per policy: a file of a hundred policies is one round trip.
@@ -72,7 +76,13 @@ export async function applyPolicies(store: Store, items: readonly ApplyItem[], n
         result.push({ name: item.name, version: old.version, changed: false });
         continue;
       }
-      const stored: StoredPolicy = { name: item.name, network: item.network, version: (old?.version ?? 0) + 1, updated: now().toISOString(), document: item.document };
+      const stored: StoredPolicy = {
+        name: item.name,
+        network: item.network,
+        version: (old?.version ?? 0) + 1,
+        updated: now().toISOString(),
+        document: item.document,
+      };
       ops.push({ op: 'put', key: ruleKey(item.name), value: JSON.stringify(stored) });
       result.push({ name: item.name, version: stored.version, changed: true });
     }
@@ -90,7 +100,10 @@ export async function removePolicy(store: Store, name: string): Promise<{ genera
 }
 
 /** Remove several policies in one transaction, all or none; NOT_FOUND names the first missing. */
-export async function removePolicies(store: Store, names: readonly string[]): Promise<{ generation: number; removed: StoredPolicy[] }> {
+export async function removePolicies(
+  store: Store,
+  names: readonly string[],
+): Promise<{ generation: number; removed: StoredPolicy[] }> {
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const gen = await readGeneration(store);
     const existing = new Map((await store.list(RULES_PREFIX)).entries.map((e) => [e.key, e]));
@@ -99,7 +112,11 @@ export async function removePolicies(store: Store, names: readonly string[]): Pr
     const removed: StoredPolicy[] = [];
     for (const name of new Set(names)) {
       const have = existing.get(ruleKey(name));
-      if (!have) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no policy named ${JSON.stringify(name)}; see \`weavets policy ls\``);
+      if (!have)
+        throw new WeavetsError(
+          'EWEAVETS_NOT_FOUND',
+          `no policy named ${JSON.stringify(name)}; see \`weavets policy ls\``,
+        );
       compare.push({ key: ruleKey(name), modRevision: have.modRevision });
       ops.push({ op: 'delete', key: ruleKey(name) });
       removed.push(JSON.parse(have.value) as StoredPolicy);

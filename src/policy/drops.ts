@@ -59,10 +59,24 @@ export interface DropPrefix {
 export function parseDropPrefix(prefix: string): DropPrefix | undefined {
   const p = /^wtp ([EA]) ([ie]) ([0-9a-f]{6}) ([a-z0-9-]{1,48})$/.exec(prefix);
   if (p) {
-    return { kind: 'policy', mode: p[1] === 'E' ? 'enforce' : 'audit', direction: p[2] === 'i' ? 'ingress' : 'egress', networkId: parseInt(p[3]!, 16), policy: p[4]! };
+    return {
+      kind: 'policy',
+      mode: p[1] === 'E' ? 'enforce' : 'audit',
+      direction: p[2] === 'i' ? 'ingress' : 'egress',
+      networkId: parseInt(p[3]!, 16),
+      policy: p[4]!,
+    };
   }
   const s = /^wts ([0-9a-f]{6}) ([A-Za-z0-9_.-]{1,15})$/.exec(prefix);
-  if (s) return { kind: 'spoof', mode: 'enforce', direction: 'spoof', networkId: parseInt(s[1]!, 16), policy: 'anti-spoofing', device: s[2]! };
+  if (s)
+    return {
+      kind: 'spoof',
+      mode: 'enforce',
+      direction: 'spoof',
+      networkId: parseInt(s[1]!, 16),
+      policy: 'anti-spoofing',
+      device: s[2]!,
+    };
   return undefined;
 }
 

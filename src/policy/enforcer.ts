@@ -19,7 +19,13 @@ function run(cmd: string, args: string[], stdin?: string): Promise<void> {
     child.on('error', (err) => reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd}: ${err.message}`)));
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd} ${args.join(' ')} failed (exit ${code}): ${stderr.trim().split('\n').slice(0, 4).join(' | ')}`));
+      else
+        reject(
+          new WeavetsError(
+            'EWEAVETS_INTERNAL',
+            `${cmd} ${args.join(' ')} failed (exit ${code}): ${stderr.trim().split('\n').slice(0, 4).join(' | ')}`,
+          ),
+        );
     });
     if (child.stdin) {
       // A child that exits before reading everything (nft refusing line 1) is reported
@@ -63,8 +69,12 @@ export class PolicyEnforcer {
 
   /** `weavets reset`: remove both tables and stop sending bridged frames to the IP hooks. */
   async remove(allBridges: readonly string[]): Promise<void> {
-    const script = ['bridge', 'inet'].map((f) => `table ${f} ${POLICY_TABLE} {}\ndelete table ${f} ${POLICY_TABLE}\n`).join('');
-    await run('nft', ['-f', '-'], script).catch((err: unknown) => this.log.warn('could not remove the policy tables', { error: (err as Error).message }));
+    const script = ['bridge', 'inet']
+      .map((f) => `table ${f} ${POLICY_TABLE} {}\ndelete table ${f} ${POLICY_TABLE}\n`)
+      .join('');
+    await run('nft', ['-f', '-'], script).catch((err: unknown) =>
+      this.log.warn('could not remove the policy tables', { error: (err as Error).message }),
+    );
     for (const b of allBridges) {
       await run('ip', ['link', 'set', 'dev', b, 'type', 'bridge', 'nf_call_iptables', '0']).catch(() => undefined);
     }

@@ -96,14 +96,30 @@ export function ruleMatches(rule: PolicyRule, other: EvalEndpoint, t: EvalTraffi
  * One direction at one end: `self` is the sender for egress, the receiver for ingress;
  * `other` the far end. With `dryRun`, every policy counts as audit.
  */
-export function evaluateDirection(policies: readonly Policy[], direction: PolicyDirection, self: EvalEndpoint, other: EvalEndpoint, t: EvalTraffic, dryRun = false): DirectionVerdict {
-  const isolating = self.external ? [] : policies.filter((p) => p.types.includes(direction) && selectorMatches(p.selector, self.labels));
+export function evaluateDirection(
+  policies: readonly Policy[],
+  direction: PolicyDirection,
+  self: EvalEndpoint,
+  other: EvalEndpoint,
+  t: EvalTraffic,
+  dryRun = false,
+): DirectionVerdict {
+  const isolating = self.external
+    ? []
+    : policies.filter((p) => p.types.includes(direction) && selectorMatches(p.selector, self.labels));
   if (isolating.length === 0) return { direction, allowed: true, isolatedBy: [], auditOnly: false };
   const auditOnly = dryRun || isolating.every((p) => p.mode === 'audit');
   for (const p of isolating) {
     const rules = direction === 'ingress' ? p.ingress : p.egress;
     const i = rules.findIndex((r) => ruleMatches(r, other, t));
-    if (i >= 0) return { direction, allowed: true, isolatedBy: isolating.map((q) => q.name), rule: `${p.name} ${direction}[${i}]`, auditOnly };
+    if (i >= 0)
+      return {
+        direction,
+        allowed: true,
+        isolatedBy: isolating.map((q) => q.name),
+        rule: `${p.name} ${direction}[${i}]`,
+        auditOnly,
+      };
   }
   return { direction, allowed: false, isolatedBy: isolating.map((q) => q.name), auditOnly };
 }
@@ -113,7 +129,13 @@ export function evaluateDirection(policies: readonly Policy[], direction: Policy
  * network. The verdict counts audit policies as if enforced (policy test asks "what do
  * these policies say"); `Verdict.*.auditOnly` tells whether a denial would really drop.
  */
-export function evaluate(policies: readonly Policy[], from: EvalEndpoint, to: EvalEndpoint, t: EvalTraffic, dryRun = false): Verdict {
+export function evaluate(
+  policies: readonly Policy[],
+  from: EvalEndpoint,
+  to: EvalEndpoint,
+  t: EvalTraffic,
+  dryRun = false,
+): Verdict {
   const egress = evaluateDirection(policies, 'egress', from, to, t, dryRun);
   const ingress = evaluateDirection(policies, 'ingress', to, from, t, dryRun);
   const allowed = egress.allowed && ingress.allowed;

@@ -58,11 +58,15 @@ export function parseExpectationFile(text: string, source: string): ExpectationF
     throw new PolicyError('', `not valid JSON: ${(err as Error).message}`, source);
   }
   try {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new PolicyError('', 'must be an object with "policies" and "tests"');
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new PolicyError('', 'must be an object with "policies" and "tests"');
     const obj = value as Record<string, unknown>;
-    for (const k of Object.keys(obj)) if (!['policies', 'network', 'tests'].includes(k)) throw new PolicyError(k, 'unknown field (allowed: policies, network, tests)');
+    for (const k of Object.keys(obj))
+      if (!['policies', 'network', 'tests'].includes(k))
+        throw new PolicyError(k, 'unknown field (allowed: policies, network, tests)');
     const policies = obj['policies'];
-    if (!Array.isArray(policies) || !policies.every((p) => typeof p === 'string' && p !== '')) throw new PolicyError('policies', 'must be a list of policy files or names');
+    if (!Array.isArray(policies) || !policies.every((p) => typeof p === 'string' && p !== ''))
+      throw new PolicyError('policies', 'must be a list of policy files or names');
     const tests = obj['tests'];
     if (!Array.isArray(tests) || tests.length === 0) throw new PolicyError('tests', 'must be a non-empty list');
     const out: ExpectationFile = {
@@ -71,9 +75,12 @@ export function parseExpectationFile(text: string, source: string): ExpectationF
         const path = `tests[${i}]`;
         if (typeof t !== 'object' || t === null || Array.isArray(t)) throw new PolicyError(path, 'must be an object');
         const o = t as Record<string, unknown>;
-        for (const k of Object.keys(o)) if (!['from', 'to', 'port', 'expect'].includes(k)) throw new PolicyError(`${path}.${k}`, 'unknown field (allowed: from, to, port, expect)');
+        for (const k of Object.keys(o))
+          if (!['from', 'to', 'port', 'expect'].includes(k))
+            throw new PolicyError(`${path}.${k}`, 'unknown field (allowed: from, to, port, expect)');
         const port = o['port'];
-        if (typeof port !== 'string') throw new PolicyError(`${path}.port`, 'must be a string such as "tcp/5432" or "icmp"');
+        if (typeof port !== 'string')
+          throw new PolicyError(`${path}.port`, 'must be a string such as "tcp/5432" or "icmp"');
         let traffic: EvalTraffic;
         try {
           traffic = parseTraffic(port);
@@ -81,7 +88,8 @@ export function parseExpectationFile(text: string, source: string): ExpectationF
           throw new PolicyError(`${path}.port`, (err as Error).message);
         }
         const expect = o['expect'];
-        if (expect !== 'allow' && expect !== 'deny') throw new PolicyError(`${path}.expect`, 'must be "allow" or "deny"');
+        if (expect !== 'allow' && expect !== 'deny')
+          throw new PolicyError(`${path}.expect`, 'must be "allow" or "deny"');
         return { from: refOf(o['from'], `${path}.from`), to: refOf(o['to'], `${path}.to`), traffic, port, expect };
       }),
     };
@@ -114,7 +122,11 @@ export function formatRef(ref: EndpointRef): string {
  * Check every expectation. `resolve` turns a reference into an endpoint (names: live
  * labels; throws when unknown). `policies` are already restricted to the network.
  */
-export function runExpectations(file: ExpectationFile, policies: readonly Policy[], resolve: (ref: EndpointRef) => EvalEndpoint): ExpectationResult[] {
+export function runExpectations(
+  file: ExpectationFile,
+  policies: readonly Policy[],
+  resolve: (ref: EndpointRef) => EvalEndpoint,
+): ExpectationResult[] {
   return file.tests.map((e) => {
     const verdict = evaluate(policies, resolve(e.from), resolve(e.to), e.traffic);
     const got = verdict.allowed ? 'allow' : 'deny';

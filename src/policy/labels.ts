@@ -62,7 +62,8 @@ export function parseLabelArg(text: string): [string, string] {
 
 /** Validate a whole label set from an untrusted source; returns the reason or undefined. */
 export function labelsProblem(labels: unknown): string | undefined {
-  if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) return 'labels must be an object of strings';
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels))
+    return 'labels must be an object of strings';
   for (const [k, v] of Object.entries(labels)) {
     if (typeof v !== 'string') return `label ${JSON.stringify(k)}: the value must be a string`;
     const bad = labelKeyProblem(k) ?? labelValueProblem(v);

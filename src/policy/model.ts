@@ -9,7 +9,14 @@
 import { parseAllDocuments } from 'yaml';
 import { WeavetsError } from '../errors';
 import { formatCidr, parseCidr } from '../ipam/cidr';
-import { labelKeyProblem, labelValueProblem, type Labels, type Selector, type SelectorExpression, type SelectorOperator } from './labels';
+import {
+  labelKeyProblem,
+  labelValueProblem,
+  type Labels,
+  type Selector,
+  type SelectorExpression,
+  type SelectorOperator,
+} from './labels';
 
 export type PolicyProtocol = 'tcp' | 'udp' | 'sctp' | 'icmp';
 export type PolicyDirection = 'ingress' | 'egress';
@@ -108,7 +115,10 @@ export function parseSelector(v: unknown, path: string): Selector {
   const structured = 'matchLabels' in obj || 'matchExpressions' in obj;
   if (!structured) return { matchLabels: parseLabelMap(obj, path), matchExpressions: [] };
   onlyFields(obj, path, ['matchLabels', 'matchExpressions']);
-  const matchLabels = obj['matchLabels'] === undefined ? {} : parseLabelMap(objectAt(obj['matchLabels'], join(path, 'matchLabels')), join(path, 'matchLabels'));
+  const matchLabels =
+    obj['matchLabels'] === undefined
+      ? {}
+      : parseLabelMap(objectAt(obj['matchLabels'], join(path, 'matchLabels')), join(path, 'matchLabels'));
   const matchExpressions: SelectorExpression[] = [];
   if (obj['matchExpressions'] !== undefined) {
     const list = arrayAt(obj['matchExpressions'], join(path, 'matchExpressions'));
@@ -140,7 +150,11 @@ function parseExpression(v: unknown, path: string): SelectorExpression {
   const badKey = labelKeyProblem(key);
   if (badKey) throw new PolicyError(join(path, 'key'), `bad selector: ${badKey}`);
   const op = stringAt(obj['operator'], join(path, 'operator'));
-  if (!OPERATORS.includes(op as SelectorOperator)) throw new PolicyError(join(path, 'operator'), `bad selector: operator ${JSON.stringify(op)} is not one of ${OPERATORS.join(', ')}`);
+  if (!OPERATORS.includes(op as SelectorOperator))
+    throw new PolicyError(
+      join(path, 'operator'),
+      `bad selector: operator ${JSON.stringify(op)} is not one of ${OPERATORS.join(', ')}`,
+    );
   const operator = op as SelectorOperator;
   if (operator === 'In' || operator === 'NotIn') {
     const values = arrayAt(obj['values'], join(path, 'values')).map((x, i) => {
@@ -149,10 +163,12 @@ function parseExpression(v: unknown, path: string): SelectorExpression {
       if (bad) throw new PolicyError(join(join(path, 'values'), i), `bad selector: ${bad}`);
       return s;
     });
-    if (values.length === 0) throw new PolicyError(join(path, 'values'), `bad selector: ${operator} needs at least one value`);
+    if (values.length === 0)
+      throw new PolicyError(join(path, 'values'), `bad selector: ${operator} needs at least one value`);
     return { key, operator, values };
   }
-  if (obj['values'] !== undefined) throw new PolicyError(join(path, 'values'), `bad selector: ${operator} takes no values`);
+  if (obj['values'] !== undefined)
+    throw new PolicyError(join(path, 'values'), `bad selector: ${operator} takes no values`);
   return { key, operator };
 }
 
@@ -168,11 +184,16 @@ function parsePort(v: unknown, path: string): PolicyPort {
   const obj = objectAt(v, path);
   onlyFields(obj, path, ['protocol', 'port', 'endPort']);
   const proto = obj['protocol'] === undefined ? 'tcp' : stringAt(obj['protocol'], join(path, 'protocol')).toLowerCase();
-  if (!PROTOCOLS.includes(proto as PolicyProtocol)) throw new PolicyError(join(path, 'protocol'), `${JSON.stringify(obj['protocol'])} is not one of ${PROTOCOLS.join(', ')}`);
+  if (!PROTOCOLS.includes(proto as PolicyProtocol))
+    throw new PolicyError(
+      join(path, 'protocol'),
+      `${JSON.stringify(obj['protocol'])} is not one of ${PROTOCOLS.join(', ')}`,
+    );
   const protocol = proto as PolicyProtocol;
   const out: PolicyPort = { protocol };
   if (protocol === 'icmp') {
-    if (obj['port'] !== undefined || obj['endPort'] !== undefined) throw new PolicyError(join(path, 'port'), 'icmp has no ports');
+    if (obj['port'] !== undefined || obj['endPort'] !== undefined)
+      throw new PolicyError(join(path, 'port'), 'icmp has no ports');
     return out;
   }
   if (obj['port'] !== undefined) out.port = portNumber(obj['port'], join(path, 'port'));
@@ -203,7 +224,10 @@ function parsePeer(v: unknown, path: string): PolicyPeer {
   if ('cidr' in obj) {
     onlyFields(obj, path, ['cidr', 'except']);
     const cidr = parseCidrText(obj['cidr'], join(path, 'cidr'));
-    const except = obj['except'] === undefined ? [] : arrayAt(obj['except'], join(path, 'except')).map((x, i) => parseCidrText(x, join(join(path, 'except'), i)));
+    const except =
+      obj['except'] === undefined
+        ? []
+        : arrayAt(obj['except'], join(path, 'except')).map((x, i) => parseCidrText(x, join(join(path, 'except'), i)));
     return { cidr, except };
   }
   throw new PolicyError(path, 'a peer needs "selector" or "cidr"');
@@ -213,8 +237,14 @@ function parseRule(v: unknown, path: string, direction: PolicyDirection): Policy
   const obj = objectAt(v, path);
   const peerField = direction === 'ingress' ? 'from' : 'to';
   onlyFields(obj, path, [peerField, 'ports']);
-  const peers = obj[peerField] === undefined ? undefined : arrayAt(obj[peerField], join(path, peerField)).map((p, i) => parsePeer(p, join(join(path, peerField), i)));
-  const ports = obj['ports'] === undefined ? undefined : arrayAt(obj['ports'], join(path, 'ports')).map((p, i) => parsePort(p, join(join(path, 'ports'), i)));
+  const peers =
+    obj[peerField] === undefined
+      ? undefined
+      : arrayAt(obj[peerField], join(path, peerField)).map((p, i) => parsePeer(p, join(join(path, peerField), i)));
+  const ports =
+    obj['ports'] === undefined
+      ? undefined
+      : arrayAt(obj['ports'], join(path, 'ports')).map((p, i) => parsePort(p, join(join(path, 'ports'), i)));
   // As Kubernetes: an empty list is the same as none, "every peer" / "every port".
   return { peers: peers?.length === 0 ? undefined : peers, ports: ports?.length === 0 ? undefined : ports };
 }
@@ -233,23 +263,39 @@ export function validatePolicy(doc: unknown, opts: ValidateOptions): Policy {
   const obj = objectAt(doc, '');
   onlyFields(obj, '', TOP_FIELDS);
   const name = stringAt(obj['name'], 'name');
-  if (!POLICY_NAME_RE.test(name)) throw new PolicyError('name', `${JSON.stringify(name)}: want 1-48 lowercase letters, digits or '-', starting and ending with a letter or digit`);
+  if (!POLICY_NAME_RE.test(name))
+    throw new PolicyError(
+      'name',
+      `${JSON.stringify(name)}: want 1-48 lowercase letters, digits or '-', starting and ending with a letter or digit`,
+    );
   const network = obj['network'] === undefined ? opts.defaultNetwork : stringAt(obj['network'], 'network');
   if (opts.networks !== undefined && !opts.networks.includes(network)) {
-    throw new PolicyError('network', `network ${JSON.stringify(network)} does not exist (known: ${opts.networks.join(', ')})`);
+    throw new PolicyError(
+      'network',
+      `network ${JSON.stringify(network)} does not exist (known: ${opts.networks.join(', ')})`,
+    );
   }
-  if (obj['selector'] === undefined) throw new PolicyError('selector', 'is required ({} selects every endpoint of the network)');
+  if (obj['selector'] === undefined)
+    throw new PolicyError('selector', 'is required ({} selects every endpoint of the network)');
   const selector = parseSelector(obj['selector'], 'selector');
   const modeText = obj['mode'] === undefined ? 'enforce' : stringAt(obj['mode'], 'mode');
-  if (modeText !== 'enforce' && modeText !== 'audit') throw new PolicyError('mode', `${JSON.stringify(modeText)} is not "enforce" or "audit"`);
-  const ingress = obj['ingress'] === undefined ? [] : arrayAt(obj['ingress'], 'ingress').map((r, i) => parseRule(r, `ingress[${i}]`, 'ingress'));
-  const egress = obj['egress'] === undefined ? [] : arrayAt(obj['egress'], 'egress').map((r, i) => parseRule(r, `egress[${i}]`, 'egress'));
+  if (modeText !== 'enforce' && modeText !== 'audit')
+    throw new PolicyError('mode', `${JSON.stringify(modeText)} is not "enforce" or "audit"`);
+  const ingress =
+    obj['ingress'] === undefined
+      ? []
+      : arrayAt(obj['ingress'], 'ingress').map((r, i) => parseRule(r, `ingress[${i}]`, 'ingress'));
+  const egress =
+    obj['egress'] === undefined
+      ? []
+      : arrayAt(obj['egress'], 'egress').map((r, i) => parseRule(r, `egress[${i}]`, 'egress'));
   // As Kubernetes: ingress isolation always, egress isolation when the policy has `egress`.
   let types: PolicyDirection[] = obj['egress'] === undefined ? ['ingress'] : ['ingress', 'egress'];
   if (obj['policyTypes'] !== undefined) {
     const list = arrayAt(obj['policyTypes'], 'policyTypes').map((t, i) => {
       const s = stringAt(t, `policyTypes[${i}]`).toLowerCase();
-      if (s !== 'ingress' && s !== 'egress') throw new PolicyError(`policyTypes[${i}]`, `${JSON.stringify(t)} is not "ingress" or "egress"`);
+      if (s !== 'ingress' && s !== 'egress')
+        throw new PolicyError(`policyTypes[${i}]`, `${JSON.stringify(t)} is not "ingress" or "egress"`);
       return s as PolicyDirection;
     });
     if (list.length === 0) throw new PolicyError('policyTypes', 'must name ingress, egress or both');
@@ -290,7 +336,11 @@ export function parsePolicyDocuments(text: string, source: string): unknown[] {
 }
 
 /** Parse and validate every policy of a file; names must be unique within it. */
-export function parsePolicies(text: string, source: string, opts: ValidateOptions): { policies: Policy[]; documents: Json[] } {
+export function parsePolicies(
+  text: string,
+  source: string,
+  opts: ValidateOptions,
+): { policies: Policy[]; documents: Json[] } {
   const docs = parsePolicyDocuments(text, source);
   const policies: Policy[] = [];
   const documents: Json[] = [];

@@ -50,7 +50,11 @@ export function encodeBindGroup(group: number, copyRange: number): Buffer {
   const mode = Buffer.alloc(6);
   mode.writeUInt32BE(copyRange, 0);
   mode.writeUInt8(NFULNL_COPY_PACKET, 4);
-  return Buffer.concat([nfgenmsg(0, group), attr(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_BIND])), attr(NFULA_CFG_MODE, mode)]);
+  return Buffer.concat([
+    nfgenmsg(0, group),
+    attr(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_BIND])),
+    attr(NFULA_CFG_MODE, mode),
+  ]);
 }
 
 export function encodeUnbindGroup(group: number): Buffer {
@@ -86,12 +90,20 @@ export class NflogDecodeError extends Error {
 /** Decode the body (after the netlink header) of an NFULNL_MSG_PACKET message. */
 export function decodePacketMessage(body: Buffer): NflogPacket {
   if (body.length < 4) throw new NflogDecodeError('shorter than nfgenmsg');
-  const out: NflogPacket = { family: body.readUInt8(0), group: body.readUInt16BE(2), hwProtocol: 0, hook: 0, prefix: '', payload: Buffer.alloc(0) };
+  const out: NflogPacket = {
+    family: body.readUInt8(0),
+    group: body.readUInt16BE(2),
+    hwProtocol: 0,
+    hook: 0,
+    prefix: '',
+    payload: Buffer.alloc(0),
+  };
   let off = 4;
   while (off + 4 <= body.length) {
     const len = body.readUInt16LE(off);
     const type = body.readUInt16LE(off + 2) & 0x3fff;
-    if (len < 4 || off + len > body.length) throw new NflogDecodeError(`attribute ${type} of length ${len} at ${off} overruns ${body.length}`);
+    if (len < 4 || off + len > body.length)
+      throw new NflogDecodeError(`attribute ${type} of length ${len} at ${off} overruns ${body.length}`);
     const v = body.subarray(off + 4, off + len);
     switch (type) {
       case NFULA_PACKET_HDR:
@@ -160,10 +172,15 @@ export function summarisePayload(hwProtocol: number, payload: Buffer): PacketSum
   const ihl = (payload[0]! & 15) * 4;
   if (ihl < 20 || payload.length < ihl) return undefined;
   const proto = payload[9]!;
-  const s: PacketSummary = { protocol: PROTO_NAMES[proto] ?? `ip/${proto}`, src: ip4(payload, 12), dst: ip4(payload, 16) };
+  const s: PacketSummary = {
+    protocol: PROTO_NAMES[proto] ?? `ip/${proto}`,
+    src: ip4(payload, 12),
+    dst: ip4(payload, 16),
+  };
   const fragmentOffset = payload.readUInt16BE(6) & 0x1fff;
   if (fragmentOffset !== 0) return s;
-  if ((proto === 6 || proto === 17 || proto === 132) && payload.length >= ihl + 4) s.port = payload.readUInt16BE(ihl + 2);
+  if ((proto === 6 || proto === 17 || proto === 132) && payload.length >= ihl + 4)
+    s.port = payload.readUInt16BE(ihl + 2);
   if (proto === 1 && payload.length >= ihl + 1) s.icmpType = payload[ihl]!;
   return s;
 }

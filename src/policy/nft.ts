@@ -114,7 +114,8 @@ export function peerRanges(peers: readonly PolicyPeer[], endpoints: readonly Pol
   const ranges: Range[] = [];
   for (const p of peers) {
     if ('selector' in p) {
-      for (const ep of endpoints) if (selectorMatches(p.selector, ep.labels)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
+      for (const ep of endpoints)
+        if (selectorMatches(p.selector, ep.labels)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
     } else ranges.push(...cidrMinus(p.cidr, p.except));
   }
   return mergeRanges(ranges);
@@ -152,7 +153,8 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
   const limit = `limit rate ${input.logRate}/second burst ${input.logRate * 2} packets`;
   const lines: string[] = [];
   // Replace both tables in one transaction: create-if-missing, delete, define.
-  for (const family of ['bridge', 'inet']) lines.push(`table ${family} ${POLICY_TABLE} {}`, `delete table ${family} ${POLICY_TABLE}`);
+  for (const family of ['bridge', 'inet'])
+    lines.push(`table ${family} ${POLICY_TABLE} {}`, `delete table ${family} ${POLICY_TABLE}`);
 
   // Anti-spoofing: one chain per container port, dispatched by input port.
   const ports = [...input.localPorts].sort((a, b) => a.hostVeth.localeCompare(b.hostVeth));
@@ -174,7 +176,8 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
     );
   });
   lines.push(`  chain prerouting {`, `    type filter hook prerouting priority -300; policy accept;`);
-  if (ports.length > 0) lines.push(`    iifname vmap { ${ports.map((p, i) => `${quote(p.hostVeth)} : jump port${i}`).join(', ')} }`);
+  if (ports.length > 0)
+    lines.push(`    iifname vmap { ${ports.map((p, i) => `${quote(p.hostVeth)} : jump port${i}`).join(', ')} }`);
   lines.push(`  }`, `}`);
 
   // Policies, per network that has both a policy and an endpoint here.
@@ -190,7 +193,9 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
     const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
     // Only policies selecting an endpoint here can isolate anything here: the others'
     // rules could never match (enforcement is on the host of the isolated endpoint).
-    const netPolicies = policies.filter((p) => p.network === bridge.network && localEndpoints.some((e) => selectorMatches(p.selector, e.labels)));
+    const netPolicies = policies.filter(
+      (p) => p.network === bridge.network && localEndpoints.some((e) => selectorMatches(p.selector, e.labels)),
+    );
     if (netPolicies.length === 0) continue;
     statefulBridges.push(bridge.bridge);
     const n = `n${hex6(bridge.id)}`;
@@ -221,7 +226,11 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
     netPolicies.forEach((p, k) => {
       const name = `${n}_p${k}_sel`;
       selSet.set(p, name);
-      sets.push({ name, interval: false, elements: localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip) });
+      sets.push({
+        name,
+        interval: false,
+        elements: localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip),
+      });
     });
 
     for (const direction of ['egress', 'ingress'] as PolicyDirection[]) {
@@ -255,7 +264,10 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
       const body: string[] = [...allowRules(enforcing, after)];
       for (const p of enforcing) {
         const prefix = quote(`wtp E ${d} ${hex6(bridge.id)} ${p.name}`);
-        body.push(`    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`, `    ip ${self} @${selSet.get(p)} drop`);
+        body.push(
+          `    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`,
+          `    ip ${self} @${selSet.get(p)} drop`,
+        );
       }
       if (auditing.length > 0) body.push(`    goto ${auditChain}`);
       chains.push(`  chain ${chain} {`, ...body, `  }`);
@@ -263,15 +275,26 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
         const auditBody = allowRules(isolating, 'return');
         for (const p of auditing) {
           const prefix = quote(`wtp A ${d} ${hex6(bridge.id)} ${p.name}`);
-          auditBody.push(`    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`);
+          auditBody.push(
+            `    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`,
+          );
         }
         chains.push(`  chain ${auditChain} {`, ...auditBody, `  }`);
       }
     }
     const established = '    ct state established,related accept';
-    chains.push(`  chain ${n}_fwd {`, established, `    ip saddr @${n}_local jump ${n}_egress`, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
+    chains.push(
+      `  chain ${n}_fwd {`,
+      established,
+      `    ip saddr @${n}_local jump ${n}_egress`,
+      `    ip daddr @${n}_local jump ${n}_ingress`,
+      `  }`,
+    );
     const toHost = [established];
-    if (bridge.resolver) toHost.push(`    ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`);
+    if (bridge.resolver)
+      toHost.push(
+        `    ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`,
+      );
     toHost.push(`    ip saddr @${n}_local jump ${n}_egress`);
     chains.push(`  chain ${n}_in {`, ...toHost, `  }`);
     chains.push(`  chain ${n}_out {`, established, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
@@ -282,7 +305,12 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
   if (statefulBridges.length > 0) {
     lines.push(`table inet ${POLICY_TABLE} {`, ...sets.map(setText), ...chains);
     for (const hook of ['forward', 'input', 'output'] as const) {
-      lines.push(`  chain ${hook} {`, `    type filter hook ${hook} priority filter; policy accept;`, ...hooks[hook], `  }`);
+      lines.push(
+        `  chain ${hook} {`,
+        `    type filter hook ${hook} priority filter; policy accept;`,
+        ...hooks[hook],
+        `  }`,
+      );
     }
     lines.push(`}`);
   }

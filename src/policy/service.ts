@@ -15,7 +15,16 @@ import { WeavetsError } from '../errors';
 import type { EndpointStatus } from '../api/types';
 import { labelsProblem } from './labels';
 import { validatePolicy, PolicyError, type Policy, type StoredPolicy } from './model';
-import { applyPolicies, removePolicies, ENDPOINTS_PREFIX, GENERATION_KEY, POLICY_PREFIX, RULES_PREFIX, endpointKey, type ApplyResult } from './book';
+import {
+  applyPolicies,
+  removePolicies,
+  ENDPOINTS_PREFIX,
+  GENERATION_KEY,
+  POLICY_PREFIX,
+  RULES_PREFIX,
+  endpointKey,
+  type ApplyResult,
+} from './book';
 import { compileRuleset, type CompileBridge, type LocalPort, type PolicyEndpoint } from './nft';
 import { evaluate, type EvalTraffic, type Verdict } from './evaluate';
 import type { PolicyEnforcer } from './enforcer';
@@ -206,7 +215,12 @@ export class PolicyService {
     const local = this.opts.localEndpoints();
     const localPorts: LocalPort[] = local
       .filter((ep) => ep.hostVeth !== '' && ep.mac !== '')
-      .map((ep) => ({ network: ep.network, hostVeth: ep.hostVeth, mac: ep.mac.toLowerCase(), ip: ep.address.split('/')[0]! }));
+      .map((ep) => ({
+        network: ep.network,
+        hostVeth: ep.hostVeth,
+        mac: ep.mac.toLowerCase(),
+        ip: ep.address.split('/')[0]!,
+      }));
     const bridges = this.opts.bridges();
     const t0 = performance.now();
     const compiled = compileRuleset({
@@ -220,7 +234,10 @@ export class PolicyService {
     });
     const t1 = performance.now();
     try {
-      await this.opts.enforcer.apply(compiled, bridges.map((b) => b.bridge));
+      await this.opts.enforcer.apply(
+        compiled,
+        bridges.map((b) => b.bridge),
+      );
       this.lastEnforceMs = { compile: Math.round(t1 - t0), apply: Math.round(performance.now() - t1) };
       this.enforcedGeneration = generation;
       this.enforcedAt = new Date().toISOString();
@@ -229,7 +246,10 @@ export class PolicyService {
       this.lastError = undefined;
     } catch (err) {
       this.lastError = (err as Error).message;
-      this.opts.log.error('cannot put policy in force; the previous ruleset stays', { generation, error: this.lastError });
+      this.opts.log.error('cannot put policy in force; the previous ruleset stays', {
+        generation,
+        error: this.lastError,
+      });
       clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => this.schedule(), RETRY_MS);
       this.retryTimer.unref();
@@ -325,7 +345,8 @@ export class PolicyService {
         const p = validatePolicy(doc, { networks, defaultNetwork });
         return { name: p.name, network: p.network, document: doc as Record<string, unknown> };
       } catch (err) {
-        if (err instanceof PolicyError && documents.length > 1) throw new PolicyError(err.path, err.reason, `policy ${i + 1}`);
+        if (err instanceof PolicyError && documents.length > 1)
+          throw new PolicyError(err.path, err.reason, `policy ${i + 1}`);
         throw err;
       }
     });
@@ -335,7 +356,9 @@ export class PolicyService {
       names.add(it.name);
     }
     const result = await applyPolicies(this.opts.store, items);
-    for (const p of result.policies) if (p.changed) this.opts.log.info('policy applied', { name: p.name, version: p.version, generation: result.generation });
+    for (const p of result.policies)
+      if (p.changed)
+        this.opts.log.info('policy applied', { name: p.name, version: p.version, generation: result.generation });
     return result;
   }
 
@@ -346,7 +369,10 @@ export class PolicyService {
    */
   verdictFor(network: string, fromIp: string, toIp: string, traffic: EvalTraffic): Verdict {
     const endpoints = this.endpoints().filter((e) => e.network === network);
-    const end = (ip: string): { labels: PolicyEndpoint['labels']; ip: string } => ({ labels: endpoints.find((e) => e.ip === ip)?.labels ?? {}, ip });
+    const end = (ip: string): { labels: PolicyEndpoint['labels']; ip: string } => ({
+      labels: endpoints.find((e) => e.ip === ip)?.labels ?? {},
+      ip,
+    });
     const policies = [...this.parsed.values()].filter((p) => p.network === network);
     return evaluate(policies, end(fromIp), end(toIp), traffic, this.opts.dryRun);
   }
@@ -357,7 +383,11 @@ export class PolicyService {
 
   show(name: string): StoredPolicy {
     const p = this.rules.get(name);
-    if (!p) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no policy named ${JSON.stringify(name)}; see \`weavets policy ls\``);
+    if (!p)
+      throw new WeavetsError(
+        'EWEAVETS_NOT_FOUND',
+        `no policy named ${JSON.stringify(name)}; see \`weavets policy ls\``,
+      );
     return p;
   }
 

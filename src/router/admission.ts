@@ -47,10 +47,7 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
 
 /** Why a connection was turned away; also the `reason` label of weavets_control_rejected_total. */
 export type AdmissionRefusal =
-  | 'too_many_handshakes'
-  | 'too_many_handshakes_from_address'
-  | 'connection_rate_limited'
-  | 'global_rate_limited';
+  'too_many_handshakes' | 'too_many_handshakes_from_address' | 'connection_rate_limited' | 'global_rate_limited';
 
 interface Bucket {
   tokens: number;

@@ -161,7 +161,9 @@ export class PeerConnection {
     this.shared.ownKeys.add(this.ownKeyHex);
     const hello: Hello = {
       ...this.localHello,
-      flags: this.security.password ? this.localHello.flags | HELLO_FLAG_PASSWORD : this.localHello.flags & ~HELLO_FLAG_PASSWORD,
+      flags: this.security.password
+        ? this.localHello.flags | HELLO_FLAG_PASSWORD
+        : this.localHello.flags & ~HELLO_FLAG_PASSWORD,
       publicKey: Buffer.from(this.ephemeral.publicKey),
     };
     this.localHelloBytes = encode({ type: MessageType.Hello, hello });
@@ -223,7 +225,10 @@ export class PeerConnection {
     try {
       this.handlers.onClosed(this, reason);
     } catch (err) {
-      this.log.error('internal error while closing a connection (ignored)', { remote: this.remoteAddress, error: (err as Error).stack ?? String(err) });
+      this.log.error('internal error while closing a connection (ignored)', {
+        remote: this.remoteAddress,
+        error: (err as Error).stack ?? String(err),
+      });
     }
   }
 
@@ -272,7 +277,11 @@ export class PeerConnection {
     try {
       while (this.phase !== 'closed') {
         // Before authentication only what a handshake needs; a bigger declared length closes now.
-        const n = frameLength(this.pending, offset, this.phase === 'handshaking' ? MAX_HANDSHAKE_MESSAGE : MAX_CONTROL_MESSAGE);
+        const n = frameLength(
+          this.pending,
+          offset,
+          this.phase === 'handshaking' ? MAX_HANDSHAKE_MESSAGE : MAX_CONTROL_MESSAGE,
+        );
         if (n === 0) break;
         let msg: ControlMessage;
         if (this.channel) {
@@ -285,7 +294,8 @@ export class PeerConnection {
           msg = decode(plain);
         } else {
           msg = decode(this.pending, offset, n);
-          if (msg.type === MessageType.Hello) this.remoteHelloBytes = Buffer.from(this.pending.subarray(offset, offset + n));
+          if (msg.type === MessageType.Hello)
+            this.remoteHelloBytes = Buffer.from(this.pending.subarray(offset, offset + n));
           offset += n;
         }
         this.onMessage(msg);
@@ -376,11 +386,14 @@ export class PeerConnection {
       // this one into itself). Refuse before any key exchange; the router is not told
       // (this says nothing about the target, which stays configured).
       this.handlers.onRejected('reflected_handshake');
-      this.log.warn('refusing a handshake that carries our own ephemeral key (reflected back to us by a relay, or our own address dialled)', {
-        remote: this.remoteAddress,
-        outbound: this.outbound,
-        target: this.target,
-      });
+      this.log.warn(
+        'refusing a handshake that carries our own ephemeral key (reflected back to us by a relay, or our own address dialled)',
+        {
+          remote: this.remoteAddress,
+          outbound: this.outbound,
+          target: this.target,
+        },
+      );
       this.close('reflected handshake: that HELLO is our own');
       return;
     }
@@ -438,11 +451,18 @@ export class PeerConnection {
     this.channel = new SealedChannel(this.security.sealer, this.keys.controlSend, this.keys.controlRecv);
     this.step = 'finished';
     const trusted = this.security.trusts(this.remoteIp);
-    this.send({ type: MessageType.Finished, tag: confirmTag(this.keys.confirmSend, this.transcript), flags: trusted ? FINISHED_FLAG_TRUSTED : 0 });
+    this.send({
+      type: MessageType.Finished,
+      tag: confirmTag(this.keys.confirmSend, this.transcript),
+      flags: trusted ? FINISHED_FLAG_TRUSTED : 0,
+    });
   }
 
   private onFinished(msg: ControlMessage): void {
-    if (msg.type !== MessageType.Finished || !tagsEqual(msg.tag, confirmTag(this.keys!.confirmRecv, this.transcript!))) {
+    if (
+      msg.type !== MessageType.Finished ||
+      !tagsEqual(msg.tag, confirmTag(this.keys!.confirmRecv, this.transcript!))
+    ) {
       this.handlers.onRejected('bad_finished');
       this.close('handshake proof invalid');
       return;
@@ -462,7 +482,9 @@ export class PeerConnection {
       return;
     }
     this.handlers.onRejected('forged');
-    this.log.warn('dropping connection: a sealed control message failed to authenticate', { remote: this.remoteAddress });
+    this.log.warn('dropping connection: a sealed control message failed to authenticate', {
+      remote: this.remoteAddress,
+    });
     this.close('control message failed authentication', false);
   }
 

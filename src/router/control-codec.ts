@@ -216,7 +216,10 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
       // Port 0 would go into our gossip as the peer's address and be dialled by others.
       if (controlPort === 0 || dataPort === 0) throw new ControlDecodeError('hello port is zero');
       const nickname = buf.toString('utf8', o + 59, o + 59 + nickLen);
-      if (!Buffer.from(nickname, 'utf8').equals(buf.subarray(o + 59, o + 59 + nickLen)) || /[\u0000-\u001f\u007f]/.test(nickname)) {
+      if (
+        !Buffer.from(nickname, 'utf8').equals(buf.subarray(o + 59, o + 59 + nickLen)) ||
+        /[\u0000-\u001f\u007f]/.test(nickname)
+      ) {
         throw new ControlDecodeError('hello nickname is not printable UTF-8');
       }
       return {
@@ -263,7 +266,10 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
 }
 
 /** The highest version both ranges share, or undefined. */
-export function negotiateVersion(a: { minVersion: number; maxVersion: number }, b: { minVersion: number; maxVersion: number }): number | undefined {
+export function negotiateVersion(
+  a: { minVersion: number; maxVersion: number },
+  b: { minVersion: number; maxVersion: number },
+): number | undefined {
   const hi = Math.min(a.maxVersion, b.maxVersion);
   const lo = Math.max(a.minVersion, b.minVersion);
   return hi >= lo ? hi : undefined;

@@ -86,7 +86,8 @@ export function entryProblem(e: PeerEntry): string | undefined {
     if (c.peer === e.name) return 'connection to itself';
     if (peers.has(c.peer)) return 'two connections to the same peer';
     peers.add(c.peer);
-    if (parseEdgeAddress(c.address) === undefined) return `connection address ${JSON.stringify(c.address)} is not ip:port (port 1-65535)`;
+    if (parseEdgeAddress(c.address) === undefined)
+      return `connection address ${JSON.stringify(c.address)} is not ip:port (port 1-65535)`;
   }
   return undefined;
 }
@@ -166,7 +167,8 @@ export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
     seen.add(name);
     const uid = r.u64('uid');
     const v = r.u64('version');
-    if (v < 1n || v > BigInt(MAX_GOSSIP_VERSION)) throw new GossipDecodeError(`peer ${i}: version ${v} outside 1..${MAX_GOSSIP_VERSION}`);
+    if (v < 1n || v > BigInt(MAX_GOSSIP_VERSION))
+      throw new GossipDecodeError(`peer ${i}: version ${v} outside 1..${MAX_GOSSIP_VERSION}`);
     const nickname = r.str('nickname');
     const edgeCount = r.u16('connection count');
     if (edgeCount > MAX_GOSSIP_EDGES) {

@@ -95,13 +95,19 @@ function checkUint(what: string, v: number, max: number): void {
 
 /** Bytes encodeHealthReport(r) produces. Throws RangeError when a limit is exceeded. */
 export function encodingLength(r: HostReport): number {
-  if (r.peers.length > MAX_HEALTH_PEERS) throw new RangeError(`health: ${r.peers.length} peers, limit ${MAX_HEALTH_PEERS}`);
+  if (r.peers.length > MAX_HEALTH_PEERS)
+    throw new RangeError(`health: ${r.peers.length} peers, limit ${MAX_HEALTH_PEERS}`);
   if (r.endpoints.length > MAX_HEALTH_ENDPOINTS) {
     throw new RangeError(`health: ${r.endpoints.length} endpoints, limit ${MAX_HEALTH_ENDPOINTS}`);
   }
   let n = HEADER_FIXED + strLen('nickname', r.nickname) + COUNTS;
   for (const v of r.peers) n += VIEW_FIXED + strLen('reason', v.reason);
-  for (const e of r.endpoints) n += ENDPOINT_FIXED + strLen('endpoint id', e.id) + strLen('endpoint name', e.name) + strLen('network name', e.network);
+  for (const e of r.endpoints)
+    n +=
+      ENDPOINT_FIXED +
+      strLen('endpoint id', e.id) +
+      strLen('endpoint name', e.name) +
+      strLen('network name', e.network);
   return n;
 }
 
@@ -134,7 +140,10 @@ export function encodeHealthReport(r: HostReport, buf?: Buffer, offset = 0): Buf
     writePeerName(buf, o, v.peer);
     o += 6;
     const flags =
-      (v.up ? FLAG_UP : 0) | (v.connected ? FLAG_CONNECTED : 0) | (v.datapath === 'fastdp' ? FLAG_FASTDP : 0) | (v.encrypted ? FLAG_ENCRYPTED : 0);
+      (v.up ? FLAG_UP : 0) |
+      (v.connected ? FLAG_CONNECTED : 0) |
+      (v.datapath === 'fastdp' ? FLAG_FASTDP : 0) |
+      (v.encrypted ? FLAG_ENCRYPTED : 0);
     o = buf.writeUInt8(flags, o);
     o = buf.writeUInt16BE(v.pmtu, o);
     o = buf.writeUInt32BE(v.rttUs ?? RTT_UNKNOWN, o);
@@ -175,8 +184,10 @@ export function decodeHealthReport(buf: Buffer, offset = 0): HostReport {
   const nickname = r.str('nickname');
   const peerCount = r.u16('peer count');
   const endpointCount = r.u16('endpoint count');
-  if (peerCount > MAX_HEALTH_PEERS) throw new HealthDecodeError(`peer count ${peerCount} over limit ${MAX_HEALTH_PEERS}`);
-  if (endpointCount > MAX_HEALTH_ENDPOINTS) throw new HealthDecodeError(`endpoint count ${endpointCount} over limit ${MAX_HEALTH_ENDPOINTS}`);
+  if (peerCount > MAX_HEALTH_PEERS)
+    throw new HealthDecodeError(`peer count ${peerCount} over limit ${MAX_HEALTH_PEERS}`);
+  if (endpointCount > MAX_HEALTH_ENDPOINTS)
+    throw new HealthDecodeError(`endpoint count ${endpointCount} over limit ${MAX_HEALTH_ENDPOINTS}`);
   if (peerCount * VIEW_FIXED + endpointCount * ENDPOINT_FIXED > r.remaining()) {
     throw new HealthDecodeError(`truncated: ${peerCount} peers and ${endpointCount} endpoints cannot fit`);
   }
@@ -193,7 +204,8 @@ export function decodeHealthReport(buf: Buffer, offset = 0): HostReport {
     const pmtu = r.u16('pmtu');
     const rtt = r.u32('rtt');
     const loss = r.u16('loss');
-    if (loss !== LOSS_UNKNOWN && loss > 1000) throw new HealthDecodeError(`view ${i}: loss ${loss} over 1000 per mille`);
+    if (loss !== LOSS_UNKNOWN && loss > 1000)
+      throw new HealthDecodeError(`view ${i}: loss ${loss} over 1000 per mille`);
     const silent = r.u32('silent');
     const reason = r.str('reason');
     peers.push({

@@ -101,7 +101,16 @@ export class MacTable {
       net = new Map();
       this.byNetwork.set(networkId, net);
     }
-    const fresh: MacEntry = { networkId, mac, peer, seenMs: nowMs, prev: this.newest, next: undefined, queued: false, gone: false };
+    const fresh: MacEntry = {
+      networkId,
+      mac,
+      peer,
+      seenMs: nowMs,
+      prev: this.newest,
+      next: undefined,
+      queued: false,
+      gone: false,
+    };
     if (this.newest !== undefined) this.newest.next = fresh;
     else this.oldest = fresh;
     this.newest = fresh;
@@ -177,7 +186,7 @@ export class MacTable {
   /** Forget every MAC of a peer (peer gone); returns how many. */
   forgetPeer(peer: PeerName): number {
     let n = 0;
-    for (let e = this.oldest; e !== undefined; ) {
+    for (let e = this.oldest; e !== undefined;) {
       const next = e.next;
       if (e.peer === peer) {
         this.remove(e);

@@ -9,7 +9,13 @@ import type { Logger } from '../log';
 import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
 import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
 import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
-import { CLOSE_REASON_KERNEL_PATH_KEPT, MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type Hello } from './control-codec';
+import {
+  CLOSE_REASON_KERNEL_PATH_KEPT,
+  MessageType,
+  PROTOCOL_MAX_VERSION,
+  PROTOCOL_MIN_VERSION,
+  type Hello,
+} from './control-codec';
 import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
 import { formatPeerName, parsePeerName, type PeerName } from './peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
@@ -78,9 +84,11 @@ export function normalizeTarget(text: string, defaultPort: number): string {
   const t = text.trim();
   if (t === '') throw new Error('empty peer address');
   const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(t);
-  if (!m || m[1] === undefined || /[\s/]/.test(m[1])) throw new Error(`invalid peer address ${JSON.stringify(text)}: use HOST or HOST:PORT`);
+  if (!m || m[1] === undefined || /[\s/]/.test(m[1]))
+    throw new Error(`invalid peer address ${JSON.stringify(text)}: use HOST or HOST:PORT`);
   const port = m[2] === undefined ? defaultPort : Number(m[2]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port in peer address ${JSON.stringify(text)}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new Error(`invalid port in peer address ${JSON.stringify(text)}`);
   return formatEdgeAddress(m[1], port);
 }
 
@@ -122,7 +130,10 @@ export class Router implements DatapathEvents {
     this.uid = randomBytes(8).readBigUInt64BE(0);
     this.topology = new Topology({ name: opts.name, nickname: opts.nickname, uid: this.uid });
     this.server = net.createServer((socket) => this.accept(socket));
-    this.gossipTimer = setInterval(() => this.guarded('gossip refresh', () => this.gossipAll(this.topology.entries())), GOSSIP_REFRESH_MS);
+    this.gossipTimer = setInterval(
+      () => this.guarded('gossip refresh', () => this.gossipAll(this.topology.entries())),
+      GOSSIP_REFRESH_MS,
+    );
     this.gossipTimer.unref();
     this.gcTimer = setInterval(() => this.guarded('topology gc', () => this.collectGarbage()), GC_INTERVAL_MS);
     this.gcTimer.unref();
@@ -140,7 +151,10 @@ export class Router implements DatapathEvents {
         } catch (err) {
           // The store validates what it decodes; whatever else goes wrong stays out of the connection.
           this.countRejected('bad_store');
-          this.log.error('store message failed', { peer: formatPeerName(c.remote.name), error: (err as Error).message });
+          this.log.error('store message failed', {
+            peer: formatPeerName(c.remote.name),
+            error: (err as Error).message,
+          });
         }
       },
       onClosed: (c, r) => this.onClosed(c, r),
@@ -249,7 +263,12 @@ export class Router implements DatapathEvents {
       const address = normalizeTarget(a, this.opts.port);
       // A host learnt from the store (or gossip) that we are already connected to needs no
       // second connection: dialling it anyway only ends in a refused duplicate.
-      if (source === 'discovered' && !this.targets.has(address) && [...this.byPeer.values()].some((c) => c.remoteListenAddress === address)) continue;
+      if (
+        source === 'discovered' &&
+        !this.targets.has(address) &&
+        [...this.byPeer.values()].some((c) => c.remoteListenAddress === address)
+      )
+        continue;
       if (this.targets.has(address)) {
         const t = this.targets.get(address)!;
         // An operator asking again means "try now".
@@ -309,7 +328,16 @@ export class Router implements DatapathEvents {
     socket.once('connect', () => {
       socket.setTimeout(0);
       socket.removeListener('error', onFail);
-      const conn = new PeerConnection(socket, true, t.address, this.localHello(), this.handlers, this.log, this.opts.security, this.shared);
+      const conn = new PeerConnection(
+        socket,
+        true,
+        t.address,
+        this.localHello(),
+        this.handlers,
+        this.log,
+        this.opts.security,
+        this.shared,
+      );
       t.connection = conn;
       this.connectionsAll.add(conn);
     });
@@ -355,7 +383,16 @@ export class Router implements DatapathEvents {
       socket.destroy();
       return;
     }
-    const conn = new PeerConnection(socket, false, undefined, this.localHello(), this.handlers, this.log, this.opts.security, this.shared);
+    const conn = new PeerConnection(
+      socket,
+      false,
+      undefined,
+      this.localHello(),
+      this.handlers,
+      this.log,
+      this.opts.security,
+      this.shared,
+    );
     this.admitted.set(conn, address);
     this.admittedAt.set(conn, now);
     this.connectionsAll.add(conn);
@@ -415,10 +452,13 @@ export class Router implements DatapathEvents {
         // is our own address. Either way one connection proves nothing about the target
         // (a relay can come and go), so it stays, retried at the slowest pace.
         this.countRejected('connection_to_self');
-        this.log.warn('connection to self: the target leads back to this daemon (our own address, or a relay); retrying it slowly', {
-          target: conn.target,
-          remote: conn.remoteAddress,
-        });
+        this.log.warn(
+          'connection to self: the target leads back to this daemon (our own address, or a relay); retrying it slowly',
+          {
+            target: conn.target,
+            remote: conn.remoteAddress,
+          },
+        );
         return 'connection to self';
       }
       this.countRejected('name_collision');
@@ -512,7 +552,8 @@ export class Router implements DatapathEvents {
       if (t && t.connection === conn) {
         t.connection = undefined;
         t.lastError = reason;
-        if (reason.includes('connection to self') || reason.includes('reflected handshake')) this.dialSoon(t, SELF_TARGET_RETRY_MS);
+        if (reason.includes('connection to self') || reason.includes('reflected handshake'))
+          this.dialSoon(t, SELF_TARGET_RETRY_MS);
         else this.scheduleRetry(t);
       }
     }
@@ -629,7 +670,8 @@ export class Router implements DatapathEvents {
       const status: ConnectionStatus = {
         peer: name === undefined ? '' : formatPeerName(name),
         nickname: conn.remote?.nickname ?? '',
-        address: conn.outbound && conn.target ? conn.target : conn.remote ? conn.remoteListenAddress : conn.remoteAddress,
+        address:
+          conn.outbound && conn.target ? conn.target : conn.remote ? conn.remoteListenAddress : conn.remoteAddress,
         state: ready && path?.up ? 'established' : 'handshaking',
         // Per connection: the composite data path says which path carries this peer now.
         datapath: (name === undefined ? undefined : this.datapath?.peerDatapath(name)) ?? 'sleeve',
@@ -637,14 +679,19 @@ export class Router implements DatapathEvents {
         outbound: conn.outbound,
       };
       if (ready && !path?.up) status.info = 'waiting for the data path heartbeat';
-      else if (ready && conn.encrypted && conn.dataKeys === undefined) status.info = 'trusted subnet: data not encrypted, control sealed';
+      else if (ready && conn.encrypted && conn.dataKeys === undefined)
+        status.info = 'trusted subnet: data not encrypted, control sealed';
       if (path) status.pmtu = path.pmtu;
       const rtt = path?.rttMs ?? conn.rttMs;
       if (rtt !== undefined) status.rttMs = rtt;
       out.push(status);
     }
     for (const t of this.targets.values()) {
-      if (t.connection === undefined && t.lastError !== undefined && !(t.peer !== undefined && this.byPeer.has(t.peer))) {
+      if (
+        t.connection === undefined &&
+        t.lastError !== undefined &&
+        !(t.peer !== undefined && this.byPeer.has(t.peer))
+      ) {
         out.push({
           peer: t.peer === undefined ? '' : formatPeerName(t.peer),
           nickname: '',

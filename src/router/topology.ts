@@ -211,7 +211,6 @@ export class Topology {
     return removed;
   }
 
-
   entries(): PeerEntry[] {
     return [...this.peers.values()];
   }

@@ -333,7 +333,11 @@ export function etcdErrorHint(message: string, ctx: EtcdHintContext): string | u
   if (/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME_INVALID|altnames/i.test(m)) {
     return "etcd's server certificate does not name the host or address used in --etcd: use a URL whose host is in the certificate's subjectAltName, or reissue the certificate";
   }
-  if (/unable to verify|self[- ]signed certificate|unable to get (local )?issuer|certificate verify failed|CERT_UNTRUSTED|UNABLE_TO_VERIFY/i.test(m)) {
+  if (
+    /unable to verify|self[- ]signed certificate|unable to get (local )?issuer|certificate verify failed|CERT_UNTRUSTED|UNABLE_TO_VERIFY/i.test(
+      m,
+    )
+  ) {
     return ctx.tls
       ? "etcd's server certificate is not signed by the CA in --etcd-ca: give the CA certificate (PEM) that issued etcd's --cert-file"
       : "etcd's server certificate is not trusted: give the CA certificate (PEM) that issued it with --etcd-ca";
@@ -341,7 +345,11 @@ export function etcdErrorHint(message: string, ctx: EtcdHintContext): string | u
   if (/certificate has expired|CERT_HAS_EXPIRED|certificate is not yet valid/i.test(m)) {
     return 'a TLS certificate is expired or not yet valid: check the clocks, and renew the certificate';
   }
-  if (/alert (bad certificate|certificate required|unknown ca|certificate unknown|unsupported certificate)|alert number (42|43|46|48|116)\b/i.test(m)) {
+  if (
+    /alert (bad certificate|certificate required|unknown ca|certificate unknown|unsupported certificate)|alert number (42|43|46|48|116)\b/i.test(
+      m,
+    )
+  ) {
     return ctx.clientCert
       ? "etcd refused this host's client certificate: --etcd-cert must be issued by a CA in etcd's --trusted-ca-file, for client authentication (extendedKeyUsage clientAuth), with its --etcd-key"
       : 'etcd requires a client certificate (it runs with --client-cert-auth): give --etcd-cert and --etcd-key';

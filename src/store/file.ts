@@ -15,7 +15,17 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { GroupCommit, writeFileDurably } from './durable';
 import type { Logger } from '../log';
-import type { Compare, KvEntry, Store, StoreLease, StoreWatch, TxnOp, TxnResult, WatchEvent, WatchHandlers } from './types';
+import type {
+  Compare,
+  KvEntry,
+  Store,
+  StoreLease,
+  StoreWatch,
+  TxnOp,
+  TxnResult,
+  WatchEvent,
+  WatchHandlers,
+} from './types';
 
 interface FileLease {
   id: string;
@@ -119,10 +129,14 @@ export class FileStore implements Store {
     clearTimeout(this.expiryTimer);
     if (this.closed || this.leases.size === 0) return;
     const next = Math.min(...[...this.leases.values()].map((l) => l.expiresAt));
-    this.expiryTimer = setTimeout(() => {
-      if (this.expireLeases()) this.persist().catch((err: unknown) => this.log.error('cannot persist lease expiry', { error: String(err) }));
-      this.scheduleExpiry();
-    }, Math.max(10, next - this.now() + 5));
+    this.expiryTimer = setTimeout(
+      () => {
+        if (this.expireLeases())
+          this.persist().catch((err: unknown) => this.log.error('cannot persist lease expiry', { error: String(err) }));
+        this.scheduleExpiry();
+      },
+      Math.max(10, next - this.now() + 5),
+    );
     this.expiryTimer.unref();
   }
 
@@ -177,7 +191,12 @@ export class FileStore implements Store {
     if (this.closed) throw new Error('file store is closed');
     for (const c of compare) {
       const kv = this.kvs.get(c.key);
-      const ok = 'value' in c ? kv !== undefined && kv.value === c.value : c.modRevision === 0 ? kv === undefined : kv?.modRevision === c.modRevision;
+      const ok =
+        'value' in c
+          ? kv !== undefined && kv.value === c.value
+          : c.modRevision === 0
+            ? kv === undefined
+            : kv?.modRevision === c.modRevision;
       if (!ok) return { succeeded: false, revision: this.revision };
     }
     for (const op of success) {
@@ -216,13 +235,16 @@ export class FileStore implements Store {
     await this.persist();
     this.scheduleExpiry();
     // Keepalive: push the expiry forward a third of the TTL at a time, as etcd clients do.
-    const timer = setInterval(() => {
-      const l = this.leases.get(id);
-      if (!l) return;
-      l.expiresAt = this.now() + l.ttl * 1000;
-      this.persist().catch(() => undefined);
-      this.scheduleExpiry();
-    }, Math.max(100, (ttlSeconds * 1000) / 3));
+    const timer = setInterval(
+      () => {
+        const l = this.leases.get(id);
+        if (!l) return;
+        l.expiresAt = this.now() + l.ttl * 1000;
+        this.persist().catch(() => undefined);
+        this.scheduleExpiry();
+      },
+      Math.max(100, (ttlSeconds * 1000) / 3),
+    );
     timer.unref();
     this.kept.set(id, timer);
     return {

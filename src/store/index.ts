@@ -56,7 +56,10 @@ export async function openStore(config: StoreConfig, log: Logger, mesh?: MeshSto
     try {
       password = fs.readFileSync(e.passwordFile, 'utf8').split('\n')[0]!;
     } catch (err) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--etcd-password-file ${e.passwordFile}: ${(err as Error).message}`);
+      throw new WeavetsError(
+        'EWEAVETS_BAD_REQUEST',
+        `--etcd-password-file ${e.passwordFile}: ${(err as Error).message}`,
+      );
     }
   }
   if (password !== undefined && e.username === undefined) {

@@ -58,9 +58,7 @@ export interface MeshForget {
 }
 
 export type MeshMessage =
-  | { kind: 'entries'; entries: MeshEntry[] }
-  | { kind: 'ack'; ack: MeshAck }
-  | { kind: 'forget'; forget: MeshForget };
+  { kind: 'entries'; entries: MeshEntry[] } | { kind: 'ack'; ack: MeshAck } | { kind: 'forget'; forget: MeshForget };
 
 export class MeshDecodeError extends Error {
   readonly code = 'EWEAVETS_MESH_DECODE';
@@ -90,20 +88,25 @@ function keyProblem(key: string, bytes: Buffer): string | undefined {
 
 function valueBytes(value: string): Buffer {
   const b = Buffer.from(value, 'utf8');
-  if (b.length > MAX_MESH_VALUE_BYTES) throw new RangeError(`store gossip: value of ${b.length} bytes exceeds ${MAX_MESH_VALUE_BYTES}`);
+  if (b.length > MAX_MESH_VALUE_BYTES)
+    throw new RangeError(`store gossip: value of ${b.length} bytes exceeds ${MAX_MESH_VALUE_BYTES}`);
   return b;
 }
 
 function checkVersion(v: number, what: string): void {
-  if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`store gossip: ${what} ${v} is not a version (1..2^53-1)`);
+  if (!Number.isSafeInteger(v) || v < 1)
+    throw new RangeError(`store gossip: ${what} ${v} is not a version (1..2^53-1)`);
 }
 
 function checkPeer(name: string, what: string): void {
-  if (!isPeerNameText(name) || parsePeerName(name) === 0) throw new RangeError(`store gossip: ${what} ${JSON.stringify(name)} is not a peer name`);
+  if (!isPeerNameText(name) || parsePeerName(name) === 0)
+    throw new RangeError(`store gossip: ${what} ${JSON.stringify(name)} is not a peer name`);
 }
 
 function entryLength(e: MeshEntry): number {
-  return PEER + VERSION + 1 + 1 + (e.over ? PEER + VERSION : 0) + 2 + keyBytes(e.key).length + 4 + valueBytes(e.value).length;
+  return (
+    PEER + VERSION + 1 + 1 + (e.over ? PEER + VERSION : 0) + 2 + keyBytes(e.key).length + 4 + valueBytes(e.value).length
+  );
 }
 
 export function encodingLength(msg: MeshMessage): number {

@@ -61,7 +61,11 @@ export class MeshState {
 
   view(key: string): KeyView {
     const all = this.entriesOf(key);
-    const live = all.filter((e) => e.state !== 'gone' && !all.some((f) => f.owner !== e.owner && f.over?.owner === e.owner && f.over.version >= e.version));
+    const live = all.filter(
+      (e) =>
+        e.state !== 'gone' &&
+        !all.some((f) => f.owner !== e.owner && f.over?.owner === e.owner && f.over.version >= e.version),
+    );
     const held = live.filter((e) => e.state === 'held');
     if (held.length > 0) {
       const values = new Set(held.map((e) => e.value));

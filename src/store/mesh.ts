@@ -24,7 +24,15 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { GroupCommit, writeFileDurably } from './durable';
 import type { Logger } from '../log';
-import { decode, encode, encodeEntriesChunked, MeshDecodeError, type MeshAck, type MeshEntry, type MeshMessage } from './mesh-codec';
+import {
+  decode,
+  encode,
+  encodeEntriesChunked,
+  MeshDecodeError,
+  type MeshAck,
+  type MeshEntry,
+  type MeshMessage,
+} from './mesh-codec';
 import { cmp, MeshState } from './mesh-state';
 import {
   StoreUnavailableError,
@@ -170,7 +178,10 @@ export class MeshStore implements Store {
       const data = JSON.parse(text) as MeshFile;
       if (data.self !== opts.self) {
         // Another peer name owns this state (the host was renamed): its entries are not ours to publish.
-        opts.log.warn('mesh store file belongs to another peer name; starting empty', { file: opts.file, was: data.self });
+        opts.log.warn('mesh store file belongs to another peer name; starting empty', {
+          file: opts.file,
+          was: data.self,
+        });
       } else {
         s.lastVersion = data.lastVersion;
         s.nextLease = data.nextLease;
@@ -183,7 +194,8 @@ export class MeshStore implements Store {
     }
     // A claim of ours cut short by a stop never resolved: nobody was told it succeeded.
     for (const e of s.state.all()) {
-      if (e.owner === opts.self && e.state === 'claim') s.state.merge({ owner: e.owner, key: e.key, version: s.nextVersion(), state: 'gone', value: '' });
+      if (e.owner === opts.self && e.state === 'claim')
+        s.state.merge({ owner: e.owner, key: e.key, version: s.nextVersion(), state: 'gone', value: '' });
     }
     s.expireLeases();
     s.refresh(s.state.keys());
@@ -205,7 +217,13 @@ export class MeshStore implements Store {
     this.nextLease = data.nextLease;
     for (const l of data.leases) this.leases.set(l.id, l);
     for (const kv of data.kvs) {
-      this.state.merge({ owner: this.opts.self, key: kv.key, version: this.nextVersion(), state: 'held', value: kv.value });
+      this.state.merge({
+        owner: this.opts.self,
+        key: kv.key,
+        version: this.nextVersion(),
+        state: 'held',
+        value: kv.value,
+      });
       if (kv.lease !== '0') this.leaseOf.set(kv.key, kv.lease);
     }
     this.opts.log.info('imported the file store into the mesh store', { from: file, keys: data.kvs.length });
@@ -235,7 +253,10 @@ export class MeshStore implements Store {
     if (sync.length === 0) sync.push(encode({ kind: 'entries', entries: [] }));
     for (const payload of sync) this.transport.send(peer, payload);
     for (const m of this.state.forgottenMarkers()) {
-      this.transport.send(peer, encode({ kind: 'forget', forget: { owner: m.owner, upTo: m.upTo, by: this.opts.self } }));
+      this.transport.send(
+        peer,
+        encode({ kind: 'forget', forget: { owner: m.owner, upTo: m.upTo, by: this.opts.self } }),
+      );
     }
     this.progressAll();
   }
@@ -314,7 +335,9 @@ export class MeshStore implements Store {
       const p = this.promises.get(e.key);
       if (p && p.owner === e.owner && e.version !== p.version) this.promises.delete(e.key);
     }
-    this.persist().catch((err: unknown) => this.opts.log.warn('cannot persist the mesh store', { error: (err as Error).message }));
+    this.persist().catch((err: unknown) =>
+      this.opts.log.warn('cannot persist the mesh store', { error: (err as Error).message }),
+    );
   }
 
   /** An entry of ours we do not have (a previous incarnation wrote it): delete it with a newer version. */
@@ -322,7 +345,13 @@ export class MeshStore implements Store {
     const mine = this.state.get(e.key, this.opts.self);
     if (mine && mine.version >= e.version) return;
     this.lastVersion = Math.max(this.lastVersion, e.version);
-    const fresh: MeshEntry = { owner: this.opts.self, key: e.key, version: this.nextVersion(), state: 'gone', value: '' };
+    const fresh: MeshEntry = {
+      owner: this.opts.self,
+      key: e.key,
+      version: this.nextVersion(),
+      state: 'gone',
+      value: '',
+    };
     this.state.merge(fresh);
     this.refresh([e.key]);
     this.flood(encode({ kind: 'entries', entries: [fresh] }));
@@ -345,7 +374,8 @@ export class MeshStore implements Store {
     }
     const others = this.state.entriesOf(claim.key).filter((e) => e.owner !== claim.owner);
     const all = this.state.entriesOf(claim.key);
-    const hidden = (e: MeshEntry): boolean => all.some((f) => f.owner !== e.owner && f.over?.owner === e.owner && f.over.version >= e.version);
+    const hidden = (e: MeshEntry): boolean =>
+      all.some((f) => f.owner !== e.owner && f.over?.owner === e.owner && f.over.version >= e.version);
     if (others.some((e) => e.state === 'held' && !hidden(e))) return false;
     const p = this.promises.get(claim.key);
     if (p && p.owner !== claim.owner && this.promiseLive(claim.key, p)) return false;
@@ -365,7 +395,8 @@ export class MeshStore implements Store {
     const mine = this.pendingByKey.get(key);
     if (!mine || mine.failed) return;
     const all = this.state.entriesOf(key);
-    const hidden = (e: MeshEntry): boolean => all.some((f) => f.owner !== e.owner && f.over?.owner === e.owner && f.over.version >= e.version);
+    const hidden = (e: MeshEntry): boolean =>
+      all.some((f) => f.owner !== e.owner && f.over?.owner === e.owner && f.over.version >= e.version);
     const holder = all.find((e) => e.owner !== this.opts.self && e.state === 'held' && !hidden(e));
     if (holder) this.failPending(mine, `${key} is held by ${holder.owner}`);
   }
@@ -404,7 +435,8 @@ export class MeshStore implements Store {
       return;
     }
     const touched = this.state.forget(owner, upTo);
-    if (touched.length > 0) this.opts.log.info('dropped the entries of a removed host', { peer: owner, by, keys: touched.length });
+    if (touched.length > 0)
+      this.opts.log.info('dropped the entries of a removed host', { peer: owner, by, keys: touched.length });
     this.refresh(touched);
     this.progressAll();
     this.persist().catch(() => undefined);
@@ -441,7 +473,10 @@ export class MeshStore implements Store {
           this.conflicted.set(key, v.conflict);
           this.counters.conflictsFound++;
           conflictsChanged = true;
-          this.opts.log.error('CONFLICT in the mesh store: several hosts hold one key with different values', { key, holders: v.conflict.join(' ') });
+          this.opts.log.error('CONFLICT in the mesh store: several hosts hold one key with different values', {
+            key,
+            holders: v.conflict.join(' '),
+          });
         }
       } else if (this.conflicted.delete(key)) {
         conflictsChanged = true;
@@ -493,8 +528,19 @@ export class MeshStore implements Store {
     return this.view.get(key)?.owner;
   }
 
-  stats(): { malformed: number; claimsConfirmed: number; claimsLost: number; conflictsFound: number; entries: number; peers: number } {
-    return { ...this.counters, entries: this.state.all().length, peers: [...this.state.owners()].filter((o) => o !== this.opts.self).length };
+  stats(): {
+    malformed: number;
+    claimsConfirmed: number;
+    claimsLost: number;
+    conflictsFound: number;
+    entries: number;
+    peers: number;
+  } {
+    return {
+      ...this.counters,
+      entries: this.state.all().length,
+      peers: [...this.state.owners()].filter((o) => o !== this.opts.self).length,
+    };
   }
 
   // ---- claims ------------------------------------------------------------------------
@@ -555,7 +601,12 @@ export class MeshStore implements Store {
       return;
     }
     const ops: TxnOp[] = [];
-    for (const [key, put] of txn.puts) ops.push(put.lease === undefined ? { op: 'put', key, value: put.value } : { op: 'put', key, value: put.value, lease: put.lease });
+    for (const [key, put] of txn.puts)
+      ops.push(
+        put.lease === undefined
+          ? { op: 'put', key, value: put.value }
+          : { op: 'put', key, value: put.value, lease: put.lease },
+      );
     ops.push(...txn.rest);
     this.counters.claimsConfirmed++;
     this.apply(ops);
@@ -603,7 +654,8 @@ export class MeshStore implements Store {
   }
 
   async put(key: string, value: string, lease?: string): Promise<number> {
-    return (await this.txn([], [lease === undefined ? { op: 'put', key, value } : { op: 'put', key, value, lease }])).revision;
+    return (await this.txn([], [lease === undefined ? { op: 'put', key, value } : { op: 'put', key, value, lease }]))
+      .revision;
   }
 
   async delete(key: string): Promise<boolean> {
@@ -621,7 +673,12 @@ export class MeshStore implements Store {
   private comparesHold(compare: Compare[]): boolean {
     for (const c of compare) {
       const kv = this.view.get(c.key)?.kv;
-      const ok = 'value' in c ? kv !== undefined && kv.value === c.value : c.modRevision === 0 ? kv === undefined : kv?.modRevision === c.modRevision;
+      const ok =
+        'value' in c
+          ? kv !== undefined && kv.value === c.value
+          : c.modRevision === 0
+            ? kv === undefined
+            : kv?.modRevision === c.modRevision;
       if (!ok) return false;
     }
     return true;
@@ -631,10 +688,13 @@ export class MeshStore implements Store {
     if (this.closed) throw new Error('mesh store is closed');
     if (!this.comparesHold(compare)) return { succeeded: false, revision: this.revision };
     for (const op of success) {
-      if (op.op === 'put' && op.lease !== undefined && op.lease !== '0' && !this.leases.has(op.lease)) throw new Error(`lease ${op.lease} not found`);
+      if (op.op === 'put' && op.lease !== undefined && op.lease !== '0' && !this.leases.has(op.lease))
+        throw new Error(`lease ${op.lease} not found`);
     }
     const created = new Set(compare.filter((c) => 'modRevision' in c && c.modRevision === 0).map((c) => c.key));
-    const contested = success.filter((op): op is Extract<TxnOp, { op: 'put' }> => op.op === 'put' && created.has(op.key));
+    const contested = success.filter(
+      (op): op is Extract<TxnOp, { op: 'put' }> => op.op === 'put' && created.has(op.key),
+    );
     if (contested.length === 0) {
       this.apply(success);
       await this.persist();
@@ -683,7 +743,13 @@ export class MeshStore implements Store {
     const puts = new Map<string, { value: string; lease?: string }>();
     const entries: MeshEntry[] = [];
     for (const op of contested) {
-      const e: MeshEntry = { owner: this.opts.self, key: op.key, version: this.nextVersion(), state: 'claim', value: op.value };
+      const e: MeshEntry = {
+        owner: this.opts.self,
+        key: op.key,
+        version: this.nextVersion(),
+        state: 'claim',
+        value: op.value,
+      };
       this.state.merge(e);
       entries.push(e);
       claims.set(op.key, e.version);
@@ -716,7 +782,10 @@ export class MeshStore implements Store {
       const mineLive = mine !== undefined && mine.state !== 'gone';
       // Our entry for the key is what we change; another host's is replaced (and says so)
       // only when we have none: in a conflict, a delete gives up ours and nothing else.
-      const over = !mineLive && winner && winner.owner !== this.opts.self ? { owner: winner.owner, version: winner.version } : undefined;
+      const over =
+        !mineLive && winner && winner.owner !== this.opts.self
+          ? { owner: winner.owner, version: winner.version }
+          : undefined;
       if (op.op === 'delete') {
         if (!winner && !mineLive) continue;
         this.leaseOf.delete(op.key);
@@ -800,13 +869,17 @@ export class MeshStore implements Store {
     for (const txn of [...this.pending]) {
       if (now - txn.startedAt < (this.opts.claimTimeoutMs ?? 10_000)) continue;
       const voters = this.voters();
-      const silent = voters.filter((v) => [...txn.claims].some(([k, ver]) => this.answers.get(`${k}|${ver}`)?.get(v) === undefined));
+      const silent = voters.filter((v) =>
+        [...txn.claims].some(([k, ver]) => this.answers.get(`${k}|${ver}`)?.get(v) === undefined),
+      );
       txn.failed = 'timeout';
       this.finish(txn);
       this.withdraw(txn);
       txn.resolve({
         ok: false,
-        unavailable: this.settled() ? `peers ${silent.join(', ') || '(none)'} did not answer a claim within ${this.opts.claimTimeoutMs ?? 10_000} ms` : 'the launch targets were not reached',
+        unavailable: this.settled()
+          ? `peers ${silent.join(', ') || '(none)'} did not answer a claim within ${this.opts.claimTimeoutMs ?? 10_000} ms`
+          : 'the launch targets were not reached',
       });
     }
     this.progressAll();
@@ -828,7 +901,11 @@ export class MeshStore implements Store {
       if (now - since < this.opts.graceMs) continue;
       const touched = this.state.forget(owner, this.state.maxVersion(owner));
       this.unreachableSince.delete(owner);
-      this.opts.log.info('dropped the entries of a host unreachable for the grace period', { peer: owner, keys: touched.length, graceMs: this.opts.graceMs });
+      this.opts.log.info('dropped the entries of a host unreachable for the grace period', {
+        peer: owner,
+        keys: touched.length,
+        graceMs: this.opts.graceMs,
+      });
       this.refresh(touched);
       this.persist().catch(() => undefined);
     }

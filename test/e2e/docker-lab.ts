@@ -41,7 +41,13 @@ export function dockerHostFor(lab: Lab, host: Host): DockerHost {
   const dir = path.join(lab.dir, host.name, 'docker');
   fs.mkdirSync(dir, { recursive: true });
   const driver = `${lab.prefix}${host.name}`;
-  return { host, dir, socket: path.join(dir, 'docker.sock'), driver, pluginSocket: path.join(PLUGIN_DIR, `${driver}.sock`) };
+  return {
+    host,
+    dir,
+    socket: path.join(dir, 'docker.sock'),
+    driver,
+    pluginSocket: path.join(PLUGIN_DIR, `${driver}.sock`),
+  };
 }
 
 export function docker(lab: Lab, d: DockerHost, args: string[], timeoutMs = 60_000): Promise<ExecResult> {
@@ -51,14 +57,20 @@ export function docker(lab: Lab, d: DockerHost, args: string[], timeoutMs = 60_0
 export async function dockerOk(lab: Lab, d: DockerHost, args: string[], timeoutMs?: number): Promise<string> {
   const r = await docker(lab, d, args, timeoutMs);
   if (r.code !== 0) {
-    throw new Error(`docker ${args.join(' ')} on ${d.host.name} exited ${r.code}\n${r.stderr}\n${r.stdout}\n--- weavets log ---\n${lab.logTail(d.host, 30)}\n--- dockerd log ---\n${dockerdLog(d, 15)}`);
+    throw new Error(
+      `docker ${args.join(' ')} on ${d.host.name} exited ${r.code}\n${r.stderr}\n${r.stdout}\n--- weavets log ---\n${lab.logTail(d.host, 30)}\n--- dockerd log ---\n${dockerdLog(d, 15)}`,
+    );
   }
   return r.stdout;
 }
 
 export function dockerdLog(d: DockerHost, lines: number): string {
   try {
-    return fs.readFileSync(path.join(d.dir, 'dockerd.log'), 'utf8').split('\n').slice(-lines - 1).join('\n');
+    return fs
+      .readFileSync(path.join(d.dir, 'dockerd.log'), 'utf8')
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n');
   } catch {
     return '';
   }
@@ -67,21 +79,33 @@ export function dockerdLog(d: DockerHost, lines: number): string {
 export async function startDockerd(lab: Lab, d: DockerHost): Promise<void> {
   const log = fs.openSync(path.join(d.dir, 'dockerd.log'), 'a');
   const argv = [
-    'nsenter', `--net=${d.host.netns}`, '--',
+    'nsenter',
+    `--net=${d.host.netns}`,
+    '--',
     'dockerd',
-    '--storage-driver=vfs', '--bridge=none', '--iptables=false', '--ip6tables=false',
-    '--data-root', path.join(d.dir, 'data'),
-    '--exec-root', path.join(d.dir, 'exec'),
-    '--pidfile', path.join(d.dir, 'docker.pid'),
-    '--host', `unix://${d.socket}`,
+    '--storage-driver=vfs',
+    '--bridge=none',
+    '--iptables=false',
+    '--ip6tables=false',
+    '--data-root',
+    path.join(d.dir, 'data'),
+    '--exec-root',
+    path.join(d.dir, 'exec'),
+    '--pidfile',
+    path.join(d.dir, 'docker.pid'),
+    '--host',
+    `unix://${d.socket}`,
   ];
   d.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', log, log] });
   fs.closeSync(log);
-  await lab.waitFor(async () => (await docker(lab, d, ['version', '--format', '{{.Server.Version}}'], 5000)).code === 0, {
-    what: `dockerd on ${d.host.name}`,
-    timeoutMs: 30_000,
-    intervalMs: 300,
-  });
+  await lab.waitFor(
+    async () => (await docker(lab, d, ['version', '--format', '{{.Server.Version}}'], 5000)).code === 0,
+    {
+      what: `dockerd on ${d.host.name}`,
+      timeoutMs: 30_000,
+      intervalMs: 300,
+    },
+  );
 }
 
 /** SIGTERM dockerd and wait; it stops its containers first. */
@@ -99,7 +123,8 @@ export async function stopDockerd(d: DockerHost): Promise<void> {
 /** A rootfs tarball with busybox-static and its applet links, plus a page for httpd. */
 export function buildImageTar(dir: string): string {
   const root = path.join(dir, 'rootfs');
-  for (const d of ['bin', 'www', 'etc', 'tmp', 'proc', 'sys', 'dev']) fs.mkdirSync(path.join(root, d), { recursive: true });
+  for (const d of ['bin', 'www', 'etc', 'tmp', 'proc', 'sys', 'dev'])
+    fs.mkdirSync(path.join(root, d), { recursive: true });
   const busybox = fs.realpathSync(spawnSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).stdout.trim());
   fs.copyFileSync(busybox, path.join(root, 'bin', 'busybox'));
   fs.chmodSync(path.join(root, 'bin', 'busybox'), 0o755);

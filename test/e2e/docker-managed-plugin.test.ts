@@ -47,12 +47,18 @@ function script(d: DockerHost, argv: string[]): Promise<string> {
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
     child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
-    child.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`scripts/${argv.join(' ')} exited ${code}\n${err.slice(-3000)}`))));
+    child.on('close', (code) =>
+      code === 0
+        ? resolve(out.trim())
+        : reject(new Error(`scripts/${argv.join(' ')} exited ${code}\n${err.slice(-3000)}`)),
+    );
   });
 }
 
 async function containerIp(d: DockerHost, name: string, network: string): Promise<string> {
-  const ip = (await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).trim();
+  const ip = (
+    await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])
+  ).trim();
   if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip)) throw new Error(`no address for ${name} on ${network}: ${ip}`);
   return ip;
 }
@@ -132,14 +138,32 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
         expect(config.Network.Type).toBe('host');
         expect(config.Linux.Capabilities).toContain('CAP_NET_ADMIN');
         expect(config.Mounts.find((m) => m.Name === 'state')?.Destination).toBe('/var/lib/weavets');
-        for (const s of ['PEERS', 'PASSWORD', 'PASSWORD_FILE', 'ETCD', 'ETCD_CA', 'ETCD_CERT', 'ETCD_KEY', 'IPALLOC_RANGE', 'LOG_LEVEL']) {
+        for (const s of [
+          'PEERS',
+          'PASSWORD',
+          'PASSWORD_FILE',
+          'ETCD',
+          'ETCD_CA',
+          'ETCD_CERT',
+          'ETCD_KEY',
+          'IPALLOC_RANGE',
+          'LOG_LEVEL',
+        ]) {
           expect(config.Env.map((e) => e.Name)).toContain(s);
         }
       }
       for (const d of hosts) {
         const peers = d === d1 ? '' : d1.host.ip;
         fs.mkdirSync(d.host.stateDir, { recursive: true, mode: 0o700 });
-        await dockerOk(lab, d, ['plugin', 'set', plugin, `PEERS=${peers}`, `ETCD=${etcd!.url}`, `state.source=${d.host.stateDir}`, `docker-socket.source=${d.socket}`]);
+        await dockerOk(lab, d, [
+          'plugin',
+          'set',
+          plugin,
+          `PEERS=${peers}`,
+          `ETCD=${etcd!.url}`,
+          `state.source=${d.host.stateDir}`,
+          `docker-socket.source=${d.socket}`,
+        ]);
         // Docker waits 30 s for the plugin's socket by default; a loaded machine took longer.
         await dockerOk(lab, d, ['plugin', 'enable', '--timeout', '120', plugin], 150_000);
       }
@@ -149,9 +173,15 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
         await lab.waitFor(
           async () => {
             const conns = await lab.weavetsJson<ConnectionStatus[]>(d.host, ['status', 'connections']).catch(() => []);
-            return conns.some((c) => c.state === 'established' && c.address.startsWith(`${other.host.ip}:`)) || undefined;
+            return (
+              conns.some((c) => c.state === 'established' && c.address.startsWith(`${other.host.ip}:`)) || undefined
+            );
           },
-          { what: `${d.host.name}'s plugin daemon connected to ${other.host.name}`, timeoutMs: 60_000, intervalMs: 500 },
+          {
+            what: `${d.host.name}'s plugin daemon connected to ${other.host.name}`,
+            timeoutMs: 60_000,
+            intervalMs: 500,
+          },
         );
       }
     },
@@ -160,7 +190,8 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
 
   it('carries containers across hosts as network and IPAM driver, with names', async () => {
     const [d1, d2] = hosts as [DockerHost, DockerHost];
-    for (const d of hosts) await dockerOk(lab, d, ['network', 'create', '-d', plugin, '--ipam-driver', plugin, 'appnet']);
+    for (const d of hosts)
+      await dockerOk(lab, d, ['network', 'create', '-d', plugin, '--ipam-driver', plugin, 'appnet']);
     await dockerOk(lab, d1, ['run', '-d', '--name', 'db', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '900']);
     await dockerOk(lab, d2, ['run', '-d', '--name', 'app', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '900']);
     const ip1 = await containerIp(d1, 'db', 'appnet');
@@ -169,7 +200,7 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
   }, 180_000);
 
   it(
-    'the image, run by h2\'s dockerd instead of the plugin, does the same',
+    "the image, run by h2's dockerd instead of the plugin, does the same",
     async () => {
       const [d1, d2] = hosts as [DockerHost, DockerHost];
       await dockerOk(lab, d2, ['rm', '-f', 'app']);
@@ -184,18 +215,47 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
       // Users run it --privileged; this machine's root lacks CAP_SYS_RESOURCE, which
       // --privileged asks runc for, so the test grants what the managed plugin has instead.
       await dockerOk(lab, d2, [
-        'run', '-d', '--name', imageContainer, '--net=host',
-        '--cap-add', 'NET_ADMIN', '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_RAW', '--device', '/dev/net/tun',
-        '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
-        '-v', `${state}:/var/lib/weavets`,
-        '-v', `${PLUGIN_DIR}:${PLUGIN_DIR}`,
-        '-v', `${d2.socket}:/var/run/docker.sock`,
-        '-e', `PEERS=${d1.host.ip}`, '-e', `ETCD=${etcd!.url}`,
-        '-e', `DOCKER_PLUGIN_SOCKET=${d2.pluginSocket}`,
+        'run',
+        '-d',
+        '--name',
+        imageContainer,
+        '--net=host',
+        '--cap-add',
+        'NET_ADMIN',
+        '--cap-add',
+        'SYS_ADMIN',
+        '--cap-add',
+        'NET_RAW',
+        '--device',
+        '/dev/net/tun',
+        '--security-opt',
+        'seccomp=unconfined',
+        '--security-opt',
+        'apparmor=unconfined',
+        '-v',
+        `${state}:/var/lib/weavets`,
+        '-v',
+        `${PLUGIN_DIR}:${PLUGIN_DIR}`,
+        '-v',
+        `${d2.socket}:/var/run/docker.sock`,
+        '-e',
+        `PEERS=${d1.host.ip}`,
+        '-e',
+        `ETCD=${etcd!.url}`,
+        '-e',
+        `DOCKER_PLUGIN_SOCKET=${d2.pluginSocket}`,
         tag,
       ]);
-      await lab.waitFor(() => fs.existsSync(d2.pluginSocket) || undefined, { what: 'the image\'s plugin socket', timeoutMs: 60_000, intervalMs: 500 });
-      expect((await dockerOk(lab, d2, ['inspect', '-f', '{{.Config.Entrypoint}} {{.State.Running}}', imageContainer])).trim()).toMatch(/container-entry\.js\] true$/);
+      await lab.waitFor(() => fs.existsSync(d2.pluginSocket) || undefined, {
+        what: "the image's plugin socket",
+        timeoutMs: 60_000,
+        intervalMs: 500,
+      });
+      expect(
+        (
+          await dockerOk(lab, d2, ['inspect', '-f', '{{.Config.Entrypoint}} {{.State.Running}}', imageContainer])
+        ).trim(),
+      ).toMatch(/container-entry\.js\] true$/);
       await dockerOk(lab, d2, ['network', 'create', '-d', d2.driver, '--ipam-driver', d2.driver, 'appnet']);
       await dockerOk(lab, d2, ['run', '-d', '--name', 'app2', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '900']);
       await reachesDbByName(d2, 'app2', await containerIp(d1, 'db', 'appnet'));

@@ -10,7 +10,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NetworkInfo } from '../../src/api/types';
 import { createLab, type Lab } from '../net/harness';
 import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
-import { DOCKER_IMAGE, buildImageTar, docker, dockerAvailable, dockerHostFor, dockerOk, startDockerd, teardownDocker, weavetsDockerArgs, type DockerHost } from './docker-lab';
+import {
+  DOCKER_IMAGE,
+  buildImageTar,
+  docker,
+  dockerAvailable,
+  dockerHostFor,
+  dockerOk,
+  startDockerd,
+  teardownDocker,
+  weavetsDockerArgs,
+  type DockerHost,
+} from './docker-lab';
 
 const CI = process.env['CI'] === 'true';
 const haveTools = dockerAvailable() && etcdAvailable();
@@ -22,10 +33,13 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
   const ips = new Map<string, string>();
 
   const ipOf = async (d: DockerHost, name: string, network: string): Promise<string> =>
-    (await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).trim();
+    (
+      await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])
+    ).trim();
 
   beforeAll(async () => {
-    if (!haveTools) throw new Error('dockerd, docker, busybox, nft and etcd are needed for the Docker networks e2e test');
+    if (!haveTools)
+      throw new Error('dockerd, docker, busybox, nft and etcd are needed for the Docker networks e2e test');
     lab = await createLab();
     lab.requireCli();
     const h1 = await lab.addHost('h1');
@@ -72,7 +86,8 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
 
   it('the two Docker networks are catalog networks with distinct ids, the same on both hosts', async () => {
     const [l1, l2] = await Promise.all(hosts.map((d) => lab.weavetsJson<NetworkInfo[]>(d.host, ['network', 'ls'])));
-    const pick = (l: NetworkInfo[]): NetworkInfo[] => l.filter((n) => n.name.startsWith('tenant-')).sort((a, b) => a.name.localeCompare(b.name));
+    const pick = (l: NetworkInfo[]): NetworkInfo[] =>
+      l.filter((n) => n.name.startsWith('tenant-')).sort((a, b) => a.name.localeCompare(b.name));
     expect(pick(l1!).map((n) => n.name)).toEqual(['tenant-a', 'tenant-b']);
     expect(pick(l1!)).toEqual(pick(l2!).map((n) => ({ ...n, local: true })));
     expect(pick(l1!)[0]!.id).not.toBe(pick(l1!)[1]!.id);
@@ -82,10 +97,15 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
   it('same network answers across hosts both ways; across networks nothing answers, directly or through the gateway', async () => {
     const [d1, d2] = hosts as [DockerHost, DockerHost];
     const hostOf = (name: string): DockerHost => (name.endsWith('-1') ? d1 : d2);
-    await lab.waitFor(async () => (await docker(lab, d1, ['exec', 'tenant-a-1', 'ping', '-c', '1', '-W', '1', ips.get('tenant-a-2')!])).code === 0, {
-      what: 'tenant-a-1 to reach tenant-a-2',
-      timeoutMs: 30_000,
-    });
+    await lab.waitFor(
+      async () =>
+        (await docker(lab, d1, ['exec', 'tenant-a-1', 'ping', '-c', '1', '-W', '1', ips.get('tenant-a-2')!])).code ===
+        0,
+      {
+        what: 'tenant-a-1 to reach tenant-a-2',
+        timeoutMs: 30_000,
+      },
+    );
     const rows: string[] = ['docker isolation matrix: P = ping answered; row = source'];
     const names = [...ips.keys()];
     rows.push(['', ...names].map((n) => n.padEnd(12)).join(''));
@@ -123,11 +143,45 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
         break;
       }
     }
-    await dockerOk(lab, d1, ['network', 'create', '-d', d1.driver, '--ipam-driver', d1.driver, '--subnet', '10.32.0.0/12', 'fixed']);
-    await dockerOk(lab, d1, ['run', '-d', '--name', 'pinned', '--network', 'fixed', '--ip', want, DOCKER_IMAGE, 'sleep', '600']);
+    await dockerOk(lab, d1, [
+      'network',
+      'create',
+      '-d',
+      d1.driver,
+      '--ipam-driver',
+      d1.driver,
+      '--subnet',
+      '10.32.0.0/12',
+      'fixed',
+    ]);
+    await dockerOk(lab, d1, [
+      'run',
+      '-d',
+      '--name',
+      'pinned',
+      '--network',
+      'fixed',
+      '--ip',
+      want,
+      DOCKER_IMAGE,
+      'sleep',
+      '600',
+    ]);
     expect(await ipOf(d1, 'pinned', 'fixed')).toBe(want);
     // Another container asking for the same address is refused.
-    const again = await docker(lab, d1, ['run', '-d', '--name', 'pinned2', '--network', 'fixed', '--ip', want, DOCKER_IMAGE, 'sleep', '600']);
+    const again = await docker(lab, d1, [
+      'run',
+      '-d',
+      '--name',
+      'pinned2',
+      '--network',
+      'fixed',
+      '--ip',
+      want,
+      DOCKER_IMAGE,
+      'sleep',
+      '600',
+    ]);
     expect(again.code).not.toBe(0);
     expect(again.stderr).toMatch(/in use by/);
   }, 120_000);

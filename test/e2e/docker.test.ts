@@ -35,13 +35,23 @@ interface EndpointJson {
 }
 
 /** POST to the plugin socket directly; answers status and parsed body. */
-function pluginPost(socket: string, method: string, body: string | undefined, contentType?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+function pluginPost(
+  socket: string,
+  method: string,
+  body: string | undefined,
+  contentType?: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, path: method, method: 'POST', headers: contentType ? { 'content-type': contentType } : {} }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
-    });
+    const req = http.request(
+      { socketPath: socket, path: method, method: 'POST', headers: contentType ? { 'content-type': contentType } : {} },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (d: string) => (text += d));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -52,7 +62,9 @@ async function launch(d: DockerHost, peers: string[]): Promise<void> {
 }
 
 async function containerIp(d: DockerHost, name: string, network: string): Promise<string> {
-  const ip = (await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).trim();
+  const ip = (
+    await dockerOk(lab, d, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])
+  ).trim();
   if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip)) throw new Error(`no address for ${name} on ${network}: ${ip}`);
   return ip;
 }
@@ -101,7 +113,14 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     for (const d of hosts) {
       const out = await lab.waitFor(
         async () => {
-          const r = await docker(lab, d, ['network', 'ls', '--filter', 'name=^weavets$', '--format', '{{.Name}} {{.Driver}}']);
+          const r = await docker(lab, d, [
+            'network',
+            'ls',
+            '--filter',
+            'name=^weavets$',
+            '--format',
+            '{{.Name}} {{.Driver}}',
+          ]);
           return r.stdout.trim() !== '' ? r.stdout.trim() : undefined;
         },
         { what: `default network on ${d.host.name}`, timeoutMs: 20_000, intervalMs: 500 },
@@ -118,31 +137,46 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     const clash = await docker(lab, d1, ['network', 'create', '-d', d1.driver, '--ipam-driver', d1.driver, 'appnet']);
     await lab.execOk(d1.host, ['ip', 'route', 'del', '10.40.0.0/16', 'dev', 'lo']);
     expect(clash.code).not.toBe(0);
-    expect(clash.stderr).toMatch(/overlaps the weavets range 10\.32\.0\.0\/12.*add --subnet 10\.32\.0\.0\/12, or remove that route/);
+    expect(clash.stderr).toMatch(
+      /overlaps the weavets range 10\.32\.0\.0\/12.*add --subnet 10\.32\.0\.0\/12, or remove that route/,
+    );
     // The issue's command as written: no --subnet. The hosts already route the range (the
     // default network's gateway), but in their own table, which Docker does not check.
-    for (const d of hosts) await dockerOk(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, 'appnet']);
+    for (const d of hosts)
+      await dockerOk(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, 'appnet']);
     for (const d of hosts) {
-      expect((await lab.execOk(d.host, ['ip', '-4', 'route', 'show', 'table', 'main'])).stdout).not.toMatch(/^10\.(3[2-9]|4[0-7])\./m);
-      expect((await lab.execOk(d.host, ['ip', '-4', 'route', 'show', 'table', '6783'])).stdout).toMatch(/^10\.32\.0\.0\/12 dev \S+ .*src 10\./m);
-      expect((await lab.execOk(d.host, ['ip', 'rule'])).stdout).toMatch(/^6783:\s+from all to 10\.32\.0\.0\/12 lookup 6783/m);
+      expect((await lab.execOk(d.host, ['ip', '-4', 'route', 'show', 'table', 'main'])).stdout).not.toMatch(
+        /^10\.(3[2-9]|4[0-7])\./m,
+      );
+      expect((await lab.execOk(d.host, ['ip', '-4', 'route', 'show', 'table', '6783'])).stdout).toMatch(
+        /^10\.32\.0\.0\/12 dev \S+ .*src 10\./m,
+      );
+      expect((await lab.execOk(d.host, ['ip', 'rule'])).stdout).toMatch(
+        /^6783:\s+from all to 10\.32\.0\.0\/12 lookup 6783/m,
+      );
     }
     await dockerOk(lab, d1, ['run', '-d', '--name', 'db', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '600']);
     await dockerOk(lab, d2, ['run', '-d', '--name', 'app', '--network', 'appnet', DOCKER_IMAGE, 'sleep', '600']);
     const ip1 = await containerIp(d1, 'db', 'appnet');
     const ip2 = await containerIp(d2, 'app', 'appnet');
     expect(ip1).not.toBe(ip2);
-    await lab.waitFor(async () => (await docker(lab, d2, ['exec', 'app', 'ping', '-c', '1', '-W', '1', ip1])).code === 0, {
-      what: 'app (h2) to ping db (h1)',
-      timeoutMs: 30_000,
-      intervalMs: 500,
-    });
+    await lab.waitFor(
+      async () => (await docker(lab, d2, ['exec', 'app', 'ping', '-c', '1', '-W', '1', ip1])).code === 0,
+      {
+        what: 'app (h2) to ping db (h1)',
+        timeoutMs: 30_000,
+        intervalMs: 500,
+      },
+    );
     expect(await dockerOk(lab, d1, ['exec', 'db', 'ping', '-c', '3', '-W', '2', ip2])).toMatch(/3 packets received/);
     // The container got our interface, gateway and route.
     const route = await dockerOk(lab, d1, ['exec', 'db', 'ip', 'route']);
     expect(route).toMatch(/^default via \d+\.\d+\.\d+\.\d+ dev eth0/m);
     // inspect shows the range and a gateway from our IPAM.
-    const insp = JSON.parse(await dockerOk(lab, d1, ['network', 'inspect', 'appnet'])) as { Driver: string; IPAM: { Driver: string; Config: { Subnet: string; Gateway: string }[] } }[];
+    const insp = JSON.parse(await dockerOk(lab, d1, ['network', 'inspect', 'appnet'])) as {
+      Driver: string;
+      IPAM: { Driver: string; Config: { Subnet: string; Gateway: string }[] };
+    }[];
     expect(insp[0]!.Driver).toBe(d1.driver);
     expect(insp[0]!.IPAM.Driver).toBe(d1.driver);
     expect(insp[0]!.IPAM.Config[0]!.Subnet).toBe('10.32.0.0/12');
@@ -160,23 +194,51 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     const ip2 = await containerIp(d2, 'app', 'appnet');
     for (const d of hosts) {
       const table = (await lab.execOk(d.host, ['nft', 'list', 'table', 'ip', 'weavets_dns'])).stdout;
-      expect(table).toMatch(/th dport 53 ip daddr != 10\.32\.0\.0\/12 fib daddr type != local dnat ip to iifname map @resolvers/);
+      expect(table).toMatch(
+        /th dport 53 ip daddr != 10\.32\.0\.0\/12 fib daddr type != local dnat ip to iifname map @resolvers/,
+      );
       expect(table).toMatch(/"wtb[0-9a-f]{6}" : 10\.\d+\.\d+\.\d+ \. 53/);
     }
     // The records travel through etcd: wait until h2's DNS has db, then the issue's command.
-    await lab.waitFor(async () => (await lab.weavetsJson<{ addresses?: string[] }>(d2.host, ['dns-lookup', 'db']).catch(() => undefined))?.addresses?.includes(ip1) === true, {
-      what: "db (h1) in h2's DNS",
-      timeoutMs: 10_000,
-      intervalMs: 200,
-    });
+    await lab.waitFor(
+      async () =>
+        (
+          await lab.weavetsJson<{ addresses?: string[] }>(d2.host, ['dns-lookup', 'db']).catch(() => undefined)
+        )?.addresses?.includes(ip1) === true,
+      {
+        what: "db (h1) in h2's DNS",
+        timeoutMs: 10_000,
+        intervalMs: 200,
+      },
+    );
     const t0 = Date.now();
-    const ping = await dockerOk(lab, d2, ['run', '--rm', '--network', 'appnet', DOCKER_IMAGE, 'ping', '-c1', '-W2', 'db']);
+    const ping = await dockerOk(lab, d2, [
+      'run',
+      '--rm',
+      '--network',
+      'appnet',
+      DOCKER_IMAGE,
+      'ping',
+      '-c1',
+      '-W2',
+      'db',
+    ]);
     expect(ping).toContain(`(${ip1})`);
     expect(ping).toMatch(/1 packets received/);
     const look = await dockerOk(lab, d2, ['exec', 'app', 'nslookup', 'db']);
     expect(look).toMatch(new RegExp(`Address:?\\s+(\\d+ )?${ip1.replace(/\./g, '\\.')}\\b`));
     // And the other way: h1 to a container on h2.
-    const back = await dockerOk(lab, d1, ['run', '--rm', '--network', 'appnet', DOCKER_IMAGE, 'ping', '-c1', '-W2', 'app']);
+    const back = await dockerOk(lab, d1, [
+      'run',
+      '--rm',
+      '--network',
+      'appnet',
+      DOCKER_IMAGE,
+      'ping',
+      '-c1',
+      '-W2',
+      'app',
+    ]);
     expect(back).toContain(`(${ip2})`);
     expect(back).toMatch(/1 packets received/);
     // A name nobody has still fails (forwarded upstream, which the lab cannot reach), without hanging.
@@ -187,17 +249,55 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
 
   it('refuses a --subnet outside the weavets range with a clear error', async () => {
     const d = hosts[0]!;
-    const r = await docker(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, '--subnet', '192.168.7.0/24', 'badnet']);
+    const r = await docker(lab, d, [
+      'network',
+      'create',
+      '-d',
+      d.driver,
+      '--ipam-driver',
+      d.driver,
+      '--subnet',
+      '192.168.7.0/24',
+      'badnet',
+    ]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/conflicts with the weavets range 10\.32\.0\.0\/12/);
-    const o = await docker(lab, d, ['network', 'create', '-d', d.driver, '--ipam-driver', d.driver, '--subnet', '10.32.0.0/12', '-o', 'nosuch=1', 'badnet2']);
+    const o = await docker(lab, d, [
+      'network',
+      'create',
+      '-d',
+      d.driver,
+      '--ipam-driver',
+      d.driver,
+      '--subnet',
+      '10.32.0.0/12',
+      '-o',
+      'nosuch=1',
+      'badnet2',
+    ]);
     expect(o.code).not.toBe(0);
     expect(o.stderr).toMatch(/unknown option -o nosuch/);
   });
 
   it('publishes a port with -p', async () => {
     const [d1, d2] = hosts as [DockerHost, DockerHost];
-    await dockerOk(lab, d1, ['run', '-d', '--name', 'web', '--network', 'appnet', '-p', '8080:80', DOCKER_IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+    await dockerOk(lab, d1, [
+      'run',
+      '-d',
+      '--name',
+      'web',
+      '--network',
+      'appnet',
+      '-p',
+      '8080:80',
+      DOCKER_IMAGE,
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      '/www',
+    ]);
     onTestFinished(async () => {
       await docker(lab, d1, ['rm', '-f', 'web']);
     });
@@ -237,11 +337,14 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     const ip1 = await containerIp(d1, 'db', 'appnet');
     await lab.stopDaemon(d1.host);
     await launch(d1, []);
-    await lab.waitFor(async () => (await docker(lab, d2, ['exec', 'app', 'ping', '-c', '1', '-W', '1', ip1])).code === 0, {
-      what: 'app (h2) to ping db (h1) after the restart',
-      timeoutMs: 30_000,
-      intervalMs: 500,
-    });
+    await lab.waitFor(
+      async () => (await docker(lab, d2, ['exec', 'app', 'ping', '-c', '1', '-W', '1', ip1])).code === 0,
+      {
+        what: 'app (h2) to ping db (h1) after the restart',
+        timeoutMs: 30_000,
+        intervalMs: 500,
+      },
+    );
     // The restarted daemon still knows the endpoint: removing the container cleans up.
     const used = await ipamUsed(d1);
     await dockerOk(lab, d1, ['rm', '-f', 'db']);
@@ -277,7 +380,11 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     const missing = await pluginPost(sock, '/NetworkDriver.Join', '{}', 'application/json');
     expect(missing.status).toBe(400);
     expect(missing.body['Err']).toMatch(/NetworkID/);
-    const unknownEp = await pluginPost(sock, '/NetworkDriver.Join', JSON.stringify({ NetworkID: 'n', EndpointID: 'e', SandboxKey: '/x' }));
+    const unknownEp = await pluginPost(
+      sock,
+      '/NetworkDriver.Join',
+      JSON.stringify({ NetworkID: 'n', EndpointID: 'e', SandboxKey: '/x' }),
+    );
     expect(unknownEp.status).toBe(500);
     expect(unknownEp.body['Err']).toMatch(/no endpoint/);
     const pool = await pluginPost(sock, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: 'other' }));

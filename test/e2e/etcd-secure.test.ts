@@ -42,7 +42,9 @@ interface AdminArgs {
 
 /** Run the etcd3-based admin fixture inside a host's namespace. */
 function admin(lab: Lab, host: Host, cmd: string, args: AdminArgs): ReturnType<Lab['exec']> {
-  return lab.exec(host, [process.execPath, '--require', require.resolve('tsx/cjs'), ADMIN, cmd, JSON.stringify(args)], { timeoutMs: 20_000 });
+  return lab.exec(host, [process.execPath, '--require', require.resolve('tsx/cjs'), ADMIN, cmd, JSON.stringify(args)], {
+    timeoutMs: 20_000,
+  });
 }
 
 async function adminOk(lab: Lab, host: Host, cmd: string, args: AdminArgs): Promise<string> {
@@ -99,16 +101,58 @@ async function makePki(dir: string, ip: string): Promise<Pki> {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   const cnf = ['-config', f('openssl.cnf')];
   for (const ca of ['ca', 'other-ca']) {
-    await openssl(['req', '-x509', '-new', ...ec, '-keyout', f(`${ca}.key`), '-out', f(`${ca}.pem`), '-days', '2', '-subj', `/CN=${ca}`, ...cnf, '-extensions', 'ca']);
+    await openssl([
+      'req',
+      '-x509',
+      '-new',
+      ...ec,
+      '-keyout',
+      f(`${ca}.key`),
+      '-out',
+      f(`${ca}.pem`),
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${ca}`,
+      ...cnf,
+      '-extensions',
+      'ca',
+    ]);
   }
   for (const [name, cn] of [
     ['server', 'etcd'],
     ['client', 'weavets'],
   ] as const) {
-    await openssl(['req', '-new', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`, ...cnf]);
     await openssl([
-      'x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
-      '-out', f(`${name}.pem`), '-days', '2', '-extfile', f('openssl.cnf'), '-extensions', name,
+      'req',
+      '-new',
+      ...ec,
+      '-keyout',
+      f(`${name}.key`),
+      '-out',
+      f(`${name}.csr`),
+      '-subj',
+      `/CN=${cn}`,
+      ...cnf,
+    ]);
+    await openssl([
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      f(`${name}.pem`),
+      '-days',
+      '2',
+      '-extfile',
+      f('openssl.cnf'),
+      '-extensions',
+      name,
     ]);
   }
   for (const e of fs.readdirSync(dir)) fs.chmodSync(f(e), e.endsWith('.key') ? 0o600 : 0o644);
@@ -123,7 +167,12 @@ async function makePki(dir: string, ip: string): Promise<Pki> {
 }
 
 /** etcd in host1's namespace on host1's underlay address, health-checked from there. */
-function startLabEtcd(lab: Lab, host: Host, health: Omit<AdminArgs, 'url'>, extra: Parameters<typeof startEtcd>[0] = {}): Promise<EtcdServer> {
+function startLabEtcd(
+  lab: Lab,
+  host: Host,
+  health: Omit<AdminArgs, 'url'>,
+  extra: Parameters<typeof startEtcd>[0] = {},
+): Promise<EtcdServer> {
   return startEtcd({
     host: host.ip,
     clientPort: 2379,
@@ -145,27 +194,41 @@ describeEtcd('etcd over TLS with client certificates', () => {
   let ip1 = '';
   let ip2 = '';
 
-  useLab(async (l) => {
-    lab = l;
-    lab.requireCli();
-    host1 = await lab.addHost('host1');
-    host2 = await lab.addHost('host2');
-    c1 = await lab.addContainer(host1, 'c1');
-    c2 = await lab.addContainer(host2, 'c2');
-    pki = await makePki(path.join(lab.dir, 'pki'), host1.ip);
-    etcd = await startLabEtcd(
-      lab,
-      host1,
-      { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey },
-      { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.ca } },
-    );
-    expect(etcd.url).toBe(`https://${host1.ip}:2379`);
-    const common = ['--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-ca', pki.ca, '--etcd-cert', pki.clientCert, '--etcd-key', pki.clientKey];
-    await lab.launch(host1, [], common);
-    await lab.launch(host2, [], common); // no peer: it finds host1 through etcd
-    ip1 = await lab.attach(host1, c1);
-    ip2 = await lab.attach(host2, c2);
-  }, { teardown: async () => await etcd?.destroy() });
+  useLab(
+    async (l) => {
+      lab = l;
+      lab.requireCli();
+      host1 = await lab.addHost('host1');
+      host2 = await lab.addHost('host2');
+      c1 = await lab.addContainer(host1, 'c1');
+      c2 = await lab.addContainer(host2, 'c2');
+      pki = await makePki(path.join(lab.dir, 'pki'), host1.ip);
+      etcd = await startLabEtcd(
+        lab,
+        host1,
+        { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey },
+        { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.ca } },
+      );
+      expect(etcd.url).toBe(`https://${host1.ip}:2379`);
+      const common = [
+        '--datapath',
+        'sleeve',
+        '--etcd',
+        etcd.url,
+        '--etcd-ca',
+        pki.ca,
+        '--etcd-cert',
+        pki.clientCert,
+        '--etcd-key',
+        pki.clientKey,
+      ];
+      await lab.launch(host1, [], common);
+      await lab.launch(host2, [], common); // no peer: it finds host1 through etcd
+      ip1 = await lab.attach(host1, c1);
+      ip2 = await lab.attach(host2, c2);
+    },
+    { teardown: async () => await etcd?.destroy() },
+  );
 
   it('two daemons over TLS: distinct addresses, ping, allocations in etcd', async () => {
     expect(ip1.split('/')[0]).not.toBe(ip2.split('/')[0]);
@@ -177,7 +240,15 @@ describeEtcd('etcd over TLS with client certificates', () => {
     expect(s.store).toEqual({ kind: 'etcd', location: etcd.url });
     expect(s.hosts.map((h) => h.nickname).sort()).toEqual(['host1', 'host2']);
     // Seen from etcd itself, with the client certificate.
-    const keys = JSON.parse(await adminOk(lab, host1, 'keys', { url: etcd.url, ca: pki.ca, cert: pki.clientCert, key: pki.clientKey, prefix: PREFIX })) as string[];
+    const keys = JSON.parse(
+      await adminOk(lab, host1, 'keys', {
+        url: etcd.url,
+        ca: pki.ca,
+        cert: pki.clientCert,
+        key: pki.clientKey,
+        prefix: PREFIX,
+      }),
+    ) as string[];
     const addrs = keys.filter((k) => k.startsWith(`${PREFIX}${ADDRS_PREFIX}`));
     const hex = (ip: string): string =>
       ip
@@ -185,18 +256,38 @@ describeEtcd('etcd over TLS with client certificates', () => {
         .split('.')
         .map((o) => Number(o).toString(16).padStart(2, '0'))
         .join('');
-    expect(addrs.some((k) => k.endsWith(hex(ip1))), `${ip1} (${hex(ip1)}) in ${keys.join(' ')}`).toBe(true);
-    expect(addrs.some((k) => k.endsWith(hex(ip2))), `${ip2} (${hex(ip2)}) in ${keys.join(' ')}`).toBe(true);
+    expect(
+      addrs.some((k) => k.endsWith(hex(ip1))),
+      `${ip1} (${hex(ip1)}) in ${keys.join(' ')}`,
+    ).toBe(true);
+    expect(
+      addrs.some((k) => k.endsWith(hex(ip2))),
+      `${ip2} (${hex(ip2)}) in ${keys.join(' ')}`,
+    ).toBe(true);
     // Without a client certificate etcd itself refuses us: the server really requires one.
     expect((await admin(lab, host1, 'keys', { url: etcd.url, ca: pki.ca, prefix: PREFIX })).code).not.toBe(0);
   });
 
-  it('a CA that did not sign etcd\'s certificate fails the launch, saying so', async () => {
+  it("a CA that did not sign etcd's certificate fails the launch, saying so", async () => {
     const host3 = await lab.addHost('host3');
     const t0 = Date.now();
     const r = await lab.weavets(
       host3,
-      ['launch', '--nickname', 'host3', '--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-ca', pki.otherCa, '--etcd-cert', pki.clientCert, '--etcd-key', pki.clientKey],
+      [
+        'launch',
+        '--nickname',
+        'host3',
+        '--datapath',
+        'sleeve',
+        '--etcd',
+        etcd.url,
+        '--etcd-ca',
+        pki.otherCa,
+        '--etcd-cert',
+        pki.clientCert,
+        '--etcd-key',
+        pki.clientKey,
+      ],
       { timeoutMs: 45_000 },
     );
     const took = Date.now() - t0;
@@ -209,9 +300,13 @@ describeEtcd('etcd over TLS with client certificates', () => {
 
   it('no client certificate, when etcd requires one, fails the launch, saying so', async () => {
     const host4 = await lab.addHost('host4');
-    const r = await lab.weavets(host4, ['launch', '--nickname', 'host4', '--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-ca', pki.ca], {
-      timeoutMs: 45_000,
-    });
+    const r = await lab.weavets(
+      host4,
+      ['launch', '--nickname', 'host4', '--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-ca', pki.ca],
+      {
+        timeoutMs: 45_000,
+      },
+    );
     console.log(`no client cert: launch exited ${r.code}; stderr:\n${r.stderr}`);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/TLS|certificate/i);
@@ -234,29 +329,49 @@ describeEtcd('etcd with authentication', () => {
   const TOKEN_TTL_S = 2;
   let launchOutput = '';
 
-  useLab(async (l) => {
-    lab = l;
-    lab.requireCli();
-    host1 = await lab.addHost('host1');
-    host2 = await lab.addHost('host2');
-    c1 = await lab.addContainer(host1, 'c1');
-    c2 = await lab.addContainer(host2, 'c2');
-    // Short-lived auth tokens: the daemons must re-authenticate while they run.
-    etcd = await startLabEtcd(lab, host1, {}, { extraArgs: ['--auth-token-ttl', String(TOKEN_TTL_S)] });
-    await adminOk(lab, host1, 'setup-auth', { url: etcd.url, rootPassword, user: 'weavets', password, prefix: PREFIX });
-    // Auth is on: anonymous access is refused.
-    expect((await admin(lab, host1, 'keys', { url: etcd.url, prefix: PREFIX })).code).not.toBe(0);
-    passwordFile = path.join(lab.dir, 'etcd-password');
-    fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
-    const common = ['--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-user', 'weavets', '--etcd-password-file', passwordFile];
-    for (const h of [host1, host2]) {
-      const r = await lab.weavets(h, ['launch', '--nickname', h.name, '--http-addr', '127.0.0.1:6782', ...common], { timeoutMs: 45_000 });
-      launchOutput += r.stdout + r.stderr;
-      if (r.code !== 0) throw new Error(`launch on ${h.name} failed (${r.code}): ${r.stderr}`);
-    }
-    ip1 = await lab.attach(host1, c1);
-    ip2 = await lab.attach(host2, c2);
-  }, { teardown: async () => await etcd?.destroy() });
+  useLab(
+    async (l) => {
+      lab = l;
+      lab.requireCli();
+      host1 = await lab.addHost('host1');
+      host2 = await lab.addHost('host2');
+      c1 = await lab.addContainer(host1, 'c1');
+      c2 = await lab.addContainer(host2, 'c2');
+      // Short-lived auth tokens: the daemons must re-authenticate while they run.
+      etcd = await startLabEtcd(lab, host1, {}, { extraArgs: ['--auth-token-ttl', String(TOKEN_TTL_S)] });
+      await adminOk(lab, host1, 'setup-auth', {
+        url: etcd.url,
+        rootPassword,
+        user: 'weavets',
+        password,
+        prefix: PREFIX,
+      });
+      // Auth is on: anonymous access is refused.
+      expect((await admin(lab, host1, 'keys', { url: etcd.url, prefix: PREFIX })).code).not.toBe(0);
+      passwordFile = path.join(lab.dir, 'etcd-password');
+      fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
+      const common = [
+        '--datapath',
+        'sleeve',
+        '--etcd',
+        etcd.url,
+        '--etcd-user',
+        'weavets',
+        '--etcd-password-file',
+        passwordFile,
+      ];
+      for (const h of [host1, host2]) {
+        const r = await lab.weavets(h, ['launch', '--nickname', h.name, '--http-addr', '127.0.0.1:6782', ...common], {
+          timeoutMs: 45_000,
+        });
+        launchOutput += r.stdout + r.stderr;
+        if (r.code !== 0) throw new Error(`launch on ${h.name} failed (${r.code}): ${r.stderr}`);
+      }
+      ip1 = await lab.attach(host1, c1);
+      ip2 = await lab.attach(host2, c2);
+    },
+    { teardown: async () => await etcd?.destroy() },
+  );
 
   it('two daemons as the weavets user: distinct addresses, ping, allocations in etcd', async () => {
     expect(ip1.split('/')[0]).not.toBe(ip2.split('/')[0]);
@@ -266,7 +381,9 @@ describeEtcd('etcd with authentication', () => {
     });
     const s = await lab.weavetsJson<IpamStatus>(host1, ['status', 'ipam']);
     expect(s.hosts.map((h) => h.nickname).sort()).toEqual(['host1', 'host2']);
-    const keys = JSON.parse(await adminOk(lab, host1, 'keys', { url: etcd.url, user: 'weavets', password, prefix: PREFIX })) as string[];
+    const keys = JSON.parse(
+      await adminOk(lab, host1, 'keys', { url: etcd.url, user: 'weavets', password, prefix: PREFIX }),
+    ) as string[];
     expect(keys.filter((k) => k.startsWith(`${PREFIX}${ADDRS_PREFIX}`)).length).toBeGreaterThanOrEqual(2);
   });
 
@@ -282,14 +399,16 @@ describeEtcd('etcd with authentication', () => {
     // Watches too: host2 learns c3's DNS record, which host1 wrote after the expiry.
     const dns2 = (await lab.weavetsJson<DnsStatus>(host2, ['status', 'dns'])).listen[0]!.split(':')[0]!;
     await lab.waitFor(
-      async () => (await lab.exec(c4, ['dig', `@${dns2}`, '+short', '+tries=1', '+time=2', 'c3.weavets.local'])).stdout.trim() === ip3.split('/')[0],
+      async () =>
+        (await lab.exec(c4, ['dig', `@${dns2}`, '+short', '+tries=1', '+time=2', 'c3.weavets.local'])).stdout.trim() ===
+        ip3.split('/')[0],
       { what: `host2's DNS to answer c3.weavets.local with ${ip3}`, timeoutMs: 15_000 },
     );
     const log = lab.logTail(host1, 200) + lab.logTail(host2, 200);
     expect(log).not.toMatch(/lease lost/);
   }, 60_000);
 
-  it('the password is in neither the daemon\'s argv nor its log', () => {
+  it("the password is in neither the daemon's argv nor its log", () => {
     for (const h of [host1, host2]) {
       const pid = lab.daemonPid(h);
       expect(pid, `${h.name} daemon pid`).toBeDefined();
@@ -311,7 +430,19 @@ describeEtcd('etcd with authentication', () => {
     fs.writeFileSync(wrongFile, `${wrong}\n`, { mode: 0o600 });
     const r = await lab.weavets(
       host3,
-      ['launch', '--nickname', 'host3', '--datapath', 'sleeve', '--etcd', etcd.url, '--etcd-user', 'weavets', '--etcd-password-file', wrongFile],
+      [
+        'launch',
+        '--nickname',
+        'host3',
+        '--datapath',
+        'sleeve',
+        '--etcd',
+        etcd.url,
+        '--etcd-user',
+        'weavets',
+        '--etcd-password-file',
+        wrongFile,
+      ],
       { timeoutMs: 45_000 },
     );
     console.log(`wrong password: launch exited ${r.code}; stderr:\n${r.stderr}`);

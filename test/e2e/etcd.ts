@@ -107,7 +107,9 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
       '--logger=zap',
       '--log-level=error',
       ...(opts.tls ? ['--cert-file', opts.tls.certFile, '--key-file', opts.tls.keyFile] : []),
-      ...(opts.tls?.clientCaFile !== undefined ? ['--trusted-ca-file', opts.tls.clientCaFile, '--client-cert-auth'] : []),
+      ...(opts.tls?.clientCaFile !== undefined
+        ? ['--trusted-ca-file', opts.tls.clientCaFile, '--client-cert-auth']
+        : []),
       ...(opts.extraArgs ?? []),
     ];
     const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -29,14 +29,14 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-describeWithTools({ commands: ['git'], other: () => (process.getuid?.() === 0 ? undefined : 'root') })('a fresh clone', () => {
-  it('has exactly two commands in the README', () => {
-    expect(readmeCommands(fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8'))).toHaveLength(2);
-  });
+describeWithTools({ commands: ['git'], other: () => (process.getuid?.() === 0 ? undefined : 'root') })(
+  'a fresh clone',
+  () => {
+    it('has exactly two commands in the README', () => {
+      expect(readmeCommands(fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8'))).toHaveLength(2);
+    });
 
-  it(
-    "runs the README's first command and the demo succeeds",
-    async () => {
+    it("runs the README's first command and the demo succeeds", async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weavets-clone-'));
       dirs.push(dir);
       const clone = path.join(dir, 'weavets');
@@ -46,7 +46,16 @@ describeWithTools({ commands: ['git'], other: () => (process.getuid?.() === 0 ? 
       const [first] = readmeCommands(fs.readFileSync(path.join(clone, 'README.md'), 'utf8'));
       // A user's shell: no CI flag, none of this test runner's environment.
       const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: process.env['HOME'], TERM: 'dumb' };
-      for (const k of ['NODE_EXTRA_CA_CERTS', 'npm_config_cache', 'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY']) {
+      for (const k of [
+        'NODE_EXTRA_CA_CERTS',
+        'npm_config_cache',
+        'http_proxy',
+        'https_proxy',
+        'no_proxy',
+        'HTTP_PROXY',
+        'HTTPS_PROXY',
+        'NO_PROXY',
+      ]) {
         if (process.env[k] !== undefined) env[k] = process.env[k];
       }
       const result = await new Promise<{ code: number | null; out: string }>((resolve) => {
@@ -65,12 +74,16 @@ describeWithTools({ commands: ['git'], other: () => (process.getuid?.() === 0 ? 
       expect(result.out).toMatch(/demo done in \d+ s/);
       expect(result.out).toMatch(/namespaces and temp files removed/);
       // The set-up left a built checkout behind it: a second run has nothing to install.
-      const again = spawnSync(path.join(clone, 'scripts', 'setup'), ['demo'], { cwd: clone, env, encoding: 'utf8', timeout: 120_000 });
+      const again = spawnSync(path.join(clone, 'scripts', 'setup'), ['demo'], {
+        cwd: clone,
+        env,
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
       expect(again.status, again.stderr).toBe(0);
       expect(again.stdout).toMatch(/npm packages: node_modules is current/);
       expect(again.stdout).toMatch(/native addon: built/);
       expect(again.stdout).toMatch(/dist\/: current/);
-    },
-    900_000,
-  );
-});
+    }, 900_000);
+  },
+);

@@ -33,77 +33,90 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-describeWithTools({ commands: ['systemd-analyze'], files: [path.join(SYSTEM_UNITS, 'network-online.target')] })('scripts/install', () => {
-  let lab: Lab;
-  let host: Host;
-  useLab(async (l) => {
-    lab = l;
-    host = await lab.addHost('h1');
-  });
+describeWithTools({ commands: ['systemd-analyze'], files: [path.join(SYSTEM_UNITS, 'network-online.target')] })(
+  'scripts/install',
+  () => {
+    let lab: Lab;
+    let host: Host;
+    useLab(async (l) => {
+      lab = l;
+      host = await lab.addHost('h1');
+    });
 
-  it('--destdir produces a unit systemd-analyze verify accepts, and root-only defaults', () => {
-    const root = tempRoot();
-    const r = install(['--destdir', root]);
-    expect(r.code, r.out).toBe(0);
-    const unitPath = path.join(root, 'etc/systemd/system/weavets.service');
-    const unit = fs.readFileSync(unitPath, 'utf8');
-    expect(unit).toMatch(/^ExecStart=\/usr\/local\/bin\/weavets launch --foreground \$WEAVETS_OPTIONS \$WEAVETS_PEERS$/m);
-    expect(unit).toMatch(/^EnvironmentFile=-\/etc\/default\/weavets$/m);
-    expect(unit).toMatch(/^Restart=on-failure$/m);
-    expect(unit).toMatch(/^After=network-online.target$/m);
-    expect(unit).toMatch(/^Wants=network-online.target$/m);
-    expect(fs.statSync(path.join(root, 'etc/default/weavets')).mode & 0o777).toBe(0o600);
-    expect(fs.readlinkSync(path.join(root, 'usr/local/bin/weavets'))).toBe('/usr/local/lib/weavets/bin/weavets');
+    it('--destdir produces a unit systemd-analyze verify accepts, and root-only defaults', () => {
+      const root = tempRoot();
+      const r = install(['--destdir', root]);
+      expect(r.code, r.out).toBe(0);
+      const unitPath = path.join(root, 'etc/systemd/system/weavets.service');
+      const unit = fs.readFileSync(unitPath, 'utf8');
+      expect(unit).toMatch(
+        /^ExecStart=\/usr\/local\/bin\/weavets launch --foreground \$WEAVETS_OPTIONS \$WEAVETS_PEERS$/m,
+      );
+      expect(unit).toMatch(/^EnvironmentFile=-\/etc\/default\/weavets$/m);
+      expect(unit).toMatch(/^Restart=on-failure$/m);
+      expect(unit).toMatch(/^After=network-online.target$/m);
+      expect(unit).toMatch(/^Wants=network-online.target$/m);
+      expect(fs.statSync(path.join(root, 'etc/default/weavets')).mode & 0o777).toBe(0o600);
+      expect(fs.readlinkSync(path.join(root, 'usr/local/bin/weavets'))).toBe('/usr/local/lib/weavets/bin/weavets');
 
-    // The machine's own units inside the root, so verify resolves the ordering targets.
-    fs.mkdirSync(path.join(root, 'usr/lib/systemd'), { recursive: true });
-    fs.cpSync(SYSTEM_UNITS, path.join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
-    const ok = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'weavets.service'], { encoding: 'utf8' });
-    expect(ok.status, ok.stderr).toBe(0);
-    expect(ok.stderr).not.toMatch(/weavets\.service/);
+      // The machine's own units inside the root, so verify resolves the ordering targets.
+      fs.mkdirSync(path.join(root, 'usr/lib/systemd'), { recursive: true });
+      fs.cpSync(SYSTEM_UNITS, path.join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
+      const ok = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'weavets.service'], { encoding: 'utf8' });
+      expect(ok.status, ok.stderr).toBe(0);
+      expect(ok.stderr).not.toMatch(/weavets\.service/);
 
-    // The check is real: a unit whose program is missing is refused.
-    fs.writeFileSync(unitPath, unit.replace('/usr/local/bin/weavets launch', '/usr/local/bin/weavets-missing launch'));
-    const bad = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'weavets.service'], { encoding: 'utf8' });
-    expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toMatch(/weavets-missing/);
-  });
+      // The check is real: a unit whose program is missing is refused.
+      fs.writeFileSync(
+        unitPath,
+        unit.replace('/usr/local/bin/weavets launch', '/usr/local/bin/weavets-missing launch'),
+      );
+      const bad = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'weavets.service'], { encoding: 'utf8' });
+      expect(bad.status).not.toBe(0);
+      expect(bad.stderr).toMatch(/weavets-missing/);
+    });
 
-  it('writes --prefix into the unit and the links', () => {
-    const root = tempRoot();
-    const r = install(['--destdir', root, '--prefix', '/opt/weavets']);
-    expect(r.code, r.out).toBe(0);
-    const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/weavets.service'), 'utf8');
-    expect(unit).toMatch(/^ExecStart=\/opt\/weavets\/bin\/weavets launch --foreground/m);
-    expect(fs.readlinkSync(path.join(root, 'opt/weavets/bin/weavets-cni'))).toBe('/opt/weavets/lib/weavets/bin/weavets-cni');
-  });
+    it('writes --prefix into the unit and the links', () => {
+      const root = tempRoot();
+      const r = install(['--destdir', root, '--prefix', '/opt/weavets']);
+      expect(r.code, r.out).toBe(0);
+      const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/weavets.service'), 'utf8');
+      expect(unit).toMatch(/^ExecStart=\/opt\/weavets\/bin\/weavets launch --foreground/m);
+      expect(fs.readlinkSync(path.join(root, 'opt/weavets/bin/weavets-cni'))).toBe(
+        '/opt/weavets/lib/weavets/bin/weavets-cni',
+      );
+    });
 
-  it('installs a tree that runs the daemon on its own, and --uninstall removes it but keeps the settings', async () => {
-    const root = tempRoot();
-    expect(install(['--destdir', root]).code).toBe(0);
-    // No dev dependencies came along, and nothing from the checkout is needed to run.
-    const lib = path.join(root, 'usr/local/lib/weavets');
-    expect(fs.existsSync(path.join(lib, 'node_modules', 'vitest'))).toBe(false);
-    expect(fs.existsSync(path.join(lib, 'node_modules', 'typescript'))).toBe(false);
-    const cli = path.join(lib, 'bin', 'weavets');
-    const env = { ...process.env, WEAVETS_STATE_DIR: host.stateDir };
-    const launched = await lab.exec(host, [cli, 'launch', '--nickname', 'installed', '--http-addr', ''], { env, timeoutMs: 60_000 });
-    expect(launched.code, launched.stderr + lab.logTail(host)).toBe(0);
-    try {
-      const status = await lab.exec(host, [cli, 'status', '--json'], { env });
-      expect((JSON.parse(status.stdout) as RouterStatus).nickname).toBe('installed');
-      // The daemon is the installed copy.
-      const pid = Number(fs.readFileSync(path.join(host.stateDir, 'weavets.pid'), 'utf8'));
-      expect(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain(lib);
-    } finally {
-      await lab.exec(host, [cli, 'stop'], { env, timeoutMs: 30_000 });
-    }
+    it('installs a tree that runs the daemon on its own, and --uninstall removes it but keeps the settings', async () => {
+      const root = tempRoot();
+      expect(install(['--destdir', root]).code).toBe(0);
+      // No dev dependencies came along, and nothing from the checkout is needed to run.
+      const lib = path.join(root, 'usr/local/lib/weavets');
+      expect(fs.existsSync(path.join(lib, 'node_modules', 'vitest'))).toBe(false);
+      expect(fs.existsSync(path.join(lib, 'node_modules', 'typescript'))).toBe(false);
+      const cli = path.join(lib, 'bin', 'weavets');
+      const env = { ...process.env, WEAVETS_STATE_DIR: host.stateDir };
+      const launched = await lab.exec(host, [cli, 'launch', '--nickname', 'installed', '--http-addr', ''], {
+        env,
+        timeoutMs: 60_000,
+      });
+      expect(launched.code, launched.stderr + lab.logTail(host)).toBe(0);
+      try {
+        const status = await lab.exec(host, [cli, 'status', '--json'], { env });
+        expect((JSON.parse(status.stdout) as RouterStatus).nickname).toBe('installed');
+        // The daemon is the installed copy.
+        const pid = Number(fs.readFileSync(path.join(host.stateDir, 'weavets.pid'), 'utf8'));
+        expect(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain(lib);
+      } finally {
+        await lab.exec(host, [cli, 'stop'], { env, timeoutMs: 30_000 });
+      }
 
-    const r = install(['--uninstall', '--destdir', root]);
-    expect(r.code, r.out).toBe(0);
-    expect(fs.existsSync(lib)).toBe(false);
-    expect(fs.existsSync(path.join(root, 'usr/local/bin/weavets'))).toBe(false);
-    expect(fs.existsSync(path.join(root, 'etc/systemd/system/weavets.service'))).toBe(false);
-    expect(fs.existsSync(path.join(root, 'etc/default/weavets'))).toBe(true);
-  });
-});
+      const r = install(['--uninstall', '--destdir', root]);
+      expect(r.code, r.out).toBe(0);
+      expect(fs.existsSync(lib)).toBe(false);
+      expect(fs.existsSync(path.join(root, 'usr/local/bin/weavets'))).toBe(false);
+      expect(fs.existsSync(path.join(root, 'etc/systemd/system/weavets.service'))).toBe(false);
+      expect(fs.existsSync(path.join(root, 'etc/default/weavets'))).toBe(true);
+    });
+  },
+);

@@ -72,7 +72,14 @@ describeEtcd('IPAM on a real etcd (in-process hosts)', () => {
       held: { id: string; ip: number }[];
     }
     const hosts: HostState[] = [];
-    for (let i = 1; i <= HOSTS; i++) hosts.push({ ipam: await startHost(etcd.url, i, '1', 30), gate: Promise.resolve(), restarting: false, inflight: 0, held: [] });
+    for (let i = 1; i <= HOSTS; i++)
+      hosts.push({
+        ipam: await startHost(etcd.url, i, '1', 30),
+        gate: Promise.resolve(),
+        restarting: false,
+        inflight: 0,
+        held: [],
+      });
     const holder = new Map<number, string>(); // ip -> id, what every host has been told
     const duplicates: string[] = [];
     let started = 0;
@@ -146,7 +153,7 @@ describeEtcd('IPAM on a real etcd (in-process hosts)', () => {
     await Promise.all(hosts.map((h) => h.ipam.close(false)));
   }, 90_000);
 
-  it("a host that stopped keeping its lease alive: its blocks come back after the TTL", async () => {
+  it('a host that stopped keeping its lease alive: its blocks come back after the TTL', async () => {
     const dead = await startHost(etcd.url, 20, '2', 2);
     const survivor = await startHost(etcd.url, 21, '2', 2);
     const a = await dead.allocator.allocate({ id: 'victim', ifname: 'eth0', network: 'ttltest' });
@@ -156,7 +163,9 @@ describeEtcd('IPAM on a real etcd (in-process hosts)', () => {
     try {
       const t0 = Date.now();
       for (;;) {
-        const blocks = (await store.list(BLOCKS_PREFIX)).entries.filter((e) => (JSON.parse(e.value) as { network?: string }).network === 'ttltest');
+        const blocks = (await store.list(BLOCKS_PREFIX)).entries.filter(
+          (e) => (JSON.parse(e.value) as { network?: string }).network === 'ttltest',
+        );
         if (blocks.length === 0) break;
         if (Date.now() - t0 > 15_000) throw new Error(`block ${block} still held after 15 s`);
         await sleep(250);
@@ -180,9 +189,13 @@ describe('embedded store: kill -9 during allocation', () => {
       const worker = path.join(__dirname, 'fixtures', 'file-alloc-worker.ts');
       const printed = new Map<string, string>();
       for (const round of [0, 1]) {
-        const child = spawn(process.execPath, ['--require', require.resolve('tsx/cjs'), worker, dir, peerName(1), `r${round}-`], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+        const child = spawn(
+          process.execPath,
+          ['--require', require.resolve('tsx/cjs'), worker, dir, peerName(1), `r${round}-`],
+          {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
         let buf = '';
         let err = '';
         child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -217,7 +230,13 @@ describe('embedded store: kill -9 during allocation', () => {
         const handles = (await store.list(HANDLES_PREFIX)).entries;
         expect(handles.length).toBe(addrs.length); // every address has its handle, atomically
         // A restart on the same store keeps going without reusing anything.
-        const alloc = await BlockAllocator.open({ store, self: peerName(1), nickname: 'w', range: RANGE, log: silentLogger });
+        const alloc = await BlockAllocator.open({
+          store,
+          self: peerName(1),
+          nickname: 'w',
+          range: RANGE,
+          log: silentLogger,
+        });
         const taken = new Set(byId.values());
         for (let i = 0; i < 50; i++) {
           const a = await alloc.allocate({ id: `after${i}`, ifname: 'eth0', network: 'weavets' });
@@ -259,7 +278,15 @@ describeEtcd('IPAM with real daemons in namespaces', () => {
       peerPort: 2380,
       prefix: ['nsenter', `--net=${host1.netns}`, '--'],
       healthy: async (u) => {
-        const r = await lab.exec(host1, [process.execPath, '-e', `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`], { timeoutMs: 5000 });
+        const r = await lab.exec(
+          host1,
+          [
+            process.execPath,
+            '-e',
+            `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
+          ],
+          { timeoutMs: 5000 },
+        );
         return r.code === 0;
       },
     });
@@ -298,9 +325,13 @@ describeEtcd('IPAM with real daemons in namespaces', () => {
 
   it('a host launched with a conflicting range refuses to start, naming both', async () => {
     const host3 = await lab.addHost('host3');
-    const r = await lab.weavets(host3, ['launch', '--nickname', 'host3', '--datapath', 'sleeve', '--etcd', etcdUrl, '--ipalloc-range', '10.99.0.0/16'], {
-      timeoutMs: 45_000,
-    });
+    const r = await lab.weavets(
+      host3,
+      ['launch', '--nickname', 'host3', '--datapath', 'sleeve', '--etcd', etcdUrl, '--ipalloc-range', '10.99.0.0/16'],
+      {
+        timeoutMs: 45_000,
+      },
+    );
     expect(r.code).not.toBe(0);
     expect(r.stderr + lab.logTail(host3)).toMatch(/10\.99\.0\.0\/16.*10\.32\.0\.0\/12/);
   });

@@ -47,7 +47,8 @@ describeEtcd('an etcd call that times out and still commits', () => {
       log: silentLogger,
     });
     observer = new EtcdStore({ endpoints: [etcd.url], log: silentLogger });
-    const held = async (id: string): Promise<boolean> => (await observer!.list(ADDRS_PREFIX)).entries.some((e) => (JSON.parse(e.value) as { id: string }).id === id);
+    const held = async (id: string): Promise<boolean> =>
+      (await observer!.list(ADDRS_PREFIX)).entries.some((e) => (JSON.parse(e.value) as { id: string }).id === id);
     // A block first, so the stalled call is the address's own transaction.
     await ipam.allocator.allocate({ id: 'warm', ifname: 'eth0', network: 'weavets' });
     await ipam.allocator.release('warm', 'eth0');
@@ -68,8 +69,11 @@ describeEtcd('an etcd call that times out and still commits', () => {
 
     // Did etcd apply it anyway? Look for a while (it has just woken up).
     let committed = false;
-    for (const until = Date.now() + 5_000; Date.now() < until && !committed; await sleep(100)) committed = await held('stalled').catch(() => false);
-    console.log(`etcd ${committed ? 'applied' : 'did not apply'} the allocation the caller was told had failed (after ${failedAfterMs} ms)`);
+    for (const until = Date.now() + 5_000; Date.now() < until && !committed; await sleep(100))
+      committed = await held('stalled').catch(() => false);
+    console.log(
+      `etcd ${committed ? 'applied' : 'did not apply'} the allocation the caller was told had failed (after ${failedAfterMs} ms)`,
+    );
     expect(committed, 'etcd did not apply the stalled call: the leak did not reproduce here').toBe(true);
 
     // The reconciler returns it: grace 1 s, passes every 0.5 s, etcd3's breaker reopening first.

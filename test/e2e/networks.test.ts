@@ -114,7 +114,15 @@ for (const mode of MODES) {
           peerPort: 2380,
           prefix: ['nsenter', `--net=${hosts[0]!.netns}`, '--'],
           healthy: async (u) => {
-            const r = await lab.exec(hosts[0]!, [process.execPath, '-e', `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`], { timeoutMs: 5000 });
+            const r = await lab.exec(
+              hosts[0]!,
+              [
+                process.execPath,
+                '-e',
+                `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
+              ],
+              { timeoutMs: 5000 },
+            );
             return r.code === 0;
           },
         });
@@ -127,7 +135,10 @@ for (const mode of MODES) {
         await lab.weavetsOk(hosts[0]!, ['network', 'create', 'red']);
         await lab.weavetsOk(hosts[1]!, ['network', 'create', 'blue', '--subnet', BLUE_SUBNET]);
         const list = await lab.weavetsJson<NetworkInfo[]>(hosts[2]!, ['network', 'ls']);
-        subnets = Object.fromEntries(NETWORKS.map((n) => [n, list.find((x) => x.name === n)?.subnet ?? ''])) as Record<NetName, string>;
+        subnets = Object.fromEntries(NETWORKS.map((n) => [n, list.find((x) => x.name === n)?.subnet ?? ''])) as Record<
+          NetName,
+          string
+        >;
         for (const [i, h] of hosts.entries()) {
           for (const n of NETWORKS) {
             const label = `${n[0]}${i + 1}`;
@@ -207,7 +218,9 @@ for (const mode of MODES) {
           for (const other of ['red', 'blue'] as const) {
             const [ob, op] = subnets[other].split('/');
             const osize = 2 ** (32 - Number(op));
-            expect(Math.floor(toNum(m.ip) / osize) * osize, `${m.label} ${m.ip} outside ${subnets[other]}`).not.toBe(toNum(ob!));
+            expect(Math.floor(toNum(m.ip) / osize) * osize, `${m.label} ${m.ip} outside ${subnets[other]}`).not.toBe(
+              toNum(ob!),
+            );
           }
         }
       }
@@ -217,7 +230,10 @@ for (const mode of MODES) {
       // Everyone on a network can reach everyone on it (wait until the mesh is up).
       const first = containers.find((c) => c.label === 'r1')!;
       const far = containers.find((c) => c.label === 'r3')!;
-      await lab.waitFor(async () => (await lab.ping(first.ns!, far.ip, { count: 1, timeoutS: 1 })).ok, { what: 'r1 to reach r3', timeoutMs: 45_000 });
+      await lab.waitFor(async () => (await lab.ping(first.ns!, far.ip, { count: 1, timeoutS: 1 })).ok, {
+        what: 'r1 to reach r3',
+        timeoutMs: 45_000,
+      });
 
       const results = new Map<string, Outcome>();
       const targets = [...containers, ...hostAddrs];
@@ -227,10 +243,25 @@ for (const mode of MODES) {
           // Within a network each probe is tried up to three times (a loaded machine may
           // lose one); across networks one success would already be a failure.
           const tries = t.network === src.network ? 3 : 1;
-          const ping = await upTo(tries, async () => (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok);
+          const ping = await upTo(
+            tries,
+            async () => (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok,
+          );
           const port = t.ns ? TCP_PORT : 53;
-          const tcp = await upTo(tries, async () => (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(port)], { timeoutMs: 10_000 })).code === 0);
-          const arp = await upTo(tries, async () => (await lab.exec(src.ns!, ['busybox', 'arping', '-c', '2', '-w', '2', '-I', 'eth0', t.ip], { timeoutMs: 10_000 })).code === 0);
+          const tcp = await upTo(
+            tries,
+            async () =>
+              (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(port)], { timeoutMs: 10_000 })).code === 0,
+          );
+          const arp = await upTo(
+            tries,
+            async () =>
+              (
+                await lab.exec(src.ns!, ['busybox', 'arping', '-c', '2', '-w', '2', '-I', 'eth0', t.ip], {
+                  timeoutMs: 10_000,
+                })
+              ).code === 0,
+          );
           return [t, { ping, tcp, arp, routed: false }] as const;
         });
         for (const [t, o] of probes) results.set(`${src.label}>${t.label}`, o);
@@ -249,7 +280,12 @@ for (const mode of MODES) {
         const others = targets.filter((t) => t.network !== src.network);
         const routed = await inBatches(others, 6, async (t) => {
           const ping = (await lab.ping(src.ns!, t.ip, { count: 3, timeoutS: 2, intervalS: 0.2 })).ok;
-          const tcp = (await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(t.ns ? TCP_PORT : 53)], { timeoutMs: 10_000 })).code === 0;
+          const tcp =
+            (
+              await lab.exec(src.ns!, ['nc', '-z', '-w', '2', t.ip, String(t.ns ? TCP_PORT : 53)], {
+                timeoutMs: 10_000,
+              })
+            ).code === 0;
           return [t, ping || tcp] as const;
         });
         for (const [t, ok] of routed) results.get(`${src.label}>${t.label}`)!.routed = ok;
@@ -258,9 +294,18 @@ for (const mode of MODES) {
 
       // Print the matrix: P ping, T TCP, A ARP, R reached through the host as a router.
       const cols = targets.map((t) => t.label);
-      const cell = (o: Outcome | undefined): string => (o === undefined ? '' : `${o.ping ? 'P' : '-'}${o.tcp ? 'T' : '-'}${o.arp ? 'A' : '-'}${o.routed ? 'R' : '-'}`);
-      const lines = [`isolation matrix (${mode.name}): P ping, T tcp connect, A arp, R routed via the host; row = source`, ['', ...cols].map((c) => c.padEnd(7)).join('')];
-      for (const src of containers) lines.push([src.label, ...targets.map((t) => (t === src ? '.' : cell(results.get(`${src.label}>${t.label}`))))].map((c) => c.padEnd(7)).join(''));
+      const cell = (o: Outcome | undefined): string =>
+        o === undefined ? '' : `${o.ping ? 'P' : '-'}${o.tcp ? 'T' : '-'}${o.arp ? 'A' : '-'}${o.routed ? 'R' : '-'}`;
+      const lines = [
+        `isolation matrix (${mode.name}): P ping, T tcp connect, A arp, R routed via the host; row = source`,
+        ['', ...cols].map((c) => c.padEnd(7)).join(''),
+      ];
+      for (const src of containers)
+        lines.push(
+          [src.label, ...targets.map((t) => (t === src ? '.' : cell(results.get(`${src.label}>${t.label}`))))]
+            .map((c) => c.padEnd(7))
+            .join(''),
+        );
       console.log(lines.join('\n'));
 
       const wrong: string[] = [];
@@ -269,8 +314,10 @@ for (const mode of MODES) {
           if (t === src) continue;
           const o = results.get(`${src.label}>${t.label}`)!;
           const same = t.network === src.network;
-          if (same && !(o.ping && o.tcp && o.arp)) wrong.push(`${src.label} -> ${t.label} (${t.ip}) same network: ${cell(o)}`);
-          if (!same && (o.ping || o.tcp || o.arp || o.routed)) wrong.push(`${src.label} -> ${t.label} (${t.ip}) across networks: ${cell(o)}`);
+          if (same && !(o.ping && o.tcp && o.arp))
+            wrong.push(`${src.label} -> ${t.label} (${t.ip}) same network: ${cell(o)}`);
+          if (!same && (o.ping || o.tcp || o.arp || o.routed))
+            wrong.push(`${src.label} -> ${t.label} (${t.ip}) across networks: ${cell(o)}`);
         }
       }
       expect(wrong).toEqual([]);
@@ -283,7 +330,9 @@ for (const mode of MODES) {
       const w2 = containers.find((c) => c.label === 'w2')!;
       const gw = hostAddrs.find((h) => h.host === r1.host && h.network === 'red')!;
       const icmpIn = async (ns: Namespace): Promise<number> => {
-        const snmp = (await lab.execOk(ns, ['cat', '/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Icmp:'));
+        const snmp = (await lab.execOk(ns, ['cat', '/proc/net/snmp'])).stdout
+          .split('\n')
+          .filter((l) => l.startsWith('Icmp:'));
         const [head, vals] = [snmp[0]!.split(/\s+/), snmp[1]!.split(/\s+/)];
         return Number(vals[head.indexOf('InMsgs')]);
       };
@@ -294,7 +343,8 @@ for (const mode of MODES) {
       const spoofDefault = '10.47.255.250';
       await lab.execOk(r1.ns!, ['ip', 'addr', 'add', `${spoofBlue}/32`, 'dev', 'eth0']);
       await lab.execOk(r1.ns!, ['ip', 'addr', 'add', `${spoofDefault}/32`, 'dev', 'eth0']);
-      for (const t of [b1, b2, w2]) await lab.execOk(r1.ns!, ['ip', 'route', 'replace', `${t.ip}/32`, 'via', gw.ip, 'dev', 'eth0']);
+      for (const t of [b1, b2, w2])
+        await lab.execOk(r1.ns!, ['ip', 'route', 'replace', `${t.ip}/32`, 'via', gw.ip, 'dev', 'eth0']);
       const before = await Promise.all([b1, b2, w2].map((c) => icmpIn(c.ns!)));
       for (const [t, src] of [
         [b1, spoofBlue],
@@ -316,26 +366,38 @@ for (const mode of MODES) {
     }, 120_000);
 
     it.runIf(mode.name === 'fastdp')('the kernel path carries the peers', async () => {
-      const conns = await lab.weavetsJson<{ nickname: string; state: string; datapath: string }[]>(hosts[0]!, ['status', 'connections']);
+      const conns = await lab.weavetsJson<{ nickname: string; state: string; datapath: string }[]>(hosts[0]!, [
+        'status',
+        'connections',
+      ]);
       expect(conns.filter((c) => c.state === 'established').map((c) => c.datapath)).toEqual(['fastdp', 'fastdp']);
     });
 
-    it.runIf(mode.name === 'sleeve')('every network still works when two hosts reach each other only through the third (relaying)', async () => {
-      await lab.block(hosts[0]!, hosts[2]!);
-      try {
-        for (const n of ['r', 'b', 'w']) {
-          const a = containers.find((c) => c.label === `${n}1`)!;
-          const c = containers.find((x) => x.label === `${n}3`)!;
-          await lab.waitFor(async () => (await lab.ping(a.ns!, c.ip, { count: 1, timeoutS: 1 })).ok, { what: `${a.label} to reach ${c.label} through h2`, timeoutMs: 45_000 });
-          expect((await lab.ping(c.ns!, a.ip, { count: 3 })).received).toBe(3);
+    it.runIf(mode.name === 'sleeve')(
+      'every network still works when two hosts reach each other only through the third (relaying)',
+      async () => {
+        await lab.block(hosts[0]!, hosts[2]!);
+        try {
+          for (const n of ['r', 'b', 'w']) {
+            const a = containers.find((c) => c.label === `${n}1`)!;
+            const c = containers.find((x) => x.label === `${n}3`)!;
+            await lab.waitFor(async () => (await lab.ping(a.ns!, c.ip, { count: 1, timeoutS: 1 })).ok, {
+              what: `${a.label} to reach ${c.label} through h2`,
+              timeoutMs: 45_000,
+            });
+            expect((await lab.ping(c.ns!, a.ip, { count: 3 })).received).toBe(3);
+          }
+          // Relayed or not, networks stay apart.
+          const r1 = containers.find((c) => c.label === 'r1')!;
+          expect(
+            (await lab.ping(r1.ns!, containers.find((c) => c.label === 'b3')!.ip, { count: 2, timeoutS: 1 })).ok,
+          ).toBe(false);
+        } finally {
+          await lab.unblock(hosts[0]!, hosts[2]!);
         }
-        // Relayed or not, networks stay apart.
-        const r1 = containers.find((c) => c.label === 'r1')!;
-        expect((await lab.ping(r1.ns!, containers.find((c) => c.label === 'b3')!.ip, { count: 2, timeoutS: 1 })).ok).toBe(false);
-      } finally {
-        await lab.unblock(hosts[0]!, hosts[2]!);
-      }
-    }, 120_000);
+      },
+      120_000,
+    );
 
     it.runIf(mode.name === 'sleeve')(
       'an address follows its id: reserved after detach, back on another host, refused to others naming the holder, freed by --release',
@@ -346,18 +408,39 @@ for (const mode of MODES) {
         const other = await lab.addContainer(h2, 'other');
         const ip = await lab.attach(h1, m1, ['--network', 'red'], 'mover');
         // Held by another id, in use: refused, naming the holder.
-        const taken = await lab.weavets(h2, ['attach', '--netns', other.netns, '--network', 'red', '--ip', ip, 'other']);
+        const taken = await lab.weavets(h2, [
+          'attach',
+          '--netns',
+          other.netns,
+          '--network',
+          'red',
+          '--ip',
+          ip,
+          'other',
+        ]);
         expect(taken.code).not.toBe(0);
         expect(taken.stderr).toMatch(/in use by mover \(eth0\) on host/);
         await lab.weavetsOk(h1, ['detach', 'mover']);
         // Reserved for mover: still refused to another id, naming who it is kept for.
-        const reserved = await lab.weavets(h2, ['attach', '--netns', other.netns, '--network', 'red', '--ip', ip, 'other']);
+        const reserved = await lab.weavets(h2, [
+          'attach',
+          '--netns',
+          other.netns,
+          '--network',
+          'red',
+          '--ip',
+          ip,
+          'other',
+        ]);
         expect(reserved.code).not.toBe(0);
         expect(reserved.stderr).toMatch(/reserved for mover \(eth0\)/);
         // The same id on another host: the same address, and it works there.
         expect(await lab.attach(h2, m2, ['--network', 'red'], 'mover')).toBe(ip);
         const r1 = containers.find((c) => c.label === 'r1')!;
-        await lab.waitFor(async () => (await lab.ping(m2, r1.ip, { count: 1, timeoutS: 1 })).ok, { what: 'the moved container to reach r1', timeoutMs: 20_000 });
+        await lab.waitFor(async () => (await lab.ping(m2, r1.ip, { count: 1, timeoutS: 1 })).ok, {
+          what: 'the moved container to reach r1',
+          timeoutMs: 20_000,
+        });
         expect((await lab.ping(r1.ns!, addressOf(ip), { count: 3 })).received).toBe(3);
         // detach --release: free at once, another id may have it.
         await lab.weavetsOk(h2, ['detach', '--release', 'mover']);
@@ -367,31 +450,43 @@ for (const mode of MODES) {
       120_000,
     );
 
-    it.runIf(mode.name === 'sleeve')('network rm is refused while endpoints exist (naming hosts and ids), then removes the network everywhere', async () => {
-      const [h1, h3] = [hosts[0]!, hosts[2]!];
-      await lab.weavetsOk(h1, ['network', 'create', 'tmp']);
-      const t3 = await lab.addContainer(h3, 't3');
-      await lab.attach(h3, t3, ['--network', 'tmp'], 'tmp-ctr');
-      const refused = await lab.weavets(h1, ['network', 'rm', 'tmp']);
-      expect(refused.code).not.toBe(0);
-      expect(refused.stderr).toMatch(/tmp-ctr \(\S+\) on host h3/);
-      await lab.weavetsOk(h3, ['detach', 'tmp-ctr']); // a reservation does not keep the network
-      const st = await lab.weavetsJson<RouterStatus>(h3, ['status']);
-      const bridge = st.networks.find((n) => n.name === 'tmp')!.bridge;
-      await lab.weavetsOk(h1, ['network', 'rm', 'tmp']);
-      for (const h of hosts) expect((await lab.weavetsJson<NetworkInfo[]>(h, ['network', 'ls'])).map((n) => n.name)).not.toContain('tmp');
-      await lab.waitFor(async () => (await lab.exec(h3, ['ip', 'link', 'show', bridge])).code !== 0, { what: `h3 to delete ${bridge}`, timeoutMs: 10_000 });
-      const gone = await lab.weavets(h1, ['network', 'rm', 'tmp']);
-      expect(gone.stderr).toMatch(/no network named tmp/);
-    });
+    it.runIf(mode.name === 'sleeve')(
+      'network rm is refused while endpoints exist (naming hosts and ids), then removes the network everywhere',
+      async () => {
+        const [h1, h3] = [hosts[0]!, hosts[2]!];
+        await lab.weavetsOk(h1, ['network', 'create', 'tmp']);
+        const t3 = await lab.addContainer(h3, 't3');
+        await lab.attach(h3, t3, ['--network', 'tmp'], 'tmp-ctr');
+        const refused = await lab.weavets(h1, ['network', 'rm', 'tmp']);
+        expect(refused.code).not.toBe(0);
+        expect(refused.stderr).toMatch(/tmp-ctr \(\S+\) on host h3/);
+        await lab.weavetsOk(h3, ['detach', 'tmp-ctr']); // a reservation does not keep the network
+        const st = await lab.weavetsJson<RouterStatus>(h3, ['status']);
+        const bridge = st.networks.find((n) => n.name === 'tmp')!.bridge;
+        await lab.weavetsOk(h1, ['network', 'rm', 'tmp']);
+        for (const h of hosts)
+          expect((await lab.weavetsJson<NetworkInfo[]>(h, ['network', 'ls'])).map((n) => n.name)).not.toContain('tmp');
+        await lab.waitFor(async () => (await lab.exec(h3, ['ip', 'link', 'show', bridge])).code !== 0, {
+          what: `h3 to delete ${bridge}`,
+          timeoutMs: 10_000,
+        });
+        const gone = await lab.weavets(h1, ['network', 'rm', 'tmp']);
+        expect(gone.stderr).toMatch(/no network named tmp/);
+      },
+    );
 
     it('names resolve only within the asker network; upstream works from every network', async () => {
       // The resolver attach wrote for each container (nsenter does not bind /etc/netns).
-      const resolverOf = (c: Member): string => /nameserver (\S+)/.exec(fs.readFileSync(`/etc/netns/${c.ns!.netnsName}/resolv.conf`, 'utf8'))![1]!;
+      const resolverOf = (c: Member): string =>
+        /nameserver (\S+)/.exec(fs.readFileSync(`/etc/netns/${c.ns!.netnsName}/resolv.conf`, 'utf8'))![1]!;
       for (const src of containers) {
         for (const t of containers) {
           if (t === src) continue;
-          const r = await lab.exec(src.ns!, ['dig', `@${resolverOf(src)}`, '+short', '+tries=1', '+time=3', `${t.label}.weavets.local`], { timeoutMs: 15_000 });
+          const r = await lab.exec(
+            src.ns!,
+            ['dig', `@${resolverOf(src)}`, '+short', '+tries=1', '+time=3', `${t.label}.weavets.local`],
+            { timeoutMs: 15_000 },
+          );
           expect(r.code, r.stdout + r.stderr).toBe(0);
           const got = r.stdout.trim();
           if (t.network === src.network) expect(got, `${src.label} resolves ${t.label}`).toBe(t.ip);
@@ -407,7 +502,9 @@ for (const mode of MODES) {
       }
       // Upstream (reachable from h1): forwarded from every network.
       for (const c of containers.filter((x) => x.host === hosts[0])) {
-        const r = await lab.exec(c.ns!, ['dig', `@${resolverOf(c)}`, '+short', '+tries=1', '+time=4', 'example.com'], { timeoutMs: 15_000 });
+        const r = await lab.exec(c.ns!, ['dig', `@${resolverOf(c)}`, '+short', '+tries=1', '+time=4', 'example.com'], {
+          timeoutMs: 15_000,
+        });
         expect(r.stdout.trim(), `${c.label} upstream`).toBe('198.51.100.7');
       }
     }, 300_000);

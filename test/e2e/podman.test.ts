@@ -20,7 +20,10 @@ import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
 import { describeWithTools } from '../require-tools';
 
 const IMAGE = 'localhost/wtbusybox:latest';
-const describePodman = describeWithTools({ commands: ['podman', 'crun', 'conmon', 'busybox'], files: [...ETCD_TOOLS.files!, '/usr/lib/cni/portmap'] });
+const describePodman = describeWithTools({
+  commands: ['podman', 'crun', 'conmon', 'busybox'],
+  files: [...ETCD_TOOLS.files!, '/usr/lib/cni/portmap'],
+});
 
 interface PodmanHost {
   host: Host;
@@ -37,16 +40,23 @@ const hosts: PodmanHost[] = [];
 function podmanArgs(p: PodmanHost, args: string[]): string[] {
   const podman = [
     'podman',
-    '--root', path.join(p.dir, 'root'),
-    '--runroot', path.join(p.dir, 'runroot'),
-    '--tmpdir', path.join(p.dir, 'tmp'),
-    '--storage-driver', 'vfs',
-    '--cgroup-manager', 'cgroupfs',
-    '--events-backend', 'file',
+    '--root',
+    path.join(p.dir, 'root'),
+    '--runroot',
+    path.join(p.dir, 'runroot'),
+    '--tmpdir',
+    path.join(p.dir, 'tmp'),
+    '--storage-driver',
+    'vfs',
+    '--cgroup-manager',
+    'cgroupfs',
+    '--events-backend',
+    'file',
     ...args,
   ];
   // Make /sys a slave in the new mount namespace first, so the unmount can never propagate.
-  const script = 'mount --make-rslave /sys && { ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified; } && exec "$@"';
+  const script =
+    'mount --make-rslave /sys && { ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified; } && exec "$@"';
   return ['unshare', '--mount', '--propagation', 'unchanged', 'sh', '-c', script, 'sh', ...podman];
 }
 
@@ -60,7 +70,9 @@ function podman(p: PodmanHost, args: string[], timeoutMs = 60_000): Promise<Exec
 async function podmanOk(p: PodmanHost, args: string[], timeoutMs?: number): Promise<string> {
   const r = await podman(p, args, timeoutMs);
   if (r.code !== 0) {
-    throw new Error(`podman ${args.join(' ')} on ${p.host.name} exited ${r.code}\n${r.stderr}\n${r.stdout}\n--- weavets log ---\n${lab.logTail(p.host, 20)}`);
+    throw new Error(
+      `podman ${args.join(' ')} on ${p.host.name} exited ${r.code}\n${r.stderr}\n${r.stdout}\n--- weavets log ---\n${lab.logTail(p.host, 20)}`,
+    );
   }
   return r.stdout;
 }
@@ -71,7 +83,10 @@ function buildImageTar(dir: string): string {
   fs.mkdirSync(path.join(root, 'bin'), { recursive: true });
   fs.mkdirSync(path.join(root, 'www'), { recursive: true });
   for (const d of ['etc', 'tmp', 'proc', 'sys', 'dev']) fs.mkdirSync(path.join(root, d), { recursive: true });
-  fs.copyFileSync(fs.realpathSync(spawnSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).stdout.trim()), path.join(root, 'bin', 'busybox'));
+  fs.copyFileSync(
+    fs.realpathSync(spawnSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).stdout.trim()),
+    path.join(root, 'bin', 'busybox'),
+  );
   fs.chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
   for (const applet of ['sh', 'ping', 'sleep', 'httpd', 'nc', 'ip', 'cat', 'wget', 'hostname', 'nslookup']) {
     fs.symlinkSync('busybox', path.join(root, 'bin', applet));
@@ -85,7 +100,13 @@ function buildImageTar(dir: string): string {
 
 async function preparePodmanHost(host: Host, tar: string): Promise<PodmanHost> {
   const dir = path.join(lab.dir, host.name, 'podman');
-  const p: PodmanHost = { host, dir, binDir: path.join(dir, 'cni-bin'), confDir: path.join(dir, 'net.d'), confFile: path.join(dir, 'containers.conf') };
+  const p: PodmanHost = {
+    host,
+    dir,
+    binDir: path.join(dir, 'cni-bin'),
+    confDir: path.join(dir, 'net.d'),
+    confFile: path.join(dir, 'containers.conf'),
+  };
   for (const d of ['root', 'runroot', 'tmp']) fs.mkdirSync(path.join(dir, d), { recursive: true });
   fs.writeFileSync(
     p.confFile,
@@ -163,10 +184,11 @@ describePodman('podman with weavets-cni on two hosts', () => {
     const ip1 = await containerAddress(p1, 'c1');
     const ip2 = await containerAddress(p2, 'c2');
     expect(ip1).not.toBe(ip2);
-    await lab.waitFor(
-      async () => (await podman(p1, ['exec', 'c1', 'ping', '-c', '1', '-W', '1', ip2])).code === 0,
-      { what: 'c1 (h1) to ping c2 (h2)', timeoutMs: 30_000, intervalMs: 500 },
-    );
+    await lab.waitFor(async () => (await podman(p1, ['exec', 'c1', 'ping', '-c', '1', '-W', '1', ip2])).code === 0, {
+      what: 'c1 (h1) to ping c2 (h2)',
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    });
     const back = await podmanOk(p2, ['exec', 'c2', 'ping', '-c', '3', '-W', '2', ip1]);
     expect(back).toMatch(/3 packets received/);
     // By name, across hosts: podman writes the resolver weavets-cni returned (weavets DNS
@@ -190,7 +212,23 @@ describePodman('podman with weavets-cni on two hosts', () => {
     const [p1, p2] = hosts as [PodmanHost, PodmanHost];
     // Forwarding for connections from other hosts (portmap DNATs, it does not enable it).
     await lab.execOk(p1.host, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    await podmanOk(p1, ['run', '-d', '--name', 'web', '--network', 'weavets', '-p', '8080:80', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+    await podmanOk(p1, [
+      'run',
+      '-d',
+      '--name',
+      'web',
+      '--network',
+      'weavets',
+      '-p',
+      '8080:80',
+      IMAGE,
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      '/www',
+    ]);
     const url = `http://${p1.host.ip}:8080/`;
     const fromHost = await lab.waitFor(
       async () => {
@@ -206,26 +244,60 @@ describePodman('podman with weavets-cni on two hosts', () => {
 
   it('holds podman containers to a policy by the labels CNI gives them (k8s.pod from CNI_ARGS)', async () => {
     const [p1, p2] = hosts as [PodmanHost, PodmanHost];
-    await podmanOk(p2, ['run', '-d', '--name', 'pdb', '--network', 'weavets', IMAGE, 'httpd', '-f', '-p', '5432', '-h', '/www']);
+    await podmanOk(p2, [
+      'run',
+      '-d',
+      '--name',
+      'pdb',
+      '--network',
+      'weavets',
+      IMAGE,
+      'httpd',
+      '-f',
+      '-p',
+      '5432',
+      '-h',
+      '/www',
+    ]);
     await podmanOk(p1, ['run', '-d', '--name', 'pweb', '--network', 'weavets', IMAGE, 'sleep', '600']);
     await podmanOk(p1, ['run', '-d', '--name', 'pother', '--network', 'weavets', IMAGE, 'sleep', '600']);
     const dbIp = await containerAddress(p2, 'pdb');
     const fetch = async (name: string): Promise<boolean> => {
-      const r = await podman(p1, ['exec', name, 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${dbIp} 5432`], 20_000);
+      const r = await podman(
+        p1,
+        ['exec', name, 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${dbIp} 5432`],
+        20_000,
+      );
       return r.code === 0 && r.stdout.includes('hello from weavets');
     };
-    await lab.waitFor(async () => fetch('pother'), { what: 'pother to reach pdb before any policy', timeoutMs: 30_000, intervalMs: 500 });
+    await lab.waitFor(async () => fetch('pother'), {
+      what: 'pother to reach pdb before any policy',
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    });
     const eps = await lab.weavetsJson<(EndpointJson & { labels?: Record<string, string> })[]>(p2.host, ['ps']);
     expect(eps.find((e) => e.name === 'pdb')?.labels).toMatchObject({ 'k8s.pod': 'pdb' });
     const file = path.join(lab.dir, 'pdb.json');
-    fs.writeFileSync(file, JSON.stringify({ name: 'pdb-ingress', selector: { 'k8s.pod': 'pdb' }, ingress: [{ from: [{ selector: { 'k8s.pod': 'pweb' } }], ports: [{ protocol: 'tcp', port: 5432 }] }] }));
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        name: 'pdb-ingress',
+        selector: { 'k8s.pod': 'pdb' },
+        ingress: [{ from: [{ selector: { 'k8s.pod': 'pweb' } }], ports: [{ protocol: 'tcp', port: 5432 }] }],
+      }),
+    );
     const out = await lab.weavetsOk(p1.host, ['policy', 'apply', '-f', file]);
     const generation = Number(/generation (\d+)/.exec(out)![1]);
     for (const p of hosts) {
-      await lab.waitFor(async () => (await lab.weavetsJson<{ enforcedGeneration: number }>(p.host, ['policy', 'status'])).enforcedGeneration >= generation, {
-        what: `${p.host.name} to enforce`,
-        timeoutMs: 20_000,
-      });
+      await lab.waitFor(
+        async () =>
+          (await lab.weavetsJson<{ enforcedGeneration: number }>(p.host, ['policy', 'status'])).enforcedGeneration >=
+          generation,
+        {
+          what: `${p.host.name} to enforce`,
+          timeoutMs: 20_000,
+        },
+      );
     }
     expect(await fetch('pweb')).toBe(true);
     expect(await fetch('pother')).toBe(false);

@@ -63,7 +63,12 @@ async function cni(
   return { code: r.code, json, stdout: r.stdout, stderr: r.stderr };
 }
 
-async function addOk(ctr: Namespace, version: string, extra: Record<string, unknown> = {}, args = ''): Promise<CniResultJson> {
+async function addOk(
+  ctr: Namespace,
+  version: string,
+  extra: Record<string, unknown> = {},
+  args = '',
+): Promise<CniResultJson> {
   const r = await cni('ADD', ctr, conf(version, extra), { args });
   if (r.code !== 0) throw new Error(`ADD ${ctr.name} failed: ${r.stdout} ${r.stderr}\n${lab.logTail(host, 20)}`);
   return r.json as unknown as CniResultJson;
@@ -182,7 +187,11 @@ describe('weavets-cni with a real daemon', () => {
     await addOk(a!, '1.1.0');
     const resB = await addOk(b!, '1.1.0');
     await lab.attach(host, await lab.addContainer(host, 'plain'));
-    const gc = await cni('GC', undefined, conf('1.1.0', { 'cni.dev/valid-attachments': [{ containerID: 'gca', ifname: 'eth0' }] }));
+    const gc = await cni(
+      'GC',
+      undefined,
+      conf('1.1.0', { 'cni.dev/valid-attachments': [{ containerID: 'gca', ifname: 'eth0' }] }),
+    );
     expect(gc.code).toBe(0);
     const ids = (await endpoints()).map((e) => e.id);
     expect(ids).toContain('cni:wtnet:gca:eth0');
@@ -197,7 +206,12 @@ describe('weavets-cni with a real daemon', () => {
     if (!fs.existsSync(tuning)) return;
     const ctr = await lab.addContainer(host, 'tun');
     const res = await addOk(ctr, '1.0.0');
-    const t = await cni('ADD', ctr, { cniVersion: '1.0.0', name: 'wtnet', type: 'tuning', mtu: 1300, prevResult: res }, { plugin: tuning });
+    const t = await cni(
+      'ADD',
+      ctr,
+      { cniVersion: '1.0.0', name: 'wtnet', type: 'tuning', mtu: 1300, prevResult: res },
+      { plugin: tuning },
+    );
     expect(t.code, t.stdout + t.stderr).toBe(0);
     expect((t.json as unknown as CniResultJson).interfaces[1]!.mac).toBe(res.interfaces[1]!.mac);
     expect((await lab.execOk(ctr, ['ip', '-o', 'link', 'show', 'eth0'])).stdout).toContain('mtu 1300');
@@ -234,11 +248,21 @@ describe('weavets-cni with a real daemon', () => {
     // A configuration the forwarder will not parse (escapes in stateDir) goes to the Node plugin.
     const escaped = JSON.stringify(conf('1.0.0')).replace(/"stateDir":"\//, '"stateDir":"\\/');
     const r = await lab.exec(host, [fast], {
-      env: { PATH: process.env['PATH'], CNI_COMMAND: 'VERSION', CNI_CONTAINERID: '', CNI_NETNS: '', CNI_IFNAME: 'eth0', CNI_PATH: REF_PLUGINS },
+      env: {
+        PATH: process.env['PATH'],
+        CNI_COMMAND: 'VERSION',
+        CNI_CONTAINERID: '',
+        CNI_NETNS: '',
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: REF_PLUGINS,
+      },
       input: escaped,
     });
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: '1.0.0', supportedVersions: expect.arrayContaining(['1.1.0']) });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      cniVersion: '1.0.0',
+      supportedVersions: expect.arrayContaining(['1.1.0']),
+    });
   });
 
   it('STATUS is ready with the daemon up and 51 once it is stopped; ADD is then 11', async () => {

@@ -48,7 +48,10 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
   const dig = async (from: Namespace | Host, server: string, args: string[]): Promise<string> =>
     (await lab.execOk(from, ['dig', `@${server}`, '+tries=1', '+time=4', ...args], { timeoutMs: 20_000 })).stdout;
   const short = async (from: Namespace | Host, server: string, args: string[]): Promise<string[]> =>
-    (await dig(from, server, ['+short', ...args])).split('\n').map((l) => l.trim()).filter((l) => l !== '');
+    (await dig(from, server, ['+short', ...args]))
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '');
   const dnsAddress = async (h: Host): Promise<string> => {
     const s = await lab.weavetsJson<DnsStatus>(h, ['status', 'dns']);
     expect(s.listen.length).toBeGreaterThan(0);
@@ -80,11 +83,28 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
       peerPort: 2380,
       prefix: ['nsenter', `--net=${h1.netns}`, '--'],
       healthy: async (u) => {
-        const r = await lab.exec(h1, [process.execPath, '-e', `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`], { timeoutMs: 5000 });
+        const r = await lab.exec(
+          h1,
+          [
+            process.execPath,
+            '-e',
+            `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
+          ],
+          { timeoutMs: 5000 },
+        );
         return r.code === 0;
       },
     });
-    const common = ['--datapath', 'sleeve', '--etcd', etcd.url, '--ipam-lease-ttl', String(TTL), '--dns-resolv-conf', resolvConf];
+    const common = [
+      '--datapath',
+      'sleeve',
+      '--etcd',
+      etcd.url,
+      '--ipam-lease-ttl',
+      String(TTL),
+      '--dns-resolv-conf',
+      resolvConf,
+    ];
     try {
       await lab.launch(h1, [], common);
       await lab.launch(h2, [h1.ip], common);
@@ -122,7 +142,10 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
   });
 
   it('answers names of both hosts from containers on both hosts, round-robin', async () => {
-    await lab.waitFor(async () => (await short(c1, dns1, ['web.weavets.local'])).length === 2, { what: 'both web records on h1', timeoutMs: 5000 });
+    await lab.waitFor(async () => (await short(c1, dns1, ['web.weavets.local'])).length === 2, {
+      what: 'both web records on h1',
+      timeoutMs: 5000,
+    });
     const fromC3 = await short(c3, dns2, ['WEB.weavets.local']);
     expect([...fromC3].sort()).toEqual([ip1, ip2].sort());
     expect(await short(c1, dns1, ['client.weavets.local'])).toEqual([ip3]);
@@ -151,7 +174,10 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
     expect(Date.now() - added).toBeLessThan(1000);
     expect((await lab.weavetsOk(h2, ['dns-lookup', 'fresh'])).trim()).toBe('10.32.200.1');
     await lab.weavetsOk(h1, ['dns-remove', 'fresh']);
-    await lab.waitFor(async () => (await dig(c3, dns2, ['fresh.weavets.local'])).includes('NXDOMAIN'), { what: 'the record to go', timeoutMs: 5000 });
+    await lab.waitFor(async () => (await dig(c3, dns2, ['fresh.weavets.local'])).includes('NXDOMAIN'), {
+      what: 'the record to go',
+      timeoutMs: 5000,
+    });
   });
 
   it('truncates a large answer over UDP and dig retries over TCP', async () => {
@@ -170,7 +196,10 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
     expect(await dig(c1, dns1, ['missing.example'])).toMatch(/status: NXDOMAIN/);
     // resolv.conf is re-read on change: only the dead server now.
     fs.writeFileSync(resolvConf, 'nameserver 198.18.0.99\n');
-    await lab.waitFor(async () => (await dig(c1, dns1, ['example.com'])).includes('status: SERVFAIL'), { what: 'SERVFAIL with only a dead upstream', timeoutMs: 15_000 });
+    await lab.waitFor(async () => (await dig(c1, dns1, ['example.com'])).includes('status: SERVFAIL'), {
+      what: 'SERVFAIL with only a dead upstream',
+      timeoutMs: 15_000,
+    });
     fs.writeFileSync(resolvConf, 'nameserver 198.18.0.2\n');
   });
 
@@ -179,7 +208,17 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
     const text = fs.readFileSync(file, 'utf8');
     expect(text).toContain(`nameserver ${dns1}`);
     expect(text).toContain('search weavets.local');
-    const r = await lab.execOk(h1, ['ip', 'netns', 'exec', c1.netnsName, 'dig', '+search', '+short', '+tries=1', 'client']);
+    const r = await lab.execOk(h1, [
+      'ip',
+      'netns',
+      'exec',
+      c1.netnsName,
+      'dig',
+      '+search',
+      '+short',
+      '+tries=1',
+      'client',
+    ]);
     expect(r.stdout.trim()).toBe(ip3);
     // detach takes it away again, with the directory it made.
     const c4 = await lab.addContainer(h1, 'c4');

@@ -53,7 +53,8 @@ describe('encryption', () => {
   let ip2 = '';
   let pwFile = '';
 
-  const connections = (h: Host): Promise<ConnectionStatus[]> => lab.weavetsJson<ConnectionStatus[]>(h, ['status', 'connections']);
+  const connections = (h: Host): Promise<ConnectionStatus[]> =>
+    lab.weavetsJson<ConnectionStatus[]>(h, ['status', 'connections']);
   const metrics = async (h: Host): Promise<string> => (await lab.http(h, '/metrics')).body;
 
   /** Start tcpdump in a namespace; resolves once it is capturing. */
@@ -115,7 +116,10 @@ describe('encryption', () => {
     await lab.launch(h2, [h1.ip], [], { env: { WEAVETS_PASSWORD: PASSWORD } });
     ip1 = await lab.attach(h1, c1);
     ip2 = await lab.attach(h2, c2);
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 30_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2',
+      timeoutMs: 30_000,
+    });
   });
 
   it('peers with the password are connected, and every connection says encrypted', async () => {
@@ -152,8 +156,14 @@ describe('encryption', () => {
   it('a peer with a wrong password never joins, and both sides say why', async () => {
     const bad = await lab.addHost('wrongpw');
     await lab.launch(bad, [h1.ip], [], { env: { WEAVETS_PASSWORD: 'not the password' } });
-    await lab.waitFor(async () => /network password/.test(lab.logTail(bad, 100)), { what: 'the wrong-password peer to log the refusal', timeoutMs: 15_000 });
-    await lab.waitFor(async () => /failed to prove the network password/.test(lab.logTail(h1, 200)), { what: 'h1 to log the refusal', timeoutMs: 15_000 });
+    await lab.waitFor(async () => /network password/.test(lab.logTail(bad, 100)), {
+      what: 'the wrong-password peer to log the refusal',
+      timeoutMs: 15_000,
+    });
+    await lab.waitFor(async () => /failed to prove the network password/.test(lab.logTail(h1, 200)), {
+      what: 'h1 to log the refusal',
+      timeoutMs: 15_000,
+    });
     expect((await connections(h1)).some((c) => c.nickname === 'wrongpw')).toBe(false);
     expect((await connections(bad)).some((c) => c.state === 'established')).toBe(false);
     await lab.stopDaemon(bad);
@@ -162,13 +172,16 @@ describe('encryption', () => {
   it('a peer without a password is refused, and a peer with one refuses to talk to it', async () => {
     const plain = await lab.addHost('nopw');
     await lab.launch(plain, [h1.ip]);
-    await lab.waitFor(async () => /requires a network password/.test(lab.logTail(plain, 100)), { what: 'the plain peer to log why it was refused', timeoutMs: 15_000 });
+    await lab.waitFor(async () => /requires a network password/.test(lab.logTail(plain, 100)), {
+      what: 'the plain peer to log why it was refused',
+      timeoutMs: 15_000,
+    });
     expect(lab.logTail(h1, 300)).toMatch(/refusing peer: password mismatch/);
     expect((await connections(h1)).some((c) => c.nickname === 'nopw')).toBe(false);
     await lab.stopDaemon(plain);
   });
 
-  it('the underlay never carries the containers\' plaintext', async () => {
+  it("the underlay never carries the containers' plaintext", async () => {
     const file = path.join(lab.dir, 'underlay.pcap');
     const inner = path.join(lab.dir, 'inner.pcap');
     const outer = await capture(h1, ['-i', 'eth0', '-w', file, 'udp port 6783']);
@@ -191,12 +204,24 @@ describe('encryption', () => {
     const t2 = await lab.addHost('t2');
     const d1 = await lab.addContainer(t1, 'd1');
     const d2 = await lab.addContainer(t2, 'd2');
-    const trust = ['--password-file', pwFile, '--trusted-subnets', '192.0.2.0/24', '--port', '6790', '--http-addr', '127.0.0.1:6792'];
+    const trust = [
+      '--password-file',
+      pwFile,
+      '--trusted-subnets',
+      '192.0.2.0/24',
+      '--port',
+      '6790',
+      '--http-addr',
+      '127.0.0.1:6792',
+    ];
     await lab.launch(t1, [], trust);
     await lab.launch(t2, [`${t1.ip}:6790`], trust);
     await lab.attach(t1, d1);
     const a2 = await lab.attach(t2, d2);
-    await lab.waitFor(async () => (await lab.ping(d1, ip(a2), { count: 1, timeoutS: 1 })).ok, { what: 'd1 to reach d2', timeoutMs: 30_000 });
+    await lab.waitFor(async () => (await lab.ping(d1, ip(a2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'd1 to reach d2',
+      timeoutMs: 30_000,
+    });
     const conns = await connections(t1);
     expect(conns[0]).toMatchObject({ state: 'established', encrypted: false });
     expect(conns[0]!.info).toMatch(/trusted subnet/);
@@ -247,7 +272,10 @@ describe('encryption', () => {
     expect(dropped(after, 'replayed') - dropped(before, 'replayed')).toBeGreaterThanOrEqual(captured.length - 2);
     expect(dropped(after, 'forged') - dropped(before, 'forged')).toBeGreaterThanOrEqual(15_000);
     const total = (m: string): number =>
-      [...m.matchAll(/^weavets_dropped_datagrams_total\{reason="[^"]+"\} (\d+)/gm)].reduce((a, x) => a + Number(x[1]), 0);
+      [...m.matchAll(/^weavets_dropped_datagrams_total\{reason="[^"]+"\} (\d+)/gm)].reduce(
+        (a, x) => a + Number(x[1]),
+        0,
+      );
     // Every flipped datagram was dropped for some reason (header, epoch, MAC or replay).
     expect(total(after) - total(before)).toBeGreaterThanOrEqual(captured.length + flipped.length + forged.length - 50);
     // And the real traffic never noticed.
@@ -256,7 +284,10 @@ describe('encryption', () => {
     expect((await connections(h1))[0]).toMatchObject({ state: 'established', encrypted: true });
   });
   it('the sealed path recovers after a 20 s UDP outage (the control connection stays up throughout)', async () => {
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2 before the outage', timeoutMs: 20_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2 before the outage',
+      timeoutMs: 20_000,
+    });
     const drops = async (): Promise<Map<string, number>> => {
       const m = new Map<string, number>();
       for (const h of [h1, h2]) {
@@ -270,19 +301,32 @@ describe('encryption', () => {
     const before = await drops();
     await lab.blockUdpPort(h1, h2, 6783);
     try {
-      await lab.waitFor(async () => (await connections(h1))[0]?.state === 'handshaking', { what: 'h1 to notice the data path is down', timeoutMs: 15_000 });
+      await lab.waitFor(async () => (await connections(h1))[0]?.state === 'handshaking', {
+        what: 'h1 to notice the data path is down',
+        timeoutMs: 15_000,
+      });
       await sleep(20_000 - 5_000);
       expect((await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, 'ping during the outage').toBe(false);
     } finally {
       await lab.unblockUdpPort(h1, h2, 6783);
     }
     const since = Date.now();
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2 after the outage', timeoutMs: 60_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2 after the outage',
+      timeoutMs: 60_000,
+    });
     const after = await drops();
-    const delta = [...after].filter(([k, v]) => v !== (before.get(k) ?? 0)).map(([k, v]) => `${k}+${v - (before.get(k) ?? 0)}`);
-    process.stderr.write(`sealed path answered ${Date.now() - since} ms after a 20 s UDP outage; drops during and after: ${delta.join(' ') || 'none'}\n`);
+    const delta = [...after]
+      .filter(([k, v]) => v !== (before.get(k) ?? 0))
+      .map(([k, v]) => `${k}+${v - (before.get(k) ?? 0)}`);
+    process.stderr.write(
+      `sealed path answered ${Date.now() - since} ms after a 20 s UDP outage; drops during and after: ${delta.join(' ') || 'none'}\n`,
+    );
     // Nothing sealed after the outage may be refused for its epoch: that was the failure.
-    for (const h of [h1, h2]) expect(after.get(`${h.name}:bad_epoch`) ?? 0, `${h.name} bad_epoch drops`).toBe(before.get(`${h.name}:bad_epoch`) ?? 0);
+    for (const h of [h1, h2])
+      expect(after.get(`${h.name}:bad_epoch`) ?? 0, `${h.name} bad_epoch drops`).toBe(
+        before.get(`${h.name}:bad_epoch`) ?? 0,
+      );
     const back = await lab.ping(c2, ip(ip1), { count: 3 });
     expect(back.received, back.output).toBe(3);
     const conns = await connections(h1);

@@ -53,7 +53,11 @@ describe('fastdp per-MAC FDB entries', () => {
     let err = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await lab.waitFor(() => err.includes('listening on'), { what: `tcpdump on ${h.name}`, timeoutMs: 10_000, intervalMs: 50 });
+    await lab.waitFor(() => err.includes('listening on'), {
+      what: `tcpdump on ${h.name}`,
+      timeoutMs: 10_000,
+      intervalMs: 50,
+    });
     return {
       async stop(): Promise<number> {
         await sleep(300);
@@ -95,13 +99,19 @@ describe('fastdp per-MAC FDB entries', () => {
       [h3, 'h1'],
       [h3, 'h2'],
     ];
-    await lab.waitFor(async () => (await Promise.all(pairs.map(([h, n]) => pathTo(h, n)))).every((p) => p === 'fastdp'), {
-      what: 'all three pairs on fastdp',
-      timeoutMs: 30_000,
-    });
+    await lab.waitFor(
+      async () => (await Promise.all(pairs.map(([h, n]) => pathTo(h, n)))).every((p) => p === 'fastdp'),
+      {
+        what: 'all three pairs on fastdp',
+        timeoutMs: 30_000,
+      },
+    );
     // c1 resolves c2 by a broadcast ARP request (the sleeve's kernel copy teaches every
     // host c1's MAC), and c2 resolves c1 the same way after forgetting it.
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 15_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2',
+      timeoutMs: 15_000,
+    });
     await lab.execOk(c2, ['ip', 'neigh', 'flush', 'all']);
     expect((await lab.ping(c2, ip(ip1), { count: 1, timeoutS: 1 })).ok).toBe(true);
     await lab.waitFor(async () => (await hasEntry(h1, mac2, h2.ip)) && (await hasEntry(h2, mac1, h1.ip)), {
@@ -129,7 +139,11 @@ describe('fastdp per-MAC FDB entries', () => {
 
   it("an owner's entries go when its path falls back to the sleeve, and return with it", async () => {
     await lab.blockUdpPort(h1, h2, 6784);
-    await lab.waitFor(async () => (await pathTo(h1, 'h2')) === 'sleeve', { what: 'h1-h2 on sleeve', timeoutMs: 10_000, intervalMs: 250 });
+    await lab.waitFor(async () => (await pathTo(h1, 'h2')) === 'sleeve', {
+      what: 'h1-h2 on sleeve',
+      timeoutMs: 10_000,
+      intervalMs: 250,
+    });
     await lab.waitFor(async () => !(await macEntries(h1)).some((l) => l.startsWith(mac2)), {
       what: `no entry for ${mac2} on h1`,
       timeoutMs: 3000,
@@ -147,8 +161,15 @@ describe('fastdp per-MAC FDB entries', () => {
       intervalMs: 250,
     });
     // The MAC is still in h1's table: its entry comes back with the path, no ARP needed.
-    await lab.waitFor(() => hasEntry(h1, mac2, h2.ip), { what: `h1: ${mac2} dst ${h2.ip} again`, timeoutMs: 3000, intervalMs: 100 });
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2 on fastdp', timeoutMs: 10_000 });
+    await lab.waitFor(() => hasEntry(h1, mac2, h2.ip), {
+      what: `h1: ${mac2} dst ${h2.ip} again`,
+      timeoutMs: 3000,
+      intervalMs: 100,
+    });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2 on fastdp',
+      timeoutMs: 10_000,
+    });
     const r = await lab.ping(c1, ip(ip2), { count: 5, intervalS: 0.1 });
     expect(r.received).toBe(5);
     expect(r.output).not.toMatch(/DUP!/);

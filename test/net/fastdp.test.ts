@@ -24,7 +24,8 @@ describe('fastdp', () => {
   let ip2 = '';
   let ip3 = '';
 
-  const connections = (h: Host): Promise<ConnectionStatus[]> => lab.weavetsJson<ConnectionStatus[]>(h, ['status', 'connections']);
+  const connections = (h: Host): Promise<ConnectionStatus[]> =>
+    lab.weavetsJson<ConnectionStatus[]>(h, ['status', 'connections']);
   const pathTo = async (h: Host, nickname: string): Promise<string | undefined> => {
     const c = (await connections(h)).find((x) => x.nickname === nickname && x.state === 'established');
     return c?.datapath;
@@ -52,7 +53,10 @@ describe('fastdp', () => {
       what: 'h1-h2 on fastdp',
       timeoutMs: 20_000,
     });
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 15_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2',
+      timeoutMs: 15_000,
+    });
     // The frames really take VXLAN: the device's counters move, the sleeve's do not.
     const before = await lab.execOk(h1, ['ip', '-s', '-o', 'link', 'show', 'type', 'vxlan']);
     const ping = await lab.ping(c1, ip(ip2), { count: 10, intervalS: 0.05 });
@@ -62,7 +66,14 @@ describe('fastdp', () => {
     const [link] = (await vxlanLinks(h1)).filter((l) => / wtv[0-9a-f]{6}[:@]/.test(l));
     expect(link).toBeDefined();
     expect(link).toMatch(/mtu 1376 /);
-    const details = await lab.execOk(h1, ['ip', '-d', 'link', 'show', 'dev', link!.split(':')[1]!.trim().split('@')[0]!]);
+    const details = await lab.execOk(h1, [
+      'ip',
+      '-d',
+      'link',
+      'show',
+      'dev',
+      link!.split(':')[1]!.trim().split('@')[0]!,
+    ]);
     expect(details.stdout).toMatch(/dstport 6784/);
     expect(details.stdout).toMatch(/nolearning/);
     // Nothing turns on connection tracking for the fast path: a nat hook anywhere in the
@@ -75,7 +86,11 @@ describe('fastdp', () => {
     // policy table with the first policy selecting a local container).
     for (const h of [h1, h2]) {
       const tables = (await lab.execOk(h, ['nft', 'list', 'tables'])).stdout.trim().split('\n').sort();
-      expect(tables).toEqual(['table bridge weavets_flows', 'table bridge weavets_policy', 'table inet weavets_isolation']);
+      expect(tables).toEqual([
+        'table bridge weavets_flows',
+        'table bridge weavets_policy',
+        'table inet weavets_isolation',
+      ]);
       const ruleset = (await lab.execOk(h, ['nft', 'list', 'ruleset'])).stdout;
       expect(ruleset).not.toMatch(/type nat|\bct\b|notrack/);
     }
@@ -127,9 +142,15 @@ describe('fastdp', () => {
     await lab.block(h1, h3);
     await lab.launch(h3, [h2.ip], ['--datapath', 'fastdp']);
     ip3 = await lab.attach(h3, c3);
-    await lab.waitFor(async () => (await pathTo(h3, 'h2')) === 'fastdp', { what: 'h2-h3 on fastdp', timeoutMs: 20_000 });
+    await lab.waitFor(async () => (await pathTo(h3, 'h2')) === 'fastdp', {
+      what: 'h2-h3 on fastdp',
+      timeoutMs: 20_000,
+    });
     // h1 and h3 cannot talk directly: c1 reaches c3 through h2's sleeve relay.
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip3), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c3 via h2', timeoutMs: 30_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip3), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c3 via h2',
+      timeoutMs: 30_000,
+    });
     const r = await lab.ping(c1, ip(ip3), { count: 5, intervalS: 0.1 });
     expect(r.received).toBe(5);
     expect(await pathTo(h1, 'h2')).toBe('fastdp');
@@ -137,7 +158,8 @@ describe('fastdp', () => {
     // And the direct pairs still talk, each exactly once per ping (no duplicates).
     const p12 = await lab.ping(c1, ip(ip2), { count: 5, intervalS: 0.1 });
     if (p12.received !== 5) {
-      for (const h of [h1, h2, h3]) console.log(h.name, (await lab.exec(h, ['bridge', 'fdb', 'show'])).stdout, await connections(h));
+      for (const h of [h1, h2, h3])
+        console.log(h.name, (await lab.exec(h, ['bridge', 'fdb', 'show'])).stdout, await connections(h));
     }
     expect(p12.received).toBe(5);
     expect(p12.output).not.toMatch(/DUP!/);

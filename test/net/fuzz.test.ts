@@ -8,7 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
 import type { RouterStatus } from '../../src/api/types';
-import { encode as encodeControl, MessageType, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION } from '../../src/router/control-codec';
+import {
+  encode as encodeControl,
+  MessageType,
+  PROTOCOL_MAX_VERSION,
+  PROTOCOL_MIN_VERSION,
+} from '../../src/router/control-codec';
 import { encode as encodeDatagram, DatagramKind, OFFLOAD_LENGTH } from '../../src/datapath/sleeve/codec';
 import { parsePeerName, type PeerName } from '../../src/router/peername';
 import { type Host, type Lab, type Namespace } from './harness';
@@ -35,12 +40,8 @@ function seeds(realPeers: PeerName[]): Buffer[] {
         frames: [{ src: sender, dst: 0, network: 1, hops: 0, offload: Buffer.alloc(OFFLOAD_LENGTH), frame }],
       }),
     );
-    out.push(
-      encodeDatagram({ kind: DatagramKind.Fragment, sender, frameId: 7, offset: 0, total: 3000, chunk: frame }),
-    );
-    out.push(
-      encodeDatagram({ kind: DatagramKind.Heartbeat, sender, receiver: realPeers[0] ?? fake, seq: 1, echo: 0 }),
-    );
+    out.push(encodeDatagram({ kind: DatagramKind.Fragment, sender, frameId: 7, offset: 0, total: 3000, chunk: frame }));
+    out.push(encodeDatagram({ kind: DatagramKind.Heartbeat, sender, receiver: realPeers[0] ?? fake, seq: 1, echo: 0 }));
   }
   return out;
 }
@@ -217,10 +218,14 @@ describe('fuzzing the data and control ports', () => {
 
     // Containers keep pinging while the junk flies.
     const during = lab.ping(c1, ip2, { count: 40, intervalS: 0.25, timeoutS: 1 });
-    const r = await lab.execOk(fuzzer, [process.execPath, script, JSON.stringify(cfg)], { timeoutMs: FUZZ_BUDGET_MS + 20_000 });
+    const r = await lab.execOk(fuzzer, [process.execPath, script, JSON.stringify(cfg)], {
+      timeoutMs: FUZZ_BUDGET_MS + 20_000,
+    });
     const report = JSON.parse(r.stdout) as { udp: { sent: number; errors: number }; tcp: Record<string, number> };
     const pingDuring = await during;
-    process.stderr.write(`fuzzer: ${JSON.stringify(report)}; ping during fuzz: ${pingDuring.received}/${pingDuring.sent}\n`);
+    process.stderr.write(
+      `fuzzer: ${JSON.stringify(report)}; ping during fuzz: ${pingDuring.received}/${pingDuring.sent}\n`,
+    );
     expect(report.udp.sent).toBeGreaterThan(UDP_PACKETS * 0.9);
     expect(Object.values(report.tcp).reduce((a, b) => a + b, 0)).toBeGreaterThan(50);
     expect(pingDuring.received).toBeGreaterThan(0);
@@ -244,8 +249,14 @@ describe('fuzzing the data and control ports', () => {
       const m = await lab.http(h, '/metrics');
       expect(m.status).toBe(200);
       expect(nonZeroDropLines(m.body).length, `${h.name}: no non-zero *drop* metric`).toBeGreaterThan(0);
-      expect(metricSum(m.body, 'weavets_dropped_datagrams_total'), `${h.name}: weavets_dropped_datagrams_total`).toBeGreaterThan(0);
-      expect(metricSum(m.body, 'weavets_control_rejected_total'), `${h.name}: weavets_control_rejected_total`).toBeGreaterThan(0);
+      expect(
+        metricSum(m.body, 'weavets_dropped_datagrams_total'),
+        `${h.name}: weavets_dropped_datagrams_total`,
+      ).toBeGreaterThan(0);
+      expect(
+        metricSum(m.body, 'weavets_control_rejected_total'),
+        `${h.name}: weavets_control_rejected_total`,
+      ).toBeGreaterThan(0);
     }
   }, 90_000);
 });

@@ -172,23 +172,26 @@ describe('structure-aware gossip fuzzing against three connected daemons', () =>
   let ip1 = '';
   let ip3 = '';
 
-  useLab(async (l) => {
-    lab = l;
-    lab.requireCli();
-    hosts = [await lab.addHost('host1'), await lab.addHost('host2'), await lab.addHost('host3')];
-    fuzzer = await lab.addHost('fuzz'); // on the underlay, no daemon
-    c1 = await lab.addContainer(hosts[0]!, 'c1');
-    c3 = await lab.addContainer(hosts[2]!, 'c3');
-    await lab.launch(hosts[0]!, [], ['--datapath', 'sleeve']);
-    await lab.launch(hosts[1]!, [hosts[0]!.ip], ['--datapath', 'sleeve']);
-    await lab.launch(hosts[2]!, [hosts[1]!.ip], ['--datapath', 'sleeve']);
-    ip1 = (await lab.attach(hosts[0]!, c1)).split('/')[0]!;
-    ip3 = (await lab.attach(hosts[2]!, c3)).split('/')[0]!;
-    await lab.waitFor(async () => (await lab.ping(c1, ip3, { count: 1, timeoutS: 1 })).ok, {
-      what: `c1 (${ip1}) to reach c3 (${ip3}) before fuzzing`,
-      timeoutMs: 45_000,
-    });
-  }, { timeoutMs: 150_000 });
+  useLab(
+    async (l) => {
+      lab = l;
+      lab.requireCli();
+      hosts = [await lab.addHost('host1'), await lab.addHost('host2'), await lab.addHost('host3')];
+      fuzzer = await lab.addHost('fuzz'); // on the underlay, no daemon
+      c1 = await lab.addContainer(hosts[0]!, 'c1');
+      c3 = await lab.addContainer(hosts[2]!, 'c3');
+      await lab.launch(hosts[0]!, [], ['--datapath', 'sleeve']);
+      await lab.launch(hosts[1]!, [hosts[0]!.ip], ['--datapath', 'sleeve']);
+      await lab.launch(hosts[2]!, [hosts[1]!.ip], ['--datapath', 'sleeve']);
+      ip1 = (await lab.attach(hosts[0]!, c1)).split('/')[0]!;
+      ip3 = (await lab.attach(hosts[2]!, c3)).split('/')[0]!;
+      await lab.waitFor(async () => (await lab.ping(c1, ip3, { count: 1, timeoutS: 1 })).ok, {
+        what: `c1 (${ip1}) to reach c3 (${ip3}) before fuzzing`,
+        timeoutMs: 45_000,
+      });
+    },
+    { timeoutMs: 150_000 },
+  );
 
   it('no daemon dies, hostile entries are refused before they are relayed, and the mesh still works', async () => {
     const realPeers: PeerName[] = [];
@@ -204,7 +207,9 @@ describe('structure-aware gossip fuzzing against three connected daemons', () =>
       maxVersion: VERSION_CEILING,
       protocolVersion: PROTOCOL_MAX_VERSION,
     };
-    const r = await lab.execOk(fuzzer, [process.execPath, script, JSON.stringify(cfg)], { timeoutMs: FUZZ_BUDGET_MS + 30_000 });
+    const r = await lab.execOk(fuzzer, [process.execPath, script, JSON.stringify(cfg)], {
+      timeoutMs: FUZZ_BUDGET_MS + 30_000,
+    });
     const stats = JSON.parse(r.stdout) as { sessions: number; ready: number; sent: number };
     process.stderr.write(`gossip fuzzer: ${r.stdout}\n`);
     // Every daemon is the same process as before and still answers.
@@ -220,7 +225,12 @@ describe('structure-aware gossip fuzzing against three connected daemons', () =>
 
     // Hostile gossip was refused and counted.
     let refused = 0;
-    for (const h of hosts) refused += metricValue((await lab.http(h, '/metrics')).body, 'weavets_control_rejected_total', 'reason="bad_gossip"');
+    for (const h of hosts)
+      refused += metricValue(
+        (await lab.http(h, '/metrics')).body,
+        'weavets_control_rejected_total',
+        'reason="bad_gossip"',
+      );
     expect(refused).toBeGreaterThan(0);
 
     // The mesh still carries traffic end to end (c1 on host1, c3 on host3, two hops or one).

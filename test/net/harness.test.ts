@@ -41,7 +41,10 @@ describe('namespace lab', () => {
 
   it('keeps overlay-free hosts: only lo and eth0 in a host, only lo in a container', async () => {
     const host = await lab.execOk(h1, ['ip', '-o', 'link', 'show']);
-    const names = host.stdout.split('\n').filter(Boolean).map((l) => l.split(':')[1]!.trim().split('@')[0]);
+    const names = host.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(':')[1]!.trim().split('@')[0]);
     expect(names.sort()).toEqual(['eth0', 'lo']);
     expect(fs.existsSync(c1.netns)).toBe(true);
     expect(c1.host).toBe('host1');
@@ -85,7 +88,11 @@ describe('namespace lab', () => {
     await other.addContainer('c');
     const sleeper = other.spawnIn(h, ['sleep', '300']);
     await other.waitFor(() => sleeper.pid !== undefined, { what: 'sleep to start' });
-    expect(namespacesWithPrefix(other.prefix).sort()).toEqual([`${other.prefix}-c`, `${other.prefix}-h`, `${other.prefix}-u`]);
+    expect(namespacesWithPrefix(other.prefix).sort()).toEqual([
+      `${other.prefix}-c`,
+      `${other.prefix}-h`,
+      `${other.prefix}-u`,
+    ]);
     const exited = new Promise<unknown>((resolve) => sleeper.on('exit', resolve));
     await other.destroy();
     await exited;

@@ -148,7 +148,12 @@ export function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult>
 
 function runSync(argv: string[], timeoutMs = 15_000, env: NodeJS.ProcessEnv = process.env): ExecResult {
   debug(`$ ${argv.map(shellQuote).join(' ')}`);
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: timeoutMs, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const r = spawnSync(argv[0]!, argv.slice(1), {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   return {
     stdout: r.stdout ?? '',
     stderr: r.stderr ?? String(r.error ?? ''),
@@ -164,9 +169,11 @@ function shellQuote(s: string): string {
 
 function describeResult(argv: string[], r: ExecResult): string {
   const how = r.timedOut ? 'timed out' : r.code === null ? `killed by ${r.signal}` : `exited ${r.code}`;
-  return `\`${argv.map(shellQuote).join(' ')}\` ${how}` +
+  return (
+    `\`${argv.map(shellQuote).join(' ')}\` ${how}` +
     (r.stderr.trim() ? `\n  stderr: ${r.stderr.trim()}` : '') +
-    (r.stdout.trim() ? `\n  stdout: ${r.stdout.trim().slice(0, 2000)}` : '');
+    (r.stdout.trim() ? `\n  stdout: ${r.stdout.trim().slice(0, 2000)}` : '')
+  );
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -393,7 +400,21 @@ export class Lab {
     fs.mkdirSync(host.stateDir, { recursive: true, mode: 0o700 });
     const u = this.underlay.netnsName;
     const port = `p${name}`.slice(0, 15);
-    await this.mustRun(['ip', '-n', u, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.netnsName]);
+    await this.mustRun([
+      'ip',
+      '-n',
+      u,
+      'link',
+      'add',
+      port,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      ns.netnsName,
+    ]);
     await this.mustRun(['ip', '-n', u, 'link', 'set', port, 'master', 'br0', 'up']);
     await this.mustRun(['ip', '-n', ns.netnsName, 'addr', 'add', `${host.ip}/${UNDERLAY_PREFIX_LEN}`, 'dev', 'eth0']);
     await this.mustRun(['ip', '-n', ns.netnsName, 'link', 'set', 'eth0', 'up']);
@@ -421,10 +442,31 @@ export class Lab {
   }
 
   /** Join two lab namespaces with a veth pair and address both ends (CIDRs). */
-  async link(a: Namespace | Host, ifA: string, cidrA: string, b: Namespace | Host, ifB: string, cidrB: string): Promise<void> {
+  async link(
+    a: Namespace | Host,
+    ifA: string,
+    cidrA: string,
+    b: Namespace | Host,
+    ifB: string,
+    cidrB: string,
+  ): Promise<void> {
     this.own(a);
     this.own(b);
-    await this.mustRun(['ip', '-n', a.netnsName, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', b.netnsName]);
+    await this.mustRun([
+      'ip',
+      '-n',
+      a.netnsName,
+      'link',
+      'add',
+      ifA,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      ifB,
+      'netns',
+      b.netnsName,
+    ]);
     await this.mustRun(['ip', '-n', a.netnsName, 'addr', 'add', cidrA, 'dev', ifA]);
     await this.mustRun(['ip', '-n', b.netnsName, 'addr', 'add', cidrB, 'dev', ifB]);
     await this.mustRun(['ip', '-n', a.netnsName, 'link', 'set', ifA, 'up']);
@@ -519,7 +561,12 @@ export class Lab {
    * `weavets launch` on a host: nickname = host name, metrics on 127.0.0.1:6782 of the
    * host's namespace. Resolves when launch returned 0 (the daemon says it is ready).
    */
-  async launch(host: Host | string, peers: string[] = [], extraArgs: string[] = [], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<void> {
+  async launch(
+    host: Host | string,
+    peers: string[] = [],
+    extraArgs: string[] = [],
+    opts: { env?: NodeJS.ProcessEnv } = {},
+  ): Promise<void> {
     const h = typeof host === 'string' ? this.host(host) : host;
     this.requireCli();
     this.launched.add(h.name);
@@ -556,12 +603,28 @@ export class Lab {
   }
 
   /** ping from a namespace; never throws for lost replies. */
-  async ping(from: Namespace | Host | string, ip: string, opts: { count?: number; timeoutS?: number; intervalS?: number } = {}): Promise<PingResult> {
+  async ping(
+    from: Namespace | Host | string,
+    ip: string,
+    opts: { count?: number; timeoutS?: number; intervalS?: number } = {},
+  ): Promise<PingResult> {
     const count = opts.count ?? 3;
     const timeoutS = opts.timeoutS ?? 2;
     const interval = opts.intervalS ?? 0.2;
     const deadline = Math.ceil(count * interval + timeoutS + 1);
-    const argv = ['ping', '-n', '-c', String(count), '-i', String(interval), '-W', String(timeoutS), '-w', String(deadline), ip];
+    const argv = [
+      'ping',
+      '-n',
+      '-c',
+      String(count),
+      '-i',
+      String(interval),
+      '-W',
+      String(timeoutS),
+      '-w',
+      String(deadline),
+      ip,
+    ];
     const r = await this.exec(from, argv, { timeoutMs: (deadline + 5) * 1000 });
     const output = r.stdout + r.stderr;
     const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(output);
@@ -601,7 +664,14 @@ export class Lab {
     await this.ensureBlockTable();
     const key = `${[ha.ip, hb.ip].sort().join('|')}|udp${port}`;
     if (this.blocked.has(key)) return;
-    await this.nft(['add', 'element', 'bridge', 'lab', 'blocked_udp', `{ ${ha.ip} . ${hb.ip} . ${port}, ${hb.ip} . ${ha.ip} . ${port} }`]);
+    await this.nft([
+      'add',
+      'element',
+      'bridge',
+      'lab',
+      'blocked_udp',
+      `{ ${ha.ip} . ${hb.ip} . ${port}, ${hb.ip} . ${ha.ip} . ${port} }`,
+    ]);
     this.blocked.add(key);
   }
 
@@ -609,7 +679,14 @@ export class Lab {
     const [ha, hb] = [typeof a === 'string' ? this.host(a) : a, typeof b === 'string' ? this.host(b) : b];
     const key = `${[ha.ip, hb.ip].sort().join('|')}|udp${port}`;
     if (!this.blocked.has(key)) return;
-    await this.nft(['delete', 'element', 'bridge', 'lab', 'blocked_udp', `{ ${ha.ip} . ${hb.ip} . ${port}, ${hb.ip} . ${ha.ip} . ${port} }`]);
+    await this.nft([
+      'delete',
+      'element',
+      'bridge',
+      'lab',
+      'blocked_udp',
+      `{ ${ha.ip} . ${hb.ip} . ${port}, ${hb.ip} . ${ha.ip} . ${port} }`,
+    ]);
     this.blocked.delete(key);
   }
 
@@ -644,7 +721,10 @@ export class Lab {
     const h = typeof host === 'string' ? this.host(host) : host;
     try {
       const text = fs.readFileSync(path.join(h.stateDir, 'weavets.log'), 'utf8');
-      return text.split('\n').slice(-lines - 1).join('\n');
+      return text
+        .split('\n')
+        .slice(-lines - 1)
+        .join('\n');
     } catch {
       return '';
     }
@@ -659,7 +739,9 @@ export class Lab {
   dumpLogs(lines = 60): void {
     for (const h of this.hosts.values()) {
       const tail = this.logTail(h, lines);
-      process.stderr.write(`\n===== ${h.name} (${h.ip}) weavets.log, last ${lines} lines =====\n${tail || '(empty or missing)'}\n`);
+      process.stderr.write(
+        `\n===== ${h.name} (${h.ip}) weavets.log, last ${lines} lines =====\n${tail || '(empty or missing)'}\n`,
+      );
     }
   }
 

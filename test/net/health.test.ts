@@ -77,7 +77,12 @@ describe('health matrix, status page and flows on four hosts', () => {
     }
     // Another host holds the same matrix: rows are gossiped, not asked for.
     const fromD = await health(d);
-    expect(fromD.rows.filter((r) => !r.stale).map((r) => r.nickname).sort()).toEqual(['a', 'b', 'c', 'd']);
+    expect(
+      fromD.rows
+        .filter((r) => !r.stale)
+        .map((r) => r.nickname)
+        .sort(),
+    ).toEqual(['a', 'b', 'c', 'd']);
     const text = await lab.weavetsOk(a, ['status', 'health']);
     expect(text).toMatch(/^FROM\s+TO\s+STATE\s+RTT\s+LOSS\s+PMTU\s+DATAPATH/);
     const metrics = (await lab.http(a, '/metrics')).body;
@@ -87,7 +92,8 @@ describe('health matrix, status page and flows on four hosts', () => {
 
   it('the status page loads in chromium and draws every host, up', async () => {
     if (!chromiumAvailable()) {
-      if (process.env['CI'] === 'true') throw new Error('chromium (/usr/bin/chromium) is missing: install Debian chromium');
+      if (process.env['CI'] === 'true')
+        throw new Error('chromium (/usr/bin/chromium) is missing: install Debian chromium');
       console.warn('skipping the page checks: no /usr/bin/chromium');
       return;
     }
@@ -125,7 +131,8 @@ describe('health matrix, status page and flows on four hosts', () => {
         const s = await health(a);
         const dRow = s.rows.find((r) => r.nickname === 'd');
         const others = s.rows.filter((r) => r.nickname !== 'd');
-        const seeDown = others.length === 3 && others.every((r) => !r.stale && r.peers.some((p) => p.nickname === 'd' && !p.up));
+        const seeDown =
+          others.length === 3 && others.every((r) => !r.stale && r.peers.some((p) => p.nickname === 'd' && !p.up));
         return dRow?.stale && seeDown ? s : undefined;
       },
       { what: "d's row stale and a, b, c seeing d down", timeoutMs: 60_000, intervalMs: 1000 },
@@ -137,13 +144,19 @@ describe('health matrix, status page and flows on four hosts', () => {
       expect(r.peers.filter((p) => p.nickname !== 'd').every((p) => p.up)).toBe(true);
     }
     expect(await lab.weavetsOk(a, ['status', 'health'])).toMatch(/^d \(STALE \d+ s\)/m);
-    await lab.waitFor(async () => /weavets_peer_up\{peer="[0-9a-f:]+",nickname="d"\} 0/.test((await lab.http(a, '/metrics')).body), {
-      what: 'weavets_peer_up for d to be 0 on a',
-      timeoutMs: 15_000,
-    });
+    await lab.waitFor(
+      async () => /weavets_peer_up\{peer="[0-9a-f:]+",nickname="d"\} 0/.test((await lab.http(a, '/metrics')).body),
+      {
+        what: 'weavets_peer_up for d to be 0 on a',
+        timeoutMs: 15_000,
+      },
+    );
     if (browser) {
       await lab.waitFor(
-        async () => (await browser!.evaluate<string>("[...document.querySelectorAll('#hosts .host')].filter(g => g.querySelector('text').textContent === 'd').map(g => g.querySelector('.state').textContent).join()")) === 'down',
+        async () =>
+          (await browser!.evaluate<string>(
+            "[...document.querySelectorAll('#hosts .host')].filter(g => g.querySelector('text').textContent === 'd').map(g => g.querySelector('.state').textContent).join()",
+          )) === 'down',
         { what: 'the page to show d down', timeoutMs: 30_000, intervalMs: 500 },
       );
     }
@@ -159,12 +172,20 @@ describe('health matrix, status page and flows on four hosts', () => {
     const killedAt = Date.now();
     process.kill(pid!, 'SIGKILL');
     const stateOf = (): Promise<string> =>
-      browser!.evaluate<string>("[...document.querySelectorAll('#hosts .host')].filter(g => g.querySelector('text').textContent === 'c').map(g => g.querySelector('.state').textContent).join()");
-    await lab.waitFor(async () => (await stateOf()) === 'down', { what: 'the page to show c down', timeoutMs: 5000, intervalMs: 100 });
+      browser!.evaluate<string>(
+        "[...document.querySelectorAll('#hosts .host')].filter(g => g.querySelector('text').textContent === 'c').map(g => g.querySelector('.state').textContent).join()",
+      );
+    await lab.waitFor(async () => (await stateOf()) === 'down', {
+      what: 'the page to show c down',
+      timeoutMs: 5000,
+      intervalMs: 100,
+    });
     const elapsed = Date.now() - killedAt;
     console.log(`status page: killed host c shown "down" after ${elapsed} ms`);
     // No edge to c is drawn up any more (drawn edges to a host a cannot reach are down).
-    const upToC = await browser.evaluate<number>("document.querySelectorAll('#edges .edge[data-state=up][data-from=c], #edges .edge[data-state=up][data-to=c]').length");
+    const upToC = await browser.evaluate<number>(
+      "document.querySelectorAll('#edges .edge[data-state=up][data-from=c], #edges .edge[data-state=up][data-to=c]').length",
+    );
     expect(upToC).toBe(0);
     const text = await browser.text();
     expect(text).toMatch(/\bc\b[^\n]*\tdown/);
@@ -174,19 +195,24 @@ describe('health matrix, status page and flows on four hosts', () => {
   it('flows puts a known iperf3 pair on top, by name', async () => {
     const iperfServer = lab.spawnIn(server, ['iperf3', '-s', '-B', serverIp]);
     try {
-      await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, { what: 'client to reach the server', timeoutMs: 20_000 });
+      await lab.waitFor(async () => (await lab.ping(client, serverIp, { count: 1, timeoutS: 1 })).ok, {
+        what: 'client to reach the server',
+        timeoutMs: 20_000,
+      });
       await lab.ping(bystander, serverIp, { count: 3, intervalS: 0.2 });
       let last = '';
-      await lab.waitFor(
-        async () => {
-          const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-t', '2'], { timeoutMs: 20_000 });
-          last = r.stdout.slice(-300) + r.stderr;
-          return r.code === 0;
-        },
-        { what: 'iperf3 to run from client to server', timeoutMs: 30_000, intervalMs: 500 },
-      ).catch((err: Error) => {
-        throw new Error(`${err.message}; last iperf3 output: ${last}`);
-      });
+      await lab
+        .waitFor(
+          async () => {
+            const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-t', '2'], { timeoutMs: 20_000 });
+            last = r.stdout.slice(-300) + r.stderr;
+            return r.code === 0;
+          },
+          { what: 'iperf3 to run from client to server', timeoutMs: 30_000, intervalMs: 500 },
+        )
+        .catch((err: Error) => {
+          throw new Error(`${err.message}; last iperf3 output: ${last}`);
+        });
     } finally {
       iperfServer.kill('SIGKILL');
     }

@@ -30,7 +30,10 @@ describe('addresses nothing uses', () => {
   async function killAndForget(id: string): Promise<void> {
     const pid = lab.daemonPid(h1)!;
     process.kill(pid, 'SIGKILL');
-    await lab.waitFor(async () => (await lab.exec(h1, ['kill', '-0', String(pid)])).code !== 0, { what: 'the daemon to die', timeoutMs: 10_000 });
+    await lab.waitFor(async () => (await lab.exec(h1, ['kill', '-0', String(pid)])).code !== 0, {
+      what: 'the daemon to die',
+      timeoutMs: 10_000,
+    });
     const file = path.join(h1.stateDir, 'endpoints.json');
     const data = JSON.parse(fs.readFileSync(file, 'utf8')) as { endpoints: EndpointStatus[]; exposed: unknown[] };
     const ep = data.endpoints.find((e) => e.id === id)!;
@@ -86,7 +89,10 @@ describe('addresses nothing uses', () => {
       return m ? Number(m[1]) : -1;
     };
     expect(await reclaimed()).toBe(0);
-    await lab.waitFor(async () => (await reclaimed()) === 1, { what: 'the orphaned address to be released', timeoutMs: 30_000 });
+    await lab.waitFor(async () => (await reclaimed()) === 1, {
+      what: 'the orphaned address to be released',
+      timeoutMs: 30_000,
+    });
     const reuse = await attachAt('reuse', orphanAddr);
     expect(reuse.code, reuse.out).toBe(0);
     // Well past another grace period: what endpoints and exposures use is still held.

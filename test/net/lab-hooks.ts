@@ -7,7 +7,10 @@ import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { createLab, type Lab } from './harness';
 
 /** `teardown` runs after the lab is gone: for what setup started beside it (an etcd). */
-export function useLab(setup: (lab: Lab) => Promise<void>, opts: { timeoutMs?: number; teardown?: () => Promise<void> } = {}): void {
+export function useLab(
+  setup: (lab: Lab) => Promise<void>,
+  opts: { timeoutMs?: number; teardown?: () => Promise<void> } = {},
+): void {
   let lab: Lab | undefined;
   beforeAll(async () => {
     lab = await createLab();

@@ -19,7 +19,8 @@ describe('mesh lifecycle', () => {
   let c2: Namespace;
   let ip2 = '';
 
-  const connections = (h: Host): Promise<ConnectionStatus[]> => lab.weavetsJson<ConnectionStatus[]>(h, ['status', 'connections']);
+  const connections = (h: Host): Promise<ConnectionStatus[]> =>
+    lab.weavetsJson<ConnectionStatus[]>(h, ['status', 'connections']);
   const established = async (h: Host, nickname: string): Promise<boolean> =>
     (await connections(h)).some((c) => c.nickname === nickname && c.state === 'established');
 
@@ -35,7 +36,10 @@ describe('mesh lifecycle', () => {
     await lab.launch(h2, [h1.ip]);
     await lab.attach(h1, c1);
     ip2 = await lab.attach(h2, c2);
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 30_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2',
+      timeoutMs: 30_000,
+    });
   });
 
   it('declares a killed peer dead within seconds, and takes it back when it returns', async () => {
@@ -43,7 +47,10 @@ describe('mesh lifecycle', () => {
     expect(pid).toBeGreaterThan(0);
     process.kill(pid, 'SIGKILL');
     const killedAt = Date.now();
-    await lab.waitFor(async () => !(await established(h1, 'h2')), { what: 'h1 to notice h2 is gone', timeoutMs: 10_000 });
+    await lab.waitFor(async () => !(await established(h1, 'h2')), {
+      what: 'h1 to notice h2 is gone',
+      timeoutMs: 10_000,
+    });
     expect(Date.now() - killedAt).toBeLessThan(8_000);
 
     await lab.launch(h2, [h1.ip]);
@@ -51,7 +58,10 @@ describe('mesh lifecycle', () => {
     // The restarted daemon adopted its bridge and kept the container's address.
     const eps = await lab.weavetsJson<EndpointStatus[]>(h2, ['ps']);
     expect(eps.map((e) => e.address)).toEqual([ip2]);
-    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2 after the restart', timeoutMs: 20_000 });
+    await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c2 after the restart',
+      timeoutMs: 20_000,
+    });
   });
 
   it('keeps the peer name across restarts', async () => {
@@ -67,7 +77,10 @@ describe('mesh lifecycle', () => {
 
   it('discovers peers through neighbours: h3 joins via h1 and connects to h2 directly', async () => {
     await lab.launch(h3, [h1.ip]);
-    await lab.waitFor(() => established(h3, 'h2'), { what: 'h3 to connect directly to h2, learned from h1', timeoutMs: 30_000 });
+    await lab.waitFor(() => established(h3, 'h2'), {
+      what: 'h3 to connect directly to h2, learned from h1',
+      timeoutMs: 30_000,
+    });
     const peers = await lab.weavetsJson<PeerStatus[]>(h3, ['status', 'peers']);
     expect(peers.map((p) => p.nickname).sort()).toEqual(['h1', 'h2', 'h3']);
     expect(peers.every((p) => p.reachable)).toBe(true);
@@ -76,7 +89,8 @@ describe('mesh lifecycle', () => {
     // Nobody named h2 to h3 nor h3 to h2: the direct connection comes from discovery,
     // dialled by whichever side found the other first (the other then drops its own
     // discovered target, as a ready connection already reaches that address).
-    const operatorTarget = (ts: TargetStatus[], ip: string): boolean => ts.some((t) => t.address === `${ip}:6783` && t.source !== 'discovered');
+    const operatorTarget = (ts: TargetStatus[], ip: string): boolean =>
+      ts.some((t) => t.address === `${ip}:6783` && t.source !== 'discovered');
     const h2Targets = await lab.weavetsJson<TargetStatus[]>(h2, ['status', 'targets']);
     expect(operatorTarget(targets, h2.ip)).toBe(false);
     expect(operatorTarget(h2Targets, h3.ip)).toBe(false);
@@ -95,7 +109,7 @@ describe('mesh lifecycle', () => {
     await lab.waitFor(() => established(h3, 'h1'), { what: 'h3 to be connected to h1 again', timeoutMs: 20_000 });
   });
 
-  it('refuses a peer that uses another peer\'s name, with a clear reason on both sides', async () => {
+  it("refuses a peer that uses another peer's name, with a clear reason on both sides", async () => {
     const h1Name = (await lab.weavetsJson<RouterStatus>(h1, ['status'])).name;
     const intruder = await lab.addHost('h4');
     await lab.launch(intruder, [h1.ip], ['--name', h1Name]);
@@ -111,9 +125,13 @@ describe('mesh lifecycle', () => {
   it('expose gives the host an address on the overlay; hide takes it away', async () => {
     const exposed = (await lab.weavetsOk(h1, ['expose'])).trim();
     expect(exposed).toMatch(/^\d+\.\d+\.\d+\.\d+\/12$/);
-    await lab.waitFor(async () => (await lab.ping(h1, ip(ip2), { count: 1, timeoutS: 1 })).ok, { what: 'host h1 to reach c2 over the overlay', timeoutMs: 15_000 });
+    await lab.waitFor(async () => (await lab.ping(h1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {
+      what: 'host h1 to reach c2 over the overlay',
+      timeoutMs: 15_000,
+    });
     // The range is routed from weavets's own table, through one rule; main stays untouched.
-    const table = async (): Promise<string> => (await lab.execOk(h1, ['ip', '-4', 'route', 'show', 'table', '6783'])).stdout;
+    const table = async (): Promise<string> =>
+      (await lab.execOk(h1, ['ip', '-4', 'route', 'show', 'table', '6783'])).stdout;
     expect(await table()).toContain(`10.32.0.0/12 dev weavets proto static scope link src ${ip(exposed)}`);
     expect((await lab.execOk(h1, ['ip', '-4', 'route', 'show', 'table', 'main'])).stdout).not.toContain('10.32.0.0/12');
     await lab.weavetsOk(h1, ['hide']);
@@ -126,7 +144,10 @@ describe('mesh lifecycle', () => {
     // A cut link sends no RST: only heartbeats can tell.
     await lab.block(h1, h2);
     const cutAt = Date.now();
-    await lab.waitFor(async () => !(await established(h1, 'h2')), { what: 'h1 to declare the link to h2 dead', timeoutMs: 15_000 });
+    await lab.waitFor(async () => !(await established(h1, 'h2')), {
+      what: 'h1 to declare the link to h2 dead',
+      timeoutMs: 15_000,
+    });
     expect(Date.now() - cutAt).toBeLessThan(10_000);
     // h3 still talks to both: c1 reaches c2 relayed through h3.
     await lab.waitFor(async () => (await lab.ping(c1, ip(ip2), { count: 1, timeoutS: 1 })).ok, {

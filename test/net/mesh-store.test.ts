@@ -20,7 +20,16 @@ import { useLab } from './lab-hooks';
 
 const RANGE = '10.40.0.0/23';
 const TTL = 20;
-const COMMON = ['--datapath', 'sleeve', '--ipalloc-range', RANGE, '--ipalloc-block', '26', '--ipam-lease-ttl', String(TTL)];
+const COMMON = [
+  '--datapath',
+  'sleeve',
+  '--ipalloc-range',
+  RANGE,
+  '--ipalloc-block',
+  '26',
+  '--ipam-lease-ttl',
+  String(TTL),
+];
 const REPETITIONS = 10;
 const ATTACHES = 60;
 
@@ -50,7 +59,10 @@ describe('no etcd: one cluster over the mesh', () => {
         const ipam = await Promise.all(hs.map((h) => api(h).get<IpamStatus>('/ipam/status')));
         const dns = await Promise.all(hs.map((h) => api(h).get<DnsStatus>('/dns/status')));
         if (want && !ipam.every(want)) return false;
-        return ipam.every((s) => blocksText(s) === blocksText(ipam[0]!)) && dns.every((d) => JSON.stringify(d.entries) === JSON.stringify(dns[0]!.entries));
+        return (
+          ipam.every((s) => blocksText(s) === blocksText(ipam[0]!)) &&
+          dns.every((d) => JSON.stringify(d.entries) === JSON.stringify(dns[0]!.entries))
+        );
       },
       { timeoutMs: 30_000, intervalMs: 20, what: 'every host showing the same blocks and records' },
     );
@@ -86,7 +98,8 @@ describe('no etcd: one cluster over the mesh', () => {
       hosts = [await lab.addHost('h1'), await lab.addHost('h2'), await lab.addHost('h3'), await lab.addHost('h4')];
       for (const [i, h] of hosts.entries()) {
         ctrs.push([]);
-        for (let k = 0; k < ATTACHES / hosts.length + 3; k++) ctrs[i]!.push(await lab.addContainer(h, `c${i + 1}x${k}`));
+        for (let k = 0; k < ATTACHES / hosts.length + 3; k++)
+          ctrs[i]!.push(await lab.addContainer(h, `c${i + 1}x${k}`));
       }
     },
     { timeoutMs: 300_000 },
@@ -105,7 +118,9 @@ describe('no etcd: one cluster over the mesh', () => {
         }),
       );
       const attached = Date.now();
-      const failed = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+      const failed = results
+        .filter((r) => r.status === 'rejected')
+        .map((r) => String((r as PromiseRejectedResult).reason));
       expect(failed).toEqual([]);
       const addrs = results.map((r) => ip((r as PromiseFulfilledResult<EndpointStatus>).value.address));
       expect(new Set(addrs).size).toBe(ATTACHES);
@@ -115,7 +130,9 @@ describe('no etcd: one cluster over the mesh', () => {
       const owners = new Set(ipam.blocks.map((b) => b.owner));
       expect(owners.size).toBe(4);
       expect(ipam.conflicts).toEqual([]);
-      timings.push(`rep ${rep}: launch ${launched - t0} ms, ${ATTACHES} attaches ${attached - launched} ms, converged ${ms} ms after, ${ipam.blocks.length} blocks`);
+      timings.push(
+        `rep ${rep}: launch ${launched - t0} ms, ${ATTACHES} attaches ${attached - launched} ms, converged ${ms} ms after, ${ipam.blocks.length} blocks`,
+      );
       log(timings[timings.length - 1]!);
       if (rep < REPETITIONS) await resetAll();
     }
@@ -131,19 +148,30 @@ describe('no etcd: one cluster over the mesh', () => {
     // In the DNS table of every other host (what its server answers from), through the API...
     const inTable = await Promise.all(
       [h2!, h3!, h4!].map(async (h) => {
-        await lab.waitFor(async () => ((await api(h).post<{ addresses?: string[] }>('/dns/lookup', { name: 'web' })).addresses ?? []).includes(web), {
-          timeoutMs: 5000,
-          intervalMs: 10,
-          what: `web in ${h.name}'s table`,
-        });
+        await lab.waitFor(
+          async () =>
+            ((await api(h).post<{ addresses?: string[] }>('/dns/lookup', { name: 'web' })).addresses ?? []).includes(
+              web,
+            ),
+          {
+            timeoutMs: 5000,
+            intervalMs: 10,
+            what: `web in ${h.name}'s table`,
+          },
+        );
         return Date.now() - attachedAt;
       }),
     );
     // ...and answered by the DNS server of h3 to a container there (dig's own start-up included).
     let seen3 = 0;
-    await lab.waitFor(async () => (await dig(ctrs[2]![0]!, dns3, 'web.weavets.local')).includes(web) && (seen3 = Date.now()), { timeoutMs: 5000, intervalMs: 20, what: 'web resolving on h3' });
+    await lab.waitFor(
+      async () => (await dig(ctrs[2]![0]!, dns3, 'web.weavets.local')).includes(web) && (seen3 = Date.now()),
+      { timeoutMs: 5000, intervalMs: 20, what: 'web resolving on h3' },
+    );
     expect(await dig(ctrs[3]![0]!, dns4, 'web')).toContain(web);
-    log(`name: attach --name web on h1 took ${attachedAt - t0} ms; in the tables of h2/h3/h4 ${inTable.join('/')} ms after it returned; dig on h3 answered ${seen3 - attachedAt} ms after`);
+    log(
+      `name: attach --name web on h1 took ${attachedAt - t0} ms; in the tables of h2/h3/h4 ${inTable.join('/')} ms after it returned; dig on h3 answered ${seen3 - attachedAt} ms after`,
+    );
     expect(seen3 - attachedAt).toBeLessThan(1000);
     expect((await lab.ping(ctrs[2]![0]!, web)).ok).toBe(true);
   });
@@ -159,12 +187,22 @@ describe('no etcd: one cluster over the mesh', () => {
       },
       { timeoutMs: 20_000, what: 'h1 seeing only its side' },
     );
-    const left = await Promise.all([lab.attach(h1!, ctrs[0]![16]!, [], 'p-l1'), lab.attach(h2!, ctrs[1]![15]!, [], 'p-l2'), lab.attach(h2!, ctrs[1]![16]!, ['--name', 'left'], 'p-l3')]);
-    const right = await Promise.all([lab.attach(h3!, ctrs[2]![15]!, [], 'p-r1'), lab.attach(h4!, ctrs[3]![15]!, [], 'p-r2'), lab.attach(h4!, ctrs[3]![16]!, ['--name', 'right'], 'p-r3')]);
+    const left = await Promise.all([
+      lab.attach(h1!, ctrs[0]![16]!, [], 'p-l1'),
+      lab.attach(h2!, ctrs[1]![15]!, [], 'p-l2'),
+      lab.attach(h2!, ctrs[1]![16]!, ['--name', 'left'], 'p-l3'),
+    ]);
+    const right = await Promise.all([
+      lab.attach(h3!, ctrs[2]![15]!, [], 'p-r1'),
+      lab.attach(h4!, ctrs[3]![15]!, [], 'p-r2'),
+      lab.attach(h4!, ctrs[3]![16]!, ['--name', 'right'], 'p-r3'),
+    ]);
     const healAt = Date.now();
     for (const a of [h1!, h2!]) for (const b of [h3!, h4!]) await lab.unblock(a, b);
     const ms = await converged(hosts, (s) => s.hosts.length === 4);
-    log(`partition: healed, every host showing the same blocks and records ${Date.now() - healAt} ms after the heal (${ms} ms of polling)`);
+    log(
+      `partition: healed, every host showing the same blocks and records ${Date.now() - healAt} ms after the heal (${ms} ms of polling)`,
+    );
     const all = await allAddresses();
     expect(new Set(all).size).toBe(all.length);
     for (const a of [...left, ...right]) expect(all).toContain(ip(a));
@@ -186,16 +224,26 @@ describe('no etcd: one cluster over the mesh', () => {
     await lab.waitFor(
       async () => {
         const [s, d] = [await ipamOf(h1!), await dnsOf(h2!)];
-        return !s.blocks.some((b) => b.owner === name4) && !d.entries.some((e) => e.name === 'right') && !s.hosts.some((h) => h.name === name4);
+        return (
+          !s.blocks.some((b) => b.owner === name4) &&
+          !d.entries.some((e) => e.name === 'right') &&
+          !s.hosts.some((h) => h.name === name4)
+        );
       },
       { timeoutMs: (TTL + 30) * 1000, intervalMs: 500, what: "h4's blocks and records gone" },
     );
     const goneAfter = Date.now() - killedAt;
-    log(`killed h4: its blocks and records gone on h1/h2 ${goneAfter} ms after the kill (grace = TTL ${TTL} s from when h4 became unreachable)`);
+    log(
+      `killed h4: its blocks and records gone on h1/h2 ${goneAfter} ms after the kill (grace = TTL ${TTL} s from when h4 became unreachable)`,
+    );
     expect(goneAfter).toBeGreaterThan(TTL * 1000);
     await lab.launch(h4!, [h1!.ip], COMMON);
     const backAt = Date.now();
-    await lab.waitFor(async () => (await dnsOf(h1!)).entries.some((e) => e.name === 'right'), { timeoutMs: 20_000, intervalMs: 100, what: "h4's record back" });
+    await lab.waitFor(async () => (await dnsOf(h1!)).entries.some((e) => e.name === 'right'), {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: "h4's record back",
+    });
     log(`h4 relaunched: its records back on h1 ${Date.now() - backAt} ms after launch returned`);
     await converged(hosts, (s) => s.blocks.some((b) => b.owner === name4));
   }, 180_000);

@@ -85,7 +85,9 @@ function tapInNs(suffix: string, net: number, opts?: { slotSize?: number; slots?
 }
 
 function rxPackets(dev: string): number {
-  const [link] = JSON.parse(ip('-n', NS, '-s', '-j', 'link', 'show', dev)) as [{ stats64: { rx: { packets: number } } }];
+  const [link] = JSON.parse(ip('-n', NS, '-s', '-j', 'link', 'show', dev)) as [
+    { stats64: { rx: { packets: number } } },
+  ];
   return link.stats64.rx.packets;
 }
 
@@ -165,7 +167,11 @@ describe('TapDevice', () => {
         const frame = tap.rxBuf.subarray(i * tap.slotSize, i * tap.slotSize + len);
         const ethertype = frame.readUInt16BE(12);
         seen.push({ length: len, ethertype });
-        if (ethertype === 0x0806 && frame.readUInt16BE(20) === 1 && frame.subarray(38, 42).equals(Buffer.from([198, 18, 1, 2]))) {
+        if (
+          ethertype === 0x0806 &&
+          frame.readUInt16BE(20) === 1 &&
+          frame.subarray(38, 42).equals(Buffer.from([198, 18, 1, 2]))
+        ) {
           const reply = arpReply(frame);
           expect(tap.write(reply, 0, reply.length)).toBe(true);
         } else if (ethertype === 0x0800 && frame[23] === 1 && frame[34] === 8) {
@@ -208,7 +214,11 @@ describe('TapDevice', () => {
   it('reports frames longer than a slot with length 0', async () => {
     const tap = tapInNs('c', 3, { slotSize: 64, slots: 4 });
     opened.push(tap);
-    inNs('bash', '-c', `printf "%0100d" 0 > /dev/udp/${addrOf(3, 3)}/9999; printf "%010d" 0 > /dev/udp/${addrOf(3, 3)}/9999`);
+    inNs(
+      'bash',
+      '-c',
+      `printf "%0100d" 0 > /dev/udp/${addrOf(3, 3)}/9999; printf "%010d" 0 > /dev/udp/${addrOf(3, 3)}/9999`,
+    );
     const lens: number[] = [];
     tap.startReading((count) => {
       for (let i = 0; i < count; i++) lens.push(tap.rxLengths[i]!);
@@ -283,7 +293,10 @@ describe('UdpBatchSocket', () => {
   afterAll(() => sockets.forEach((s) => s.close()));
 
   /** Collect datagrams (copied out of the ring) until n have arrived. */
-  function collect(s: UdpBatchSocket, n: number): Promise<{ data: Buffer[]; addrs: number[]; ports: number[]; batches: number[] }> {
+  function collect(
+    s: UdpBatchSocket,
+    n: number,
+  ): Promise<{ data: Buffer[]; addrs: number[]; ports: number[]; batches: number[] }> {
     const got = { data: [] as Buffer[], addrs: [] as number[], ports: [] as number[], batches: [] as number[] };
     s.startReading((count) => {
       got.batches.push(count);
@@ -379,7 +392,9 @@ describe('UdpBatchSocket', () => {
     const shape = got.map((g) => [g.data.length, g.seg]);
     if (got.length === 1) expect(shape).toEqual([[12_000, 1200]]);
     else expect(shape).toEqual(Array.from({ length: 10 }, () => [1200, 0]));
-    console.log(`UDP GRO on loopback: ${got.length === 1 ? 'coalesced, one 12000-byte datagram, segment 1200' : '10 plain datagrams'}`);
+    console.log(
+      `UDP GRO on loopback: ${got.length === 1 ? 'coalesced, one 12000-byte datagram, segment 1200' : '10 plain datagrams'}`,
+    );
   });
 
   it('sendSegmented throws when the kernel refuses (too many segments)', () => {
@@ -481,10 +496,35 @@ describe('offloads', () => {
     for (const ns of [NSA, NSB]) {
       ip('netns', 'add', ns);
       nsIp(ns, 'link', 'set', 'lo', 'up');
-      ip('netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+      ip(
+        'netns',
+        'exec',
+        ns,
+        'sysctl',
+        '-qw',
+        'net.ipv6.conf.all.disable_ipv6=1',
+        'net.ipv6.conf.default.disable_ipv6=1',
+      );
     }
     nsIp(NSA, 'link', 'add', 'name', 'wbr', 'mtu', '9000', 'type', 'bridge');
-    nsIp(NSA, 'link', 'add', 'name', 'v0', 'mtu', '9000', 'type', 'veth', 'peer', 'name', 'v1', 'mtu', '9000', 'netns', NSB);
+    nsIp(
+      NSA,
+      'link',
+      'add',
+      'name',
+      'v0',
+      'mtu',
+      '9000',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'v1',
+      'mtu',
+      '9000',
+      'netns',
+      NSB,
+    );
     nsIp(NSA, 'link', 'set', 'dev', 'v0', 'master', 'wbr');
     nsIp(NSA, 'link', 'set', 'dev', 'v0', 'up');
     nsIp(NSA, 'link', 'set', 'dev', 'wbr', 'up');
@@ -516,7 +556,14 @@ describe('offloads', () => {
     nsIp(NSA, 'link', 'set', 'dev', 'tapt', 'up');
 
     const PEER = Buffer.from([198, 19, 7, 2]);
-    const seen: { length: number; ethertype: number; echo: boolean; flags: number; gsoType: number; gsoSize: number }[] = [];
+    const seen: {
+      length: number;
+      ethertype: number;
+      echo: boolean;
+      flags: number;
+      gsoType: number;
+      gsoSize: number;
+    }[] = [];
     tap.startReading((count) => {
       for (let i = 0; i < count; i++) {
         const len = tap.rxLengths[i]!;
@@ -527,7 +574,8 @@ describe('offloads', () => {
         const echo = ethertype === 0x0800 && frame[23] === 1 && frame[34] === 8;
         seen.push({ length: len, ethertype, echo, flags: hdr[0]!, gsoType: hdr[1]!, gsoSize: hdr.readUInt16LE(4) });
         let reply: Buffer | undefined;
-        if (ethertype === 0x0806 && frame.readUInt16BE(20) === 1 && frame.subarray(38, 42).equals(PEER)) reply = arpReply(frame);
+        if (ethertype === 0x0806 && frame.readUInt16BE(20) === 1 && frame.subarray(38, 42).equals(PEER))
+          reply = arpReply(frame);
         else if (echo) reply = echoReply(frame);
         if (reply) {
           const out = Buffer.concat([Buffer.alloc(VNET_HDR_LEN), reply]); // zeroed header: a plain frame
@@ -535,7 +583,20 @@ describe('offloads', () => {
         }
       }
     });
-    const ping = await runAsync('ip', ['netns', 'exec', NSB, 'ping', '-c2', '-i0.2', '-W3', '-s', '8000', '-M', 'do', '198.19.7.2']);
+    const ping = await runAsync('ip', [
+      'netns',
+      'exec',
+      NSB,
+      'ping',
+      '-c2',
+      '-i0.2',
+      '-W3',
+      '-s',
+      '8000',
+      '-M',
+      'do',
+      '198.19.7.2',
+    ]);
     tap.stopReading();
     expect(ping.out).toContain('2 received');
     expect(ping.code).toBe(0);
@@ -591,7 +652,11 @@ describe('offloads', () => {
     const server = runAsync(
       'ip',
       [
-        'netns', 'exec', NSB, 'python3', '-c',
+        'netns',
+        'exec',
+        NSB,
+        'python3',
+        '-c',
         [
           'import socket, hashlib',
           's = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
@@ -601,7 +666,7 @@ describe('offloads', () => {
           '    d = c.recv(1 << 20)',
           '    if not d: break',
           '    h.update(d); n += len(d)',
-          "print(n, h.hexdigest())",
+          'print(n, h.hexdigest())',
         ].join('\n'),
       ],
       30_000,
@@ -609,7 +674,11 @@ describe('offloads', () => {
     const client = await runAsync(
       'ip',
       [
-        'netns', 'exec', NSA, 'python3', '-c',
+        'netns',
+        'exec',
+        NSA,
+        'python3',
+        '-c',
         [
           'import socket, time',
           `data = bytes(range(256)) * ${total / 256}`,
@@ -671,11 +740,15 @@ describe('offloads', () => {
 
 describe('setSchedSlice', () => {
   // Custom EEVDF slices arrived in Linux 6.12; this machine's kernel decides what to expect.
-  const [major, minor] = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map(Number) as [number, number];
+  const [major, minor] = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map(Number) as [
+    number,
+    number,
+  ];
   const hasCustomSlices = major > 6 || (major === 6 && minor >= 12);
-  const sliceNs = (): number => Number(/^se\.slice\s+:\s+(\d+)/m.exec(fs.readFileSync('/proc/thread-self/sched', 'utf8'))?.[1]);
+  const sliceNs = (): number =>
+    Number(/^se\.slice\s+:\s+(\d+)/m.exec(fs.readFileSync('/proc/thread-self/sched', 'utf8'))?.[1]);
 
-  it('sets the calling thread\'s slice, and 0 puts the default back', () => {
+  it("sets the calling thread's slice, and 0 puts the default back", () => {
     const before = sliceNs();
     try {
       expect(setSchedSlice(100_000)).toBe(hasCustomSlices);

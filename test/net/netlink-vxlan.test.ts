@@ -37,7 +37,13 @@ afterAll(() => {
 
 describe('netlink VXLAN and FDB', () => {
   it('creates a VXLAN link with VNI, port, learning off, MTU and MAC; reconciles instead of EEXIST', async () => {
-    const link = await nl.createVxlan('vxt0', { vni: 0xabcdef, port: 6784, learning: false, mtu: 1376, mac: '02:00:00:00:00:aa' });
+    const link = await nl.createVxlan('vxt0', {
+      vni: 0xabcdef,
+      port: 6784,
+      learning: false,
+      mtu: 1376,
+      mac: '02:00:00:00:00:aa',
+    });
     expect(link.kind).toBe('vxlan');
     const [l] = json('ip', '-n', NS, '-d', '-j', 'link', 'show', 'dev', 'vxt0');
     expect(l.mtu).toBe(1376);
@@ -56,19 +62,29 @@ describe('netlink VXLAN and FDB', () => {
     await nl.addFdb('vxt0', '00:00:00:00:00:00', '192.0.2.2'); // idempotent
     await nl.addFdb('vxt0', '02:11:22:33:44:55', '192.0.2.3');
     const fdb = (): { mac: string; dst?: string }[] => json('bridge', '-n', NS, '-j', 'fdb', 'show', 'dev', 'vxt0');
-    const zeros = fdb().filter((e) => e.mac === '00:00:00:00:00:00').map((e) => e.dst).sort();
+    const zeros = fdb()
+      .filter((e) => e.mac === '00:00:00:00:00:00')
+      .map((e) => e.dst)
+      .sort();
     expect(zeros).toEqual(['192.0.2.1', '192.0.2.2']);
     expect(fdb().find((e) => e.mac === '02:11:22:33:44:55')?.dst).toBe('192.0.2.3');
     await nl.delFdb('vxt0', '00:00:00:00:00:00', '192.0.2.1');
     await nl.delFdb('vxt0', '00:00:00:00:00:00', '192.0.2.1'); // missing is fine
-    expect(fdb().filter((e) => e.mac === '00:00:00:00:00:00').map((e) => e.dst)).toEqual(['192.0.2.2']);
+    expect(
+      fdb()
+        .filter((e) => e.mac === '00:00:00:00:00:00')
+        .map((e) => e.dst),
+    ).toEqual(['192.0.2.2']);
   });
 
   it('sets permanent neighbours and link-local addresses without DAD', async () => {
     await nl.setUp('vxt0');
     await nl.addAddressNoDad('vxt0', 'fe80::1234:5678:9abc/64');
     await nl.addAddressNoDad('vxt0', 'fe80::1234:5678:9abc/64'); // existing is fine
-    const addrs = json('ip', '-n', NS, '-6', '-j', 'addr', 'show', 'dev', 'vxt0')[0].addr_info as { local: string; tentative?: boolean }[];
+    const addrs = json('ip', '-n', NS, '-6', '-j', 'addr', 'show', 'dev', 'vxt0')[0].addr_info as {
+      local: string;
+      tentative?: boolean;
+    }[];
     const a = addrs.find((x) => x.local === 'fe80::1234:5678:9abc');
     expect(a).toBeDefined();
     expect(a!.tentative).toBeUndefined();
@@ -79,7 +95,9 @@ describe('netlink VXLAN and FDB', () => {
     expect(n.state).toContain('PERMANENT');
     await nl.delNeighbour('vxt0', 'fe80::1');
     await nl.delNeighbour('vxt0', 'fe80::1');
-    expect(json('ip', '-n', NS, '-6', '-j', 'neigh', 'show', 'dev', 'vxt0').find((x) => x.dst === 'fe80::1')).toBeUndefined();
+    expect(
+      json('ip', '-n', NS, '-6', '-j', 'neigh', 'show', 'dev', 'vxt0').find((x) => x.dst === 'fe80::1'),
+    ).toBeUndefined();
   });
 
   it('isolates a bridge port and flushes it', async () => {

@@ -150,7 +150,12 @@ describe('links', () => {
     expect(j.mtu).toBe(1300);
     expect(j.address).toBe('02:00:00:00:00:aa');
     const br = await host.getLink('wtbr0');
-    expect(await host.getLink('vethwe1')).toMatchObject({ master: br!.index, up: true, mtu: 1300, mac: '02:00:00:00:00:aa' });
+    expect(await host.getLink('vethwe1')).toMatchObject({
+      master: br!.index,
+      up: true,
+      mtu: 1300,
+      mac: '02:00:00:00:00:aa',
+    });
 
     // Down first: kernels before 6.2 refuse renaming a link that is up (EBUSY).
     await host.setUp('vethwe1', false);
@@ -198,7 +203,12 @@ describe('addresses', () => {
 
     const br = await host.getLink('wtbr0');
     const listed = await host.listAddresses('wtbr0');
-    expect(listed).toEqual(expect.arrayContaining([{ index: br!.index, cidr: '10.32.0.1/12' }, { index: br!.index, cidr: 'fd00:32::1/64' }]));
+    expect(listed).toEqual(
+      expect.arrayContaining([
+        { index: br!.index, cidr: '10.32.0.1/12' },
+        { index: br!.index, cidr: 'fd00:32::1/64' },
+      ]),
+    );
     expect((await host.listAddresses()).map((a) => a.cidr)).toEqual(expect.arrayContaining(['10.32.0.1/12']));
 
     await host.delAddress('wtbr0', 'fd00:32::1/64');

@@ -79,11 +79,16 @@ for (const datapath of ['fastdp', 'sleeve'] as const) {
       ip2 = ip(await lab.attach(h2, c2));
       await waitForPath(lab, h1, 'h2', datapath);
       await waitForPath(lab, h2, 'h1', datapath);
-      await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, { what: 'c1 to reach c2', timeoutMs: 15_000 });
+      await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
+        what: 'c1 to reach c2',
+        timeoutMs: 15_000,
+      });
     });
 
     it(
-      datapath === 'fastdp' ? 'loses no ping while the daemon stops and starts again' : 'answers pings again within 2 s of the daemon being back',
+      datapath === 'fastdp'
+        ? 'loses no ping while the daemon stops and starts again'
+        : 'answers pings again within 2 s of the daemon being back',
       async () => {
         const devicesBefore = datapath === 'fastdp' ? await ifindex(lab, h2, 'vxlan') : '';
         // 30 s of pings, 20 a second; the restart happens in the middle.

@@ -19,7 +19,10 @@ describe('weavets trace on a three-host line', () => {
   let db: Namespace;
   let other: Namespace;
 
-  const trace = async (from: string, to: string): Promise<{ code: number | null; result: TraceResult; text: string }> => {
+  const trace = async (
+    from: string,
+    to: string,
+  ): Promise<{ code: number | null; result: TraceResult; text: string }> => {
     const r = await lab.weavets(a, ['trace', from, to, '--json']);
     if (r.stdout.trim() === '') throw new Error(`trace ${from} ${to} printed nothing (exit ${r.code}): ${r.stderr}`);
     const text = await lab.weavets(a, ['trace', from, to]);
@@ -94,16 +97,20 @@ describe('weavets trace on a three-host line', () => {
     server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
     try {
       let last = '';
-      await lab.waitFor(
-        async () => {
-          const r = await lab.exec(web, ['iperf3', '-c', apiIp, '-t', '2'], { timeoutMs: 20_000 });
-          last = r.stdout.slice(-300) + r.stderr;
-          return r.code === 0;
-        },
-        { what: 'iperf3 from web to api', timeoutMs: 30_000, intervalMs: 500 },
-      ).catch((err: Error) => {
-        throw new Error(`${err.message}; last iperf3 output: ${last}; server: ${serverOut} (exit ${server.exitCode})`);
-      });
+      await lab
+        .waitFor(
+          async () => {
+            const r = await lab.exec(web, ['iperf3', '-c', apiIp, '-t', '2'], { timeoutMs: 20_000 });
+            last = r.stdout.slice(-300) + r.stderr;
+            return r.code === 0;
+          },
+          { what: 'iperf3 from web to api', timeoutMs: 30_000, intervalMs: 500 },
+        )
+        .catch((err: Error) => {
+          throw new Error(
+            `${err.message}; last iperf3 output: ${last}; server: ${serverOut} (exit ${server.exitCode})`,
+          );
+        });
     } finally {
       server.kill('SIGKILL');
     }
@@ -146,10 +153,13 @@ describe('weavets trace on a three-host line', () => {
     // api's on weavets (a duplicate address: see the note of issue 16), and b would then
     // answer api's address itself.
     await lab.attach(b, other, ['--name', 'other', '--network', 'blue']);
-    const t = await lab.waitFor(async () => {
-      const r = await trace('web', 'other').catch(() => undefined);
-      return r;
-    }, { what: 'the container on network blue to be known on a', timeoutMs: 30_000, intervalMs: 1000 });
+    const t = await lab.waitFor(
+      async () => {
+        const r = await trace('web', 'other').catch(() => undefined);
+        return r;
+      },
+      { what: 'the container on network blue to be known on a', timeoutMs: 30_000, intervalMs: 1000 },
+    );
     expect(t.code).toBe(1);
     expect(t.result.reachable).toBe(false);
     expect(t.result.hops).toEqual([]);

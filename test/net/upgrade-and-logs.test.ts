@@ -59,7 +59,9 @@ let h2: Host;
 async function oldPeer(version: number, count: number, gapMs = 0): Promise<string[]> {
   const script = path.join(lab.dir, 'old-peer.js');
   fs.writeFileSync(script, OLD_PEER);
-  const r = await lab.execOk(h2, [process.execPath, script, h1.ip, String(version), String(count), String(gapMs)], { timeoutMs: 120_000 });
+  const r = await lab.execOk(h2, [process.execPath, script, h1.ip, String(version), String(count), String(gapMs)], {
+    timeoutMs: 120_000,
+  });
   return r.stdout.trim().split('\n');
 }
 

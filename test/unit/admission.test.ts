@@ -8,7 +8,14 @@ import { loadSealer } from '../../src/crypto/seal';
 import { silentLogger } from '../../src/log';
 
 describe('Admission', () => {
-  const limits = { maxPending: 5, maxPendingPerAddress: 3, ratePerSecond: 2, burst: 4, globalRatePerSecond: 1000, globalBurst: 1000 };
+  const limits = {
+    maxPending: 5,
+    maxPendingPerAddress: 3,
+    ratePerSecond: 2,
+    burst: 4,
+    globalRatePerSecond: 1000,
+    globalBurst: 1000,
+  };
 
   it('caps handshakes in progress per address and in total, and frees them on done()', () => {
     const a = new Admission(limits);
@@ -42,7 +49,13 @@ describe('Admission', () => {
   });
 
   it('limits new connections from all busy unknown addresses together; known and quiet addresses skip that bucket', () => {
-    const a = new Admission({ ...limits, maxPending: 100, maxPendingPerAddress: 100, globalRatePerSecond: 3, globalBurst: 6 });
+    const a = new Admission({
+      ...limits,
+      maxPending: 100,
+      maxPendingPerAddress: 100,
+      globalRatePerSecond: 3,
+      globalBurst: 6,
+    });
     // Ten addresses' first connections: quiet (their buckets are full), all let in; they
     // drain the global bucket as they go.
     for (let i = 0; i < 10; i++) expect(a.admit(`198.51.100.${i}`, 1000)).toBeUndefined();
@@ -71,7 +84,14 @@ describe('Admission', () => {
   });
 
   it('stays bounded under a flood of distinct addresses', () => {
-    const a = new Admission({ maxPending: 1e9, maxPendingPerAddress: 1, ratePerSecond: 1, burst: 1, globalRatePerSecond: 1e9, globalBurst: 1e9 });
+    const a = new Admission({
+      maxPending: 1e9,
+      maxPendingPerAddress: 1,
+      ratePerSecond: 1,
+      burst: 1,
+      globalRatePerSecond: 1e9,
+      globalBurst: 1e9,
+    });
     for (let i = 0; i < 20_000; i++) {
       const addr = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
       expect(a.admit(addr, i)).toBeUndefined();

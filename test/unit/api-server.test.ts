@@ -200,7 +200,10 @@ describe('API server', () => {
   it('rejects malformed JSON and wrong field types with 400 naming the field', async () => {
     const bad = await raw({ socketPath }, 'POST', '/connect', '{"peers": [');
     expect(bad.status).toBe(400);
-    expect(JSON.parse(bad.body)).toMatchObject({ code: 'EWEAVETS_BAD_REQUEST', error: expect.stringMatching(/malformed JSON/) });
+    expect(JSON.parse(bad.body)).toMatchObject({
+      code: 'EWEAVETS_BAD_REQUEST',
+      error: expect.stringMatching(/malformed JSON/),
+    });
 
     const notObject = await raw({ socketPath }, 'POST', '/connect', '[1,2]');
     expect(notObject.status).toBe(400);
@@ -250,7 +253,12 @@ describe('API server', () => {
     expect(status.status).toBe(200);
     expect(JSON.parse(status.body)).toEqual(fake.connections());
     for (const route of ['/connect', '/attach', '/detach', '/shutdown', '/expose', '/hide', '/forget']) {
-      const res = await raw(tcp, 'POST', route, JSON.stringify({ peers: ['x'], id: 'c1', netns: '/x', removeState: true }));
+      const res = await raw(
+        tcp,
+        'POST',
+        route,
+        JSON.stringify({ peers: ['x'], id: 'c1', netns: '/x', removeState: true }),
+      );
       expect(res.status).toBe(405);
       expect(JSON.parse(res.body).code).toBe('EWEAVETS_BAD_REQUEST');
     }
@@ -264,19 +272,41 @@ describe('API server', () => {
       new Promise((resolve, reject) => {
         const headers: Record<string, string> = {};
         if (host !== undefined) headers['host'] = host;
-        const req = http.request({ ...tcp, method: 'GET', path: '/metrics', agent: false, setHost: host === undefined ? false : undefined, headers }, (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (text += c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-        });
+        const req = http.request(
+          {
+            ...tcp,
+            method: 'GET',
+            path: '/metrics',
+            agent: false,
+            setHost: host === undefined ? false : undefined,
+            headers,
+          },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (c: string) => (text += c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+          },
+        );
         req.on('error', reject);
         req.end();
       });
-    for (const ok of [`127.0.0.1:${tcp.port}`, '127.0.0.1', 'localhost', `localhost:${tcp.port}`, `LocalHost:${tcp.port}`]) {
+    for (const ok of [
+      `127.0.0.1:${tcp.port}`,
+      '127.0.0.1',
+      'localhost',
+      `localhost:${tcp.port}`,
+      `LocalHost:${tcp.port}`,
+    ]) {
       expect((await get(ok)).status, ok).toBe(200);
     }
-    for (const bad of ['evil.example', `evil.example:${tcp.port}`, `127.0.0.1:${tcp.port + 1}`, '10.0.0.1', `localhost.evil.example:${tcp.port}`]) {
+    for (const bad of [
+      'evil.example',
+      `evil.example:${tcp.port}`,
+      `127.0.0.1:${tcp.port + 1}`,
+      '10.0.0.1',
+      `localhost.evil.example:${tcp.port}`,
+    ]) {
       const r = await get(bad);
       expect(r.status, String(bad)).toBe(403);
       expect(r.body).not.toContain('weavets_up');
@@ -290,13 +320,23 @@ describe('API server', () => {
 
   it('keeps container ids and netns paths off the TCP listener', async () => {
     await client.post('/attach', { id: 'secret-container', netns: '/run/netns/secret', ip: '10.32.9.9/12' });
-    for (const [method, route] of [['GET', '/endpoints'], ['POST', '/dns/lookup']] as const) {
+    for (const [method, route] of [
+      ['GET', '/endpoints'],
+      ['POST', '/dns/lookup'],
+    ] as const) {
       const res = await raw(tcp, method, route, method === 'POST' ? JSON.stringify({ name: 'x' }) : undefined);
       expect(res.status, route).toBe(403);
       expect(res.body).not.toContain('secret');
       expect(JSON.parse(res.body).error).toMatch(/use the CLI/);
     }
-    for (const route of ['/status', '/status/connections', '/status/peers', '/status/targets', '/metrics', '/healthz']) {
+    for (const route of [
+      '/status',
+      '/status/connections',
+      '/status/peers',
+      '/status/targets',
+      '/metrics',
+      '/healthz',
+    ]) {
       const res = await raw(tcp, 'GET', route);
       expect(res.status, route).toBe(200);
       expect(res.body).not.toContain('secret');
@@ -341,7 +381,11 @@ describe('API server', () => {
   it('removes the socket on close, and the client then says the daemon is not running', async () => {
     await server.close();
     expect(fs.existsSync(socketPath)).toBe(false);
-    await expectCode(client.get('/status'), 'EWEAVETS_NOT_RUNNING', /weavets is not running \(no daemon at .*weavets\.sock\); start it with `weavets launch`/);
+    await expectCode(
+      client.get('/status'),
+      'EWEAVETS_NOT_RUNNING',
+      /weavets is not running \(no daemon at .*weavets\.sock\); start it with `weavets launch`/,
+    );
   });
 });
 

@@ -67,7 +67,9 @@ describe('argument validators', () => {
     expect(usage(() => parseRangeCidr('10.32.0.1/12'))).toBe(
       '--ipalloc-range: 10.32.0.1/12 has host bits set; did you mean 10.32.0.0/12?',
     );
-    expect(usage(() => parseRangeCidr('10.0.0.0/31'))).toMatch(/prefix \/31 is out of range; use a prefix from \/8 to \/30/);
+    expect(usage(() => parseRangeCidr('10.0.0.0/31'))).toMatch(
+      /prefix \/31 is out of range; use a prefix from \/8 to \/30/,
+    );
     expect(usage(() => parseRangeCidr('10.0.0.0/7'))).toMatch(/\/7 is out of range/);
     expect(usage(() => parseRangeCidr('10.300.0.0/16'))).toMatch(/not an IPv4 CIDR; write it like 10\.32\.0\.0\/12/);
     expect(usage(() => parseRangeCidr('fd00::/64'))).toMatch(/not an IPv4 CIDR/);
@@ -88,7 +90,15 @@ describe('argument validators', () => {
   });
 
   it('accepts host, host:port, IPv4 and [IPv6]:port peers', () => {
-    for (const ok of ['host2', 'host2:6783', '192.0.2.2', '192.0.2.2:7000', 'a.example.org', '[fd00::2]:6783', 'fd00::2']) {
+    for (const ok of [
+      'host2',
+      'host2:6783',
+      '192.0.2.2',
+      '192.0.2.2:7000',
+      'a.example.org',
+      '[fd00::2]:6783',
+      'fd00::2',
+    ]) {
       expect(parsePeerAddress(ok)).toBe(ok);
     }
     for (const bad of ['bad host', 'host:', 'host:99999', '-host', '[fd00::2', 'host/1', '']) {
@@ -136,7 +146,15 @@ describe('argument validators', () => {
   });
 
   it('takes the password from the environment, keeps it out of argv, and checks trusted subnets', () => {
-    const flags = { port: '6783', bindAddress: '0.0.0.0', ipallocRange: '10.32.0.0/12', datapath: 'auto' as const, httpAddr: '', mtu: '0', logLevel: 'info' as const };
+    const flags = {
+      port: '6783',
+      bindAddress: '0.0.0.0',
+      ipallocRange: '10.32.0.0/12',
+      datapath: 'auto' as const,
+      httpAddr: '',
+      mtu: '0',
+      logLevel: 'info' as const,
+    };
     process.env.WEAVETS_PASSWORD = 'hunter2-but-longer';
     const config = buildDaemonConfig('/tmp/wt', [], { ...flags, trustedSubnets: '192.0.2.0/24, 198.18.0.0/15' });
     expect(process.env.WEAVETS_PASSWORD).toBeUndefined();
@@ -145,13 +163,23 @@ describe('argument validators', () => {
     const args = foregroundArgs(config);
     expect(args.join(' ')).not.toContain('hunter2');
     expect(args[args.indexOf('--password-fd') + 1]).toBe('3');
-    expect(usage(() => buildDaemonConfig('/tmp/wt', [], { ...flags, trustedSubnets: '192.0.2.1/24' }))).toMatch(/did you mean 192.0.2.0\/24/);
+    expect(usage(() => buildDaemonConfig('/tmp/wt', [], { ...flags, trustedSubnets: '192.0.2.1/24' }))).toMatch(
+      /did you mean 192.0.2.0\/24/,
+    );
   });
 });
 
 describe('output', () => {
   it('aligns table columns without trailing blanks', () => {
-    expect(formatTable(['A', 'LONGER'], [['xyz', '1'], ['q', '22']])).toBe('A    LONGER\nxyz  1\nq    22\n');
+    expect(
+      formatTable(
+        ['A', 'LONGER'],
+        [
+          ['xyz', '1'],
+          ['q', '22'],
+        ],
+      ),
+    ).toBe('A    LONGER\nxyz  1\nq    22\n');
   });
 });
 
@@ -217,7 +245,9 @@ describe('weavets command line (no daemon)', () => {
   it('rejects an unknown status section with exit 2', async () => {
     const r = await cli(['status', 'bogus', '--state-dir', stateDir]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe("weavets: unknown status section 'bogus': use peers, connections, targets, ipam, dns or health\n");
+    expect(r.stderr).toBe(
+      "weavets: unknown status section 'bogus': use peers, connections, targets, ipam, dns or health\n",
+    );
   });
 
   it('stop without a daemon exits 0', async () => {
@@ -272,7 +302,15 @@ class FakeDaemon implements DaemonControl {
   }
   connections(): ConnectionStatus[] {
     return [
-      { peer: '7e:21:0a:b4:19:c3', nickname: 'host2', address: '192.0.2.2:6783', state: 'established', datapath: 'sleeve', encrypted: false, outbound: true },
+      {
+        peer: '7e:21:0a:b4:19:c3',
+        nickname: 'host2',
+        address: '192.0.2.2:6783',
+        state: 'established',
+        datapath: 'sleeve',
+        encrypted: false,
+        outbound: true,
+      },
     ];
   }
   peers(): PeerStatus[] {
@@ -284,11 +322,29 @@ class FakeDaemon implements DaemonControl {
   connect(): void {}
   forget(): void {}
   async attach(req: AttachRequest): Promise<EndpointStatus> {
-    return { id: req.id, network: 'weavets', ifname: req.ifname ?? 'eth0', address: req.ip ?? '10.32.0.2/12', mac: '02:00:00:00:00:02', netns: req.netns, hostVeth: 'vethwt0' };
+    return {
+      id: req.id,
+      network: 'weavets',
+      ifname: req.ifname ?? 'eth0',
+      address: req.ip ?? '10.32.0.2/12',
+      mac: '02:00:00:00:00:02',
+      netns: req.netns,
+      hostVeth: 'vethwt0',
+    };
   }
   async detach(): Promise<void> {}
   endpoints(): EndpointStatus[] {
-    return [{ id: 'c1', network: 'weavets', ifname: 'eth0', address: '10.32.0.2/12', mac: '02:00:00:00:00:02', netns: '/run/netns/c1', hostVeth: 'vethwt0' }];
+    return [
+      {
+        id: 'c1',
+        network: 'weavets',
+        ifname: 'eth0',
+        address: '10.32.0.2/12',
+        mac: '02:00:00:00:00:02',
+        netns: '/run/netns/c1',
+        hostVeth: 'vethwt0',
+      },
+    ];
   }
   async expose(): Promise<ExposeResult> {
     return { network: 'weavets', address: '10.32.0.1/12' };
@@ -314,7 +370,12 @@ describe('weavets command line (against a stand-in daemon)', () => {
   beforeAll(async () => {
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'weavets-cli-'));
     fake = new FakeDaemon();
-    fake.server = await startApiServer({ socketPath: path.join(stateDir, 'weavets.sock'), httpAddr: '', control: fake, log: silentLogger });
+    fake.server = await startApiServer({
+      socketPath: path.join(stateDir, 'weavets.sock'),
+      httpAddr: '',
+      control: fake,
+      log: silentLogger,
+    });
   });
   afterAll(async () => {
     await fake.server?.close();
@@ -334,7 +395,16 @@ describe('weavets command line (against a stand-in daemon)', () => {
   });
 
   it('attach prints only the address; ps lists endpoints', async () => {
-    const r = await cli(['attach', '--netns', '/proc/self/ns/net', '--ip', '10.32.7.7/12', 'c1', '--state-dir', stateDir]);
+    const r = await cli([
+      'attach',
+      '--netns',
+      '/proc/self/ns/net',
+      '--ip',
+      '10.32.7.7/12',
+      'c1',
+      '--state-dir',
+      stateDir,
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('10.32.7.7/12\n');
     const ps = await cli(['ps', '--state-dir', stateDir]);

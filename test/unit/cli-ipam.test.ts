@@ -31,18 +31,47 @@ describe('launch store flags', () => {
     const c = base();
     applyStoreFlags(
       c,
-      { etcd: 'http://10.0.0.5:2379,https://10.0.0.6:2379', etcdCa: 'ca', etcdCert: 'c', etcdKey: 'k', etcdUser: 'u', ipamLeaseTtl: '30', advertiseAddress: '192.0.2.11', ipallocBlock: '/24' },
+      {
+        etcd: 'http://10.0.0.5:2379,https://10.0.0.6:2379',
+        etcdCa: 'ca',
+        etcdCert: 'c',
+        etcdKey: 'k',
+        etcdUser: 'u',
+        ipamLeaseTtl: '30',
+        advertiseAddress: '192.0.2.11',
+        ipallocBlock: '/24',
+      },
       { WEAVETS_ETCD_PASSWORD: 's3cret' },
     );
-    expect(c.etcd).toEqual({ endpoints: ['http://10.0.0.5:2379', 'https://10.0.0.6:2379'], caFile: 'ca', certFile: 'c', keyFile: 'k', username: 'u', password: 's3cret' });
+    expect(c.etcd).toEqual({
+      endpoints: ['http://10.0.0.5:2379', 'https://10.0.0.6:2379'],
+      caFile: 'ca',
+      certFile: 'c',
+      keyFile: 'k',
+      username: 'u',
+      password: 's3cret',
+    });
     expect(c.ipamLeaseTtl).toBe(30);
     expect(c.ipallocBlock).toBe(24);
     const args = storeArgs(c);
     expect(args.join(' ')).not.toContain('s3cret');
     expect(args).toEqual([
-      '--etcd', 'http://10.0.0.5:2379,https://10.0.0.6:2379',
-      '--etcd-ca', 'ca', '--etcd-cert', 'c', '--etcd-key', 'k', '--etcd-user', 'u',
-      '--advertise-address', '192.0.2.11', '--ipam-lease-ttl', '30', '--ipalloc-block', '24',
+      '--etcd',
+      'http://10.0.0.5:2379,https://10.0.0.6:2379',
+      '--etcd-ca',
+      'ca',
+      '--etcd-cert',
+      'c',
+      '--etcd-key',
+      'k',
+      '--etcd-user',
+      'u',
+      '--advertise-address',
+      '192.0.2.11',
+      '--ipam-lease-ttl',
+      '30',
+      '--ipalloc-block',
+      '24',
     ]);
   });
 
@@ -91,7 +120,12 @@ describe('launch store flags', () => {
     expect(text).toContain('(this host)');
     expect(text).toMatch(/weavets\s+10\.32\.0\.64\/26\s+02:00:00:00:00:02\s+h2/);
     expect(text).not.toContain('CONFLICTS');
-    const contested = formatIpamStatus({ ...s, conflicts: [{ key: 'ipam/blocks/weavets/0a200040', holders: ['02:00:00:00:00:01', '02:00:00:00:00:02'] }] });
-    expect(contested).toMatch(/CONFLICTS[^\n]*\n.*\n\s+ipam\/blocks\/weavets\/0a200040\s+02:00:00:00:00:01 02:00:00:00:00:02/);
+    const contested = formatIpamStatus({
+      ...s,
+      conflicts: [{ key: 'ipam/blocks/weavets/0a200040', holders: ['02:00:00:00:00:01', '02:00:00:00:00:02'] }],
+    });
+    expect(contested).toMatch(
+      /CONFLICTS[^\n]*\n.*\n\s+ipam\/blocks\/weavets\/0a200040\s+02:00:00:00:00:01 02:00:00:00:00:02/,
+    );
   });
 });

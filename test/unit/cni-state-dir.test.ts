@@ -25,7 +25,10 @@ interface Run {
 
 function run(argv: string[], env: Record<string, string>, stdin: string): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(argv[0]!, argv.slice(1), {
+      env: { PATH: process.env['PATH'] ?? '', ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -82,7 +85,8 @@ describe('CNI plugin: which state dir', () => {
   const daemons: FakeDaemon[] = [];
 
   beforeAll(() => {
-    for (const f of [NODE_PLUGIN, NATIVE]) if (!fs.existsSync(f)) throw new Error(`${f} is missing: build first (npm ci / npx tsc)`);
+    for (const f of [NODE_PLUGIN, NATIVE])
+      if (!fs.existsSync(f)) throw new Error(`${f} is missing: build first (npm ci / npx tsc)`);
     if (process.getuid?.() !== 0) throw new Error('needs root: the sockets must be owned by uid 0');
   });
 
@@ -158,29 +162,56 @@ describe('CNI plugin: which state dir', () => {
   });
 
   const unsafe: [string, (d: FakeDaemon) => void, RegExp][] = [
-    ['a state dir others can write', (d) => fs.chmodSync(d.stateDir, 0o777), /good is writable by group or others \(mode 0777\)/],
-    ['a state dir not owned by root', (d) => fs.chownSync(d.stateDir, 1000, 1000), /good is owned by uid 1000, not root/],
-    ['a socket not owned by root', (d) => fs.chownSync(path.join(d.stateDir, 'weavets.sock'), 1000, 1000), /weavets\.sock is owned by uid 1000, not root/],
-    ['a socket others can write', (d) => fs.chmodSync(path.join(d.stateDir, 'weavets.sock'), 0o666), /weavets\.sock is writable by group or others/],
-    ['a parent directory others can write (not sticky)', () => fs.chmodSync(tmp, 0o777), /weavets-cni-sd-\w+ is writable by group or others/],
+    [
+      'a state dir others can write',
+      (d) => fs.chmodSync(d.stateDir, 0o777),
+      /good is writable by group or others \(mode 0777\)/,
+    ],
+    [
+      'a state dir not owned by root',
+      (d) => fs.chownSync(d.stateDir, 1000, 1000),
+      /good is owned by uid 1000, not root/,
+    ],
+    [
+      'a socket not owned by root',
+      (d) => fs.chownSync(path.join(d.stateDir, 'weavets.sock'), 1000, 1000),
+      /weavets\.sock is owned by uid 1000, not root/,
+    ],
+    [
+      'a socket others can write',
+      (d) => fs.chmodSync(path.join(d.stateDir, 'weavets.sock'), 0o666),
+      /weavets\.sock is writable by group or others/,
+    ],
+    [
+      'a parent directory others can write (not sticky)',
+      () => fs.chmodSync(tmp, 0o777),
+      /weavets-cni-sd-\w+ is writable by group or others/,
+    ],
   ];
 
-  it.each(unsafe)('refuses %s: CNI error 7 with the reason, nothing sent (both plugins)', async (_what, spoil, reason) => {
-    spoil(good);
-    for (const argv of [[path.join(bin, 'weavets-cni')], [process.execPath, NODE_PLUGIN]]) {
-      const r = await run(argv, statusEnv, conf(good.stateDir));
+  it.each(unsafe)(
+    'refuses %s: CNI error 7 with the reason, nothing sent (both plugins)',
+    async (_what, spoil, reason) => {
+      spoil(good);
+      for (const argv of [[path.join(bin, 'weavets-cni')], [process.execPath, NODE_PLUGIN]]) {
+        const r = await run(argv, statusEnv, conf(good.stateDir));
+        expect(r.code).toBe(1);
+        expect(r.json).toMatchObject({
+          cniVersion: '1.1.0',
+          code: 7,
+          msg: expect.stringMatching(/^refusing stateDir /),
+        });
+        expect(r.json?.['msg']).toMatch(reason);
+      }
+      // Without the Node plugin to hand over to, the forwarder answers the CNI error itself.
+      fs.rmSync(path.join(bin, 'weavets-cni.fallback'));
+      const r = await run([path.join(bin, 'weavets-cni')], statusEnv, conf(good.stateDir));
       expect(r.code).toBe(1);
-      expect(r.json).toMatchObject({ cniVersion: '1.1.0', code: 7, msg: expect.stringMatching(/^refusing stateDir /) });
-      expect(r.json?.['msg']).toMatch(reason);
-    }
-    // Without the Node plugin to hand over to, the forwarder answers the CNI error itself.
-    fs.rmSync(path.join(bin, 'weavets-cni.fallback'));
-    const r = await run([path.join(bin, 'weavets-cni')], statusEnv, conf(good.stateDir));
-    expect(r.code).toBe(1);
-    expect(r.json).toMatchObject({ code: 7, msg: expect.stringMatching(reason) });
-    expect(good.hits).toEqual([]);
-    expect(nested.hits).toEqual([]);
-  });
+      expect(r.json).toMatchObject({ code: 7, msg: expect.stringMatching(reason) });
+      expect(good.hits).toEqual([]);
+      expect(nested.hits).toEqual([]);
+    },
+  );
 
   it('connects through a symlinked state dir to the checked real path', async () => {
     const link = path.join(tmp, 'link');

@@ -25,7 +25,10 @@ interface PluginRun {
 
 function runPlugin(env: Record<string, string>, stdin: string): Promise<PluginRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [PLUGIN], { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [PLUGIN], {
+      env: { PATH: process.env['PATH'] ?? '', ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -131,11 +134,24 @@ let daemon: FakeDaemon;
 const NETNS = '/proc/self/ns/net';
 
 function conf(version: string, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ cniVersion: version, name: 'wtnet', type: 'weavets-cni', stateDir: daemon.stateDir, ...extra });
+  return JSON.stringify({
+    cniVersion: version,
+    name: 'wtnet',
+    type: 'weavets-cni',
+    stateDir: daemon.stateDir,
+    ...extra,
+  });
 }
 
 function env(command: string, containerId = 'ctr1', extra: Record<string, string> = {}): Record<string, string> {
-  return { CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: NETNS, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin', ...extra };
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: containerId,
+    CNI_NETNS: NETNS,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/opt/cni/bin',
+    ...extra,
+  };
 }
 
 beforeAll(async () => {
@@ -179,7 +195,9 @@ describe('pure helpers', () => {
     });
     expect(fs.statSync(res.plugin).mode & 0o111).not.toBe(0);
     expect(fs.readFileSync(res.plugin, 'utf8')).toBe(pluginShim(process.execPath, PLUGIN));
-    const list = JSON.parse(fs.readFileSync(res.conflist, 'utf8')) as ReturnType<typeof conflist> & { plugins: { type: string }[] };
+    const list = JSON.parse(fs.readFileSync(res.conflist, 'utf8')) as ReturnType<typeof conflist> & {
+      plugins: { type: string }[];
+    };
     expect(list).toMatchObject({ cniVersion: '1.0.0', name: 'weavets' });
     expect(list.plugins.map((p) => p.type)).toEqual(['weavets-cni', 'portmap']);
     expect(list.plugins[1]).toEqual({ type: 'portmap', capabilities: { portMappings: true } });
@@ -204,16 +222,29 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
   it.each([...SUPPORTED_VERSIONS])('cniVersion %s', async (v) => {
     const id = `v${v.replace(/\./g, '')}`;
     const dns = { nameservers: ['10.32.0.1'], search: ['weavets.local'] };
-    const add = await runPlugin(env('ADD', id, { CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=web-0;SOMETHING=else' }), conf(v, { dns }));
+    const add = await runPlugin(
+      env('ADD', id, { CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=web-0;SOMETHING=else' }),
+      conf(v, { dns }),
+    );
     expect(add.stderr).toBe('');
     expect(add.code).toBe(0);
-    const res = add.json as { cniVersion: string; interfaces: { name: string; mac: string; sandbox?: string }[]; ips: Record<string, unknown>[]; routes: unknown[]; dns: unknown };
+    const res = add.json as {
+      cniVersion: string;
+      interfaces: { name: string; mac: string; sandbox?: string }[];
+      ips: Record<string, unknown>[];
+      routes: unknown[];
+      dns: unknown;
+    };
     expect(res.cniVersion).toBe(v);
     expect(res.interfaces).toHaveLength(2);
     expect(res.interfaces[0]).toEqual({ name: expect.stringMatching(/^vwt/), mac: '02:ff:00:00:00:01' });
     expect(res.interfaces[1]).toEqual({ name: 'eth0', mac: expect.stringMatching(/^02:/), sandbox: NETNS });
     expect(res.ips).toHaveLength(1);
-    expect(res.ips[0]).toMatchObject({ address: expect.stringMatching(/^10\.32\.0\.\d+\/12$/), gateway: '10.32.0.1', interface: 1 });
+    expect(res.ips[0]).toMatchObject({
+      address: expect.stringMatching(/^10\.32\.0\.\d+\/12$/),
+      gateway: '10.32.0.1',
+      interface: 1,
+    });
     if (v.startsWith('0.')) expect(res.ips[0]!['version']).toBe('4');
     else expect(res.ips[0]).not.toHaveProperty('version');
     expect(res.routes).toEqual([{ dst: '0.0.0.0/0', gw: '10.32.0.1' }]);
@@ -221,7 +252,10 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
     const ep = daemon.endpoints.get(`cni:wtnet:${id}:eth0`);
     expect(ep?.['name']).toBe('web-0');
     // A pod (containerd's CRI plugin sends its namespace too) is named POD.NAMESPACE.
-    const pod = await runPlugin(env('ADD', `${id}p`, { CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=x' }), conf(v, { dns }));
+    const pod = await runPlugin(
+      env('ADD', `${id}p`, { CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=x' }),
+      conf(v, { dns }),
+    );
     expect(pod.code).toBe(0);
     expect(daemon.endpoints.get(`cni:wtnet:${id}p:eth0`)?.['name']).toBe('web-0.shop');
     expect((await runPlugin(env('DEL', `${id}p`), conf(v))).code).toBe(0);
@@ -252,10 +286,17 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
   it('honours runtimeConfig ips and mac; gateway off leaves no routes', async () => {
     const add = await runPlugin(
       env('ADD', 'rc1'),
-      conf('1.0.0', { gateway: false, runtimeConfig: { ips: ['fd00::5/64', '10.32.7.7/12'], mac: '0A:58:0A:20:07:07' } }),
+      conf('1.0.0', {
+        gateway: false,
+        runtimeConfig: { ips: ['fd00::5/64', '10.32.7.7/12'], mac: '0A:58:0A:20:07:07' },
+      }),
     );
     expect(add.code).toBe(0);
-    const res = add.json as { ips: { address: string; gateway?: string }[]; routes: unknown[]; interfaces: { mac: string }[] };
+    const res = add.json as {
+      ips: { address: string; gateway?: string }[];
+      routes: unknown[];
+      interfaces: { mac: string }[];
+    };
     expect(res.ips[0]).toEqual({ address: '10.32.7.7/12', interface: 1 });
     expect(res.interfaces[1]!.mac).toBe('0a:58:0a:20:07:07');
     expect(res.routes).toEqual([]);
@@ -269,21 +310,37 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
     const add = await runPlugin(
       env('ADD', 'lb1', { CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db-0;IgnoreUnknown=1' }),
       conf('1.0.0', {
-        args: { cni: { labels: [{ key: 'app', value: 'db' }, { key: 'tier', value: 'cold' }] } },
+        args: {
+          cni: {
+            labels: [
+              { key: 'app', value: 'db' },
+              { key: 'tier', value: 'cold' },
+            ],
+          },
+        },
         runtimeConfig: { labels: { tier: 'data' } },
       }),
     );
     expect(add.code, add.stdout).toBe(0);
     const attach = daemon.requests.filter((r) => r.path === '/attach').pop()!;
-    expect(attach.body).toMatchObject({ labels: { app: 'db', tier: 'data', 'k8s.namespace': 'shop', 'k8s.pod': 'db-0' } });
+    expect(attach.body).toMatchObject({
+      labels: { app: 'db', tier: 'data', 'k8s.namespace': 'shop', 'k8s.pod': 'db-0' },
+    });
     await runPlugin(env('DEL', 'lb1'), conf('1.0.0'));
-    const bad = await runPlugin(env('ADD', 'lb2'), conf('1.0.0', { args: { cni: { labels: [{ key: 'bad key', value: 'x' }] } } }));
+    const bad = await runPlugin(
+      env('ADD', 'lb2'),
+      conf('1.0.0', { args: { cni: { labels: [{ key: 'bad key', value: 'x' }] } } }),
+    );
     expect(bad.code).toBe(1);
     expect(bad.json).toMatchObject({ code: 7, msg: expect.stringMatching(/args\.cni\.labels: label key/) });
   });
 
   it('CHECK of an endpoint the daemon does not hold fails with 103', async () => {
-    const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: NETNS }], ips: [{ address: '10.32.0.9/12', interface: 0 }] };
+    const prevResult = {
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'eth0', sandbox: NETNS }],
+      ips: [{ address: '10.32.0.9/12', interface: 0 }],
+    };
     const r = await runPlugin(env('CHECK', 'ghost'), conf('1.0.0', { prevResult }));
     expect(r.code).toBe(1);
     expect(r.json).toMatchObject({ code: 103, msg: expect.stringMatching(/holds no endpoint/) });
@@ -291,8 +348,9 @@ describe('ADD, CHECK, DEL in every version (fake daemon)', () => {
 });
 
 describe('GC and STATUS (1.1.0)', () => {
-  it('GC releases only this network\'s endpoints missing from the valid attachments', async () => {
-    for (const id of ['keep1', 'keep2', 'stale1']) expect((await runPlugin(env('ADD', id), conf('1.1.0'))).code).toBe(0);
+  it("GC releases only this network's endpoints missing from the valid attachments", async () => {
+    for (const id of ['keep1', 'keep2', 'stale1'])
+      expect((await runPlugin(env('ADD', id), conf('1.1.0'))).code).toBe(0);
     daemon.endpoints.set('plain-cli-attach', { id: 'plain-cli-attach' });
     daemon.endpoints.set('cni:othernet:stale2:eth0', { id: 'cni:othernet:stale2:eth0' });
     const r = await runPlugin(
@@ -304,7 +362,12 @@ describe('GC and STATUS (1.1.0)', () => {
       }),
     );
     expect(r.code).toBe(0);
-    expect([...daemon.endpoints.keys()].sort()).toEqual(['cni:othernet:stale2:eth0', 'cni:wtnet:keep1:eth0', 'cni:wtnet:keep2:eth0', 'plain-cli-attach']);
+    expect([...daemon.endpoints.keys()].sort()).toEqual([
+      'cni:othernet:stale2:eth0',
+      'cni:wtnet:keep1:eth0',
+      'cni:wtnet:keep2:eth0',
+      'plain-cli-attach',
+    ]);
     daemon.endpoints.clear();
   });
 
@@ -351,10 +414,22 @@ describe('error codes', () => {
     ['no name', env('ADD'), '{"cniVersion":"1.0.0","type":"weavets-cni"}', 7, /name/],
     ['relative stateDir', env('ADD'), '{"cniVersion":"1.0.0","name":"n","stateDir":"rel"}', 7, /stateDir/],
     ['bad network', env('ADD'), '{"cniVersion":"1.0.0","name":"n","network":"a b"}', 7, /network/],
-    ['bad runtimeConfig ips', env('ADD'), '{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":["10.1.2.300/12"]}}', 7, /ips/],
+    [
+      'bad runtimeConfig ips',
+      env('ADD'),
+      '{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":["10.1.2.300/12"]}}',
+      7,
+      /ips/,
+    ],
     ['bad runtimeConfig mac', env('ADD'), '{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"mac":"zz"}}', 7, /mac/],
     ['gateway not boolean', env('ADD'), '{"cniVersion":"1.0.0","name":"n","gateway":"yes"}', 7, /gateway/],
-    ['bare address in runtimeConfig ips', env('ADD'), '{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":["10.32.1.2"]}}', 7, /ips/],
+    [
+      'bare address in runtimeConfig ips',
+      env('ADD'),
+      '{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":["10.32.1.2"]}}',
+      7,
+      /ips/,
+    ],
     ['unsupported version', env('ADD'), '{"cniVersion":"0.2.0","name":"n"}', 1, /not supported/],
     ['CHECK before 0.4.0', env('CHECK'), '{"cniVersion":"0.3.1","name":"n"}', 1, /CHECK needs/],
   ];
@@ -378,7 +453,10 @@ describe('error codes', () => {
     for (const netns of [file, tmp]) {
       const r = await runPlugin(env('ADD', 'regular', { CNI_NETNS: netns }), conf('1.0.0'));
       expect(r.code).toBe(1);
-      expect(r.json).toMatchObject({ code: 4, msg: expect.stringMatching(/CNI_NETNS .* is not a network namespace file/) });
+      expect(r.json).toMatchObject({
+        code: 4,
+        msg: expect.stringMatching(/CNI_NETNS .* is not a network namespace file/),
+      });
     }
     expect(daemon.requests.slice(before)).toEqual([]);
   });
@@ -402,7 +480,10 @@ describe('error codes', () => {
   });
 
   it('GC with no daemon is 11', async () => {
-    const r = await runPlugin({ CNI_COMMAND: 'GC' }, conf('1.1.0', { stateDir: path.join(tmp, 'nodaemon'), 'cni.dev/valid-attachments': [] }));
+    const r = await runPlugin(
+      { CNI_COMMAND: 'GC' },
+      conf('1.1.0', { stateDir: path.join(tmp, 'nodaemon'), 'cni.dev/valid-attachments': [] }),
+    );
     expect(r.json).toMatchObject({ code: 11 });
   });
 });

@@ -23,28 +23,55 @@ describe('launchFromEnv', () => {
       ['--mtu', '1400'],
     );
     expect(argv).toEqual([
-      'launch', '--foreground',
-      '--etcd', 'https://10.0.0.5:2379',
-      '--etcd-ca', '/var/lib/weavets/ca.pem',
-      '--ipalloc-range', '10.40.0.0/16',
-      '--log-level', 'debug',
-      '--docker-driver-name', 'weavets/net:0.2.0',
-      '--datapath', 'sleeve',
-      '--mtu', '1400',
-      '--', '10.0.0.1', '10.0.0.2', '10.0.0.3',
+      'launch',
+      '--foreground',
+      '--etcd',
+      'https://10.0.0.5:2379',
+      '--etcd-ca',
+      '/var/lib/weavets/ca.pem',
+      '--ipalloc-range',
+      '10.40.0.0/16',
+      '--log-level',
+      'debug',
+      '--docker-driver-name',
+      'weavets/net:0.2.0',
+      '--datapath',
+      'sleeve',
+      '--mtu',
+      '1400',
+      '--',
+      '10.0.0.1',
+      '10.0.0.2',
+      '10.0.0.3',
     ]);
     expect(password).toBe('sekrit');
     expect(argv.join(' ')).not.toContain('sekrit');
   });
 
   it('treats empty settings as unset (docker plugin set X= clears one)', () => {
-    expect(launchFromEnv({ PEERS: '', ETCD: ' ', PASSWORD: '' }, [])).toEqual({ argv: ['launch', '--foreground'], password: undefined });
+    expect(launchFromEnv({ PEERS: '', ETCD: ' ', PASSWORD: '' }, [])).toEqual({
+      argv: ['launch', '--foreground'],
+      password: undefined,
+    });
   });
 
   it('produces flags launch knows', () => {
-    const { argv } = launchFromEnv({ PASSWORD_FILE: '/p', ETCD: 'http://a:1', ETCD_CERT: '/c', ETCD_KEY: '/k', ETCD_USER: 'u', ETCD_PASSWORD_FILE: '/e', DOCKER_PLUGIN_SOCKET: '/run/docker/plugins/weavets.sock', DOCKER_HOST: 'unix:///var/run/docker.sock' }, []);
+    const { argv } = launchFromEnv(
+      {
+        PASSWORD_FILE: '/p',
+        ETCD: 'http://a:1',
+        ETCD_CERT: '/c',
+        ETCD_KEY: '/k',
+        ETCD_USER: 'u',
+        ETCD_PASSWORD_FILE: '/e',
+        DOCKER_PLUGIN_SOCKET: '/run/docker/plugins/weavets.sock',
+        DOCKER_HOST: 'unix:///var/run/docker.sock',
+      },
+      [],
+    );
     const launch = buildProgram().commands.find((c) => c.name() === 'launch')!;
     const known = new Set(launch.options.map((o) => o.long));
-    for (const a of argv.filter((x) => x.startsWith('--') && x !== '--' && x !== '--foreground')) expect(known.has(a), a).toBe(true);
+    for (const a of argv.filter((x) => x.startsWith('--') && x !== '--' && x !== '--foreground'))
+      expect(known.has(a), a).toBe(true);
   });
 });

@@ -35,13 +35,16 @@ describe('control codec', () => {
       '0000003e' + // length
         '01' + // HELLO
         '57565453' + // "WVTS"
-        '01' + '01' + // versions 1..1
+        '01' +
+        '01' + // versions 1..1
         '0000' + // flags
         '021122334455' + // peer name
         '0102030405060708' + // uid
-        '1a7f' + '1a7f' + // control and data port 6783
+        '1a7f' +
+        '1a7f' + // control and data port 6783
         'aa'.repeat(32) + // ephemeral public key
-        '02' + '6831', // nickname "h1"
+        '02' +
+        '6831', // nickname "h1"
     );
   });
 
@@ -114,7 +117,10 @@ describe('control codec', () => {
   });
 
   it('frames a STORE message (type 9) around its opaque body, never empty', () => {
-    const msg: ControlMessage = { type: MessageType.Store, payload: Buffer.from('03020000000002000000000000000c020000000001', 'hex') };
+    const msg: ControlMessage = {
+      type: MessageType.Store,
+      payload: Buffer.from('03020000000002000000000000000c020000000001', 'hex'),
+    };
     const buf = encode(msg);
     expect(buf.toString('hex')).toBe('0000001609' + '03020000000002000000000000000c020000000001');
     expect(encodingLength(msg)).toBe(buf.length);
@@ -133,7 +139,11 @@ describe('control codec', () => {
       seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
       return seed % n;
     };
-    const seeds = [encode(hello), encode({ type: MessageType.Close, reason: 'x' }), encode({ type: MessageType.Ping, nonce: 7n })];
+    const seeds = [
+      encode(hello),
+      encode({ type: MessageType.Close, reason: 'x' }),
+      encode({ type: MessageType.Ping, nonce: 7n }),
+    ];
     for (let i = 0; i < 20000; i++) {
       let b: Buffer;
       if (i % 2 === 0) {

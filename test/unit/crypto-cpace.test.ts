@@ -1,13 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 
-import {
-  CPACE_DSI,
-  cpaceGenerator,
-  cpaceKeyPair,
-  cpaceSharedKey,
-  elligator2Curve25519,
-} from '../../src/crypto/cpace';
+import { CPACE_DSI, cpaceGenerator, cpaceKeyPair, cpaceSharedKey, elligator2Curve25519 } from '../../src/crypto/cpace';
 import { CryptoError } from '../../src/crypto/errors';
 
 const P = (1n << 255n) - 19n;
@@ -39,11 +33,26 @@ describe('elligator2Curve25519', () => {
   it('matches RFC 9380 curve25519_XMD:SHA-512_ELL2_NU_ map_to_curve outputs (u -> Q.x)', () => {
     // Field elements as printed in RFC 9380 appendix J (big-endian integers).
     const vectors: Array<[string, string]> = [
-      ['608d892b641f0328523802a6603427c26e55e6f27e71a91a478148d45b5093cd', '51125222da5e763d97f3c10fcc92ea6860b9ccbbd2eb1285728f566721c1e65b'],
-      ['46f5b22494bfeaa7f232cc8d054be68561af50230234d7d1d63d1d9abeca8da5', '7d56d1e08cb0ccb92baf069c18c49bb5a0dcd927eff8dcf75ca921ef7f3e6eeb'],
-      ['235fe40c443766ce7e18111c33862d66c3b33267efa50d50f9e8e5d252a40aaa', '3fbe66b9c9883d79e8407150e7c2a1c8680bee496c62fabe4619a72b3cabe90f'],
-      ['001e92a544463bda9bd04ddbe3d6eed248f82de32f522669efc5ddce95f46f5b', '227e0bb89de700385d19ec40e857db6e6a3e634b1c32962f370d26f84ff19683'],
-      ['1a68a1af9f663592291af987203393f707305c7bac9c8d63d6a729bdc553dc19', '3bcd651ee54d5f7b6013898aab251ee8ecc0688166fce6e9548d38472f6bd196'],
+      [
+        '608d892b641f0328523802a6603427c26e55e6f27e71a91a478148d45b5093cd',
+        '51125222da5e763d97f3c10fcc92ea6860b9ccbbd2eb1285728f566721c1e65b',
+      ],
+      [
+        '46f5b22494bfeaa7f232cc8d054be68561af50230234d7d1d63d1d9abeca8da5',
+        '7d56d1e08cb0ccb92baf069c18c49bb5a0dcd927eff8dcf75ca921ef7f3e6eeb',
+      ],
+      [
+        '235fe40c443766ce7e18111c33862d66c3b33267efa50d50f9e8e5d252a40aaa',
+        '3fbe66b9c9883d79e8407150e7c2a1c8680bee496c62fabe4619a72b3cabe90f',
+      ],
+      [
+        '001e92a544463bda9bd04ddbe3d6eed248f82de32f522669efc5ddce95f46f5b',
+        '227e0bb89de700385d19ec40e857db6e6a3e634b1c32962f370d26f84ff19683',
+      ],
+      [
+        '1a68a1af9f663592291af987203393f707305c7bac9c8d63d6a729bdc553dc19',
+        '3bcd651ee54d5f7b6013898aab251ee8ecc0688166fce6e9548d38472f6bd196',
+      ],
     ];
     for (const [u, qx] of vectors) {
       const out = elligator2Curve25519(Buffer.from(u, 'hex').reverse());
@@ -63,9 +72,9 @@ describe('elligator2Curve25519', () => {
 
   it('ignores the top bit and reduces mod p', () => {
     const r = randomBytes(32);
-    r[31] &= 0x7f;
+    r[31] = r[31]! & 0x7f;
     const withTop = Buffer.from(r);
-    withTop[31] |= 0x80;
+    withTop[31] = withTop[31]! | 0x80;
     expect(elligator2Curve25519(withTop).equals(elligator2Curve25519(r))).toBe(true);
     // p + 5 and 5 are the same field element
     expect(elligator2Curve25519(toLe(P + 5n)).equals(elligator2Curve25519(toLe(5n)))).toBe(true);
@@ -93,12 +102,16 @@ describe('cpaceGenerator', () => {
     expect(cpaceGenerator(Buffer.from('correct horse battery stapler'), sid).equals(g)).toBe(false);
     expect(cpaceGenerator(password, Buffer.alloc(32, 0x5b)).equals(g)).toBe(false);
     // same concatenation, different split
-    expect(cpaceGenerator(Buffer.from('ab'), Buffer.from('c')).equals(cpaceGenerator(Buffer.from('a'), Buffer.from('bc')))).toBe(false);
+    expect(
+      cpaceGenerator(Buffer.from('ab'), Buffer.from('c')).equals(cpaceGenerator(Buffer.from('a'), Buffer.from('bc'))),
+    ).toBe(false);
     expect(onCurve(le(g))).toBe(true);
   });
 
   it('refuses a password over 64 KiB', () => {
-    expect(() => cpaceGenerator(Buffer.alloc(0x10000), sid)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_INPUT' }));
+    expect(() => cpaceGenerator(Buffer.alloc(0x10000), sid)).toThrow(
+      expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_INPUT' }),
+    );
   });
 });
 
@@ -146,7 +159,9 @@ describe('CPace exchange', () => {
         expect.objectContaining({ code: 'EWEAVETS_CRYPTO_LOW_ORDER' }),
       );
     }
-    expect(() => cpaceSharedKey(secret, Buffer.alloc(31, 9))).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
+    expect(() => cpaceSharedKey(secret, Buffer.alloc(31, 9))).toThrow(
+      expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+    );
     expect(() => cpaceSharedKey(secret, Buffer.alloc(33, 9))).toThrow(CryptoError);
   });
 

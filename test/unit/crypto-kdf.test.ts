@@ -5,11 +5,15 @@ import { confirmTag, deriveSessionKeys, nextDataKey, tagsEqual, transcriptHash }
 
 /** RFC 5869 written out with HMAC, to check the labels and salt independently of hkdfSync. */
 function hkdf(ikm: Buffer, salt: Buffer, info: string | Buffer, length: number): Buffer {
-  const prk = createHmac('sha256', salt.length ? salt : Buffer.alloc(32)).update(ikm).digest();
+  const prk = createHmac('sha256', salt.length ? salt : Buffer.alloc(32))
+    .update(ikm)
+    .digest();
   const blocks: Buffer[] = [];
   let t = Buffer.alloc(0);
   for (let i = 1; Buffer.concat(blocks).length < length; i++) {
-    t = createHmac('sha256', prk).update(Buffer.concat([t, Buffer.isBuffer(info) ? info : Buffer.from(info, 'ascii'), Buffer.from([i])])).digest();
+    t = createHmac('sha256', prk)
+      .update(Buffer.concat([t, Buffer.isBuffer(info) ? info : Buffer.from(info, 'ascii'), Buffer.from([i])]))
+      .digest();
     blocks.push(t);
   }
   return Buffer.concat(blocks).subarray(0, length);
@@ -20,8 +24,15 @@ const ikm = Buffer.alloc(64, 0x42);
 
 describe('the reference HKDF used by these tests', () => {
   it('matches RFC 5869 test case 1', () => {
-    const okm = hkdf(Buffer.alloc(22, 0x0b), Buffer.from('000102030405060708090a0b0c', 'hex'), Buffer.from('f0f1f2f3f4f5f6f7f8f9', 'hex'), 42);
-    expect(okm.toString('hex')).toBe('3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865');
+    const okm = hkdf(
+      Buffer.alloc(22, 0x0b),
+      Buffer.from('000102030405060708090a0b0c', 'hex'),
+      Buffer.from('f0f1f2f3f4f5f6f7f8f9', 'hex'),
+      42,
+    );
+    expect(okm.toString('hex')).toBe(
+      '3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865',
+    );
   });
 });
 
@@ -68,10 +79,10 @@ describe('deriveSessionKeys', () => {
   it('binds the transcript and the ikm', () => {
     const base = deriveSessionKeys(ikm, th, true);
     const otherTh = Buffer.from(th);
-    otherTh[0] ^= 1;
+    otherTh[0] = otherTh[0]! ^ 1;
     expect(deriveSessionKeys(ikm, otherTh, true).dataSend.equals(base.dataSend)).toBe(false);
     const otherIkm = Buffer.from(ikm);
-    otherIkm[63] ^= 1;
+    otherIkm[63] = otherIkm[63]! ^ 1;
     expect(deriveSessionKeys(otherIkm, th, true).dataSend.equals(base.dataSend)).toBe(false);
   });
 
@@ -94,12 +105,18 @@ describe('deriveSessionKeys', () => {
     expect(k.dataRecv.toString('hex')).toBe('f951093c43611e3b1e823419c027cb31332c50d393b957a2fefdafb3340fcbb7');
     expect(k.confirmSend.toString('hex')).toBe('adb447afd653de46ca2437a3e24bbd5b744313368f3d3e9099422296a99539d7');
     expect(k.confirmRecv.toString('hex')).toBe('d565033c3ae69fb572a1ae31602e904b18e15e16f99361e1f6244ea9fe508cbd');
-    expect(nextDataKey(k.dataSend).toString('hex')).toBe('f15d0130d7d184b22c3498cb96b0d6143c0395cb444a5f88fd224be4b759ba0e');
-    expect(confirmTag(k.confirmSend, th).toString('hex')).toBe('25479668dec83f518dc869e7467987fd6def71be4853b3919d363b418259e3d7');
+    expect(nextDataKey(k.dataSend).toString('hex')).toBe(
+      'f15d0130d7d184b22c3498cb96b0d6143c0395cb444a5f88fd224be4b759ba0e',
+    );
+    expect(confirmTag(k.confirmSend, th).toString('hex')).toBe(
+      '25479668dec83f518dc869e7467987fd6def71be4853b3919d363b418259e3d7',
+    );
   });
 
   it('refuses a short ikm', () => {
-    expect(() => deriveSessionKeys(Buffer.alloc(16), th, true)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
+    expect(() => deriveSessionKeys(Buffer.alloc(16), th, true)).toThrow(
+      expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+    );
   });
 });
 
@@ -130,7 +147,7 @@ describe('confirmTag and tagsEqual', () => {
     const a = randomBytes(32);
     const b = Buffer.from(a);
     expect(tagsEqual(a, b)).toBe(true);
-    b[31] ^= 0x80;
+    b[31] = b[31]! ^ 0x80;
     expect(tagsEqual(a, b)).toBe(false);
     expect(tagsEqual(a, a.subarray(0, 31))).toBe(false);
     expect(tagsEqual(Buffer.alloc(0), Buffer.alloc(0))).toBe(true);

@@ -87,9 +87,12 @@ describe('ReplayWindow', () => {
       for (let i = 0; i < 50000; i++) {
         const r = rand();
         let c: number;
-        if (r < 0.6) c = base + Math.floor(rand() * 8) - 2; // mostly forward, a little reordering
-        else if (r < 0.85) c = base - Math.floor(rand() * size * 1.5); // late, around the edge
-        else if (r < 0.98) c = base - Math.floor(rand() * 40); // duplicates likely
+        if (r < 0.6)
+          c = base + Math.floor(rand() * 8) - 2; // mostly forward, a little reordering
+        else if (r < 0.85)
+          c = base - Math.floor(rand() * size * 1.5); // late, around the edge
+        else if (r < 0.98)
+          c = base - Math.floor(rand() * 40); // duplicates likely
         else c = base + Math.floor(rand() * size * 3); // a jump
         if (c > base) base = c;
         if (c < 0) c = 0;
@@ -97,9 +100,15 @@ describe('ReplayWindow', () => {
         const got = w.accept(c);
         const want = m.accept(c);
         if (would !== got || got !== want) {
-          expect({ size, step: i, counter: c, would, got }).toEqual({ size, step: i, counter: c, would: want, got: want });
+          expect({ size, step: i, counter: c, would, got }).toEqual({
+            size,
+            step: i,
+            counter: c,
+            would: want,
+            got: want,
+          });
         }
-        outcomes[got ? 0 : 1]++;
+        outcomes[got ? 0 : 1] = outcomes[got ? 0 : 1]! + 1;
       }
     }
     // the traffic really exercised both answers

@@ -71,7 +71,7 @@ describe('sodium-native and tweetnacl secretbox', () => {
         const box = sealWith(s, randomBytes(100), nonce, key);
         for (let bit = 0; bit < box.length * 8; bit++) {
           const bad = Buffer.from(box);
-          bad[bit >> 3] ^= 1 << (bit & 7);
+          bad[bit >> 3] = bad[bit >> 3]! ^ (1 << (bit & 7));
           expect(openWith(s, bad, nonce, key)).toBeNull();
         }
       });
@@ -82,9 +82,9 @@ describe('sodium-native and tweetnacl secretbox', () => {
         const msg = randomBytes(64);
         const box = sealWith(s, msg, nonce, key);
         const otherNonce = Buffer.from(nonce);
-        otherNonce[23] ^= 1;
+        otherNonce[23] = otherNonce[23]! ^ 1;
         const otherKey = Buffer.from(key);
-        otherKey[0] ^= 1;
+        otherKey[0] = otherKey[0]! ^ 1;
         expect(openWith(s, box, otherNonce, key)).toBeNull();
         expect(openWith(s, box, nonce, otherKey)).toBeNull();
         expect(openWith(s, box.subarray(0, box.length - 1), nonce, key)).toBeNull();
@@ -129,12 +129,24 @@ describe('sodium-native and tweetnacl secretbox', () => {
         const key = randomBytes(32);
         const nonce = randomBytes(NONCE_LENGTH);
         const msg = Buffer.alloc(10);
-        expect(() => s.seal(Buffer.alloc(25), 0, msg, 0, 10, nonce, key)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
-        expect(() => s.seal(Buffer.alloc(26), 0, msg, 1, 10, nonce, key)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
-        expect(() => s.seal(Buffer.alloc(26), 0, msg, 0, 10, nonce.subarray(1), key)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
-        expect(() => s.seal(Buffer.alloc(26), 0, msg, 0, 10, nonce, key.subarray(1))).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
-        expect(() => s.open(Buffer.alloc(9), 0, Buffer.alloc(26), 0, 26, nonce, key)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
-        expect(() => s.open(Buffer.alloc(10), 0, Buffer.alloc(26), 1, 26, nonce, key)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
+        expect(() => s.seal(Buffer.alloc(25), 0, msg, 0, 10, nonce, key)).toThrow(
+          expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+        );
+        expect(() => s.seal(Buffer.alloc(26), 0, msg, 1, 10, nonce, key)).toThrow(
+          expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+        );
+        expect(() => s.seal(Buffer.alloc(26), 0, msg, 0, 10, nonce.subarray(1), key)).toThrow(
+          expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+        );
+        expect(() => s.seal(Buffer.alloc(26), 0, msg, 0, 10, nonce, key.subarray(1))).toThrow(
+          expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+        );
+        expect(() => s.open(Buffer.alloc(9), 0, Buffer.alloc(26), 0, 26, nonce, key)).toThrow(
+          expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+        );
+        expect(() => s.open(Buffer.alloc(10), 0, Buffer.alloc(26), 1, 26, nonce, key)).toThrow(
+          expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+        );
       });
     });
   }
@@ -160,6 +172,8 @@ describe('writeNonce', () => {
     for (const bad of [-1, 1.5, 2 ** 53 + 2, Number.NaN, Number.POSITIVE_INFINITY]) {
       expect(() => writeNonce(nonce, bad)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_INPUT' }));
     }
-    expect(() => writeNonce(Buffer.alloc(12), 1)).toThrow(expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }));
+    expect(() => writeNonce(Buffer.alloc(12), 1)).toThrow(
+      expect.objectContaining({ code: 'EWEAVETS_CRYPTO_BAD_LENGTH' }),
+    );
   });
 });

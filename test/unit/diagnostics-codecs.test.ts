@@ -13,7 +13,12 @@ import {
   encodingLength,
   type HostReport,
 } from '../../src/router/health-codec';
-import { decodeTraceProbe, encodeTraceProbe, TraceProbeKind, TRACE_PROBE_LENGTH } from '../../src/datapath/trace-probe-codec';
+import {
+  decodeTraceProbe,
+  encodeTraceProbe,
+  TraceProbeKind,
+  TRACE_PROBE_LENGTH,
+} from '../../src/datapath/trace-probe-codec';
 import { decode as decodeControl, encode as encodeControl, MessageType } from '../../src/router/control-codec';
 
 const A = 0x020000000001;
@@ -25,7 +30,18 @@ const REPORT: HostReport = {
   uid: 0x0102030405060708n,
   seq: 7,
   peers: [
-    { peer: B, up: true, connected: true, datapath: 'fastdp', encrypted: false, pmtu: 1472, rttUs: 310, lossPermille: 0, silentMs: 120, reason: '' },
+    {
+      peer: B,
+      up: true,
+      connected: true,
+      datapath: 'fastdp',
+      encrypted: false,
+      pmtu: 1472,
+      rttUs: 310,
+      lossPermille: 0,
+      silentMs: 120,
+      reason: '',
+    },
   ],
   endpoints: [{ id: 'c1', name: 'web', network: 'weavets', networkId: 0xabcdef, ip: 0x0a200005, mac: 0x0affee000001 }],
 };
@@ -36,7 +52,8 @@ const REPORT_HEX = [
   '020000000001', // owner
   '0102030405060708', // uid
   '00000007', // seq
-  '02', '6831', // nickname "h1"
+  '02',
+  '6831', // nickname "h1"
   '0001', // peer views
   '0001', // endpoints
   '020000000002', // peer
@@ -49,9 +66,12 @@ const REPORT_HEX = [
   '00abcdef', // network id
   '0a200005', // 10.32.0.5
   '0affee000001', // mac
-  '02', '6331', // id "c1"
-  '03', '776562', // name "web"
-  '07', Buffer.from('weavets').toString('hex'),
+  '02',
+  '6331', // id "c1"
+  '03',
+  '776562', // name "web"
+  '07',
+  Buffer.from('weavets').toString('hex'),
 ].join('');
 
 function prng(seed: number): () => number {
@@ -98,7 +118,14 @@ function randomReport(rnd: () => number): HostReport {
       mac: Math.floor(rnd() * 2 ** 48),
     });
   }
-  return { owner, nickname: 'n'.repeat(Math.floor(rnd() * 10)), uid: BigInt(Math.floor(rnd() * 2 ** 32)) << 32n, seq: Math.floor(rnd() * 2 ** 32), peers, endpoints };
+  return {
+    owner,
+    nickname: 'n'.repeat(Math.floor(rnd() * 10)),
+    uid: BigInt(Math.floor(rnd() * 2 ** 32)) << 32n,
+    seq: Math.floor(rnd() * 2 ** 32),
+    peers,
+    endpoints,
+  };
 }
 
 describe('health report codec', () => {
@@ -118,7 +145,19 @@ describe('health report codec', () => {
   });
 
   it('keeps unknown values as undefined, not as sentinels', () => {
-    const r: HostReport = { ...REPORT, peers: [{ ...REPORT.peers[0]!, rttUs: undefined, lossPermille: undefined, silentMs: undefined, up: false, reason: 'no heartbeat answer yet' }] };
+    const r: HostReport = {
+      ...REPORT,
+      peers: [
+        {
+          ...REPORT.peers[0]!,
+          rttUs: undefined,
+          lossPermille: undefined,
+          silentMs: undefined,
+          up: false,
+          reason: 'no heartbeat answer yet',
+        },
+      ],
+    };
     expect(decodeHealthReport(encodeHealthReport(r))).toEqual(r);
   });
 
@@ -135,8 +174,12 @@ describe('health report codec', () => {
   it('refuses to encode what it could not decode', () => {
     expect(() => encodeHealthReport({ ...REPORT, owner: 0 })).toThrow(RangeError);
     expect(() => encodeHealthReport({ ...REPORT, nickname: 'x'.repeat(256) })).toThrow(RangeError);
-    expect(() => encodeHealthReport({ ...REPORT, peers: [{ ...REPORT.peers[0]!, lossPermille: 1001 }] })).toThrow(RangeError);
-    expect(() => encodeHealthReport({ ...REPORT, endpoints: [{ ...REPORT.endpoints[0]!, networkId: 0x1000000 }] })).toThrow(RangeError);
+    expect(() => encodeHealthReport({ ...REPORT, peers: [{ ...REPORT.peers[0]!, lossPermille: 1001 }] })).toThrow(
+      RangeError,
+    );
+    expect(() =>
+      encodeHealthReport({ ...REPORT, endpoints: [{ ...REPORT.endpoints[0]!, networkId: 0x1000000 }] }),
+    ).toThrow(RangeError);
   });
 
   it('rejects malformed reports with HealthDecodeError, naming the problem', () => {
@@ -191,7 +234,9 @@ describe('docs/PROTOCOL.md', () => {
     const health = /`(01 020000000001 0102030405060708 [^`]+)`/.exec(doc);
     expect(health?.[1]?.replace(/[ |]/g, '')).toBe(REPORT_HEX);
     const probe = /`(57545052 01 00 [^`]+)`/.exec(doc);
-    expect(probe?.[1]?.replace(/ /g, '')).toBe(encodeTraceProbe({ kind: TraceProbeKind.Request, id: 0xdeadbeef, seq: 2, from: A, to: B }).toString('hex'));
+    expect(probe?.[1]?.replace(/ /g, '')).toBe(
+      encodeTraceProbe({ kind: TraceProbeKind.Request, id: 0xdeadbeef, seq: 2, from: A, to: B }).toString('hex'),
+    );
   });
 });
 
@@ -220,7 +265,9 @@ describe('trace probe codec', () => {
     const p = Buffer.from(good);
     p.fill(0, 12, 18);
     expect(decodeTraceProbe(p)).toBe('probe_peer');
-    expect(() => encodeTraceProbe({ kind: TraceProbeKind.Request, id: 1, seq: 0x10000, from: A, to: B })).toThrow(RangeError);
+    expect(() => encodeTraceProbe({ kind: TraceProbeKind.Request, id: 1, seq: 0x10000, from: A, to: B })).toThrow(
+      RangeError,
+    );
   });
 
   it('survives fuzzing', () => {

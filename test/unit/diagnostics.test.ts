@@ -78,7 +78,13 @@ const H3 = 0x0a0000000003;
 
 function lineInputs(): TraceInputs {
   const entries: PeerEntry[] = [
-    { name: H1, nickname: 'host1', uid: 1n, version: 1, connections: [{ peer: H2, address: '', outbound: true, established: true }] },
+    {
+      name: H1,
+      nickname: 'host1',
+      uid: 1n,
+      version: 1,
+      connections: [{ peer: H2, address: '', outbound: true, established: true }],
+    },
     {
       name: H2,
       nickname: 'host2',
@@ -89,9 +95,20 @@ function lineInputs(): TraceInputs {
         { peer: H3, address: '', outbound: true, established: true },
       ],
     },
-    { name: H3, nickname: 'host3', uid: 1n, version: 1, connections: [{ peer: H2, address: '', outbound: false, established: true }] },
+    {
+      name: H3,
+      nickname: 'host3',
+      uid: 1n,
+      version: 1,
+      connections: [{ peer: H2, address: '', outbound: false, established: true }],
+    },
   ];
-  const view = (peer: number, up: boolean, datapath: 'sleeve' | 'fastdp', reason = ''): HostReport['peers'][number] => ({
+  const view = (
+    peer: number,
+    up: boolean,
+    datapath: 'sleeve' | 'fastdp',
+    reason = '',
+  ): HostReport['peers'][number] => ({
     peer,
     up,
     connected: up,
@@ -112,7 +129,14 @@ function lineInputs(): TraceInputs {
       peers: [view(H2, true, 'sleeve'), view(H3, false, 'sleeve', 'no heartbeat answer for 41 s')],
       endpoints: [{ id: 'c-web', name: 'web', network: 'weavets', networkId: 5, ip: 0x0a200005, mac: 1 }],
     },
-    { owner: H2, nickname: 'host2', uid: 1n, seq: 1, peers: [view(H1, true, 'sleeve'), view(H3, true, 'fastdp')], endpoints: [] },
+    {
+      owner: H2,
+      nickname: 'host2',
+      uid: 1n,
+      seq: 1,
+      peers: [view(H1, true, 'sleeve'), view(H3, true, 'fastdp')],
+      endpoints: [],
+    },
     {
       owner: H3,
       nickname: 'host3',
@@ -187,7 +211,11 @@ describe('FlowCounter and FlowWindow', () => {
     c.record(6, 0x0a0000000001, 0x0a0000000002, 1);
     const seen: string[] = [];
     c.forEach((n, s, d, b, p) => seen.push(`${n}/${s.toString(16)}/${d.toString(16)}:${b}/${p}`));
-    expect(seen.sort()).toEqual(['5/a0000000001/a0000000002:1000/10', '5/a0000000002/a0000000001:60/1', '6/a0000000001/a0000000002:1/1']);
+    expect(seen.sort()).toEqual([
+      '5/a0000000001/a0000000002:1000/10',
+      '5/a0000000002/a0000000001:60/1',
+      '6/a0000000001/a0000000002:1/1',
+    ]);
     c.compact((n) => n === 5);
     const after: string[] = [];
     c.forEach((n, _s, _d, b, p) => after.push(`${n}:${b}/${p}`));
@@ -203,7 +231,8 @@ describe('FlowCounter and FlowWindow', () => {
 
   it('answers the traffic since the oldest snapshot of the last minute', () => {
     const w = new FlowWindow();
-    const totals = (bytes: number, packets: number): FlowTotals => new Map([[flowKey(1, 2, 3), { net: 1, src: 2, dst: 3, bytes, packets, datapath: 'sleeve' as const }]]);
+    const totals = (bytes: number, packets: number): FlowTotals =>
+      new Map([[flowKey(1, 2, 3), { net: 1, src: 2, dst: 3, bytes, packets, datapath: 'sleeve' as const }]]);
     w.add(0, totals(100, 1));
     w.add(30_000, totals(500, 5));
     w.add(61_000, totals(900, 9)); // drops the snapshot at 0
@@ -223,17 +252,40 @@ describe('kernel flow counters', () => {
             name: 'pairs',
             table: 'weavets_flows',
             elem: [
-              { elem: { val: { concat: ['wtvabcdef', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] }, expires: 100, counter: { packets: 12, bytes: 3400 } } },
-              { elem: { val: { concat: ['eth0', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] }, counter: { packets: 1, bytes: 1 } } },
-              { elem: { val: { concat: ['wtvzz', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] }, counter: { packets: 1, bytes: 1 } } },
-              { elem: { val: { concat: ['wtv000001', 'nonsense', '0a:00:00:00:00:02'] }, counter: { packets: 1, bytes: 1 } } },
+              {
+                elem: {
+                  val: { concat: ['wtvabcdef', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] },
+                  expires: 100,
+                  counter: { packets: 12, bytes: 3400 },
+                },
+              },
+              {
+                elem: {
+                  val: { concat: ['eth0', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] },
+                  counter: { packets: 1, bytes: 1 },
+                },
+              },
+              {
+                elem: {
+                  val: { concat: ['wtvzz', '0a:00:00:00:00:01', '0a:00:00:00:00:02'] },
+                  counter: { packets: 1, bytes: 1 },
+                },
+              },
+              {
+                elem: {
+                  val: { concat: ['wtv000001', 'nonsense', '0a:00:00:00:00:02'] },
+                  counter: { packets: 1, bytes: 1 },
+                },
+              },
               { elem: { val: 'x' } },
             ],
           },
         },
       ],
     });
-    expect([...parseFlowSet(json).values()]).toEqual([{ net: 0xabcdef, src: 0x0a0000000001, dst: 0x0a0000000002, bytes: 3400, packets: 12, datapath: 'fastdp' }]);
+    expect([...parseFlowSet(json).values()]).toEqual([
+      { net: 0xabcdef, src: 0x0a0000000001, dst: 0x0a0000000002, bytes: 3400, packets: 12, datapath: 'fastdp' },
+    ]);
     expect(parseFlowSet('not json').size).toBe(0);
     expect(parseFlowSet('{"nftables": 5}').size).toBe(0);
   });

@@ -10,12 +10,26 @@ const zone: ZoneConfig = { domain: 'weavets.local', ttl: 30, range: parseCidr('1
 
 function tableWith(recs: [string, string][]): DnsRecordTable {
   const t = new DnsRecordTable();
-  t.reset(recs.map(([name, ip], i) => ({ key: recordKey(`h${i}`, { name, ip }), value: JSON.stringify({ name, ip }), modRevision: 1, createRevision: 1, lease: '1' })));
+  t.reset(
+    recs.map(([name, ip], i) => ({
+      key: recordKey(`h${i}`, { name, ip }),
+      value: JSON.stringify({ name, ip }),
+      modRevision: 1,
+      createRevision: 1,
+      lease: '1',
+    })),
+  );
   return t;
 }
 
 function query(name: string, type: dnsPacket.RecordType = 'A', extra: Partial<dnsPacket.Packet> = {}): Buffer {
-  return dnsPacket.encode({ type: 'query', id: 4242, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }], ...extra });
+  return dnsPacket.encode({
+    type: 'query',
+    id: 4242,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type, name, class: 'IN' }],
+    ...extra,
+  });
 }
 
 interface Rr {
@@ -60,7 +74,7 @@ describe('handleQuery', () => {
   });
 
   it('rotates the order between queries', () => {
-    const first = new Set([0, 1, 2, 3].map(() => (answer(t, query('web.weavets.local')).answers[0]!.data as string)));
+    const first = new Set([0, 1, 2, 3].map(() => answer(t, query('web.weavets.local')).answers[0]!.data as string));
     expect(first).toEqual(new Set(['10.32.0.2', '10.32.0.9']));
   });
 
@@ -95,7 +109,12 @@ describe('handleQuery', () => {
     expect(tcp.flag_tc).toBe(false);
     expect(tcp.answers).toHaveLength(60);
     // With EDNS offering 4096 bytes, 60 records fit in UDP.
-    const edns = answer(many, query('big.weavets.local', 'A', { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as unknown as dnsPacket.Answer] }));
+    const edns = answer(
+      many,
+      query('big.weavets.local', 'A', {
+        additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as unknown as dnsPacket.Answer],
+      }),
+    );
     expect(edns.flag_tc).toBe(false);
     expect(edns.answers).toHaveLength(60);
   });
@@ -108,7 +127,14 @@ describe('handleQuery', () => {
       expect(r.rcode).toBe(RCODE.FORMERR);
       expect(r.response.readUInt16BE(0)).toBe(4242);
     }
-    const two = dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'a.weavets.local' }, { type: 'A', name: 'b.weavets.local' }] });
+    const two = dnsPacket.encode({
+      type: 'query',
+      id: 1,
+      questions: [
+        { type: 'A', name: 'a.weavets.local' },
+        { type: 'A', name: 'b.weavets.local' },
+      ],
+    });
     expect(answer(t, two).rcode).toBe('FORMERR');
     const update = query('web.weavets.local');
     update.writeUInt16BE((5 << 11) | 0x100, 2);
@@ -136,6 +162,10 @@ describe('handleQuery', () => {
 
 describe('parseResolvConf', () => {
   it('takes IPv4 nameservers in order, once each', () => {
-    expect(parseResolvConf('# c\nsearch x\nnameserver 10.0.0.1\nnameserver ::1\n nameserver 10.0.0.2 \nnameserver 10.0.0.1\n')).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(
+      parseResolvConf(
+        '# c\nsearch x\nnameserver 10.0.0.1\nnameserver ::1\n nameserver 10.0.0.2 \nnameserver 10.0.0.1\n',
+      ),
+    ).toEqual(['10.0.0.1', '10.0.0.2']);
   });
 });

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { DnsRecordTable, parseRecordValue, recordKey } from '../../src/dns/records';
-import { addressOfReverseName, inZone, normalizeName, recordNameProblem, relativeName, reverseName } from '../../src/dns/names';
+import {
+  addressOfReverseName,
+  inZone,
+  normalizeName,
+  recordNameProblem,
+  relativeName,
+  reverseName,
+} from '../../src/dns/names';
 import type { KvEntry } from '../../src/store/types';
 
 const entry = (host: string, name: string, ip: string): KvEntry => ({

@@ -16,12 +16,25 @@ const zone: ZoneConfig = { domain: 'weavets.local', ttl: 30, range: parseCidr('1
 
 function tableWith(recs: [string, string][]): DnsRecordTable {
   const t = new DnsRecordTable();
-  t.reset(recs.map(([name, ip], i) => ({ key: recordKey(`h${i}`, { name, ip }), value: JSON.stringify({ name, ip }), modRevision: 1, createRevision: 1, lease: '1' })));
+  t.reset(
+    recs.map(([name, ip], i) => ({
+      key: recordKey(`h${i}`, { name, ip }),
+      value: JSON.stringify({ name, ip }),
+      modRevision: 1,
+      createRevision: 1,
+      lease: '1',
+    })),
+  );
   return t;
 }
 
 function query(name: string, type: dnsPacket.RecordType = 'A', id = 7): Buffer {
-  return dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
+  return dnsPacket.encode({
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type, name, class: 'IN' }],
+  });
 }
 
 interface Decoded {
@@ -55,7 +68,9 @@ describe('single-label names', () => {
       expect(r.id).toBe(7);
       expect(r.flag_rd).toBe(true);
       expect(r.questions[0]!.name).toBe(asked.replace(/\.$/, ''));
-      expect(r.answers).toEqual([{ type: 'A', name: asked.replace(/\.$/, ''), ttl: 30, class: 'IN', flush: false, data: '10.32.0.3' }]);
+      expect(r.answers).toEqual([
+        { type: 'A', name: asked.replace(/\.$/, ''), ttl: 30, class: 'IN', flush: false, data: '10.32.0.3' },
+      ]);
     }
   });
 
@@ -96,7 +111,9 @@ describe('single-label names', () => {
     const t2 = tableWith([['app', '10.32.0.5']]);
     const key = recordKey('h0', { name: 'app', ip: '10.32.0.5' });
     const forwarded: Buffer[] = [];
-    const upstream = { forward: (q: Buffer, done: (r: Buffer | undefined) => void) => (forwarded.push(q), done(undefined)) } as unknown as Upstream;
+    const upstream = {
+      forward: (q: Buffer, done: (r: Buffer | undefined) => void) => (forwarded.push(q), done(undefined)),
+    } as unknown as Upstream;
     const server = new DnsServer(t2, zone, upstream, silentLogger);
     const ask = (): Decoded => {
       let res: Buffer | undefined;

@@ -39,7 +39,13 @@ describe('upstream relay', () => {
       answer(msg, rinfo);
     });
     await new Promise<void>((r) => server.bind(0, '127.0.0.1', r));
-    up = new Upstream({ resolvConf: path.join(dir, 'resolv.conf'), isOwnAddress: () => false, serverPort: server.address().port, timeoutMs: 500, log });
+    up = new Upstream({
+      resolvConf: path.join(dir, 'resolv.conf'),
+      isOwnAddress: () => false,
+      serverPort: server.address().port,
+      timeoutMs: 500,
+      log,
+    });
   });
 
   afterEach(() => {

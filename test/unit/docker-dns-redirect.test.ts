@@ -12,7 +12,10 @@ import { itWithTools } from '../require-tools';
 
 const itWithNft = itWithTools({
   commands: ['nft', 'unshare'],
-  other: () => (process.getuid?.() === 0 && spawnSync('unshare', ['--net', 'true']).status === 0 ? undefined : 'root (unshare --net)'),
+  other: () =>
+    process.getuid?.() === 0 && spawnSync('unshare', ['--net', 'true']).status === 0
+      ? undefined
+      : 'root (unshare --net)',
 });
 
 /** The real nft on a new, empty network namespace that goes away with the process. */
@@ -41,12 +44,19 @@ describe('DNS redirect scripts', () => {
   it('replaces a leftover table in the same transaction, and catches only DNS to servers neither local nor in the overlay', () => {
     const t = tableScript('10.32.0.0/12');
     expect(t.startsWith(`table ip ${DNS_REDIRECT_TABLE} {}\ndelete table ip ${DNS_REDIRECT_TABLE}\n`)).toBe(true);
-    expect(t).toContain('th dport 53 ip daddr != 10.32.0.0/12 fib daddr type != local dnat ip to iifname map @resolvers');
+    expect(t).toContain(
+      'th dport 53 ip daddr != 10.32.0.0/12 fib daddr type != local dnat ip to iifname map @resolvers',
+    );
     expect(t).toContain('meta l4proto { tcp, udp }');
   });
 
   itWithNft('is accepted by the real nft, twice over (a leftover table is replaced)', async () => {
-    const all = tableScript('10.32.0.0/12') + mapScript(resolvers) + tableScript('10.32.0.0/12') + mapScript(resolvers.slice(1)) + mapScript([]);
+    const all =
+      tableScript('10.32.0.0/12') +
+      mapScript(resolvers) +
+      tableScript('10.32.0.0/12') +
+      mapScript(resolvers.slice(1)) +
+      mapScript([]);
     const r = await nftCheck(all);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -113,7 +123,15 @@ describe('DnsRedirect', () => {
 });
 
 describe('--no-docker-dns-redirect', () => {
-  const flags = { port: '6783', bindAddress: '0.0.0.0', ipallocRange: '10.32.0.0/12', datapath: 'auto' as const, httpAddr: '', mtu: '0', logLevel: 'info' as const };
+  const flags = {
+    port: '6783',
+    bindAddress: '0.0.0.0',
+    ipallocRange: '10.32.0.0/12',
+    datapath: 'auto' as const,
+    httpAddr: '',
+    mtu: '0',
+    logLevel: 'info' as const,
+  };
 
   it('is on unless turned off, and the background launcher passes the choice on', () => {
     const on = buildDaemonConfig('/tmp/wt', [], { ...flags, dockerDnsRedirect: true });
@@ -129,7 +147,12 @@ describe('--no-docker-dns-redirect', () => {
   it('is in launch --help', async () => {
     const root = path.resolve(__dirname, '..', '..');
     const out = await new Promise<string>((resolve) =>
-      execFile(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), 'launch', '--help'], { cwd: root, timeout: 30_000 }, (_e, stdout) => resolve(stdout)),
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), 'launch', '--help'],
+        { cwd: root, timeout: 30_000 },
+        (_e, stdout) => resolve(stdout),
+      ),
     );
     expect(out).toMatch(/--no-docker-dns-redirect/);
   });

@@ -44,7 +44,16 @@ function deps(): DockerPluginDeps {
     allocator: alloc,
     endpoints: {
       plug: async (r) => {
-        const ep: EndpointStatus = { id: r.id, network: r.network, ifname: 'vwc1', address: r.address, mac: r.mac ?? '02:00:00:00:00:01', netns: '', hostVeth: 'vwt1', externalAddress: true };
+        const ep: EndpointStatus = {
+          id: r.id,
+          network: r.network,
+          ifname: 'vwc1',
+          address: r.address,
+          mac: r.mac ?? '02:00:00:00:00:01',
+          netns: '',
+          hostVeth: 'vwt1',
+          externalAddress: true,
+        };
         eps.set(r.id, ep);
         return ep;
       },
@@ -74,7 +83,11 @@ function deps(): DockerPluginDeps {
   };
 }
 
-async function call(p: DockerPlugin, method: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+async function call(
+  p: DockerPlugin,
+  method: string,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const a = await p.handle(method, body === undefined ? '' : JSON.stringify(body));
   return a as { status: number; body: Record<string, unknown> };
 }
@@ -92,9 +105,15 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 describe('Docker plugin protocol', () => {
   it('activates as a network and IPAM driver with empty bodies and no content type', async () => {
     const p = new DockerPlugin(deps());
-    expect(await call(p, '/Plugin.Activate')).toEqual({ status: 200, body: { Implements: ['NetworkDriver', 'IpamDriver'] } });
+    expect(await call(p, '/Plugin.Activate')).toEqual({
+      status: 200,
+      body: { Implements: ['NetworkDriver', 'IpamDriver'] },
+    });
     expect((await call(p, '/NetworkDriver.GetCapabilities')).body['Scope']).toBe('local');
-    expect((await call(p, '/IpamDriver.GetDefaultAddressSpaces')).body).toEqual({ LocalDefaultAddressSpace: 'weavets', GlobalDefaultAddressSpace: 'weavets' });
+    expect((await call(p, '/IpamDriver.GetDefaultAddressSpaces')).body).toEqual({
+      LocalDefaultAddressSpace: 'weavets',
+      GlobalDefaultAddressSpace: 'weavets',
+    });
     expect((await call(p, '/IpamDriver.GetCapabilities')).status).toBe(200);
     expect((await call(p, '/NetworkDriver.DiscoverNew', { DiscoveryType: 1, DiscoveryData: {} })).body).toEqual({});
     expect((await call(p, '/NetworkDriver.AllocateNetwork', { NetworkID: 'x' })).body).toEqual({ Options: {} });
@@ -112,7 +131,7 @@ describe('Docker plugin protocol', () => {
     expect(proto.status).toBe(404);
   });
 
-  it('hands out the one pool, refuses others and breaks Docker\'s overlap loop', async () => {
+  it("hands out the one pool, refuses others and breaks Docker's overlap loop", async () => {
     const p = new DockerPlugin(deps());
     const ok = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: '10.32.0.0/12' });
     expect(ok.body).toEqual({ PoolID: 'weavets-10.32.0.0/12', Pool: '10.32.0.0/12', Data: {} });
@@ -128,7 +147,10 @@ describe('Docker plugin protocol', () => {
   it('allocates, releases by address alone, and survives a restart', async () => {
     const p = new DockerPlugin(deps());
     const pool = 'weavets-10.32.0.0/12';
-    const gw = await call(p, '/IpamDriver.RequestAddress', { PoolID: pool, Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    const gw = await call(p, '/IpamDriver.RequestAddress', {
+      PoolID: pool,
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
     expect(gw.body['Address']).toBe('10.32.0.1/12');
     const c = await call(p, '/IpamDriver.RequestAddress', { PoolID: pool, Address: '10.32.0.9' });
     expect(c.body['Address']).toBe('10.32.0.9/12');
@@ -144,25 +166,59 @@ describe('Docker plugin protocol', () => {
 
   it('creates a network, plugs, joins, publishes, leaves and deletes an endpoint', async () => {
     const p = new DockerPlugin(deps());
-    const bad = await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n2', Options: { 'com.docker.network.generic': { mtu: '9000' } } });
+    const bad = await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n2',
+      Options: { 'com.docker.network.generic': { mtu: '9000' } },
+    });
     expect(bad.body['Err']).toMatch(/unknown option -o mtu/);
     const v4 = [{ AddressSpace: 'weavets', Pool: '10.32.0.0/12', Gateway: '10.32.0.1/12' }];
-    expect((await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n1', Options: { 'com.docker.network.generic': {} }, IPv4Data: v4, IPv6Data: [] })).status).toBe(200);
-    const ce = await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e1', Interface: { Address: '10.32.0.5/12' } });
+    expect(
+      (
+        await call(p, '/NetworkDriver.CreateNetwork', {
+          NetworkID: 'n1',
+          Options: { 'com.docker.network.generic': {} },
+          IPv4Data: v4,
+          IPv6Data: [],
+        })
+      ).status,
+    ).toBe(200);
+    const ce = await call(p, '/NetworkDriver.CreateEndpoint', {
+      NetworkID: 'n1',
+      EndpointID: 'e1',
+      Interface: { Address: '10.32.0.5/12' },
+    });
     expect(ce.body).toEqual({ Interface: { MacAddress: '02:00:00:00:00:01' } });
     expect(eps.get('docker:e1')?.network).toBe('appnet');
     expect(addrs).toEqual(['br-appnet 10.32.0.1/12']);
-    const j = await call(p, '/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e1', SandboxKey: '/var/run/docker/netns/x' });
-    expect(j.body).toMatchObject({ InterfaceName: { SrcName: 'vwc1', DstPrefix: 'eth' }, Gateway: '10.32.0.1', DisableGatewayService: true });
+    const j = await call(p, '/NetworkDriver.Join', {
+      NetworkID: 'n1',
+      EndpointID: 'e1',
+      SandboxKey: '/var/run/docker/netns/x',
+    });
+    expect(j.body).toMatchObject({
+      InterfaceName: { SrcName: 'vwc1', DstPrefix: 'eth' },
+      Gateway: '10.32.0.1',
+      DisableGatewayService: true,
+    });
     const pe = await call(p, '/NetworkDriver.ProgramExternalConnectivity', {
       NetworkID: 'n1',
       EndpointID: 'e1',
-      Options: { 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 }] },
+      Options: {
+        'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 }],
+      },
     });
     expect(pe.status).toBe(200);
     expect(published).toEqual([{ proto: 'tcp', port: 80, hostIp: '', hostPort: 8080, hostPortEnd: 8080 }]);
-    expect(((await call(p, '/NetworkDriver.EndpointOperInfo', { NetworkID: 'n1', EndpointID: 'e1' })).body['Value'] as Record<string, string>)['weavets.ports']).toBe('8080->80/tcp');
-    expect((await call(p, '/NetworkDriver.RevokeExternalConnectivity', { NetworkID: 'n1', EndpointID: 'e1' })).status).toBe(200);
+    expect(
+      (
+        (await call(p, '/NetworkDriver.EndpointOperInfo', { NetworkID: 'n1', EndpointID: 'e1' })).body[
+          'Value'
+        ] as Record<string, string>
+      )['weavets.ports'],
+    ).toBe('8080->80/tcp');
+    expect(
+      (await call(p, '/NetworkDriver.RevokeExternalConnectivity', { NetworkID: 'n1', EndpointID: 'e1' })).status,
+    ).toBe(200);
     expect(published).toEqual([]);
     expect((await call(p, '/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e1' })).status).toBe(200);
     expect((await call(p, '/NetworkDriver.DeleteEndpoint', { NetworkID: 'n1', EndpointID: 'e1' })).status).toBe(200);
@@ -180,32 +236,59 @@ describe('Docker plugin protocol', () => {
       expect(j.body['Err']).toMatch(/no endpoint/);
     }
     const segment = { 'com.docker.network.generic': { 'weavets.segment': 'appnet' } };
-    expect((await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: '__proto__', Options: segment })).status).toBe(200);
-    const ce = await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: '__proto__', EndpointID: '__proto__', Interface: { Address: '10.32.0.5/12' } });
+    expect((await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: '__proto__', Options: segment })).status).toBe(
+      200,
+    );
+    const ce = await call(p, '/NetworkDriver.CreateEndpoint', {
+      NetworkID: '__proto__',
+      EndpointID: '__proto__',
+      Interface: { Address: '10.32.0.5/12' },
+    });
     expect(ce.status).toBe(200);
     expect(eps.get('docker:__proto__')?.network).toBe('appnet');
-    const saved = JSON.parse(fs.readFileSync(path.join(dir, 'docker.json'), 'utf8')) as Record<string, Record<string, unknown>>;
+    const saved = JSON.parse(fs.readFileSync(path.join(dir, 'docker.json'), 'utf8')) as Record<
+      string,
+      Record<string, unknown>
+    >;
     expect(Object.keys(saved['endpoints']!)).toEqual(['__proto__']);
     expect(Object.keys(saved['networks']!)).toEqual(['__proto__']);
     // A restarted daemon still knows the endpoint and can delete it for good.
     const p2 = new DockerPlugin(deps());
     await p2.restore();
     expect(p2.networks().map((n) => n.id)).toEqual(['__proto__']);
-    expect((await call(p2, '/NetworkDriver.Join', { NetworkID: '__proto__', EndpointID: '__proto__', SandboxKey: '/x' })).status).toBe(200);
-    expect((await call(p2, '/NetworkDriver.DeleteEndpoint', { NetworkID: '__proto__', EndpointID: '__proto__' })).status).toBe(200);
+    expect(
+      (await call(p2, '/NetworkDriver.Join', { NetworkID: '__proto__', EndpointID: '__proto__', SandboxKey: '/x' }))
+        .status,
+    ).toBe(200);
+    expect(
+      (await call(p2, '/NetworkDriver.DeleteEndpoint', { NetworkID: '__proto__', EndpointID: '__proto__' })).status,
+    ).toBe(200);
     expect(eps.size).toBe(0);
-    expect((await call(p2, '/NetworkDriver.Join', { NetworkID: '__proto__', EndpointID: '__proto__' })).status).toBe(500);
+    expect((await call(p2, '/NetworkDriver.Join', { NetworkID: '__proto__', EndpointID: '__proto__' })).status).toBe(
+      500,
+    );
     expect((await call(p2, '/NetworkDriver.DeleteNetwork', { NetworkID: '__proto__' })).status).toBe(200);
     expect(p2.networks()).toEqual([]);
   });
 
   it('uses -o weavets.segment, and says so when Docker cannot name a network', async () => {
     const p = new DockerPlugin(deps());
-    await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n9', Options: { 'com.docker.network.generic': { 'weavets.segment': 'blue' } } });
-    await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: 'n9', EndpointID: 'e9', Interface: { Address: '10.32.0.7/12', MacAddress: '02:00:00:00:00:09' } });
+    await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n9',
+      Options: { 'com.docker.network.generic': { 'weavets.segment': 'blue' } },
+    });
+    await call(p, '/NetworkDriver.CreateEndpoint', {
+      NetworkID: 'n9',
+      EndpointID: 'e9',
+      Interface: { Address: '10.32.0.7/12', MacAddress: '02:00:00:00:00:09' },
+    });
     expect(eps.get('docker:e9')?.network).toBe('blue');
     await call(p, '/NetworkDriver.CreateNetwork', { NetworkID: 'n8' });
-    const r = await call(p, '/NetworkDriver.CreateEndpoint', { NetworkID: 'n8', EndpointID: 'e8', Interface: { Address: '10.32.0.8/12' } });
+    const r = await call(p, '/NetworkDriver.CreateEndpoint', {
+      NetworkID: 'n8',
+      EndpointID: 'e8',
+      Interface: { Address: '10.32.0.8/12' },
+    });
     expect(r.status).toBe(500);
     expect(r.body['Err']).toMatch(/cannot learn the name of Docker network/);
   });
@@ -217,16 +300,33 @@ describe('protocol helpers', () => {
     expect(parseBody('null')).toEqual({});
     expect(() => parseBody('{')).toThrow(PluginError);
     expect(() => parseBody('"s"')).toThrow(/JSON object/);
-    expect(parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 17, Port: 53, HostPort: 0 }] })).toEqual([{ proto: 'udp', port: 53, hostIp: '', hostPort: 0, hostPortEnd: 0 }]);
+    expect(parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 17, Port: 53, HostPort: 0 }] })).toEqual([
+      { proto: 'udp', port: 53, hostIp: '', hostPort: 0, hostPortEnd: 0 },
+    ]);
     expect(() => parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 1, Port: 53 }] })).toThrow(/Proto/);
-    expect(() => parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 6, Port: 70000 }] })).toThrow(/port number/);
+    expect(() => parsePortBindings({ 'com.docker.network.portmap': [{ Proto: 6, Port: 70000 }] })).toThrow(
+      /port number/,
+    );
     expect(errorAnswer(new PluginError(418, 'x'))).toEqual({ status: 418, body: { Err: 'x', Error: 'x' } });
   });
 
   it('never throws on random input', async () => {
     const p = new DockerPlugin(deps());
-    const methods = ['/NetworkDriver.Join', '/NetworkDriver.CreateEndpoint', '/IpamDriver.RequestAddress', '/NetworkDriver.ProgramExternalConnectivity', '/NetworkDriver.CreateNetwork'];
-    const junk = ['{"NetworkID":5}', '{"NetworkID":"a","EndpointID":{}}', '{"Options":[]}', '{"Interface":"x","NetworkID":"a","EndpointID":"b"}', '\u0000', '{"PoolID":"weavets-10.32.0.0/12","Address":"999.1.1.1"}'];
+    const methods = [
+      '/NetworkDriver.Join',
+      '/NetworkDriver.CreateEndpoint',
+      '/IpamDriver.RequestAddress',
+      '/NetworkDriver.ProgramExternalConnectivity',
+      '/NetworkDriver.CreateNetwork',
+    ];
+    const junk = [
+      '{"NetworkID":5}',
+      '{"NetworkID":"a","EndpointID":{}}',
+      '{"Options":[]}',
+      '{"Interface":"x","NetworkID":"a","EndpointID":"b"}',
+      '\u0000',
+      '{"PoolID":"weavets-10.32.0.0/12","Address":"999.1.1.1"}',
+    ];
     for (const m of methods) {
       for (const j of junk) {
         const a = await p.handle(m, j);

@@ -9,7 +9,9 @@ describe('probe codec', () => {
   const probe = { kind: ProbeKind.Probe, sender: 0x020000000001, receiver: 0x0a0b0c0d0e0f, seq: 7, echo: 0 };
   it('encodes the documented vector', () => {
     expect(encode(probe).toString('hex')).toBe('57010100' + '020000000001' + '0a0b0c0d0e0f' + '00000007' + '00000000');
-    expect(encode({ ...probe, kind: ProbeKind.Ack, seq: 0, echo: 7 }).toString('hex')).toBe('57010200020000000001' + '0a0b0c0d0e0f' + '0000000000000007');
+    expect(encode({ ...probe, kind: ProbeKind.Ack, seq: 0, echo: 7 }).toString('hex')).toBe(
+      '57010200020000000001' + '0a0b0c0d0e0f' + '0000000000000007',
+    );
   });
   it('round-trips and rejects junk', () => {
     expect(decode(encode(probe))).toEqual(probe);
@@ -24,7 +26,7 @@ describe('probe codec', () => {
     ack[3] = 1; // HEAR_YOU is for PROBEs only
     expect(decode(ack)).toBe('bad_flags');
     for (let i = 0; i < 2000; i++) {
-      const r = decode(randomBytes(i % 2 === 0 ? 24 : (i % 40)));
+      const r = decode(randomBytes(i % 2 === 0 ? 24 : i % 40));
       expect(typeof r === 'string' || r.kind === ProbeKind.Probe || r.kind === ProbeKind.Ack).toBe(true);
     }
   });
@@ -43,7 +45,9 @@ describe('rtnetlink encoders', () => {
   });
   it('FDB entry: ndmsg AF_BRIDGE, NUD_PERMANENT|NOARP, NTF_SELF, lladdr then dst', () => {
     const m = fdbMessage({ index: 6, mac: Buffer.alloc(6), dst: Buffer.from([192, 0, 2, 12]) });
-    expect(m.toString('hex')).toBe('07000000' + '06000000' + 'c000' + '02' + '00' + '0a000200' + '000000000000' + '0000' + '08000100' + 'c000020c');
+    expect(m.toString('hex')).toBe(
+      '07000000' + '06000000' + 'c000' + '02' + '00' + '0a000200' + '000000000000' + '0000' + '08000100' + 'c000020c',
+    );
   });
   it('neighbour entry and address with IFA_F_NODAD', () => {
     const n = neighbourMessage({ index: 3, mac: Buffer.from('020000000001', 'hex'), dst: Buffer.from([10, 0, 0, 1]) });
@@ -55,7 +59,19 @@ describe('rtnetlink encoders', () => {
     const m = bridgePortMessage(5, { isolated: true, flush: true });
     expect(m.readInt32LE(4)).toBe(5);
     expect(m.subarray(16).toString('hex')).toBe(
-      '2000' + '1200' + '0b00' + '0400' + '62726964676500' + '00' + '1000' + '0500' + '0500' + '2100' + '01000000' + '0400' + '1800',
+      '2000' +
+        '1200' +
+        '0b00' +
+        '0400' +
+        '62726964676500' +
+        '00' +
+        '1000' +
+        '0500' +
+        '0500' +
+        '2100' +
+        '01000000' +
+        '0400' +
+        '1800',
     );
   });
 });

@@ -33,8 +33,12 @@ describe('embedded file store', () => {
     expect(await createIfAbsent(s, 'k', 'v1')).toBe(true);
     expect(await createIfAbsent(s, 'k', 'v2')).toBe(false);
     const e = (await s.get('k'))!;
-    expect((await s.txn([{ key: 'k', modRevision: e.modRevision + 1 }], [{ op: 'put', key: 'k', value: 'no' }])).succeeded).toBe(false);
-    expect((await s.txn([{ key: 'k', modRevision: e.modRevision }], [{ op: 'put', key: 'k', value: 'v3' }])).succeeded).toBe(true);
+    expect(
+      (await s.txn([{ key: 'k', modRevision: e.modRevision + 1 }], [{ op: 'put', key: 'k', value: 'no' }])).succeeded,
+    ).toBe(false);
+    expect(
+      (await s.txn([{ key: 'k', modRevision: e.modRevision }], [{ op: 'put', key: 'k', value: 'v3' }])).succeeded,
+    ).toBe(true);
     expect((await s.txn([{ key: 'k', value: 'v3' }], [{ op: 'delete', key: 'k' }])).succeeded).toBe(true);
     expect(await s.get('k')).toBeUndefined();
     await s.close();
@@ -73,7 +77,10 @@ describe('embedded file store', () => {
     await s.put('h/a', '1');
     const resets: KvEntry[][] = [];
     const events: string[] = [];
-    const w = s.watch('h/', { onReset: (e) => resets.push(e), onEvents: (ev) => events.push(...ev.map((x) => `${x.type} ${x.key}`)) });
+    const w = s.watch('h/', {
+      onReset: (e) => resets.push(e),
+      onEvents: (ev) => events.push(...ev.map((x) => `${x.type} ${x.key}`)),
+    });
     await new Promise((r) => setTimeout(r, 10));
     await s.put('h/b', '2');
     await s.put('other', '3');

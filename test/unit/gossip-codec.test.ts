@@ -40,18 +40,24 @@ const TWO_PEERS_HEX = [
   '020000000001', // name
   '0102030405060708', // uid
   '0000000000000003', // version
-  '01', '61', // nickname "a"
+  '01',
+  '61', // nickname "a"
   '0001', // connection count
-  '020000000002', '03', // peer, flags: outbound | established
-  '0e', Buffer.from('192.0.2.2:6783').toString('hex'),
+  '020000000002',
+  '03', // peer, flags: outbound | established
+  '0e',
+  Buffer.from('192.0.2.2:6783').toString('hex'),
   // peer 2
   '020000000002',
   'fedcba9876543210',
   '0000000000000001',
-  '03', '62c3a9', // nickname "bé" (UTF-8)
+  '03',
+  '62c3a9', // nickname "bé" (UTF-8)
   '0001',
-  '020000000001', '02', // flags: established, inbound
-  '0f', Buffer.from('192.0.2.1:40000').toString('hex'),
+  '020000000001',
+  '02', // flags: established, inbound
+  '0f',
+  Buffer.from('192.0.2.1:40000').toString('hex'),
 ].join('');
 
 function prng(seed: number): () => number {
@@ -147,7 +153,13 @@ describe('gossip codec', () => {
       established: false,
     }));
     const big: PeerEntry[] = [
-      { name: MAX_GOSSIP_EDGES + 1, nickname: 'n'.repeat(255), uid: (1n << 64n) - 1n, version: MAX_GOSSIP_VERSION, connections: edges },
+      {
+        name: MAX_GOSSIP_EDGES + 1,
+        nickname: 'n'.repeat(255),
+        uid: (1n << 64n) - 1n,
+        version: MAX_GOSSIP_VERSION,
+        connections: edges,
+      },
     ];
     expect(decodeGossip(encodeGossip(big))).toEqual(big);
     const many: PeerEntry[] = Array.from({ length: MAX_GOSSIP_PEERS }, (_, i) => ({
@@ -186,16 +198,56 @@ describe('gossip codec', () => {
       /duplicate/,
     ],
     ['version 2^53', TWO_PEERS_HEX.replace('0000000000000003', '0020000000000000'), /version 9007199254740992 outside/],
-    ['version 2^53-1 (no headroom for the next one)', TWO_PEERS_HEX.replace('0000000000000003', '001fffffffffffff'), /version 9007199254740991 outside/],
-    ['version 2^52+1', TWO_PEERS_HEX.replace('0000000000000003', '0010000000000001'), /version 4503599627370497 outside/],
+    [
+      'version 2^53-1 (no headroom for the next one)',
+      TWO_PEERS_HEX.replace('0000000000000003', '001fffffffffffff'),
+      /version 9007199254740991 outside/,
+    ],
+    [
+      'version 2^52+1',
+      TWO_PEERS_HEX.replace('0000000000000003', '0010000000000001'),
+      /version 4503599627370497 outside/,
+    ],
     ['version 0', TWO_PEERS_HEX.replace('0000000000000003', '0000000000000000'), /version 0 outside/],
-    ['address with port 0', TWO_PEERS_HEX.replace(Buffer.from('192.0.2.2:6783').toString('hex'), Buffer.from('192.0.2.2:0000').toString('hex')), /not ip:port/],
-    ['address with port 65536', TWO_PEERS_HEX.replace(Buffer.from('192.0.2.1:40000').toString('hex'), Buffer.from('192.0.2.1:65536').toString('hex')), /not ip:port/],
-    ['address that is a host name', TWO_PEERS_HEX.replace(Buffer.from('192.0.2.2:6783').toString('hex'), Buffer.from('example.co:678').toString('hex')), /not ip:port/],
-    ['address without a port', TWO_PEERS_HEX.replace('0e' + Buffer.from('192.0.2.2:6783').toString('hex'), '09' + Buffer.from('192.0.2.2').toString('hex')), /not ip:port/],
+    [
+      'address with port 0',
+      TWO_PEERS_HEX.replace(
+        Buffer.from('192.0.2.2:6783').toString('hex'),
+        Buffer.from('192.0.2.2:0000').toString('hex'),
+      ),
+      /not ip:port/,
+    ],
+    [
+      'address with port 65536',
+      TWO_PEERS_HEX.replace(
+        Buffer.from('192.0.2.1:40000').toString('hex'),
+        Buffer.from('192.0.2.1:65536').toString('hex'),
+      ),
+      /not ip:port/,
+    ],
+    [
+      'address that is a host name',
+      TWO_PEERS_HEX.replace(
+        Buffer.from('192.0.2.2:6783').toString('hex'),
+        Buffer.from('example.co:678').toString('hex'),
+      ),
+      /not ip:port/,
+    ],
+    [
+      'address without a port',
+      TWO_PEERS_HEX.replace(
+        '0e' + Buffer.from('192.0.2.2:6783').toString('hex'),
+        '09' + Buffer.from('192.0.2.2').toString('hex'),
+      ),
+      /not ip:port/,
+    ],
     ['connection to itself', TWO_PEERS_HEX.replace('0001020000000002', '0001020000000001'), /connection to itself/],
     ['invalid UTF-8 nickname', TWO_PEERS_HEX.replace('0161', '01ff'), /nickname is not valid UTF-8/],
-    ['truncated UTF-8 sequence', TWO_PEERS_HEX.replace('03' + '62c3a9', '03' + 'f09f98'), /nickname is not valid UTF-8/],
+    [
+      'truncated UTF-8 sequence',
+      TWO_PEERS_HEX.replace('03' + '62c3a9', '03' + 'f09f98'),
+      /nickname is not valid UTF-8/,
+    ],
     ['control character in a nickname', TWO_PEERS_HEX.replace('0161', '010a'), /control characters/],
     ['unknown flags', TWO_PEERS_HEX.replace('02000000000203', '02000000000283'), /unknown flags 0x83/],
     ['address length past end', TWO_PEERS_HEX.slice(0, -2 * 16) + '40', /truncated/],
@@ -217,7 +269,9 @@ describe('gossip codec', () => {
   }
 
   it('accepts IPv6 edge addresses in brackets, and what it accepts re-encodes', () => {
-    const v6: PeerEntry[] = [{ ...TWO_PEERS[0]!, connections: [{ ...TWO_PEERS[0]!.connections[0]!, address: '[2001:db8::2]:6783' }] }];
+    const v6: PeerEntry[] = [
+      { ...TWO_PEERS[0]!, connections: [{ ...TWO_PEERS[0]!.connections[0]!, address: '[2001:db8::2]:6783' }] },
+    ];
     expect(decodeGossip(encodeGossip(v6))).toEqual(v6);
     const unbracketed = [{ ...v6[0]!, connections: [{ ...v6[0]!.connections[0]!, address: '2001:db8::2:6783' }] }];
     expect(() => encodeGossip(unbracketed)).toThrow(/not ip:port/);
@@ -264,4 +318,3 @@ describe('gossip codec', () => {
     expect(decoded).toBeGreaterThan(0);
   });
 });
-

@@ -68,12 +68,18 @@ describe('block allocator', () => {
     const ip = parseIpv4('10.40.0.200');
     expect((await a.allocate({ id: 'c1', ifname: 'eth0', network: 'n', ip })).ip).toBe(ip);
     expect(await code(b.allocate({ id: 'c2', ifname: 'eth0', network: 'n', ip }))).toBe('EWEAVETS_CONFLICT');
-    expect(await code(b.allocate({ id: 'c2', ifname: 'eth0', network: 'n', ip: parseIpv4('10.41.0.1') }))).toBe('EWEAVETS_BAD_REQUEST');
-    expect(await code(b.allocate({ id: 'c2', ifname: 'eth0', network: 'n', ip: parseIpv4('10.40.0.255') }))).toBe('EWEAVETS_BAD_REQUEST');
+    expect(await code(b.allocate({ id: 'c2', ifname: 'eth0', network: 'n', ip: parseIpv4('10.41.0.1') }))).toBe(
+      'EWEAVETS_BAD_REQUEST',
+    );
+    expect(await code(b.allocate({ id: 'c2', ifname: 'eth0', network: 'n', ip: parseIpv4('10.40.0.255') }))).toBe(
+      'EWEAVETS_BAD_REQUEST',
+    );
     // One address is one address, whatever the network.
     const other = await code(b.allocate({ id: 'c2', ifname: 'eth0', network: 'm', ip }));
     expect(other).toBe('EWEAVETS_CONFLICT');
-    await expect(b.allocate({ id: 'c2', ifname: 'eth0', network: 'm', ip })).rejects.toThrow(/in use by c1 \(eth0\) on host 02:00:00:00:00:01/);
+    await expect(b.allocate({ id: 'c2', ifname: 'eth0', network: 'm', ip })).rejects.toThrow(
+      /in use by c1 \(eth0\) on host 02:00:00:00:00:01/,
+    );
   });
 
   it('hosts take different blocks and never hand out the same address', async () => {
@@ -129,7 +135,8 @@ describe('block allocator', () => {
   it('allocates each network from its own subnet, the default one around the others, never the same address twice', async () => {
     const subnets: NetworkSubnets = {
       subnetOf: (n) => {
-        if (n === 'weavets') return Promise.resolve({ subnet: range, exclude: [{ network: 'red', subnet: parseCidr('10.40.0.64/26') }] });
+        if (n === 'weavets')
+          return Promise.resolve({ subnet: range, exclude: [{ network: 'red', subnet: parseCidr('10.40.0.64/26') }] });
         if (n === 'red') return Promise.resolve({ subnet: parseCidr('10.40.0.64/26'), exclude: [] });
         return Promise.reject(new WeavetsError('EWEAVETS_NOT_FOUND', `no network ${n}`));
       },
@@ -138,8 +145,14 @@ describe('block allocator', () => {
     const b = await host('02:00:00:00:00:02');
     await a.useSubnets(subnets);
     await b.useSubnets(subnets);
-    const red = await Promise.all(Array.from({ length: 40 }, (_, i) => [a, b][i % 2]!.allocate({ id: `r${i}`, ifname: 'eth0', network: 'red' })));
-    const dflt = await Promise.all(Array.from({ length: 60 }, (_, i) => [a, b][i % 2]!.allocate({ id: `d${i}`, ifname: 'eth0', network: 'weavets' })));
+    const red = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => [a, b][i % 2]!.allocate({ id: `r${i}`, ifname: 'eth0', network: 'red' })),
+    );
+    const dflt = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        [a, b][i % 2]!.allocate({ id: `d${i}`, ifname: 'eth0', network: 'weavets' }),
+      ),
+    );
     const redNet = parseCidr('10.40.0.64/26');
     for (const r of red) {
       expect(contains(redNet, r.ip)).toBe(true);
@@ -153,23 +166,47 @@ describe('block allocator', () => {
     }
     expect(new Set([...red, ...dflt].map((x) => x.ip)).size).toBe(100);
     // A /28 block each for a and b inside red, then borrowing when the subnet's blocks are all taken.
-    expect(await code(a.allocate({ id: 'x', ifname: 'eth0', network: 'red', ip: parseIpv4('10.40.0.5') }))).toBe('EWEAVETS_BAD_REQUEST');
-    await expect(a.allocate({ id: 'x', ifname: 'eth0', network: 'weavets', ip: parseIpv4('10.40.0.70') })).rejects.toThrow(/network red's subnet/);
+    expect(await code(a.allocate({ id: 'x', ifname: 'eth0', network: 'red', ip: parseIpv4('10.40.0.5') }))).toBe(
+      'EWEAVETS_BAD_REQUEST',
+    );
+    await expect(
+      a.allocate({ id: 'x', ifname: 'eth0', network: 'weavets', ip: parseIpv4('10.40.0.70') }),
+    ).rejects.toThrow(/network red's subnet/);
     expect(await code(a.allocate({ id: 'x', ifname: 'eth0', network: 'nosuch' }))).toBe('EWEAVETS_NOT_FOUND');
   });
 
   it('a released address with retention stays reserved for its id: others are refused naming it; the id gets it back on any host; it expires', async () => {
     let now = 1_000_000;
     await store.put(hostKey('02:00:00:00:00:01'), '{}');
-    const a = await BlockAllocator.open({ store, self: '02:00:00:00:00:01', nickname: 'a', range, blockPrefix: 28, log: silentLogger, now: () => now });
+    const a = await BlockAllocator.open({
+      store,
+      self: '02:00:00:00:00:01',
+      nickname: 'a',
+      range,
+      blockPrefix: 28,
+      log: silentLogger,
+      now: () => now,
+    });
     await store.put(hostKey('02:00:00:00:00:02'), '{}');
-    const b = await BlockAllocator.open({ store, self: '02:00:00:00:00:02', nickname: 'b', range, blockPrefix: 28, log: silentLogger, now: () => now });
+    const b = await BlockAllocator.open({
+      store,
+      self: '02:00:00:00:00:02',
+      nickname: 'b',
+      range,
+      blockPrefix: 28,
+      log: silentLogger,
+      now: () => now,
+    });
     const x = await a.allocate({ id: 'mover', ifname: 'eth0', network: 'n' });
     await a.release('mover', 'eth0', { retainMs: 600_000 });
     expect(a.held()).toEqual([]);
-    await expect(b.allocate({ id: 'thief', ifname: 'eth0', network: 'n', ip: x.ip })).rejects.toThrow(/reserved for mover \(eth0\)/);
+    await expect(b.allocate({ id: 'thief', ifname: 'eth0', network: 'n', ip: x.ip })).rejects.toThrow(
+      /reserved for mover \(eth0\)/,
+    );
     // Nobody else is handed it either.
-    const others = await Promise.all(Array.from({ length: 20 }, (_, i) => a.allocate({ id: `o${i}`, ifname: 'eth0', network: 'n' })));
+    const others = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => a.allocate({ id: `o${i}`, ifname: 'eth0', network: 'n' })),
+    );
     expect(others.map((o) => o.ip)).not.toContain(x.ip);
     // The sweep keeps it while the retention lasts.
     expect((await b.reclaim()).addresses).toBe(0);
@@ -205,7 +242,10 @@ describe('block allocator', () => {
     await store.put('ipam/handles/old/eth0', JSON.stringify({ network: 'weavets', ip: '10.40.0.1', host: self }));
     const a = await BlockAllocator.open({ store, self, nickname: 'a', range, blockPrefix: 28, log: silentLogger });
     expect((await store.list('ipam/addrs/')).entries.map((e) => e.key)).toEqual(['ipam/addrs/0a280001']);
-    expect(JSON.parse((await store.get('ipam/addrs/0a280001'))!.value)).toMatchObject({ id: 'old', network: 'weavets' });
+    expect(JSON.parse((await store.get('ipam/addrs/0a280001'))!.value)).toMatchObject({
+      id: 'old',
+      network: 'weavets',
+    });
     expect((await store.list('ipam/blocks/')).entries.map((e) => e.key)).toEqual(['ipam/blocks/0a280000']);
     expect(a.held().map((h) => h.id)).toEqual(['old']);
     expect((await a.allocate({ id: 'old', ifname: 'eth0', network: 'weavets' })).ip).toBe(parseIpv4('10.40.0.1'));
@@ -213,7 +253,9 @@ describe('block allocator', () => {
 
   it('refuses a conflicting range, naming both', async () => {
     await ensureClusterConfig(store, range, 28);
-    await expect(ensureClusterConfig(store, parseCidr('10.50.0.0/16'))).rejects.toThrow(/10\.50\.0\.0\/16.*10\.40\.0\.0\/24/);
+    await expect(ensureClusterConfig(store, parseCidr('10.50.0.0/16'))).rejects.toThrow(
+      /10\.50\.0\.0\/16.*10\.40\.0\.0\/24/,
+    );
     await expect(ensureClusterConfig(store, range, 26)).rejects.toMatchObject({ code: 'EWEAVETS_RANGE_CONFLICT' });
     expect((await ensureClusterConfig(store, range)).blockPrefix).toBe(28);
   });

@@ -71,8 +71,16 @@ describe('IPAM block arithmetic', () => {
     expect(parseAddrKey('ipam/addrs/0a200141')).toEqual({ ip: parseIpv4('10.32.1.65') });
     expect(parseAddrKey('ipam/addrs/zz')).toBeUndefined();
     expect(parseAddrKey('ipam/addrs/weavets/0a200141')).toBeUndefined(); // the legacy layout
-    expect(parseLegacyKey('ipam/addrs/weavets/0a200141')).toEqual({ kind: 'addrs', network: 'weavets', ip: parseIpv4('10.32.1.65') });
-    expect(parseLegacyKey('ipam/blocks/red/0a200140')).toEqual({ kind: 'blocks', network: 'red', ip: parseIpv4('10.32.1.64') });
+    expect(parseLegacyKey('ipam/addrs/weavets/0a200141')).toEqual({
+      kind: 'addrs',
+      network: 'weavets',
+      ip: parseIpv4('10.32.1.65'),
+    });
+    expect(parseLegacyKey('ipam/blocks/red/0a200140')).toEqual({
+      kind: 'blocks',
+      network: 'red',
+      ip: parseIpv4('10.32.1.64'),
+    });
     expect(parseLegacyKey('ipam/addrs/0a200141')).toBeUndefined();
     expect(addrPrefixOfBlock(blockAt(range, 26, 5))).toBe('ipam/addrs/0a2001');
     expect(addrKey(parseIpv4('10.32.1.100')).startsWith(addrPrefixOfBlock(blockAt(range, 26, 5)))).toBe(true);

@@ -66,9 +66,17 @@ describe('address leaks and the reconciler', () => {
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-reconcile-'));
     file = await FileStore.open({ file: path.join(dir, 'store.json'), log: silentLogger });
-    for (const h of [SELF, OTHER]) await file.put(hostKey(h), JSON.stringify({ name: h, nickname: h, address: '192.0.2.1:6783' }));
+    for (const h of [SELF, OTHER])
+      await file.put(hostKey(h), JSON.stringify({ name: h, nickname: h, address: '192.0.2.1:6783' }));
     f = flaky(file);
-    alloc = await BlockAllocator.open({ store: f.store, self: SELF, nickname: 'a', range, blockPrefix: 28, log: silentLogger });
+    alloc = await BlockAllocator.open({
+      store: f.store,
+      self: SELF,
+      nickname: 'a',
+      range,
+      blockPrefix: 28,
+      log: silentLogger,
+    });
     // Take a block first, so the transaction made to fail below is the address's own.
     await alloc.allocate({ id: 'warm', ifname: 'eth0', network: 'n' });
     await alloc.release('warm', 'eth0');
@@ -79,11 +87,20 @@ describe('address leaks and the reconciler', () => {
   });
 
   const addrs = async (): Promise<{ id: string; host: string }[]> =>
-    (await file.list(ADDRS_PREFIX)).entries.map((e) => JSON.parse(e.value) as { id: string; host: string }).sort((a, b) => a.id.localeCompare(b.id));
+    (await file.list(ADDRS_PREFIX)).entries
+      .map((e) => JSON.parse(e.value) as { id: string; host: string })
+      .sort((a, b) => a.id.localeCompare(b.id));
   const handles = async (): Promise<string[]> => (await file.list(HANDLES_PREFIX)).entries.map((e) => e.key).sort();
 
   function reconciler(claims: AddressClaim[] = []): AddressReconciler {
-    return new AddressReconciler({ store: f.store, allocator: alloc, claims: () => claims, graceMs: GRACE, intervalMs: 30_000, log: silentLogger });
+    return new AddressReconciler({
+      store: f.store,
+      allocator: alloc,
+      claims: () => claims,
+      graceMs: GRACE,
+      intervalMs: 30_000,
+      log: silentLogger,
+    });
   }
 
   it('an allocation whose store call failed after committing is found and kept, not leaked', async () => {
@@ -102,7 +119,11 @@ describe('address leaks and the reconciler', () => {
     expect((err as WeavetsError).code).toBe('EWEAVETS_STORE_UNAVAILABLE');
     const a = await alloc.allocate({ id: 'm1', ifname: 'eth0', network: 'm' });
     expect(a.address).toMatch(/^10\.40\.0\./);
-    expect((await file.list('ipam/blocks/')).entries.filter((e) => (JSON.parse(e.value) as { network: string }).network === 'm')).toHaveLength(1);
+    expect(
+      (await file.list('ipam/blocks/')).entries.filter(
+        (e) => (JSON.parse(e.value) as { network: string }).network === 'm',
+      ),
+    ).toHaveLength(1);
     expect(alloc.usage().find((u) => u.network === 'm')?.blocks).toHaveLength(1);
   });
 
@@ -128,11 +149,18 @@ describe('address leaks and the reconciler', () => {
     expect((await alloc.allocate({ id: 'next', ifname: 'eth0', network: 'n' })).address).toMatch(/^10\.40\.0\./);
   });
 
-  it('keeps claimed addresses, API allocations and other hosts\' addresses; an address used again in the grace period is not released', async () => {
+  it("keeps claimed addresses, API allocations and other hosts' addresses; an address used again in the grace period is not released", async () => {
     await alloc.allocate({ id: 'claimed', ifname: 'eth0', network: 'n' });
     await alloc.allocate({ id: 'api', ifname: 'eth0', network: 'n', unattached: true });
     await alloc.allocate({ id: 'orphan', ifname: 'eth0', network: 'n' });
-    const other = await BlockAllocator.open({ store: file, self: OTHER, nickname: 'b', range, blockPrefix: 28, log: silentLogger });
+    const other = await BlockAllocator.open({
+      store: file,
+      self: OTHER,
+      nickname: 'b',
+      range,
+      blockPrefix: 28,
+      log: silentLogger,
+    });
     await other.allocate({ id: 'theirs', ifname: 'eth0', network: 'n' });
     const r = reconciler([{ id: 'claimed', ifname: 'eth0' }]);
     const t0 = 5_000_000;
@@ -151,7 +179,15 @@ describe('address leaks and the reconciler', () => {
   it('a detach naming the interface releases the address of an id with no endpoint (CNI DEL)', async () => {
     // An ADD cut short (kill -9 between allocating and recording the endpoint).
     await alloc.allocate({ id: 'cni:wtnet:ctr9:eth0', ifname: 'eth0', network: 'weavets' });
-    const reg = new EndpointRegistry(dir, undefined as never, undefined as never, alloc, undefined as never, undefined as never, silentLogger);
+    const reg = new EndpointRegistry(
+      dir,
+      undefined as never,
+      undefined as never,
+      alloc,
+      undefined as never,
+      undefined as never,
+      silentLogger,
+    );
     const err = await reg.detach('cni:wtnet:ctr9:eth0', { ifname: 'eth0' }).catch((e: unknown) => e);
     expect((err as WeavetsError).code).toBe('EWEAVETS_NOT_FOUND');
     expect(await addrs()).toEqual([]);
@@ -177,7 +213,17 @@ describe('address leaks and the reconciler', () => {
     const registry = new Registry();
     let n = 0;
     registerIpamMetrics(registry, {
-      status: () => ({ store: { kind: 'file', location: '' }, range: '', blockPrefix: 26, leaseTtlSeconds: 120, name: SELF, networks: [], hosts: [], blocks: [], conflicts: [] }),
+      status: () => ({
+        store: { kind: 'file', location: '' },
+        range: '',
+        blockPrefix: 26,
+        leaseTtlSeconds: 120,
+        name: SELF,
+        networks: [],
+        hosts: [],
+        blocks: [],
+        conflicts: [],
+      }),
       reclaimedAddresses: () => n,
     });
     n = 3;

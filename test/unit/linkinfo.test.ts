@@ -40,7 +40,9 @@ describe('linkinfo attribute codec', () => {
 
   it('carries peer mtu, mac and netns fd in host order', () => {
     const mac = hex('020000000001');
-    const info = decodeLinkInfo(encodeLinkInfo({ kind: 'veth', data: vethData({ name: 'eth0', mtu: 1376, mac, netnsFd: 7 }) }));
+    const info = decodeLinkInfo(
+      encodeLinkInfo({ kind: 'veth', data: vethData({ name: 'eth0', mtu: 1376, mac, netnsFd: 7 }) }),
+    );
     const attrs = decodeVethPeer(info.data!)!.attrs;
     const byType = new Map(attrs.map((a) => [a.type, a.value]));
     expect(str(byType.get(IFLA.IFNAME)!)).toBe('eth0');
@@ -57,7 +59,9 @@ describe('linkinfo attribute codec', () => {
     const out = encode(attrs, buf, 3);
     expect(out.length).toBe(n);
     expect(buf.subarray(0, 3).equals(hex('aaaaaa'))).toBe(true);
-    expect(out.toString('hex')).toBe('05000100ff000000' + '0600020012b50000' + '10000300' + '080001002a000000' + '04000200');
+    expect(out.toString('hex')).toBe(
+      '05000100ff000000' + '0600020012b50000' + '10000300' + '080001002a000000' + '04000200',
+    );
     const [, port, nest] = decode(out);
     expect(port!.value.readUInt16BE(0)).toBe(4789);
     expect(decode(nest!.value).map((a) => a.type)).toEqual([1, 2]);

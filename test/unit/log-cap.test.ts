@@ -20,7 +20,15 @@ describe('parseLogSize', () => {
   });
 
   it('is a launch flag the background launch hands to the daemon', () => {
-    const flags = { port: '6783', bindAddress: '0.0.0.0', ipallocRange: '10.32.0.0/12', datapath: 'auto', httpAddr: '', mtu: '0', logLevel: 'info' } as LaunchFlags;
+    const flags = {
+      port: '6783',
+      bindAddress: '0.0.0.0',
+      ipallocRange: '10.32.0.0/12',
+      datapath: 'auto',
+      httpAddr: '',
+      mtu: '0',
+      logLevel: 'info',
+    } as LaunchFlags;
     const config = buildDaemonConfig('/tmp/x', [], { ...flags, logMaxSize: '64K' });
     expect(config.logMaxSize).toBe(65536);
     expect(foregroundArgs(config).join(' ')).toContain('--log-max-size 65536');

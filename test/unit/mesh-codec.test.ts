@@ -1,7 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MAX_MESH_KEY_BYTES, MAX_MESH_VALUE_BYTES, MeshDecodeError, decode, encode, encodeEntriesChunked, encodingLength, type MeshEntry, type MeshMessage } from '../../src/store/mesh-codec';
+import {
+  MAX_MESH_KEY_BYTES,
+  MAX_MESH_VALUE_BYTES,
+  MeshDecodeError,
+  decode,
+  encode,
+  encodeEntriesChunked,
+  encodingLength,
+  type MeshEntry,
+  type MeshMessage,
+} from '../../src/store/mesh-codec';
 
 const A = '02:00:00:00:00:01';
 const B = '02:00:00:00:00:02';
@@ -17,17 +27,35 @@ const ENTRIES: MeshMessage = {
 const ENTRIES_HEX = [
   '01', // kind ENTRIES
   '0002', // count
-  '020000000001', '0000000000000005', '00', '00', // owner, version, state held, flags
-  '0005', Buffer.from('dns/x').toString('hex'), // key
-  '00000002', '7b7d', // value "{}"
-  '020000000002', '0000000102030405', '02', '01', // owner, version, state gone, flags: over
-  '020000000001', '0000000000000007', // over: owner, version
-  '0001', '6b', // key "k"
+  '020000000001',
+  '0000000000000005',
+  '00',
+  '00', // owner, version, state held, flags
+  '0005',
+  Buffer.from('dns/x').toString('hex'), // key
+  '00000002',
+  '7b7d', // value "{}"
+  '020000000002',
+  '0000000102030405',
+  '02',
+  '01', // owner, version, state gone, flags: over
+  '020000000001',
+  '0000000000000007', // over: owner, version
+  '0001',
+  '6b', // key "k"
   '00000000', // no value
 ].join('');
 
 const ACK: MeshMessage = { kind: 'ack', ack: { claimant: A, by: B, key: 'ipam/x', version: 9, ok: true } };
-const ACK_HEX = ['02', '020000000001', '020000000002', '0000000000000009', '01', '0006', Buffer.from('ipam/x').toString('hex')].join('');
+const ACK_HEX = [
+  '02',
+  '020000000001',
+  '020000000002',
+  '0000000000000009',
+  '01',
+  '0006',
+  Buffer.from('ipam/x').toString('hex'),
+].join('');
 
 const FORGET: MeshMessage = { kind: 'forget', forget: { owner: B, upTo: 12, by: A } };
 const FORGET_HEX = ['03', '020000000002', '000000000000000c', '020000000001'].join('');
@@ -44,11 +72,7 @@ function prng(seed: number): () => number {
 }
 
 const peer = (rnd: () => number): string =>
-  (1 + Math.floor(rnd() * 0xffff_ffff_fffe))
-    .toString(16)
-    .padStart(12, '0')
-    .match(/../g)!
-    .join(':');
+  (1 + Math.floor(rnd() * 0xffff_ffff_fffe)).toString(16).padStart(12, '0').match(/../g)!.join(':');
 
 function randomEntry(rnd: () => number): MeshEntry {
   const state = (['held', 'claim', 'gone'] as const)[Math.floor(rnd() * 3)]!;
@@ -66,8 +90,19 @@ function randomEntry(rnd: () => number): MeshEntry {
 
 function randomMessage(rnd: () => number): MeshMessage {
   const r = rnd();
-  if (r < 0.5) return { kind: 'entries', entries: Array.from({ length: Math.floor(rnd() * 6) }, () => randomEntry(rnd)) };
-  if (r < 0.8) return { kind: 'ack', ack: { claimant: peer(rnd), by: peer(rnd), key: `ipam/${Math.floor(rnd() * 1000)}`, version: 1 + Math.floor(rnd() * 1e15), ok: rnd() < 0.5 } };
+  if (r < 0.5)
+    return { kind: 'entries', entries: Array.from({ length: Math.floor(rnd() * 6) }, () => randomEntry(rnd)) };
+  if (r < 0.8)
+    return {
+      kind: 'ack',
+      ack: {
+        claimant: peer(rnd),
+        by: peer(rnd),
+        key: `ipam/${Math.floor(rnd() * 1000)}`,
+        version: 1 + Math.floor(rnd() * 1e15),
+        ok: rnd() < 0.5,
+      },
+    };
   return { kind: 'forget', forget: { owner: peer(rnd), upTo: 1 + Math.floor(rnd() * 1e15), by: peer(rnd) } };
 }
 
@@ -104,7 +139,10 @@ describe('mesh store codec', () => {
   });
 
   it('refuses to encode what it could not decode', () => {
-    const e = (over: Partial<MeshEntry>): MeshMessage => ({ kind: 'entries', entries: [{ owner: A, key: 'k', version: 1, state: 'held', value: 'v', ...over }] });
+    const e = (over: Partial<MeshEntry>): MeshMessage => ({
+      kind: 'entries',
+      entries: [{ owner: A, key: 'k', version: 1, state: 'held', value: 'v', ...over }],
+    });
     expect(() => encode(e({ key: '' }))).toThrow(RangeError);
     expect(() => encode(e({ key: 'a\nb' }))).toThrow(/control character/);
     expect(() => encode(e({ key: 'k'.repeat(MAX_MESH_KEY_BYTES + 1) }))).toThrow(RangeError);
@@ -143,7 +181,13 @@ describe('mesh store codec', () => {
   });
 
   it('splits a big sync into messages under the limit', () => {
-    const entries: MeshEntry[] = Array.from({ length: 300 }, (_, i) => ({ owner: A, key: `k/${i}`, version: i + 1, state: 'held', value: 'x'.repeat(100) }));
+    const entries: MeshEntry[] = Array.from({ length: 300 }, (_, i) => ({
+      owner: A,
+      key: `k/${i}`,
+      version: i + 1,
+      state: 'held',
+      value: 'x'.repeat(100),
+    }));
     const parts = encodeEntriesChunked(entries, 4096);
     expect(parts.length).toBeGreaterThan(5);
     for (const p of parts) expect(p.length).toBeLessThanOrEqual(4096);

@@ -53,16 +53,13 @@ class Net {
     const q = `${from}>${to}`;
     if (this.pumping.has(q)) return;
     this.pumping.add(q);
-    setTimeout(
-      () => {
-        this.pumping.delete(q);
-        const payload = this.queues.get(q)?.shift();
-        if (payload === undefined) return;
-        if (this.up.has(Net.link(from, to))) this.stores.get(to)?.receive(from, payload);
-        if ((this.queues.get(q)?.length ?? 0) > 0) this.pump(from, to);
-      },
-      Math.random() * 3,
-    );
+    setTimeout(() => {
+      this.pumping.delete(q);
+      const payload = this.queues.get(q)?.shift();
+      if (payload === undefined) return;
+      if (this.up.has(Net.link(from, to))) this.stores.get(to)?.receive(from, payload);
+      if ((this.queues.get(q)?.length ?? 0) > 0) this.pump(from, to);
+    }, Math.random() * 3);
   }
 
   reachable(self: string): Set<string> {
@@ -82,7 +79,13 @@ class Net {
   }
 
   async open(name: string, graceMs = 60_000): Promise<MeshStore> {
-    const s = await MeshStore.open({ file: path.join(this.dir, `${name.replace(/:/g, '')}.json`), self: name, graceMs, log: silentLogger, claimTimeoutMs: 5000 });
+    const s = await MeshStore.open({
+      file: path.join(this.dir, `${name.replace(/:/g, '')}.json`),
+      self: name,
+      graceMs,
+      log: silentLogger,
+      claimTimeoutMs: 5000,
+    });
     this.stores.set(name, s);
     s.attach(this.transport(name));
     return s;
@@ -144,7 +147,7 @@ async function cluster(n: number, graceMs?: number): Promise<{ net: Net; stores:
 const value = async (s: MeshStore, key: string): Promise<string | undefined> => (await s.get(key))?.value;
 
 describe('mesh store', () => {
-  it('a host launched towards a peer claims nothing before it reached it: the peer\'s holder wins', async () => {
+  it("a host launched towards a peer claims nothing before it reached it: the peer's holder wins", async () => {
     const { net: n, stores } = await cluster(1);
     await createIfAbsent(stores[0]!, 'ipam/blocks/weavets/0', '{"owner":"a"}');
     n.launchPeer.set(NAMES[1]!, NAMES[0]!);
@@ -198,10 +201,23 @@ describe('mesh store', () => {
       const range = parseCidr('10.40.0.0/23');
       const allocators = await Promise.all(
         stores.map((store, i) =>
-          BlockAllocator.open({ store, self: NAMES[i]!, nickname: `h${i}`, range, blockPrefix: 26, blockSearch: 'share', share: () => ({ rank: i, of: 4 }), log: silentLogger }),
+          BlockAllocator.open({
+            store,
+            self: NAMES[i]!,
+            nickname: `h${i}`,
+            range,
+            blockPrefix: 26,
+            blockSearch: 'share',
+            share: () => ({ rank: i, of: 4 }),
+            log: silentLogger,
+          }),
         ),
       );
-      const got = await Promise.all(Array.from({ length: 60 }, (_, k) => allocators[k % 4]!.allocate({ id: `c${rep}-${k}`, ifname: 'eth0', network: 'weavets' })));
+      const got = await Promise.all(
+        Array.from({ length: 60 }, (_, k) =>
+          allocators[k % 4]!.allocate({ id: `c${rep}-${k}`, ifname: 'eth0', network: 'weavets' }),
+        ),
+      );
       const ips = got.map((a) => formatIpv4(a.ip));
       expect(new Set(ips).size).toBe(60);
       // Every store ends with the same 60 addresses and blocks, each block with one owner.
@@ -209,7 +225,9 @@ describe('mesh store', () => {
         for (const s of stores) if ((await s.list('ipam/addrs/')).entries.length !== 60) return false;
         return true;
       }, 'every store listing 60 addresses');
-      const blocks = await Promise.all(stores.map(async (s) => (await s.list('ipam/blocks/')).entries.map((e) => `${e.key}=${e.value}`)));
+      const blocks = await Promise.all(
+        stores.map(async (s) => (await s.list('ipam/blocks/')).entries.map((e) => `${e.key}=${e.value}`)),
+      );
       for (const b of blocks) expect(b).toEqual(blocks[0]);
       for (const s of stores) expect(s.conflicts()).toEqual([]);
       await n.close();
@@ -226,7 +244,8 @@ describe('mesh store', () => {
     expect([left, right]).toEqual([true, true]); // each side alone: the claim is confirmed there
     for (const a of NAMES.slice(0, 2)) for (const b of NAMES.slice(2)) n.connect(a, b);
     const ms = await until(() => stores.every((s) => s.conflicts().length === 1), 'the conflict on every store');
-    for (const s of stores) expect(s.conflicts()).toEqual([{ key: 'ipam/blocks/weavets/x', holders: [NAMES[0], NAMES[3]] }]);
+    for (const s of stores)
+      expect(s.conflicts()).toEqual([{ key: 'ipam/blocks/weavets/x', holders: [NAMES[0], NAMES[3]] }]);
     // Every store shows the same holder meanwhile (the lowest name).
     for (const s of stores) expect(await value(s, 'ipam/blocks/weavets/x')).toBe('{"owner":"left"}');
     expect(ms).toBeLessThan(5000);
@@ -243,8 +262,16 @@ describe('mesh store', () => {
     n.cut(NAMES[1]!, NAMES[2]!);
     await new Promise((r) => setTimeout(r, 200));
     expect(await value(stores[0]!, 'dns/c/db/0a000003')).toBeDefined(); // within the grace period: kept
-    await until(async () => (await value(stores[0]!, 'dns/c/db/0a000003')) === undefined, 'the record dropped after the grace period', 3000);
-    await until(async () => (await value(stores[1]!, 'dns/c/db/0a000003')) === undefined, 'the record dropped on store 2', 3000);
+    await until(
+      async () => (await value(stores[0]!, 'dns/c/db/0a000003')) === undefined,
+      'the record dropped after the grace period',
+      3000,
+    );
+    await until(
+      async () => (await value(stores[1]!, 'dns/c/db/0a000003')) === undefined,
+      'the record dropped on store 2',
+      3000,
+    );
     await new Promise((r) => setTimeout(r, 300));
     // Neither takes it back from the other while the owner stays unreachable.
     expect(await value(stores[0]!, 'dns/c/db/0a000003')).toBeUndefined();
@@ -296,7 +323,13 @@ describe('mesh store', () => {
   it('compacts deleted entries once they are older than twice the grace period', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-compact-'));
     let clock = Date.now();
-    const s = await MeshStore.open({ file: path.join(dir, 's.json'), self: NAMES[0]!, graceMs: 1000, log: silentLogger, now: () => clock });
+    const s = await MeshStore.open({
+      file: path.join(dir, 's.json'),
+      self: NAMES[0]!,
+      graceMs: 1000,
+      log: silentLogger,
+      now: () => clock,
+    });
     try {
       await s.put('a', '1');
       await s.put('b', '2');

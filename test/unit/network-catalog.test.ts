@@ -8,7 +8,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileStore } from '../../src/store/file';
-import { NetworkCatalog, legacyNetworkId, pickNetworkId, pickSubnet, subnetProblem, validateNetworkName } from '../../src/endpoint/network-catalog';
+import {
+  NetworkCatalog,
+  legacyNetworkId,
+  pickNetworkId,
+  pickSubnet,
+  subnetProblem,
+  validateNetworkName,
+} from '../../src/endpoint/network-catalog';
 import { isolationRuleset } from '../../src/endpoint/isolation';
 import { overlaps } from '../../src/ipam/blocks';
 import { parseCidr } from '../../src/ipam/cidr';
@@ -33,7 +40,9 @@ describe('network catalog', () => {
   });
 
   it('has the default network with its legacy id and the whole range', () => {
-    expect(catalog.list()).toEqual([expect.objectContaining({ name: 'weavets', id: legacyNetworkId('weavets'), subnet: '10.32.0.0/12' })]);
+    expect(catalog.list()).toEqual([
+      expect.objectContaining({ name: 'weavets', id: legacyNetworkId('weavets'), subnet: '10.32.0.0/12' }),
+    ]);
   });
 
   it('gives prod and xtonfi different ids, though their legacy hashes collide', async () => {
@@ -52,7 +61,8 @@ describe('network catalog', () => {
       const names = Array.from({ length: 12 }, (_, i) => `net${i}`);
       const made = await Promise.all(names.map((n, i) => (i % 2 ? catalog : other).create({ name: n })));
       expect(new Set(made.map((m) => m.id)).size).toBe(12);
-      for (const a of made) for (const b of made) if (a !== b) expect(overlaps(parseCidr(a.subnet), parseCidr(b.subnet))).toBe(false);
+      for (const a of made)
+        for (const b of made) if (a !== b) expect(overlaps(parseCidr(a.subnet), parseCidr(b.subnet))).toBe(false);
       // The same name racing: one wins, the other is told it exists.
       const both = await Promise.allSettled([catalog.create({ name: 'same' }), other.create({ name: 'same' })]);
       expect(both.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
@@ -84,10 +94,13 @@ describe('network catalog', () => {
 
   it('refuses a subnet where the default network already has addresses, naming them', async () => {
     await store.put('ipam/blocks/0a284000', JSON.stringify({ owner: 'aa:bb', nickname: 'host1', network: 'weavets' }));
-    await expect(catalog.create({ name: 'green', subnet: '10.40.64.0/24' })).rejects.toThrow(/block 10\.40\.64\.0\/26 of host host1/);
+    await expect(catalog.create({ name: 'green', subnet: '10.40.64.0/24' })).rejects.toThrow(
+      /block 10\.40\.64\.0\/26 of host host1/,
+    );
     // Picking a subnet steers clear of it.
     const occ = { networks: [], defaultUse: [{ what: 'x', cidr: parseCidr('10.40.64.0/26') }] };
-    for (let i = 0; i < 50; i++) expect(overlaps(pickSubnet(range, 26, `n${i}`, occ), parseCidr('10.40.64.0/26'))).toBe(false);
+    for (let i = 0; i < 50; i++)
+      expect(overlaps(pickSubnet(range, 26, `n${i}`, occ), parseCidr('10.40.64.0/26'))).toBe(false);
     expect(subnetProblem(range, 26, parseCidr('10.40.65.0/24'), occ)).toBeUndefined();
   });
 
@@ -101,7 +114,9 @@ describe('network catalog', () => {
     expect(catalog.get('red')).toBeUndefined();
     expect((await store.list('networks/by-id/')).entries).toHaveLength(1);
     await expect(catalog.remove('weavets', () => Promise.resolve())).rejects.toThrow(/default network/);
-    await expect(catalog.remove('nosuch', () => Promise.resolve())).rejects.toMatchObject({ code: 'EWEAVETS_NOT_FOUND' });
+    await expect(catalog.remove('nosuch', () => Promise.resolve())).rejects.toMatchObject({
+      code: 'EWEAVETS_NOT_FOUND',
+    });
   });
 
   it('tells the allocator the default network has holes where the others are', async () => {
@@ -114,7 +129,7 @@ describe('network catalog', () => {
 });
 
 describe('isolation ruleset', () => {
-  it('drops between bridges, spoofed sources and other networks\' host addresses, with filter hooks only', () => {
+  it("drops between bridges, spoofed sources and other networks' host addresses, with filter hooks only", () => {
     const script = isolationRuleset([
       { bridge: 'weavets', subnet: parseCidr('10.32.0.0/12'), hostAddresses: ['10.32.0.1'] },
       { bridge: 'wtb000001', subnet: parseCidr('10.40.7.0/24'), hostAddresses: ['10.40.7.1'] },

@@ -1,13 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { PeerCrypto, PREVIOUS_KEY_GRACE_MS, REKEY_AFTER_MS, SEAL_UNIT_OVERHEAD } from '../../src/datapath/sleeve/peer-crypto';
+import {
+  PeerCrypto,
+  PREVIOUS_KEY_GRACE_MS,
+  REKEY_AFTER_MS,
+  SEAL_UNIT_OVERHEAD,
+} from '../../src/datapath/sleeve/peer-crypto';
 import { sodiumSealer, tweetnaclSealer, type Sealer } from '../../src/crypto/seal';
 
 /** Two ends of one direction pair: a's send key is b's receive key and vice versa. */
 function pair(sealerA: Sealer, sealerB: Sealer, now = 0): { a: PeerCrypto; b: PeerCrypto } {
   const k1 = randomBytes(32);
   const k2 = randomBytes(32);
-  return { a: new PeerCrypto(sealerA, { send: k1, recv: k2 }, now), b: new PeerCrypto(sealerB, { send: k2, recv: k1 }, now) };
+  return {
+    a: new PeerCrypto(sealerA, { send: k1, recv: k2 }, now),
+    b: new PeerCrypto(sealerB, { send: k2, recv: k1 }, now),
+  };
 }
 
 function sealed(c: PeerCrypto, msg: Buffer, now = 0): Buffer {
@@ -99,7 +107,8 @@ function outageRecoveryMs(outageMs: number, opts: { dataEveryMs?: number } = {})
     { me: b, other: a, seq: 0, lastAck: 0, lastSent: -Infinity, lastData: 0, opened: 0 },
   ];
   const lost = (t: number): boolean => t >= start && t < end;
-  const deliver = (to: PeerCrypto, unit: Buffer, t: number): boolean => !lost(t) && to.openInPlace(unit, 0, unit.length, t) === 'ok';
+  const deliver = (to: PeerCrypto, unit: Buffer, t: number): boolean =>
+    !lost(t) && to.openInPlace(unit, 0, unit.length, t) === 'ok';
   const heartbeatBody = (kind: number, n: number): Buffer => {
     const m = Buffer.alloc(5);
     m[0] = kind;
@@ -111,7 +120,8 @@ function outageRecoveryMs(outageMs: number, opts: { dataEveryMs?: number } = {})
       const peer = ends[1 - i]!;
       const dataEvery = opts.dataEveryMs ?? 10;
       // Data into the path (lost during the outage): it must not move the epoch past reach.
-      for (; e.lastData + dataEvery <= t; e.lastData += dataEvery) deliver(e.other, sealed(e.me, Buffer.from('frame'), t), t);
+      for (; e.lastData + dataEvery <= t; e.lastData += dataEvery)
+        deliver(e.other, sealed(e.me, Buffer.from('frame'), t), t);
       const up = t - e.lastAck < 4000;
       if (t - e.lastSent < (up ? 1000 : 200)) continue;
       e.lastSent = t;

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { decodePacketMessage, encodeBindGroup, encodeUnbindGroup, summarisePayload, NflogDecodeError } from '../../src/policy/nflog';
+import {
+  decodePacketMessage,
+  encodeBindGroup,
+  encodeUnbindGroup,
+  summarisePayload,
+  NflogDecodeError,
+} from '../../src/policy/nflog';
 import { DropRing, dropFromPacket, parseDropPrefix, type PolicyDrop } from '../../src/policy/drops';
 
 function attr(type: number, value: Buffer): Buffer {
@@ -12,7 +18,10 @@ function attr(type: number, value: Buffer): Buffer {
 }
 
 /** An IPv4 TCP SYN 10.32.0.4:40000 -> 10.32.0.3:5432 (headers only). */
-const TCP_SYN = Buffer.from('4500003c1c4640004006000' + '00a2000040a200003' + '9c401538' + '000000000000000000a002faf000000000', 'hex');
+const TCP_SYN = Buffer.from(
+  '4500003c1c4640004006000' + '00a2000040a200003' + '9c401538' + '000000000000000000a002faf000000000',
+  'hex',
+);
 
 function packetMessage(prefix: string, hwProtocol: number, payload: Buffer): Buffer {
   const hdr = Buffer.alloc(4);
@@ -35,22 +44,45 @@ function packetMessage(prefix: string, hwProtocol: number, payload: Buffer): Buf
 
 describe('NFLOG codec', () => {
   it('encodes the bind and unbind config messages: vectors', () => {
-    expect(encodeBindGroup(6783, 128).toString('hex')).toBe('00001a7f' + '0500010001000000' + '0a000200' + '0000008002' + '000000');
+    expect(encodeBindGroup(6783, 128).toString('hex')).toBe(
+      '00001a7f' + '0500010001000000' + '0a000200' + '0000008002' + '000000',
+    );
     expect(encodeUnbindGroup(6783).toString('hex')).toBe('00001a7f' + '0500010002000000');
   });
 
   it('decodes a packet message: vector', () => {
     const p = decodePacketMessage(packetMessage('wtp E i 4b8212 db-ingress', 0x0800, TCP_SYN));
-    expect(p).toMatchObject({ family: 2, group: 6783, hwProtocol: 0x0800, hook: 2, prefix: 'wtp E i 4b8212 db-ingress', physindev: 7, timestampMs: 1796075226185 });
-    expect(summarisePayload(p.hwProtocol, p.payload)).toEqual({ protocol: 'tcp', src: '10.32.0.4', dst: '10.32.0.3', port: 5432 });
+    expect(p).toMatchObject({
+      family: 2,
+      group: 6783,
+      hwProtocol: 0x0800,
+      hook: 2,
+      prefix: 'wtp E i 4b8212 db-ingress',
+      physindev: 7,
+      timestampMs: 1796075226185,
+    });
+    expect(summarisePayload(p.hwProtocol, p.payload)).toEqual({
+      protocol: 'tcp',
+      src: '10.32.0.4',
+      dst: '10.32.0.3',
+      port: 5432,
+    });
   });
 
   it('summarises ICMP and ARP, refuses what it cannot read', () => {
     const icmp = Buffer.from(TCP_SYN);
     icmp[9] = 1;
     icmp[20] = 8;
-    expect(summarisePayload(0x0800, icmp)).toEqual({ protocol: 'icmp', src: '10.32.0.4', dst: '10.32.0.3', icmpType: 8 });
-    const arp = Buffer.from('0001080006040001' + 'aa9472 2f2ea6'.replace(' ', '') + '0a200083' + '000000000000' + '0a200003', 'hex');
+    expect(summarisePayload(0x0800, icmp)).toEqual({
+      protocol: 'icmp',
+      src: '10.32.0.4',
+      dst: '10.32.0.3',
+      icmpType: 8,
+    });
+    const arp = Buffer.from(
+      '0001080006040001' + 'aa9472 2f2ea6'.replace(' ', '') + '0a200083' + '000000000000' + '0a200003',
+      'hex',
+    );
     expect(summarisePayload(0x0806, arp)).toEqual({ protocol: 'arp', src: '10.32.0.131', dst: '10.32.0.3' });
     expect(summarisePayload(0x86dd, TCP_SYN)).toBeUndefined();
     expect(summarisePayload(0x0800, TCP_SYN.subarray(0, 19))).toBeUndefined();
@@ -76,9 +108,19 @@ describe('NFLOG codec', () => {
 
 describe('drop records', () => {
   it('parses our prefixes only', () => {
-    expect(parseDropPrefix('wtp E i 4b8212 db-ingress')).toEqual({ kind: 'policy', mode: 'enforce', direction: 'ingress', networkId: 0x4b8212, policy: 'db-ingress' });
+    expect(parseDropPrefix('wtp E i 4b8212 db-ingress')).toEqual({
+      kind: 'policy',
+      mode: 'enforce',
+      direction: 'ingress',
+      networkId: 0x4b8212,
+      policy: 'db-ingress',
+    });
     expect(parseDropPrefix('wtp A e 000001 web-egress')).toMatchObject({ mode: 'audit', direction: 'egress' });
-    expect(parseDropPrefix('wts 4b8212 vwt336e4386')).toMatchObject({ kind: 'spoof', policy: 'anti-spoofing', device: 'vwt336e4386' });
+    expect(parseDropPrefix('wts 4b8212 vwt336e4386')).toMatchObject({
+      kind: 'spoof',
+      policy: 'anti-spoofing',
+      device: 'vwt336e4386',
+    });
     expect(parseDropPrefix('someone else')).toBeUndefined();
     expect(parseDropPrefix('wtp X i 4b8212 a')).toBeUndefined();
   });
@@ -89,7 +131,12 @@ describe('drop records', () => {
       p,
       {
         networkName: (id) => (id === 0x4b8212 ? 'weavets' : undefined),
-        endpoint: (_n, a) => (a === '10.32.0.4' ? { name: 'x', host: 'host1' } : a === '10.32.0.3' ? { name: 'db', host: 'host2' } : undefined),
+        endpoint: (_n, a) =>
+          a === '10.32.0.4'
+            ? { name: 'x', host: 'host1' }
+            : a === '10.32.0.3'
+              ? { name: 'db', host: 'host2' }
+              : undefined,
       },
       0,
     );
@@ -108,7 +155,16 @@ describe('drop records', () => {
 
   it('keeps the last N in a ring, oldest first', () => {
     const ring = new DropRing(3);
-    const d = (n: number): PolicyDrop => ({ time: String(n), network: 'w', policy: 'p', direction: 'ingress', mode: 'enforce', protocol: 'tcp', from: { address: '' }, to: { address: '' } });
+    const d = (n: number): PolicyDrop => ({
+      time: String(n),
+      network: 'w',
+      policy: 'p',
+      direction: 'ingress',
+      mode: 'enforce',
+      protocol: 'tcp',
+      from: { address: '' },
+      to: { address: '' },
+    });
     for (let i = 1; i <= 2; i++) ring.push(d(i));
     expect(ring.list().map((x) => x.time)).toEqual(['1', '2']);
     for (let i = 3; i <= 7; i++) ring.push(d(i));

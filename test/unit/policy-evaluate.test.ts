@@ -14,12 +14,20 @@ const dbIngress = P({
 const dbMetrics = P({
   name: 'db-metrics',
   selector: { app: 'db' },
-  ingress: [{ from: [{ cidr: '10.40.0.0/16', except: ['10.40.9.0/24'] }], ports: [{ protocol: 'tcp', port: 9100, endPort: 9199 }, { protocol: 'icmp' }] }],
+  ingress: [
+    {
+      from: [{ cidr: '10.40.0.0/16', except: ['10.40.9.0/24'] }],
+      ports: [{ protocol: 'tcp', port: 9100, endPort: 9199 }, { protocol: 'icmp' }],
+    },
+  ],
 });
 const webEgress = P({
   name: 'web-egress',
   selector: { matchExpressions: [{ key: 'app', operator: 'In', values: ['web'] }] },
-  egress: [{ to: [{ selector: { app: 'db' } }], ports: [{ protocol: 'tcp', port: 5432 }] }, { ports: [{ protocol: 'udp', port: 53 }] }],
+  egress: [
+    { to: [{ selector: { app: 'db' } }], ports: [{ protocol: 'tcp', port: 5432 }] },
+    { ports: [{ protocol: 'udp', port: 53 }] },
+  ],
 });
 const denyAll = P({ name: 'deny-all', selector: { app: 'locked' }, ingress: [] });
 const auditDb = P({ name: 'audit-cache', mode: 'audit', selector: { app: 'cache' }, ingress: [] });
@@ -55,7 +63,14 @@ const vectors: [Policy[], EvalEndpoint, EvalEndpoint, string, boolean, string][]
   [[webEgress], other, db, 'tcp/1', true, 'no policy isolates'],
   // Both ends must allow.
   [[webEgress, dbIngress], web, db, 'tcp/5432', true, 'web-egress egress[0] and db-ingress ingress[0]'],
-  [[webEgress, denyAll], web, { labels: { app: 'locked' }, ip: '10.32.0.5' }, 'udp/53', false, 'deny-all isolates the receiver'],
+  [
+    [webEgress, denyAll],
+    web,
+    { labels: { app: 'locked' }, ip: '10.32.0.5' },
+    'udp/53',
+    false,
+    'deny-all isolates the receiver',
+  ],
   [[auditDb], web, { labels: { app: 'cache' }, ip: '10.32.0.6' }, 'tcp/6379', false, 'audit-cache'],
 ];
 
@@ -71,8 +86,12 @@ describe('evaluator vectors', () => {
   it('reports audit-only denials', () => {
     const v = evaluate([auditDb], web, { labels: { app: 'cache' } }, parseTraffic('tcp/1'));
     expect(v.ingress.auditOnly).toBe(true);
-    expect(evaluate([denyAll], web, { labels: { app: 'locked' } }, parseTraffic('tcp/1')).ingress.auditOnly).toBe(false);
-    expect(evaluate([denyAll], web, { labels: { app: 'locked' } }, parseTraffic('tcp/1'), true).ingress.auditOnly).toBe(true);
+    expect(evaluate([denyAll], web, { labels: { app: 'locked' } }, parseTraffic('tcp/1')).ingress.auditOnly).toBe(
+      false,
+    );
+    expect(evaluate([denyAll], web, { labels: { app: 'locked' } }, parseTraffic('tcp/1'), true).ingress.auditOnly).toBe(
+      true,
+    );
   });
 
   it('parses traffic', () => {
@@ -102,8 +121,20 @@ describe('policy test files', () => {
   });
 
   it('refuses malformed expectations with the path', () => {
-    expect(() => parseExpectationFile('{"policies": [], "tests": [{"from": {}, "to": {}, "port": "tcp/99999", "expect": "allow"}]}', 't.json')).toThrow(/^t\.json: tests\[0\]\.port: .*out of range/);
-    expect(() => parseExpectationFile('{"policies": [], "tests": [{"from": {}, "to": {}, "port": "tcp/1", "expect": "yes"}]}', 't.json')).toThrow(/tests\[0\]\.expect/);
-    expect(() => parseExpectationFile('{"policies": [], "tests": [], "extra": 1}', 't.json')).toThrow(/extra: unknown field/);
+    expect(() =>
+      parseExpectationFile(
+        '{"policies": [], "tests": [{"from": {}, "to": {}, "port": "tcp/99999", "expect": "allow"}]}',
+        't.json',
+      ),
+    ).toThrow(/^t\.json: tests\[0\]\.port: .*out of range/);
+    expect(() =>
+      parseExpectationFile(
+        '{"policies": [], "tests": [{"from": {}, "to": {}, "port": "tcp/1", "expect": "yes"}]}',
+        't.json',
+      ),
+    ).toThrow(/tests\[0\]\.expect/);
+    expect(() => parseExpectationFile('{"policies": [], "tests": [], "extra": 1}', 't.json')).toThrow(
+      /extra: unknown field/,
+    );
   });
 });

@@ -79,14 +79,21 @@ ingress:
       selector: { matchLabels: { app: 'db' }, matchExpressions: [] },
       mode: 'enforce',
       types: ['ingress'],
-      ingress: [{ peers: [{ selector: { matchLabels: { app: 'web' }, matchExpressions: [] } }], ports: [{ protocol: 'tcp', port: 5432 }] }],
+      ingress: [
+        {
+          peers: [{ selector: { matchLabels: { app: 'web' }, matchExpressions: [] } }],
+          ports: [{ protocol: 'tcp', port: 5432 }],
+        },
+      ],
       egress: [],
     });
   });
 
   it('isolates egress only when the policy has egress, unless policyTypes says otherwise', () => {
     expect(validatePolicy({ name: 'a', selector: {}, egress: [] }, opts).types).toEqual(['ingress', 'egress']);
-    expect(validatePolicy({ name: 'a', selector: {}, policyTypes: ['Egress'], egress: [] }, opts).types).toEqual(['egress']);
+    expect(validatePolicy({ name: 'a', selector: {}, policyTypes: ['Egress'], egress: [] }, opts).types).toEqual([
+      'egress',
+    ]);
     expect(validatePolicy({ name: 'a', selector: {} }, opts).types).toEqual(['ingress']);
   });
 
@@ -95,27 +102,54 @@ ingress:
     expect(two.map((p) => p.name)).toEqual(['a', 'b']);
     const yaml = parsePolicies('name: a\nselector: {}\n---\nname: b\nselector: {}\n', 'x.yaml', opts).policies;
     expect(yaml.map((p) => p.name)).toEqual(['a', 'b']);
-    expect(() => parsePolicies('[{"name":"a","selector":{}},{"name":"a","selector":{}}]', 'x.json', opts)).toThrow(/appears twice/);
+    expect(() => parsePolicies('[{"name":"a","selector":{}},{"name":"a","selector":{}}]', 'x.json', opts)).toThrow(
+      /appears twice/,
+    );
   });
 
   it('refuses bad input with the path of the field and the reason', () => {
     const base = JSON.parse(DB_JSON) as Record<string, unknown>;
-    expect(refusal({ ...base, ingres: [] })).toEqual({ path: 'ingres', reason: expect.stringMatching(/unknown field/) });
-    expect(refusal({ ...base, ingress: [{ form: [] }] })).toEqual({ path: 'ingress[0].form', reason: expect.stringMatching(/unknown field/) });
+    expect(refusal({ ...base, ingres: [] })).toEqual({
+      path: 'ingres',
+      reason: expect.stringMatching(/unknown field/),
+    });
+    expect(refusal({ ...base, ingress: [{ form: [] }] })).toEqual({
+      path: 'ingress[0].form',
+      reason: expect.stringMatching(/unknown field/),
+    });
     expect(refusal({ ...base, ingress: [{ ports: [{ protocol: 'tcp', port: 70000 }] }] })).toEqual({
       path: 'ingress[0].ports[0].port',
       reason: 'port 70000 is out of range (1-65535)',
     });
-    expect(refusal({ ...base, ingress: [{ ports: [{ protocol: 'tcp', port: 0 }] }] }).path).toBe('ingress[0].ports[0].port');
-    expect(refusal({ ...base, ingress: [{ ports: [{ protocol: 'tcp', port: 90, endPort: 80 }] }] }).path).toBe('ingress[0].ports[0].endPort');
+    expect(refusal({ ...base, ingress: [{ ports: [{ protocol: 'tcp', port: 0 }] }] }).path).toBe(
+      'ingress[0].ports[0].port',
+    );
+    expect(refusal({ ...base, ingress: [{ ports: [{ protocol: 'tcp', port: 90, endPort: 80 }] }] }).path).toBe(
+      'ingress[0].ports[0].endPort',
+    );
     expect(refusal({ ...base, ingress: [{ ports: [{ protocol: 'gre' }] }] }).path).toBe('ingress[0].ports[0].protocol');
-    expect(refusal({ ...base, network: 'nowhere' })).toEqual({ path: 'network', reason: expect.stringMatching(/does not exist/) });
-    expect(refusal({ ...base, selector: { 'bad key!': 'x' } })).toEqual({ path: 'selector.bad key!', reason: expect.stringMatching(/^bad selector/) });
+    expect(refusal({ ...base, network: 'nowhere' })).toEqual({
+      path: 'network',
+      reason: expect.stringMatching(/does not exist/),
+    });
+    expect(refusal({ ...base, selector: { 'bad key!': 'x' } })).toEqual({
+      path: 'selector.bad key!',
+      reason: expect.stringMatching(/^bad selector/),
+    });
     expect(refusal({ ...base, selector: { app: 7 } }).reason).toMatch(/bad selector/);
-    expect(refusal({ ...base, selector: { matchExpressions: [{ key: 'a', operator: 'Maybe' }] } }).path).toBe('selector.matchExpressions[0].operator');
-    expect(refusal({ ...base, selector: { matchExpressions: [{ key: 'a', operator: 'In', values: [] }] } }).path).toBe('selector.matchExpressions[0].values');
-    expect(refusal({ ...base, selector: { matchExpressions: [{ key: 'a', operator: 'Exists', values: ['x'] }] } }).path).toBe('selector.matchExpressions[0].values');
-    expect(refusal({ ...base, ingress: [{ from: [{ cidr: '10.0.0.1/8' }] }] })).toEqual({ path: 'ingress[0].from[0].cidr', reason: expect.stringMatching(/host bits/) });
+    expect(refusal({ ...base, selector: { matchExpressions: [{ key: 'a', operator: 'Maybe' }] } }).path).toBe(
+      'selector.matchExpressions[0].operator',
+    );
+    expect(refusal({ ...base, selector: { matchExpressions: [{ key: 'a', operator: 'In', values: [] }] } }).path).toBe(
+      'selector.matchExpressions[0].values',
+    );
+    expect(
+      refusal({ ...base, selector: { matchExpressions: [{ key: 'a', operator: 'Exists', values: ['x'] }] } }).path,
+    ).toBe('selector.matchExpressions[0].values');
+    expect(refusal({ ...base, ingress: [{ from: [{ cidr: '10.0.0.1/8' }] }] })).toEqual({
+      path: 'ingress[0].from[0].cidr',
+      reason: expect.stringMatching(/host bits/),
+    });
     expect(refusal({ ...base, ingress: [{ from: [{ nothing: 1 }] }] }).path).toBe('ingress[0].from[0]');
     expect(refusal({ ...base, egress: [{ from: [] }] }).path).toBe('egress[0].from');
     expect(refusal({ ...base, name: 'Bad Name' }).path).toBe('name');
@@ -128,6 +162,8 @@ ingress:
     expect(() => parsePolicies('{"name": ', 'db.json', opts)).toThrow(/^db\.json: not valid JSON/);
     expect(() => parsePolicies('name: [unclosed', 'db.yaml', opts)).toThrow(/^db\.yaml: not valid YAML/);
     expect(() => parsePolicies('name: a\nname: b\nselector: {}\n', 'dup.yaml', opts)).toThrow(/not valid YAML/);
-    expect(() => parsePolicies('[{"name":"a","selector":{}},{"name":"b","selector":{},"x":1}]', 'two.json', opts)).toThrow(/^two\.json \(policy 2\): x: unknown field/);
+    expect(() =>
+      parsePolicies('[{"name":"a","selector":{}},{"name":"b","selector":{},"x":1}]', 'two.json', opts),
+    ).toThrow(/^two\.json \(policy 2\): x: unknown field/);
   });
 });

@@ -36,15 +36,34 @@ const base: CompileInput = {
 const DB = P({
   name: 'db-ingress',
   selector: { app: 'db' },
-  ingress: [{ from: [{ selector: { app: 'web' } }, { cidr: '10.40.0.0/16', except: ['10.40.9.0/24'] }], ports: [{ protocol: 'tcp', port: 5432 }, { protocol: 'udp', port: 8000, endPort: 8080 }] }],
+  ingress: [
+    {
+      from: [{ selector: { app: 'web' } }, { cidr: '10.40.0.0/16', except: ['10.40.9.0/24'] }],
+      ports: [
+        { protocol: 'tcp', port: 5432 },
+        { protocol: 'udp', port: 8000, endPort: 8080 },
+      ],
+    },
+  ],
 });
 
 describe('address ranges', () => {
   it('merges, subtracts exceptions and collects peers', () => {
-    expect(mergeRanges([r('10.0.0.5', '10.0.0.9'), r('10.0.0.1', '10.0.0.4'), r('10.0.0.20', '10.0.0.20')])).toEqual([r('10.0.0.1', '10.0.0.9'), r('10.0.0.20', '10.0.0.20')]);
-    expect(cidrMinus('10.40.0.0/16', ['10.40.9.0/24', '10.40.0.0/24'])).toEqual([r('10.40.1.0', '10.40.8.255'), r('10.40.10.0', '10.40.255.255')]);
+    expect(mergeRanges([r('10.0.0.5', '10.0.0.9'), r('10.0.0.1', '10.0.0.4'), r('10.0.0.20', '10.0.0.20')])).toEqual([
+      r('10.0.0.1', '10.0.0.9'),
+      r('10.0.0.20', '10.0.0.20'),
+    ]);
+    expect(cidrMinus('10.40.0.0/16', ['10.40.9.0/24', '10.40.0.0/24'])).toEqual([
+      r('10.40.1.0', '10.40.8.255'),
+      r('10.40.10.0', '10.40.255.255'),
+    ]);
     expect(cidrMinus('10.0.0.0/24', ['10.0.0.0/16'])).toEqual([]);
-    expect(peerRanges([{ selector: { matchLabels: { app: 'web' }, matchExpressions: [] } }, { cidr: '10.32.0.0/31', except: [] }], base.endpoints)).toEqual([r('10.32.0.0', '10.32.0.2')]);
+    expect(
+      peerRanges(
+        [{ selector: { matchLabels: { app: 'web' }, matchExpressions: [] } }, { cidr: '10.32.0.0/31', except: [] }],
+        base.endpoints,
+      ),
+    ).toEqual([r('10.32.0.0', '10.32.0.2')]);
   });
 });
 
@@ -128,9 +147,19 @@ describe('nftables compiler', () => {
   });
 
   it('audit mode and dry run log and return instead of dropping', () => {
-    const audit = compileRuleset({ ...base, policies: [P({ ...JSON.parse(JSON.stringify({ name: 'db-ingress', selector: { app: 'db' }, ingress: [] })), mode: 'audit' })] });
+    const audit = compileRuleset({
+      ...base,
+      policies: [
+        P({
+          ...JSON.parse(JSON.stringify({ name: 'db-ingress', selector: { app: 'db' }, ingress: [] })),
+          mode: 'audit',
+        }),
+      ],
+    });
     expect(audit.script.slice(audit.script.indexOf('table inet weavets_policy {\n'))).not.toContain(' drop');
-    expect(audit.script).toContain('    ip daddr @n123456_p0_sel limit rate 10/second burst 20 packets log group 6783 prefix "wtp A i 123456 db-ingress" return');
+    expect(audit.script).toContain(
+      '    ip daddr @n123456_p0_sel limit rate 10/second burst 20 packets log group 6783 prefix "wtp A i 123456 db-ingress" return',
+    );
     expect(audit.script).toContain('    goto n123456_ingress_audit');
     const dry = compileRuleset({ ...base, policies: [DB], dryRun: true });
     const inet = dry.script.slice(dry.script.indexOf('table inet weavets_policy {\n'));
@@ -147,18 +176,43 @@ describe('nftables compiler', () => {
   });
 
   it('skips networks without a local endpoint, and rules whose peers match nobody', () => {
-    const blueOnly = P({ name: 'blue-p', network: 'blue', selector: {}, ingress: [{ from: [{ selector: { app: 'nobody' } }] }] });
+    const blueOnly = P({
+      name: 'blue-p',
+      network: 'blue',
+      selector: {},
+      ingress: [{ from: [{ selector: { app: 'nobody' } }] }],
+    });
     expect(compileRuleset({ ...base, policies: [blueOnly] }).statefulBridges).toEqual([]);
-    const here = compileRuleset({ ...base, policies: [P({ name: 'p', selector: {}, ingress: [{ from: [{ selector: { app: 'nobody' } }] }] })] });
+    const here = compileRuleset({
+      ...base,
+      policies: [P({ name: 'p', selector: {}, ingress: [{ from: [{ selector: { app: 'nobody' } }] }] })],
+    });
     expect(here.script).not.toContain('_peers');
     expect(here.script).toContain('    ip daddr @n123456_p0_sel drop');
   });
 
   it('compiles egress rules against the sender', () => {
-    const out = compileRuleset({ ...base, policies: [P({ name: 'web-egress', policyTypes: ['egress'], selector: { app: 'web' }, egress: [{ to: [{ selector: { app: 'db' } }], ports: [{ protocol: 'tcp', port: 5432 }] }, { ports: [{ protocol: 'icmp' }] }] })] });
-    expect(out.script).toContain('    ip saddr @n123456_p0_sel ip daddr @n123456_peers0 meta l4proto tcp th dport 5432 return');
+    const out = compileRuleset({
+      ...base,
+      policies: [
+        P({
+          name: 'web-egress',
+          policyTypes: ['egress'],
+          selector: { app: 'web' },
+          egress: [
+            { to: [{ selector: { app: 'db' } }], ports: [{ protocol: 'tcp', port: 5432 }] },
+            { ports: [{ protocol: 'icmp' }] },
+          ],
+        }),
+      ],
+    });
+    expect(out.script).toContain(
+      '    ip saddr @n123456_p0_sel ip daddr @n123456_peers0 meta l4proto tcp th dport 5432 return',
+    );
     expect(out.script).toContain('    ip saddr @n123456_p0_sel meta l4proto icmp return');
-    expect(out.script).toContain('    ip saddr @n123456_p0_sel limit rate 10/second burst 20 packets log group 6783 prefix "wtp E e 123456 web-egress" drop');
+    expect(out.script).toContain(
+      '    ip saddr @n123456_p0_sel limit rate 10/second burst 20 packets log group 6783 prefix "wtp E e 123456 web-egress" drop',
+    );
     // policyTypes: egress only, so no ingress isolation.
     expect(out.script).not.toContain('prefix "wtp E i');
   });
@@ -172,7 +226,9 @@ describe('policies in the store', () => {
       const doc = { name: 'a', selector: {} };
       const first = await applyPolicies(store, [{ name: 'a', network: 'weavets', document: doc }]);
       expect(first).toEqual({ generation: 1, policies: [{ name: 'a', version: 1, changed: true }] });
-      const same = await applyPolicies(store, [{ name: 'a', network: 'weavets', document: { selector: {}, name: 'a' } }]);
+      const same = await applyPolicies(store, [
+        { name: 'a', network: 'weavets', document: { selector: {}, name: 'a' } },
+      ]);
       expect(same).toEqual({ generation: 1, policies: [{ name: 'a', version: 1, changed: false }] });
       const two = await applyPolicies(store, [
         { name: 'a', network: 'weavets', document: { ...doc, mode: 'audit' } },

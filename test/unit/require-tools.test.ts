@@ -13,10 +13,9 @@ const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
 describe('missingRequirements', () => {
   it('names missing commands and files, and nothing that is there', () => {
-    expect(missingRequirements({ commands: ['sh', 'no-such-command-weavets'], files: ['/', '/no/such/file'] })).toEqual([
-      'command no-such-command-weavets',
-      'file /no/such/file',
-    ]);
+    expect(missingRequirements({ commands: ['sh', 'no-such-command-weavets'], files: ['/', '/no/such/file'] })).toEqual(
+      ['command no-such-command-weavets', 'file /no/such/file'],
+    );
     expect(missingRequirements({ commands: ['sh'], other: () => undefined })).toEqual([]);
     expect(missingRequirements({ other: () => 'root' })).toEqual(['root']);
   });
@@ -35,7 +34,11 @@ describe('describeWithTools', () => {
     const env = { ...process.env };
     delete env['CI'];
     if (ci !== undefined) env['CI'] = ci;
-    const r = spawnSync(path.join(REPO_ROOT, 'node_modules', '.bin', 'vitest'), ['run', '--root', dir, file], { env, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(path.join(REPO_ROOT, 'node_modules', '.bin', 'vitest'), ['run', '--root', dir, file], {
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     return { status: r.status, out: r.stdout + r.stderr };
   };
 

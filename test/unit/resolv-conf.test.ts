@@ -41,7 +41,7 @@ describe('container resolv.conf', () => {
     expect(fs.existsSync(dir)).toBe(false);
   });
 
-  it("keeps a resolv.conf the user wrote, and leaves it on detach", () => {
+  it('keeps a resolv.conf the user wrote, and leaves it on detach', () => {
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(file, 'nameserver 192.0.2.53\n');
     expect(writeContainerResolvConf(ep)).toEqual({ kept: file });

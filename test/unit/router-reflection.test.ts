@@ -89,7 +89,9 @@ describe('a handshake reflected back into its own daemon by a TCP relay', () => 
       await until('the relay to carry a connection', () => r.accepted() >= 1);
       await until(
         'the reflected handshake to end',
-        () => router.rejectedCounts().get('reflected_handshake') !== undefined || !router.targetStatus().some((x) => x.address === target),
+        () =>
+          router.rejectedCounts().get('reflected_handshake') !== undefined ||
+          !router.targetStatus().some((x) => x.address === target),
       );
       // Give a wrongly completed handshake time to drop the target, as it used to.
       await new Promise((res) => setTimeout(res, 1000));
@@ -103,7 +105,10 @@ describe('a handshake reflected back into its own daemon by a TCP relay', () => 
       // Nobody joined: no peer but ourselves, no ready connection.
       expect(router.peerStatus()).toHaveLength(1);
       expect(router.connectionStatus().filter((c) => c.state === 'established')).toHaveLength(0);
-      expect(lines.some((l) => / warn /.test(l) && /own ephemeral key|connection to self/.test(l)), lines.join('')).toBe(true);
+      expect(
+        lines.some((l) => / warn /.test(l) && /own ephemeral key|connection to self/.test(l)),
+        lines.join(''),
+      ).toBe(true);
       // Retried at the slow pace, not dropped: still listed with a retry scheduled.
       expect(t!.state === 'waiting' ? t!.retryInMs : 0).toBeGreaterThan(5_000);
     });

@@ -23,9 +23,22 @@ describe('sleeve datagram codec', () => {
       frames: [{ src: 0x020000000001, dst: 0, network: 0xabcdef, hops: 2, offload: gso, frame }],
     };
     expect(encode(d).toString('hex')).toBe(
-      '57' + '01' + '01' + '00' + '020000000001' + '0000' + // header
-        '020000000001' + '000000000000' + 'abcdef' + '02' + '00000010' + // record header
-        '0101' + '4200' + '2e05' + '2200' + '1000' + // offload block (virtio_net_hdr, little-endian)
+      '57' +
+        '01' +
+        '01' +
+        '00' +
+        '020000000001' +
+        '0000' + // header
+        '020000000001' +
+        '000000000000' +
+        'abcdef' +
+        '02' +
+        '00000010' + // record header
+        '0101' +
+        '4200' +
+        '2e05' +
+        '2200' +
+        '1000' + // offload block (virtio_net_hdr, little-endian)
         frame.toString('hex'),
     );
   });
@@ -52,7 +65,11 @@ describe('sleeve datagram codec', () => {
   });
 
   it('names the reason for every malformed datagram', () => {
-    const good = encode({ kind: DatagramKind.Frames, sender: 5, frames: [{ src: 5, dst: 9, network: 1, hops: 0, offload: plain, frame }] });
+    const good = encode({
+      kind: DatagramKind.Frames,
+      sender: 5,
+      frames: [{ src: 5, dst: 9, network: 1, hops: 0, offload: plain, frame }],
+    });
     expect(checkHeader(good, 0, 5)).toBe('short');
     const m = Buffer.from(good);
     m[0] = 0;
@@ -71,7 +88,14 @@ describe('sleeve datagram codec', () => {
     const huge = Buffer.from(good);
     huge.writeUInt32BE(70000, 12 + 16);
     expect(checkFrameRecords(huge, 0, huge.length)).toBe('bad_length');
-    const frag = encode({ kind: DatagramKind.Fragment, sender: 3, frameId: 1, offset: 0, total: 60, chunk: Buffer.alloc(40) });
+    const frag = encode({
+      kind: DatagramKind.Fragment,
+      sender: 3,
+      frameId: 1,
+      offset: 0,
+      total: 60,
+      chunk: Buffer.alloc(40),
+    });
     expect(checkHeader(frag, 0, frag.length)).toBe(DatagramKind.Fragment);
     const past = Buffer.from(frag);
     past.writeUInt32BE(30, 12 + 4); // chunk of 40 at offset 30 overruns total 60
@@ -86,7 +110,14 @@ describe('sleeve datagram codec', () => {
       seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
       return seed % n;
     };
-    const base = encode({ kind: DatagramKind.Frames, sender: 5, frames: [{ src: 5, dst: 9, network: 1, hops: 0, offload: plain, frame }, { src: 5, dst: 0, network: 1, hops: 0, offload: gso, frame }] });
+    const base = encode({
+      kind: DatagramKind.Frames,
+      sender: 5,
+      frames: [
+        { src: 5, dst: 9, network: 1, hops: 0, offload: plain, frame },
+        { src: 5, dst: 0, network: 1, hops: 0, offload: gso, frame },
+      ],
+    });
     for (let i = 0; i < 20000; i++) {
       let b: Buffer;
       if (i % 2 === 0) {

@@ -40,7 +40,13 @@ const E = 5;
 
 describe('Topology routes', () => {
   it('routes along a line A-B-C', () => {
-    const t = mesh([A, B, C], [[A, B], [B, C]]);
+    const t = mesh(
+      [A, B, C],
+      [
+        [A, B],
+        [B, C],
+      ],
+    );
     expect(t.get(A)!.unicastNextHop(C)).toBe(B);
     expect(t.get(A)!.unicastNextHop(B)).toBe(B);
     expect(t.get(B)!.unicastNextHop(C)).toBe(C);
@@ -58,7 +64,16 @@ describe('Topology routes', () => {
 
   it('routes around a ring the short way', () => {
     // A-B-C-D-E-A
-    const t = mesh([A, B, C, D, E], [[A, B], [B, C], [C, D], [D, E], [E, A]]);
+    const t = mesh(
+      [A, B, C, D, E],
+      [
+        [A, B],
+        [B, C],
+        [C, D],
+        [D, E],
+        [E, A],
+      ],
+    );
     expect(t.get(A)!.unicastNextHop(C)).toBe(B);
     expect(t.get(A)!.unicastNextHop(D)).toBe(E);
     expect(t.get(C)!.unicastNextHop(E)).toBe(D);
@@ -67,11 +82,27 @@ describe('Topology routes', () => {
 
   it('breaks ties by lowest peer name in a diamond', () => {
     // A connects to B and C; both connect to D. Two equal paths A->D.
-    const t = mesh([A, B, C, D], [[A, B], [A, C], [B, D], [C, D]]);
+    const t = mesh(
+      [A, B, C, D],
+      [
+        [A, B],
+        [A, C],
+        [B, D],
+        [C, D],
+      ],
+    );
     expect(t.get(A)!.unicastNextHop(D)).toBe(B);
     expect(t.get(D)!.unicastNextHop(A)).toBe(B);
     // Same graph, names swapped: the lower name still wins.
-    const t2 = mesh([10, 30, 20, 40], [[10, 30], [10, 20], [30, 40], [20, 40]]);
+    const t2 = mesh(
+      [10, 30, 20, 40],
+      [
+        [10, 30],
+        [10, 20],
+        [30, 40],
+        [20, 40],
+      ],
+    );
     expect(t2.get(10)!.unicastNextHop(40)).toBe(20);
     // Broadcast from A: D is B's child only (lowest-named parent), so D receives it once.
     expect(t.get(B)!.broadcastNextHops(A)).toEqual([D]);
@@ -79,7 +110,13 @@ describe('Topology routes', () => {
   });
 
   it('ignores an edge only one end reports established', () => {
-    const t = mesh([A, B, C], [[A, B], [B, C]]);
+    const t = mesh(
+      [A, B, C],
+      [
+        [A, B],
+        [B, C],
+      ],
+    );
     // A claims a direct connection to C; C does not (or not yet).
     const a = t.get(A)!;
     const aEntry = a.setLocalConnections([edge(B), edge(C)]);
@@ -99,7 +136,13 @@ describe('Topology routes', () => {
   });
 
   it('caches routes per routesVersion and returns the same arrays', () => {
-    const t = mesh([A, B, C], [[A, B], [B, C]]);
+    const t = mesh(
+      [A, B, C],
+      [
+        [A, B],
+        [B, C],
+      ],
+    );
     const b = t.get(B)!;
     const v = b.routesVersion;
     const first = b.broadcastNextHops(B);
@@ -186,8 +229,19 @@ describe('Topology routes', () => {
       const me = list[Math.floor(rnd() * n)]!;
       const t = new Topology({ name: me, nickname: 'me', uid: 1n });
       t.setLocalConnections([...reports.get(me)!].map((p) => edge(p)));
-      t.merge(list.filter((x) => x !== me).map((x, i) => ({ name: x, nickname: `n${x}`, uid: BigInt(i + 2), version: 1, connections: [...reports.get(x)!].map((p) => edge(p)) })));
-      const neighbours = (x: PeerName): PeerName[] => list.filter((y) => reports.get(x)!.has(y) && reports.get(y)!.has(x));
+      t.merge(
+        list
+          .filter((x) => x !== me)
+          .map((x, i) => ({
+            name: x,
+            nickname: `n${x}`,
+            uid: BigInt(i + 2),
+            version: 1,
+            connections: [...reports.get(x)!].map((p) => edge(p)),
+          })),
+      );
+      const neighbours = (x: PeerName): PeerName[] =>
+        list.filter((y) => reports.get(x)!.has(y) && reports.get(y)!.has(x));
       for (const root of list) {
         const dist = new Map<PeerName, number>([[root, 0]]);
         const queue = [root];
@@ -195,9 +249,12 @@ describe('Topology routes', () => {
           const u = queue.shift()!;
           for (const v of neighbours(u)) if (!dist.has(v)) (dist.set(v, dist.get(u)! + 1), queue.push(v));
         }
-        const parent = (v: PeerName): PeerName | undefined => neighbours(v).find((u) => dist.get(u) === dist.get(v)! - 1);
+        const parent = (v: PeerName): PeerName | undefined =>
+          neighbours(v).find((u) => dist.get(u) === dist.get(v)! - 1);
         const wantNext = !dist.has(me) || me === root ? undefined : parent(me);
-        const wantChildren = dist.has(me) ? neighbours(me).filter((v) => dist.get(v) === dist.get(me)! + 1 && parent(v) === me) : [];
+        const wantChildren = dist.has(me)
+          ? neighbours(me).filter((v) => dist.get(v) === dist.get(me)! + 1 && parent(v) === me)
+          : [];
         expect(t.unicastNextHop(root)).toBe(wantNext);
         expect([...t.broadcastNextHops(root)]).toEqual(wantChildren);
       }
@@ -305,7 +362,13 @@ describe('Topology merge', () => {
   });
 
   it('converges: a restarted peer wins over its old incarnation everywhere', () => {
-    const t = mesh([A, B, C], [[A, B], [B, C]]);
+    const t = mesh(
+      [A, B, C],
+      [
+        [A, B],
+        [B, C],
+      ],
+    );
     // C's old incarnation got far.
     for (let i = 0; i < 20; i++) t.get(C)!.setLocalConnections([edge(B)]);
     const old = t.get(C)!.get(C)!;
@@ -338,7 +401,14 @@ describe('Topology merge', () => {
 
 describe('Topology gc', () => {
   it('drops peers unreachable over symmetric established edges', () => {
-    const t = mesh([A, B, C, D], [[A, B], [B, C], [C, D]]);
+    const t = mesh(
+      [A, B, C, D],
+      [
+        [A, B],
+        [B, C],
+        [C, D],
+      ],
+    );
     const a = t.get(A)!;
     expect(a.gc()).toEqual([]);
     expect(a.entries()).toHaveLength(4);
@@ -349,7 +419,12 @@ describe('Topology gc', () => {
     expect(a.gc().sort()).toEqual([C, D]);
     expect(a.get(C)).toBeUndefined();
     expect(a.get(A)).toBeDefined();
-    expect(a.entries().map((e) => e.name).sort()).toEqual([A, B]);
+    expect(
+      a
+        .entries()
+        .map((e) => e.name)
+        .sort(),
+    ).toEqual([A, B]);
   });
 
   it('drops peers only known second-hand with no symmetric link', () => {
@@ -370,7 +445,15 @@ describe('Topology gc grace period', () => {
     const B = 0x020000000002;
     const a = new Topology({ name: A, nickname: 'a', uid: 1n });
     // B's entry arrives before our own edge to B is established: unreachable for now.
-    a.merge([{ name: B, nickname: 'b', uid: 2n, version: 2, connections: [{ peer: A, address: 'x:1', outbound: true, established: true }] }]);
+    a.merge([
+      {
+        name: B,
+        nickname: 'b',
+        uid: 2n,
+        version: 2,
+        connections: [{ peer: A, address: 'x:1', outbound: true, established: true }],
+      },
+    ]);
     expect(a.gc(1000, 15_000)).toEqual([]);
     expect(a.gc(5000, 15_000)).toEqual([]);
     a.setLocalConnections([{ peer: B, address: 'y:1', outbound: false, established: true }]);

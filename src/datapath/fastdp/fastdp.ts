@@ -101,7 +101,8 @@ export function parseKeptState(text: string): KeptState | undefined {
     return undefined;
   }
   const isIp = (v: unknown): v is string => typeof v === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(v);
-  if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { networks?: unknown }).networks)) return undefined;
+  if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { networks?: unknown }).networks))
+    return undefined;
   const networks = new Map<number, { vteps: string[]; macs: [number, string][] }>();
   for (const n of (raw as { networks: unknown[] }).networks) {
     const { id, vteps, macs } = (n ?? {}) as { id?: unknown; vteps?: unknown; macs?: unknown };
@@ -109,7 +110,8 @@ export function parseKeptState(text: string): KeptState | undefined {
     if (!Array.isArray(vteps) || !vteps.every(isIp)) return undefined;
     if (!Array.isArray(macs)) return undefined;
     for (const m of macs) {
-      if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'number' || !Number.isSafeInteger(m[0]) || !isIp(m[1])) return undefined;
+      if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'number' || !Number.isSafeInteger(m[0]) || !isIp(m[1]))
+        return undefined;
     }
     networks.set(id, { vteps: vteps as string[], macs: macs as [number, string][] });
   }
@@ -204,7 +206,8 @@ export class FastDatapath implements MacTableListener {
     }
     fs.rmSync(this.keptStatePath, { force: true });
     this.kept = parseKeptState(text);
-    if (this.kept === undefined) this.log.warn('ignoring an unreadable fast path state file; rebuilding', { file: this.keptStatePath });
+    if (this.kept === undefined)
+      this.log.warn('ignoring an unreadable fast path state file; rebuilding', { file: this.keptStatePath });
   }
 
   /** Create the probe device and socket; throws when this kernel cannot do VXLAN. */
@@ -224,7 +227,12 @@ export class FastDatapath implements MacTableListener {
     await this.recordLink(PROBE_DEVICE);
     // Whatever a previous run left (a crash) goes: its neighbours and FDB entries with it.
     await this.netlink.deleteLink(PROBE_DEVICE, { ignoreMissing: true });
-    await this.netlink.createVxlan(PROBE_DEVICE, { vni: PROBE_VNI, port: this.port, learning: false, mac: probeMacFor(this.self) });
+    await this.netlink.createVxlan(PROBE_DEVICE, {
+      vni: PROBE_VNI,
+      port: this.port,
+      learning: false,
+      mac: probeMacFor(this.self),
+    });
     await this.netlink.setUp(PROBE_DEVICE);
     const local = probeAddressFor(this.self);
     await this.netlink.addAddressNoDad(PROBE_DEVICE, `${local}/64`);
@@ -250,9 +258,11 @@ export class FastDatapath implements MacTableListener {
    * retain() nothing queued runs: the kernel state is the next run's to adopt.
    */
   private enqueue(what: string, fn: () => Promise<void>): Promise<void> {
-    const run = this.queue.then(() => (this.retained ? undefined : fn())).catch((err: Error) => {
-      this.log.warn(`fast path: ${what} failed`, { error: err.message });
-    });
+    const run = this.queue
+      .then(() => (this.retained ? undefined : fn()))
+      .catch((err: Error) => {
+        this.log.warn(`fast path: ${what} failed`, { error: err.message });
+      });
     this.queue = run;
     return run;
   }
@@ -280,7 +290,12 @@ export class FastDatapath implements MacTableListener {
           for (const ip of kept.vteps) this.hold(ip, net.id);
           this.macVteps.set(net.id, new Map(kept.macs));
           await this.netlink.setMtu(dev, net.mtu);
-          this.log.info('fast path: adopted the network device the last run left', { network: net.name, dev, vteps: kept.vteps.length, macs: kept.macs.length });
+          this.log.info('fast path: adopted the network device the last run left', {
+            network: net.name,
+            dev,
+            vteps: kept.vteps.length,
+            macs: kept.macs.length,
+          });
         } else {
           // Whatever a crashed run left goes, with its FDB entries.
           await this.netlink.deleteLink(dev, { ignoreMissing: true });
@@ -360,7 +375,11 @@ export class FastDatapath implements MacTableListener {
     if (opts.hold === true && p.programmed) {
       p.up = false;
       p.programmed = false;
-      this.log.info('fast path held: the peer restarts with its kernel path in place', { peer: formatPeerName(peer), vtep: p.ip, holdMs: HOLD_MS });
+      this.log.info('fast path held: the peer restarts with its kernel path in place', {
+        peer: formatPeerName(peer),
+        vtep: p.ip,
+        holdMs: HOLD_MS,
+      });
       for (const n of this.networks.values()) this.hold(p.ip, n.net.id);
     } else if (p.up) this.setDown(p, 'peer removed');
     void this.enqueue(`remove probe entries for ${formatPeerName(peer)}`, async () => {
@@ -461,7 +480,12 @@ export class FastDatapath implements MacTableListener {
     } catch (err) {
       // Whatever the kernel holds now, the all-zeros entries keep the MAC reachable.
       this.macErrors++;
-      this.log.debug('per-MAC FDB entry failed', { dev: n.dev, mac: formatMac(mac), vtep: want ?? have, error: (err as Error).message });
+      this.log.debug('per-MAC FDB entry failed', {
+        dev: n.dev,
+        mac: formatMac(mac),
+        vtep: want ?? have,
+        error: (err as Error).message,
+      });
     }
   }
 
@@ -588,7 +612,10 @@ export class FastDatapath implements MacTableListener {
     // peer of the same tick, so a peer got another's probe ("not_for_us") and, with two
     // peers' probes in phase, never again an answer: its fast path stayed down.
     const buf = Buffer.alloc(PROBE_LENGTH);
-    encode({ kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo, hearYou }, buf);
+    encode(
+      { kind, sender: this.self, receiver: p.name, seq: kind === ProbeKind.Probe ? p.seq : 0, echo, hearYou },
+      buf,
+    );
     sock.send(buf, 0, PROBE_LENGTH, this.port, `${p.address}%${PROBE_DEVICE}`, (err) => {
       if (err) this.drop(`send_${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     });
@@ -678,7 +705,8 @@ export class FastDatapath implements MacTableListener {
   }
 
   private async flushPorts(port: (n: FastNetwork) => string): Promise<void> {
-    for (const n of this.networks.values()) await this.netlink.setBridgePort(port(n), { flush: true }).catch(() => undefined);
+    for (const n of this.networks.values())
+      await this.netlink.setBridgePort(port(n), { flush: true }).catch(() => undefined);
   }
 
   /** The second flush of the port `p` left (SWITCH_SETTLE_MS), if `p` is still on the path it took. */

@@ -65,7 +65,13 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): P
   const sender = readPeerName(buf, offset + 4);
   const receiver = readPeerName(buf, offset + 10);
   if (sender === 0 || receiver === 0) return 'bad_peer';
-  const probe: Probe = { kind, sender, receiver, seq: buf.readUInt32BE(offset + 16), echo: buf.readUInt32BE(offset + 20) };
+  const probe: Probe = {
+    kind,
+    sender,
+    receiver,
+    seq: buf.readUInt32BE(offset + 16),
+    echo: buf.readUInt32BE(offset + 20),
+  };
   if ((flags & PROBE_FLAG_HEAR_YOU) !== 0) probe.hearYou = true;
   return probe;
 }

@@ -75,7 +75,13 @@ export type Datagram =
   | { kind: DatagramKind.Frames; sender: PeerName; frames: FrameRecord[] }
   | { kind: DatagramKind.Fragment; sender: PeerName; frameId: number; offset: number; total: number; chunk: Buffer }
   | { kind: DatagramKind.Sealed; sender: PeerName; epoch: number; counter: number; box: Buffer }
-  | { kind: DatagramKind.Heartbeat | DatagramKind.HeartbeatAck; sender: PeerName; receiver: PeerName; seq: number; echo: number };
+  | {
+      kind: DatagramKind.Heartbeat | DatagramKind.HeartbeatAck;
+      sender: PeerName;
+      receiver: PeerName;
+      seq: number;
+      echo: number;
+    };
 
 /** Why a datagram was dropped; these are the `reason` labels of the drop counter. */
 export type DropReason =
@@ -123,12 +129,18 @@ export function writeFrameRecordHeader(
 ): number {
   writePeerName(buf, offset, src);
   writePeerName(buf, offset + 6, dst);
-  buf.writeUInt32BE(((network & 0xffffff) << 8 | (hops & 0xff)) >>> 0, offset + 12);
+  buf.writeUInt32BE((((network & 0xffffff) << 8) | (hops & 0xff)) >>> 0, offset + 12);
   buf.writeUInt32BE(length, offset + 16);
   return offset + RECORD_OFFLOAD_OFFSET;
 }
 
-export function writeFragmentHeader(buf: Buffer, offset: number, frameId: number, chunkOffset: number, total: number): number {
+export function writeFragmentHeader(
+  buf: Buffer,
+  offset: number,
+  frameId: number,
+  chunkOffset: number,
+  total: number,
+): number {
   buf.writeUInt32BE(frameId >>> 0, offset);
   buf.writeUInt32BE(chunkOffset, offset + 4);
   buf.writeUInt32BE(total, offset + 8);

@@ -98,7 +98,11 @@ export class PeerCrypto {
     else if (epoch === ((this.recvEpoch + 1) & 0xff)) {
       key = this.recvNextKey;
       advancing = true;
-    } else if (epoch === ((this.recvEpoch + 0xff) & 0xff) && this.recvPrevKey !== undefined && now < this.recvPrevUntil) {
+    } else if (
+      epoch === ((this.recvEpoch + 0xff) & 0xff) &&
+      this.recvPrevKey !== undefined &&
+      now < this.recvPrevUntil
+    ) {
       key = this.recvPrevKey;
     } else return 'bad_epoch';
     writeNonce(this.nonce, counter);

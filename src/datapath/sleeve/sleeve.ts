@@ -407,7 +407,8 @@ export class SleeveDatapath implements Datapath {
         continue;
       }
       const dstMac = readMac(buf, off + OFFLOAD_LENGTH);
-      if (flows !== undefined) flows.record(netId, readMac(buf, off + OFFLOAD_LENGTH + 6), dstMac, len - OFFLOAD_LENGTH);
+      if (flows !== undefined)
+        flows.record(netId, readMac(buf, off + OFFLOAD_LENGTH + 6), dstMac, len - OFFLOAD_LENGTH);
       let owner: PeerName | undefined;
       if (!isMulticastMac(dstMac)) owner = this.macs.lookup(netId, dstMac, this.now);
       if (owner === undefined || owner === self) {
@@ -429,7 +430,15 @@ export class SleeveDatapath implements Datapath {
   }
 
   /** Send a broadcast (dst 0) originated by `src` to our children in src's tree, except `except`. */
-  private floodFrom(src: PeerName, netId: number, hops: number, buf: Buffer, off: number, len: number, except: PeerName): void {
+  private floodFrom(
+    src: PeerName,
+    netId: number,
+    hops: number,
+    buf: Buffer,
+    off: number,
+    len: number,
+    except: PeerName,
+  ): void {
     const hopsList = this.routes.broadcastNextHops(src);
     const ours = src === this.self;
     for (let h = 0; h < hopsList.length; h++) {
@@ -570,7 +579,14 @@ export class SleeveDatapath implements Datapath {
    * sendmmsg the n datagrams the arrays describe. What a full socket buffer refused is
    * retried once from views of the arrays; anything still unsent is dropped and counted.
    */
-  private sendDatagrams(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint32Array, ports: Uint16Array, n: number): void {
+  private sendDatagrams(
+    buf: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    addrs: Uint32Array,
+    ports: Uint16Array,
+    n: number,
+  ): void {
     let sent: number;
     try {
       sent = this.socket.sendBatch(buf, offsets, lengths, addrs, ports, n);
@@ -581,7 +597,14 @@ export class SleeveDatapath implements Datapath {
     if (sent === n) return;
     let more = 0;
     try {
-      more = this.socket.sendBatch(buf, offsets.subarray(sent), lengths.subarray(sent), addrs.subarray(sent), ports.subarray(sent), n - sent);
+      more = this.socket.sendBatch(
+        buf,
+        offsets.subarray(sent),
+        lengths.subarray(sent),
+        addrs.subarray(sent),
+        ports.subarray(sent),
+        n - sent,
+      );
     } catch {
       more = 0;
     }
@@ -680,7 +703,11 @@ export class SleeveDatapath implements Datapath {
       const bad = checkRecords(buf, body, end);
       if (bad !== null) this.drop(bad);
       else this.onRecords(p, buf, body, end, direct);
-    } else if ((inner === DatagramKind.Heartbeat || inner === DatagramKind.HeartbeatAck) && end - body === HEARTBEAT_BODY_LENGTH && !direct) {
+    } else if (
+      (inner === DatagramKind.Heartbeat || inner === DatagramKind.HeartbeatAck) &&
+      end - body === HEARTBEAT_BODY_LENGTH &&
+      !direct
+    ) {
       this.onHeartbeat(p, inner, buf, body);
     } else {
       this.drop('bad_kind');
@@ -887,7 +914,10 @@ export class SleeveDatapath implements Datapath {
     for (const p of this.peers.values()) {
       if (p.up && now - p.lastAckAt > PATH_DEAD_MS) {
         p.up = false;
-        this.log.warn('sleeve path down: no heartbeat answer', { peer: p.name.toString(16), silentMs: now - p.lastAckAt });
+        this.log.warn('sleeve path down: no heartbeat answer', {
+          peer: p.name.toString(16),
+          silentMs: now - p.lastAckAt,
+        });
         this.events.pathChanged(p.name, false);
       }
       // Probe fast until the path is up, then once a second.
