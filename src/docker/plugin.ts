@@ -48,6 +48,7 @@ import {
   type PortBinding,
 } from './protocol';
 import type { PortPublisher } from './ports';
+import { SerialQueue } from '../serial-queue';
 
 /** Allocation space (the allocator's network label) of every Docker address. */
 export const DOCKER_SPACE = DEFAULT_NETWORK;
@@ -137,7 +138,7 @@ export class DockerPlugin {
   private readonly poolId: string;
   private readonly handlers: Record<string, Handler>;
   /** Serialises state changes (Docker calls concurrently for different containers). */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   /** When a RequestPool without a pool was last answered, until an address is requested. */
   private unaskedPoolAt: number | undefined;
 
@@ -251,9 +252,7 @@ export class DockerPlugin {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   private async save(): Promise<void> {

@@ -21,6 +21,7 @@ import { validateNetworkName } from './networks';
 import { writeFileAtomic, type LinkLedger } from './ledger';
 import type { HostRoutes } from './host-routes';
 import { namespaceFileState } from '../netlink/nsfs';
+import { SerialQueue } from '../serial-queue';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -39,7 +40,7 @@ export class EndpointRegistry {
   private readonly exposed = new Map<string, ExposeResult>();
   private readonly file: string;
   /** Serialises attach/detach so concurrent requests cannot interleave link operations. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly changeListeners: (() => void)[] = [];
 
   constructor(
@@ -216,9 +217,7 @@ export class EndpointRegistry {
   }
 
   private serialise<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   private async doAttach(req: AttachRequest): Promise<EndpointStatus> {

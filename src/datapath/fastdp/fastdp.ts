@@ -38,6 +38,7 @@ import { formatMac, type MacTableListener } from '../../router/mactable';
 import type { OverlayNetwork } from '../types';
 import { tapNameFor } from '../sleeve/sleeve';
 import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
+import { SerialQueue } from '../../serial-queue';
 
 export const FASTDP_PORT = 6784;
 /** VXLAN header (8) + UDP (8) + IPv4 (20) + inner Ethernet (14). */
@@ -174,7 +175,7 @@ export class FastDatapath implements MacTableListener {
   private macErrors = 0;
   private socket: dgram.Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private queue: Promise<void> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private lastTickAt = Date.now();
   private closed = false;
   /** retain() ran: the kernel state stays as it is, whatever is closed or removed now. */
@@ -258,13 +259,11 @@ export class FastDatapath implements MacTableListener {
    * retain() nothing queued runs: the kernel state is the next run's to adopt.
    */
   private enqueue(what: string, fn: () => Promise<void>): Promise<void> {
-    const run = this.queue
-      .then(() => (this.retained ? undefined : fn()))
+    return this.queue
+      .run(() => (this.retained ? undefined : fn()))
       .catch((err: Error) => {
         this.log.warn(`fast path: ${what} failed`, { error: err.message });
       });
-    this.queue = run;
-    return run;
   }
 
   // ---- networks ----
@@ -507,7 +506,7 @@ export class FastDatapath implements MacTableListener {
 
   /** Wait for queued netlink work (tests, shutdown). */
   settled(): Promise<void> {
-    return this.queue;
+    return this.queue.idle();
   }
 
   /** Keep the all-zeros entry for `ip` on network `id` for HOLD_MS, unless a peer there adopts it. */
@@ -553,7 +552,7 @@ export class FastDatapath implements MacTableListener {
    */
   async retain(): Promise<void> {
     if (this.closed || this.retained) return;
-    await this.queue;
+    await this.queue.idle();
     this.retained = true;
     const networks = [...this.networks.values()].map((n) => {
       const vteps = new Set<string>();
@@ -590,7 +589,7 @@ export class FastDatapath implements MacTableListener {
     this.macOwners.clear();
     this.dirtyMacs.clear();
     for (const id of [...this.networks.keys()]) await this.removeNetwork(id);
-    await this.queue;
+    await this.queue.idle();
     await this.netlink.deleteLink(PROBE_DEVICE, { ignoreMissing: true }).catch((err: Error) => {
       this.log.warn('cannot delete the probe device', { error: err.message });
     });
