@@ -2,7 +2,7 @@
  * The daemon's configuration: built once from flags and environment by the CLI, then
  * passed down. Nothing below the composition root reads process.env.
  */
-import * as path from 'node:path';
+import { StateDir } from './state/state-dir';
 
 export interface DaemonConfig {
   /** Directory holding the peer name, the API socket, the pid file and state. */
@@ -111,17 +111,17 @@ export const DEFAULT_NETWORK = 'weavets';
 export const DEFAULT_ADDRESS_RETENTION_SECONDS = 600;
 
 export function apiSocketPath(stateDir: string): string {
-  return path.join(stateDir, 'weavets.sock');
+  return new StateDir(stateDir).socket;
 }
 
 export function pidFilePath(stateDir: string): string {
-  return path.join(stateDir, 'weavets.pid');
+  return new StateDir(stateDir).pid;
 }
 
 export function logFilePath(stateDir: string): string {
-  return path.join(stateDir, 'weavets.log');
+  return new StateDir(stateDir).log;
 }
 
 export function peerNameFilePath(stateDir: string): string {
-  return path.join(stateDir, 'peer-name');
+  return new StateDir(stateDir).peerName;
 }

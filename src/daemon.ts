@@ -5,7 +5,6 @@
 import * as fs from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { apiSocketPath, peerNameFilePath, type DaemonConfig } from './config';
 import { ApiClient } from './api/client';
 import type { Logger } from './log';
@@ -19,14 +18,16 @@ import { CLOSE_REASON_KERNEL_PATH_KEPT } from './router/control-codec';
 import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from './router/peername';
 import { SleeveDatapath, SLEEVE_OVERHEAD } from './datapath/sleeve/sleeve';
 import { CompositeDatapath } from './datapath/composite';
-import { FastDatapath, KEPT_STATE_FILE } from './datapath/fastdp/fastdp';
+import { FastDatapath } from './datapath/fastdp/fastdp';
 import type { Datapath } from './datapath/types';
 import { NetworkSet } from './endpoint/networks';
 import { NetworkCatalog, type NetworkRecord } from './endpoint/network-catalog';
 import { NetworkIsolation, runNft } from './endpoint/isolation';
 import { EndpointRegistry } from './endpoint/registry';
 import { HostRoutes } from './endpoint/host-routes';
-import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
+import { LinkLedger } from './endpoint/ledger';
+import { writeFileDurably } from './state/durable-write';
+import { StateDir } from './state/state-dir';
 import { contains, formatCidr, parseCidr, parseIpv4 } from './ipam/cidr';
 import { loadSealer } from './crypto/seal';
 import type { ConnectionSecurity } from './router/connection';
@@ -64,7 +65,7 @@ async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
     // The CLI refuses these already; a daemon started some other way must too.
     const problem = peerNameProblem(name);
     if (problem !== undefined) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--name ${config.name}: ${problem}`);
-    await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
+    await writeFileDurably(file, formatPeerName(name) + '\n');
     return name;
   }
   try {
@@ -73,7 +74,7 @@ async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const name = randomPeerName((n) => randomBytes(n));
-  await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
+  await writeFileDurably(file, formatPeerName(name) + '\n');
   return name;
 }
 
@@ -216,7 +217,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           log: log.child('fastdp'),
           events: composite,
           recordLink: (l) => ledger.record(l),
-          keptStatePath: path.join(config.stateDir, KEPT_STATE_FILE),
+          keptStatePath: new StateDir(config.stateDir).fastdpKept,
         });
       } catch (err) {
         if (config.datapath === 'fastdp') {

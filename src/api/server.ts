@@ -30,6 +30,7 @@ import type {
 } from './types';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 import { labelsProblem } from '../policy/labels';
+import { StateDir } from '../state/state-dir';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -503,7 +504,7 @@ function socketAnswers(socketPath: string): Promise<boolean> {
 
 function pidOf(stateDir: string): string {
   try {
-    const pid = fs.readFileSync(path.join(stateDir, 'weavets.pid'), 'utf8').trim();
+    const pid = fs.readFileSync(new StateDir(stateDir).pid, 'utf8').trim();
     return /^\d+$/.test(pid) ? pid : 'unknown';
   } catch {
     return 'unknown';
@@ -512,7 +513,7 @@ function pidOf(stateDir: string): string {
 
 async function prepareSocketPath(socketPath: string): Promise<void> {
   const stateDir = path.dirname(socketPath);
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  new StateDir(stateDir).ensure();
   let st: fs.Stats;
   try {
     st = fs.lstatSync(socketPath);

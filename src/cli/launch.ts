@@ -17,6 +17,8 @@ import {
   type DaemonConfig,
 } from '../config';
 import { WeavetsError } from '../errors';
+import { linksFile } from '../endpoint/ledger';
+import { STATE_FILE_NAMES } from '../state/state-dir';
 import { CappedFileSink, createLogger, DEFAULT_LOG_MAX_SIZE, parseLogSize, type LogLevel } from '../log';
 import type { RouterStatus } from '../api/types';
 import { clientFor, stateDirOf } from './context';
@@ -289,7 +291,8 @@ function deleteOverlayRule(): Promise<void> {
   });
 }
 
-const STATE_DIR_MARKERS = ['peer-name', 'links.json', 'weavets.sock', 'weavets.pid', 'weavets.log'];
+const { peerName, links, socket, pid, log } = STATE_FILE_NAMES;
+const STATE_DIR_MARKERS: string[] = [peerName, links, socket, pid, log];
 
 /**
  * Remove what a daemon that is no longer running left behind: the links it recorded in
@@ -310,26 +313,9 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
       `${stateDir} does not look like a weavets state dir (none of ${STATE_DIR_MARKERS.join(', ')}); not removing it`,
     );
   }
-  const linksFile = path.join(stateDir, 'links.json');
-  let links: string[] = [];
-  if (fs.existsSync(linksFile)) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(fs.readFileSync(linksFile, 'utf8'));
-    } catch (err) {
-      throw new WeavetsError(
-        'EWEAVETS_INTERNAL',
-        `${linksFile} is not valid JSON (${(err as Error).message}); fix or delete it`,
-      );
-    }
-    if (!Array.isArray(parsed) || !parsed.every((l) => typeof l === 'string')) {
-      throw new WeavetsError(
-        'EWEAVETS_INTERNAL',
-        `${linksFile} is not a JSON array of interface names; fix or delete it`,
-      );
-    }
-    links = parsed as string[];
-  }
+  // A StateFileError naming the file and what to do when links.json is unreadable.
+  const ledgerFile = linksFile(stateDir);
+  const links = (await ledgerFile.read()) ?? [];
   const failures: string[] = [];
   const remaining: string[] = [];
   for (const link of links) {
@@ -340,7 +326,7 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
     }
   }
   if (failures.length > 0) {
-    fs.writeFileSync(linksFile, JSON.stringify(remaining) + '\n');
+    await ledgerFile.write(remaining);
     throw new WeavetsError(
       'EWEAVETS_INTERNAL',
       `could not delete ${failures.length} link(s), state dir kept: ${failures.join('; ')}`,

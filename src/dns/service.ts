@@ -7,18 +7,34 @@
  * keeps it alive, so a dead host's records vanish with its registration. Manual records
  * persist in <stateDir>/dns.json; endpoint records are re-derived from the endpoints.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch } from '../store/types';
 import type { Cidr } from '../ipam/cidr';
 import { WeavetsError } from '../errors';
-import { writeFileAtomic } from '../endpoint/ledger';
+import type { FieldReader, JsonObject } from '../json-fields';
+import { JsonStateFile, type StateFormat } from '../state/json-state-file';
+import { StateDir } from '../state/state-dir';
 import type { DnsStatus, EndpointStatus } from '../api/types';
 import { DNS_PREFIX, DnsRecordTable, recordKey, type DnsRecord } from './records';
 import { DnsServer, type VisibilityOf } from './server';
 import { Upstream } from './upstream';
 import { canonicalIpv4, normalizeName, recordNameProblem, relativeName } from './names';
+
+function parseManualRecords(doc: JsonObject, fields: FieldReader): DnsRecord[] {
+  return (fields.optArray(doc, 'records') ?? []).map((v, i) => {
+    const o = fields.asObject(v, `records[${i}]`);
+    const f = fields.within(`records[${i}].`);
+    return { name: f.reqString(o, 'name'), ip: f.reqString(o, 'ip') };
+  });
+}
+
+/** dns.json: the records added by hand; version 1 adds `version` to the unversioned {records}. */
+export const DNS_STATE_FORMAT: StateFormat<DnsRecord[]> = {
+  version: 1,
+  parse: parseManualRecords,
+  parseUnversioned: (doc, fields) => parseManualRecords(fields.asObject(doc, 'the document'), fields),
+  toJson: (records) => ({ records }),
+};
 
 export interface DnsSettings {
   /** Port on the bridge addresses (53). */
@@ -61,11 +77,11 @@ export class DnsService {
   private syncing: Promise<void> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly file: string;
+  private readonly file: JsonStateFile<DnsRecord[]>;
 
   private constructor(private readonly opts: DnsServiceOptions) {
     const { settings, log } = opts;
-    this.file = path.join(opts.stateDir, 'dns.json');
+    this.file = new JsonStateFile(new StateDir(opts.stateDir).dns, DNS_STATE_FORMAT);
     this.upstream = new Upstream({
       resolvConf: settings.resolvConf,
       isOwnAddress: (ip) => this.server.isListeningOn(ip),
@@ -244,20 +260,17 @@ export class DnsService {
 
   private async loadManual(): Promise<void> {
     try {
-      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as { records?: DnsRecord[] };
-      const recs = (data.records ?? []).filter(
+      const recs = ((await this.file.read()) ?? []).filter(
         (r) => recordNameProblem(r.name) === undefined && canonicalIpv4(r.ip) !== undefined,
       );
       if (recs.length > 0) this.owned.set('manual', recs);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.opts.log.warn('ignoring an unreadable dns.json', { file: this.file, error: (err as Error).message });
-      }
+      this.opts.log.warn('ignoring an unreadable dns.json', { file: this.file.file, error: (err as Error).message });
     }
   }
 
   private async saveManual(): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify({ records: this.owned.get('manual') ?? [] }, null, 1) + '\n');
+    await this.file.write(this.owned.get('manual') ?? []);
   }
 
   // ---- serving --------------------------------------------------------------------------
