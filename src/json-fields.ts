@@ -57,10 +57,9 @@ export class FieldReader {
 
   /** A non-empty string (or any string, '' too, with `allowEmpty`). */
   reqString(o: JsonObject, field: string, opts: { allowEmpty?: boolean } = {}): string {
-    const v = o[field];
-    if (opts.allowEmpty === true && typeof v !== 'string') throw this.fail(field, 'is required and must be a string');
-    if (typeof v !== 'string' || (v === '' && opts.allowEmpty !== true))
-      throw this.fail(field, 'is required and must be a non-empty string');
+    const v = this.optString(o, field);
+    if (v === undefined || (v === '' && opts.allowEmpty !== true))
+      throw this.fail(field, opts.allowEmpty === true ? 'is required' : 'is required and must be a non-empty string');
     return v;
   }
 
