@@ -579,6 +579,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       throw new WeavetsError(
         'EWEAVETS_CONFLICT',
         `cannot listen on --http-addr ${opts.httpAddr}: ${why}; pick another with --http-addr HOST:PORT or turn it off with --http-addr ""`,
+        { cause: err },
       );
     }
     const a = tcpServer.address() as net.AddressInfo;

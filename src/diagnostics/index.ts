@@ -144,7 +144,9 @@ export class Diagnostics {
     try {
       parseTraffic(traffic);
     } catch (err) {
-      return Promise.reject(new WeavetsError('EWEAVETS_BAD_REQUEST', `port: ${(err as Error).message}`));
+      return Promise.reject(
+        new WeavetsError('EWEAVETS_BAD_REQUEST', `port: ${(err as Error).message}`, { cause: err }),
+      );
     }
     return runTrace(
       {

@@ -339,7 +339,7 @@ export class DockerPlugin {
       try {
         c = parseCidr(v, false);
       } catch (err) {
-        throw new PluginError(400, `${flag} ${v}: ${(err as Error).message}`);
+        throw new PluginError(400, `${flag} ${v}: ${(err as Error).message}`, { cause: err });
       }
       if (formatCidr(c) !== range) {
         throw new PluginError(
@@ -382,7 +382,7 @@ export class DockerPlugin {
       try {
         ip = parseIpv4(wanted.includes('/') ? wanted.split('/')[0]! : wanted);
       } catch (err) {
-        throw new PluginError(400, `Address: ${(err as Error).message}`);
+        throw new PluginError(400, `Address: ${(err as Error).message}`, { cause: err });
       }
     }
     const handle = { id: `docker-ipam-${randomBytes(6).toString('hex')}`, ifname: 'eth0' };
@@ -407,7 +407,7 @@ export class DockerPlugin {
     try {
       ip = formatIpv4(parseIpv4(text.split('/')[0]!));
     } catch (err) {
-      throw new PluginError(400, `Address: ${(err as Error).message}`);
+      throw new PluginError(400, `Address: ${(err as Error).message}`, { cause: err });
     }
     const handle = this.state.addresses.get(ip);
     if (!handle) {

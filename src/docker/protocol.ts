@@ -137,7 +137,7 @@ export function pluginErrorOf(err: unknown): PluginError {
   if (err instanceof WeavetsError) {
     const status = err.code === 'EWEAVETS_BAD_REQUEST' ? 400 : err.code === 'EWEAVETS_NOT_FOUND' ? 404 : 500;
     // 404 means "no such method" to Docker's plugin client; never use it for a missing thing.
-    return new PluginError(status === 404 ? 500 : status, `weavets: ${err.message}`);
+    return new PluginError(status === 404 ? 500 : status, `weavets: ${err.message}`, { cause: err });
   }
-  return new PluginError(500, `weavets: ${err instanceof Error ? err.message : String(err)}`);
+  return new PluginError(500, `weavets: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }

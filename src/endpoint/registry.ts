@@ -249,7 +249,7 @@ export class EndpointRegistry {
         await this.netlink.deleteLink(hostVeth, { ignoreMissing: true }).catch(() => undefined);
         await this.ledger.forget(hostVeth);
         if (err instanceof WeavetsError) throw err;
-        throw new WeavetsError('EWEAVETS_INTERNAL', `plug ${req.id}: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_INTERNAL', `plug ${req.id}: ${(err as Error).message}`, { cause: err });
       }
     });
   }
@@ -320,7 +320,7 @@ export class EndpointRegistry {
       try {
         c = parseCidr(req.ip, false);
       } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`, { cause: err });
       }
       requested = c.address;
       requestedPrefix = c.prefix;
@@ -391,7 +391,7 @@ export class EndpointRegistry {
       await this.netlink.deleteLink(hostVeth, { ignoreMissing: true }).catch(() => undefined);
       await this.ledger.forget(hostVeth);
       if (err instanceof WeavetsError) throw err;
-      throw new WeavetsError('EWEAVETS_INTERNAL', `attach ${req.id}: ${(err as Error).message}`);
+      throw new WeavetsError('EWEAVETS_INTERNAL', `attach ${req.id}: ${(err as Error).message}`, { cause: err });
     } finally {
       ns?.close();
     }
@@ -497,7 +497,7 @@ export class EndpointRegistry {
       try {
         requested = parseCidr(ip.includes('/') ? ip : `${ip}/32`, false).address;
       } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`, { cause: err });
       }
     }
     const net = await this.networks.ensure(network);
@@ -516,7 +516,7 @@ export class EndpointRegistry {
       // Nothing half-applied: the address may be on the bridge already.
       await this.hostRoutes.delAddress(net.bridge, address).catch(() => undefined);
       await this.allocator.release(exposer, network).catch(() => undefined);
-      throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`);
+      throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`, { cause: err });
     }
     const result = { network, address };
     this.exposed.set(network, result);

@@ -37,7 +37,7 @@ export function openNetns(nsPath: string): number {
   try {
     fd = fs.openSync(nsPath, 'r');
   } catch (e) {
-    throw new Error(`${nsPath} is not a network namespace: ${(e as Error).message}`);
+    throw new Error(`${nsPath} is not a network namespace: ${(e as Error).message}`, { cause: e });
   }
   return fd;
 }
@@ -57,6 +57,7 @@ export function inNetns<T>(nsPath: string, fn: () => T): T {
         code === 'EINVAL'
           ? `${nsPath} is not a network namespace`
           : `cannot enter network namespace ${nsPath}: ${(e as Error).message}`,
+        { cause: e },
       );
     }
     try {

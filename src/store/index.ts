@@ -59,6 +59,7 @@ export async function openStore(config: StoreConfig, log: Logger, mesh?: MeshSto
       throw new WeavetsError(
         'EWEAVETS_BAD_REQUEST',
         `--etcd-password-file ${e.passwordFile}: ${(err as Error).message}`,
+        { cause: err },
       );
     }
   }
@@ -75,6 +76,6 @@ export async function openStore(config: StoreConfig, log: Logger, mesh?: MeshSto
     if (password !== undefined) opts.password = password;
     return new Etcd(opts);
   } catch (err) {
-    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `etcd: ${(err as Error).message}`);
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `etcd: ${(err as Error).message}`, { cause: err });
   }
 }
