@@ -86,23 +86,6 @@ export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
   config.dns = dns;
 }
 
-/** The launch flags that reproduce config.dns (background launch re-executes the CLI). */
-export function dnsArgs(config: DaemonConfig): string[] {
-  const d = config.dns;
-  if (!d) return [];
-  if (!d.enabled) return ['--no-dns'];
-  return [
-    '--dns-listen',
-    [String(d.port), ...d.extraListen].join(','),
-    '--dns-domain',
-    d.domain,
-    '--dns-ttl',
-    String(d.ttl),
-    '--dns-resolv-conf',
-    d.resolvConf,
-  ];
-}
-
 export function formatDnsStatus(s: DnsStatus): string {
   const pairs: [string, string][] = [
     ['Domain', s.domain],

@@ -156,26 +156,6 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
   }
 }
 
-/** The store flags that recreate this config in the foreground daemon (no secrets). */
-export function storeArgs(config: DaemonConfig): string[] {
-  const args: string[] = [];
-  const e = config.etcd;
-  if (e) {
-    args.push('--etcd', e.endpoints.join(','));
-    if (e.caFile !== undefined) args.push('--etcd-ca', e.caFile);
-    if (e.certFile !== undefined) args.push('--etcd-cert', e.certFile);
-    if (e.keyFile !== undefined) args.push('--etcd-key', e.keyFile);
-    if (e.username !== undefined) args.push('--etcd-user', e.username);
-    if (e.passwordFile !== undefined) args.push('--etcd-password-file', e.passwordFile);
-  }
-  if (config.advertiseAddress !== undefined) args.push('--advertise-address', config.advertiseAddress);
-  if (config.ipamLeaseTtl !== undefined) args.push('--ipam-lease-ttl', String(config.ipamLeaseTtl));
-  if (config.ipamReclaimGrace !== undefined) args.push('--ipam-reclaim-grace', String(config.ipamReclaimGrace));
-  if (config.ipallocBlock !== undefined) args.push('--ipalloc-block', String(config.ipallocBlock));
-  if (config.addressRetention !== undefined) args.push('--address-retention', `${config.addressRetention}s`);
-  return args;
-}
-
 export function formatIpamStatus(s: IpamStatus): string {
   let text = `Store: ${s.store.kind} ${s.store.location}\nRange: ${s.range}, blocks of /${s.blockPrefix}, lease TTL ${s.leaseTtlSeconds} s\n`;
   const rows: string[][] = [];

@@ -1,9 +1,10 @@
 /**
  * The daemon's lifecycle: `launch` (background or --foreground), `stop`, `reset`.
- * A background launch re-executes this CLI with --foreground, detached, and waits for
- * /readyz; the foreground path is the only one that loads the daemon itself.
+ * A background launch re-executes this CLI with --foreground, detached, hands it the
+ * validated config over a pipe (config-pipe.ts), and waits for /readyz; the foreground
+ * path is the only one that loads the daemon itself.
  */
-import { spawn, execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,9 +24,9 @@ import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
 import { formatCidr, parseCidr } from '../ipam/cidr';
-import { OVERLAY_ROUTE_TABLE, OVERLAY_RULE_PRIORITY } from '../endpoint/host-routes';
-import { applyStoreFlags, storeArgs, type StoreFlags } from './ipam';
-import { applyDnsFlags, dnsArgs, type DnsFlags } from './dns';
+import { applyStoreFlags, type StoreFlags } from './ipam';
+import { applyDnsFlags, type DnsFlags } from './dns';
+import { CONFIG_FD, childLaunchArgs, encodeConfig, readConfigFd } from './config-pipe';
 import {
   parseBindAddress,
   parseHttpAddr,
@@ -57,6 +58,8 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   passwordFile?: string;
   /** Internal: the background launcher hands the password over on this fd. */
   passwordFd?: string;
+  /** Internal: the background launcher hands the whole validated config over on this fd. */
+  configFd?: string;
   trustedSubnets?: string;
   dockerPluginSocket?: string;
   dockerDriverName?: string;
@@ -142,46 +145,6 @@ function parseTrustedSubnets(text: string | undefined): string[] {
       throw new UsageError(`--trusted-subnets: ${(err as Error).message}`);
     }
   });
-}
-
-/** The command line that makes a foreground daemon with exactly this config. */
-export function foregroundArgs(config: DaemonConfig): string[] {
-  const args = [
-    'launch',
-    '--foreground',
-    '--state-dir',
-    config.stateDir,
-    '--nickname',
-    config.nickname,
-    '--port',
-    String(config.port),
-    '--bind-address',
-    config.bindAddress,
-    '--ipalloc-range',
-    config.ipallocRange,
-    '--datapath',
-    config.datapath,
-    '--http-addr',
-    config.httpAddr,
-    '--mtu',
-    String(config.mtu),
-    '--log-level',
-    config.logLevel,
-  ];
-  if (config.logMaxSize !== undefined) args.push('--log-max-size', String(config.logMaxSize));
-  if (config.name !== undefined) args.push('--name', config.name);
-  if (config.trustedSubnets.length > 0) args.push('--trusted-subnets', config.trustedSubnets.join(','));
-  // The password itself never goes in argv: a file path, or a pipe on fd 3.
-  if (config.passwordFile !== undefined) args.push('--password-file', config.passwordFile);
-  else if (config.password !== undefined) args.push('--password-fd', '3');
-  args.push(...storeArgs(config), ...dnsArgs(config));
-  if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
-  if (config.dockerDriverName !== undefined) args.push('--docker-driver-name', config.dockerDriverName);
-  if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
-  if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
-  if (config.policyDryRun === true) args.push('--policy-dry-run');
-  if (config.flows === false) args.push('--no-flows');
-  return [...args, '--', ...config.peers];
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -272,28 +235,12 @@ export async function stopDaemon(stateDir: string, removeState: boolean): Promis
   return true;
 }
 
-function deleteLink(name: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    execFile('ip', ['link', 'del', name], (err, _stdout, stderr) => {
-      if (!err || /Cannot find device/.test(stderr)) resolve(undefined);
-      else resolve(`ip link del ${name}: ${(stderr || err.message).trim()}`);
-    });
-  });
-}
-
-/** The rule a daemon that died left in place (src/endpoint/host-routes.ts); none is fine. */
-function deleteOverlayRule(): Promise<void> {
-  return new Promise((resolve) => {
-    const pref = String(OVERLAY_RULE_PRIORITY);
-    execFile('ip', ['rule', 'del', 'pref', pref, 'lookup', String(OVERLAY_ROUTE_TABLE)], () => resolve());
-  });
-}
-
 const STATE_DIR_MARKERS = ['peer-name', 'links.json', 'weavets.sock', 'weavets.pid', 'weavets.log'];
 
 /**
  * Remove what a daemon that is no longer running left behind: the links it recorded in
- * links.json, then the state dir. Links that cannot be deleted stay recorded.
+ * links.json, the overlay routing rule, then the state dir. Links that cannot be deleted
+ * stay recorded.
  */
 export async function cleanupStateDir(stateDir: string): Promise<void> {
   let entries: string[];
@@ -311,7 +258,7 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
     );
   }
   const linksFile = path.join(stateDir, 'links.json');
-  let links: string[] = [];
+  let recorded = 0;
   if (fs.existsSync(linksFile)) {
     let parsed: unknown;
     try {
@@ -328,26 +275,28 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
         `${linksFile} is not a JSON array of interface names; fix or delete it`,
       );
     }
-    links = parsed as string[];
+    recorded = parsed.length;
   }
-  const failures: string[] = [];
-  const remaining: string[] = [];
-  for (const link of links) {
-    const failure = await deleteLink(link);
-    if (failure) {
-      failures.push(failure);
-      remaining.push(link);
+  // The daemon's own reset teardown (src/daemon/host-teardown.ts), for what it did not get to.
+  const { Netlink } = await import('../netlink');
+  const { LinkLedger } = await import('../endpoint/ledger');
+  const teardown = await import('../daemon/host-teardown');
+  const netlink = Netlink.open();
+  try {
+    const failures = recorded === 0 ? [] : await teardown.removeRecordedLinks(netlink, await LinkLedger.load(stateDir));
+    if (failures.length > 0) {
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `could not delete ${failures.length} link(s), state dir kept: ${failures.join('; ')}`,
+      );
     }
+    await teardown.removeOverlayRule(netlink).catch((err: unknown) => {
+      warn(`could not remove the overlay routing rule: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  } finally {
+    netlink.close();
   }
-  if (failures.length > 0) {
-    fs.writeFileSync(linksFile, JSON.stringify(remaining) + '\n');
-    throw new WeavetsError(
-      'EWEAVETS_INTERNAL',
-      `could not delete ${failures.length} link(s), state dir kept: ${failures.join('; ')}`,
-    );
-  }
-  await deleteOverlayRule();
-  fs.rmSync(stateDir, { recursive: true, force: true });
+  await teardown.removeStateDir(stateDir);
 }
 
 function logTail(logPath: string, fromOffset: number): string[] {
@@ -371,18 +320,20 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
   fs.fchmodSync(fd, 0o600);
   const logStart = fs.fstatSync(fd).size;
   const script = path.join(__dirname, `main${path.extname(__filename)}`);
+  // The config the child runs with, secrets included, goes over a pipe (config-pipe.ts),
+  // so the child inherits no password in its environment either.
+  const env = { ...process.env };
+  delete env['WEAVETS_ETCD_PASSWORD'];
   // execArgv carries loaders (tsx in tests) so the child runs the same code we do.
-  const viaPipe = config.password !== undefined && config.passwordFile === undefined;
-  const child = spawn(process.execPath, [...process.execArgv, script, ...foregroundArgs(config)], {
+  const child = spawn(process.execPath, [...process.execArgv, script, ...childLaunchArgs()], {
     detached: true,
-    stdio: viaPipe ? ['ignore', fd, fd, 'pipe'] : ['ignore', fd, fd],
+    env,
+    stdio: ['ignore', fd, fd, 'pipe'],
   });
   fs.closeSync(fd);
-  if (viaPipe) {
-    const pipe = child.stdio[3] as import('node:stream').Writable;
-    pipe.on('error', () => undefined); // the child died early: reported below
-    pipe.end(config.password);
-  }
+  const pipe = child.stdio[CONFIG_FD] as import('node:stream').Writable;
+  pipe.on('error', () => undefined); // the child died early: reported below
+  pipe.end(encodeConfig(config));
   let exit: string | undefined;
   child.on('exit', (code, signal) => {
     exit = signal ? `was killed by ${signal}` : `exited with status ${code}`;
@@ -503,6 +454,7 @@ export function registerLifecycle(program: Command): void {
       'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic',
     )
     .addOption(new Option('--password-fd <fd>').hideHelp())
+    .addOption(new Option('--config-fd <fd>').hideHelp())
     .option(
       '--trusted-subnets <cidrs>',
       'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)',
@@ -526,7 +478,11 @@ export function registerLifecycle(program: Command): void {
       'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting',
     )
     .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
-      const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
+      // A background launch's child takes the config its parent built, whole, from the pipe.
+      const config =
+        flags.configFd !== undefined && flags.foreground
+          ? readConfigFd(flags.configFd)
+          : buildDaemonConfig(stateDirOf(cmd), peers, flags);
       if (flags.foreground) await launchForeground(config);
       else await launchBackground(config);
     });
