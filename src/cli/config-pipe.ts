@@ -21,7 +21,7 @@ export function encodeConfig(config: DaemonConfig): Buffer {
   return Buffer.from(JSON.stringify({ ...rest, ...(password ? { password: password.toString('base64') } : {}) }));
 }
 
-type FieldKind = 'string' | 'number' | 'boolean' | 'strings' | 'object';
+type FieldKind = 'string' | 'number' | 'boolean' | 'strings' | 'object' | 'buffer';
 
 /** Every field of DaemonConfig and what it holds; `?` marks those that may be absent. */
 const FIELDS: Record<keyof DaemonConfig, FieldKind | `${FieldKind}?`> = {
@@ -36,27 +36,28 @@ const FIELDS: Record<keyof DaemonConfig, FieldKind | `${FieldKind}?`> = {
   httpAddr: 'string',
   mtu: 'number',
   logLevel: 'string',
-  logMaxSize: 'number?',
+  logMaxSize: 'number',
   passwordFile: 'string?',
-  password: 'string?',
+  password: 'buffer?',
   trustedSubnets: 'strings',
   etcd: 'object?',
   advertiseAddress: 'string?',
-  ipamLeaseTtl: 'number?',
-  ipamReclaimGrace: 'number?',
+  ipamLeaseTtl: 'number',
+  ipamReclaimGrace: 'number',
   ipallocBlock: 'number?',
-  addressRetention: 'number?',
-  dns: 'object?',
-  dockerPluginSocket: 'string?',
+  addressRetention: 'number',
+  dns: 'object',
+  dockerPluginSocket: 'string',
   dockerDriverName: 'string?',
-  dockerHost: 'string?',
-  dockerDnsRedirect: 'boolean?',
-  policyDryRun: 'boolean?',
-  flows: 'boolean?',
+  dockerHost: 'string',
+  dockerDnsRedirect: 'boolean',
+  policyDryRun: 'boolean',
+  flows: 'boolean',
 };
 
 function holds(v: unknown, kind: FieldKind): boolean {
   if (kind === 'strings') return Array.isArray(v) && v.every((s) => typeof s === 'string');
+  if (kind === 'buffer') return Buffer.isBuffer(v);
   if (kind === 'object') return typeof v === 'object' && v !== null && !Array.isArray(v);
   return typeof v === kind;
 }
@@ -71,20 +72,26 @@ export function decodeConfig(data: Buffer): DaemonConfig {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new UsageError('--config-fd: not a configuration object');
-  const fields = parsed as Record<string, unknown>;
-  for (const key of Object.keys(fields))
-    if (!(key in FIELDS)) throw new UsageError(`--config-fd: unknown field ${key}`);
+  const { password, ...rest } = parsed as Record<string, unknown>;
+  if (password !== undefined && typeof password !== 'string')
+    throw new UsageError('--config-fd: field password is not a string');
+  return checkConfig(
+    { ...rest, ...(password !== undefined ? { password: Buffer.from(password, 'base64') } : {}) },
+    '--config-fd',
+  );
+}
+
+/** `fields` as a DaemonConfig: every field of it there and of its kind, nothing else; `what` names the source in errors. */
+export function checkConfig(fields: Record<string, unknown>, what: string): DaemonConfig {
+  for (const key of Object.keys(fields)) if (!(key in FIELDS)) throw new UsageError(`${what}: unknown field ${key}`);
   for (const [key, spec] of Object.entries(FIELDS)) {
     const optional = spec.endsWith('?');
     const kind = spec.replace('?', '') as FieldKind;
     const v = fields[key];
     if (v === undefined ? !optional : !holds(v, kind))
-      throw new UsageError(`--config-fd: field ${key} is missing or not a ${kind}`);
+      throw new UsageError(`${what}: field ${key} is missing or not a ${kind}`);
   }
-  const { password, ...rest } = fields;
-  const config = rest as unknown as DaemonConfig;
-  if (typeof password === 'string') config.password = Buffer.from(password, 'base64');
-  return config;
+  return fields as unknown as DaemonConfig;
 }
 
 /** In the child: read the config from the pipe the parent wrote and closed. */

@@ -18,7 +18,7 @@ import { formatPeerName } from '../router/peername';
 import { LinkLedger } from '../endpoint/ledger';
 import { parseCidr } from '../ipam/cidr';
 import { loadSealer, type Sealer } from '../crypto/seal';
-import { ClusterIpam, DEFAULT_LEASE_TTL_SECONDS, openClusterStore } from '../ipam/cluster';
+import { ClusterIpam, openClusterStore } from '../ipam/cluster';
 import { DockerPlugin } from '../docker/plugin';
 import { FlowService } from '../diagnostics/flows';
 import type { Registry } from 'prom-client';
@@ -76,7 +76,7 @@ async function startHostFooting(runner: ComponentRunner, config: DaemonConfig, l
 
 /** The store, opened once here and handed to IPAM (and its host registry), DNS, policy and the catalog. */
 async function startIpam(runner: ComponentRunner, config: DaemonConfig, self: string, ownLinks: string[], log: Logger) {
-  const ttl = config.ipamLeaseTtl ?? DEFAULT_LEASE_TTL_SECONDS;
+  const ttl = config.ipamLeaseTtl;
   const store = await runner.open(
     component(
       'store',
@@ -98,12 +98,8 @@ async function startIpam(runner: ComponentRunner, config: DaemonConfig, self: st
           port: config.port,
           ...(config.advertiseAddress !== undefined ? { advertiseAddress: config.advertiseAddress } : {}),
           leaseTtlSeconds: ttl,
-          ...(config.ipamReclaimGrace !== undefined
-            ? {
-                reclaimGraceMs: config.ipamReclaimGrace * 1000,
-                reclaimIntervalMs: Math.min(30_000, Math.max(1000, config.ipamReclaimGrace * 500)),
-              }
-            : {}),
+          reclaimGraceMs: config.ipamReclaimGrace * 1000,
+          reclaimIntervalMs: Math.min(30_000, Math.max(1000, config.ipamReclaimGrace * 500)),
           ...(config.ipallocBlock !== undefined ? { blockPrefix: config.ipallocBlock } : {}),
           ownLinks,
           log: log.child('ipam'),
@@ -124,10 +120,9 @@ async function startMesh(
   const sealer = loadSealer();
   const router = await runner.open(routerComponent(config, name, sealer, log));
   // Per-pair counters: built before the sleeve, which feeds them; closed with diagnostics.
-  const flows =
-    config.flows === false
-      ? undefined
-      : new FlowService((err) => log.warn('flow counters unreadable', { error: err.message }));
+  const flows = !config.flows
+    ? undefined
+    : new FlowService((err) => log.warn('flow counters unreadable', { error: err.message }));
   const datapath = await runner.open(
     datapathComponent({ config, name, router, netlink: base.netlink, ledger: base.ledger, sealer, flows, log }),
   );
@@ -143,7 +138,7 @@ async function startServices(runner: ComponentRunner, d: LocalNetworkDeps & { se
   const local = localNetworks(d);
   for (const c of local.components) await runner.start(c);
   const deps: ServiceDeps = { ...d, ...local };
-  const dns = d.config.dns?.enabled === false ? undefined : dnsComponent(deps);
+  const dns = !d.config.dns.enabled ? undefined : dnsComponent(deps);
   const exposure = dns === undefined ? undefined : await runner.open(dns);
   await runner.start(followRemovedNetworks(deps, exposure));
   const policy = await runner.open(policyComponent(deps, exposure, metrics));

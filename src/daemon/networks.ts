@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../log';
 import type { Netlink } from '../netlink';
-import { DEFAULT_ADDRESS_RETENTION_SECONDS, DEFAULT_NETWORK, type DaemonConfig } from '../config';
+import { DEFAULT_NETWORK, type DaemonConfig } from '../config';
 import type { Datapath } from '../datapath/types';
 import type { ClusterIpam } from '../ipam/cluster';
 import type { Cidr } from '../ipam/cidr';
@@ -66,7 +66,7 @@ export function localNetworks(d: LocalNetworkDeps): LocalNetworks {
   const isolation = new NetworkIsolation(runNft, '/proc/sys', (m, f) => log.warn(m, f));
   const networks = new NetworkSet(d.netlink, d.datapath, d.ledger, d.catalog, isolation, d.mtu);
   const hostRoutes = new HostRoutes(d.netlink, d.range, () => networks.refreshIsolation());
-  const retentionMs = (d.config.addressRetention ?? DEFAULT_ADDRESS_RETENTION_SECONDS) * 1000;
+  const retentionMs = d.config.addressRetention * 1000;
   const endpoints = new EndpointRegistry(
     d.config.stateDir,
     d.netlink,

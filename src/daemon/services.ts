@@ -4,7 +4,7 @@
  */
 import * as os from 'node:os';
 import type { Logger } from '../log';
-import { DEFAULT_DNS, DEFAULT_DOCKER_HOST, DEFAULT_DOCKER_PLUGIN_SOCKET, type DaemonConfig } from '../config';
+import type { DaemonConfig } from '../config';
 import type { ClusterIpam } from '../ipam/cluster';
 import type { Cidr } from '../ipam/cidr';
 import type { NetworkSet } from '../endpoint/networks';
@@ -35,7 +35,7 @@ export interface ServiceDeps {
 
 /** DNS listens on the host's address on every network bridge (docs/DNS.md); started once the endpoints are restored. */
 export function dnsComponent(d: ServiceDeps) {
-  const dnsConfig = d.config.dns ?? DEFAULT_DNS;
+  const dnsConfig = d.config.dns;
   return component(
     'dns',
     async () => {
@@ -76,7 +76,7 @@ export function dnsComponent(d: ServiceDeps) {
  * reset removes them.
  */
 export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefined, metrics: Registry) {
-  const dnsPort = (d.config.dns ?? DEFAULT_DNS).port;
+  const dnsPort = d.config.dns.port;
   const enforcer = new PolicyEnforcer(d.log.child('policy'));
   const bridges = (): CompileBridge[] =>
     d.networks.list().map((n) => {
@@ -94,7 +94,7 @@ export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefine
         self: d.self,
         nickname: d.config.nickname || os.hostname(),
         leaseTtlSeconds: d.ipam.leaseTtlSeconds,
-        dryRun: d.config.policyDryRun === true,
+        dryRun: d.config.policyDryRun,
         enforcer,
         localEndpoints: () => d.endpoints.list(),
         bridges,
@@ -114,7 +114,7 @@ export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefine
 
 /** The Docker network and IPAM plugin (docs/DOCKER.md); undefined when its socket is "". */
 export function dockerComponent(d: ServiceDeps, exposure: DnsExposure | undefined) {
-  const socketPath = d.config.dockerPluginSocket ?? DEFAULT_DOCKER_PLUGIN_SOCKET;
+  const socketPath = d.config.dockerPluginSocket;
   if (socketPath === '') return undefined;
   return component(
     'docker',
@@ -138,7 +138,7 @@ function dockerOptions(d: ServiceDeps, socketPath: string, exposure: DnsExposure
   return {
     socketPath,
     ...(config.dockerDriverName !== undefined ? { driverName: config.dockerDriverName } : {}),
-    dockerHost: config.dockerHost ?? DEFAULT_DOCKER_HOST,
+    dockerHost: config.dockerHost,
     stateDir: config.stateDir,
     range: d.range,
     allocator: d.ipam.allocator,
@@ -172,10 +172,10 @@ function dockerOptions(d: ServiceDeps, socketPath: string, exposure: DnsExposure
         );
     },
     // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
-    ...(exposure && config.dockerDnsRedirect !== false
+    ...(exposure && config.dockerDnsRedirect
       ? {
           dnsRedirect: {
-            port: (config.dns ?? DEFAULT_DNS).port,
+            port: config.dns.port,
             bridgeOf: (segment: string) => networks.get(segment)?.bridge,
             addressOn: (segment: string) => exposure.resolverAddressOn(segment),
           },

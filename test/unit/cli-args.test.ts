@@ -138,6 +138,24 @@ describe('argument validators', () => {
       mtu: 0,
       logLevel: 'info',
       trustedSubnets: [],
+      // Every default resolved here, once: nothing below the CLI falls back to one.
+      logMaxSize: 10 * 1024 * 1024,
+      ipamLeaseTtl: 120,
+      ipamReclaimGrace: 60,
+      addressRetention: 600,
+      dns: {
+        enabled: true,
+        port: 53,
+        extraListen: [],
+        domain: 'weavets.local.',
+        ttl: 30,
+        resolvConf: '/etc/resolv.conf',
+      },
+      dockerPluginSocket: '/run/docker/plugins/weavets.sock',
+      dockerHost: 'unix:///var/run/docker.sock',
+      dockerDnsRedirect: true,
+      policyDryRun: false,
+      flows: true,
     });
     // The background launch hands the foreground child exactly this config, over a pipe.
     expect(childLaunchArgs()).toEqual(['launch', '--foreground', '--config-fd', '3']);

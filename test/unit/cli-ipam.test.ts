@@ -17,6 +17,23 @@ function base(): DaemonConfig {
     mtu: 0,
     logLevel: 'info',
     trustedSubnets: [],
+    logMaxSize: 0,
+    ipamLeaseTtl: 120,
+    ipamReclaimGrace: 60,
+    addressRetention: 600,
+    dns: {
+      enabled: true,
+      port: 53,
+      extraListen: [],
+      domain: 'weavets.local.',
+      ttl: 30,
+      resolvConf: '/etc/resolv.conf',
+    },
+    dockerPluginSocket: '',
+    dockerHost: 'unix:///var/run/docker.sock',
+    dockerDnsRedirect: true,
+    policyDryRun: false,
+    flows: true,
   };
 }
 

@@ -136,8 +136,8 @@ describe('--no-docker-dns-redirect', () => {
 
   it('is on unless turned off, and the background launcher passes the choice on', () => {
     const on = buildDaemonConfig('/tmp/wt', [], { ...flags, dockerDnsRedirect: true });
-    expect(on.dockerDnsRedirect).toBeUndefined();
-    expect(decodeConfig(encodeConfig(on)).dockerDnsRedirect).toBeUndefined();
+    expect(on.dockerDnsRedirect).toBe(true);
+    expect(decodeConfig(encodeConfig(on)).dockerDnsRedirect).toBe(true);
     const off = buildDaemonConfig('/tmp/wt', [], { ...flags, dockerDnsRedirect: false });
     expect(off.dockerDnsRedirect).toBe(false);
     expect(decodeConfig(encodeConfig(off)).dockerDnsRedirect).toBe(false);
