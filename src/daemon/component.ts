@@ -12,7 +12,10 @@ export interface Startable {
   /** Named in the log when it fails to stop. */
   readonly name: string;
   start(): Promise<void>;
-  /** Never throws: the runner logs a failure and goes on with the rest. */
+  /**
+   * Undo what start did. A failure here never ends a teardown: the runner logs it and
+   * goes on with the rest, so to the daemon a stop never throws.
+   */
   stop(mode: StopMode): Promise<void>;
 }
 
