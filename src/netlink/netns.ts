@@ -18,6 +18,7 @@ let homeFd: number | undefined;
 
 function native(): NetnsAddon {
   // Loaded lazily so that modules importing src/netlink for types do not need the addon built.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
   addon ??= require(path.join(__dirname, '../../native/build/Release/weavets_native.node')) as NetnsAddon;
   return addon;
 }

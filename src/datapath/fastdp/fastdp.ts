@@ -83,7 +83,7 @@ export interface FastdpOptions {
   /** UDP port of the VXLAN devices (and of the probes inside them). */
   port?: number;
   /** Called with every link name before it is created (the link ledger). */
-  recordLink(name: string): Promise<void>;
+  recordLink: (name: string) => Promise<void>;
   /** Where retain() records the kernel state it leaves, and open() finds it; none: always rebuild. */
   keptStatePath?: string;
 }
