@@ -14,6 +14,7 @@ import { WeavetsError } from '../errors';
 import type { FieldReader, JsonObject } from '../json-fields';
 import { JsonStateFile, type StateFormat } from '../state/json-state-file';
 import { StateDir } from '../state/state-dir';
+import { SerialQueue } from '../serial-queue';
 import type { DnsStatus, EndpointStatus } from '../api/types';
 import { DNS_PREFIX, DnsRecordTable, recordKey, type DnsRecord } from './records';
 import { DnsServer, type VisibilityOf } from './server';
@@ -74,7 +75,8 @@ export class DnsService {
   private readonly published = new Set<string>();
   /** Keys of a previous run of this host, deleted unless we publish them again. */
   private stale = new Set<string>();
-  private syncing: Promise<void> = Promise.resolve();
+  /** Store passes, one at a time (each catches its own failure and schedules a retry). */
+  private readonly syncing = new SerialQueue();
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly file: JsonStateFile<DnsRecord[]>;
@@ -135,7 +137,7 @@ export class DnsService {
 
   /** Bring the store in line with `owned`, one pass at a time; retried while the store is down. */
   private resync(): void {
-    this.syncing = this.syncing.then(async () => {
+    void this.syncing.run(async () => {
       if (this.closed) return;
       try {
         if (!this.lease) this.lease = await this.grant();
@@ -210,7 +212,7 @@ export class DnsService {
     this.owned.set('manual', [...manual, ...added]);
     await this.saveManual();
     this.resync();
-    await this.syncing;
+    await this.syncing.idle();
     return added;
   }
 
@@ -238,7 +240,7 @@ export class DnsService {
     );
     await this.saveManual();
     this.resync();
-    await this.syncing;
+    await this.syncing.idle();
     return gone;
   }
 
@@ -324,7 +326,7 @@ export class DnsService {
     clearTimeout(this.retryTimer);
     this.server.close();
     this.upstream.close();
-    await this.syncing.catch(() => undefined);
+    await this.syncing.idle();
     await this.watch?.close();
     if (revoke) await this.lease?.revoke().catch(() => undefined);
     else this.lease?.release();
