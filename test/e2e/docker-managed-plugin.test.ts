@@ -26,7 +26,7 @@ import {
   type DockerPair,
 } from './docker-lab';
 
-const describeDocker = describeWithTools({ commands: [...DOCKER_TOOLS, 'ldd', 'tar'], files: ETCD_TOOLS.files! });
+const describeDocker = describeWithTools({ commands: [...DOCKER_TOOLS, 'ldd', 'tar'], files: ETCD_TOOLS.files });
 const BUILD_TIMEOUT_MS = 900_000;
 
 let lab: Lab;

@@ -22,7 +22,7 @@ import {
   type DockerPair,
 } from './docker-lab';
 
-const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files! });
+const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files });
 
 let lab: Lab;
 const pair: DockerPair = { hosts: [] };
