@@ -85,10 +85,8 @@ function routesOf(self: number, n: number, adj: number[][]): RouteTable {
     unicastNextHop(dst) {
       const d = indexOf(dst);
       if (d === self || !(d >= 0 && d < n) || distFrom[d]![self] === Infinity) return undefined;
-      let v = self;
-      // Walk from dst's side: our next hop is our parent in dst's tree.
-      v = parentIn(d, v)!;
-      return peerName(v);
+      // Our next hop is our parent in dst's tree.
+      return peerName(parentIn(d, self)!);
     },
     broadcastNextHops(src) {
       const s = indexOf(src);
