@@ -284,7 +284,9 @@ describe('mesh store', () => {
   it('forgetOwner (rmpeer) drops a host everywhere at once; a host that is alive publishes again', async () => {
     const { net: n, stores } = await cluster(3);
     await stores[2]!.put('hosts/c', '{}');
-    await until(async () => (await value(stores[1]!, 'hosts/c')) !== undefined, 'replicated');
+    // Both others must hold it before the cut: forgetOwner counts what store 0 drops.
+    await until(async () => (await value(stores[0]!, 'hosts/c')) !== undefined, 'replicated to store 0');
+    await until(async () => (await value(stores[1]!, 'hosts/c')) !== undefined, 'replicated to store 1');
     n.cut(NAMES[0]!, NAMES[2]!);
     n.cut(NAMES[1]!, NAMES[2]!);
     expect(await stores[0]!.forgetOwner(NAMES[2]!)).toBe(1);
