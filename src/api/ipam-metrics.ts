@@ -3,7 +3,7 @@
  * allocator's view when Prometheus scrapes), and allocate/release latency by outcome.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { IpamStatus } from './types';
+import type { IpamStatus } from '../ipam/status';
 
 export interface IpamMetricsSource {
   status(): IpamStatus;

@@ -7,7 +7,7 @@
 import * as net from 'node:net';
 import type { Command } from 'commander';
 import type { DaemonConfig, EtcdConfig } from '../config';
-import type { IpamStatus, RmpeerResult } from '../api/types';
+import type { IpamStatus, RmpeerResult } from '../ipam/status';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 

@@ -18,7 +18,7 @@ import {
 } from '../config';
 import { WeavetsError } from '../errors';
 import { CappedFileSink, createLogger, DEFAULT_LOG_MAX_SIZE, parseLogSize, type LogLevel } from '../log';
-import type { RouterStatus } from '../api/types';
+import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';

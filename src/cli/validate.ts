@@ -5,7 +5,7 @@
  */
 import { validateNetworkName } from '../endpoint/network-catalog';
 import * as net from 'node:net';
-import { isPeerNameText, parsePeerName, peerNameProblem } from '../router/peername';
+import { isPeerNameText, parsePeerName, peerNameProblem } from '../net/peername';
 import { UsageError } from './output';
 
 export function parsePort(text: string, flag: string): number {

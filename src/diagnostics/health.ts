@@ -9,10 +9,10 @@
  * how trace, flows and the status page name containers on other hosts without a store.
  */
 import type { Logger } from '../log';
-import type { Datapath } from '../datapath/types';
-import type { EndpointStatus } from '../api/types';
+import type { Datapath } from '../router/overlay';
+import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
-import { formatPeerName, type PeerName } from '../router/peername';
+import { formatPeerName, type PeerName } from '../net/peername';
 import {
   HealthDecodeError,
   MAX_HEALTH_ENDPOINTS,

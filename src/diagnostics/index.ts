@@ -4,10 +4,10 @@
  */
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log';
-import type { Datapath } from '../datapath/types';
-import type { EndpointStatus } from '../api/types';
+import type { Datapath } from '../router/overlay';
+import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
-import { formatPeerName, type PeerName } from '../router/peername';
+import { formatPeerName, type PeerName } from '../net/peername';
 import { formatIpv4 } from '../ipam/cidr';
 import { WeavetsError } from '../errors';
 import { parseTraffic } from '../policy/evaluate';

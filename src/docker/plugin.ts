@@ -21,7 +21,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
-import type { EndpointStatus } from '../api/types';
+import type { EndpointStatus } from '../endpoint/types';
 import { DEFAULT_NETWORK } from '../config';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../ipam/cidr';
 import type { AddressAllocator } from '../ipam/types';

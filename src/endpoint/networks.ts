@@ -6,7 +6,7 @@
  * them down when a network is removed.
  */
 import type { Netlink } from '../netlink';
-import type { Datapath, OverlayNetwork } from '../datapath/types';
+import type { Datapath, OverlayNetwork } from '../router/overlay';
 import type { LinkLedger } from './ledger';
 import { DEFAULT_NETWORK } from '../config';
 import { WeavetsError } from '../errors';

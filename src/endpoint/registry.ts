@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import type { Netlink } from '../netlink';
 import { Netlink as NetlinkSocket } from '../netlink';
 import type { Logger } from '../log';
-import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
+import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from './types';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatCidr, formatIpv4, parseCidr } from '../ipam/cidr';

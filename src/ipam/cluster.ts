@@ -21,8 +21,8 @@ import type {
   IpamReleaseRequest,
   IpamStatus,
   RmpeerResult,
-} from '../api/types';
-import { isPeerNameText } from '../router/peername';
+} from './status';
+import { isPeerNameText } from '../net/peername';
 import {
   AddressReconciler,
   DEFAULT_RECLAIM_GRACE_MS,

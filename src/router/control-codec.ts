@@ -5,7 +5,7 @@
  * HELLO first; nothing else is accepted until HELLO has been received and checked.
  * Pure functions over Buffer: no I/O, no state.
  */
-import { readPeerName, writePeerName, type PeerName } from './peername';
+import { readPeerName, writePeerName, type PeerName } from '../net/peername';
 
 export const HELLO_MAGIC = 0x57565453; // "WVTS"
 /**

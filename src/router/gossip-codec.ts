@@ -6,7 +6,7 @@
  * GossipDecodeError, never in another exception and never in a partial result.
  */
 import { isIP } from 'node:net';
-import { readPeerName, writePeerName, NO_PEER } from './peername';
+import { readPeerName, writePeerName, NO_PEER } from '../net/peername';
 import type { PeerConnectionEdge, PeerEntry } from './topology';
 
 export const GOSSIP_FORMAT_VERSION = 1;

@@ -8,7 +8,7 @@
  * decodeHealthReport treats its input as hostile: any malformed input ends in a
  * HealthDecodeError, never in another exception and never in a partial result.
  */
-import { NO_PEER, readPeerName, writePeerName, type PeerName } from './peername';
+import { NO_PEER, readPeerName, writePeerName, type PeerName } from '../net/peername';
 
 export const HEALTH_FORMAT_VERSION = 1;
 export const MAX_HEALTH_PEERS = 4096;

@@ -8,7 +8,7 @@
  *   ACK     (2): a peer's answer to a claim (compare-and-create) of another peer;
  *   FORGET  (3): drop a peer's entries up to a version (rmpeer).
  */
-import { formatPeerName, isPeerNameText, parsePeerName, readPeerName, writePeerName } from '../router/peername';
+import { formatPeerName, isPeerNameText, parsePeerName, readPeerName, writePeerName } from '../net/peername';
 
 export const MESH_FORMAT_ENTRIES = 1;
 export const MESH_FORMAT_ACK = 2;

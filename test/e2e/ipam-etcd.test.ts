@@ -22,7 +22,7 @@ import { BlockAllocator } from '../../src/ipam/allocator';
 import { formatIpv4, parseCidr } from '../../src/ipam/cidr';
 import { ADDRS_PREFIX, BLOCKS_PREFIX, HANDLES_PREFIX } from '../../src/ipam/blocks';
 import { silentLogger } from '../../src/log';
-import type { IpamStatus } from '../../src/api/types';
+import type { IpamStatus } from '../../src/ipam/status';
 import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
 import { describeWithTools } from '../require-tools';
 import { createLab, type Host, type Lab, type Namespace } from '../net/harness';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { applyStoreFlags, formatIpamStatus, parseDurationSeconds, storeArgs } from '../../src/cli/ipam';
 import type { DaemonConfig } from '../../src/config';
-import type { IpamStatus } from '../../src/api/types';
+import type { IpamStatus } from '../../src/ipam/status';
 
 function base(): DaemonConfig {
   return {

@@ -33,9 +33,9 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import type { Logger } from '../../log';
 import type { Netlink } from '../../netlink';
-import { formatPeerName, type PeerName } from '../../router/peername';
-import { formatMac, type MacTableListener } from '../../router/mactable';
-import type { OverlayNetwork } from '../types';
+import { formatPeerName, type PeerName } from '../../net/peername';
+import { formatMac, type MacTableListener } from '../../net/mactable';
+import type { OverlayNetwork } from '../../router/overlay';
 import { tapNameFor } from '../sleeve/sleeve';
 import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
 

@@ -16,7 +16,7 @@
  * The hot path writes and reads these fields in place using the offsets below; the
  * object-level encode/decode functions exist for tests, tools and the fuzz corpus.
  */
-import { readPeerName, writePeerName, type PeerName } from '../../router/peername';
+import { readPeerName, writePeerName, type PeerName } from '../../net/peername';
 
 export const SLEEVE_MAGIC = 0x57;
 export const SLEEVE_VERSION = 1;

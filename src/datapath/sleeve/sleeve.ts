@@ -12,11 +12,17 @@
 import { TapDevice, UdpBatchSocket, ipv4ToNumber, numberToIpv4, setSchedSlice } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
-import { MacTable, readMac, isMulticastMac } from '../../router/mactable';
-import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../router/peername';
-import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener, RouteTable } from '../types';
-import { PROBE_NETWORK_ID } from '../trace-probe-codec';
-import type { FlowCounter } from '../../diagnostics/flows';
+import { MacTable, readMac, isMulticastMac } from '../../net/mactable';
+import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../net/peername';
+import type {
+  Datapath,
+  DatapathEvents,
+  OverlayNetwork,
+  PeerPathStatus,
+  ProbeListener,
+  RouteTable,
+} from '../../router/overlay';
+import { PROBE_NETWORK_ID, type FrameCounter } from '../../router/overlay';
 import type { Sealer } from '../../crypto/seal';
 import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
 import {
@@ -132,7 +138,7 @@ export interface SleeveOptions {
    */
   kernelPeers?: ReadonlySet<PeerName>;
   /** Counts frames taken from bridges per (network, source MAC, destination MAC) for `weavets flows`. */
-  flows?: FlowCounter;
+  flows?: FrameCounter;
 }
 
 export function tapNameFor(networkId: number): string {
@@ -160,7 +166,7 @@ export class SleeveDatapath implements Datapath {
   private now = Date.now();
   private closed = false;
   private probeListener: ProbeListener | undefined;
-  private readonly flows: FlowCounter | undefined;
+  private readonly flows: FrameCounter | undefined;
 
   // Transmit arena: slot i holds one datagram being built at txOffsets[i].
   private readonly txBuf = Buffer.allocUnsafe(TX_SLOTS * TX_SLOT_SIZE);

@@ -5,10 +5,9 @@
  * container's unicast frame. Specified in docs/PROTOCOL.md ("Trace probes").
  * Pure functions over Buffer.
  */
-import { NO_PEER, readPeerName, writePeerName, type PeerName } from '../router/peername';
+import { NO_PEER, readPeerName, writePeerName, type PeerName } from '../net/peername';
 
-/** Network id of probe records: 24 bits all set; network ids of real networks are hashes below it. */
-export const PROBE_NETWORK_ID = 0xffffff;
+export { PROBE_NETWORK_ID } from '../router/overlay';
 export const TRACE_PROBE_MAGIC = 0x57545052; // "WTPR"
 export const TRACE_PROBE_LENGTH = 24;
 
