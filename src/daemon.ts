@@ -28,7 +28,7 @@ import { NetworkIsolation, runNft } from './endpoint/isolation';
 import { EndpointRegistry } from './endpoint/registry';
 import { HostRoutes } from './endpoint/host-routes';
 import { LinkLedger, writeFileAtomic } from './endpoint/ledger';
-import { contains, formatCidr, parseCidr, parseIpv4 } from './ipam/cidr';
+import { contains, formatCidr, parseCidr, parseIpv4 } from './net/ipv4';
 import { loadSealer } from './crypto/seal';
 import type { ConnectionSecurity } from './router/connection';
 import { ClusterIpam } from './ipam/cluster';

@@ -4,10 +4,10 @@
  * environment variable WEAVETS_ETCD_PASSWORD (which the background launcher's daemon
  * inherits).
  */
-import * as net from 'node:net';
 import type { Command } from 'commander';
 import type { DaemonConfig, EtcdConfig } from '../config';
 import type { IpamStatus, RmpeerResult } from '../ipam/status';
+import { isIpv4 } from '../net/ipv4';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 
@@ -118,7 +118,7 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
     }
   }
   if (flags.advertiseAddress !== undefined) {
-    if (!net.isIPv4(flags.advertiseAddress)) {
+    if (!isIpv4(flags.advertiseAddress)) {
       throw new UsageError(
         `--advertise-address: '${flags.advertiseAddress}' is not an IPv4 address; use e.g. 192.0.2.11`,
       );

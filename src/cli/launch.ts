@@ -22,7 +22,7 @@ import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
-import { formatCidr, parseCidr } from '../ipam/cidr';
+import { formatCidr, parseCidr } from '../net/ipv4';
 import { OVERLAY_ROUTE_TABLE, OVERLAY_RULE_PRIORITY } from '../endpoint/host-routes';
 import { applyStoreFlags, storeArgs, type StoreFlags } from './ipam';
 import { applyDnsFlags, dnsArgs, type DnsFlags } from './dns';

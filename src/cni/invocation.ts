@@ -4,6 +4,7 @@
  * error code here: bad environment 4, undecodable config 6, invalid config 7, a version
  * we cannot speak 1. Pure: the caller passes env and stdin in.
  */
+import { isIpv4Cidr } from '../net/ipv4';
 import { labelKeyProblem, labelValueProblem } from '../policy/labels';
 import {
   CNI_ERR,
@@ -62,7 +63,6 @@ const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const NETWORK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const WEAVETS_NETWORK_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
-const CIDR4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 
 type Env = Record<string, string | undefined>;
 type Obj = Record<string, unknown>;
@@ -157,13 +157,6 @@ function parseDns(conf: Obj): DnsConfig {
   return dns;
 }
 
-function validIpv4Cidr(text: string): boolean {
-  const m = CIDR4_RE.exec(text);
-  if (!m) return false;
-  if ([m[1], m[2], m[3], m[4]].some((o) => Number(o) > 255)) return false;
-  return Number(m[5]) <= 32;
-}
-
 /** "ips" and "mac" from runtimeConfig (capability args), else from args.cni (conventions). */
 function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
   const out: { ip?: string; mac?: string } = {};
@@ -177,7 +170,7 @@ function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
     if (ips && out.ip === undefined) {
       for (const ip of ips) {
         if (ip.includes(':')) continue; // IPv6: the overlay is IPv4 only.
-        if (!validIpv4Cidr(ip))
+        if (!isIpv4Cidr(ip))
           throw configError(`${where}ips: ${JSON.stringify(ip)} is not an IPv4 CIDR (a.b.c.d/prefix)`);
         out.ip = ip;
         break;

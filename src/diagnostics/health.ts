@@ -22,7 +22,7 @@ import {
   type HealthPeerView,
   type HostReport,
 } from '../router/health-codec';
-import { formatIpv4, parseIpv4 } from '../ipam/cidr';
+import { formatIpv4, parseIpv4 } from '../net/ipv4';
 
 export const REPORT_INTERVAL_MS = 1000;
 /** A row older than this is stale: five reports missed. */

@@ -8,7 +8,7 @@ import type { Datapath } from '../router/overlay';
 import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
 import { formatPeerName, type PeerName } from '../net/peername';
-import { formatIpv4 } from '../ipam/cidr';
+import { formatIpv4 } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 import { parseTraffic } from '../policy/evaluate';
 import { HealthGossip, type HealthStatus } from './health';

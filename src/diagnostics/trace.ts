@@ -15,7 +15,7 @@ import { routePath } from '../router/route-path';
 import type { PeerEntry } from '../router/topology';
 import type { HealthPeerView, HostReport } from '../router/health-codec';
 import { decodeTraceProbe, encodeTraceProbe, TraceProbeKind } from './trace-probe-codec';
-import { formatIpv4 } from '../ipam/cidr';
+import { formatIpv4 } from '../net/ipv4';
 
 export interface TraceHost {
   name: string;

@@ -11,7 +11,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch } from '../store/types';
-import type { Cidr } from '../ipam/cidr';
+import type { Cidr } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 import { writeFileAtomic } from '../endpoint/ledger';
 import type { DnsStatus } from './status';
@@ -19,7 +19,8 @@ import type { EndpointStatus } from '../endpoint/types';
 import { DNS_PREFIX, DnsRecordTable, recordKey, type DnsRecord } from './records';
 import { DnsServer, type VisibilityOf } from './server';
 import { Upstream } from './upstream';
-import { canonicalIpv4, normalizeName, recordNameProblem, relativeName } from './names';
+import { canonicalIpv4 } from '../net/ipv4';
+import { normalizeName, recordNameProblem, relativeName } from './names';
 
 export interface DnsSettings {
   /** Port on the bridge addresses (53). */

@@ -10,7 +10,7 @@ import type { Datapath, OverlayNetwork } from '../router/overlay';
 import type { LinkLedger } from './ledger';
 import { DEFAULT_NETWORK } from '../config';
 import { WeavetsError } from '../errors';
-import { parseCidr, type Cidr } from '../ipam/cidr';
+import { parseCidr, type Cidr } from '../net/ipv4';
 import type { NetworkCatalog, NetworkRecord } from './network-catalog';
 import { validateNetworkName } from './network-catalog';
 import type { NetworkIsolation } from './isolation';

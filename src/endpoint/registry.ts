@@ -13,7 +13,7 @@ import type { Logger } from '../log';
 import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from './types';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
-import { formatCidr, formatIpv4, parseCidr } from '../ipam/cidr';
+import { formatCidr, formatIpv4, isIpv4, parseCidr } from '../net/ipv4';
 import type { AddressAllocator } from '../ipam/types';
 import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
@@ -243,7 +243,7 @@ export class EndpointRegistry {
         `invalid mac ${req.mac}: a multicast address cannot be an interface's`,
       );
     }
-    if (req.gateway !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(req.gateway)) {
+    if (req.gateway !== undefined && !isIpv4(req.gateway)) {
       throw new WeavetsError(
         'EWEAVETS_BAD_REQUEST',
         `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`,

@@ -19,7 +19,7 @@ import { ClusterIpam } from '../../src/ipam/cluster';
 import { FileStore } from '../../src/store/file';
 import { EtcdStore } from '../../src/store/etcd';
 import { BlockAllocator } from '../../src/ipam/allocator';
-import { formatIpv4, parseCidr } from '../../src/ipam/cidr';
+import { formatIpv4, parseCidr } from '../../src/net/ipv4';
 import { ADDRS_PREFIX, BLOCKS_PREFIX, HANDLES_PREFIX } from '../../src/ipam/blocks';
 import { silentLogger } from '../../src/log';
 import type { IpamStatus } from '../../src/ipam/status';

@@ -33,6 +33,7 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import type { Logger } from '../../log';
 import type { Netlink } from '../../netlink';
+import { isIpv4 } from '../../net/ipv4';
 import { formatPeerName, type PeerName } from '../../net/peername';
 import { formatMac, type MacTableListener } from '../../net/mactable';
 import type { OverlayNetwork } from '../../router/overlay';
@@ -100,7 +101,7 @@ export function parseKeptState(text: string): KeptState | undefined {
   } catch {
     return undefined;
   }
-  const isIp = (v: unknown): v is string => typeof v === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(v);
+  const isIp = (v: unknown): v is string => typeof v === 'string' && isIpv4(v);
   if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { networks?: unknown }).networks))
     return undefined;
   const networks = new Map<number, { vteps: string[]; macs: [number, string][] }>();
