@@ -47,6 +47,7 @@ function checkString(what: string, s: string): number {
 }
 
 /** C0 controls and DEL: never part of a name or an address, and a hazard in logs. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point of this pattern
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
 /** Why a nickname cannot go into gossip, or undefined when it can. */
