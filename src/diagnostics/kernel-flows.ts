@@ -16,10 +16,10 @@
  * bridged to a VXLAN port. Measured on bench/throughput.ts (docs/DIAGNOSTICS.md).
  */
 import { execFile } from 'node:child_process';
+import { networkIdOfVxlanLink, VXLAN_LINK_PREFIX } from '../net/links';
 import { flowKey, type FlowTotals, type KernelFlowSource } from './flows';
 
 export const FLOWS_TABLE = 'weavets_flows';
-const VXLAN_PREFIX = 'wtv';
 
 export type NftRunner = (args: string[], input?: string) => Promise<string>;
 
@@ -46,7 +46,7 @@ table bridge ${FLOWS_TABLE} {
   }
   chain forward_vxlan {
     type filter hook forward priority filter; policy accept;
-    oifname "${VXLAN_PREFIX}*" update @pairs { oifname . ether saddr . ether daddr }
+    oifname "${VXLAN_LINK_PREFIX}*" update @pairs { oifname . ether saddr . ether daddr }
   }
 }
 `;
@@ -81,14 +81,9 @@ export function parseFlowSet(json: string): FlowTotals {
       const concat = elem?.val?.concat;
       if (!Array.isArray(concat) || concat.length !== 3) continue;
       const [ifname, src, dst] = concat as unknown[];
-      if (
-        typeof ifname !== 'string' ||
-        !ifname.startsWith(VXLAN_PREFIX) ||
-        typeof src !== 'string' ||
-        typeof dst !== 'string'
-      )
-        continue;
-      const net = parseInt(ifname.slice(VXLAN_PREFIX.length), 16);
+      if (typeof ifname !== 'string' || typeof src !== 'string' || typeof dst !== 'string') continue;
+      const net = networkIdOfVxlanLink(ifname);
+      if (net === undefined) continue;
       const s = macToNumber(src);
       const d = macToNumber(dst);
       const packets = elem?.counter?.packets;

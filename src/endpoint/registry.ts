@@ -6,7 +6,6 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { createHash } from 'node:crypto';
 import type { Netlink } from '../netlink';
 import { Netlink as NetlinkSocket } from '../netlink';
 import type { Logger } from '../log';
@@ -14,6 +13,7 @@ import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from 
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatCidr, formatIpv4, isIpv4, parseCidr } from '../net/ipv4';
+import { vethLinkNames } from '../net/links';
 import type { AddressAllocator } from '../ipam/types';
 import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
@@ -28,10 +28,6 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
 interface Persisted {
   endpoints: EndpointStatus[];
   exposed: ExposeResult[];
-}
-
-function shortHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex').slice(0, 8);
 }
 
 export class EndpointRegistry {
@@ -167,9 +163,7 @@ export class EndpointRegistry {
         throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already on network ${existing.network}`);
       }
       const net = await this.networks.ensure(req.network);
-      const tag = shortHash(`${req.id}\0${req.network}\0plug`);
-      const hostVeth = `vwt${tag}`;
-      const peer = `vwc${tag}`;
+      const { host: hostVeth, peer } = vethLinkNames(`${req.id}\0${req.network}\0plug`);
       try {
         await this.ledger.record(hostVeth);
         await this.netlink.deleteLink(hostVeth, { ignoreMissing: true });
@@ -295,9 +289,7 @@ export class EndpointRegistry {
         ...(requested !== undefined ? { ip: requested } : {}),
       })
     ).address;
-    const tag = shortHash(`${req.id}\0${networkName}\0${ifname}`);
-    const hostVeth = `vwt${tag}`;
-    const tempPeer = `vwc${tag}`;
+    const { host: hostVeth, peer: tempPeer } = vethLinkNames(`${req.id}\0${networkName}\0${ifname}`);
     let ns: NetlinkSocket | undefined;
     try {
       await this.ledger.record(hostVeth);

@@ -22,6 +22,7 @@ import type {
   ProbeListener,
   RouteTable,
 } from '../../router/overlay';
+import { tapLinkName } from '../../net/links';
 import { PROBE_NETWORK_ID, type FrameCounter } from '../../router/overlay';
 import type { Sealer } from '../../crypto/seal';
 import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
@@ -142,7 +143,7 @@ export interface SleeveOptions {
 }
 
 export function tapNameFor(networkId: number): string {
-  return `wtt${networkId.toString(16).padStart(6, '0')}`;
+  return tapLinkName(networkId);
 }
 
 export class SleeveDatapath implements Datapath {
