@@ -5,6 +5,7 @@
  * we cannot speak 1. Pure: the caller passes env and stdin in.
  */
 import { isIpv4Cidr } from '../net/ipv4';
+import { isMacText } from '../net/mac';
 import { labelKeyProblem, labelValueProblem } from '../policy/labels';
 import {
   CNI_ERR,
@@ -62,7 +63,6 @@ const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const NETWORK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const WEAVETS_NETWORK_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 type Env = Record<string, string | undefined>;
 type Obj = Record<string, unknown>;
@@ -178,7 +178,7 @@ function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
     }
     const mac = optString(src, 'mac', where);
     if (mac !== undefined && out.mac === undefined) {
-      if (!MAC_RE.test(mac))
+      if (!isMacText(mac))
         throw configError(`${where}mac: ${JSON.stringify(mac)} is not a MAC address (aa:bb:cc:dd:ee:ff)`);
       if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) throw configError(`${where}mac: ${mac} is a multicast address`);
       out.mac = mac.toLowerCase();

@@ -7,6 +7,7 @@ import type { Logger } from '../log';
 import type { Datapath } from '../router/overlay';
 import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
+import { formatMac } from '../net/mac';
 import { formatPeerName, type PeerName } from '../net/peername';
 import { formatIpv4 } from '../net/ipv4';
 import { WeavetsError } from '../errors';
@@ -315,8 +316,4 @@ export class Diagnostics {
     this.prober.close();
     await this.opts.flows?.close();
   }
-}
-
-function formatMac(mac: number): string {
-  return mac.toString(16).padStart(12, '0').match(/../g)!.join(':');
 }

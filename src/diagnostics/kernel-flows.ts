@@ -17,6 +17,7 @@
  */
 import { execFile } from 'node:child_process';
 import { networkIdOfVxlanLink, VXLAN_LINK_PREFIX } from '../net/links';
+import { parseMac } from '../net/mac';
 import { flowKey, type FlowTotals, type KernelFlowSource } from './flows';
 
 export const FLOWS_TABLE = 'weavets_flows';
@@ -52,11 +53,6 @@ table bridge ${FLOWS_TABLE} {
 `;
 }
 
-function macToNumber(text: string): number | undefined {
-  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(text)) return undefined;
-  return parseInt(text.replace(/:/g, ''), 16);
-}
-
 /**
  * Parse `nft -j list set bridge weavets_flows pairs`: elements are
  * {"elem": {"val": {"concat": [ifname, mac, mac]}, "counter": {"packets", "bytes"}, ...}}.
@@ -84,8 +80,8 @@ export function parseFlowSet(json: string): FlowTotals {
       if (typeof ifname !== 'string' || typeof src !== 'string' || typeof dst !== 'string') continue;
       const net = networkIdOfVxlanLink(ifname);
       if (net === undefined) continue;
-      const s = macToNumber(src);
-      const d = macToNumber(dst);
+      const s = parseMac(src);
+      const d = parseMac(dst);
       const packets = elem?.counter?.packets;
       const bytes = elem?.counter?.bytes;
       if (!Number.isInteger(net) || net < 1 || net > 0xfffffe || s === undefined || d === undefined) continue;

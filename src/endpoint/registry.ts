@@ -14,6 +14,7 @@ import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { formatCidr, formatIpv4, isIpv4, parseCidr } from '../net/ipv4';
 import { vethLinkNames } from '../net/links';
+import { isMacText } from '../net/mac';
 import type { AddressAllocator } from '../ipam/types';
 import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
@@ -228,7 +229,7 @@ export class EndpointRegistry {
     }
     const badNet = validateNetworkName(networkName);
     if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
-    if (req.mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(req.mac)) {
+    if (req.mac !== undefined && !isMacText(req.mac)) {
       throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${JSON.stringify(req.mac)}: want aa:bb:cc:dd:ee:ff`);
     }
     if (req.mac !== undefined && (parseInt(req.mac.slice(0, 2), 16) & 1) === 1) {

@@ -36,7 +36,8 @@ import type { Netlink } from '../../netlink';
 import { isIpv4 } from '../../net/ipv4';
 import { PROBE_LINK_NAME, tapLinkName, vxlanLinkName } from '../../net/links';
 import { formatPeerName, type PeerName } from '../../net/peername';
-import { formatMac, type MacTableListener } from '../../net/mactable';
+import { formatMac } from '../../net/mac';
+import type { MacTableListener } from '../../net/mactable';
 import type { OverlayNetwork } from '../../router/overlay';
 import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
 

@@ -12,7 +12,8 @@
 import { TapDevice, UdpBatchSocket, ipv4ToNumber, numberToIpv4, setSchedSlice } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
-import { MacTable, readMac, isMulticastMac } from '../../net/mactable';
+import { isMulticastMac, readMac } from '../../net/mac';
+import { MacTable } from '../../net/mactable';
 import { readPeerName, writePeerName, NO_PEER, type PeerName } from '../../net/peername';
 import type {
   Datapath,
