@@ -160,7 +160,7 @@ function rng(seed: number): () => number {
 function simulatedEntries(n: number, degree: number): PeerEntry[] {
   const rand = rng(0x5eed);
   const names: PeerName[] = [];
-  for (let i = 0; i < n; i++) names.push((0x0200_0000_0000 + i * 7919) as PeerName);
+  for (let i = 0; i < n; i++) names.push(0x0200_0000_0000 + i * 7919);
   const adj = names.map(() => new Set<number>());
   const link = (a: number, b: number): void => {
     if (a === b) return;
@@ -223,7 +223,11 @@ function measureSimulated(n: number, degree: number): SimResult {
     queue[tail++] = 0;
     while (head < tail) {
       const u = queue[head++]!;
-      for (const v of adj[u]!) if (dist[v]! < 0) ((dist[v] = dist[u]! + 1), (queue[tail++] = v));
+      for (const v of adj[u]!) {
+        if (dist[v]! >= 0) continue;
+        dist[v] = dist[u]! + 1;
+        queue[tail++] = v;
+      }
     }
     const b1 = performance.now();
     runs.push({

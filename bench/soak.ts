@@ -123,7 +123,7 @@ async function main(): Promise<void> {
         for (const [i, h] of hosts.entries()) {
           if (stop) break;
           const ids = pools[i]!.map((_, k) => `churn-${i + 1}-${cycles}-${k}`);
-          for (const [k, ns] of pools[i]!.entries()) await lab.attach(h, ns, ['--name', ids[k]!], ids[k]!);
+          for (const [k, ns] of pools[i]!.entries()) await lab.attach(h, ns, ['--name', ids[k]!], ids[k]);
           for (const id of ids) await lab.weavetsOk(h, ['detach', id]);
         }
         cycles++;

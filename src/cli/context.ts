@@ -5,7 +5,7 @@ import { ApiClient } from '../api/client';
 import { DEFAULT_STATE_DIR, apiSocketPath } from '../config';
 
 export function stateDirOf(cmd: Command): string {
-  const dir = (cmd.optsWithGlobals() as { stateDir?: string }).stateDir;
+  const dir = cmd.optsWithGlobals<{ stateDir?: string }>().stateDir;
   // Absolute, so a daemon started from another cwd finds the same place.
   return path.resolve(dir ?? DEFAULT_STATE_DIR);
 }

@@ -139,7 +139,7 @@ function optStringArray(o: Obj, field: string, where: string): string[] | undefi
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v) || !v.every((s) => typeof s === 'string'))
     throw configError(`${where}${field} must be an array of strings`);
-  return v as string[];
+  return v;
 }
 
 function parseDns(conf: Obj): DnsConfig {
@@ -237,7 +237,7 @@ function parseAttachments(conf: Obj): NetConf['validAttachments'] {
       ) {
         throw configError(`${key}: every entry needs string containerID and ifname`);
       }
-      out.push({ containerId: o['containerID'] as string, ifname: o['ifname'] as string });
+      out.push({ containerId: o['containerID'], ifname: o['ifname'] });
     }
   }
   return seen ? out : undefined;

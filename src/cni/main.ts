@@ -92,7 +92,7 @@ export function main(): void {
     process.exitCode = 1;
     return;
   }
-  const env = process.env as Env;
+  const env = process.env;
   // Only the top-level "stateDir" (parseNetConf), and only a root-owned, root-only socket.
   runPlugin(
     env,

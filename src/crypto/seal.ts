@@ -40,6 +40,7 @@ export interface SodiumSecretbox {
 }
 
 function requireSodium(): SodiumSecretbox {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, so the tweetnacl path never needs the addon
   return require('sodium-native') as SodiumSecretbox;
 }
 

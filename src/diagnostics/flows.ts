@@ -74,7 +74,7 @@ export class FlowCounter implements FrameCounter {
   record(net: number, srcMac: number, dstMac: number, bytes: number): void {
     const mask = this.cap - 1;
     // Mix the low bits of both MACs and the network: MACs of one host share their top bytes.
-    let h =
+    const h =
       (Math.imul(net, 0x9e3779b1) ^
         Math.imul((srcMac % 0x100000000) >>> 0, 0x85ebca6b) ^
         Math.imul((dstMac % 0x100000000) >>> 0, 0xc2b2ae35)) >>>

@@ -83,7 +83,7 @@ export interface DiagnosticsOptions {
    * The policy evaluator (src/policy), for a new connection of `traffic` ("icmp",
    * "tcp/5432"); absent: every pair inside a network is allowed.
    */
-  verdict?(from: TraceEnd, to: TraceEnd, traffic: string): TraceVerdict;
+  verdict?: (from: TraceEnd, to: TraceEnd, traffic: string) => TraceVerdict;
   /** Per-pair counters (built before the sleeve, which feeds them); undefined with --no-flows. */
   flows: FlowService | undefined;
   log: Logger;

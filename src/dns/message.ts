@@ -76,7 +76,7 @@ function soa(zone: ZoneConfig): dnsPacket.Answer {
 }
 
 function ednsSize(q: dnsPacket.Packet): number | undefined {
-  const opt = q.additionals?.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer | undefined;
+  const opt = q.additionals?.find((a) => a.type === 'OPT');
   return opt === undefined ? undefined : opt.udpPayloadSize;
 }
 

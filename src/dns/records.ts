@@ -46,7 +46,7 @@ class CountedIndex {
 
   add(k: string, v: string): void {
     let inner = this.map.get(k);
-    if (!inner) this.map.set(k, (inner = new Map()));
+    if (!inner) this.map.set(k, (inner = new Map<string, number>()));
     inner.set(v, (inner.get(v) ?? 0) + 1);
   }
 

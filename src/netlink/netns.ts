@@ -18,6 +18,7 @@ let homeFd: number | undefined;
 
 function native(): NetnsAddon {
   // Loaded lazily so that modules importing src/netlink for types do not need the addon built.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
   addon ??= require(path.join(__dirname, '../../native/build/Release/weavets_native.node')) as NetnsAddon;
   return addon;
 }
@@ -37,7 +38,7 @@ export function openNetns(nsPath: string): number {
   try {
     fd = fs.openSync(nsPath, 'r');
   } catch (e) {
-    throw new Error(`${nsPath} is not a network namespace: ${(e as Error).message}`);
+    throw new Error(`${nsPath} is not a network namespace: ${(e as Error).message}`, { cause: e });
   }
   return fd;
 }
@@ -57,6 +58,7 @@ export function inNetns<T>(nsPath: string, fn: () => T): T {
         code === 'EINVAL'
           ? `${nsPath} is not a network namespace`
           : `cannot enter network namespace ${nsPath}: ${(e as Error).message}`,
+        { cause: e },
       );
     }
     try {

@@ -168,7 +168,7 @@ export class NflogReader {
       await socket.request(NFULNL_MSG_CONFIG, encodeBindGroup(group, 128), { flags: 0x1 | 0x4, timeout: 3000 });
     } catch (err) {
       socket.close();
-      throw new Error(`cannot bind NFLOG group ${group}: ${(err as Error).message}`);
+      throw new Error(`cannot bind NFLOG group ${group}: ${(err as Error).message}`, { cause: err });
     }
     return reader;
   }

@@ -296,7 +296,7 @@ export function validatePolicy(doc: unknown, opts: ValidateOptions): Policy {
       const s = stringAt(t, `policyTypes[${i}]`).toLowerCase();
       if (s !== 'ingress' && s !== 'egress')
         throw new PolicyError(`policyTypes[${i}]`, `${JSON.stringify(t)} is not "ingress" or "egress"`);
-      return s as PolicyDirection;
+      return s;
     });
     if (list.length === 0) throw new PolicyError('policyTypes', 'must name ingress, egress or both');
     types = [...new Set(list)];

@@ -145,7 +145,8 @@ export function decodePacketMessage(body: Buffer): NflogPacket {
 
 /** What a drop record needs of a packet's headers. */
 export interface PacketSummary {
-  protocol: 'tcp' | 'udp' | 'sctp' | 'icmp' | 'arp' | string;
+  /** 'tcp', 'udp', 'sctp', 'icmp', 'arp', or the IP protocol number for any other. */
+  protocol: string;
   src: string;
   dst: string;
   /** Destination port (tcp/udp/sctp). */

@@ -130,7 +130,7 @@ export class EtcdStore implements Store {
   async get(key: string): Promise<KvEntry | undefined> {
     const res = await this.call('get', () => this.client.get(this.k(key)).exec());
     const kv = res.kvs[0];
-    return kv ? this.entry(kv as RawKv) : undefined;
+    return kv ? this.entry(kv) : undefined;
   }
 
   async put(key: string, value: string, lease?: string): Promise<number> {

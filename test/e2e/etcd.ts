@@ -115,7 +115,7 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
     const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
     live.add(c);
-    c.stderr!.setEncoding('utf8').on('data', (d: string) => (log = (log + d).slice(-4000)));
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (log = (log + d).slice(-4000)));
     c.on('exit', () => live.delete(c));
     const deadline = Date.now() + 15_000;
     for (;;) {

@@ -22,7 +22,7 @@ import { describeWithTools } from '../require-tools';
 const IMAGE = 'localhost/wtbusybox:latest';
 const describePodman = describeWithTools({
   commands: ['podman', 'crun', 'conmon', 'busybox'],
-  files: [...ETCD_TOOLS.files!, '/usr/lib/cni/portmap'],
+  files: [...ETCD_TOOLS.files, '/usr/lib/cni/portmap'],
 });
 
 interface PodmanHost {

@@ -184,8 +184,8 @@ describe('weavets-cni with a real daemon', () => {
 
   it('GC releases endpoints missing from cni.dev/valid-attachments and keeps the rest', async () => {
     const [a, b] = await Promise.all([lab.addContainer(host, 'gca'), lab.addContainer(host, 'gcb')]);
-    await addOk(a!, '1.1.0');
-    const resB = await addOk(b!, '1.1.0');
+    await addOk(a, '1.1.0');
+    const resB = await addOk(b, '1.1.0');
     await lab.attach(host, await lab.addContainer(host, 'plain'));
     const gc = await cni(
       'GC',

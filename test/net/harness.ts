@@ -795,11 +795,11 @@ export async function waitFor<T>(fn: () => T | Promise<T>, opts: WaitOptions): P
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const intervalMs = opts.intervalMs ?? 250;
   const start = Date.now();
-  let last = 'no attempt finished';
+  let last: string;
   for (;;) {
     try {
       const v = await fn();
-      if (v) return v as NonNullable<T>;
+      if (v) return v;
       last = `last result: ${JSON.stringify(v)}`;
     } catch (err) {
       last = `last error: ${(err as Error).message ?? String(err)}`;

@@ -120,9 +120,7 @@ describe('no etcd: one cluster over the mesh', () => {
         }),
       );
       const attached = Date.now();
-      const failed = results
-        .filter((r) => r.status === 'rejected')
-        .map((r) => String((r as PromiseRejectedResult).reason));
+      const failed = results.filter((r) => r.status === 'rejected').map((r) => String(r.reason));
       expect(failed).toEqual([]);
       const addrs = results.map((r) => ip((r as PromiseFulfilledResult<EndpointStatus>).value.address));
       expect(new Set(addrs).size).toBe(ATTACHES);
@@ -209,7 +207,7 @@ describe('no etcd: one cluster over the mesh', () => {
     expect(new Set(all).size).toBe(all.length);
     for (const a of [...left, ...right]) expect(all).toContain(ip(a));
     const dns1 = (await dnsOf(h1!)).listen[0]!.split(':')[0]!;
-    expect(await dig(ctrs[0]![0]!, dns1, 'right')).toEqual([ip(right[2]!)]);
+    expect(await dig(ctrs[0]![0]!, dns1, 'right')).toEqual([ip(right[2])]);
     const s = await ipamOf(h3!);
     expect(s.conflicts).toEqual([]);
   }, 120_000);

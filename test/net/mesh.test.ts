@@ -122,7 +122,7 @@ describe('two-host mesh over sleeve', () => {
     // Nothing else of weavets left running in host2's namespace either.
     const pids = await run(['ip', 'netns', 'pids', host2.netnsName]);
     for (const p of pids.stdout.split('\n').filter(Boolean)) {
-      let cmdline = '';
+      let cmdline: string;
       try {
         cmdline = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
       } catch {

@@ -168,7 +168,7 @@ describe.skipIf(!etcdAvailable() && process.env['CI'] !== 'true').each(['sleeve'
         ];
         for (const [name, host, labels] of place) {
           c[name] = await lab.addContainer(host, name);
-          addr[name] = ip(await lab.attach(host, c[name]!, ['--name', name, ...labels]));
+          addr[name] = ip(await lab.attach(host, c[name], ['--name', name, ...labels]));
         }
         for (const name of ['db', 'other', 'web']) {
           const srv = lab.spawnIn(c[name]!, [process.execPath, path.join(lab.dir, 'server.js'), '5432', '80']);

@@ -128,7 +128,7 @@ describe('CNI plugin: which state dir', () => {
     const good_ = JSON.stringify(good.stateDir);
     const head = '"cniVersion":"1.1.0","name":"wtnet","type":"weavets-cni"';
     const confs = [
-      `{${head},"note":"\\\"stateDir\\\": ${evil.slice(1, -1)}","stateDir":${good_}}`,
+      `{${head},"note":"\\"stateDir\\": ${evil.slice(1, -1)}","stateDir":${good_}}`,
       `{${head},"list":[{"stateDir":${evil}},"]",{"a":["stateDir",${evil}]}],"stateDir":${good_}}`,
       `{ ${head} , "args" : { "labels" : [ { "key" : "stateDir" , "value" : ${evil} } ] , "stateDir" : ${evil} } ,\n "stateDir" :\t${good_} }`,
       `{${head},"n":-1.5e3,"t":true,"z":null,"args":{"cni":{"stateDir":${evil}}},"stateDir":${good_}}`,

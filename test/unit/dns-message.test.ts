@@ -69,8 +69,8 @@ describe('handleQuery', () => {
     expect(r.flag_aa).toBe(true);
     expect(r.flag_rd).toBe(true);
     expect(r.questions[0]!.name).toBe('WEB.WeaveTS.Local');
-    expect(r.answers!.map((a) => a.data).sort()).toEqual(['10.32.0.2', '10.32.0.9']);
-    expect(r.answers![0]!.ttl).toBe(30);
+    expect(r.answers.map((a) => a.data).sort()).toEqual(['10.32.0.2', '10.32.0.9']);
+    expect(r.answers[0]!.ttl).toBe(30);
   });
 
   it('rotates the order between queries', () => {
@@ -81,17 +81,17 @@ describe('handleQuery', () => {
   it('answers NXDOMAIN for a missing name and NOERROR/empty for another type, with the SOA', () => {
     const nx = answer(t, query('nope.weavets.local'));
     expect(nx.rcode).toBe('NXDOMAIN');
-    expect(nx.authorities![0]!.type).toBe('SOA');
+    expect(nx.authorities[0]!.type).toBe('SOA');
     const aaaa = answer(t, query('db.weavets.local', 'AAAA'));
     expect(aaaa.rcode).toBe('NOERROR');
     expect(aaaa.answers).toEqual([]);
-    expect(aaaa.authorities![0]!.type).toBe('SOA');
-    expect(answer(t, query('weavets.local', 'SOA')).answers![0]!.type).toBe('SOA');
+    expect(aaaa.authorities[0]!.type).toBe('SOA');
+    expect(answer(t, query('weavets.local', 'SOA')).answers[0]!.type).toBe('SOA');
   });
 
   it('answers PTR for addresses of the range and NXDOMAIN for unknown ones there', () => {
     const r = answer(t, query('3.0.32.10.in-addr.arpa', 'PTR'));
-    expect(r.answers!.map((a) => a.data)).toEqual(['db.weavets.local']);
+    expect(r.answers.map((a) => a.data)).toEqual(['db.weavets.local']);
     expect(answer(t, query('77.0.32.10.in-addr.arpa', 'PTR')).rcode).toBe('NXDOMAIN');
   });
 

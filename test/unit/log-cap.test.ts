@@ -45,7 +45,7 @@ describe('CappedFileSink', () => {
     try {
       const sink = CappedFileSink.forFd(fd, 1000);
       expect(sink).toBeDefined();
-      const log = createLogger('info', sink!, 'test');
+      const log = createLogger('info', sink, 'test');
       for (let i = 0; i < 200; i++) log.info('handshake refused', { n: i });
       for (const f of ['weavets.log', 'weavets.log.1', 'weavets.log.2']) {
         expect(fs.statSync(path.join(dir, f)).size).toBeLessThanOrEqual(1000);

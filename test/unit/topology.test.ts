@@ -247,7 +247,11 @@ describe('Topology routes', () => {
         const queue = [root];
         while (queue.length > 0) {
           const u = queue.shift()!;
-          for (const v of neighbours(u)) if (!dist.has(v)) (dist.set(v, dist.get(u)! + 1), queue.push(v));
+          for (const v of neighbours(u)) {
+            if (dist.has(v)) continue;
+            dist.set(v, dist.get(u)! + 1);
+            queue.push(v);
+          }
         }
         const parent = (v: PeerName): PeerName | undefined =>
           neighbours(v).find((u) => dist.get(u) === dist.get(v)! - 1);

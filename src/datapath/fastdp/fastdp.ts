@@ -84,7 +84,7 @@ export interface FastdpOptions {
   /** UDP port of the VXLAN devices (and of the probes inside them). */
   port?: number;
   /** Called with every link name before it is created (the link ledger). */
-  recordLink(name: string): Promise<void>;
+  recordLink: (name: string) => Promise<void>;
   /** Where retain() records the kernel state it leaves, and open() finds it; none: always rebuild. */
   keptStatePath?: string;
 }
@@ -115,7 +115,7 @@ export function parseKeptState(text: string): KeptState | undefined {
       if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'number' || !Number.isSafeInteger(m[0]) || !isIp(m[1]))
         return undefined;
     }
-    networks.set(id, { vteps: vteps as string[], macs: macs as [number, string][] });
+    networks.set(id, { vteps: vteps, macs: macs as [number, string][] });
   }
   return { networks };
 }
