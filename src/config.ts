@@ -1,6 +1,7 @@
 /**
- * The daemon's configuration: built once from flags and environment by the CLI, then
- * passed down. Nothing below the composition root reads process.env.
+ * The daemon's configuration: built once from flags and environment by the CLI (from the
+ * option table, src/cli/launch-options.ts), every default resolved there, then passed
+ * down. Nothing below the composition root reads process.env.
  */
 import * as path from 'node:path';
 
@@ -26,7 +27,7 @@ export interface DaemonConfig {
   mtu: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Cap on the log file when stdout is a regular file (src/log.ts CappedFileSink); 0 = none. */
-  logMaxSize?: number;
+  logMaxSize: number;
   /** File the network password was read from (a path, never the secret), if any. */
   passwordFile?: string;
   /** The network password; undefined: no encryption. Never logged, never in argv. */
@@ -37,31 +38,31 @@ export interface DaemonConfig {
   etcd?: EtcdConfig;
   /** Underlay address registered for peers to dial; undefined: first non-loopback IPv4. */
   advertiseAddress?: string;
-  /** TTL of this host's registration lease in the store, seconds (default 120). */
-  ipamLeaseTtl?: number;
-  /** Seconds an address may go unused on this host before the reconciler releases it (default 60). */
-  ipamReclaimGrace?: number;
+  /** TTL of this host's registration lease in the store, seconds. */
+  ipamLeaseTtl: number;
+  /** Seconds an address may go unused on this host before the reconciler releases it. */
+  ipamReclaimGrace: number;
   /** Block size (prefix length) for a new cluster; undefined: /26, or the cluster's. */
   ipallocBlock?: number;
-  /** How long a detached container's address stays reserved for its id, seconds; undefined: 600. */
-  addressRetention?: number;
-  /** Embedded DNS; undefined: on with the defaults (docs/DNS.md). */
-  dns?: DnsConfig;
-  /** Docker plugin socket (docs/DOCKER.md); undefined: DEFAULT_DOCKER_PLUGIN_SOCKET; "": off. */
-  dockerPluginSocket?: string;
+  /** How long a detached container's address stays reserved for its id, seconds. */
+  addressRetention: number;
+  /** Embedded DNS (docs/DNS.md). */
+  dns: DnsConfig;
+  /** Docker plugin socket (docs/DOCKER.md); "": off. */
+  dockerPluginSocket: string;
   /** The driver name Docker knows us by (a managed plugin's name); undefined: the socket's base name. */
   dockerDriverName?: string;
-  /** Docker API for network names, the default network and DNS names; undefined: DEFAULT_DOCKER_HOST. */
-  dockerHost?: string;
+  /** Docker API for network names, the default network and DNS names. */
+  dockerHost: string;
   /**
    * Send Docker containers' external DNS queries (on Docker networks' bridges) to weavets
-   * DNS, so names of containers on other hosts resolve (docs/DOCKER.md, DNS); undefined: on.
+   * DNS, so names of containers on other hosts resolve (docs/DOCKER.md, DNS).
    */
-  dockerDnsRedirect?: boolean;
+  dockerDnsRedirect: boolean;
   /** --policy-dry-run: every policy logs what it would drop and drops nothing (docs/POLICY.md). */
-  policyDryRun?: boolean;
-  /** Count frames per container pair for `weavets flows` (docs/DIAGNOSTICS.md); undefined: on. */
-  flows?: boolean;
+  policyDryRun: boolean;
+  /** Count frames per container pair for `weavets flows` (docs/DIAGNOSTICS.md). */
+  flows: boolean;
 }
 
 export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';
@@ -109,6 +110,10 @@ export const DEFAULT_IPALLOC_RANGE = '10.32.0.0/12';
 export const DEFAULT_NETWORK = 'weavets';
 /** Seconds a detached container's address stays reserved for its id (`--address-retention`). */
 export const DEFAULT_ADDRESS_RETENTION_SECONDS = 600;
+/** Seconds after which a dead host's blocks return to the pool (`--ipam-lease-ttl`). */
+export const DEFAULT_IPAM_LEASE_TTL_SECONDS = 120;
+/** Seconds an address may go unused here before it is released (`--ipam-reclaim-grace`). */
+export const DEFAULT_IPAM_RECLAIM_GRACE_SECONDS = 60;
 
 export function apiSocketPath(stateDir: string): string {
   return path.join(stateDir, 'weavets.sock');

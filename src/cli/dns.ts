@@ -22,18 +22,6 @@ export interface DnsFlags {
   dnsResolvConf?: string;
 }
 
-export function addDnsOptions(cmd: Command): Command {
-  return cmd
-    .option('--no-dns', 'turn the embedded DNS off')
-    .option(
-      '--dns-listen <listen>',
-      "DNS port on the host's bridge addresses (default 53), then optional loopback listeners: 53,127.0.0.1:5353",
-    )
-    .option('--dns-domain <domain>', `domain of container names (default ${DEFAULT_DNS.domain})`)
-    .option('--dns-ttl <seconds>', `TTL of the answers (default ${DEFAULT_DNS.ttl})`)
-    .option('--dns-resolv-conf <file>', `where the upstream nameservers come from (default ${DEFAULT_DNS.resolvConf})`);
-}
-
 function parsePortText(text: string, what: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535)
     throw new UsageError(`${what}: '${text}' is not a port (1-65535)`);
@@ -45,9 +33,9 @@ export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
   const given =
     flags.dns === false ||
     [flags.dnsListen, flags.dnsDomain, flags.dnsTtl, flags.dnsResolvConf].some((f) => f !== undefined);
-  // Nothing given: config.dns stays undefined and the daemon takes DEFAULT_DNS.
-  if (!given) return;
   const dns = { ...DEFAULT_DNS, extraListen: [] as string[] };
+  config.dns = dns;
+  if (!given) return;
   if (flags.dns === false) dns.enabled = false;
   if (flags.dnsListen !== undefined) {
     const parts = flags.dnsListen
@@ -84,24 +72,6 @@ export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
     dns.ttl = Number(flags.dnsTtl);
   }
   if (flags.dnsResolvConf !== undefined) dns.resolvConf = path.resolve(flags.dnsResolvConf);
-  config.dns = dns;
-}
-
-/** The launch flags that reproduce config.dns (background launch re-executes the CLI). */
-export function dnsArgs(config: DaemonConfig): string[] {
-  const d = config.dns;
-  if (!d) return [];
-  if (!d.enabled) return ['--no-dns'];
-  return [
-    '--dns-listen',
-    [String(d.port), ...d.extraListen].join(','),
-    '--dns-domain',
-    d.domain,
-    '--dns-ttl',
-    String(d.ttl),
-    '--dns-resolv-conf',
-    d.resolvConf,
-  ];
 }
 
 export function formatDnsStatus(s: DnsStatus): string {
@@ -215,10 +185,8 @@ function formatLookup(r: DnsLookupResult): string {
   return 'addresses' in r ? r.addresses.join('\n') : r.names.join('\n');
 }
 
-/** `dns-add`, `dns-remove`, `dns-lookup`; the DNS flags of `launch` (registered before this). */
+/** `dns-add`, `dns-remove`, `dns-lookup`; the DNS flags of `launch` are in its option table (launch-options.ts). */
 export function registerDns(program: Command): void {
-  const launch = program.commands.find((c) => c.name() === 'launch');
-  if (launch) addDnsOptions(launch);
   program
     .command('dns-add')
     .description('add DNS records NAME -> IP on this host (kept across restarts; gone with the host)')

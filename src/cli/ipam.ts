@@ -1,11 +1,17 @@
 /**
- * IPAM on the command line: the store flags of `launch`, `rmpeer`, and the table of
- * `status ipam`. The password for etcd is never a flag value: a file, or the
- * environment variable WEAVETS_ETCD_PASSWORD (which the background launcher's daemon
- * inherits).
+ * IPAM on the command line: the store flags of `launch` checked together, `rmpeer`, and
+ * the table of `status ipam`. The password for etcd is never a flag value: a file, or the
+ * environment variable WEAVETS_ETCD_PASSWORD (which the background launcher hands its
+ * daemon inside the config, over a pipe).
  */
 import type { Command } from 'commander';
-import type { DaemonConfig, EtcdConfig } from '../config';
+import {
+  DEFAULT_ADDRESS_RETENTION_SECONDS,
+  DEFAULT_IPAM_LEASE_TTL_SECONDS,
+  DEFAULT_IPAM_RECLAIM_GRACE_SECONDS,
+  type DaemonConfig,
+  type EtcdConfig,
+} from '../config';
 import type { IpamStatus, RmpeerResult } from '../ipam/status';
 import { isIpv4 } from '../net/ipv4';
 import { clientFor, stateDirOf } from './context';
@@ -30,39 +36,6 @@ export function parseDurationSeconds(text: string): number | undefined {
   const m = /^(\d{1,7})(s|m|h)?$/.exec(text.trim());
   if (!m) return undefined;
   return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
-}
-
-export function addStoreOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--etcd <urls>',
-      'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir',
-    )
-    .option('--etcd-ca <file>', 'CA certificate (PEM) to verify etcd with')
-    .option('--etcd-cert <file>', 'client certificate (PEM) for etcd')
-    .option('--etcd-key <file>', 'client key (PEM) for etcd')
-    .option('--etcd-user <name>', 'etcd user; the password comes from --etcd-password-file or WEAVETS_ETCD_PASSWORD')
-    .option('--etcd-password-file <file>', 'file holding the etcd password')
-    .option(
-      '--advertise-address <ip>',
-      'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4',
-    )
-    .option(
-      '--ipam-lease-ttl <seconds>',
-      "seconds after which a dead host's address blocks return to the pool (default 120)",
-    )
-    .option(
-      '--ipam-reclaim-grace <seconds>',
-      'seconds an address this host holds may go unused by any endpoint before it is released (default 60)',
-    )
-    .option(
-      '--ipalloc-block <prefix>',
-      'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)',
-    )
-    .option(
-      '--address-retention <duration>',
-      "how long a detached container's address stays reserved for its id, e.g. 10m, 90s, 0 (default 10m)",
-    );
 }
 
 function parseEtcdUrls(text: string): string[] {
@@ -117,6 +90,9 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
       if (v !== undefined) throw new UsageError(`${flag} needs --etcd`);
     }
   }
+  config.ipamLeaseTtl = DEFAULT_IPAM_LEASE_TTL_SECONDS;
+  config.ipamReclaimGrace = DEFAULT_IPAM_RECLAIM_GRACE_SECONDS;
+  config.addressRetention = DEFAULT_ADDRESS_RETENTION_SECONDS;
   if (flags.advertiseAddress !== undefined) {
     if (!isIpv4(flags.advertiseAddress)) {
       throw new UsageError(
@@ -154,26 +130,6 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
       throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
     config.ipallocBlock = n;
   }
-}
-
-/** The store flags that recreate this config in the foreground daemon (no secrets). */
-export function storeArgs(config: DaemonConfig): string[] {
-  const args: string[] = [];
-  const e = config.etcd;
-  if (e) {
-    args.push('--etcd', e.endpoints.join(','));
-    if (e.caFile !== undefined) args.push('--etcd-ca', e.caFile);
-    if (e.certFile !== undefined) args.push('--etcd-cert', e.certFile);
-    if (e.keyFile !== undefined) args.push('--etcd-key', e.keyFile);
-    if (e.username !== undefined) args.push('--etcd-user', e.username);
-    if (e.passwordFile !== undefined) args.push('--etcd-password-file', e.passwordFile);
-  }
-  if (config.advertiseAddress !== undefined) args.push('--advertise-address', config.advertiseAddress);
-  if (config.ipamLeaseTtl !== undefined) args.push('--ipam-lease-ttl', String(config.ipamLeaseTtl));
-  if (config.ipamReclaimGrace !== undefined) args.push('--ipam-reclaim-grace', String(config.ipamReclaimGrace));
-  if (config.ipallocBlock !== undefined) args.push('--ipalloc-block', String(config.ipallocBlock));
-  if (config.addressRetention !== undefined) args.push('--address-retention', `${config.addressRetention}s`);
-  return args;
 }
 
 export function formatIpamStatus(s: IpamStatus): string {
@@ -217,10 +173,8 @@ export function formatIpamStatus(s: IpamStatus): string {
   return text;
 }
 
-/** `rmpeer`, and the store flags of `launch` (registered before this). */
+/** `rmpeer`; the store flags of `launch` are in its option table (launch-options.ts). */
 export function registerIpam(program: Command): void {
-  const launch = program.commands.find((c) => c.name() === 'launch');
-  if (launch) addStoreOptions(launch);
   program
     .command('rmpeer')
     .description("release a dead host's address blocks and addresses now, instead of after its lease TTL")

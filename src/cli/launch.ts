@@ -1,41 +1,25 @@
 /**
  * The daemon's lifecycle: `launch` (background or --foreground), `stop`, `reset`.
- * A background launch re-executes this CLI with --foreground, detached, and waits for
- * /readyz; the foreground path is the only one that loads the daemon itself.
+ * A background launch re-executes this CLI with --foreground, detached, hands it the
+ * validated config over a pipe (config-pipe.ts), and waits for /readyz; the foreground
+ * path is the only one that loads the daemon itself.
  */
-import { spawn, execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command, Option } from 'commander';
-import {
-  DEFAULT_HTTP_ADDR,
-  DEFAULT_IPALLOC_RANGE,
-  DEFAULT_PORT,
-  logFilePath,
-  pidFilePath,
-  type DaemonConfig,
-} from '../config';
+import type { Command } from 'commander';
+import { logFilePath, pidFilePath, type DaemonConfig } from '../config';
 import { WeavetsError } from '../errors';
-import { CappedFileSink, createLogger, DEFAULT_LOG_MAX_SIZE, parseLogSize, type LogLevel } from '../log';
+import { CappedFileSink, createLogger, type LogLevel } from '../log';
 import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
-import { formatCidr, parseCidr } from '../net/ipv4';
-import { OVERLAY_ROUTE_TABLE, OVERLAY_RULE_PRIORITY } from '../endpoint/host-routes';
-import { applyStoreFlags, storeArgs, type StoreFlags } from './ipam';
-import { applyDnsFlags, dnsArgs, type DnsFlags } from './dns';
-import {
-  parseBindAddress,
-  parseHttpAddr,
-  parseMtu,
-  parseNickname,
-  parsePeerAddress,
-  parsePeerNameFlag,
-  parsePort,
-  parseRangeCidr,
-} from './validate';
+import { applyStoreFlags, type StoreFlags } from './ipam';
+import { applyDnsFlags, type DnsFlags } from './dns';
+import { CONFIG_FD, checkConfig, childLaunchArgs, encodeConfig, readConfigFd } from './config-pipe';
+import { LAUNCH_OPTIONS, addLaunchOptions, optionKey, type FlagValue } from './launch-options';
+import { parsePeerAddress } from './validate';
 
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
@@ -57,6 +41,8 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   passwordFile?: string;
   /** Internal: the background launcher hands the password over on this fd. */
   passwordFd?: string;
+  /** Internal: the background launcher hands the whole validated config over on this fd. */
+  configFd?: string;
   trustedSubnets?: string;
   dockerPluginSocket?: string;
   dockerDriverName?: string;
@@ -70,29 +56,18 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
 
 /** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
 export function buildDaemonConfig(stateDir: string, peers: string[], flags: LaunchFlags): DaemonConfig {
-  const config: DaemonConfig = {
-    stateDir,
-    nickname: parseNickname(flags.nickname ?? os.hostname()),
-    port: parsePort(flags.port, '--port'),
-    bindAddress: parseBindAddress(flags.bindAddress),
-    ipallocRange: parseRangeCidr(flags.ipallocRange),
-    datapath: flags.datapath,
-    peers: peers.map(parsePeerAddress),
-    httpAddr: parseHttpAddr(flags.httpAddr),
-    mtu: parseMtu(flags.mtu),
-    logLevel: flags.logLevel,
-    trustedSubnets: parseTrustedSubnets(flags.trustedSubnets),
-  };
-  if (flags.logMaxSize !== undefined) {
-    const size = parseLogSize(flags.logMaxSize);
-    if (size === undefined || (size > 0 && size < 4096)) {
-      throw new UsageError(
-        `--log-max-size: want a size such as 10M, 512K or 0 (no cap), at least 4K; got ${JSON.stringify(flags.logMaxSize)}`,
-      );
-    }
-    config.logMaxSize = size;
-  }
-  if (flags.name !== undefined) config.name = parsePeerNameFlag(flags.name);
+  const config: Partial<DaemonConfig> = { stateDir, peers: peers.map(parsePeerAddress) };
+  const values = flags as unknown as Record<string, FlagValue>;
+  for (const o of LAUNCH_OPTIONS) o.fill?.(config as DaemonConfig, values[optionKey(o)]);
+  applyPasswordFlags(config, flags);
+  applyStoreFlags(config as DaemonConfig, flags);
+  applyDnsFlags(config as DaemonConfig, flags);
+  // Every field set, every default resolved: a field the table forgot fails here, in tests.
+  return checkConfig(config, 'launch options');
+}
+
+/** --password-file, the internal --password-fd, or WEAVETS_PASSWORD; the file wins over the environment. */
+function applyPasswordFlags(config: Partial<DaemonConfig>, flags: LaunchFlags): void {
   if (flags.passwordFile !== undefined && flags.passwordFd !== undefined) {
     throw new UsageError('--password-file and --password-fd are exclusive');
   }
@@ -107,81 +82,6 @@ export function buildDaemonConfig(stateDir: string, peers: string[], flags: Laun
   // so nothing we start can inherit it.
   const fromEnv = takePasswordFromEnv();
   if (config.password === undefined && fromEnv !== undefined) config.password = fromEnv;
-  applyStoreFlags(config, flags);
-  applyDnsFlags(config, flags);
-  if (flags.dockerPluginSocket !== undefined) {
-    if (flags.dockerPluginSocket !== '' && !flags.dockerPluginSocket.startsWith('/')) {
-      throw new UsageError('--docker-plugin-socket: give an absolute path (or "" to turn the Docker plugin off)');
-    }
-    config.dockerPluginSocket = flags.dockerPluginSocket;
-  }
-  if (flags.dockerDriverName !== undefined) {
-    // Docker's own rule for plugin references: [host/]name[:tag], lower case.
-    if (!/^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$/.test(flags.dockerDriverName)) {
-      throw new UsageError('--docker-driver-name: want a Docker plugin name such as weavets/net:0.2.0');
-    }
-    config.dockerDriverName = flags.dockerDriverName;
-  }
-  if (flags.dockerHost !== undefined) {
-    if (!/^(unix:\/\/\/.+|tcp:\/\/[^:/]+:\d+)$/.test(flags.dockerHost))
-      throw new UsageError('--docker-host: want unix:///path or tcp://host:port');
-    config.dockerHost = flags.dockerHost;
-  }
-  if (flags.dockerDnsRedirect === false) config.dockerDnsRedirect = false;
-  if (flags.policyDryRun === true) config.policyDryRun = true;
-  if (flags.flows === false) config.flows = false;
-  return config;
-}
-
-function parseTrustedSubnets(text: string | undefined): string[] {
-  if (text === undefined || text.trim() === '') return [];
-  return text.split(',').map((c) => {
-    try {
-      return formatCidr(parseCidr(c.trim()));
-    } catch (err) {
-      throw new UsageError(`--trusted-subnets: ${(err as Error).message}`);
-    }
-  });
-}
-
-/** The command line that makes a foreground daemon with exactly this config. */
-export function foregroundArgs(config: DaemonConfig): string[] {
-  const args = [
-    'launch',
-    '--foreground',
-    '--state-dir',
-    config.stateDir,
-    '--nickname',
-    config.nickname,
-    '--port',
-    String(config.port),
-    '--bind-address',
-    config.bindAddress,
-    '--ipalloc-range',
-    config.ipallocRange,
-    '--datapath',
-    config.datapath,
-    '--http-addr',
-    config.httpAddr,
-    '--mtu',
-    String(config.mtu),
-    '--log-level',
-    config.logLevel,
-  ];
-  if (config.logMaxSize !== undefined) args.push('--log-max-size', String(config.logMaxSize));
-  if (config.name !== undefined) args.push('--name', config.name);
-  if (config.trustedSubnets.length > 0) args.push('--trusted-subnets', config.trustedSubnets.join(','));
-  // The password itself never goes in argv: a file path, or a pipe on fd 3.
-  if (config.passwordFile !== undefined) args.push('--password-file', config.passwordFile);
-  else if (config.password !== undefined) args.push('--password-fd', '3');
-  args.push(...storeArgs(config), ...dnsArgs(config));
-  if (config.dockerPluginSocket !== undefined) args.push('--docker-plugin-socket', config.dockerPluginSocket);
-  if (config.dockerDriverName !== undefined) args.push('--docker-driver-name', config.dockerDriverName);
-  if (config.dockerHost !== undefined) args.push('--docker-host', config.dockerHost);
-  if (config.dockerDnsRedirect === false) args.push('--no-docker-dns-redirect');
-  if (config.policyDryRun === true) args.push('--policy-dry-run');
-  if (config.flows === false) args.push('--no-flows');
-  return [...args, '--', ...config.peers];
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -272,28 +172,12 @@ export async function stopDaemon(stateDir: string, removeState: boolean): Promis
   return true;
 }
 
-function deleteLink(name: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    execFile('ip', ['link', 'del', name], (err, _stdout, stderr) => {
-      if (!err || /Cannot find device/.test(stderr)) resolve(undefined);
-      else resolve(`ip link del ${name}: ${(stderr || err.message).trim()}`);
-    });
-  });
-}
-
-/** The rule a daemon that died left in place (src/endpoint/host-routes.ts); none is fine. */
-function deleteOverlayRule(): Promise<void> {
-  return new Promise((resolve) => {
-    const pref = String(OVERLAY_RULE_PRIORITY);
-    execFile('ip', ['rule', 'del', 'pref', pref, 'lookup', String(OVERLAY_ROUTE_TABLE)], () => resolve());
-  });
-}
-
 const STATE_DIR_MARKERS = ['peer-name', 'links.json', 'weavets.sock', 'weavets.pid', 'weavets.log'];
 
 /**
  * Remove what a daemon that is no longer running left behind: the links it recorded in
- * links.json, then the state dir. Links that cannot be deleted stay recorded.
+ * links.json, the overlay routing rule, then the state dir. Links that cannot be deleted
+ * stay recorded.
  */
 export async function cleanupStateDir(stateDir: string): Promise<void> {
   let entries: string[];
@@ -311,7 +195,7 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
     );
   }
   const linksFile = path.join(stateDir, 'links.json');
-  let links: string[] = [];
+  let recorded = 0;
   if (fs.existsSync(linksFile)) {
     let parsed: unknown;
     try {
@@ -328,26 +212,28 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
         `${linksFile} is not a JSON array of interface names; fix or delete it`,
       );
     }
-    links = parsed as string[];
+    recorded = parsed.length;
   }
-  const failures: string[] = [];
-  const remaining: string[] = [];
-  for (const link of links) {
-    const failure = await deleteLink(link);
-    if (failure) {
-      failures.push(failure);
-      remaining.push(link);
+  // The daemon's own reset teardown (src/daemon/host-teardown.ts), for what it did not get to.
+  const { Netlink } = await import('../netlink');
+  const { LinkLedger } = await import('../endpoint/ledger');
+  const teardown = await import('../daemon/host-teardown');
+  const netlink = Netlink.open();
+  try {
+    const failures = recorded === 0 ? [] : await teardown.removeRecordedLinks(netlink, await LinkLedger.load(stateDir));
+    if (failures.length > 0) {
+      throw new WeavetsError(
+        'EWEAVETS_INTERNAL',
+        `could not delete ${failures.length} link(s), state dir kept: ${failures.join('; ')}`,
+      );
     }
+    await teardown.removeOverlayRule(netlink).catch((err: unknown) => {
+      warn(`could not remove the overlay routing rule: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  } finally {
+    netlink.close();
   }
-  if (failures.length > 0) {
-    fs.writeFileSync(linksFile, JSON.stringify(remaining) + '\n');
-    throw new WeavetsError(
-      'EWEAVETS_INTERNAL',
-      `could not delete ${failures.length} link(s), state dir kept: ${failures.join('; ')}`,
-    );
-  }
-  await deleteOverlayRule();
-  fs.rmSync(stateDir, { recursive: true, force: true });
+  await teardown.removeStateDir(stateDir);
 }
 
 function logTail(logPath: string, fromOffset: number): string[] {
@@ -371,18 +257,20 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
   fs.fchmodSync(fd, 0o600);
   const logStart = fs.fstatSync(fd).size;
   const script = path.join(__dirname, `main${path.extname(__filename)}`);
+  // The config the child runs with, secrets included, goes over a pipe (config-pipe.ts),
+  // so the child inherits no password in its environment either.
+  const env = { ...process.env };
+  delete env['WEAVETS_ETCD_PASSWORD'];
   // execArgv carries loaders (tsx in tests) so the child runs the same code we do.
-  const viaPipe = config.password !== undefined && config.passwordFile === undefined;
-  const child = spawn(process.execPath, [...process.execArgv, script, ...foregroundArgs(config)], {
+  const child = spawn(process.execPath, [...process.execArgv, script, ...childLaunchArgs()], {
     detached: true,
-    stdio: viaPipe ? ['ignore', fd, fd, 'pipe'] : ['ignore', fd, fd],
+    env,
+    stdio: ['ignore', fd, fd, 'pipe'],
   });
   fs.closeSync(fd);
-  if (viaPipe) {
-    const pipe = child.stdio[3] as import('node:stream').Writable;
-    pipe.on('error', () => undefined); // the child died early: reported below
-    pipe.end(config.password);
-  }
+  const pipe = child.stdio[CONFIG_FD] as import('node:stream').Writable;
+  pipe.on('error', () => undefined); // the child died early: reported below
+  pipe.end(encodeConfig(config));
   let exit: string | undefined;
   child.on('exit', (code, signal) => {
     exit = signal ? `was killed by ${signal}` : `exited with status ${code}`;
@@ -428,7 +316,7 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
 
 async function launchForeground(config: DaemonConfig): Promise<void> {
   // stdout: journald's in a unit; in a background launch the log file, capped here.
-  const sink = CappedFileSink.forFd(1, config.logMaxSize ?? DEFAULT_LOG_MAX_SIZE) ?? process.stdout;
+  const sink = CappedFileSink.forFd(1, config.logMaxSize) ?? process.stdout;
   const log = createLogger(config.logLevel, sink);
   const { stateDir } = config;
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
@@ -478,58 +366,19 @@ async function launchForeground(config: DaemonConfig): Promise<void> {
 }
 
 export function registerLifecycle(program: Command): void {
-  program
+  const launch = program
     .command('launch')
     .description('start the daemon (in the background unless --foreground) and connect to PEERs')
-    .argument('[peers...]', 'peers to connect to: host or host:port')
-    .option('--foreground', 'stay in the foreground (systemd, containers)')
-    .option('--name <name>', 'peer name, six hex bytes like 7e:21:0a:b4:19:c2 (default: persisted or random)')
-    .option('--nickname <nickname>', 'human-friendly peer name (default: hostname)')
-    .option('--port <n>', 'TCP control and UDP data port', String(DEFAULT_PORT))
-    .option('--bind-address <ip>', 'address to bind the control and data ports to', '0.0.0.0')
-    .option('--ipalloc-range <cidr>', 'range container addresses come from', DEFAULT_IPALLOC_RANGE)
-    .addOption(new Option('--datapath <mode>', 'data path').choices(['auto', 'sleeve', 'fastdp']).default('auto'))
-    .option('--http-addr <host:port>', 'status and metrics listener; "" turns it off', DEFAULT_HTTP_ADDR)
-    .option('--mtu <n>', 'container MTU; 0 derives it from the underlay', '0')
-    .addOption(
-      new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
-    )
-    .option(
-      '--log-max-size <size>',
-      'when the log is a file (background launch): rotate it at this size, keeping 2 old copies (10M default; K, M, G; 0 = no cap)',
-    )
-    .option(
-      '--password-file <file>',
-      'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic',
-    )
-    .addOption(new Option('--password-fd <fd>').hideHelp())
-    .option(
-      '--trusted-subnets <cidrs>',
-      'comma-separated CIDRs of peers whose data may go unencrypted (control stays sealed)',
-    )
-    .option(
-      '--docker-plugin-socket <path>',
-      'Docker network + IPAM plugin socket; the driver name is its base name; "" turns it off (default /run/docker/plugins/weavets.sock)',
-    )
-    .option(
-      '--docker-driver-name <name>',
-      "the driver name Docker knows this daemon by: a managed plugin's name (weavets/net:0.2.0); default: the plugin socket's base name",
-    )
-    .option('--docker-host <url>', 'Docker API, for network and container names (default unix:///var/run/docker.sock)')
-    .option('--policy-dry-run', 'policies log what they would drop (policy drops) and drop nothing')
-    .option(
-      '--no-docker-dns-redirect',
-      "leave Docker containers' external DNS queries alone (by default they go to weavets DNS, which knows every host's containers)",
-    )
-    .option(
-      '--no-flows',
-      'do not count traffic per container pair (`weavets flows`); the data path then does no per-frame accounting',
-    )
-    .action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
-      const config = buildDaemonConfig(stateDirOf(cmd), peers, flags);
-      if (flags.foreground) await launchForeground(config);
-      else await launchBackground(config);
-    });
+    .argument('[peers...]', 'peers to connect to: host or host:port');
+  addLaunchOptions(launch).action(async (peers: string[], flags: LaunchFlags, cmd: Command) => {
+    // A background launch's child takes the config its parent built, whole, from the pipe.
+    const config =
+      flags.configFd !== undefined && flags.foreground
+        ? readConfigFd(flags.configFd)
+        : buildDaemonConfig(stateDirOf(cmd), peers, flags);
+    if (flags.foreground) await launchForeground(config);
+    else await launchBackground(config);
+  });
 
   program
     .command('stop')

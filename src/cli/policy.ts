@@ -143,74 +143,79 @@ export function registerPolicy(program: Command): void {
         out(formatJson(s));
         return;
       }
-      out(
-        [
-          `generation: ${s.generation} (in force: ${s.enforcedGeneration < 0 ? 'none yet' : s.enforcedGeneration}${s.enforcedAt ? `, since ${s.enforcedAt}` : ''})`,
-          `policies: ${s.policies}, endpoints: ${s.endpoints}, drops read: ${s.drops}${s.dryRun ? ', dry run: nothing is dropped' : ''}`,
-          `stateful bridges: ${s.statefulBridges.join(', ') || 'none'}`,
-          ...(s.lastEnforceMs
-            ? [`last enforcement: compile ${s.lastEnforceMs.compile} ms, nft and bridges ${s.lastEnforceMs.apply} ms`]
-            : []),
-          ...(s.error ? [`error: ${s.error}`] : []),
-        ].join('\n'),
-      );
+      out(formatPolicyStatus(s));
     });
 
   policy
     .command('test')
     .description('check expectations against policies (files or applied names) and live labels; exit 1 on any mismatch')
     .requiredOption('-f, --file <file>', 'expectations file (JSON)')
-    .action(async (flags: { file: string }, cmd: Command) => {
-      const text = readFileOrFail(flags.file, '-f');
-      const file = parseExpectationFile(text, path.basename(flags.file));
-      const network = file.network ?? DEFAULT_NETWORK;
-      const dir = path.dirname(path.resolve(flags.file));
-      const policies: Policy[] = [];
-      let live: PolicyEndpoint[] | undefined;
-      const client = (): ReturnType<typeof clientFor> => clientFor(stateDirOf(cmd));
-      for (const ref of file.policies) {
-        const candidate = path.resolve(dir, ref);
-        if (fs.existsSync(candidate)) {
-          policies.push(
-            ...parsePolicies(readFileOrFail(candidate, 'policies:'), ref, { defaultNetwork: DEFAULT_NETWORK }).policies,
-          );
-        } else if (/^[a-z0-9-]+$/.test(ref)) {
-          const stored = await client().post<StoredPolicy>('/policy/show', { name: ref });
-          policies.push(validatePolicy(stored.document, { defaultNetwork: stored.network }));
-        } else {
-          throw new UsageError(`policies: ${ref}: no such file (nor a policy name)`);
-        }
-      }
-      const needsLive = file.tests.some(
-        (t) => 'name' in t.from || 'name' in t.to || 'address' in t.from || 'address' in t.to,
+    .action((flags: { file: string }, cmd: Command) => runPolicyTest(flags.file, stateDirOf(cmd)));
+}
+
+/** `policy test -f FILE`: every expectation against the policies it names and the live labels; exit 1 on a miss. */
+async function runPolicyTest(fileArg: string, stateDir: string): Promise<void> {
+  const text = readFileOrFail(fileArg, '-f');
+  const file = parseExpectationFile(text, path.basename(fileArg));
+  const network = file.network ?? DEFAULT_NETWORK;
+  const dir = path.dirname(path.resolve(fileArg));
+  const policies: Policy[] = [];
+  let live: PolicyEndpoint[] | undefined;
+  const client = (): ReturnType<typeof clientFor> => clientFor(stateDir);
+  for (const ref of file.policies) {
+    const candidate = path.resolve(dir, ref);
+    if (fs.existsSync(candidate)) {
+      policies.push(
+        ...parsePolicies(readFileOrFail(candidate, 'policies:'), ref, { defaultNetwork: DEFAULT_NETWORK }).policies,
       );
-      if (needsLive) {
-        try {
-          live = await client().get<PolicyEndpoint[]>('/policy/endpoints');
-        } catch (err) {
-          if (file.tests.some((t) => 'name' in t.from || 'name' in t.to)) throw err;
-        }
-      }
-      const resolve = (ref: EndpointRef): EvalEndpoint => {
-        if ('name' in ref) {
-          const ep = live?.find((e) => e.network === network && (e.name === ref.name || e.id === ref.name));
-          if (!ep) throw new UsageError(`no endpoint named ${ref.name} on network ${network} (see weavets ps)`);
-          return { labels: ep.labels, ip: ep.ip };
-        }
-        if ('address' in ref) {
-          const ep = live?.find((e) => e.network === network && e.ip === ref.address);
-          if (ep) return { labels: ep.labels, ip: ep.ip };
-        }
-        return resolveOffline(ref);
-      };
-      const results = runExpectations(
-        file,
-        policies.filter((p) => p.network === network),
-        resolve,
-      );
-      for (const r of results) out(r.line);
-      const failed = results.filter((r) => !r.pass).length;
-      out(`${results.length - failed} of ${results.length} expectations hold`);
-      if (failed > 0) throw new ExitStatus(1);
-    });
+    } else if (/^[a-z0-9-]+$/.test(ref)) {
+      const stored = await client().post<StoredPolicy>('/policy/show', { name: ref });
+      policies.push(validatePolicy(stored.document, { defaultNetwork: stored.network }));
+    } else {
+      throw new UsageError(`policies: ${ref}: no such file (nor a policy name)`);
+    }
+  }
+  const needsLive = file.tests.some(
+    (t) => 'name' in t.from || 'name' in t.to || 'address' in t.from || 'address' in t.to,
+  );
+  if (needsLive) {
+    try {
+      live = await client().get<PolicyEndpoint[]>('/policy/endpoints');
+    } catch (err) {
+      if (file.tests.some((t) => 'name' in t.from || 'name' in t.to)) throw err;
+    }
+  }
+  const resolve = (ref: EndpointRef): EvalEndpoint => {
+    if ('name' in ref) {
+      const ep = live?.find((e) => e.network === network && (e.name === ref.name || e.id === ref.name));
+      if (!ep) throw new UsageError(`no endpoint named ${ref.name} on network ${network} (see weavets ps)`);
+      return { labels: ep.labels, ip: ep.ip };
+    }
+    if ('address' in ref) {
+      const ep = live?.find((e) => e.network === network && e.ip === ref.address);
+      if (ep) return { labels: ep.labels, ip: ep.ip };
+    }
+    return resolveOffline(ref);
+  };
+  const results = runExpectations(
+    file,
+    policies.filter((p) => p.network === network),
+    resolve,
+  );
+  for (const r of results) out(r.line);
+  const failed = results.filter((r) => !r.pass).length;
+  out(`${results.length - failed} of ${results.length} expectations hold`);
+  if (failed > 0) throw new ExitStatus(1);
+}
+
+function formatPolicyStatus(s: PolicyStatus): string {
+  return [
+    `generation: ${s.generation} (in force: ${s.enforcedGeneration < 0 ? 'none yet' : s.enforcedGeneration}${s.enforcedAt ? `, since ${s.enforcedAt}` : ''})`,
+    `policies: ${s.policies}, endpoints: ${s.endpoints}, drops read: ${s.drops}${s.dryRun ? ', dry run: nothing is dropped' : ''}`,
+    `stateful bridges: ${s.statefulBridges.join(', ') || 'none'}`,
+    ...(s.lastEnforceMs
+      ? [`last enforcement: compile ${s.lastEnforceMs.compile} ms, nft and bridges ${s.lastEnforceMs.apply} ms`]
+      : []),
+    ...(s.error ? [`error: ${s.error}`] : []),
+  ].join('\n');
 }

@@ -48,6 +48,11 @@ export function takePasswordFromEnv(env: NodeJS.ProcessEnv = process.env): Buffe
 
 /** Read the password the launching CLI wrote to an inherited pipe, then close it. */
 export function readPasswordFd(fd: number): Buffer {
+  return clean(readInheritedFd(fd), `file descriptor ${fd}`);
+}
+
+/** Everything written to an inherited pipe until the writer closed it; the fd is closed after. */
+export function readInheritedFd(fd: number): Buffer {
   const chunks: Buffer[] = [];
   const buf = Buffer.alloc(4096);
   for (;;) {
@@ -62,5 +67,5 @@ export function readPasswordFd(fd: number): Buffer {
     chunks.push(Buffer.from(buf.subarray(0, n)));
   }
   fs.closeSync(fd);
-  return clean(Buffer.concat(chunks), `file descriptor ${fd}`);
+  return Buffer.concat(chunks);
 }

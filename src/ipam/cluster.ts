@@ -32,7 +32,26 @@ import {
 
 export const DEFAULT_LEASE_TTL_SECONDS = 120;
 
+/**
+ * The cluster store for `config`: etcd when given, else the mesh store, whose entries of
+ * a host unreachable for the lease TTL are dropped.
+ */
+export function openClusterStore(
+  config: StoreConfig,
+  self: string,
+  leaseTtlSeconds: number,
+  log: Logger,
+): Promise<Store> {
+  return openStore(config, log, { self, graceMs: leaseTtlSeconds * 1000 });
+}
+
 export interface ClusterIpamOptions extends StoreConfig {
+  /**
+   * The cluster store, opened by the daemon's root and shared with DNS and policy; the
+   * root closes it. Without it (tests, benches) IPAM opens one from `stateDir`/`etcd`
+   * and closes it itself.
+   */
+  store?: Store;
   /** This host's peer name, "7e:21:...". */
   name: string;
   nickname: string;
@@ -77,6 +96,8 @@ export class ClusterIpam implements IpamControl {
     private registry: HostRegistry | undefined,
     private readonly opts: ClusterIpamOptions,
     readonly leaseTtlSeconds: number,
+    /** Opened by start() (no `store` option), so closed by close(). */
+    private readonly ownsStore: boolean,
   ) {}
 
   static async start(opts: ClusterIpamOptions): Promise<ClusterIpam> {
@@ -89,8 +110,8 @@ export class ClusterIpam implements IpamControl {
         'no non-loopback IPv4 address to advertise: other hosts will not discover this one through the store; set --advertise-address',
       );
     }
-    // Without etcd: the mesh store, whose entries of a host unreachable for the TTL are dropped.
-    const store = await openStore(opts, opts.log, { self: opts.name, graceMs: ttl * 1000 });
+    const ownsStore = opts.store === undefined;
+    const store = opts.store ?? (await openClusterStore(opts, opts.name, ttl, opts.log));
     let allocator: BlockAllocator | undefined;
     let ipam: ClusterIpam | undefined;
     try {
@@ -130,9 +151,9 @@ export class ClusterIpam implements IpamControl {
         await registry.close(false);
         throw err;
       }
-      ipam = new ClusterIpam(store, allocator, registry, opts, ttl);
+      ipam = new ClusterIpam(store, allocator, registry, opts, ttl, ownsStore);
     } catch (err) {
-      await store.close();
+      if (ownsStore) await store.close();
       throw err;
     }
     ipam.watchBlocks();
@@ -384,6 +405,6 @@ export class ClusterIpam implements IpamControl {
           this.opts.log.warn('could not release our addresses', { error: (err as Error).message }),
         );
     await registry?.close(leave);
-    await this.store.close();
+    if (this.ownsStore) await this.store.close();
   }
 }

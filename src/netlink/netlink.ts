@@ -504,6 +504,23 @@ export class Netlink {
     }
   }
 
+  /**
+   * `ip rule del pref N lookup TABLE`: the rule at that priority into that table, whatever
+   * destination it matches (a reset does not know the range a dead daemon ran with); none is fine.
+   */
+  async delRuleAt(table: number, priority: number): Promise<void> {
+    try {
+      await this.rawRequest(
+        RTM_DELRULE,
+        ruleMessage({ dstLen: 0, table, priority }),
+        0,
+        `delete rule pref ${priority} lookup ${table}`,
+      );
+    } catch (e) {
+      if (!isCode(e, 'ENOENT')) throw e;
+    }
+  }
+
   async delRoute(r: RouteSpec, opts: { ignoreMissing?: boolean } = {}): Promise<void> {
     const what = `delete route ${describeRoute(r)}`;
     try {

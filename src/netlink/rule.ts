@@ -15,8 +15,12 @@ export const FRA = { DST: 1, PRIORITY: 6, TABLE: 15 } as const;
 export const FR_ACT_TO_TBL = 1;
 
 export interface RuleSpec {
-  /** The destination the rule matches, as bytes (4 for IPv4) and a prefix length. */
-  dst: Buffer;
+  /**
+   * The destination the rule matches, as bytes (4 for IPv4) and a prefix length. Absent
+   * (with dstLen 0): an IPv4 rule with no FRA_DST, which a delete matches whatever its
+   * destination, as `ip rule del pref N lookup T` does.
+   */
+  dst?: Buffer;
   dstLen: number;
   /** Routing table id; above 255 it only fits the FRA_TABLE attribute. */
   table: number;
@@ -26,15 +30,20 @@ export interface RuleSpec {
 
 /** struct fib_rule_hdr { u8 family, dst_len, src_len, tos, table, res1, res2, action; u32 flags } + FRA_DST, FRA_PRIORITY, FRA_TABLE. */
 export function ruleMessage(r: RuleSpec): Buffer {
-  if (r.dst.length !== 4 && r.dst.length !== 16)
-    throw new RangeError(`rule dst must be 4 or 16 bytes, got ${r.dst.length}`);
-  if (r.dstLen < 0 || r.dstLen > r.dst.length * 8) throw new RangeError(`rule dst prefix /${r.dstLen} out of range`);
+  const dstBytes = r.dst?.length ?? 4;
+  if (dstBytes !== 4 && dstBytes !== 16) throw new RangeError(`rule dst must be 4 or 16 bytes, got ${dstBytes}`);
+  if (r.dstLen < 0 || r.dstLen > (r.dst === undefined ? 0 : dstBytes * 8))
+    throw new RangeError(`rule dst prefix /${r.dstLen} out of range`);
   const h = Buffer.alloc(12);
-  h.writeUInt8(r.dst.length === 4 ? 2 : 10, 0);
+  h.writeUInt8(dstBytes === 4 ? 2 : 10, 0);
   h.writeUInt8(r.dstLen, 1);
   // The header's table byte is 0 ("see FRA_TABLE") when the id does not fit, as iproute2 does.
   h.writeUInt8(r.table < 256 ? r.table : 0, 4);
   h.writeUInt8(FR_ACT_TO_TBL, 7);
-  const attrs: Attr[] = [attr.bytes(FRA.DST, r.dst), attr.u32(FRA.TABLE, r.table), attr.u32(FRA.PRIORITY, r.priority)];
+  const attrs: Attr[] = [
+    ...(r.dst === undefined ? [] : [attr.bytes(FRA.DST, r.dst)]),
+    attr.u32(FRA.TABLE, r.table),
+    attr.u32(FRA.PRIORITY, r.priority),
+  ];
   return Buffer.concat([h, encode(attrs)]);
 }

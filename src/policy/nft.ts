@@ -150,26 +150,55 @@ function setText(s: SetDef): string {
 }
 
 export function compileRuleset(input: CompileInput): CompiledRuleset {
-  const limit = `limit rate ${input.logRate}/second burst ${input.logRate * 2} packets`;
   const lines: string[] = [];
   // Replace both tables in one transaction: create-if-missing, delete, define.
   for (const family of ['bridge', 'inet'])
     lines.push(`table ${family} ${POLICY_TABLE} {}`, `delete table ${family} ${POLICY_TABLE}`);
-
-  // Anti-spoofing: one chain per container port, dispatched by input port.
   const ports = [...input.localPorts].sort((a, b) => a.hostVeth.localeCompare(b.hostVeth));
+  lines.push(...antiSpoofingTable(input, ports));
+
+  // Policies, per network that has both a policy and an endpoint here.
+  const policies = [...input.policies].sort((a, b) => a.name.localeCompare(b.name));
+  const out: StatefulParts = { sets: [], chains: [], hooks: { forward: [], input: [], output: [] }, bridges: [] };
+  for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
+    compileNetwork(input, bridge, ports, policies, out);
+  }
+  if (out.bridges.length > 0) {
+    lines.push(`table inet ${POLICY_TABLE} {`, ...out.sets.map(setText), ...out.chains);
+    for (const hook of ['forward', 'input', 'output'] as const) {
+      lines.push(
+        `  chain ${hook} {`,
+        `    type filter hook ${hook} priority filter; policy accept;`,
+        ...out.hooks[hook],
+        `  }`,
+      );
+    }
+    lines.push(`}`);
+  }
+  // Otherwise no policy applies here: no stateful table, so no conntrack for bridged frames.
+  return { script: lines.join('\n') + '\n', statefulBridges: out.bridges };
+}
+
+function logLimit(input: CompileInput): string {
+  return `limit rate ${input.logRate}/second burst ${input.logRate * 2} packets`;
+}
+
+/** Anti-spoofing: one chain per container port, dispatched by input port. */
+function antiSpoofingTable(input: CompileInput, ports: readonly LocalPort[]): string[] {
+  const limit = logLimit(input);
   const bridgeOf = new Map(input.bridges.map((b) => [b.network, b]));
-  lines.push(`table bridge ${POLICY_TABLE} {`);
+  const lines = [`table bridge ${POLICY_TABLE} {`];
   ports.forEach((p, i) => {
     const id = hex6(bridgeOf.get(p.network)?.id ?? 0);
+    const log = `${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`;
     lines.push(
       `  chain port${i} {`,
-      `    ether saddr != ${p.mac} ${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`,
+      `    ether saddr != ${p.mac} ${log}`,
       `    ether saddr != ${p.mac} drop`,
       `    arp saddr ether != ${p.mac} drop`,
-      `    arp saddr ip != ${p.ip} ${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`,
+      `    arp saddr ip != ${p.ip} ${log}`,
       `    arp saddr ip != ${p.ip} drop`,
-      `    ether type ip ip saddr != ${p.ip} ${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`,
+      `    ether type ip ip saddr != ${p.ip} ${log}`,
       `    ether type ip ip saddr != ${p.ip} drop`,
       `    ether type != { ip, arp } drop`,
       `  }`,
@@ -179,141 +208,161 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
   if (ports.length > 0)
     lines.push(`    iifname vmap { ${ports.map((p, i) => `${quote(p.hostVeth)} : jump port${i}`).join(', ')} }`);
   lines.push(`  }`, `}`);
+  return lines;
+}
 
-  // Policies, per network that has both a policy and an endpoint here.
-  const policies = [...input.policies].sort((a, b) => a.name.localeCompare(b.name));
-  const sets: SetDef[] = [];
-  const chains: string[] = [];
-  const hooks: { forward: string[]; input: string[]; output: string[] } = { forward: [], input: [], output: [] };
-  const statefulBridges: string[] = [];
-  for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
-    const local = [...new Set(ports.filter((p) => p.network === bridge.network).map((p) => p.ip))];
-    const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
-    const localIps = new Set(local);
-    const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
-    // Only policies selecting an endpoint here can isolate anything here: the others'
-    // rules could never match (enforcement is on the host of the isolated endpoint).
-    const netPolicies = policies.filter(
-      (p) => p.network === bridge.network && localEndpoints.some((e) => selectorMatches(p.selector, e.labels)),
-    );
-    if (netPolicies.length === 0) continue;
-    statefulBridges.push(bridge.bridge);
-    const n = `n${hex6(bridge.id)}`;
-    sets.push({ name: `${n}_local`, interval: false, elements: local });
-    // Peer sets by content: rules naming the same peers share one set (1,000 rules over
-    // 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.
-    const peerSets = new Map<string, string | undefined>();
-    const setsByElements = new Map<string, string>();
-    const peerSet = (peers: readonly PolicyPeer[]): string | undefined => {
-      const key = JSON.stringify(peers);
-      if (peerSets.has(key)) return peerSets.get(key);
-      const ranges = peerRanges(peers, netEndpoints);
-      let name: string | undefined;
-      if (ranges.length > 0) {
-        const elements = ranges.map(formatRange);
-        const byContent = elements.join(',');
-        name = setsByElements.get(byContent);
-        if (name === undefined) {
-          name = `${n}_peers${setsByElements.size}`;
-          setsByElements.set(byContent, name);
-          sets.push({ name, interval: true, elements });
-        }
-      }
-      peerSets.set(key, name);
-      return name;
-    };
-    const selSet = new Map<Policy, string>();
-    netPolicies.forEach((p, k) => {
-      const name = `${n}_p${k}_sel`;
-      selSet.set(p, name);
-      sets.push({
-        name,
-        interval: false,
-        elements: localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip),
-      });
+/** What the networks with a policy here add to the stateful `inet` table. */
+interface StatefulParts {
+  sets: SetDef[];
+  chains: string[];
+  hooks: { forward: string[]; input: string[]; output: string[] };
+  /** Bridges whose traffic the table sees (br_netfilter on). */
+  bridges: string[];
+}
+
+/** One network's sets, chains and hook jumps, when a policy selects an endpoint here. */
+function compileNetwork(
+  input: CompileInput,
+  bridge: CompileInput['bridges'][number],
+  ports: readonly LocalPort[],
+  policies: readonly Policy[],
+  out: StatefulParts,
+): void {
+  const local = [...new Set(ports.filter((p) => p.network === bridge.network).map((p) => p.ip))];
+  const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
+  const localIps = new Set(local);
+  const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
+  // Only policies selecting an endpoint here can isolate anything here: the others'
+  // rules could never match (enforcement is on the host of the isolated endpoint).
+  const netPolicies = policies.filter(
+    (p) => p.network === bridge.network && localEndpoints.some((e) => selectorMatches(p.selector, e.labels)),
+  );
+  if (netPolicies.length === 0) return;
+  out.bridges.push(bridge.bridge);
+  const n = `n${hex6(bridge.id)}`;
+  out.sets.push({ name: `${n}_local`, interval: false, elements: local });
+  const peerSet = peerSetNamer(n, netEndpoints, out.sets);
+  const selSet = new Map<Policy, string>();
+  netPolicies.forEach((p, k) => {
+    const name = `${n}_p${k}_sel`;
+    selSet.set(p, name);
+    out.sets.push({
+      name,
+      interval: false,
+      elements: localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip),
     });
+  });
+  const ctx: DirectionContext = { input, bridge, n, netPolicies, peerSet, selSet };
+  for (const direction of ['egress', 'ingress'] as PolicyDirection[])
+    out.chains.push(...directionChains(ctx, direction));
+  const established = '    ct state established,related accept';
+  out.chains.push(
+    `  chain ${n}_fwd {`,
+    established,
+    `    ip saddr @${n}_local jump ${n}_egress`,
+    `    ip daddr @${n}_local jump ${n}_ingress`,
+    `  }`,
+  );
+  const toHost = [established];
+  if (bridge.resolver)
+    toHost.push(`    ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`);
+  toHost.push(`    ip saddr @${n}_local jump ${n}_egress`);
+  out.chains.push(`  chain ${n}_in {`, ...toHost, `  }`);
+  out.chains.push(`  chain ${n}_out {`, established, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
+  out.hooks.forward.push(`    iifname ${quote(bridge.bridge)} jump ${n}_fwd`);
+  out.hooks.input.push(`    iifname ${quote(bridge.bridge)} jump ${n}_in`);
+  out.hooks.output.push(`    oifname ${quote(bridge.bridge)} jump ${n}_out`);
+}
 
-    for (const direction of ['egress', 'ingress'] as PolicyDirection[]) {
-      const self = direction === 'egress' ? 'saddr' : 'daddr';
-      const other = direction === 'egress' ? 'daddr' : 'saddr';
-      const d = direction === 'egress' ? 'e' : 'i';
-      const isolating = netPolicies.filter((p) => p.types.includes(direction));
-      const audit = (p: Policy): boolean => input.dryRun || p.mode === 'audit';
-      const enforcing = isolating.filter((p) => !audit(p));
-      const auditing = isolating.filter(audit);
-      const chain = `${n}_${direction}`;
-      const auditChain = `${n}_${direction}_audit`;
-      const allowRules = (ps: Policy[], verdict: string): string[] => {
-        const out: string[] = [];
-        for (const p of ps) {
-          const rules: PolicyRule[] = direction === 'egress' ? p.egress : p.ingress;
-          rules.forEach((r) => {
-            let peerMatch = '';
-            if (r.peers !== undefined) {
-              const setName = peerSet(r.peers);
-              if (setName === undefined) return; // matches nobody
-              peerMatch = ` ip ${other} @${setName}`;
-            }
-            const portMatches = r.ports === undefined ? [''] : r.ports.map((pp) => ' ' + portMatch(pp));
-            for (const pm of portMatches) out.push(`    ip ${self} @${selSet.get(p)}${peerMatch}${pm} ${verdict}`);
-          });
-        }
-        return out;
-      };
-      const after = auditing.length > 0 ? `goto ${auditChain}` : 'return';
-      const body: string[] = [...allowRules(enforcing, after)];
-      for (const p of enforcing) {
-        const prefix = quote(`wtp E ${d} ${hex6(bridge.id)} ${p.name}`);
-        body.push(
-          `    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`,
-          `    ip ${self} @${selSet.get(p)} drop`,
-        );
-      }
-      if (auditing.length > 0) body.push(`    goto ${auditChain}`);
-      chains.push(`  chain ${chain} {`, ...body, `  }`);
-      if (auditing.length > 0) {
-        const auditBody = allowRules(isolating, 'return');
-        for (const p of auditing) {
-          const prefix = quote(`wtp A ${d} ${hex6(bridge.id)} ${p.name}`);
-          auditBody.push(
-            `    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`,
-          );
-        }
-        chains.push(`  chain ${auditChain} {`, ...auditBody, `  }`);
+/**
+ * Peer sets by content: rules naming the same peers share one set (1,000 rules over
+ * 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.
+ * The namer adds each new set to `sets`; undefined: the peers match nobody.
+ */
+function peerSetNamer(
+  n: string,
+  netEndpoints: CompileInput['endpoints'],
+  sets: SetDef[],
+): (peers: readonly PolicyPeer[]) => string | undefined {
+  const peerSets = new Map<string, string | undefined>();
+  const setsByElements = new Map<string, string>();
+  return (peers) => {
+    const key = JSON.stringify(peers);
+    if (peerSets.has(key)) return peerSets.get(key);
+    const ranges = peerRanges(peers, netEndpoints);
+    let name: string | undefined;
+    if (ranges.length > 0) {
+      const elements = ranges.map(formatRange);
+      const byContent = elements.join(',');
+      name = setsByElements.get(byContent);
+      if (name === undefined) {
+        name = `${n}_peers${setsByElements.size}`;
+        setsByElements.set(byContent, name);
+        sets.push({ name, interval: true, elements });
       }
     }
-    const established = '    ct state established,related accept';
-    chains.push(
-      `  chain ${n}_fwd {`,
-      established,
-      `    ip saddr @${n}_local jump ${n}_egress`,
-      `    ip daddr @${n}_local jump ${n}_ingress`,
-      `  }`,
+    peerSets.set(key, name);
+    return name;
+  };
+}
+
+interface DirectionContext {
+  input: CompileInput;
+  bridge: CompileInput['bridges'][number];
+  n: string;
+  netPolicies: readonly Policy[];
+  peerSet: (peers: readonly PolicyPeer[]) => string | undefined;
+  selSet: ReadonlyMap<Policy, string>;
+}
+
+/** The chain (and its audit chain) for one direction of one network. */
+function directionChains(ctx: DirectionContext, direction: PolicyDirection): string[] {
+  const { input, bridge, n, peerSet, selSet } = ctx;
+  const limit = logLimit(input);
+  const self = direction === 'egress' ? 'saddr' : 'daddr';
+  const other = direction === 'egress' ? 'daddr' : 'saddr';
+  const d = direction === 'egress' ? 'e' : 'i';
+  const isolating = ctx.netPolicies.filter((p) => p.types.includes(direction));
+  const audit = (p: Policy): boolean => input.dryRun || p.mode === 'audit';
+  const enforcing = isolating.filter((p) => !audit(p));
+  const auditing = isolating.filter(audit);
+  const chain = `${n}_${direction}`;
+  const auditChain = `${n}_${direction}_audit`;
+  const allowRules = (ps: Policy[], verdict: string): string[] => {
+    const out: string[] = [];
+    for (const p of ps) {
+      const rules: PolicyRule[] = direction === 'egress' ? p.egress : p.ingress;
+      rules.forEach((r) => {
+        let peerMatch = '';
+        if (r.peers !== undefined) {
+          const setName = peerSet(r.peers);
+          if (setName === undefined) return; // matches nobody
+          peerMatch = ` ip ${other} @${setName}`;
+        }
+        const portMatches = r.ports === undefined ? [''] : r.ports.map((pp) => ' ' + portMatch(pp));
+        for (const pm of portMatches) out.push(`    ip ${self} @${selSet.get(p)}${peerMatch}${pm} ${verdict}`);
+      });
+    }
+    return out;
+  };
+  const after = auditing.length > 0 ? `goto ${auditChain}` : 'return';
+  const body: string[] = [...allowRules(enforcing, after)];
+  for (const p of enforcing) {
+    const prefix = quote(`wtp E ${d} ${hex6(bridge.id)} ${p.name}`);
+    body.push(
+      `    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`,
+      `    ip ${self} @${selSet.get(p)} drop`,
     );
-    const toHost = [established];
-    if (bridge.resolver)
-      toHost.push(
-        `    ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`,
-      );
-    toHost.push(`    ip saddr @${n}_local jump ${n}_egress`);
-    chains.push(`  chain ${n}_in {`, ...toHost, `  }`);
-    chains.push(`  chain ${n}_out {`, established, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
-    hooks.forward.push(`    iifname ${quote(bridge.bridge)} jump ${n}_fwd`);
-    hooks.input.push(`    iifname ${quote(bridge.bridge)} jump ${n}_in`);
-    hooks.output.push(`    oifname ${quote(bridge.bridge)} jump ${n}_out`);
   }
-  if (statefulBridges.length > 0) {
-    lines.push(`table inet ${POLICY_TABLE} {`, ...sets.map(setText), ...chains);
-    for (const hook of ['forward', 'input', 'output'] as const) {
-      lines.push(
-        `  chain ${hook} {`,
-        `    type filter hook ${hook} priority filter; policy accept;`,
-        ...hooks[hook],
-        `  }`,
-      );
+  if (auditing.length > 0) body.push(`    goto ${auditChain}`);
+  const chains = [`  chain ${chain} {`, ...body, `  }`];
+  if (auditing.length > 0) {
+    const auditBody = allowRules(isolating, 'return');
+    for (const p of auditing) {
+      const prefix = quote(`wtp A ${d} ${hex6(bridge.id)} ${p.name}`);
+      auditBody.push(`    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`);
     }
-    lines.push(`}`);
+    chains.push(`  chain ${auditChain} {`, ...auditBody, `  }`);
   }
-  // Otherwise no policy applies here: no stateful table, so no conntrack for bridged frames.
-  return { script: lines.join('\n') + '\n', statefulBridges };
+  return chains;
 }

@@ -7,7 +7,8 @@ import { startApiServer, type ApiServer } from '../../src/api/server';
 import type { DaemonControl } from '../../src/api/types';
 import type { AttachRequest, EndpointStatus, ExposeResult } from '../../src/endpoint/types';
 import type { ConnectionStatus, PeerStatus, RouterStatus, TargetStatus } from '../../src/router/status';
-import { buildDaemonConfig, foregroundArgs, type LaunchFlags } from '../../src/cli/launch';
+import { buildDaemonConfig, type LaunchFlags } from '../../src/cli/launch';
+import { childLaunchArgs, decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import { UsageError, formatTable } from '../../src/cli/output';
 import { formatConnections } from '../../src/cli/status';
 import {
@@ -130,11 +131,31 @@ describe('argument validators', () => {
       mtu: 0,
       logLevel: 'info',
       trustedSubnets: [],
+      // Every default resolved here, once: nothing below the CLI falls back to one.
+      logMaxSize: 10 * 1024 * 1024,
+      ipamLeaseTtl: 120,
+      ipamReclaimGrace: 60,
+      addressRetention: 600,
+      dns: {
+        enabled: true,
+        port: 53,
+        extraListen: [],
+        domain: 'weavets.local.',
+        ttl: 30,
+        resolvConf: '/etc/resolv.conf',
+      },
+      dockerPluginSocket: '/run/docker/plugins/weavets.sock',
+      dockerHost: 'unix:///var/run/docker.sock',
+      dockerDnsRedirect: true,
+      policyDryRun: false,
+      flows: true,
     });
-    const args = foregroundArgs(config);
-    expect(args.slice(0, 2)).toEqual(['launch', '--foreground']);
-    expect(args[args.indexOf('--http-addr') + 1]).toBe('');
-    expect(args.slice(args.indexOf('--'))).toEqual(['--', '192.0.2.2', 'host3:7000']);
+    // The background launch hands the foreground child exactly this config, over a pipe.
+    expect(childLaunchArgs()).toEqual(['launch', '--foreground', '--config-fd', '3']);
+    const handed = decodeConfig(encodeConfig(config));
+    expect(handed).toEqual(config);
+    expect(handed.httpAddr).toBe('');
+    expect(handed.peers).toEqual(['192.0.2.2', 'host3:7000']);
     expect(usage(() => buildDaemonConfig('/tmp/wt', ['bad peer'], flags))).toMatch(/peer 'bad peer'/);
   });
 
@@ -153,9 +174,10 @@ describe('argument validators', () => {
     expect(process.env.WEAVETS_PASSWORD).toBeUndefined();
     expect(config.password?.toString()).toBe('hunter2-but-longer');
     expect(config.trustedSubnets).toEqual(['192.0.2.0/24', '198.18.0.0/15']);
-    const args = foregroundArgs(config);
+    const args = childLaunchArgs();
     expect(args.join(' ')).not.toContain('hunter2');
-    expect(args[args.indexOf('--password-fd') + 1]).toBe('3');
+    expect(args[args.indexOf('--config-fd') + 1]).toBe('3');
+    expect(decodeConfig(encodeConfig(config)).password?.toString()).toBe('hunter2-but-longer');
     expect(usage(() => buildDaemonConfig('/tmp/wt', [], { ...flags, trustedSubnets: '192.0.2.1/24' }))).toMatch(
       /did you mean 192.0.2.0\/24/,
     );

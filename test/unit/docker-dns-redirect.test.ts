@@ -7,7 +7,8 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DNS_REDIRECT_TABLE, DnsRedirect, mapScript, tableScript } from '../../src/docker/dns-redirect';
-import { buildDaemonConfig, foregroundArgs } from '../../src/cli/launch';
+import { buildDaemonConfig } from '../../src/cli/launch';
+import { decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import { itWithTools } from '../require-tools';
 
 const itWithNft = itWithTools({
@@ -135,13 +136,11 @@ describe('--no-docker-dns-redirect', () => {
 
   it('is on unless turned off, and the background launcher passes the choice on', () => {
     const on = buildDaemonConfig('/tmp/wt', [], { ...flags, dockerDnsRedirect: true });
-    expect(on.dockerDnsRedirect).toBeUndefined();
-    expect(foregroundArgs(on)).not.toContain('--no-docker-dns-redirect');
+    expect(on.dockerDnsRedirect).toBe(true);
+    expect(decodeConfig(encodeConfig(on)).dockerDnsRedirect).toBe(true);
     const off = buildDaemonConfig('/tmp/wt', [], { ...flags, dockerDnsRedirect: false });
     expect(off.dockerDnsRedirect).toBe(false);
-    const args = foregroundArgs(off);
-    expect(args.indexOf('--no-docker-dns-redirect')).toBeGreaterThan(0);
-    expect(args.indexOf('--no-docker-dns-redirect')).toBeLessThan(args.indexOf('--'));
+    expect(decodeConfig(encodeConfig(off)).dockerDnsRedirect).toBe(false);
   });
 
   it('is in launch --help', async () => {

@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CappedFileSink, createLogger, parseLogSize } from '../../src/log';
-import { buildDaemonConfig, foregroundArgs, type LaunchFlags } from '../../src/cli/launch';
+import { buildDaemonConfig, type LaunchFlags } from '../../src/cli/launch';
+import { decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 
 describe('parseLogSize', () => {
   it('reads bytes and K/M/G suffixes, refuses the rest', () => {
@@ -31,7 +32,7 @@ describe('parseLogSize', () => {
     } as LaunchFlags;
     const config = buildDaemonConfig('/tmp/x', [], { ...flags, logMaxSize: '64K' });
     expect(config.logMaxSize).toBe(65536);
-    expect(foregroundArgs(config).join(' ')).toContain('--log-max-size 65536');
+    expect(decodeConfig(encodeConfig(config)).logMaxSize).toBe(65536);
     expect(() => buildDaemonConfig('/tmp/x', [], { ...flags, logMaxSize: '100' })).toThrow(/--log-max-size/);
     expect(() => buildDaemonConfig('/tmp/x', [], { ...flags, logMaxSize: 'lots' })).toThrow(/--log-max-size/);
   });

@@ -19,6 +19,13 @@ describe('policy routing rule message', () => {
         '7f1a0000',
     );
   });
+  it('without a destination sends no FRA_DST, so a delete matches the rule whatever its range (ip rule del pref N lookup T)', () => {
+    const m = ruleMessage({ dstLen: 0, table: 6783, priority: 6783 });
+    expect(m.toString('hex')).toBe(
+      '02000000' + '00000001' + '00000000' + '08000f00' + '7f1a0000' + '08000600' + '7f1a0000',
+    );
+    expect(() => ruleMessage({ dstLen: 8, table: 1, priority: 1 })).toThrow(RangeError);
+  });
   it('puts a small table id in the header too, and refuses impossible prefixes', () => {
     const m = ruleMessage({ dst: Buffer.from([192, 168, 0, 0]), dstLen: 16, table: 200, priority: 100 });
     expect(m[4]).toBe(200);

@@ -1,0 +1,186 @@
+/**
+ * The services on top of the networks: embedded DNS, network policy, and the Docker
+ * surface. Each is a component; DNS is absent when turned off, Docker when its socket is "".
+ */
+import * as os from 'node:os';
+import type { Logger } from '../log';
+import type { DaemonConfig } from '../config';
+import type { ClusterIpam } from '../ipam/cluster';
+import type { Cidr } from '../net/ipv4';
+import type { NetworkSet } from '../endpoint/networks';
+import type { NetworkCatalog } from '../endpoint/network-catalog';
+import type { EndpointRegistry } from '../endpoint/registry';
+import type { HostRoutes } from '../endpoint/host-routes';
+import { DnsService } from '../dns/service';
+import { PolicyService } from '../policy/service';
+import { PolicyEnforcer } from '../policy/enforcer';
+import type { CompileBridge } from '../policy/nft';
+import { startDockerSurface, type DockerSurface, type DockerSurfaceOptions } from '../docker';
+import type { Registry } from 'prom-client';
+import { component } from './component';
+import { DnsExposure, dnsVisibility } from './dns-exposure';
+
+export interface ServiceDeps {
+  config: DaemonConfig;
+  /** This host's peer name, formatted. */
+  self: string;
+  range: Cidr;
+  ipam: ClusterIpam;
+  catalog: NetworkCatalog;
+  networks: NetworkSet;
+  endpoints: EndpointRegistry;
+  hostRoutes: HostRoutes;
+  log: Logger;
+}
+
+/** DNS listens on the host's address on every network bridge (docs/DNS.md); started once the endpoints are restored. */
+export function dnsComponent(d: ServiceDeps) {
+  const dnsConfig = d.config.dns;
+  return component(
+    'dns',
+    async () => {
+      const dns = await DnsService.start({
+        store: d.ipam.store,
+        self: d.self,
+        leaseTtlSeconds: d.ipam.leaseTtlSeconds,
+        stateDir: d.config.stateDir,
+        range: d.range,
+        settings: {
+          port: dnsConfig.port,
+          extraListen: dnsConfig.extraListen.map((a) => ({
+            addr: a.slice(0, a.lastIndexOf(':')),
+            port: Number(a.slice(a.lastIndexOf(':') + 1)),
+          })),
+          domain: dnsConfig.domain.toLowerCase().replace(/\.$/, ''),
+          ttl: dnsConfig.ttl,
+          resolvConf: dnsConfig.resolvConf,
+        },
+        visibility: dnsVisibility(d.endpoints, d.networks, d.catalog, d.range),
+        log: d.log.child('dns'),
+      });
+      const exposure = new DnsExposure(dns, d.endpoints, d.log);
+      try {
+        await exposure.exposeAll(d.networks.list().map((n) => n.name));
+      } catch (err) {
+        await dns.close();
+        throw err;
+      }
+      return exposure;
+    },
+    (exposure, mode) => exposure.dns.close(mode === 'reset'),
+  );
+}
+
+/**
+ * Network policy. The nftables tables stay in force on a stop (nothing fails open); a
+ * reset removes them.
+ */
+export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefined, metrics: Registry) {
+  const dnsPort = d.config.dns.port;
+  const enforcer = new PolicyEnforcer(d.log.child('policy'));
+  const bridges = (): CompileBridge[] =>
+    d.networks.list().map((n) => {
+      const ip = exposure?.resolverAddressOn(n.name);
+      const b: CompileBridge = { network: n.name, id: n.id, bridge: n.bridge };
+      if (ip !== undefined) b.resolver = { ip, port: dnsPort };
+      return b;
+    });
+  return component(
+    'policy',
+    async () => {
+      enforcer.adopt(d.networks.list().map((n) => n.bridge));
+      const policy = await PolicyService.start({
+        store: d.ipam.store,
+        self: d.self,
+        nickname: d.config.nickname || os.hostname(),
+        leaseTtlSeconds: d.ipam.leaseTtlSeconds,
+        dryRun: d.config.policyDryRun,
+        enforcer,
+        localEndpoints: () => d.endpoints.list(),
+        bridges,
+        metrics,
+        log: d.log.child('policy'),
+      });
+      // Policy follows every change of the endpoint set: attach, detach, Docker's plug, CNI.
+      d.endpoints.onChange(() => policy.endpointsChanged());
+      return policy;
+    },
+    async (policy, mode) => {
+      await policy.close();
+      if (mode === 'reset') await enforcer.remove(d.networks.list().map((n) => n.bridge));
+    },
+  );
+}
+
+/** The Docker network and IPAM plugin (docs/DOCKER.md); undefined when its socket is "". */
+export function dockerComponent(d: ServiceDeps, exposure: DnsExposure | undefined) {
+  const socketPath = d.config.dockerPluginSocket;
+  if (socketPath === '') return undefined;
+  return component(
+    'docker',
+    async () => {
+      const docker = await startDockerSurface(dockerOptions(d, socketPath, exposure));
+      // Docker asks for a segment's bridge (and so its range sources) only when it creates
+      // a network or an endpoint. After a restart the segments its running containers use
+      // must accept range sources again, or the isolation table drops them as spoofed.
+      for (const n of docker.plugin.networks()) {
+        if (n.segment !== undefined && d.networks.get(n.segment) !== undefined)
+          await d.networks.acceptRangeSources(n.segment, d.range);
+      }
+      return docker;
+    },
+    (docker: DockerSurface, mode) => docker.close(mode === 'reset'),
+  );
+}
+
+function dockerOptions(d: ServiceDeps, socketPath: string, exposure: DnsExposure | undefined): DockerSurfaceOptions {
+  const { config, networks, endpoints, hostRoutes, log } = d;
+  return {
+    socketPath,
+    ...(config.dockerDriverName !== undefined ? { driverName: config.dockerDriverName } : {}),
+    dockerHost: config.dockerHost,
+    stateDir: config.stateDir,
+    range: d.range,
+    allocator: d.ipam.allocator,
+    endpoints,
+    bridges: {
+      ensure: async (segment) => {
+        const net = await networks.ensure(segment);
+        await networks.acceptRangeSources(segment, d.range);
+        await exposure?.segmentAdded(segment);
+        return net.bridge;
+      },
+      addAddress: (bridge, cidr) => hostRoutes.addAddress(bridge, cidr),
+      delAddress: (bridge, cidr) => hostRoutes.delAddress(bridge, cidr),
+      routeTo: (bridge, ip) => hostRoutes.routeHost(bridge, ip),
+      unroute: (bridge, ip) => hostRoutes.unrouteHost(bridge, ip),
+    },
+    ...(exposure ? { names: (owner, records) => exposure.dns.setOwned(owner, records) } : {}),
+    // Container labels for policy: known a moment after the container started (docs/POLICY.md).
+    labels: (endpointId, labels, containerName) => {
+      const have = endpoints.list().find((e) => e.id === endpointId);
+      if (
+        !have ||
+        (JSON.stringify(have.labels ?? {}) === JSON.stringify(labels) &&
+          (containerName === undefined || have.name === containerName))
+      )
+        return;
+      endpoints
+        .relabel(endpointId, labels, containerName)
+        .catch((err: unknown) =>
+          log.warn('cannot label a Docker endpoint', { id: endpointId, error: (err as Error).message }),
+        );
+    },
+    // Containers' external DNS to weavets DNS on the segment's bridge (docs/DOCKER.md, DNS).
+    ...(exposure && config.dockerDnsRedirect
+      ? {
+          dnsRedirect: {
+            port: config.dns.port,
+            bridgeOf: (segment: string) => networks.get(segment)?.bridge,
+            addressOn: (segment: string) => exposure.resolverAddressOn(segment),
+          },
+        }
+      : {}),
+    log: log.child('docker'),
+  };
+}
