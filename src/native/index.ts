@@ -85,6 +85,7 @@ let binding: NativeBinding | undefined;
 
 /** Loaded on first use, so importing this module never fails on a machine without the build. */
 function native(): NativeBinding {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon loads by path, only through require()
   binding ??= require(ADDON_PATH) as NativeBinding;
   return binding;
 }

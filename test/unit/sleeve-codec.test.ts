@@ -7,6 +7,13 @@ import {
   decode,
   encode,
   encodingLength,
+  readDatagramSender,
+  readRecordDst,
+  readRecordFrameLength,
+  readRecordHops,
+  readRecordKernelCopy,
+  readRecordNetwork,
+  readRecordSrc,
   type Datagram,
 } from '../../src/datapath/sleeve/codec';
 
@@ -139,5 +146,30 @@ describe('sleeve datagram codec', () => {
         expect(err).toBeInstanceOf(SleeveDecodeError);
       }
     }
+  });
+
+  it('reads records through the same named accessors as decode, the kernel-copy bit apart from the hop count', () => {
+    const d: Datagram = {
+      kind: DatagramKind.Frames,
+      sender: 0x020000000007,
+      frames: [
+        { src: 0x020000000007, dst: 0, network: 0xabcdef, hops: 3, kernelCopy: true, offload: gso, frame },
+        { src: 0x020000000009, dst: 0x020000000007, network: 1, hops: 0x7f, offload: plain, frame },
+      ],
+    };
+    const b = encode(d);
+    expect(b[12 + 15]).toBe(0x83); // hops byte: 3 relays | kernel copy
+    expect(decode(b)).toEqual(d);
+    expect(readDatagramSender(b, 0)).toBe(0x020000000007);
+    const second = 12 + 30 + frame.length;
+    expect([readRecordSrc(b, 12), readRecordDst(b, 12), readRecordNetwork(b, 12), readRecordHops(b, 12)]).toEqual([
+      0x020000000007, 0, 0xabcdef, 3,
+    ]);
+    expect([readRecordKernelCopy(b, 12), readRecordKernelCopy(b, second), readRecordHops(b, second)]).toEqual([
+      true,
+      false,
+      0x7f,
+    ]);
+    expect(readRecordFrameLength(b, second)).toBe(frame.length);
   });
 });
