@@ -24,7 +24,14 @@ import { isMulticastMac, readMac } from '../../net/mac';
 import { tapLinkName } from '../../net/links';
 import { MacTable } from '../../net/mactable';
 import { NO_PEER, type PeerName } from '../../net/peername';
-import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener, RouteTable } from '../../router/overlay';
+import type {
+  Datapath,
+  DatapathEvents,
+  OverlayNetwork,
+  PeerPathStatus,
+  ProbeListener,
+  RouteTable,
+} from '../../router/overlay';
 import { PROBE_NETWORK_ID, type FrameCounter } from '../../router/overlay';
 import type { Sealer } from '../../crypto/seal';
 import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
