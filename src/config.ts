@@ -3,7 +3,7 @@
  * option table, src/cli/launch-options.ts), every default resolved there, then passed
  * down. Nothing below the composition root reads process.env.
  */
-import * as path from 'node:path';
+import { StateDir } from './state/state-dir';
 
 export interface DaemonConfig {
   /** Directory holding the peer name, the API socket, the pid file and state. */
@@ -116,17 +116,17 @@ export const DEFAULT_IPAM_LEASE_TTL_SECONDS = 120;
 export const DEFAULT_IPAM_RECLAIM_GRACE_SECONDS = 60;
 
 export function apiSocketPath(stateDir: string): string {
-  return path.join(stateDir, 'weavets.sock');
+  return new StateDir(stateDir).socket;
 }
 
 export function pidFilePath(stateDir: string): string {
-  return path.join(stateDir, 'weavets.pid');
+  return new StateDir(stateDir).pid;
 }
 
 export function logFilePath(stateDir: string): string {
-  return path.join(stateDir, 'weavets.log');
+  return new StateDir(stateDir).log;
 }
 
 export function peerNameFilePath(stateDir: string): string {
-  return path.join(stateDir, 'peer-name');
+  return new StateDir(stateDir).peerName;
 }

@@ -1,6 +1,8 @@
 /**
  * Errors that cross a boundary (API, CLI, later CNI and Docker) carry a stable code.
- * Each surface maps codes to its own format in one place.
+ * Each surface maps codes to its own format in one place. An error raised because of
+ * another keeps it as `cause` (the message says what failed in our terms; the cause
+ * keeps the original errno, stack and code for logs and debugging).
  */
 export type WeavetsErrorCode =
   | 'EWEAVETS_BAD_REQUEST'
@@ -12,14 +14,16 @@ export type WeavetsErrorCode =
   | 'EWEAVETS_RANGE_CONFLICT'
   | 'EWEAVETS_STORE_UNAVAILABLE'
   | 'EWEAVETS_POLICY_INVALID'
+  | 'EWEAVETS_STATE_INVALID'
   | 'EWEAVETS_INTERNAL';
 
 export class WeavetsError extends Error {
   constructor(
     readonly code: WeavetsErrorCode,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'WeavetsError';
   }
 }
@@ -41,6 +45,7 @@ export function httpStatusOf(code: WeavetsErrorCode): number {
     case 'EWEAVETS_NOT_RUNNING':
     case 'EWEAVETS_STORE_UNAVAILABLE':
       return 503;
+    case 'EWEAVETS_STATE_INVALID':
     case 'EWEAVETS_INTERNAL':
       return 500;
   }

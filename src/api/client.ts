@@ -102,14 +102,18 @@ export class ApiClient {
       return new WeavetsError(
         'EWEAVETS_NOT_RUNNING',
         `weavets is not running (no daemon at ${this.socketPath}); start it with \`weavets launch\``,
+        { cause: err },
       );
     }
     if (err.code === 'EACCES') {
       return new WeavetsError(
         'EWEAVETS_INTERNAL',
         `permission denied on ${this.socketPath}: the API socket is root-only`,
+        { cause: err },
       );
     }
-    return new WeavetsError('EWEAVETS_INTERNAL', `cannot reach the daemon at ${this.socketPath}: ${err.message}`);
+    return new WeavetsError('EWEAVETS_INTERNAL', `cannot reach the daemon at ${this.socketPath}: ${err.message}`, {
+      cause: err,
+    });
   }
 }

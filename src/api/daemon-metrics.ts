@@ -5,6 +5,7 @@
  */
 import { Gauge, type Registry } from 'prom-client';
 import type { Datapath } from '../router/overlay';
+import { counterFromTotals } from '../counter-from-totals';
 import type { Router } from '../router/router';
 import { parsePeerName } from '../net/peername';
 
@@ -15,45 +16,41 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
     help: string,
     pick: (s: NonNullable<ReturnType<Datapath['peerStatus']>>) => number,
   ): void => {
-    new Gauge({
+    counterFromTotals({
       name,
       help,
       labelNames: peerLabels,
       registers: [registry],
-      collect() {
-        this.reset();
+      read(emit) {
         for (const c of router.connectionStatus()) {
           if (c.peer === '') continue;
           const s = datapath.peerStatus(parsePeerName(c.peer));
-          if (s) this.set({ peer: c.peer, nickname: c.nickname }, pick(s));
+          if (s) emit({ peer: c.peer, nickname: c.nickname }, pick(s));
         }
       },
     });
   };
-  // Counters in meaning; exported as gauges set from the data path's own totals.
   perPeer('weavets_frames_in_total', 'Frames received from a peer (as next hop).', (s) => s.framesIn);
   perPeer('weavets_frames_out_total', 'Frames sent to a peer (as next hop).', (s) => s.framesOut);
   perPeer('weavets_bytes_in_total', 'Frame bytes received from a peer.', (s) => s.bytesIn);
   perPeer('weavets_bytes_out_total', 'Frame bytes sent to a peer.', (s) => s.bytesOut);
 
-  new Gauge({
+  counterFromTotals({
     name: 'weavets_dropped_datagrams_total',
     help: 'Data path datagrams or frames dropped, by reason.',
     labelNames: ['reason'],
     registers: [registry],
-    collect() {
-      this.reset();
-      for (const [reason, n] of datapath.drops()) this.set({ reason }, n);
+    read(emit) {
+      for (const [reason, n] of datapath.drops()) emit({ reason }, n);
     },
   });
-  new Gauge({
+  counterFromTotals({
     name: 'weavets_control_rejected_total',
     help: 'Control connections or messages refused, by reason.',
     labelNames: ['reason'],
     registers: [registry],
-    collect() {
-      this.reset();
-      for (const [reason, n] of router.rejectedCounts()) this.set({ reason }, n);
+    read(emit) {
+      for (const [reason, n] of router.rejectedCounts()) emit({ reason }, n);
     },
   });
   new Gauge({
@@ -83,16 +80,15 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
       this.set(datapath.kernelMacEntries?.() ?? 0);
     },
   });
-  new Gauge({
+  counterFromTotals({
     name: 'weavets_bridge_frames_total',
     help: 'Frames between the data path and a network bridge.',
     labelNames: ['network', 'direction'],
     registers: [registry],
-    collect() {
-      this.reset();
+    read(emit) {
       for (const n of datapath.networkStats()) {
-        this.set({ network: String(n.network), direction: 'from_bridge' }, n.framesFromBridge);
-        this.set({ network: String(n.network), direction: 'to_bridge' }, n.framesToBridge);
+        emit({ network: String(n.network), direction: 'from_bridge' }, n.framesFromBridge);
+        emit({ network: String(n.network), direction: 'to_bridge' }, n.framesToBridge);
       }
     },
   });

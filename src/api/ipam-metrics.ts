@@ -2,7 +2,8 @@
  * IPAM metrics: blocks owned and addresses used/free per network (read from the
  * allocator's view when Prometheus scrapes), and allocate/release latency by outcome.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Gauge, Histogram, type Registry } from 'prom-client';
+import { counterFromTotals } from '../counter-from-totals';
 import type { IpamStatus } from '../ipam/status';
 
 export interface IpamMetricsSource {
@@ -68,25 +69,24 @@ export function registerIpamMetrics(
   });
   if (source.storeStats) {
     const stats = source.storeStats.bind(source);
-    new Gauge({
+    counterFromTotals({
       name: 'weavets_store_messages_rejected_total',
       help: 'Mesh store (STORE) messages dropped as malformed.',
       registers: [registry],
-      collect() {
-        this.set(stats()?.malformed ?? 0);
+      read(emit) {
+        emit({}, stats()?.malformed ?? 0);
       },
     });
-    new Gauge({
+    counterFromTotals({
       name: 'weavets_store_claims_total',
       help: 'Compare-and-create claims of this host on the mesh store, by outcome (confirmed, lost).',
       labelNames: ['outcome'],
       registers: [registry],
-      collect() {
+      read(emit) {
         const s = stats();
-        this.reset();
         if (!s) return;
-        this.set({ outcome: 'confirmed' }, s.claimsConfirmed);
-        this.set({ outcome: 'lost' }, s.claimsLost);
+        emit({ outcome: 'confirmed' }, s.claimsConfirmed);
+        emit({ outcome: 'lost' }, s.claimsLost);
       },
     });
     new Gauge({
@@ -98,13 +98,12 @@ export function registerIpamMetrics(
       },
     });
   }
-  new Counter({
+  counterFromTotals({
     name: 'weavets_ipam_reclaimed_total',
     help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',
     registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(source.reclaimedAddresses());
+    read(emit) {
+      emit({}, source.reclaimedAddresses());
     },
   });
   const latency = new Histogram({

@@ -22,6 +22,8 @@ import type { AttachRequest, NetworkCreateRequest } from '../endpoint/types';
 import type { IpamAllocateRequest, IpamReleaseRequest } from '../ipam/status';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 import { labelsProblem } from '../policy/labels';
+import { StateDir } from '../state/state-dir';
+import { FieldReader, parseJsonObject, type BodyErrors } from '../json-fields';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -61,9 +63,15 @@ class HttpError extends WeavetsError {
   }
 }
 
-function badRequest(message: string): WeavetsError {
-  return new WeavetsError('EWEAVETS_BAD_REQUEST', message);
+function badRequest(message: string, options?: { cause?: unknown }): WeavetsError {
+  return new WeavetsError('EWEAVETS_BAD_REQUEST', message, options);
 }
+
+const BODY_ERRORS: BodyErrors = {
+  emptyAs: {},
+  malformed: (cause) => badRequest(`malformed JSON body: ${cause.message}`, { cause }),
+  notObject: () => badRequest('request body must be a JSON object'),
+};
 
 function sendJson(res: http.ServerResponse, status: number, value: unknown, done?: () => void): void {
   const text = JSON.stringify(value === undefined ? null : value) + '\n';
@@ -81,34 +89,8 @@ function sendText(
   res.end(text);
 }
 
-// Field readers: each names the field it rejects, so a client author knows what to fix.
-function optString(body: Body, field: string): string | undefined {
-  const v = body[field];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw badRequest(`field '${field}' must be a string`);
-  return v;
-}
-
-function reqString(body: Body, field: string): string {
-  const v = optString(body, field);
-  if (v === undefined || v === '') throw badRequest(`field '${field}' is required and must be a non-empty string`);
-  return v;
-}
-
-function stringArray(body: Body, field: string): string[] {
-  const v = body[field];
-  if (!Array.isArray(v) || !v.every((s) => typeof s === 'string' && s !== '')) {
-    throw badRequest(`field '${field}' must be an array of non-empty strings`);
-  }
-  return v as string[];
-}
-
-function optBoolean(body: Body, field: string): boolean | undefined {
-  const v = body[field];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') throw badRequest(`field '${field}' must be true or false`);
-  return v;
-}
+// Each error names the field it rejects, so a client author knows what to fix.
+const fields = new FieldReader({ name: (field) => `field '${field}'`, error: badRequest });
 
 const OK = { ok: true };
 
@@ -184,13 +166,13 @@ function statusRoutes(): Record<string, Route> {
     '/policy/show': {
       method: 'POST',
       mutating: false,
-      handle: async (c, b, res) => sendJson(res, 200, policyOf(c).show(reqString(b, 'name'))),
+      handle: async (c, b, res) => sendJson(res, 200, policyOf(c).show(fields.reqString(b, 'name'))),
     },
     // A read, sent as POST for its body; it answers container names, so the unix socket only.
     '/dns/lookup': {
       method: 'POST',
       mutating: false,
-      handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(reqString(b, 'name'))),
+      handle: async (c, b, res) => sendJson(res, 200, dnsOf(c).lookup(fields.reqString(b, 'name'))),
     },
     '/metrics': {
       method: 'GET',
@@ -218,26 +200,34 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
   return {
     // Sends probe frames into the overlay: kept off the TCP listener like every action.
     '/trace': post(async (c, b, res) => {
-      sendJson(res, 200, await diagnosticsOf(c).trace(reqString(b, 'from'), reqString(b, 'to'), optString(b, 'port')));
+      sendJson(
+        res,
+        200,
+        await diagnosticsOf(c).trace(
+          fields.reqString(b, 'from'),
+          fields.reqString(b, 'to'),
+          fields.optString(b, 'port'),
+        ),
+      );
     }),
     '/connect': post(async (c, b, res) => {
-      c.connect(stringArray(b, 'peers'));
+      c.connect(fields.reqStringArray(b, 'peers', { nonEmpty: true }));
       sendJson(res, 200, OK);
     }),
     '/forget': post(async (c, b, res) => {
-      c.forget(stringArray(b, 'peers'));
+      c.forget(fields.reqStringArray(b, 'peers', { nonEmpty: true }));
       sendJson(res, 200, OK);
     }),
     '/attach': post(async (c, b, res) => {
-      const req: AttachRequest = { id: reqString(b, 'id'), netns: reqString(b, 'netns') };
-      const ifname = optString(b, 'ifname');
-      const ip = optString(b, 'ip');
-      const network = optString(b, 'network');
+      const req: AttachRequest = { id: fields.reqString(b, 'id'), netns: fields.reqString(b, 'netns') };
+      const ifname = fields.optString(b, 'ifname');
+      const ip = fields.optString(b, 'ip');
+      const network = fields.optString(b, 'network');
       if (ifname !== undefined) req.ifname = ifname;
       if (ip !== undefined) req.ip = ip;
       if (network !== undefined) req.network = network;
       for (const field of ['mac', 'name', 'gateway'] as const) {
-        const v = optString(b, field);
+        const v = fields.optString(b, field);
         if (v !== undefined) req[field] = v;
       }
       if (b['labels'] !== undefined) {
@@ -249,12 +239,12 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     }),
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
-      const missingOk = optBoolean(b, 'missingOk') ?? false;
-      const release = optBoolean(b, 'release') ?? false;
+      const missingOk = fields.optBoolean(b, 'missingOk') ?? false;
+      const release = fields.optBoolean(b, 'release') ?? false;
       // ifname: release by (id, ifname) whatever the endpoint table says (CNI DEL).
-      const ifname = optString(b, 'ifname');
+      const ifname = fields.optString(b, 'ifname');
       try {
-        await c.detach(reqString(b, 'id'), { release, ...(ifname !== undefined ? { ifname } : {}) });
+        await c.detach(fields.reqString(b, 'id'), { release, ...(ifname !== undefined ? { ifname } : {}) });
       } catch (err) {
         if (!(missingOk && err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_FOUND')) throw err;
         sendJson(res, 200, { ok: true, found: false });
@@ -273,7 +263,7 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       ) {
         throw badRequest("field 'env' must be an object of strings");
       }
-      const stdin = optString(b, 'stdin') ?? '';
+      const stdin = fields.optString(b, 'stdin') ?? '';
       const out = await c.cniExec(env as Record<string, string>, stdin);
       // The shim prints the body as the plugin's stdout and exits with x-cni-exit.
       res.writeHead(200, {
@@ -284,7 +274,7 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       res.end(out.stdout);
     }),
     '/endpoints/check': post(async (c, b, res) => {
-      const id = reqString(b, 'id');
+      const id = fields.reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
       sendJson(res, 200, await c.checkEndpoint(id));
     }),
@@ -295,12 +285,15 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
     }),
     '/policy/rm': post(async (c, b, res) => {
       // {name} or {names: [...]}: several in one transaction.
-      const names = b['names'] !== undefined ? stringArray(b, 'names') : [reqString(b, 'name')];
+      const names =
+        b['names'] !== undefined
+          ? fields.reqStringArray(b, 'names', { nonEmpty: true })
+          : [fields.reqString(b, 'name')];
       sendJson(res, 200, await policyOf(c).remove(names));
     }),
     '/networks/create': post(async (c, b, res) => {
-      const req: NetworkCreateRequest = { name: reqString(b, 'name') };
-      const subnet = optString(b, 'subnet');
+      const req: NetworkCreateRequest = { name: fields.reqString(b, 'name') };
+      const subnet = fields.optString(b, 'subnet');
       if (subnet !== undefined) req.subnet = subnet;
       const options = b['options'];
       if (options !== undefined) {
@@ -317,43 +310,50 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       sendJson(res, 200, await networksOf(c).create(req));
     }),
     '/networks/rm': post(async (c, b, res) => {
-      sendJson(res, 200, await networksOf(c).remove(reqString(b, 'name')));
+      sendJson(res, 200, await networksOf(c).remove(fields.reqString(b, 'name')));
     }),
     '/expose': post(async (c, b, res) => {
-      sendJson(res, 200, await c.expose(optString(b, 'network'), optString(b, 'ip')));
+      sendJson(res, 200, await c.expose(fields.optString(b, 'network'), fields.optString(b, 'ip')));
     }),
     '/hide': post(async (c, b, res) => {
-      sendJson(res, 200, (await c.hide(optString(b, 'network'))) ?? null);
+      sendJson(res, 200, (await c.hide(fields.optString(b, 'network'))) ?? null);
     }),
     '/ipam/allocate': post(async (c, b, res) => {
-      const req: IpamAllocateRequest = { id: reqString(b, 'id') };
+      const req: IpamAllocateRequest = { id: fields.reqString(b, 'id') };
       for (const field of ['ifname', 'network', 'ip'] as const) {
-        const v = optString(b, field);
+        const v = fields.optString(b, field);
         if (v !== undefined) req[field] = v;
       }
       sendJson(res, 200, await ipamOf(c).allocate(req));
     }),
     '/ipam/release': post(async (c, b, res) => {
-      const req: IpamReleaseRequest = { id: reqString(b, 'id') };
-      const ifname = optString(b, 'ifname');
+      const req: IpamReleaseRequest = { id: fields.reqString(b, 'id') };
+      const ifname = fields.optString(b, 'ifname');
       if (ifname !== undefined) req.ifname = ifname;
       sendJson(res, 200, await ipamOf(c).release(req));
     }),
     '/ipam/rmpeer': post(async (c, b, res) => {
-      sendJson(res, 200, await ipamOf(c).rmpeer(reqString(b, 'name')));
+      sendJson(res, 200, await ipamOf(c).rmpeer(fields.reqString(b, 'name')));
     }),
     '/dns/add': post(async (c, b, res) => {
-      sendJson(res, 200, await dnsOf(c).add(reqString(b, 'name'), stringArray(b, 'ips')));
+      sendJson(
+        res,
+        200,
+        await dnsOf(c).add(fields.reqString(b, 'name'), fields.reqStringArray(b, 'ips', { nonEmpty: true })),
+      );
     }),
     '/dns/remove': post(async (c, b, res) => {
       sendJson(
         res,
         200,
-        await dnsOf(c).remove(reqString(b, 'name'), b['ips'] === undefined ? [] : stringArray(b, 'ips')),
+        await dnsOf(c).remove(
+          fields.reqString(b, 'name'),
+          b['ips'] === undefined ? [] : fields.reqStringArray(b, 'ips', { nonEmpty: true }),
+        ),
       );
     }),
     '/shutdown': post(async (c, b, res) => {
-      const removeState = optBoolean(b, 'removeState') ?? false;
+      const removeState = fields.optBoolean(b, 'removeState') ?? false;
       // Answer first: shutting down closes this very server.
       sendJson(res, 200, OK, () => {
         log.info('shutdown requested over the API', { removeState });
@@ -390,23 +390,11 @@ function readBody(req: http.IncomingMessage): Promise<Body> {
     });
     req.on('end', () => {
       if (failed) return;
-      const text = Buffer.concat(chunks).toString('utf8');
-      if (text.trim() === '') {
-        resolve({});
-        return;
-      }
-      let v: unknown;
       try {
-        v = JSON.parse(text);
+        resolve(parseJsonObject(Buffer.concat(chunks).toString('utf8'), BODY_ERRORS));
       } catch (err) {
-        reject(badRequest(`malformed JSON body: ${(err as Error).message}`));
-        return;
+        reject(err as Error);
       }
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-        reject(badRequest('request body must be a JSON object'));
-        return;
-      }
-      resolve(v as Body);
     });
   });
 }
@@ -495,7 +483,7 @@ function socketAnswers(socketPath: string): Promise<boolean> {
 
 function pidOf(stateDir: string): string {
   try {
-    const pid = fs.readFileSync(path.join(stateDir, 'weavets.pid'), 'utf8').trim();
+    const pid = fs.readFileSync(new StateDir(stateDir).pid, 'utf8').trim();
     return /^\d+$/.test(pid) ? pid : 'unknown';
   } catch {
     return 'unknown';
@@ -504,7 +492,7 @@ function pidOf(stateDir: string): string {
 
 async function prepareSocketPath(socketPath: string): Promise<void> {
   const stateDir = path.dirname(socketPath);
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  new StateDir(stateDir).ensure();
   let st: fs.Stats;
   try {
     st = fs.lstatSync(socketPath);
@@ -583,6 +571,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       throw new WeavetsError(
         'EWEAVETS_CONFLICT',
         `cannot listen on --http-addr ${opts.httpAddr}: ${why}; pick another with --http-addr HOST:PORT or turn it off with --http-addr ""`,
+        { cause: err },
       );
     }
     const a = tcpServer.address() as net.AddressInfo;

@@ -44,7 +44,7 @@ export function buildAttachRequest(id: string, flags: AttachFlags): AttachReques
         const [k, v] = parseLabelArg(text);
         labels[k] = v;
       } catch (err) {
-        throw new UsageError(`--label: ${(err as Error).message}`);
+        throw new UsageError(`--label: ${(err as Error).message}`, { cause: err });
       }
     }
     req.labels = labels;

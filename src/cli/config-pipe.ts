@@ -68,7 +68,7 @@ export function decodeConfig(data: Buffer): DaemonConfig {
   try {
     parsed = JSON.parse(data.toString('utf8'));
   } catch (err) {
-    throw new UsageError(`--config-fd: not a configuration (${(err as Error).message})`);
+    throw new UsageError(`--config-fd: not a configuration (${(err as Error).message})`, { cause: err });
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new UsageError('--config-fd: not a configuration object');

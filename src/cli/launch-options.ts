@@ -77,7 +77,7 @@ function parseTrustedSubnets(v: string | undefined): string[] {
     try {
       return formatCidr(parseCidr(c.trim()));
     } catch (err) {
-      throw new UsageError(`--trusted-subnets: ${(err as Error).message}`);
+      throw new UsageError(`--trusted-subnets: ${(err as Error).message}`, { cause: err });
     }
   });
 }

@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { logFilePath, pidFilePath, type DaemonConfig } from '../config';
 import { WeavetsError } from '../errors';
+import { linksFile } from '../endpoint/ledger';
+import { STATE_FILE_NAMES } from '../state/state-dir';
 import { CappedFileSink, createLogger, type LogLevel } from '../log';
 import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
@@ -172,7 +174,8 @@ export async function stopDaemon(stateDir: string, removeState: boolean): Promis
   return true;
 }
 
-const STATE_DIR_MARKERS = ['peer-name', 'links.json', 'weavets.sock', 'weavets.pid', 'weavets.log'];
+const { peerName, links, socket, pid, log } = STATE_FILE_NAMES;
+const STATE_DIR_MARKERS: string[] = [peerName, links, socket, pid, log];
 
 /**
  * Remove what a daemon that is no longer running left behind: the links it recorded in
@@ -194,26 +197,8 @@ export async function cleanupStateDir(stateDir: string): Promise<void> {
       `${stateDir} does not look like a weavets state dir (none of ${STATE_DIR_MARKERS.join(', ')}); not removing it`,
     );
   }
-  const linksFile = path.join(stateDir, 'links.json');
-  let recorded = 0;
-  if (fs.existsSync(linksFile)) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(fs.readFileSync(linksFile, 'utf8'));
-    } catch (err) {
-      throw new WeavetsError(
-        'EWEAVETS_INTERNAL',
-        `${linksFile} is not valid JSON (${(err as Error).message}); fix or delete it`,
-      );
-    }
-    if (!Array.isArray(parsed) || !parsed.every((l) => typeof l === 'string')) {
-      throw new WeavetsError(
-        'EWEAVETS_INTERNAL',
-        `${linksFile} is not a JSON array of interface names; fix or delete it`,
-      );
-    }
-    recorded = parsed.length;
-  }
+  // A StateFileError naming the file and what to do when links.json is unreadable.
+  const recorded = ((await linksFile(stateDir).read()) ?? []).length;
   // The daemon's own reset teardown (src/daemon/host-teardown.ts), for what it did not get to.
   const { Netlink } = await import('../netlink');
   const { LinkLedger } = await import('../endpoint/ledger');

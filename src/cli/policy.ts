@@ -27,6 +27,7 @@ function readFileOrFail(file: string, flag: string): string {
   } catch (err) {
     throw new UsageError(
       `${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      { cause: err },
     );
   }
 }
@@ -90,7 +91,7 @@ export function registerPolicy(program: Command): void {
         res = await clientFor(stateDirOf(cmd)).post<PolicyApplyResult>('/policy/apply', { documents });
       } catch (err) {
         if (err instanceof WeavetsError && err.code === 'EWEAVETS_POLICY_INVALID')
-          throw new WeavetsError(err.code, `${source}: ${err.message}`);
+          throw new WeavetsError(err.code, `${source}: ${err.message}`, { cause: err });
         throw err;
       }
       for (const p of res.policies)

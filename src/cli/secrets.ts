@@ -23,6 +23,7 @@ export function readPasswordFile(file: string): Buffer {
   } catch (err) {
     throw new UsageError(
       `--password-file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      { cause: err },
     );
   }
   if (!st.isFile()) throw new UsageError(`--password-file ${file}: not a regular file`);

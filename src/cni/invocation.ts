@@ -7,6 +7,7 @@
 import { isIpv4Cidr } from '../net/ipv4';
 import { isMacText } from '../net/mac';
 import { labelKeyProblem, labelValueProblem } from '../policy/labels';
+import { FieldReader, parseJsonObject, type BodyErrors, type JsonObject } from '../json-fields';
 import {
   CNI_ERR,
   CniError,
@@ -65,7 +66,7 @@ const NETWORK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const WEAVETS_NETWORK_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 type Env = Record<string, string | undefined>;
-type Obj = Record<string, unknown>;
+type Obj = JsonObject;
 
 function envError(names: string, why: string): CniError {
   return new CniError(CNI_ERR.INVALID_ENV, `${names}: ${why}`);
@@ -106,40 +107,30 @@ export function versionOf(stdin: string): string {
   }
 }
 
+const CONFIG_ERRORS: BodyErrors = {
+  malformed: (cause) =>
+    new CniError(CNI_ERR.DECODE, `network configuration is not valid JSON: ${cause.message}`, undefined, { cause }),
+  notObject: () => new CniError(CNI_ERR.DECODE, 'network configuration must be a JSON object'),
+};
+
 export function decodeConfig(stdin: string): Obj {
   if (stdin.trim() === '') throw new CniError(CNI_ERR.DECODE, 'no network configuration on stdin');
-  let v: unknown;
-  try {
-    v = JSON.parse(stdin);
-  } catch (err) {
-    throw new CniError(CNI_ERR.DECODE, `network configuration is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new CniError(CNI_ERR.DECODE, 'network configuration must be a JSON object');
-  }
-  return v as Obj;
+  return parseJsonObject(stdin, CONFIG_ERRORS);
 }
 
+/** Fields of the network configuration; errors are INVALID_CONFIG naming the field's path. */
+const config = new FieldReader({ name: (field) => field, error: configError });
+
 function optString(o: Obj, field: string, where: string): string | undefined {
-  const v = o[field];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw configError(`${where}${field} must be a string`);
-  return v;
+  return config.within(where).optString(o, field);
 }
 
 function optObject(o: Obj, field: string, where: string): Obj | undefined {
-  const v = o[field];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'object' || Array.isArray(v)) throw configError(`${where}${field} must be an object`);
-  return v as Obj;
+  return config.within(where).optObject(o, field);
 }
 
 function optStringArray(o: Obj, field: string, where: string): string[] | undefined {
-  const v = o[field];
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || !v.every((s) => typeof s === 'string'))
-    throw configError(`${where}${field} must be an array of strings`);
-  return v;
+  return config.within(where).optStringArray(o, field);
 }
 
 function parseDns(conf: Obj): DnsConfig {
@@ -223,9 +214,8 @@ function parseAttachments(conf: Obj): NetConf['validAttachments'] {
   let seen = false;
   const out: { containerId: string; ifname: string }[] = [];
   for (const key of ['cni.dev/valid-attachments', 'cni.dev/attachments']) {
-    const v = conf[key];
-    if (v === undefined || v === null) continue;
-    if (!Array.isArray(v)) throw configError(`${key} must be an array`);
+    const v = config.optArray(conf, key);
+    if (v === undefined) continue;
     seen = true;
     for (const a of v) {
       const o = a as Obj | null;

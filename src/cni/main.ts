@@ -62,7 +62,9 @@ export async function runPlugin(env: Env, stdin: string, apiFor: (stateDir: stri
     const e =
       err instanceof CniError
         ? err
-        : new CniError(CNI_ERR.DAEMON_FAILED, err instanceof Error ? err.message : String(err));
+        : new CniError(CNI_ERR.DAEMON_FAILED, err instanceof Error ? err.message : String(err), undefined, {
+            cause: err,
+          });
     log.error(e.message, { code: e.code, command: env['CNI_COMMAND'], containerId: env['CNI_CONTAINERID'] });
     return { status: 1, stdout: JSON.stringify(formatError(version, e)) + '\n' };
   }
@@ -87,6 +89,8 @@ export function main(): void {
     const e = new CniError(
       CNI_ERR.IO_FAILURE,
       `cannot read the network configuration from stdin: ${(err as Error).message}`,
+      undefined,
+      { cause: err },
     );
     process.stdout.write(JSON.stringify(formatError(LATEST_VERSION, e)) + '\n');
     process.exitCode = 1;

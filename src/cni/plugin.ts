@@ -24,23 +24,28 @@ export function daemonError(err: unknown, what: string): CniError {
   if (err instanceof WeavetsError) {
     switch (err.code) {
       case 'EWEAVETS_NOT_RUNNING':
-        return new CniError(CNI_ERR.TRY_AGAIN, `${what}: ${err.message}`);
+        return new CniError(CNI_ERR.TRY_AGAIN, `${what}: ${err.message}`, undefined, { cause: err });
       case 'EWEAVETS_BAD_REQUEST':
-        return new CniError(CNI_ERR.REJECTED, `${what}: ${err.message}`);
+        return new CniError(CNI_ERR.REJECTED, `${what}: ${err.message}`, undefined, { cause: err });
       case 'EWEAVETS_CONFLICT':
       case 'EWEAVETS_ALREADY_RUNNING':
-        return new CniError(CNI_ERR.CONFLICT, `${what}: ${err.message}`);
+        return new CniError(CNI_ERR.CONFLICT, `${what}: ${err.message}`, undefined, { cause: err });
       case 'EWEAVETS_RANGE_EXHAUSTED':
-        return new CniError(CNI_ERR.RANGE_EXHAUSTED, `${what}: ${err.message}`);
+        return new CniError(CNI_ERR.RANGE_EXHAUSTED, `${what}: ${err.message}`, undefined, { cause: err });
       case 'EWEAVETS_NOT_FOUND':
       case 'EWEAVETS_INTERNAL':
         // A request that timed out is worth retrying; the daemon may be busy.
         if (/no answer from the daemon/.test(err.message))
-          return new CniError(CNI_ERR.TRY_AGAIN, `${what}: ${err.message}`);
-        return new CniError(CNI_ERR.DAEMON_FAILED, `${what}: ${err.message}`);
+          return new CniError(CNI_ERR.TRY_AGAIN, `${what}: ${err.message}`, undefined, { cause: err });
+        return new CniError(CNI_ERR.DAEMON_FAILED, `${what}: ${err.message}`, undefined, { cause: err });
     }
   }
-  return new CniError(CNI_ERR.DAEMON_FAILED, `${what}: ${err instanceof Error ? err.message : String(err)}`);
+  return new CniError(
+    CNI_ERR.DAEMON_FAILED,
+    `${what}: ${err instanceof Error ? err.message : String(err)}`,
+    undefined,
+    { cause: err },
+  );
 }
 
 function addressOnly(cidr: string): string {
@@ -143,6 +148,8 @@ export async function cmdCheck(inv: Invocation, api: DaemonApi): Promise<void> {
       throw new CniError(
         CNI_ERR.CHECK_FAILED,
         `the daemon holds no endpoint ${id}: the container's address is not allocated`,
+        undefined,
+        { cause: err },
       );
     }
     throw daemonError(err, 'CHECK');
@@ -191,7 +198,7 @@ export async function cmdStatus(_inv: Invocation, api: DaemonApi): Promise<void>
   } catch (err) {
     // Without the daemon the data path is gone too: existing containers lose the overlay.
     const why = err instanceof Error ? err.message : String(err);
-    throw new CniError(CNI_ERR.NOT_AVAILABLE_DEGRADED, `weavets daemon unreachable: ${why}`);
+    throw new CniError(CNI_ERR.NOT_AVAILABLE_DEGRADED, `weavets daemon unreachable: ${why}`, undefined, { cause: err });
   }
   if (res.status !== 200)
     throw new CniError(CNI_ERR.NOT_AVAILABLE, `weavets daemon is not ready (HTTP ${res.status}: ${res.body.trim()})`);

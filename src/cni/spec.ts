@@ -40,8 +40,9 @@ export class CniError extends Error {
     readonly code: number,
     message: string,
     readonly details?: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'CniError';
   }
 }

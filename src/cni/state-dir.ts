@@ -10,9 +10,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { STATE_FILE_NAMES } from '../state/state-dir';
 import { CNI_ERR, CniError } from './spec';
 
-export const SOCKET_NAME = 'weavets.sock';
+const SOCKET_NAME = STATE_FILE_NAMES.socket;
 
 function mode(st: fs.Stats): string {
   return (st.mode & 0o7777).toString(8).padStart(4, '0');

@@ -16,8 +16,9 @@ export class CryptoError extends Error {
   constructor(
     readonly code: CryptoErrorCode,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'CryptoError';
   }
 }

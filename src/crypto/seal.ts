@@ -120,7 +120,7 @@ export function sodiumSealer(): Sealer {
   try {
     sodium = requireSodium();
   } catch (err) {
-    throw new CryptoError('EWEAVETS_CRYPTO_UNAVAILABLE', `sodium-native: ${(err as Error).message}`);
+    throw new CryptoError('EWEAVETS_CRYPTO_UNAVAILABLE', `sodium-native: ${(err as Error).message}`, { cause: err });
   }
   return makeSodiumSealer(sodium);
 }

@@ -67,7 +67,7 @@ function peerControl(router: Router): Pick<DaemonControl, 'connections' | 'peers
     try {
       fn();
     } catch (err) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message, { cause: err });
     }
   };
   return {

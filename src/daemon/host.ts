@@ -6,7 +6,7 @@ import type { Netlink } from '../netlink';
 import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from '../net/peername';
 import { normalizeTarget } from '../router/router';
 import { SLEEVE_OVERHEAD } from '../datapath/sleeve/sleeve';
-import { writeFileAtomic } from '../endpoint/ledger';
+import { writeFileDurably } from '../state/durable-write';
 import { WeavetsError } from '../errors';
 
 /** The peer name: from --name, else the persisted one, else a new one persisted now. */
@@ -17,7 +17,7 @@ export async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
     // The CLI refuses these already; a daemon started some other way must too.
     const problem = peerNameProblem(name);
     if (problem !== undefined) throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--name ${config.name}: ${problem}`);
-    await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
+    await writeFileDurably(file, formatPeerName(name) + '\n');
     return name;
   }
   try {
@@ -26,7 +26,7 @@ export async function resolvePeerName(config: DaemonConfig): Promise<PeerName> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const name = randomPeerName((n) => randomBytes(n));
-  await writeFileAtomic(file, formatPeerName(name) + '\n', 0o644);
+  await writeFileDurably(file, formatPeerName(name) + '\n');
   return name;
 }
 
@@ -59,7 +59,7 @@ export function checkPeerAddresses(config: DaemonConfig): void {
     try {
       normalizeTarget(peer, config.port);
     } catch (err) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message);
+      throw new WeavetsError('EWEAVETS_BAD_REQUEST', (err as Error).message, { cause: err });
     }
   }
 }

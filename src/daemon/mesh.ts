@@ -3,7 +3,6 @@
  * the kernel fast path behind one Datapath), and the peering that dials the launch peers
  * and, on stop, tells them whether the kernel path stays.
  */
-import * as path from 'node:path';
 import type { DaemonConfig } from '../config';
 import type { Logger } from '../log';
 import type { Netlink } from '../netlink';
@@ -13,7 +12,8 @@ import type { ConnectionSecurity } from '../router/connection';
 import type { PeerName } from '../net/peername';
 import { SleeveDatapath } from '../datapath/sleeve/sleeve';
 import { CompositeDatapath } from '../datapath/composite';
-import { FastDatapath, KEPT_STATE_FILE } from '../datapath/fastdp/fastdp';
+import { FastDatapath } from '../datapath/fastdp/fastdp';
+import { StateDir } from '../state/state-dir';
 import type { Datapath } from '../router/overlay';
 import type { LinkLedger } from '../endpoint/ledger';
 import { contains, parseCidr, parseIpv4 } from '../net/ipv4';
@@ -62,6 +62,7 @@ export function routerComponent(config: DaemonConfig, name: PeerName, sealer: Se
         throw new WeavetsError(
           'EWEAVETS_INTERNAL',
           `cannot listen on TCP ${config.bindAddress}:${config.port}: ${(err as Error).message}`,
+          { cause: err },
         );
       }
       return router;
@@ -124,6 +125,7 @@ function openSleeve(deps: DatapathDeps, composite: CompositeDatapath | undefined
     throw new WeavetsError(
       'EWEAVETS_INTERNAL',
       `cannot bind UDP ${config.bindAddress}:${config.port}: ${(err as Error).message}`,
+      { cause: err },
     );
   }
 }
@@ -146,13 +148,14 @@ async function openFastPath(deps: DatapathDeps, composite: CompositeDatapath): P
       log: log.child('fastdp'),
       events: composite,
       recordLink: (l) => deps.ledger.record(l),
-      keptStatePath: path.join(config.stateDir, KEPT_STATE_FILE),
+      keptStatePath: new StateDir(config.stateDir).fastdpKept,
     });
   } catch (err) {
     if (config.datapath === 'fastdp') {
       throw new WeavetsError(
         'EWEAVETS_INTERNAL',
         `--datapath fastdp: cannot set up kernel VXLAN: ${(err as Error).message}`,
+        { cause: err },
       );
     }
     log.warn('kernel fast path unavailable; the sleeve carries every peer', { error: (err as Error).message });

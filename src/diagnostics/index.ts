@@ -3,6 +3,7 @@
  * one component the daemon builds after the router and data path and stops before them.
  */
 import { Gauge, type Registry } from 'prom-client';
+import { counterFromTotals } from '../counter-from-totals';
 import type { Logger } from '../log';
 import type { Datapath } from '../router/overlay';
 import type { EndpointStatus } from '../endpoint/types';
@@ -144,7 +145,9 @@ export class Diagnostics {
     try {
       parseTraffic(traffic);
     } catch (err) {
-      return Promise.reject(new WeavetsError('EWEAVETS_BAD_REQUEST', `port: ${(err as Error).message}`));
+      return Promise.reject(
+        new WeavetsError('EWEAVETS_BAD_REQUEST', `port: ${(err as Error).message}`, { cause: err }),
+      );
     }
     return runTrace(
       {
@@ -299,14 +302,14 @@ export class Diagnostics {
       },
     });
     const prober = this.prober;
-    new Gauge({
+    counterFromTotals({
       name: 'weavets_diagnostics_dropped_total',
       help: 'Malformed health reports and trace probe frames dropped, by kind.',
       labelNames: ['kind'],
       registers: [registry],
-      collect() {
-        this.set({ kind: 'health_report' }, health.malformedCount);
-        this.set({ kind: 'trace_probe' }, prober.malformedCount);
+      read(emit) {
+        emit({ kind: 'health_report' }, health.malformedCount);
+        emit({ kind: 'trace_probe' }, prober.malformedCount);
       },
     });
   }

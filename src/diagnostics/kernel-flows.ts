@@ -27,7 +27,7 @@ export type NftRunner = (args: string[], input?: string) => Promise<string>;
 export const runNft: NftRunner = (args, input) =>
   new Promise((resolve, reject) => {
     const child = execFile('nft', args, { timeout: 10_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
       else resolve(stdout);
     });
     if (input !== undefined) child.stdin?.end(input);

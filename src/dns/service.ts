@@ -7,13 +7,14 @@
  * keeps it alive, so a dead host's records vanish with its registration. Manual records
  * persist in <stateDir>/dns.json; endpoint records are re-derived from the endpoints.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch } from '../store/types';
 import type { Cidr } from '../net/ipv4';
 import { WeavetsError } from '../errors';
-import { writeFileAtomic } from '../endpoint/ledger';
+import type { FieldReader, JsonObject } from '../json-fields';
+import { JsonStateFile, type StateFormat } from '../state/json-state-file';
+import { StateDir } from '../state/state-dir';
+import { SerialQueue } from '../serial-queue';
 import type { DnsStatus } from './status';
 import type { EndpointStatus } from '../endpoint/types';
 import { DNS_PREFIX, DnsRecordTable, recordKey, type DnsRecord } from './records';
@@ -21,6 +22,22 @@ import { DnsServer, type VisibilityOf } from './server';
 import { Upstream } from './upstream';
 import { canonicalIpv4 } from '../net/ipv4';
 import { normalizeName, recordNameProblem, relativeName } from './names';
+
+function parseManualRecords(doc: JsonObject, fields: FieldReader): DnsRecord[] {
+  return (fields.optArray(doc, 'records') ?? []).map((v, i) => {
+    const o = fields.asObject(v, `records[${i}]`);
+    const f = fields.within(`records[${i}].`);
+    return { name: f.reqString(o, 'name'), ip: f.reqString(o, 'ip') };
+  });
+}
+
+/** dns.json: the records added by hand; version 1 adds `version` to the unversioned {records}. */
+export const DNS_STATE_FORMAT: StateFormat<DnsRecord[]> = {
+  version: 1,
+  parse: parseManualRecords,
+  parseUnversioned: (doc, fields) => parseManualRecords(fields.asObject(doc, 'the document'), fields),
+  toJson: (records) => ({ records }),
+};
 
 export interface DnsSettings {
   /** Port on the bridge addresses (53). */
@@ -60,14 +77,15 @@ export class DnsService {
   private readonly published = new Set<string>();
   /** Keys of a previous run of this host, deleted unless we publish them again. */
   private stale = new Set<string>();
-  private syncing: Promise<void> = Promise.resolve();
+  /** Store passes, one at a time (each catches its own failure and schedules a retry). */
+  private readonly syncing = new SerialQueue();
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly file: string;
+  private readonly file: JsonStateFile<DnsRecord[]>;
 
   private constructor(private readonly opts: DnsServiceOptions) {
     const { settings, log } = opts;
-    this.file = path.join(opts.stateDir, 'dns.json');
+    this.file = new JsonStateFile(new StateDir(opts.stateDir).dns, DNS_STATE_FORMAT);
     this.upstream = new Upstream({
       resolvConf: settings.resolvConf,
       isOwnAddress: (ip) => this.server.isListeningOn(ip),
@@ -121,7 +139,7 @@ export class DnsService {
 
   /** Bring the store in line with `owned`, one pass at a time; retried while the store is down. */
   private resync(): void {
-    this.syncing = this.syncing.then(async () => {
+    void this.syncing.run(async () => {
       if (this.closed) return;
       try {
         if (!this.lease) this.lease = await this.grant();
@@ -196,7 +214,7 @@ export class DnsService {
     this.owned.set('manual', [...manual, ...added]);
     await this.saveManual();
     this.resync();
-    await this.syncing;
+    await this.syncing.idle();
     return added;
   }
 
@@ -224,7 +242,7 @@ export class DnsService {
     );
     await this.saveManual();
     this.resync();
-    await this.syncing;
+    await this.syncing.idle();
     return gone;
   }
 
@@ -246,20 +264,17 @@ export class DnsService {
 
   private async loadManual(): Promise<void> {
     try {
-      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as { records?: DnsRecord[] };
-      const recs = (data.records ?? []).filter(
+      const recs = ((await this.file.read()) ?? []).filter(
         (r) => recordNameProblem(r.name) === undefined && canonicalIpv4(r.ip) !== undefined,
       );
       if (recs.length > 0) this.owned.set('manual', recs);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.opts.log.warn('ignoring an unreadable dns.json', { file: this.file, error: (err as Error).message });
-      }
+      this.opts.log.warn('ignoring an unreadable dns.json', { file: this.file.file, error: (err as Error).message });
     }
   }
 
   private async saveManual(): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify({ records: this.owned.get('manual') ?? [] }, null, 1) + '\n');
+    await this.file.write(this.owned.get('manual') ?? []);
   }
 
   // ---- serving --------------------------------------------------------------------------
@@ -313,7 +328,7 @@ export class DnsService {
     clearTimeout(this.retryTimer);
     this.server.close();
     this.upstream.close();
-    await this.syncing.catch(() => undefined);
+    await this.syncing.idle();
     await this.watch?.close();
     if (revoke) await this.lease?.revoke().catch(() => undefined);
     else this.lease?.release();

@@ -28,6 +28,7 @@
  * (bench/throughput.ts; docs/FASTDP.md).
  */
 import { execFile } from 'node:child_process';
+import { SerialQueue } from '../serial-queue';
 
 export const DNS_REDIRECT_TABLE = 'weavets_dns';
 
@@ -59,7 +60,7 @@ export type NftRunner = (args: string[], input?: string) => Promise<string>;
 export const runNft: NftRunner = (args, input) =>
   new Promise((resolve, reject) => {
     const child = execFile('nft', args, { timeout: 10_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
       else resolve(stdout);
     });
     if (input !== undefined) child.stdin?.end(input);
@@ -83,7 +84,7 @@ export function tableScript(range: string): string {
 export class DnsRedirect {
   /** The map as last written; '' while the table does not exist. */
   private applied = '';
-  private queue: Promise<void> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   /** The overlay's CIDR while started. */
   private range: string | undefined;
 
@@ -129,8 +130,6 @@ export class DnsRedirect {
   }
 
   private serial(fn: () => Promise<void>): Promise<void> {
-    const next = this.queue.then(fn);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(fn);
   }
 }

@@ -16,9 +16,6 @@
  * - Endpoints: CreateEndpoint plugs a veth (registry.plug); Join hands its free end to
  *   Docker, which moves it into the container and sets address, MAC and routes.
  */
-import * as fs from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import type { EndpointStatus } from '../endpoint/types';
@@ -26,7 +23,9 @@ import { DEFAULT_NETWORK } from '../config';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4';
 import type { AddressAllocator } from '../ipam/types';
 import { validateNetworkName } from '../endpoint/networks';
-import { writeFileAtomic } from '../endpoint/ledger';
+import type { FieldReader, JsonObject } from '../json-fields';
+import { JsonStateFile, type StateFormat } from '../state/json-state-file';
+import { StateDir } from '../state/state-dir';
 import {
   ADDRESS_TYPE_GATEWAY,
   IPAM_DRIVER,
@@ -48,6 +47,7 @@ import {
   type PortBinding,
 } from './protocol';
 import type { PortPublisher } from './ports';
+import { SerialQueue } from '../serial-queue';
 
 /** Allocation space (the allocator's network label) of every Docker address. */
 export const DOCKER_SPACE = DEFAULT_NETWORK;
@@ -114,14 +114,77 @@ interface State {
   endpoints: Map<string, EndpointRecord>;
 }
 
-interface StoredState {
-  networks?: Record<string, NetworkRecord>;
-  addresses?: Record<string, { id: string; ifname: string }>;
-  endpoints?: Record<string, EndpointRecord>;
+const PORT_PROTOS: readonly string[] = ['tcp', 'udp', 'sctp'];
+
+/** A map kept on disk as a JSON object (own keys only, so "__proto__" is just a key). */
+function mapIn<T>(
+  doc: JsonObject,
+  field: string,
+  fields: FieldReader,
+  each: (v: unknown, at: string) => T,
+): Map<string, T> {
+  const o = fields.optObject(doc, field) ?? {};
+  return new Map(Object.entries(o).map(([k, v]) => [k, each(v, `${field}[${JSON.stringify(k)}]`)]));
 }
 
-function mapOf<T>(o: Record<string, T> | undefined): Map<string, T> {
-  return new Map(o !== undefined && typeof o === 'object' && o !== null ? Object.entries(o) : []);
+function parsePortBinding(v: unknown, at: string, fields: FieldReader): PortBinding {
+  const o = fields.asObject(v, at);
+  const f = fields.within(`${at}.`);
+  const proto = f.reqString(o, 'proto');
+  if (!PORT_PROTOS.includes(proto)) throw f.fail('proto', 'must be tcp, udp or sctp');
+  const num = (field: string): number => f.reqInteger(o, field, 0, 65535);
+  return {
+    proto: proto as PortBinding['proto'],
+    port: num('port'),
+    hostIp: f.optString(o, 'hostIp') ?? '',
+    hostPort: num('hostPort'),
+    hostPortEnd: num('hostPortEnd'),
+  };
+}
+
+function parseStoredState(doc: JsonObject, fields: FieldReader): State {
+  const networks = mapIn(doc, 'networks', fields, (v, at): NetworkRecord => {
+    const o = fields.asObject(v, at);
+    const f = fields.within(`${at}.`);
+    const rec: NetworkRecord = { options: f.optStringRecord(o, 'options') ?? {} };
+    const segment = f.optString(o, 'segment');
+    const gateway = f.optString(o, 'gateway');
+    if (segment !== undefined) rec.segment = segment;
+    if (gateway !== undefined) rec.gateway = gateway;
+    return rec;
+  });
+  const addresses = mapIn(doc, 'addresses', fields, (v, at) => {
+    const o = fields.asObject(v, at);
+    const f = fields.within(`${at}.`);
+    return { id: f.reqString(o, 'id'), ifname: f.reqString(o, 'ifname') };
+  });
+  const endpoints = mapIn(doc, 'endpoints', fields, (v, at): EndpointRecord => {
+    const o = fields.asObject(v, at);
+    const f = fields.within(`${at}.`);
+    const rec: EndpointRecord = { networkId: f.reqString(o, 'networkId'), address: f.reqString(o, 'address') };
+    const sandbox = f.optString(o, 'sandbox');
+    const ports = f.optArray(o, 'ports');
+    if (sandbox !== undefined) rec.sandbox = sandbox;
+    if (ports !== undefined) rec.ports = ports.map((p, i) => parsePortBinding(p, `${at}.ports[${i}]`, fields));
+    return rec;
+  });
+  return { networks, addresses, endpoints };
+}
+
+/** docker.json: version 1 adds `version` to the unversioned {networks, addresses, endpoints}. */
+export const DOCKER_STATE_FORMAT: StateFormat<State> = {
+  version: 1,
+  parse: parseStoredState,
+  parseUnversioned: (doc, fields) => parseStoredState(fields.asObject(doc, 'the document'), fields),
+  toJson: (state) => ({
+    networks: Object.fromEntries(state.networks),
+    addresses: Object.fromEntries(state.addresses),
+    endpoints: Object.fromEntries(state.endpoints),
+  }),
+};
+
+function dockerStateFile(stateDir: string): JsonStateFile<State> {
+  return new JsonStateFile(new StateDir(stateDir).docker, DOCKER_STATE_FORMAT);
 }
 
 type Handler = (body: Body) => Promise<unknown>;
@@ -133,16 +196,16 @@ export function endpointIdFor(dockerEndpointId: string): string {
 
 export class DockerPlugin {
   private state: State = { networks: new Map(), addresses: new Map(), endpoints: new Map() };
-  private readonly file: string;
+  private readonly file: JsonStateFile<State>;
   private readonly poolId: string;
   private readonly handlers: Record<string, Handler>;
   /** Serialises state changes (Docker calls concurrently for different containers). */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   /** When a RequestPool without a pool was last answered, until an address is requested. */
   private unaskedPoolAt: number | undefined;
 
   constructor(private readonly deps: DockerPluginDeps) {
-    this.file = path.join(deps.stateDir, 'docker.json');
+    this.file = dockerStateFile(deps.stateDir);
     this.poolId = `weavets-${formatCidr(deps.range)}`;
     const N = NETWORK_DRIVER;
     const I = IPAM_DRIVER;
@@ -190,19 +253,13 @@ export class DockerPlugin {
   /** Load what a previous run knew (networks, address handles, endpoints). */
   async restore(): Promise<void> {
     try {
-      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as StoredState;
-      this.state = {
-        networks: mapOf(data.networks),
-        addresses: mapOf(data.addresses),
-        endpoints: mapOf(data.endpoints),
-      };
+      const stored = await this.file.read();
+      if (stored !== undefined) this.state = stored;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.deps.log.warn('ignoring unreadable Docker plugin state', {
-          file: this.file,
-          error: (err as Error).message,
-        });
-      }
+      this.deps.log.warn('ignoring unreadable Docker plugin state', {
+        file: this.file.file,
+        error: (err as Error).message,
+      });
     }
   }
 
@@ -232,10 +289,7 @@ export class DockerPlugin {
    */
   static storedAddressHandles(stateDir: string): { id: string; ifname: string }[] {
     try {
-      const data = JSON.parse(readFileSync(path.join(stateDir, 'docker.json'), 'utf8')) as StoredState;
-      return [...mapOf(data.addresses).values()].filter(
-        (h) => typeof h?.id === 'string' && typeof h.ifname === 'string',
-      );
+      return [...(dockerStateFile(stateDir).readSync()?.addresses.values() ?? [])];
     } catch {
       return [];
     }
@@ -251,18 +305,11 @@ export class DockerPlugin {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   private async save(): Promise<void> {
-    const stored: StoredState = {
-      networks: Object.fromEntries(this.state.networks),
-      addresses: Object.fromEntries(this.state.addresses),
-      endpoints: Object.fromEntries(this.state.endpoints),
-    };
-    await writeFileAtomic(this.file, JSON.stringify(stored, null, 1) + '\n');
+    await this.file.write(this.state);
   }
 
   // ---- IPAM driver ----------------------------------------------------------------
@@ -292,7 +339,7 @@ export class DockerPlugin {
       try {
         c = parseCidr(v, false);
       } catch (err) {
-        throw new PluginError(400, `${flag} ${v}: ${(err as Error).message}`);
+        throw new PluginError(400, `${flag} ${v}: ${(err as Error).message}`, { cause: err });
       }
       if (formatCidr(c) !== range) {
         throw new PluginError(
@@ -335,7 +382,7 @@ export class DockerPlugin {
       try {
         ip = parseIpv4(wanted.includes('/') ? wanted.split('/')[0]! : wanted);
       } catch (err) {
-        throw new PluginError(400, `Address: ${(err as Error).message}`);
+        throw new PluginError(400, `Address: ${(err as Error).message}`, { cause: err });
       }
     }
     const handle = { id: `docker-ipam-${randomBytes(6).toString('hex')}`, ifname: 'eth0' };
@@ -360,7 +407,7 @@ export class DockerPlugin {
     try {
       ip = formatIpv4(parseIpv4(text.split('/')[0]!));
     } catch (err) {
-      throw new PluginError(400, `Address: ${(err as Error).message}`);
+      throw new PluginError(400, `Address: ${(err as Error).message}`, { cause: err });
     }
     const handle = this.state.addresses.get(ip);
     if (!handle) {

@@ -29,7 +29,7 @@ export interface PortPublisher {
 function nft(args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile('nft', args, { timeout: 10_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
       else resolve(stdout);
     });
     if (input !== undefined) child.stdin?.end(input);

@@ -8,6 +8,7 @@
  * client for any non-200 answer) and `Error` (read by the IPAM proxy). Unknown methods: 404.
  */
 import { WeavetsError } from '../errors';
+import { FieldReader, parseJsonObject, type BodyErrors, type JsonObject } from '../json-fields';
 
 export const NETWORK_DRIVER = 'NetworkDriver';
 export const IPAM_DRIVER = 'IpamDriver';
@@ -24,7 +25,7 @@ export const OPT_MAC = 'com.docker.network.endpoint.macaddress';
 /** `-o` options weavets understands on `docker network create -d weavets`. */
 export const OPT_SEGMENT = 'weavets.segment';
 
-export type Body = Record<string, unknown>;
+export type Body = JsonObject;
 
 export interface PluginAnswer {
   status: number;
@@ -35,8 +36,9 @@ export class PluginError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 
@@ -48,46 +50,40 @@ export function errorAnswer(err: unknown): PluginAnswer {
   return { status, body: { Err: message, Error: message } };
 }
 
-/** Parse a request body: empty means {}; anything but a JSON object is refused. */
+const BODY_ERRORS: BodyErrors = {
+  emptyAs: {},
+  nullAs: {},
+  malformed: (cause) => new PluginError(400, `request body is not JSON: ${cause.message}`, { cause }),
+  notObject: () => new PluginError(400, 'request body must be a JSON object'),
+};
+
+/** Parse a request body: empty (or null) means {}; anything but a JSON object is refused. */
 export function parseBody(text: string): Body {
-  if (text.trim() === '') return {};
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (err) {
-    throw new PluginError(400, `request body is not JSON: ${(err as Error).message}`);
-  }
-  if (v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) throw new PluginError(400, 'request body must be a JSON object');
-  return v as Body;
+  return parseJsonObject(text, BODY_ERRORS);
 }
+
+/** Fields of a request; errors are 400 PluginErrors naming the field. */
+const fields = new FieldReader({
+  name: (field) => `field ${field}`,
+  error: (message) => new PluginError(400, message),
+});
 
 export function reqString(body: Body, field: string): string {
-  const v = body[field];
-  if (typeof v !== 'string' || v === '')
-    throw new PluginError(400, `field ${field} is required and must be a non-empty string`);
-  return v;
+  return fields.reqString(body, field);
 }
 
+/** Absent, null and "" (Docker's zero value) are all "not given". */
 export function optString(body: Body, field: string): string | undefined {
-  const v = body[field];
-  if (v === undefined || v === null || v === '') return undefined;
-  if (typeof v !== 'string') throw new PluginError(400, `field ${field} must be a string`);
-  return v;
+  const v = fields.optString(body, field);
+  return v === '' ? undefined : v;
 }
 
 export function optObject(body: Body, field: string): Body {
-  const v = body[field];
-  if (v === undefined || v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) throw new PluginError(400, `field ${field} must be an object`);
-  return v as Body;
+  return fields.optObject(body, field) ?? {};
 }
 
 export function optArray(body: Body, field: string): unknown[] {
-  const v = body[field];
-  if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) throw new PluginError(400, `field ${field} must be an array`);
-  return v;
+  return fields.optArray(body, field) ?? [];
 }
 
 /** A Docker port binding (types.PortBinding) as Docker sends it. */
@@ -141,7 +137,7 @@ export function pluginErrorOf(err: unknown): PluginError {
   if (err instanceof WeavetsError) {
     const status = err.code === 'EWEAVETS_BAD_REQUEST' ? 400 : err.code === 'EWEAVETS_NOT_FOUND' ? 404 : 500;
     // 404 means "no such method" to Docker's plugin client; never use it for a missing thing.
-    return new PluginError(status === 404 ? 500 : status, `weavets: ${err.message}`);
+    return new PluginError(status === 404 ? 500 : status, `weavets: ${err.message}`, { cause: err });
   }
-  return new PluginError(500, `weavets: ${err instanceof Error ? err.message : String(err)}`);
+  return new PluginError(500, `weavets: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }

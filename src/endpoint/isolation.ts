@@ -28,7 +28,7 @@ export type NftRunner = (args: string[], input?: string) => Promise<string>;
 export const runNft: NftRunner = (args, input) =>
   new Promise((resolve, reject) => {
     const child = execFile('nft', args, { timeout: 10_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      if (err) reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
       else resolve(stdout);
     });
     if (input !== undefined) child.stdin?.end(input);
@@ -128,6 +128,7 @@ export class NetworkIsolation {
       throw new WeavetsError(
         'EWEAVETS_INTERNAL',
         `cannot install the rules that isolate networks from each other (nftables table inet ${ISOLATION_TABLE}): ${(err as Error).message}`,
+        { cause: err },
       );
     }
     this.applied = script;

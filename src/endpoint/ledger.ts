@@ -3,22 +3,33 @@
  * `weavets reset` can remove them even when the daemon is not running, and a restart can
  * tell its own links from an operator's.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
+import type { FieldReader, JsonObject } from '../json-fields';
+import { JsonStateFile, type StateFormat } from '../state/json-state-file';
+import { StateDir } from '../state/state-dir';
+
+/** links.json: version 1 is {"version": 1, "links": [names]}; before versions, a bare array of names. */
+export const LINKS_STATE_FORMAT: StateFormat<string[]> = {
+  version: 1,
+  parse: (doc: JsonObject, fields: FieldReader) => fields.reqStringArray(doc, 'links', { nonEmpty: true }),
+  parseUnversioned: (doc: unknown, fields: FieldReader) =>
+    fields.reqStringArray({ links: doc }, 'links', { nonEmpty: true }),
+  toJson: (links) => ({ links }),
+};
+
+/** The links.json of `stateDir`, for readers without a running daemon (reset). */
+export function linksFile(stateDir: string): JsonStateFile<string[]> {
+  return new JsonStateFile(new StateDir(stateDir).links, LINKS_STATE_FORMAT);
+}
 
 export class LinkLedger {
   private readonly names = new Set<string>();
 
-  constructor(private readonly file: string) {}
+  private constructor(private readonly file: JsonStateFile<string[]>) {}
 
+  /** The ledger as a previous run left it. Throws StateFileError when links.json is unreadable. */
   static async load(stateDir: string): Promise<LinkLedger> {
-    const ledger = new LinkLedger(path.join(stateDir, 'links.json'));
-    try {
-      const parsed: unknown = JSON.parse(await fs.readFile(ledger.file, 'utf8'));
-      if (Array.isArray(parsed)) for (const n of parsed) if (typeof n === 'string') ledger.names.add(n);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    const ledger = new LinkLedger(linksFile(stateDir));
+    for (const n of (await ledger.file.read()) ?? []) ledger.names.add(n);
     return ledger;
   }
 
@@ -29,28 +40,11 @@ export class LinkLedger {
   async record(name: string): Promise<void> {
     if (this.names.has(name)) return;
     this.names.add(name);
-    await this.save();
+    await this.file.write([...this.names]);
   }
 
   async forget(name: string): Promise<void> {
     if (!this.names.delete(name)) return;
-    await this.save();
+    await this.file.write([...this.names]);
   }
-
-  private async save(): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify([...this.names], null, 1) + '\n');
-  }
-}
-
-/** Write via a temp file and rename, so a crash never leaves a half-written file. */
-export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fh = await fs.open(tmp, 'w', mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fs.rename(tmp, file);
 }

@@ -259,7 +259,9 @@ export class NetworkCatalog implements NetworkSubnets {
       try {
         c = parseCidr(req.subnet);
       } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--subnet ${req.subnet}: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--subnet ${req.subnet}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
       subnet = formatCidr(c);
     }

@@ -4,8 +4,6 @@
  * and persists both in <stateDir>/endpoints.json so a restarted daemon keeps every
  * container's address.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type { Netlink } from '../netlink';
 import { Netlink as NetlinkSocket } from '../netlink';
 import type { Logger } from '../log';
@@ -19,9 +17,13 @@ import type { AddressAllocator } from '../ipam/types';
 import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
 import { validateNetworkName } from './networks';
-import { writeFileAtomic, type LinkLedger } from './ledger';
+import type { LinkLedger } from './ledger';
+import type { FieldReader, JsonObject } from '../json-fields';
+import { JsonStateFile, type StateFormat } from '../state/json-state-file';
+import { StateDir } from '../state/state-dir';
 import type { HostRoutes } from './host-routes';
 import { namespaceFileState } from '../netlink/nsfs';
+import { SerialQueue } from '../serial-queue';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -31,12 +33,57 @@ interface Persisted {
   exposed: ExposeResult[];
 }
 
+function parseEndpoint(v: unknown, at: string, fields: FieldReader): EndpointStatus {
+  const o = fields.asObject(v, at);
+  const f = fields.within(`${at}.`);
+  const ep: EndpointStatus = {
+    id: f.reqString(o, 'id'),
+    network: f.reqString(o, 'network'),
+    ifname: f.reqString(o, 'ifname'),
+    address: f.reqString(o, 'address'),
+    mac: f.reqString(o, 'mac', { allowEmpty: true }),
+    netns: f.reqString(o, 'netns', { allowEmpty: true }),
+    hostVeth: f.reqString(o, 'hostVeth'),
+  };
+  const hostMac = f.optString(o, 'hostMac');
+  const name = f.optString(o, 'name');
+  const gateway = f.optString(o, 'gateway');
+  const labels = f.optStringRecord(o, 'labels');
+  const externalAddress = f.optBoolean(o, 'externalAddress');
+  if (hostMac !== undefined) ep.hostMac = hostMac;
+  if (name !== undefined) ep.name = name;
+  if (gateway !== undefined) ep.gateway = gateway;
+  if (labels !== undefined) ep.labels = labels;
+  if (externalAddress !== undefined) ep.externalAddress = externalAddress;
+  return ep;
+}
+
+function parsePersisted(doc: JsonObject, fields: FieldReader): Persisted {
+  const endpoints = (fields.optArray(doc, 'endpoints') ?? []).map((v, i) =>
+    parseEndpoint(v, `endpoints[${i}]`, fields),
+  );
+  const exposed = (fields.optArray(doc, 'exposed') ?? []).map((v, i) => {
+    const o = fields.asObject(v, `exposed[${i}]`);
+    const f = fields.within(`exposed[${i}].`);
+    return { network: f.reqString(o, 'network'), address: f.reqString(o, 'address') };
+  });
+  return { endpoints, exposed };
+}
+
+/** endpoints.json: version 1 adds `version` to the unversioned {endpoints, exposed}. */
+export const ENDPOINTS_STATE_FORMAT: StateFormat<Persisted> = {
+  version: 1,
+  parse: parsePersisted,
+  parseUnversioned: (doc, fields) => parsePersisted(fields.asObject(doc, 'the document'), fields),
+  toJson: (p) => ({ endpoints: p.endpoints, exposed: p.exposed }),
+};
+
 export class EndpointRegistry {
   private readonly endpoints = new Map<string, EndpointStatus>();
   private readonly exposed = new Map<string, ExposeResult>();
-  private readonly file: string;
+  private readonly file: JsonStateFile<Persisted>;
   /** Serialises attach/detach so concurrent requests cannot interleave link operations. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly changeListeners: (() => void)[] = [];
 
   constructor(
@@ -50,20 +97,20 @@ export class EndpointRegistry {
     /** How long a detached container's address stays reserved for its id (ms; 0: freed at once). */
     private readonly retentionMs = 0,
   ) {
-    this.file = path.join(stateDir, 'endpoints.json');
+    this.file = new JsonStateFile(new StateDir(stateDir).endpoints, ENDPOINTS_STATE_FORMAT);
   }
 
   /** Reload endpoints of a previous run: keep those whose host veth still exists. */
   async restore(): Promise<void> {
-    let data: Persisted;
+    let data: Persisted | undefined;
     try {
-      data = JSON.parse(await fs.readFile(this.file, 'utf8')) as Persisted;
+      data = await this.file.read();
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      this.log.warn('ignoring unreadable endpoints file', { file: this.file, error: (err as Error).message });
+      this.log.warn('ignoring unreadable endpoints file', { file: this.file.file, error: (err as Error).message });
       return;
     }
-    for (const ep of data.endpoints ?? []) {
+    if (data === undefined) return;
+    for (const ep of data.endpoints) {
       if ((await this.netlink.getLink(ep.hostVeth)) === undefined) {
         this.log.info('endpoint gone while we were down; releasing its address', { id: ep.id, address: ep.address });
         if (ep.externalAddress) continue;
@@ -79,7 +126,7 @@ export class EndpointRegistry {
       if (!ep.externalAddress) await this.reclaimAddress(ep.id, ep.ifname, ep.network, ep.address);
       this.endpoints.set(ep.id, ep);
     }
-    for (const ex of data.exposed ?? []) {
+    for (const ex of data.exposed) {
       const net = await this.networks.ensure(ex.network);
       await this.reclaimAddress(exposeId(this.allocator), ex.network, ex.network, ex.address);
       // Idempotent: in place after a stop, put back after a reboot took the bridge.
@@ -197,7 +244,7 @@ export class EndpointRegistry {
         await this.netlink.deleteLink(hostVeth, { ignoreMissing: true }).catch(() => undefined);
         await this.ledger.forget(hostVeth);
         if (err instanceof WeavetsError) throw err;
-        throw new WeavetsError('EWEAVETS_INTERNAL', `plug ${req.id}: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_INTERNAL', `plug ${req.id}: ${(err as Error).message}`, { cause: err });
       }
     });
   }
@@ -211,9 +258,7 @@ export class EndpointRegistry {
   }
 
   private serialise<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   private async doAttach(req: AttachRequest): Promise<EndpointStatus> {
@@ -270,7 +315,7 @@ export class EndpointRegistry {
       try {
         c = parseCidr(req.ip, false);
       } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`, { cause: err });
       }
       requested = c.address;
       requestedPrefix = c.prefix;
@@ -339,7 +384,7 @@ export class EndpointRegistry {
       await this.netlink.deleteLink(hostVeth, { ignoreMissing: true }).catch(() => undefined);
       await this.ledger.forget(hostVeth);
       if (err instanceof WeavetsError) throw err;
-      throw new WeavetsError('EWEAVETS_INTERNAL', `attach ${req.id}: ${(err as Error).message}`);
+      throw new WeavetsError('EWEAVETS_INTERNAL', `attach ${req.id}: ${(err as Error).message}`, { cause: err });
     } finally {
       ns?.close();
     }
@@ -445,7 +490,7 @@ export class EndpointRegistry {
       try {
         requested = parseCidr(ip.includes('/') ? ip : `${ip}/32`, false).address;
       } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`, { cause: err });
       }
     }
     const net = await this.networks.ensure(network);
@@ -464,7 +509,7 @@ export class EndpointRegistry {
       // Nothing half-applied: the address may be on the bridge already.
       await this.hostRoutes.delAddress(net.bridge, address).catch(() => undefined);
       await this.allocator.release(exposer, network).catch(() => undefined);
-      throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`);
+      throw new WeavetsError('EWEAVETS_INTERNAL', `expose ${network}: ${(err as Error).message}`, { cause: err });
     }
     const result = { network, address };
     this.exposed.set(network, result);
@@ -517,7 +562,7 @@ export class EndpointRegistry {
 
   private async save(): Promise<void> {
     const data: Persisted = { endpoints: this.list(), exposed: this.exposures() };
-    await writeFileAtomic(this.file, JSON.stringify(data, null, 1) + '\n');
+    await this.file.write(data);
     for (const l of this.changeListeners) {
       try {
         l();

@@ -309,7 +309,7 @@ export class ClusterIpam implements IpamControl {
       try {
         ip = parseIpv4(req.ip.split('/')[0]!);
       } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `ip: ${(err as Error).message}`);
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `ip: ${(err as Error).message}`, { cause: err });
       }
     }
     // unattached: the API caller holds it with no interface here; the reconciler leaves it be.

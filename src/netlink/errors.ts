@@ -7,8 +7,9 @@ export class NetlinkError extends Error {
     readonly code: string,
     message: string,
     errno?: number,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'NetlinkError';
     this.errno = errno;
   }

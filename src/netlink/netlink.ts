@@ -646,10 +646,19 @@ export class Netlink {
     } catch (e) {
       const err = e as { code?: unknown; errno?: unknown; message?: string };
       if (typeof err.code === 'string')
-        throw new NetlinkError(err.code, `${what}: ${err.code}`, typeof err.errno === 'number' ? err.errno : undefined);
+        throw new NetlinkError(
+          err.code,
+          `${what}: ${err.code}`,
+          typeof err.errno === 'number' ? err.errno : undefined,
+          {
+            cause: e,
+          },
+        );
       if (/timeout/i.test(err.message ?? ''))
-        throw new NetlinkError('ETIMEDOUT', `${what}: ETIMEDOUT (no reply in ${REQUEST_TIMEOUT_MS} ms)`);
-      throw new NetlinkError('EIO', `${what}: ${err.message ?? String(e)}`);
+        throw new NetlinkError('ETIMEDOUT', `${what}: ETIMEDOUT (no reply in ${REQUEST_TIMEOUT_MS} ms)`, undefined, {
+          cause: e,
+        });
+      throw new NetlinkError('EIO', `${what}: ${err.message ?? String(e)}`, undefined, { cause: e });
     }
     const result: rt.Message[] = [];
     for (const m of reply) {

@@ -16,7 +16,7 @@ function run(cmd: string, args: string[], stdin?: string): Promise<void> {
     const child = spawn(cmd, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (err) => reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd}: ${err.message}`)));
+    child.on('error', (err) => reject(new WeavetsError('EWEAVETS_INTERNAL', `${cmd}: ${err.message}`, { cause: err })));
     child.on('close', (code) => {
       if (code === 0) resolve();
       else

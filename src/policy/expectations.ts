@@ -38,7 +38,7 @@ function refOf(v: unknown, path: string): EndpointRef {
       try {
         parseIpv4(v);
       } catch (err) {
-        throw new PolicyError(path, (err as Error).message);
+        throw new PolicyError(path, (err as Error).message, undefined, { cause: err });
       }
       return { address: v };
     }
@@ -55,7 +55,7 @@ export function parseExpectationFile(text: string, source: string): ExpectationF
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new PolicyError('', `not valid JSON: ${(err as Error).message}`, source);
+    throw new PolicyError('', `not valid JSON: ${(err as Error).message}`, source, { cause: err });
   }
   try {
     if (typeof value !== 'object' || value === null || Array.isArray(value))
@@ -85,7 +85,7 @@ export function parseExpectationFile(text: string, source: string): ExpectationF
         try {
           traffic = parseTraffic(port);
         } catch (err) {
-          throw new PolicyError(`${path}.port`, (err as Error).message);
+          throw new PolicyError(`${path}.port`, (err as Error).message, undefined, { cause: err });
         }
         const expect = o['expect'];
         if (expect !== 'allow' && expect !== 'deny')
@@ -99,7 +99,8 @@ export function parseExpectationFile(text: string, source: string): ExpectationF
     }
     return out;
   } catch (err) {
-    if (err instanceof PolicyError && err.source === undefined) throw new PolicyError(err.path, err.reason, source);
+    if (err instanceof PolicyError && err.source === undefined)
+      throw new PolicyError(err.path, err.reason, source, { cause: err });
     throw err;
   }
 }

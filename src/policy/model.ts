@@ -68,8 +68,13 @@ export class PolicyError extends WeavetsError {
     readonly path: string,
     readonly reason: string,
     readonly source?: string,
+    options?: { cause?: unknown },
   ) {
-    super('EWEAVETS_POLICY_INVALID', `${source ? source + ': ' : ''}${path === '' ? '' : path + ': '}${reason}`);
+    super(
+      'EWEAVETS_POLICY_INVALID',
+      `${source ? source + ': ' : ''}${path === '' ? '' : path + ': '}${reason}`,
+      options,
+    );
   }
 }
 
@@ -211,7 +216,7 @@ function parseCidrText(v: unknown, path: string): string {
   try {
     return formatCidr(parseCidr(s, true));
   } catch (err) {
-    throw new PolicyError(path, `bad CIDR: ${(err as Error).message}`);
+    throw new PolicyError(path, `bad CIDR: ${(err as Error).message}`, undefined, { cause: err });
   }
 }
 
@@ -317,7 +322,7 @@ export function parsePolicyDocuments(text: string, source: string): unknown[] {
     try {
       value = JSON.parse(text);
     } catch (err) {
-      throw new PolicyError('', `not valid JSON: ${(err as Error).message}`, source);
+      throw new PolicyError('', `not valid JSON: ${(err as Error).message}`, source, { cause: err });
     }
     return Array.isArray(value) ? value : [value];
   }
@@ -353,7 +358,7 @@ export function parsePolicies(
     } catch (err) {
       if (err instanceof PolicyError) {
         const where = docs.length > 1 ? `${source} (policy ${i + 1})` : source;
-        throw new PolicyError(err.path, err.reason, where);
+        throw new PolicyError(err.path, err.reason, where, { cause: err });
       }
       throw err;
     }

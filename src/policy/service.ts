@@ -346,7 +346,7 @@ export class PolicyService {
         return { name: p.name, network: p.network, document: doc as Record<string, unknown> };
       } catch (err) {
         if (err instanceof PolicyError && documents.length > 1)
-          throw new PolicyError(err.path, err.reason, `policy ${i + 1}`);
+          throw new PolicyError(err.path, err.reason, `policy ${i + 1}`, { cause: err });
         throw err;
       }
     });

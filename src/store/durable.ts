@@ -1,31 +1,7 @@
 /**
- * Durable state files for the stores without etcd (file.ts, mesh.ts): one write is a temp
- * file written and fsynced, renamed over the old file, and the directory fsynced, so a
- * kill -9 at any point leaves the old or the new content; concurrent callers share one
- * write (group commit).
+ * Group commit for the stores without etcd (file.ts, mesh.ts): concurrent callers share
+ * one durable write (src/state/durable-write.ts).
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
-
-/** Replace `file` with `text` atomically and durably (mode 0600). */
-export async function writeFileDurably(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fs.open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fs.rename(tmp, file);
-  const dir = await fs.open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-}
-
 /**
  * Runs `write` so that every `commit()` resolves once a write that started after it has
  * finished: callers arriving while a write is under way share the next one.

@@ -121,7 +121,9 @@ export class EtcdStore implements Store {
       if (err instanceof EtcdLeaseInvalidError) throw err;
       const msg = err instanceof Error ? err.message : String(err);
       const hint = etcdErrorHint(msg, this.hintContext);
-      throw new StoreUnavailableError(what, this.location, hint === undefined ? msg : `${msg.trim()}. ${hint}`);
+      throw new StoreUnavailableError(what, this.location, hint === undefined ? msg : `${msg.trim()}. ${hint}`, {
+        cause: err,
+      });
     } finally {
       clearTimeout(timer);
     }

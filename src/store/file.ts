@@ -13,7 +13,8 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { GroupCommit, writeFileDurably } from './durable';
+import { writeFileDurably } from '../state/durable-write';
+import { GroupCommit } from './durable';
 import type { Logger } from '../log';
 import type {
   Compare,

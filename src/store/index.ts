@@ -1,6 +1,5 @@
 /** Open the configured store: etcd when endpoints are given, else the mesh store (or, without `mesh`, the single-host file store). */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
 // ./etcd loads etcd3 and gRPC (~20 MB resident): only when an etcd store is configured.
@@ -8,6 +7,7 @@ import type { EtcdStore } from './etcd';
 import { FileStore } from './file';
 import { MeshStore } from './mesh';
 import type { Store } from './types';
+import { StateDir } from '../state/state-dir';
 
 export interface StoreConfig {
   stateDir: string;
@@ -25,11 +25,11 @@ export interface StoreConfig {
 }
 
 export function fileStorePath(stateDir: string): string {
-  return path.join(stateDir, 'store.json');
+  return new StateDir(stateDir).fileStore;
 }
 
 export function meshStorePath(stateDir: string): string {
-  return path.join(stateDir, 'mesh-store.json');
+  return new StateDir(stateDir).meshStore;
 }
 
 /** Without etcd: this host's peer name and how long an unreachable host's entries are kept. */
@@ -59,6 +59,7 @@ export async function openStore(config: StoreConfig, log: Logger, mesh?: MeshSto
       throw new WeavetsError(
         'EWEAVETS_BAD_REQUEST',
         `--etcd-password-file ${e.passwordFile}: ${(err as Error).message}`,
+        { cause: err },
       );
     }
   }
@@ -75,6 +76,6 @@ export async function openStore(config: StoreConfig, log: Logger, mesh?: MeshSto
     if (password !== undefined) opts.password = password;
     return new Etcd(opts);
   } catch (err) {
-    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `etcd: ${(err as Error).message}`);
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `etcd: ${(err as Error).message}`, { cause: err });
   }
 }

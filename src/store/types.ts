@@ -106,8 +106,12 @@ export interface Store {
 
 /** The store did not answer in time, or refused the connection. */
 export class StoreUnavailableError extends WeavetsError {
-  constructor(what: string, location: string, cause: string) {
-    super('EWEAVETS_STORE_UNAVAILABLE', `the cluster store (${location}) is unavailable: ${what} failed: ${cause}`);
+  constructor(what: string, location: string, why: string, options?: { cause?: unknown }) {
+    super(
+      'EWEAVETS_STORE_UNAVAILABLE',
+      `the cluster store (${location}) is unavailable: ${what} failed: ${why}`,
+      options,
+    );
   }
 }
 

@@ -11,6 +11,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ExecResult, Host, Lab } from '../net/harness';
+import { startEtcd, type EtcdServer } from './etcd';
 
 export const DOCKER_IMAGE = 'wtbusybox:latest';
 export const PLUGIN_DIR = '/run/docker/plugins';
@@ -153,4 +154,49 @@ export async function teardownDocker(lab: Lab, d: DockerHost): Promise<void> {
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) spawnSync('umount', ['-l', m]);
   fs.rmSync(d.pluginSocket, { force: true });
+}
+
+/** What startDockerPair started: filled in as each part comes up, so a teardown finds it even after a failure. */
+export interface DockerPair {
+  etcd?: EtcdServer;
+  hosts: DockerHost[];
+}
+
+/**
+ * The set-up the Docker e2e suites share: hosts h1 and h2 in `lab`, etcd in h1's
+ * namespace, and on each host a dockerd with the busybox image imported (weavets is not
+ * launched: each suite launches it with its own flags). `beforeEtcd` runs once both
+ * hosts exist.
+ */
+export async function startDockerPair(
+  lab: Lab,
+  pair: DockerPair,
+  opts: { beforeEtcd?: (h1: Host, h2: Host) => Promise<void> } = {},
+): Promise<void> {
+  const h1 = await lab.addHost('h1');
+  const h2 = await lab.addHost('h2');
+  await opts.beforeEtcd?.(h1, h2);
+  pair.etcd = await startEtcd({
+    host: h1.ip,
+    clientPort: 2379,
+    peerPort: 2380,
+    prefix: ['nsenter', `--net=${h1.netns}`, '--'],
+    healthy: async (u) => {
+      const probe = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
+      return (await lab.exec(h1, [process.execPath, '-e', probe], { timeoutMs: 5000 })).code === 0;
+    },
+  });
+  pair.hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
+  const tar = buildImageTar(lab.dir);
+  for (const d of pair.hosts) {
+    await startDockerd(lab, d);
+    await dockerOk(lab, d, ['import', tar, DOCKER_IMAGE]);
+  }
+}
+
+/** Tear down the dockerds (quietly), the lab, then etcd. */
+export async function stopDockerPair(lab: Lab | undefined, pair: DockerPair): Promise<void> {
+  if (lab) for (const d of pair.hosts) await teardownDocker(lab, d).catch(() => undefined);
+  await lab?.destroy();
+  await pair.etcd?.destroy();
 }

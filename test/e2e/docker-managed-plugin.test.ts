@@ -12,27 +12,26 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ConnectionStatus } from '../../src/router/status';
 import { createLab, REPO_ROOT, type Lab } from '../net/harness';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS } from './etcd';
 import { describeWithTools } from '../require-tools';
 import {
   DOCKER_IMAGE,
   DOCKER_TOOLS,
   PLUGIN_DIR,
-  buildImageTar,
   docker,
-  dockerHostFor,
   dockerOk,
-  startDockerd,
   teardownDocker,
   type DockerHost,
+  startDockerPair,
+  type DockerPair,
 } from './docker-lab';
 
-const describeDocker = describeWithTools({ commands: [...DOCKER_TOOLS, 'ldd', 'tar'], files: ETCD_TOOLS.files! });
+const describeDocker = describeWithTools({ commands: [...DOCKER_TOOLS, 'ldd', 'tar'], files: ETCD_TOOLS.files });
 const BUILD_TIMEOUT_MS = 900_000;
 
 let lab: Lab;
-let etcd: EtcdServer | undefined;
-const hosts: DockerHost[] = [];
+const pair: DockerPair = { hosts: [] };
+const hosts = pair.hosts;
 let plugin = '';
 let imageContainer = '';
 
@@ -84,24 +83,7 @@ async function reachesDbByName(d2: DockerHost, from: string, ip1: string): Promi
 describeDocker('the managed Docker plugin and the image on two dockerds', () => {
   beforeAll(async () => {
     lab = await createLab();
-    const h1 = await lab.addHost('h1');
-    const h2 = await lab.addHost('h2');
-    etcd = await startEtcd({
-      host: h1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) => {
-        const probe = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
-        return (await lab.exec(h1, [process.execPath, '-e', probe], { timeoutMs: 5000 })).code === 0;
-      },
-    });
-    hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
-    const tar = buildImageTar(lab.dir);
-    for (const d of hosts) {
-      await startDockerd(lab, d);
-      await dockerOk(lab, d, ['import', tar, DOCKER_IMAGE]);
-    }
+    await startDockerPair(lab, pair);
     plugin = `${lab.prefix}/net:test`;
   }, 240_000);
 
@@ -118,7 +100,7 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
       await teardownDocker(lab, d).catch(() => undefined);
     }
     await lab?.destroy();
-    await etcd?.destroy();
+    await pair.etcd?.destroy();
   }, 300_000);
 
   it(
@@ -160,7 +142,7 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
           'set',
           plugin,
           `PEERS=${peers}`,
-          `ETCD=${etcd!.url}`,
+          `ETCD=${pair.etcd!.url}`,
           `state.source=${d.host.stateDir}`,
           `docker-socket.source=${d.socket}`,
         ]);
@@ -241,7 +223,7 @@ describeDocker('the managed Docker plugin and the image on two dockerds', () => 
         '-e',
         `PEERS=${d1.host.ip}`,
         '-e',
-        `ETCD=${etcd!.url}`,
+        `ETCD=${pair.etcd!.url}`,
         '-e',
         `DOCKER_PLUGIN_SOCKET=${d2.pluginSocket}`,
         tag,

@@ -9,18 +9,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NetworkInfo } from '../../src/endpoint/types';
 import { createLab, type Lab } from '../net/harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { etcdAvailable } from './etcd';
 import {
   DOCKER_IMAGE,
-  buildImageTar,
   docker,
   dockerAvailable,
-  dockerHostFor,
   dockerOk,
-  startDockerd,
-  teardownDocker,
   weavetsDockerArgs,
   type DockerHost,
+  startDockerPair,
+  stopDockerPair,
+  type DockerPair,
 } from './docker-lab';
 
 const CI = process.env['CI'] === 'true';
@@ -28,8 +27,8 @@ const haveTools = dockerAvailable() && etcdAvailable();
 
 describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are isolated tenants', () => {
   let lab: Lab;
-  let etcd: EtcdServer | undefined;
-  const hosts: DockerHost[] = [];
+  const pair: DockerPair = { hosts: [] };
+  const hosts = pair.hosts;
   const ips = new Map<string, string>();
 
   const ipOf = async (d: DockerHost, name: string, network: string): Promise<string> =>
@@ -42,26 +41,14 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
       throw new Error('dockerd, docker, busybox, nft and etcd are needed for the Docker networks e2e test');
     lab = await createLab();
     lab.requireCli();
-    const h1 = await lab.addHost('h1');
-    const h2 = await lab.addHost('h2');
     try {
-      for (const h of [h1, h2]) await lab.execOk(h, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-      etcd = await startEtcd({
-        host: h1.ip,
-        clientPort: 2379,
-        peerPort: 2380,
-        prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-        healthy: async (u) => {
-          const script = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
-          return (await lab.exec(h1, [process.execPath, '-e', script], { timeoutMs: 5000 })).code === 0;
+      await startDockerPair(lab, pair, {
+        beforeEtcd: async (...both) => {
+          for (const h of both) await lab.execOk(h, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
         },
       });
-      hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
-      const tar = buildImageTar(lab.dir);
-      for (const d of hosts) {
-        await startDockerd(lab, d);
-        await dockerOk(lab, d, ['import', tar, DOCKER_IMAGE]);
-      }
+      const [h1, h2] = [hosts[0]!.host, hosts[1]!.host];
+      const etcd = pair.etcd!;
       await lab.launch(h1, [], ['--etcd', etcd.url, '--datapath', 'sleeve', ...weavetsDockerArgs(hosts[0]!)]);
       await lab.launch(h2, [h1.ip], ['--etcd', etcd.url, '--datapath', 'sleeve', ...weavetsDockerArgs(hosts[1]!)]);
       for (const [i, d] of hosts.entries()) {
@@ -79,9 +66,7 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
   }, 300_000);
 
   afterAll(async () => {
-    for (const d of hosts) await teardownDocker(lab, d).catch(() => undefined);
-    await lab?.destroy();
-    await etcd?.destroy();
+    await stopDockerPair(lab, pair);
   }, 180_000);
 
   it('the two Docker networks are catalog networks with distinct ids, the same on both hosts', async () => {

@@ -10,18 +10,17 @@ import type { EndpointStatus } from '../../src/endpoint/types';
 import type { PolicyDrop } from '../../src/policy/drops';
 import type { PolicyStatus } from '../../src/policy/service';
 import { createLab, type Lab } from '../net/harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { etcdAvailable } from './etcd';
 import {
   DOCKER_IMAGE,
-  buildImageTar,
   docker,
   dockerAvailable,
-  dockerHostFor,
   dockerOk,
-  startDockerd,
-  teardownDocker,
   weavetsDockerArgs,
   type DockerHost,
+  startDockerPair,
+  stopDockerPair,
+  type DockerPair,
 } from './docker-lab';
 
 const haveTools = dockerAvailable() && etcdAvailable();
@@ -30,8 +29,8 @@ describe.skipIf(!haveTools && process.env['CI'] !== 'true')(
   'policy on Docker containers selected by their labels',
   () => {
     let lab: Lab;
-    let etcd: EtcdServer | undefined;
-    const hosts: DockerHost[] = [];
+    const pair: DockerPair = { hosts: [] };
+    const hosts = pair.hosts;
     let dbIp = '';
 
     const fetchFrom = async (d: DockerHost, name: string): Promise<boolean> => {
@@ -47,24 +46,9 @@ describe.skipIf(!haveTools && process.env['CI'] !== 'true')(
 
     beforeAll(async () => {
       lab = await createLab();
-      const h1 = await lab.addHost('h1');
-      const h2 = await lab.addHost('h2');
-      etcd = await startEtcd({
-        host: h1.ip,
-        clientPort: 2379,
-        peerPort: 2380,
-        prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-        healthy: async (u) => {
-          const script = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
-          return (await lab.exec(h1, [process.execPath, '-e', script], { timeoutMs: 5000 })).code === 0;
-        },
-      });
-      hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
-      const tar = buildImageTar(lab.dir);
-      for (const d of hosts) {
-        await startDockerd(lab, d);
-        await dockerOk(lab, d, ['import', tar, DOCKER_IMAGE]);
-      }
+      await startDockerPair(lab, pair);
+      const [h1, h2] = [hosts[0]!.host, hosts[1]!.host];
+      const etcd = pair.etcd!;
       await lab.launch(h1, [], ['--etcd', etcd.url, ...weavetsDockerArgs(hosts[0]!)]);
       await lab.launch(h2, [h1.ip], ['--etcd', etcd.url, ...weavetsDockerArgs(hosts[1]!)]);
       for (const d of hosts) {
@@ -144,9 +128,7 @@ describe.skipIf(!haveTools && process.env['CI'] !== 'true')(
     }, 300_000);
 
     afterAll(async () => {
-      for (const d of hosts) await teardownDocker(lab, d).catch(() => undefined);
-      await lab?.destroy();
-      await etcd?.destroy();
+      await stopDockerPair(lab, pair);
     }, 180_000);
 
     it("labels Docker's endpoints with the containers' labels", async () => {

@@ -6,27 +6,27 @@
 import * as http from 'node:http';
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { createLab, type Lab } from '../net/harness';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS } from './etcd';
 import { describeWithTools } from '../require-tools';
 import {
   DOCKER_IMAGE,
-  buildImageTar,
   docker,
   DOCKER_TOOLS,
-  dockerHostFor,
   dockerOk,
   startDockerd,
   stopDockerd,
-  teardownDocker,
   weavetsDockerArgs,
   type DockerHost,
+  startDockerPair,
+  stopDockerPair,
+  type DockerPair,
 } from './docker-lab';
 
-const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files! });
+const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files });
 
 let lab: Lab;
-let etcd: EtcdServer | undefined;
-const hosts: DockerHost[] = [];
+const pair: DockerPair = { hosts: [] };
+const hosts = pair.hosts;
 
 interface EndpointJson {
   id: string;
@@ -58,7 +58,7 @@ function pluginPost(
 }
 
 async function launch(d: DockerHost, peers: string[]): Promise<void> {
-  await lab.launch(d.host, peers, ['--etcd', etcd!.url, ...weavetsDockerArgs(d)]);
+  await lab.launch(d.host, peers, ['--etcd', pair.etcd!.url, ...weavetsDockerArgs(d)]);
 }
 
 async function containerIp(d: DockerHost, name: string, network: string): Promise<string> {
@@ -81,32 +81,14 @@ async function ipamUsed(d: DockerHost): Promise<number> {
 describeDocker('Docker network and IPAM plugin on two hosts', () => {
   beforeAll(async () => {
     lab = await createLab();
-    const h1 = await lab.addHost('h1');
-    const h2 = await lab.addHost('h2');
-    etcd = await startEtcd({
-      host: h1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) => {
-        const script = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
-        return (await lab.exec(h1, [process.execPath, '-e', script], { timeoutMs: 5000 })).code === 0;
-      },
-    });
-    hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
-    const tar = buildImageTar(lab.dir);
-    for (const d of hosts) {
-      await startDockerd(lab, d);
-      await dockerOk(lab, d, ['import', tar, DOCKER_IMAGE]);
-    }
+    await startDockerPair(lab, pair);
+    const h1 = hosts[0]!.host;
     await launch(hosts[0]!, []);
     await launch(hosts[1]!, [h1.ip]);
   }, 240_000);
 
   afterAll(async () => {
-    for (const d of hosts) await teardownDocker(lab, d).catch(() => undefined);
-    await lab?.destroy();
-    await etcd?.destroy();
+    await stopDockerPair(lab, pair);
   }, 180_000);
 
   it('creates the default weavets network in Docker at launch', async () => {

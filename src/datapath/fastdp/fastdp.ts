@@ -40,6 +40,9 @@ import { formatMac } from '../../net/mac';
 import type { MacTableListener } from '../../net/mactable';
 import type { OverlayNetwork } from '../../router/overlay';
 import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
+import { SerialQueue } from '../../serial-queue';
+import type { FieldReader, JsonObject } from '../../json-fields';
+import { JsonStateFile, type StateFormat } from '../../state/json-state-file';
 
 export const FASTDP_PORT = 6784;
 /** VXLAN header (8) + UDP (8) + IPv4 (20) + inner Ethernet (14). */
@@ -53,8 +56,6 @@ export const MAX_MAC_FDB_ENTRIES = 65536;
 
 /** How long an all-zeros entry nobody owns is kept for its peer to come back. */
 export const HOLD_MS = 30_000;
-/** The state file retain() writes and the next open() adopts (then deletes). */
-export const KEPT_STATE_FILE = 'fastdp-kept.json';
 
 const PROBE_INTERVAL_MS = 500;
 const TICK_MS = 250;
@@ -94,31 +95,35 @@ interface KeptState {
   networks: Map<number, { vteps: string[]; macs: [number, string][] }>;
 }
 
-/** The state file, parsed strictly: anything unexpected means "rebuild". */
-export function parseKeptState(text: string): KeptState | undefined {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const isIp = (v: unknown): v is string => typeof v === 'string' && isIpv4(v);
-  if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { networks?: unknown }).networks))
-    return undefined;
+const isIp = (v: unknown): v is string => typeof v === 'string' && isIpv4(v);
+
+/** The state file's networks, parsed strictly: anything unexpected is a StateFileError (the caller rebuilds). */
+function parseKeptState(doc: JsonObject, fields: FieldReader): KeptState {
   const networks = new Map<number, { vteps: string[]; macs: [number, string][] }>();
-  for (const n of (raw as { networks: unknown[] }).networks) {
-    const { id, vteps, macs } = (n ?? {}) as { id?: unknown; vteps?: unknown; macs?: unknown };
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= PROBE_VNI) return undefined;
-    if (!Array.isArray(vteps) || !vteps.every(isIp)) return undefined;
-    if (!Array.isArray(macs)) return undefined;
-    for (const m of macs) {
+  fields.reqArray(doc, 'networks').forEach((n, i) => {
+    const at = `networks[${i}]`;
+    const o = fields.asObject(n, at);
+    const f = fields.within(`${at}.`);
+    const id = f.reqInteger(o, 'id', 0, PROBE_VNI - 1);
+    const vteps = f.reqStringArray(o, 'vteps');
+    if (!vteps.every(isIp)) throw f.fail('vteps', 'must hold IPv4 addresses');
+    const macs = f.reqArray(o, 'macs').map((m, j): [number, string] => {
       if (!Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'number' || !Number.isSafeInteger(m[0]) || !isIp(m[1]))
-        return undefined;
-    }
-    networks.set(id, { vteps: vteps, macs: macs as [number, string][] });
-  }
+        throw f.fail(`macs[${j}]`, 'must be [MAC as an integer, VTEP IPv4 address]');
+      return [m[0], m[1]];
+    });
+    networks.set(id, { vteps, macs });
+  });
   return { networks };
 }
+
+/** fastdp-kept.json: version 1 adds `version` to the unversioned {networks: [{id, vteps, macs}]}. */
+export const KEPT_STATE_FORMAT: StateFormat<KeptState> = {
+  version: 1,
+  parse: parseKeptState,
+  parseUnversioned: (doc, fields) => parseKeptState(fields.asObject(doc, 'the document'), fields),
+  toJson: (kept) => ({ networks: [...kept.networks].map(([id, n]) => ({ id, vteps: n.vteps, macs: n.macs })) }),
+};
 
 interface FastPeer {
   name: PeerName;
@@ -176,14 +181,14 @@ export class FastDatapath implements MacTableListener {
   private macErrors = 0;
   private socket: dgram.Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private queue: Promise<void> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private lastTickAt = Date.now();
   private closed = false;
   /** retain() ran: the kernel state stays as it is, whatever is closed or removed now. */
   private retained = false;
   /** What the previous run retained, adopted network by network in addNetwork. */
   private kept: KeptState | undefined;
-  private readonly keptStatePath: string | undefined;
+  private readonly keptFile: JsonStateFile<KeptState> | undefined;
   /** All-zeros VTEP entries nobody owns now: VTEP IP -> the networks carrying it, and its release timer. */
   private readonly held = new Map<string, { networks: Set<number>; timer: NodeJS.Timeout }>();
 
@@ -194,22 +199,23 @@ export class FastDatapath implements MacTableListener {
     this.events = opts.events;
     this.port = opts.port ?? FASTDP_PORT;
     this.recordLink = opts.recordLink;
-    this.keptStatePath = opts.keptStatePath;
+    this.keptFile =
+      opts.keptStatePath === undefined ? undefined : new JsonStateFile(opts.keptStatePath, KEPT_STATE_FORMAT);
   }
 
   /** Read (and remove: it describes the kernel only until we change it) what the last run retained. */
   private loadKept(): void {
-    if (this.keptStatePath === undefined) return;
-    let text: string;
+    if (this.keptFile === undefined) return;
     try {
-      text = fs.readFileSync(this.keptStatePath, 'utf8');
-    } catch {
-      return; // first start, or the last run crashed or was reset: rebuild
+      // None: first start, or the last run crashed or was reset: rebuild.
+      this.kept = this.keptFile.readSync();
+    } catch (err) {
+      this.log.warn('ignoring an unreadable fast path state file; rebuilding', {
+        file: this.keptFile.file,
+        error: (err as Error).message,
+      });
     }
-    fs.rmSync(this.keptStatePath, { force: true });
-    this.kept = parseKeptState(text);
-    if (this.kept === undefined)
-      this.log.warn('ignoring an unreadable fast path state file; rebuilding', { file: this.keptStatePath });
+    fs.rmSync(this.keptFile.file, { force: true });
   }
 
   /** Create the probe device and socket; throws when this kernel cannot do VXLAN. */
@@ -260,13 +266,11 @@ export class FastDatapath implements MacTableListener {
    * retain() nothing queued runs: the kernel state is the next run's to adopt.
    */
   private enqueue(what: string, fn: () => Promise<void>): Promise<void> {
-    const run = this.queue
-      .then(() => (this.retained ? undefined : fn()))
+    return this.queue
+      .run(() => (this.retained ? undefined : fn()))
       .catch((err: Error) => {
         this.log.warn(`fast path: ${what} failed`, { error: err.message });
       });
-    this.queue = run;
-    return run;
   }
 
   // ---- networks ----
@@ -509,7 +513,7 @@ export class FastDatapath implements MacTableListener {
 
   /** Wait for queued netlink work (tests, shutdown). */
   settled(): Promise<void> {
-    return this.queue;
+    return this.queue.idle();
   }
 
   /** Keep the all-zeros entry for `ip` on network `id` for HOLD_MS, unless a peer there adopts it. */
@@ -555,7 +559,7 @@ export class FastDatapath implements MacTableListener {
    */
   async retain(): Promise<void> {
     if (this.closed || this.retained) return;
-    await this.queue;
+    await this.queue.idle();
     this.retained = true;
     const networks = [...this.networks.values()].map((n) => {
       const vteps = new Set<string>();
@@ -563,11 +567,9 @@ export class FastDatapath implements MacTableListener {
       for (const [ip, h] of this.held) if (h.networks.has(n.net.id)) vteps.add(ip);
       return { id: n.net.id, vteps: [...vteps], macs: [...(this.macVteps.get(n.net.id) ?? new Map<number, string>())] };
     });
-    if (this.keptStatePath !== undefined) {
+    if (this.keptFile !== undefined) {
       try {
-        const tmp = `${this.keptStatePath}.tmp`;
-        fs.writeFileSync(tmp, JSON.stringify({ networks }) + '\n', { mode: 0o600 });
-        fs.renameSync(tmp, this.keptStatePath);
+        await this.keptFile.write({ networks: new Map(networks.map((n) => [n.id, { vteps: n.vteps, macs: n.macs }])) });
       } catch (err) {
         // The devices stay either way; the next start rebuilds them instead of adopting.
         this.log.warn('cannot record the fast path state for the next start', { error: (err as Error).message });
@@ -592,7 +594,7 @@ export class FastDatapath implements MacTableListener {
     this.macOwners.clear();
     this.dirtyMacs.clear();
     for (const id of [...this.networks.keys()]) await this.removeNetwork(id);
-    await this.queue;
+    await this.queue.idle();
     await this.netlink.deleteLink(PROBE_DEVICE, { ignoreMissing: true }).catch((err: Error) => {
       this.log.warn('cannot delete the probe device', { error: err.message });
     });
