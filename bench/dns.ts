@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DnsStatus } from '../src/api/types';
+import type { DnsStatus } from '../src/dns/status';
 import { createLab, type Lab, type Namespace } from '../test/net/harness';
 
 function arg(name: string, fallback: number): number {

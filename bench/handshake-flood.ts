@@ -22,7 +22,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ConnectionStatus } from '../src/api/types';
+import type { ConnectionStatus } from '../src/router/status';
 import { createLab, type Host, type Lab } from '../test/net/harness';
 
 function arg(name: string, dflt: number): number {

@@ -9,7 +9,7 @@
 import { ClusterIpam } from '../src/ipam/cluster';
 import { EtcdStore } from '../src/store/etcd';
 import { createIfAbsent } from '../src/store/types';
-import { parseCidr } from '../src/ipam/cidr';
+import { parseCidr } from '../src/net/ipv4';
 import { silentLogger } from '../src/log';
 import { startEtcd, type EtcdServer } from '../test/e2e/etcd';
 

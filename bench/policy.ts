@@ -14,7 +14,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ApiClient } from '../src/api/client';
-import type { PolicyApplyResult, PolicyStatus } from '../src/api/types';
+import type { ApplyResult as PolicyApplyResult } from '../src/policy/book';
+import type { PolicyStatus } from '../src/policy/service';
 import { createLab, REPO_ROOT, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
 import { startEtcd, type EtcdServer } from '../test/e2e/etcd';
 

@@ -26,9 +26,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createLab, sleep, type Host, type Lab } from '../test/net/harness';
 import { clientFor } from '../src/cli/context';
-import type { PeerStatus } from '../src/api/types';
+import type { PeerStatus } from '../src/router/status';
 import { Topology, type PeerEntry } from '../src/router/topology';
-import type { PeerName } from '../src/router/peername';
+import type { PeerName } from '../src/net/peername';
 
 function loadAverage(): string {
   return fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');

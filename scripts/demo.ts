@@ -14,7 +14,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ConnectionStatus, DnsStatus } from '../src/api/types';
+import type { DnsStatus } from '../src/dns/status';
+import type { ConnectionStatus } from '../src/router/status';
 import { createLab, type Host, type Lab, type Namespace } from '../test/net/harness';
 
 const HOSTS = ['host1', 'host2', 'host3'];

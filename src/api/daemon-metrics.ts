@@ -4,10 +4,10 @@
  * collectors read them when Prometheus scrapes.
  */
 import { Gauge, type Registry } from 'prom-client';
-import type { Datapath } from '../datapath/types';
+import type { Datapath } from '../router/overlay';
 import { counterFromTotals } from '../counter-from-totals';
 import type { Router } from '../router/router';
-import { parsePeerName } from '../router/peername';
+import { parsePeerName } from '../net/peername';
 
 export function registerDaemonMetrics(registry: Registry, router: Router, datapath: Datapath): void {
   const peerLabels = ['peer', 'nickname'] as const;

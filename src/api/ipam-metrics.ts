@@ -4,7 +4,7 @@
  */
 import { Gauge, Histogram, type Registry } from 'prom-client';
 import { counterFromTotals } from '../counter-from-totals';
-import type { IpamStatus } from './types';
+import type { IpamStatus } from '../ipam/status';
 
 export interface IpamMetricsSource {
   status(): IpamStatus;

@@ -16,18 +16,10 @@ import * as path from 'node:path';
 import { WeavetsError, httpStatusOf, type WeavetsErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { isAllowedHost, type ListenAddress } from './host-check';
-import type {
-  AttachRequest,
-  DaemonControl,
-  DiagnosticsControl,
-  DnsControl,
-  IpamAllocateRequest,
-  IpamControl,
-  IpamReleaseRequest,
-  NetworkControl,
-  NetworkCreateRequest,
-  PolicyControl,
-} from './types';
+import type { IpamControl } from '../ipam/status';
+import type { DaemonControl, DiagnosticsControl, DnsControl, NetworkControl, PolicyControl } from './types';
+import type { AttachRequest, NetworkCreateRequest } from '../endpoint/types';
+import type { IpamAllocateRequest, IpamReleaseRequest } from '../ipam/status';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 import { labelsProblem } from '../policy/labels';
 import { StateDir } from '../state/state-dir';

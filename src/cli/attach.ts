@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import type { AttachRequest, EndpointStatus, ExposeResult } from '../api/types';
+import type { AttachRequest, EndpointStatus, ExposeResult } from '../endpoint/types';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 import { parseAddressCidr, parseEndpointId, parseIfname, parseNetworkName } from './validate';

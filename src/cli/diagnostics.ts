@@ -1,6 +1,7 @@
 /** `trace FROM TO`, `flows`, and the health matrix `status health` prints: see and explain the overlay. */
 import type { Command } from 'commander';
-import type { FlowsStatus, HealthStatus, TraceResult } from '../api/types';
+import type { HealthStatus, TraceResult } from '../diagnostics';
+import type { FlowsStatus } from '../diagnostics/flows';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, formatJson, formatTable, out } from './output';
 

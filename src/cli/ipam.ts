@@ -4,7 +4,6 @@
  * environment variable WEAVETS_ETCD_PASSWORD (which the background launcher hands its
  * daemon inside the config, over a pipe).
  */
-import * as net from 'node:net';
 import type { Command } from 'commander';
 import {
   DEFAULT_ADDRESS_RETENTION_SECONDS,
@@ -13,7 +12,8 @@ import {
   type DaemonConfig,
   type EtcdConfig,
 } from '../config';
-import type { IpamStatus, RmpeerResult } from '../api/types';
+import type { IpamStatus, RmpeerResult } from '../ipam/status';
+import { isIpv4 } from '../net/ipv4';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 
@@ -94,7 +94,7 @@ export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: No
   config.ipamReclaimGrace = DEFAULT_IPAM_RECLAIM_GRACE_SECONDS;
   config.addressRetention = DEFAULT_ADDRESS_RETENTION_SECONDS;
   if (flags.advertiseAddress !== undefined) {
-    if (!net.isIPv4(flags.advertiseAddress)) {
+    if (!isIpv4(flags.advertiseAddress)) {
       throw new UsageError(
         `--advertise-address: '${flags.advertiseAddress}' is not an IPv4 address; use e.g. 192.0.2.11`,
       );

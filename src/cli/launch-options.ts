@@ -20,7 +20,7 @@ import {
   type DaemonConfig,
 } from '../config';
 import { DEFAULT_LOG_MAX_SIZE, parseLogSize } from '../log';
-import { formatCidr, parseCidr } from '../ipam/cidr';
+import { formatCidr, parseCidr } from '../net/ipv4';
 import { UsageError } from './output';
 import {
   parseBindAddress,

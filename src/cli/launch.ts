@@ -13,7 +13,7 @@ import { WeavetsError } from '../errors';
 import { linksFile } from '../endpoint/ledger';
 import { STATE_FILE_NAMES } from '../state/state-dir';
 import { CappedFileSink, createLogger, type LogLevel } from '../log';
-import type { RouterStatus } from '../api/types';
+import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, UsageError, out, warn } from './output';
 import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';

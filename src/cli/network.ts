@@ -1,6 +1,6 @@
 /** The cluster's networks: `network create|ls|rm`. */
 import type { Command } from 'commander';
-import type { NetworkCreateRequest, NetworkInfo } from '../api/types';
+import type { NetworkCreateRequest, NetworkInfo } from '../endpoint/types';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 import { parseNetworkName, parseRangeCidr } from './validate';

@@ -7,7 +7,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import type { PolicyApplyResult, PolicyDrop, PolicyEndpoint, PolicyStatus, StoredPolicy } from '../api/types';
+import type { ApplyResult as PolicyApplyResult } from '../policy/book';
+import type { PolicyDrop } from '../policy/drops';
+import type { StoredPolicy } from '../policy/model';
+import type { PolicyEndpoint } from '../policy/nft';
+import type { PolicyStatus } from '../policy/service';
 import { DEFAULT_NETWORK } from '../config';
 import { WeavetsError } from '../errors';
 import { formatSelector } from '../policy/labels';

@@ -1,14 +1,9 @@
 /** `status [peers|connections|targets|ipam|dns] [--json]`: what the daemon knows, as JSON or tables. */
 import type { Command } from 'commander';
-import type {
-  ConnectionStatus,
-  DnsStatus,
-  HealthStatus,
-  IpamStatus,
-  PeerStatus,
-  RouterStatus,
-  TargetStatus,
-} from '../api/types';
+import type { HealthStatus } from '../diagnostics';
+import type { DnsStatus } from '../dns/status';
+import type { IpamStatus } from '../ipam/status';
+import type { ConnectionStatus, PeerStatus, RouterStatus, TargetStatus } from '../router/status';
 import { formatHealth } from './diagnostics';
 import { formatIpamStatus } from './ipam';
 import { formatDnsStatus } from './dns';
@@ -100,7 +95,10 @@ export function registerStatus(program: Command): void {
       "show the router: summary, or peers, connections or targets; address management (ipam); the DNS server (dns); every host's view of every other (health)",
     )
     .argument('[section]', 'peers | connections | targets | ipam | dns | health')
-    .option('--json', 'print JSON (shapes in src/api/types.ts)')
+    .option(
+      '--json',
+      'print JSON (shapes in src/router/status.ts, src/ipam/status.ts, src/dns/status.ts, src/diagnostics/)',
+    )
     .action(async (sectionText: string | undefined, flags: { json?: boolean }, cmd: Command) => {
       const section = parseSection(sectionText);
       const client = clientFor(stateDirOf(cmd));

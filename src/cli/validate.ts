@@ -5,7 +5,8 @@
  */
 import { validateNetworkName } from '../endpoint/network-catalog';
 import * as net from 'node:net';
-import { isPeerNameText, parsePeerName, peerNameProblem } from '../router/peername';
+import { formatIpv4, maskOf, tryParseCidr } from '../net/ipv4';
+import { isPeerNameText, parsePeerName, peerNameProblem } from '../net/peername';
 import { UsageError } from './output';
 
 export function parsePort(text: string, flag: string): number {
@@ -23,28 +24,10 @@ export function parseMtu(text: string): number {
   return n;
 }
 
-function ipv4ToInt(text: string): number | undefined {
-  if (!net.isIPv4(text)) return undefined;
-  const parts = text.split('.').map(Number);
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-}
-
-function intToIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-
-function maskOf(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-}
-
 /** Split "a.b.c.d/p"; undefined when it is not an IPv4 CIDR at all. */
 function splitCidr(text: string): { addr: number; prefix: number } | undefined {
-  const m = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
-  if (!m) return undefined;
-  const addr = ipv4ToInt(m[1]!);
-  const prefix = Number(m[2]);
-  if (addr === undefined || prefix > 32) return undefined;
-  return { addr, prefix };
+  const c = text.trim() === text ? tryParseCidr(text, false) : undefined;
+  return c === undefined ? undefined : { addr: c.address, prefix: c.prefix };
 }
 
 /** The allocation range: a network CIDR (host bits zero) with a prefix from /8 to /30. */
@@ -60,7 +43,7 @@ export function parseRangeCidr(text: string, flag = '--ipalloc-range'): string {
   }
   const network = (c.addr & maskOf(c.prefix)) >>> 0;
   if (network !== c.addr) {
-    const suggestion = `${intToIpv4(network)}/${c.prefix}`;
+    const suggestion = `${formatIpv4(network)}/${c.prefix}`;
     throw new UsageError(`${flag}: ${text} has host bits set; did you mean ${suggestion}?`);
   }
   return text;
@@ -107,7 +90,8 @@ export function parseBindAddress(text: string): string {
 const LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
 function isHostName(text: string): boolean {
-  return text.length <= 253 && text.split('.').every((l) => LABEL_RE.test(l));
+  // All digits and dots is an IPv4 address or nothing: "999.1.1.1" is not a host name.
+  return text.length <= 253 && !/^[\d.]+$/.test(text) && text.split('.').every((l) => LABEL_RE.test(l));
 }
 
 /** Split "host", "host:port", "[v6]:port" or a bare IPv6 address. */

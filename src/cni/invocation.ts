@@ -4,6 +4,8 @@
  * error code here: bad environment 4, undecodable config 6, invalid config 7, a version
  * we cannot speak 1. Pure: the caller passes env and stdin in.
  */
+import { isIpv4Cidr } from '../net/ipv4';
+import { isMacText } from '../net/mac';
 import { labelKeyProblem, labelValueProblem } from '../policy/labels';
 import { FieldReader, parseJsonObject, type BodyErrors, type JsonObject } from '../json-fields';
 import {
@@ -62,8 +64,6 @@ const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const NETWORK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const WEAVETS_NETWORK_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
-const CIDR4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 
 type Env = Record<string, string | undefined>;
 type Obj = JsonObject;
@@ -148,13 +148,6 @@ function parseDns(conf: Obj): DnsConfig {
   return dns;
 }
 
-function validIpv4Cidr(text: string): boolean {
-  const m = CIDR4_RE.exec(text);
-  if (!m) return false;
-  if ([m[1], m[2], m[3], m[4]].some((o) => Number(o) > 255)) return false;
-  return Number(m[5]) <= 32;
-}
-
 /** "ips" and "mac" from runtimeConfig (capability args), else from args.cni (conventions). */
 function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
   const out: { ip?: string; mac?: string } = {};
@@ -168,7 +161,7 @@ function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
     if (ips && out.ip === undefined) {
       for (const ip of ips) {
         if (ip.includes(':')) continue; // IPv6: the overlay is IPv4 only.
-        if (!validIpv4Cidr(ip))
+        if (!isIpv4Cidr(ip))
           throw configError(`${where}ips: ${JSON.stringify(ip)} is not an IPv4 CIDR (a.b.c.d/prefix)`);
         out.ip = ip;
         break;
@@ -176,7 +169,7 @@ function requestedIpAndMac(conf: Obj): { ip?: string; mac?: string } {
     }
     const mac = optString(src, 'mac', where);
     if (mac !== undefined && out.mac === undefined) {
-      if (!MAC_RE.test(mac))
+      if (!isMacText(mac))
         throw configError(`${where}mac: ${JSON.stringify(mac)} is not a MAC address (aa:bb:cc:dd:ee:ff)`);
       if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) throw configError(`${where}mac: ${mac} is a multicast address`);
       out.mac = mac.toLowerCase();

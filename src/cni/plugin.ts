@@ -4,7 +4,7 @@
  * into CNI results. Daemon error codes become CNI codes in daemonError(), the one place.
  */
 import { ApiClient } from '../api/client';
-import type { EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
+import type { EndpointCheck, EndpointStatus, ExposeResult } from '../endpoint/types';
 import { WeavetsError } from '../errors';
 import { endpointId, parseEndpointId, type Invocation } from './invocation';
 import { CNI_ERR, CniError, formatResult, type CniResult, type DnsConfig } from './spec';

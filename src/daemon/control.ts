@@ -4,10 +4,12 @@
  */
 import { apiSocketPath, DEFAULT_NETWORK, type DaemonConfig } from '../config';
 import { ApiClient } from '../api/client';
-import type { DaemonControl, NetworkInfo, PolicyControl, RouterStatus } from '../api/types';
+import type { DaemonControl, PolicyControl } from '../api/types';
+import type { NetworkInfo } from '../endpoint/types';
+import type { RouterStatus } from '../router/status';
 import type { Router } from '../router/router';
 import type { ClusterIpam } from '../ipam/cluster';
-import { formatCidr, type Cidr } from '../ipam/cidr';
+import { formatCidr, type Cidr } from '../net/ipv4';
 import type { NetworkSet } from '../endpoint/networks';
 import type { NetworkCatalog, NetworkRecord } from '../endpoint/network-catalog';
 import type { EndpointRegistry } from '../endpoint/registry';

@@ -2,7 +2,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log';
 import type { Router } from '../router/router';
-import type { Datapath } from '../datapath/types';
+import type { Datapath } from '../router/overlay';
 import type { NetworkSet } from '../endpoint/networks';
 import type { EndpointRegistry } from '../endpoint/registry';
 import type { PolicyService } from '../policy/service';

@@ -4,12 +4,12 @@
  * container sees the names of its own network only (docs/DNS.md).
  */
 import type { Logger } from '../log';
-import type { EndpointStatus } from '../api/types';
+import type { EndpointStatus } from '../endpoint/types';
 import type { DnsService } from '../dns/service';
 import type { EndpointRegistry } from '../endpoint/registry';
 import type { NetworkSet } from '../endpoint/networks';
 import type { NetworkCatalog } from '../endpoint/network-catalog';
-import { contains, parseCidr, parseIpv4, type Cidr } from '../ipam/cidr';
+import { contains, parseCidr, parseIpv4, type Cidr } from '../net/ipv4';
 
 /** "10.40.0.1/24" -> "10.40.0.1" */
 function hostOf(cidr: string): string {

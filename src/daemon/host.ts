@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { peerNameFilePath, type DaemonConfig } from '../config';
 import type { Netlink } from '../netlink';
-import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from '../router/peername';
+import { formatPeerName, parsePeerName, peerNameProblem, randomPeerName, type PeerName } from '../net/peername';
 import { normalizeTarget } from '../router/router';
 import { SLEEVE_OVERHEAD } from '../datapath/sleeve/sleeve';
 import { writeFileDurably } from '../state/durable-write';

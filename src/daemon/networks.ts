@@ -5,9 +5,9 @@
 import type { Logger } from '../log';
 import type { Netlink } from '../netlink';
 import { DEFAULT_NETWORK, type DaemonConfig } from '../config';
-import type { Datapath } from '../datapath/types';
+import type { Datapath } from '../router/overlay';
 import type { ClusterIpam } from '../ipam/cluster';
-import type { Cidr } from '../ipam/cidr';
+import type { Cidr } from '../net/ipv4';
 import { NetworkSet } from '../endpoint/networks';
 import { NetworkCatalog } from '../endpoint/network-catalog';
 import { NetworkIsolation, runNft } from '../endpoint/isolation';

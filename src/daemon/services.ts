@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import type { Logger } from '../log';
 import type { DaemonConfig } from '../config';
 import type { ClusterIpam } from '../ipam/cluster';
-import type { Cidr } from '../ipam/cidr';
+import type { Cidr } from '../net/ipv4';
 import type { NetworkSet } from '../endpoint/networks';
 import type { NetworkCatalog } from '../endpoint/network-catalog';
 import type { EndpointRegistry } from '../endpoint/registry';

@@ -7,10 +7,10 @@
  * The sleeve's MAC table feeds fastdp's per-MAC FDB entries (who owns which MAC).
  */
 import type { Logger } from '../log';
-import { formatPeerName, type PeerName } from '../router/peername';
+import { formatPeerName, type PeerName } from '../net/peername';
 import type { SleeveDatapath } from './sleeve/sleeve';
 import type { FastDatapath, FastdpEvents } from './fastdp/fastdp';
-import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener } from './types';
+import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener } from '../router/overlay';
 
 export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents {
   readonly kind = 'fastdp' as const;

@@ -9,6 +9,7 @@
  *   difference between now and a minute ago; pairs are named from the containers every
  *   host reports in its health row.
  */
+import type { FrameCounter } from '../router/overlay';
 
 /** One container pair on one network (`weavets flows --json`). */
 export interface FlowRow {
@@ -45,7 +46,7 @@ const MAX_PROBE = 32;
  * Cumulative counters per (network id, source MAC, destination MAC). Entries are only
  * added on the frame path; `compact` (off the frame path) drops idle ones.
  */
-export class FlowCounter {
+export class FlowCounter implements FrameCounter {
   private cap: number;
   private nets: Uint32Array;
   private srcs: Float64Array;

@@ -9,10 +9,10 @@
  * how trace, flows and the status page name containers on other hosts without a store.
  */
 import type { Logger } from '../log';
-import type { Datapath } from '../datapath/types';
-import type { EndpointStatus } from '../api/types';
+import type { Datapath } from '../router/overlay';
+import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
-import { formatPeerName, type PeerName } from '../router/peername';
+import { formatPeerName, type PeerName } from '../net/peername';
 import {
   HealthDecodeError,
   MAX_HEALTH_ENDPOINTS,
@@ -22,7 +22,7 @@ import {
   type HealthPeerView,
   type HostReport,
 } from '../router/health-codec';
-import { formatIpv4, parseIpv4 } from '../ipam/cidr';
+import { formatIpv4, parseIpv4 } from '../net/ipv4';
 
 export const REPORT_INTERVAL_MS = 1000;
 /** A row older than this is stale: five reports missed. */

@@ -5,11 +5,12 @@
 import { Gauge, type Registry } from 'prom-client';
 import { counterFromTotals } from '../counter-from-totals';
 import type { Logger } from '../log';
-import type { Datapath } from '../datapath/types';
-import type { EndpointStatus } from '../api/types';
+import type { Datapath } from '../router/overlay';
+import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
-import { formatPeerName, type PeerName } from '../router/peername';
-import { formatIpv4 } from '../ipam/cidr';
+import { formatMac } from '../net/mac';
+import { formatPeerName, type PeerName } from '../net/peername';
+import { formatIpv4 } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 import { parseTraffic } from '../policy/evaluate';
 import { HealthGossip, type HealthStatus } from './health';
@@ -318,8 +319,4 @@ export class Diagnostics {
     this.prober.close();
     await this.opts.flows?.close();
   }
-}
-
-function formatMac(mac: number): string {
-  return mac.toString(16).padStart(12, '0').match(/../g)!.join(':');
 }

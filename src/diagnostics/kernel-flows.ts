@@ -16,10 +16,11 @@
  * bridged to a VXLAN port. Measured on bench/throughput.ts (docs/DIAGNOSTICS.md).
  */
 import { execFile } from 'node:child_process';
+import { networkIdOfVxlanLink, VXLAN_LINK_PREFIX } from '../net/links';
+import { parseMac } from '../net/mac';
 import { flowKey, type FlowTotals, type KernelFlowSource } from './flows';
 
 export const FLOWS_TABLE = 'weavets_flows';
-const VXLAN_PREFIX = 'wtv';
 
 export type NftRunner = (args: string[], input?: string) => Promise<string>;
 
@@ -46,15 +47,10 @@ table bridge ${FLOWS_TABLE} {
   }
   chain forward_vxlan {
     type filter hook forward priority filter; policy accept;
-    oifname "${VXLAN_PREFIX}*" update @pairs { oifname . ether saddr . ether daddr }
+    oifname "${VXLAN_LINK_PREFIX}*" update @pairs { oifname . ether saddr . ether daddr }
   }
 }
 `;
-}
-
-function macToNumber(text: string): number | undefined {
-  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(text)) return undefined;
-  return parseInt(text.replace(/:/g, ''), 16);
 }
 
 /**
@@ -81,16 +77,11 @@ export function parseFlowSet(json: string): FlowTotals {
       const concat = elem?.val?.concat;
       if (!Array.isArray(concat) || concat.length !== 3) continue;
       const [ifname, src, dst] = concat as unknown[];
-      if (
-        typeof ifname !== 'string' ||
-        !ifname.startsWith(VXLAN_PREFIX) ||
-        typeof src !== 'string' ||
-        typeof dst !== 'string'
-      )
-        continue;
-      const net = parseInt(ifname.slice(VXLAN_PREFIX.length), 16);
-      const s = macToNumber(src);
-      const d = macToNumber(dst);
+      if (typeof ifname !== 'string' || typeof src !== 'string' || typeof dst !== 'string') continue;
+      const net = networkIdOfVxlanLink(ifname);
+      if (net === undefined) continue;
+      const s = parseMac(src);
+      const d = parseMac(dst);
       const packets = elem?.counter?.packets;
       const bytes = elem?.counter?.bytes;
       if (!Number.isInteger(net) || net < 1 || net > 0xfffffe || s === undefined || d === undefined) continue;

@@ -8,14 +8,14 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from '../log';
-import type { Datapath } from '../datapath/types';
+import type { Datapath } from '../router/overlay';
 import { WeavetsError } from '../errors';
-import { formatPeerName, type PeerName } from '../router/peername';
+import { formatPeerName, type PeerName } from '../net/peername';
 import { routePath } from '../router/route-path';
 import type { PeerEntry } from '../router/topology';
 import type { HealthPeerView, HostReport } from '../router/health-codec';
-import { decodeTraceProbe, encodeTraceProbe, TraceProbeKind } from '../datapath/trace-probe-codec';
-import { formatIpv4 } from '../ipam/cidr';
+import { decodeTraceProbe, encodeTraceProbe, TraceProbeKind } from './trace-probe-codec';
+import { formatIpv4 } from '../net/ipv4';
 
 export interface TraceHost {
   name: string;

@@ -8,8 +8,8 @@
  * Everything else is forwarded.
  */
 import * as dnsPacket from 'dns-packet';
-import type { Cidr } from '../ipam/cidr';
-import { contains, parseIpv4 } from '../ipam/cidr';
+import type { Cidr } from '../net/ipv4';
+import { contains, parseIpv4 } from '../net/ipv4';
 import { addressOfReverseName, inZone, normalizeName } from './names';
 import type { RecordView } from './records';
 

@@ -3,7 +3,7 @@
  * names are stored relative to the domain ("web"), so hosts configured with another
  * --dns-domain still agree on the records; the domain is added when answering.
  */
-import { formatIpv4, parseIpv4 } from '../ipam/cidr';
+import { isIpv4 } from '../net/ipv4';
 
 const LABEL_RE = /^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/;
 
@@ -44,21 +44,11 @@ export function reverseName(ip: string): string {
 /** "5.0.32.10.in-addr.arpa" (normalized) -> "10.32.0.5"; undefined when not a full IPv4 reverse name. */
 export function addressOfReverseName(name: string): string | undefined {
   if (!name.endsWith('.in-addr.arpa')) return undefined;
-  const parts = name.slice(0, -'.in-addr.arpa'.length).split('.');
-  if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255)) return undefined;
-  return parts.reverse().join('.');
+  const ip = name.slice(0, -'.in-addr.arpa'.length).split('.').reverse().join('.');
+  return isIpv4(ip) ? ip : undefined;
 }
 
 /** Is `name` (normalized) in the zone `zone` (normalized)? The apex counts. */
 export function inZone(name: string, zone: string): boolean {
   return name === zone || name.endsWith('.' + zone);
-}
-
-/** Canonical dotted IPv4 text, or undefined when `text` is not an IPv4 address. */
-export function canonicalIpv4(text: string): string | undefined {
-  try {
-    return formatIpv4(parseIpv4(text));
-  } catch {
-    return undefined;
-  }
 }

@@ -7,7 +7,8 @@
  * (host, name, address), on the owning host's lease: a dead host's records expire with it.
  */
 import type { KvEntry, WatchEvent } from '../store/types';
-import { canonicalIpv4, recordNameProblem, normalizeName } from './names';
+import { canonicalIpv4, compareIpv4 } from '../net/ipv4';
+import { recordNameProblem, normalizeName } from './names';
 
 export const DNS_PREFIX = 'dns/';
 
@@ -189,16 +190,6 @@ export class DnsRecordTable {
   get nameCount(): number {
     return this.byName.size;
   }
-}
-
-function compareIpv4(a: string, b: string): number {
-  const pa = a.split('.');
-  const pb = b.split('.');
-  for (let i = 0; i < 4; i++) {
-    const d = Number(pa[i]) - Number(pb[i]);
-    if (d !== 0) return d;
-  }
-  return 0;
 }
 
 /** What answering needs of the records: the whole table, or one network's view of it. */

@@ -9,17 +9,19 @@
  */
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch } from '../store/types';
-import type { Cidr } from '../ipam/cidr';
+import type { Cidr } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 import type { FieldReader, JsonObject } from '../json-fields';
 import { JsonStateFile, type StateFormat } from '../state/json-state-file';
 import { StateDir } from '../state/state-dir';
 import { SerialQueue } from '../serial-queue';
-import type { DnsStatus, EndpointStatus } from '../api/types';
+import type { DnsStatus } from './status';
+import type { EndpointStatus } from '../endpoint/types';
 import { DNS_PREFIX, DnsRecordTable, recordKey, type DnsRecord } from './records';
 import { DnsServer, type VisibilityOf } from './server';
 import { Upstream } from './upstream';
-import { canonicalIpv4, normalizeName, recordNameProblem, relativeName } from './names';
+import { canonicalIpv4 } from '../net/ipv4';
+import { normalizeName, recordNameProblem, relativeName } from './names';
 
 function parseManualRecords(doc: JsonObject, fields: FieldReader): DnsRecord[] {
   return (fields.optArray(doc, 'records') ?? []).map((v, i) => {

@@ -13,7 +13,7 @@ import { randomInt } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import type { Logger } from '../log';
-import { canonicalIpv4 } from './names';
+import { canonicalIpv4 } from '../net/ipv4';
 
 export interface UpstreamOptions {
   resolvConf: string;

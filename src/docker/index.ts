@@ -4,7 +4,7 @@
  * redirect of containers' external DNS to weavets DNS (./dns-redirect.ts).
  */
 import type { Logger } from '../log';
-import { formatCidr, type Cidr } from '../ipam/cidr';
+import { formatCidr, type Cidr } from '../net/ipv4';
 import type { AddressAllocator } from '../ipam/types';
 import { DEFAULT_NETWORK } from '../config';
 import { DockerPlugin, endpointIdFor, type PluginBridges, type PluginEndpoints } from './plugin';

@@ -18,9 +18,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
-import type { EndpointStatus } from '../api/types';
+import type { EndpointStatus } from '../endpoint/types';
 import { DEFAULT_NETWORK } from '../config';
-import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../ipam/cidr';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4';
 import type { AddressAllocator } from '../ipam/types';
 import { validateNetworkName } from '../endpoint/networks';
 import type { FieldReader, JsonObject } from '../json-fields';

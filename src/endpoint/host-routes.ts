@@ -12,7 +12,7 @@
  *
  * The addresses go on with `noprefixroute`, so the kernel adds no main-table route either.
  */
-import { formatCidr, parseCidr, type Cidr } from '../ipam/cidr';
+import { formatCidr, parseCidr, type Cidr } from '../net/ipv4';
 import type { Netlink } from '../netlink';
 import { isCode } from '../netlink/errors';
 

@@ -19,7 +19,7 @@
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
-import { formatCidr, maskOf, type Cidr } from '../ipam/cidr';
+import { formatCidr, maskOf, type Cidr } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 
 /** Runs `nft` with `args`, `input` on stdin; a test double may record instead. */

@@ -23,7 +23,7 @@
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
-import { cidrSize, contains, formatCidr, parseCidr, type Cidr } from '../ipam/cidr';
+import { cidrSize, contains, formatCidr, parseCidr, type Cidr } from '../net/ipv4';
 import { ADDRS_PREFIX, BLOCKS_PREFIX, overlaps, parseAddrKey, type AddrRecord, type BlockRecord } from '../ipam/blocks';
 import type { NetworkSubnet, NetworkSubnets } from '../ipam/types';
 import type { KvEntry, Store, StoreWatch, TxnOp } from '../store/types';

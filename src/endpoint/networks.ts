@@ -6,11 +6,12 @@
  * them down when a network is removed.
  */
 import type { Netlink } from '../netlink';
-import type { Datapath, OverlayNetwork } from '../datapath/types';
+import type { Datapath, OverlayNetwork } from '../router/overlay';
 import type { LinkLedger } from './ledger';
 import { DEFAULT_NETWORK } from '../config';
 import { WeavetsError } from '../errors';
-import { parseCidr, type Cidr } from '../ipam/cidr';
+import { parseCidr, type Cidr } from '../net/ipv4';
+import { bridgeLinkName, DEFAULT_BRIDGE_NAME, tapLinkName } from '../net/links';
 import type { NetworkCatalog, NetworkRecord } from './network-catalog';
 import { validateNetworkName } from './network-catalog';
 import type { NetworkIsolation } from './isolation';
@@ -18,7 +19,7 @@ import type { NetworkIsolation } from './isolation';
 export { validateNetworkName, legacyNetworkId as networkIdFor } from './network-catalog';
 
 export function bridgeNameFor(name: string, id: number): string {
-  return name === DEFAULT_NETWORK ? 'weavets' : `wtb${id.toString(16).padStart(6, '0')}`;
+  return name === DEFAULT_NETWORK ? DEFAULT_BRIDGE_NAME : bridgeLinkName(id);
 }
 
 /** A network carried on this host. */
@@ -87,7 +88,7 @@ export class NetworkSet {
     await this.netlink.createBridge(net.bridge, { mtu: net.mtu });
     await this.netlink.setMtu(net.bridge, net.mtu);
     await this.netlink.setUp(net.bridge);
-    await this.ledger.record(`wtt${net.id.toString(16).padStart(6, '0')}`);
+    await this.ledger.record(tapLinkName(net.id));
     this.networks.set(name, net);
     // Isolated before anything can use it: the bridge has no port yet.
     await this.refreshIsolation();

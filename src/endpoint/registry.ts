@@ -4,14 +4,15 @@
  * and persists both in <stateDir>/endpoints.json so a restarted daemon keeps every
  * container's address.
  */
-import { createHash } from 'node:crypto';
 import type { Netlink } from '../netlink';
 import { Netlink as NetlinkSocket } from '../netlink';
 import type { Logger } from '../log';
-import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from '../api/types';
+import type { AttachRequest, EndpointCheck, EndpointStatus, ExposeResult } from './types';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
-import { formatCidr, formatIpv4, parseCidr } from '../ipam/cidr';
+import { formatCidr, formatIpv4, isIpv4, parseCidr } from '../net/ipv4';
+import { vethLinkNames } from '../net/links';
+import { isMacText } from '../net/mac';
 import type { AddressAllocator } from '../ipam/types';
 import type { AddressClaim } from '../ipam/reconcile';
 import type { NetworkSet } from './networks';
@@ -76,10 +77,6 @@ export const ENDPOINTS_STATE_FORMAT: StateFormat<Persisted> = {
   parseUnversioned: (doc, fields) => parsePersisted(fields.asObject(doc, 'the document'), fields),
   toJson: (p) => ({ endpoints: p.endpoints, exposed: p.exposed }),
 };
-
-function shortHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex').slice(0, 8);
-}
 
 export class EndpointRegistry {
   private readonly endpoints = new Map<string, EndpointStatus>();
@@ -214,9 +211,7 @@ export class EndpointRegistry {
         throw new WeavetsError('EWEAVETS_CONFLICT', `endpoint ${req.id} is already on network ${existing.network}`);
       }
       const net = await this.networks.ensure(req.network);
-      const tag = shortHash(`${req.id}\0${req.network}\0plug`);
-      const hostVeth = `vwt${tag}`;
-      const peer = `vwc${tag}`;
+      const { host: hostVeth, peer } = vethLinkNames(`${req.id}\0${req.network}\0plug`);
       try {
         await this.ledger.record(hostVeth);
         await this.netlink.deleteLink(hostVeth, { ignoreMissing: true });
@@ -279,7 +274,7 @@ export class EndpointRegistry {
     }
     const badNet = validateNetworkName(networkName);
     if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
-    if (req.mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(req.mac)) {
+    if (req.mac !== undefined && !isMacText(req.mac)) {
       throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${JSON.stringify(req.mac)}: want aa:bb:cc:dd:ee:ff`);
     }
     if (req.mac !== undefined && (parseInt(req.mac.slice(0, 2), 16) & 1) === 1) {
@@ -288,7 +283,7 @@ export class EndpointRegistry {
         `invalid mac ${req.mac}: a multicast address cannot be an interface's`,
       );
     }
-    if (req.gateway !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(req.gateway)) {
+    if (req.gateway !== undefined && !isIpv4(req.gateway)) {
       throw new WeavetsError(
         'EWEAVETS_BAD_REQUEST',
         `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`,
@@ -340,9 +335,7 @@ export class EndpointRegistry {
         ...(requested !== undefined ? { ip: requested } : {}),
       })
     ).address;
-    const tag = shortHash(`${req.id}\0${networkName}\0${ifname}`);
-    const hostVeth = `vwt${tag}`;
-    const tempPeer = `vwc${tag}`;
+    const { host: hostVeth, peer: tempPeer } = vethLinkNames(`${req.id}\0${networkName}\0${ifname}`);
     let ns: NetlinkSocket | undefined;
     try {
       await this.ledger.record(hostVeth);

@@ -23,7 +23,7 @@
  */
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
-import { cidrSize, contains, formatCidr, formatIpv4, parseIpv4, type Cidr } from './cidr';
+import { cidrSize, contains, formatCidr, formatIpv4, parseIpv4, type Cidr } from '../net/ipv4';
 import { createIfAbsent, type KvEntry, type Store, type TxnOp } from '../store/types';
 import {
   ADDRS_PREFIX,

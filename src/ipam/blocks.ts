@@ -20,7 +20,7 @@
  * had subnets keyed blocks and addresses as ipam/{blocks,addrs}/<network>/<hex>:
  * `parseLegacyKey` reads those, and the allocator moves them once when it opens.
  */
-import { cidrSize, formatIpv4, type Cidr } from './cidr';
+import { cidrSize, formatIpv4, type Cidr } from '../net/ipv4';
 
 export const DEFAULT_BLOCK_PREFIX = 26;
 export const CONFIG_KEY = 'ipam/config';

@@ -6,7 +6,7 @@
 import * as os from 'node:os';
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
-import { contains, formatCidr, parseIpv4, type Cidr } from './cidr';
+import { contains, formatCidr, parseIpv4, type Cidr } from '../net/ipv4';
 import { openStore, type StoreConfig } from '../store';
 import type { Store, StoreWatch } from '../store/types';
 import { MeshStore } from '../store/mesh';
@@ -21,8 +21,8 @@ import type {
   IpamReleaseRequest,
   IpamStatus,
   RmpeerResult,
-} from '../api/types';
-import { isPeerNameText } from '../router/peername';
+} from './status';
+import { isPeerNameText } from '../net/peername';
 import {
   AddressReconciler,
   DEFAULT_RECLAIM_GRACE_MS,

@@ -16,7 +16,7 @@
 import type { Logger } from '../log';
 import type { Store } from '../store/types';
 import { ADDRS_PREFIX, parseAddrKey, type AddrRecord } from './blocks';
-import { formatIpv4 } from './cidr';
+import { formatIpv4 } from '../net/ipv4';
 
 /** An address record in the store that names this host. */
 export interface HeldAddress {

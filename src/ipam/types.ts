@@ -1,4 +1,4 @@
-import type { Cidr } from './cidr';
+import type { Cidr } from '../net/ipv4';
 
 /**
  * What the endpoint registry and the API need from address allocation: a small async

@@ -12,6 +12,7 @@
  * that did not fit its slot (truncated): drop it.
  */
 import * as path from 'path';
+import { formatIpv4, parseIpv4 } from '../net/ipv4';
 
 /** The JS object the addon hands back; opaque apart from these fields. */
 interface NativeTapHandle {
@@ -373,23 +374,13 @@ export function setSchedSlice(ns: number): boolean {
   return native().setSchedSlice(ns);
 }
 
-const IPV4_PART = /^(0|[1-9][0-9]{0,2})$/;
-
-/** Dotted quad to a host-order unsigned 32-bit number ("192.0.2.1" -> 0xc0000201). Throws on bad input. */
+/** Dotted quad to a host-order unsigned 32-bit number ("192.0.2.1" -> 0xc0000201). Throws on bad input (src/net/ipv4.ts). */
 export function ipv4ToNumber(text: string): number {
-  const parts = text.split('.');
-  if (parts.length !== 4) throw new TypeError(`not an IPv4 address: ${JSON.stringify(text)}`);
-  let n = 0;
-  for (const part of parts) {
-    const v = IPV4_PART.test(part) ? Number(part) : NaN;
-    if (!(v <= 255)) throw new TypeError(`not an IPv4 address: ${JSON.stringify(text)}`);
-    n = n * 256 + v;
-  }
-  return n;
+  return parseIpv4(text);
 }
 
 /** Host-order unsigned 32-bit number to a dotted quad. Throws if n is not a uint32. */
 export function numberToIpv4(n: number): string {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`not a uint32: ${n}`);
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  return formatIpv4(n);
 }

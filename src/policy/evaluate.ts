@@ -10,7 +10,7 @@
  * Pure. `policy test` and `weavets trace` use it; the nftables compiler implements the
  * same decisions and its tests check them against this.
  */
-import { contains, parseCidr, parseIpv4 } from '../ipam/cidr';
+import { contains, parseCidr, parseIpv4 } from '../net/ipv4';
 import { selectorMatches, type Labels } from './labels';
 import type { Policy, PolicyDirection, PolicyPeer, PolicyPort, PolicyProtocol, PolicyRule } from './model';
 

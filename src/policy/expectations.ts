@@ -9,7 +9,7 @@
  * `from`/`to`: a label map (an endpoint with exactly these labels), the name of a live
  * endpoint (its labels and address), or an IPv4 address outside the network.
  */
-import { parseIpv4 } from '../ipam/cidr';
+import { parseIpv4 } from '../net/ipv4';
 import { formatLabels, labelsProblem, type Labels } from './labels';
 import { evaluate, parseTraffic, type EvalEndpoint, type EvalTraffic, type Verdict } from './evaluate';
 import { PolicyError, type Policy } from './model';

@@ -8,7 +8,7 @@
  */
 import { parseAllDocuments } from 'yaml';
 import { WeavetsError } from '../errors';
-import { formatCidr, parseCidr } from '../ipam/cidr';
+import { formatCidr, parseCidr } from '../net/ipv4';
 import {
   labelKeyProblem,
   labelValueProblem,

@@ -12,7 +12,7 @@
  *    br_netfilter, per bridge with nf_call_iptables). Present only when a network with
  *    local endpoints has a policy, so hosts without policy pay nothing for conntrack.
  */
-import { formatIpv4, maskOf, parseCidr, parseIpv4 } from '../ipam/cidr';
+import { formatIpv4, maskOf, parseCidr, parseIpv4 } from '../net/ipv4';
 import { selectorMatches, type Labels } from './labels';
 import type { Policy, PolicyDirection, PolicyPeer, PolicyPort, PolicyRule } from './model';
 

@@ -12,7 +12,7 @@ import { Counter } from 'prom-client';
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch, KvEntry, WatchEvent } from '../store/types';
 import { WeavetsError } from '../errors';
-import type { EndpointStatus } from '../api/types';
+import type { EndpointStatus } from '../endpoint/types';
 import { labelsProblem } from './labels';
 import { validatePolicy, PolicyError, type Policy, type StoredPolicy } from './model';
 import {

@@ -5,7 +5,8 @@
  * HELLO first; nothing else is accepted until HELLO has been received and checked.
  * Pure functions over Buffer: no I/O, no state.
  */
-import { readPeerName, writePeerName, type PeerName } from './peername';
+import { writePeerName, type PeerName } from '../net/peername';
+import { FieldReader } from '../net/reader';
 
 export const HELLO_MAGIC = 0x57565453; // "WVTS"
 /**
@@ -130,7 +131,7 @@ export function encode(msg: ControlMessage, buf?: Buffer, offset = 0): Buffer {
   if (out.length - offset < len) throw new RangeError('control encode: buffer too small');
   out.writeUInt32BE(len - 4, offset);
   out.writeUInt8(msg.type, offset + 4);
-  let o = offset + FRAME_HEADER_LENGTH;
+  const o = offset + FRAME_HEADER_LENGTH;
   switch (msg.type) {
     case MessageType.Hello: {
       const h = msg.hello;
@@ -195,74 +196,69 @@ export function frameLength(buf: Buffer, offset = 0, limit = MAX_CONTROL_MESSAGE
 /** Decode exactly one framed message occupying buf[offset, offset+length). */
 export function decode(buf: Buffer, offset = 0, length = buf.length - offset): ControlMessage {
   if (length < FRAME_HEADER_LENGTH) throw new ControlDecodeError('frame shorter than its header');
-  const declared = buf.readUInt32BE(offset);
-  if (declared + 4 !== length) throw new ControlDecodeError('frame length mismatch');
-  const type = buf.readUInt8(offset + 4);
-  const o = offset + FRAME_HEADER_LENGTH;
-  const bodyLen = length - FRAME_HEADER_LENGTH;
+  const frame = buf.subarray(offset, offset + length);
+  const r = new FieldReader(frame, 0, (reason) => new ControlDecodeError(reason));
+  if (r.u32('frame length') + 4 !== length) throw new ControlDecodeError('frame length mismatch');
+  // Checked by the switch: an unknown value falls to its default.
+  const type = r.u8('message type') as MessageType;
+  const bodyLen = r.remaining();
   switch (type) {
-    case MessageType.Hello: {
-      if (bodyLen < HELLO_FIXED) throw new ControlDecodeError('hello truncated');
-      if (buf.readUInt32BE(o) !== HELLO_MAGIC) throw new ControlDecodeError('bad hello magic');
-      const nickLen = buf.readUInt8(o + 58);
-      if (bodyLen !== HELLO_FIXED + nickLen) throw new ControlDecodeError('hello length mismatch');
-      const minVersion = buf.readUInt8(o + 4);
-      const maxVersion = buf.readUInt8(o + 5);
-      if (minVersion > maxVersion) throw new ControlDecodeError('hello version range inverted');
-      const name = readPeerName(buf, o + 8);
-      if (name === 0) throw new ControlDecodeError('hello peer name is zero');
-      const controlPort = buf.readUInt16BE(o + 22);
-      const dataPort = buf.readUInt16BE(o + 24);
-      // Port 0 would go into our gossip as the peer's address and be dialled by others.
-      if (controlPort === 0 || dataPort === 0) throw new ControlDecodeError('hello port is zero');
-      const nickname = buf.toString('utf8', o + 59, o + 59 + nickLen);
-      if (
-        !Buffer.from(nickname, 'utf8').equals(buf.subarray(o + 59, o + 59 + nickLen)) ||
-        /[\u0000-\u001f\u007f]/.test(nickname)
-      ) {
-        throw new ControlDecodeError('hello nickname is not printable UTF-8');
-      }
-      return {
-        type,
-        hello: {
-          minVersion,
-          maxVersion,
-          flags: buf.readUInt16BE(o + 6),
-          name,
-          uid: buf.readBigUInt64BE(o + 14),
-          controlPort,
-          dataPort,
-          publicKey: Buffer.from(buf.subarray(o + 26, o + 58)),
-          nickname,
-        },
-      };
-    }
+    case MessageType.Hello:
+      return { type, hello: decodeHello(r) };
     case MessageType.Ping:
     case MessageType.Pong:
       if (bodyLen !== 8) throw new ControlDecodeError('ping/pong must carry 8 bytes');
-      return { type, nonce: buf.readBigUInt64BE(o) };
+      return { type, nonce: r.u64('nonce') };
     case MessageType.Gossip:
     case MessageType.Health:
-      return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
+      return { type, payload: Buffer.from(r.bytes(bodyLen, 'payload')) };
     case MessageType.Store:
       // The body is the mesh store's (src/store/mesh-codec.ts), which validates it.
       if (bodyLen < 1) throw new ControlDecodeError('store message is empty');
-      return { type, payload: Buffer.from(buf.subarray(o, o + bodyLen)) };
+      return { type, payload: Buffer.from(r.bytes(bodyLen, 'payload')) };
     case MessageType.Close: {
       if (bodyLen < 2) throw new ControlDecodeError('close truncated');
-      const n = buf.readUInt16BE(o);
+      const n = r.u16('close reason length');
       if (n > MAX_REASON || bodyLen !== 2 + n) throw new ControlDecodeError('close length mismatch');
-      return { type, reason: buf.toString('utf8', o + 2, o + 2 + n) };
+      return { type, reason: r.utf8(n, 'close reason', false) };
     }
     case MessageType.KeyExchange:
       if (bodyLen !== 32) throw new ControlDecodeError('key exchange must carry 32 bytes');
-      return { type, share: Buffer.from(buf.subarray(o, o + 32)) };
+      return { type, share: Buffer.from(r.bytes(32, 'key share')) };
     case MessageType.Finished:
       if (bodyLen !== 33) throw new ControlDecodeError('finished must carry 33 bytes');
-      return { type, tag: Buffer.from(buf.subarray(o, o + 32)), flags: buf.readUInt8(o + 32) };
+      return { type, tag: Buffer.from(r.bytes(32, 'finished tag')), flags: r.u8('finished flags') };
     default:
-      throw new ControlDecodeError(`unknown message type ${type}`);
+      throw new ControlDecodeError(`unknown message type ${String(type)}`);
   }
+}
+
+/** A HELLO body, the reader at its first byte and the body running to the end of the frame. */
+function decodeHello(r: FieldReader): Hello {
+  const bodyLen = r.remaining();
+  if (bodyLen < HELLO_FIXED) throw new ControlDecodeError('hello truncated');
+  if (r.u32('hello magic') !== HELLO_MAGIC) throw new ControlDecodeError('bad hello magic');
+  const minVersion = r.u8('min version');
+  const maxVersion = r.u8('max version');
+  const flags = r.u16('hello flags');
+  const name = r.peerName('hello peer name');
+  const uid = r.u64('hello uid');
+  const controlPort = r.u16('control port');
+  const dataPort = r.u16('data port');
+  const publicKey = Buffer.from(r.bytes(32, 'public key'));
+  const nickLen = r.u8('nickname length');
+  if (bodyLen !== HELLO_FIXED + nickLen) throw new ControlDecodeError('hello length mismatch');
+  if (minVersion > maxVersion) throw new ControlDecodeError('hello version range inverted');
+  if (name === 0) throw new ControlDecodeError('hello peer name is zero');
+  // Port 0 would go into our gossip as the peer's address and be dialled by others.
+  if (controlPort === 0 || dataPort === 0) throw new ControlDecodeError('hello port is zero');
+  const raw = r.bytes(nickLen, 'nickname');
+  const nickname = raw.toString('utf8');
+  // eslint-disable-next-line no-control-regex -- refusing control characters is the point of this pattern
+  if (!Buffer.from(nickname, 'utf8').equals(raw) || /[\u0000-\u001f\u007f]/.test(nickname)) {
+    throw new ControlDecodeError('hello nickname is not printable UTF-8');
+  }
+  return { minVersion, maxVersion, flags, name, uid, controlPort, dataPort, publicKey, nickname };
 }
 
 /** The highest version both ranges share, or undefined. */

@@ -6,7 +6,8 @@
  * GossipDecodeError, never in another exception and never in a partial result.
  */
 import { isIP } from 'node:net';
-import { readPeerName, writePeerName, NO_PEER } from './peername';
+import { writePeerName, NO_PEER } from '../net/peername';
+import { FieldReader } from '../net/reader';
 import type { PeerConnectionEdge, PeerEntry } from './topology';
 
 export const GOSSIP_FORMAT_VERSION = 1;
@@ -46,6 +47,7 @@ function checkString(what: string, s: string): number {
 }
 
 /** C0 controls and DEL: never part of a name or an address, and a hazard in logs. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point of this pattern
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
 /** Why a nickname cannot go into gossip, or undefined when it can. */
@@ -151,7 +153,7 @@ function writeString(buf: Buffer, o: number, s: string): number {
 
 /** Decode a whole gossip message (every byte of buf from offset must belong to it). */
 export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
-  const r = new Reader(buf, offset);
+  const r = new FieldReader(buf, offset, (reason) => new GossipDecodeError(reason));
   const format = r.u8('format version');
   if (format !== GOSSIP_FORMAT_VERSION) throw new GossipDecodeError(`unsupported format version ${format}`);
   const count = r.u16('peer count');
@@ -169,7 +171,7 @@ export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
     const v = r.u64('version');
     if (v < 1n || v > BigInt(MAX_GOSSIP_VERSION))
       throw new GossipDecodeError(`peer ${i}: version ${v} outside 1..${MAX_GOSSIP_VERSION}`);
-    const nickname = r.str('nickname');
+    const nickname = r.str8('nickname', true);
     const edgeCount = r.u16('connection count');
     if (edgeCount > MAX_GOSSIP_EDGES) {
       throw new GossipDecodeError(`peer ${i}: connection count ${edgeCount} over limit ${MAX_GOSSIP_EDGES}`);
@@ -185,7 +187,7 @@ export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
       if ((flags & ~KNOWN_FLAGS) !== 0) {
         throw new GossipDecodeError(`peer ${i} connection ${j}: unknown flags 0x${flags.toString(16)}`);
       }
-      const address = r.str('connection address');
+      const address = r.str8('connection address', true);
       connections.push({
         peer,
         address,
@@ -202,59 +204,4 @@ export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
   }
   if (r.remaining() !== 0) throw new GossipDecodeError(`${r.remaining()} trailing bytes`);
   return entries;
-}
-
-/** Bounds-checked cursor: every read checks first, so Buffer never throws a RangeError. */
-class Reader {
-  private o: number;
-  constructor(
-    private readonly buf: Buffer,
-    offset: number,
-  ) {
-    if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) {
-      throw new GossipDecodeError(`offset ${offset} outside buffer of ${buf.length} bytes`);
-    }
-    this.o = offset;
-  }
-  remaining(): number {
-    return this.buf.length - this.o;
-  }
-  private need(n: number, what: string): void {
-    if (this.buf.length - this.o < n) throw new GossipDecodeError(`truncated: ${what} at byte ${this.o}`);
-  }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.buf[this.o++]!;
-  }
-  u16(what: string): number {
-    this.need(2, what);
-    const v = this.buf.readUInt16BE(this.o);
-    this.o += 2;
-    return v;
-  }
-  u64(what: string): bigint {
-    this.need(8, what);
-    const v = this.buf.readBigUInt64BE(this.o);
-    this.o += 8;
-    return v;
-  }
-  peerName(what: string): number {
-    this.need(6, what);
-    const v = readPeerName(this.buf, this.o);
-    this.o += 6;
-    return v;
-  }
-  str(what: string): string {
-    const n = this.u8(`${what} length`);
-    this.need(n, what);
-    const raw = this.buf.subarray(this.o, this.o + n);
-    const s = raw.toString('utf8');
-    // Invalid UTF-8 would decode to U+FFFD, which re-encodes longer (up to 3x): the entry
-    // could no longer be relayed in the one-byte length. Only exact UTF-8 is accepted.
-    if (!Buffer.from(s, 'utf8').equals(raw)) {
-      throw new GossipDecodeError(`${what} is not valid UTF-8`);
-    }
-    this.o += n;
-    return s;
-  }
 }

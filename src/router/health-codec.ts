@@ -8,7 +8,8 @@
  * decodeHealthReport treats its input as hostile: any malformed input ends in a
  * HealthDecodeError, never in another exception and never in a partial result.
  */
-import { NO_PEER, readPeerName, writePeerName, type PeerName } from './peername';
+import { NO_PEER, writePeerName, type PeerName } from '../net/peername';
+import { FieldReader } from '../net/reader';
 
 export const HEALTH_FORMAT_VERSION = 1;
 export const MAX_HEALTH_PEERS = 4096;
@@ -174,14 +175,14 @@ function writeString(buf: Buffer, o: number, s: string): number {
 
 /** Decode one whole report (every byte from offset belongs to it). */
 export function decodeHealthReport(buf: Buffer, offset = 0): HostReport {
-  const r = new Reader(buf, offset);
+  const r = new FieldReader(buf, offset, (reason) => new HealthDecodeError(reason));
   const version = r.u8('format version');
   if (version !== HEALTH_FORMAT_VERSION) throw new HealthDecodeError(`unsupported format version ${version}`);
   const owner = r.peerName('owner');
   if (owner === NO_PEER) throw new HealthDecodeError('empty owner name');
   const uid = r.u64('uid');
   const seq = r.u32('seq');
-  const nickname = r.str('nickname');
+  const nickname = r.str8('nickname', false);
   const peerCount = r.u16('peer count');
   const endpointCount = r.u16('endpoint count');
   if (peerCount > MAX_HEALTH_PEERS)
@@ -207,7 +208,7 @@ export function decodeHealthReport(buf: Buffer, offset = 0): HostReport {
     if (loss !== LOSS_UNKNOWN && loss > 1000)
       throw new HealthDecodeError(`view ${i}: loss ${loss} over 1000 per mille`);
     const silent = r.u32('silent');
-    const reason = r.str('reason');
+    const reason = r.str8('reason', false);
     peers.push({
       peer,
       up: (flags & FLAG_UP) !== 0,
@@ -227,74 +228,12 @@ export function decodeHealthReport(buf: Buffer, offset = 0): HostReport {
     if (networkId > 0xffffff) throw new HealthDecodeError(`endpoint ${i}: network id ${networkId} over 24 bits`);
     const ip = r.u32('ip');
     const mac = r.u48('mac');
-    const id = r.str('endpoint id');
+    const id = r.str8('endpoint id', false);
     if (id === '') throw new HealthDecodeError(`endpoint ${i}: empty id`);
-    const name = r.str('endpoint name');
-    const network = r.str('network name');
+    const name = r.str8('endpoint name', false);
+    const network = r.str8('network name', false);
     endpoints.push({ id, name, network, networkId, ip, mac });
   }
   if (r.remaining() !== 0) throw new HealthDecodeError(`${r.remaining()} trailing bytes`);
   return { owner, nickname, uid, seq, peers, endpoints };
-}
-
-/** Bounds-checked cursor: every read checks first, so Buffer never throws a RangeError. */
-class Reader {
-  private o: number;
-  constructor(
-    private readonly buf: Buffer,
-    offset: number,
-  ) {
-    if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) {
-      throw new HealthDecodeError(`offset ${offset} outside buffer of ${buf.length} bytes`);
-    }
-    this.o = offset;
-  }
-  remaining(): number {
-    return this.buf.length - this.o;
-  }
-  private need(n: number, what: string): void {
-    if (this.buf.length - this.o < n) throw new HealthDecodeError(`truncated: ${what} at byte ${this.o}`);
-  }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.buf[this.o++]!;
-  }
-  u16(what: string): number {
-    this.need(2, what);
-    const v = this.buf.readUInt16BE(this.o);
-    this.o += 2;
-    return v;
-  }
-  u32(what: string): number {
-    this.need(4, what);
-    const v = this.buf.readUInt32BE(this.o);
-    this.o += 4;
-    return v;
-  }
-  u48(what: string): number {
-    this.need(6, what);
-    const v = this.buf.readUIntBE(this.o, 6);
-    this.o += 6;
-    return v;
-  }
-  u64(what: string): bigint {
-    this.need(8, what);
-    const v = this.buf.readBigUInt64BE(this.o);
-    this.o += 8;
-    return v;
-  }
-  peerName(what: string): PeerName {
-    this.need(6, what);
-    const v = readPeerName(this.buf, this.o);
-    this.o += 6;
-    return v;
-  }
-  str(what: string): string {
-    const n = this.u8(`${what} length`);
-    this.need(n, what);
-    // Invalid UTF-8 becomes U+FFFD: these strings are for display and matching only.
-    const s = this.buf.toString('utf8', this.o, this.o + n);
-    this.o += n;
-    return s;
-  }
 }

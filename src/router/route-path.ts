@@ -5,7 +5,7 @@
  * hop closer. Because that tree is the same on every peer holding the same entries, one
  * host can compute every hop of the route. Pure; tested against Topology on random graphs.
  */
-import type { PeerName } from './peername';
+import type { PeerName } from '../net/peername';
 import type { PeerEntry } from './topology';
 
 /** The peers from src to dst inclusive, or undefined when dst is unreachable from src. */

@@ -6,8 +6,8 @@
 import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
-import type { ConnectionStatus, PeerStatus, TargetStatus } from '../api/types';
-import type { Datapath, DatapathEvents, RouteTable } from '../datapath/types';
+import type { ConnectionStatus, PeerStatus, TargetStatus } from './status';
+import type { Datapath, DatapathEvents, RouteTable } from './overlay';
 import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import {
   CLOSE_REASON_KERNEL_PATH_KEPT,
@@ -17,7 +17,7 @@ import {
   type Hello,
 } from './control-codec';
 import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
-import { formatPeerName, parsePeerName, type PeerName } from './peername';
+import { formatPeerName, parsePeerName, type PeerName } from '../net/peername';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
 import { Admission } from './admission';
 

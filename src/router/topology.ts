@@ -14,7 +14,7 @@
  * No I/O here: the router feeds gossip in and asks for routes. See docs/protocol-gossip.md.
  */
 import { randomBytes } from 'node:crypto';
-import type { PeerName } from './peername';
+import type { PeerName } from '../net/peername';
 import { MAX_GOSSIP_VERSION, nicknameProblem } from './gossip-codec';
 
 export interface PeerConnectionEdge {

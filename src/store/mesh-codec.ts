@@ -8,7 +8,8 @@
  *   ACK     (2): a peer's answer to a claim (compare-and-create) of another peer;
  *   FORGET  (3): drop a peer's entries up to a version (rmpeer).
  */
-import { formatPeerName, isPeerNameText, parsePeerName, readPeerName, writePeerName } from '../router/peername';
+import { formatPeerName, isPeerNameText, parsePeerName, writePeerName } from '../net/peername';
+import { FieldReader } from '../net/reader';
 
 export const MESH_FORMAT_ENTRIES = 1;
 export const MESH_FORMAT_ACK = 2;
@@ -213,63 +214,33 @@ export function encodeEntriesChunked(entries: readonly MeshEntry[], maxBytes: nu
   return out;
 }
 
-class Reader {
-  constructor(
-    private readonly buf: Buffer,
-    public o: number,
-  ) {}
-  need(n: number, what: string): void {
-    if (this.buf.length - this.o < n) throw new MeshDecodeError(`${what} truncated`);
-  }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.buf.readUInt8(this.o++);
-  }
-  u16(what: string): number {
-    this.need(2, what);
-    const v = this.buf.readUInt16BE(this.o);
-    this.o += 2;
-    return v;
-  }
-  u32(what: string): number {
-    this.need(4, what);
-    const v = this.buf.readUInt32BE(this.o);
-    this.o += 4;
-    return v;
-  }
-  peer(what: string): string {
-    this.need(PEER, what);
-    const n = readPeerName(this.buf, this.o);
-    this.o += PEER;
-    if (n === 0) throw new MeshDecodeError(`${what} is the zero peer name`);
-    return formatPeerName(n);
-  }
-  version(what: string): number {
-    this.need(VERSION, what);
-    const v = this.buf.readBigUInt64BE(this.o);
-    this.o += VERSION;
-    if (v < 1n || v > BigInt(MAX_MESH_VERSION)) throw new MeshDecodeError(`${what} ${v} out of range`);
-    return Number(v);
-  }
-  text(len: number, what: string): string {
-    this.need(len, what);
-    const bytes = this.buf.subarray(this.o, this.o + len);
-    this.o += len;
-    const s = bytes.toString('utf8');
-    if (!Buffer.from(s, 'utf8').equals(bytes)) throw new MeshDecodeError(`${what} is not valid UTF-8`);
-    return s;
-  }
-  key(len: number): string {
-    const s = this.text(len, 'key');
-    const bad = keyProblem(s, Buffer.from(s, 'utf8'));
-    if (bad) throw new MeshDecodeError(bad);
-    return s;
-  }
+function newReader(buf: Buffer): FieldReader {
+  return new FieldReader(buf, 0, (reason) => new MeshDecodeError(reason));
+}
+
+/** A peer name, refused when zero, as text. */
+function readPeer(r: FieldReader, what: string): string {
+  const n = r.peerName(what);
+  if (n === 0) throw new MeshDecodeError(`${what} is the zero peer name`);
+  return formatPeerName(n);
+}
+
+function readVersion(r: FieldReader, what: string): number {
+  const v = r.u64(what);
+  if (v < 1n || v > BigInt(MAX_MESH_VERSION)) throw new MeshDecodeError(`${what} ${v} out of range`);
+  return Number(v);
+}
+
+function readKey(r: FieldReader, len: number): string {
+  const s = r.utf8(len, 'key', true);
+  const bad = keyProblem(s, Buffer.from(s, 'utf8'));
+  if (bad) throw new MeshDecodeError(bad);
+  return s;
 }
 
 /** Decode one STORE body; throws MeshDecodeError for anything malformed. */
 export function decode(buf: Buffer): MeshMessage {
-  const r = new Reader(buf, 0);
+  const r = newReader(buf);
   const kind = r.u8('kind');
   let msg: MeshMessage;
   switch (kind) {
@@ -281,32 +252,32 @@ export function decode(buf: Buffer): MeshMessage {
       break;
     }
     case MESH_FORMAT_ACK: {
-      const claimant = r.peer('claimant');
-      const by = r.peer('acknowledger');
-      const version = r.version('version');
+      const claimant = readPeer(r, 'claimant');
+      const by = readPeer(r, 'acknowledger');
+      const version = readVersion(r, 'version');
       const okByte = r.u8('ok');
       if (okByte > 1) throw new MeshDecodeError(`ack flag ${okByte} is neither 0 nor 1`);
       const klen = r.u16('key length');
       if (klen > MAX_MESH_KEY_BYTES) throw new MeshDecodeError(`key of ${klen} bytes exceeds ${MAX_MESH_KEY_BYTES}`);
-      msg = { kind: 'ack', ack: { claimant, by, version, ok: okByte === 1, key: r.key(klen) } };
+      msg = { kind: 'ack', ack: { claimant, by, version, ok: okByte === 1, key: readKey(r, klen) } };
       break;
     }
     case MESH_FORMAT_FORGET: {
-      const owner = r.peer('owner');
-      const upTo = r.version('version');
-      msg = { kind: 'forget', forget: { owner, upTo, by: r.peer('forgetter') } };
+      const owner = readPeer(r, 'owner');
+      const upTo = readVersion(r, 'version');
+      msg = { kind: 'forget', forget: { owner, upTo, by: readPeer(r, 'forgetter') } };
       break;
     }
     default:
       throw new MeshDecodeError(`unknown kind ${kind}`);
   }
-  if (r.o !== buf.length) throw new MeshDecodeError(`${buf.length - r.o} trailing bytes`);
+  if (r.remaining() !== 0) throw new MeshDecodeError(`${r.remaining()} trailing bytes`);
   return msg;
 }
 
-function readEntry(r: Reader): MeshEntry {
-  const owner = r.peer('owner');
-  const version = r.version('version');
+function readEntry(r: FieldReader): MeshEntry {
+  const owner = readPeer(r, 'owner');
+  const version = readVersion(r, 'version');
   const stateCode = r.u8('state');
   const state = STATES[stateCode];
   if (state === undefined) throw new MeshDecodeError(`unknown entry state ${stateCode}`);
@@ -314,16 +285,16 @@ function readEntry(r: Reader): MeshEntry {
   if ((flags & ~FLAG_OVER) !== 0) throw new MeshDecodeError(`unknown entry flags 0x${flags.toString(16)}`);
   let over: MeshEntry['over'];
   if (flags & FLAG_OVER) {
-    const o = r.peer('replaced owner');
+    const o = readPeer(r, 'replaced owner');
     if (o === owner) throw new MeshDecodeError('an entry replaces its own owner');
-    over = { owner: o, version: r.version('replaced version') };
+    over = { owner: o, version: readVersion(r, 'replaced version') };
   }
   const klen = r.u16('key length');
   if (klen > MAX_MESH_KEY_BYTES) throw new MeshDecodeError(`key of ${klen} bytes exceeds ${MAX_MESH_KEY_BYTES}`);
-  const key = r.key(klen);
+  const key = readKey(r, klen);
   const vlen = r.u32('value length');
   if (vlen > MAX_MESH_VALUE_BYTES) throw new MeshDecodeError(`value of ${vlen} bytes exceeds ${MAX_MESH_VALUE_BYTES}`);
   if (state === 'gone' && vlen !== 0) throw new MeshDecodeError('a deleted entry carries a value');
-  const value = r.text(vlen, 'value');
+  const value = r.utf8(vlen, 'value', true);
   return over ? { owner, key, version, state, value, over } : { owner, key, version, state, value };
 }

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { ConnectionStatus } from '../../src/api/types';
+import type { ConnectionStatus } from '../../src/router/status';
 import { createLab, REPO_ROOT, type Lab } from '../net/harness';
 import { ETCD_TOOLS } from './etcd';
 import { describeWithTools } from '../require-tools';

@@ -7,7 +7,7 @@
  * segments). The segments are the catalog's networks (unique ids); `docker run --ip` works.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NetworkInfo } from '../../src/api/types';
+import type { NetworkInfo } from '../../src/endpoint/types';
 import { createLab, type Lab } from '../net/harness';
 import { etcdAvailable } from './etcd';
 import {

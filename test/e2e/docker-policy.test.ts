@@ -6,7 +6,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EndpointStatus, PolicyDrop, PolicyStatus } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
+import type { PolicyDrop } from '../../src/policy/drops';
+import type { PolicyStatus } from '../../src/policy/service';
 import { createLab, type Lab } from '../net/harness';
 import { etcdAvailable } from './etcd';
 import {

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import type { RouterStatus } from '../../src/api/types';
+import type { RouterStatus } from '../../src/router/status';
 import { REPO_ROOT, type Host, type Lab } from '../net/harness';
 import { useLab } from '../net/lab-hooks';
 import { describeWithTools } from '../require-tools';

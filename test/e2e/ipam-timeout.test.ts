@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ClusterIpam } from '../../src/ipam/cluster';
 import { EtcdStore } from '../../src/store/etcd';
 import { ADDRS_PREFIX } from '../../src/ipam/blocks';
-import { parseCidr } from '../../src/ipam/cidr';
+import { parseCidr } from '../../src/net/ipv4';
 import { silentLogger } from '../../src/log';
 import { WeavetsError } from '../../src/errors';
 import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';

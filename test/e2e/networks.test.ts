@@ -14,7 +14,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { NetworkInfo, RouterStatus } from '../../src/api/types';
+import type { NetworkInfo } from '../../src/endpoint/types';
+import type { RouterStatus } from '../../src/router/status';
 import { REPO_ROOT, createLab, type Host, type Lab, type Namespace } from '../net/harness';
 import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
 

@@ -7,7 +7,7 @@
 import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DnsStatus } from '../../src/api/types';
+import type { DnsStatus } from '../../src/dns/status';
 import { createLab, REPO_ROOT, type Host, type Lab, type Namespace } from './harness';
 import { ETCD_TOOLS, startEtcd, type EtcdServer } from '../e2e/etcd';
 import { describeWithTools } from '../require-tools';

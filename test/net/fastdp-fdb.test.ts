@@ -7,7 +7,7 @@
  */
 import { once } from 'node:events';
 import { describe, it, expect } from 'vitest';
-import type { ConnectionStatus } from '../../src/api/types';
+import type { ConnectionStatus } from '../../src/router/status';
 import { sleep, type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

@@ -7,7 +7,7 @@
  * in the fast path of a host without Docker networks or policies: only filter tables.
  */
 import { describe, it, expect } from 'vitest';
-import type { ConnectionStatus } from '../../src/api/types';
+import type { ConnectionStatus } from '../../src/router/status';
 import { sleep, type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

@@ -10,9 +10,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
-import type { RouterStatus } from '../../src/api/types';
+import type { RouterStatus } from '../../src/router/status';
 import { PROTOCOL_MAX_VERSION } from '../../src/router/control-codec';
-import { parsePeerName, type PeerName } from '../../src/router/peername';
+import { parsePeerName, type PeerName } from '../../src/net/peername';
 import { type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

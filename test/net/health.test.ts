@@ -8,7 +8,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect, afterAll } from 'vitest';
-import type { FlowsStatus, HealthStatus } from '../../src/api/types';
+import type { HealthStatus } from '../../src/diagnostics';
+import type { FlowsStatus } from '../../src/diagnostics/flows';
 import { REPO_ROOT, type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 import { HeadlessChromium, chromiumAvailable } from './headless-chromium';

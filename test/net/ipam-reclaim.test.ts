@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { EndpointStatus } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
 import { REPO_ROOT, type Host, type Lab } from './harness';
 import { useLab } from './lab-hooks';
 

@@ -4,7 +4,8 @@
  * collisions, expose/hide, and reset leaving nothing behind.
  */
 import { describe, it, expect } from 'vitest';
-import type { ConnectionStatus, EndpointStatus, PeerStatus, RouterStatus, TargetStatus } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
+import type { ConnectionStatus, PeerStatus, RouterStatus, TargetStatus } from '../../src/router/status';
 import { type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

@@ -14,7 +14,9 @@
 import { describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { ApiClient } from '../../src/api/client';
-import type { DnsStatus, EndpointStatus, IpamStatus } from '../../src/api/types';
+import type { DnsStatus } from '../../src/dns/status';
+import type { EndpointStatus } from '../../src/endpoint/types';
+import type { IpamStatus } from '../../src/ipam/status';
 import { sleep, type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

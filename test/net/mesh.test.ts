@@ -4,7 +4,8 @@
  */
 import * as fs from 'node:fs';
 import { describe, it, expect } from 'vitest';
-import type { ConnectionStatus, EndpointStatus } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
+import type { ConnectionStatus } from '../../src/router/status';
 import { run, type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

@@ -3,7 +3,7 @@
  * A container on A reaches one on C through B, and A's routes say C is reachable.
  */
 import { describe, it, expect } from 'vitest';
-import type { PeerStatus } from '../../src/api/types';
+import type { PeerStatus } from '../../src/router/status';
 import { type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

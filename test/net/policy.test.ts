@@ -10,7 +10,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
-import type { PolicyDrop, PolicyStatus, EndpointStatus, StoredPolicy } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
+import type { PolicyDrop } from '../../src/policy/drops';
+import type { StoredPolicy } from '../../src/policy/model';
+import type { PolicyStatus } from '../../src/policy/service';
 import { createLab, type Host, type Lab, type Namespace } from './harness';
 import { etcdAvailable, startEtcd, type EtcdServer } from '../e2e/etcd';
 

@@ -7,7 +7,7 @@
  * again within 2 s of the relaunch returning, and nothing may be lost outside that window.
  */
 import { describe, expect, it } from 'vitest';
-import type { ConnectionStatus } from '../../src/api/types';
+import type { ConnectionStatus } from '../../src/router/status';
 import type { Host, Lab, Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

@@ -5,7 +5,8 @@
  * far host along the real path.
  */
 import { describe, it, expect } from 'vitest';
-import type { FlowsStatus, TraceResult } from '../../src/api/types';
+import type { TraceResult } from '../../src/diagnostics';
+import type { FlowsStatus } from '../../src/diagnostics/flows';
 import { type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
 

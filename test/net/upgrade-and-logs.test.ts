@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { RouterStatus } from '../../src/api/types';
+import type { RouterStatus } from '../../src/router/status';
 import { PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION } from '../../src/router/control-codec';
 import { REPO_ROOT, type Host, type Lab } from './harness';
 import { useLab } from './lab-hooks';

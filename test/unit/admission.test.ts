@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Admission } from '../../src/router/admission';
 import { Router } from '../../src/router/router';
-import { randomPeerName } from '../../src/router/peername';
+import { randomPeerName } from '../../src/net/peername';
 import { loadSealer } from '../../src/crypto/seal';
 import { silentLogger } from '../../src/log';
 

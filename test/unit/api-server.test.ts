@@ -6,16 +6,9 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiClient } from '../../src/api/client';
 import { startApiServer, type ApiServer } from '../../src/api/server';
-import type {
-  AttachRequest,
-  ConnectionStatus,
-  DaemonControl,
-  EndpointStatus,
-  ExposeResult,
-  PeerStatus,
-  RouterStatus,
-  TargetStatus,
-} from '../../src/api/types';
+import type { DaemonControl } from '../../src/api/types';
+import type { AttachRequest, EndpointStatus, ExposeResult } from '../../src/endpoint/types';
+import type { ConnectionStatus, PeerStatus, RouterStatus, TargetStatus } from '../../src/router/status';
 import { WeavetsError } from '../../src/errors';
 import { silentLogger } from '../../src/log';
 

@@ -4,16 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApiServer, type ApiServer } from '../../src/api/server';
-import type {
-  AttachRequest,
-  ConnectionStatus,
-  DaemonControl,
-  EndpointStatus,
-  ExposeResult,
-  PeerStatus,
-  RouterStatus,
-  TargetStatus,
-} from '../../src/api/types';
+import type { DaemonControl } from '../../src/api/types';
+import type { AttachRequest, EndpointStatus, ExposeResult } from '../../src/endpoint/types';
+import type { ConnectionStatus, PeerStatus, RouterStatus, TargetStatus } from '../../src/router/status';
 import { buildDaemonConfig, type LaunchFlags } from '../../src/cli/launch';
 import { childLaunchArgs, decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import { UsageError, formatTable } from '../../src/cli/output';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { applyStoreFlags, formatIpamStatus, parseDurationSeconds } from '../../src/cli/ipam';
 import { childLaunchArgs, decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import type { DaemonConfig } from '../../src/config';
-import type { IpamStatus } from '../../src/api/types';
+import type { IpamStatus } from '../../src/ipam/status';
 
 function base(): DaemonConfig {
   return {

@@ -18,7 +18,7 @@ import {
   encodeTraceProbe,
   TraceProbeKind,
   TRACE_PROBE_LENGTH,
-} from '../../src/datapath/trace-probe-codec';
+} from '../../src/diagnostics/trace-probe-codec';
 import { decode as decodeControl, encode as encodeControl, MessageType } from '../../src/router/control-codec';
 
 const A = 0x020000000001;

@@ -3,7 +3,7 @@ import * as dnsPacket from 'dns-packet';
 import { randomBytes } from 'node:crypto';
 import { handleQuery, RCODE, type ZoneConfig } from '../../src/dns/message';
 import { DnsRecordTable, recordKey } from '../../src/dns/records';
-import { parseCidr } from '../../src/ipam/cidr';
+import { parseCidr } from '../../src/net/ipv4';
 import { parseResolvConf } from '../../src/dns/upstream';
 
 const zone: ZoneConfig = { domain: 'weavets.local', ttl: 30, range: parseCidr('10.32.0.0/12') };

@@ -9,7 +9,7 @@ import { handleQuery, type ZoneConfig } from '../../src/dns/message';
 import { DnsRecordTable, recordKey } from '../../src/dns/records';
 import { DnsServer } from '../../src/dns/server';
 import type { Upstream } from '../../src/dns/upstream';
-import { parseCidr } from '../../src/ipam/cidr';
+import { parseCidr } from '../../src/net/ipv4';
 import { silentLogger } from '../../src/log';
 
 const zone: ZoneConfig = { domain: 'weavets.local', ttl: 30, range: parseCidr('10.32.0.0/12') };

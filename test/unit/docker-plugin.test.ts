@@ -4,9 +4,9 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DockerPlugin, type DockerPluginDeps } from '../../src/docker/plugin';
 import { errorAnswer, parseBody, parsePortBindings, PluginError } from '../../src/docker/protocol';
-import { parseCidr, formatIpv4 } from '../../src/ipam/cidr';
+import { parseCidr, formatIpv4 } from '../../src/net/ipv4';
 import type { Allocation, AllocationRequest, AddressAllocator } from '../../src/ipam/types';
-import type { EndpointStatus } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
 import type { PortBinding } from '../../src/docker/protocol';
 import { silentLogger } from '../../src/log';
 

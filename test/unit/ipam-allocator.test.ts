@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileStore } from '../../src/store/file';
 import { BlockAllocator, ensureClusterConfig } from '../../src/ipam/allocator';
-import { contains, formatIpv4, parseCidr, parseIpv4 } from '../../src/ipam/cidr';
+import { contains, formatIpv4, parseCidr, parseIpv4 } from '../../src/net/ipv4';
 import type { NetworkSubnets } from '../../src/ipam/types';
 import { hostKey } from '../../src/ipam/blocks';
 import { silentLogger } from '../../src/log';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseCidr, parseIpv4 } from '../../src/ipam/cidr';
+import { parseCidr, parseIpv4 } from '../../src/net/ipv4';
 import {
   addrKey,
   addrPrefixOfBlock,

@@ -14,7 +14,7 @@ import { FileStore } from '../../src/store/file';
 import { StoreUnavailableError, type Store } from '../../src/store/types';
 import { BlockAllocator } from '../../src/ipam/allocator';
 import { ADDRS_PREFIX, HANDLES_PREFIX, hostKey } from '../../src/ipam/blocks';
-import { parseCidr } from '../../src/ipam/cidr';
+import { parseCidr } from '../../src/net/ipv4';
 import { AddressReconciler, type AddressClaim } from '../../src/ipam/reconcile';
 import { EndpointRegistry } from '../../src/endpoint/registry';
 import { registerIpamMetrics } from '../../src/api/ipam-metrics';

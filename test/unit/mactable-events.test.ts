@@ -3,8 +3,8 @@
  * learn() (the frame path), batched per drain, each MAC once with its state at drain time.
  */
 import { describe, it, expect } from 'vitest';
-import { MacTable, type MacTableListener } from '../../src/router/mactable';
-import type { PeerName } from '../../src/router/peername';
+import { MacTable, type MacTableListener } from '../../src/net/mactable';
+import type { PeerName } from '../../src/net/peername';
 
 const A = 0xa1 as PeerName;
 const B = 0xb2 as PeerName;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MacTable, formatMac, isMulticastMac, readMac, writeMac } from '../../src/router/mactable';
+import { formatMac, isMulticastMac, readMac, writeMac } from '../../src/net/mac';
+import { MacTable } from '../../src/net/mactable';
 
 const M1 = 0x02_42_ac_11_00_02;
 const M2 = 0x02_42_ac_11_00_03;

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { MeshStore, type MeshTransport } from '../../src/store/mesh';
 import { createIfAbsent, type WatchEvent } from '../../src/store/types';
 import { BlockAllocator } from '../../src/ipam/allocator';
-import { parseCidr, formatIpv4 } from '../../src/ipam/cidr';
+import { parseCidr, formatIpv4 } from '../../src/net/ipv4';
 import { silentLogger } from '../../src/log';
 
 const NAMES = ['02:00:00:00:00:01', '02:00:00:00:00:02', '02:00:00:00:00:03', '02:00:00:00:00:04'];

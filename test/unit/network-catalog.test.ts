@@ -18,7 +18,7 @@ import {
 } from '../../src/endpoint/network-catalog';
 import { isolationRuleset } from '../../src/endpoint/isolation';
 import { overlaps } from '../../src/ipam/blocks';
-import { parseCidr } from '../../src/ipam/cidr';
+import { parseCidr } from '../../src/net/ipv4';
 import { silentLogger } from '../../src/log';
 import { WeavetsError } from '../../src/errors';
 

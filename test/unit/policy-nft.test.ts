@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cidrMinus, compileRuleset, mergeRanges, peerRanges, type CompileInput } from '../../src/policy/nft';
 import { validatePolicy } from '../../src/policy/model';
-import { parseIpv4 } from '../../src/ipam/cidr';
+import { parseIpv4 } from '../../src/net/ipv4';
 import { FileStore } from '../../src/store/file';
 import { silentLogger } from '../../src/log';
 import { applyPolicies, removePolicies, removePolicy, GENERATION_KEY, ruleKey } from '../../src/policy/book';

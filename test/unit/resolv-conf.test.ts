@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { removeContainerResolvConf, writeContainerResolvConf } from '../../src/cli/dns';
-import type { EndpointStatus } from '../../src/api/types';
+import type { EndpointStatus } from '../../src/endpoint/types';
 
 describe('container resolv.conf', () => {
   let name: string;

@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Router } from '../../src/router/router';
-import { randomPeerName } from '../../src/router/peername';
+import { randomPeerName } from '../../src/net/peername';
 import { loadSealer } from '../../src/crypto/seal';
 import { createLogger } from '../../src/log';
 

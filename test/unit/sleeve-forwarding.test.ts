@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { DatagramKind, decode, encode } from '../../src/datapath/sleeve/codec';
-import { readMac } from '../../src/router/mactable';
+import { readMac } from '../../src/net/mac';
 import { MemoryUdpRing } from './sleeve-rings';
 import { BROADCAST_MAC, NETWORK, buildMesh, pattern, tapFrame, type Mesh } from './sleeve-mesh';
 

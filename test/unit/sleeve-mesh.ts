@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { loadSealer } from '../../src/crypto/seal';
 import { silentLogger } from '../../src/log';
 import { ManualClock } from '../../src/net/clock';
-import type { PeerName } from '../../src/router/peername';
+import type { PeerName } from '../../src/net/peername';
 import { SleeveDatapath, tapNameFor } from '../../src/datapath/sleeve/sleeve';
-import type { OverlayNetwork, RouteTable } from '../../src/datapath/types';
+import type { OverlayNetwork, RouteTable } from '../../src/router/overlay';
 import { MemoryLinks, MemoryUdpRing, MemoryUnderlay, type MemoryTapRing } from './sleeve-rings';
 
 export const NETWORK: OverlayNetwork = { id: 0x42, name: 'blue', bridge: 'br-blue', mtu: 1376 };

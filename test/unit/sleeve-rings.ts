@@ -10,7 +10,7 @@
  * the receiving ring is configured.
  */
 import { ipv4ToNumber, numberToIpv4 } from '../../src/native';
-import type { OverlayNetwork } from '../../src/datapath/types';
+import type { OverlayNetwork } from '../../src/router/overlay';
 import type { SleeveLinks, TapRing, UdpRing } from '../../src/datapath/sleeve/ports';
 
 interface Inbound {

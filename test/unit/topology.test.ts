@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Topology, type PeerConnectionEdge, type PeerEntry } from '../../src/router/topology';
-import type { PeerName } from '../../src/router/peername';
+import type { PeerName } from '../../src/net/peername';
 import { MAX_GOSSIP_VERSION, encodeGossip } from '../../src/router/gossip-codec';
 
 function edge(peer: PeerName, established = true): PeerConnectionEdge {

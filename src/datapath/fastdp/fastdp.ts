@@ -33,10 +33,12 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import type { Logger } from '../../log';
 import type { Netlink } from '../../netlink';
-import { formatPeerName, type PeerName } from '../../router/peername';
-import { formatMac, type MacTableListener } from '../../router/mactable';
-import type { OverlayNetwork } from '../types';
-import { tapNameFor } from '../sleeve/sleeve';
+import { isIpv4 } from '../../net/ipv4';
+import { PROBE_LINK_NAME, tapLinkName, vxlanLinkName } from '../../net/links';
+import { formatPeerName, type PeerName } from '../../net/peername';
+import { formatMac } from '../../net/mac';
+import type { MacTableListener } from '../../net/mactable';
+import type { OverlayNetwork } from '../../router/overlay';
 import { decode, encode, ProbeKind, PROBE_LENGTH, probeAddressFor, probeMacFor } from './probe-codec';
 import { SerialQueue } from '../../serial-queue';
 import type { FieldReader, JsonObject } from '../../json-fields';
@@ -47,7 +49,7 @@ export const FASTDP_PORT = 6784;
 export const VXLAN_OVERHEAD = 50;
 /** VNI of the probe device; a network hashing to it is carried by the sleeve only. */
 export const PROBE_VNI = 0xffffff;
-export const PROBE_DEVICE = 'wtvprobe';
+export const PROBE_DEVICE = PROBE_LINK_NAME;
 const ZERO_MAC = '00:00:00:00:00:00';
 /** At most this many per-MAC FDB entries over all networks (the sleeve MAC table's capacity). */
 export const MAX_MAC_FDB_ENTRIES = 65536;
@@ -67,7 +69,7 @@ export const PATH_DEAD_MS = 2000;
 const SWITCH_SETTLE_MS = 3 * PROBE_INTERVAL_MS;
 
 export function vxlanNameFor(networkId: number): string {
-  return `wtv${networkId.toString(16).padStart(6, '0')}`;
+  return vxlanLinkName(networkId);
 }
 
 export interface FastdpEvents {
@@ -93,7 +95,7 @@ interface KeptState {
   networks: Map<number, { vteps: string[]; macs: [number, string][] }>;
 }
 
-const isIp = (v: unknown): v is string => typeof v === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(v);
+const isIp = (v: unknown): v is string => typeof v === 'string' && isIpv4(v);
 
 /** The state file's networks, parsed strictly: anything unexpected is a StateFileError (the caller rebuilds). */
 function parseKeptState(doc: JsonObject, fields: FieldReader): KeptState {
@@ -309,7 +311,7 @@ export class FastDatapath implements MacTableListener {
         // The TAP and the VXLAN port must never forward to each other: a frame that came
         // from one path is delivered to local ports only, so nothing loops or doubles.
         await this.netlink.setBridgePort(dev, { isolated: true });
-        await this.netlink.setBridgePort(tapNameFor(net.id), { isolated: true });
+        await this.netlink.setBridgePort(tapLinkName(net.id), { isolated: true });
         await this.netlink.setUp(dev);
         this.networks.set(net.id, { net, dev });
         for (const p of this.peers.values()) if (p.programmed) await this.netlink.addFdb(dev, ZERO_MAC, p.ip);
@@ -701,8 +703,8 @@ export class FastDatapath implements MacTableListener {
       // the bridge learns the peer's MACs behind the VXLAN port. Left there, a peer's MAC
       // behind the TAP gets its unicast to the sleeve, which drops it (the peer is on
       // fastdp) until that MAC is heard through VXLAN.
-      await this.flushPorts((n) => tapNameFor(n.net.id));
-      this.flushAgainLater(p, true, (n) => tapNameFor(n.net.id));
+      await this.flushPorts((n) => tapLinkName(n.net.id));
+      this.flushAgainLater(p, true, (n) => tapLinkName(n.net.id));
     });
   }
 

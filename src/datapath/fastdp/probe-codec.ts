@@ -11,7 +11,7 @@
  * answered. A path is used only when both ends hear each other, so the two ends always
  * agree (within a probe interval) on whether the kernel carries their traffic.
  */
-import { readPeerName, writePeerName, type PeerName } from '../../router/peername';
+import { readPeerName, writePeerName, type PeerName } from '../../net/peername';
 
 export const PROBE_MAGIC = 0x57;
 export const PROBE_VERSION = 1;

@@ -4,7 +4,7 @@
  * write at the end of the batch (flush), or at once when they sit in a buffer that is
  * reused on return (a rebuilt fragment series).
  */
-import type { OverlayNetwork } from '../types';
+import type { OverlayNetwork } from '../../router/overlay';
 import { bridgeErrorReason, type DropCounter } from './drops';
 import type { TapRing } from './ports';
 

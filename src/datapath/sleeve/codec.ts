@@ -18,7 +18,7 @@
  * by the object-level encode/decode that tests, tools and the fuzz corpus use. The
  * accessors are small functions over fixed offsets that V8 inlines; they allocate nothing.
  */
-import { readPeerName, writePeerName, type PeerName } from '../../router/peername';
+import { readPeerName, writePeerName, type PeerName } from '../../net/peername';
 import type { MalformedReason } from './drops';
 
 export type { DropReason } from './drops';

@@ -8,8 +8,8 @@
 import { numberToIpv4 } from '../../native';
 import type { Logger } from '../../log';
 import type { Clock } from '../../net/clock';
-import type { PeerName } from '../../router/peername';
-import type { DatapathEvents } from '../types';
+import type { PeerName } from '../../net/peername';
+import type { DatapathEvents } from '../../router/overlay';
 import {
   DatagramKind,
   HEARTBEAT_BODY_LENGTH,

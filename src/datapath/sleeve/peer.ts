@@ -1,5 +1,5 @@
 /** What the sleeve keeps per peer it has a control connection to. */
-import type { PeerName } from '../../router/peername';
+import type { PeerName } from '../../net/peername';
 import type { PeerCrypto } from './peer-crypto';
 import type { Reassembler } from './reassembler';
 

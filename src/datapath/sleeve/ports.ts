@@ -11,7 +11,7 @@
  */
 import { TapDevice } from '../../native';
 import type { Netlink } from '../../netlink';
-import type { OverlayNetwork } from '../types';
+import type { OverlayNetwork } from '../../router/overlay';
 
 /** A TAP with the 10-byte virtio-net header in front of every frame read or written. */
 export interface TapRing {

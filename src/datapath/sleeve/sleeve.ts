@@ -20,11 +20,19 @@ import { UdpBatchSocket, ipv4ToNumber, setSchedSlice } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
 import { systemClock, type Clock } from '../../net/clock';
-import { MacTable, readMac, isMulticastMac } from '../../router/mactable';
-import { NO_PEER, type PeerName } from '../../router/peername';
-import type { Datapath, DatapathEvents, OverlayNetwork, PeerPathStatus, ProbeListener, RouteTable } from '../types';
-import { PROBE_NETWORK_ID } from '../trace-probe-codec';
-import type { FlowCounter } from '../../diagnostics/flows';
+import { isMulticastMac, readMac } from '../../net/mac';
+import { tapLinkName } from '../../net/links';
+import { MacTable } from '../../net/mactable';
+import { NO_PEER, type PeerName } from '../../net/peername';
+import type {
+  Datapath,
+  DatapathEvents,
+  OverlayNetwork,
+  PeerPathStatus,
+  ProbeListener,
+  RouteTable,
+} from '../../router/overlay';
+import { PROBE_NETWORK_ID, type FrameCounter } from '../../router/overlay';
 import type { Sealer } from '../../crypto/seal';
 import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
 import {
@@ -98,7 +106,7 @@ export interface SleeveOptions {
    */
   kernelPeers?: ReadonlySet<PeerName>;
   /** Counts frames taken from bridges per (network, source MAC, destination MAC) for `weavets flows`. */
-  flows?: FlowCounter;
+  flows?: FrameCounter;
 }
 
 /** What a sleeve is built from: the options without the kernel specifics, and its ports and clock. */
@@ -109,7 +117,7 @@ export type SleeveParts = Omit<SleeveOptions, 'bindAddress' | 'port' | 'netlink'
 };
 
 export function tapNameFor(networkId: number): string {
-  return `wtt${networkId.toString(16).padStart(6, '0')}`;
+  return tapLinkName(networkId);
 }
 
 export class SleeveDatapath implements Datapath {
@@ -125,7 +133,7 @@ export class SleeveDatapath implements Datapath {
   private readonly defaultPmtu: number;
   private readonly sealer: Sealer;
   private readonly kernelPeers: ReadonlySet<PeerName>;
-  private readonly flows: FlowCounter | undefined;
+  private readonly flows: FrameCounter | undefined;
   private readonly socket: UdpRing;
   private readonly peers = new Map<PeerName, SleevePeer>();
   private readonly networks = new Map<number, BridgePort>();

@@ -7,7 +7,7 @@
  */
 import type { Logger } from '../../log';
 import type { Clock } from '../../net/clock';
-import type { PeerName } from '../../router/peername';
+import type { PeerName } from '../../net/peername';
 import {
   DATAGRAM_HEADER_LENGTH,
   DatagramKind,

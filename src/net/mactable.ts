@@ -14,9 +14,8 @@
  * So a refresh of a known MAC costs nothing more, a burst of changes is one batch, and a
  * MAC that changed twice before the drain is reported once, as it is now.
  */
+import { isMulticastMac } from './mac';
 import type { PeerName } from './peername';
-
-const TWO_32 = 0x1_0000_0000;
 
 interface MacEntry {
   readonly networkId: number;
@@ -237,40 +236,4 @@ export class MacTable {
     e.gone = true;
     this.changed(e);
   }
-}
-
-/** Six bytes big-endian at offset -> 48-bit number. No allocation. */
-export function readMac(buf: Buffer, offset: number): number {
-  if (offset < 0 || offset + 6 > buf.length) throw new RangeError(`readMac: offset ${offset} outside ${buf.length}`);
-  return (
-    (buf[offset]! * 0x100 + buf[offset + 1]!) * TWO_32 +
-    ((buf[offset + 2]! << 24) >>> 0) +
-    (buf[offset + 3]! << 16) +
-    (buf[offset + 4]! << 8) +
-    buf[offset + 5]!
-  );
-}
-
-/** Write a 48-bit MAC as six bytes big-endian at offset. */
-export function writeMac(buf: Buffer, offset: number, mac: number): void {
-  if (offset < 0 || offset + 6 > buf.length) throw new RangeError(`writeMac: offset ${offset} outside ${buf.length}`);
-  const hi = Math.floor(mac / TWO_32);
-  const lo = mac >>> 0;
-  buf[offset] = hi >>> 8;
-  buf[offset + 1] = hi & 0xff;
-  buf[offset + 2] = lo >>> 24;
-  buf[offset + 3] = (lo >>> 16) & 0xff;
-  buf[offset + 4] = (lo >>> 8) & 0xff;
-  buf[offset + 5] = lo & 0xff;
-}
-
-/** "02:42:ac:11:00:02" */
-export function formatMac(mac: number): string {
-  const hex = mac.toString(16).padStart(12, '0');
-  return `${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}:${hex.slice(6, 8)}:${hex.slice(8, 10)}:${hex.slice(10, 12)}`;
-}
-
-/** The I/G bit (lowest bit of the first byte): multicast, broadcast included. */
-export function isMulticastMac(mac: number): boolean {
-  return ((mac / 0x100_0000_0000) & 1) === 1;
 }

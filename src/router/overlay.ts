@@ -1,10 +1,27 @@
 /**
- * One interface, several data paths behind it (sleeve, and the composite of sleeve +
- * fastdp in src/datapath/composite.ts). The router
- * tells a data path which peers exist and where; the data path tells the router when
- * its path to a peer comes up or goes down. Nothing here knows about TCP or gossip.
+ * The port the router owns and the data paths implement (sleeve, and the composite of
+ * sleeve + fastdp in src/datapath/composite.ts): the router tells a data path which peers
+ * exist and where; the data path tells the router when its path to a peer comes up or
+ * goes down. The data paths import this file; the router never imports a data path.
+ * Nothing here knows about TCP or gossip.
  */
-import type { PeerName } from '../router/peername';
+import type { PeerName } from '../net/peername';
+
+/**
+ * Network id of trace probe records (src/diagnostics/trace-probe-codec.ts): 24 bits all
+ * set; network ids of real networks are hashes below it. A data path hands records of
+ * this network to the probe listener instead of a bridge.
+ */
+export const PROBE_NETWORK_ID = 0xffffff;
+
+/**
+ * Counts frames a data path takes from a bridge, per (network, source MAC, destination
+ * MAC), for `weavets flows` (implemented by FlowCounter in src/diagnostics/flows.ts).
+ * MACs are 48-bit numbers (readMac in src/net/mac.ts).
+ */
+export interface FrameCounter {
+  record(net: number, srcMac: number, dstMac: number, bytes: number): void;
+}
 
 /** Read-only view of the routes the router computes from the topology. */
 export interface RouteTable {
@@ -41,7 +58,7 @@ export interface PeerPathStatus extends PeerPathStats {
   lastAnswerAt?: number;
 }
 
-/** A trace probe frame arrived for us from `from` (src/datapath/trace-probe-codec.ts). */
+/** A trace probe frame arrived for us from `from` (src/diagnostics/trace-probe-codec.ts). */
 export type ProbeListener = (from: PeerName, frame: Buffer) => void;
 
 export interface DatapathEvents {

@@ -5,10 +5,10 @@
  * container's unicast frame. Specified in docs/PROTOCOL.md ("Trace probes").
  * Pure functions over Buffer.
  */
-import { NO_PEER, readPeerName, writePeerName, type PeerName } from '../router/peername';
+import { NO_PEER, writePeerName, type PeerName } from '../net/peername';
+import { FieldReader } from '../net/reader';
 
-/** Network id of probe records: 24 bits all set; network ids of real networks are hashes below it. */
-export const PROBE_NETWORK_ID = 0xffffff;
+export { PROBE_NETWORK_ID } from '../router/overlay';
 export const TRACE_PROBE_MAGIC = 0x57545052; // "WTPR"
 export const TRACE_PROBE_LENGTH = 24;
 
@@ -51,12 +51,16 @@ export function encodeTraceProbe(p: TraceProbe, buf?: Buffer, offset = 0): Buffe
 /** Decode one probe frame occupying all of buf[offset..]; an error name when malformed. */
 export function decodeTraceProbe(buf: Buffer, offset = 0): TraceProbe | TraceProbeError {
   if (!Number.isInteger(offset) || offset < 0 || buf.length - offset !== TRACE_PROBE_LENGTH) return 'probe_length';
-  if (buf.readUInt32BE(offset) !== TRACE_PROBE_MAGIC) return 'probe_magic';
-  const kind = buf.readUInt8(offset + 4);
+  // The length is checked: the reader cannot run short here (its error would be a bug, not a bad probe).
+  const r = new FieldReader(buf, offset, (reason) => new RangeError(`trace probe: ${reason}`));
+  if (r.u32('magic') !== TRACE_PROBE_MAGIC) return 'probe_magic';
+  const kind = r.u8('kind') as TraceProbeKind; // checked on the next line
   if (kind !== TraceProbeKind.Request && kind !== TraceProbeKind.Reply) return 'probe_kind';
-  if (buf.readUInt8(offset + 5) !== 0) return 'probe_flags';
-  const from = readPeerName(buf, offset + 12);
-  const to = readPeerName(buf, offset + 18);
+  if (r.u8('flags') !== 0) return 'probe_flags';
+  const seq = r.u16('seq');
+  const id = r.u32('id');
+  const from = r.peerName('from');
+  const to = r.peerName('to');
   if (from === NO_PEER || to === NO_PEER) return 'probe_peer';
-  return { kind, seq: buf.readUInt16BE(offset + 6), id: buf.readUInt32BE(offset + 8), from, to };
+  return { kind, seq, id, from, to };
 }
