@@ -44,7 +44,7 @@ export interface LocalNetworks {
   networks: NetworkSet;
   hostRoutes: HostRoutes;
   endpoints: EndpointRegistry;
-  /** In start order: the overlay routing rule, the default network's bridge, the restored endpoints. */
+  /** In start order: the overlay routing rule, the default network's bridge, the kept kernel path, the restored endpoints. */
   components: Startable[];
 }
 
@@ -92,6 +92,16 @@ export function localNetworks(d: LocalNetworkDeps): LocalNetworks {
         await networks.ensure(DEFAULT_NETWORK);
       },
       (_, mode) => networks.close(mode === 'reset'),
+    ),
+    // Started after the bridges so that it stops before them: a stop (not a reset) keeps
+    // the kernel fast path, and must do so before the bridges take their networks off the
+    // data path. The peering's stop asks again, which is then a no-op.
+    component(
+      'kept kernel path',
+      () => undefined,
+      async (_, mode) => {
+        if (mode === 'stop') await d.datapath.retainKernelPath?.();
+      },
     ),
     component(
       'endpoints',
