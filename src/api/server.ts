@@ -393,7 +393,7 @@ function readBody(req: http.IncomingMessage): Promise<Body> {
       try {
         resolve(parseJsonObject(Buffer.concat(chunks).toString('utf8'), BODY_ERRORS));
       } catch (err) {
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
   });

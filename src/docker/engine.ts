@@ -53,7 +53,7 @@ interface ConnectEvent {
 
 export class DockerEngine {
   private client: Docker | undefined;
-  private events: NodeJS.ReadableStream | undefined;
+  private events: (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
   private pending: NodeJS.Timeout | undefined;
@@ -73,6 +73,7 @@ export class DockerEngine {
     if (this.client) return this.client;
     const socket = this.dockerOptions.socketPath;
     if (typeof socket === 'string' && !fs.existsSync(socket)) throw new Error(`no Docker socket at ${socket}`);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only once Docker is there (~20 MB resident)
     const Ctor = require('dockerode') as typeof Docker;
     this.client = new Ctor(this.dockerOptions);
     return this.client;
@@ -220,7 +221,7 @@ export class DockerEngine {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
     if (this.pending) clearTimeout(this.pending);
-    const s = this.events as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
+    const s = this.events;
     s?.destroy?.();
   }
 }
