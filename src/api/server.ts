@@ -195,8 +195,17 @@ function statusRoutes(): Record<string, Route> {
   };
 }
 
+function post(handle: Route['handle']): Route {
+  return { method: 'POST', mutating: true, handle };
+}
+
+/** Actions: served on the unix socket only. */
 function mutatingRoutes(log: Logger): Record<string, Route> {
-  const post = (handle: Route['handle']): Route => ({ method: 'POST', mutating: true, handle });
+  return { ...meshAndEndpointRoutes(), ...serviceRoutes(log) };
+}
+
+/** The mesh (trace, connect, forget), endpoints and CNI. */
+function meshAndEndpointRoutes(): Record<string, Route> {
   return {
     // Sends probe frames into the overlay: kept off the TCP listener like every action.
     '/trace': post(async (c, b, res) => {
@@ -218,25 +227,7 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       c.forget(fields.reqStringArray(b, 'peers', { nonEmpty: true }));
       sendJson(res, 200, OK);
     }),
-    '/attach': post(async (c, b, res) => {
-      const req: AttachRequest = { id: fields.reqString(b, 'id'), netns: fields.reqString(b, 'netns') };
-      const ifname = fields.optString(b, 'ifname');
-      const ip = fields.optString(b, 'ip');
-      const network = fields.optString(b, 'network');
-      if (ifname !== undefined) req.ifname = ifname;
-      if (ip !== undefined) req.ip = ip;
-      if (network !== undefined) req.network = network;
-      for (const field of ['mac', 'name', 'gateway'] as const) {
-        const v = fields.optString(b, field);
-        if (v !== undefined) req[field] = v;
-      }
-      if (b['labels'] !== undefined) {
-        const bad = labelsProblem(b['labels']);
-        if (bad) throw badRequest(`field 'labels': ${bad}`);
-        req.labels = b['labels'] as Record<string, string>;
-      }
-      sendJson(res, 200, await c.attach(req));
-    }),
+    '/attach': post(async (c, b, res) => sendJson(res, 200, await c.attach(attachRequest(b)))),
     '/detach': post(async (c, b, res) => {
       // missingOk: detaching an unknown id succeeds (CNI DEL must be idempotent).
       const missingOk = fields.optBoolean(b, 'missingOk') ?? false;
@@ -252,32 +243,18 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       }
       sendJson(res, 200, OK);
     }),
-    '/cni': post(async (c, b, res) => {
-      if (!c.cniExec) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon does not run CNI invocations');
-      const env = b['env'];
-      if (
-        typeof env !== 'object' ||
-        env === null ||
-        Array.isArray(env) ||
-        !Object.values(env).every((v) => typeof v === 'string')
-      ) {
-        throw badRequest("field 'env' must be an object of strings");
-      }
-      const stdin = fields.optString(b, 'stdin') ?? '';
-      const out = await c.cniExec(env as Record<string, string>, stdin);
-      // The shim prints the body as the plugin's stdout and exits with x-cni-exit.
-      res.writeHead(200, {
-        'content-type': 'application/json',
-        'x-cni-exit': String(out.status),
-        'content-length': Buffer.byteLength(out.stdout),
-      });
-      res.end(out.stdout);
-    }),
+    '/cni': post(runCni),
     '/endpoints/check': post(async (c, b, res) => {
       const id = fields.reqString(b, 'id');
       if (!c.checkEndpoint) throw new WeavetsError('EWEAVETS_INTERNAL', 'this daemon cannot check endpoints');
       sendJson(res, 200, await c.checkEndpoint(id));
     }),
+  };
+}
+
+/** Policy, networks, exposure, IPAM, DNS and shutdown. */
+function serviceRoutes(log: Logger): Record<string, Route> {
+  return {
     '/policy/apply': post(async (c, b, res) => {
       const docs = b['documents'];
       if (!Array.isArray(docs)) throw badRequest("field 'documents' must be a list of policy documents");
@@ -295,18 +272,7 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       const req: NetworkCreateRequest = { name: fields.reqString(b, 'name') };
       const subnet = fields.optString(b, 'subnet');
       if (subnet !== undefined) req.subnet = subnet;
-      const options = b['options'];
-      if (options !== undefined) {
-        if (
-          typeof options !== 'object' ||
-          options === null ||
-          Array.isArray(options) ||
-          !Object.values(options).every((v) => typeof v === 'string')
-        ) {
-          throw badRequest("field 'options' must be an object of strings");
-        }
-        req.options = options as Record<string, string>;
-      }
+      if (b['options'] !== undefined) req.options = stringRecord(b, 'options');
       sendJson(res, 200, await networksOf(c).create(req));
     }),
     '/networks/rm': post(async (c, b, res) => {
@@ -363,6 +329,43 @@ function mutatingRoutes(log: Logger): Record<string, Route> {
       });
     }),
   };
+}
+
+function attachRequest(b: Body): AttachRequest {
+  const req: AttachRequest = { id: fields.reqString(b, 'id'), netns: fields.reqString(b, 'netns') };
+  for (const field of ['ifname', 'ip', 'network', 'mac', 'name', 'gateway'] as const) {
+    const v = fields.optString(b, field);
+    if (v !== undefined) req[field] = v;
+  }
+  if (b['labels'] !== undefined) {
+    const bad = labelsProblem(b['labels']);
+    if (bad) throw badRequest(`field 'labels': ${bad}`);
+    req.labels = b['labels'] as Record<string, string>;
+  }
+  return req;
+}
+
+/** A field that must be an object whose values are all strings (CNI's env, network options). */
+function stringRecord(b: Body, field: string): Record<string, string> {
+  const v = b[field];
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'string'))
+    throw badRequest(`field '${field}' must be an object of strings`);
+  return v as Record<string, string>;
+}
+
+/** POST /cni: one CNI invocation run by the daemon for the weavets-cni shim. */
+async function runCni(c: DaemonControl, b: Body, res: http.ServerResponse): Promise<void> {
+  if (!c.cniExec) throw new WeavetsError('EWEAVETS_NOT_FOUND', 'this daemon does not run CNI invocations');
+  const env = stringRecord(b, 'env');
+  const stdin = fields.optString(b, 'stdin') ?? '';
+  const out = await c.cniExec(env, stdin);
+  // The shim prints the body as the plugin's stdout and exits with x-cni-exit.
+  res.writeHead(200, {
+    'content-type': 'application/json',
+    'x-cni-exit': String(out.status),
+    'content-length': Buffer.byteLength(out.stdout),
+  });
+  res.end(out.stdout);
 }
 
 function readBody(req: http.IncomingMessage): Promise<Body> {
