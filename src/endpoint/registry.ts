@@ -264,31 +264,7 @@ export class EndpointRegistry {
   private async doAttach(req: AttachRequest): Promise<EndpointStatus> {
     const ifname = req.ifname ?? 'eth0';
     const networkName = req.network ?? DEFAULT_NETWORK;
-    if (!ID_RE.test(req.id))
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
-    if (!IFNAME_RE.test(ifname)) {
-      throw new WeavetsError(
-        'EWEAVETS_BAD_REQUEST',
-        `invalid interface name ${JSON.stringify(ifname)}: 1-15 letters, digits, '.', '_' or '-'`,
-      );
-    }
-    const badNet = validateNetworkName(networkName);
-    if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
-    if (req.mac !== undefined && !isMacText(req.mac)) {
-      throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${JSON.stringify(req.mac)}: want aa:bb:cc:dd:ee:ff`);
-    }
-    if (req.mac !== undefined && (parseInt(req.mac.slice(0, 2), 16) & 1) === 1) {
-      throw new WeavetsError(
-        'EWEAVETS_BAD_REQUEST',
-        `invalid mac ${req.mac}: a multicast address cannot be an interface's`,
-      );
-    }
-    if (req.gateway !== undefined && !isIpv4(req.gateway)) {
-      throw new WeavetsError(
-        'EWEAVETS_BAD_REQUEST',
-        `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`,
-      );
-    }
+    checkAttachRequest(req, ifname, networkName);
     const existing = this.endpoints.get(req.id);
     if (existing) {
       if (existing.netns === req.netns && existing.network === networkName && existing.ifname === ifname)
@@ -308,20 +284,9 @@ export class EndpointRegistry {
         `${req.netns} is not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)`,
       );
     }
-    let requested: number | undefined;
-    let requestedPrefix: number | undefined;
-    if (req.ip !== undefined) {
-      let c;
-      try {
-        c = parseCidr(req.ip, false);
-      } catch (err) {
-        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`, { cause: err });
-      }
-      requested = c.address;
-      requestedPrefix = c.prefix;
-    }
+    const requested = req.ip === undefined ? undefined : parseRequestedIp(req.ip);
     const net = await this.networks.ensure(networkName);
-    if (requestedPrefix !== undefined && requestedPrefix !== net.subnet.prefix) {
+    if (requested !== undefined && requested.prefix !== net.subnet.prefix) {
       throw new WeavetsError(
         'EWEAVETS_BAD_REQUEST',
         `--ip ${req.ip}: the prefix must be /${net.subnet.prefix}, network ${networkName}'s subnet ${formatCidr(net.subnet)}`,
@@ -332,7 +297,7 @@ export class EndpointRegistry {
         id: req.id,
         ifname,
         network: networkName,
-        ...(requested !== undefined ? { ip: requested } : {}),
+        ...(requested !== undefined ? { ip: requested.address } : {}),
       })
     ).address;
     const { host: hostVeth, peer: tempPeer } = vethLinkNames(`${req.id}\0${networkName}\0${ifname}`);
@@ -576,4 +541,43 @@ export class EndpointRegistry {
 /** The allocation owner of this host's own address on a network (ifname = the network). */
 function exposeId(allocator: AddressAllocator): string {
   return `host@${allocator.self}`;
+}
+
+/** What attach refuses before anything is allocated or made. */
+function checkAttachRequest(req: AttachRequest, ifname: string, networkName: string): void {
+  if (!ID_RE.test(req.id))
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid endpoint id ${JSON.stringify(req.id)}`);
+  if (!IFNAME_RE.test(ifname)) {
+    throw new WeavetsError(
+      'EWEAVETS_BAD_REQUEST',
+      `invalid interface name ${JSON.stringify(ifname)}: 1-15 letters, digits, '.', '_' or '-'`,
+    );
+  }
+  const badNet = validateNetworkName(networkName);
+  if (badNet) throw new WeavetsError('EWEAVETS_BAD_REQUEST', badNet);
+  if (req.mac !== undefined && !isMacText(req.mac)) {
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `invalid mac ${JSON.stringify(req.mac)}: want aa:bb:cc:dd:ee:ff`);
+  }
+  if (req.mac !== undefined && (parseInt(req.mac.slice(0, 2), 16) & 1) === 1) {
+    throw new WeavetsError(
+      'EWEAVETS_BAD_REQUEST',
+      `invalid mac ${req.mac}: a multicast address cannot be an interface's`,
+    );
+  }
+  if (req.gateway !== undefined && !isIpv4(req.gateway)) {
+    throw new WeavetsError(
+      'EWEAVETS_BAD_REQUEST',
+      `invalid gateway ${JSON.stringify(req.gateway)}: want an IPv4 address`,
+    );
+  }
+}
+
+/** --ip A.B.C.D/P: the address asked for, and the prefix to check against the network's. */
+function parseRequestedIp(ip: string): { address: number; prefix: number } {
+  try {
+    const c = parseCidr(ip, false);
+    return { address: c.address, prefix: c.prefix };
+  } catch (err) {
+    throw new WeavetsError('EWEAVETS_BAD_REQUEST', `--ip: ${(err as Error).message}`, { cause: err });
+  }
 }
