@@ -195,52 +195,8 @@ export class Diagnostics {
           stale: stale.get(p) ?? p !== self,
         };
       });
-    const edges = new Map<string, MeshEdge>();
-    // Which view of a pair to show: ours first, then a fresh row, then a stale one.
-    const rank = new Map<string, number>();
-    for (const { report, stale: rowStale } of reports) {
-      const score = report.owner === self ? 2 : rowStale ? 0 : 1;
-      for (const v of report.peers) {
-        if (!v.connected && !v.up) continue;
-        const [a, b] = report.owner < v.peer ? [report.owner, v.peer] : [v.peer, report.owner];
-        const key = `${a}-${b}`;
-        if ((rank.get(key) ?? -1) >= score) continue;
-        rank.set(key, score);
-        edges.set(key, {
-          from: formatPeerName(a),
-          to: formatPeerName(b),
-          up: v.up && !rowStale,
-          datapath: v.datapath,
-          encrypted: v.encrypted,
-          rttMs: v.rttUs === undefined ? null : v.rttUs / 1000,
-          reason: rowStale ? `report from ${report.nickname || formatPeerName(report.owner)} is stale` : v.reason,
-        });
-      }
-    }
-    // A host this host cannot reach takes its edges down with it, whatever older rows said.
-    const downHosts = new Map(
-      hosts.filter((h) => h.state === 'down').map((h) => [h.name, h.nickname || h.name] as const),
-    );
-    for (const e of edges.values()) {
-      const gone = downHosts.get(e.from) ?? downHosts.get(e.to);
-      if (gone !== undefined && e.up) {
-        e.up = false;
-        e.reason = `${gone} is down`;
-      }
-    }
-    const networks = new Map<string, MeshContainer[]>();
-    for (const { report } of reports) {
-      for (const e of report.endpoints) {
-        const list = networks.get(e.network) ?? [];
-        list.push({
-          name: e.name,
-          address: formatIpv4(e.ip),
-          host: formatPeerName(report.owner),
-          hostNickname: report.nickname,
-        });
-        networks.set(e.network, list);
-      }
-    }
+    const edges = meshEdges(reports, self, hosts);
+    const networks = meshNetworks(reports);
     const counters: MeshStatus['counters'] = [];
     for (const v of own.peers) {
       const s = datapath.peerStatus(v.peer);
@@ -258,13 +214,8 @@ export class Diagnostics {
       self: { name: formatPeerName(self), nickname: this.opts.nickname },
       time: new Date().toISOString(),
       hosts,
-      edges: [...edges.values()],
-      networks: [...networks.entries()]
-        .sort(([a], [b]) => a.localeCompare(b))
-        .map(([name, containers]) => ({
-          name,
-          containers: containers.sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })),
-        })),
+      edges,
+      networks,
       health,
       counters,
       drops: Object.fromEntries(datapath.drops()),
@@ -319,4 +270,70 @@ export class Diagnostics {
     this.prober.close();
     await this.opts.flows?.close();
   }
+}
+
+type HealthReports = ReturnType<HealthGossip['reports']>;
+
+/**
+ * One edge per pair that either side reports connected or up: our own view first, then a
+ * fresh row, then a stale one; a host that is down takes its edges down with it.
+ */
+function meshEdges(reports: HealthReports, self: PeerName, hosts: readonly MeshHost[]): MeshEdge[] {
+  const edges = new Map<string, MeshEdge>();
+  // Which view of a pair to show: ours first, then a fresh row, then a stale one.
+  const rank = new Map<string, number>();
+  for (const { report, stale: rowStale } of reports) {
+    const score = report.owner === self ? 2 : rowStale ? 0 : 1;
+    for (const v of report.peers) {
+      if (!v.connected && !v.up) continue;
+      const [a, b] = report.owner < v.peer ? [report.owner, v.peer] : [v.peer, report.owner];
+      const key = `${a}-${b}`;
+      if ((rank.get(key) ?? -1) >= score) continue;
+      rank.set(key, score);
+      edges.set(key, {
+        from: formatPeerName(a),
+        to: formatPeerName(b),
+        up: v.up && !rowStale,
+        datapath: v.datapath,
+        encrypted: v.encrypted,
+        rttMs: v.rttUs === undefined ? null : v.rttUs / 1000,
+        reason: rowStale ? `report from ${report.nickname || formatPeerName(report.owner)} is stale` : v.reason,
+      });
+    }
+  }
+  // A host this host cannot reach takes its edges down with it, whatever older rows said.
+  const downHosts = new Map(
+    hosts.filter((h) => h.state === 'down').map((h) => [h.name, h.nickname || h.name] as const),
+  );
+  for (const e of edges.values()) {
+    const gone = downHosts.get(e.from) ?? downHosts.get(e.to);
+    if (gone !== undefined && e.up) {
+      e.up = false;
+      e.reason = `${gone} is down`;
+    }
+  }
+  return [...edges.values()];
+}
+
+/** The containers every report names, by network, networks and addresses in order. */
+function meshNetworks(reports: HealthReports): MeshStatus['networks'] {
+  const networks = new Map<string, MeshContainer[]>();
+  for (const { report } of reports) {
+    for (const e of report.endpoints) {
+      const list = networks.get(e.network) ?? [];
+      list.push({
+        name: e.name,
+        address: formatIpv4(e.ip),
+        host: formatPeerName(report.owner),
+        hostNickname: report.nickname,
+      });
+      networks.set(e.network, list);
+    }
+  }
+  return [...networks.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, containers]) => ({
+      name,
+      containers: containers.sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })),
+    }));
 }
