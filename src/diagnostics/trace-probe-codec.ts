@@ -6,7 +6,7 @@
  * Pure functions over Buffer.
  */
 import { NO_PEER, writePeerName, type PeerName } from '../net/peername';
-import { FieldReader } from '../net/reader';
+import { ByteReader } from '../net/reader';
 
 export { PROBE_NETWORK_ID } from '../router/overlay';
 export const TRACE_PROBE_MAGIC = 0x57545052; // "WTPR"
@@ -52,7 +52,7 @@ export function encodeTraceProbe(p: TraceProbe, buf?: Buffer, offset = 0): Buffe
 export function decodeTraceProbe(buf: Buffer, offset = 0): TraceProbe | TraceProbeError {
   if (!Number.isInteger(offset) || offset < 0 || buf.length - offset !== TRACE_PROBE_LENGTH) return 'probe_length';
   // The length is checked: the reader cannot run short here (its error would be a bug, not a bad probe).
-  const r = new FieldReader(buf, offset, (reason) => new RangeError(`trace probe: ${reason}`));
+  const r = new ByteReader(buf, offset, (reason) => new RangeError(`trace probe: ${reason}`));
   if (r.u32('magic') !== TRACE_PROBE_MAGIC) return 'probe_magic';
   const kind = r.u8('kind') as TraceProbeKind; // checked on the next line
   if (kind !== TraceProbeKind.Request && kind !== TraceProbeKind.Reply) return 'probe_kind';

@@ -10,7 +10,7 @@ import { readPeerName, type PeerName } from './peername';
 /** Makes the codec's decode error (GossipDecodeError, ControlDecodeError, ...) from a reason. */
 export type DecodeErrorFactory = (reason: string) => Error;
 
-export class FieldReader {
+export class ByteReader {
   private o: number;
 
   constructor(

@@ -6,7 +6,7 @@
  * Pure functions over Buffer: no I/O, no state.
  */
 import { writePeerName, type PeerName } from '../net/peername';
-import { FieldReader } from '../net/reader';
+import { ByteReader } from '../net/reader';
 
 export const HELLO_MAGIC = 0x57565453; // "WVTS"
 /**
@@ -197,7 +197,7 @@ export function frameLength(buf: Buffer, offset = 0, limit = MAX_CONTROL_MESSAGE
 export function decode(buf: Buffer, offset = 0, length = buf.length - offset): ControlMessage {
   if (length < FRAME_HEADER_LENGTH) throw new ControlDecodeError('frame shorter than its header');
   const frame = buf.subarray(offset, offset + length);
-  const r = new FieldReader(frame, 0, (reason) => new ControlDecodeError(reason));
+  const r = new ByteReader(frame, 0, (reason) => new ControlDecodeError(reason));
   if (r.u32('frame length') + 4 !== length) throw new ControlDecodeError('frame length mismatch');
   // Checked by the switch: an unknown value falls to its default.
   const type = r.u8('message type') as MessageType;
@@ -234,7 +234,7 @@ export function decode(buf: Buffer, offset = 0, length = buf.length - offset): C
 }
 
 /** A HELLO body, the reader at its first byte and the body running to the end of the frame. */
-function decodeHello(r: FieldReader): Hello {
+function decodeHello(r: ByteReader): Hello {
   const bodyLen = r.remaining();
   if (bodyLen < HELLO_FIXED) throw new ControlDecodeError('hello truncated');
   if (r.u32('hello magic') !== HELLO_MAGIC) throw new ControlDecodeError('bad hello magic');

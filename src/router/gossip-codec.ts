@@ -7,7 +7,7 @@
  */
 import { isIP } from 'node:net';
 import { writePeerName, NO_PEER } from '../net/peername';
-import { FieldReader } from '../net/reader';
+import { ByteReader } from '../net/reader';
 import type { PeerConnectionEdge, PeerEntry } from './topology';
 
 export const GOSSIP_FORMAT_VERSION = 1;
@@ -153,7 +153,7 @@ function writeString(buf: Buffer, o: number, s: string): number {
 
 /** Decode a whole gossip message (every byte of buf from offset must belong to it). */
 export function decodeGossip(buf: Buffer, offset = 0): PeerEntry[] {
-  const r = new FieldReader(buf, offset, (reason) => new GossipDecodeError(reason));
+  const r = new ByteReader(buf, offset, (reason) => new GossipDecodeError(reason));
   const format = r.u8('format version');
   if (format !== GOSSIP_FORMAT_VERSION) throw new GossipDecodeError(`unsupported format version ${format}`);
   const count = r.u16('peer count');

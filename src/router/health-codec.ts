@@ -9,7 +9,7 @@
  * HealthDecodeError, never in another exception and never in a partial result.
  */
 import { NO_PEER, writePeerName, type PeerName } from '../net/peername';
-import { FieldReader } from '../net/reader';
+import { ByteReader } from '../net/reader';
 
 export const HEALTH_FORMAT_VERSION = 1;
 export const MAX_HEALTH_PEERS = 4096;
@@ -175,7 +175,7 @@ function writeString(buf: Buffer, o: number, s: string): number {
 
 /** Decode one whole report (every byte from offset belongs to it). */
 export function decodeHealthReport(buf: Buffer, offset = 0): HostReport {
-  const r = new FieldReader(buf, offset, (reason) => new HealthDecodeError(reason));
+  const r = new ByteReader(buf, offset, (reason) => new HealthDecodeError(reason));
   const version = r.u8('format version');
   if (version !== HEALTH_FORMAT_VERSION) throw new HealthDecodeError(`unsupported format version ${version}`);
   const owner = r.peerName('owner');

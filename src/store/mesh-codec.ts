@@ -9,7 +9,7 @@
  *   FORGET  (3): drop a peer's entries up to a version (rmpeer).
  */
 import { formatPeerName, isPeerNameText, parsePeerName, writePeerName } from '../net/peername';
-import { FieldReader } from '../net/reader';
+import { ByteReader } from '../net/reader';
 
 export const MESH_FORMAT_ENTRIES = 1;
 export const MESH_FORMAT_ACK = 2;
@@ -214,24 +214,24 @@ export function encodeEntriesChunked(entries: readonly MeshEntry[], maxBytes: nu
   return out;
 }
 
-function newReader(buf: Buffer): FieldReader {
-  return new FieldReader(buf, 0, (reason) => new MeshDecodeError(reason));
+function newReader(buf: Buffer): ByteReader {
+  return new ByteReader(buf, 0, (reason) => new MeshDecodeError(reason));
 }
 
 /** A peer name, refused when zero, as text. */
-function readPeer(r: FieldReader, what: string): string {
+function readPeer(r: ByteReader, what: string): string {
   const n = r.peerName(what);
   if (n === 0) throw new MeshDecodeError(`${what} is the zero peer name`);
   return formatPeerName(n);
 }
 
-function readVersion(r: FieldReader, what: string): number {
+function readVersion(r: ByteReader, what: string): number {
   const v = r.u64(what);
   if (v < 1n || v > BigInt(MAX_MESH_VERSION)) throw new MeshDecodeError(`${what} ${v} out of range`);
   return Number(v);
 }
 
-function readKey(r: FieldReader, len: number): string {
+function readKey(r: ByteReader, len: number): string {
   const s = r.utf8(len, 'key', true);
   const bad = keyProblem(s, Buffer.from(s, 'utf8'));
   if (bad) throw new MeshDecodeError(bad);
@@ -275,7 +275,7 @@ export function decode(buf: Buffer): MeshMessage {
   return msg;
 }
 
-function readEntry(r: FieldReader): MeshEntry {
+function readEntry(r: ByteReader): MeshEntry {
   const owner = readPeer(r, 'owner');
   const version = readVersion(r, 'version');
   const stateCode = r.u8('state');

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { FieldReader } from '../../src/net/reader';
+import { ByteReader } from '../../src/net/reader';
 
 class TestDecodeError extends Error {
   readonly code = 'TEST_DECODE';
 }
-const reader = (hex: string, offset = 0): FieldReader =>
-  new FieldReader(Buffer.from(hex, 'hex'), offset, (reason) => new TestDecodeError(reason));
+const reader = (hex: string, offset = 0): ByteReader =>
+  new ByteReader(Buffer.from(hex, 'hex'), offset, (reason) => new TestDecodeError(reason));
 
-describe('FieldReader (src/net/reader.ts)', () => {
+describe('ByteReader (src/net/reader.ts)', () => {
   it('reads big-endian fields in order', () => {
     const r = reader(
       'ff' + '01' + '0203' + '04050607' + '08090a0b0c0d' + '0000000000000010' + '7e210ab419c2' + '026869' + 'aabb',
@@ -26,7 +26,7 @@ describe('FieldReader (src/net/reader.ts)', () => {
   });
 
   it("fails every overrun with the codec's own error, never a RangeError", () => {
-    const reads: [string, (r: FieldReader) => unknown][] = [
+    const reads: [string, (r: ByteReader) => unknown][] = [
       ['u8', (r) => r.u8('x')],
       ['u16', (r) => r.u16('x')],
       ['u32', (r) => r.u32('x')],
