@@ -36,6 +36,26 @@ export interface StateFormat<T> {
   toJson(value: T): JsonObject;
 }
 
+/**
+ * The field reader a state file's validator uses: each problem is a StateFileError naming
+ * the file and the field, and saying what to do.
+ */
+export function stateFileFields(file: string): FieldReader {
+  return new FieldReader({
+    name: (field) => `field '${field}'`,
+    error: (message) => new StateFileError(file, `${message}; ${REMEDY}`),
+  });
+}
+
+/** The JSON document in a state file's text, or a StateFileError saying it is not JSON. */
+export function parseStateJson(file: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new StateFileError(file, `not valid JSON (${(err as Error).message}); ${REMEDY}`, { cause: err });
+  }
+}
+
 export class JsonStateFile<T> {
   private readonly writes = new SerialQueue();
   private readonly fields: FieldReader;
@@ -44,10 +64,7 @@ export class JsonStateFile<T> {
     readonly file: string,
     private readonly format: StateFormat<T>,
   ) {
-    this.fields = new FieldReader({
-      name: (field) => `field '${field}'`,
-      error: (message) => new StateFileError(file, `${message}; ${REMEDY}`),
-    });
+    this.fields = stateFileFields(file);
   }
 
   /** The value on disk; undefined when there is no file. Throws StateFileError. */
@@ -76,12 +93,7 @@ export class JsonStateFile<T> {
 
   /** Check the text of the file. Throws StateFileError. */
   parse(text: string): T {
-    let doc: unknown;
-    try {
-      doc = JSON.parse(text);
-    } catch (err) {
-      throw new StateFileError(this.file, `not valid JSON (${(err as Error).message}); ${REMEDY}`, { cause: err });
-    }
+    const doc = parseStateJson(this.file, text);
     if (!isJsonObject(doc) || !('version' in doc)) return this.format.parseUnversioned(doc, this.fields);
     const version = doc['version'];
     if (version === this.format.version) return this.format.parse(doc, this.fields);

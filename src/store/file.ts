@@ -15,6 +15,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { writeFileDurably } from '../state/durable-write';
 import { GroupCommit } from './durable';
+import { parseFileStoreContent, type FileStoreContent, type PersistedLease } from './persisted';
 import type { Logger } from '../log';
 import type {
   Compare,
@@ -28,20 +29,9 @@ import type {
   WatchHandlers,
 } from './types';
 
-interface FileLease {
-  id: string;
-  ttl: number;
-  /** Wall-clock ms. */
-  expiresAt: number;
-}
-
-interface FileContent {
-  format: 1;
-  revision: number;
-  nextLease: number;
-  kvs: KvEntry[];
-  leases: FileLease[];
-}
+/** Wall-clock ms in expiresAt. */
+type FileLease = PersistedLease;
+type FileContent = FileStoreContent;
 
 export interface FileStoreOptions {
   file: string;
@@ -83,7 +73,7 @@ export class FileStore implements Store {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (text !== undefined) {
-      const data = JSON.parse(text) as FileContent;
+      const data = parseFileStoreContent(opts.file, text);
       store.revision = data.revision;
       store.nextLease = data.nextLease;
       for (const kv of data.kvs) store.kvs.set(kv.key, kv);

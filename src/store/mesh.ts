@@ -24,6 +24,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { writeFileDurably } from '../state/durable-write';
 import { GroupCommit } from './durable';
+import { parseFileStoreContent, parseMeshStoreContent, type MeshStoreContent, type PersistedLease } from './persisted';
 import type { Logger } from '../log';
 import {
   decode,
@@ -76,23 +77,7 @@ export interface MeshStoreOptions {
   now?: () => number;
 }
 
-interface PersistedLease {
-  id: string;
-  ttl: number;
-  expiresAt: number;
-}
-
-interface MeshFile {
-  format: 1;
-  self: string;
-  lastVersion: number;
-  nextLease: number;
-  leases: PersistedLease[];
-  /** Own key -> lease id. */
-  leaseOf: Record<string, string>;
-  entries: MeshEntry[];
-  /** Peers not reachable for that long when we stopped keep counting from our restart. */
-}
+type MeshFile = MeshStoreContent;
 
 interface ViewCache {
   kv: KvEntry;
@@ -176,7 +161,7 @@ export class MeshStore implements Store {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (text !== undefined) {
-      const data = JSON.parse(text) as MeshFile;
+      const data = parseMeshStoreContent(opts.file, text);
       if (data.self !== opts.self) {
         // Another peer name owns this state (the host was renamed): its entries are not ours to publish.
         opts.log.warn('mesh store file belongs to another peer name; starting empty', {
@@ -214,7 +199,7 @@ export class MeshStore implements Store {
     } catch {
       return;
     }
-    const data = JSON.parse(text) as { kvs: KvEntry[]; leases: PersistedLease[]; nextLease: number };
+    const data = parseFileStoreContent(file, text);
     this.nextLease = data.nextLease;
     for (const l of data.leases) this.leases.set(l.id, l);
     for (const kv of data.kvs) {
