@@ -414,9 +414,12 @@ describeEtcd('etcd with authentication', () => {
       const pid = lab.daemonPid(h);
       expect(pid, `${h.name} daemon pid`).toBeDefined();
       const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      expect(argv).toContain('--etcd-password-file');
-      expect(argv).toContain(passwordFile);
+      // The background daemon takes its validated config, the password read from
+      // --etcd-password-file included, over a pipe (src/cli/config-pipe.ts), not as flags.
+      expect(argv).toContain('--config-fd');
+      expect(argv).not.toContain(passwordFile);
       expect(argv.join(' ')).not.toContain(password);
+      expect(fs.readFileSync(`/proc/${pid}/environ`, 'utf8')).not.toContain(password);
       const log = fs.readFileSync(path.join(h.stateDir, 'weavets.log'), 'utf8');
       expect(log.length).toBeGreaterThan(0);
       expect(log).not.toContain(password);
