@@ -42,6 +42,7 @@ const RTM_DELNEIGH = 29;
 const NLM_F_APPEND = 0x800;
 import { inNetns, openNetns } from './netns';
 import { RTM_DELRULE, RTM_NEWRULE, ruleMessage } from './rule';
+import { SerialQueue } from '../serial-queue';
 
 export interface LinkInfo {
   index: number;
@@ -91,6 +92,8 @@ type Payload =
 
 export class Netlink {
   private closed = false;
+  /** One dump at a time on this socket (send). */
+  private readonly dumps = new SerialQueue();
 
   private constructor(private readonly sock: RtNetlinkSocket) {
     // A socket with no request in flight must not keep the daemon (or a test) alive.
@@ -638,7 +641,18 @@ export class Netlink {
     await this.send(type, [body], flags, what);
   }
 
-  private async send(type: number, bufs: Uint8Array[], flags: number, what: string): Promise<rt.Message[]> {
+  /**
+   * The kernel runs one dump at a time per netlink socket: a second one started while the
+   * first is still being read fails with EBUSY (or its replies interleave, "Multipart
+   * message not terminated"). Dumps on this socket therefore wait for each other; other
+   * requests do not wait.
+   */
+  private send(type: number, bufs: Uint8Array[], flags: number, what: string): Promise<rt.Message[]> {
+    if ((flags & FlagsGet.DUMP) === FlagsGet.DUMP) return this.dumps.run(() => this.sendNow(type, bufs, flags, what));
+    return this.sendNow(type, bufs, flags, what);
+  }
+
+  private async sendNow(type: number, bufs: Uint8Array[], flags: number, what: string): Promise<rt.Message[]> {
     if (this.closed) throw new NetlinkError('EBADF', `${what}: EBADF (netlink socket closed)`);
     let reply;
     try {
