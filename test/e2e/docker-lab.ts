@@ -19,10 +19,6 @@ export const PLUGIN_DIR = '/run/docker/plugins';
 /** Commands a suite running dockerd beside weavets needs (test/require-tools.ts). */
 export const DOCKER_TOOLS = ['dockerd', 'docker', 'busybox', 'nft'];
 
-export function dockerAvailable(): boolean {
-  return DOCKER_TOOLS.every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
-}
-
 export interface DockerHost {
   host: Host;
   dir: string;

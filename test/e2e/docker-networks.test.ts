@@ -6,14 +6,15 @@
  * (containers have a default route via their host, which must not forward between the
  * segments). The segments are the catalog's networks (unique ids); `docker run --ip` works.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { NetworkInfo } from '../../src/endpoint/types';
 import { createLab, type Lab } from '../net/harness';
-import { etcdAvailable } from './etcd';
+import { ETCD_TOOLS } from './etcd';
+import { describeWithTools } from '../require-tools';
 import {
   DOCKER_IMAGE,
   docker,
-  dockerAvailable,
+  DOCKER_TOOLS,
   dockerOk,
   weavetsDockerArgs,
   type DockerHost,
@@ -22,10 +23,9 @@ import {
   type DockerPair,
 } from './docker-lab';
 
-const CI = process.env['CI'] === 'true';
-const haveTools = dockerAvailable() && etcdAvailable();
+const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files });
 
-describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are isolated tenants', () => {
+describeDocker('Docker: two networks on two dockerds are isolated tenants', () => {
   let lab: Lab;
   const pair: DockerPair = { hosts: [] };
   const hosts = pair.hosts;
@@ -37,8 +37,6 @@ describe.skipIf(!haveTools && !CI)('Docker: two networks on two dockerds are iso
     ).trim();
 
   beforeAll(async () => {
-    if (!haveTools)
-      throw new Error('dockerd, docker, busybox, nft and etcd are needed for the Docker networks e2e test');
     lab = await createLab();
     lab.requireCli();
     try {

@@ -65,10 +65,6 @@ export function freePort(): Promise<number> {
 /** What a suite that starts etcd needs (test/require-tools.ts). */
 export const ETCD_TOOLS = { files: ['/usr/bin/etcd'] };
 
-export function etcdAvailable(): boolean {
-  return fs.existsSync('/usr/bin/etcd');
-}
-
 export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
   hookExit();
   const host = opts.host ?? '127.0.0.1';

@@ -13,14 +13,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import type { NetworkInfo } from '../../src/endpoint/types';
 import type { RouterStatus } from '../../src/router/status';
 import { REPO_ROOT, createLab, type Host, type Lab, type Namespace } from '../net/harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { describeWithTools } from '../require-tools';
 
-const CI = process.env['CI'] === 'true';
-const HAVE_ETCD = etcdAvailable();
+const describeEtcd = describeWithTools(ETCD_TOOLS);
 const NETWORKS = ['red', 'blue', 'weavets'] as const;
 type NetName = (typeof NETWORKS)[number];
 const BLUE_SUBNET = '10.40.7.0/24';
@@ -81,7 +81,7 @@ function addressOf(cidr: string): string {
 }
 
 for (const mode of MODES) {
-  describe.skipIf(!HAVE_ETCD && !CI)(`networks as tenants: 3 hosts x 3 networks on ${mode.name}`, () => {
+  describeEtcd(`networks as tenants: 3 hosts x 3 networks on ${mode.name}`, () => {
     let lab: Lab;
     let etcd: EtcdServer | undefined;
     const hosts: Host[] = [];
@@ -91,7 +91,6 @@ for (const mode of MODES) {
     let subnets: Record<NetName, string>;
 
     beforeAll(async () => {
-      if (!HAVE_ETCD) throw new Error('etcd is not installed (/usr/bin/etcd): the networks e2e test needs it');
       lab = await createLab();
       lab.requireCli();
       try {

@@ -9,13 +9,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import type { EndpointStatus } from '../../src/endpoint/types';
 import type { PolicyDrop } from '../../src/policy/drops';
 import type { StoredPolicy } from '../../src/policy/model';
 import type { PolicyStatus } from '../../src/policy/service';
 import { createLab, type Host, type Lab, type Namespace } from './harness';
-import { etcdAvailable, startEtcd, type EtcdServer } from '../e2e/etcd';
+import { ETCD_TOOLS, startEtcd, type EtcdServer } from '../e2e/etcd';
+import { describeWithTools } from '../require-tools';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
 
@@ -75,9 +76,10 @@ egress:
       - {protocol: tcp, port: 5432}
 `;
 
-describe.skipIf(!etcdAvailable() && process.env['CI'] !== 'true').each(['sleeve', 'fastdp'])(
-  'policy between workloads over %s',
-  (datapath) => {
+const describeEtcd = describeWithTools(ETCD_TOOLS);
+
+for (const datapath of ['sleeve', 'fastdp']) {
+  describeEtcd(`policy between workloads over ${datapath}`, () => {
     let lab: Lab;
     let etcd: EtcdServer;
     let h1: Host;
@@ -492,5 +494,5 @@ describe.skipIf(!etcdAvailable() && process.env['CI'] !== 'true').each(['sleeve'
         { what: 'a dry-run record of x -> db on h2', timeoutMs: 10_000 },
       );
     });
-  },
-);
+  });
+}
