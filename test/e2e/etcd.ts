@@ -34,8 +34,6 @@ export interface EtcdServer {
   start(): Promise<void>;
   stop(): Promise<void>;
   destroy(): Promise<void>;
-  /** Send the etcd process a signal (SIGSTOP/SIGCONT: stall it with requests in flight). */
-  signal(sig: NodeJS.Signals): void;
 }
 
 const live = new Set<ChildProcess>();
@@ -144,9 +142,6 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
     dataDir,
     start,
     stop,
-    signal: (sig) => {
-      child?.kill(sig);
-    },
     destroy: async () => {
       await stop();
       fs.rmSync(dataDir, { recursive: true, force: true });
