@@ -19,6 +19,7 @@ import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parse
 import { formatPeerName, parsePeerName, type PeerName } from '../net/peername';
 import type { Topology, PeerConnectionEdge, PeerEntry } from './topology';
 import { Admission } from './admission';
+import { healthRelayTargets } from './health-relay';
 import type { PathEventRelay } from './path-events';
 
 export interface RouterOptions {
@@ -185,10 +186,14 @@ export class Router {
     this.healthSink = sink;
   }
 
-  /** Send a HEALTH body to every ready connection except the one to `except`. */
-  sendHealth(payload: Buffer, except?: PeerName): void {
-    for (const [name, conn] of this.byPeer) {
-      if (name !== except) conn.send({ type: MessageType.Health, payload });
+  /**
+   * Send a HEALTH body written by `origin`: ours to every ready connection; one relayed
+   * from `from` only to the neighbours that do not get it otherwise (health-relay.ts).
+   */
+  sendHealth(payload: Buffer, origin: PeerName, from?: PeerName): void {
+    const entries = new Map(this.topology.entries().map((e) => [e.name, e] as const));
+    for (const name of healthRelayTargets(entries, this.byPeer.keys(), origin, from)) {
+      this.byPeer.get(name)?.send({ type: MessageType.Health, payload });
     }
   }
 
