@@ -27,7 +27,7 @@ import {
 } from './book';
 import { compileRuleset, type CompileBridge, type LocalPort, type PolicyEndpoint } from './nft';
 import { evaluate, type EvalTraffic, type Verdict } from './evaluate';
-import type { PolicyEnforcer } from './enforcer';
+import type { EnforceReport, PolicyEnforcer } from './enforcer';
 import { DropRing, NflogReader, dropFromPacket, type PolicyDrop } from './drops';
 
 export const POLICY_LOG_GROUP = 6783;
@@ -52,8 +52,23 @@ export interface PolicyStatus {
   error?: string;
   /** Drop records this host has read. */
   drops: number;
-  /** How long the last successful enforcement took: compiling, and applying (nft, bridges), ms. */
-  lastEnforceMs?: { compile: number; apply: number };
+  /** The last successful enforcement (docs/POLICY.md, "Applying a change"). */
+  lastEnforceMs?: EnforceTimes;
+}
+
+/**
+ * How long the last successful enforcement took, ms: `compile` (the whole ruleset, in
+ * the daemon), `apply` (everything after: the script, `nft` and the bridges), of which
+ * `nft` (the child process) and `bridges` (nf_call_iptables); `mode` says whether both
+ * tables were replaced (`full`), only what changed was sent (`incremental`) or nothing
+ * had changed (`none`).
+ */
+export interface EnforceTimes {
+  compile: number;
+  apply: number;
+  nft: number;
+  bridges: number;
+  mode: EnforceReport['mode'];
 }
 
 export interface PolicyServiceOptions {
@@ -81,7 +96,7 @@ export class PolicyService {
   private enforcedAt: string | undefined;
   private lastError: string | undefined;
   private statefulBridges: string[] = [];
-  private lastEnforceMs: { compile: number; apply: number } | undefined;
+  private lastEnforceMs: EnforceTimes | undefined;
   private listed = false;
   private watch: StoreWatch | undefined;
   private lease: StoreLease | undefined;
@@ -234,11 +249,17 @@ export class PolicyService {
     });
     const t1 = performance.now();
     try {
-      await this.opts.enforcer.apply(
+      const report = await this.opts.enforcer.apply(
         compiled,
         bridges.map((b) => b.bridge),
       );
-      this.lastEnforceMs = { compile: Math.round(t1 - t0), apply: Math.round(performance.now() - t1) };
+      this.lastEnforceMs = {
+        compile: Math.round(t1 - t0),
+        apply: Math.round(performance.now() - t1),
+        nft: Math.round(report.nftMs),
+        bridges: Math.round(report.bridgesMs),
+        mode: report.mode,
+      };
       this.enforcedGeneration = generation;
       this.enforcedAt = new Date().toISOString();
       this.statefulBridges = compiled.statefulBridges;
