@@ -16,6 +16,7 @@ import { formatIpv4, maskOf, parseCidr, parseIpv4 } from '../net/ipv4';
 import { selectorMatches, type Labels } from './labels';
 import type { Policy, PolicyDirection, PolicyPeer, PolicyPort, PolicyRule } from './model';
 import { fullScript } from './nft-script';
+import { EndpointIndex, type CompileCache } from './endpoint-index';
 
 export const POLICY_TABLE = 'weavets_policy';
 
@@ -66,6 +67,11 @@ export interface CompileInput {
   logGroup: number;
   /** Log records per second per rule (the kernel's limit), burst twice that. */
   logRate: number;
+  /**
+   * Work to reuse from the previous compile: `stamp` must change whenever any endpoint
+   * (address or labels) does. Absent: everything is resolved afresh. Same output either way.
+   */
+  cache?: { store: CompileCache; stamp: string };
 }
 
 /** A named set of IPv4 addresses (`interval`: elements may be ranges). */
@@ -141,12 +147,15 @@ function formatRange([s, e]: Range): string {
 }
 
 /** Addresses a rule's peers match among the network's endpoints (and CIDRs). */
-export function peerRanges(peers: readonly PolicyPeer[], endpoints: readonly PolicyEndpoint[]): Range[] {
+export function peerRanges(
+  peers: readonly PolicyPeer[],
+  endpoints: readonly PolicyEndpoint[] | EndpointIndex,
+): Range[] {
+  const index = endpoints instanceof EndpointIndex ? endpoints : new EndpointIndex(endpoints);
   const ranges: Range[] = [];
   for (const p of peers) {
     if ('selector' in p) {
-      for (const ep of endpoints)
-        if (selectorMatches(p.selector, ep.labels)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
+      for (const ep of index.matching(p.selector)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
     } else ranges.push(...cidrMinus(p.cidr, p.except));
   }
   return mergeRanges(ranges);
@@ -295,9 +304,11 @@ function compileNetwork(
   out: StatefulParts,
 ): void {
   const local = [...new Set(ports.filter((p) => p.network === bridge.network).map((p) => p.ip))];
-  const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
+  const ofNetwork = (): PolicyEndpoint[] => input.endpoints.filter((e) => e.network === bridge.network);
+  const cached = input.cache?.store.network(bridge.network, input.cache.stamp, ofNetwork);
+  const index = cached?.index ?? new EndpointIndex(ofNetwork());
   const localIps = new Set(local);
-  const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
+  const localEndpoints = index.endpoints.filter((e) => localIps.has(e.ip));
   // Only policies selecting an endpoint here can isolate anything here: the others'
   // rules could never match (enforcement is on the host of the isolated endpoint).
   const netPolicies = policies.filter(
@@ -321,7 +332,7 @@ function compileNetwork(
   // Isolated here in either direction (selected by any policy, audit ones included).
   out.sets.push({ name: `${n}_isolated`, interval: false, elements: local.filter((ip) => isolated.has(ip)) });
   out.sets.push(...selSets);
-  const peerSet = peerSetNamer(n, netEndpoints, out.sets);
+  const peerSet = peerSetNamer(n, index, cached?.peers ?? new Map<string, Range[]>(), out.sets);
   const ctx: DirectionContext = { input, bridge, n, netPolicies, peerSet, selSet };
   for (const direction of ['egress', 'ingress'] as PolicyDirection[])
     out.chains.push(...directionChains(ctx, direction));
@@ -349,11 +360,13 @@ function compileNetwork(
 /**
  * Peer sets by content: rules naming the same peers share one set (1,000 rules over
  * 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.
- * The namer adds each new set to `sets`; undefined: the peers match nobody.
+ * `resolved` keeps each list of peers' ranges (across compiles, while the endpoints stay
+ * the same). The namer adds each new set to `sets`; undefined: the peers match nobody.
  */
 function peerSetNamer(
   n: string,
-  netEndpoints: CompileInput['endpoints'],
+  index: EndpointIndex,
+  resolved: Map<string, Range[]>,
   sets: NftSet[],
 ): (peers: readonly PolicyPeer[]) => string | undefined {
   const peerSets = new Map<string, string | undefined>();
@@ -361,7 +374,11 @@ function peerSetNamer(
   return (peers) => {
     const key = JSON.stringify(peers);
     if (peerSets.has(key)) return peerSets.get(key);
-    const ranges = peerRanges(peers, netEndpoints);
+    let ranges = resolved.get(key);
+    if (ranges === undefined) {
+      ranges = peerRanges(peers, index);
+      resolved.set(key, ranges);
+    }
     let name: string | undefined;
     if (ranges.length > 0) {
       const elements = ranges.map(formatRange);

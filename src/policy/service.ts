@@ -26,6 +26,7 @@ import {
   type ApplyResult,
 } from './book';
 import { compileRuleset, type CompileBridge, type LocalPort, type PolicyEndpoint } from './nft';
+import { CompileCache } from './endpoint-index';
 import { evaluate, type EvalTraffic, type Verdict } from './evaluate';
 import type { EnforceReport, PolicyEnforcer } from './enforcer';
 import { DropRing, NflogReader, dropFromPacket, type PolicyDrop } from './drops';
@@ -91,6 +92,9 @@ export class PolicyService {
   private readonly rules = new Map<string, StoredPolicy>();
   private readonly parsed = new Map<string, Policy>();
   private readonly remote = new Map<string, PolicyEndpoint>();
+  /** Counts changes of `remote`: with this host's endpoints, the compile cache's stamp. */
+  private remoteChanges = 0;
+  private readonly compileCache = new CompileCache();
   private generation = 0;
   private enforcedGeneration = -1;
   private enforcedAt: string | undefined;
@@ -148,6 +152,7 @@ export class PolicyService {
     this.rules.clear();
     this.parsed.clear();
     this.remote.clear();
+    this.remoteChanges++;
     this.generation = 0;
     for (const e of entries) this.put(e.key, e.value);
     this.listed = true;
@@ -176,6 +181,7 @@ export class PolicyService {
         const ep = JSON.parse(value) as PolicyEndpoint;
         if (labelsProblem(ep.labels) !== undefined || typeof ep.ip !== 'string') throw new Error('bad endpoint record');
         this.remote.set(key, ep);
+        this.remoteChanges++;
       }
     } catch (err) {
       this.opts.log.error('ignoring an unreadable policy record in the store', { key, error: (err as Error).message });
@@ -187,7 +193,10 @@ export class PolicyService {
       const name = key.slice(RULES_PREFIX.length);
       this.rules.delete(name);
       this.parsed.delete(name);
-    } else if (key.startsWith(ENDPOINTS_PREFIX)) this.remote.delete(key);
+    } else if (key.startsWith(ENDPOINTS_PREFIX)) {
+      this.remote.delete(key);
+      this.remoteChanges++;
+    }
   }
 
   // ---- enforcement -------------------------------------------------------------------
@@ -238,9 +247,15 @@ export class PolicyService {
       }));
     const bridges = this.opts.bridges();
     const t0 = performance.now();
+    const endpoints = this.endpoints();
+    // What the compile resolves selectors over: every endpoint's network, address and
+    // labels; ours are few, the others' change only through the store (counted).
+    const mine = endpoints.filter((e) => e.host === this.opts.self).map((e) => [e.network, e.ip, e.labels]);
+    this.compileCache.retain(new Set(bridges.map((b) => b.network)));
     const compiled = compileRuleset({
       policies: [...this.parsed.values()],
-      endpoints: this.endpoints(),
+      endpoints,
+      cache: { store: this.compileCache, stamp: `${this.remoteChanges} ${JSON.stringify(mine)}` },
       localPorts,
       bridges,
       dryRun: this.opts.dryRun,

@@ -13,6 +13,8 @@ import { describe, expect, it } from 'vitest';
 import { compileRuleset, type CompileInput, type CompiledRuleset } from '../../src/policy/nft';
 import { fullScript, incrementalScript } from '../../src/policy/nft-script';
 import { validatePolicy } from '../../src/policy/model';
+import { CompileCache, EndpointIndex } from '../../src/policy/endpoint-index';
+import { selectorMatches } from '../../src/policy/labels';
 import { itWithTools } from '../require-tools';
 
 const itWithNft = itWithTools({
@@ -239,5 +241,48 @@ describe('incremental nft scripts', () => {
         if (i === j) continue;
         expect(normalize(got[k++]![0]!), `${i} -> ${j}`).toEqual(normalize(whole[j]!));
       }
+  });
+});
+
+describe('compile cache', () => {
+  it('gives the same ruleset as compiling afresh, across changes of policies and endpoints', () => {
+    const cache = new CompileCache();
+    let lastEndpoints: unknown;
+    let stamp = 0;
+    for (const [i, state] of states.entries()) {
+      // The caller's stamp changes exactly when the endpoints do.
+      if (JSON.stringify(state.endpoints) !== JSON.stringify(lastEndpoints)) stamp++;
+      lastEndpoints = state.endpoints;
+      const cached = compileRuleset({ ...state, cache: { store: cache, stamp: String(stamp) } });
+      expect(cached.script, `state ${i}`).toBe(compileRuleset(state).script);
+      // Twice with the same stamp: the second reuses resolved peers and still agrees.
+      expect(compileRuleset({ ...state, cache: { store: cache, stamp: String(stamp) } }).script).toBe(cached.script);
+    }
+  });
+
+  it('the label index selects exactly what a scan of every endpoint selects', () => {
+    const endpoints = Array.from({ length: 300 }, (_, i) => ({
+      id: `e${i}`,
+      network: 'weavets',
+      ip: `10.32.${i >> 8}.${i & 255}`,
+      labels: { app: `a${i % 7}`, tier: `t${i % 3}`, ...(i % 5 === 0 ? { canary: 'yes' } : {}) },
+      host: 'h',
+    }));
+    const index = new EndpointIndex(endpoints);
+    const selectors = [
+      {},
+      { app: 'a3' },
+      { app: 'a3', tier: 't1' },
+      { app: 'nobody' },
+      { matchLabels: { tier: 't2' }, matchExpressions: [{ key: 'canary', operator: 'Exists' }] },
+      { matchExpressions: [{ key: 'app', operator: 'In', values: ['a1', 'a2'] }] },
+      { matchLabels: { app: 'a4' }, matchExpressions: [{ key: 'canary', operator: 'DoesNotExist' }] },
+      { matchExpressions: [{ key: 'tier', operator: 'NotIn', values: ['t0'] }] },
+    ];
+    for (const sel of selectors) {
+      const policy = P({ name: 'p', selector: sel });
+      const want = endpoints.filter((e) => selectorMatches(policy.selector, e.labels));
+      expect(index.matching(policy.selector), JSON.stringify(sel)).toEqual(want);
+    }
   });
 });
