@@ -243,7 +243,7 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
       'badnet',
     ]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/conflicts with the weavets range 10\.32\.0\.0\/12/);
+    expect(r.stderr).toMatch(/--subnet 192\.168\.7\.0\/24: 192\.168\.7\.0\/24 lies outside the weavets range 10\.32\.0\.0\/12/);
     const o = await docker(lab, d, [
       'network',
       'create',
