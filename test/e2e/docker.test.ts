@@ -73,9 +73,10 @@ async function dockerEndpoints(d: DockerHost): Promise<EndpointJson[]> {
   return (await lab.weavetsJson<EndpointJson[]>(d.host, ['ps'])).filter((e) => e.id.startsWith('docker:'));
 }
 
-async function ipamUsed(d: DockerHost): Promise<number> {
+/** Addresses in use on `network` (appnet's are its own subnet's: docs/DOCKER.md, Subnet). */
+async function ipamUsed(d: DockerHost, network = 'appnet'): Promise<number> {
   const st = await lab.weavetsJson<{ networks: { network: string; used: number }[] }>(d.host, ['status', 'ipam']);
-  return st.networks.find((n) => n.network === 'weavets')?.used ?? 0;
+  return st.networks.find((n) => n.network === network)?.used ?? 0;
 }
 
 describeDocker('Docker network and IPAM plugin on two hosts', () => {
@@ -243,7 +244,9 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
       'badnet',
     ]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/--subnet 192\.168\.7\.0\/24: 192\.168\.7\.0\/24 lies outside the weavets range 10\.32\.0\.0\/12/);
+    expect(r.stderr).toMatch(
+      /--subnet 192\.168\.7\.0\/24: 192\.168\.7\.0\/24 lies outside the weavets range 10\.32\.0\.0\/12/,
+    );
     const o = await docker(lab, d, [
       'network',
       'create',
