@@ -4,6 +4,7 @@
  * test/e2e/docker-lab.ts for how dockerd runs here.
  */
 import * as http from 'node:http';
+import type { NetworkInfo } from '../../src/endpoint/types';
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { createLab, type Lab } from '../net/harness';
 import { ETCD_TOOLS } from './etcd';
@@ -347,11 +348,21 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     await dockerOk(lab, d2, ['run', '--rm', '--network', 'appnet', DOCKER_IMAGE, 'ip', 'addr', 'show', 'eth0']);
   });
 
-  it('network rm on both hosts', async () => {
-    for (const d of hosts) {
+  it('network rm on both hosts; the catalog network goes with the last one', async () => {
+    const catalogHas = async (d: DockerHost): Promise<boolean> =>
+      (await lab.weavetsJson<NetworkInfo[]>(d.host, ['network', 'ls'])).some((n) => n.name === 'appnet');
+    expect(await catalogHas(hosts[0]!)).toBe(true);
+    for (const [i, d] of hosts.entries()) {
       await dockerOk(lab, d, ['network', 'rm', 'appnet']);
       expect(await dockerOk(lab, d, ['network', 'ls', '--format', '{{.Name}}'])).not.toMatch(/^appnet$/m);
+      // After the first host, the other still holds its gateway on appnet: it stays.
+      if (i === 0) expect(await catalogHas(hosts[1]!)).toBe(true);
     }
+    for (const d of hosts)
+      await lab.waitFor(async () => !(await catalogHas(d)), {
+        what: `appnet gone from ${d.host.name}'s catalog`,
+        timeoutMs: 10_000,
+      });
   });
 
   it('answers malformed plugin requests with errors both Docker proxies read', async () => {
