@@ -9,7 +9,7 @@
  *   npx tsx bench/docker.ts [starts=10] [pings=3]
  */
 import { createLab, type Lab } from '../test/net/harness';
-import { startEtcd, type EtcdServer } from '../test/e2e/etcd';
+import { startEtcdIn, type EtcdServer } from '../test/e2e/etcd';
 import {
   DOCKER_IMAGE,
   buildImageTar,
@@ -62,13 +62,7 @@ async function main(): Promise<void> {
   try {
     const h1 = await lab.addHost('h1');
     const h2 = await lab.addHost('h2');
-    etcd = await startEtcd({
-      host: h1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) => (await lab.exec(h1, ['curl', '-sf', `${u}/health`], { timeoutMs: 5000 })).code === 0,
-    });
+    etcd = await startEtcdIn(lab, h1);
     hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
     const [d1, d2] = hosts as [DockerHost, DockerHost];
     const tar = buildImageTar(lab.dir);

@@ -17,7 +17,7 @@ import { ApiClient } from '../src/api/client';
 import type { ApplyResult as PolicyApplyResult } from '../src/policy/book';
 import type { PolicyStatus } from '../src/policy/service';
 import { createLab, REPO_ROOT, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
-import { startEtcd, type EtcdServer } from '../test/e2e/etcd';
+import { startEtcdIn, type EtcdServer } from '../test/e2e/etcd';
 
 const APPS = 50;
 const IPERF_PORT = 5201;
@@ -131,24 +131,7 @@ async function main(): Promise<void> {
     const hosts: Host[] = [];
     for (let i = 1; i <= hostCount; i++) hosts.push(await lab.addHost(`h${i}`));
     const h1 = hosts[0]!;
-    etcd = await startEtcd({
-      host: h1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) =>
-        (
-          await lab.exec(
-            h1,
-            [
-              process.execPath,
-              '-e',
-              `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
-            ],
-            { timeoutMs: 5000 },
-          )
-        ).code === 0,
-    });
+    etcd = await startEtcdIn(lab, h1);
     const common = ['--datapath', datapath, '--etcd', etcd.url, '--docker-plugin-socket', '', '--no-dns'];
     for (const h of hosts) await lab.launch(h, h === h1 ? [] : [h1.ip], common);
     process.stderr.write(`${hostCount} hosts up\n`);

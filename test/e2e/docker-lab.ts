@@ -11,7 +11,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ExecResult, Host, Lab } from '../net/harness';
-import { startEtcd, type EtcdServer } from './etcd';
+import { startEtcdIn, type EtcdServer } from './etcd';
 
 export const DOCKER_IMAGE = 'wtbusybox:latest';
 export const PLUGIN_DIR = '/run/docker/plugins';
@@ -172,16 +172,7 @@ export async function startDockerPair(
   const h1 = await lab.addHost('h1');
   const h2 = await lab.addHost('h2');
   await opts.beforeEtcd?.(h1, h2);
-  pair.etcd = await startEtcd({
-    host: h1.ip,
-    clientPort: 2379,
-    peerPort: 2380,
-    prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-    healthy: async (u) => {
-      const probe = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
-      return (await lab.exec(h1, [process.execPath, '-e', probe], { timeoutMs: 5000 })).code === 0;
-    },
-  });
+  pair.etcd = await startEtcdIn(lab, h1);
   pair.hosts.push(dockerHostFor(lab, h1), dockerHostFor(lab, h2));
   const tar = buildImageTar(lab.dir);
   for (const d of pair.hosts) {

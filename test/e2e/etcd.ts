@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Host, Lab } from '../net/harness';
 
 export interface EtcdOptions {
   /** Address to listen on; default 127.0.0.1. */
@@ -129,7 +130,6 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
     child = undefined;
     if (!c || c.exitCode !== null) return;
     const exited = new Promise<void>((r) => c.once('exit', () => r()));
-    c.kill('SIGCONT'); // a stalled etcd must run to act on SIGTERM
     c.kill('SIGTERM');
     const t = setTimeout(() => c.kill('SIGKILL'), 5000);
     await exited;
@@ -148,4 +148,21 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
       dirs.delete(dataDir);
     },
   };
+}
+
+/**
+ * etcd inside a lab host's namespace, on its underlay address and the standard ports, so
+ * every host of the lab reaches it at `url`. Health is probed from inside that namespace.
+ */
+export function startEtcdIn(lab: Lab, host: Host): Promise<EtcdServer> {
+  return startEtcd({
+    host: host.ip,
+    clientPort: 2379,
+    peerPort: 2380,
+    prefix: ['nsenter', `--net=${host.netns}`, '--'],
+    healthy: async (u) => {
+      const probe = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
+      return (await lab.exec(host, [process.execPath, '-e', probe], { timeoutMs: 5000 })).code === 0;
+    },
+  });
 }

@@ -23,7 +23,7 @@ import { formatIpv4, parseCidr } from '../../src/net/ipv4';
 import { ADDRS_PREFIX, BLOCKS_PREFIX, HANDLES_PREFIX } from '../../src/ipam/blocks';
 import { silentLogger } from '../../src/log';
 import type { IpamStatus } from '../../src/ipam/status';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcd, startEtcdIn, type EtcdServer } from './etcd';
 import { describeWithTools } from '../require-tools';
 import { createLab, type Host, type Lab, type Namespace } from '../net/harness';
 
@@ -272,24 +272,7 @@ describeEtcd('IPAM with real daemons in namespaces', () => {
     c1 = await lab.addContainer(host1, 'c1');
     c2 = await lab.addContainer(host2, 'c2');
     // etcd lives in host1's namespace, on its underlay address: every host reaches it.
-    etcd = await startEtcd({
-      host: host1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${host1.netns}`, '--'],
-      healthy: async (u) => {
-        const r = await lab.exec(
-          host1,
-          [
-            process.execPath,
-            '-e',
-            `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
-          ],
-          { timeoutMs: 5000 },
-        );
-        return r.code === 0;
-      },
-    });
+    etcd = await startEtcdIn(lab, host1);
     etcdUrl = etcd.url;
     const common = ['--datapath', 'sleeve', '--etcd', etcdUrl, '--ipam-lease-ttl', String(ttl)];
     try {

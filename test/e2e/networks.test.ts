@@ -17,7 +17,7 @@ import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import type { NetworkInfo } from '../../src/endpoint/types';
 import type { RouterStatus } from '../../src/router/status';
 import { REPO_ROOT, createLab, type Host, type Lab, type Namespace } from '../net/harness';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcdIn, type EtcdServer } from './etcd';
 import { describeWithTools } from '../require-tools';
 
 const describeEtcd = describeWithTools(ETCD_TOOLS);
@@ -108,24 +108,7 @@ for (const mode of MODES) {
         });
         const resolvConf = path.join(lab.dir, 'resolv.conf');
         fs.writeFileSync(resolvConf, 'nameserver 198.18.0.2\n');
-        etcd = await startEtcd({
-          host: hosts[0]!.ip,
-          clientPort: 2379,
-          peerPort: 2380,
-          prefix: ['nsenter', `--net=${hosts[0]!.netns}`, '--'],
-          healthy: async (u) => {
-            const r = await lab.exec(
-              hosts[0]!,
-              [
-                process.execPath,
-                '-e',
-                `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
-              ],
-              { timeoutMs: 5000 },
-            );
-            return r.code === 0;
-          },
-        });
+        etcd = await startEtcdIn(lab, hosts[0]!);
         let env: NodeJS.ProcessEnv | undefined;
         if (mode.password) env = { WEAVETS_PASSWORD: PASSWORD };
         const common = [...mode.args, '--etcd', etcd.url, '--dns-resolv-conf', resolvConf];

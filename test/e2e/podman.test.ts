@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLab, type ExecResult, type Host, type Lab } from '../net/harness';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from './etcd';
+import { ETCD_TOOLS, startEtcdIn, type EtcdServer } from './etcd';
 import { describeWithTools } from '../require-tools';
 
 const IMAGE = 'localhost/wtbusybox:latest';
@@ -154,16 +154,7 @@ describePodman('podman with weavets-cni on two hosts', () => {
     const h1 = await lab.addHost('h1');
     const h2 = await lab.addHost('h2');
     // Two hosts share an address space only through the cluster store: etcd in h1's namespace.
-    etcd = await startEtcd({
-      host: h1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) => {
-        const script = `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`;
-        return (await lab.exec(h1, [process.execPath, '-e', script], { timeoutMs: 5000 })).code === 0;
-      },
-    });
+    etcd = await startEtcdIn(lab, h1);
     await lab.launch(h1, [], ['--etcd', etcd.url]);
     await lab.launch(h2, [h1.ip], ['--etcd', etcd.url]);
     const tar = buildImageTar(lab.dir);

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DnsStatus } from '../../src/dns/status';
 import { createLab, REPO_ROOT, type Host, type Lab, type Namespace } from './harness';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from '../e2e/etcd';
+import { ETCD_TOOLS, startEtcdIn, type EtcdServer } from '../e2e/etcd';
 import { describeWithTools } from '../require-tools';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
@@ -77,24 +77,7 @@ describeWithTools(ETCD_TOOLS)('embedded DNS', () => {
     // A dead server first: forwarding must fail over to the next one.
     resolvConf = path.join(lab.dir, 'resolv.conf');
     fs.writeFileSync(resolvConf, 'nameserver 198.18.0.99\nnameserver 198.18.0.2\n');
-    etcd = await startEtcd({
-      host: h1.ip,
-      clientPort: 2379,
-      peerPort: 2380,
-      prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-      healthy: async (u) => {
-        const r = await lab.exec(
-          h1,
-          [
-            process.execPath,
-            '-e',
-            `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
-          ],
-          { timeoutMs: 5000 },
-        );
-        return r.code === 0;
-      },
-    });
+    etcd = await startEtcdIn(lab, h1);
     const common = [
       '--datapath',
       'sleeve',

@@ -15,7 +15,7 @@ import type { PolicyDrop } from '../../src/policy/drops';
 import type { StoredPolicy } from '../../src/policy/model';
 import type { PolicyStatus } from '../../src/policy/service';
 import { createLab, type Host, type Lab, type Namespace } from './harness';
-import { ETCD_TOOLS, startEtcd, type EtcdServer } from '../e2e/etcd';
+import { ETCD_TOOLS, startEtcdIn, type EtcdServer } from '../e2e/etcd';
 import { describeWithTools } from '../require-tools';
 
 const ip = (cidr: string): string => cidr.split('/')[0]!;
@@ -133,24 +133,7 @@ for (const datapath of ['sleeve', 'fastdp']) {
       h1 = await lab.addHost('h1');
       h2 = await lab.addHost('h2');
       h3 = await lab.addHost('h3');
-      etcd = await startEtcd({
-        host: h1.ip,
-        clientPort: 2379,
-        peerPort: 2380,
-        prefix: ['nsenter', `--net=${h1.netns}`, '--'],
-        healthy: async (u) =>
-          (
-            await lab.exec(
-              h1,
-              [
-                process.execPath,
-                '-e',
-                `fetch('${u}/health').then(r=>r.json()).then(j=>process.exit(j.health==='true'?0:1),()=>process.exit(1))`,
-              ],
-              { timeoutMs: 5000 },
-            )
-          ).code === 0,
-      });
+      etcd = await startEtcdIn(lab, h1);
       write('server.js', SERVER);
       write('client.js', CLIENT);
       const common = ['--datapath', datapath, '--etcd', etcd.url, '--ipam-lease-ttl', '30'];
