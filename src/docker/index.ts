@@ -145,6 +145,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     driver,
     plugin,
     close: async (removeState) => {
+      plugin.close();
       engine.close();
       clearTimeout(refreshTimer);
       await server.close();

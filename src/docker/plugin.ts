@@ -123,7 +123,14 @@ export interface DockerPluginDeps {
   log: Logger;
   /** Called after each Plugin.Activate (dockerd started, or restarted, and found us). */
   onActivate?: () => void;
+  /**
+   * When to try binding a new network to its catalog network after CreateNetwork (Docker
+   * names it a moment later), in ms; default 300, 1500, 5000. Tests pass [].
+   */
+  bindDelaysMs?: readonly number[];
 }
+
+const BIND_DELAYS_MS: readonly number[] = [300, 1500, 5000];
 
 /**
  * Where a Docker network's addresses come from: `range` (our IPAM, the whole range:
@@ -314,6 +321,9 @@ export class DockerPlugin {
   private readonly queue = new SerialQueue();
   /** When a RequestPool without a pool was last answered, until an address is requested. */
   private unaskedPoolAt: number | undefined;
+  /** Pending early binds (bindSoon); cleared by close. */
+  private readonly bindTimers = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(private readonly deps: DockerPluginDeps) {
     this.file = dockerStateFile(deps.stateDir);
@@ -368,6 +378,43 @@ export class DockerPlugin {
         error: (err as Error).message,
       });
     }
+  }
+
+  /** Stop pending work (early binds); the state file is already saved. Never throws. */
+  close(): void {
+    this.closed = true;
+    for (const t of this.bindTimers) clearTimeout(t);
+    this.bindTimers.clear();
+  }
+
+  /**
+   * Bind a network with a subnet of its own as soon as Docker has named it, so `weavets
+   * network ls` shows it right after `docker network create`; the first container binds
+   * it anyway if this does not (Docker unreachable, a refused subnet: logged).
+   */
+  private bindSoon(networkId: string, attempt = 0): void {
+    const delays = this.deps.bindDelaysMs ?? BIND_DELAYS_MS;
+    const delay = delays[attempt];
+    if (delay === undefined || this.closed) return;
+    const t = setTimeout(() => {
+      this.bindTimers.delete(t);
+      void this.serial(async () => {
+        const net = this.state.networks.get(networkId);
+        if (this.closed || net?.kind !== 'subnet' || net.gateway !== undefined) return;
+        if (net.segment === undefined && (await this.deps.networkName(networkId)) === undefined) {
+          this.bindSoon(networkId, attempt + 1);
+          return;
+        }
+        await this.bind(networkId);
+      }).catch((err: unknown) =>
+        this.deps.log.warn('Docker network not bound to its subnet yet (its first container will try again)', {
+          id: networkId.slice(0, 12),
+          error: (err as Error).message,
+        }),
+      );
+    }, delay);
+    t.unref();
+    this.bindTimers.add(t);
   }
 
   /** Answer one plugin request: `path` like "/NetworkDriver.Join", `text` the raw body. */
@@ -706,6 +753,7 @@ export class DockerPlugin {
     }
     this.state.networks.set(id, rec);
     await this.save();
+    if (rec.kind === 'subnet') this.bindSoon(id);
     this.deps.log.info('Docker network created', {
       id: id.slice(0, 12),
       segment: rec.segment ?? '(its name)',

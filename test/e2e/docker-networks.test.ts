@@ -147,6 +147,13 @@ describeDocker('Docker: two networks on two dockerds are isolated tenants', () =
       subnet,
       'fixed',
     ]);
+    // Shown by weavets with its subnet right after docker network create, before any container.
+    await lab.waitFor(
+      async () =>
+        (await lab.weavetsJson<NetworkInfo[]>(d1.host, ['network', 'ls'])).find((n) => n.name === 'fixed')?.subnet ===
+        subnet,
+      { what: 'network ls to show fixed with its subnet', timeoutMs: 15_000 },
+    );
     await dockerOk(lab, d1, [
       'run',
       '-d',

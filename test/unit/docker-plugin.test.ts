@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DockerPlugin, type DockerPluginDeps } from '../../src/docker/plugin';
 import { errorAnswer, parseBody, parsePortBindings, PluginError } from '../../src/docker/protocol';
 import { contains, parseCidr, formatIpv4 } from '../../src/net/ipv4';
@@ -117,6 +117,7 @@ function deps(): DockerPluginDeps {
     },
     stateDir: dir,
     log: silentLogger,
+    bindDelaysMs: [],
   };
 }
 
@@ -278,6 +279,25 @@ describe('Docker plugin protocol', () => {
     expect(addrs).not.toContain('br-red 10.40.1.1/24');
     expect(released).toEqual(['red']);
     expect([...alloc.held.values()].some((a) => a.address === '10.40.1.1/24')).toBe(false);
+  });
+
+  it('binds a new network to its catalog network soon after CreateNetwork, once Docker names it', async () => {
+    names = {};
+    const p = new DockerPlugin({ ...deps(), bindDelaysMs: [0, 0] });
+    const pool = await call(p, '/IpamDriver.RequestPool', {});
+    const gw = await call(p, '/IpamDriver.RequestAddress', {
+      PoolID: pool.body['PoolID'],
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n1',
+      IPv4Data: [{ Pool: pool.body['Pool'], Gateway: gw.body['Address'] }],
+    });
+    // Docker names it a moment after CreateNetwork: the bind follows, with no container.
+    names = { n1: 'red' };
+    await vi.waitFor(() => expect(catalogNets.map((n) => n.name)).toContain('red'));
+    await vi.waitFor(() => expect(addrs).toEqual(['br-red 10.40.1.1/24']));
+    p.close();
   });
 
   it('binds a --subnet to the catalog network that has it, and refuses a segment with another subnet', async () => {
