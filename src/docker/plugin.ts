@@ -10,9 +10,10 @@
  *   network of the catalog and its containers are addressed from that network's subnet.
  *   The IPAM protocol never says which network a call is for, so each RequestPool gets
  *   its own pool id; CreateNetwork learns which pool is its network's from the gateway
- *   address Docker asked for under that pool, and the first container address asked for
- *   under the pool (the network then named in Docker) binds it to the catalog network of
- *   its segment, created there with a picked subnet (or the --subnet given) if missing.
+ *   address Docker asked for under that pool, and once Docker has named the network (its
+ *   API a moment after CreateNetwork: bindSoon; or the first container address asked for
+ *   under the pool) it is bound to the catalog network of its segment, created there with
+ *   a picked subnet (or the --subnet given) if missing.
  *   Docker records the pool it was answered (the whole range without --subnet) and the
  *   gateway it asked for before the network had a name; neither is used on the segment:
  *   each host's gateway there is its own address in the subnet, given at Join.
@@ -556,7 +557,7 @@ export class DockerPlugin {
    * Why `subnet` cannot be a weavets network's, as far as this host's catalog tells: not
    * inside the range, or overlapping a network without being its subnet. The catalog
    * checks the rest (block size, the default network's addresses in use) when the
-   * network is created on the first container.
+   * network is created at the binding.
    */
   private subnetProblem(subnet: Cidr): string | undefined {
     const { range } = this.deps;
