@@ -4,7 +4,11 @@
  *     enforcement on every host of 8 (each host's /policy/status reports the new
  *     generation in force, i.e. its `nft -f` has returned), with 1,000 rules over 2,000
  *     endpoints. The endpoints are 8 real containers (one per host) plus 1,992 published
- *     in the store as if by other hosts, labelled over 50 apps. Target: under 1 s.
+ *     in the store as if by other hosts, labelled over 50 apps. Target: under 1 s. Twice
+ *     per round: the whole set applied over none (every host creates its stateful table),
+ *     and then, with the set in force, one policy changed (a port added to the policy
+ *     selecting the iperf3 server: the incremental apply touches one chain on the hosts
+ *     it concerns and nothing elsewhere).
  *  2. TCP throughput (iperf3) and ping RTT between two containers on two of those hosts,
  *     with the 1,000 rules in force (the server isolated, the client allowed) against the
  *     same path with no policy, in interleaved rounds. Target: at least 95%.
@@ -15,7 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ApiClient } from '../src/api/client';
 import type { ApplyResult as PolicyApplyResult } from '../src/policy/book';
-import type { PolicyStatus } from '../src/policy/service';
+import type { EnforceTimes, PolicyStatus } from '../src/policy/service';
 import { createLab, REPO_ROOT, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
 import { startEtcdIn, type EtcdServer } from '../test/e2e/etcd';
 
@@ -29,6 +33,13 @@ function arg(name: string, fallback: string): string {
 
 function api(h: Host): ApiClient {
   return new ApiClient(path.join(h.stateDir, 'weavets.sock'), { timeoutMs: 30_000 });
+}
+
+/** Per-host enforcement times as reported by /policy/status, medians, with the modes seen. */
+function times(ws: EnforceTimes[]): string {
+  const m = (f: (w: EnforceTimes) => number): string => median(ws.map(f)).toFixed(0);
+  const modes = [...new Set(ws.map((w) => w.mode))].join('/');
+  return `${m((w) => w.compile)} ms / ${m((w) => w.apply)} ms (${m((w) => w.nft)} ms, ${m((w) => w.bridges)} ms), ${modes}`;
 }
 
 function median(xs: number[]): number {
@@ -157,9 +168,13 @@ async function main(): Promise<void> {
     process.stderr.write(`${endpointCount} endpoints known\n`);
 
     const docs = policies(ruleCount);
-    const work: { compile: number; apply: number }[] = [];
+    const work: EnforceTimes[] = [];
+    const changeWork: EnforceTimes[] = [];
     const storedMs: number[] = [];
-    const apply = async (documents: unknown[]): Promise<{ ms: number; perHost: number[]; stored: number }> => {
+    const apply = async (
+      documents: unknown[],
+      sink: EnforceTimes[],
+    ): Promise<{ ms: number; perHost: number[]; stored: number }> => {
       const t0 = performance.now();
       const res = await api(h1).post<PolicyApplyResult>('/policy/apply', { documents });
       const stored = performance.now() - t0;
@@ -173,7 +188,7 @@ async function main(): Promise<void> {
               if (s.error) throw new Error(`${h.name}: ${s.error}`);
               if (s.enforcedGeneration >= res.generation) {
                 done[i] = performance.now() - t0;
-                if (s.lastEnforceMs) work.push(s.lastEnforceMs);
+                if (s.lastEnforceMs) sink.push(s.lastEnforceMs);
               }
             }),
           );
@@ -204,13 +219,14 @@ async function main(): Promise<void> {
     };
 
     const applyTimes: number[] = [];
+    const changeTimes: number[] = [];
     const slowest: number[] = [];
     const gbps: { none: number[]; rules: number[] } = { none: [], rules: [] };
     const rtt: { none: number[]; rules: number[] } = { none: [], rules: [] };
     for (let round = 0; round < rounds; round++) {
       for (const kind of round % 2 === 0 ? (['none', 'rules'] as const) : (['rules', 'none'] as const)) {
         if (kind === 'rules') {
-          const t = await apply(docs);
+          const t = await apply(docs, work);
           applyTimes.push(t.ms);
           storedMs.push(t.stored);
           slowest.push(Math.max(...t.perHost));
@@ -224,7 +240,26 @@ async function main(): Promise<void> {
         process.stderr.write(
           `round ${round + 1} ${kind}: ${gbps[kind].at(-1)!.toFixed(2)} Gbit/s, ping ${p.avgMs?.toFixed(3)} ms\n`,
         );
-        if (kind === 'rules') await removeAll();
+        if (kind === 'rules') {
+          // One policy changed while the rest stay in force: bench-path gains a port.
+          const changed = docs.map((d) =>
+            (d as { name: string }).name === 'bench-path'
+              ? {
+                  ...d,
+                  ingress: [
+                    ...(d as { ingress: unknown[] }).ingress,
+                    { from: [{ selector: { app: 'a2' } }], ports: [{ protocol: 'tcp', port: 9000 + round }] },
+                  ],
+                }
+              : d,
+          );
+          const c = await apply(changed, changeWork);
+          changeTimes.push(c.ms);
+          process.stderr.write(
+            `round ${round + 1}: one policy changed -> enforced on ${hostCount} hosts in ${c.ms.toFixed(0)} ms\n`,
+          );
+          await removeAll();
+        }
       }
       await sleep(200);
     }
@@ -234,7 +269,9 @@ async function main(): Promise<void> {
       '|---|---|',
       `| policy apply -> enforced on every host, median of ${applyTimes.length} | ${median(applyTimes).toFixed(0)} ms (each: ${applyTimes.map((t) => t.toFixed(0)).join(', ')}) |`,
       `| of which: the apply call (validate + one store transaction), median | ${median(storedMs).toFixed(0)} ms |`,
-      `| per host: compile / nft + bridges, median over hosts and rounds | ${median(work.map((w) => w.compile)).toFixed(0)} ms / ${median(work.map((w) => w.apply)).toFixed(0)} ms |`,
+      `| per host: compile / apply (of which nft, bridges), median over hosts and rounds | ${times(work)} |`,
+      `| one policy changed with the set in force -> enforced on every host, median of ${changeTimes.length} | ${median(changeTimes).toFixed(0)} ms (each: ${changeTimes.map((t) => t.toFixed(0)).join(', ')}) |`,
+      `| per host, for the change: compile / apply (of which nft, bridges) | ${times(changeWork)} |`,
       `| TCP throughput, no policy (median of ${rounds}) | ${median(gbps.none).toFixed(2)} Gbit/s |`,
       `| TCP throughput, ${size} rules (median of ${rounds}) | ${median(gbps.rules).toFixed(2)} Gbit/s |`,
       `| ratio rules / none | ${((median(gbps.rules) / median(gbps.none)) * 100).toFixed(1)}% |`,

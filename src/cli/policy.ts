@@ -215,7 +215,9 @@ function formatPolicyStatus(s: PolicyStatus): string {
     `policies: ${s.policies}, endpoints: ${s.endpoints}, drops read: ${s.drops}${s.dryRun ? ', dry run: nothing is dropped' : ''}`,
     `stateful bridges: ${s.statefulBridges.join(', ') || 'none'}`,
     ...(s.lastEnforceMs
-      ? [`last enforcement: compile ${s.lastEnforceMs.compile} ms, nft and bridges ${s.lastEnforceMs.apply} ms`]
+      ? [
+          `last enforcement (${s.lastEnforceMs.mode}): compile ${s.lastEnforceMs.compile} ms, apply ${s.lastEnforceMs.apply} ms (nft ${s.lastEnforceMs.nft} ms, bridges ${s.lastEnforceMs.bridges} ms)`,
+        ]
       : []),
     ...(s.error ? [`error: ${s.error}`] : []),
   ].join('\n');

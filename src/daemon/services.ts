@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import type { Logger } from '../log';
 import type { DaemonConfig } from '../config';
 import type { ClusterIpam } from '../ipam/cluster';
-import { parseCidr, type Cidr } from '../net/ipv4';
+import { formatCidr, parseCidr, type Cidr } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 import type { NetworkSet } from '../endpoint/networks';
 import type { NetworkCatalog } from '../endpoint/network-catalog';
@@ -82,7 +82,12 @@ export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefine
   const bridges = (): CompileBridge[] =>
     d.networks.list().map((n) => {
       const ip = exposure?.resolverAddressOn(n.name);
-      const b: CompileBridge = { network: n.name, id: n.id, bridge: n.bridge };
+      const b: CompileBridge = {
+        network: n.name,
+        id: n.id,
+        bridge: n.bridge,
+        addresses: formatCidr(n.sources ?? n.subnet),
+      };
       if (ip !== undefined) b.resolver = { ip, port: dnsPort };
       return b;
     });

@@ -1,6 +1,10 @@
 /**
  * Puts a compiled ruleset in force on this host: one `nft -f -` (one transaction: the
- * old tables stay whole if anything in the new ones is refused), then each weavets
+ * old tables stay whole if anything in the new ones is refused). The first apply of a
+ * run replaces both tables whole (the kernel may hold anything: a previous run's
+ * tables, or none); after that only what changed is sent (nft-script.ts), and if that
+ * is refused (someone changed the tables under us) the full replacement follows, in a
+ * transaction of its own, as recovery. Then each weavets
  * bridge's nf_call_iptables set so bridged IPv4 reaches the stateful table exactly on
  * the bridges that have a policy. Turning it on comes after the table is in place and
  * turning it off after the table is gone, so no moment has a bridge with policy but no
@@ -9,7 +13,8 @@
 import { spawn } from 'node:child_process';
 import { WeavetsError } from '../errors';
 import type { Logger } from '../log';
-import { POLICY_TABLE, type CompiledRuleset } from './nft';
+import { POLICY_TABLE, type CompiledRuleset, type NftTable } from './nft';
+import { incrementalScript } from './nft-script';
 
 function run(cmd: string, args: string[], stdin?: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -36,19 +41,54 @@ function run(cmd: string, args: string[], stdin?: string): Promise<void> {
   });
 }
 
+/** What one apply did, for `policy status`: how it went to nft and how long that took. */
+export interface EnforceReport {
+  /** `full`: both tables replaced; `incremental`: only what changed; `none`: nothing changed. */
+  mode: 'full' | 'incremental' | 'none';
+  /** Time in `nft` (the child process, both tries if the incremental one was refused), ms. */
+  nftMs: number;
+  /** Time setting bridges' nf_call_iptables, ms. */
+  bridgesMs: number;
+}
+
 export class PolicyEnforcer {
   /** Bridges we turned nf_call_iptables on for. */
   private stateful = new Set<string>();
-  private lastScript = '';
+  /** The tables in force as we last applied them; undefined: unknown (start, after reset). */
+  private applied: NftTable[] | undefined;
 
   constructor(private readonly log: Logger) {}
 
   /** Apply; throws (with the previous ruleset still in force) when nft refuses it. */
-  async apply(compiled: CompiledRuleset, allBridges: readonly string[]): Promise<void> {
-    if (compiled.script !== this.lastScript) {
-      await run('nft', ['-f', '-'], compiled.script);
-      this.lastScript = compiled.script;
+  async apply(compiled: CompiledRuleset, allBridges: readonly string[]): Promise<EnforceReport> {
+    const t0 = performance.now();
+    const mode = await this.applyTables(compiled);
+    const t1 = performance.now();
+    await this.setBridges(compiled, allBridges);
+    return { mode, nftMs: t1 - t0, bridgesMs: performance.now() - t1 };
+  }
+
+  private async applyTables(compiled: CompiledRuleset): Promise<EnforceReport['mode']> {
+    const script = this.applied === undefined ? undefined : incrementalScript(this.applied, compiled.tables);
+    if (script === '') return 'none';
+    if (script !== undefined) {
+      try {
+        await run('nft', ['-f', '-'], script);
+        this.applied = compiled.tables;
+        return 'incremental';
+      } catch (err) {
+        this.log.warn('incremental policy update refused; replacing the policy tables whole', {
+          error: (err as Error).message,
+        });
+      }
     }
+    this.applied = undefined;
+    await run('nft', ['-f', '-'], compiled.script);
+    this.applied = compiled.tables;
+    return 'full';
+  }
+
+  private async setBridges(compiled: CompiledRuleset, allBridges: readonly string[]): Promise<void> {
     const want = new Set(compiled.statefulBridges);
     for (const bridge of allBridges) {
       const on = want.has(bridge);
@@ -79,6 +119,6 @@ export class PolicyEnforcer {
       await run('ip', ['link', 'set', 'dev', b, 'type', 'bridge', 'nf_call_iptables', '0']).catch(() => undefined);
     }
     this.stateful.clear();
-    this.lastScript = '';
+    this.applied = undefined;
   }
 }

@@ -6,7 +6,7 @@
  * Unknown fields are refused (a typo such as "ingres" must not silently allow
  * everything), and every error carries the path of the field and the reason.
  */
-import { parseAllDocuments } from 'yaml';
+import type * as Yaml from 'yaml';
 import { WeavetsError } from '../errors';
 import { formatCidr, parseCidr } from '../net/ipv4';
 import {
@@ -326,6 +326,8 @@ export function parsePolicyDocuments(text: string, source: string): unknown[] {
     }
     return Array.isArray(value) ? value : [value];
   }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only the CLI reads YAML; the daemon never loads it (~7 MB resident)
+  const { parseAllDocuments } = require('yaml') as typeof Yaml;
   const docs = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: false });
   const list = Array.isArray(docs) ? docs : [docs];
   const out: unknown[] = [];

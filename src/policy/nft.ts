@@ -15,6 +15,8 @@
 import { formatIpv4, maskOf, parseCidr, parseIpv4 } from '../net/ipv4';
 import { selectorMatches, type Labels } from './labels';
 import type { Policy, PolicyDirection, PolicyPeer, PolicyPort, PolicyRule } from './model';
+import { fullScript } from './nft-script';
+import { EndpointIndex, type CompileCache } from './endpoint-index';
 
 export const POLICY_TABLE = 'weavets_policy';
 
@@ -47,6 +49,12 @@ export interface CompileBridge {
   bridge: string;
   /** The host's address on the bridge, where containers' DNS goes: never blocked. */
   resolver?: { ip: string; port: number };
+  /**
+   * CIDR of the network's container addresses (its subnet, or the whole range for a
+   * Docker network addressed from it). Frames between two of these of which neither is
+   * isolated here are not tracked; unset, every frame on the bridge is tracked.
+   */
+  addresses?: string;
 }
 
 export interface CompileInput {
@@ -59,12 +67,41 @@ export interface CompileInput {
   logGroup: number;
   /** Log records per second per rule (the kernel's limit), burst twice that. */
   logRate: number;
+  /**
+   * Work to reuse from the previous compile: `stamp` must change whenever any endpoint
+   * (address or labels) does. Absent: everything is resolved afresh. Same output either way.
+   */
+  cache?: { store: CompileCache; stamp: string };
+}
+
+/** A named set of IPv4 addresses (`interval`: elements may be ranges). */
+export interface NftSet {
+  name: string;
+  interval: boolean;
+  elements: string[];
+}
+
+/** A chain: rules in order; `hook` is the base chain's declaration, absent for a regular chain. */
+export interface NftChain {
+  name: string;
+  hook?: string;
+  rules: string[];
+}
+
+/** One of weavets' tables, as compiled: what {@link fullScript} and nft-script.ts write. */
+export interface NftTable {
+  family: 'bridge' | 'inet';
+  sets: NftSet[];
+  chains: NftChain[];
 }
 
 export interface CompiledRuleset {
+  /** Replaces both tables in one transaction (start, recovery). */
   script: string;
   /** Bridges whose frames must pass through the IP hooks (nf_call_iptables on). */
   statefulBridges: string[];
+  /** The tables it defines (the inet one only when a policy applies here). */
+  tables: NftTable[];
 }
 
 type Range = [number, number];
@@ -110,12 +147,15 @@ function formatRange([s, e]: Range): string {
 }
 
 /** Addresses a rule's peers match among the network's endpoints (and CIDRs). */
-export function peerRanges(peers: readonly PolicyPeer[], endpoints: readonly PolicyEndpoint[]): Range[] {
+export function peerRanges(
+  peers: readonly PolicyPeer[],
+  endpoints: readonly PolicyEndpoint[] | EndpointIndex,
+): Range[] {
+  const index = endpoints instanceof EndpointIndex ? endpoints : new EndpointIndex(endpoints);
   const ranges: Range[] = [];
   for (const p of peers) {
     if ('selector' in p) {
-      for (const ep of endpoints)
-        if (selectorMatches(p.selector, ep.labels)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
+      for (const ep of index.matching(p.selector)) ranges.push([parseIpv4(ep.ip), parseIpv4(ep.ip)]);
     } else ranges.push(...cidrMinus(p.cidr, p.except));
   }
   return mergeRanges(ranges);
@@ -137,87 +177,122 @@ function hex6(id: number): string {
   return id.toString(16).padStart(6, '0');
 }
 
-interface SetDef {
-  name: string;
-  interval: boolean;
-  elements: string[];
-}
-
-function setText(s: SetDef): string {
-  const flags = s.interval ? ' flags interval;' : '';
-  const elements = s.elements.length === 0 ? '' : ` elements = { ${s.elements.join(', ')} };`;
-  return `  set ${s.name} { type ipv4_addr;${flags}${elements} }`;
-}
+const established = 'ct state established,related,untracked accept';
 
 export function compileRuleset(input: CompileInput): CompiledRuleset {
-  const lines: string[] = [];
-  // Replace both tables in one transaction: create-if-missing, delete, define.
-  for (const family of ['bridge', 'inet'])
-    lines.push(`table ${family} ${POLICY_TABLE} {}`, `delete table ${family} ${POLICY_TABLE}`);
   const ports = [...input.localPorts].sort((a, b) => a.hostVeth.localeCompare(b.hostVeth));
-  lines.push(...antiSpoofingTable(input, ports));
+  const tables: NftTable[] = [antiSpoofingTable(input, ports)];
 
   // Policies, per network that has both a policy and an endpoint here.
   const policies = [...input.policies].sort((a, b) => a.name.localeCompare(b.name));
-  const out: StatefulParts = { sets: [], chains: [], hooks: { forward: [], input: [], output: [] }, bridges: [] };
+  const out: StatefulParts = { sets: [], chains: [], dispatch: [], bridges: [] };
   for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
     compileNetwork(input, bridge, ports, policies, out);
   }
-  if (out.bridges.length > 0) {
-    lines.push(`table inet ${POLICY_TABLE} {`, ...out.sets.map(setText), ...out.chains);
-    for (const hook of ['forward', 'input', 'output'] as const) {
-      lines.push(
-        `  chain ${hook} {`,
-        `    type filter hook ${hook} priority filter; policy accept;`,
-        ...out.hooks[hook],
-        `  }`,
-      );
-    }
-    lines.push(`}`);
-  }
+  if (out.bridges.length > 0) tables.push(statefulTable(out));
   // Otherwise no policy applies here: no stateful table, so no conntrack for bridged frames.
-  return { script: lines.join('\n') + '\n', statefulBridges: out.bridges };
+  return { script: fullScript(tables), statefulBridges: out.bridges, tables };
 }
 
 function logLimit(input: CompileInput): string {
   return `limit rate ${input.logRate}/second burst ${input.logRate * 2} packets`;
 }
 
+/**
+ * A port's chain is named after its veth when the name is a plain identifier, so adding
+ * or removing one container changes no other container's chain (the incremental apply
+ * then touches only that port's chain and the dispatch map).
+ */
+function portChainName(p: LocalPort, i: number): string {
+  return /^[A-Za-z0-9_]+$/.test(p.hostVeth) ? `port_${p.hostVeth}` : `port${i}`;
+}
+
 /** Anti-spoofing: one chain per container port, dispatched by input port. */
-function antiSpoofingTable(input: CompileInput, ports: readonly LocalPort[]): string[] {
+function antiSpoofingTable(input: CompileInput, ports: readonly LocalPort[]): NftTable {
   const limit = logLimit(input);
   const bridgeOf = new Map(input.bridges.map((b) => [b.network, b]));
-  const lines = [`table bridge ${POLICY_TABLE} {`];
+  const chains: NftChain[] = [];
+  const names = ports.map(portChainName);
   ports.forEach((p, i) => {
     const id = hex6(bridgeOf.get(p.network)?.id ?? 0);
     const log = `${limit} log group ${input.logGroup} prefix ${quote(`wts ${id} ${p.hostVeth}`)} drop`;
-    lines.push(
-      `  chain port${i} {`,
-      `    ether saddr != ${p.mac} ${log}`,
-      `    ether saddr != ${p.mac} drop`,
-      `    arp saddr ether != ${p.mac} drop`,
-      `    arp saddr ip != ${p.ip} ${log}`,
-      `    arp saddr ip != ${p.ip} drop`,
-      `    ether type ip ip saddr != ${p.ip} ${log}`,
-      `    ether type ip ip saddr != ${p.ip} drop`,
-      `    ether type != { ip, arp } drop`,
-      `  }`,
-    );
+    chains.push({
+      name: names[i]!,
+      rules: [
+        `ether saddr != ${p.mac} ${log}`,
+        `ether saddr != ${p.mac} drop`,
+        `arp saddr ether != ${p.mac} drop`,
+        `arp saddr ip != ${p.ip} ${log}`,
+        `arp saddr ip != ${p.ip} drop`,
+        `ether type ip ip saddr != ${p.ip} ${log}`,
+        `ether type ip ip saddr != ${p.ip} drop`,
+        `ether type != { ip, arp } drop`,
+      ],
+    });
   });
-  lines.push(`  chain prerouting {`, `    type filter hook prerouting priority -300; policy accept;`);
-  if (ports.length > 0)
-    lines.push(`    iifname vmap { ${ports.map((p, i) => `${quote(p.hostVeth)} : jump port${i}`).join(', ')} }`);
-  lines.push(`  }`, `}`);
-  return lines;
+  const dispatch =
+    ports.length === 0
+      ? []
+      : [`iifname vmap { ${ports.map((p, i) => `${quote(p.hostVeth)} : jump ${names[i]!}`).join(', ')} }`];
+  chains.push({
+    name: 'prerouting',
+    hook: 'type filter hook prerouting priority -300; policy accept;',
+    rules: dispatch,
+  });
+  return { family: 'bridge', sets: [], chains };
 }
 
 /** What the networks with a policy here add to the stateful `inet` table. */
 interface StatefulParts {
-  sets: SetDef[];
-  chains: string[];
-  hooks: { forward: string[]; input: string[]; output: string[] };
+  sets: NftSet[];
+  chains: NftChain[];
+  /** Per network: its bridge and the prefix of its chains. */
+  dispatch: { bridge: string; n: string }[];
   /** Bridges whose traffic the table sees (br_netfilter on). */
   bridges: string[];
+}
+
+/**
+ * The stateful table's hooks. Per packet, cheapest first:
+ *  - raw (before conntrack): a frame on a policy bridge with neither end an isolated
+ *    endpoint of this host is not tracked (`notrack`): no policy can decide it, so it
+ *    pays no conntrack;
+ *  - filter: an established, related or untracked packet is accepted by the first rule;
+ *    only the first packet of a connection to or from an isolated endpoint is dispatched
+ *    by bridge (one map lookup) to its network's chains.
+ */
+function statefulTable(out: StatefulParts): NftTable {
+  const byBridge = (dir: 'iifname' | 'oifname', suffix: string): string =>
+    `${dir} vmap { ${out.dispatch.map((d) => `${quote(d.bridge)} : jump ${d.n}_${suffix}`).join(', ')} }`;
+  const chains: NftChain[] = [
+    ...out.chains,
+    {
+      name: 'raw_prerouting',
+      hook: 'type filter hook prerouting priority raw; policy accept;',
+      rules: [byBridge('iifname', 'raw')],
+    },
+    {
+      name: 'raw_output',
+      hook: 'type filter hook output priority raw; policy accept;',
+      rules: [byBridge('oifname', 'raw')],
+    },
+    {
+      name: 'forward',
+      hook: 'type filter hook forward priority filter; policy accept;',
+      rules: [established, byBridge('iifname', 'fwd')],
+    },
+    {
+      name: 'input',
+      hook: 'type filter hook input priority filter; policy accept;',
+      rules: [established, byBridge('iifname', 'in')],
+    },
+    {
+      name: 'output',
+      hook: 'type filter hook output priority filter; policy accept;',
+      rules: [established, byBridge('oifname', 'out')],
+    },
+  ];
+  return { family: 'inet', sets: out.sets, chains };
 }
 
 /** One network's sets, chains and hook jumps, when a policy selects an endpoint here. */
@@ -229,9 +304,11 @@ function compileNetwork(
   out: StatefulParts,
 ): void {
   const local = [...new Set(ports.filter((p) => p.network === bridge.network).map((p) => p.ip))];
-  const netEndpoints = input.endpoints.filter((e) => e.network === bridge.network);
+  const ofNetwork = (): PolicyEndpoint[] => input.endpoints.filter((e) => e.network === bridge.network);
+  const cached = input.cache?.store.network(bridge.network, input.cache.stamp, ofNetwork);
+  const index = cached?.index ?? new EndpointIndex(ofNetwork());
   const localIps = new Set(local);
-  const localEndpoints = netEndpoints.filter((e) => localIps.has(e.ip));
+  const localEndpoints = index.endpoints.filter((e) => localIps.has(e.ip));
   // Only policies selecting an endpoint here can isolate anything here: the others'
   // rules could never match (enforcement is on the host of the isolated endpoint).
   const netPolicies = policies.filter(
@@ -240,56 +317,68 @@ function compileNetwork(
   if (netPolicies.length === 0) return;
   out.bridges.push(bridge.bridge);
   const n = `n${hex6(bridge.id)}`;
+  out.dispatch.push({ bridge: bridge.bridge, n });
   out.sets.push({ name: `${n}_local`, interval: false, elements: local });
-  const peerSet = peerSetNamer(n, netEndpoints, out.sets);
+  const isolated = new Set<string>();
   const selSet = new Map<Policy, string>();
+  const selSets: NftSet[] = [];
   netPolicies.forEach((p, k) => {
     const name = `${n}_p${k}_sel`;
     selSet.set(p, name);
-    out.sets.push({
-      name,
-      interval: false,
-      elements: localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip),
-    });
+    const elements = localEndpoints.filter((e) => selectorMatches(p.selector, e.labels)).map((e) => e.ip);
+    for (const ip of elements) isolated.add(ip);
+    selSets.push({ name, interval: false, elements });
   });
+  // Isolated here in either direction (selected by any policy, audit ones included).
+  out.sets.push({ name: `${n}_isolated`, interval: false, elements: local.filter((ip) => isolated.has(ip)) });
+  out.sets.push(...selSets);
+  const peerSet = peerSetNamer(n, index, cached?.peers ?? new Map<string, Range[]>(), out.sets);
   const ctx: DirectionContext = { input, bridge, n, netPolicies, peerSet, selSet };
   for (const direction of ['egress', 'ingress'] as PolicyDirection[])
     out.chains.push(...directionChains(ctx, direction));
-  const established = '    ct state established,related accept';
+  // Only between the network's own addresses: a frame to or from elsewhere may need
+  // conntrack for NAT (published ports, masquerading, the Docker DNS redirect).
+  const a = bridge.addresses;
+  const notrack =
+    a === undefined
+      ? []
+      : [`ip saddr ${a} ip daddr ${a} ip saddr != @${n}_isolated ip daddr != @${n}_isolated notrack`];
   out.chains.push(
-    `  chain ${n}_fwd {`,
-    established,
-    `    ip saddr @${n}_local jump ${n}_egress`,
-    `    ip daddr @${n}_local jump ${n}_ingress`,
-    `  }`,
+    { name: `${n}_raw`, rules: notrack },
+    { name: `${n}_fwd`, rules: [`ip saddr @${n}_local jump ${n}_egress`, `ip daddr @${n}_local jump ${n}_ingress`] },
   );
-  const toHost = [established];
+  const toHost: string[] = [];
   if (bridge.resolver)
-    toHost.push(`    ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`);
-  toHost.push(`    ip saddr @${n}_local jump ${n}_egress`);
-  out.chains.push(`  chain ${n}_in {`, ...toHost, `  }`);
-  out.chains.push(`  chain ${n}_out {`, established, `    ip daddr @${n}_local jump ${n}_ingress`, `  }`);
-  out.hooks.forward.push(`    iifname ${quote(bridge.bridge)} jump ${n}_fwd`);
-  out.hooks.input.push(`    iifname ${quote(bridge.bridge)} jump ${n}_in`);
-  out.hooks.output.push(`    oifname ${quote(bridge.bridge)} jump ${n}_out`);
+    toHost.push(`ip daddr ${bridge.resolver.ip} meta l4proto { udp, tcp } th dport ${bridge.resolver.port} accept`);
+  toHost.push(`ip saddr @${n}_local jump ${n}_egress`);
+  out.chains.push(
+    { name: `${n}_in`, rules: toHost },
+    { name: `${n}_out`, rules: [`ip daddr @${n}_local jump ${n}_ingress`] },
+  );
 }
 
 /**
  * Peer sets by content: rules naming the same peers share one set (1,000 rules over
  * 50 apps make 50 sets, not 1,000), which keeps the script and the kernel's work small.
- * The namer adds each new set to `sets`; undefined: the peers match nobody.
+ * `resolved` keeps each list of peers' ranges (across compiles, while the endpoints stay
+ * the same). The namer adds each new set to `sets`; undefined: the peers match nobody.
  */
 function peerSetNamer(
   n: string,
-  netEndpoints: CompileInput['endpoints'],
-  sets: SetDef[],
+  index: EndpointIndex,
+  resolved: Map<string, Range[]>,
+  sets: NftSet[],
 ): (peers: readonly PolicyPeer[]) => string | undefined {
   const peerSets = new Map<string, string | undefined>();
   const setsByElements = new Map<string, string>();
   return (peers) => {
     const key = JSON.stringify(peers);
     if (peerSets.has(key)) return peerSets.get(key);
-    const ranges = peerRanges(peers, netEndpoints);
+    let ranges = resolved.get(key);
+    if (ranges === undefined) {
+      ranges = peerRanges(peers, index);
+      resolved.set(key, ranges);
+    }
     let name: string | undefined;
     if (ranges.length > 0) {
       const elements = ranges.map(formatRange);
@@ -316,7 +405,7 @@ interface DirectionContext {
 }
 
 /** The chain (and its audit chain) for one direction of one network. */
-function directionChains(ctx: DirectionContext, direction: PolicyDirection): string[] {
+function directionChains(ctx: DirectionContext, direction: PolicyDirection): NftChain[] {
   const { input, bridge, n, peerSet, selSet } = ctx;
   const limit = logLimit(input);
   const self = direction === 'egress' ? 'saddr' : 'daddr';
@@ -340,7 +429,7 @@ function directionChains(ctx: DirectionContext, direction: PolicyDirection): str
           peerMatch = ` ip ${other} @${setName}`;
         }
         const portMatches = r.ports === undefined ? [''] : r.ports.map((pp) => ' ' + portMatch(pp));
-        for (const pm of portMatches) out.push(`    ip ${self} @${selSet.get(p)}${peerMatch}${pm} ${verdict}`);
+        for (const pm of portMatches) out.push(`ip ${self} @${selSet.get(p)}${peerMatch}${pm} ${verdict}`);
       });
     }
     return out;
@@ -350,19 +439,19 @@ function directionChains(ctx: DirectionContext, direction: PolicyDirection): str
   for (const p of enforcing) {
     const prefix = quote(`wtp E ${d} ${hex6(bridge.id)} ${p.name}`);
     body.push(
-      `    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`,
-      `    ip ${self} @${selSet.get(p)} drop`,
+      `ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} drop`,
+      `ip ${self} @${selSet.get(p)} drop`,
     );
   }
-  if (auditing.length > 0) body.push(`    goto ${auditChain}`);
-  const chains = [`  chain ${chain} {`, ...body, `  }`];
+  if (auditing.length > 0) body.push(`goto ${auditChain}`);
+  const chains: NftChain[] = [{ name: chain, rules: body }];
   if (auditing.length > 0) {
     const auditBody = allowRules(isolating, 'return');
     for (const p of auditing) {
       const prefix = quote(`wtp A ${d} ${hex6(bridge.id)} ${p.name}`);
-      auditBody.push(`    ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`);
+      auditBody.push(`ip ${self} @${selSet.get(p)} ${limit} log group ${input.logGroup} prefix ${prefix} return`);
     }
-    chains.push(`  chain ${auditChain} {`, ...auditBody, `  }`);
+    chains.push({ name: auditChain, rules: auditBody });
   }
   return chains;
 }

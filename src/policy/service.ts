@@ -26,8 +26,9 @@ import {
   type ApplyResult,
 } from './book';
 import { compileRuleset, type CompileBridge, type LocalPort, type PolicyEndpoint } from './nft';
+import { CompileCache } from './endpoint-index';
 import { evaluate, type EvalTraffic, type Verdict } from './evaluate';
-import type { PolicyEnforcer } from './enforcer';
+import type { EnforceReport, PolicyEnforcer } from './enforcer';
 import { DropRing, NflogReader, dropFromPacket, type PolicyDrop } from './drops';
 
 export const POLICY_LOG_GROUP = 6783;
@@ -52,8 +53,23 @@ export interface PolicyStatus {
   error?: string;
   /** Drop records this host has read. */
   drops: number;
-  /** How long the last successful enforcement took: compiling, and applying (nft, bridges), ms. */
-  lastEnforceMs?: { compile: number; apply: number };
+  /** The last successful enforcement (docs/POLICY.md, "Applying a change"). */
+  lastEnforceMs?: EnforceTimes;
+}
+
+/**
+ * How long the last successful enforcement took, ms: `compile` (the whole ruleset, in
+ * the daemon), `apply` (everything after: the script, `nft` and the bridges), of which
+ * `nft` (the child process) and `bridges` (nf_call_iptables); `mode` says whether both
+ * tables were replaced (`full`), only what changed was sent (`incremental`) or nothing
+ * had changed (`none`).
+ */
+export interface EnforceTimes {
+  compile: number;
+  apply: number;
+  nft: number;
+  bridges: number;
+  mode: EnforceReport['mode'];
 }
 
 export interface PolicyServiceOptions {
@@ -76,12 +92,15 @@ export class PolicyService {
   private readonly rules = new Map<string, StoredPolicy>();
   private readonly parsed = new Map<string, Policy>();
   private readonly remote = new Map<string, PolicyEndpoint>();
+  /** Counts changes of `remote`: with this host's endpoints, the compile cache's stamp. */
+  private remoteChanges = 0;
+  private readonly compileCache = new CompileCache();
   private generation = 0;
   private enforcedGeneration = -1;
   private enforcedAt: string | undefined;
   private lastError: string | undefined;
   private statefulBridges: string[] = [];
-  private lastEnforceMs: { compile: number; apply: number } | undefined;
+  private lastEnforceMs: EnforceTimes | undefined;
   private listed = false;
   private watch: StoreWatch | undefined;
   private lease: StoreLease | undefined;
@@ -133,6 +152,7 @@ export class PolicyService {
     this.rules.clear();
     this.parsed.clear();
     this.remote.clear();
+    this.remoteChanges++;
     this.generation = 0;
     for (const e of entries) this.put(e.key, e.value);
     this.listed = true;
@@ -161,6 +181,7 @@ export class PolicyService {
         const ep = JSON.parse(value) as PolicyEndpoint;
         if (labelsProblem(ep.labels) !== undefined || typeof ep.ip !== 'string') throw new Error('bad endpoint record');
         this.remote.set(key, ep);
+        this.remoteChanges++;
       }
     } catch (err) {
       this.opts.log.error('ignoring an unreadable policy record in the store', { key, error: (err as Error).message });
@@ -172,7 +193,10 @@ export class PolicyService {
       const name = key.slice(RULES_PREFIX.length);
       this.rules.delete(name);
       this.parsed.delete(name);
-    } else if (key.startsWith(ENDPOINTS_PREFIX)) this.remote.delete(key);
+    } else if (key.startsWith(ENDPOINTS_PREFIX)) {
+      this.remote.delete(key);
+      this.remoteChanges++;
+    }
   }
 
   // ---- enforcement -------------------------------------------------------------------
@@ -223,9 +247,15 @@ export class PolicyService {
       }));
     const bridges = this.opts.bridges();
     const t0 = performance.now();
+    const endpoints = this.endpoints();
+    // What the compile resolves selectors over: every endpoint's network, address and
+    // labels; ours are few, the others' change only through the store (counted).
+    const mine = endpoints.filter((e) => e.host === this.opts.self).map((e) => [e.network, e.ip, e.labels]);
+    this.compileCache.retain(new Set(bridges.map((b) => b.network)));
     const compiled = compileRuleset({
       policies: [...this.parsed.values()],
-      endpoints: this.endpoints(),
+      endpoints,
+      cache: { store: this.compileCache, stamp: `${this.remoteChanges} ${JSON.stringify(mine)}` },
       localPorts,
       bridges,
       dryRun: this.opts.dryRun,
@@ -234,11 +264,17 @@ export class PolicyService {
     });
     const t1 = performance.now();
     try {
-      await this.opts.enforcer.apply(
+      const report = await this.opts.enforcer.apply(
         compiled,
         bridges.map((b) => b.bridge),
       );
-      this.lastEnforceMs = { compile: Math.round(t1 - t0), apply: Math.round(performance.now() - t1) };
+      this.lastEnforceMs = {
+        compile: Math.round(t1 - t0),
+        apply: Math.round(performance.now() - t1),
+        nft: Math.round(report.nftMs),
+        bridges: Math.round(report.bridgesMs),
+        mode: report.mode,
+      };
       this.enforcedGeneration = generation;
       this.enforcedAt = new Date().toISOString();
       this.statefulBridges = compiled.statefulBridges;
