@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import type { Logger } from '../log';
 import type { DaemonConfig } from '../config';
 import type { ClusterIpam } from '../ipam/cluster';
-import { formatCidr, type Cidr } from '../net/ipv4';
+import { formatCidr, parseCidr, type Cidr } from '../net/ipv4';
+import { WeavetsError } from '../errors';
 import type { NetworkSet } from '../endpoint/networks';
 import type { NetworkCatalog } from '../endpoint/network-catalog';
 import type { EndpointRegistry } from '../endpoint/registry';
@@ -125,17 +126,48 @@ export function dockerComponent(d: ServiceDeps, exposure: DnsExposure | undefine
     'docker',
     async () => {
       const docker = await startDockerSurface(dockerOptions(d, socketPath, exposure));
-      // Docker asks for a segment's bridge (and so its range sources) only when it creates
-      // a network or an endpoint. After a restart the segments its running containers use
-      // must accept range sources again, or the isolation table drops them as spoofed.
+      // Docker asks for a segment's bridge (and so its sources) only when it creates a
+      // network or an endpoint. After a restart the segments its running containers use
+      // must accept their sources (the range, or Docker's pool) again, or the isolation
+      // table drops them as spoofed.
       for (const n of docker.plugin.networks()) {
-        if (n.segment !== undefined && d.networks.get(n.segment) !== undefined)
-          await d.networks.acceptRangeSources(n.segment, d.range);
+        if (n.segment !== undefined && n.sources !== undefined && d.networks.get(n.segment) !== undefined)
+          await d.networks.acceptSources(n.segment, parseCidr(n.sources));
       }
       return docker;
     },
     (docker: DockerSurface, mode) => docker.close(mode === 'reset'),
   );
+}
+
+/** Catalog option naming what created a network on first use; "docker": the Docker plugin. */
+export const CREATED_BY_OPTION = 'weavets.created-by';
+const CREATED_BY_DOCKER = 'docker';
+
+/**
+ * A Docker network on `segment` was deleted here: remove the catalog network when the
+ * Docker plugin created it and nothing anywhere holds an address on it (another host's
+ * Docker network on the segment holds its gateway there). Never throws.
+ */
+async function releaseDockerNetwork(d: ServiceDeps, segment: string): Promise<void> {
+  const { catalog, ipam, log } = d;
+  try {
+    const rec = await catalog.lookup(segment);
+    if (rec?.options[CREATED_BY_OPTION] !== CREATED_BY_DOCKER) return;
+    const removed = await catalog.remove(segment, async (r) => {
+      const inUse = (await ipam.allocator.allocationsOn(r.name)).filter(
+        (a) => !a.id.startsWith('host@') && a.retainedUntil === undefined,
+      );
+      if (inUse.length > 0)
+        throw new WeavetsError(
+          'EWEAVETS_CONFLICT',
+          `in use by ${inUse.map((a) => `${a.id} (${a.address})`).join(', ')}`,
+        );
+    });
+    await ipam.allocator.purgeNetwork(removed.name);
+  } catch (err) {
+    log.info('Docker network deleted; its weavets network stays', { network: segment, why: (err as Error).message });
+  }
 }
 
 function dockerOptions(d: ServiceDeps, socketPath: string, exposure: DnsExposure | undefined): DockerSurfaceOptions {
@@ -147,14 +179,21 @@ function dockerOptions(d: ServiceDeps, socketPath: string, exposure: DnsExposure
     stateDir: config.stateDir,
     range: d.range,
     allocator: d.ipam.allocator,
+    catalog: () => d.catalog.list(),
     endpoints,
     bridges: {
-      ensure: async (segment) => {
+      ensure: async (segment, wants) => {
+        // Created here, the catalog network is marked as the Docker plugin's (released with its last Docker network).
+        const rec = await d.catalog.ensure(segment, {
+          ...(wants?.subnet !== undefined ? { subnet: wants.subnet } : {}),
+          options: { [CREATED_BY_OPTION]: CREATED_BY_DOCKER },
+        });
         const net = await networks.ensure(segment);
-        await networks.acceptRangeSources(segment, d.range);
+        if (wants?.sources !== undefined) await networks.acceptSources(segment, parseCidr(wants.sources));
         await exposure?.segmentAdded(segment);
-        return net.bridge;
+        return { bridge: net.bridge, subnet: rec.subnet };
       },
+      release: (segment) => releaseDockerNetwork(d, segment),
       addAddress: (bridge, cidr) => hostRoutes.addAddress(bridge, cidr),
       delAddress: (bridge, cidr) => hostRoutes.delAddress(bridge, cidr),
       routeTo: (bridge, ip) => hostRoutes.routeHost(bridge, ip),

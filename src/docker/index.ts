@@ -7,7 +7,7 @@ import type { Logger } from '../log';
 import { formatCidr, type Cidr } from '../net/ipv4';
 import type { AddressAllocator } from '../ipam/types';
 import { DEFAULT_NETWORK } from '../config';
-import { DockerPlugin, endpointIdFor, type PluginBridges, type PluginEndpoints } from './plugin';
+import { DockerPlugin, endpointIdFor, type PluginBridges, type PluginEndpoints, type SegmentWants } from './plugin';
 import { startPluginServer, driverNameOf } from './server';
 // ./engine loads dockerode (~20 MB resident with its dependencies): only when the Docker surface starts.
 import type { NamePublisher } from './engine';
@@ -22,6 +22,8 @@ export interface DockerSurfaceOptions {
   stateDir: string;
   range: Cidr;
   allocator: AddressAllocator;
+  /** The catalog's networks as this host sees them. */
+  catalog: () => { name: string; subnet: string }[];
   endpoints: PluginEndpoints;
   bridges: PluginBridges;
   /** Container names for DNS; undefined without DNS. */
@@ -91,8 +93,8 @@ class RedirectFollower {
           // The plugin ensures a segment's bridge before each endpoint (and on network
           // delete): the bridge is redirected before the container's first query, and a
           // moment later (the call done, a deleted network gone) the map is checked again.
-          ensure: async (segment: string): Promise<string> => {
-            const bridge = await o.bridges.ensure(segment);
+          ensure: async (segment: string, wants?: SegmentWants): Promise<{ bridge: string; subnet: string }> => {
+            const bridge = await o.bridges.ensure(segment, wants);
             await this.refresh();
             clearTimeout(this.timer);
             this.timer = setTimeout(() => void this.refresh(), 1000);
@@ -155,6 +157,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     endpoints: o.endpoints,
     bridges: follower.bridges,
     networkName: (id) => engine.networkName(id),
+    catalog: o.catalog,
     ports,
     stateDir: o.stateDir,
     log: o.log,
@@ -179,6 +182,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     driver,
     plugin,
     close: async (removeState) => {
+      plugin.close();
       engine.close();
       follower.stopRefreshing();
       await server.close();

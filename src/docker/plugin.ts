@@ -6,11 +6,25 @@
  *   `appnet` created on several hosts is one segment; `-o weavets.segment=NAME` picks
  *   another. The remote protocol never carries the name: it is asked of Docker (by
  *   network id) the first time an endpoint is created, and kept.
- * - Addresses: the IPAM driver allocates every Docker address (gateways and containers)
- *   from the cluster allocator under one allocation space, DOCKER_SPACE, so they are
- *   unique across all hosts and all Docker networks. The IPAM protocol carries neither the
- *   network nor the endpoint, so each address gets its own handle, remembered by address
- *   in <stateDir>/docker.json (ReleaseAddress names only the address).
+ * - Subnets (docs/DOCKER.md, Subnets): a Docker network made by our IPAM driver is a
+ *   network of the catalog and its containers are addressed from that network's subnet.
+ *   The IPAM protocol never says which network a call is for, so each RequestPool gets
+ *   its own pool id; CreateNetwork learns which pool is its network's from the gateway
+ *   address Docker asked for under that pool, and once Docker has named the network (its
+ *   API a moment after CreateNetwork: bindSoon; or the first container address asked for
+ *   under the pool) it is bound to the catalog network of its segment, created there with
+ *   a picked subnet (or the --subnet given) if missing.
+ *   Docker records the pool it was answered (the whole range without --subnet) and the
+ *   gateway it asked for before the network had a name; neither is used on the segment:
+ *   each host's gateway there is its own address in the subnet, given at Join.
+ * - Pools of the range (`--subnet <the range>`, and networks from before subnets) keep
+ *   the old behaviour: addresses of the whole range, allocated under DOCKER_SPACE.
+ * - Docker's default IPAM (`-d weavets` without --ipam-driver): Docker's own addresses,
+ *   outside the range, on the segment; its bridge accepts sources from Docker's pool.
+ * - Addresses: every address this IPAM driver hands out comes from the cluster
+ *   allocator, so it is unique across all hosts and all networks. The IPAM protocol
+ *   carries no endpoint, so each address gets its own handle, remembered by address in
+ *   <stateDir>/docker.json (ReleaseAddress names only the address).
  * - Gateway: the network's gateway address goes on this host's bridge of the segment, so
  *   the host is on the network (routes, -p) and containers get a default route.
  * - Endpoints: CreateEndpoint plugs a veth (registry.plug); Join hands its free end to
@@ -20,7 +34,8 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import type { EndpointStatus } from '../endpoint/types';
 import { DEFAULT_NETWORK } from '../config';
-import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4';
+import { cidrSize, contains, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4';
+import { overlaps } from '../ipam/blocks';
 import type { AddressAllocator } from '../ipam/types';
 import { validateNetworkName } from '../endpoint/networks';
 import type { FieldReader, JsonObject } from '../json-fields';
@@ -53,6 +68,10 @@ import { SerialQueue } from '../serial-queue';
 export const DOCKER_SPACE = DEFAULT_NETWORK;
 export const ADDRESS_SPACE = 'weavets';
 const KNOWN_OPTIONS = new Set([OPT_SEGMENT]);
+/** Prefix of the pool id answered to each RequestPool that is not the whole range. */
+const POOL_ID_PREFIX = 'weavets-pool-';
+/** How an error names our IPAM driver (its real name is the driver's, which the plugin may not know). */
+const IPAM_HINT = 'weavets (the same name as -d)';
 
 export interface PluginEndpoints {
   plug(req: { id: string; network: string; address: string; mac?: string; gateway?: string }): Promise<EndpointStatus>;
@@ -60,9 +79,26 @@ export interface PluginEndpoints {
   list(): EndpointStatus[];
 }
 
+/** What a Docker network wants of its segment's catalog network and bridge. */
+export interface SegmentWants {
+  /** The catalog network's subnet must be this (created with it when missing). */
+  subnet?: string;
+  /** Sources the bridge accepts besides the subnet's: the range, or Docker's own pool. */
+  sources?: string;
+}
+
 export interface PluginBridges {
-  /** Make sure the segment's bridge exists; answers its name. */
-  ensure(segment: string): Promise<string>;
+  /**
+   * Make sure the segment's catalog network (created by this plugin when missing) and
+   * bridge exist; answers the bridge's name and the network's subnet. Throws, naming the
+   * conflict, when the catalog network exists with another subnet or the subnet is taken.
+   */
+  ensure(segment: string, wants?: SegmentWants): Promise<{ bridge: string; subnet: string }>;
+  /**
+   * The Docker network on the segment is gone from this host: remove the catalog network
+   * if this plugin created it and nothing anywhere uses it. Never throws.
+   */
+  release(segment: string): Promise<void>;
   addAddress(bridge: string, cidr: string): Promise<void>;
   delAddress(bridge: string, cidr: string): Promise<void>;
   /**
@@ -81,18 +117,52 @@ export interface DockerPluginDeps {
   bridges: PluginBridges;
   /** Docker network id -> name; undefined when Docker does not know it (or is unreachable). */
   networkName(id: string): Promise<string | undefined>;
+  /** The catalog's networks as this host sees them (to check a --subnet against). */
+  catalog(): { name: string; subnet: string }[];
   ports: PortPublisher;
   stateDir: string;
   log: Logger;
   /** Called after each Plugin.Activate (dockerd started, or restarted, and found us). */
   onActivate?: () => void;
+  /**
+   * When to try binding a new network to its catalog network after CreateNetwork (Docker
+   * names it a moment later), in ms; default 300, 1500, 5000. Tests pass [].
+   */
+  bindDelaysMs?: readonly number[];
 }
+
+const BIND_DELAYS_MS: readonly number[] = [300, 1500, 5000];
+
+/**
+ * Where a Docker network's addresses come from: `range` (our IPAM, the whole range:
+ * `--subnet <range>` and every network from before subnets), `subnet` (our IPAM, the
+ * catalog network's subnet), `docker` (Docker's default IPAM, outside the range).
+ */
+type AddressKind = 'range' | 'subnet' | 'docker';
 
 interface NetworkRecord {
   segment?: string;
   /** CIDR of the gateway on this host, "10.32.0.1/12". */
   gateway?: string;
   options: Record<string, string>;
+  /** Absent in state from before subnets: `range`. */
+  kind?: AddressKind;
+  /** `subnet`: the pool id Docker has; `docker`: absent. */
+  poolId?: string;
+  /** `subnet`: the --subnet asked for, if any; `docker`: Docker's pool. */
+  subnet?: string;
+  /** `subnet`: the allocator handle of this host's gateway in the subnet. */
+  gatewayHandle?: { id: string; ifname: string };
+}
+
+/** A pool answered to RequestPool (not the range's). */
+interface PoolRecord {
+  /** The pool Docker was answered: the range, or the --subnet asked for. */
+  pool: string;
+  /** The --subnet asked for. */
+  subnet?: string;
+  /** The Docker network it is, once CreateNetwork said so. */
+  networkId?: string;
 }
 
 interface EndpointRecord {
@@ -109,10 +179,20 @@ interface EndpointRecord {
  */
 interface State {
   networks: Map<string, NetworkRecord>;
-  /** Allocated address (dotted) -> the allocator handle holding it. */
-  addresses: Map<string, { id: string; ifname: string }>;
+  /** Allocated address (dotted) -> the allocator handle holding it (and the pool asked under). */
+  addresses: Map<string, AddressHandle>;
   endpoints: Map<string, EndpointRecord>;
+  /** Pool id -> pool, for every pool answered that is not the range's. */
+  pools: Map<string, PoolRecord>;
 }
+
+interface AddressHandle {
+  id: string;
+  ifname: string;
+  pool?: string;
+}
+
+const ADDRESS_KINDS: readonly string[] = ['range', 'subnet', 'docker'];
 
 const PORT_PROTOS: readonly string[] = ['tcp', 'udp', 'sctp'];
 
@@ -149,14 +229,40 @@ function parseStoredState(doc: JsonObject, fields: FieldReader): State {
     const rec: NetworkRecord = { options: f.optStringRecord(o, 'options') ?? {} };
     const segment = f.optString(o, 'segment');
     const gateway = f.optString(o, 'gateway');
+    const kind = f.optString(o, 'kind');
+    const poolId = f.optString(o, 'poolId');
+    const subnet = f.optString(o, 'subnet');
+    const gw = f.optObject(o, 'gatewayHandle');
     if (segment !== undefined) rec.segment = segment;
     if (gateway !== undefined) rec.gateway = gateway;
+    if (kind !== undefined) {
+      if (!ADDRESS_KINDS.includes(kind)) throw f.fail('kind', `must be one of ${ADDRESS_KINDS.join(', ')}`);
+      rec.kind = kind as AddressKind;
+    }
+    if (poolId !== undefined) rec.poolId = poolId;
+    if (subnet !== undefined) rec.subnet = subnet;
+    if (gw !== undefined) {
+      const g = f.within('gatewayHandle.');
+      rec.gatewayHandle = { id: g.reqString(gw, 'id'), ifname: g.reqString(gw, 'ifname') };
+    }
     return rec;
   });
-  const addresses = mapIn(doc, 'addresses', fields, (v, at) => {
+  const addresses = mapIn(doc, 'addresses', fields, (v, at): AddressHandle => {
     const o = fields.asObject(v, at);
     const f = fields.within(`${at}.`);
-    return { id: f.reqString(o, 'id'), ifname: f.reqString(o, 'ifname') };
+    const pool = f.optString(o, 'pool');
+    return { id: f.reqString(o, 'id'), ifname: f.reqString(o, 'ifname'), ...(pool !== undefined ? { pool } : {}) };
+  });
+  const pools = mapIn(doc, 'pools', fields, (v, at): PoolRecord => {
+    const o = fields.asObject(v, at);
+    const f = fields.within(`${at}.`);
+    const subnet = f.optString(o, 'subnet');
+    const networkId = f.optString(o, 'networkId');
+    return {
+      pool: f.reqString(o, 'pool'),
+      ...(subnet !== undefined ? { subnet } : {}),
+      ...(networkId !== undefined ? { networkId } : {}),
+    };
   });
   const endpoints = mapIn(doc, 'endpoints', fields, (v, at): EndpointRecord => {
     const o = fields.asObject(v, at);
@@ -168,10 +274,14 @@ function parseStoredState(doc: JsonObject, fields: FieldReader): State {
     if (ports !== undefined) rec.ports = ports.map((p, i) => parsePortBinding(p, `${at}.ports[${i}]`, fields));
     return rec;
   });
-  return { networks, addresses, endpoints };
+  return { networks, addresses, endpoints, pools };
 }
 
-/** docker.json: version 1 adds `version` to the unversioned {networks, addresses, endpoints}. */
+/**
+ * docker.json: version 1 adds `version` to the unversioned {networks, addresses, endpoints};
+ * `pools` and the networks' `kind`, `poolId`, `subnet`, `gatewayHandle` are optional (absent
+ * in files from before subnets, read as networks of the range).
+ */
 export const DOCKER_STATE_FORMAT: StateFormat<State> = {
   version: 1,
   parse: parseStoredState,
@@ -180,6 +290,7 @@ export const DOCKER_STATE_FORMAT: StateFormat<State> = {
     networks: Object.fromEntries(state.networks),
     addresses: Object.fromEntries(state.addresses),
     endpoints: Object.fromEntries(state.endpoints),
+    pools: Object.fromEntries(state.pools),
   }),
 };
 
@@ -189,13 +300,21 @@ function dockerStateFile(stateDir: string): JsonStateFile<State> {
 
 type Handler = (body: Body) => Promise<unknown>;
 
+/** Every allocator handle the state holds: addresses Docker asked for and this host's gateways in subnets. */
+function handlesOf(state: State): { id: string; ifname: string }[] {
+  return [
+    ...[...state.addresses.values()].map((h) => ({ id: h.id, ifname: h.ifname })),
+    ...[...state.networks.values()].flatMap((n) => (n.gatewayHandle ? [n.gatewayHandle] : [])),
+  ];
+}
+
 /** Registry id of a Docker endpoint. */
 export function endpointIdFor(dockerEndpointId: string): string {
   return `docker:${dockerEndpointId}`;
 }
 
 export class DockerPlugin {
-  private state: State = { networks: new Map(), addresses: new Map(), endpoints: new Map() };
+  private state: State = { networks: new Map(), addresses: new Map(), endpoints: new Map(), pools: new Map() };
   private readonly file: JsonStateFile<State>;
   private readonly poolId: string;
   private readonly handlers: Record<string, Handler>;
@@ -203,6 +322,9 @@ export class DockerPlugin {
   private readonly queue = new SerialQueue();
   /** When a RequestPool without a pool was last answered, until an address is requested. */
   private unaskedPoolAt: number | undefined;
+  /** Pending early binds (bindSoon); cleared by close. */
+  private readonly bindTimers = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(private readonly deps: DockerPluginDeps) {
     this.file = dockerStateFile(deps.stateDir);
@@ -239,12 +361,8 @@ export class DockerPlugin {
         LocalDefaultAddressSpace: ADDRESS_SPACE,
         GlobalDefaultAddressSpace: ADDRESS_SPACE,
       }),
-      [`/${I}.RequestPool`]: async (b) => this.requestPool(b),
-      [`/${I}.ReleasePool`]: async (b) => {
-        this.checkPool(reqString(b, 'PoolID'));
-        this.unaskedPoolAt = undefined;
-        return {};
-      },
+      [`/${I}.RequestPool`]: (b) => this.serial(() => this.requestPool(b)),
+      [`/${I}.ReleasePool`]: (b) => this.serial(() => this.releasePool(b)),
       [`/${I}.RequestAddress`]: (b) => this.serial(() => this.requestAddress(b)),
       [`/${I}.ReleaseAddress`]: (b) => this.serial(() => this.releaseAddress(b)),
     };
@@ -261,6 +379,43 @@ export class DockerPlugin {
         error: (err as Error).message,
       });
     }
+  }
+
+  /** Stop pending work (early binds); the state file is already saved. Never throws. */
+  close(): void {
+    this.closed = true;
+    for (const t of this.bindTimers) clearTimeout(t);
+    this.bindTimers.clear();
+  }
+
+  /**
+   * Bind a network with a subnet of its own as soon as Docker has named it, so `weavets
+   * network ls` shows it right after `docker network create`; the first container binds
+   * it anyway if this does not (Docker unreachable, a refused subnet: logged).
+   */
+  private bindSoon(networkId: string, attempt = 0): void {
+    const delays = this.deps.bindDelaysMs ?? BIND_DELAYS_MS;
+    const delay = delays[attempt];
+    if (delay === undefined || this.closed) return;
+    const t = setTimeout(() => {
+      this.bindTimers.delete(t);
+      void this.serial(async () => {
+        const net = this.state.networks.get(networkId);
+        if (this.closed || net?.kind !== 'subnet' || net.gateway !== undefined) return;
+        if (net.segment === undefined && (await this.deps.networkName(networkId)) === undefined) {
+          this.bindSoon(networkId, attempt + 1);
+          return;
+        }
+        await this.bind(networkId);
+      }).catch((err: unknown) =>
+        this.deps.log.warn('Docker network not bound to its subnet yet (its first container will try again)', {
+          id: networkId.slice(0, 12),
+          error: (err as Error).message,
+        }),
+      );
+    }, delay);
+    t.unref();
+    this.bindTimers.add(t);
   }
 
   /** Answer one plugin request: `path` like "/NetworkDriver.Join", `text` the raw body. */
@@ -280,7 +435,7 @@ export class DockerPlugin {
 
   /** The allocator handles of every Docker address this host holds (claims for the IPAM reconciler). */
   addressHandles(): { id: string; ifname: string }[] {
-    return [...this.state.addresses.values()];
+    return handlesOf(this.state);
   }
 
   /**
@@ -289,19 +444,32 @@ export class DockerPlugin {
    */
   static storedAddressHandles(stateDir: string): { id: string; ifname: string }[] {
     try {
-      return [...(dockerStateFile(stateDir).readSync()?.addresses.values() ?? [])];
+      const state = dockerStateFile(stateDir).readSync();
+      return state === undefined ? [] : handlesOf(state);
     } catch {
       return [];
     }
   }
 
-  /** Networks as this host knows them, for status. */
-  networks(): { id: string; segment?: string; gateway?: string }[] {
-    return [...this.state.networks].map(([id, n]) => ({
-      id,
-      ...(n.segment ? { segment: n.segment } : {}),
-      ...(n.gateway ? { gateway: n.gateway } : {}),
-    }));
+  /**
+   * Networks as this host knows them, for status and for a restart: `sources` is what
+   * the segment's bridge must accept besides its subnet (the range, or Docker's pool).
+   */
+  networks(): { id: string; segment?: string; gateway?: string; sources?: string }[] {
+    return [...this.state.networks].map(([id, n]) => {
+      const sources = this.sourcesOf(n);
+      return {
+        id,
+        ...(n.segment ? { segment: n.segment } : {}),
+        ...(n.gateway ? { gateway: n.gateway } : {}),
+        ...(sources !== undefined ? { sources } : {}),
+      };
+    });
+  }
+
+  private sourcesOf(n: NetworkRecord): string | undefined {
+    const kind = n.kind ?? 'range';
+    return kind === 'range' ? formatCidr(this.deps.range) : kind === 'docker' ? n.subnet : undefined;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -314,9 +482,12 @@ export class DockerPlugin {
 
   // ---- IPAM driver ----------------------------------------------------------------
 
-  private checkPool(poolId: string): void {
-    if (poolId !== this.poolId)
-      throw new PluginError(400, `unknown pool ${JSON.stringify(poolId)}; weavets has one pool, ${this.poolId}`);
+  /** The pool of an id we answered: undefined for the range's, else its record. */
+  private poolOf(poolId: string): PoolRecord | undefined {
+    if (poolId === this.poolId) return undefined;
+    const rec = poolId.startsWith(POOL_ID_PREFIX) ? this.state.pools.get(poolId) : undefined;
+    if (!rec) throw new PluginError(400, `unknown pool ${JSON.stringify(poolId)}; it was not answered by weavets`);
+    return rec;
   }
 
   private async requestPool(b: Body): Promise<unknown> {
@@ -330,34 +501,32 @@ export class DockerPlugin {
     const pool = optString(b, 'Pool');
     const sub = optString(b, 'SubPool');
     if (pool === undefined && sub !== undefined) throw new PluginError(400, '--ip-range needs --subnet');
-    for (const [flag, v] of [
-      ['--subnet', pool],
-      ['--ip-range', sub],
-    ] as const) {
-      if (v === undefined) continue;
-      let c: Cidr;
-      try {
-        c = parseCidr(v, false);
-      } catch (err) {
-        throw new PluginError(400, `${flag} ${v}: ${(err as Error).message}`, { cause: err });
-      }
-      if (formatCidr(c) !== range) {
-        throw new PluginError(
-          400,
-          `${flag} ${v} conflicts with the weavets range ${range}: every weavets network shares the cluster's range ` +
-            `(set with weavets launch --ipalloc-range); omit ${flag} or pass ${range}`,
-        );
-      }
-    }
     const opts = optObject(b, 'Options');
     for (const k of Object.keys(opts))
       throw new PluginError(400, `unknown --ipam-opt ${k}; the weavets IPAM driver takes none`);
+    let subnet: Cidr | undefined;
+    if (pool !== undefined) {
+      subnet = this.parseFlag('--subnet', pool);
+      if (sub !== undefined && formatCidr(this.parseFlag('--ip-range', sub)) !== formatCidr(subnet)) {
+        throw new PluginError(
+          400,
+          `--ip-range ${sub}: weavets allocates from the whole subnet of a network across hosts; omit --ip-range`,
+        );
+      }
+      if (formatCidr(subnet) === range) {
+        // The whole range: every address of the range, as before subnets (docs/DOCKER.md).
+        this.unaskedPoolAt = undefined;
+        return { PoolID: this.poolId, Pool: range, Data: {} };
+      }
+      const problem = this.subnetProblem(subnet);
+      if (problem) throw new PluginError(400, `--subnet ${pool}: ${problem}`);
+    }
     if (pool === undefined) {
       // Docker checks a pool it did not ask for against the main table's routes and, when
-      // they overlap, asks again at once, forever, since we have one pool. weavets keeps its
-      // own routes out of main (src/endpoint/host-routes.ts), so an overlap is someone
-      // else's route. A second pool request with no address request in between is that
-      // loop: stop it with an answer the user can act on.
+      // they overlap, asks again at once, forever, since every pool we answer is in the
+      // range. weavets keeps its own routes out of main (src/endpoint/host-routes.ts), so
+      // an overlap is someone else's route. A second pool request with no address request
+      // in between is that loop: stop it with an answer the user can act on.
       const now = Date.now();
       if (this.unaskedPoolAt !== undefined && now - this.unaskedPoolAt < 5000) {
         this.unaskedPoolAt = undefined;
@@ -369,14 +538,61 @@ export class DockerPlugin {
       }
       this.unaskedPoolAt = now;
     } else this.unaskedPoolAt = undefined;
-    return { PoolID: this.poolId, Pool: range, Data: {} };
+    const poolId = `${POOL_ID_PREFIX}${randomBytes(8).toString('hex')}`;
+    const answered = subnet !== undefined ? formatCidr(subnet) : range;
+    this.state.pools.set(poolId, { pool: answered, ...(subnet !== undefined ? { subnet: answered } : {}) });
+    await this.save();
+    return { PoolID: poolId, Pool: answered, Data: {} };
+  }
+
+  private parseFlag(flag: string, v: string): Cidr {
+    try {
+      return parseCidr(v, false);
+    } catch (err) {
+      throw new PluginError(400, `${flag} ${v}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Why `subnet` cannot be a weavets network's, as far as this host's catalog tells: not
+   * inside the range, or overlapping a network without being its subnet. The catalog
+   * checks the rest (block size, the default network's addresses in use) when the
+   * network is created at the binding.
+   */
+  private subnetProblem(subnet: Cidr): string | undefined {
+    const { range } = this.deps;
+    const text = formatCidr(subnet);
+    const end = subnet.base + cidrSize(subnet) - 1;
+    if (!contains(range, subnet.base) || !contains(range, end))
+      return `${text} lies outside the weavets range ${formatCidr(range)} (weavets launch --ipalloc-range)`;
+    if (subnet.prefix <= range.prefix) return `${text} is larger than the weavets range ${formatCidr(range)}`;
+    for (const n of this.deps.catalog()) {
+      if (n.name === DEFAULT_NETWORK || n.subnet === text) continue;
+      if (overlaps(parseCidr(n.subnet), subnet)) return `${text} overlaps weavets network ${n.name} (${n.subnet})`;
+    }
+    return undefined;
+  }
+
+  private async releasePool(b: Body): Promise<unknown> {
+    const poolId = reqString(b, 'PoolID');
+    this.unaskedPoolAt = undefined;
+    if (poolId === this.poolId) return {};
+    if (!this.state.pools.has(poolId)) {
+      this.deps.log.warn('Docker IPAM: release of a pool we do not hold', { pool: poolId });
+      return {};
+    }
+    this.state.pools.delete(poolId);
+    await this.save();
+    return {};
   }
 
   private async requestAddress(b: Body): Promise<unknown> {
-    this.checkPool(reqString(b, 'PoolID'));
+    const poolId = reqString(b, 'PoolID');
+    const pool = this.poolOf(poolId);
     this.unaskedPoolAt = undefined;
     const wanted = optString(b, 'Address');
     const opts = optObject(b, 'Options');
+    const isGateway = opts[OPT_ADDRESS_TYPE] === ADDRESS_TYPE_GATEWAY;
     let ip: number | undefined;
     if (wanted !== undefined) {
       try {
@@ -386,22 +602,68 @@ export class DockerPlugin {
       }
     }
     const handle = { id: `docker-ipam-${randomBytes(6).toString('hex')}`, ifname: 'eth0' };
+    let network = DOCKER_SPACE;
+    let prefix: number | undefined;
+    if (pool !== undefined && isGateway) {
+      // Asked while Docker creates the network, before it has a name (so before we know
+      // its catalog network): a unique address Docker records as the gateway and that no
+      // bridge carries; each host's gateway on the segment is given at Join.
+      if (ip !== undefined)
+        throw new PluginError(400, '--gateway is not used on a weavets subnet: each host has its own gateway there');
+      prefix = parseCidr(pool.pool).prefix;
+    } else if (pool !== undefined) {
+      if (pool.networkId === undefined)
+        throw new PluginError(
+          500,
+          `weavets: pool ${poolId} belongs to no Docker network (was it created while weavets was down?)`,
+        );
+      ({ segment: network } = await this.bind(pool.networkId));
+    }
     const a = await this.deps.allocator.allocate({
       ...handle,
-      network: DOCKER_SPACE,
+      network,
       ...(ip !== undefined ? { ip } : {}),
     });
-    this.state.addresses.set(formatIpv4(a.ip), handle);
+    this.state.addresses.set(formatIpv4(a.ip), { ...handle, ...(pool !== undefined ? { pool: poolId } : {}) });
     await this.save();
-    this.deps.log.info('Docker IPAM: allocated', {
-      address: a.address,
-      gateway: opts[OPT_ADDRESS_TYPE] === ADDRESS_TYPE_GATEWAY,
-    });
-    return { Address: a.address, Data: {} };
+    this.deps.log.info('Docker IPAM: allocated', { address: a.address, network, gateway: isGateway });
+    return { Address: prefix !== undefined ? `${formatIpv4(a.ip)}/${prefix}` : a.address, Data: {} };
+  }
+
+  /**
+   * The catalog network of a Docker network addressed from a subnet, bound on first use:
+   * the segment's catalog network (with the --subnet asked for, if one was), its bridge,
+   * and this host's gateway in the subnet on that bridge.
+   */
+  private async bind(networkId: string): Promise<{ net: NetworkRecord; segment: string; bridge: string }> {
+    const { net, segment } = await this.segmentOf(networkId);
+    const got = await this.deps.bridges.ensure(segment, this.wantsOf(net));
+    if (net.gateway === undefined) {
+      const handle = { id: `docker-gw-${networkId.slice(0, 12)}-${randomBytes(3).toString('hex')}`, ifname: 'gw' };
+      const a = await this.deps.allocator.allocate({ ...handle, network: segment });
+      net.gatewayHandle = handle;
+      net.gateway = a.address;
+      await this.save();
+      this.deps.log.info('Docker network bound to its subnet', {
+        id: networkId.slice(0, 12),
+        segment,
+        subnet: got.subnet,
+        gateway: a.address,
+      });
+    }
+    await this.deps.bridges.addAddress(got.bridge, net.gateway);
+    return { net, segment, bridge: got.bridge };
+  }
+
+  private wantsOf(net: NetworkRecord): SegmentWants {
+    const kind = net.kind ?? 'range';
+    if (kind === 'subnet') return net.subnet !== undefined ? { subnet: net.subnet } : {};
+    const sources = this.sourcesOf(net);
+    return sources !== undefined ? { sources } : {};
   }
 
   private async releaseAddress(b: Body): Promise<unknown> {
-    this.checkPool(reqString(b, 'PoolID'));
+    this.poolOf(reqString(b, 'PoolID'));
     const text = reqString(b, 'Address');
     let ip: string;
     try {
@@ -442,23 +704,68 @@ export class DockerPlugin {
     if (optArray(b, 'IPv6Data').length > 0)
       throw new PluginError(400, 'weavets networks are IPv4 only; create the network without --ipv6');
     const v4 = optArray(b, 'IPv4Data');
-    if (v4.length > 1) throw new PluginError(400, 'a weavets network has one IPv4 subnet (the cluster range)');
-    let gateway: string | undefined;
-    if (v4.length === 1) {
-      const d = v4[0] as Body;
-      const pool = optString(d, 'Pool');
-      if (pool !== undefined && pool !== formatCidr(this.deps.range)) {
+    if (v4.length > 1) throw new PluginError(400, 'a weavets network has one IPv4 subnet');
+    const d = (v4[0] ?? {}) as Body;
+    const pool = optString(d, 'Pool');
+    let gateway = optString(d, 'Gateway');
+    const range = formatCidr(this.deps.range);
+    const gatewayIp = gateway === undefined ? undefined : gateway.split('/')[0]!;
+    const poolId = gatewayIp === undefined ? undefined : this.state.addresses.get(gatewayIp)?.pool;
+    const rec: NetworkRecord = { ...(segment ? { segment } : {}), options: opts };
+    const ours = poolId !== undefined && this.state.pools.has(poolId);
+    if (ours) {
+      // Our IPAM, a subnet's pool: the gateway Docker recorded stays off the segment (bind).
+      const p = this.state.pools.get(poolId)!;
+      if (p.networkId !== undefined && p.networkId !== id)
+        throw new PluginError(400, `pool ${poolId} is already Docker network ${p.networkId.slice(0, 12)}'s`);
+      rec.kind = 'subnet';
+      rec.poolId = poolId;
+      if (p.subnet !== undefined) {
+        rec.subnet = p.subnet;
+        // A --subnet that is a catalog network's subnet is that network, whatever its Docker name.
+        const same = this.deps.catalog().find((n) => n.subnet === p.subnet && n.name !== DEFAULT_NETWORK);
+        if (same !== undefined && segment !== undefined && segment !== same.name)
+          throw new PluginError(
+            400,
+            `-o ${OPT_SEGMENT}=${segment}, but --subnet ${p.subnet} is weavets network ${same.name}'s`,
+          );
+        if (same !== undefined) rec.segment = same.name;
+      }
+      p.networkId = id;
+    } else if (pool === undefined || pool === range) {
+      // Our IPAM, the range's pool (or a network without IPAM data): the whole range.
+      rec.kind = 'range';
+      if (gateway !== undefined && !gateway.includes('/')) gateway = `${gateway}/${this.deps.range.prefix}`;
+      if (gateway !== undefined) rec.gateway = gateway;
+    } else {
+      // Docker's default IPAM (or another driver): its addresses, which must stay out of the range.
+      const c = this.parseFlag('the pool', pool);
+      if (overlaps(c, this.deps.range)) {
         throw new PluginError(
           400,
-          `the network's pool ${pool} is not the weavets range ${formatCidr(this.deps.range)}; use --ipam-driver weavets`,
+          `the network's pool ${pool} overlaps the weavets range ${range}, and its addresses would not come from weavets: ` +
+            `add --ipam-driver ${IPAM_HINT}, or give a --subnet outside ${range}`,
         );
       }
-      gateway = optString(d, 'Gateway');
-      if (gateway !== undefined && !gateway.includes('/')) gateway = `${gateway}/${this.deps.range.prefix}`;
+      rec.kind = 'docker';
+      rec.subnet = formatCidr(c);
+      if (gateway !== undefined && !gateway.includes('/')) gateway = `${gateway}/${c.prefix}`;
+      if (gateway !== undefined) rec.gateway = gateway;
     }
-    this.state.networks.set(id, { ...(segment ? { segment } : {}), ...(gateway ? { gateway } : {}), options: opts });
+    this.state.networks.set(id, rec);
     await this.save();
-    this.deps.log.info('Docker network created', { id: id.slice(0, 12), segment: segment ?? '(its name)', gateway });
+    if (rec.kind === 'subnet') this.bindSoon(id);
+    this.deps.log.info('Docker network created', {
+      id: id.slice(0, 12),
+      segment: rec.segment ?? '(its name)',
+      addresses:
+        rec.kind === 'subnet'
+          ? (rec.subnet ?? 'a subnet of the catalog')
+          : rec.kind === 'docker'
+            ? `${rec.subnet} (Docker's IPAM)`
+            : range,
+      gateway: rec.gateway,
+    });
     return {};
   }
 
@@ -466,11 +773,14 @@ export class DockerPlugin {
     const id = reqString(b, 'NetworkID');
     const net = this.state.networks.get(id);
     if (net?.segment !== undefined && net.gateway !== undefined) {
-      const bridge = await this.deps.bridges.ensure(net.segment);
+      const { bridge } = await this.deps.bridges.ensure(net.segment, this.wantsOf(net));
       await this.deps.bridges.delAddress(bridge, net.gateway);
     }
+    if (net?.gatewayHandle !== undefined)
+      await this.deps.allocator.release(net.gatewayHandle.id, net.gatewayHandle.ifname);
     this.state.networks.delete(id);
     await this.save();
+    if (net?.kind === 'subnet' && net.segment !== undefined) await this.deps.bridges.release(net.segment);
     return {};
   }
 
@@ -498,6 +808,15 @@ export class DockerPlugin {
     return { net, segment: net.segment };
   }
 
+  /** The segment's bridge, ready for the network's containers (bound to its subnet, or accepting its sources). */
+  private async bridgeOf(networkId: string): Promise<{ net: NetworkRecord; segment: string; bridge: string }> {
+    const { net, segment } = await this.segmentOf(networkId);
+    if (net.kind === 'subnet') return this.bind(networkId);
+    const { bridge } = await this.deps.bridges.ensure(segment, this.wantsOf(net));
+    if (net.gateway !== undefined) await this.deps.bridges.addAddress(bridge, net.gateway);
+    return { net, segment, bridge };
+  }
+
   private async createEndpoint(b: Body): Promise<unknown> {
     const networkId = reqString(b, 'NetworkID');
     const endpointId = reqString(b, 'EndpointID');
@@ -507,9 +826,7 @@ export class DockerPlugin {
       throw new PluginError(400, 'the endpoint has no IPv4 address; use --ipam-driver weavets');
     if (optString(iface, 'AddressIPv6') !== undefined) throw new PluginError(400, 'weavets networks are IPv4 only');
     const mac = optString(iface, 'MacAddress');
-    const { net, segment } = await this.segmentOf(networkId);
-    const bridge = await this.deps.bridges.ensure(segment);
-    if (net.gateway !== undefined) await this.deps.bridges.addAddress(bridge, net.gateway);
+    const { net, segment, bridge } = await this.bridgeOf(networkId);
     const ep = await this.deps.endpoints.plug({
       id: endpointIdFor(endpointId),
       network: segment,
@@ -553,9 +870,9 @@ export class DockerPlugin {
     const endpointId = reqString(b, 'EndpointID');
     const rec = this.state.endpoints.get(endpointId);
     if (rec?.ports?.length) await this.deps.ports.unpublish(rec.ports);
-    const segment = rec ? this.state.networks.get(rec.networkId)?.segment : undefined;
-    if (rec && segment !== undefined) {
-      const bridge = await this.deps.bridges.ensure(segment);
+    const net = rec ? this.state.networks.get(rec.networkId) : undefined;
+    if (rec && net?.segment !== undefined) {
+      const { bridge } = await this.deps.bridges.ensure(net.segment, this.wantsOf(net));
       await this.deps.bridges.unroute(bridge, rec.address.split('/')[0]!).catch(() => undefined);
     }
     await this.deps.endpoints.detach(endpointIdFor(endpointId)).catch((err: unknown) => {

@@ -274,18 +274,37 @@ export class NetworkCatalog implements NetworkSubnets {
     return this.createRecord(req, subnet);
   }
 
-  /** First use (attach, CNI, Docker): the network, created with a picked subnet if it does not exist yet. */
-  async ensure(name: string): Promise<NetworkRecord> {
-    const have = await this.lookup(name);
-    if (have) return have;
+  /**
+   * First use (attach, CNI, Docker): the network, created if it does not exist yet with
+   * `want.subnet` (checked like `create`'s) or a picked one, and `want.options`. An
+   * existing network with another subnet than `want.subnet` is a conflict.
+   */
+  async ensure(name: string, want: { subnet?: string; options?: Record<string, string> } = {}): Promise<NetworkRecord> {
     const bad = validateNetworkName(name);
+    let subnet: string | undefined;
+    if (want.subnet !== undefined) {
+      try {
+        subnet = formatCidr(parseCidr(want.subnet));
+      } catch (err) {
+        throw new WeavetsError('EWEAVETS_BAD_REQUEST', `subnet ${want.subnet}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+    const check = (rec: NetworkRecord): NetworkRecord => {
+      if (subnet !== undefined && rec.subnet !== subnet)
+        throw new WeavetsError('EWEAVETS_CONFLICT', `network ${name} exists with subnet ${rec.subnet}, not ${subnet}`);
+      return rec;
+    };
+    const have = await this.lookup(name);
+    if (have) return check(have);
     if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
     try {
-      return await this.createRecord({ name });
+      return await this.createRecord({ name, ...(want.options ? { options: want.options } : {}) }, subnet);
     } catch (err) {
       // Another host created it meanwhile: theirs is ours.
       const now = await this.lookup(name);
-      if (now) return now;
+      if (now) return check(now);
       throw err;
     }
   }

@@ -10,7 +10,7 @@ import type { Datapath, OverlayNetwork } from '../router/overlay';
 import type { LinkLedger } from './ledger';
 import { DEFAULT_NETWORK } from '../config';
 import { WeavetsError } from '../errors';
-import { parseCidr, type Cidr } from '../net/ipv4';
+import { formatCidr, parseCidr, type Cidr } from '../net/ipv4';
 import { bridgeLinkName, DEFAULT_BRIDGE_NAME, tapLinkName } from '../net/links';
 import type { NetworkCatalog, NetworkRecord } from './network-catalog';
 import { validateNetworkName } from './network-catalog';
@@ -108,13 +108,13 @@ export class NetworkSet {
   }
 
   /**
-   * Docker's IPAM addresses a Docker network's containers from the whole range, whatever
-   * the segment's subnet: accept those sources on its bridge (docs/DOCKER.md).
+   * Accept `sources` on the network's bridge instead of its subnet alone: a Docker network
+   * addressed from the whole range, or by Docker's own IPAM (docs/DOCKER.md, Subnets).
    */
-  async acceptRangeSources(name: string, range: Cidr): Promise<void> {
+  async acceptSources(name: string, sources: Cidr): Promise<void> {
     const net = this.networks.get(name);
-    if (!net || net.sources !== undefined) return;
-    net.sources = range;
+    if (!net || (net.sources !== undefined && formatCidr(net.sources) === formatCidr(sources))) return;
+    net.sources = sources;
     await this.refreshIsolation();
   }
 

@@ -4,6 +4,7 @@
  * test/e2e/docker-lab.ts for how dockerd runs here.
  */
 import * as http from 'node:http';
+import type { NetworkInfo } from '../../src/endpoint/types';
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { createLab, type Lab } from '../net/harness';
 import { ETCD_TOOLS } from './etcd';
@@ -73,9 +74,10 @@ async function dockerEndpoints(d: DockerHost): Promise<EndpointJson[]> {
   return (await lab.weavetsJson<EndpointJson[]>(d.host, ['ps'])).filter((e) => e.id.startsWith('docker:'));
 }
 
-async function ipamUsed(d: DockerHost): Promise<number> {
+/** Addresses in use on `network` (appnet's are its own subnet's: docs/DOCKER.md, Subnet). */
+async function ipamUsed(d: DockerHost, network = 'appnet'): Promise<number> {
   const st = await lab.weavetsJson<{ networks: { network: string; used: number }[] }>(d.host, ['status', 'ipam']);
-  return st.networks.find((n) => n.network === 'weavets')?.used ?? 0;
+  return st.networks.find((n) => n.network === network)?.used ?? 0;
 }
 
 describeDocker('Docker network and IPAM plugin on two hosts', () => {
@@ -243,7 +245,9 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
       'badnet',
     ]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/conflicts with the weavets range 10\.32\.0\.0\/12/);
+    expect(r.stderr).toMatch(
+      /--subnet 192\.168\.7\.0\/24: 192\.168\.7\.0\/24 lies outside the weavets range 10\.32\.0\.0\/12/,
+    );
     const o = await docker(lab, d, [
       'network',
       'create',
@@ -344,11 +348,21 @@ describeDocker('Docker network and IPAM plugin on two hosts', () => {
     await dockerOk(lab, d2, ['run', '--rm', '--network', 'appnet', DOCKER_IMAGE, 'ip', 'addr', 'show', 'eth0']);
   });
 
-  it('network rm on both hosts', async () => {
-    for (const d of hosts) {
+  it('network rm on both hosts; the catalog network goes with the last one', async () => {
+    const catalogHas = async (d: DockerHost): Promise<boolean> =>
+      (await lab.weavetsJson<NetworkInfo[]>(d.host, ['network', 'ls'])).some((n) => n.name === 'appnet');
+    expect(await catalogHas(hosts[0]!)).toBe(true);
+    for (const [i, d] of hosts.entries()) {
       await dockerOk(lab, d, ['network', 'rm', 'appnet']);
       expect(await dockerOk(lab, d, ['network', 'ls', '--format', '{{.Name}}'])).not.toMatch(/^appnet$/m);
+      // After the first host, the other still holds its gateway on appnet: it stays.
+      if (i === 0) expect(await catalogHas(hosts[1]!)).toBe(true);
     }
+    for (const d of hosts)
+      await lab.waitFor(async () => !(await catalogHas(d)), {
+        what: `appnet gone from ${d.host.name}'s catalog`,
+        timeoutMs: 10_000,
+      });
   });
 
   it('answers malformed plugin requests with errors both Docker proxies read', async () => {

@@ -1,23 +1,40 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DockerPlugin, type DockerPluginDeps } from '../../src/docker/plugin';
 import { errorAnswer, parseBody, parsePortBindings, PluginError } from '../../src/docker/protocol';
-import { parseCidr, formatIpv4 } from '../../src/net/ipv4';
+import { contains, parseCidr, formatIpv4 } from '../../src/net/ipv4';
 import type { Allocation, AllocationRequest, AddressAllocator } from '../../src/ipam/types';
 import type { EndpointStatus } from '../../src/endpoint/types';
 import type { PortBinding } from '../../src/docker/protocol';
 import { silentLogger } from '../../src/log';
 
+/** One allocator: the default network from 10.32.0.1, other networks from their catalog subnet. */
 class FakeAllocator implements AddressAllocator {
   readonly self = 'me';
   next = parseCidr('10.32.0.0/12').base + 1;
+  nextIn = new Map<string, number>();
   held = new Map<string, Allocation>();
   async allocate(req: AllocationRequest): Promise<Allocation> {
-    const ip = req.ip ?? this.next++;
+    const net = catalogNets.find((n) => n.name === req.network && n.name !== 'weavets');
+    const subnet = net ? parseCidr(net.subnet) : parseCidr('10.32.0.0/12');
+    if (net && req.ip !== undefined && !contains(subnet, req.ip))
+      throw new Error(`${formatIpv4(req.ip)} is not in network ${net.name}'s subnet ${net.subnet}`);
+    let ip = req.ip;
+    if (ip === undefined && net) {
+      ip = this.nextIn.get(net.name) ?? subnet.base + 1;
+      this.nextIn.set(net.name, ip + 1);
+    }
+    ip ??= this.next++;
     for (const a of this.held.values()) if (a.ip === ip) throw new Error(`${formatIpv4(ip)} is already in use`);
-    const a = { id: req.id, ifname: req.ifname, network: req.network, ip, address: `${formatIpv4(ip)}/12` };
+    const a = {
+      id: req.id,
+      ifname: req.ifname,
+      network: req.network,
+      ip,
+      address: `${formatIpv4(ip)}/${subnet.prefix}`,
+    };
     this.held.set(`${req.id}/${req.ifname}`, a);
     return a;
   }
@@ -37,6 +54,11 @@ let eps: Map<string, EndpointStatus>;
 let addrs: string[];
 let published: PortBinding[];
 let names: Record<string, string>;
+/** The fake catalog: networks by name and subnet. */
+let catalogNets: { name: string; subnet: string }[];
+/** What each bridges.ensure asked for, "segment subnet=... sources=...". */
+let ensured: string[];
+let released: string[];
 
 function deps(): DockerPluginDeps {
   return {
@@ -63,13 +85,28 @@ function deps(): DockerPluginDeps {
       list: () => [...eps.values()],
     },
     bridges: {
-      ensure: async (s) => `br-${s}`,
+      ensure: async (s, wants) => {
+        ensured.push(`${s} subnet=${wants?.subnet ?? '-'} sources=${wants?.sources ?? '-'}`);
+        let net = catalogNets.find((n) => n.name === s);
+        if (net && wants?.subnet !== undefined && net.subnet !== wants.subnet)
+          throw new Error(`network ${s} exists with subnet ${net.subnet}, not ${wants.subnet}`);
+        if (!net) {
+          net = { name: s, subnet: wants?.subnet ?? `10.40.${catalogNets.length}.0/24` };
+          catalogNets.push(net);
+        }
+        return { bridge: `br-${s}`, subnet: net.subnet };
+      },
+      release: async (s) => {
+        released.push(s);
+        catalogNets = catalogNets.filter((n) => n.name !== s);
+      },
       addAddress: async (b, c) => void addrs.push(`${b} ${c}`),
       delAddress: async (b, c) => void (addrs = addrs.filter((x) => x !== `${b} ${c}`)),
       routeTo: async () => undefined,
       unroute: async () => undefined,
     },
     networkName: async (id) => names[id],
+    catalog: () => catalogNets,
     ports: {
       publish: async (_ip, b) => {
         published.push(...b);
@@ -80,6 +117,7 @@ function deps(): DockerPluginDeps {
     },
     stateDir: dir,
     log: silentLogger,
+    bindDelaysMs: [],
   };
 }
 
@@ -99,6 +137,9 @@ beforeEach(() => {
   addrs = [];
   published = [];
   names = { n1: 'appnet' };
+  catalogNets = [{ name: 'weavets', subnet: '10.32.0.0/12' }];
+  ensured = [];
+  released = [];
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -131,17 +172,200 @@ describe('Docker plugin protocol', () => {
     expect(proto.status).toBe(404);
   });
 
-  it("hands out the one pool, refuses others and breaks Docker's overlap loop", async () => {
+  it("answers the range's pool, a pool per network otherwise, refuses bad subnets and breaks Docker's overlap loop", async () => {
     const p = new DockerPlugin(deps());
     const ok = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: '10.32.0.0/12' });
     expect(ok.body).toEqual({ PoolID: 'weavets-10.32.0.0/12', Pool: '10.32.0.0/12', Data: {} });
-    const other = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: '192.168.0.0/24' });
-    expect(other.status).toBe(400);
-    expect(other.body['Error']).toMatch(/conflicts with the weavets range/);
+    catalogNets.push({ name: 'red', subnet: '10.40.7.0/24' });
+    const saved = (): unknown => JSON.parse(fs.readFileSync(path.join(dir, 'docker.json'), 'utf8'));
+    for (const [pool, err] of [
+      ['192.168.0.0/24', /lies outside the weavets range 10\.32\.0\.0\/12/],
+      ['10.40.0.0/16', /overlaps weavets network red \(10\.40\.7\.0\/24\)/],
+      ['10.40.7.128/25', /overlaps weavets network red/],
+      ['10.0.0.0/8', /outside the weavets range/],
+      ['10.40.8.0/33', /--subnet 10\.40\.8\.0\/33/],
+    ] as const) {
+      const other = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: pool });
+      expect(other.status, pool).toBe(400);
+      expect(other.body['Error'], pool).toMatch(err);
+    }
+    const ipRange = await call(p, '/IpamDriver.RequestPool', { Pool: '10.40.8.0/24', SubPool: '10.40.8.0/25' });
+    expect(ipRange.body['Error']).toMatch(/omit --ip-range/);
+    // Nothing was kept of the refused requests.
+    expect(fs.existsSync(path.join(dir, 'docker.json'))).toBe(false);
+    // A --subnet that is a network's, or free: a pool of its own, that subnet.
+    const same = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: '10.40.7.0/24' });
+    expect(same.body).toMatchObject({ Pool: '10.40.7.0/24' });
+    expect(same.body['PoolID']).toMatch(/^weavets-pool-[0-9a-f]{16}$/);
+    expect((saved() as { pools: Record<string, unknown> }).pools).toEqual({
+      [same.body['PoolID'] as string]: { pool: '10.40.7.0/24', subnet: '10.40.7.0/24' },
+    });
     expect((await call(p, '/IpamDriver.RequestPool', { V6: true })).status).toBe(400);
-    expect((await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets' })).status).toBe(200);
+    const a = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets' });
+    expect(a.body).toMatchObject({ Pool: '10.32.0.0/12' });
+    expect(a.body['PoolID']).not.toBe(same.body['PoolID']);
     const again = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets' });
     expect(again.body['Error']).toMatch(/add --subnet 10\.32\.0\.0\/12/);
+    expect((await call(p, '/IpamDriver.ReleasePool', { PoolID: a.body['PoolID'] })).status).toBe(200);
+    expect(Object.keys((saved() as { pools: Record<string, unknown> }).pools)).toEqual([same.body['PoolID']]);
+  });
+
+  it('addresses a network of its own pool from its catalog subnet, on both hosts of the segment, and keeps it across a restart', async () => {
+    const gatewayOpt = { RequestAddressType: 'com.docker.network.gateway' };
+    const create = async (p: DockerPlugin, networkId: string, subnet?: string): Promise<string> => {
+      const pool = await call(p, '/IpamDriver.RequestPool', {
+        AddressSpace: 'weavets',
+        ...(subnet ? { Pool: subnet } : {}),
+      });
+      const poolId = pool.body['PoolID'] as string;
+      const gw = await call(p, '/IpamDriver.RequestAddress', { PoolID: poolId, Options: gatewayOpt });
+      expect(gw.status).toBe(200);
+      const r = await call(p, '/NetworkDriver.CreateNetwork', {
+        NetworkID: networkId,
+        Options: { 'com.docker.network.generic': {} },
+        IPv4Data: [{ AddressSpace: 'weavets', Pool: pool.body['Pool'], Gateway: gw.body['Address'] }],
+      });
+      expect(r.status).toBe(200);
+      return poolId;
+    };
+    names = { n1: 'red', n2: 'blue', h2n1: 'red' };
+    const p = new DockerPlugin(deps());
+    const redPool = await create(p, 'n1');
+    const bluePool = await create(p, 'n2');
+    // No catalog network yet: Docker has not named the networks.
+    expect(catalogNets.map((n) => n.name)).toEqual(['weavets']);
+    const c1 = await call(p, '/IpamDriver.RequestAddress', { PoolID: redPool });
+    const c2 = await call(p, '/IpamDriver.RequestAddress', { PoolID: bluePool });
+    expect(catalogNets).toEqual([
+      { name: 'weavets', subnet: '10.32.0.0/12' },
+      { name: 'red', subnet: '10.40.1.0/24' },
+      { name: 'blue', subnet: '10.40.2.0/24' },
+    ]);
+    // Each host's gateway is the first address of the subnet taken here, then the container's.
+    expect(c1.body['Address']).toBe('10.40.1.2/24');
+    expect(c2.body['Address']).toBe('10.40.2.2/24');
+    expect(addrs).toEqual(['br-red 10.40.1.1/24', 'br-blue 10.40.2.1/24']);
+    expect(ensured[0]).toBe('red subnet=- sources=-');
+    await call(p, '/NetworkDriver.CreateEndpoint', {
+      NetworkID: 'n1',
+      EndpointID: 'e1',
+      Interface: { Address: c1.body['Address'] },
+    });
+    expect(eps.get('docker:e1')?.network).toBe('red');
+    const j = await call(p, '/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e1', SandboxKey: '/x' });
+    expect(j.body).toMatchObject({ Gateway: '10.40.1.1', DisableGatewayService: true });
+    // --ip outside the subnet is refused, inside it is given.
+    const out = await call(p, '/IpamDriver.RequestAddress', { PoolID: redPool, Address: '10.32.0.77' });
+    expect(out.body['Err']).toMatch(/not in network red's subnet 10\.40\.1\.0\/24/);
+    const pinned = await call(p, '/IpamDriver.RequestAddress', { PoolID: redPool, Address: '10.40.1.50' });
+    expect(pinned.body['Address']).toBe('10.40.1.50/24');
+    // The allocator handles of the gateways are claimed, so a reconciler keeps them.
+    expect(p.addressHandles().filter((h) => h.ifname === 'gw')).toHaveLength(2);
+    // Another host's Docker network of the same name is the same catalog network.
+    const h2 = new DockerPlugin({ ...deps(), stateDir: fs.mkdtempSync(path.join(dir, 'h2-')) });
+    const h2Pool = await create(h2, 'h2n1');
+    const c3 = await call(h2, '/IpamDriver.RequestAddress', { PoolID: h2Pool });
+    expect(c3.body['Address']).toBe('10.40.1.4/24');
+    // A restart keeps the binding.
+    const p2 = new DockerPlugin(deps());
+    await p2.restore();
+    expect((await call(p2, '/IpamDriver.RequestAddress', { PoolID: redPool })).body['Address']).toMatch(
+      /^10\.40\.1\.\d+\/24$/,
+    );
+    expect(p2.networks().find((n) => n.id === 'n1')).toEqual({ id: 'n1', segment: 'red', gateway: '10.40.1.1/24' });
+    // Delete: the gateway goes, and the catalog network is offered for release.
+    await call(p2, '/NetworkDriver.DeleteEndpoint', { NetworkID: 'n1', EndpointID: 'e1' });
+    expect((await call(p2, '/NetworkDriver.DeleteNetwork', { NetworkID: 'n1' })).status).toBe(200);
+    expect(addrs).not.toContain('br-red 10.40.1.1/24');
+    expect(released).toEqual(['red']);
+    expect([...alloc.held.values()].some((a) => a.address === '10.40.1.1/24')).toBe(false);
+  });
+
+  it('binds a new network to its catalog network soon after CreateNetwork, once Docker names it', async () => {
+    names = {};
+    const p = new DockerPlugin({ ...deps(), bindDelaysMs: [0, 0] });
+    const pool = await call(p, '/IpamDriver.RequestPool', {});
+    const gw = await call(p, '/IpamDriver.RequestAddress', {
+      PoolID: pool.body['PoolID'],
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n1',
+      IPv4Data: [{ Pool: pool.body['Pool'], Gateway: gw.body['Address'] }],
+    });
+    // Docker names it a moment after CreateNetwork: the bind follows, with no container.
+    names = { n1: 'red' };
+    await vi.waitFor(() => expect(catalogNets.map((n) => n.name)).toContain('red'));
+    await vi.waitFor(() => expect(addrs).toEqual(['br-red 10.40.1.1/24']));
+    p.close();
+  });
+
+  it('binds a --subnet to the catalog network that has it, and refuses a segment with another subnet', async () => {
+    catalogNets.push({ name: 'red', subnet: '10.40.7.0/24' });
+    names = { n1: 'whatever', n2: 'blue' };
+    const p = new DockerPlugin(deps());
+    const pool = await call(p, '/IpamDriver.RequestPool', { Pool: '10.40.7.0/24' });
+    const poolId = pool.body['PoolID'] as string;
+    const gw = await call(p, '/IpamDriver.RequestAddress', {
+      PoolID: poolId,
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    // Docker records a gateway, but no bridge gets it.
+    expect(gw.body['Address']).toMatch(/^10\.32\.0\.\d+\/24$/);
+    const conflicting = await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n1',
+      Options: { 'com.docker.network.generic': { 'weavets.segment': 'green' } },
+      IPv4Data: [{ Pool: '10.40.7.0/24', Gateway: gw.body['Address'] }],
+    });
+    expect(conflicting.body['Err']).toMatch(/--subnet 10\.40\.7\.0\/24 is weavets network red's/);
+    expect(p.networks()).toEqual([]);
+    await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n1',
+      IPv4Data: [{ Pool: '10.40.7.0/24', Gateway: gw.body['Address'] }],
+    });
+    const c = await call(p, '/IpamDriver.RequestAddress', { PoolID: poolId });
+    expect(c.body['Address']).toBe('10.40.7.2/24');
+    expect(ensured).toEqual(['red subnet=10.40.7.0/24 sources=-']);
+    // A --subnet for a name whose catalog network has another subnet: the first container is refused.
+    catalogNets.push({ name: 'blue', subnet: '10.40.9.0/24' });
+    const bp = await call(p, '/IpamDriver.RequestPool', { Pool: '10.40.10.0/24' });
+    const bgw = await call(p, '/IpamDriver.RequestAddress', {
+      PoolID: bp.body['PoolID'],
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n2',
+      IPv4Data: [{ Pool: '10.40.10.0/24', Gateway: bgw.body['Address'] }],
+    });
+    const held = alloc.held.size;
+    const refused = await call(p, '/IpamDriver.RequestAddress', { PoolID: bp.body['PoolID'] });
+    expect(refused.body['Err']).toMatch(/exists with subnet 10\.40\.9\.0\/24, not 10\.40\.10\.0\/24/);
+    expect(alloc.held.size).toBe(held);
+  });
+
+  it("takes Docker's default IPAM outside the range (its pool accepted on the bridge), and refuses it inside", async () => {
+    const p = new DockerPlugin(deps());
+    const inside = await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n1',
+      IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.33.0.0/16', Gateway: '10.33.0.1/16' }],
+    });
+    expect(inside.body['Err']).toMatch(/pool 10\.33\.0\.0\/16 overlaps the weavets range 10\.32\.0\.0\/12/);
+    expect(p.networks()).toEqual([]);
+    const ok = await call(p, '/NetworkDriver.CreateNetwork', {
+      NetworkID: 'n1',
+      IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '172.18.0.0/16', Gateway: '172.18.0.1/16' }],
+    });
+    expect(ok.status).toBe(200);
+    const ce = await call(p, '/NetworkDriver.CreateEndpoint', {
+      NetworkID: 'n1',
+      EndpointID: 'e1',
+      Interface: { Address: '172.18.0.2/16' },
+    });
+    expect(ce.status).toBe(200);
+    expect(ensured).toEqual(['appnet subnet=- sources=172.18.0.0/16']);
+    expect(addrs).toEqual(['br-appnet 172.18.0.1/16']);
+    expect(p.networks()).toEqual([{ id: 'n1', segment: 'appnet', gateway: '172.18.0.1/16', sources: '172.18.0.0/16' }]);
+    expect(alloc.held.size).toBe(0);
   });
 
   it('allocates, releases by address alone, and survives a restart', async () => {
