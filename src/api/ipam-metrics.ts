@@ -20,6 +20,28 @@ export function registerIpamMetrics(
   registry: Registry,
   source: IpamMetricsSource,
 ): (op: 'allocate' | 'release', outcome: string, seconds: number) => void {
+  registerAllocationGauges(registry, source);
+  if (source.storeStats) registerMeshStoreMetrics(registry, source.storeStats.bind(source));
+  counterFromTotals({
+    name: 'weavets_ipam_reclaimed_total',
+    help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',
+    registers: [registry],
+    read(emit) {
+      emit({}, source.reclaimedAddresses());
+    },
+  });
+  const latency = new Histogram({
+    name: 'weavets_ipam_operation_seconds',
+    help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',
+    labelNames: ['op', 'outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  return (op, outcome, seconds) => latency.observe({ op, outcome }, seconds);
+}
+
+/** What IPAM's status says, read when Prometheus scrapes: blocks, addresses, hosts, conflicts. */
+function registerAllocationGauges(registry: Registry, source: IpamMetricsSource): void {
   new Gauge({
     name: 'weavets_ipam_blocks',
     help: 'Address blocks this host owns, per network.',
@@ -67,51 +89,36 @@ export function registerIpamMetrics(
       this.set(source.status().conflicts.length);
     },
   });
-  if (source.storeStats) {
-    const stats = source.storeStats.bind(source);
-    counterFromTotals({
-      name: 'weavets_store_messages_rejected_total',
-      help: 'Mesh store (STORE) messages dropped as malformed.',
-      registers: [registry],
-      read(emit) {
-        emit({}, stats()?.malformed ?? 0);
-      },
-    });
-    counterFromTotals({
-      name: 'weavets_store_claims_total',
-      help: 'Compare-and-create claims of this host on the mesh store, by outcome (confirmed, lost).',
-      labelNames: ['outcome'],
-      registers: [registry],
-      read(emit) {
-        const s = stats();
-        if (!s) return;
-        emit({ outcome: 'confirmed' }, s.claimsConfirmed);
-        emit({ outcome: 'lost' }, s.claimsLost);
-      },
-    });
-    new Gauge({
-      name: 'weavets_store_entries',
-      help: 'Entries in the mesh store (every host, deletions included).',
-      registers: [registry],
-      collect() {
-        this.set(stats()?.entries ?? 0);
-      },
-    });
-  }
+}
+
+/** The mesh store's own counters (no etcd). */
+function registerMeshStoreMetrics(registry: Registry, stats: NonNullable<IpamMetricsSource['storeStats']>): void {
   counterFromTotals({
-    name: 'weavets_ipam_reclaimed_total',
-    help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',
+    name: 'weavets_store_messages_rejected_total',
+    help: 'Mesh store (STORE) messages dropped as malformed.',
     registers: [registry],
     read(emit) {
-      emit({}, source.reclaimedAddresses());
+      emit({}, stats()?.malformed ?? 0);
     },
   });
-  const latency = new Histogram({
-    name: 'weavets_ipam_operation_seconds',
-    help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',
-    labelNames: ['op', 'outcome'],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  counterFromTotals({
+    name: 'weavets_store_claims_total',
+    help: 'Compare-and-create claims of this host on the mesh store, by outcome (confirmed, lost).',
+    labelNames: ['outcome'],
     registers: [registry],
+    read(emit) {
+      const s = stats();
+      if (!s) return;
+      emit({ outcome: 'confirmed' }, s.claimsConfirmed);
+      emit({ outcome: 'lost' }, s.claimsLost);
+    },
   });
-  return (op, outcome, seconds) => latency.observe({ op, outcome }, seconds);
+  new Gauge({
+    name: 'weavets_store_entries',
+    help: 'Entries in the mesh store (every host, deletions included).',
+    registers: [registry],
+    collect() {
+      this.set(stats()?.entries ?? 0);
+    },
+  });
 }

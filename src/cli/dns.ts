@@ -1,7 +1,8 @@
 /**
- * DNS on the command line: the launch flags (--dns-listen, --dns-domain, --dns-ttl,
- * --dns-resolv-conf, --no-dns), `dns-add`, `dns-remove`, `dns-lookup`, the table of
- * `status dns`, and the resolv.conf `attach` writes for a named namespace.
+ * DNS on the command line: the parsers of the launch options (--dns-listen, --dns-domain,
+ * --dns-ttl, --no-dns; the rows are in launch-options.ts) and their check together,
+ * `dns-add`, `dns-remove`, `dns-lookup`, the table of `status dns`, and the resolv.conf
+ * `attach` writes for a named namespace.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,65 +14,70 @@ import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
 import { WeavetsError } from '../errors';
 
-export interface DnsFlags {
-  /** commander's --no-dns: false when given. */
-  dns?: boolean;
-  dnsListen?: string;
-  dnsDomain?: string;
-  dnsTtl?: string;
-  dnsResolvConf?: string;
-}
-
 function parsePortText(text: string, what: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535)
     throw new UsageError(`${what}: '${text}' is not a port (1-65535)`);
   return Number(text);
 }
 
-/** Fill config.dns from the flags; throws UsageError on bad input. */
-export function applyDnsFlags(config: DaemonConfig, flags: DnsFlags): void {
-  const given =
-    flags.dns === false ||
-    [flags.dnsListen, flags.dnsDomain, flags.dnsTtl, flags.dnsResolvConf].some((f) => f !== undefined);
-  const dns = { ...DEFAULT_DNS, extraListen: [] as string[] };
-  config.dns = dns;
-  if (!given) return;
-  if (flags.dns === false) dns.enabled = false;
-  if (flags.dnsListen !== undefined) {
-    const parts = flags.dnsListen
-      .split(',')
-      .map((p) => p.trim())
-      .filter((p) => p !== '');
-    for (const p of parts) {
-      const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(p);
-      if (!m) {
-        dns.port = parsePortText(p, '--dns-listen');
-        continue;
-      }
-      if (!/^127\.\d+\.\d+\.\d+$/.test(m[1]!)) {
-        throw new UsageError(
-          `--dns-listen ${p}: only loopback addresses may be given; the DNS also listens on the host's bridge addresses, never on the underlay`,
-        );
-      }
-      dns.extraListen.push(`${m[1]}:${parsePortText(m[2]!, '--dns-listen')}`);
+/** config.dns, made with the defaults the first time a DNS option fills it. */
+export function dnsOf(config: DaemonConfig): DaemonConfig['dns'] {
+  const partial: Partial<DaemonConfig> = config;
+  partial.dns ??= { ...DEFAULT_DNS, extraListen: [] };
+  return partial.dns;
+}
+
+/** --dns-listen: the port on the host's bridge addresses, then optional loopback listeners. */
+export function parseDnsListen(text: string): { port: number | undefined; extraListen: string[] } {
+  let port: number | undefined;
+  const extraListen: string[] = [];
+  for (const p of text
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')) {
+    const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(p);
+    if (!m) {
+      port = parsePortText(p, '--dns-listen');
+      continue;
     }
-  }
-  if (flags.dnsDomain !== undefined) {
-    const d = flags.dnsDomain.toLowerCase().replace(/\.$/, '');
-    if (
-      !/^([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/.test(d) ||
-      d.length > 200
-    ) {
-      throw new UsageError(`--dns-domain: '${flags.dnsDomain}' is not a domain name such as weavets.local`);
+    if (!/^127\.\d+\.\d+\.\d+$/.test(m[1]!)) {
+      throw new UsageError(
+        `--dns-listen ${p}: only loopback addresses may be given; the DNS also listens on the host's bridge addresses, never on the underlay`,
+      );
     }
-    dns.domain = d + '.';
+    extraListen.push(`${m[1]}:${parsePortText(m[2]!, '--dns-listen')}`);
   }
-  if (flags.dnsTtl !== undefined) {
-    if (!/^\d+$/.test(flags.dnsTtl) || Number(flags.dnsTtl) > 86400)
-      throw new UsageError(`--dns-ttl: '${flags.dnsTtl}' is not a number of seconds from 0 to 86400`);
-    dns.ttl = Number(flags.dnsTtl);
+  return { port, extraListen };
+}
+
+/** --dns-domain: a domain name, stored absolute (with its final dot). */
+export function parseDnsDomain(text: string): string {
+  const d = text.toLowerCase().replace(/\.$/, '');
+  if (
+    !/^([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/.test(d) ||
+    d.length > 200
+  ) {
+    throw new UsageError(`--dns-domain: '${text}' is not a domain name such as weavets.local`);
   }
-  if (flags.dnsResolvConf !== undefined) dns.resolvConf = path.resolve(flags.dnsResolvConf);
+  return d + '.';
+}
+
+/** --dns-ttl: seconds from 0 to 86400. */
+export function parseDnsTtl(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) > 86400)
+    throw new UsageError(`--dns-ttl: '${text}' is not a number of seconds from 0 to 86400`);
+  return Number(text);
+}
+
+/** The DNS options that only mean something with the DNS on. */
+export const DNS_SETTING_FLAGS = ['--dns-listen', '--dns-domain', '--dns-ttl', '--dns-resolv-conf'] as const;
+
+/** The DNS options checked together: --no-dns with a DNS setting is a contradiction, not a choice. */
+export function checkDnsOptions(config: DaemonConfig, given: (flag: string) => boolean): void {
+  if (config.dns.enabled) return;
+  const setting = DNS_SETTING_FLAGS.find(given);
+  if (setting !== undefined)
+    throw new UsageError(`--no-dns turns the DNS off, so ${setting} sets nothing: drop ${setting}, or drop --no-dns`);
 }
 
 export function formatDnsStatus(s: DnsStatus): string {

@@ -1,35 +1,16 @@
 /**
- * IPAM on the command line: the store flags of `launch` checked together, `rmpeer`, and
+ * IPAM on the command line: the parsers of `launch`'s store options and their check
+ * together (the rows are in launch-options.ts), `rmpeer`, and
  * the table of `status ipam`. The password for etcd is never a flag value: a file, or the
  * environment variable WEAVETS_ETCD_PASSWORD (which the background launcher hands its
  * daemon inside the config, over a pipe).
  */
 import type { Command } from 'commander';
-import {
-  DEFAULT_ADDRESS_RETENTION_SECONDS,
-  DEFAULT_IPAM_LEASE_TTL_SECONDS,
-  DEFAULT_IPAM_RECLAIM_GRACE_SECONDS,
-  type DaemonConfig,
-  type EtcdConfig,
-} from '../config';
+import type { DaemonConfig } from '../config';
 import type { IpamStatus, RmpeerResult } from '../ipam/status';
 import { isIpv4 } from '../net/ipv4';
 import { clientFor, stateDirOf } from './context';
 import { UsageError, formatJson, formatTable, out } from './output';
-
-export interface StoreFlags {
-  etcd?: string;
-  etcdCa?: string;
-  etcdCert?: string;
-  etcdKey?: string;
-  etcdUser?: string;
-  etcdPasswordFile?: string;
-  advertiseAddress?: string;
-  ipamLeaseTtl?: string;
-  ipamReclaimGrace?: string;
-  ipallocBlock?: string;
-  addressRetention?: string;
-}
 
 /** "10m", "90s", "1h", "0" or a number of seconds -> seconds; undefined when malformed. */
 export function parseDurationSeconds(text: string): number | undefined {
@@ -38,7 +19,8 @@ export function parseDurationSeconds(text: string): number | undefined {
   return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
 }
 
-function parseEtcdUrls(text: string): string[] {
+/** --etcd: comma-separated http(s) URLs without credentials. */
+export function parseEtcdUrls(text: string): string[] {
   const urls = text
     .split(',')
     .map((u) => u.trim())
@@ -61,74 +43,74 @@ function parseEtcdUrls(text: string): string[] {
   return urls;
 }
 
-/** Fill the store part of the daemon config from the flags and WEAVETS_ETCD_PASSWORD. */
-export function applyStoreFlags(config: DaemonConfig, flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): void {
-  if (flags.etcd !== undefined) {
-    const etcd: EtcdConfig = { endpoints: parseEtcdUrls(flags.etcd) };
-    if (flags.etcdCa !== undefined) etcd.caFile = flags.etcdCa;
-    if (flags.etcdCert !== undefined) etcd.certFile = flags.etcdCert;
-    if (flags.etcdKey !== undefined) etcd.keyFile = flags.etcdKey;
-    if ((flags.etcdCert === undefined) !== (flags.etcdKey === undefined)) {
-      throw new UsageError('--etcd-cert and --etcd-key go together');
-    }
-    if (flags.etcdUser !== undefined) etcd.username = flags.etcdUser;
-    if (flags.etcdPasswordFile !== undefined) etcd.passwordFile = flags.etcdPasswordFile;
-    const fromEnv = env['WEAVETS_ETCD_PASSWORD'];
-    if (flags.etcdPasswordFile === undefined && fromEnv !== undefined && fromEnv !== '') etcd.password = fromEnv;
-    if ((etcd.passwordFile !== undefined || etcd.password !== undefined) && etcd.username === undefined) {
-      throw new UsageError('an etcd password needs --etcd-user');
-    }
-    config.etcd = etcd;
-  } else {
-    for (const [flag, v] of [
-      ['--etcd-ca', flags.etcdCa],
-      ['--etcd-cert', flags.etcdCert],
-      ['--etcd-key', flags.etcdKey],
-      ['--etcd-user', flags.etcdUser],
-      ['--etcd-password-file', flags.etcdPasswordFile],
-    ] as const) {
-      if (v !== undefined) throw new UsageError(`${flag} needs --etcd`);
-    }
+/** --advertise-address: an IPv4 address. */
+export function parseAdvertiseAddress(text: string): string {
+  if (!isIpv4(text)) throw new UsageError(`--advertise-address: '${text}' is not an IPv4 address; use e.g. 192.0.2.11`);
+  return text;
+}
+
+/** A whole number of seconds from `min` to 86400 for `flag`. */
+function parseSeconds(flag: string, text: string, min: number): number {
+  const n = /^\d{1,6}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= 86400))
+    throw new UsageError(`${flag}: '${text}' is not a number of seconds from ${min} to 86400`);
+  return n;
+}
+
+export const parseIpamLeaseTtl = (text: string): number => parseSeconds('--ipam-lease-ttl', text, 2);
+export const parseIpamReclaimGrace = (text: string): number => parseSeconds('--ipam-reclaim-grace', text, 1);
+
+/** --address-retention: a duration up to 7 days. */
+export function parseAddressRetention(text: string): number {
+  const n = parseDurationSeconds(text);
+  if (n === undefined || n > 7 * 86400)
+    throw new UsageError(`--address-retention: '${text}' is not a duration up to 7 days (e.g. 10m, 90s, 0)`);
+  return n;
+}
+
+/** --ipalloc-block: a prefix length from 8 to 30, with or without its slash. */
+export function parseIpallocBlock(text: string): number {
+  const n = /^\/?\d{1,2}$/.test(text) ? Number(text.replace('/', '')) : NaN;
+  if (!(n >= 8 && n <= 30))
+    throw new UsageError(`--ipalloc-block: '${text}' is not a prefix length from 8 to 30 (e.g. 26)`);
+  return n;
+}
+
+/** The flags that only mean something with --etcd. */
+export const ETCD_ONLY_FLAGS = [
+  '--etcd-ca',
+  '--etcd-cert',
+  '--etcd-key',
+  '--etcd-user',
+  '--etcd-password-file',
+] as const;
+
+/**
+ * The store options checked together, once the table has filled config.etcd: the
+ * etcd-only flags need --etcd, a client certificate needs its key, and a password (the
+ * file, else WEAVETS_ETCD_PASSWORD) needs the user it belongs to.
+ */
+export function checkStoreOptions(
+  config: DaemonConfig,
+  given: (flag: string) => boolean,
+  env: NodeJS.ProcessEnv,
+): void {
+  const etcd = config.etcd;
+  if (etcd === undefined) {
+    const stray = ETCD_ONLY_FLAGS.find(given);
+    if (stray !== undefined)
+      throw new UsageError(`${stray} needs --etcd: give the etcd URLs with --etcd, or drop ${stray}`);
+    return;
   }
-  config.ipamLeaseTtl = DEFAULT_IPAM_LEASE_TTL_SECONDS;
-  config.ipamReclaimGrace = DEFAULT_IPAM_RECLAIM_GRACE_SECONDS;
-  config.addressRetention = DEFAULT_ADDRESS_RETENTION_SECONDS;
-  if (flags.advertiseAddress !== undefined) {
-    if (!isIpv4(flags.advertiseAddress)) {
-      throw new UsageError(
-        `--advertise-address: '${flags.advertiseAddress}' is not an IPv4 address; use e.g. 192.0.2.11`,
-      );
-    }
-    config.advertiseAddress = flags.advertiseAddress;
+  if ((etcd.certFile === undefined) !== (etcd.keyFile === undefined)) {
+    throw new UsageError('--etcd-cert and --etcd-key go together: give the client certificate and its key, or neither');
   }
-  if (flags.ipamLeaseTtl !== undefined) {
-    const n = /^\d{1,6}$/.test(flags.ipamLeaseTtl) ? Number(flags.ipamLeaseTtl) : NaN;
-    if (!(n >= 2 && n <= 86400))
-      throw new UsageError(`--ipam-lease-ttl: '${flags.ipamLeaseTtl}' is not a number of seconds from 2 to 86400`);
-    config.ipamLeaseTtl = n;
-  }
-  if (flags.addressRetention !== undefined) {
-    const n = parseDurationSeconds(flags.addressRetention);
-    if (n === undefined || n > 7 * 86400) {
-      throw new UsageError(
-        `--address-retention: '${flags.addressRetention}' is not a duration up to 7 days (e.g. 10m, 90s, 0)`,
-      );
-    }
-    config.addressRetention = n;
-  }
-  if (flags.ipamReclaimGrace !== undefined) {
-    const n = /^\d{1,6}$/.test(flags.ipamReclaimGrace) ? Number(flags.ipamReclaimGrace) : NaN;
-    if (!(n >= 1 && n <= 86400))
-      throw new UsageError(
-        `--ipam-reclaim-grace: '${flags.ipamReclaimGrace}' is not a number of seconds from 1 to 86400`,
-      );
-    config.ipamReclaimGrace = n;
-  }
-  if (flags.ipallocBlock !== undefined) {
-    const n = /^\/?\d{1,2}$/.test(flags.ipallocBlock) ? Number(flags.ipallocBlock.replace('/', '')) : NaN;
-    if (!(n >= 8 && n <= 30))
-      throw new UsageError(`--ipalloc-block: '${flags.ipallocBlock}' is not a prefix length from 8 to 30 (e.g. 26)`);
-    config.ipallocBlock = n;
+  const fromEnv = env['WEAVETS_ETCD_PASSWORD'];
+  if (etcd.passwordFile === undefined && fromEnv !== undefined && fromEnv !== '') etcd.password = fromEnv;
+  if ((etcd.passwordFile !== undefined || etcd.password !== undefined) && etcd.username === undefined) {
+    throw new UsageError(
+      `an etcd password (${etcd.passwordFile !== undefined ? '--etcd-password-file' : 'WEAVETS_ETCD_PASSWORD'}) needs --etcd-user: give the user it belongs to`,
+    );
   }
 }
 

@@ -2,10 +2,12 @@
  * Every option of `weavets launch`, once: its flag, its help, the default commander shows,
  * the environment variable that may stand in for it, and how its text becomes a field of
  * DaemonConfig. commander's options and `launch --help` are made from this table, and
- * buildDaemonConfig (launch.ts) fills the config from it. Options that are checked
- * together (the password, etcd, DNS) name their group; their group's code fills them.
+ * configFromOptions fills the config from it: every row's parser first, then, once, the
+ * checks between the options of each group (the password, the store, DNS), which also
+ * read what a group takes from outside its flags (the password, WEAVETS_ETCD_PASSWORD).
  */
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import {
   DEFAULT_ADDRESS_RETENTION_SECONDS,
@@ -22,6 +24,17 @@ import {
 import { DEFAULT_LOG_MAX_SIZE, parseLogSize } from '../log';
 import { formatCidr, parseCidr } from '../net/ipv4';
 import { UsageError } from './output';
+import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
+import {
+  checkStoreOptions,
+  parseAddressRetention,
+  parseAdvertiseAddress,
+  parseEtcdUrls,
+  parseIpallocBlock,
+  parseIpamLeaseTtl,
+  parseIpamReclaimGrace,
+} from './ipam';
+import { checkDnsOptions, dnsOf, parseDnsDomain, parseDnsListen, parseDnsTtl } from './dns';
 import {
   parseBindAddress,
   parseHttpAddr,
@@ -46,11 +59,13 @@ export interface LaunchOption {
   readonly env?: string;
   /** Internal options the background launcher passes; not in --help. */
   readonly hidden?: boolean;
-  /** Options checked together, by the group's own code. */
-  readonly group?: 'password' | 'store' | 'dns' | 'launch';
+  /** Options checked together (GROUP_CHECKS); `launch`: the launch command's own, not config. */
+  readonly group?: OptionGroup;
   /** Set this option's field of the config from its value (defaults resolved here, once). */
   readonly fill?: (config: DaemonConfig, value: FlagValue) => void;
 }
+
+export type OptionGroup = 'password' | 'store' | 'dns' | 'launch';
 
 /** The flag's long name as commander keys its value: "--docker-dns-redirect" -> "dockerDnsRedirect". */
 export function optionKey(o: LaunchOption): string {
@@ -59,6 +74,21 @@ export function optionKey(o: LaunchOption): string {
 }
 
 const text = (v: FlagValue): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** The config's etcd settings, once --etcd (filled first) made them; absent without --etcd (GROUP_CHECKS refuses). */
+function etcdSetting(
+  c: DaemonConfig,
+  v: FlagValue,
+  set: (etcd: NonNullable<DaemonConfig['etcd']>, t: string) => void,
+): void {
+  const t = text(v);
+  if (t !== undefined && c.etcd !== undefined) set(c.etcd, t);
+}
+
+function parsePasswordFd(v: string): number {
+  if (!/^\d+$/.test(v)) throw new UsageError('--password-fd: expected a file descriptor number');
+  return Number(v);
+}
 
 function parseLogMaxSize(v: string | undefined): number {
   if (v === undefined) return DEFAULT_LOG_MAX_SIZE;
@@ -172,8 +202,23 @@ export const LAUNCH_OPTIONS: readonly LaunchOption[] = [
     help: 'network password (root-only file); or set WEAVETS_PASSWORD. Encrypts and authenticates all peer traffic',
     env: 'WEAVETS_PASSWORD',
     group: 'password',
+    // The file is read by the group's check, after --password-fd is known not to be given too.
+    fill: (c, v) => {
+      const t = text(v);
+      if (t === '') throw new UsageError('--password-file: give the path of a root-only file holding the password');
+      if (t !== undefined) c.passwordFile = t;
+    },
   },
-  { flags: '--password-fd <fd>', help: '', hidden: true, group: 'password' },
+  {
+    flags: '--password-fd <fd>',
+    help: '',
+    hidden: true,
+    group: 'password',
+    fill: (_, v) => {
+      const t = text(v);
+      if (t !== undefined) parsePasswordFd(t);
+    },
+  },
   { flags: '--config-fd <fd>', help: '', hidden: true, group: 'launch' },
   {
     flags: '--trusted-subnets <cidrs>',
@@ -217,61 +262,174 @@ export const LAUNCH_OPTIONS: readonly LaunchOption[] = [
     flags: '--etcd <urls>',
     help: 'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir',
     group: 'store',
+    fill: (c, v) => {
+      const t = text(v);
+      if (t !== undefined) c.etcd = { endpoints: parseEtcdUrls(t) };
+    },
   },
-  { flags: '--etcd-ca <file>', help: 'CA certificate (PEM) to verify etcd with', group: 'store' },
-  { flags: '--etcd-cert <file>', help: 'client certificate (PEM) for etcd', group: 'store' },
-  { flags: '--etcd-key <file>', help: 'client key (PEM) for etcd', group: 'store' },
+  {
+    flags: '--etcd-ca <file>',
+    help: 'CA certificate (PEM) to verify etcd with',
+    group: 'store',
+    fill: (c, v) => etcdSetting(c, v, (e, t) => (e.caFile = t)),
+  },
+  {
+    flags: '--etcd-cert <file>',
+    help: 'client certificate (PEM) for etcd; needs --etcd-key',
+    group: 'store',
+    fill: (c, v) => etcdSetting(c, v, (e, t) => (e.certFile = t)),
+  },
+  {
+    flags: '--etcd-key <file>',
+    help: 'client key (PEM) for etcd; needs --etcd-cert',
+    group: 'store',
+    fill: (c, v) => etcdSetting(c, v, (e, t) => (e.keyFile = t)),
+  },
   {
     flags: '--etcd-user <name>',
     help: 'etcd user; the password comes from --etcd-password-file or WEAVETS_ETCD_PASSWORD',
     group: 'store',
+    fill: (c, v) => etcdSetting(c, v, (e, t) => (e.username = t)),
   },
   {
     flags: '--etcd-password-file <file>',
-    help: 'file holding the etcd password',
+    help: 'file holding the etcd password (needs --etcd-user); or set WEAVETS_ETCD_PASSWORD',
     env: 'WEAVETS_ETCD_PASSWORD',
     group: 'store',
+    fill: (c, v) => etcdSetting(c, v, (e, t) => (e.passwordFile = t)),
   },
   {
     flags: '--advertise-address <ip>',
     help: 'address other hosts reach this one at (registered in the store); default: first non-loopback IPv4',
     group: 'store',
+    fill: (c, v) => {
+      const t = text(v);
+      if (t !== undefined) c.advertiseAddress = parseAdvertiseAddress(t);
+    },
   },
   {
     flags: '--ipam-lease-ttl <seconds>',
     help: `seconds after which a dead host's address blocks return to the pool (default ${DEFAULT_IPAM_LEASE_TTL_SECONDS})`,
     group: 'store',
+    fill: (c, v) => (c.ipamLeaseTtl = parseIpamLeaseTtl(text(v) ?? String(DEFAULT_IPAM_LEASE_TTL_SECONDS))),
   },
   {
     flags: '--ipam-reclaim-grace <seconds>',
     help: `seconds an address this host holds may go unused by any endpoint before it is released (default ${DEFAULT_IPAM_RECLAIM_GRACE_SECONDS})`,
     group: 'store',
+    fill: (c, v) => {
+      const t = text(v);
+      c.ipamReclaimGrace = t === undefined ? DEFAULT_IPAM_RECLAIM_GRACE_SECONDS : parseIpamReclaimGrace(t);
+    },
   },
   {
     flags: '--ipalloc-block <prefix>',
     help: 'block size when this host creates the cluster config, as a prefix length (default 26: 64 addresses)',
     group: 'store',
+    fill: (c, v) => {
+      const t = text(v);
+      if (t !== undefined) c.ipallocBlock = parseIpallocBlock(t);
+    },
   },
   {
     flags: '--address-retention <duration>',
     help: `how long a detached container's address stays reserved for its id, e.g. 10m, 90s, 0 (default ${DEFAULT_ADDRESS_RETENTION_SECONDS / 60}m)`,
     group: 'store',
+    fill: (c, v) => {
+      const t = text(v);
+      c.addressRetention = t === undefined ? DEFAULT_ADDRESS_RETENTION_SECONDS : parseAddressRetention(t);
+    },
   },
-  { flags: '--no-dns', help: 'turn the embedded DNS off', group: 'dns' },
+  {
+    flags: '--no-dns',
+    help: 'turn the embedded DNS off (no other --dns-* option goes with it)',
+    group: 'dns',
+    fill: (c, v) => (dnsOf(c).enabled = v !== false),
+  },
   {
     flags: '--dns-listen <listen>',
     help: "DNS port on the host's bridge addresses (default 53), then optional loopback listeners: 53,127.0.0.1:5353",
     group: 'dns',
+    fill: (c, v) => {
+      const t = text(v);
+      const dns = dnsOf(c);
+      const listen = t === undefined ? undefined : parseDnsListen(t);
+      dns.port = listen?.port ?? DEFAULT_DNS.port;
+      dns.extraListen = listen?.extraListen ?? [];
+    },
   },
-  { flags: '--dns-domain <domain>', help: `domain of container names (default ${DEFAULT_DNS.domain})`, group: 'dns' },
-  { flags: '--dns-ttl <seconds>', help: `TTL of the answers (default ${DEFAULT_DNS.ttl})`, group: 'dns' },
+  {
+    flags: '--dns-domain <domain>',
+    help: `domain of container names (default ${DEFAULT_DNS.domain})`,
+    group: 'dns',
+    fill: (c, v) => (dnsOf(c).domain = parseDnsDomain(text(v) ?? DEFAULT_DNS.domain)),
+  },
+  {
+    flags: '--dns-ttl <seconds>',
+    help: `TTL of the answers (default ${DEFAULT_DNS.ttl})`,
+    group: 'dns',
+    fill: (c, v) => (dnsOf(c).ttl = parseDnsTtl(text(v) ?? String(DEFAULT_DNS.ttl))),
+  },
   {
     flags: '--dns-resolv-conf <file>',
     help: `where the upstream nameservers come from (default ${DEFAULT_DNS.resolvConf})`,
     group: 'dns',
+    fill: (c, v) => (dnsOf(c).resolvConf = path.resolve(text(v) ?? DEFAULT_DNS.resolvConf)),
   },
 ];
 
+/** What a group's check sees of the command line: an option's value by its long flag ("--etcd-ca"). */
+export type GivenOption = (flag: string) => FlagValue;
+
+/**
+ * The checks between the options of a group, run once after every row has filled the
+ * config; each refusal says what to change. They also take what the group reads from
+ * outside its flags: the network password (file, fd, or WEAVETS_PASSWORD, always taken
+ * out of the environment) and WEAVETS_ETCD_PASSWORD.
+ */
+export const GROUP_CHECKS: Record<
+  Exclude<OptionGroup, 'launch'>,
+  (c: DaemonConfig, given: GivenOption, env: NodeJS.ProcessEnv) => void
+> = {
+  password: (c, given, env) => {
+    const fd = text(given('--password-fd'));
+    if (c.passwordFile !== undefined && fd !== undefined) {
+      throw new UsageError(
+        '--password-file and --password-fd are exclusive: give the password once (--password-fd is what a background launch passes its daemon)',
+      );
+    }
+    if (c.passwordFile !== undefined) c.password = readPasswordFile(c.passwordFile);
+    else if (fd !== undefined) c.password = readPasswordFd(parsePasswordFd(fd));
+    // Taken out of our environment whether or not it is used, so nothing we start inherits it.
+    const fromEnv = takePasswordFromEnv(env);
+    if (c.password === undefined && fromEnv !== undefined) c.password = fromEnv;
+  },
+  store: (c, given, env) => checkStoreOptions(c, (flag) => given(flag) !== undefined, env),
+  dns: (c, given) => checkDnsOptions(c, (flag) => given(flag) !== undefined),
+};
+
+/**
+ * Fill `base` (the state dir and peers) from the values commander parsed, keyed as
+ * optionKey says: every row, then every group's check once. Throws UsageError naming the
+ * option on the first bad value.
+ */
+export function configFromOptions(
+  base: Partial<DaemonConfig>,
+  values: Readonly<Record<string, FlagValue>>,
+  env: NodeJS.ProcessEnv,
+): Partial<DaemonConfig> {
+  const config: Partial<DaemonConfig> = { ...base };
+  for (const o of LAUNCH_OPTIONS) o.fill?.(config as DaemonConfig, values[optionKey(o)]);
+  const byFlag = new Map(LAUNCH_OPTIONS.map((o) => [longFlag(o), values[optionKey(o)]] as const));
+  const given: GivenOption = (flag) => byFlag.get(flag);
+  for (const check of Object.values(GROUP_CHECKS)) check(config as DaemonConfig, given, env);
+  return config;
+}
+
+/** "--no-dns", "--etcd-ca": the flag as typed, without its argument. */
+export function longFlag(o: LaunchOption): string {
+  return o.flags.split(' ')[0]!;
+}
 /** Register every option of the table on `launch`, in its order (the order of --help). */
 export function addLaunchOptions(cmd: Command): Command {
   for (const o of LAUNCH_OPTIONS) {

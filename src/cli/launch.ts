@@ -15,12 +15,9 @@ import { STATE_FILE_NAMES } from '../state/state-dir';
 import { CappedFileSink, createLogger, type LogLevel } from '../log';
 import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
-import { ExitStatus, UsageError, out, warn } from './output';
-import { readPasswordFd, readPasswordFile, takePasswordFromEnv } from './secrets';
-import { applyStoreFlags, type StoreFlags } from './ipam';
-import { applyDnsFlags, type DnsFlags } from './dns';
+import { ExitStatus, out, warn } from './output';
 import { CONFIG_FD, checkConfig, childLaunchArgs, encodeConfig, readConfigFd } from './config-pipe';
-import { LAUNCH_OPTIONS, addLaunchOptions, optionKey, type FlagValue } from './launch-options';
+import { addLaunchOptions, configFromOptions, type FlagValue } from './launch-options';
 import { parsePeerAddress } from './validate';
 
 const READY_TIMEOUT_MS = 30_000;
@@ -28,7 +25,8 @@ const STOP_TIMEOUT_MS = 15_000;
 const POLL_MS = 50;
 const LOG_TAIL_LINES = 20;
 
-export interface LaunchFlags extends StoreFlags, DnsFlags {
+/** What commander hands the launch action, keyed as optionKey (launch-options.ts) says. */
+export interface LaunchFlags {
   foreground?: boolean;
   name?: string;
   nickname?: string;
@@ -54,36 +52,39 @@ export interface LaunchFlags extends StoreFlags, DnsFlags {
   policyDryRun?: boolean;
   /** commander's --no-flows: false when given. */
   flows?: boolean;
+  etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
+  advertiseAddress?: string;
+  ipamLeaseTtl?: string;
+  ipamReclaimGrace?: string;
+  ipallocBlock?: string;
+  addressRetention?: string;
+  /** commander's --no-dns: false when given. */
+  dns?: boolean;
+  dnsListen?: string;
+  dnsDomain?: string;
+  dnsTtl?: string;
+  dnsResolvConf?: string;
 }
 
-/** Check every flag and build the daemon's config; throws UsageError on the first bad one. */
-export function buildDaemonConfig(stateDir: string, peers: string[], flags: LaunchFlags): DaemonConfig {
-  const config: Partial<DaemonConfig> = { stateDir, peers: peers.map(parsePeerAddress) };
+/**
+ * Check every flag and build the daemon's config; throws UsageError on the first bad one.
+ * `env` gives WEAVETS_PASSWORD (taken out of it) and WEAVETS_ETCD_PASSWORD.
+ */
+export function buildDaemonConfig(
+  stateDir: string,
+  peers: string[],
+  flags: LaunchFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): DaemonConfig {
   const values = flags as unknown as Record<string, FlagValue>;
-  for (const o of LAUNCH_OPTIONS) o.fill?.(config as DaemonConfig, values[optionKey(o)]);
-  applyPasswordFlags(config, flags);
-  applyStoreFlags(config as DaemonConfig, flags);
-  applyDnsFlags(config as DaemonConfig, flags);
+  const config = configFromOptions({ stateDir, peers: peers.map(parsePeerAddress) }, values, env);
   // Every field set, every default resolved: a field the table forgot fails here, in tests.
   return checkConfig(config, 'launch options');
-}
-
-/** --password-file, the internal --password-fd, or WEAVETS_PASSWORD; the file wins over the environment. */
-function applyPasswordFlags(config: Partial<DaemonConfig>, flags: LaunchFlags): void {
-  if (flags.passwordFile !== undefined && flags.passwordFd !== undefined) {
-    throw new UsageError('--password-file and --password-fd are exclusive');
-  }
-  if (flags.passwordFile !== undefined) {
-    config.passwordFile = flags.passwordFile;
-    config.password = readPasswordFile(flags.passwordFile);
-  } else if (flags.passwordFd !== undefined) {
-    if (!/^\d+$/.test(flags.passwordFd)) throw new UsageError('--password-fd: expected a file descriptor number');
-    config.password = readPasswordFd(Number(flags.passwordFd));
-  }
-  // The environment variable is taken out of our environment whether or not it is used,
-  // so nothing we start can inherit it.
-  const fromEnv = takePasswordFromEnv();
-  if (config.password === undefined && fromEnv !== undefined) config.password = fromEnv;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

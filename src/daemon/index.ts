@@ -27,6 +27,8 @@ import { ComponentRunner, component } from './component';
 import { checkPeerAddresses, overlayMtu, resolvePeerName } from './host';
 import { removeRecordedLinks, removeStateDir } from './host-teardown';
 import { datapathComponent, peeringComponent, routerComponent } from './mesh';
+import { Topology } from '../router/topology';
+import { PathEventRelay } from '../router/path-events';
 import { catalogComponent, localNetworks, type LocalNetworkDeps } from './networks';
 import { dnsComponent, dockerComponent, policyComponent, type ServiceDeps } from './services';
 import { diagnosticsComponent } from './diagnostics';
@@ -109,7 +111,7 @@ async function startIpam(runner: ComponentRunner, config: DaemonConfig, self: st
   );
 }
 
-/** The router, the data paths under it, the peering over both, and the metrics they export. */
+/** The routes, the data paths on them, the router over both, the peering, and the metrics they export. */
 async function startMesh(
   runner: ComponentRunner,
   config: DaemonConfig,
@@ -118,15 +120,21 @@ async function startMesh(
   log: Logger,
 ) {
   const sealer = loadSealer();
-  const router = await runner.open(routerComponent(config, name, sealer, log));
+  // The routes first: the data paths forward by them, and the router keeps them current.
+  const topology = new Topology({ name, nickname: config.nickname });
+  const pathEvents = new PathEventRelay();
   // Per-pair counters: built before the sleeve, which feeds them; closed with diagnostics.
   const flows = !config.flows
     ? undefined
     : new FlowService((err) => log.warn('flow counters unreadable', { error: err.message }));
+  const { netlink, ledger, ipam } = base;
   const datapath = await runner.open(
-    datapathComponent({ config, name, router, netlink: base.netlink, ledger: base.ledger, sealer, flows, log }),
+    datapathComponent({ config, name, routes: topology, pathEvents, netlink, ledger, sealer, flows, log }),
   );
-  await runner.start(peeringComponent(config, router, datapath, base.ipam));
+  const router = await runner.open(
+    routerComponent({ config, topology, datapath, pathEvents, store: ipam.store, sealer, log }),
+  );
+  await runner.start(peeringComponent(config, router, datapath, ipam));
   const metrics = createMetricsRegistry();
   registerDaemonMetrics(metrics, router, datapath);
   base.ipam.allocator.observe(registerIpamMetrics(metrics, base.ipam));

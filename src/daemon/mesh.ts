@@ -14,7 +14,9 @@ import { SleeveDatapath } from '../datapath/sleeve/sleeve';
 import { CompositeDatapath } from '../datapath/composite';
 import { FastDatapath } from '../datapath/fastdp/fastdp';
 import { StateDir } from '../state/state-dir';
-import type { Datapath } from '../router/overlay';
+import type { Datapath, RouteTable } from '../router/overlay';
+import type { Topology } from '../router/topology';
+import type { PathEventRelay } from '../router/path-events';
 import type { LinkLedger } from '../endpoint/ledger';
 import { contains, parseCidr, parseIpv4 } from '../net/ipv4';
 import type { Sealer } from '../crypto/seal';
@@ -42,18 +44,34 @@ function connectionSecurity(config: DaemonConfig, sealer: Sealer): ConnectionSec
   };
 }
 
-/** The router listening on TCP; a second stop (after the peering's) finds it stopped already. */
-export function routerComponent(config: DaemonConfig, name: PeerName, sealer: Sealer, log: Logger) {
+export interface RouterDeps {
+  config: DaemonConfig;
+  topology: Topology;
+  datapath: Datapath;
+  pathEvents: PathEventRelay;
+  store: ClusterIpam['store'];
+  sealer: Sealer;
+  log: Logger;
+}
+
+/**
+ * The router listening on TCP, built on the routes and the data path opened before it;
+ * with the mesh store (no etcd) it carries the store's messages. A second stop (after
+ * the peering's) finds it stopped already.
+ */
+export function routerComponent(deps: RouterDeps) {
+  const { config, log } = deps;
   return component(
     'router',
     async () => {
       const router = new Router({
-        name,
-        nickname: config.nickname,
         bindAddress: config.bindAddress,
         port: config.port,
         log: log.child('router'),
-        security: connectionSecurity(config, sealer),
+        security: connectionSecurity(config, deps.sealer),
+        topology: deps.topology,
+        datapath: { path: deps.datapath, events: deps.pathEvents },
+        ...(deps.store instanceof MeshStore ? { storeGossip: deps.store } : {}),
       });
       try {
         await router.listen();
@@ -74,7 +92,10 @@ export function routerComponent(config: DaemonConfig, name: PeerName, sealer: Se
 export interface DatapathDeps {
   config: DaemonConfig;
   name: PeerName;
-  router: Router;
+  /** The routes the sleeve forwards by. */
+  routes: RouteTable;
+  /** Where the data paths report a path to a peer coming up or going down; the router subscribes. */
+  pathEvents: PathEventRelay;
   netlink: Netlink;
   ledger: LinkLedger;
   sealer: Sealer;
@@ -87,8 +108,9 @@ export function datapathComponent(deps: DatapathDeps) {
   return component(
     'datapath',
     async (): Promise<Datapath> => {
-      const { config, router, log } = deps;
-      const composite = config.datapath === 'sleeve' ? undefined : new CompositeDatapath(router, log.child('datapath'));
+      const { config, log } = deps;
+      const composite =
+        config.datapath === 'sleeve' ? undefined : new CompositeDatapath(deps.pathEvents, log.child('datapath'));
       const sleeve = openSleeve(deps, composite);
       if (composite === undefined) return sleeve;
       let fast: FastDatapath | undefined;
@@ -107,15 +129,15 @@ export function datapathComponent(deps: DatapathDeps) {
 }
 
 function openSleeve(deps: DatapathDeps, composite: CompositeDatapath | undefined): SleeveDatapath {
-  const { config, router } = deps;
+  const { config } = deps;
   try {
     return SleeveDatapath.open({
       self: deps.name,
       bindAddress: config.bindAddress,
       port: config.port,
-      routes: router.routes,
+      routes: deps.routes,
       netlink: deps.netlink,
-      events: composite ?? router,
+      events: composite ?? deps.pathEvents,
       log: deps.log.child('sleeve'),
       sealer: deps.sealer,
       ...(composite ? { kernelPeers: composite.kernelPeers } : {}),
@@ -175,8 +197,7 @@ async function countKernelFlows(flows: FlowService, log: Logger): Promise<void> 
 }
 
 /**
- * The router on its data path, the mesh store on the control connections, and the launch
- * peers dialled. Stopping drops the peers: a stop without reset first leaves the kernel
+ * The mesh store on the control connections, and the launch peers dialled. Stopping drops the peers: a stop without reset first leaves the kernel
  * fast path carrying the containers' traffic (before the router drops its peers, which
  * would unprogram it) and tells the peers, which keep their entries for us until we are back.
  */
@@ -184,7 +205,6 @@ export function peeringComponent(config: DaemonConfig, router: Router, datapath:
   return component(
     'peering',
     () => {
-      router.setDatapath(datapath);
       // Without etcd the store rides the control connections. The launch peers are dialled
       // now, before anything allocates (the host's DNS address): the store's claims wait
       // until those peers are reached (or 10 s), so hosts launched together see each other
@@ -197,7 +217,6 @@ export function peeringComponent(config: DaemonConfig, router: Router, datapath:
           reachable: () => router.controlReachable(),
           targetsConnected: () => router.targetsReached(config.peers),
         });
-        router.setStoreGossip(mesh);
       }
       router.connect(config.peers, 'launch');
     },

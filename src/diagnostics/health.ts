@@ -1,8 +1,9 @@
 /**
  * The health matrix: every host's data-path view of every other host. Each host builds
  * its own row (a HostReport) once a second from its router and data path, keeps the
- * newest row of every other host, and floods rows over the control connections (HEALTH
- * messages, src/router/health-codec.ts), so every host holds the whole matrix. A row
+ * newest row of every other host, and passes rows on over the control connections (HEALTH
+ * messages, src/router/health-codec.ts; to whom: src/router/health-relay.ts), so every
+ * host holds the whole matrix. A row
  * not refreshed for STALE_AFTER_MS is shown as stale: its owner is silent or cut off.
  *
  * Rows also carry the owner's containers (id, name, network, address, MAC), which is
@@ -119,7 +120,7 @@ export class HealthGossip {
       this.deps.log.warn('health report not sent', { error: (err as Error).message });
       return;
     }
-    this.deps.router.sendHealth(payload);
+    this.deps.router.sendHealth(payload, this.deps.router.name);
   }
 
   /** A HEALTH body from a neighbour: keep it if newer, and pass it on to the others. */
@@ -138,7 +139,7 @@ export class HealthGossip {
     // A new incarnation (uid) starts its seq again; otherwise only a higher seq is news.
     if (have !== undefined && have.report.uid === report.uid && report.seq <= have.report.seq) return;
     this.rows.set(report.owner, { report, receivedAt: now });
-    this.deps.router.sendHealth(payload, from);
+    this.deps.router.sendHealth(payload, report.owner, from);
   }
 
   /** Our own row, rebuilt when older than 200 ms (the page and trace want now, not the last tick). */

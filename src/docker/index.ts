@@ -52,10 +52,10 @@ export interface DockerSurface {
   close(removeState: boolean): Promise<void>;
 }
 
-export async function startDockerSurface(o: DockerSurfaceOptions): Promise<DockerSurface> {
-  const driver = o.driverName ?? driverNameOf(o.socketPath);
+/** The Docker API client: names, default network, labels for policy (loaded only now: dockerode is large). */
+async function openEngine(o: DockerSurfaceOptions, driver: string) {
   const { DockerEngine } = await import('./engine');
-  const engine = new DockerEngine({
+  return new DockerEngine({
     host: o.dockerHost,
     driver,
     defaultNetwork: DEFAULT_NETWORK,
@@ -69,45 +69,93 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
       : {}),
     log: o.log.child('docker-api'),
   });
-  const ports = new NftPortPublisher();
-  const redirect = new DnsRedirect();
-  const redirectLog = o.log.child('dns-redirect');
-  let refreshTimer: NodeJS.Timeout | undefined;
-  // Every segment of a Docker network this host serves, with weavets DNS on its bridge.
-  const refresh = async (): Promise<void> => {
-    if (!o.dnsRedirect) return;
+}
+
+/**
+ * The DNS redirect kept to every segment of a Docker network this host serves, with
+ * weavets DNS on its bridge; `segments` reads the plugin's networks (made after this).
+ */
+class RedirectFollower {
+  readonly redirect = new DnsRedirect();
+  readonly log: Logger;
+  /** The plugin's bridges; with the redirect on, each ensure also refreshes the redirect. */
+  readonly bridges: PluginBridges;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly o: DockerSurfaceOptions,
+    private readonly segments: () => Iterable<string>,
+  ) {
+    this.log = o.log.child('dns-redirect');
+    this.bridges = o.dnsRedirect
+      ? {
+          ...o.bridges,
+          // The plugin ensures a segment's bridge before each endpoint (and on network
+          // delete): the bridge is redirected before the container's first query, and a
+          // moment later (the call done, a deleted network gone) the map is checked again.
+          ensure: async (segment: string, wants?: SegmentWants): Promise<{ bridge: string; subnet: string }> => {
+            const bridge = await o.bridges.ensure(segment, wants);
+            await this.refresh();
+            clearTimeout(this.timer);
+            this.timer = setTimeout(() => void this.refresh(), 1000);
+            this.timer.unref();
+            return bridge;
+          },
+        }
+      : o.bridges;
+  }
+
+  async refresh(): Promise<void> {
+    const r = this.o.dnsRedirect;
+    if (!r) return;
     const want: Resolver[] = [];
-    const segments = new Set(plugin.networks().flatMap((n) => (n.segment !== undefined ? [n.segment] : [])));
-    for (const segment of segments) {
-      const address = o.dnsRedirect.addressOn(segment);
-      const bridge = o.dnsRedirect.bridgeOf(segment);
-      if (address !== undefined && bridge !== undefined) want.push({ bridge, address, port: o.dnsRedirect.port });
+    for (const segment of new Set(this.segments())) {
+      const address = r.addressOn(segment);
+      const bridge = r.bridgeOf(segment);
+      if (address !== undefined && bridge !== undefined) want.push({ bridge, address, port: r.port });
     }
-    await redirect
+    await this.redirect
       .set(want)
-      .catch((err: unknown) => redirectLog.warn('cannot update the DNS redirect', { error: (err as Error).message }));
-  };
-  const bridges = o.dnsRedirect
-    ? {
-        ...o.bridges,
-        // The plugin ensures a segment's bridge before each endpoint (and on network
-        // delete): the bridge is redirected before the container's first query, and a
-        // moment later (the call done, a deleted network gone) the map is checked again.
-        ensure: async (segment: string, wants?: SegmentWants): Promise<{ bridge: string; subnet: string }> => {
-          const bridge = await o.bridges.ensure(segment, wants);
-          await refresh();
-          clearTimeout(refreshTimer);
-          refreshTimer = setTimeout(() => void refresh(), 1000);
-          refreshTimer.unref();
-          return bridge;
-        },
-      }
-    : o.bridges;
+      .catch((err: unknown) => this.log.warn('cannot update the DNS redirect', { error: (err as Error).message }));
+  }
+
+  /** Before the socket: the table is there when Docker's first call comes. Off: a table left by an earlier run goes. */
+  async start(): Promise<void> {
+    if (!this.o.dnsRedirect) return this.redirect.clear();
+    try {
+      await this.redirect.start(formatCidr(this.o.range));
+      await this.refresh();
+      this.log.info("Docker containers' external DNS goes to weavets DNS", { table: `ip ${DNS_REDIRECT_TABLE}` });
+    } catch (err) {
+      this.log.warn("cannot redirect Docker containers' DNS; names of other hosts need docker run --dns", {
+        error: (err as Error).message,
+      });
+    }
+  }
+
+  stopRefreshing(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** Without our listener redirected queries would fail; untouched they reach the containers' own servers. */
+  async stop(): Promise<void> {
+    this.stopRefreshing();
+    await this.redirect.clear();
+  }
+}
+
+export async function startDockerSurface(o: DockerSurfaceOptions): Promise<DockerSurface> {
+  const driver = o.driverName ?? driverNameOf(o.socketPath);
+  const engine = await openEngine(o, driver);
+  const ports = new NftPortPublisher();
+  const follower = new RedirectFollower(o, () =>
+    plugin.networks().flatMap((n) => (n.segment !== undefined ? [n.segment] : [])),
+  );
   const plugin: DockerPlugin = new DockerPlugin({
     range: o.range,
     allocator: o.allocator,
     endpoints: o.endpoints,
-    bridges,
+    bridges: follower.bridges,
     networkName: (id) => engine.networkName(id),
     catalog: o.catalog,
     ports,
@@ -116,18 +164,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     onActivate: () => engine.scheduleDefaultNetwork(),
   });
   await plugin.restore();
-  // Before the socket: the table is there when Docker's first call comes.
-  if (o.dnsRedirect) {
-    try {
-      await redirect.start(formatCidr(o.range));
-      await refresh();
-      redirectLog.info("Docker containers' external DNS goes to weavets DNS", { table: `ip ${DNS_REDIRECT_TABLE}` });
-    } catch (err) {
-      redirectLog.warn("cannot redirect Docker containers' DNS; names of other hosts need docker run --dns", {
-        error: (err as Error).message,
-      });
-    }
-  } else await redirect.clear();
+  await follower.start();
   let server: Awaited<ReturnType<typeof startPluginServer>>;
   try {
     server = await startPluginServer(o.socketPath, plugin, o.log);
@@ -135,7 +172,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     // The rest of weavets works without Docker: say why Docker cannot use this daemon.
     o.log.warn('Docker plugin off', { socket: o.socketPath, error: (err as Error).message });
     engine.close();
-    await redirect.clear();
+    await follower.stop();
     return { driver, plugin, close: async () => undefined };
   }
   // Docker may be up already (a weavets restart): make the default network and follow names.
@@ -147,11 +184,10 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     close: async (removeState) => {
       plugin.close();
       engine.close();
-      clearTimeout(refreshTimer);
+      follower.stopRefreshing();
       await server.close();
-      // Without our listener redirected queries would fail; untouched they reach the
-      // containers' own servers. So the redirect goes on stop as well as on reset.
-      await redirect.clear();
+      // The redirect goes on stop as well as on reset (RedirectFollower.stop says why).
+      await follower.stop();
       if (removeState) await ports.clear();
     },
   };

@@ -4,10 +4,9 @@
  * what peers gossip, and hands the data path the peers it should carry traffic for.
  */
 import * as net from 'node:net';
-import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import type { ConnectionStatus, PeerStatus, TargetStatus } from './status';
-import type { Datapath, DatapathEvents, RouteTable } from './overlay';
+import type { Datapath } from './overlay';
 import { ConnectionShared, PeerConnection, type ConnectionHandlers, type ConnectionSecurity } from './connection';
 import {
   CLOSE_REASON_KERNEL_PATH_KEPT,
@@ -18,16 +17,25 @@ import {
 } from './control-codec';
 import { decodeGossip, encodeGossip, formatEdgeAddress, GossipDecodeError, parseEdgeAddress } from './gossip-codec';
 import { formatPeerName, parsePeerName, type PeerName } from '../net/peername';
-import { Topology, type PeerConnectionEdge, type PeerEntry } from './topology';
+import type { Topology, PeerConnectionEdge, PeerEntry } from './topology';
 import { Admission } from './admission';
+import { healthRelayTargets } from './health-relay';
+import type { PathEventRelay } from './path-events';
 
 export interface RouterOptions {
-  name: PeerName;
-  nickname: string;
   bindAddress: string;
   port: number;
   log: Logger;
   security: ConnectionSecurity;
+  /** Our view of the mesh, built before the router (the data paths route by it); its own entry names us. */
+  topology: Topology;
+  /**
+   * The data path the router hands peers to, and the relay its events come through
+   * (src/router/path-events.ts). Absent: a router of control connections only (tests).
+   */
+  datapath?: { path: Datapath; events: PathEventRelay };
+  /** The mesh store riding the control connections (no etcd); absent with etcd. */
+  storeGossip?: StoreGossipSink;
 }
 
 type TargetSource = TargetStatus['source'];
@@ -98,10 +106,13 @@ function splitHostPort(address: string): { host: string; port: number } {
   return { host: address.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(address.slice(i + 1)) };
 }
 
-export class Router implements DatapathEvents {
+export class Router {
   readonly topology: Topology;
+  /** Our incarnation id as the handshake sends it: the topology's own uid at construction. */
   readonly uid: bigint;
-  private datapath: Datapath | undefined;
+  private readonly self: PeerName;
+  private readonly datapath: Datapath | undefined;
+  private readonly unsubscribePath: () => void;
   private readonly server: net.Server;
   private readonly targets = new Map<string, Target>();
   /** Ready connections by peer name: at most one per peer. */
@@ -123,12 +134,17 @@ export class Router implements DatapathEvents {
   /** Receives HEALTH reports (src/router/health.ts decodes, stores and floods them). */
   private healthSink: ((from: PeerName, payload: Buffer) => void) | undefined;
   private stopped = false;
-  private storeSink: StoreGossipSink | undefined;
+  private readonly storeSink: StoreGossipSink | undefined;
 
   constructor(private readonly opts: RouterOptions) {
     this.log = opts.log;
-    this.uid = randomBytes(8).readBigUInt64BE(0);
-    this.topology = new Topology({ name: opts.name, nickname: opts.nickname, uid: this.uid });
+    this.self = opts.topology.selfEntry.name;
+    this.topology = opts.topology;
+    this.uid = opts.topology.selfEntry.uid;
+    this.datapath = opts.datapath?.path;
+    this.unsubscribePath =
+      opts.datapath?.events.subscribe({ pathChanged: (p, up) => this.pathChanged(p, up) }) ?? (() => undefined);
+    this.storeSink = opts.storeGossip;
     this.server = net.createServer((socket) => this.accept(socket));
     this.gossipTimer = setInterval(
       () => this.guarded('gossip refresh', () => this.gossipAll(this.topology.entries())),
@@ -162,35 +178,26 @@ export class Router implements DatapathEvents {
     };
   }
 
-  get routes(): RouteTable {
-    return this.topology;
-  }
-
   get name(): PeerName {
-    return this.opts.name;
-  }
-
-  setDatapath(dp: Datapath): void {
-    this.datapath = dp;
+    return this.self;
   }
 
   setHealthSink(sink: ((from: PeerName, payload: Buffer) => void) | undefined): void {
     this.healthSink = sink;
   }
 
-  /** Send a HEALTH body to every ready connection except the one to `except`. */
-  sendHealth(payload: Buffer, except?: PeerName): void {
-    for (const [name, conn] of this.byPeer) {
-      if (name !== except) conn.send({ type: MessageType.Health, payload });
+  /**
+   * Send a HEALTH body written by `origin`: ours to every ready connection; one relayed
+   * from `from` only to the neighbours that do not get it otherwise (health-relay.ts).
+   */
+  sendHealth(payload: Buffer, origin: PeerName, from?: PeerName): void {
+    const entries = new Map(this.topology.entries().map((e) => [e.name, e] as const));
+    for (const name of healthRelayTargets(entries, this.byPeer.keys(), origin, from)) {
+      this.byPeer.get(name)?.send({ type: MessageType.Health, payload });
     }
   }
 
   // ---- mesh store hooks ----
-
-  setStoreGossip(sink: StoreGossipSink): void {
-    this.storeSink = sink;
-    for (const name of this.byPeer.keys()) sink.peerConnected(formatPeerName(name));
-  }
 
   /** Send a STORE message to a directly connected peer; false if there is no ready connection. */
   sendStore(peer: string, payload: Buffer): boolean {
@@ -212,8 +219,8 @@ export class Router implements DatapathEvents {
   controlReachable(): Set<string> {
     const entries = new Map(this.topology.entries().map((e) => [e.name, e] as const));
     const lists = (a: PeerName, b: PeerName): boolean => entries.get(a)?.connections.some((c) => c.peer === b) ?? false;
-    const seen = new Set<PeerName>([this.opts.name]);
-    const queue: PeerName[] = [this.opts.name];
+    const seen = new Set<PeerName>([this.self]);
+    const queue: PeerName[] = [this.self];
     for (const direct of this.byPeer.keys()) {
       if (!seen.has(direct)) {
         seen.add(direct);
@@ -228,7 +235,7 @@ export class Router implements DatapathEvents {
         queue.push(c.peer);
       }
     }
-    seen.delete(this.opts.name);
+    seen.delete(this.self);
     return new Set([...seen].map(formatPeerName));
   }
 
@@ -434,19 +441,19 @@ export class Router implements DatapathEvents {
       minVersion: PROTOCOL_MIN_VERSION,
       maxVersion: PROTOCOL_MAX_VERSION,
       flags: 0,
-      name: this.opts.name,
+      name: this.self,
       uid: this.uid,
       controlPort: this.opts.port,
       dataPort: this.opts.port,
       publicKey: Buffer.alloc(32), // the connection puts its own ephemeral key here
-      nickname: this.opts.nickname,
+      nickname: this.topology.selfEntry.nickname,
     };
   }
 
   // ---- connection events ----
 
   private onHello(conn: PeerConnection, hello: Hello): string | undefined {
-    if (hello.name === this.opts.name) {
+    if (hello.name === this.self) {
       if (hello.uid === this.uid) {
         // Ourselves, authenticated: a relay fed this connection back into us, or the target
         // is our own address. Either way one connection proves nothing about the target
@@ -472,7 +479,7 @@ export class Router implements DatapathEvents {
     if (existing !== undefined) {
       // Both ends dialled each other: keep the connection dialled by the lower name, so
       // both sides make the same choice without talking about it.
-      const initiator = (c: PeerConnection): PeerName => (c.outbound ? this.opts.name : hello.name);
+      const initiator = (c: PeerConnection): PeerName => (c.outbound ? this.self : hello.name);
       const keepNew = initiator(conn) < initiator(existing) || initiator(conn) === initiator(existing);
       if (!keepNew) {
         this.countRejected('duplicate_connection');
@@ -559,8 +566,8 @@ export class Router implements DatapathEvents {
     }
   }
 
-  /** DatapathEvents: the data path towards a peer went up or down. */
-  pathChanged(peer: PeerName, up: boolean): void {
+  /** The data path towards a peer went up or down (through the relay). */
+  private pathChanged(peer: PeerName, up: boolean): void {
     this.log.info(up ? 'data path established' : 'data path lost', { peer: formatPeerName(peer) });
     this.publishLocal();
   }
@@ -619,7 +626,7 @@ export class Router implements DatapathEvents {
     const wanted = new Set<string>();
     for (const e of this.topology.entries()) {
       for (const edge of e.connections) {
-        if (edge.peer === this.opts.name || this.byPeer.has(edge.peer) || !edge.established) continue;
+        if (edge.peer === this.self || this.byPeer.has(edge.peer) || !edge.established) continue;
         // Edge addresses are listening addresses (remote IP + the control port its HELLO
         // announced), whichever side dialled.
         wanted.add(edge.address);
@@ -712,7 +719,7 @@ export class Router implements DatapathEvents {
     return this.topology
       .entries()
       .map((e) => {
-        const via = e.name === this.opts.name ? e.name : this.topology.unicastNextHop(e.name);
+        const via = e.name === this.self ? e.name : this.topology.unicastNextHop(e.name);
         return {
           name: formatPeerName(e.name),
           nickname: e.nickname,
@@ -758,6 +765,7 @@ export class Router implements DatapathEvents {
   /** Close every connection with `reason` (CLOSE_REASON_KERNEL_PATH_KEPT: a stop that keeps the kernel path). */
   async stop(reason = 'peer shutting down'): Promise<void> {
     this.stopped = true;
+    this.unsubscribePath();
     clearInterval(this.gossipTimer);
     clearInterval(this.gcTimer);
     for (const t of this.targets.values()) if (t.timer) clearTimeout(t.timer);

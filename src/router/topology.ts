@@ -95,7 +95,8 @@ export class Topology {
   private incarnationsValue = 0;
 
   constructor(
-    self: { name: PeerName; nickname: string; uid: bigint },
+    /** Who we are; `uid` (our incarnation id) is drawn from `freshUid` when not given. */
+    self: { name: PeerName; nickname: string; uid?: bigint },
     /** Source of a fresh incarnation id; the system CSPRNG unless a test fixes it. */
     private readonly freshUid: () => bigint = () => randomBytes(8).readBigUInt64BE(0),
   ) {
@@ -106,7 +107,13 @@ export class Topology {
     const problem = nicknameProblem(self.nickname);
     if (problem !== undefined) throw new RangeError(`nickname ${JSON.stringify(self.nickname)}: ${problem}`);
     this.selfName = self.name;
-    this.self = freezeEntry({ name: self.name, nickname: self.nickname, uid: self.uid, version: 1, connections: [] });
+    this.self = freezeEntry({
+      name: self.name,
+      nickname: self.nickname,
+      uid: self.uid ?? freshUid(),
+      version: 1,
+      connections: [],
+    });
     this.peers.set(self.name, this.self);
   }
 

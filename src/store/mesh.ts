@@ -259,6 +259,9 @@ export class MeshStore implements Store {
 
   /** A STORE message from a neighbour; malformed ones are dropped and counted. */
   receive(from: string, payload: Buffer): void {
+    // Not attached yet (the peering attaches us right after the router listens): a store
+    // that has not announced itself to its neighbours takes nothing from them either.
+    if (!this.transport) return;
     let msg: MeshMessage;
     try {
       msg = decode(payload);

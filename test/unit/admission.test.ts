@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Admission } from '../../src/router/admission';
 import { Router } from '../../src/router/router';
+import { Topology } from '../../src/router/topology';
 import { randomPeerName } from '../../src/net/peername';
 import { loadSealer } from '../../src/crypto/seal';
 import { silentLogger } from '../../src/log';
@@ -106,8 +107,7 @@ describe('Router admission (loopback)', () => {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   beforeAll(async () => {
     router = new Router({
-      name: randomPeerName(randomBytes),
-      nickname: 'adm',
+      topology: new Topology({ name: randomPeerName(randomBytes), nickname: 'adm' }),
       bindAddress: '127.0.0.1',
       port,
       log: silentLogger,

@@ -129,3 +129,36 @@ describe('architecture', () => {
     expect(edges.filter((e) => e.from === 'router' && e.to === 'datapath').map((e) => e.file)).toEqual([]);
   });
 });
+
+/** Longest function a source file may hold (docs/ARCHITECTURE.md); a longer one is split along its seams. */
+const MAX_FUNCTION_LINES = 100;
+
+/** Functions of `text` longer than `max` lines, as "file:line name (n lines)". */
+function longFunctions(file: string, text: string, max: number): string[] {
+  const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
+  const found: string[] = [];
+  const visit = (node: ts.Node): void => {
+    if (ts.isFunctionLike(node) && 'body' in node && node.body !== undefined) {
+      const first = sf.getLineAndCharacterOfPosition(node.getStart(sf)).line;
+      const lines = sf.getLineAndCharacterOfPosition(node.end).line - first + 1;
+      const name = node.name?.getText(sf) ?? '(anonymous)';
+      if (lines > max) found.push(`${relative(REPO, file)}:${first + 1} ${name} (${lines} lines)`);
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sf);
+  return found;
+}
+
+describe('function length', () => {
+  it(`no function in src is over ${MAX_FUNCTION_LINES} lines`, () => {
+    const long = sourceFiles(SRC).flatMap((f) => longFunctions(f, readFileSync(f, 'utf8'), MAX_FUNCTION_LINES));
+    expect(long).toEqual([]);
+  });
+
+  it('finds a long function when there is one (the check itself can fail)', () => {
+    const body = Array.from({ length: MAX_FUNCTION_LINES }, (_, i) => `  const v${i} = ${i};`).join('\n');
+    const long = longFunctions(join(SRC, 'planted.ts'), `export function planted(): void {\n${body}\n}\n`, 100);
+    expect(long).toEqual([`src/planted.ts:1 planted (${MAX_FUNCTION_LINES + 2} lines)`]);
+  });
+});

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { applyStoreFlags, formatIpamStatus, parseDurationSeconds } from '../../src/cli/ipam';
+import { formatIpamStatus, parseDurationSeconds } from '../../src/cli/ipam';
+import { buildDaemonConfig, type LaunchFlags } from '../../src/cli/launch';
 import { childLaunchArgs, decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import type { DaemonConfig } from '../../src/config';
 import type { IpamStatus } from '../../src/ipam/status';
@@ -37,18 +38,29 @@ function base(): DaemonConfig {
   };
 }
 
+const LAUNCH_DEFAULTS: LaunchFlags = {
+  port: '6783',
+  bindAddress: '0.0.0.0',
+  ipallocRange: '10.32.0.0/12',
+  datapath: 'auto',
+  httpAddr: '',
+  mtu: '0',
+  logLevel: 'info',
+};
+
+/** `launch` with these store flags and this environment (never the test's own). */
+function launchWith(flags: Partial<LaunchFlags>, env: NodeJS.ProcessEnv = {}): DaemonConfig {
+  return buildDaemonConfig('/tmp/wt', [], { ...LAUNCH_DEFAULTS, ...flags }, env);
+}
+
 describe('launch store flags', () => {
   it('without --etcd: the embedded store, and etcd-only flags are refused', () => {
-    const c = base();
-    applyStoreFlags(c, {}, {});
-    expect(c.etcd).toBeUndefined();
-    expect(() => applyStoreFlags(base(), { etcdCa: '/ca.pem' }, {})).toThrow(/--etcd-ca needs --etcd/);
+    expect(launchWith({}).etcd).toBeUndefined();
+    expect(() => launchWith({ etcdCa: '/ca.pem' })).toThrow(/--etcd-ca needs --etcd/);
   });
 
   it('parses endpoints, TLS and auth; the password never reaches argv', () => {
-    const c = base();
-    applyStoreFlags(
-      c,
+    const c = launchWith(
       {
         etcd: 'http://10.0.0.5:2379,https://10.0.0.6:2379',
         etcdCa: 'ca',
@@ -71,20 +83,23 @@ describe('launch store flags', () => {
     });
     expect(c.ipamLeaseTtl).toBe(30);
     expect(c.ipallocBlock).toBe(24);
+    expect(c.advertiseAddress).toBe('192.0.2.11');
     // The foreground daemon gets this config whole over the pipe; its argv carries none of it.
     expect(childLaunchArgs().join(' ')).not.toContain('s3cret');
     expect(childLaunchArgs().join(' ')).not.toContain('10.0.0.5');
     expect(decodeConfig(encodeConfig(c))).toEqual(c);
+    expect(base().dns).toEqual(launchWith({}).dns);
   });
 
   it('rejects bad values, naming the flag', () => {
-    expect(() => applyStoreFlags(base(), { etcd: 'etcd:2379' }, {})).toThrow(/--etcd/);
-    expect(() => applyStoreFlags(base(), { etcd: 'http://u:p@h:2379' }, {})).toThrow(/credentials/);
-    expect(() => applyStoreFlags(base(), { etcd: 'http://h:2379', etcdPasswordFile: 'f' }, {})).toThrow(/--etcd-user/);
-    expect(() => applyStoreFlags(base(), { etcd: 'http://h:2379', etcdCert: 'c' }, {})).toThrow(/go together/);
-    expect(() => applyStoreFlags(base(), { ipamLeaseTtl: '1' }, {})).toThrow(/--ipam-lease-ttl/);
-    expect(() => applyStoreFlags(base(), { advertiseAddress: 'host' }, {})).toThrow(/--advertise-address/);
-    expect(() => applyStoreFlags(base(), { ipallocBlock: '31' }, {})).toThrow(/--ipalloc-block/);
+    expect(() => launchWith({ etcd: 'etcd:2379' })).toThrow(/--etcd/);
+    expect(() => launchWith({ etcd: 'http://u:p@h:2379' })).toThrow(/credentials/);
+    expect(() => launchWith({ etcd: 'http://h:2379', etcdPasswordFile: 'f' })).toThrow(/--etcd-user/);
+    expect(() => launchWith({ etcd: 'http://h:2379', etcdCert: 'c' })).toThrow(/go together/);
+    expect(() => launchWith({ ipamLeaseTtl: '1' })).toThrow(/--ipam-lease-ttl/);
+    expect(() => launchWith({ ipamReclaimGrace: '0' })).toThrow(/--ipam-reclaim-grace: '0'/);
+    expect(() => launchWith({ advertiseAddress: 'host' })).toThrow(/--advertise-address/);
+    expect(() => launchWith({ ipallocBlock: '31' })).toThrow(/--ipalloc-block/);
   });
 
   it('--address-retention takes a duration and is passed on to the foreground daemon', () => {
@@ -93,12 +108,11 @@ describe('launch store flags', () => {
     expect(parseDurationSeconds('2h')).toBe(7200);
     expect(parseDurationSeconds('0')).toBe(0);
     expect(parseDurationSeconds('ten')).toBeUndefined();
-    const c = base();
-    applyStoreFlags(c, { addressRetention: '5m' });
+    const c = launchWith({ addressRetention: '5m' });
     expect(c.addressRetention).toBe(300);
     expect(decodeConfig(encodeConfig(c)).addressRetention).toBe(300);
-    expect(() => applyStoreFlags(base(), { addressRetention: '-1' })).toThrow(/--address-retention: '-1'/);
-    expect(() => applyStoreFlags(base(), { addressRetention: '8d' })).toThrow(/--address-retention/);
+    expect(() => launchWith({ addressRetention: '-1' })).toThrow(/--address-retention: '-1'/);
+    expect(() => launchWith({ addressRetention: '8d' })).toThrow(/--address-retention/);
   });
 
   it('formats status ipam as tables', () => {

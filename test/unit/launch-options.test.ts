@@ -5,9 +5,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main';
 import { buildDaemonConfig, type LaunchFlags } from '../../src/cli/launch';
-import { LAUNCH_OPTIONS, optionKey } from '../../src/cli/launch-options';
-import { applyStoreFlags } from '../../src/cli/ipam';
+import { GROUP_CHECKS, LAUNCH_OPTIONS, longFlag, optionKey } from '../../src/cli/launch-options';
+import { decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import { UsageError } from '../../src/cli/output';
+import { DEFAULT_DNS } from '../../src/config';
 
 const flags: LaunchFlags = {
   port: '6783',
@@ -41,7 +42,7 @@ describe('the launch option table', () => {
     expect(launch.options.map((o) => o.flags)).toEqual(LAUNCH_OPTIONS.map((o) => o.flags));
     const help = launch.helpInformation();
     for (const o of LAUNCH_OPTIONS) {
-      const long = o.flags.split(' ')[0]!;
+      const long = longFlag(o);
       if (o.hidden) expect(help).not.toContain(long);
       else expect(help).toContain(long);
     }
@@ -54,9 +55,15 @@ describe('the launch option table', () => {
 
   it('resolves every default once: an option left out still gives its field a value', () => {
     const config = buildDaemonConfig('/tmp/wt', [], flags);
-    for (const o of LAUNCH_OPTIONS.filter((x) => x.fill !== undefined && !/--(name|docker-driver-name) /.test(x.flags)))
-      expect(config[optionKey(o) as keyof typeof config], o.flags).not.toBeUndefined();
-    expect(config.dns.enabled).toBe(true);
+    // Ungrouped options each have their own field; the groups' fields are checked below.
+    const ungrouped = LAUNCH_OPTIONS.filter(
+      (x) => x.group === undefined && !/--(name|docker-driver-name) /.test(x.flags),
+    );
+    for (const o of ungrouped) expect(config[optionKey(o) as keyof typeof config], o.flags).not.toBeUndefined();
+    expect(config.dns).toEqual({ ...DEFAULT_DNS, extraListen: [] });
+    expect(config).toMatchObject({ ipamReclaimGrace: 60, addressRetention: 600 });
+    expect(config.etcd).toBeUndefined();
+    expect(config.password).toBeUndefined();
     expect(config.ipamLeaseTtl).toBe(120);
   });
 });
@@ -82,13 +89,129 @@ describe('flag and environment', () => {
   });
 
   it('--etcd-password-file wins over WEAVETS_ETCD_PASSWORD', () => {
-    const config = buildDaemonConfig('/tmp/wt', [], flags);
     const env = { WEAVETS_ETCD_PASSWORD: 'etcd-from-env' };
-    applyStoreFlags(config, { etcd: 'http://10.0.0.5:2379', etcdUser: 'u', etcdPasswordFile: '/etc/pw' }, env);
-    expect(config.etcd).toMatchObject({ passwordFile: '/etc/pw' });
-    expect(config.etcd?.password).toBeUndefined();
-    applyStoreFlags(config, { etcd: 'http://10.0.0.5:2379', etcdUser: 'u' }, env);
-    expect(config.etcd?.password).toBe('etcd-from-env');
+    const etcd = { ...flags, etcd: 'http://10.0.0.5:2379', etcdUser: 'u' };
+    const withFile = buildDaemonConfig('/tmp/wt', [], { ...etcd, etcdPasswordFile: '/etc/pw' }, env);
+    expect(withFile.etcd).toMatchObject({ passwordFile: '/etc/pw' });
+    expect(withFile.etcd?.password).toBeUndefined();
+    expect(buildDaemonConfig('/tmp/wt', [], etcd, env).etcd?.password).toBe('etcd-from-env');
+  });
+
+  it('names its environment variable in the row and in the help of the option it stands in for', () => {
+    const withEnv = LAUNCH_OPTIONS.filter((o) => o.env !== undefined).map((o) => [longFlag(o), o.env]);
+    expect(withEnv).toEqual([
+      ['--password-file', 'WEAVETS_PASSWORD'],
+      ['--etcd-password-file', 'WEAVETS_ETCD_PASSWORD'],
+    ]);
+    for (const o of LAUNCH_OPTIONS.filter((x) => x.env !== undefined)) expect(o.help).toContain(o.env);
+  });
+});
+
+describe('the options of a group, checked together once the table is parsed', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-groups-'));
+
+  it("every row but the launch command's own parses into the config, and every group has its check", () => {
+    for (const o of LAUNCH_OPTIONS) {
+      if (o.group === 'launch') expect(o.fill, o.flags).toBeUndefined();
+      else expect(o.fill, o.flags).toBeDefined();
+    }
+    const groups = new Set(LAUNCH_OPTIONS.map((o) => o.group).filter((g) => g !== undefined && g !== 'launch'));
+    expect([...groups].sort()).toEqual(Object.keys(GROUP_CHECKS).sort());
+  });
+
+  it('refuses each contradiction saying what to change', () => {
+    const file = path.join(dir, 'password');
+    fs.writeFileSync(file, 'group-check-password-0123\n', { mode: 0o600 });
+    const cases: [string, Partial<LaunchFlags>, RegExp][] = [
+      [
+        'password',
+        { passwordFile: file, passwordFd: '3' },
+        /^--password-file and --password-fd are exclusive: give the password once/,
+      ],
+      ['store', { etcdUser: 'u' }, /^--etcd-user needs --etcd: give the etcd URLs with --etcd, or drop --etcd-user$/],
+      ['store', { etcdPasswordFile: '/pw' }, /^--etcd-password-file needs --etcd: /],
+      [
+        'store',
+        { etcd: 'http://h:2379', etcdKey: 'k' },
+        /^--etcd-cert and --etcd-key go together: give the client certificate and its key, or neither$/,
+      ],
+      [
+        'store',
+        { etcd: 'http://h:2379', etcdPasswordFile: '/pw' },
+        /^an etcd password \(--etcd-password-file\) needs --etcd-user: give the user it belongs to$/,
+      ],
+      [
+        'dns',
+        { dns: false, dnsTtl: '10' },
+        /^--no-dns turns the DNS off, so --dns-ttl sets nothing: drop --dns-ttl, or drop --no-dns$/,
+      ],
+      ['dns', { dns: false, dnsListen: '127.0.0.1:5353' }, /^--no-dns turns the DNS off, so --dns-listen sets nothing/],
+    ];
+    for (const [group, bad, message] of cases) {
+      expect(
+        usageMessage(() => buildDaemonConfig('/tmp/wt', [], { ...flags, ...bad }, {})),
+        group,
+      ).toMatch(message);
+    }
+    // The environment's etcd password needs a user as much as the file does.
+    expect(
+      usageMessage(() =>
+        buildDaemonConfig('/tmp/wt', [], { ...flags, etcd: 'http://h:2379' }, { WEAVETS_ETCD_PASSWORD: 'p' }),
+      ),
+    ).toMatch(/^an etcd password \(WEAVETS_ETCD_PASSWORD\) needs --etcd-user/);
+  });
+
+  it('takes what goes together, and the config goes through the pipe to the foreground daemon unchanged', () => {
+    const file = path.join(dir, 'password');
+    fs.writeFileSync(file, 'group-check-password-0123\n', { mode: 0o600 });
+    const env: NodeJS.ProcessEnv = { WEAVETS_ETCD_PASSWORD: 'etcd-secret', WEAVETS_PASSWORD: 'loses-to-the-file-0123' };
+    const config = buildDaemonConfig(
+      '/tmp/wt',
+      ['192.0.2.7'],
+      {
+        ...flags,
+        passwordFile: file,
+        trustedSubnets: '192.0.2.0/24',
+        etcd: 'https://10.0.0.5:2379',
+        etcdCa: '/ca.pem',
+        etcdCert: '/c.pem',
+        etcdKey: '/k.pem',
+        etcdUser: 'weavets',
+        advertiseAddress: '192.0.2.11',
+        ipamLeaseTtl: '30',
+        ipamReclaimGrace: '5',
+        ipallocBlock: '24',
+        addressRetention: '90s',
+        dnsListen: '5300,127.0.0.1:5353',
+        dnsDomain: 'Cluster.Example',
+        dnsTtl: '5',
+        dnsResolvConf: '/tmp/resolv.conf',
+      },
+      env,
+    );
+    expect(config.password?.toString()).toBe('group-check-password-0123');
+    expect(env.WEAVETS_PASSWORD).toBeUndefined();
+    expect(config.etcd).toEqual({
+      endpoints: ['https://10.0.0.5:2379'],
+      caFile: '/ca.pem',
+      certFile: '/c.pem',
+      keyFile: '/k.pem',
+      username: 'weavets',
+      password: 'etcd-secret',
+    });
+    expect(config).toMatchObject({ ipamLeaseTtl: 30, ipamReclaimGrace: 5, ipallocBlock: 24, addressRetention: 90 });
+    expect(config.dns).toEqual({
+      enabled: true,
+      port: 5300,
+      extraListen: ['127.0.0.1:5353'],
+      domain: 'cluster.example.',
+      ttl: 5,
+      resolvConf: '/tmp/resolv.conf',
+    });
+    expect(decodeConfig(encodeConfig(config))).toEqual(config);
+    const off = buildDaemonConfig('/tmp/wt', [], { ...flags, dns: false }, {});
+    expect(off.dns.enabled).toBe(false);
+    expect(decodeConfig(encodeConfig(off))).toEqual(off);
   });
 });
 

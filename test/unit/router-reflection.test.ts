@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Router } from '../../src/router/router';
+import { Topology } from '../../src/router/topology';
 import { randomPeerName } from '../../src/net/peername';
 import { loadSealer } from '../../src/crypto/seal';
 import { createLogger } from '../../src/log';
@@ -72,8 +73,7 @@ describe('a handshake reflected back into its own daemon by a TCP relay', () => 
       const port = await freePort();
       const lines: string[] = [];
       const router = new Router({
-        name: randomPeerName(randomBytes),
-        nickname: 'self',
+        topology: new Topology({ name: randomPeerName(randomBytes), nickname: 'self' }),
         bindAddress: '127.0.0.1',
         port,
         log: createLogger('debug', { write: (l) => void lines.push(l) }),
