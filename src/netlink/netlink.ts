@@ -92,8 +92,8 @@ type Payload =
 
 export class Netlink {
   private closed = false;
-  /** One dump at a time on this socket (send). */
-  private readonly dumps = new SerialQueue();
+  /** One request at a time on this socket (send). */
+  private readonly requests = new SerialQueue();
 
   private constructor(private readonly sock: RtNetlinkSocket) {
     // A socket with no request in flight must not keep the daemon (or a test) alive.
@@ -642,14 +642,14 @@ export class Netlink {
   }
 
   /**
-   * The kernel runs one dump at a time per netlink socket: a second one started while the
-   * first is still being read fails with EBUSY (or its replies interleave, "Multipart
-   * message not terminated"). Dumps on this socket therefore wait for each other; other
-   * requests do not wait.
+   * Requests on this socket go one at a time. The kernel runs one dump at a time per
+   * netlink socket: a second one started while the first is still being read fails with
+   * EBUSY. And the netlink package reads a dump's parts until a message of another
+   * sequence arrives: the ack of a request sent while a dump was being read ends the
+   * dump early ("Multipart message not terminated properly", seen at a daemon's start).
    */
   private send(type: number, bufs: Uint8Array[], flags: number, what: string): Promise<rt.Message[]> {
-    if ((flags & FlagsGet.DUMP) === FlagsGet.DUMP) return this.dumps.run(() => this.sendNow(type, bufs, flags, what));
-    return this.sendNow(type, bufs, flags, what);
+    return this.requests.run(() => this.sendNow(type, bufs, flags, what));
   }
 
   private async sendNow(type: number, bufs: Uint8Array[], flags: number, what: string): Promise<rt.Message[]> {

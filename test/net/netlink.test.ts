@@ -189,6 +189,29 @@ describe('links', () => {
       ]),
     );
   });
+
+  it('answers dumps and other requests sent at the same time on one socket', async () => {
+    // Enough links that a dump's reply spans several reads, so the other requests' acks
+    // arrive while it is being read (a daemon's start does both at once).
+    const names = Array.from({ length: 120 }, (_, i) => `wtmany${i}`);
+    for (const n of names) ip(HOST, 'link', 'add', n, 'type', 'bridge');
+    try {
+      const work: Promise<unknown>[] = [];
+      for (let round = 0; round < 5; round++) {
+        work.push(host.listLinks(), host.listAddresses());
+        for (const n of names.slice(round * 24, round * 24 + 24)) work.push(host.setMtu(n, 1400 + round));
+      }
+      const results = await Promise.allSettled(work);
+      const failed = results.filter((r) => r.status === 'rejected').map((r) => String(r.reason));
+      expect(failed).toEqual([]);
+      const listed = (results[0] as PromiseFulfilledResult<{ name: string }[]>).value.map((l) => l.name);
+      expect(listed).toEqual(expect.arrayContaining(names));
+      const mtus = new Map(ipj(HOST, 'link', 'show').map((l: { ifname: string; mtu: number }) => [l.ifname, l.mtu]));
+      names.forEach((n, i) => expect(mtus.get(n)).toBe(1400 + Math.floor(i / 24)));
+    } finally {
+      for (const n of names) ip(HOST, 'link', 'del', n);
+    }
+  });
 });
 
 describe('addresses', () => {
