@@ -326,7 +326,7 @@ export function parsePolicyDocuments(text: string, source: string): unknown[] {
     }
     return Array.isArray(value) ? value : [value];
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only the CLI reads YAML; the daemon never loads it (~7 MB resident)
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only the CLI reads YAML; the daemon never loads its 72 modules
   const { parseAllDocuments } = require('yaml') as typeof Yaml;
   const docs = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: false });
   const list = Array.isArray(docs) ? docs : [docs];
