@@ -24,10 +24,20 @@ import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
 import { DEFAULT_NETWORK } from '../config';
 import { cidrSize, contains, formatCidr, parseCidr, type Cidr } from '../net/ipv4';
-import { ADDRS_PREFIX, BLOCKS_PREFIX, overlaps, parseAddrKey, type AddrRecord, type BlockRecord } from '../ipam/blocks';
+import {
+  ADDRS_PREFIX,
+  BLOCKS_PREFIX,
+  keyRangeOf,
+  overlaps,
+  parseAddrKey,
+  type AddrRecord,
+  type BlockRecord,
+} from '../ipam/blocks';
 import type { NetworkSubnet, NetworkSubnets } from '../ipam/types';
-import type { KvEntry, Store, StoreWatch, TxnOp } from '../store/types';
+import type { Compare, KvEntry, Store, StoreWatch, TxnOp } from '../store/types';
 
+/** Every catalog key: one listing of it is the whole catalog at one revision. */
+export const NETWORKS_PREFIX = 'networks/';
 export const NETWORKS_BY_NAME = 'networks/by-name/';
 export const NETWORKS_BY_ID = 'networks/by-id/';
 export const NETWORKS_REV_KEY = 'networks/rev';
@@ -94,6 +104,9 @@ export interface SubnetOccupancy {
   networks: { name: string; subnet: Cidr }[];
   /** Blocks and addresses of the default network (it may use any address outside those subnets). */
   defaultUse: { what: string; cidr: Cidr }[];
+  /** Revisions of the block and address listings `defaultUse` was read from (absent: not read from a store). */
+  blocksRevision?: number;
+  addrsRevision?: number;
 }
 
 /** Why `subnet` cannot be a new network's, or undefined if it can. */
@@ -116,7 +129,8 @@ export function subnetProblem(
   const other = occ.networks.find((n) => overlaps(n.subnet, subnet));
   if (other) return `subnet ${text} overlaps network ${other.name} (${formatCidr(other.subnet)})`;
   const used = occ.defaultUse.find((u) => overlaps(u.cidr, subnet));
-  if (used) return `subnet ${text} overlaps addresses of network ${DEFAULT_NETWORK} in use: ${used.what}`;
+  if (used)
+    return `subnet ${text} overlaps addresses of network ${DEFAULT_NETWORK} in use: ${used.what}; choose a subnet outside them, or leave the subnet out to have a free one picked`;
   return undefined;
 }
 
@@ -331,10 +345,11 @@ export class NetworkCatalog implements NetworkSubnets {
       for (const r of current) takenIds.add(r.id);
       const id = pickNetworkId(req.name, takenIds);
       let chosen: string;
+      let occ: SubnetOccupancy | undefined;
       if (req.name === DEFAULT_NETWORK) {
         chosen = formatCidr(range);
       } else {
-        const occ = await this.occupancy(current);
+        occ = await this.occupancy(current);
         if (subnet !== undefined) {
           const problem = subnetProblem(range, blockPrefix, parseCidr(subnet), occ);
           if (problem)
@@ -364,6 +379,7 @@ export class NetworkCatalog implements NetworkSubnets {
           { key: NETWORKS_REV_KEY, modRevision: rev?.modRevision ?? 0 },
           { key: NETWORKS_BY_NAME + rec.name, modRevision: 0 },
           { key: NETWORKS_BY_ID + String(id), modRevision: 0 },
+          ...unusedSince(occ, rec),
         ],
         ops,
       );
@@ -400,7 +416,29 @@ export class NetworkCatalog implements NetworkSubnets {
         cidr: { base: k.ip, prefix: 32 },
       });
     }
-    return { networks, defaultUse };
+    return { networks, defaultUse, blocksRevision: blocks.revision, addrsRevision: addrs.revision };
+  }
+
+  /**
+   * NetworkSubnets.subnetFromStore: the network's subnet (and for the default network the
+   * others') from one listing of the whole catalog, with the revision of `networks/rev` in
+   * that listing as the guard. Every create and remove changes that key, so a claim that
+   * compares it commits only if the catalog it decided on is still the catalog.
+   */
+  async subnetFromStore(network: string): Promise<NetworkSubnet> {
+    const { entries } = await this.opts.store.list(NETWORKS_PREFIX);
+    const records = entries
+      .filter((e) => e.key.startsWith(NETWORKS_BY_NAME))
+      .map((e) => parseRecord(e.value))
+      .filter((r): r is NetworkRecord => r !== undefined);
+    const rec = records.find((r) => r.name === network);
+    if (!rec) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no network named ${network}`);
+    const rev = entries.find((e) => e.key === NETWORKS_REV_KEY);
+    return {
+      subnet: parseCidr(rec.subnet),
+      exclude: network === DEFAULT_NETWORK ? otherSubnets(records) : [],
+      guard: { key: NETWORKS_REV_KEY, modRevision: rev?.modRevision ?? 0 },
+    };
   }
 
   /**
@@ -446,12 +484,7 @@ export class NetworkCatalog implements NetworkSubnets {
     const rec = await this.lookup(network);
     if (!rec) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no network named ${network}`);
     const subnet = parseCidr(rec.subnet);
-    const exclude =
-      network === DEFAULT_NETWORK
-        ? this.list()
-            .filter((r) => r.name !== DEFAULT_NETWORK)
-            .map((r) => ({ network: r.name, subnet: parseCidr(r.subnet) }))
-        : [];
+    const exclude = network === DEFAULT_NETWORK ? otherSubnets(this.list()) : [];
     return { subnet, exclude };
   }
 
@@ -460,6 +493,29 @@ export class NetworkCatalog implements NetworkSubnets {
     this.watch = undefined;
     await w?.close().catch(() => undefined);
   }
+}
+
+function otherSubnets(records: NetworkRecord[]): NetworkSubnet['exclude'] {
+  return records
+    .filter((r) => r.name !== DEFAULT_NETWORK)
+    .map((r) => ({ network: r.name, subnet: parseCidr(r.subnet) }));
+}
+
+/**
+ * The create's half of the race with a default-network claim inside the new subnet: "no
+ * block or address key inside the subnet was created or changed since the listings the
+ * create checked". A host that took a block (or an address) there in between makes the
+ * create fail; it reads again and refuses the subnet, naming that block (or picks
+ * another subnet, when none was given). The claim's half is the catalog guard
+ * (`subnetFromStore`).
+ */
+function unusedSince(occ: SubnetOccupancy | undefined, rec: NetworkRecord): Compare[] {
+  if (occ?.blocksRevision === undefined || occ.addrsRevision === undefined) return [];
+  const subnet = parseCidr(rec.subnet);
+  return [
+    { range: keyRangeOf(BLOCKS_PREFIX, subnet), unchangedSince: occ.blocksRevision },
+    { range: keyRangeOf(ADDRS_PREFIX, subnet), unchangedSince: occ.addrsRevision },
+  ];
 }
 
 function parseRecord(text: string): NetworkRecord | undefined {

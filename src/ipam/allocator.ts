@@ -24,7 +24,7 @@
 import type { Logger } from '../log';
 import { WeavetsError } from '../errors';
 import { cidrSize, contains, formatCidr, formatIpv4, parseIpv4, type Cidr } from '../net/ipv4';
-import { createIfAbsent, type KvEntry, type Store, type TxnOp } from '../store/types';
+import { createIfAbsent, type Compare, type KvEntry, type Store, type TxnOp } from '../store/types';
 import {
   ADDRS_PREFIX,
   BLOCKS_PREFIX,
@@ -332,21 +332,18 @@ export class BlockAllocator implements AddressAllocator {
     const hk = handleKey(req.id, req.ifname);
     const have = this.mine.get(hk);
     if (have) return this.checkSame(req, have);
-    const sub = await this.subnets.subnetOf(req.network);
+    const cached = await this.subnets.subnetOf(req.network);
     if (req.ip !== undefined) {
-      const bad = this.requestProblem(req.network, sub, req.ip);
+      const bad = this.requestProblem(req.network, cached, req.ip);
       if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
     }
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const ip = req.ip ?? (await this.pickFree(req.network, sub));
+      const { ip, sub } = await this.candidate(req, cached);
       try {
         let r;
         try {
           r = await this.store.txn(
-            [
-              { key: addrKey(ip), modRevision: 0 },
-              { key: hk, modRevision: 0 },
-            ],
+            [{ key: addrKey(ip), modRevision: 0 }, { key: hk, modRevision: 0 }, ...guardOf(sub)],
             this.putOps(req, ip),
           );
         } catch (err) {
@@ -386,6 +383,33 @@ export class BlockAllocator implements AddressAllocator {
       'EWEAVETS_INTERNAL',
       `could not allocate an address for ${req.id} after ${MAX_ATTEMPTS} attempts (heavy contention)`,
     );
+  }
+
+  /**
+   * The address to try, and the subnet view it was decided on. From this host's blocks
+   * the cached view does: a block was claimed under the catalog guard, so no network's
+   * subnet covers it while it exists. An address asked for by number, or borrowed from a
+   * full subnet, may lie anywhere: it is checked against the catalog as the store has it
+   * now, and the transaction carries that read's guard.
+   */
+  private async candidate(req: AllocationRequest, cached: NetworkSubnet): Promise<{ ip: number; sub: NetworkSubnet }> {
+    if (req.ip === undefined) return this.pickFree(req.network, cached);
+    const sub = await this.subnetForClaim(req.network, cached);
+    const bad = this.requestProblem(req.network, sub, req.ip);
+    if (bad) throw new WeavetsError('EWEAVETS_BAD_REQUEST', bad);
+    return { ip: req.ip, sub };
+  }
+
+  /** The network's subnet read from the store with its guard (NetworkSubnets.subnetFromStore), or `cached` when exact. */
+  private async subnetForClaim(network: string, cached: NetworkSubnet): Promise<NetworkSubnet> {
+    return this.subnets.subnetFromStore ? this.subnets.subnetFromStore(network) : cached;
+  }
+
+  /** Does a guard taken with a subnet read still hold (the catalog has not changed since)? */
+  private async guardHolds(sub: NetworkSubnet): Promise<boolean> {
+    if (!sub.guard) return true;
+    const e = await this.store.get(sub.guard.key);
+    return (e?.modRevision ?? 0) === sub.guard.modRevision;
   }
 
   /** After a failed allocation call: did it commit? The allocation if so (and now ours). */
@@ -577,13 +601,20 @@ export class BlockAllocator implements AddressAllocator {
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not release ${id} (${ifname}): it kept changing`);
   }
 
-  /** A free candidate (reserved in `pending`): from our blocks, a new block, or borrowed from the subnet. */
-  private async pickFree(network: string, sub: NetworkSubnet): Promise<number> {
+  /**
+   * A free candidate (reserved in `pending`): from our blocks, a new block, or borrowed
+   * from the subnet (then with the subnet read it was decided on, guard included).
+   */
+  private async pickFree(network: string, sub: NetworkSubnet): Promise<{ ip: number; sub: NetworkSubnet }> {
     const st = this.net(network);
     for (;;) {
       const contested = this.contested();
       for (const b of st.blocks.values()) {
         if (contested.size > 0 && contested.has(blockKey(b.cidr.base))) continue;
+        // A block of ours inside another network's subnet can only come from a store that
+        // cannot arbitrate the race between that network's create and our claim (the mesh
+        // store): no new address comes from it.
+        if (sub.exclude.some((x) => overlaps(x.subnet, b.cidr))) continue;
         const ip = firstFreeInBlock(
           this.opts.range,
           b.cidr,
@@ -593,7 +624,7 @@ export class BlockAllocator implements AddressAllocator {
         if (ip !== undefined) {
           this.pending.add(ip);
           b.hint = ip - b.cidr.base + 1;
-          return ip;
+          return { ip, sub };
         }
       }
       if (!st.acquiring) {
@@ -618,13 +649,21 @@ export class BlockAllocator implements AddressAllocator {
     return out;
   }
 
-  /** Take a free block of the network's subnet; false when none is left (reclaim tried). */
-  private async acquireBlock(network: string, sub: NetworkSubnet): Promise<boolean> {
+  /**
+   * Take a free block of the network's subnet; false when none is left (reclaim tried).
+   * Decided on the catalog as the store has it (not this host's cached view), and the
+   * claim compares the catalog's guard: a network created in between, whose subnet may
+   * cover the block, makes the claim fail, and the next round reads the catalog again.
+   * (The create compares that no block of its subnet appeared since it looked, so
+   * whichever of the two commits second fails.)
+   */
+  private async acquireBlock(network: string, cached: NetworkSubnet): Promise<boolean> {
     const st = this.net(network);
     const { range } = this.opts;
-    const candidates = this.candidateBlocks(sub);
-    if (candidates.length === 0) return false;
     for (let round = 0; round < 8; round++) {
+      const sub = await this.subnetForClaim(network, cached);
+      const candidates = this.candidateBlocks(sub);
+      if (candidates.length === 0) return false;
       const listing = await this.store.list(BLOCKS_PREFIX);
       const taken = new Set<number>();
       let lost: Cidr | undefined;
@@ -646,16 +685,9 @@ export class BlockAllocator implements AddressAllocator {
         });
         return true;
       }
-      for (const index of this.orderCandidates(candidates)) {
-        if (taken.has(index)) continue;
-        taken.add(index);
-        const block = blockAt(range, this.blockPrefix, index);
-        const rec: BlockRecord = { owner: this.opts.self, nickname: this.opts.nickname, network };
-        if (!(await createIfAbsent(this.store, blockKey(block.base), JSON.stringify(rec)))) continue;
-        await this.useBlock(network, block);
-        this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
-        return true;
-      }
+      const claimed = await this.claimFreeBlock(network, sub, candidates, taken);
+      if (claimed === 'claimed') return true;
+      if (claimed === 'catalog changed') continue;
       // Every block is taken: blocks of dead hosts may come back (on the mesh store they
       // go with their host's entries, after the TTL or rmpeer).
       const freed = await this.reclaim();
@@ -665,6 +697,38 @@ export class BlockAllocator implements AddressAllocator {
       'EWEAVETS_INTERNAL',
       `could not take an address block on network ${network} (heavy contention)`,
     );
+  }
+
+  /** Claim the first free candidate block, in this host's order, under the subnet read's guard. */
+  private async claimFreeBlock(
+    network: string,
+    sub: NetworkSubnet,
+    candidates: number[],
+    taken: Set<number>,
+  ): Promise<'claimed' | 'catalog changed' | 'none free'> {
+    for (const index of this.orderCandidates(candidates)) {
+      if (taken.has(index)) continue;
+      taken.add(index);
+      const block = blockAt(this.opts.range, this.blockPrefix, index);
+      const rec: BlockRecord = { owner: this.opts.self, nickname: this.opts.nickname, network };
+      const r = await this.store.txn(
+        [{ key: blockKey(block.base), modRevision: 0 }, ...guardOf(sub)],
+        [{ op: 'put', key: blockKey(block.base), value: JSON.stringify(rec) }],
+      );
+      if (r.succeeded) {
+        await this.useBlock(network, block);
+        this.opts.log.info('took a new address block', { network, block: formatCidr(block) });
+        return 'claimed';
+      }
+      if (!(await this.guardHolds(sub))) {
+        this.opts.log.debug('the network catalog changed while taking a block; reading it again', {
+          network,
+          block: formatCidr(block),
+        });
+        return 'catalog changed';
+      }
+    }
+    return 'none free';
   }
 
   /**
@@ -734,7 +798,8 @@ export class BlockAllocator implements AddressAllocator {
    * Every block of the subnet is another host's: take any address of the subnet that no
    * one holds (its key arbitrates, as always). A small network shared by many hosts.
    */
-  private async borrow(network: string, sub: NetworkSubnet): Promise<number> {
+  private async borrow(network: string, cached: NetworkSubnet): Promise<{ ip: number; sub: NetworkSubnet }> {
+    const sub = await this.subnetForClaim(network, cached);
     const { entries } = await this.store.list(addrPrefixOfBlock(sub.subnet));
     const held = new Set<number>();
     for (const e of entries) {
@@ -748,7 +813,7 @@ export class BlockAllocator implements AddressAllocator {
         continue;
       if (sub.exclude.some((x) => contains(x.subnet, ip))) continue;
       this.pending.add(ip);
-      return ip;
+      return { ip, sub };
     }
     throw new WeavetsError(
       'EWEAVETS_RANGE_EXHAUSTED',
@@ -985,6 +1050,11 @@ export async function ensureClusterConfig(store: Store, range: Cidr, blockPrefix
     );
   }
   return have;
+}
+
+/** The catalog condition a claim decided on `sub` carries (none when `sub` is exact without it). */
+function guardOf(sub: NetworkSubnet): Compare[] {
+  return sub.guard ? [sub.guard] : [];
 }
 
 function parseJson<T>(text: string): T | undefined {

@@ -21,6 +21,7 @@
  * `parseLegacyKey` reads those, and the allocator moves them once when it opens.
  */
 import { cidrSize, formatIpv4, type Cidr } from '../net/ipv4';
+import type { KeyRange } from '../store/types';
 
 export const DEFAULT_BLOCK_PREFIX = 26;
 export const CONFIG_KEY = 'ipam/config';
@@ -85,6 +86,23 @@ export function hostKey(name: string): string {
 /** Key prefix covering every address of a block or subnet (and, below /4 alignment, neighbours: filter). */
 export function addrPrefixOfBlock(block: Cidr): string {
   return `${ADDRS_PREFIX}${hex8(block.base).slice(0, Math.floor(block.prefix / 4))}`;
+}
+
+/**
+ * The keys under `prefix` (BLOCKS_PREFIX or ADDRS_PREFIX) of exactly the addresses of
+ * `cidr`, as one key range: 8-digit lower-case hex sorts in address order, so
+ * [prefix + hex(first), prefix + hex(last + 1)) holds those keys and no other address's.
+ * (Keys of the layout before subnets, <prefix><network>/<hex>, may fall inside; they are
+ * moved away when a daemon opens the store.)
+ */
+export function keyRangeOf(prefix: string, cidr: Cidr): KeyRange {
+  const end = cidr.base + cidrSize(cidr);
+  // Past 255.255.255.255: up to the first key after the whole prefix ('/' + 1 is '0').
+  const to =
+    end > 0xffffffff
+      ? `${prefix.slice(0, -1)}${String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)}`
+      : `${prefix}${hex8(end)}`;
+  return { from: `${prefix}${hex8(cidr.base)}`, to };
 }
 
 /** Parse the address out of an ipam/addrs or ipam/blocks key; undefined if it is not one. */

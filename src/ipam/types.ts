@@ -25,12 +25,25 @@ export interface NetworkSubnet {
   subnet: Cidr;
   /** Subnets inside `subnet` that belong to other networks (the default network's holes). */
   exclude: { network: string; subnet: Cidr }[];
+  /**
+   * Set when this was read from the store rather than a cached view: a condition that
+   * holds only while the catalog is as read (the catalog's revision key). A claim that
+   * relied on `subnet` and `exclude` puts it in its transaction, so a network created or
+   * removed in between makes the claim fail instead of both committing.
+   */
+  guard?: { key: string; modRevision: number };
 }
 
 /** Where the allocator learns each network's subnet (the network catalog). */
 export interface NetworkSubnets {
-  /** The network's subnet; throws (e.g. EWEAVETS_NOT_FOUND) for a network that does not exist. */
+  /** The network's subnet (may be a cached view); throws (e.g. EWEAVETS_NOT_FOUND) for a network that does not exist. */
   subnetOf(network: string): Promise<NetworkSubnet>;
+  /**
+   * The same, read from the store now, with its `guard`: what a block claim, a borrowed
+   * address or an address asked for by number is decided on. Absent: `subnetOf` is exact
+   * (every network's subnet is the whole range).
+   */
+  subnetFromStore?(network: string): Promise<NetworkSubnet>;
 }
 
 export interface ReleaseOptions {

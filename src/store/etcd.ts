@@ -6,7 +6,16 @@
  * caller's back); watches re-list when etcd has compacted past their revision.
  */
 import * as fs from 'node:fs';
-import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease, type Watcher } from 'etcd3';
+import {
+  CompareResult,
+  CompareTarget,
+  Etcd3,
+  EtcdLeaseInvalidError,
+  type ICompare,
+  type IOptions,
+  type Lease,
+  type Watcher,
+} from 'etcd3';
 import type { Logger } from '../log';
 import {
   StoreUnavailableError,
@@ -153,18 +162,43 @@ export class EtcdStore implements Store {
   }
 
   async txn(compare: Compare[], success: TxnOp[]): Promise<TxnResult> {
-    let b = this.client.if(this.k(compare[0]!.key), ...cmp(compare[0]!));
-    for (const c of compare.slice(1)) b = b.and(this.k(c.key), ...cmp(c));
-    b.then(
-      ...success.map((op) => {
-        if (op.op === 'delete') return this.client.delete().key(this.k(op.key));
-        const p = this.client.put(this.k(op.key)).value(op.value);
-        if (op.lease !== undefined) p.lease(op.lease);
-        return p;
+    // The raw request rather than etcd3's if().and() builder: the builder cannot give a
+    // condition a range_end, which a range compare needs.
+    const conditions = compare.map((c) => this.condition(c));
+    const ops = success.map((op) => {
+      if (op.op === 'delete') return this.client.delete().key(this.k(op.key));
+      const p = this.client.put(this.k(op.key)).value(op.value);
+      if (op.lease !== undefined) p.lease(op.lease);
+      return p;
+    });
+    const res = await this.call('transaction', async () =>
+      this.client.kv.txn({
+        compare: conditions,
+        success: await Promise.all(ops.map((o) => o.op())),
+        failure: [],
       }),
     );
-    const res = await this.call('transaction', () => b.commit());
     return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+  }
+
+  private condition(c: Compare): ICompare {
+    if ('range' in c) {
+      // Every key in [from, to) last changed before R + 1; an empty range holds (etcd
+      // compares a missing key as revision 0).
+      return {
+        key: Buffer.from(this.k(c.range.from)),
+        range_end: Buffer.from(this.k(c.range.to)),
+        target: CompareTarget.Mod,
+        result: CompareResult.Less,
+        mod_revision: c.unchangedSince + 1,
+      };
+    }
+    const key = Buffer.from(this.k(c.key));
+    if ('value' in c)
+      return { key, target: CompareTarget.Value, result: CompareResult.Equal, value: Buffer.from(c.value) };
+    // Version 0 is etcd's "does not exist".
+    if (c.modRevision === 0) return { key, target: CompareTarget.Version, result: CompareResult.Equal, version: 0 };
+    return { key, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: c.modRevision };
   }
 
   async grantLease(ttlSeconds: number): Promise<StoreLease> {
@@ -305,13 +339,6 @@ export class EtcdStore implements Store {
     this.leases.clear();
     this.client.close();
   }
-}
-
-function cmp(c: Compare): ['Value' | 'Version' | 'Mod', '==', string | number] {
-  if ('value' in c) return ['Value', '==', c.value];
-  // Version 0 is etcd's "does not exist".
-  if (c.modRevision === 0) return ['Version', '==', 0];
-  return ['Mod', '==', c.modRevision];
 }
 
 export interface EtcdHintContext {

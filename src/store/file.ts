@@ -17,16 +17,17 @@ import { writeFileDurably } from '../state/durable-write';
 import { GroupCommit } from './durable';
 import { parseFileStoreContent, type FileStoreContent, type PersistedLease } from './persisted';
 import type { Logger } from '../log';
-import type {
-  Compare,
-  KvEntry,
-  Store,
-  StoreLease,
-  StoreWatch,
-  TxnOp,
-  TxnResult,
-  WatchEvent,
-  WatchHandlers,
+import {
+  compareHolds,
+  type Compare,
+  type KvEntry,
+  type Store,
+  type StoreLease,
+  type StoreWatch,
+  type TxnOp,
+  type TxnResult,
+  type WatchEvent,
+  type WatchHandlers,
 } from './types';
 
 /** Wall-clock ms in expiresAt. */
@@ -181,14 +182,14 @@ export class FileStore implements Store {
   async txn(compare: Compare[], success: TxnOp[]): Promise<TxnResult> {
     if (this.closed) throw new Error('file store is closed');
     for (const c of compare) {
-      const kv = this.kvs.get(c.key);
-      const ok =
-        'value' in c
-          ? kv !== undefined && kv.value === c.value
-          : c.modRevision === 0
-            ? kv === undefined
-            : kv?.modRevision === c.modRevision;
-      if (!ok) return { succeeded: false, revision: this.revision };
+      if (
+        !compareHolds(
+          c,
+          (key) => this.kvs.get(key),
+          () => this.kvs.values(),
+        )
+      )
+        return { succeeded: false, revision: this.revision };
     }
     for (const op of success) {
       if (op.op === 'put' && op.lease !== undefined && op.lease !== '0' && !this.leases.has(op.lease)) {

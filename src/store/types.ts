@@ -25,11 +25,37 @@ export interface KvEntry {
   lease: string;
 }
 
+/** The keys from `from` (included) to `to` (excluded), in key order. */
+export interface KeyRange {
+  from: string;
+  to: string;
+}
+
 /**
  * A condition of a transaction. `modRevision: 0` means "the key does not exist";
  * any other number means "exists and was last changed at exactly that revision".
+ * `unchangedSince: R` over a range means "no key in the range was created or changed
+ * after revision R" (a key deleted since is not seen): what a transaction compares when
+ * its decision rests on a listing read at R (etcd compares every key of the range).
  */
-export type Compare = { key: string; modRevision: number } | { key: string; value: string };
+export type Compare =
+  { key: string; modRevision: number } | { key: string; value: string } | { range: KeyRange; unchangedSince: number };
+
+/** Does one condition hold for a store whose keys are `get` and `entries` (file, mesh: their own view)? */
+export function compareHolds(
+  c: Compare,
+  get: (key: string) => KvEntry | undefined,
+  entries: () => Iterable<KvEntry>,
+): boolean {
+  if ('range' in c) {
+    for (const kv of entries())
+      if (kv.key >= c.range.from && kv.key < c.range.to && kv.modRevision > c.unchangedSince) return false;
+    return true;
+  }
+  const kv = get(c.key);
+  if ('value' in c) return kv !== undefined && kv.value === c.value;
+  return c.modRevision === 0 ? kv === undefined : kv?.modRevision === c.modRevision;
+}
 
 export type TxnOp = { op: 'put'; key: string; value: string; lease?: string } | { op: 'delete'; key: string };
 
