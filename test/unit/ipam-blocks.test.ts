@@ -10,11 +10,13 @@ import {
   firstFreeInBlock,
   isReserved,
   hashedBlockIndex,
+  keyRangeOf,
   lowestFreeBlock,
   overlaps,
   parseAddrKey,
   parseLegacyKey,
   usableCount,
+  BLOCKS_PREFIX,
 } from '../../src/ipam/blocks';
 
 const range = parseCidr('10.32.0.0/12');
@@ -91,5 +93,21 @@ describe('IPAM block arithmetic', () => {
     expect(overlaps(parseCidr('10.32.0.0/12'), parseCidr('10.40.7.0/24'))).toBe(true);
     expect(overlaps(parseCidr('10.40.7.0/24'), parseCidr('10.40.8.0/24'))).toBe(false);
     expect(overlaps(parseCidr('10.40.7.0/25'), parseCidr('10.40.7.128/25'))).toBe(false);
+  });
+
+  it('keyRangeOf: one key range holding exactly the keys of a subnet', () => {
+    const r = keyRangeOf(BLOCKS_PREFIX, parseCidr('10.32.2.0/23'));
+    expect(r).toEqual({ from: 'ipam/blocks/0a200200', to: 'ipam/blocks/0a200400' });
+    const inside = (ip: string): boolean => {
+      const k = addrKey(parseIpv4(ip)).replace('ipam/addrs/', BLOCKS_PREFIX);
+      return k >= r.from && k < r.to;
+    };
+    expect(['10.32.2.0', '10.32.2.255', '10.32.3.192'].map(inside)).toEqual([true, true, true]);
+    expect(['10.32.1.255', '10.32.4.0', '10.33.2.0'].map(inside)).toEqual([false, false, false]);
+    // The last subnet of the address space ends past every key of the prefix.
+    expect(keyRangeOf(BLOCKS_PREFIX, parseCidr('255.255.255.0/24'))).toEqual({
+      from: 'ipam/blocks/ffffff00',
+      to: 'ipam/blocks0',
+    });
   });
 });

@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { MeshStore, type MeshTransport } from '../../src/store/mesh';
 import { createIfAbsent, type WatchEvent } from '../../src/store/types';
 import { BlockAllocator } from '../../src/ipam/allocator';
-import { parseCidr, formatIpv4 } from '../../src/net/ipv4';
+import { contains, parseCidr, formatIpv4 } from '../../src/net/ipv4';
+import { NetworkCatalog } from '../../src/endpoint/network-catalog';
 import { silentLogger } from '../../src/log';
 
 const NAMES = ['02:00:00:00:00:01', '02:00:00:00:00:02', '02:00:00:00:00:03', '02:00:00:00:00:04'];
@@ -252,6 +253,42 @@ describe('mesh store', () => {
     await stores[3]!.delete('ipam/blocks/weavets/x');
     await until(() => stores.every((s) => s.conflicts().length === 0), 'the conflict resolved everywhere');
     for (const s of stores) expect(await value(s, 'ipam/blocks/weavets/x')).toBe('{"owner":"left"}');
+  });
+
+  it('network create and a default-network block claim inside its subnet on two sides of a partition: both commit; after the heal no new address comes from that block', async () => {
+    // What the mesh store cannot arbitrate (docs/ARCHITECTURE.md, "Networks and addresses"):
+    // conditions other than compare-and-create are checked on each host's own view.
+    const { net: n, stores } = await cluster(2);
+    const [a, b] = stores as [MeshStore, MeshStore];
+    const range = parseCidr('10.32.0.0/12');
+    const catalogA = await NetworkCatalog.open({ store: a, range, blockPrefix: 26, log: silentLogger });
+    await until(async () => (await b.get('networks/by-name/weavets')) !== undefined, 'the default network on b');
+    const catalogB = await NetworkCatalog.open({ store: b, range, blockPrefix: 26, log: silentLogger });
+    try {
+      const allocB = await BlockAllocator.open({
+        store: b,
+        self: NAMES[1]!,
+        nickname: 'b',
+        range,
+        blockSearch: 'lowest',
+        log: silentLogger,
+      });
+      await allocB.useSubnets(catalogB);
+      n.cut(NAMES[0]!, NAMES[1]!);
+      const red = await catalogA.create({ name: 'red', subnet: '10.32.0.0/24' });
+      const first = await allocB.allocate({ id: 'c1', ifname: 'eth0', network: 'weavets' });
+      expect(formatIpv4(first.ip)).toBe('10.32.0.1');
+      n.connect(NAMES[0]!, NAMES[1]!);
+      await until(() => catalogB.get('red') !== undefined, 'red on b');
+      expect(catalogB.get('red')!.subnet).toBe(red.subnet);
+      // The block and c1's address stay (until released); new addresses come from elsewhere.
+      expect(await a.get('ipam/blocks/0a200000')).toBeDefined();
+      const next = await allocB.allocate({ id: 'c2', ifname: 'eth0', network: 'weavets' });
+      expect(contains(parseCidr(red.subnet), next.ip)).toBe(false);
+    } finally {
+      await catalogB.close();
+      await catalogA.close();
+    }
   });
 
   it("an unreachable store's entries go after the grace period and come back with it", async () => {

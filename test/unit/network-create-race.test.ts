@@ -10,7 +10,11 @@
  * conflict and what to do, or retries into a block (subnet) outside the other's; and no
  * default-network block or address lies inside a created network's subnet.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { FileStore } from '../../src/store/file';
 import { EtcdStore } from '../../src/store/etcd';
 import type { Store, TxnOp } from '../../src/store/types';
 import { BlockAllocator } from '../../src/ipam/allocator';
@@ -62,6 +66,46 @@ function gate(inner: Store, holds: (ops: TxnOp[]) => boolean): Gate {
 const putsUnder = (prefix: string) => (ops: TxnOp[]) => ops.some((op) => op.op === 'put' && op.key.startsWith(prefix));
 
 const describeEtcd = describeWithTools(ETCD_TOOLS);
+
+/**
+ * What a range compare means, the same on every store: no key in [from, to) created or
+ * changed after R; an empty range holds; a key deleted since is not seen; `to` is excluded.
+ */
+async function rangeCompareSemantics(store: Store): Promise<void> {
+  const put = (key: string) => store.put(key, 'x');
+  const holds = async (from: string, to: string, since: number) =>
+    (await store.txn([{ range: { from, to }, unchangedSince: since }], [{ op: 'put', key: 'probe', value: '1' }]))
+      .succeeded;
+  await put('r/a');
+  await put('r/c');
+  const r = (await store.list('r/')).revision;
+  expect(await holds('r/a', 'r/d', r)).toBe(true);
+  expect(await holds('r/x', 'r/z', r)).toBe(true);
+  await put('r/b');
+  expect(await holds('r/a', 'r/d', r)).toBe(false);
+  expect(await holds('r/a', 'r/b', r)).toBe(true);
+  expect(await holds('r/c', 'r/d', r)).toBe(true);
+  await store.put('r/c', 'y');
+  expect(await holds('r/c', 'r/d', r)).toBe(false);
+  const r2 = (await store.list('r/')).revision;
+  await store.delete('r/b');
+  expect(await holds('r/a', 'r/d', r2)).toBe(true);
+  expect(await holds('r/', 'r0', r)).toBe(false);
+  expect((await store.get('probe'))?.value).toBe('1');
+}
+
+describe('range compares on the file store', () => {
+  it('hold exactly when no key of the range changed after the revision', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-range-'));
+    const store = await FileStore.open({ file: path.join(dir, 'store.json'), log: silentLogger });
+    try {
+      await rangeCompareSemantics(store);
+    } finally {
+      await store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describeEtcd('network create --subnet against a default-network claim inside it (real etcd)', () => {
   let etcd: EtcdServer;
@@ -134,6 +178,10 @@ describeEtcd('network create --subnet against a default-network claim inside it 
     }
     return out;
   }
+
+  it('range compares hold exactly when no key of the range changed after the revision', async () => {
+    await rangeCompareSemantics(client());
+  });
 
   it('a block claimed while the create is between its check and its commit: the create is refused, naming the block', async () => {
     const creator = gate(client(), putsUnder(NETWORKS_BY_NAME + 'red'));
