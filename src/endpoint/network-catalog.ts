@@ -9,10 +9,14 @@
  *   networks/by-name/<name>   {name, id, subnet, options, created}
  *   networks/by-id/<id>       {name}
  *   networks/rev              a counter bumped by every create and remove
- * A create is one transaction: "networks/rev is as we read it, and neither the name nor
- * the id exists" -> create both and bump the counter. So two networks never share an id
- * (the id key is compare-and-created), and two concurrent creates never pick overlapping
- * subnets (the second one's rev no longer matches: it reads again and picks again).
+ * A create is one transaction: "networks/rev is as we read it, neither the name nor the
+ * id exists, and no IPAM block or address key inside the subnet changed since we listed
+ * them" -> create both and bump the counter. So two networks never share an id (the id
+ * key is compare-and-created), two concurrent creates never pick overlapping subnets
+ * (the second one's rev no longer matches: it reads again and picks again), and a
+ * default-network host taking a block inside the subnet meanwhile makes the create read
+ * again (and refuse, or pick another subnet). Claims compare networks/rev from the other
+ * side (`subnetFromStore`), so the two never both commit on etcd.
  *
  * The catalog lives only in the store: whatever replicates the store (etcd, or mesh
  * gossip for a store-less cluster) replicates the networks. Without either, each host's
