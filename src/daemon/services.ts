@@ -180,6 +180,7 @@ function dockerOptions(d: ServiceDeps, socketPath: string, exposure: DnsExposure
     range: d.range,
     allocator: d.ipam.allocator,
     catalog: () => d.catalog.list(),
+    subnetRefusal: (subnet) => d.catalog.subnetRefusal(subnet),
     endpoints,
     bridges: {
       ensure: async (segment, wants) => {

@@ -24,6 +24,8 @@ export interface DockerSurfaceOptions {
   allocator: AddressAllocator;
   /** The catalog's networks as this host sees them. */
   catalog: () => { name: string; subnet: string }[];
+  /** NetworkCatalog.subnetRefusal: what the catalog would refuse a new subnet for now. */
+  subnetRefusal: (subnet: string) => Promise<string | undefined>;
   endpoints: PluginEndpoints;
   bridges: PluginBridges;
   /** Container names for DNS; undefined without DNS. */
@@ -158,6 +160,7 @@ export async function startDockerSurface(o: DockerSurfaceOptions): Promise<Docke
     bridges: follower.bridges,
     networkName: (id) => engine.networkName(id),
     catalog: o.catalog,
+    subnetRefusal: o.subnetRefusal,
     ports,
     stateDir: o.stateDir,
     log: o.log,

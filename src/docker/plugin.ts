@@ -119,6 +119,12 @@ export interface DockerPluginDeps {
   networkName(id: string): Promise<string | undefined>;
   /** The catalog's networks as this host sees them (to check a --subnet against). */
   catalog(): { name: string; subnet: string }[];
+  /**
+   * Why the catalog would refuse a new network with this subnet now (smaller than a
+   * block, the default network's addresses in use there, ...), read from the store;
+   * undefined when it would not, or when it is an existing network's subnet.
+   */
+  subnetRefusal(subnet: string): Promise<string | undefined>;
   ports: PortPublisher;
   stateDir: string;
   log: Logger;
@@ -518,7 +524,7 @@ export class DockerPlugin {
         this.unaskedPoolAt = undefined;
         return { PoolID: this.poolId, Pool: range, Data: {} };
       }
-      const problem = this.subnetProblem(subnet);
+      const problem = this.subnetProblem(subnet) ?? (await this.deps.subnetRefusal(formatCidr(subnet)));
       if (problem) throw new PluginError(400, `--subnet ${pool}: ${problem}`);
     }
     if (pool === undefined) {
@@ -555,9 +561,10 @@ export class DockerPlugin {
 
   /**
    * Why `subnet` cannot be a weavets network's, as far as this host's catalog tells: not
-   * inside the range, or overlapping a network without being its subnet. The catalog
-   * checks the rest (block size, the default network's addresses in use) when the
-   * network is created at the binding.
+   * inside the range, or overlapping a network without being its subnet. The rest (block
+   * size, the default network's addresses in use) is the catalog's `subnetRefusal`, read
+   * from the store; the catalog checks all of it again when the network is created at
+   * the binding (a block taken in between still refuses it there).
    */
   private subnetProblem(subnet: Cidr): string | undefined {
     const { range } = this.deps;

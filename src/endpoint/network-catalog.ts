@@ -396,6 +396,22 @@ export class NetworkCatalog implements NetworkSubnets {
     throw new WeavetsError('EWEAVETS_INTERNAL', `could not create network ${req.name}: the catalog kept changing`);
   }
 
+  /**
+   * What `create` would refuse `subnet` for now, read from the store (outside the range,
+   * smaller than a block, overlapping a network, the default network's addresses in use
+   * there), or undefined; undefined too when it is exactly an existing network's subnet
+   * (a Docker network given that --subnet joins that network). For a check made before
+   * the create (Docker's RequestPool); the create checks again, in its transaction.
+   */
+  async subnetRefusal(subnet: string): Promise<string | undefined> {
+    const wanted = parseCidr(subnet);
+    const text = formatCidr(wanted);
+    const { entries } = await this.opts.store.list(NETWORKS_BY_NAME);
+    const current = entries.map((e) => parseRecord(e.value)).filter((r): r is NetworkRecord => r !== undefined);
+    if (current.some((r) => r.name !== DEFAULT_NETWORK && r.subnet === text)) return undefined;
+    return subnetProblem(this.opts.range, this.opts.blockPrefix, wanted, await this.occupancy(current));
+  }
+
   /** Other networks' subnets, and where the default network already uses addresses. */
   private async occupancy(current: NetworkRecord[]): Promise<SubnetOccupancy> {
     const { store, blockPrefix } = this.opts;

@@ -4,11 +4,14 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DockerPlugin, type DockerPluginDeps } from '../../src/docker/plugin';
 import { errorAnswer, parseBody, parsePortBindings, PluginError } from '../../src/docker/protocol';
-import { contains, parseCidr, formatIpv4 } from '../../src/net/ipv4';
+import { contains, parseCidr, parseIpv4, formatIpv4 } from '../../src/net/ipv4';
 import type { Allocation, AllocationRequest, AddressAllocator } from '../../src/ipam/types';
 import type { EndpointStatus } from '../../src/endpoint/types';
 import type { PortBinding } from '../../src/docker/protocol';
 import { silentLogger } from '../../src/log';
+import { FileStore } from '../../src/store/file';
+import { NetworkCatalog } from '../../src/endpoint/network-catalog';
+import { addrKey, blockKey } from '../../src/ipam/blocks';
 
 /** One allocator: the default network from 10.32.0.1, other networks from their catalog subnet. */
 class FakeAllocator implements AddressAllocator {
@@ -56,6 +59,8 @@ let published: PortBinding[];
 let names: Record<string, string>;
 /** The fake catalog: networks by name and subnet. */
 let catalogNets: { name: string; subnet: string }[];
+/** What the catalog refuses a new subnet for (most tests: nothing; one uses a real catalog). */
+let refusal: (subnet: string) => Promise<string | undefined>;
 /** What each bridges.ensure asked for, "segment subnet=... sources=...". */
 let ensured: string[];
 let released: string[];
@@ -107,6 +112,7 @@ function deps(): DockerPluginDeps {
     },
     networkName: async (id) => names[id],
     catalog: () => catalogNets,
+    subnetRefusal: (subnet) => refusal(subnet),
     ports: {
       publish: async (_ip, b) => {
         published.push(...b);
@@ -138,6 +144,7 @@ beforeEach(() => {
   published = [];
   names = { n1: 'appnet' };
   catalogNets = [{ name: 'weavets', subnet: '10.32.0.0/12' }];
+  refusal = async () => undefined;
   ensured = [];
   released = [];
 });
@@ -208,6 +215,50 @@ describe('Docker plugin protocol', () => {
     expect(again.body['Error']).toMatch(/add --subnet 10\.32\.0\.0\/12/);
     expect((await call(p, '/IpamDriver.ReleasePool', { PoolID: a.body['PoolID'] })).status).toBe(200);
     expect(Object.keys((saved() as { pools: Record<string, unknown> }).pools)).toEqual([same.body['PoolID']]);
+  });
+
+  it('refuses at RequestPool what the catalog would refuse at the binding: a subnet smaller than a block, or where the default network has addresses', async () => {
+    const store = await FileStore.open({ file: path.join(dir, 'store.json'), log: silentLogger });
+    const catalog = await NetworkCatalog.open({
+      store,
+      range: parseCidr('10.32.0.0/12'),
+      blockPrefix: 26,
+      log: silentLogger,
+    });
+    try {
+      refusal = (subnet) => catalog.subnetRefusal(subnet);
+      await store.put(
+        blockKey(parseIpv4('10.32.0.64')),
+        JSON.stringify({ owner: 'h2', nickname: 'host2', network: 'weavets' }),
+      );
+      await store.put(
+        addrKey(parseIpv4('10.33.1.9')),
+        JSON.stringify({ id: 'c9', ifname: 'eth0', host: 'h3', network: 'weavets' }),
+      );
+      await catalog.create({ name: 'red', subnet: '10.40.7.0/24' });
+      const p = new DockerPlugin(deps());
+      for (const [pool, err] of [
+        ['10.40.9.0/27', 'is smaller than one address block (/26); use /26 or larger'],
+        [
+          '10.32.0.0/24',
+          'overlaps addresses of network weavets in use: block 10.32.0.64/26 of host host2; choose a subnet outside them',
+        ],
+        ['10.33.0.0/23', 'overlaps addresses of network weavets in use: 10.33.1.9/32 of c9 on host h3'],
+      ] as const) {
+        const answer = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: pool });
+        expect(answer.status, pool).toBe(400);
+        expect(answer.body['Err'], pool).toContain(`--subnet ${pool}: subnet ${pool} ${err}`);
+      }
+      expect(fs.existsSync(path.join(dir, 'docker.json'))).toBe(false);
+      // Exactly an existing network's subnet joins it; a free subnet is answered.
+      for (const pool of ['10.40.7.0/24', '10.32.1.0/24']) {
+        const answer = await call(p, '/IpamDriver.RequestPool', { AddressSpace: 'weavets', Pool: pool });
+        expect(answer.body, pool).toMatchObject({ Pool: pool });
+      }
+    } finally {
+      await catalog.close();
+      await store.close();
+    }
   });
 
   it('addresses a network of its own pool from its catalog subnet, on both hosts of the segment, and keeps it across a restart', async () => {
