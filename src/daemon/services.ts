@@ -16,6 +16,7 @@ import { DnsService } from '../dns/service';
 import { PolicyService } from '../policy/service';
 import { PolicyEnforcer } from '../policy/enforcer';
 import type { CompileBridge } from '../policy/nft';
+import { FASTDP_PORT } from '../datapath/fastdp/fastdp';
 import { startDockerSurface, type DockerSurface, type DockerSurfaceOptions } from '../docker';
 import type { Registry } from 'prom-client';
 import { component } from './component';
@@ -104,6 +105,7 @@ export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefine
         enforcer,
         localEndpoints: () => d.endpoints.list(),
         bridges,
+        tunnelPort: d.config.datapath === 'sleeve' ? undefined : FASTDP_PORT,
         metrics,
         log: d.log.child('policy'),
       });

@@ -166,6 +166,28 @@ describe('nftables compiler', () => {
     );
   });
 
+  it('with a policy here, VXLAN datagrams of this host are not tracked; without one, nothing about them', () => {
+    const withPolicy = compileRuleset({ ...base, policies: [DB], tunnelPort: 6784 }).script;
+    expect(withPolicy).toContain(
+      [
+        '  chain raw_prerouting {',
+        '    type filter hook prerouting priority raw; policy accept;',
+        '    udp dport 6784 fib daddr type local notrack',
+        '    iifname vmap { "weavets" : jump n123456_raw }',
+        '  }',
+        '  chain raw_output {',
+        '    type filter hook output priority raw; policy accept;',
+        '    udp dport 6784 notrack',
+        '    oifname vmap { "weavets" : jump n123456_raw }',
+        '  }',
+      ].join('\n'),
+    );
+    // The frames inside are still tracked and checked: the filter hooks are unchanged.
+    expect(withPolicy).toContain('    ct state established,related,untracked accept\n    iifname vmap');
+    // No stateful table, no conntrack in the namespace: nothing to exempt.
+    expect(compileRuleset({ ...base, tunnelPort: 6784 }).script).not.toContain('6784');
+  });
+
   it('audit mode and dry run log and return instead of dropping', () => {
     const audit = compileRuleset({
       ...base,
