@@ -353,12 +353,14 @@ function compileNetwork(
   for (const direction of ['egress', 'ingress'] as PolicyDirection[])
     out.chains.push(...directionChains(ctx, direction));
   // Only between the network's own addresses: a frame to or from elsewhere may need
-  // conntrack for NAT (published ports, masquerading, the Docker DNS redirect).
+  // conntrack for NAT (published ports, masquerading, the Docker DNS redirect). A frame
+  // with an isolated end leaves first, after one or two set lookups: that is every
+  // packet of the flows policy decides, so they pay the least here.
   const a = bridge.addresses;
   const notrack =
     a === undefined
       ? []
-      : [`ip saddr ${a} ip daddr ${a} ip saddr != @${n}_isolated ip daddr != @${n}_isolated notrack`];
+      : [`ip daddr @${n}_isolated return`, `ip saddr @${n}_isolated return`, `ip saddr ${a} ip daddr ${a} notrack`];
   out.chains.push(
     { name: `${n}_raw`, rules: notrack },
     { name: `${n}_fwd`, rules: [`ip saddr @${n}_local jump ${n}_egress`, `ip daddr @${n}_local jump ${n}_ingress`] },
