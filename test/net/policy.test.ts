@@ -263,6 +263,19 @@ for (const datapath of ['sleeve', 'fastdp']) {
       expect(await lab.weavetsOk(h3, ['policy', 'ls'])).toMatch(/^db-ingress\s+weavets\s+1\s+enforce\s+app=db/m);
     });
 
+    it(`tracks the frames it decides on${datapath === 'fastdp' ? ', not the VXLAN datagrams around them' : ''}`, async () => {
+      expect(await reach('web', 'tcp', 'db', 5432)).toBe(true);
+      const tracked = (await lab.execOk(h2, ['cat', '/proc/net/nf_conntrack'])).stdout;
+      const web = addr.web!.replace(/\./g, '\\.');
+      const db = addr.db!.replace(/\./g, '\\.');
+      expect(tracked).toMatch(new RegExp(` tcp .* src=${web} dst=${db} sport=\\d+ dport=5432 `));
+      const raw = (await lab.execOk(h2, ['nft', 'list', 'chain', 'inet', 'weavets_policy', 'raw_prerouting'])).stdout;
+      if (datapath === 'fastdp') {
+        expect(raw).toContain('udp dport 6784 fib daddr type local notrack');
+        expect(tracked).not.toMatch(/ udp .* dport=6784 /);
+      } else expect(raw).not.toContain('6784');
+    });
+
     it('names every drop in policy drops on the host that refused it, and counts it', async () => {
       expect(await reach('x', 'tcp', 'db', 5432)).toBe(false);
       const drop = await lab.waitFor(
