@@ -274,10 +274,13 @@ interface StatefulParts {
  *    by bridge (one map lookup) to its network's chains.
  */
 function statefulTable(out: StatefulParts): NftTable {
-  const byBridge = (dir: 'iifname' | 'oifname', suffix: string): string =>
-    `${dir} vmap { ${out.dispatch.map((d) => `${quote(d.bridge)} : jump ${d.n}_${suffix}`).join(', ')} }`;
-  // Inbound: only datagrams to this host (not VXLAN it routes for others); outbound:
-  // only what this host sends (the output hook sees nothing else).
+  const byBridge = (dir: 'iifname' | 'oifname', suffix: string, verdict = 'jump'): string =>
+    `${dir} vmap { ${out.dispatch.map((d) => `${quote(d.bridge)} : ${verdict} ${d.n}_${suffix}`).join(', ')} }`;
+  // The tunnel rule comes after the policy bridges' dispatch, which ends their frames'
+  // raw processing (goto): a container's datagram to port 6784 of a host address, or
+  // the host's to a container, stays tracked and checked like any other. Inbound, only
+  // datagrams to this host (not VXLAN it routes for others); outbound, only what this
+  // host sends (the output hook sees nothing else).
   const tunnel = (match: string): string[] =>
     out.tunnelPort === undefined ? [] : [`udp dport ${out.tunnelPort}${match} notrack`];
   const chains: NftChain[] = [
@@ -285,12 +288,12 @@ function statefulTable(out: StatefulParts): NftTable {
     {
       name: 'raw_prerouting',
       hook: 'type filter hook prerouting priority raw; policy accept;',
-      rules: [...tunnel(' fib daddr type local'), byBridge('iifname', 'raw')],
+      rules: [byBridge('iifname', 'raw', 'goto'), ...tunnel(' fib daddr type local')],
     },
     {
       name: 'raw_output',
       hook: 'type filter hook output priority raw; policy accept;',
-      rules: [...tunnel(''), byBridge('oifname', 'raw')],
+      rules: [byBridge('oifname', 'raw', 'goto'), ...tunnel('')],
     },
     {
       name: 'forward',

@@ -380,6 +380,18 @@ for (const datapath of ['sleeve', 'fastdp']) {
           ),
         { what: 'an egress drop of web -> other on h1', timeoutMs: 10_000 },
       );
+      // A datagram to its host on the VXLAN port is checked like any other (the
+      // tunnel's notrack never applies to a policy bridge's frames): refused, and named.
+      await lab.exec(c['web']!, [process.execPath, path.join(lab.dir, 'client.js'), 'udp', dnsOnH1, '6784'], {
+        timeoutMs: 15_000,
+      });
+      await lab.waitFor(
+        async () =>
+          (await lab.weavetsJson<PolicyDrop[]>(h1, ['policy', 'drops'])).find(
+            (d) => d.policy === 'web-egress' && d.protocol === 'udp' && d.port === 6784,
+          ),
+        { what: 'an egress drop of web -> its host udp/6784 on h1', timeoutMs: 10_000 },
+      );
       await lab.weavetsOk(h2, ['policy', 'rm', 'web-egress']);
       const s = await status(h2);
       await everywhere(s.generation);

@@ -141,11 +141,11 @@ describe('nftables compiler', () => {
         '  }',
         '  chain raw_prerouting {',
         '    type filter hook prerouting priority raw; policy accept;',
-        '    iifname vmap { "weavets" : jump n123456_raw }',
+        '    iifname vmap { "weavets" : goto n123456_raw }',
         '  }',
         '  chain raw_output {',
         '    type filter hook output priority raw; policy accept;',
-        '    oifname vmap { "weavets" : jump n123456_raw }',
+        '    oifname vmap { "weavets" : goto n123456_raw }',
         '  }',
         '  chain forward {',
         '    type filter hook forward priority filter; policy accept;',
@@ -168,19 +168,19 @@ describe('nftables compiler', () => {
     );
   });
 
-  it('with a policy here, VXLAN datagrams of this host are not tracked; without one, nothing about them', () => {
+  it('with a policy here, VXLAN datagrams of this host are not tracked (never a policy bridge frame); without one, nothing about them', () => {
     const withPolicy = compileRuleset({ ...base, policies: [DB], tunnelPort: 6784 }).script;
     expect(withPolicy).toContain(
       [
         '  chain raw_prerouting {',
         '    type filter hook prerouting priority raw; policy accept;',
+        '    iifname vmap { "weavets" : goto n123456_raw }',
         '    udp dport 6784 fib daddr type local notrack',
-        '    iifname vmap { "weavets" : jump n123456_raw }',
         '  }',
         '  chain raw_output {',
         '    type filter hook output priority raw; policy accept;',
+        '    oifname vmap { "weavets" : goto n123456_raw }',
         '    udp dport 6784 notrack',
-        '    oifname vmap { "weavets" : jump n123456_raw }',
         '  }',
       ].join('\n'),
     );
