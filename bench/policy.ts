@@ -174,6 +174,38 @@ async function iperf(
   }
 }
 
+/** CPU seconds the hosts' daemons have used so far (utime + stime, from /proc). */
+function daemonCpuSeconds(lab: Lab, hosts: readonly Host[]): number {
+  let ticks = 0;
+  for (const h of hosts) {
+    const pid = lab.daemonPid(h);
+    if (pid === undefined) continue;
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      /* gone */
+    }
+  }
+  return ticks / 100;
+}
+
+/**
+ * Before each measurement, whatever came before it (an apply on 8 hosts, a removal) must
+ * be over: wait until the daemons together use under a tenth of a core over half a
+ * second (at most 15 s), so neither kind is measured against the other's aftermath.
+ */
+async function settle(lab: Lab, hosts: readonly Host[]): Promise<void> {
+  const until = performance.now() + 15_000;
+  while (performance.now() < until) {
+    const before = daemonCpuSeconds(lab, hosts);
+    await sleep(500);
+    if (daemonCpuSeconds(lab, hosts) - before < 0.05) return;
+  }
+}
+
 async function main(): Promise<void> {
   const hostCount = Number(arg('hosts', '8'));
   const endpointCount = Number(arg('endpoints', '2000'));
@@ -303,6 +335,7 @@ async function main(): Promise<void> {
           );
         } else if (kind === 'isolation') await apply(isolationPolicies(docs), []);
         else if (kind === 'nfcall') await nfCall(true);
+        await settle(lab, hosts);
         const p = await lab.ping(client, serverIp, { count: 100, intervalS: 0.01, timeoutS: 1 });
         if (p.avgMs !== undefined) rtt.get(kind)!.push(p.avgMs);
         gbps.get(kind)!.push(await iperf(lab, client, server, serverIp, seconds));
