@@ -304,6 +304,7 @@ async function main(): Promise<void> {
     const kinds: Kind[] = split ? ['none', 'nfcall', 'isolation', 'rules'] : ['none', 'rules'];
     const gbps = new Map<Kind, number[]>(kinds.map((k) => [k, []]));
     const rtt = new Map<Kind, number[]>(kinds.map((k) => [k, []]));
+    const daemonCpu = new Map<Kind, number[]>(kinds.map((k) => [k, []]));
     const measured = [hosts[0]!, hosts[1]!];
     const nfCall = async (on: boolean): Promise<void> => {
       for (const h of measured)
@@ -339,7 +340,10 @@ async function main(): Promise<void> {
         await settle(lab, hosts);
         const p = await lab.ping(client, serverIp, { count: 100, intervalS: 0.01, timeoutS: 1 });
         if (p.avgMs !== undefined) rtt.get(kind)!.push(p.avgMs);
+        const cpu0 = daemonCpuSeconds(lab, hosts);
         gbps.get(kind)!.push(await iperf(lab, client, server, serverIp, seconds));
+        // The daemons' share of the CPU during the run: what competed with the path.
+        daemonCpu.get(kind)!.push((daemonCpuSeconds(lab, hosts) - cpu0) / seconds);
         if (kind === 'rules') {
           const c = await apply(changedPolicy(docs, round), changeWork);
           changeTimes.push(c.ms);
@@ -350,12 +354,18 @@ async function main(): Promise<void> {
         } else if (kind === 'isolation') await removeAll(isolationPolicies(docs));
         else if (kind === 'nfcall') await nfCall(false);
       }
-      const cells = kinds.map((k) => `${k} ${gbps.get(k)!.at(-1)!.toFixed(2)}`).join(', ');
+      const cells = kinds
+        .map(
+          (k) => `${k} ${gbps.get(k)!.at(-1)!.toFixed(2)} (daemons ${(daemonCpu.get(k)!.at(-1)! * 100).toFixed(0)}%)`,
+        )
+        .join(', ');
       const ratios = kinds
         .filter((k) => k !== 'none')
         .map((k) => `${k}/none ${((gbps.get(k)!.at(-1)! / gbps.get('none')!.at(-1)!) * 100).toFixed(1)}%`)
         .join(', ');
-      process.stderr.write(`round ${round + 1}: ${cells} Gbit/s; ${ratios}; load ${os.loadavg()[0]!.toFixed(2)}\n`);
+      process.stderr.write(
+        `round ${round + 1}: Gbit/s (the daemons' CPU, % of a core): ${cells}; ${ratios}; load ${os.loadavg()[0]!.toFixed(2)}\n`,
+      );
       await sleep(200);
     }
     const size = docs.reduce((n, d) => n + (d as { ingress: unknown[] }).ingress.length, 0);
