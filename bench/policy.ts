@@ -192,19 +192,22 @@ function daemonCpuSeconds(lab: Lab, hosts: readonly Host[]): number {
   return ticks / 100;
 }
 
+/** The daemons' CPU over `ms`, in cores. */
+async function daemonLoad(lab: Lab, hosts: readonly Host[], ms: number): Promise<number> {
+  const before = daemonCpuSeconds(lab, hosts);
+  await sleep(ms);
+  return (daemonCpuSeconds(lab, hosts) - before) / (ms / 1000);
+}
+
 /**
  * Before each measurement, whatever came before it (an apply on 8 hosts, a removal) must
- * be over: wait until the daemons together use under a quarter of a core over half a
- * second (at most 15 s), so neither kind is measured against the other's aftermath.
- * (8 idle daemons use about 13% of a core here; an apply's aftermath, 45%.)
+ * be over: wait until the daemons together use no more than a tenth of a core above
+ * their idle use (measured before the rounds) over half a second, at most 15 s, so
+ * neither kind is measured against the other's aftermath.
  */
-async function settle(lab: Lab, hosts: readonly Host[]): Promise<void> {
+async function settle(lab: Lab, hosts: readonly Host[], idle: number): Promise<void> {
   const until = performance.now() + 15_000;
-  while (performance.now() < until) {
-    const before = daemonCpuSeconds(lab, hosts);
-    await sleep(500);
-    if (daemonCpuSeconds(lab, hosts) - before < 0.125) return;
-  }
+  while (performance.now() < until) if ((await daemonLoad(lab, hosts, 500)) <= idle + 0.1) return;
 }
 
 async function main(): Promise<void> {
@@ -322,9 +325,11 @@ async function main(): Promise<void> {
     };
     const sysctl = (await lab.exec(hosts[0]!, ['sysctl', '-n', 'net.bridge.bridge-nf-call-iptables'])).stdout.trim();
     const loadAtStart = os.loadavg()[0]!;
+    const idle = await daemonLoad(lab, hosts, 3000);
     process.stderr.write(
       `throughput rounds: ${kinds.join(', ')}; load ${loadAtStart.toFixed(2)}; ` +
-        `net.bridge.bridge-nf-call-iptables in a host: ${sysctl || 'absent'}\n`,
+        `net.bridge.bridge-nf-call-iptables in a host: ${sysctl || 'absent'}; ` +
+        `the daemons idle at ${(idle * 100).toFixed(0)}% of a core\n`,
     );
     for (let round = 0; round < rounds; round++) {
       for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
@@ -337,7 +342,7 @@ async function main(): Promise<void> {
           );
         } else if (kind === 'isolation') await apply(isolationPolicies(docs), []);
         else if (kind === 'nfcall') await nfCall(true);
-        await settle(lab, hosts);
+        await settle(lab, hosts, idle);
         const p = await lab.ping(client, serverIp, { count: 100, intervalS: 0.01, timeoutS: 1 });
         if (p.avgMs !== undefined) rtt.get(kind)!.push(p.avgMs);
         const cpu0 = daemonCpuSeconds(lab, hosts);
