@@ -247,6 +247,19 @@ async function main(): Promise<void> {
       what: 'the measured path',
       timeoutMs: 60_000,
     });
+    // The path measured is the one named: with `auto`, fastdp once h2 uses it towards h1
+    // (a round measured over sleeve before the switch would be another path).
+    const want = datapath === 'auto' ? 'fastdp' : datapath;
+    await lab.waitFor(
+      async () =>
+        (
+          await lab.weavetsJson<{ nickname: string; state: string; datapath: string }[]>(hosts[1]!, [
+            'status',
+            'connections',
+          ])
+        ).some((x) => x.nickname === h1.name && x.state === 'established' && x.datapath === want),
+      { what: `h2 -> h1 over ${want}`, timeoutMs: 60_000 },
+    );
     await publishFakeEndpoints(lab, h1, etcd.url, endpointCount - hostCount);
     await lab.waitFor(async () => (await api(h1).get<PolicyStatus>('/policy/status')).endpoints >= endpointCount, {
       what: 'every endpoint known',
