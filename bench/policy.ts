@@ -10,12 +10,19 @@
  *     selecting the iperf3 server: the incremental apply touches one chain on the hosts
  *     it concerns and nothing elsewhere).
  *  2. TCP throughput (iperf3) and ping RTT between two containers on two of those hosts,
- *     with the 1,000 rules in force (the server isolated, the client allowed) against the
- *     same path with no policy, in interleaved rounds. Target: at least 95%.
- *
- *   npx tsx bench/policy.ts [--hosts 8] [--endpoints 2000] [--rules 1000] [--time 5] [--rounds 3] [--datapath auto]
+ *     with the 1,000 rules in force (the server isolated, the client allowed; the client
+ *     is isolated too, for ingress, by the policy selecting its app) against the same path
+ *     with no policy, in interleaved rounds (the order flips every round). Every round is
+ *     printed with its own ratio rules/none, and the result is the median of those paired
+ *     ratios, so one noisy round cannot decide it. Target: at least 95%.
+ *     With --split, each round also measures, between those two:
+ *       - nfcall: no policy, but the two hosts' bridges with nf_call_iptables on;
+ *       - isolation: both ends isolated by two policies with one rule between them (the
+ *         bench path) and nothing else, so the stateful table and conntrack are in force
+ *         but the sets are tiny.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { ApiClient } from '../src/api/client';
 import type { ApplyResult as PolicyApplyResult } from '../src/policy/book';
@@ -25,6 +32,16 @@ import { startEtcdIn, type EtcdServer } from '../test/e2e/etcd';
 
 const APPS = 50;
 const IPERF_PORT = 5201;
+
+const USAGE = `npx tsx bench/policy.ts [options]   (wrap in: flock /work/notes/bench.lock ...)
+  --hosts N        hosts (default 8)
+  --endpoints N    endpoints in the store, real containers included (default 2000)
+  --rules N        rules, in policies of 10, plus the bench path's (default 1000)
+  --time S         seconds per iperf3 run (default 5)
+  --rounds N       interleaved rounds (default 7); the ratio is the median of the rounds' own
+  --split          also measure nf_call_iptables alone and isolation with one rule, per round
+  --datapath D     auto | fastdp | sleeve (default auto)
+Faster while iterating: --hosts 2 --endpoints 200 --rules 100 --time 3 --rounds 5`;
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -70,6 +87,35 @@ function policies(rules: number): Record<string, unknown>[] {
     ],
   });
   return out;
+}
+
+/** Isolation and nothing more: the bench path's policy, and the client isolated with no rule of its own. */
+function isolationPolicies(docs: Record<string, unknown>[]): Record<string, unknown>[] {
+  return [docs.find((d) => d.name === 'bench-path')!, { name: 'bench-client', selector: { app: 'a1' }, ingress: [] }];
+}
+
+type Kind = 'none' | 'nfcall' | 'isolation' | 'rules';
+
+/** Median of each round's own ratio kind/none, with every round's, as printed. */
+function pairedRatios(gbps: Map<Kind, number[]>, kind: Kind): { median: number; each: number[] } {
+  const none = gbps.get('none')!;
+  const each = gbps.get(kind)!.map((g, i) => g / none[i]!);
+  return { median: median(each), each };
+}
+
+/** The set with one policy changed: bench-path gains a port (a new one each round). */
+function changedPolicy(docs: Record<string, unknown>[], round: number): Record<string, unknown>[] {
+  return docs.map((d) =>
+    d.name === 'bench-path'
+      ? {
+          ...d,
+          ingress: [
+            ...(d.ingress as unknown[]),
+            { from: [{ selector: { app: 'a2' } }], ports: [{ protocol: 'tcp', port: 9000 + round }] },
+          ],
+        }
+      : d,
+  );
 }
 
 /** Publish `count` endpoints in the store as other hosts would (a node script in h1's namespace). */
@@ -128,12 +174,53 @@ async function iperf(
   }
 }
 
+/** CPU seconds the hosts' daemons have used so far (utime + stime, from /proc). */
+function daemonCpuSeconds(lab: Lab, hosts: readonly Host[]): number {
+  let ticks = 0;
+  for (const h of hosts) {
+    const pid = lab.daemonPid(h);
+    if (pid === undefined) continue;
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      /* gone */
+    }
+  }
+  return ticks / 100;
+}
+
+/** The daemons' CPU over `ms`, in cores. */
+async function daemonLoad(lab: Lab, hosts: readonly Host[], ms: number): Promise<number> {
+  const before = daemonCpuSeconds(lab, hosts);
+  await sleep(ms);
+  return (daemonCpuSeconds(lab, hosts) - before) / (ms / 1000);
+}
+
+/**
+ * Before each measurement, whatever came before it (an apply on 8 hosts, a removal) must
+ * be over: wait until the daemons together use no more than a tenth of a core above
+ * their idle use (measured before the rounds) over half a second, at most 15 s, so
+ * neither kind is measured against the other's aftermath.
+ */
+async function settle(lab: Lab, hosts: readonly Host[], idle: number): Promise<void> {
+  const until = performance.now() + 15_000;
+  while (performance.now() < until) if ((await daemonLoad(lab, hosts, 500)) <= idle + 0.1) return;
+}
+
 async function main(): Promise<void> {
   const hostCount = Number(arg('hosts', '8'));
   const endpointCount = Number(arg('endpoints', '2000'));
   const ruleCount = Number(arg('rules', '1000'));
   const seconds = Number(arg('time', '5'));
-  const rounds = Number(arg('rounds', '3'));
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  const rounds = Number(arg('rounds', '7'));
+  const split = process.argv.includes('--split');
   const datapath = arg('datapath', 'auto');
   const lab = await createLab();
   let etcd: EtcdServer | undefined;
@@ -160,6 +247,19 @@ async function main(): Promise<void> {
       what: 'the measured path',
       timeoutMs: 60_000,
     });
+    // The path measured is the one named: with `auto`, fastdp once h2 uses it towards h1
+    // (a round measured over sleeve before the switch would be another path).
+    const want = datapath === 'auto' ? 'fastdp' : datapath;
+    await lab.waitFor(
+      async () =>
+        (
+          await lab.weavetsJson<{ nickname: string; state: string; datapath: string }[]>(hosts[1]!, [
+            'status',
+            'connections',
+          ])
+        ).some((x) => x.nickname === h1.name && x.state === 'established' && x.datapath === want),
+      { what: `h2 -> h1 over ${want}`, timeoutMs: 60_000 },
+    );
     await publishFakeEndpoints(lab, h1, etcd.url, endpointCount - hostCount);
     await lab.waitFor(async () => (await api(h1).get<PolicyStatus>('/policy/status')).endpoints >= endpointCount, {
       what: 'every endpoint known',
@@ -198,9 +298,9 @@ async function main(): Promise<void> {
       );
       return { ms: performance.now() - t0, perHost: done, stored };
     };
-    const removeAll = async (): Promise<void> => {
+    const removeAll = async (documents: Record<string, unknown>[]): Promise<void> => {
       const { generation } = await api(h1).post<{ generation: number }>('/policy/rm', {
-        names: docs.map((d) => (d as { name: string }).name),
+        names: documents.map((d) => d.name as string),
       });
       await lab.waitFor(
         async () =>
@@ -211,73 +311,109 @@ async function main(): Promise<void> {
               ),
             )
           ).every(Boolean),
-        {
-          what: 'policies removed everywhere',
-          timeoutMs: 120_000,
-        },
+        { what: 'policies removed everywhere', timeoutMs: 120_000 },
       );
     };
 
     const applyTimes: number[] = [];
     const changeTimes: number[] = [];
-    const slowest: number[] = [];
-    const gbps: { none: number[]; rules: number[] } = { none: [], rules: [] };
-    const rtt: { none: number[]; rules: number[] } = { none: [], rules: [] };
+    const kinds: Kind[] = split ? ['none', 'nfcall', 'isolation', 'rules'] : ['none', 'rules'];
+    const gbps = new Map<Kind, number[]>(kinds.map((k) => [k, []]));
+    const rtt = new Map<Kind, number[]>(kinds.map((k) => [k, []]));
+    const daemonCpu = new Map<Kind, number[]>(kinds.map((k) => [k, []]));
+    const measured = [hosts[0]!, hosts[1]!];
+    const nfCall = async (on: boolean): Promise<void> => {
+      for (const h of measured)
+        await lab.execOk(h, [
+          'ip',
+          'link',
+          'set',
+          'dev',
+          'weavets',
+          'type',
+          'bridge',
+          'nf_call_iptables',
+          on ? '1' : '0',
+        ]);
+    };
+    const sysctl = (await lab.exec(hosts[0]!, ['sysctl', '-n', 'net.bridge.bridge-nf-call-iptables'])).stdout.trim();
+    const loadAtStart = os.loadavg()[0]!;
+    const idle = await daemonLoad(lab, hosts, 3000);
+    process.stderr.write(
+      `throughput rounds: ${kinds.join(', ')}; load ${loadAtStart.toFixed(2)}; ` +
+        `net.bridge.bridge-nf-call-iptables in a host: ${sysctl || 'absent'}; ` +
+        `the daemons idle at ${(idle * 100).toFixed(0)}% of a core\n`,
+    );
     for (let round = 0; round < rounds; round++) {
-      for (const kind of round % 2 === 0 ? (['none', 'rules'] as const) : (['rules', 'none'] as const)) {
+      for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
         if (kind === 'rules') {
           const t = await apply(docs, work);
           applyTimes.push(t.ms);
           storedMs.push(t.stored);
-          slowest.push(Math.max(...t.perHost));
           process.stderr.write(
             `round ${round + 1}: apply -> enforced on ${hostCount} hosts in ${t.ms.toFixed(0)} ms\n`,
           );
-        }
+        } else if (kind === 'isolation') await apply(isolationPolicies(docs), []);
+        else if (kind === 'nfcall') await nfCall(true);
+        await settle(lab, hosts, idle);
         const p = await lab.ping(client, serverIp, { count: 100, intervalS: 0.01, timeoutS: 1 });
-        if (p.avgMs !== undefined) rtt[kind].push(p.avgMs);
-        gbps[kind].push(await iperf(lab, client, server, serverIp, seconds));
-        process.stderr.write(
-          `round ${round + 1} ${kind}: ${gbps[kind].at(-1)!.toFixed(2)} Gbit/s, ping ${p.avgMs?.toFixed(3)} ms\n`,
-        );
+        if (p.avgMs !== undefined) rtt.get(kind)!.push(p.avgMs);
+        const cpu0 = daemonCpuSeconds(lab, hosts);
+        gbps.get(kind)!.push(await iperf(lab, client, server, serverIp, seconds));
+        // The daemons' share of the CPU during the run: what competed with the path.
+        daemonCpu.get(kind)!.push((daemonCpuSeconds(lab, hosts) - cpu0) / seconds);
         if (kind === 'rules') {
-          // One policy changed while the rest stay in force: bench-path gains a port.
-          const changed = docs.map((d) =>
-            (d as { name: string }).name === 'bench-path'
-              ? {
-                  ...d,
-                  ingress: [
-                    ...(d as { ingress: unknown[] }).ingress,
-                    { from: [{ selector: { app: 'a2' } }], ports: [{ protocol: 'tcp', port: 9000 + round }] },
-                  ],
-                }
-              : d,
-          );
-          const c = await apply(changed, changeWork);
+          const c = await apply(changedPolicy(docs, round), changeWork);
           changeTimes.push(c.ms);
           process.stderr.write(
             `round ${round + 1}: one policy changed -> enforced on ${hostCount} hosts in ${c.ms.toFixed(0)} ms\n`,
           );
-          await removeAll();
-        }
+          await removeAll(docs);
+        } else if (kind === 'isolation') await removeAll(isolationPolicies(docs));
+        else if (kind === 'nfcall') await nfCall(false);
       }
+      const cells = kinds
+        .map(
+          (k) => `${k} ${gbps.get(k)!.at(-1)!.toFixed(2)} (daemons ${(daemonCpu.get(k)!.at(-1)! * 100).toFixed(0)}%)`,
+        )
+        .join(', ');
+      const ratios = kinds
+        .filter((k) => k !== 'none')
+        .map((k) => `${k}/none ${((gbps.get(k)!.at(-1)! / gbps.get('none')!.at(-1)!) * 100).toFixed(1)}%`)
+        .join(', ');
+      process.stderr.write(
+        `round ${round + 1}: Gbit/s (the daemons' CPU, % of a core): ${cells}; ${ratios}; load ${os.loadavg()[0]!.toFixed(2)}\n`,
+      );
       await sleep(200);
     }
     const size = docs.reduce((n, d) => n + (d as { ingress: unknown[] }).ingress.length, 0);
+    const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+    const rules = pairedRatios(gbps, 'rules');
     const lines = [
-      `| measure (${hostCount} hosts, ${endpointCount} endpoints, ${size} rules in ${docs.length} policies, datapath ${datapath}) | value |`,
+      `| measure (${hostCount} hosts, ${endpointCount} endpoints, ${size} rules in ${docs.length} policies, datapath ${datapath}; load ${loadAtStart.toFixed(2)} at the start of the rounds, ${os.loadavg()[0]!.toFixed(2)} at the end) | value |`,
       '|---|---|',
       `| policy apply -> enforced on every host, median of ${applyTimes.length} | ${median(applyTimes).toFixed(0)} ms (each: ${applyTimes.map((t) => t.toFixed(0)).join(', ')}) |`,
       `| of which: the apply call (validate + one store transaction), median | ${median(storedMs).toFixed(0)} ms |`,
       `| per host: compile / apply (of which nft, bridges), median over hosts and rounds | ${times(work)} |`,
       `| one policy changed with the set in force -> enforced on every host, median of ${changeTimes.length} | ${median(changeTimes).toFixed(0)} ms (each: ${changeTimes.map((t) => t.toFixed(0)).join(', ')}) |`,
       `| per host, for the change: compile / apply (of which nft, bridges) | ${times(changeWork)} |`,
-      `| TCP throughput, no policy (median of ${rounds}) | ${median(gbps.none).toFixed(2)} Gbit/s |`,
-      `| TCP throughput, ${size} rules (median of ${rounds}) | ${median(gbps.rules).toFixed(2)} Gbit/s |`,
-      `| ratio rules / none | ${((median(gbps.rules) / median(gbps.none)) * 100).toFixed(1)}% |`,
-      `| ping RTT, no policy (median of round means) | ${median(rtt.none).toFixed(3)} ms |`,
-      `| ping RTT, ${size} rules | ${median(rtt.rules).toFixed(3)} ms |`,
-      `| RTT ratio none / rules | ${((median(rtt.none) / median(rtt.rules)) * 100).toFixed(1)}% |`,
+      ...kinds.map(
+        (k) =>
+          `| TCP throughput, ${k === 'rules' ? `${size} rules` : k} (median of ${rounds}; each) | ${median(gbps.get(k)!).toFixed(2)} Gbit/s (${gbps
+            .get(k)!
+            .map((g) => g.toFixed(2))
+            .join(', ')}) |`,
+      ),
+      ...kinds
+        .filter((k) => k !== 'none' && k !== 'rules')
+        .map((k) => {
+          const r = pairedRatios(gbps, k);
+          return `| ratio ${k} / none, median of the rounds' own (each) | ${pct(r.median)} (${r.each.map(pct).join(', ')}) |`;
+        }),
+      `| **ratio rules / none, median of the rounds' own** (each) | **${pct(rules.median)}** (${rules.each.map(pct).join(', ')}) |`,
+      `| ratio of the medians rules / none | ${pct(median(gbps.get('rules')!) / median(gbps.get('none')!))} |`,
+      ...kinds.map((k) => `| ping RTT, ${k} (median of round means) | ${median(rtt.get(k)!).toFixed(3)} ms |`),
+      `| RTT ratio none / rules | ${pct(median(rtt.get('none')!) / median(rtt.get('rules')!))} |`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

@@ -12,10 +12,12 @@ import type { NetworkSet } from '../endpoint/networks';
 import type { NetworkCatalog } from '../endpoint/network-catalog';
 import type { EndpointRegistry } from '../endpoint/registry';
 import type { HostRoutes } from '../endpoint/host-routes';
+import type { Netlink } from '../netlink';
 import { DnsService } from '../dns/service';
 import { PolicyService } from '../policy/service';
 import { PolicyEnforcer } from '../policy/enforcer';
 import type { CompileBridge } from '../policy/nft';
+import { FASTDP_PORT } from '../datapath/fastdp/fastdp';
 import { startDockerSurface, type DockerSurface, type DockerSurfaceOptions } from '../docker';
 import type { Registry } from 'prom-client';
 import { component } from './component';
@@ -31,6 +33,7 @@ export interface ServiceDeps {
   networks: NetworkSet;
   endpoints: EndpointRegistry;
   hostRoutes: HostRoutes;
+  netlink: Netlink;
   log: Logger;
 }
 
@@ -78,7 +81,9 @@ export function dnsComponent(d: ServiceDeps) {
  */
 export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefined, metrics: Registry) {
   const dnsPort = d.config.dns.port;
-  const enforcer = new PolicyEnforcer(d.log.child('policy'));
+  const enforcer = new PolicyEnforcer(d.log.child('policy'), (bridge, on) =>
+    d.netlink.setBridge(bridge, { nfCallIptables: on }),
+  );
   const bridges = (): CompileBridge[] =>
     d.networks.list().map((n) => {
       const ip = exposure?.resolverAddressOn(n.name);
@@ -104,6 +109,7 @@ export function policyComponent(d: ServiceDeps, exposure: DnsExposure | undefine
         enforcer,
         localEndpoints: () => d.endpoints.list(),
         bridges,
+        tunnelPort: d.config.datapath === 'sleeve' ? undefined : FASTDP_PORT,
         metrics,
         log: d.log.child('policy'),
       });

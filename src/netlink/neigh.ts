@@ -13,6 +13,8 @@ export const AF_BRIDGE = 7;
 
 /** IFLA_VXLAN_* (if_link.h). */
 export const IFLA_VXLAN = { ID: 1, LOCAL: 4, TTL: 5, LEARNING: 7, AGEING: 8, PORT: 15, UDP_CSUM: 18 } as const;
+/** IFLA_BR_* (if_link.h): the bridge options we set. */
+export const IFLA_BR = { NF_CALL_IPTABLES: 36 } as const;
 /** IFLA_BRPORT_* (if_link.h): the flags we set on bridge ports. */
 export const IFLA_BRPORT = { LEARNING: 8, FLUSH: 24, ISOLATED: 33 } as const;
 /** NDA_* (neighbour.h). */
@@ -83,6 +85,22 @@ export function bridgePortMessage(index: number, s: BridgePortSettings): Buffer 
   const attrs = [
     attr.nest(IFLA.LINKINFO, [attr.str(IFLA_INFO.SLAVE_KIND, 'bridge'), attr.nest(IFLA_INFO.SLAVE_DATA, data)]),
   ];
+  return Buffer.concat([ifinfomsg({ index }), encode(attrs)]);
+}
+
+export interface BridgeSettings {
+  /** Pass the bridge's IPv4 frames through the IP hooks (br_netfilter): `nf_call_iptables`. */
+  nfCallIptables: boolean;
+}
+
+/**
+ * RTM_NEWLINK body changing an existing bridge's options (what `ip link set dev X type
+ * bridge nf_call_iptables 1` sends): ifinfomsg + IFLA_LINKINFO { KIND "bridge", DATA
+ * { IFLA_BR_NF_CALL_IPTABLES u8 } }.
+ */
+export function bridgeMessage(index: number, s: BridgeSettings): Buffer {
+  const data: Attr[] = [attr.u8(IFLA_BR.NF_CALL_IPTABLES, s.nfCallIptables ? 1 : 0)];
+  const attrs = [attr.nest(IFLA.LINKINFO, [attr.str(IFLA_INFO.KIND, 'bridge'), attr.nest(IFLA_INFO.DATA, data)])];
   return Buffer.concat([ifinfomsg({ index }), encode(attrs)]);
 }
 

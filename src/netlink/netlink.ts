@@ -24,6 +24,7 @@ import { isCode, NetlinkError } from './errors';
 import { attr, decodeLinkInfo, encodeLinkInfo, readU32, vethData } from './linkinfo';
 import {
   addressMessage,
+  bridgeMessage,
   bridgePortMessage,
   fdbMessage,
   IFA_F_NODAD,
@@ -33,6 +34,7 @@ import {
   RT_SCOPE_UNIVERSE,
   vxlanData,
   type BridgePortSettings,
+  type BridgeSettings,
 } from './neigh';
 
 const RTM_NEWLINK = 16;
@@ -295,6 +297,13 @@ export class Netlink {
     if (link.kind !== kind)
       throw new NetlinkError('EEXIST', `${what}: EEXIST (exists as ${link.kind ?? 'a link of unknown kind'})`);
     return link;
+  }
+
+  /** Change a bridge's options (nf_call_iptables); ENODEV if there is no such link, ENOTSUP (EOPNOTSUPP) if it is no bridge. */
+  async setBridge(name: string, s: BridgeSettings): Promise<void> {
+    const what = `set bridge ${name} ${JSON.stringify(s)}`;
+    const index = await this.indexOf(name, what);
+    await this.rawRequest(RTM_NEWLINK, bridgeMessage(index, s), 0, what);
   }
 
   /** Change a bridge port's settings (isolation, learning) or flush its learned entries. */

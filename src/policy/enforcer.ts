@@ -5,8 +5,9 @@
  * tables, or none); after that only what changed is sent (nft-script.ts), and if that
  * is refused (someone changed the tables under us) the full replacement follows, in a
  * transaction of its own, as recovery. Then each weavets
- * bridge's nf_call_iptables set so bridged IPv4 reaches the stateful table exactly on
- * the bridges that have a policy. Turning it on comes after the table is in place and
+ * bridge's nf_call_iptables set (over rtnetlink, through the daemon's socket: no child
+ * process) so bridged IPv4 reaches the stateful table exactly on the bridges that have
+ * a policy. Turning it on comes after the table is in place and
  * turning it off after the table is gone, so no moment has a bridge with policy but no
  * rules. Nothing here is undone on a daemon stop: enforcement stays while it is down.
  */
@@ -51,13 +52,19 @@ export interface EnforceReport {
   bridgesMs: number;
 }
 
+/** Sets a bridge's nf_call_iptables (the daemon's: Netlink.setBridge). */
+export type SetNfCallIptables = (bridge: string, on: boolean) => Promise<void>;
+
 export class PolicyEnforcer {
   /** Bridges we turned nf_call_iptables on for. */
   private stateful = new Set<string>();
   /** The tables in force as we last applied them; undefined: unknown (start, after reset). */
   private applied: NftTable[] | undefined;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly setNfCallIptables: SetNfCallIptables,
+  ) {}
 
   /** Apply; throws (with the previous ruleset still in force) when nft refuses it. */
   async apply(compiled: CompiledRuleset, allBridges: readonly string[]): Promise<EnforceReport> {
@@ -93,7 +100,7 @@ export class PolicyEnforcer {
     for (const bridge of allBridges) {
       const on = want.has(bridge);
       if (on === this.stateful.has(bridge)) continue;
-      await run('ip', ['link', 'set', 'dev', bridge, 'type', 'bridge', 'nf_call_iptables', on ? '1' : '0']);
+      await this.setNfCallIptables(bridge, on);
       if (on) this.stateful.add(bridge);
       else this.stateful.delete(bridge);
     }
@@ -115,9 +122,7 @@ export class PolicyEnforcer {
     await run('nft', ['-f', '-'], script).catch((err: unknown) =>
       this.log.warn('could not remove the policy tables', { error: (err as Error).message }),
     );
-    for (const b of allBridges) {
-      await run('ip', ['link', 'set', 'dev', b, 'type', 'bridge', 'nf_call_iptables', '0']).catch(() => undefined);
-    }
+    for (const b of allBridges) await this.setNfCallIptables(b, false).catch(() => undefined);
     this.stateful.clear();
     this.applied = undefined;
   }

@@ -68,6 +68,12 @@ export interface CompileInput {
   /** Log records per second per rule (the kernel's limit), burst twice that. */
   logRate: number;
   /**
+   * UDP port of the kernel VXLAN data path (fastdp), when it may be used. Its datagrams
+   * (this host's own, in and out) are not tracked: they carry the frames policy decides
+   * on, and conntrack would otherwise look each one up beside the frame inside it.
+   */
+  tunnelPort?: number;
+  /**
    * Work to reuse from the previous compile: `stamp` must change whenever any endpoint
    * (address or labels) does. Absent: everything is resolved afresh. Same output either way.
    */
@@ -185,7 +191,7 @@ export function compileRuleset(input: CompileInput): CompiledRuleset {
 
   // Policies, per network that has both a policy and an endpoint here.
   const policies = [...input.policies].sort((a, b) => a.name.localeCompare(b.name));
-  const out: StatefulParts = { sets: [], chains: [], dispatch: [], bridges: [] };
+  const out: StatefulParts = { sets: [], chains: [], dispatch: [], bridges: [], tunnelPort: input.tunnelPort };
   for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
     compileNetwork(input, bridge, ports, policies, out);
   }
@@ -250,11 +256,17 @@ interface StatefulParts {
   dispatch: { bridge: string; n: string }[];
   /** Bridges whose traffic the table sees (br_netfilter on). */
   bridges: string[];
+  tunnelPort: number | undefined;
 }
 
 /**
  * The stateful table's hooks. Per packet, cheapest first:
- *  - raw (before conntrack): a frame on a policy bridge with neither end an isolated
+ *  - raw (before conntrack): a VXLAN datagram of this host's data path is not tracked.
+ *    This table is what turns conntrack on in the host's namespace; without the rule,
+ *    every datagram would cost a lookup (and an entry per flow) beside the frame it
+ *    carries, which is tracked and checked on the bridge after decapsulation (the
+ *    tunnel resets the packet's conntrack state on both ends, so nothing is inherited);
+ *  - raw: a frame on a policy bridge with neither end an isolated
  *    endpoint of this host is not tracked (`notrack`): no policy can decide it, so it
  *    pays no conntrack;
  *  - filter: an established, related or untracked packet is accepted by the first rule;
@@ -262,19 +274,26 @@ interface StatefulParts {
  *    by bridge (one map lookup) to its network's chains.
  */
 function statefulTable(out: StatefulParts): NftTable {
-  const byBridge = (dir: 'iifname' | 'oifname', suffix: string): string =>
-    `${dir} vmap { ${out.dispatch.map((d) => `${quote(d.bridge)} : jump ${d.n}_${suffix}`).join(', ')} }`;
+  const byBridge = (dir: 'iifname' | 'oifname', suffix: string, verdict = 'jump'): string =>
+    `${dir} vmap { ${out.dispatch.map((d) => `${quote(d.bridge)} : ${verdict} ${d.n}_${suffix}`).join(', ')} }`;
+  // The tunnel rule comes after the policy bridges' dispatch, which ends their frames'
+  // raw processing (goto): a container's datagram to port 6784 of a host address, or
+  // the host's to a container, stays tracked and checked like any other. Inbound, only
+  // datagrams to this host (not VXLAN it routes for others); outbound, only what this
+  // host sends (the output hook sees nothing else).
+  const tunnel = (match: string): string[] =>
+    out.tunnelPort === undefined ? [] : [`udp dport ${out.tunnelPort}${match} notrack`];
   const chains: NftChain[] = [
     ...out.chains,
     {
       name: 'raw_prerouting',
       hook: 'type filter hook prerouting priority raw; policy accept;',
-      rules: [byBridge('iifname', 'raw')],
+      rules: [byBridge('iifname', 'raw', 'goto'), ...tunnel(' fib daddr type local')],
     },
     {
       name: 'raw_output',
       hook: 'type filter hook output priority raw; policy accept;',
-      rules: [byBridge('oifname', 'raw')],
+      rules: [byBridge('oifname', 'raw', 'goto'), ...tunnel('')],
     },
     {
       name: 'forward',
@@ -337,12 +356,14 @@ function compileNetwork(
   for (const direction of ['egress', 'ingress'] as PolicyDirection[])
     out.chains.push(...directionChains(ctx, direction));
   // Only between the network's own addresses: a frame to or from elsewhere may need
-  // conntrack for NAT (published ports, masquerading, the Docker DNS redirect).
+  // conntrack for NAT (published ports, masquerading, the Docker DNS redirect). A frame
+  // with an isolated end leaves first, after one or two set lookups: that is every
+  // packet of the flows policy decides, so they pay the least here.
   const a = bridge.addresses;
   const notrack =
     a === undefined
       ? []
-      : [`ip saddr ${a} ip daddr ${a} ip saddr != @${n}_isolated ip daddr != @${n}_isolated notrack`];
+      : [`ip daddr @${n}_isolated return`, `ip saddr @${n}_isolated return`, `ip saddr ${a} ip daddr ${a} notrack`];
   out.chains.push(
     { name: `${n}_raw`, rules: notrack },
     { name: `${n}_fwd`, rules: [`ip saddr @${n}_local jump ${n}_egress`, `ip daddr @${n}_local jump ${n}_ingress`] },

@@ -84,6 +84,8 @@ export interface PolicyServiceOptions {
   localEndpoints(): EndpointStatus[];
   /** This host's bridges now (every network it carries). */
   bridges(): CompileBridge[];
+  /** The fastdp VXLAN port when that data path may be used (its datagrams are not tracked). */
+  tunnelPort?: number;
   metrics: Registry;
   log: Logger;
 }
@@ -261,6 +263,7 @@ export class PolicyService {
       dryRun: this.opts.dryRun,
       logGroup: POLICY_LOG_GROUP,
       logRate: LOG_RATE,
+      tunnelPort: this.opts.tunnelPort,
     });
     const t1 = performance.now();
     try {

@@ -138,6 +138,22 @@ describe('links', () => {
     expect(err.message).toMatch(/create bridge vethwe1: EEXIST.*veth/);
   });
 
+  it("sets a bridge's nf_call_iptables both ways, and refuses a link that is no bridge", async () => {
+    const nfCall = (): number => ipj(HOST, '-d', 'link', 'show', 'wtbr0')[0].linkinfo.info_data.nf_call_iptables;
+    expect(nfCall()).toBe(0);
+    await host.setBridge('wtbr0', { nfCallIptables: true });
+    expect(nfCall()).toBe(1);
+    await host.setBridge('wtbr0', { nfCallIptables: false });
+    expect(nfCall()).toBe(0);
+    // Other options are left as they were (only the one attribute is sent).
+    expect(ipj(HOST, 'link', 'show', 'wtbr0')[0].mtu).toBe(1400);
+    const notBridge = await rejection(host.setBridge('vethwe1', { nfCallIptables: true }));
+    expect(notBridge.code).toBe('ENOTSUP'); // errno 95, EOPNOTSUPP's other name
+    expect(ipj(HOST, '-d', 'link', 'show', 'vethwe1')[0].linkinfo.info_kind).toBe('veth');
+    const missing = await rejection(host.setBridge('nosuchbr', { nfCallIptables: true }));
+    expect(missing.code).toBe('ENODEV');
+  });
+
   it('sets master, up, mtu, mac, and renames', async () => {
     await host.setMaster('vethwe1', 'wtbr0');
     await host.setUp('vethwe1');

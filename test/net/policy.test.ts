@@ -263,6 +263,19 @@ for (const datapath of ['sleeve', 'fastdp']) {
       expect(await lab.weavetsOk(h3, ['policy', 'ls'])).toMatch(/^db-ingress\s+weavets\s+1\s+enforce\s+app=db/m);
     });
 
+    it(`tracks the frames it decides on${datapath === 'fastdp' ? ', not the VXLAN datagrams around them' : ''}`, async () => {
+      expect(await reach('web', 'tcp', 'db', 5432)).toBe(true);
+      const tracked = (await lab.execOk(h2, ['cat', '/proc/net/nf_conntrack'])).stdout;
+      const web = addr.web!.replace(/\./g, '\\.');
+      const db = addr.db!.replace(/\./g, '\\.');
+      expect(tracked).toMatch(new RegExp(` tcp .* src=${web} dst=${db} sport=\\d+ dport=5432 `));
+      const raw = (await lab.execOk(h2, ['nft', 'list', 'chain', 'inet', 'weavets_policy', 'raw_prerouting'])).stdout;
+      if (datapath === 'fastdp') {
+        expect(raw).toContain('udp dport 6784 fib daddr type local notrack');
+        expect(tracked).not.toMatch(/ udp .* dport=6784 /);
+      } else expect(raw).not.toContain('6784');
+    });
+
     it('names every drop in policy drops on the host that refused it, and counts it', async () => {
       expect(await reach('x', 'tcp', 'db', 5432)).toBe(false);
       const drop = await lab.waitFor(
@@ -366,6 +379,18 @@ for (const datapath of ['sleeve', 'fastdp']) {
             (d) => d.policy === 'web-egress' && d.direction === 'egress' && d.to.name === 'other',
           ),
         { what: 'an egress drop of web -> other on h1', timeoutMs: 10_000 },
+      );
+      // A datagram to its host on the VXLAN port is checked like any other (the
+      // tunnel's notrack never applies to a policy bridge's frames): refused, and named.
+      await lab.exec(c['web']!, [process.execPath, path.join(lab.dir, 'client.js'), 'udp', dnsOnH1, '6784'], {
+        timeoutMs: 15_000,
+      });
+      await lab.waitFor(
+        async () =>
+          (await lab.weavetsJson<PolicyDrop[]>(h1, ['policy', 'drops'])).find(
+            (d) => d.policy === 'web-egress' && d.protocol === 'udp' && d.port === 6784,
+          ),
+        { what: 'an egress drop of web -> its host udp/6784 on h1', timeoutMs: 10_000 },
       );
       await lab.weavetsOk(h2, ['policy', 'rm', 'web-egress']);
       const s = await status(h2);

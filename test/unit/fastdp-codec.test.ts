@@ -2,7 +2,14 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { decode, encode, ProbeKind, probeAddressFor, probeMacFor } from '../../src/datapath/fastdp/probe-codec';
-import { addressMessage, bridgePortMessage, fdbMessage, neighbourMessage, vxlanData } from '../../src/netlink/neigh';
+import {
+  addressMessage,
+  bridgeMessage,
+  bridgePortMessage,
+  fdbMessage,
+  neighbourMessage,
+  vxlanData,
+} from '../../src/netlink/neigh';
 import { encode as encodeAttrs } from '../../src/netlink/linkinfo';
 
 describe('probe codec', () => {
@@ -54,6 +61,25 @@ describe('rtnetlink encoders', () => {
     expect(n.subarray(0, 12).toString('hex')).toBe('02000000' + '03000000' + '8000' + '00' + '00');
     const a = addressMessage({ index: 3, ip: Buffer.from([10, 0, 0, 1]), prefixLen: 24, flags: 0x02, scope: 0 });
     expect(a.subarray(0, 8).toString('hex')).toBe('0218' + '0200' + '03000000');
+  });
+  it('bridge message: ifinfomsg + LINKINFO{KIND bridge, DATA{NF_CALL_IPTABLES u8}}', () => {
+    const on = bridgeMessage(7, { nfCallIptables: true });
+    expect(on.readInt32LE(4)).toBe(7);
+    expect(on.subarray(16).toString('hex')).toBe(
+      '1c00' +
+        '1200' + // IFLA_LINKINFO, 28 bytes
+        '0b00' +
+        '0100' +
+        '62726964676500' +
+        '00' + // IFLA_INFO_KIND "bridge\0", padded
+        '0c00' +
+        '0200' + // IFLA_INFO_DATA
+        '0500' +
+        '2400' +
+        '01' +
+        '000000', // IFLA_BR_NF_CALL_IPTABLES (36) = 1, padded
+    );
+    expect(bridgeMessage(7, { nfCallIptables: false }).subarray(16).toString('hex')).toMatch(/050024000{2}000000$/);
   });
   it('bridge port message: ifinfomsg + LINKINFO{SLAVE_KIND bridge, SLAVE_DATA{ISOLATED, FLUSH}}', () => {
     const m = bridgePortMessage(5, { isolated: true, flush: true });

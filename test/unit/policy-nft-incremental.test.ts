@@ -54,6 +54,8 @@ const base: CompileInput = {
   dryRun: false,
   logGroup: 6783,
   logRate: 10,
+  // As the daemon compiles (fastdp possible): the real nft must take the tunnel rules too.
+  tunnelPort: 6784,
 };
 
 const DB = P({

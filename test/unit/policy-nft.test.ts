@@ -124,7 +124,9 @@ describe('nftables compiler', () => {
         '    ip daddr @n123456_p0_sel drop',
         '  }',
         '  chain n123456_raw {',
-        '    ip saddr 10.32.0.0/16 ip daddr 10.32.0.0/16 ip saddr != @n123456_isolated ip daddr != @n123456_isolated notrack',
+        '    ip daddr @n123456_isolated return',
+        '    ip saddr @n123456_isolated return',
+        '    ip saddr 10.32.0.0/16 ip daddr 10.32.0.0/16 notrack',
         '  }',
         '  chain n123456_fwd {',
         '    ip saddr @n123456_local jump n123456_egress',
@@ -139,11 +141,11 @@ describe('nftables compiler', () => {
         '  }',
         '  chain raw_prerouting {',
         '    type filter hook prerouting priority raw; policy accept;',
-        '    iifname vmap { "weavets" : jump n123456_raw }',
+        '    iifname vmap { "weavets" : goto n123456_raw }',
         '  }',
         '  chain raw_output {',
         '    type filter hook output priority raw; policy accept;',
-        '    oifname vmap { "weavets" : jump n123456_raw }',
+        '    oifname vmap { "weavets" : goto n123456_raw }',
         '  }',
         '  chain forward {',
         '    type filter hook forward priority filter; policy accept;',
@@ -164,6 +166,28 @@ describe('nftables compiler', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('with a policy here, VXLAN datagrams of this host are not tracked (never a policy bridge frame); without one, nothing about them', () => {
+    const withPolicy = compileRuleset({ ...base, policies: [DB], tunnelPort: 6784 }).script;
+    expect(withPolicy).toContain(
+      [
+        '  chain raw_prerouting {',
+        '    type filter hook prerouting priority raw; policy accept;',
+        '    iifname vmap { "weavets" : goto n123456_raw }',
+        '    udp dport 6784 fib daddr type local notrack',
+        '  }',
+        '  chain raw_output {',
+        '    type filter hook output priority raw; policy accept;',
+        '    oifname vmap { "weavets" : goto n123456_raw }',
+        '    udp dport 6784 notrack',
+        '  }',
+      ].join('\n'),
+    );
+    // The frames inside are still tracked and checked: the filter hooks are unchanged.
+    expect(withPolicy).toContain('    ct state established,related,untracked accept\n    iifname vmap');
+    // No stateful table, no conntrack in the namespace: nothing to exempt.
+    expect(compileRuleset({ ...base, tunnelPort: 6784 }).script).not.toContain('6784');
   });
 
   it('audit mode and dry run log and return instead of dropping', () => {
