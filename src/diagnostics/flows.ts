@@ -9,6 +9,7 @@
  *   difference between now and a minute ago; pairs are named from the containers every
  *   host reports in its health row.
  */
+import { fromHalves } from '../net/halves';
 import type { FrameCounter } from '../router/overlay';
 
 /** One container pair on one network (`weavets flows --json`). */
@@ -70,8 +71,15 @@ export class FlowCounter implements FrameCounter {
     return this.used;
   }
 
-  /** Count one frame. `net` must be non-zero (network ids are 1..0xfffffe). */
-  record(net: number, srcMac: number, dstMac: number, bytes: number): void {
+  /**
+   * Count one frame, its MACs given as 24-bit halves (src/net/halves.ts: no 48-bit number
+   * crosses the call). `net` must be non-zero (network ids are 1..0xfffffe).
+   */
+  record(net: number, srcHigh: number, srcLow: number, dstHigh: number, dstLow: number, bytes: number): void {
+    this.count(net, fromHalves(srcHigh, srcLow), fromHalves(dstHigh, dstLow), bytes);
+  }
+
+  private count(net: number, srcMac: number, dstMac: number, bytes: number): void {
     const mask = this.cap - 1;
     // Mix the low bits of both MACs and the network: MACs of one host share their top bytes.
     const h =
@@ -122,8 +130,8 @@ export class FlowCounter implements FrameCounter {
     for (let i = 0; i < cap; i++) {
       const n = old.nets[i]!;
       if (n === EMPTY || !keep(n, old.srcs[i]!, old.dsts[i]!)) continue;
-      this.record(n, old.srcs[i]!, old.dsts[i]!, 0);
-      // record counted one packet of 0 bytes: put the real totals in.
+      this.count(n, old.srcs[i]!, old.dsts[i]!, 0);
+      // count() counted one packet of 0 bytes: put the real totals in.
       this.set(n, old.srcs[i]!, old.dsts[i]!, old.bytes[i]!, old.packets[i]!);
     }
   }

@@ -6,6 +6,7 @@
  * and handed to the kernel as UDP GSO sends. Nothing here allocates per record.
  */
 import type { Logger } from '../../log';
+import { copyBytes } from '../../native';
 import type { Clock } from '../../net/clock';
 import type { PeerName } from '../../net/peername';
 import {
@@ -18,6 +19,7 @@ import {
   SEALED_HEADER_LENGTH,
   SEALED_INNER_KIND_OFFSET,
   writeDatagramHeader,
+  writeDatagramKind,
   writeFragmentHeader,
   writeFrameRecordHeader,
 } from './codec';
@@ -60,9 +62,23 @@ export class TransmitArena {
   private readonly fragPorts = new Uint16Array(MAX_FRAGMENTS);
   private nextFragId = 1;
   private gsoWorks = true;
+  /**
+   * Our datagram header, written once: stamped on every datagram (stampHeader), because
+   * writing our 48-bit name there each time boxed it.
+   */
+  private readonly header = Buffer.alloc(DATAGRAM_HEADER_LENGTH);
 
   constructor(private readonly deps: TransmitDeps) {
     for (let i = 0; i < TX_SLOTS; i++) this.offsets[i] = i * TX_SLOT_SIZE;
+    writeDatagramHeader(this.header, 0, DatagramKind.Frames, deps.self);
+  }
+
+  /** Our header of kind `kind` at buf[at, at+12); returns the offset after it. */
+  private stampHeader(buf: Buffer, at: number, kind: DatagramKind): number {
+    const h = this.header;
+    for (let i = 0; i < DATAGRAM_HEADER_LENGTH; i++) buf[at + i] = h[i]!;
+    writeDatagramKind(buf, at, kind);
+    return at + DATAGRAM_HEADER_LENGTH;
   }
 
   /**
@@ -92,7 +108,7 @@ export class TransmitArena {
     if (slot < 0) slot = this.openSlot(p);
     const at = this.offsets[slot]! + this.lengths[slot]!;
     const body = writeFrameRecordHeader(this.buf, at, src, dst, netId, hops, len - OFFLOAD_LENGTH);
-    buf.copy(this.buf, body, off, off + len);
+    copyBytes(this.buf, body, buf, off, off + len);
     this.lengths[slot] = this.lengths[slot]! + need;
   }
 
@@ -121,10 +137,10 @@ export class TransmitArena {
     const slot = this.count++;
     const base = this.offsets[slot]!;
     if (p.crypto === undefined) {
-      writeDatagramHeader(this.buf, base, DatagramKind.Frames, this.deps.self);
+      this.stampHeader(this.buf, base, DatagramKind.Frames);
     } else {
       // Sealed at flush time, in place: header | prefix | tag | FRAMES | records...
-      writeDatagramHeader(this.buf, base, DatagramKind.Sealed, this.deps.self);
+      this.stampHeader(this.buf, base, DatagramKind.Sealed);
       this.buf[base + SEALED_HEADER_LENGTH - 1] = DatagramKind.Frames;
     }
     this.lengths[slot] = p.prefix;
@@ -157,7 +173,7 @@ export class TransmitArena {
     const u = this.unitBuf;
     const rec = p.crypto === undefined ? 0 : SEAL_UNIT_OVERHEAD + 1;
     const body = writeFrameRecordHeader(u, rec, src, dst, netId, hops, len - OFFLOAD_LENGTH);
-    buf.copy(u, body, off, off + len);
+    copyBytes(u, body, buf, off, off + len);
     const total = body + len;
     if (p.crypto !== undefined) {
       u[SEAL_UNIT_OVERHEAD] = DatagramKind.Frames;
@@ -175,9 +191,9 @@ export class TransmitArena {
       this.fragOffsets[n] = w;
       this.fragLengths[n] = DATAGRAM_HEADER_LENGTH + FRAGMENT_HEADER_LENGTH + chunk;
       n++;
-      w = writeDatagramHeader(fb, w, DatagramKind.Fragment, this.deps.self);
+      w = this.stampHeader(fb, w, DatagramKind.Fragment);
       w = writeFragmentHeader(fb, w, id, at, total);
-      u.copy(fb, w, at, at + chunk);
+      copyBytes(fb, w, u, at, at + chunk);
       w += chunk;
     }
     this.sendSegments(p, seg, n);
