@@ -241,7 +241,12 @@ export class TapDevice {
   }
 }
 
-/** An IPv4 UDP socket with recvmmsg/sendmmsg batching, polled by libuv. Addresses are IPv4 as unsigned 32-bit numbers in host order (192.0.2.1 -> 0xc0000201). */
+/**
+ * An IPv4 UDP socket with recvmmsg/sendmmsg batching, polled by libuv. Addresses are IPv4
+ * as unsigned 32-bit numbers in host order (192.0.2.1 -> 0xc0000201); send and
+ * sendSegmented also take the same 32 bits as a signed integer (`addr | 0`), which V8
+ * passes without allocating where an address of 128.0.0.0 or above would be boxed.
+ */
 export class UdpBatchSocket {
   /** The bound port (useful when binding port 0). */
   readonly port: number;

@@ -18,6 +18,13 @@ export function readHalf(buf: Buffer, offset: number): number {
  * The top 24 bits of a 48-bit value. `>>> 0` (not Math.floor) so the engine knows the
  * result is a small integer and never boxes it.
  */
+/** Write a 24-bit half at buf[offset, offset+3), big-endian. */
+export function writeHalf(buf: Buffer, offset: number, half: number): void {
+  buf[offset] = half >>> 16;
+  buf[offset + 1] = (half >>> 8) & 0xff;
+  buf[offset + 2] = half & 0xff;
+}
+
 export function highHalf(value: number): number {
   return (value / HALF) >>> 0;
 }

@@ -22,12 +22,17 @@ import type { PeerName } from './peername';
 /** What entryOf() hands the frame path: the owner of a MAC. */
 export interface MacOwner {
   readonly peer: PeerName;
+  /** The owner's name as 24-bit halves (src/net/halves.ts), for lookups that must not box it. */
+  readonly peerHigh: number;
+  readonly peerLow: number;
 }
 
 interface MacEntry extends MacOwner {
   readonly networkId: number;
   readonly mac: number;
   peer: PeerName;
+  peerHigh: number;
+  peerLow: number;
   seenMs: number;
   prev: MacEntry | undefined; // older
   next: MacEntry | undefined; // newer
@@ -93,6 +98,8 @@ export class MacTable {
       this.moveToNewest(e);
       if (e.peer === peer) return false;
       e.peer = peer;
+      e.peerHigh = highHalf(peer);
+      e.peerLow = lowHalf(peer);
       this.stats.moved++;
       this.changed(e);
       return true;
@@ -111,6 +118,8 @@ export class MacTable {
       networkId,
       mac,
       peer,
+      peerHigh: highHalf(peer),
+      peerLow: lowHalf(peer),
       seenMs: nowMs,
       prev: this.newest,
       next: undefined,

@@ -11,9 +11,7 @@
  * are counted into the daemon's real FlowCounter, so their costs are counted too.
  */
 import { randomBytes } from 'node:crypto';
-import { performance, PerformanceObserver } from 'node:perf_hooks';
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
+import { Session } from 'node:inspector/promises';
 import { loadSealer } from '../../src/crypto/seal';
 import { FlowCounter } from '../../src/diagnostics/flows';
 import { silentLogger } from '../../src/log';
@@ -193,6 +191,8 @@ export interface LoopHost {
 export interface Loopback {
   a: LoopHost;
   b: LoopHost;
+  /** The clock both sleeves read (advance it in fractions of a millisecond, as performance.now() moves). */
+  clock: ManualClock;
   /** Deliver datagrams back and forth until both rings are empty. */
   settle(): void;
   close(): Promise<void>;
@@ -254,6 +254,7 @@ export async function buildLoopback(opts: { sealed: boolean }): Promise<Loopback
   return {
     a,
     b,
+    clock,
     settle,
     async close() {
       await a.sleeve.close();
@@ -262,55 +263,71 @@ export async function buildLoopback(opts: { sealed: boolean }): Promise<Loopback
   };
 }
 
-/** The engine's gc(), without --expose-gc on the command line (the flag is set at run time). */
-export function exposedGc(): () => void {
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
-
 export interface AllocationCount {
   frames: number;
+  /** Bytes of JS heap objects allocated while the steps ran, garbage included (an estimate: sampled). */
   bytes: number;
   bytesPerFrame: number;
+  /** The largest allocating call sites, "bytes/frame function file:line <- caller ...", for failure messages. */
+  sites: string[];
+}
+
+/** Every sampled allocation under a node of V8's sampling heap profile. */
+interface SampleNode {
+  selfSize: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children: SampleNode[];
+}
+
+/** Bytes per call stack (innermost three frames) under `node`, added into `into`. */
+function sizesBySite(node: SampleNode, stack: string[], into: Map<string, number>): void {
+  const f = node.callFrame;
+  const here = [
+    `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`,
+    ...stack,
+  ];
+  if (node.selfSize > 0) {
+    const key = here.slice(0, 3).join(' <- ');
+    into.set(key, (into.get(key) ?? 0) + node.selfSize);
+  }
+  for (const c of node.children) sizesBySite(c, here, into);
 }
 
 /**
- * Heap bytes allocated while `step()` runs `chunks` times, per frame (step returns the
- * frames it moved). Each chunk starts right after a full collection and is measured as
- * the growth of V8's used heap, so it must allocate less than the young generation holds:
- * a collection inside a chunk would hide garbage, and is refused rather than counted.
+ * Heap bytes allocated per frame while `step()` runs `steps` times (step returns the
+ * frames it moved), from V8's sampling heap profiler with objects the young and old
+ * generation collectors freed included: garbage is what counts, since it is what makes
+ * the young generation collect. With `samplingInterval` bytes between samples on
+ * average, anything allocating per frame shows; a path that allocates nothing leaves no
+ * sample at all. (Comparing the used heap between forced collections, tried first, adds
+ * a few kilobytes per collection of the engine's own, which hides what a frame costs.)
  */
-export async function countAllocation(step: () => number, chunks: number): Promise<AllocationCount> {
-  const gc = exposedGc();
-  const collections: number[] = [];
-  const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) collections.push(e.startTime);
-  });
-  observer.observe({ entryTypes: ['gc'] });
-  const windows = new Float64Array(2 * chunks);
+export async function countAllocation(
+  step: () => number,
+  steps: number,
+  samplingInterval = 128,
+): Promise<AllocationCount> {
+  const session = new Session();
+  session.connect();
   let frames = 0;
-  let bytes = 0;
   try {
-    for (let c = 0; c < chunks; c++) {
-      gc();
-      windows[2 * c] = performance.now();
-      const before = v8.getHeapStatistics().used_heap_size;
-      frames += step();
-      const after = v8.getHeapStatistics().used_heap_size;
-      windows[2 * c + 1] = performance.now();
-      bytes += after - before;
-    }
-    // GC entries are delivered asynchronously.
-    await new Promise((r) => setTimeout(r, 50));
+    await session.post('HeapProfiler.enable');
+    await session.post('HeapProfiler.startSampling', {
+      samplingInterval,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+    for (let i = 0; i < steps; i++) frames += step();
+    const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: SampleNode } };
+    const bySite = new Map<string, number>();
+    sizesBySite(profile.head, [], bySite);
+    const bytes = [...bySite.values()].reduce((a, v) => a + v, 0);
+    const sites = [...bySite]
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, 5)
+      .map(([site, b]) => `${(b / frames).toFixed(1)} B/frame ${site}`);
+    return { frames, bytes, bytesPerFrame: bytes / frames, sites };
   } finally {
-    observer.disconnect();
+    session.disconnect();
   }
-  for (const t of collections) {
-    for (let c = 0; c < chunks; c++) {
-      if (t >= windows[2 * c]! && t <= windows[2 * c + 1]!) {
-        throw new Error(`a collection ran inside measured chunk ${c}: measure fewer frames per chunk`);
-      }
-    }
-  }
-  return { frames, bytes, bytesPerFrame: bytes / frames };
 }

@@ -25,7 +25,7 @@ import { UdpBatchSocket, ipv4ToNumber, setSchedSlice } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
 import { systemClock, type Clock } from '../../net/clock';
-import { HalvesMap, highHalf, lowHalf, readHalf } from '../../net/halves';
+import { HalvesMap, fromHalves, highHalf, lowHalf, readHalf } from '../../net/halves';
 import { tapLinkName } from '../../net/links';
 import { MacTable } from '../../net/mactable';
 import { NO_PEER, type PeerName } from '../../net/peername';
@@ -105,10 +105,13 @@ const MAX_INTERNED_NAMES = 4096;
 
 /** Where frames for one destination peer go (cached per routes version). */
 interface NextHop {
-  /** The next hop is the destination itself. */
-  readonly direct: boolean;
   /** Our peer entry for the next hop; undefined when there is none (no route, or not a sleeve peer). */
   readonly peer: SleevePeer | undefined;
+  /**
+   * The next hop is the destination and the kernel fast path carries it: the bridge
+   * handed the frame to the VXLAN port as well, so the sleeve does not send it.
+   */
+  readonly kernel: boolean;
 }
 
 export interface SleeveOptions {
@@ -302,6 +305,11 @@ export class SleeveDatapath implements Datapath {
     if (p.up) this.events.pathChanged(peer, false);
   }
 
+  /** The set of peers the kernel fast path carries (kernelPeers) changed: forget cached next hops. */
+  kernelPeersChanged(): void {
+    this.hops.clear();
+  }
+
   peerGone(peer: PeerName): void {
     this.macs.forgetPeer(peer);
   }
@@ -352,7 +360,18 @@ export class SleeveDatapath implements Datapath {
     if (p === undefined || !p.up) return false;
     const rec = Buffer.alloc(OFFLOAD_LENGTH + frame.length);
     frame.copy(rec, OFFLOAD_LENGTH);
-    this.tx.append(p, this.self, dst, PROBE_NETWORK_ID, 0, rec, 0, rec.length);
+    this.tx.append(
+      p,
+      this.selfHigh,
+      this.selfLow,
+      highHalf(dst),
+      lowHalf(dst),
+      PROBE_NETWORK_ID,
+      0,
+      rec,
+      0,
+      rec.length,
+    );
     this.tx.flush();
     return true;
   }
@@ -384,6 +403,8 @@ export class SleeveDatapath implements Datapath {
     const slotSize = tap.slotSize;
     const netId = port.net.id;
     const self = this.self;
+    const selfHigh = this.selfHigh;
+    const selfLow = this.selfLow;
     const flows = this.flows;
     this.now = this.clock.now();
     port.framesFromBridge += count;
@@ -400,22 +421,21 @@ export class SleeveDatapath implements Datapath {
       const dstLow = readHalf(buf, eth + 3);
       if (flows !== undefined)
         flows.record(netId, readHalf(buf, eth + 6), readHalf(buf, eth + 9), dstHigh, dstLow, len - OFFLOAD_LENGTH);
-      const entry = (dstHigh & GROUP_BIT_HIGH) !== 0 ? undefined : this.macs.entryOf(netId, dstHigh, dstLow, this.now);
-      const owner = entry === undefined ? undefined : this.nameOf(highHalf(entry.peer), lowHalf(entry.peer));
-      if (owner === undefined || owner === self) {
+      const owner = (dstHigh & GROUP_BIT_HIGH) !== 0 ? undefined : this.macs.entryOf(netId, dstHigh, dstLow, this.now);
+      if (owner === undefined || (owner.peerHigh === selfHigh && owner.peerLow === selfLow)) {
         this.floodFrom(self, netId, 0, buf, off, len, NO_PEER);
         continue;
       }
-      const hop = this.nextHopTo(owner);
+      const hop = this.nextHopTo(owner.peerHigh, owner.peerLow);
       // The bridge handed the same frame to the VXLAN port, which carries it to this peer.
-      if (hop.direct && this.kernelPeers.has(owner)) continue;
+      if (hop.kernel) continue;
       const p = hop.peer;
       if (p === undefined || !p.up) {
         // The owner went away: flood so the frame still reaches it if it moved.
         this.floodFrom(self, netId, 0, buf, off, len, NO_PEER);
         continue;
       }
-      this.tx.append(p, self, owner, netId, 0, buf, off, len);
+      this.tx.append(p, selfHigh, selfLow, owner.peerHigh, owner.peerLow, netId, 0, buf, off, len);
     }
     this.tx.flush();
   }
@@ -441,7 +461,7 @@ export class SleeveDatapath implements Datapath {
       // the peer relays this copy without delivering it twice. Said per copy, because the
       // two ends may briefly disagree on which path carries them.
       const flag = ours && this.kernelPeers.has(name) ? KERNEL_COPY_FLAG : 0;
-      this.tx.append(p, src, NO_PEER, netId, hops | flag, buf, off, len);
+      this.tx.append(p, highHalf(src), lowHalf(src), 0, 0, netId, hops | flag, buf, off, len); // to NO_PEER
     }
   }
 
@@ -586,8 +606,7 @@ export class SleeveDatapath implements Datapath {
         else this.deliver(src, netId, buf, payOff, payLen, direct);
         if (toAll) this.relayBroadcast(from, src, netId, hops, buf, payOff, payLen);
       } else {
-        const src = this.nameOf(srcHigh, srcLow);
-        this.relayUnicast(from, src, this.nameOf(dstHigh, dstLow), netId, hops, buf, payOff, payLen);
+        this.relayUnicast(from, srcHigh, srcLow, dstHigh, dstLow, netId, hops, buf, payOff, payLen);
       }
       o += FRAME_RECORD_HEADER_LENGTH + frameLen;
     }
@@ -608,8 +627,10 @@ export class SleeveDatapath implements Datapath {
 
   private relayUnicast(
     from: SleevePeer,
-    src: PeerName,
-    dst: PeerName,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
     netId: number,
     hops: number,
     buf: Buffer,
@@ -620,9 +641,9 @@ export class SleeveDatapath implements Datapath {
       this.dropCounter.count('hops_exceeded');
       return;
     }
-    const next = this.nextHopTo(dst).peer;
+    const next = this.nextHopTo(dstHigh, dstLow).peer;
     if (next === undefined || !next.up || next === from) this.dropCounter.count('no_route');
-    else this.tx.append(next, src, dst, netId, hops + 1, buf, off, len);
+    else this.tx.append(next, srcHigh, srcLow, dstHigh, dstLow, netId, hops + 1, buf, off, len);
   }
 
   private deliver(src: PeerName, netId: number, buf: Buffer, off: number, len: number, direct: boolean): void {
@@ -657,22 +678,24 @@ export class SleeveDatapath implements Datapath {
   }
 
   /**
-   * The next hop towards `dst`, cached by its name halves until the routes or our peers
-   * change: asking the route table per frame boxed the 48-bit name it answers.
+   * The next hop towards the peer with these name halves, cached until the routes, our
+   * peers or the kernel's peers change: asking the route table per frame boxed the
+   * 48-bit names it takes and answers.
    */
-  private nextHopTo(dst: PeerName): NextHop {
+  private nextHopTo(high: number, low: number): NextHop {
     const version = this.routes.routesVersion;
     if (version !== this.routesSeen || this.hops.size >= MAX_INTERNED_NAMES) {
       this.hops.clear();
       this.routesSeen = version;
     }
-    const high = highHalf(dst);
-    const low = lowHalf(dst);
     const known = this.hops.get(high, low);
     if (known !== undefined) return known;
+    const dst = fromHalves(high, low);
     const hop = this.routes.unicastNextHop(dst);
-    const peer = hop === undefined ? undefined : this.peers.get(hop);
-    const fresh: NextHop = { direct: hop === dst, peer };
+    const fresh: NextHop = {
+      peer: hop === undefined ? undefined : this.peers.get(hop),
+      kernel: hop === dst && this.kernelPeers.has(dst),
+    };
     this.hops.set(dst, fresh);
     return fresh;
   }

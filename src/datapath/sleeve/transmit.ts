@@ -6,9 +6,9 @@
  * and handed to the kernel as UDP GSO sends. Nothing here allocates per record.
  */
 import type { Logger } from '../../log';
+import type { PeerName } from '../../net/peername';
 import { copyBytes } from '../../native';
 import type { Clock } from '../../net/clock';
-import type { PeerName } from '../../net/peername';
 import {
   DATAGRAM_HEADER_LENGTH,
   DatagramKind,
@@ -21,7 +21,7 @@ import {
   writeDatagramHeader,
   writeDatagramKind,
   writeFragmentHeader,
-  writeFrameRecordHeader,
+  writeFrameRecordHeaderHalves,
 } from './codec';
 import { sendErrorReason, type DropCounter } from './drops';
 import { SEAL_UNIT_OVERHEAD } from './peer-crypto';
@@ -83,13 +83,16 @@ export class TransmitArena {
 
   /**
    * Queue one record for `p`. `buf[off, off+len)` is the offload block followed by the
-   * frame; `hops` the whole hops byte. Records that fit the path MTU share datagrams;
-   * bigger ones are fragmented and leave at once.
+   * frame; `hops` the whole hops byte; the source and destination peers come as 24-bit
+   * halves (src/net/halves.ts). Records that fit the path MTU share datagrams; bigger
+   * ones are fragmented and leave at once.
    */
   append(
     p: SleevePeer,
-    src: PeerName,
-    dst: PeerName,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
     netId: number,
     hops: number,
     buf: Buffer,
@@ -100,14 +103,24 @@ export class TransmitArena {
     p.framesOut++;
     p.bytesOut += len - OFFLOAD_LENGTH;
     if (p.prefix + need > p.pmtu) {
-      this.sendFragmented(p, src, dst, netId, hops, buf, off, len);
+      this.sendFragmented(p, srcHigh, srcLow, dstHigh, dstLow, netId, hops, buf, off, len);
       return;
     }
     let slot = p.txSlot;
     if (slot >= 0 && this.lengths[slot]! + need > p.pmtu) slot = -1;
     if (slot < 0) slot = this.openSlot(p);
     const at = this.offsets[slot]! + this.lengths[slot]!;
-    const body = writeFrameRecordHeader(this.buf, at, src, dst, netId, hops, len - OFFLOAD_LENGTH);
+    const body = writeFrameRecordHeaderHalves(
+      this.buf,
+      at,
+      srcHigh,
+      srcLow,
+      dstHigh,
+      dstLow,
+      netId,
+      hops,
+      len - OFFLOAD_LENGTH,
+    );
     copyBytes(this.buf, body, buf, off, off + len);
     this.lengths[slot] = this.lengths[slot]! + need;
   }
@@ -158,8 +171,10 @@ export class TransmitArena {
    */
   private sendFragmented(
     p: SleevePeer,
-    src: PeerName,
-    dst: PeerName,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
     netId: number,
     hops: number,
     buf: Buffer,
@@ -172,7 +187,17 @@ export class TransmitArena {
     // once as a whole (one secretbox per 64 KiB, not per fragment).
     const u = this.unitBuf;
     const rec = p.crypto === undefined ? 0 : SEAL_UNIT_OVERHEAD + 1;
-    const body = writeFrameRecordHeader(u, rec, src, dst, netId, hops, len - OFFLOAD_LENGTH);
+    const body = writeFrameRecordHeaderHalves(
+      u,
+      rec,
+      srcHigh,
+      srcLow,
+      dstHigh,
+      dstLow,
+      netId,
+      hops,
+      len - OFFLOAD_LENGTH,
+    );
     copyBytes(u, body, buf, off, off + len);
     const total = body + len;
     if (p.crypto !== undefined) {
@@ -207,7 +232,8 @@ export class TransmitArena {
           const k = Math.min(perSend, n - i);
           const start = this.fragOffsets[i]!;
           const end = this.fragOffsets[i + k - 1]! + this.fragLengths[i + k - 1]!;
-          if (!this.deps.socket.sendSegmented(this.fragBuf, start, end - start, seg, p.ip, p.port)) {
+          // p.ip | 0: the address as a small integer, not a heap number per send (ports.ts).
+          if (!this.deps.socket.sendSegmented(this.fragBuf, start, end - start, seg, p.ip | 0, p.port)) {
             this.deps.drops.count('send_queue_full', n - i);
             return;
           }
