@@ -22,6 +22,13 @@ import type { ScenarioResult } from './sleeve-allocation-run';
  */
 const MAX_BYTES_PER_FRAME = 2;
 const MAX_BYTES_PER_SUPER_FRAME = 16;
+/**
+ * Sealed, what is left is one view object per datagram each way (about 52 bytes), which
+ * sodium-native needs because it takes whole buffers: about 104 bytes per small frame
+ * (one per datagram) and 124 per super-frame. Before: 411 and 5,490.
+ */
+const MAX_SEALED_BYTES_PER_FRAME = 160;
+const MAX_SEALED_BYTES_PER_SUPER_FRAME = 250;
 
 function measure(): ScenarioResult[] {
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'sleeve-allocation-run.ts')], {
@@ -33,8 +40,13 @@ function measure(): ScenarioResult[] {
 }
 
 describe('sleeve frame path allocation', () => {
-  it('moves 100,000 small frames and 10,000 TCP super-frames, both ways, without allocating', () => {
-    const [small, big] = measure() as [ScenarioResult, ScenarioResult];
+  it('moves 100,000 small frames and 10,000 TCP super-frames, both ways, without allocating (sealed: one view per datagram)', () => {
+    const [small, big, smallSealed, bigSealed] = measure() as [
+      ScenarioResult,
+      ScenarioResult,
+      ScenarioResult,
+      ScenarioResult,
+    ];
 
     expect(small.frames).toBeGreaterThanOrEqual(100_000);
     // Every frame reached the other bridge: the loop measured real forwarding.
@@ -47,5 +59,12 @@ describe('sleeve frame path allocation', () => {
     expect(big.bytesToB).toBeGreaterThan((big.frames / 2) * 60_000);
     expect(big.drops).toBe(0);
     expect(big.bytesPerFrame, big.sites.join('\n')).toBeLessThan(MAX_BYTES_PER_SUPER_FRAME);
+
+    for (const sealed of [smallSealed, bigSealed]) {
+      expect(sealed.delivered).toBe(sealed.frames);
+      expect(sealed.drops).toBe(0);
+    }
+    expect(smallSealed.bytesPerFrame, smallSealed.sites.join('\n')).toBeLessThan(MAX_SEALED_BYTES_PER_FRAME);
+    expect(bigSealed.bytesPerFrame, bigSealed.sites.join('\n')).toBeLessThan(MAX_SEALED_BYTES_PER_SUPER_FRAME);
   });
 });
