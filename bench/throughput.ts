@@ -1,7 +1,8 @@
 /**
  * Throughput between two containers on two hosts (network namespaces), beside references
  * measured in the same run: iperf3 TCP for N seconds, CPU seconds of the weavets daemons
- * per Gbit moved, and ping RTT. Prints a markdown table.
+ * per Gbit moved, their V8 garbage collections during iperf3 (count and time, from each
+ * daemon's /metrics), and ping RTT. Prints a markdown table.
  *
  *   npx tsx bench/throughput.ts [--time 10] [--rows veth,vxlan,sleeve] [--ping-rounds 10] [--iperf-rounds 3]
  *
@@ -26,6 +27,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLab, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
+import { clientFor } from '../src/cli/context';
 
 interface Endpoints {
   client: Namespace | Host;
@@ -54,6 +56,8 @@ interface RowResult {
   cpuSecPerGbit?: number;
   /** Median RTT of all of the row's pings (every round), ms. */
   pingAvgMs?: number;
+  /** V8 garbage collections per daemon during iperf3, scaled to 5 s: count and milliseconds. */
+  gcPer5s?: { count: number; ms: number };
   error?: string;
 }
 
@@ -371,6 +375,18 @@ function cpuSeconds(pid: number): number {
 
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64 and arm64
 
+/** A daemon's GC totals so far (prom-client's weavets_nodejs_gc_duration_seconds, every kind). */
+async function gcTotals(h: Host): Promise<{ count: number; seconds: number }> {
+  const res = await clientFor(h.stateDir, 10_000).raw('GET', '/metrics');
+  let count = 0;
+  let seconds = 0;
+  for (const m of res.body.matchAll(/^weavets_nodejs_gc_duration_seconds_(count|sum)\{[^}]*\} ([\d.e+-]+)$/gm)) {
+    if (m[1] === 'count') count += Number(m[2]);
+    else seconds += Number(m[2]);
+  }
+  return { count, seconds };
+}
+
 function daemonPids(lab: Lab, hosts: Host[]): number[] {
   return hosts.map((h) => {
     const pid = lab.daemonPid(h);
@@ -469,6 +485,7 @@ async function measureAll(
     // a 10 s run moves by ±5% with the machine's load, the size of the 95% target's margin.
     const gbpsOf = new Map<LiveRow, number[]>();
     const cpuOf = new Map<LiveRow, number>();
+    const gcOf = new Map<LiveRow, { count: number; seconds: number; daemonRuns: number }>();
     for (let round = 0; round < iperfRounds; round++) {
       for (let i = 0; i < rows.length; i++) {
         const row = rows[(i + round) % rows.length]!;
@@ -477,9 +494,20 @@ async function measureAll(
         process.stderr.write(`iperf3 round ${round + 1}/${iperfRounds}: ${row.spec.title} ...\n`);
         try {
           const pids = [...daemonPids(row.lab, ep.daemonHosts), ...(ep.otherPids ?? [])];
+          const gcBefore = await Promise.all(ep.daemonHosts.map(gcTotals));
           const cpuBefore = pids.map(cpuSeconds);
           const gbps = await iperf(row.lab, ep, seconds);
           const cpu = pids.map(cpuSeconds).reduce((a, v) => a + v, 0) - cpuBefore.reduce((a, v) => a + v, 0);
+          const gcAfter = await Promise.all(ep.daemonHosts.map(gcTotals));
+          if (gcAfter.length > 0) {
+            const g = gcOf.get(row) ?? { count: 0, seconds: 0, daemonRuns: 0 };
+            gcAfter.forEach((a, k) => {
+              g.count += a.count - gcBefore[k]!.count;
+              g.seconds += a.seconds - gcBefore[k]!.seconds;
+            });
+            g.daemonRuns += gcAfter.length;
+            gcOf.set(row, g);
+          }
           gbpsOf.set(row, [...(gbpsOf.get(row) ?? []), gbps]);
           if (pids.length > 0) cpuOf.set(row, (cpuOf.get(row) ?? 0) + cpu);
         } catch (err) {
@@ -498,6 +526,11 @@ async function measureAll(
       const total = runs.reduce((a, v) => a + v, 0);
       const cpu = cpuOf.get(row);
       if (cpu !== undefined && total > 0) res.cpuSecPerGbit = cpu / (total * seconds);
+      const gc = gcOf.get(row);
+      if (gc !== undefined && gc.daemonRuns > 0) {
+        const per5s = 5 / (seconds * gc.daemonRuns);
+        res.gcPer5s = { count: gc.count * per5s, ms: gc.seconds * 1000 * per5s };
+      }
       row.result = res;
     }
     return rows.map((r) => r.result);
@@ -516,12 +549,12 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
       `${new Date().toISOString()}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ` +
       `load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
     '',
-    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN | GC per daemon per 5 s of iperf3: count, ms |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     if (r.error !== undefined) {
-      lines.push(`| ${r.title} | failed: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | |`);
+      lines.push(`| ${r.title} | failed: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | |`);
       continue;
     }
     const ratio = ref !== undefined && r.gbps !== undefined ? `${((r.gbps / ref) * 100).toFixed(1)}%` : 'n/a';
@@ -532,7 +565,8 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
         : 'n/a';
     lines.push(
       `| ${r.title} | ${r.gbps!.toFixed(2)} | ${ratio} | ${vsVx} | ${(r.runs ?? []).map((g) => g.toFixed(2)).join(' ')} | ${r.cpuSecPerGbit !== undefined ? r.cpuSecPerGbit.toFixed(3) : 'n/a'} | ` +
-        `${r.pingAvgMs !== undefined ? r.pingAvgMs.toFixed(3) : 'n/a'} | ${pingVx} |`,
+        `${r.pingAvgMs !== undefined ? r.pingAvgMs.toFixed(3) : 'n/a'} | ${pingVx} | ` +
+        `${r.gcPer5s !== undefined ? `${r.gcPer5s.count.toFixed(1)}, ${r.gcPer5s.ms.toFixed(1)}` : 'n/a'} |`,
     );
   }
   return lines.join('\n');

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "weavets_native",
-      "sources": ["src/addon.c", "src/poller.c", "src/tap.c", "src/udp.c", "src/netns.c", "src/sched.c"],
+      "sources": ["src/addon.c", "src/poller.c", "src/tap.c", "src/udp.c", "src/netns.c", "src/sched.c", "src/copy.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-std=gnu11"]
     },
     {

@@ -354,10 +354,24 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* addr: the address as a uint32, or the same 32 bits as a signed int32 (addr | 0 in JS),
+ * which V8 passes as a small integer where a uint32 of 128.0.0.0 and above would be a
+ * newly allocated heap number on every send. */
+static int get_addr(napi_env env, napi_value v, uint32_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= -2147483648.0 && d <= 4294967295.0) ||
+      d != (double)(int64_t)d) {
+    napi_throw_range_error(env, NULL, "addr must be a 32-bit integer");
+    return 0;
+  }
+  *out = (uint32_t)(int64_t)d;
+  return 1;
+}
+
 static int get_dest(napi_env env, napi_value a, napi_value p, struct sockaddr_in *sa) {
   uint32_t addr;
   uint16_t port;
-  if (!weavets_get_u32(env, a, "addr", &addr) || !get_port(env, p, &port)) return 0;
+  if (!get_addr(env, a, &addr) || !get_port(env, p, &port)) return 0;
   memset(sa, 0, sizeof *sa);
   sa->sin_family = AF_INET;
   sa->sin_addr.s_addr = htonl(addr);

@@ -58,6 +58,7 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
     this.fast?.removePeer(peer, opts);
     this.sleeve.removePeer(peer);
     this.kernelPeers.delete(peer);
+    this.sleeve.kernelPeersChanged();
     this.reported.delete(peer);
   }
 
@@ -125,6 +126,7 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
   fastPathChanged(peer: PeerName, up: boolean): void {
     if (up) this.kernelPeers.add(peer);
     else this.kernelPeers.delete(peer);
+    this.sleeve.kernelPeersChanged();
     this.log.info(up ? 'peer on fastdp' : 'peer on sleeve', { peer: formatPeerName(peer) });
     this.report(peer);
   }

@@ -9,6 +9,7 @@
  *   difference between now and a minute ago; pairs are named from the containers every
  *   host reports in its health row.
  */
+import { fromHalves, highHalf, lowHalf } from '../net/halves';
 import type { FrameCounter } from '../router/overlay';
 
 /** One container pair on one network (`weavets flows --json`). */
@@ -70,14 +71,20 @@ export class FlowCounter implements FrameCounter {
     return this.used;
   }
 
-  /** Count one frame. `net` must be non-zero (network ids are 1..0xfffffe). */
-  record(net: number, srcMac: number, dstMac: number, bytes: number): void {
+  /**
+   * Count one frame, its MACs given as 24-bit halves (src/net/halves.ts). All in this one
+   * function on purpose: a 48-bit MAC handed to another function is a heap number per
+   * frame. `net` must be non-zero (network ids are 1..0xfffffe).
+   */
+  record(net: number, srcHigh: number, srcLow: number, dstHigh: number, dstLow: number, bytes: number): void {
     const mask = this.cap - 1;
+    const srcMac = fromHalves(srcHigh, srcLow);
+    const dstMac = fromHalves(dstHigh, dstLow);
     // Mix the low bits of both MACs and the network: MACs of one host share their top bytes.
     const h =
       (Math.imul(net, 0x9e3779b1) ^
-        Math.imul((srcMac % 0x100000000) >>> 0, 0x85ebca6b) ^
-        Math.imul((dstMac % 0x100000000) >>> 0, 0xc2b2ae35)) >>>
+        Math.imul((((srcHigh & 0xff) << 24) | srcLow) >>> 0, 0x85ebca6b) ^
+        Math.imul((((dstHigh & 0xff) << 24) | dstLow) >>> 0, 0xc2b2ae35)) >>>
       0;
     for (let i = 0; i < MAX_PROBE; i++) {
       const slot = (h + i) & mask;
@@ -122,7 +129,9 @@ export class FlowCounter implements FrameCounter {
     for (let i = 0; i < cap; i++) {
       const n = old.nets[i]!;
       if (n === EMPTY || !keep(n, old.srcs[i]!, old.dsts[i]!)) continue;
-      this.record(n, old.srcs[i]!, old.dsts[i]!, 0);
+      const src = old.srcs[i]!;
+      const dst = old.dsts[i]!;
+      this.record(n, highHalf(src), lowHalf(src), highHalf(dst), lowHalf(dst), 0);
       // record counted one packet of 0 bytes: put the real totals in.
       this.set(n, old.srcs[i]!, old.dsts[i]!, old.bytes[i]!, old.packets[i]!);
     }

@@ -76,6 +76,7 @@ interface NativeBinding {
   ): boolean;
   udpClose(h: NativeUdpHandle): void;
   setSchedSlice(ns: number): boolean;
+  copyBytes(target: Buffer, targetStart: number, source: Buffer, sourceStart: number, sourceEnd: number): number;
 }
 
 // Same relative path from src/native (tsx, vitest) and dist/native (compiled).
@@ -240,7 +241,12 @@ export class TapDevice {
   }
 }
 
-/** An IPv4 UDP socket with recvmmsg/sendmmsg batching, polled by libuv. Addresses are IPv4 as unsigned 32-bit numbers in host order (192.0.2.1 -> 0xc0000201). */
+/**
+ * An IPv4 UDP socket with recvmmsg/sendmmsg batching, polled by libuv. Addresses are IPv4
+ * as unsigned 32-bit numbers in host order (192.0.2.1 -> 0xc0000201); send and
+ * sendSegmented also take the same 32 bits as a signed integer (`addr | 0`), which V8
+ * passes without allocating where an address of 128.0.0.0 or above would be boxed.
+ */
 export class UdpBatchSocket {
   /** The bound port (useful when binding port 0). */
   readonly port: number;
@@ -372,6 +378,23 @@ export class UdpBatchSocket {
  */
 export function setSchedSlice(ns: number): boolean {
   return native().setSchedSlice(ns);
+}
+
+/**
+ * Copy source[sourceStart, sourceEnd) to target at targetStart (memmove; the two may
+ * overlap) and return the count. Unlike Buffer.prototype.copy on Node 20, which makes a
+ * new Uint8Array view of the source whenever the copy does not start at its first byte,
+ * this allocates nothing on the JS heap: the sleeve copies every frame with it. Throws a
+ * RangeError when either range reaches past its buffer (nothing is clipped).
+ */
+export function copyBytes(
+  target: Buffer,
+  targetStart: number,
+  source: Buffer,
+  sourceStart: number,
+  sourceEnd: number,
+): number {
+  return (binding ?? native()).copyBytes(target, targetStart, source, sourceStart, sourceEnd);
 }
 
 /** Dotted quad to a host-order unsigned 32-bit number ("192.0.2.1" -> 0xc0000201). Throws on bad input (src/net/ipv4.ts). */

@@ -1,7 +1,8 @@
 /**
  * MAC -> owning peer, per network id, learned from the source MAC of traffic and aged out.
  *
- * On the frame path: learn() refreshing a known MAC and lookup() allocate nothing. Entries
+ * On the frame path, MACs come as two 24-bit halves (src/net/halves.ts): refresh() of a
+ * known MAC and entryOf() allocate nothing, where a 48-bit number would be boxed. Entries
  * sit on one intrusive list ordered by last sighting (oldest first), so expiry and
  * eviction of the oldest are O(1) per entry and refresh is O(1).
  *
@@ -14,13 +15,24 @@
  * So a refresh of a known MAC costs nothing more, a burst of changes is one batch, and a
  * MAC that changed twice before the drain is reported once, as it is now.
  */
+import { HalvesMap, fromHalves, highHalf, lowHalf } from './halves';
 import { isMulticastMac } from './mac';
 import type { PeerName } from './peername';
 
-interface MacEntry {
+/** What entryOf() hands the frame path: the owner of a MAC. */
+export interface MacOwner {
+  readonly peer: PeerName;
+  /** The owner's name as 24-bit halves (src/net/halves.ts), for lookups that must not box it. */
+  readonly peerHigh: number;
+  readonly peerLow: number;
+}
+
+interface MacEntry extends MacOwner {
   readonly networkId: number;
   readonly mac: number;
   peer: PeerName;
+  peerHigh: number;
+  peerLow: number;
   seenMs: number;
   prev: MacEntry | undefined; // older
   next: MacEntry | undefined; // newer
@@ -52,7 +64,7 @@ export interface MacTableStats {
 export class MacTable {
   private readonly maxAgeMs: number;
   private readonly maxEntries: number;
-  private readonly byNetwork = new Map<number, Map<number, MacEntry>>();
+  private readonly byNetwork = new Map<number, HalvesMap<MacEntry>>();
   private oldest: MacEntry | undefined;
   private newest: MacEntry | undefined;
   private count = 0;
@@ -80,12 +92,14 @@ export class MacTable {
     if (nowMs > this.latestMs) this.latestMs = nowMs;
     if (isMulticastMac(mac)) return false;
     let net = this.byNetwork.get(networkId);
-    const e = net?.get(mac);
+    const e = net?.get(highHalf(mac), lowHalf(mac));
     if (e !== undefined) {
       e.seenMs = nowMs;
       this.moveToNewest(e);
       if (e.peer === peer) return false;
       e.peer = peer;
+      e.peerHigh = highHalf(peer);
+      e.peerLow = lowHalf(peer);
       this.stats.moved++;
       this.changed(e);
       return true;
@@ -97,13 +111,15 @@ export class MacTable {
       net = this.byNetwork.get(networkId);
     }
     if (net === undefined) {
-      net = new Map();
+      net = new HalvesMap();
       this.byNetwork.set(networkId, net);
     }
     const fresh: MacEntry = {
       networkId,
       mac,
       peer,
+      peerHigh: highHalf(peer),
+      peerLow: lowHalf(peer),
       seenMs: nowMs,
       prev: this.newest,
       next: undefined,
@@ -165,9 +181,33 @@ export class MacTable {
 
   /** Owning peer, or undefined when unknown or expired. */
   lookup(networkId: number, mac: number, nowMs: number): PeerName | undefined {
-    const e = this.byNetwork.get(networkId)?.get(mac);
+    return this.entryOf(networkId, highHalf(mac), lowHalf(mac), nowMs)?.peer;
+  }
+
+  /**
+   * The frame path's lookup, by the MAC's halves: its entry (read `peer`), or undefined
+   * when unknown or expired. Returns the entry rather than the name so that no 48-bit
+   * number is boxed on the way out.
+   */
+  entryOf(networkId: number, high: number, low: number, nowMs: number): MacOwner | undefined {
+    const net = this.byNetwork.get(networkId);
+    const e = net === undefined ? undefined : net.get(high, low);
     if (e === undefined || nowMs - e.seenMs > this.maxAgeMs) return undefined;
-    return e.peer;
+    return e;
+  }
+
+  /**
+   * The frame path's learn(), by the MAC's halves: refreshing a known MAC behind the same
+   * peer allocates nothing; anything else is learn(). Same result as learn().
+   */
+  refresh(networkId: number, high: number, low: number, peer: PeerName, nowMs: number): boolean {
+    const net = this.byNetwork.get(networkId);
+    const e = net === undefined ? undefined : net.get(high, low);
+    if (e === undefined || e.peer !== peer) return this.learn(networkId, fromHalves(high, low), peer, nowMs);
+    if (nowMs > this.latestMs) this.latestMs = nowMs;
+    e.seenMs = nowMs;
+    this.moveToNewest(e);
+    return false;
   }
 
   /** Remove expired entries; returns how many. */

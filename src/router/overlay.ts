@@ -17,14 +17,16 @@ export const PROBE_NETWORK_ID = 0xffffff;
 /**
  * Counts frames a data path takes from a bridge, per (network, source MAC, destination
  * MAC), for `weavets flows` (implemented by FlowCounter in src/diagnostics/flows.ts).
- * MACs are 48-bit numbers (readMac in src/net/mac.ts).
+ * MACs come as 24-bit halves (src/net/halves.ts), so counting a frame allocates nothing.
  */
 export interface FrameCounter {
-  record(net: number, srcMac: number, dstMac: number, bytes: number): void;
+  record(net: number, srcHigh: number, srcLow: number, dstHigh: number, dstLow: number, bytes: number): void;
 }
 
 /** Read-only view of the routes the router computes from the topology. */
 export interface RouteTable {
+  /** Changes whenever any route may have changed (the sleeve caches next hops by it). */
+  readonly routesVersion: number;
   unicastNextHop(dst: PeerName): PeerName | undefined;
   broadcastNextHops(src: PeerName): readonly PeerName[];
 }

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/launch';
 import type { RouterStatus } from '../../src/router/status';
 import { REPO_ROOT, type Host, type Lab } from '../net/harness';
 import { useLab } from '../net/lab-hooks';
@@ -53,6 +54,8 @@ describeWithTools({ commands: ['systemd-analyze'], files: [path.join(SYSTEM_UNIT
         /^ExecStart=\/usr\/local\/bin\/weavets launch --foreground \$WEAVETS_OPTIONS \$WEAVETS_PEERS$/m,
       );
       expect(unit).toMatch(/^EnvironmentFile=-\/etc\/default\/weavets$/m);
+      // The daemon's node flags (src/cli/launch.ts) reach the foreground launch too.
+      expect(unit).toMatch(new RegExp(`^Environment=NODE_OPTIONS=${DAEMON_NODE_FLAGS.join(' ')}$`, 'm'));
       expect(unit).toMatch(/^Restart=on-failure$/m);
       expect(unit).toMatch(/^After=network-online.target$/m);
       expect(unit).toMatch(/^Wants=network-online.target$/m);

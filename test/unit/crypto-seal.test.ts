@@ -121,8 +121,15 @@ describe('sodium-native and tweetnacl secretbox', () => {
         msg.copy(buf, 8 + SEAL_OVERHEAD);
         s.seal(buf, 8, buf, 8 + SEAL_OVERHEAD, msg.length, nonce, key);
         expect(buf.subarray(8).equals(sealWith(s, msg, nonce, key))).toBe(true);
+        const sealed = Buffer.from(buf);
         expect(s.open(buf, 8 + SEAL_OVERHEAD, buf, 8, SEAL_OVERHEAD + msg.length, nonce, key)).toBe(true);
         expect(buf.subarray(8 + SEAL_OVERHEAD).equals(msg)).toBe(true);
+        // In place, a flipped bit in the MAC or the ciphertext is refused too.
+        for (const at of [8, 8 + SEAL_OVERHEAD + 700]) {
+          const bad = Buffer.from(sealed);
+          bad[at] = bad[at]! ^ 1;
+          expect(s.open(bad, 8 + SEAL_OVERHEAD, bad, 8, SEAL_OVERHEAD + msg.length, nonce, key)).toBe(false);
+        }
       });
 
       it('throws on out-of-range offsets and bad key or nonce sizes', () => {

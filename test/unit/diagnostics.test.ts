@@ -206,9 +206,9 @@ describe('planTrace', () => {
 describe('FlowCounter and FlowWindow', () => {
   it('counts per (network, source, destination) and forgets idle pairs on compaction', () => {
     const c = new FlowCounter(64);
-    for (let i = 0; i < 10; i++) c.record(5, 0x0a0000000001, 0x0a0000000002, 100);
-    c.record(5, 0x0a0000000002, 0x0a0000000001, 60);
-    c.record(6, 0x0a0000000001, 0x0a0000000002, 1);
+    for (let i = 0; i < 10; i++) c.record(5, 0x0a0000, 0x000001, 0x0a0000, 0x000002, 100);
+    c.record(5, 0x0a0000, 0x000002, 0x0a0000, 0x000001, 60);
+    c.record(6, 0x0a0000, 0x000001, 0x0a0000, 0x000002, 1);
     const seen: string[] = [];
     c.forEach((n, s, d, b, p) => seen.push(`${n}/${s.toString(16)}/${d.toString(16)}:${b}/${p}`));
     expect(seen.sort()).toEqual([
@@ -224,7 +224,7 @@ describe('FlowCounter and FlowWindow', () => {
 
   it('counts overflow instead of growing when full', () => {
     const c = new FlowCounter(16);
-    for (let i = 1; i <= 40; i++) c.record(1, i, i + 1, 10);
+    for (let i = 1; i <= 40; i++) c.record(1, 0, i, 0, i + 1, 10);
     expect(c.size).toBeLessThanOrEqual(12);
     expect(c.overflow).toBe(40 - c.size);
   });

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main';
-import { buildDaemonConfig, type LaunchFlags } from '../../src/cli/launch';
+import { DAEMON_NODE_FLAGS, buildDaemonConfig, daemonExecArgv, type LaunchFlags } from '../../src/cli/launch';
 import { GROUP_CHECKS, LAUNCH_OPTIONS, longFlag, optionKey } from '../../src/cli/launch-options';
 import { decodeConfig, encodeConfig } from '../../src/cli/config-pipe';
 import { UsageError } from '../../src/cli/output';
@@ -239,5 +239,15 @@ describe('a bad value', () => {
         JSON.stringify(bad),
       ).toMatch(message);
     }
+  });
+});
+
+describe('the daemon node command line', () => {
+  it('adds the small young generation after the caller flags, unless the caller chose one', () => {
+    expect(daemonExecArgv([])).toEqual(['--max-semi-space-size=1']);
+    expect(daemonExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--max-semi-space-size=1']);
+    expect(daemonExecArgv(['--max-semi-space-size=16'])).toEqual(['--max-semi-space-size=16']);
+    expect(daemonExecArgv([], '--trace-gc --max-semi-space-size=8')).toEqual([]);
+    expect(DAEMON_NODE_FLAGS).toEqual(['--max-semi-space-size=1']);
   });
 });

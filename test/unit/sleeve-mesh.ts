@@ -82,6 +82,7 @@ function routesOf(self: number, n: number, adj: number[][]): RouteTable {
       : [...adj[v]!].sort((a, b) => a - b).find((w) => distFrom[root]![w] === distFrom[root]![v]! - 1);
   const indexOf = (p: PeerName): number => p - peerName(0);
   return {
+    routesVersion: 0, // the edges never change
     unicastNextHop(dst) {
       const d = indexOf(dst);
       if (d === self || !(d >= 0 && d < n) || distFrom[d]![self] === Infinity) return undefined;

@@ -140,7 +140,7 @@ export class MemoryUdpRing implements UdpRing {
 
   send(buf: Buffer, offset: number, length: number, addr: number, port: number): boolean {
     this.checkOpen();
-    this.underlay.carry(this, buf.subarray(offset, offset + length), addr, port, 0);
+    this.underlay.carry(this, buf.subarray(offset, offset + length), addr >>> 0, port, 0);
     return true;
   }
 
@@ -148,7 +148,7 @@ export class MemoryUdpRing implements UdpRing {
     this.checkOpen();
     if (!this.gso) throw Object.assign(new Error('sendmsg: UDP_SEGMENT refused'), { code: 'EIO' });
     this.gsoSends++;
-    this.underlay.carry(this, buf.subarray(offset, offset + length), addr, port, segmentSize);
+    this.underlay.carry(this, buf.subarray(offset, offset + length), addr >>> 0, port, segmentSize);
     return true;
   }
 

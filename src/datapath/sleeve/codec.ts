@@ -18,6 +18,7 @@
  * by the object-level encode/decode that tests, tools and the fuzz corpus use. The
  * accessors are small functions over fixed offsets that V8 inlines; they allocate nothing.
  */
+import { readHalf, writeHalf } from '../../net/halves';
 import { readPeerName, writePeerName, type PeerName } from '../../net/peername';
 import type { MalformedReason } from './drops';
 
@@ -109,6 +110,11 @@ export function readDatagramKind(buf: Buffer, datagram: number): DatagramKind {
   return buf[datagram + HEADER_KIND]!;
 }
 
+/** Overwrite the header's kind byte (the transmit arena stamps a prebuilt header, then sets the kind). */
+export function writeDatagramKind(buf: Buffer, datagram: number, kind: DatagramKind): void {
+  buf[datagram + HEADER_KIND] = kind;
+}
+
 /** The inner kind byte of an opened SEALED datagram or fragment series; unchecked as readDatagramKind. */
 export function readInnerKind(buf: Buffer, at: number): DatagramKind {
   return buf[at]!;
@@ -116,6 +122,18 @@ export function readInnerKind(buf: Buffer, at: number): DatagramKind {
 
 export function readDatagramSender(buf: Buffer, datagram: number): PeerName {
   return readPeerName(buf, datagram + HEADER_SENDER);
+}
+
+/**
+ * The sender's name as 24-bit halves (src/net/halves.ts): what the hot path reads, since
+ * a 48-bit number read from a datagram is a heap allocation once it leaves the function.
+ */
+export function readDatagramSenderHigh(buf: Buffer, datagram: number): number {
+  return readHalf(buf, datagram + HEADER_SENDER);
+}
+
+export function readDatagramSenderLow(buf: Buffer, datagram: number): number {
+  return readHalf(buf, datagram + HEADER_SENDER + 3);
 }
 
 /** Where a SEALED datagram's inner kind byte sits once opened (just before its inner body). */
@@ -135,6 +153,23 @@ export function readRecordSrc(buf: Buffer, record: number): PeerName {
 /** The destination peer; NO_PEER (0) for broadcast, multicast and unknown unicast. */
 export function readRecordDst(buf: Buffer, record: number): PeerName {
   return readPeerName(buf, record + RECORD_DST);
+}
+
+/** The source and destination as 24-bit halves (see readDatagramSenderHigh). */
+export function readRecordSrcHigh(buf: Buffer, record: number): number {
+  return readHalf(buf, record + RECORD_SRC);
+}
+
+export function readRecordSrcLow(buf: Buffer, record: number): number {
+  return readHalf(buf, record + RECORD_SRC + 3);
+}
+
+export function readRecordDstHigh(buf: Buffer, record: number): number {
+  return readHalf(buf, record + RECORD_DST);
+}
+
+export function readRecordDstLow(buf: Buffer, record: number): number {
+  return readHalf(buf, record + RECORD_DST + 3);
 }
 
 /** The 24-bit network id. */
@@ -236,6 +271,30 @@ export function writeDatagramHeader(buf: Buffer, offset: number, kind: DatagramK
   buf[offset + HEADER_RESERVED] = 0;
   buf[offset + HEADER_RESERVED + 1] = 0;
   return offset + DATAGRAM_HEADER_LENGTH;
+}
+
+/**
+ * writeFrameRecordHeader with the two names as 24-bit halves: what the hot path writes,
+ * so that no 48-bit number is made per frame (src/net/halves.ts).
+ */
+export function writeFrameRecordHeaderHalves(
+  buf: Buffer,
+  offset: number,
+  srcHigh: number,
+  srcLow: number,
+  dstHigh: number,
+  dstLow: number,
+  network: number,
+  hops: number,
+  length: number,
+): number {
+  writeHalf(buf, offset + RECORD_SRC, srcHigh);
+  writeHalf(buf, offset + RECORD_SRC + 3, srcLow);
+  writeHalf(buf, offset + RECORD_DST, dstHigh);
+  writeHalf(buf, offset + RECORD_DST + 3, dstLow);
+  buf.writeUInt32BE((((network & 0xffffff) << 8) | (hops & 0xff)) >>> 0, offset + RECORD_NETWORK);
+  buf.writeUInt32BE(length, offset + RECORD_LENGTH);
+  return offset + RECORD_OFFLOAD_OFFSET;
 }
 
 /**

@@ -28,7 +28,11 @@ export interface TapRing {
   close(): void;
 }
 
-/** A UDP socket read and written in batches. Addresses are IPv4 as host-order uint32. */
+/**
+ * A UDP socket read and written in batches. Addresses are IPv4 as host-order uint32;
+ * send and sendSegmented also take them as the signed int32 of the same bits (`addr | 0`:
+ * no heap number per send for addresses of 128.0.0.0 and above).
+ */
 export interface UdpRing {
   /** The bound port. */
   readonly port: number;

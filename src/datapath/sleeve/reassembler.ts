@@ -5,6 +5,7 @@
  * arrive in order; anything else is loss or reordering on the underlay, the series is
  * dropped (`reassembly_gap`) and the sender's TCP retransmits.
  */
+import { copyBytes } from '../../native';
 import {
   DATAGRAM_HEADER_LENGTH,
   FRAGMENT_HEADER_LENGTH,
@@ -47,7 +48,7 @@ export class Reassembler {
       return 0;
     }
     const r = (this.buf ??= Buffer.allocUnsafe(MAX_REASSEMBLED));
-    buf.copy(r, at, chunkStart, chunkStart + chunk);
+    copyBytes(r, at, buf, chunkStart, chunkStart + chunk);
     this.got += chunk;
     if (this.got < total) return 0;
     this.reset();

@@ -14,13 +14,18 @@
  *
  * The hot path is the two batch callbacks (onTapFrames, onDatagrams): they work on the
  * rings in place, queue into the fixed transmit arena, and end the batch with one
- * sendmmsg and one batched TAP write. No per-frame allocation, closure or promise.
+ * sendmmsg and one batched TAP write. No per-frame allocation, closure or promise: bytes
+ * are copied with the addon's copyBytes (Node 20's Buffer.copy allocates a view), and
+ * 48-bit MACs and peer names are read from frames as 24-bit halves and looked up in
+ * tables keyed by them, which hand back names boxed once (a 48-bit number made per
+ * frame would be a heap allocation every time it crossed a call or became a Map key).
+ * test/unit/sleeve-allocation.test.ts counts the bytes allocated per frame.
  */
 import { UdpBatchSocket, ipv4ToNumber, setSchedSlice } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
 import { systemClock, type Clock } from '../../net/clock';
-import { isMulticastMac, readMac } from '../../net/mac';
+import { HalvesMap, fromHalves, highHalf, lowHalf, readHalf } from '../../net/halves';
 import { tapLinkName } from '../../net/links';
 import { MacTable } from '../../net/mactable';
 import { NO_PEER, type PeerName } from '../../net/peername';
@@ -48,14 +53,17 @@ import {
   KERNEL_COPY_FLAG,
   checkHeader,
   checkRecords,
-  readDatagramSender,
   readInnerKind,
-  readRecordDst,
+  readDatagramSenderHigh,
+  readDatagramSenderLow,
+  readRecordDstHigh,
+  readRecordDstLow,
   readRecordFrameLength,
   readRecordHops,
   readRecordKernelCopy,
   readRecordNetwork,
-  readRecordSrc,
+  readRecordSrcHigh,
+  readRecordSrcLow,
 } from './codec';
 import { DropCounter, type DropReason } from './drops';
 import { BridgePort } from './bridge';
@@ -86,6 +94,25 @@ const MAC_MAX_AGE_MS = 5 * 60_000;
 const MAC_EXPIRY_INTERVAL_MS = 30_000;
 /** Smallest TAP read we act on: the offload block and an Ethernet header. */
 const MIN_TAP_READ = OFFLOAD_LENGTH + 14;
+/** The I/G (group) bit of a MAC's first byte, as seen in its high 24-bit half. */
+const GROUP_BIT_HIGH = 0x01_0000;
+/**
+ * Peer names seen in records, boxed once each (nameOf). Records name peers beyond our
+ * neighbours, and an authenticated peer could send made-up ones: past this many the
+ * table starts over rather than grow.
+ */
+const MAX_INTERNED_NAMES = 4096;
+
+/** Where frames for one destination peer go (cached per routes version). */
+interface NextHop {
+  /** Our peer entry for the next hop; undefined when there is none (no route, or not a sleeve peer). */
+  readonly peer: SleevePeer | undefined;
+  /**
+   * The next hop is the destination and the kernel fast path carries it: the bridge
+   * handed the frame to the VXLAN port as well, so the sleeve does not send it.
+   */
+  readonly kernel: boolean;
+}
 
 export interface SleeveOptions {
   self: PeerName;
@@ -136,6 +163,15 @@ export class SleeveDatapath implements Datapath {
   private readonly flows: FrameCounter | undefined;
   private readonly socket: UdpRing;
   private readonly peers = new Map<PeerName, SleevePeer>();
+  /** The same peers, keyed by name halves for the frame path. */
+  private readonly peersByHalves = new HalvesMap<SleevePeer>();
+  /** Peer names read from records, each boxed once (nameOf). */
+  private readonly names = new HalvesMap<PeerName>();
+  /** Next hop towards a destination peer, by its name halves, for routes of version routesSeen. */
+  private readonly hops = new HalvesMap<NextHop>();
+  private routesSeen = -1;
+  private readonly selfHigh: number;
+  private readonly selfLow: number;
   private readonly networks = new Map<number, BridgePort>();
   private readonly dropCounter = new DropCounter();
   private readonly tx: TransmitArena;
@@ -149,6 +185,8 @@ export class SleeveDatapath implements Datapath {
 
   constructor(parts: SleeveParts) {
     this.self = parts.self;
+    this.selfHigh = highHalf(parts.self);
+    this.selfLow = lowHalf(parts.self);
     this.routes = parts.routes;
     this.links = parts.links;
     this.events = parts.events;
@@ -251,6 +289,8 @@ export class SleeveDatapath implements Datapath {
       bytesOut: 0,
     };
     this.peers.set(peer, p);
+    this.peersByHalves.set(peer, p);
+    this.hops.clear();
     this.liveness.send(p, DatagramKind.Heartbeat, 0);
   }
 
@@ -260,7 +300,14 @@ export class SleeveDatapath implements Datapath {
     // Flush first: the arena may hold a slot for this peer.
     this.tx.flush();
     this.peers.delete(peer);
+    this.peersByHalves.delete(peer);
+    this.hops.clear();
     if (p.up) this.events.pathChanged(peer, false);
+  }
+
+  /** The set of peers the kernel fast path carries (kernelPeers) changed: forget cached next hops. */
+  kernelPeersChanged(): void {
+    this.hops.clear();
   }
 
   peerGone(peer: PeerName): void {
@@ -313,7 +360,18 @@ export class SleeveDatapath implements Datapath {
     if (p === undefined || !p.up) return false;
     const rec = Buffer.alloc(OFFLOAD_LENGTH + frame.length);
     frame.copy(rec, OFFLOAD_LENGTH);
-    this.tx.append(p, this.self, dst, PROBE_NETWORK_ID, 0, rec, 0, rec.length);
+    this.tx.append(
+      p,
+      this.selfHigh,
+      this.selfLow,
+      highHalf(dst),
+      lowHalf(dst),
+      PROBE_NETWORK_ID,
+      0,
+      rec,
+      0,
+      rec.length,
+    );
     this.tx.flush();
     return true;
   }
@@ -345,6 +403,8 @@ export class SleeveDatapath implements Datapath {
     const slotSize = tap.slotSize;
     const netId = port.net.id;
     const self = this.self;
+    const selfHigh = this.selfHigh;
+    const selfLow = this.selfLow;
     const flows = this.flows;
     this.now = this.clock.now();
     port.framesFromBridge += count;
@@ -356,25 +416,26 @@ export class SleeveDatapath implements Datapath {
         this.dropCounter.count('bad_length');
         continue;
       }
-      const dstMac = readMac(buf, off + OFFLOAD_LENGTH);
+      const eth = off + OFFLOAD_LENGTH;
+      const dstHigh = readHalf(buf, eth);
+      const dstLow = readHalf(buf, eth + 3);
       if (flows !== undefined)
-        flows.record(netId, readMac(buf, off + OFFLOAD_LENGTH + 6), dstMac, len - OFFLOAD_LENGTH);
-      let owner: PeerName | undefined;
-      if (!isMulticastMac(dstMac)) owner = this.macs.lookup(netId, dstMac, this.now);
-      if (owner === undefined || owner === self) {
+        flows.record(netId, readHalf(buf, eth + 6), readHalf(buf, eth + 9), dstHigh, dstLow, len - OFFLOAD_LENGTH);
+      const owner = (dstHigh & GROUP_BIT_HIGH) !== 0 ? undefined : this.macs.entryOf(netId, dstHigh, dstLow, this.now);
+      if (owner === undefined || (owner.peerHigh === selfHigh && owner.peerLow === selfLow)) {
         this.floodFrom(self, netId, 0, buf, off, len, NO_PEER);
         continue;
       }
-      const hop = this.routes.unicastNextHop(owner);
+      const hop = this.nextHopTo(owner.peerHigh, owner.peerLow);
       // The bridge handed the same frame to the VXLAN port, which carries it to this peer.
-      if (hop === owner && this.kernelPeers.has(owner)) continue;
-      const p = hop === undefined ? undefined : this.peers.get(hop);
+      if (hop.kernel) continue;
+      const p = hop.peer;
       if (p === undefined || !p.up) {
         // The owner went away: flood so the frame still reaches it if it moved.
         this.floodFrom(self, netId, 0, buf, off, len, NO_PEER);
         continue;
       }
-      this.tx.append(p, self, owner, netId, 0, buf, off, len);
+      this.tx.append(p, selfHigh, selfLow, owner.peerHigh, owner.peerLow, netId, 0, buf, off, len);
     }
     this.tx.flush();
   }
@@ -394,13 +455,13 @@ export class SleeveDatapath implements Datapath {
     for (let h = 0; h < hopsList.length; h++) {
       const name = hopsList[h]!;
       if (name === except) continue;
-      const p = this.peers.get(name);
+      const p = this.peersByHalves.get(highHalf(name), lowHalf(name));
       if (p === undefined || !p.up) continue;
       // Our own broadcast to a fast-path peer also left through the VXLAN port: say so, so
       // the peer relays this copy without delivering it twice. Said per copy, because the
       // two ends may briefly disagree on which path carries them.
       const flag = ours && this.kernelPeers.has(name) ? KERNEL_COPY_FLAG : 0;
-      this.tx.append(p, src, NO_PEER, netId, hops | flag, buf, off, len);
+      this.tx.append(p, highHalf(src), lowHalf(src), 0, 0, netId, hops | flag, buf, off, len); // to NO_PEER
     }
   }
 
@@ -422,27 +483,28 @@ export class SleeveDatapath implements Datapath {
       // With UDP GRO the kernel may hand us several same-sized datagrams back to back.
       const seg = segSizes[i]!;
       if (seg === 0 || seg >= len) {
-        this.onDatagram(buf, off, len, sock.rxAddrs[i]!);
+        this.onDatagram(buf, off, len, i);
         continue;
       }
-      for (let o = 0; o < len; o += seg) this.onDatagram(buf, off + o, Math.min(seg, len - o), sock.rxAddrs[i]!);
+      for (let o = 0; o < len; o += seg) this.onDatagram(buf, off + o, Math.min(seg, len - o), i);
     }
     this.flushBridges();
     this.tx.flush();
   }
 
-  private onDatagram(buf: Buffer, off: number, len: number, fromIp: number): void {
+  /** The datagram at buf[off, off+len), from receive slot `slot` (its source address is read there, unboxed). */
+  private onDatagram(buf: Buffer, off: number, len: number, slot: number): void {
     const kind = checkHeader(buf, off, len);
     if (typeof kind === 'string') {
       this.dropCounter.count(kind);
       return;
     }
-    const p = this.peers.get(readDatagramSender(buf, off));
+    const p = this.peersByHalves.get(readDatagramSenderHigh(buf, off), readDatagramSenderLow(buf, off));
     if (p === undefined) {
       this.dropCounter.count('unknown_peer');
       return;
     }
-    if (fromIp !== p.ip) {
+    if (this.socket.rxAddrs[slot]! !== p.ip) {
       this.dropCounter.count('wrong_address');
       return;
     }
@@ -518,11 +580,14 @@ export class SleeveDatapath implements Datapath {
    * being batched until the end of the receive batch.
    */
   private onRecords(from: SleevePeer, buf: Buffer, start: number, end: number, direct: boolean): void {
-    const self = this.self;
+    const selfHigh = this.selfHigh;
+    const selfLow = this.selfLow;
     let o = start;
     while (o < end) {
-      const src = readRecordSrc(buf, o);
-      const dst = readRecordDst(buf, o);
+      const srcHigh = readRecordSrcHigh(buf, o);
+      const srcLow = readRecordSrcLow(buf, o);
+      const dstHigh = readRecordDstHigh(buf, o);
+      const dstLow = readRecordDstLow(buf, o);
       const netId = readRecordNetwork(buf, o);
       const hops = readRecordHops(buf, o);
       const frameLen = readRecordFrameLength(buf, o);
@@ -530,16 +595,18 @@ export class SleeveDatapath implements Datapath {
       const payLen = OFFLOAD_LENGTH + frameLen;
       from.framesIn++;
       from.bytesIn += frameLen;
-      if (src === self) {
+      const toAll = dstHigh === 0 && dstLow === 0; // NO_PEER
+      if (srcHigh === selfHigh && srcLow === selfLow) {
         this.dropCounter.count('looped');
-      } else if (dst === self || dst === NO_PEER) {
+      } else if (toAll || (dstHigh === selfHigh && dstLow === selfLow)) {
+        const src = this.nameOf(srcHigh, srcLow);
         // A broadcast whose sender also sent it through the VXLAN port was delivered by
         // the kernel: only relay it (and learn where its sender lives).
-        if (dst === NO_PEER && src === from.name && readRecordKernelCopy(buf, o)) this.learn(src, netId, buf, payOff);
+        if (toAll && src === from.name && readRecordKernelCopy(buf, o)) this.learn(src, netId, buf, payOff);
         else this.deliver(src, netId, buf, payOff, payLen, direct);
-        if (dst === NO_PEER) this.relayBroadcast(from, src, netId, hops, buf, payOff, payLen);
+        if (toAll) this.relayBroadcast(from, src, netId, hops, buf, payOff, payLen);
       } else {
-        this.relayUnicast(from, src, dst, netId, hops, buf, payOff, payLen);
+        this.relayUnicast(from, srcHigh, srcLow, dstHigh, dstLow, netId, hops, buf, payOff, payLen);
       }
       o += FRAME_RECORD_HEADER_LENGTH + frameLen;
     }
@@ -560,8 +627,10 @@ export class SleeveDatapath implements Datapath {
 
   private relayUnicast(
     from: SleevePeer,
-    src: PeerName,
-    dst: PeerName,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
     netId: number,
     hops: number,
     buf: Buffer,
@@ -572,10 +641,9 @@ export class SleeveDatapath implements Datapath {
       this.dropCounter.count('hops_exceeded');
       return;
     }
-    const hop = this.routes.unicastNextHop(dst);
-    const next = hop === undefined ? undefined : this.peers.get(hop);
+    const next = this.nextHopTo(dstHigh, dstLow).peer;
     if (next === undefined || !next.up || next === from) this.dropCounter.count('no_route');
-    else this.tx.append(next, src, dst, netId, hops + 1, buf, off, len);
+    else this.tx.append(next, srcHigh, srcLow, dstHigh, dstLow, netId, hops + 1, buf, off, len);
   }
 
   private deliver(src: PeerName, netId: number, buf: Buffer, off: number, len: number, direct: boolean): void {
@@ -604,8 +672,44 @@ export class SleeveDatapath implements Datapath {
 
   /** Learn where the source MAC of the frame at buf[off + OFFLOAD_LENGTH, ...) lives. */
   private learn(src: PeerName, netId: number, buf: Buffer, off: number): void {
-    const srcMac = readMac(buf, off + OFFLOAD_LENGTH + 6);
-    if (!isMulticastMac(srcMac)) this.macs.learn(netId, srcMac, src, this.now);
+    const at = off + OFFLOAD_LENGTH + 6;
+    const high = readHalf(buf, at);
+    if ((high & GROUP_BIT_HIGH) === 0) this.macs.refresh(netId, high, readHalf(buf, at + 3), src, this.now);
+  }
+
+  /**
+   * The next hop towards the peer with these name halves, cached until the routes, our
+   * peers or the kernel's peers change: asking the route table per frame boxed the
+   * 48-bit names it takes and answers.
+   */
+  private nextHopTo(high: number, low: number): NextHop {
+    const version = this.routes.routesVersion;
+    if (version !== this.routesSeen || this.hops.size >= MAX_INTERNED_NAMES) {
+      this.hops.clear();
+      this.routesSeen = version;
+    }
+    const known = this.hops.get(high, low);
+    if (known !== undefined) return known;
+    const dst = fromHalves(high, low);
+    const hop = this.routes.unicastNextHop(dst);
+    const fresh: NextHop = {
+      peer: hop === undefined ? undefined : this.peers.get(hop),
+      kernel: hop === dst && this.kernelPeers.has(dst),
+    };
+    this.hops.set(dst, fresh);
+    return fresh;
+  }
+
+  /**
+   * The peer name with these halves, boxed once and then handed back from the table, so
+   * the frame path passes it on without allocating. The table starts over when full.
+   */
+  private nameOf(high: number, low: number): PeerName {
+    const known = this.names.get(high, low);
+    if (known !== undefined) return known;
+    if (this.names.size >= MAX_INTERNED_NAMES) this.names.clear();
+    this.names.set(high * 0x100_0000 + low, high * 0x100_0000 + low);
+    return this.names.get(high, low)!;
   }
 
   private flushBridges(): void {

@@ -6,8 +6,9 @@
  * and handed to the kernel as UDP GSO sends. Nothing here allocates per record.
  */
 import type { Logger } from '../../log';
-import type { Clock } from '../../net/clock';
 import type { PeerName } from '../../net/peername';
+import { copyBytes } from '../../native';
+import type { Clock } from '../../net/clock';
 import {
   DATAGRAM_HEADER_LENGTH,
   DatagramKind,
@@ -18,8 +19,9 @@ import {
   SEALED_HEADER_LENGTH,
   SEALED_INNER_KIND_OFFSET,
   writeDatagramHeader,
+  writeDatagramKind,
   writeFragmentHeader,
-  writeFrameRecordHeader,
+  writeFrameRecordHeaderHalves,
 } from './codec';
 import { sendErrorReason, type DropCounter } from './drops';
 import { SEAL_UNIT_OVERHEAD } from './peer-crypto';
@@ -60,20 +62,37 @@ export class TransmitArena {
   private readonly fragPorts = new Uint16Array(MAX_FRAGMENTS);
   private nextFragId = 1;
   private gsoWorks = true;
+  /**
+   * Our datagram header, written once: stamped on every datagram (stampHeader), because
+   * writing our 48-bit name there each time boxed it.
+   */
+  private readonly header = Buffer.alloc(DATAGRAM_HEADER_LENGTH);
 
   constructor(private readonly deps: TransmitDeps) {
     for (let i = 0; i < TX_SLOTS; i++) this.offsets[i] = i * TX_SLOT_SIZE;
+    writeDatagramHeader(this.header, 0, DatagramKind.Frames, deps.self);
+  }
+
+  /** Our header of kind `kind` at buf[at, at+12); returns the offset after it. */
+  private stampHeader(buf: Buffer, at: number, kind: DatagramKind): number {
+    const h = this.header;
+    for (let i = 0; i < DATAGRAM_HEADER_LENGTH; i++) buf[at + i] = h[i]!;
+    writeDatagramKind(buf, at, kind);
+    return at + DATAGRAM_HEADER_LENGTH;
   }
 
   /**
    * Queue one record for `p`. `buf[off, off+len)` is the offload block followed by the
-   * frame; `hops` the whole hops byte. Records that fit the path MTU share datagrams;
-   * bigger ones are fragmented and leave at once.
+   * frame; `hops` the whole hops byte; the source and destination peers come as 24-bit
+   * halves (src/net/halves.ts). Records that fit the path MTU share datagrams; bigger
+   * ones are fragmented and leave at once.
    */
   append(
     p: SleevePeer,
-    src: PeerName,
-    dst: PeerName,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
     netId: number,
     hops: number,
     buf: Buffer,
@@ -84,15 +103,25 @@ export class TransmitArena {
     p.framesOut++;
     p.bytesOut += len - OFFLOAD_LENGTH;
     if (p.prefix + need > p.pmtu) {
-      this.sendFragmented(p, src, dst, netId, hops, buf, off, len);
+      this.sendFragmented(p, srcHigh, srcLow, dstHigh, dstLow, netId, hops, buf, off, len);
       return;
     }
     let slot = p.txSlot;
     if (slot >= 0 && this.lengths[slot]! + need > p.pmtu) slot = -1;
     if (slot < 0) slot = this.openSlot(p);
     const at = this.offsets[slot]! + this.lengths[slot]!;
-    const body = writeFrameRecordHeader(this.buf, at, src, dst, netId, hops, len - OFFLOAD_LENGTH);
-    buf.copy(this.buf, body, off, off + len);
+    const body = writeFrameRecordHeaderHalves(
+      this.buf,
+      at,
+      srcHigh,
+      srcLow,
+      dstHigh,
+      dstLow,
+      netId,
+      hops,
+      len - OFFLOAD_LENGTH,
+    );
+    copyBytes(this.buf, body, buf, off, off + len);
     this.lengths[slot] = this.lengths[slot]! + need;
   }
 
@@ -121,10 +150,10 @@ export class TransmitArena {
     const slot = this.count++;
     const base = this.offsets[slot]!;
     if (p.crypto === undefined) {
-      writeDatagramHeader(this.buf, base, DatagramKind.Frames, this.deps.self);
+      this.stampHeader(this.buf, base, DatagramKind.Frames);
     } else {
       // Sealed at flush time, in place: header | prefix | tag | FRAMES | records...
-      writeDatagramHeader(this.buf, base, DatagramKind.Sealed, this.deps.self);
+      this.stampHeader(this.buf, base, DatagramKind.Sealed);
       this.buf[base + SEALED_HEADER_LENGTH - 1] = DatagramKind.Frames;
     }
     this.lengths[slot] = p.prefix;
@@ -142,8 +171,10 @@ export class TransmitArena {
    */
   private sendFragmented(
     p: SleevePeer,
-    src: PeerName,
-    dst: PeerName,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
     netId: number,
     hops: number,
     buf: Buffer,
@@ -156,8 +187,18 @@ export class TransmitArena {
     // once as a whole (one secretbox per 64 KiB, not per fragment).
     const u = this.unitBuf;
     const rec = p.crypto === undefined ? 0 : SEAL_UNIT_OVERHEAD + 1;
-    const body = writeFrameRecordHeader(u, rec, src, dst, netId, hops, len - OFFLOAD_LENGTH);
-    buf.copy(u, body, off, off + len);
+    const body = writeFrameRecordHeaderHalves(
+      u,
+      rec,
+      srcHigh,
+      srcLow,
+      dstHigh,
+      dstLow,
+      netId,
+      hops,
+      len - OFFLOAD_LENGTH,
+    );
+    copyBytes(u, body, buf, off, off + len);
     const total = body + len;
     if (p.crypto !== undefined) {
       u[SEAL_UNIT_OVERHEAD] = DatagramKind.Frames;
@@ -175,9 +216,9 @@ export class TransmitArena {
       this.fragOffsets[n] = w;
       this.fragLengths[n] = DATAGRAM_HEADER_LENGTH + FRAGMENT_HEADER_LENGTH + chunk;
       n++;
-      w = writeDatagramHeader(fb, w, DatagramKind.Fragment, this.deps.self);
+      w = this.stampHeader(fb, w, DatagramKind.Fragment);
       w = writeFragmentHeader(fb, w, id, at, total);
-      u.copy(fb, w, at, at + chunk);
+      copyBytes(fb, w, u, at, at + chunk);
       w += chunk;
     }
     this.sendSegments(p, seg, n);
@@ -191,7 +232,8 @@ export class TransmitArena {
           const k = Math.min(perSend, n - i);
           const start = this.fragOffsets[i]!;
           const end = this.fragOffsets[i + k - 1]! + this.fragLengths[i + k - 1]!;
-          if (!this.deps.socket.sendSegmented(this.fragBuf, start, end - start, seg, p.ip, p.port)) {
+          // p.ip | 0: the address as a small integer, not a heap number per send (ports.ts).
+          if (!this.deps.socket.sendSegmented(this.fragBuf, start, end - start, seg, p.ip | 0, p.port)) {
             this.deps.drops.count('send_queue_full', n - i);
             return;
           }
