@@ -333,7 +333,7 @@ export class NetworkCatalog implements NetworkSubnets {
     for (let attempt = 0; attempt < 16; attempt++) {
       const rev = await store.get(NETWORKS_REV_KEY);
       const [names, ids] = await Promise.all([store.list(NETWORKS_BY_NAME), store.list(NETWORKS_BY_ID)]);
-      const current = names.entries.map((e) => parseRecord(e.value)).filter((r): r is NetworkRecord => r !== undefined);
+      const current = recordsOf(names.entries);
       const clash = current.find((r) => r.name === req.name);
       if (clash) {
         this.learn(clash);
@@ -407,7 +407,7 @@ export class NetworkCatalog implements NetworkSubnets {
     const wanted = parseCidr(subnet);
     const text = formatCidr(wanted);
     const { entries } = await this.opts.store.list(NETWORKS_BY_NAME);
-    const current = entries.map((e) => parseRecord(e.value)).filter((r): r is NetworkRecord => r !== undefined);
+    const current = recordsOf(entries);
     if (current.some((r) => r.name !== DEFAULT_NETWORK && r.subnet === text)) return undefined;
     return subnetProblem(this.opts.range, this.opts.blockPrefix, wanted, await this.occupancy(current));
   }
@@ -447,10 +447,7 @@ export class NetworkCatalog implements NetworkSubnets {
    */
   async subnetFromStore(network: string): Promise<NetworkSubnet> {
     const { entries } = await this.opts.store.list(NETWORKS_PREFIX);
-    const records = entries
-      .filter((e) => e.key.startsWith(NETWORKS_BY_NAME))
-      .map((e) => parseRecord(e.value))
-      .filter((r): r is NetworkRecord => r !== undefined);
+    const records = recordsOf(entries.filter((e) => e.key.startsWith(NETWORKS_BY_NAME)));
     const rec = records.find((r) => r.name === network);
     if (!rec) throw new WeavetsError('EWEAVETS_NOT_FOUND', `no network named ${network}`);
     const rev = entries.find((e) => e.key === NETWORKS_REV_KEY);
@@ -536,6 +533,11 @@ function unusedSince(occ: SubnetOccupancy | undefined, rec: NetworkRecord): Comp
     { range: keyRangeOf(BLOCKS_PREFIX, subnet), unchangedSince: occ.blocksRevision },
     { range: keyRangeOf(ADDRS_PREFIX, subnet), unchangedSince: occ.addrsRevision },
   ];
+}
+
+/** The records of a listing of NETWORKS_BY_NAME; unreadable ones are left out. */
+function recordsOf(entries: KvEntry[]): NetworkRecord[] {
+  return entries.map((e) => parseRecord(e.value)).filter((r): r is NetworkRecord => r !== undefined);
 }
 
 function parseRecord(text: string): NetworkRecord | undefined {

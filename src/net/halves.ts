@@ -14,10 +14,6 @@ export function readHalf(buf: Buffer, offset: number): number {
   return (buf[offset]! << 16) | (buf[offset + 1]! << 8) | buf[offset + 2]!;
 }
 
-/**
- * The top 24 bits of a 48-bit value. `>>> 0` (not Math.floor) so the engine knows the
- * result is a small integer and never boxes it.
- */
 /** Write a 24-bit half at buf[offset, offset+3), big-endian. */
 export function writeHalf(buf: Buffer, offset: number, half: number): void {
   buf[offset] = half >>> 16;
@@ -25,6 +21,10 @@ export function writeHalf(buf: Buffer, offset: number, half: number): void {
   buf[offset + 2] = half & 0xff;
 }
 
+/**
+ * The top 24 bits of a 48-bit value. `>>> 0` (not Math.floor) so the engine knows the
+ * result is a small integer and never boxes it.
+ */
 export function highHalf(value: number): number {
   return (value / HALF) >>> 0;
 }
@@ -34,6 +34,7 @@ export function lowHalf(value: number): number {
   return (value % HALF) >>> 0;
 }
 
+/** The 48-bit value of two halves. */
 export function fromHalves(high: number, low: number): number {
   return high * HALF + low;
 }

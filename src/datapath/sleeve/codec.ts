@@ -18,7 +18,7 @@
  * by the object-level encode/decode that tests, tools and the fuzz corpus use. The
  * accessors are small functions over fixed offsets that V8 inlines; they allocate nothing.
  */
-import { readHalf, writeHalf } from '../../net/halves';
+import { highHalf, lowHalf, readHalf, writeHalf } from '../../net/halves';
 import { readPeerName, writePeerName, type PeerName } from '../../net/peername';
 import type { MalformedReason } from './drops';
 
@@ -310,11 +310,17 @@ export function writeFrameRecordHeader(
   hops: number,
   length: number,
 ): number {
-  writePeerName(buf, offset + RECORD_SRC, src);
-  writePeerName(buf, offset + RECORD_DST, dst);
-  buf.writeUInt32BE((((network & 0xffffff) << 8) | (hops & 0xff)) >>> 0, offset + RECORD_NETWORK);
-  buf.writeUInt32BE(length, offset + RECORD_LENGTH);
-  return offset + RECORD_OFFLOAD_OFFSET;
+  return writeFrameRecordHeaderHalves(
+    buf,
+    offset,
+    highHalf(src),
+    lowHalf(src),
+    highHalf(dst),
+    lowHalf(dst),
+    network,
+    hops,
+    length,
+  );
 }
 
 export function writeFragmentHeader(

@@ -708,8 +708,9 @@ export class SleeveDatapath implements Datapath {
     const known = this.names.get(high, low);
     if (known !== undefined) return known;
     if (this.names.size >= MAX_INTERNED_NAMES) this.names.clear();
-    this.names.set(high * 0x100_0000 + low, high * 0x100_0000 + low);
-    return this.names.get(high, low)!;
+    const name = fromHalves(high, low);
+    this.names.set(name, name);
+    return name;
   }
 
   private flushBridges(): void {
