@@ -24,6 +24,7 @@ import {
   type HostReport,
 } from '../router/health-codec';
 import { formatIpv4, parseIpv4 } from '../net/ipv4';
+import { compareText } from '../text-order';
 
 export const REPORT_INTERVAL_MS = 1000;
 /** A row older than this is stale: five reports missed. */
@@ -172,7 +173,7 @@ export class HealthGossip {
         ? -1
         : b.name === formatPeerName(this.deps.router.name)
           ? 1
-          : a.name.localeCompare(b.name),
+          : compareText(a.name, b.name),
     );
     return { self: formatPeerName(this.deps.router.name), staleAfterMs: STALE_AFTER_MS, rows };
   }

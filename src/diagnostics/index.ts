@@ -10,12 +10,13 @@ import type { EndpointStatus } from '../endpoint/types';
 import type { Router } from '../router/router';
 import { formatMac } from '../net/mac';
 import { formatPeerName, type PeerName } from '../net/peername';
-import { formatIpv4 } from '../net/ipv4';
+import { compareIpv4, formatIpv4 } from '../net/ipv4';
 import { WeavetsError } from '../errors';
 import { parseTraffic } from '../policy/evaluate';
 import { HealthGossip, type HealthStatus } from './health';
 import { FlowService, type FlowsStatus, type FlowEnd } from './flows';
 import { TraceProber, runTrace, type TraceResult, type TraceVerdict, type TraceEnd } from './trace';
+import { compareText } from '../text-order';
 
 export type { HealthStatus, HealthRow, HealthCell } from './health';
 export type { TraceResult, TraceHop, TraceEnd, TraceHost, TraceVerdict, TraceProbeResult } from './trace';
@@ -331,9 +332,9 @@ function meshNetworks(reports: HealthReports): MeshStatus['networks'] {
     }
   }
   return [...networks.entries()]
-    .sort(([a], [b]) => a.localeCompare(b))
+    .sort(([a], [b]) => compareText(a, b))
     .map(([name, containers]) => ({
       name,
-      containers: containers.sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })),
+      containers: containers.sort((a, b) => compareIpv4(a.address, b.address)),
     }));
 }

@@ -29,6 +29,7 @@
  */
 import { execFile } from 'node:child_process';
 import { SerialQueue } from '../serial-queue';
+import { compareText } from '../text-order';
 
 export const DNS_REDIRECT_TABLE = 'weavets_dns';
 
@@ -70,7 +71,7 @@ export const runNft: NftRunner = (args, input) =>
 export function mapScript(resolvers: Resolver[]): string {
   const lines = [`flush map ip ${DNS_REDIRECT_TABLE} resolvers`];
   const elements = [...resolvers]
-    .sort((a, b) => a.bridge.localeCompare(b.bridge))
+    .sort((a, b) => compareText(a.bridge, b.bridge))
     .map((r) => `${JSON.stringify(r.bridge)} : ${r.address} . ${r.port}`);
   if (elements.length > 0) lines.push(`add element ip ${DNS_REDIRECT_TABLE} resolvers { ${elements.join(', ')} }`);
   return lines.join('\n') + '\n';

@@ -39,6 +39,7 @@ import {
 } from '../ipam/blocks';
 import type { NetworkSubnet, NetworkSubnets } from '../ipam/types';
 import type { Compare, KvEntry, Store, StoreWatch, TxnOp } from '../store/types';
+import { compareText } from '../text-order';
 
 /** Every catalog key: one listing of it is the whole catalog at one revision. */
 export const NETWORKS_PREFIX = 'networks/';
@@ -253,7 +254,7 @@ export class NetworkCatalog implements NetworkSubnets {
 
   list(): NetworkRecord[] {
     return [...this.byName.values()].sort((a, b) =>
-      a.name === DEFAULT_NETWORK ? -1 : b.name === DEFAULT_NETWORK ? 1 : a.name.localeCompare(b.name),
+      a.name === DEFAULT_NETWORK ? -1 : b.name === DEFAULT_NETWORK ? 1 : compareText(a.name, b.name),
     );
   }
 

@@ -24,6 +24,7 @@ import { StateDir } from '../state/state-dir';
 import type { HostRoutes } from './host-routes';
 import { namespaceFileState } from '../netlink/nsfs';
 import { SerialQueue } from '../serial-queue';
+import { compareText } from '../text-order';
 
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,253}$/;
@@ -155,7 +156,7 @@ export class EndpointRegistry {
   }
 
   list(): EndpointStatus[] {
-    return [...this.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id));
+    return [...this.endpoints.values()].sort((a, b) => compareText(a.id, b.id));
   }
 
   exposures(): ExposeResult[] {

@@ -60,6 +60,7 @@ import type {
   ReleaseOptions,
 } from './types';
 import type { HeldAddress } from './reconcile';
+import { compareText } from '../text-order';
 
 export interface BlockAllocatorOptions {
   store: Store;
@@ -982,7 +983,7 @@ export class BlockAllocator implements AddressAllocator {
   /** This host's blocks and how full they are (from this process's view; no store call). */
   usage(): NetworkUsage[] {
     const out: NetworkUsage[] = [];
-    for (const [network, st] of [...this.nets.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    for (const [network, st] of [...this.nets.entries()].sort(([a], [b]) => compareText(a, b))) {
       if (st.blocks.size === 0) continue;
       const blocks: BlockUsage[] = [];
       for (const b of [...st.blocks.values()].sort((x, y) => x.cidr.base - y.cidr.base)) {

@@ -12,6 +12,7 @@
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch } from '../store/types';
 import { HOSTS_PREFIX, hostKey } from './blocks';
+import { compareText } from '../text-order';
 
 export interface HostRecord {
   name: string;
@@ -91,12 +92,12 @@ export class HostRegistry {
   peers(): HostRecord[] {
     return [...this.hosts.values()]
       .filter((h) => h.name !== this.opts.self.name)
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .sort((a, b) => compareText(a.name, b.name));
   }
 
   /** Every registered host, this one included. */
   all(): HostRecord[] {
-    return [...this.hosts.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.hosts.values()].sort((a, b) => compareText(a.name, b.name));
   }
 
   get leaseId(): string | undefined {

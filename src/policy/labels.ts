@@ -4,6 +4,7 @@
  * DNS-subdomain prefix and a name ("app", "k8s.namespace", "example.com/tier"), a value
  * is up to 63 characters of letters, digits, '-', '_' and '.'. Pure.
  */
+import { compareText } from '../text-order';
 
 export type Labels = Record<string, string>;
 
@@ -110,6 +111,6 @@ export function formatSelector(selector: Selector): string {
 }
 
 export function formatLabels(labels: Labels): string {
-  const entries = Object.entries(labels).sort(([a], [b]) => a.localeCompare(b));
+  const entries = Object.entries(labels).sort(([a], [b]) => compareText(a, b));
   return entries.length === 0 ? '' : entries.map(([k, v]) => `${k}=${v}`).join(',');
 }

@@ -17,6 +17,7 @@ import { selectorMatches, type Labels } from './labels';
 import type { Policy, PolicyDirection, PolicyPeer, PolicyPort, PolicyRule } from './model';
 import { fullScript } from './nft-script';
 import { EndpointIndex, type CompileCache } from './endpoint-index';
+import { compareText } from '../text-order';
 
 export const POLICY_TABLE = 'weavets_policy';
 
@@ -186,11 +187,11 @@ function hex6(id: number): string {
 const established = 'ct state established,related,untracked accept';
 
 export function compileRuleset(input: CompileInput): CompiledRuleset {
-  const ports = [...input.localPorts].sort((a, b) => a.hostVeth.localeCompare(b.hostVeth));
+  const ports = [...input.localPorts].sort((a, b) => compareText(a.hostVeth, b.hostVeth));
   const tables: NftTable[] = [antiSpoofingTable(input, ports)];
 
   // Policies, per network that has both a policy and an endpoint here.
-  const policies = [...input.policies].sort((a, b) => a.name.localeCompare(b.name));
+  const policies = [...input.policies].sort((a, b) => compareText(a.name, b.name));
   const out: StatefulParts = { sets: [], chains: [], dispatch: [], bridges: [], tunnelPort: input.tunnelPort };
   for (const bridge of [...input.bridges].sort((a, b) => a.id - b.id)) {
     compileNetwork(input, bridge, ports, policies, out);

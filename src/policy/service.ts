@@ -30,6 +30,7 @@ import { CompileCache } from './endpoint-index';
 import { evaluate, type EvalTraffic, type Verdict } from './evaluate';
 import type { EnforceReport, PolicyEnforcer } from './enforcer';
 import { DropRing, NflogReader, dropFromPacket, type PolicyDrop } from './drops';
+import { compareText } from '../text-order';
 
 export const POLICY_LOG_GROUP = 6783;
 const LOG_RATE = 20;
@@ -417,7 +418,7 @@ export class PolicyService {
   }
 
   list(): StoredPolicy[] {
-    return [...this.rules.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.rules.values()].sort((a, b) => compareText(a.name, b.name));
   }
 
   show(name: string): StoredPolicy {

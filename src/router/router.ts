@@ -21,6 +21,7 @@ import type { Topology, PeerConnectionEdge, PeerEntry } from './topology';
 import { Admission } from './admission';
 import { healthRelayTargets } from './health-relay';
 import type { PathEventRelay } from './path-events';
+import { compareText } from '../text-order';
 
 export interface RouterOptions {
   bindAddress: string;
@@ -711,7 +712,7 @@ export class Router {
         });
       }
     }
-    return out.sort((a, b) => a.address.localeCompare(b.address));
+    return out.sort((a, b) => compareText(a.address, b.address));
   }
 
   peerStatus(): PeerStatus[] {
@@ -731,7 +732,7 @@ export class Router {
           reachable: via !== undefined,
         };
       })
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .sort((a, b) => compareText(a.name, b.name));
   }
 
   targetStatus(): TargetStatus[] {
@@ -749,7 +750,7 @@ export class Router {
         if (s.state === 'waiting') s.retryInMs = Math.max(0, t.nextAttemptAt - now);
         return s;
       })
-      .sort((a, b) => a.address.localeCompare(b.address));
+      .sort((a, b) => compareText(a.address, b.address));
   }
 
   rejectedCounts(): ReadonlyMap<string, number> {

@@ -26,6 +26,7 @@ import {
   stopDockerPair,
   type DockerPair,
 } from './docker-lab';
+import { compareText } from '../../src/text-order';
 
 const describeDocker = describeWithTools({ commands: DOCKER_TOOLS, files: ETCD_TOOLS.files });
 
@@ -74,7 +75,7 @@ describeDocker('Docker: two networks on two dockerds are isolated tenants', () =
   it('the two Docker networks are catalog networks with distinct ids and subnets, the same on both hosts; their containers are in them', async () => {
     const [l1, l2] = await Promise.all(hosts.map((d) => lab.weavetsJson<NetworkInfo[]>(d.host, ['network', 'ls'])));
     const pick = (l: NetworkInfo[]): NetworkInfo[] =>
-      l.filter((n) => n.name.startsWith('tenant-')).sort((a, b) => a.name.localeCompare(b.name));
+      l.filter((n) => n.name.startsWith('tenant-')).sort((a, b) => compareText(a.name, b.name));
     expect(pick(l1!).map((n) => n.name)).toEqual(['tenant-a', 'tenant-b']);
     expect(pick(l1!)).toEqual(pick(l2!).map((n) => ({ ...n, local: true })));
     const [a, b] = pick(l1!) as [NetworkInfo, NetworkInfo];

@@ -20,6 +20,7 @@ import { EndpointRegistry } from '../../src/endpoint/registry';
 import { registerIpamMetrics } from '../../src/api/ipam-metrics';
 import { silentLogger } from '../../src/log';
 import { WeavetsError } from '../../src/errors';
+import { compareText } from '../../src/text-order';
 
 const range = parseCidr('10.40.0.0/24');
 const SELF = '02:00:00:00:00:01';
@@ -89,7 +90,7 @@ describe('address leaks and the reconciler', () => {
   const addrs = async (): Promise<{ id: string; host: string }[]> =>
     (await file.list(ADDRS_PREFIX)).entries
       .map((e) => JSON.parse(e.value) as { id: string; host: string })
-      .sort((a, b) => a.id.localeCompare(b.id));
+      .sort((a, b) => compareText(a.id, b.id));
   const handles = async (): Promise<string[]> => (await file.list(HANDLES_PREFIX)).entries.map((e) => e.key).sort();
 
   function reconciler(claims: AddressClaim[] = []): AddressReconciler {
