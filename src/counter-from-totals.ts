@@ -8,6 +8,7 @@
  * what Prometheus treats as a counter reset; a series no longer reported goes away.
  */
 import { Counter, type Registry } from 'prom-client';
+import { compareText } from './text-order';
 
 type Labels<L extends string> = Partial<Record<L, string | number>>;
 
@@ -23,7 +24,7 @@ export interface CounterFromTotalsOptions<L extends string> {
 export function counterFromTotals<L extends string = string>(opts: CounterFromTotalsOptions<L>): Counter<L> {
   const last = new Map<string, { labels: Labels<L>; total: number }>();
   const keyOf = (labels: Labels<L>): string =>
-    JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    JSON.stringify(Object.entries(labels).sort(([a], [b]) => compareText(a, b)));
   return new Counter<L>({
     name: opts.name,
     help: opts.help,

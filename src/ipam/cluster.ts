@@ -29,6 +29,7 @@ import {
   DEFAULT_RECLAIM_INTERVAL_MS,
   type AddressClaim,
 } from './reconcile';
+import { compareText } from '../text-order';
 
 export const DEFAULT_LEASE_TTL_SECONDS = 120;
 
@@ -245,7 +246,7 @@ export class ClusterIpam implements IpamControl {
 
   /** Cluster-wide blocks in address order. */
   clusterBlocks(): IpamBlockOwner[] {
-    return [...this.blocks.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
+    return [...this.blocks.entries()].sort(([a], [b]) => compareText(a, b)).map(([, v]) => v);
   }
 
   private scheduleSweep(): void {

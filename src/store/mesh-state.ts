@@ -18,6 +18,7 @@
  *
  * FORGET markers drop an owner's entries up to a version (a host gone for good).
  */
+import { compareText } from '../text-order';
 import type { MeshEntry } from './mesh-codec';
 
 export interface KeyView {
@@ -56,7 +57,7 @@ export class MeshState {
   entriesOf(key: string): MeshEntry[] {
     const owners = this.byKey.get(key);
     if (!owners) return [];
-    return [...owners.values()].sort((a, b) => cmp(a.owner, b.owner));
+    return [...owners.values()].sort((a, b) => compareText(a.owner, b.owner));
   }
 
   view(key: string): KeyView {
@@ -136,8 +137,4 @@ export class MeshState {
     owners.delete(owner);
     if (owners.size === 0) this.byKey.delete(key);
   }
-}
-
-export function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

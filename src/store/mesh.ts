@@ -35,7 +35,8 @@ import {
   type MeshEntry,
   type MeshMessage,
 } from './mesh-codec';
-import { cmp, MeshState } from './mesh-state';
+import { MeshState } from './mesh-state';
+import { compareText } from '../text-order';
 import {
   StoreUnavailableError,
   compareHolds,
@@ -359,7 +360,7 @@ export class MeshStore implements Store {
     const mine = this.pendingByKey.get(claim.key);
     if (mine && !mine.failed) {
       // Two claims in flight: the lower peer name keeps its claim; we decide for ours atomically here.
-      if (cmp(this.opts.self, claim.owner) < 0) return false;
+      if (compareText(this.opts.self, claim.owner) < 0) return false;
       this.failPending(mine, `lost ${claim.key} to ${claim.owner}`);
     }
     const others = this.state.entriesOf(claim.key).filter((e) => e.owner !== claim.owner);
@@ -506,7 +507,9 @@ export class MeshStore implements Store {
   }
 
   conflicts(): StoreConflict[] {
-    return [...this.conflicted.entries()].map(([key, holders]) => ({ key, holders })).sort((a, b) => cmp(a.key, b.key));
+    return [...this.conflicted.entries()]
+      .map(([key, holders]) => ({ key, holders }))
+      .sort((a, b) => compareText(a.key, b.key));
   }
 
   onConflicts(fn: (c: StoreConflict[]) => void): void {
@@ -656,7 +659,7 @@ export class MeshStore implements Store {
 
   async list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }> {
     const entries = [...this.view.values()].filter((v) => v.kv.key.startsWith(prefix)).map((v) => ({ ...v.kv }));
-    entries.sort((a, b) => cmp(a.key, b.key));
+    entries.sort((a, b) => compareText(a.key, b.key));
     return { entries, revision: this.revision };
   }
 
