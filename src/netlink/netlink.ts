@@ -8,17 +8,13 @@
  * throws Error("Request rejected: EEXIST") with no code).
  */
 import * as fs from 'fs';
-import {
-  AttrStream,
-  createRtNetlink,
-  FlagsGet,
-  FlagsNew,
-  MessageType as NlMessageType,
-  parseError,
-  rt,
-  RtNetlinkSocket,
-} from 'netlink';
-import type { ifla } from 'netlink';
+// Deep imports: the package's index also loads its nl80211, genl and WireGuard
+// tables (about 270 KB of source), which the daemon would keep resident for nothing.
+import { FlagsGet, FlagsNew, MessageType as NlMessageType } from 'netlink/dist/constants';
+import { AttrStream, parseError } from 'netlink/dist/structs';
+import { createRtNetlink, RtNetlinkSocket } from 'netlink/dist/rt/rt';
+import * as rt from 'netlink/dist/rt/structs';
+import type * as ifla from 'netlink/dist/rt/ifla';
 import { AF_INET, AF_INET6, bytesToIp, familyOf, formatMac, parseCidr, parseMac, ipToBytes } from './addr';
 import { isCode, NetlinkError } from './errors';
 import { attr, decodeLinkInfo, encodeLinkInfo, readU32, vethData } from './linkinfo';

@@ -7,7 +7,7 @@
  *   "wtp <E|A> <i|e> <network id hex> <policy>"   a policy refused (E) or would refuse (A)
  *   "wts <network id hex> <host veth>"            anti-spoofing refused a frame
  */
-import { createNetlink, type NetlinkSocket } from 'netlink';
+import { createNetlink, type NetlinkSocket } from 'netlink/dist/netlink';
 import type { Logger } from '../log';
 import {
   NETLINK_NETFILTER,
