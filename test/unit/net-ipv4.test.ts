@@ -35,6 +35,15 @@ const JUNK = [
   '1.2.3.4 ',
   '0x1.2.3.4',
   '1..2.3',
+  '1.2.3.04',
+  '00.1.2.3',
+  '+1.2.3.4',
+  '1.2.3.4\n',
+  '\uff11.2.3.4',
+  '1.2.3.4%eth0',
+  '1.2.3.4/24',
+  '1.2.3.256',
+  '1.2.3.1000',
 ];
 
 describe('IPv4 addresses (src/net/ipv4.ts)', () => {
@@ -56,6 +65,19 @@ describe('IPv4 addresses (src/net/ipv4.ts)', () => {
     expect(() => parseCidr('10.32.0.0/33')).toThrow(/prefix/);
     expect(canonicalIpv4('10.0.0.1')).toBe('10.0.0.1');
     expect(['10.0.0.10', '10.0.0.9', '9.0.0.0'].sort(compareIpv4)).toEqual(['9.0.0.0', '10.0.0.9', '10.0.0.10']);
+  });
+
+  it('takes every octet value in every position and nothing with a leading zero', () => {
+    for (let v = 0; v < 256; v++) {
+      for (let pos = 0; pos < 4; pos++) {
+        const octets = [192, 0, 2, 1];
+        octets[pos] = v;
+        expect(parseIpv4(octets.join('.'))).toBe(
+          ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0,
+        );
+        if (v < 100) expect(isIpv4(octets.map((o, i) => (i === pos ? `0${v}` : String(o))).join('.'))).toBe(false);
+      }
+    }
   });
 
   it('refuses 999.1.1.1 and other junk in every parser', () => {
