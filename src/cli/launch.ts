@@ -8,15 +8,16 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { logFilePath, pidFilePath, type DaemonConfig } from '../config';
+import { logFilePath, type DaemonConfig } from '../config';
 import { WeavetsError } from '../errors';
 import { linksFile } from '../endpoint/ledger';
 import { STATE_FILE_NAMES } from '../state/state-dir';
-import { CappedFileSink, createLogger, type LogLevel } from '../log';
+import type { LogLevel } from '../log';
 import type { RouterStatus } from '../router/status';
 import { clientFor, stateDirOf } from './context';
 import { ExitStatus, out, warn } from './output';
 import { CONFIG_FD, checkConfig, childLaunchArgs, encodeConfig, readConfigFd } from './config-pipe';
+import { alreadyRunning, daemonAnswers, launchForeground, readPid } from './foreground';
 import { addLaunchOptions, configFromOptions, type FlagValue } from './launch-options';
 import { parsePeerAddress } from './validate';
 
@@ -109,35 +110,6 @@ export function buildDaemonConfig(
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function readPid(stateDir: string): number | undefined {
-  try {
-    const text = fs.readFileSync(pidFilePath(stateDir), 'utf8').trim();
-    return /^\d+$/.test(text) ? Number(text) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Does a daemon answer on the state dir's socket? A socket that hangs counts as alive. */
-async function daemonAnswers(stateDir: string): Promise<boolean> {
-  try {
-    await clientFor(stateDir, 2000).raw('GET', '/healthz');
-    return true;
-  } catch (err) {
-    if (err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_RUNNING') return false;
-    if (err instanceof WeavetsError && /no answer/.test(err.message)) return true;
-    throw err;
-  }
-}
-
-function alreadyRunning(stateDir: string): WeavetsError {
-  const pid = readPid(stateDir);
-  return new WeavetsError(
-    'EWEAVETS_ALREADY_RUNNING',
-    `weavets is already running for state dir ${stateDir} (pid ${pid ?? 'unknown'}); stop it with \`weavets stop\``,
-  );
-}
 
 function processGone(pid: number): boolean {
   try {
@@ -263,7 +235,8 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
   const fd = fs.openSync(logPath, 'a', 0o600);
   fs.fchmodSync(fd, 0o600);
   const logStart = fs.fstatSync(fd).size;
-  const script = path.join(__dirname, `main${path.extname(__filename)}`);
+  // Its own entry (daemon-main.ts): the daemon never loads the command line parser.
+  const script = path.join(__dirname, `daemon-main${path.extname(__filename)}`);
   // The config the child runs with, secrets included, goes over a pipe (config-pipe.ts),
   // so the child inherits no password in its environment either.
   const env = { ...process.env };
@@ -323,57 +296,6 @@ async function launchBackground(config: DaemonConfig): Promise<void> {
   }
   const status = await clientFor(stateDir).get<RouterStatus>('/status');
   out(status.name);
-}
-
-async function launchForeground(config: DaemonConfig): Promise<void> {
-  // stdout: journald's in a unit; in a background launch the log file, capped here.
-  const sink = CappedFileSink.forFd(1, config.logMaxSize) ?? process.stdout;
-  const log = createLogger(config.logLevel, sink);
-  const { stateDir } = config;
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  // Before touching the pid file: it belongs to the daemon that is running.
-  if (await daemonAnswers(stateDir)) throw alreadyRunning(stateDir);
-  const pidFile = pidFilePath(stateDir);
-  fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
-  fs.chmodSync(pidFile, 0o644);
-  const removePidFile = (): void => {
-    if (readPid(stateDir) === process.pid) fs.rmSync(pidFile, { force: true });
-  };
-
-  let running: import('../daemon').RunningDaemon;
-  try {
-    const { startDaemon } = await import('../daemon');
-    running = await startDaemon(config, log);
-  } catch (err) {
-    log.error(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
-    if (err instanceof Error && config.logLevel === 'debug') log.debug(err.stack ?? '');
-    removePidFile();
-    throw new ExitStatus(1);
-  }
-
-  let signalled = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (signalled) {
-      log.warn(`second ${signal} while stopping: exiting now`);
-      removePidFile();
-      process.exit(1);
-    }
-    signalled = true;
-    log.info(`${signal} received: stopping`);
-    running.control.shutdown(false).catch((err: unknown) => {
-      log.error(`shutdown failed: ${err instanceof Error ? err.message : String(err)}`);
-    });
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  try {
-    await running.stopped;
-  } finally {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-    removePidFile();
-  }
-  log.info('stopped');
 }
 
 export function registerLifecycle(program: Command): void {

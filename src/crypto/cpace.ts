@@ -10,9 +10,8 @@
  * docs/CRYPTO.md for how it fits into the handshake.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import nacl from 'tweetnacl';
-
 import { CryptoError } from './errors';
+import { x25519 } from './x25519';
 
 /** 2^255 - 19 */
 const P = (1n << 255n) - 19n;
@@ -153,7 +152,7 @@ export function cpaceKeyPair(generator: Buffer, random: (n: number) => Buffer = 
   need32('generator', generator);
   const secret = random(32);
   need32('secret', secret);
-  const share = Buffer.from(nacl.scalarMult(secret, generator));
+  const share = x25519(secret, generator);
   // Only possible if the generator is a low-order point, i.e. the hash hit one of a
   // handful of field elements: negligible, but never send a share that fixes the key.
   if (isAllZero(share)) {
@@ -170,9 +169,9 @@ export function cpaceKeyPair(generator: Buffer, random: (n: number) => Buffer = 
 export function cpaceSharedKey(secret: Buffer, peerShare: Buffer): Buffer {
   need32('secret', secret);
   need32('peer share', peerShare);
-  const k = nacl.scalarMult(secret, peerShare);
+  const k = x25519(secret, peerShare);
   if (isAllZero(k)) {
     throw new CryptoError('EWEAVETS_CRYPTO_LOW_ORDER', 'peer share is a low-order point');
   }
-  return Buffer.from(k);
+  return k;
 }

@@ -6,7 +6,7 @@
  * Box layout, both implementations: 16-byte Poly1305 MAC, then the ciphertext, the
  * same length as the message (libsodium's crypto_secretbox_easy layout).
  */
-import nacl from 'tweetnacl';
+import type naclModule from 'tweetnacl';
 
 import { CryptoError } from './errors';
 
@@ -155,6 +155,8 @@ export function sodiumSealer(): Sealer {
  * layout (MAC then ciphertext), which is copied into out.
  */
 export function tweetnaclSealer(): Sealer {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only as the fallback, so a daemon with libsodium keeps no second NaCl resident
+  const nacl = require('tweetnacl') as typeof naclModule;
   return {
     name: 'tweetnacl',
     seal(out, outOff, msg, msgOff, msgLen, nonce, key) {
@@ -184,6 +186,27 @@ export function loadSealer(loadSodium: () => SodiumSecretbox = requireSodium): S
     return tweetnaclSealer();
   }
   return makeSodiumSealer(sodium);
+}
+
+/**
+ * A sealer that loads its implementation (loadSealer) on first use: a daemon without a
+ * password never seals, and then keeps neither libsodium nor tweetnacl resident. Reading
+ * `name` loads it too, so a daemon that logs which sealer it runs loads it at start.
+ */
+export function deferredSealer(load: () => Sealer = loadSealer): Sealer {
+  let loaded: Sealer | undefined;
+  const impl = (): Sealer => (loaded ??= load());
+  return {
+    get name() {
+      return impl().name;
+    },
+    seal(out, outOff, msg, msgOff, msgLen, nonce, key) {
+      impl().seal(out, outOff, msg, msgOff, msgLen, nonce, key);
+    },
+    open(out, outOff, box, boxOff, boxLen, nonce, key) {
+      return impl().open(out, outOff, box, boxOff, boxLen, nonce, key);
+    },
+  };
 }
 
 /**

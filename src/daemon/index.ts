@@ -17,7 +17,7 @@ import { Netlink } from '../netlink';
 import { formatPeerName } from '../net/peername';
 import { LinkLedger } from '../endpoint/ledger';
 import { parseCidr } from '../net/ipv4';
-import { loadSealer, type Sealer } from '../crypto/seal';
+import { deferredSealer, type Sealer } from '../crypto/seal';
 import { ClusterIpam, openClusterStore } from '../ipam/cluster';
 import { DockerPlugin } from '../docker/plugin';
 import { FlowService } from '../diagnostics/flows';
@@ -119,7 +119,8 @@ async function startMesh(
   base: { netlink: Netlink; ledger: LinkLedger; ipam: ClusterIpam },
   log: Logger,
 ) {
-  const sealer = loadSealer();
+  // Loaded when something is first sealed (or its name logged): never without a password.
+  const sealer = deferredSealer();
   // The routes first: the data paths forward by them, and the router keeps them current.
   const topology = new Topology({ name, nickname: config.nickname });
   const pathEvents = new PathEventRelay();

@@ -6,11 +6,11 @@
  * the socket, its timers and its keys, and nothing else.
  */
 import type * as net from 'node:net';
-import nacl from 'tweetnacl';
 import type { Logger } from '../log';
 import { cpaceGenerator, cpaceKeyPair, cpaceSharedKey } from '../crypto/cpace';
 import { confirmTag, deriveSessionKeys, tagsEqual, transcriptHash, type SessionKeys } from '../crypto/kdf';
 import type { Sealer } from '../crypto/seal';
+import { x25519, x25519KeyPair, type X25519KeyPair } from '../crypto/x25519';
 import { SealedChannel } from './sealed-channel';
 import { formatEdgeAddress } from './gossip-codec';
 import {
@@ -114,7 +114,7 @@ export class PeerConnection {
   private localHelloBytes: Buffer | undefined;
   private remoteHelloBytes: Buffer | undefined;
   /** Made with our HELLO: a connection that never sends one costs no key generation. */
-  private ephemeral: nacl.BoxKeyPair | undefined;
+  private ephemeral: X25519KeyPair | undefined;
   private ownKeyHex: string | undefined;
   /** Handshake deadline, from accept (or connect): not reset by traffic. */
   private readonly handshakeDeadline = Date.now() + HANDSHAKE_TIMEOUT_MS;
@@ -156,7 +156,7 @@ export class PeerConnection {
 
   private sendHello(): void {
     if (this.localHelloBytes !== undefined) return;
-    this.ephemeral = nacl.box.keyPair();
+    this.ephemeral = x25519KeyPair();
     this.ownKeyHex = Buffer.from(this.ephemeral.publicKey).toString('hex');
     this.shared.ownKeys.add(this.ownKeyHex);
     const hello: Hello = {
@@ -438,7 +438,7 @@ export class PeerConnection {
       this.close(`bad key exchange: ${(err as Error).message}`);
       return;
     }
-    const dh = Buffer.from(nacl.scalarMult(this.ephemeral!.secretKey, this.remote!.publicKey));
+    const dh = x25519(this.ephemeral!.secretKey, this.remote!.publicKey);
     if (dh.every((b) => b === 0)) {
       this.handlers.onRejected('bad_key_exchange');
       this.close('bad key exchange: low-order ephemeral key');

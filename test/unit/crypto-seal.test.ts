@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   NONCE_LENGTH,
   SEAL_OVERHEAD,
+  deferredSealer,
   loadSealer,
   sodiumSealer,
   tweetnaclSealer,
@@ -34,6 +35,28 @@ describe('loadSealer', () => {
       throw new Error('Cannot find module sodium-native');
     });
     expect(s.name).toBe('tweetnacl');
+  });
+});
+
+describe('deferredSealer', () => {
+  it('loads nothing until it seals, opens or is asked its name, then loads once', () => {
+    let loads = 0;
+    const s = deferredSealer(() => {
+      loads++;
+      return tweetnaclSealer();
+    });
+    expect(loads).toBe(0);
+    const key = randomBytes(32);
+    const nonce = Buffer.alloc(NONCE_LENGTH);
+    const box = sealWith(s, Buffer.from('hello'), nonce, key);
+    expect(loads).toBe(1);
+    expect(openWith(s, box, nonce, key)?.toString()).toBe('hello');
+    expect(openWith(sodium, box, nonce, key)?.toString()).toBe('hello');
+    expect(s.name).toBe('tweetnacl');
+    expect(loads).toBe(1);
+  });
+  it('names what it loaded when asked first', () => {
+    expect(deferredSealer().name).toBe('sodium-native');
   });
 });
 

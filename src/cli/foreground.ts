@@ -1,0 +1,95 @@
+/**
+ * The daemon in this process: what `weavets launch --foreground` runs, and what the
+ * process a background launch starts (daemon-main.ts) runs. Nothing here imports the
+ * command line parser, so the background daemon does not keep it resident.
+ */
+import * as fs from 'node:fs';
+import { pidFilePath, type DaemonConfig } from '../config';
+import { WeavetsError } from '../errors';
+import { CappedFileSink, createLogger } from '../log';
+import { clientFor } from './context';
+import { ExitStatus } from './output';
+
+export function readPid(stateDir: string): number | undefined {
+  try {
+    const text = fs.readFileSync(pidFilePath(stateDir), 'utf8').trim();
+    return /^\d+$/.test(text) ? Number(text) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Does a daemon answer on the state dir's socket? A socket that hangs counts as alive. */
+export async function daemonAnswers(stateDir: string): Promise<boolean> {
+  try {
+    await clientFor(stateDir, 2000).raw('GET', '/healthz');
+    return true;
+  } catch (err) {
+    if (err instanceof WeavetsError && err.code === 'EWEAVETS_NOT_RUNNING') return false;
+    if (err instanceof WeavetsError && /no answer/.test(err.message)) return true;
+    throw err;
+  }
+}
+
+export function alreadyRunning(stateDir: string): WeavetsError {
+  const pid = readPid(stateDir);
+  return new WeavetsError(
+    'EWEAVETS_ALREADY_RUNNING',
+    `weavets is already running for state dir ${stateDir} (pid ${pid ?? 'unknown'}); stop it with \`weavets stop\``,
+  );
+}
+
+/**
+ * Run the daemon in this process until it stops: the pid file, the log sink, SIGTERM and
+ * SIGINT. `weavets launch --foreground` and the background launch's child both end here.
+ */
+export async function launchForeground(config: DaemonConfig): Promise<void> {
+  // stdout: journald's in a unit; in a background launch the log file, capped here.
+  const sink = CappedFileSink.forFd(1, config.logMaxSize) ?? process.stdout;
+  const log = createLogger(config.logLevel, sink);
+  const { stateDir } = config;
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  // Before touching the pid file: it belongs to the daemon that is running.
+  if (await daemonAnswers(stateDir)) throw alreadyRunning(stateDir);
+  const pidFile = pidFilePath(stateDir);
+  fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+  fs.chmodSync(pidFile, 0o644);
+  const removePidFile = (): void => {
+    if (readPid(stateDir) === process.pid) fs.rmSync(pidFile, { force: true });
+  };
+
+  let running: import('../daemon').RunningDaemon;
+  try {
+    const { startDaemon } = await import('../daemon');
+    running = await startDaemon(config, log);
+  } catch (err) {
+    log.error(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    if (err instanceof Error && config.logLevel === 'debug') log.debug(err.stack ?? '');
+    removePidFile();
+    throw new ExitStatus(1);
+  }
+
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled) {
+      log.warn(`second ${signal} while stopping: exiting now`);
+      removePidFile();
+      process.exit(1);
+    }
+    signalled = true;
+    log.info(`${signal} received: stopping`);
+    running.control.shutdown(false).catch((err: unknown) => {
+      log.error(`shutdown failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await running.stopped;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    removePidFile();
+  }
+  log.info('stopped');
+}
