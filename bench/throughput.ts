@@ -375,7 +375,7 @@ function cpuSeconds(pid: number): number {
 
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64 and arm64
 
-/** A daemon's GC totals so far (prom-client's weavets_nodejs_gc_duration_seconds, every kind). */
+/** A daemon's GC totals so far (weavets_nodejs_gc_duration_seconds, every kind). */
 async function gcTotals(h: Host): Promise<{ count: number; seconds: number }> {
   const res = await clientFor(h.stateDir, 10_000).raw('GET', '/metrics');
   let count = 0;

@@ -1,9 +1,10 @@
 /**
  * Router and data path metrics. The frame path keeps plain counters in its own objects
- * (a prom-client label lookup per frame would cost more than forwarding the frame); these
+ * (a label lookup per frame would cost more than forwarding the frame); these
  * collectors read them when Prometheus scrapes.
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
+import { Gauge } from '../metrics/gauge';
 import type { Datapath } from '../router/overlay';
 import { counterFromTotals } from '../counter-from-totals';
 import type { Router } from '../router/router';
@@ -20,7 +21,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
       name,
       help,
       labelNames: peerLabels,
-      registers: [registry],
+      registry,
       read(emit) {
         for (const c of router.connectionStatus()) {
           if (c.peer === '') continue;
@@ -39,7 +40,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
     name: 'weavets_dropped_datagrams_total',
     help: 'Data path datagrams or frames dropped, by reason.',
     labelNames: ['reason'],
-    registers: [registry],
+    registry,
     read(emit) {
       for (const [reason, n] of datapath.drops()) emit({ reason }, n);
     },
@@ -48,7 +49,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
     name: 'weavets_control_rejected_total',
     help: 'Control connections or messages refused, by reason.',
     labelNames: ['reason'],
-    registers: [registry],
+    registry,
     read(emit) {
       for (const [reason, n] of router.rejectedCounts()) emit({ reason }, n);
     },
@@ -57,7 +58,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
     name: 'weavets_connections',
     help: 'Control connections by state.',
     labelNames: ['state'],
-    registers: [registry],
+    registry,
     collect() {
       this.reset();
       for (const state of ['connecting', 'handshaking', 'established', 'failed']) this.set({ state }, 0);
@@ -67,7 +68,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
   new Gauge({
     name: 'weavets_peers',
     help: 'Peers known through gossip, including ourselves.',
-    registers: [registry],
+    registry,
     collect() {
       this.set(router.topology.entries().length);
     },
@@ -75,7 +76,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
   new Gauge({
     name: 'weavets_fastdp_mac_fdb_entries',
     help: 'Per-MAC FDB entries on the fastdp VXLAN devices (known unicast to its owner only).',
-    registers: [registry],
+    registry,
     collect() {
       this.set(datapath.kernelMacEntries?.() ?? 0);
     },
@@ -84,7 +85,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
     name: 'weavets_bridge_frames_total',
     help: 'Frames between the data path and a network bridge.',
     labelNames: ['network', 'direction'],
-    registers: [registry],
+    registry,
     read(emit) {
       for (const n of datapath.networkStats()) {
         emit({ network: String(n.network), direction: 'from_bridge' }, n.framesFromBridge);

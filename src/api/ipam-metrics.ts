@@ -2,7 +2,9 @@
  * IPAM metrics: blocks owned and addresses used/free per network (read from the
  * allocator's view when Prometheus scrapes), and allocate/release latency by outcome.
  */
-import { Gauge, Histogram, type Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
+import { Gauge } from '../metrics/gauge';
+import { Histogram } from '../metrics/histogram';
 import { counterFromTotals } from '../counter-from-totals';
 import type { IpamStatus } from '../ipam/status';
 
@@ -25,7 +27,7 @@ export function registerIpamMetrics(
   counterFromTotals({
     name: 'weavets_ipam_reclaimed_total',
     help: 'Addresses this host held that nothing on it used (no endpoint, exposure or Docker handle), released after the grace period.',
-    registers: [registry],
+    registry,
     read(emit) {
       emit({}, source.reclaimedAddresses());
     },
@@ -35,7 +37,7 @@ export function registerIpamMetrics(
     help: 'Duration of address allocations and releases against the store, by outcome (ok or an error code).',
     labelNames: ['op', 'outcome'],
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [registry],
+    registry,
   });
   return (op, outcome, seconds) => latency.observe({ op, outcome }, seconds);
 }
@@ -46,7 +48,7 @@ function registerAllocationGauges(registry: Registry, source: IpamMetricsSource)
     name: 'weavets_ipam_blocks',
     help: 'Address blocks this host owns, per network.',
     labelNames: ['network'],
-    registers: [registry],
+    registry,
     collect() {
       this.reset();
       for (const n of source.status().networks) this.set({ network: n.network }, n.blocks.length);
@@ -56,7 +58,7 @@ function registerAllocationGauges(registry: Registry, source: IpamMetricsSource)
     name: 'weavets_ipam_addresses',
     help: "Addresses in this host's blocks, per network and state (used, free).",
     labelNames: ['network', 'state'],
-    registers: [registry],
+    registry,
     collect() {
       this.reset();
       for (const n of source.status().networks) {
@@ -68,7 +70,7 @@ function registerAllocationGauges(registry: Registry, source: IpamMetricsSource)
   new Gauge({
     name: 'weavets_ipam_hosts',
     help: 'Hosts registered in the store, this one included.',
-    registers: [registry],
+    registry,
     collect() {
       this.set(source.status().hosts.length);
     },
@@ -76,7 +78,7 @@ function registerAllocationGauges(registry: Registry, source: IpamMetricsSource)
   new Gauge({
     name: 'weavets_ipam_conflicts',
     help: 'IPAM keys (blocks, addresses, handles) several hosts hold with different values: found when a partition healed (mesh store); nothing new is allocated from a contested block.',
-    registers: [registry],
+    registry,
     collect() {
       this.set(source.status().conflicts.filter((c) => c.key.startsWith('ipam/')).length);
     },
@@ -84,7 +86,7 @@ function registerAllocationGauges(registry: Registry, source: IpamMetricsSource)
   new Gauge({
     name: 'weavets_store_conflicts',
     help: 'Store keys of any kind several hosts hold with different values (mesh store).',
-    registers: [registry],
+    registry,
     collect() {
       this.set(source.status().conflicts.length);
     },
@@ -96,7 +98,7 @@ function registerMeshStoreMetrics(registry: Registry, stats: NonNullable<IpamMet
   counterFromTotals({
     name: 'weavets_store_messages_rejected_total',
     help: 'Mesh store (STORE) messages dropped as malformed.',
-    registers: [registry],
+    registry,
     read(emit) {
       emit({}, stats()?.malformed ?? 0);
     },
@@ -105,7 +107,7 @@ function registerMeshStoreMetrics(registry: Registry, stats: NonNullable<IpamMet
     name: 'weavets_store_claims_total',
     help: 'Compare-and-create claims of this host on the mesh store, by outcome (confirmed, lost).',
     labelNames: ['outcome'],
-    registers: [registry],
+    registry,
     read(emit) {
       const s = stats();
       if (!s) return;
@@ -116,7 +118,7 @@ function registerMeshStoreMetrics(registry: Registry, stats: NonNullable<IpamMet
   new Gauge({
     name: 'weavets_store_entries',
     help: 'Entries in the mesh store (every host, deletions included).',
-    registers: [registry],
+    registry,
     collect() {
       this.set(stats()?.entries ?? 0);
     },

@@ -24,6 +24,7 @@ import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page';
 import { labelsProblem } from '../policy/labels';
 import { StateDir } from '../state/state-dir';
 import { FieldReader, parseJsonObject, type BodyErrors } from '../json-fields';
+import { PROMETHEUS_CONTENT_TYPE } from '../metrics/exposition';
 
 export interface ApiServerOptions {
   socketPath: string;
@@ -40,7 +41,6 @@ export interface ApiServer {
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
-const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 type Body = Record<string, unknown>;
 

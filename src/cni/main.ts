@@ -1,7 +1,7 @@
 /**
  * weavets-cni entry point. Runs on every container start, so it imports little: node:fs,
- * node:http (through ApiClient) and the small cni/ modules; never commander, prom-client
- * or netlink. Reads the environment and stdin once, prints one JSON document on stdout
+ * node:http (through ApiClient) and the small cni/ modules; never commander, the metrics
+ * (src/metrics/) or netlink. Reads the environment and stdin once, prints one JSON document on stdout
  * (result, VERSION answer or CNI error), logs on stderr, exits 0 or 1.
  */
 import * as fs from 'node:fs';

@@ -15,7 +15,7 @@ import type { NetworkCatalog, NetworkRecord } from '../endpoint/network-catalog'
 import type { EndpointRegistry } from '../endpoint/registry';
 import type { PolicyService } from '../policy/service';
 import type { Diagnostics } from '../diagnostics';
-import type { Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
 import { WeavetsError } from '../errors';
 import type { DnsExposure } from './dns-exposure';
 

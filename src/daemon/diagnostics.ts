@@ -1,5 +1,5 @@
 /** The diagnostics component: health gossip, trace probes and flow counters over the mesh (docs/DIAGNOSTICS.md). */
-import type { Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
 import type { Logger } from '../log';
 import type { Router } from '../router/router';
 import type { Datapath } from '../router/overlay';

@@ -21,7 +21,7 @@ import { deferredSealer, type Sealer } from '../crypto/seal';
 import { ClusterIpam, openClusterStore } from '../ipam/cluster';
 import { DockerPlugin } from '../docker/plugin';
 import { FlowService } from '../diagnostics/flows';
-import type { Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
 import type { PeerName } from '../net/peername';
 import { ComponentRunner, component } from './component';
 import { checkPeerAddresses, overlayMtu, resolvePeerName } from './host';

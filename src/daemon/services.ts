@@ -19,7 +19,7 @@ import { PolicyEnforcer } from '../policy/enforcer';
 import type { CompileBridge } from '../policy/nft';
 import { FASTDP_PORT } from '../datapath/fastdp/fastdp';
 import { startDockerSurface, type DockerSurface, type DockerSurfaceOptions } from '../docker';
-import type { Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
 import { component } from './component';
 import { DnsExposure, dnsVisibility } from './dns-exposure';
 

@@ -2,7 +2,8 @@
  * Diagnostics: the health matrix, trace, and the mesh picture the status page draws, as
  * one component the daemon builds after the router and data path and stops before them.
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from '../metrics/registry';
+import { Gauge } from '../metrics/gauge';
 import { counterFromTotals } from '../counter-from-totals';
 import type { Logger } from '../log';
 import type { Datapath } from '../router/overlay';
@@ -231,7 +232,7 @@ export class Diagnostics {
       name: 'weavets_peer_up',
       help: 'Whether the data path to a peer carries heartbeats both ways (1) or not (0), as this host sees it.',
       labelNames,
-      registers: [registry],
+      registry,
       collect() {
         this.reset();
         const nick = health.nicknames();
@@ -243,7 +244,7 @@ export class Diagnostics {
       name: 'weavets_peer_rtt_seconds',
       help: 'Heartbeat round-trip time to a peer on its current data path, seconds (peers whose path is up).',
       labelNames,
-      registers: [registry],
+      registry,
       collect() {
         this.reset();
         const nick = health.nicknames();
@@ -258,7 +259,7 @@ export class Diagnostics {
       name: 'weavets_diagnostics_dropped_total',
       help: 'Malformed health reports and trace probe frames dropped, by kind.',
       labelNames: ['kind'],
-      registers: [registry],
+      registry,
       read(emit) {
         emit({ kind: 'health_report' }, health.malformedCount);
         emit({ kind: 'trace_probe' }, prober.malformedCount);

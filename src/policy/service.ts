@@ -7,8 +7,8 @@
  * Until the store's first listing has arrived nothing is applied, so a restarted daemon
  * leaves the previous run's tables in force instead of opening up while it starts.
  */
-import type { Registry } from 'prom-client';
-import { Counter } from 'prom-client';
+import type { Registry } from '../metrics/registry';
+import { Counter } from '../metrics/counter';
 import type { Logger } from '../log';
 import type { Store, StoreLease, StoreWatch, KvEntry, WatchEvent } from '../store/types';
 import { WeavetsError } from '../errors';
@@ -127,7 +127,7 @@ export class PolicyService {
       name: 'weavets_policy_drops_total',
       help: 'Packets refused by a policy (or by anti-spoofing, policy="anti-spoofing"), as logged; audit-mode records count too',
       labelNames: ['network', 'policy'],
-      registers: [opts.metrics],
+      registry: opts.metrics,
     });
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Registry } from 'prom-client';
+import { Registry } from '../../src/metrics/registry';
 import { counterFromTotals } from '../../src/counter-from-totals';
 
 describe('counterFromTotals', () => {
@@ -13,7 +13,7 @@ describe('counterFromTotals', () => {
       name: 'test_dropped_total',
       help: 'Dropped, by reason.',
       labelNames: ['reason'],
-      registers: [registry],
+      registry,
       read(emit) {
         for (const [reason, n] of totals) emit({ reason }, n);
       },
@@ -44,7 +44,7 @@ describe('counterFromTotals', () => {
     counterFromTotals({
       name: 'test_reclaimed_total',
       help: 'Reclaimed.',
-      registers: [registry],
+      registry,
       read(emit) {
         emit({}, n);
       },

@@ -26,7 +26,7 @@ describe('the daemon entry (src/cli/daemon-main.ts)', () => {
     const loaded = loadedBy(['src/cli/daemon-main.ts', 'src/daemon/index.ts']);
     expect(loaded).toContain(path.join('src', 'daemon', 'index.ts'));
     const unwanted = loaded.filter((f) =>
-      /^node_modules\/(commander|tweetnacl|sodium-native|ip-address)\/|^node_modules\/netlink\/dist\/index\.js$|^src\/cli\/(main|launch|launch-options)\.ts$/.test(
+      /^node_modules\/(commander|prom-client|tweetnacl|sodium-native|ip-address)\/|^node_modules\/netlink\/dist\/index\.js$|^src\/cli\/(main|launch|launch-options)\.ts$/.test(
         f,
       ),
     );

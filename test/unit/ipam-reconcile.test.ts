@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Registry } from 'prom-client';
+import { Registry } from '../../src/metrics/registry';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileStore } from '../../src/store/file';
 import { StoreUnavailableError, type Store } from '../../src/store/types';
