@@ -22,15 +22,19 @@ import { addLaunchOptions, configFromOptions, type FlagValue } from './launch-op
 import { parsePeerAddress } from './validate';
 
 /**
- * Node flags the daemon runs with. A young generation of 1 MB semi-spaces instead of
- * V8's default of up to 16 MB: the frame path allocates nothing
- * (test/unit/sleeve-allocation.test.ts), so the small young generation collects about
- * as rarely under traffic, and an idle daemon is smaller. V8 sizes the young generation
- * only from the command line (v8.setFlagsFromString at run time has no effect on it),
- * so the background launch passes it here and the installed unit sets it in
- * NODE_OPTIONS (scripts/install); a flag the caller gave node already wins.
+ * Node flags the daemon runs with, which node takes only at start:
+ * - a young generation of 1 MB semi-spaces instead of V8's default of up to 16 MB: the
+ *   frame path allocates nothing (test/unit/sleeve-allocation.test.ts), so the small
+ *   young generation collects about as rarely under traffic, and an idle daemon is
+ *   smaller;
+ * - one V8 worker thread instead of node's 4: the daemon's heap is small, so concurrent
+ *   marking and compiling need no more, and each thread kept about 0.5 MB resident
+ *   (bench/scale.ts, 5 hosts: -1.5 MB for 4 -> 1).
+ * The background launch passes them here and the installed unit sets them in
+ * NODE_OPTIONS (scripts/install); a flag the caller gave node already wins. The V8 flag
+ * set at run time is in foreground.ts.
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--v8-pool-size=1'];
 
 /**
  * node's arguments for the daemon: the caller's (loaders such as tsx in tests), then ours

@@ -55,7 +55,8 @@ describeWithTools({ commands: ['systemd-analyze'], files: [path.join(SYSTEM_UNIT
       );
       expect(unit).toMatch(/^EnvironmentFile=-\/etc\/default\/weavets$/m);
       // The daemon's node flags (src/cli/launch.ts) reach the foreground launch too.
-      expect(unit).toMatch(new RegExp(`^Environment=NODE_OPTIONS=${DAEMON_NODE_FLAGS.join(' ')}$`, 'm'));
+      // Quoted: systemd splits an unquoted Environment= value at blanks.
+      expect(unit).toMatch(new RegExp(`^Environment="NODE_OPTIONS=${DAEMON_NODE_FLAGS.join(' ')}"$`, 'm'));
       expect(unit).toMatch(/^Restart=on-failure$/m);
       expect(unit).toMatch(/^After=network-online.target$/m);
       expect(unit).toMatch(/^Wants=network-online.target$/m);

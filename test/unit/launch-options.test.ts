@@ -243,11 +243,13 @@ describe('a bad value', () => {
 });
 
 describe('the daemon node command line', () => {
-  it('adds the small young generation after the caller flags, unless the caller chose one', () => {
-    expect(daemonExecArgv([])).toEqual(['--max-semi-space-size=1']);
-    expect(daemonExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--max-semi-space-size=1']);
-    expect(daemonExecArgv(['--max-semi-space-size=16'])).toEqual(['--max-semi-space-size=16']);
-    expect(daemonExecArgv([], '--trace-gc --max-semi-space-size=8')).toEqual([]);
-    expect(DAEMON_NODE_FLAGS).toEqual(['--max-semi-space-size=1']);
+  it('adds the small young generation and one V8 worker after the caller flags, unless the caller chose them', () => {
+    const ours = ['--max-semi-space-size=1', '--v8-pool-size=1'];
+    expect(DAEMON_NODE_FLAGS).toEqual(ours);
+    expect(daemonExecArgv([])).toEqual(ours);
+    expect(daemonExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', ...ours]);
+    expect(daemonExecArgv(['--max-semi-space-size=16'])).toEqual(['--max-semi-space-size=16', '--v8-pool-size=1']);
+    expect(daemonExecArgv([], '--trace-gc --max-semi-space-size=8')).toEqual(['--v8-pool-size=1']);
+    expect(daemonExecArgv([], '--v8-pool-size=4 --max-semi-space-size=8')).toEqual([]);
   });
 });
