@@ -6,6 +6,11 @@
  * host holds the whole matrix. A row
  * not refreshed for STALE_AFTER_MS is shown as stale: its owner is silent or cut off.
  *
+ * A row goes out at the first tick after any cell's state or the container list changed,
+ * and otherwise every REFRESH_INTERVAL_MS: RTT and loss figures move every second, and
+ * sending every row to every host each second made HEALTH grow with the square of the
+ * mesh (docs/ARCHITECTURE.md, "Memory").
+ *
  * Rows also carry the owner's containers (id, name, network, address, MAC), which is
  * how trace, flows and the status page name containers on other hosts without a store.
  */
@@ -27,6 +32,8 @@ import { formatIpv4, parseIpv4 } from '../net/ipv4';
 import { compareText } from '../text-order';
 
 export const REPORT_INTERVAL_MS = 1000;
+/** An unchanged row is sent again after this long: well inside STALE_AFTER_MS. */
+export const REFRESH_INTERVAL_MS = 2000;
 /** A row older than this is stale: five reports missed. */
 export const STALE_AFTER_MS = 5000;
 /** Rows of hosts silent this long are forgotten. */
@@ -81,6 +88,21 @@ interface StoredRow {
   receivedAt: number;
 }
 
+/**
+ * A row's state without the figures that move every second while paths work (RTT, time
+ * since the last answer): two rows with the same state say the same thing about which
+ * path works and why. A down peer's reason counts the seconds of silence, so a row with
+ * a down peer goes out every tick, as every row did before.
+ */
+export function rowState(report: HostReport): string {
+  const cells = report.peers.map(
+    (v) =>
+      `${v.peer}:${v.up ? 1 : 0}${v.connected ? 1 : 0}${v.encrypted ? 1 : 0}:${v.datapath}:${v.pmtu}:${v.lossPermille ?? '-'}:${v.up ? '' : v.reason}`,
+  );
+  const endpoints = report.endpoints.map((e) => `${e.id}/${e.name}/${e.networkId}/${e.ip}/${e.mac}`);
+  return `${cells.join('|')}#${endpoints.join('|')}`;
+}
+
 export class HealthGossip {
   private readonly rows = new Map<PeerName, StoredRow>();
   private readonly lastUpAt = new Map<PeerName, number>();
@@ -92,6 +114,9 @@ export class HealthGossip {
   private own: HostReport;
   private ownBuiltAt = 0;
   private lastLossSampleAt = 0;
+  /** What the last row sent said, less its RTT figures (rowState), and when it went. */
+  private sentState: string | undefined;
+  private sentAt = 0;
 
   constructor(private readonly deps: HealthDeps) {
     this.own = this.buildOwn(Date.now());
@@ -114,6 +139,9 @@ export class HealthGossip {
   tick(now = Date.now()): void {
     this.own = this.buildOwn(now);
     for (const [owner, row] of this.rows) if (now - row.receivedAt > FORGET_AFTER_MS) this.rows.delete(owner);
+    const state = rowState(this.own);
+    // Half an interval of slack: a tick that fires a little early still refreshes.
+    if (state === this.sentState && now - this.sentAt < REFRESH_INTERVAL_MS - REPORT_INTERVAL_MS / 2) return;
     let payload: Buffer;
     try {
       payload = encodeHealthReport(this.own);
@@ -122,6 +150,8 @@ export class HealthGossip {
       return;
     }
     this.deps.router.sendHealth(payload, this.deps.router.name);
+    this.sentState = state;
+    this.sentAt = now;
   }
 
   /** A HEALTH body from a neighbour: keep it if newer, and pass it on to the others. */
