@@ -20,7 +20,8 @@ import { REPO_ROOT, createLab, type Host, type Lab, type Namespace } from '../ne
 import { ETCD_TOOLS, startEtcdIn, type EtcdServer } from './etcd';
 import { describeWithTools } from '../require-tools';
 
-const describeEtcd = describeWithTools(ETCD_TOOLS);
+// nc (netcat-openbsd: -l -k, -z -w) for the TCP probes, busybox for arping.
+const describeEtcd = describeWithTools({ ...ETCD_TOOLS, commands: ['nc', 'busybox'] });
 const NETWORKS = ['red', 'blue', 'weavets'] as const;
 type NetName = (typeof NETWORKS)[number];
 const BLUE_SUBNET = '10.40.7.0/24';
