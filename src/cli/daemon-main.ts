@@ -9,7 +9,7 @@
  */
 import { CONFIG_FD, childLaunchArgs, readConfigFd } from './config-pipe';
 import { launchForeground } from './foreground';
-import { EXIT_OK, UsageError, reportError } from './output';
+import { EXIT_OK, UsageError, debugEnabled, reportError } from './output';
 
 /** Run the daemon for the arguments after the script; resolves to the exit status. */
 export async function daemonMain(args: readonly string[]): Promise<number> {
@@ -23,7 +23,7 @@ export async function daemonMain(args: readonly string[]): Promise<number> {
     await launchForeground(readConfigFd(String(CONFIG_FD)));
     return EXIT_OK;
   } catch (err) {
-    return reportError(err, process.env['WEAVETS_DEBUG'] === '1');
+    return reportError(err, debugEnabled(args));
   }
 }
 
