@@ -63,6 +63,8 @@ export interface DaemonConfig {
   policyDryRun: boolean;
   /** Count frames per container pair for `weavets flows` (docs/DIAGNOSTICS.md). */
   flows: boolean;
+  /** The sleeve forwards the common unicast frame in C, the express path (docs/ARCHITECTURE.md). */
+  sleeveExpress: boolean;
 }
 
 export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';

@@ -37,6 +37,9 @@ static void poller_drop_refs(napi_env env, weavets_poller *p) {
  * in the close callback, never synchronously: a JS callback may call close() while
  * the poll callback still holds p. */
 static void poller_shutdown(weavets_poller *p) {
+  if (p->express_detach) p->express_detach(p);
+  p->express = NULL;
+  p->express_detach = NULL;
   uv_close((uv_handle_t *)&p->handle, poller_on_closed);
   if (p->fd >= 0) close(p->fd);
   p->fd = -1;
@@ -120,17 +123,20 @@ static void poller_on_poll(uv_poll_t *h, int status, int events) {
     err = -status;
   else
     n = p->drain(p, &err);
-  if (n == 0 && err == 0) return;
+  uint32_t first = 0;
+  if (n > 0 && p->express) first = p->express(p, n);
+  if (first == n && err == 0) return;
 
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value self, fn, arg, result;
+  napi_value self, fn, args[2], result;
   napi_get_reference_value(env, p->self, &self);
-  if (n > 0) {
+  if (first < n) {
     napi_get_reference_value(env, p->on_data, &fn);
-    napi_create_uint32(env, n, &arg);
-    if (napi_make_callback(env, p->actx, self, fn, 1, &arg, &result) != napi_ok)
+    napi_create_uint32(env, n, &args[0]);
+    napi_create_uint32(env, first, &args[1]);
+    if (napi_make_callback(env, p->actx, self, fn, 2, args, &result) != napi_ok)
       surface_exception(env);
   }
   /* The callback may have stopped or closed us; then the error is moot. */

@@ -16,6 +16,9 @@
 typedef struct weavets_poller weavets_poller;
 /* Fill the receive slots; return how many; set *err to a fatal errno (0 if none). */
 typedef uint32_t (*weavets_drain_fn)(weavets_poller *p, int *err);
+/* The express path (express.c) runs on a drained batch before JS does: it forwards what
+ * it can and returns the index of the first entry it left for JS (n when it took all). */
+typedef uint32_t (*weavets_express_fn)(weavets_poller *p, uint32_t n);
 
 struct weavets_poller {
   napi_env env;
@@ -30,6 +33,19 @@ struct weavets_poller {
   /* Buffers the hot path writes into: kept alive as long as the C side uses them. */
   napi_ref keep[WEAVETS_POLLER_KEEP];
   void (*release)(weavets_poller *p); /* frees the containing object */
+  /* The receive ring as express.c reads it: entry i is ring[i * ring_slot, + ring_lengths[i]);
+   * ring_addrs, ring_segs and ring_flags are the UDP socket's (NULL for a TAP). */
+  uint8_t *ring;
+  uint32_t ring_slot;
+  uint32_t *ring_lengths;
+  uint32_t *ring_addrs;
+  uint16_t *ring_segs;
+  uint8_t *ring_flags;
+  /* Set by express.c while an express path uses this poller; express_detach is called
+   * once when the poller closes, so the express path never holds a freed poller. */
+  weavets_express_fn express;
+  void *express_ctx;
+  void (*express_detach)(weavets_poller *p);
 };
 
 napi_status weavets_poller_setup(napi_env env, weavets_poller *p, napi_value obj);

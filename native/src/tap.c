@@ -209,6 +209,9 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
       napi_create_reference(env, rx_lengths, 1, &t->p.keep[1]) != napi_ok)
     goto fail_wrapped;
   SET_PROP(obj, "rxBuf", rx_buf);
+  t->p.ring = t->rx;
+  t->p.ring_slot = t->slot_size;
+  t->p.ring_lengths = t->rx_lengths;
   SET_PROP(obj, "rxLengths", rx_lengths);
   v = NULL;
   napi_create_string_utf8(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ), &v);

@@ -4,7 +4,8 @@
  *
  * Exports (the typed face is src/native/index.ts):
  *   udpBind(addr, port, rcvbuf, sndbuf, slots, slotSize, flags)
- *       -> handle {fd, port, rxBuf, rxLengths, rxAddrs, rxPorts, rxSegSizes, gro}
+ *       -> handle {fd, port, rxBuf, rxLengths, rxAddrs, rxPorts, rxSegSizes, rxFlags, gro}
+ *     rxFlags[i] is set by the express path (express.h: EXPRESS_RX_OPENED) and 0 otherwise.
  *     flags bit 0 (UDP_BIND_GRO): setsockopt(UDP_GRO) so the kernel may hand over
  *     several same-flow segments as one coalesced datagram; each recvmmsg entry then
  *     carries a control buffer and rxSegSizes[i] is the segment size read from the
@@ -62,6 +63,7 @@ typedef struct {
   uint32_t *rx_addrs;
   uint16_t *rx_ports;
   uint16_t *rx_seg_sizes;
+  uint8_t *rx_flags; /* per entry, set by the express path (express.h); 0 after a drain */
   int gro;
   udp_rx_control *rx_control; /* NULL without GRO */
   struct mmsghdr *rx_msgs;
@@ -124,6 +126,7 @@ static uint32_t udp_drain(weavets_poller *p, int *err) {
       if (m->msg_len <= seg) seg = 0;
     }
     u->rx_seg_sizes[i] = (uint16_t)seg;
+    u->rx_flags[i] = 0;
   }
   return (uint32_t)r;
 }
@@ -234,9 +237,11 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   u->rx_ports = data;
   napi_value rx_seg_sizes = weavets_new_typed(env, napi_uint16_array, 2, slots, &data);
   u->rx_seg_sizes = data;
-  if (!rx_lengths || !rx_addrs || !rx_ports || !rx_seg_sizes) goto fail_wrapped;
-  napi_value keep[] = {rx_buf, rx_lengths, rx_addrs, rx_ports, rx_seg_sizes};
-  for (int i = 0; i < 5; i++)
+  napi_value rx_flags = weavets_new_typed(env, napi_uint8_array, 1, slots, &data);
+  u->rx_flags = data;
+  if (!rx_lengths || !rx_addrs || !rx_ports || !rx_seg_sizes || !rx_flags) goto fail_wrapped;
+  napi_value keep[] = {rx_buf, rx_lengths, rx_addrs, rx_ports, rx_seg_sizes, rx_flags};
+  for (int i = 0; i < 6; i++)
     if (napi_create_reference(env, keep[i], 1, &u->p.keep[i]) != napi_ok) goto fail_wrapped;
 
   for (uint32_t i = 0; i < slots; i++) {
@@ -266,6 +271,13 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   SET_PROP(obj, "rxAddrs", rx_addrs);
   SET_PROP(obj, "rxPorts", rx_ports);
   SET_PROP(obj, "rxSegSizes", rx_seg_sizes);
+  SET_PROP(obj, "rxFlags", rx_flags);
+  u->p.ring = u->rx;
+  u->p.ring_slot = slot_size;
+  u->p.ring_lengths = u->rx_lengths;
+  u->p.ring_addrs = u->rx_addrs;
+  u->p.ring_segs = u->rx_seg_sizes;
+  u->p.ring_flags = u->rx_flags;
   v = NULL;
   napi_get_boolean(env, gro, &v);
   SET_PROP(obj, "gro", v);

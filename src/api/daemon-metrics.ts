@@ -73,6 +73,18 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
       this.set(router.topology.entries().length);
     },
   });
+  counterFromTotals({
+    name: 'weavets_sleeve_express_frames_total',
+    help: "Frames the sleeve's express path forwarded in C without the daemon's JavaScript: sent to peers, delivered to bridges.",
+    labelNames: ['direction'],
+    registry,
+    read(emit) {
+      const n = datapath.expressFrames?.();
+      if (n === undefined) return;
+      emit({ direction: 'sent' }, n.sent);
+      emit({ direction: 'delivered' }, n.delivered);
+    },
+  });
   new Gauge({
     name: 'weavets_fastdp_mac_fdb_entries',
     help: 'Per-MAC FDB entries on the fastdp VXLAN devices (known unicast to its owner only).',

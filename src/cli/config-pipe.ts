@@ -53,6 +53,7 @@ const FIELDS: Record<keyof DaemonConfig, FieldKind | `${FieldKind}?`> = {
   dockerDnsRedirect: 'boolean',
   policyDryRun: 'boolean',
   flows: 'boolean',
+  sleeveExpress: 'boolean',
 };
 
 function holds(v: unknown, kind: FieldKind): boolean {

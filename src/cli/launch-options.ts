@@ -259,6 +259,11 @@ export const LAUNCH_OPTIONS: readonly LaunchOption[] = [
     fill: (c, v) => (c.flows = v !== false),
   },
   {
+    flags: '--no-sleeve-express',
+    help: "keep every sleeve frame on the daemon's JavaScript path instead of forwarding plain unicast frames in C (for comparison; slower)",
+    fill: (c, v) => (c.sleeveExpress = v !== false),
+  },
+  {
     flags: '--etcd <urls>',
     help: 'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir',
     group: 'store',

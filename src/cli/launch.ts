@@ -78,6 +78,8 @@ export interface LaunchFlags {
   policyDryRun?: boolean;
   /** commander's --no-flows: false when given. */
   flows?: boolean;
+  /** commander's --no-sleeve-express: false when given. */
+  sleeveExpress?: boolean;
   etcd?: string;
   etcdCa?: string;
   etcdCert?: string;

@@ -142,6 +142,7 @@ function openSleeve(deps: DatapathDeps, composite: CompositeDatapath | undefined
       sealer: deps.sealer,
       ...(composite ? { kernelPeers: composite.kernelPeers } : {}),
       ...(deps.flows ? { flows: deps.flows.counter } : {}),
+      express: config.sleeveExpress,
     });
   } catch (err) {
     throw new WeavetsError(

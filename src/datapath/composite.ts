@@ -91,6 +91,10 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
     return this.sleeve.networkStats();
   }
 
+  expressFrames(): { sent: number; delivered: number } {
+    return this.sleeve.expressFrames();
+  }
+
   sendProbe(dst: PeerName, frame: Buffer): boolean {
     return this.sleeve.sendProbe(dst, frame);
   }

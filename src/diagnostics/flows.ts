@@ -72,11 +72,20 @@ export class FlowCounter implements FrameCounter {
   }
 
   /**
-   * Count one frame, its MACs given as 24-bit halves (src/net/halves.ts). All in this one
-   * function on purpose: a 48-bit MAC handed to another function is a heap number per
-   * frame. `net` must be non-zero (network ids are 1..0xfffffe).
+   * Count one frame (or `packets` frames of `bytes` in all: what the express path counted
+   * in C), its MACs given as 24-bit halves (src/net/halves.ts). All in this one function
+   * on purpose: a 48-bit MAC handed to another function is a heap number per frame. `net`
+   * must be non-zero (network ids are 1..0xfffffe).
    */
-  record(net: number, srcHigh: number, srcLow: number, dstHigh: number, dstLow: number, bytes: number): void {
+  record(
+    net: number,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
+    bytes: number,
+    packets = 1,
+  ): void {
     const mask = this.cap - 1;
     const srcMac = fromHalves(srcHigh, srcLow);
     const dstMac = fromHalves(dstHigh, dstLow);
@@ -95,17 +104,17 @@ export class FlowCounter implements FrameCounter {
         this.srcs[slot] = srcMac;
         this.dsts[slot] = dstMac;
         this.bytes[slot] = bytes;
-        this.packets[slot] = 1;
+        this.packets[slot] = packets;
         this.used++;
         return;
       }
       if (n === net && this.srcs[slot] === srcMac && this.dsts[slot] === dstMac) {
         this.bytes[slot] = this.bytes[slot]! + bytes;
-        this.packets[slot] = this.packets[slot]! + 1;
+        this.packets[slot] = this.packets[slot]! + packets;
         return;
       }
     }
-    this.overflow++;
+    this.overflow += packets;
   }
 
   /** Every entry: (net, src, dst, cumulative bytes, packets). */

@@ -32,14 +32,24 @@ interface NativeUdpHandle {
   readonly rxAddrs: Uint32Array;
   readonly rxPorts: Uint16Array;
   readonly rxSegSizes: Uint16Array;
+  readonly rxFlags: Uint8Array;
   readonly gro: boolean;
 }
 
+/** The express path's handle (native/src/express.c); opaque. */
+type NativeExpressHandle = object;
+
 type ErrorCallback = ((err: NodeJS.ErrnoException) => void) | undefined;
+
+/**
+ * A receive batch: entries [first, count) of the ring are for JS. `first` is 0 unless an
+ * express path (ExpressPath) forwarded the entries before it in C.
+ */
+export type BatchCallback = (count: number, first: number) => void;
 
 interface NativeBinding {
   tapOpen(name: string, slotSize: number, slots: number, flags: number): NativeTapHandle;
-  tapStartReading(h: NativeTapHandle, onFrames: (count: number) => void, onError: ErrorCallback): void;
+  tapStartReading(h: NativeTapHandle, onFrames: BatchCallback, onError: ErrorCallback): void;
   tapStopReading(h: NativeTapHandle): void;
   tapWrite(h: NativeTapHandle, buf: Buffer, offset: number, length: number): boolean;
   tapWriteBatch(h: NativeTapHandle, buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
@@ -53,7 +63,7 @@ interface NativeBinding {
     slotSize: number,
     flags: number,
   ): NativeUdpHandle;
-  udpStartReading(h: NativeUdpHandle, onDatagrams: (count: number) => void, onError: ErrorCallback): void;
+  udpStartReading(h: NativeUdpHandle, onDatagrams: BatchCallback, onError: ErrorCallback): void;
   udpStopReading(h: NativeUdpHandle): void;
   udpSendBatch(
     h: NativeUdpHandle,
@@ -77,6 +87,39 @@ interface NativeBinding {
   udpClose(h: NativeUdpHandle): void;
   setSchedSlice(ns: number): boolean;
   copyBytes(target: Buffer, targetStart: number, source: Buffer, sourceStart: number, sourceEnd: number): number;
+  expressCreate(
+    udp: NativeUdpHandle,
+    selfHigh: number,
+    selfLow: number,
+    nowMs: number,
+    macMaxAgeMs: number,
+    countFlows: boolean,
+  ): NativeExpressHandle;
+  expressAddNetwork(h: NativeExpressHandle, networkId: number, tap: NativeTapHandle): boolean;
+  expressRemoveNetwork(h: NativeExpressHandle, networkId: number): void;
+  expressSetPeer(
+    h: NativeExpressHandle,
+    high: number,
+    low: number,
+    ip: number,
+    port: number,
+    maxDatagram: number,
+    direct: boolean,
+    sealed: boolean,
+  ): boolean;
+  expressRemovePeer(h: NativeExpressHandle, high: number, low: number): void;
+  expressLearn(
+    h: NativeExpressHandle,
+    networkId: number,
+    macHigh: number,
+    macLow: number,
+    peerHigh: number,
+    peerLow: number,
+  ): void;
+  expressForgetPeer(h: NativeExpressHandle, high: number, low: number): void;
+  expressTake(h: NativeExpressHandle, what: number, out: Float64Array): number;
+  expressCounters(h: NativeExpressHandle): [number, number];
+  expressClose(h: NativeExpressHandle): void;
 }
 
 // Same relative path from src/native (tsx, vitest) and dist/native (compiled).
@@ -213,12 +256,17 @@ export class TapDevice {
    * reading and is passed to onError, or raised as an uncaught exception without one.
    * An exception thrown by onFrames surfaces as an uncaught exception; reading goes on.
    */
-  startReading(onFrames: (count: number) => void, onError?: (err: NodeJS.ErrnoException) => void): void {
+  startReading(onFrames: BatchCallback, onError?: (err: NodeJS.ErrnoException) => void): void {
     native().tapStartReading(this.handle, onFrames, onError);
   }
 
   stopReading(): void {
     native().tapStopReading(this.handle);
+  }
+
+  /** The addon's handle, for ExpressPath. */
+  static handleOf(tap: TapDevice): NativeTapHandle {
+    return tap.handle;
   }
 
   /** Write one frame; returns false if the kernel queue is full (EAGAIN) – frame dropped. Throws on other errors. */
@@ -262,6 +310,8 @@ export class UdpBatchSocket {
    * Always 0 without gro.
    */
   readonly rxSegSizes: Uint16Array;
+  /** Per received datagram: EXPRESS_RX_OPENED when the express path opened it in place, else 0. */
+  readonly rxFlags: Uint8Array;
   /** True if UDP_GRO was requested and the kernel accepted it. */
   readonly gro: boolean;
   readonly slotSize: number;
@@ -279,6 +329,7 @@ export class UdpBatchSocket {
     this.rxAddrs = handle.rxAddrs;
     this.rxPorts = handle.rxPorts;
     this.rxSegSizes = handle.rxSegSizes;
+    this.rxFlags = handle.rxFlags;
     this.gro = handle.gro;
     this.slotSize = slotSize;
     this.slots = slots;
@@ -321,12 +372,17 @@ export class UdpBatchSocket {
    * the like) are swallowed; other errors stop reading and go to onError, or are
    * raised as an uncaught exception without one.
    */
-  startReading(onDatagrams: (count: number) => void, onError?: (err: NodeJS.ErrnoException) => void): void {
+  startReading(onDatagrams: BatchCallback, onError?: (err: NodeJS.ErrnoException) => void): void {
     native().udpStartReading(this.handle, onDatagrams, onError);
   }
 
   stopReading(): void {
     native().udpStopReading(this.handle);
+  }
+
+  /** The addon's handle, for ExpressPath. */
+  static handleOf(socket: UdpBatchSocket): NativeUdpHandle {
+    return socket.handle;
   }
 
   /**
@@ -395,6 +451,117 @@ export function copyBytes(
   sourceEnd: number,
 ): number {
   return (binding ?? native()).copyBytes(target, targetStart, source, sourceStart, sourceEnd);
+}
+
+/** rxFlags value: the express path opened this SEALED datagram in place (native/src/express.h). */
+export const EXPRESS_RX_OPENED = 1;
+
+/** What ExpressPath.take drains, and the doubles per entry (native/src/express.h). */
+export const enum ExpressTake {
+  /** peerHigh, peerLow, framesIn, bytesIn, framesOut, bytesOut */
+  Peers = 0,
+  /** networkId, framesFromBridge, framesToBridge */
+  Networks = 1,
+  /** networkId, srcHigh, srcLow, dstHigh, dstLow, frames, bytes */
+  Flows = 2,
+  /** networkId, macHigh, macLow, peerHigh, peerLow, seenMs */
+  Seen = 3,
+  /** where (0 UDP send, 1 TAP write), errno (0: queue full), count */
+  Drops = 4,
+}
+
+export const EXPRESS_ENTRY_LENGTH: Readonly<Record<ExpressTake, number>> = [6, 3, 7, 6, 3];
+
+/**
+ * The sleeve's express path (native/src/express.c): a cache of the sleeve's forwarding
+ * decisions that the addon applies to each receive batch in C before JS sees it, so the
+ * common unicast frame between two directly connected peers never enters JS. It hooks
+ * into the UDP socket and each TAP added; the callbacks of those then get `first` > 0
+ * when entries were taken. Names and MACs cross as 24-bit halves (src/net/halves.ts).
+ */
+export class ExpressPath {
+  private constructor(private readonly handle: NativeExpressHandle) {}
+
+  /** nowMs: the caller's clock now (the path reads the monotonic clock with this offset). */
+  static create(
+    socket: UdpBatchSocket,
+    self: { high: number; low: number },
+    opts: { nowMs: number; macMaxAgeMs: number; countFlows: boolean },
+  ): ExpressPath {
+    return new ExpressPath(
+      native().expressCreate(
+        UdpBatchSocket.handleOf(socket),
+        self.high,
+        self.low,
+        opts.nowMs,
+        opts.macMaxAgeMs,
+        opts.countFlows,
+      ),
+    );
+  }
+
+  /** Carry a network's TAP (opened with vnetHdr); false when the path is full (the network stays on JS). */
+  addNetwork(networkId: number, tap: TapDevice): boolean {
+    if (!tap.vnetHdr) throw new RangeError('the express path needs a TAP opened with vnetHdr');
+    return native().expressAddNetwork(this.handle, networkId, TapDevice.handleOf(tap));
+  }
+
+  /** Before the TAP closes. */
+  removeNetwork(networkId: number): void {
+    native().expressRemoveNetwork(this.handle, networkId);
+  }
+
+  /**
+   * What the path may do with a peer: `direct` lets it send frames for the peer straight
+   * to ip:port in datagrams of at most maxDatagram bytes; a sealed peer is left to JS.
+   * False when the table is full (the peer stays on JS).
+   */
+  setPeer(
+    high: number,
+    low: number,
+    peer: { ip: number; port: number; maxDatagram: number; direct: boolean; sealed: boolean },
+  ): boolean {
+    return native().expressSetPeer(
+      this.handle,
+      high,
+      low,
+      peer.ip,
+      peer.port,
+      peer.maxDatagram,
+      peer.direct,
+      peer.sealed,
+    );
+  }
+
+  removePeer(high: number, low: number): void {
+    native().expressRemovePeer(this.handle, high, low);
+  }
+
+  /** The MAC with these halves lives behind this peer on the network (seen now). */
+  learn(networkId: number, macHigh: number, macLow: number, peerHigh: number, peerLow: number): void {
+    native().expressLearn(this.handle, networkId, macHigh, macLow, peerHigh, peerLow);
+  }
+
+  /** Forget every MAC cached behind this peer. */
+  forgetPeer(high: number, low: number): void {
+    native().expressForgetPeer(this.handle, high, low);
+  }
+
+  /** Drain up to out.length / EXPRESS_ENTRY_LENGTH[what] entries into out; returns how many. */
+  take(what: ExpressTake, out: Float64Array): number {
+    return native().expressTake(this.handle, what, out);
+  }
+
+  /** Frames sent and delivered by the path since it was created. */
+  counters(): { sent: number; delivered: number } {
+    const [sent, delivered] = native().expressCounters(this.handle);
+    return { sent, delivered };
+  }
+
+  /** Unhook from the socket and TAPs. Idempotent. */
+  close(): void {
+    native().expressClose(this.handle);
+  }
 }
 
 /** Dotted quad to a host-order unsigned 32-bit number ("192.0.2.1" -> 0xc0000201). Throws on bad input (src/net/ipv4.ts). */

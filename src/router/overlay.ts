@@ -20,7 +20,16 @@ export const PROBE_NETWORK_ID = 0xffffff;
  * MACs come as 24-bit halves (src/net/halves.ts), so counting a frame allocates nothing.
  */
 export interface FrameCounter {
-  record(net: number, srcHigh: number, srcLow: number, dstHigh: number, dstLow: number, bytes: number): void;
+  /** `packets` frames of `bytes` bytes in all (one frame when absent). */
+  record(
+    net: number,
+    srcHigh: number,
+    srcLow: number,
+    dstHigh: number,
+    dstLow: number,
+    bytes: number,
+    packets?: number,
+  ): void;
 }
 
 /** Read-only view of the routes the router computes from the topology. */
@@ -99,5 +108,7 @@ export interface Datapath {
   setProbeListener?(listener: ProbeListener | undefined): void;
   /** Per-MAC kernel FDB entries programmed (fastdp only). */
   kernelMacEntries?(): number;
+  /** Frames the sleeve's express path (native/src/express.c) sent and delivered without JS. */
+  expressFrames?(): { sent: number; delivered: number };
   close(): Promise<void>;
 }

@@ -149,6 +149,7 @@ describe('argument validators', () => {
       dockerDnsRedirect: true,
       policyDryRun: false,
       flows: true,
+      sleeveExpress: true,
     });
     // The background launch hands the foreground child exactly this config, over a pipe.
     expect(childLaunchArgs()).toEqual(['launch', '--foreground', '--config-fd', '3']);

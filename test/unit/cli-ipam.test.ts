@@ -35,6 +35,7 @@ function base(): DaemonConfig {
     dockerDnsRedirect: true,
     policyDryRun: false,
     flows: true,
+    sleeveExpress: true,
   };
 }
 

@@ -44,12 +44,12 @@ export class LoopUdpRing implements UdpRing {
   pending = 0;
   /** Datagrams refused because the peer's ring was full. */
   overflow = 0;
-  private onDatagrams: ((count: number) => void) | undefined;
+  private onDatagrams: ((count: number, first: number) => void) | undefined;
 
   /** addr: this ring's IPv4 address as a host-order number (what the peer sees as the source). */
   constructor(readonly addr: number) {}
 
-  startReading(onDatagrams: (count: number) => void): void {
+  startReading(onDatagrams: (count: number, first: number) => void): void {
     this.onDatagrams = onDatagrams;
   }
 
@@ -89,7 +89,7 @@ export class LoopUdpRing implements UdpRing {
     const n = this.pending;
     if (n === 0 || this.onDatagrams === undefined) return 0;
     this.pending = 0;
-    this.onDatagrams(n);
+    this.onDatagrams(n, 0);
     return n;
   }
 
@@ -116,7 +116,7 @@ export class LoopTapRing implements TapRing {
   framesWritten = 0;
   bytesWritten = 0;
   private loaded = 0;
-  private onFrames: ((count: number) => void) | undefined;
+  private onFrames: ((count: number, first: number) => void) | undefined;
 
   /** Frames (offload block + Ethernet frame each) the next fire() calls hand over. */
   load(frames: Buffer[]): void {
@@ -130,11 +130,11 @@ export class LoopTapRing implements TapRing {
 
   /** One batch from the bridge; returns its frame count. */
   fire(): number {
-    if (this.onFrames !== undefined && this.loaded > 0) this.onFrames(this.loaded);
+    if (this.onFrames !== undefined && this.loaded > 0) this.onFrames(this.loaded, 0);
     return this.loaded;
   }
 
-  startReading(onFrames: (count: number) => void): void {
+  startReading(onFrames: (count: number, first: number) => void): void {
     this.onFrames = onFrames;
   }
 

@@ -92,7 +92,7 @@ export class MemoryUdpRing implements UdpRing {
   readonly gso: boolean;
   gsoSends = 0;
   private queue: Inbound[] = [];
-  private onDatagrams: ((count: number) => void) | undefined;
+  private onDatagrams: ((count: number, first: number) => void) | undefined;
   private scheduled = false;
   private closed = false;
 
@@ -113,7 +113,7 @@ export class MemoryUdpRing implements UdpRing {
     underlay.attach(this);
   }
 
-  startReading(onDatagrams: (count: number) => void): void {
+  startReading(onDatagrams: (count: number, first: number) => void): void {
     this.onDatagrams = onDatagrams;
     this.schedule();
   }
@@ -194,7 +194,7 @@ export class MemoryUdpRing implements UdpRing {
       this.rxPorts[i] = d.fromPort;
       this.rxSegSizes[i] = d.seg;
     });
-    if (batch.length > 0) cb(batch.length);
+    if (batch.length > 0) cb(batch.length, 0);
     this.schedule();
   }
 }
@@ -209,7 +209,7 @@ export class MemoryTapRing implements TapRing {
   readonly written: Buffer[] = [];
   closed = false;
   private queue: Buffer[] = [];
-  private onFrames: ((count: number) => void) | undefined;
+  private onFrames: ((count: number, first: number) => void) | undefined;
   private scheduled = false;
 
   constructor(readonly name: string) {}
@@ -220,7 +220,7 @@ export class MemoryTapRing implements TapRing {
     this.schedule();
   }
 
-  startReading(onFrames: (count: number) => void): void {
+  startReading(onFrames: (count: number, first: number) => void): void {
     this.onFrames = onFrames;
     this.schedule();
   }
@@ -261,7 +261,7 @@ export class MemoryTapRing implements TapRing {
         f.copy(this.rxBuf, i * this.slotSize);
         this.rxLengths[i] = f.length;
       });
-      if (batch.length > 0) cb(batch.length);
+      if (batch.length > 0) cb(batch.length, 0);
       this.schedule();
     });
   }

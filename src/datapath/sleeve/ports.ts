@@ -9,7 +9,7 @@
  * rxLengths[i]), valid only during the callback; a length of 0 is an entry that did not
  * fit its slot (dropped as truncated). src/native/index.ts documents the details.
  */
-import { TapDevice } from '../../native';
+import { ExpressPath, TapDevice, UdpBatchSocket, type ExpressTake } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { OverlayNetwork } from '../../router/overlay';
 
@@ -18,8 +18,11 @@ export interface TapRing {
   readonly rxBuf: Buffer;
   readonly rxLengths: Uint32Array;
   readonly slotSize: number;
-  /** onFrames(count) is called with 1..slots frames read in one go. */
-  startReading(onFrames: (count: number) => void): void;
+  /**
+   * onFrames(count, first) is called with 1..slots frames read in one go; entries before
+   * `first` were forwarded by the express path and are not for JS.
+   */
+  startReading(onFrames: (count: number, first: number) => void): void;
   stopReading(): void;
   /** One frame; false when the kernel queue is full (the frame is dropped). Throws on other errors. */
   write(buf: Buffer, offset: number, length: number): boolean;
@@ -42,7 +45,8 @@ export interface UdpRing {
   /** Per entry: the segment size when several datagrams arrived coalesced (UDP GRO), else 0. */
   readonly rxSegSizes: Uint16Array;
   readonly slotSize: number;
-  startReading(onDatagrams: (count: number) => void): void;
+  /** As TapRing.startReading: entries [first, count) are for JS. */
+  startReading(onDatagrams: (count: number, first: number) => void): void;
   stopReading(): void;
   /** sendmmsg: returns how many were sent; throws only if the first fails with other than a full queue. */
   sendBatch(
@@ -58,6 +62,48 @@ export interface UdpRing {
   /** UDP GSO: buf[offset, offset+length) as datagrams of segmentSize bytes; throws if unsupported. */
   sendSegmented(buf: Buffer, offset: number, length: number, segmentSize: number, addr: number, port: number): boolean;
   close(): void;
+}
+
+/**
+ * The express path (native/src/express.c) as the sleeve drives it: the cache of its
+ * forwarding decisions that the addon applies in C before a batch reaches JS. Production
+ * only; unit tests' in-memory rings run without one.
+ */
+export interface ExpressPort {
+  /** Take the TAP's frames too; false when it cannot (the network stays on JS). */
+  addNetwork(networkId: number, tap: TapRing): boolean;
+  removeNetwork(networkId: number): void;
+  setPeer(
+    high: number,
+    low: number,
+    peer: { ip: number; port: number; maxDatagram: number; direct: boolean; sealed: boolean },
+  ): boolean;
+  removePeer(high: number, low: number): void;
+  learn(networkId: number, macHigh: number, macLow: number, peerHigh: number, peerLow: number): void;
+  forgetPeer(high: number, low: number): void;
+  take(what: ExpressTake, out: Float64Array): number;
+  counters(): { sent: number; delivered: number };
+  close(): void;
+}
+
+/** The production express path, hooked into the native socket (and the native TAPs added). */
+export function kernelExpress(
+  socket: UdpBatchSocket,
+  self: { high: number; low: number },
+  opts: { nowMs: number; macMaxAgeMs: number; countFlows: boolean },
+): ExpressPort {
+  const path = ExpressPath.create(socket, self, opts);
+  return {
+    addNetwork: (networkId, tap) => tap instanceof TapDevice && path.addNetwork(networkId, tap),
+    removeNetwork: (networkId) => path.removeNetwork(networkId),
+    setPeer: (high, low, peer) => path.setPeer(high, low, peer),
+    removePeer: (high, low) => path.removePeer(high, low),
+    learn: (networkId, macHigh, macLow, peerHigh, peerLow) => path.learn(networkId, macHigh, macLow, peerHigh, peerLow),
+    forgetPeer: (high, low) => path.forgetPeer(high, low),
+    take: (what, out) => path.take(what, out),
+    counters: () => path.counters(),
+    close: () => path.close(),
+  };
 }
 
 /** Link operations around the rings. */

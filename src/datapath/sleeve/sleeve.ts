@@ -21,7 +21,9 @@
  * frame would be a heap allocation every time it crossed a call or became a Map key).
  * test/unit/sleeve-allocation.test.ts counts the bytes allocated per frame.
  */
-import { UdpBatchSocket, ipv4ToNumber, setSchedSlice } from '../../native';
+import { constants as osConstants } from 'node:os';
+
+import { EXPRESS_ENTRY_LENGTH, ExpressTake, UdpBatchSocket, ipv4ToNumber, setSchedSlice } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
 import { systemClock, type Clock } from '../../net/clock';
@@ -65,11 +67,11 @@ import {
   readRecordSrcHigh,
   readRecordSrcLow,
 } from './codec';
-import { DropCounter, type DropReason } from './drops';
+import { DropCounter, bridgeErrorReason, sendErrorReason, type DropReason } from './drops';
 import { BridgePort } from './bridge';
 import { HEARTBEAT_FAST_MS, PathLiveness, newPathState } from './liveness';
 import type { SleevePeer } from './peer';
-import { kernelLinks, type SleeveLinks, type UdpRing } from './ports';
+import { kernelExpress, kernelLinks, type ExpressPort, type SleeveLinks, type UdpRing } from './ports';
 import { Reassembler } from './reassembler';
 import { TransmitArena } from './transmit';
 
@@ -103,6 +105,11 @@ const GROUP_BIT_HIGH = 0x01_0000;
  */
 const MAX_INTERNED_NAMES = 4096;
 
+/** Entries per ExpressPort.take call (its buffer holds this many of the longest kind). */
+const EXPRESS_TAKE_ENTRIES = 256;
+/** Errno number -> code ("EAGAIN"), for the express path's drop counts. */
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, no]) => [no, name]));
+
 /** Where frames for one destination peer go (cached per routes version). */
 interface NextHop {
   /** Our peer entry for the next hop; undefined when there is none (no route, or not a sleeve peer). */
@@ -134,13 +141,20 @@ export interface SleeveOptions {
   kernelPeers?: ReadonlySet<PeerName>;
   /** Counts frames taken from bridges per (network, source MAC, destination MAC) for `weavets flows`. */
   flows?: FrameCounter;
+  /**
+   * Forward the common unicast frame in C before a batch reaches JS (the express path,
+   * native/src/express.c). Default true; false keeps every frame on the JS path.
+   */
+  express?: boolean;
 }
 
 /** What a sleeve is built from: the options without the kernel specifics, and its ports and clock. */
-export type SleeveParts = Omit<SleeveOptions, 'bindAddress' | 'port' | 'netlink'> & {
+export type SleeveParts = Omit<SleeveOptions, 'bindAddress' | 'port' | 'netlink' | 'express'> & {
   socket: UdpRing;
   links: SleeveLinks;
   clock: Clock;
+  /** The express path hooked into `socket`; absent: every frame takes the JS path. */
+  express?: ExpressPort;
 };
 
 export function tapNameFor(networkId: number): string {
@@ -182,6 +196,11 @@ export class SleeveDatapath implements Datapath {
   private now: number;
   private closed = false;
   private probeListener: ProbeListener | undefined;
+  private readonly express: ExpressPort | undefined;
+  /** Routes version the express path's peers were last told about. */
+  private expressRoutesSeen = -1;
+  /** ExpressPort.take's output, allocated with the express path. */
+  private readonly expressOut: Float64Array;
 
   constructor(parts: SleeveParts) {
     this.self = parts.self;
@@ -206,9 +225,22 @@ export class SleeveDatapath implements Datapath {
       log: parts.log,
     };
     this.tx = new TransmitArena(shared);
-    this.liveness = new PathLiveness({ ...shared, events: parts.events });
-    this.socket.startReading((count) => this.onDatagrams(count));
-    this.heartbeatTimer = setInterval(() => this.liveness.tick(this.peers.values()), HEARTBEAT_FAST_MS);
+    this.express = parts.express;
+    this.expressOut = new Float64Array(this.express === undefined ? 0 : EXPRESS_TAKE_ENTRIES * 7);
+    // The express path must hear of every change of a peer's path at once: it sends
+    // straight to peers it was told are up.
+    const events: DatapathEvents = {
+      pathChanged: (peer, up) => {
+        this.expressPeer(this.peers.get(peer));
+        parts.events.pathChanged(peer, up);
+      },
+    };
+    this.liveness = new PathLiveness({ ...shared, events });
+    this.socket.startReading((count, first) => this.onDatagrams(count, first));
+    this.heartbeatTimer = setInterval(() => {
+      this.liveness.tick(this.peers.values());
+      this.drainExpress();
+    }, HEARTBEAT_FAST_MS);
     this.macTimer = setInterval(() => this.macs.expire(this.clock.now()), MAC_EXPIRY_INTERVAL_MS);
     this.heartbeatTimer.unref();
     this.macTimer.unref();
@@ -225,8 +257,16 @@ export class SleeveDatapath implements Datapath {
       opts.log.warn('cannot shorten the scheduler slice', { error: (err as Error).message });
     }
     if (!shortSlice) opts.log.info('kernel keeps the default scheduler slice (custom slices need Linux 6.12)');
-    const { bindAddress: _bindAddress, port: _port, netlink, ...rest } = opts;
-    return new SleeveDatapath({ ...rest, socket, links: kernelLinks(netlink), clock: systemClock });
+    const { bindAddress: _bindAddress, port: _port, netlink, express: useExpress, ...rest } = opts;
+    const express =
+      useExpress === false
+        ? undefined
+        : kernelExpress(
+            socket,
+            { high: highHalf(opts.self), low: lowHalf(opts.self) },
+            { nowMs: systemClock.now(), macMaxAgeMs: MAC_MAX_AGE_MS, countFlows: opts.flows !== undefined },
+          );
+    return new SleeveDatapath({ ...rest, socket, express, links: kernelLinks(netlink), clock: systemClock });
   }
 
   get port(): number {
@@ -239,13 +279,16 @@ export class SleeveDatapath implements Datapath {
     const tap = await this.links.openTap(tapName, net);
     const port = new BridgePort(net, tapName, tap, this.dropCounter);
     this.networks.set(net.id, port);
-    tap.startReading((count) => this.onTapFrames(port, count));
+    this.express?.addNetwork(net.id, tap);
+    tap.startReading((count, first) => this.onTapFrames(port, count, first));
     this.log.info('sleeve carrying network', { network: net.name, id: net.id, tap: tapName, mtu: net.mtu });
   }
 
   async removeNetwork(id: number): Promise<void> {
     const port = this.networks.get(id);
     if (!port) return;
+    this.drainExpress();
+    this.express?.removeNetwork(id);
     this.networks.delete(id);
     await this.links.closeTap(port.tapName, port.tap);
   }
@@ -270,6 +313,7 @@ export class SleeveDatapath implements Datapath {
       existing.crypto = crypto;
       existing.prefix = prefix;
       existing.reassembler.reset();
+      this.expressPeer(existing);
       return;
     }
     const p: SleevePeer = {
@@ -291,6 +335,7 @@ export class SleeveDatapath implements Datapath {
     this.peers.set(peer, p);
     this.peersByHalves.set(peer, p);
     this.hops.clear();
+    this.expressPeer(p);
     this.liveness.send(p, DatagramKind.Heartbeat, 0);
   }
 
@@ -299,6 +344,8 @@ export class SleeveDatapath implements Datapath {
     if (!p) return;
     // Flush first: the arena may hold a slot for this peer.
     this.tx.flush();
+    this.drainExpress();
+    this.express?.removePeer(highHalf(peer), lowHalf(peer));
     this.peers.delete(peer);
     this.peersByHalves.delete(peer);
     this.hops.clear();
@@ -308,10 +355,12 @@ export class SleeveDatapath implements Datapath {
   /** The set of peers the kernel fast path carries (kernelPeers) changed: forget cached next hops. */
   kernelPeersChanged(): void {
     this.hops.clear();
+    this.expressAllPeers();
   }
 
   peerGone(peer: PeerName): void {
     this.macs.forgetPeer(peer);
+    this.express?.forgetPeer(highHalf(peer), lowHalf(peer));
   }
 
   peerDatapath(peer: PeerName): 'sleeve' | undefined {
@@ -321,6 +370,7 @@ export class SleeveDatapath implements Datapath {
   peerStatus(peer: PeerName): PeerPathStatus | undefined {
     const p = this.peers.get(peer);
     if (!p) return undefined;
+    this.drainExpress();
     return {
       up: p.up,
       pmtu: p.pmtu,
@@ -337,12 +387,19 @@ export class SleeveDatapath implements Datapath {
 
   /** Drop counts by reason (every key a DropReason; typed as the Datapath interface wants). */
   drops(): ReadonlyMap<string, number> {
+    this.drainExpress();
     return this.dropCounter.all();
   }
 
   /** How many were dropped for `reason` so far. */
   dropCount(reason: DropReason): number {
+    this.drainExpress();
     return this.dropCounter.get(reason);
+  }
+
+  /** Frames the express path sent and delivered (zero without one). */
+  expressFrames(): { sent: number; delivered: number } {
+    return this.express?.counters() ?? { sent: 0, delivered: 0 };
   }
 
   setProbeListener(listener: ProbeListener | undefined): void {
@@ -377,6 +434,7 @@ export class SleeveDatapath implements Datapath {
   }
 
   networkStats(): { network: number; framesFromBridge: number; framesToBridge: number }[] {
+    this.drainExpress();
     return [...this.networks.values()].map((n) => ({
       network: n.net.id,
       framesFromBridge: n.framesFromBridge,
@@ -389,6 +447,8 @@ export class SleeveDatapath implements Datapath {
     this.closed = true;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.macTimer);
+    this.drainExpress();
+    this.express?.close();
     this.socket.stopReading();
     this.socket.close();
     for (const id of [...this.networks.keys()]) await this.removeNetwork(id);
@@ -396,7 +456,7 @@ export class SleeveDatapath implements Datapath {
 
   // ---- hot path: frames from a bridge ----
 
-  private onTapFrames(port: BridgePort, count: number): void {
+  private onTapFrames(port: BridgePort, count: number, first: number): void {
     const tap = port.tap;
     const buf = tap.rxBuf;
     const lengths = tap.rxLengths;
@@ -407,8 +467,9 @@ export class SleeveDatapath implements Datapath {
     const selfLow = this.selfLow;
     const flows = this.flows;
     this.now = this.clock.now();
-    port.framesFromBridge += count;
-    for (let i = 0; i < count; i++) {
+    this.expressRoutes();
+    port.framesFromBridge += count - first;
+    for (let i = first; i < count; i++) {
       // Each slot: offload block (virtio_net_hdr), then the Ethernet frame.
       const off = i * slotSize;
       const len = lengths[i]!;
@@ -467,13 +528,14 @@ export class SleeveDatapath implements Datapath {
 
   // ---- hot path: datagrams from peers ----
 
-  private onDatagrams(count: number): void {
+  private onDatagrams(count: number, first: number): void {
     const sock = this.socket;
     const buf = sock.rxBuf;
     const slotSize = sock.slotSize;
     const segSizes = sock.rxSegSizes;
     this.now = this.clock.now();
-    for (let i = 0; i < count; i++) {
+    this.expressRoutes();
+    for (let i = first; i < count; i++) {
       const off = i * slotSize;
       const len = sock.rxLengths[i]!;
       if (len === 0) {
@@ -674,7 +736,108 @@ export class SleeveDatapath implements Datapath {
   private learn(src: PeerName, netId: number, buf: Buffer, off: number): void {
     const at = off + OFFLOAD_LENGTH + 6;
     const high = readHalf(buf, at);
-    if ((high & GROUP_BIT_HIGH) === 0) this.macs.refresh(netId, high, readHalf(buf, at + 3), src, this.now);
+    if ((high & GROUP_BIT_HIGH) === 0) {
+      const low = readHalf(buf, at + 3);
+      this.macs.refresh(netId, high, low, src, this.now);
+      this.express?.learn(netId, high, low, highHalf(src), lowHalf(src));
+    }
+  }
+
+  // ---- the express path: what it may do, and what it did ----
+
+  /** Tell the express path what it may do for `p` now (nothing for undefined). */
+  private expressPeer(p: SleevePeer | undefined): void {
+    if (this.express === undefined || p === undefined) return;
+    const high = highHalf(p.name);
+    const low = lowHalf(p.name);
+    // Straight to the peer only where the JS path would send there too: up, the route's
+    // next hop is the peer itself, and not a peer the kernel path carries.
+    const hop = this.nextHopTo(high, low);
+    this.express.setPeer(high, low, {
+      ip: p.ip,
+      port: p.port,
+      maxDatagram: p.pmtu,
+      direct: p.up && hop.peer === p && !hop.kernel,
+      sealed: p.crypto !== undefined,
+    });
+  }
+
+  private expressAllPeers(): void {
+    if (this.express === undefined) return;
+    for (const p of this.peers.values()) this.expressPeer(p);
+  }
+
+  /** Re-tell the express path about every peer when the routes changed since it was last told. */
+  private expressRoutes(): void {
+    if (this.express === undefined || this.routes.routesVersion === this.expressRoutesSeen) return;
+    this.expressRoutesSeen = this.routes.routesVersion;
+    this.expressAllPeers();
+  }
+
+  /** Fold what the express path counted since the last call into the sleeve's own counters. */
+  private drainExpress(): void {
+    const x = this.express;
+    if (x === undefined) return;
+    this.expressRoutes();
+    const out = this.expressOut;
+    for (let n = this.take(ExpressTake.Peers); n > 0; n = this.take(ExpressTake.Peers)) {
+      for (let i = 0; i < n; i++) {
+        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Peers];
+        const p = this.peersByHalves.get(out[e]!, out[e + 1]!);
+        if (p === undefined) continue;
+        p.framesIn += out[e + 2]!;
+        p.bytesIn += out[e + 3]!;
+        p.framesOut += out[e + 4]!;
+        p.bytesOut += out[e + 5]!;
+      }
+    }
+    for (let n = this.take(ExpressTake.Networks); n > 0; n = this.take(ExpressTake.Networks)) {
+      for (let i = 0; i < n; i++) {
+        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Networks];
+        const port = this.networks.get(out[e]!);
+        if (port === undefined) continue;
+        port.framesFromBridge += out[e + 1]!;
+        port.framesToBridge += out[e + 2]!;
+      }
+    }
+    const flows = this.flows;
+    for (let n = this.take(ExpressTake.Flows); n > 0; n = this.take(ExpressTake.Flows)) {
+      for (let i = 0; i < n && flows !== undefined; i++) {
+        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Flows];
+        flows.record(out[e]!, out[e + 1]!, out[e + 2]!, out[e + 3]!, out[e + 4]!, out[e + 6]!, out[e + 5]);
+      }
+    }
+    // MACs the express path delivered from: refreshed here too, so they do not expire.
+    for (let n = this.take(ExpressTake.Seen); n > 0; n = this.take(ExpressTake.Seen)) {
+      for (let i = 0; i < n; i++) {
+        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Seen];
+        const peer = this.nameOf(out[e + 3]!, out[e + 4]!);
+        this.macs.refresh(out[e]!, out[e + 1]!, out[e + 2]!, peer, out[e + 5]!);
+      }
+    }
+    for (let n = this.take(ExpressTake.Drops); n > 0; n = this.take(ExpressTake.Drops)) {
+      for (let i = 0; i < n; i++) {
+        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Drops];
+        const errno = out[e + 1]!;
+        const code = ERRNO_NAMES.get(errno);
+        const toBridge = out[e] === 1;
+        const reason: DropReason =
+          errno === 0
+            ? toBridge
+              ? 'bridge_queue_full'
+              : 'send_queue_full'
+            : toBridge
+              ? bridgeErrorReason({ code })
+              : sendErrorReason({ code });
+        this.dropCounter.count(reason, out[e + 2]);
+      }
+    }
+  }
+
+  /** One ExpressPort.take into expressOut, sized for this kind's entries. */
+  private take(what: ExpressTake): number {
+    const len = EXPRESS_TAKE_ENTRIES * EXPRESS_ENTRY_LENGTH[what];
+    return this.express!.take(what, this.expressOut.subarray(0, len));
   }
 
   /**

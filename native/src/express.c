@@ -1,0 +1,839 @@
+/*
+ * The sleeve's express path: the common frame forwarded in C, before a batch reaches JS.
+ *
+ * Why: a lone frame (a ping, a request, an ACK) crosses four handler runs on its round
+ * trip, and on these VMs each run of the JS frame path after an idle gap costs 35-105 µs
+ * before its syscall (docs/ARCHITECTURE.md, "Latency"). This file is a small cache of the
+ * sleeve's decisions that forwards such a frame in a few hundred instructions.
+ *
+ * It is a cache, never the authority: the sleeve (src/datapath/sleeve/sleeve.ts) decides
+ * everything and pushes here the facts the decision needs (peers it may send to directly,
+ * the MACs it has learned behind them, its networks' TAPs). Whatever the cache does not
+ * know, or anything unusual (broadcasts, relays, fragments, heartbeats, GRO batches, a
+ * datagram that is not exactly the expected shape), stops the express path at that entry
+ * and the rest of the batch goes to JS, which checks, counts and drops as always. So order
+ * is kept: entries before `first` left here, the rest leave from JS after them.
+ *
+ *   TAP -> UDP: a unicast frame whose destination MAC is cached behind a peer that is up,
+ *     reached directly (the route's next hop is the peer itself, not the kernel path), and
+ *     whose datagram fits the peer's path MTU: one FRAMES datagram with one record.
+ *   UDP -> TAP: a FRAMES datagram from a known peer at its address whose every record
+ *     comes from that peer, is for us, is on a network we carry, and whose source MAC is
+ *     cached behind that same peer: each record written to its network's TAP.
+ *
+ * Everything runs on the event loop thread (poller.c calls us from the poll callback),
+ * so the tables need no locks; JS changes them between batches. Counters are deltas JS
+ * drains (expressTake) into its own: per peer, per network, flows, MACs refreshed, drops.
+ *
+ * Exports (typed face: src/native/index.ts, ExpressPath):
+ *   expressCreate(udp, selfHigh, selfLow, nowMs, macMaxAgeMs, countFlows) -> handle
+ *   expressAddNetwork(h, networkId, tap)   expressRemoveNetwork(h, networkId)
+ *   expressSetPeer(h, high, low, ip, port, maxDatagram, direct, sealed)
+ *   expressRemovePeer(h, high, low)
+ *   expressLearn(h, networkId, macHigh, macLow, peerHigh, peerLow)
+ *   expressForgetPeer(h, high, low)
+ *   expressTake(h, what, out Float64Array) -> entries written
+ *   expressCounters(h) -> [framesSent, framesDelivered]
+ *   expressClose(h)
+ */
+#define _GNU_SOURCE /* sendmmsg */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "express.h"
+#include "poller.h"
+
+/* ---- the sleeve's wire format (docs/PROTOCOL.md; src/datapath/sleeve/codec.ts) ---- */
+
+#define SLEEVE_MAGIC 0x57
+#define SLEEVE_VERSION 1
+#define KIND_FRAMES 1
+#define HEADER_LEN 12
+#define HEADER_MAGIC 0
+#define HEADER_VERSION 1
+#define HEADER_KIND 2
+#define HEADER_FLAGS 3
+#define HEADER_SENDER 4
+#define HEADER_RESERVED 10
+#define RECORD_HEADER_LEN 30 /* with the offload block */
+#define RECORD_SRC 0
+#define RECORD_DST 6
+#define RECORD_NETWORK 12
+#define RECORD_HOPS 15
+#define RECORD_LENGTH 16
+#define RECORD_OFFLOAD 20
+#define OFFLOAD_LEN 10
+#define MIN_FRAME 14
+#define MAX_FRAME (65535 + 18)
+#define GROUP_BIT 0x010000000000ull /* the I/G bit of a MAC's first byte */
+
+/* ---- sizes ---- */
+
+#define PEER_SLOTS 2048 /* open addressing, at most half full */
+#define MAX_PEERS (PEER_SLOTS / 2)
+#define MAC_SETS 1024 /* x MAC_WAYS entries */
+#define MAC_WAYS 4
+#define FLOW_SETS 256
+#define FLOW_WAYS 4
+#define MAX_NETWORKS 64
+#define TX_BATCH 64
+#define MAX_ERRNO 134
+
+typedef struct {
+  uint64_t name; /* 0: empty (0 is NO_PEER, never a peer's name) */
+  uint32_t ip;   /* host order */
+  uint16_t port;
+  uint8_t direct; /* frames for this peer may go straight to it (up, next hop itself, not kernel) */
+  uint8_t sealed; /* the peer seals: not taken by this path */
+  uint32_t max_datagram;
+  double frames_in, bytes_in, frames_out, bytes_out; /* deltas, drained by expressTake */
+} xp_peer;
+
+typedef struct {
+  uint64_t mac; /* 48 bits; 0 with peer 0: empty */
+  uint64_t peer;
+  uint32_t net;
+  uint8_t seen_dirty; /* refreshed by a delivery since the last EXPRESS_TAKE_SEEN */
+  double seen_ms;
+} xp_mac;
+
+typedef struct {
+  uint64_t src, dst;
+  uint32_t net;
+  uint8_t used;
+  double frames, bytes;
+} xp_flow;
+
+typedef struct {
+  uint32_t id;
+  weavets_poller *tap; /* NULL: slot free */
+  double from_bridge, to_bridge;
+} xp_net;
+
+/* One TAP's hook context: which express path and which network. */
+typedef struct {
+  struct express *x;
+  uint32_t net;
+} xp_tap_ctx;
+
+typedef struct express {
+  napi_env env;
+  weavets_poller *udp; /* NULL once the socket closed */
+  napi_ref udp_ref;
+  uint64_t self;
+  double clock_offset_ms;
+  double mac_max_age_ms;
+  int count_flows;
+  uint32_t peer_count;
+  xp_peer peers[PEER_SLOTS];
+  xp_mac macs[MAC_SETS * MAC_WAYS];
+  xp_flow flows[FLOW_SETS * FLOW_WAYS];
+  xp_net nets[MAX_NETWORKS];
+  xp_tap_ctx tap_ctx[MAX_NETWORKS];
+  /* Transmit batch: per datagram the two headers, then the TAP slot (offload + frame). */
+  struct mmsghdr tx_msgs[TX_BATCH];
+  struct iovec tx_iov[TX_BATCH][2];
+  struct sockaddr_in tx_names[TX_BATCH];
+  uint8_t tx_hdr[TX_BATCH][HEADER_LEN + RECORD_OFFLOAD];
+  xp_peer *tx_peer[TX_BATCH];
+  uint32_t tx_frame_len[TX_BATCH];
+  double send_drops[MAX_ERRNO + 1]; /* by errno; [0]: queue full */
+  double bridge_drops[MAX_ERRNO + 1];
+  double frames_sent, frames_delivered; /* cumulative */
+} express;
+
+/* ---- helpers ---- */
+
+static inline uint64_t get48(const uint8_t *b) {
+  return ((uint64_t)b[0] << 40) | ((uint64_t)b[1] << 32) | ((uint64_t)b[2] << 24) |
+         ((uint64_t)b[3] << 16) | ((uint64_t)b[4] << 8) | (uint64_t)b[5];
+}
+
+static inline void put48(uint8_t *b, uint64_t v) {
+  for (int i = 5; i >= 0; i--, v >>= 8)
+    b[i] = (uint8_t)v;
+}
+
+static inline uint32_t get24(const uint8_t *b) {
+  return ((uint32_t)b[0] << 16) | ((uint32_t)b[1] << 8) | b[2];
+}
+
+static inline uint32_t get32(const uint8_t *b) {
+  return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+
+static inline uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t h = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
+  return h ^ (h >> 29);
+}
+
+static double now_ms(const express *x) {
+  return (double)uv_hrtime() / 1e6 + x->clock_offset_ms;
+}
+
+static uint64_t from_halves(uint32_t high, uint32_t low) {
+  return ((uint64_t)(high & 0xffffff) << 24) | (low & 0xffffff);
+}
+
+/* ---- peers: linear probing, deletion by backward shift ---- */
+
+static xp_peer *peer_find(express *x, uint64_t name) {
+  if (name == 0) return NULL;
+  for (uint32_t i = (uint32_t)mix(name, 0) & (PEER_SLOTS - 1);; i = (i + 1) & (PEER_SLOTS - 1)) {
+    xp_peer *p = &x->peers[i];
+    if (p->name == name) return p;
+    if (p->name == 0) return NULL;
+  }
+}
+
+static xp_peer *peer_upsert(express *x, uint64_t name) {
+  uint32_t i = (uint32_t)mix(name, 0) & (PEER_SLOTS - 1);
+  for (;; i = (i + 1) & (PEER_SLOTS - 1)) {
+    xp_peer *p = &x->peers[i];
+    if (p->name == name) return p;
+    if (p->name == 0) break;
+  }
+  if (x->peer_count >= MAX_PEERS) return NULL;
+  xp_peer *p = &x->peers[i];
+  memset(p, 0, sizeof *p);
+  p->name = name;
+  x->peer_count++;
+  return p;
+}
+
+static void peer_delete(express *x, xp_peer *gone) {
+  uint32_t i = (uint32_t)(gone - x->peers);
+  memset(gone, 0, sizeof *gone);
+  x->peer_count--;
+  /* Move later members of the probe run back into the hole, so lookups still find them. */
+  for (uint32_t j = (i + 1) & (PEER_SLOTS - 1); x->peers[j].name != 0;
+       j = (j + 1) & (PEER_SLOTS - 1)) {
+    uint32_t home = (uint32_t)mix(x->peers[j].name, 0) & (PEER_SLOTS - 1);
+    /* j's entry may fill hole i if its home is not cyclically in (i, j]. */
+    if (((j - home) & (PEER_SLOTS - 1)) >= ((j - i) & (PEER_SLOTS - 1))) {
+      x->peers[i] = x->peers[j];
+      memset(&x->peers[j], 0, sizeof x->peers[j]);
+      i = j;
+    }
+  }
+}
+
+/* ---- MACs: a set-associative cache ---- */
+
+static xp_mac *mac_set(express *x, uint32_t net, uint64_t mac) {
+  return &x->macs[(mix(mac, net) & (MAC_SETS - 1)) * MAC_WAYS];
+}
+
+static xp_mac *mac_find(express *x, uint32_t net, uint64_t mac) {
+  xp_mac *set = mac_set(x, net, mac);
+  for (int w = 0; w < MAC_WAYS; w++)
+    if (set[w].peer != 0 && set[w].mac == mac && set[w].net == net) return &set[w];
+  return NULL;
+}
+
+static void mac_learn(express *x, uint32_t net, uint64_t mac, uint64_t peer, double now) {
+  xp_mac *set = mac_set(x, net, mac);
+  xp_mac *slot = NULL;
+  for (int w = 0; w < MAC_WAYS && !slot; w++)
+    if (set[w].peer != 0 && set[w].mac == mac && set[w].net == net) slot = &set[w];
+  /* A new MAC takes a free way, else the one seen longest ago. */
+  for (int w = 0; w < MAC_WAYS && !slot; w++)
+    if (set[w].peer == 0) slot = &set[w];
+  if (!slot) {
+    slot = &set[0];
+    for (int w = 1; w < MAC_WAYS; w++)
+      if (set[w].seen_ms < slot->seen_ms) slot = &set[w];
+  }
+  slot->net = net;
+  slot->mac = mac;
+  slot->peer = peer;
+  slot->seen_ms = now;
+  slot->seen_dirty = 0; /* JS told us: it knows */
+}
+
+/* ---- flows ---- */
+
+static int flow_count(express *x, uint32_t net, uint64_t src, uint64_t dst, uint32_t bytes) {
+  xp_flow *set = &x->flows[(mix(src ^ (dst << 7), net) & (FLOW_SETS - 1)) * FLOW_WAYS];
+  xp_flow *free_way = NULL;
+  for (int w = 0; w < FLOW_WAYS; w++) {
+    xp_flow *f = &set[w];
+    if (f->used && f->src == src && f->dst == dst && f->net == net) {
+      f->frames++;
+      f->bytes += bytes;
+      return 1;
+    }
+    if (!f->used && !free_way) free_way = f;
+  }
+  if (!free_way) return 0; /* JS counts this one; the set empties at the next drain */
+  free_way->used = 1;
+  free_way->net = net;
+  free_way->src = src;
+  free_way->dst = dst;
+  free_way->frames = 1;
+  free_way->bytes = bytes;
+  return 1;
+}
+
+static xp_net *net_find(express *x, uint32_t id) {
+  for (int i = 0; i < MAX_NETWORKS; i++)
+    if (x->nets[i].tap && x->nets[i].id == id) return &x->nets[i];
+  return NULL;
+}
+
+static void count_drop(double *table, int err) {
+  table[err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS
+            ? 0
+            : (err > 0 && err <= MAX_ERRNO ? err : MAX_ERRNO)]++;
+}
+
+/* ---- TAP -> UDP ---- */
+
+static void tx_flush(express *x, uint32_t n) {
+  if (n == 0 || !x->udp) return;
+  uint32_t done = 0;
+  while (done < n) {
+    int r = sendmmsg(x->udp->fd, &x->tx_msgs[done], n - done, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      /* The first datagram failed: count it and go on with the rest. */
+      count_drop(x->send_drops, errno);
+      done++;
+      continue;
+    }
+    for (int i = 0; i < r; i++) {
+      xp_peer *p = x->tx_peer[done + i];
+      p->frames_out++;
+      p->bytes_out += x->tx_frame_len[done + i];
+    }
+    x->frames_sent += r;
+    done += (uint32_t)r;
+  }
+}
+
+static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
+  xp_tap_ctx *ctx = tap->express_ctx;
+  express *x = ctx->x;
+  xp_net *net = net_find(x, ctx->net);
+  if (!net || !x->udp) return 0;
+  double now = now_ms(x);
+  uint32_t queued = 0, i = 0;
+  for (; i < n && queued < TX_BATCH; i++) {
+    uint32_t len = tap->ring_lengths[i];
+    if (len < OFFLOAD_LEN + MIN_FRAME || len - OFFLOAD_LEN > MAX_FRAME) break;
+    uint8_t *slot = tap->ring + (size_t)i * tap->ring_slot;
+    const uint8_t *eth = slot + OFFLOAD_LEN;
+    uint64_t dst = get48(eth), src = get48(eth + 6);
+    if (dst & GROUP_BIT) break;
+    xp_mac *m = mac_find(x, ctx->net, dst);
+    if (!m || now - m->seen_ms > x->mac_max_age_ms) break;
+    xp_peer *p = peer_find(x, m->peer);
+    if (!p || !p->direct || p->sealed) break;
+    uint32_t frame_len = len - OFFLOAD_LEN;
+    if (HEADER_LEN + RECORD_HEADER_LEN + (uint64_t)frame_len > p->max_datagram) break;
+    if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
+    uint8_t *h = x->tx_hdr[queued];
+    h[HEADER_MAGIC] = SLEEVE_MAGIC;
+    h[HEADER_VERSION] = SLEEVE_VERSION;
+    h[HEADER_KIND] = KIND_FRAMES;
+    h[HEADER_FLAGS] = 0;
+    put48(h + HEADER_SENDER, x->self);
+    h[HEADER_RESERVED] = h[HEADER_RESERVED + 1] = 0;
+    uint8_t *r = h + HEADER_LEN;
+    put48(r + RECORD_SRC, x->self);
+    put48(r + RECORD_DST, p->name);
+    r[RECORD_NETWORK] = (uint8_t)(ctx->net >> 16);
+    r[RECORD_NETWORK + 1] = (uint8_t)(ctx->net >> 8);
+    r[RECORD_NETWORK + 2] = (uint8_t)ctx->net;
+    r[RECORD_HOPS] = 0;
+    r[RECORD_LENGTH] = (uint8_t)(frame_len >> 24);
+    r[RECORD_LENGTH + 1] = (uint8_t)(frame_len >> 16);
+    r[RECORD_LENGTH + 2] = (uint8_t)(frame_len >> 8);
+    r[RECORD_LENGTH + 3] = (uint8_t)frame_len;
+    x->tx_iov[queued][0].iov_base = h;
+    x->tx_iov[queued][0].iov_len = HEADER_LEN + RECORD_OFFLOAD;
+    x->tx_iov[queued][1].iov_base = slot;
+    x->tx_iov[queued][1].iov_len = len;
+    x->tx_names[queued].sin_addr.s_addr = htonl(p->ip);
+    x->tx_names[queued].sin_port = htons(p->port);
+    x->tx_peer[queued] = p;
+    x->tx_frame_len[queued] = frame_len;
+    queued++;
+  }
+  net->from_bridge += i;
+  tx_flush(x, queued);
+  return i;
+}
+
+/* ---- UDP -> TAP ---- */
+
+/* Every record of buf[start, end) well-formed, from `sender`, for us, on a carried
+ * network, with its source MAC cached behind the sender: then 1. */
+static int records_expressible(express *x, const uint8_t *buf, uint32_t start, uint32_t end,
+                               uint64_t sender, double now) {
+  uint32_t o = start;
+  while (o < end) {
+    if (end - o < RECORD_HEADER_LEN) return 0;
+    const uint8_t *r = buf + o;
+    uint32_t frame_len = get32(r + RECORD_LENGTH);
+    if (frame_len < MIN_FRAME || frame_len > MAX_FRAME || frame_len > end - o - RECORD_HEADER_LEN)
+      return 0;
+    if (get48(r + RECORD_SRC) != sender || get48(r + RECORD_DST) != x->self) return 0;
+    if (r[RECORD_HOPS] != 0) return 0; /* relayed, or a kernel copy: JS decides */
+    uint32_t net = get24(r + RECORD_NETWORK);
+    if (!net_find(x, net)) return 0;
+    uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
+    if (src_mac & GROUP_BIT) return 0;
+    xp_mac *m = mac_find(x, net, src_mac);
+    if (!m || m->peer != sender || now - m->seen_ms > x->mac_max_age_ms) return 0;
+    o += RECORD_HEADER_LEN + frame_len;
+  }
+  return o == end;
+}
+
+static void deliver_records(express *x, xp_peer *p, uint8_t *buf, uint32_t start, uint32_t end,
+                            double now) {
+  for (uint32_t o = start; o < end;) {
+    uint8_t *r = buf + o;
+    uint32_t frame_len = get32(r + RECORD_LENGTH);
+    uint32_t net_id = get24(r + RECORD_NETWORK);
+    xp_net *net = net_find(x, net_id);
+    xp_mac *m = mac_find(x, net_id, get48(r + RECORD_HEADER_LEN + 6));
+    if (m) {
+      m->seen_ms = now;
+      m->seen_dirty = 1;
+    }
+    p->frames_in++;
+    p->bytes_in += frame_len;
+    ssize_t w;
+    do
+      w = write(net->tap->fd, r + RECORD_OFFLOAD, OFFLOAD_LEN + frame_len);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+      count_drop(x->bridge_drops, errno);
+    else {
+      net->to_bridge++;
+      x->frames_delivered++;
+    }
+    o += RECORD_HEADER_LEN + frame_len;
+  }
+}
+
+static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
+  express *x = udp->express_ctx;
+  double now = now_ms(x);
+  uint32_t i = 0;
+  for (; i < n; i++) {
+    uint32_t len = udp->ring_lengths[i];
+    uint32_t seg = udp->ring_segs[i];
+    if (len < HEADER_LEN + RECORD_HEADER_LEN || (seg != 0 && seg < len)) break;
+    uint8_t *d = udp->ring + (size_t)i * udp->ring_slot;
+    if (d[HEADER_MAGIC] != SLEEVE_MAGIC || d[HEADER_VERSION] != SLEEVE_VERSION ||
+        d[HEADER_KIND] != KIND_FRAMES || d[HEADER_FLAGS] != 0 || d[HEADER_RESERVED] != 0 ||
+        d[HEADER_RESERVED + 1] != 0)
+      break;
+    uint64_t sender = get48(d + HEADER_SENDER);
+    xp_peer *p = peer_find(x, sender);
+    if (!p || p->sealed || udp->ring_addrs[i] != p->ip) break;
+    if (!records_expressible(x, d, HEADER_LEN, len, sender, now)) break;
+    deliver_records(x, p, d, HEADER_LEN, len, now);
+  }
+  return i;
+}
+
+/* ---- lifecycle ---- */
+
+static void detach_tap(weavets_poller *tap) {
+  xp_tap_ctx *ctx = tap->express_ctx;
+  xp_net *net = ctx ? net_find(ctx->x, ctx->net) : NULL;
+  if (net && net->tap == tap) net->tap = NULL;
+  tap->express = NULL;
+  tap->express_ctx = NULL;
+}
+
+static void detach_udp(weavets_poller *udp) {
+  express *x = udp->express_ctx;
+  if (x) x->udp = NULL;
+  udp->express = NULL;
+  udp->express_ctx = NULL;
+}
+
+static void remove_network(express *x, xp_net *net) {
+  weavets_poller *tap = net->tap;
+  tap->express = NULL;
+  tap->express_ctx = NULL;
+  tap->express_detach = NULL;
+  net->tap = NULL;
+}
+
+static void express_unhook(express *x) {
+  for (int i = 0; i < MAX_NETWORKS; i++)
+    if (x->nets[i].tap) remove_network(x, &x->nets[i]);
+  if (x->udp) {
+    x->udp->express = NULL;
+    x->udp->express_ctx = NULL;
+    x->udp->express_detach = NULL;
+    x->udp = NULL;
+  }
+}
+
+static void express_finalize(napi_env env, void *data, void *hint) {
+  express *x = data;
+  express_unhook(x);
+  if (x->udp_ref) napi_delete_reference(env, x->udp_ref);
+  free(x);
+}
+
+static express *express_get(napi_env env, napi_value obj) {
+  void *x = NULL;
+  if (napi_unwrap(env, obj, &x) != napi_ok || !x) {
+    weavets_ensure_thrown(env, "not an open express path");
+    return NULL;
+  }
+  return x;
+}
+
+static int get_name(napi_env env, napi_value high, napi_value low, uint64_t *out) {
+  uint32_t h, l;
+  if (!weavets_get_u32(env, high, "high", &h) || !weavets_get_u32(env, low, "low", &l)) return 0;
+  if (h > 0xffffff || l > 0xffffff) {
+    napi_throw_range_error(env, NULL, "name halves must be 24-bit");
+    return 0;
+  }
+  *out = from_halves(h, l);
+  return 1;
+}
+
+static int get_double(napi_env env, napi_value v, const char *what, double *out) {
+  if (napi_get_value_double(env, v, out) != napi_ok || *out != *out) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a number", what);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+static int get_bool(napi_env env, napi_value v, const char *what, bool *out) {
+  if (napi_get_value_bool(env, v, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a boolean", what);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!weavets_get_args(env, info, 6, argv)) return NULL;
+  weavets_poller *udp = weavets_poller_get(env, argv[0]);
+  if (!udp) return NULL;
+  if (!udp->ring_addrs) {
+    napi_throw_type_error(env, NULL, "expressCreate wants the UDP socket");
+    return NULL;
+  }
+  if (udp->express) {
+    napi_throw_error(env, NULL, "the UDP socket already has an express path");
+    return NULL;
+  }
+  uint64_t self;
+  double js_now, max_age;
+  bool flows;
+  if (!get_name(env, argv[1], argv[2], &self) || !get_double(env, argv[3], "nowMs", &js_now) ||
+      !get_double(env, argv[4], "macMaxAgeMs", &max_age) ||
+      !get_bool(env, argv[5], "countFlows", &flows))
+    return NULL;
+  if (self == 0) {
+    napi_throw_range_error(env, NULL, "self must not be 0");
+    return NULL;
+  }
+  express *x = calloc(1, sizeof *x);
+  if (!x) {
+    weavets_throw_errno(env, "calloc", ENOMEM);
+    return NULL;
+  }
+  x->env = env;
+  x->self = self;
+  x->clock_offset_ms = js_now - (double)uv_hrtime() / 1e6;
+  x->mac_max_age_ms = max_age;
+  x->count_flows = flows;
+  for (int i = 0; i < TX_BATCH; i++) {
+    struct msghdr *h = &x->tx_msgs[i].msg_hdr;
+    h->msg_name = &x->tx_names[i];
+    h->msg_namelen = sizeof x->tx_names[i];
+    h->msg_iov = x->tx_iov[i];
+    h->msg_iovlen = 2;
+    x->tx_names[i].sin_family = AF_INET;
+  }
+  napi_value obj;
+  if (napi_create_object(env, &obj) != napi_ok ||
+      napi_wrap(env, obj, x, express_finalize, NULL, NULL) != napi_ok) {
+    free(x);
+    weavets_ensure_thrown(env, "expressCreate failed");
+    return NULL;
+  }
+  /* Keep the socket object alive as long as we are hooked into it. */
+  napi_create_reference(env, argv[0], 1, &x->udp_ref);
+  x->udp = udp;
+  udp->express_ctx = x;
+  udp->express_detach = detach_udp;
+  udp->express = express_from_udp;
+  return obj;
+}
+
+static napi_value js_add_network(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint32_t id;
+  if (!x || !weavets_get_u32(env, argv[1], "networkId", &id)) return NULL;
+  weavets_poller *tap = weavets_poller_get(env, argv[2]);
+  if (!tap) return NULL;
+  if (tap->ring_addrs || id > 0xffffff) {
+    napi_throw_range_error(env, NULL, "expressAddNetwork wants a 24-bit network id and a TAP");
+    return NULL;
+  }
+  if (net_find(x, id) || tap->express) {
+    napi_throw_error(env, NULL, "network or TAP already on the express path");
+    return NULL;
+  }
+  for (int i = 0; i < MAX_NETWORKS; i++) {
+    if (x->nets[i].tap) continue;
+    xp_net *net = &x->nets[i];
+    memset(net, 0, sizeof *net);
+    net->id = id;
+    net->tap = tap;
+    x->tap_ctx[i].x = x;
+    x->tap_ctx[i].net = id;
+    tap->express_ctx = &x->tap_ctx[i];
+    tap->express_detach = detach_tap;
+    tap->express = express_from_tap;
+    napi_value yes;
+    napi_get_boolean(env, true, &yes);
+    return yes;
+  }
+  /* Full: this network's frames all go through JS. */
+  napi_value no;
+  napi_get_boolean(env, false, &no);
+  return no;
+}
+
+static napi_value js_remove_network(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!weavets_get_args(env, info, 2, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint32_t id;
+  if (!x || !weavets_get_u32(env, argv[1], "networkId", &id)) return NULL;
+  xp_net *net = net_find(x, id);
+  if (net) remove_network(x, net);
+  return NULL;
+}
+
+static napi_value js_set_peer(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!weavets_get_args(env, info, 8, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint64_t name;
+  uint32_t ip, port, max_datagram;
+  bool direct, sealed;
+  if (!x || !get_name(env, argv[1], argv[2], &name) || !weavets_get_u32(env, argv[3], "ip", &ip) ||
+      !weavets_get_u32(env, argv[4], "port", &port) ||
+      !weavets_get_u32(env, argv[5], "maxDatagram", &max_datagram) ||
+      !get_bool(env, argv[6], "direct", &direct) || !get_bool(env, argv[7], "sealed", &sealed))
+    return NULL;
+  if (name == 0 || port > 65535) {
+    napi_throw_range_error(env, NULL, "peer name must not be 0, port 0..65535");
+    return NULL;
+  }
+  xp_peer *p = peer_upsert(x, name);
+  napi_value ok;
+  napi_get_boolean(env, p != NULL, &ok);
+  if (!p) return ok; /* full: this peer's frames go through JS */
+  p->ip = ip;
+  p->port = (uint16_t)port;
+  p->max_datagram = max_datagram;
+  p->direct = direct;
+  p->sealed = sealed;
+  return ok;
+}
+
+static napi_value js_remove_peer(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint64_t name;
+  if (!x || !get_name(env, argv[1], argv[2], &name)) return NULL;
+  xp_peer *p = peer_find(x, name);
+  if (p) peer_delete(x, p);
+  return NULL;
+}
+
+static napi_value js_learn(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!weavets_get_args(env, info, 6, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint32_t net;
+  uint64_t mac, peer;
+  if (!x || !weavets_get_u32(env, argv[1], "networkId", &net) ||
+      !get_name(env, argv[2], argv[3], &mac) || !get_name(env, argv[4], argv[5], &peer))
+    return NULL;
+  if (peer != 0 && !(mac & GROUP_BIT)) mac_learn(x, net, mac, peer, now_ms(x));
+  return NULL;
+}
+
+static napi_value js_forget_peer(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint64_t name;
+  if (!x || !get_name(env, argv[1], argv[2], &name)) return NULL;
+  for (size_t i = 0; i < MAC_SETS * MAC_WAYS; i++)
+    if (x->macs[i].peer == name) memset(&x->macs[i], 0, sizeof x->macs[i]);
+  return NULL;
+}
+
+static void put_halves(double *out, uint64_t v) {
+  out[0] = (double)((v >> 24) & 0xffffff);
+  out[1] = (double)(v & 0xffffff);
+}
+
+static uint32_t take(express *x, uint32_t what, double *out, size_t room) {
+  uint32_t n = 0;
+  if (what == EXPRESS_TAKE_PEERS) {
+    for (size_t i = 0; i < PEER_SLOTS && room >= 6; i++) {
+      xp_peer *p = &x->peers[i];
+      if (!p->name || (p->frames_in == 0 && p->frames_out == 0)) continue;
+      put_halves(out, p->name);
+      out[2] = p->frames_in, out[3] = p->bytes_in, out[4] = p->frames_out, out[5] = p->bytes_out;
+      p->frames_in = p->bytes_in = p->frames_out = p->bytes_out = 0;
+      out += 6, room -= 6, n++;
+    }
+  } else if (what == EXPRESS_TAKE_NETWORKS) {
+    for (size_t i = 0; i < MAX_NETWORKS && room >= 3; i++) {
+      xp_net *net = &x->nets[i];
+      if (!net->tap || (net->from_bridge == 0 && net->to_bridge == 0)) continue;
+      out[0] = net->id, out[1] = net->from_bridge, out[2] = net->to_bridge;
+      net->from_bridge = net->to_bridge = 0;
+      out += 3, room -= 3, n++;
+    }
+  } else if (what == EXPRESS_TAKE_FLOWS) {
+    for (size_t i = 0; i < FLOW_SETS * FLOW_WAYS && room >= 7; i++) {
+      xp_flow *f = &x->flows[i];
+      if (!f->used) continue;
+      out[0] = f->net;
+      put_halves(out + 1, f->src);
+      put_halves(out + 3, f->dst);
+      out[5] = f->frames, out[6] = f->bytes;
+      memset(f, 0, sizeof *f);
+      out += 7, room -= 7, n++;
+    }
+  } else if (what == EXPRESS_TAKE_SEEN) {
+    for (size_t i = 0; i < MAC_SETS * MAC_WAYS && room >= 6; i++) {
+      xp_mac *m = &x->macs[i];
+      if (!m->peer || !m->seen_dirty) continue;
+      out[0] = m->net;
+      put_halves(out + 1, m->mac);
+      put_halves(out + 3, m->peer);
+      out[5] = m->seen_ms;
+      m->seen_dirty = 0;
+      out += 6, room -= 6, n++;
+    }
+  } else if (what == EXPRESS_TAKE_DROPS) {
+    for (int where = 0; where < 2; where++) {
+      double *t = where == 0 ? x->send_drops : x->bridge_drops;
+      for (int e = 0; e <= MAX_ERRNO && room >= 3; e++) {
+        if (t[e] == 0) continue;
+        out[0] = where, out[1] = e, out[2] = t[e];
+        t[e] = 0;
+        out += 3, room -= 3, n++;
+      }
+    }
+  }
+  return n;
+}
+
+static napi_value js_take(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!weavets_get_args(env, info, 3, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  uint32_t what;
+  void *data;
+  size_t len;
+  if (!x || !weavets_get_u32(env, argv[1], "what", &what) ||
+      !weavets_get_typed(env, argv[2], napi_float64_array, "out", &data, &len))
+    return NULL;
+  if (what > EXPRESS_TAKE_DROPS) {
+    napi_throw_range_error(env, NULL, "unknown expressTake kind");
+    return NULL;
+  }
+  napi_value result;
+  napi_create_uint32(env, take(x, what, data, len), &result);
+  return result;
+}
+
+static napi_value js_counters(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!weavets_get_args(env, info, 1, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  if (!x) return NULL;
+  napi_value arr, v;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_create_double(env, x->frames_sent, &v);
+  napi_set_element(env, arr, 0, v);
+  napi_create_double(env, x->frames_delivered, &v);
+  napi_set_element(env, arr, 1, v);
+  return arr;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!weavets_get_args(env, info, 1, argv)) return NULL;
+  void *data = NULL;
+  /* close() twice is a no-op. */
+  if (napi_remove_wrap(env, argv[0], &data) != napi_ok || !data) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    return NULL;
+  }
+  express_finalize(env, data, NULL);
+  return NULL;
+}
+
+napi_status weavets_init_express(napi_env env, napi_value exports) {
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+      {"expressCreate", js_create},
+      {"expressAddNetwork", js_add_network},
+      {"expressRemoveNetwork", js_remove_network},
+      {"expressSetPeer", js_set_peer},
+      {"expressRemovePeer", js_remove_peer},
+      {"expressLearn", js_learn},
+      {"expressForgetPeer", js_forget_peer},
+      {"expressTake", js_take},
+      {"expressCounters", js_counters},
+      {"expressClose", js_close},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_status s = napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    if (s != napi_ok) return s;
+    s = napi_set_named_property(env, exports, fns[i].name, f);
+    if (s != napi_ok) return s;
+  }
+  return napi_ok;
+}
