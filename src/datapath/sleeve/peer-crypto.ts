@@ -24,7 +24,25 @@ export const PREVIOUS_KEY_GRACE_MS = 30_000;
 
 export type OpenResult = 'ok' | 'forged' | 'replayed' | 'bad_epoch';
 
-export class PeerCrypto {
+/**
+ * What the sleeve needs of a peer's sealing state. PeerCrypto implements it in
+ * TypeScript (the reference); NativePeerCrypto (native-peer-crypto.ts) holds the same
+ * state in C, where the express path can reach it.
+ */
+export interface DataCrypto {
+  /** Seal buf[msgOff, msgOff+msgLen) in place; prefix at msgOff - 25, tag at msgOff - 16. */
+  sealInPlace(buf: Buffer, msgOff: number, msgLen: number, now: number): void;
+  /** Open the sealed unit at buf[off, off+len) in place; on 'ok' the plaintext is at off + 25. */
+  openInPlace(buf: Buffer, off: number, len: number, now: number): OpenResult;
+  /** The heartbeat `seq` was just sealed with sealInPlace (and sent). */
+  heartbeatSent(seq: number): void;
+  /** An authenticated heartbeat answer echoing `seq` arrived. */
+  heartbeatAcked(seq: number): void;
+  /** Current epochs as on the wire (mod 256). */
+  readonly epoch: { send: number; recv: number };
+}
+
+export class PeerCrypto implements DataCrypto {
   private sendKey: Buffer;
   /** Epochs since the handshake (not wrapped; the wire carries it mod 256). */
   private sendEpoch = 0;

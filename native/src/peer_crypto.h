@@ -1,0 +1,45 @@
+/*
+ * The data path's sealing state towards one peer, in C: the same state and rules as
+ * PeerCrypto (src/datapath/sleeve/peer-crypto.ts, the reference the unit tests compare
+ * this with), so the sleeve's JS slow path and the C express path share ONE state per
+ * peer: one nonce counter, one replay window, one rekey chain.
+ *
+ * JS makes the state with peerCryptoCreate (a handle object); C code that was handed that
+ * object gets the state with weavets_peer_crypto_unwrap. The state lives as long as the
+ * handle object: C code that keeps the pointer beyond a call must keep a reference to the
+ * handle. Not thread-safe: call it on the JS thread only (like the JS methods).
+ */
+#ifndef WEAVETS_PEER_CRYPTO_H
+#define WEAVETS_PEER_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <node_api.h>
+
+typedef struct weavets_peer_crypto weavets_peer_crypto;
+
+enum {
+  WEAVETS_OPEN_OK = 0,
+  WEAVETS_OPEN_FORGED = 1,
+  WEAVETS_OPEN_REPLAYED = 2,
+  WEAVETS_OPEN_BAD_EPOCH = 3
+};
+
+/* Bytes in front of a sealed message: epoch u8 + counter u64 BE (9), then the tag (16). */
+#define WEAVETS_SEAL_UNIT_OVERHEAD 25
+
+/* The state behind a JS handle made by peerCryptoCreate, or NULL (no exception set) if v is
+ * not one. */
+weavets_peer_crypto *weavets_peer_crypto_unwrap(napi_env env, napi_value v);
+
+/* Seal buf[msg_off, msg_off+msg_len) in place; prefix at msg_off-25, tag at msg_off-16.
+ * Caller guarantees msg_off >= 25. */
+void weavets_peer_crypto_seal(weavets_peer_crypto *c, uint8_t *buf, size_t msg_off, size_t msg_len,
+                              double now_ms);
+
+/* Open the sealed unit at buf[off, off+len) (prefix, tag, ciphertext) in place; on OK the
+ * plaintext is at off+25. */
+int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, size_t len,
+                             double now_ms);
+
+#endif
