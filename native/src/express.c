@@ -21,6 +21,14 @@
  *     comes from that peer, is for us, is on a network we carry, and whose source MAC is
  *     cached behind that same peer: each record written to its network's TAP.
  *
+ * A sealed peer's datagrams are sealed and opened with the peer's one sealing state
+ * (peer_crypto.c), which the JS path uses too: one nonce counter, one replay window. A
+ * frame is sealed here only if its datagram fits a SEAL_SLOT (the small frames latency
+ * is about; 64 KiB super-frames stay on JS, which seals them once per fragment series).
+ * A datagram opened here but not forwarded (a heartbeat, a relay, a new MAC) is left to
+ * JS marked EXPRESS_RX_OPENED in the ring's flags, so JS does not open it twice; one that
+ * does not open is left untouched, and JS opens it again to count why.
+ *
  * Everything runs on the event loop thread (poller.c calls us from the poll callback),
  * so the tables need no locks; JS changes them between batches. Counters are deltas JS
  * drains (expressTake) into its own: per peer, per network, flows, MACs refreshed, drops.
@@ -28,7 +36,7 @@
  * Exports (typed face: src/native/index.ts, ExpressPath):
  *   expressCreate(udp, selfHigh, selfLow, nowMs, macMaxAgeMs, countFlows) -> handle
  *   expressAddNetwork(h, networkId, tap)   expressRemoveNetwork(h, networkId)
- *   expressSetPeer(h, high, low, ip, port, maxDatagram, direct, sealed)
+ *   expressSetPeer(h, high, low, ip, port, maxDatagram, direct, sealed, crypto?)
  *   expressRemovePeer(h, high, low)
  *   expressLearn(h, networkId, macHigh, macLow, peerHigh, peerLow)
  *   expressForgetPeer(h, high, low)
@@ -49,6 +57,7 @@
 #include <uv.h>
 
 #include "express.h"
+#include "peer_crypto.h"
 #include "poller.h"
 
 /* ---- the sleeve's wire format (docs/PROTOCOL.md; src/datapath/sleeve/codec.ts) ---- */
@@ -56,6 +65,7 @@
 #define SLEEVE_MAGIC 0x57
 #define SLEEVE_VERSION 1
 #define KIND_FRAMES 1
+#define KIND_SEALED 5
 #define HEADER_LEN 12
 #define HEADER_MAGIC 0
 #define HEADER_VERSION 1
@@ -74,6 +84,9 @@
 #define MIN_FRAME 14
 #define MAX_FRAME (65535 + 18)
 #define GROUP_BIT 0x010000000000ull /* the I/G bit of a MAC's first byte */
+/* A SEALED datagram: header, epoch u8 + counter u64, tag, inner kind, then the body. */
+#define SEALED_INNER_KIND (HEADER_LEN + WEAVETS_SEAL_UNIT_OVERHEAD)
+#define SEALED_BODY (SEALED_INNER_KIND + 1)
 
 /* ---- sizes ---- */
 
@@ -85,6 +98,8 @@
 #define FLOW_WAYS 4
 #define MAX_NETWORKS 64
 #define TX_BATCH 64
+/* Room to seal one datagram in; larger frames of sealed peers stay on JS. */
+#define SEAL_SLOT 2048
 #define MAX_ERRNO 134
 
 typedef struct {
@@ -92,7 +107,9 @@ typedef struct {
   uint32_t ip;   /* host order */
   uint16_t port;
   uint8_t direct; /* frames for this peer may go straight to it (up, next hop itself, not kernel) */
-  uint8_t sealed; /* the peer seals: not taken by this path */
+  uint8_t sealed; /* the peer seals; without `crypto` this path leaves it to JS */
+  weavets_peer_crypto *crypto; /* the peer's sealing state, shared with JS */
+  napi_ref crypto_ref;         /* keeps the state's JS handle (and so the state) alive */
   uint32_t max_datagram;
   double frames_in, bytes_in, frames_out, bytes_out; /* deltas, drained by expressTake */
 } xp_peer;
@@ -143,6 +160,7 @@ typedef struct express {
   struct iovec tx_iov[TX_BATCH][2];
   struct sockaddr_in tx_names[TX_BATCH];
   uint8_t tx_hdr[TX_BATCH][HEADER_LEN + RECORD_OFFLOAD];
+  uint8_t tx_sealed[TX_BATCH][SEAL_SLOT];
   xp_peer *tx_peer[TX_BATCH];
   uint32_t tx_frame_len[TX_BATCH];
   double send_drops[MAX_ERRNO + 1]; /* by errno; [0]: queue full */
@@ -209,8 +227,16 @@ static xp_peer *peer_upsert(express *x, uint64_t name) {
   return p;
 }
 
+static void peer_set_crypto(express *x, xp_peer *p, weavets_peer_crypto *c, napi_value handle) {
+  if (p->crypto_ref) napi_delete_reference(x->env, p->crypto_ref);
+  p->crypto_ref = NULL;
+  p->crypto = NULL;
+  if (c && napi_create_reference(x->env, handle, 1, &p->crypto_ref) == napi_ok) p->crypto = c;
+}
+
 static void peer_delete(express *x, xp_peer *gone) {
   uint32_t i = (uint32_t)(gone - x->peers);
+  peer_set_crypto(x, gone, NULL, NULL);
   memset(gone, 0, sizeof *gone);
   x->peer_count--;
   /* Move later members of the probe run back into the hole, so lookups still find them. */
@@ -336,18 +362,22 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
     xp_mac *m = mac_find(x, ctx->net, dst);
     if (!m || now - m->seen_ms > x->mac_max_age_ms) break;
     xp_peer *p = peer_find(x, m->peer);
-    if (!p || !p->direct || p->sealed) break;
+    if (!p || !p->direct || (p->sealed && !p->crypto)) break;
     uint32_t frame_len = len - OFFLOAD_LEN;
-    if (HEADER_LEN + RECORD_HEADER_LEN + (uint64_t)frame_len > p->max_datagram) break;
+    /* The datagram: header, [sealing prefix, tag, inner kind], record header, slot. */
+    uint32_t front = p->sealed ? SEALED_BODY : HEADER_LEN;
+    uint64_t size = front + RECORD_OFFLOAD + (uint64_t)len;
+    if (size > p->max_datagram || (p->sealed && size > SEAL_SLOT)) break;
     if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
-    uint8_t *h = x->tx_hdr[queued];
+    uint8_t *h = p->sealed ? x->tx_sealed[queued] : x->tx_hdr[queued];
     h[HEADER_MAGIC] = SLEEVE_MAGIC;
     h[HEADER_VERSION] = SLEEVE_VERSION;
-    h[HEADER_KIND] = KIND_FRAMES;
+    h[HEADER_KIND] = p->sealed ? KIND_SEALED : KIND_FRAMES;
     h[HEADER_FLAGS] = 0;
     put48(h + HEADER_SENDER, x->self);
     h[HEADER_RESERVED] = h[HEADER_RESERVED + 1] = 0;
-    uint8_t *r = h + HEADER_LEN;
+    if (p->sealed) h[SEALED_INNER_KIND] = KIND_FRAMES;
+    uint8_t *r = h + front;
     put48(r + RECORD_SRC, x->self);
     put48(r + RECORD_DST, p->name);
     r[RECORD_NETWORK] = (uint8_t)(ctx->net >> 16);
@@ -358,10 +388,19 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
     r[RECORD_LENGTH + 1] = (uint8_t)(frame_len >> 16);
     r[RECORD_LENGTH + 2] = (uint8_t)(frame_len >> 8);
     r[RECORD_LENGTH + 3] = (uint8_t)frame_len;
-    x->tx_iov[queued][0].iov_base = h;
-    x->tx_iov[queued][0].iov_len = HEADER_LEN + RECORD_OFFLOAD;
-    x->tx_iov[queued][1].iov_base = slot;
-    x->tx_iov[queued][1].iov_len = len;
+    if (p->sealed) {
+      memcpy(r + RECORD_OFFLOAD, slot, len);
+      weavets_peer_crypto_seal(p->crypto, h, SEALED_INNER_KIND, size - SEALED_INNER_KIND, now);
+      x->tx_iov[queued][0].iov_base = h;
+      x->tx_iov[queued][0].iov_len = size;
+      x->tx_msgs[queued].msg_hdr.msg_iovlen = 1;
+    } else {
+      x->tx_iov[queued][0].iov_base = h;
+      x->tx_iov[queued][0].iov_len = HEADER_LEN + RECORD_OFFLOAD;
+      x->tx_iov[queued][1].iov_base = slot;
+      x->tx_iov[queued][1].iov_len = len;
+      x->tx_msgs[queued].msg_hdr.msg_iovlen = 2;
+    }
     x->tx_names[queued].sin_addr.s_addr = htonl(p->ip);
     x->tx_names[queued].sin_port = htons(p->port);
     x->tx_peer[queued] = p;
@@ -436,15 +475,31 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
     uint32_t seg = udp->ring_segs[i];
     if (len < HEADER_LEN + RECORD_HEADER_LEN || (seg != 0 && seg < len)) break;
     uint8_t *d = udp->ring + (size_t)i * udp->ring_slot;
+    uint8_t kind = d[HEADER_KIND];
     if (d[HEADER_MAGIC] != SLEEVE_MAGIC || d[HEADER_VERSION] != SLEEVE_VERSION ||
-        d[HEADER_KIND] != KIND_FRAMES || d[HEADER_FLAGS] != 0 || d[HEADER_RESERVED] != 0 ||
-        d[HEADER_RESERVED + 1] != 0)
+        (kind != KIND_FRAMES && kind != KIND_SEALED) || d[HEADER_FLAGS] != 0 ||
+        d[HEADER_RESERVED] != 0 || d[HEADER_RESERVED + 1] != 0)
       break;
     uint64_t sender = get48(d + HEADER_SENDER);
     xp_peer *p = peer_find(x, sender);
-    if (!p || p->sealed || udp->ring_addrs[i] != p->ip) break;
-    if (!records_expressible(x, d, HEADER_LEN, len, sender, now)) break;
-    deliver_records(x, p, d, HEADER_LEN, len, now);
+    if (!p || udp->ring_addrs[i] != p->ip) break;
+    uint32_t body = HEADER_LEN;
+    if (p->sealed) {
+      /* A clear datagram from a sealing peer, or one we cannot open: JS counts it. */
+      if (kind != KIND_SEALED || !p->crypto || len < SEALED_BODY + RECORD_HEADER_LEN) break;
+      if (weavets_peer_crypto_open(p->crypto, d, HEADER_LEN, len - HEADER_LEN, now) !=
+          WEAVETS_OPEN_OK)
+        break;
+      /* Opened (and its counter spent): from here on JS must not open it again. */
+      if (d[SEALED_INNER_KIND] != KIND_FRAMES ||
+          !records_expressible(x, d, SEALED_BODY, len, sender, now)) {
+        udp->ring_flags[i] = EXPRESS_RX_OPENED;
+        break;
+      }
+      body = SEALED_BODY;
+    } else if (kind != KIND_FRAMES || !records_expressible(x, d, HEADER_LEN, len, sender, now))
+      break;
+    deliver_records(x, p, d, body, len, now);
   }
   return i;
 }
@@ -488,6 +543,8 @@ static void express_unhook(express *x) {
 static void express_finalize(napi_env env, void *data, void *hint) {
   express *x = data;
   express_unhook(x);
+  for (size_t i = 0; i < PEER_SLOTS; i++)
+    if (x->peers[i].crypto_ref) napi_delete_reference(env, x->peers[i].crypto_ref);
   if (x->udp_ref) napi_delete_reference(env, x->udp_ref);
   free(x);
 }
@@ -639,8 +696,8 @@ static napi_value js_remove_network(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_set_peer(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!weavets_get_args(env, info, 8, argv)) return NULL;
+  napi_value argv[9];
+  if (!weavets_get_args(env, info, 9, argv)) return NULL;
   express *x = express_get(env, argv[0]);
   uint64_t name;
   uint32_t ip, port, max_datagram;
@@ -654,6 +711,17 @@ static napi_value js_set_peer(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "peer name must not be 0, port 0..65535");
     return NULL;
   }
+  /* The sealing state: a handle from peerCryptoCreate, or undefined/null for none. */
+  weavets_peer_crypto *crypto = NULL;
+  napi_valuetype ct;
+  if (napi_typeof(env, argv[8], &ct) != napi_ok) return NULL;
+  if (ct != napi_undefined && ct != napi_null) {
+    crypto = weavets_peer_crypto_unwrap(env, argv[8]);
+    if (!crypto) {
+      napi_throw_type_error(env, NULL, "crypto must be a handle from peerCryptoCreate");
+      return NULL;
+    }
+  }
   xp_peer *p = peer_upsert(x, name);
   napi_value ok;
   napi_get_boolean(env, p != NULL, &ok);
@@ -662,7 +730,8 @@ static napi_value js_set_peer(napi_env env, napi_callback_info info) {
   p->port = (uint16_t)port;
   p->max_datagram = max_datagram;
   p->direct = direct;
-  p->sealed = sealed;
+  p->sealed = sealed || crypto != NULL;
+  peer_set_crypto(x, p, crypto, argv[8]);
   return ok;
 }
 

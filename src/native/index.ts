@@ -13,6 +13,7 @@
  */
 import * as path from 'path';
 import { formatIpv4, parseIpv4 } from '../net/ipv4';
+import type { NativePeerCryptoHandle } from './peer-crypto';
 
 /** The JS object the addon hands back; opaque apart from these fields. */
 interface NativeTapHandle {
@@ -106,6 +107,7 @@ interface NativeBinding {
     maxDatagram: number,
     direct: boolean,
     sealed: boolean,
+    crypto: NativePeerCryptoHandle | undefined,
   ): boolean;
   expressRemovePeer(h: NativeExpressHandle, high: number, low: number): void;
   expressLearn(
@@ -513,13 +515,22 @@ export class ExpressPath {
 
   /**
    * What the path may do with a peer: `direct` lets it send frames for the peer straight
-   * to ip:port in datagrams of at most maxDatagram bytes; a sealed peer is left to JS.
-   * False when the table is full (the peer stays on JS).
+   * to ip:port in datagrams of at most maxDatagram bytes. A sealed peer's datagrams are
+   * sealed and opened with `crypto`, the peer's one sealing state (NativePeerCrypto's
+   * handle); a sealed peer without it is left to JS. False when the table is full (the
+   * peer stays on JS).
    */
   setPeer(
     high: number,
     low: number,
-    peer: { ip: number; port: number; maxDatagram: number; direct: boolean; sealed: boolean },
+    peer: {
+      ip: number;
+      port: number;
+      maxDatagram: number;
+      direct: boolean;
+      sealed: boolean;
+      crypto?: NativePeerCryptoHandle | undefined;
+    },
   ): boolean {
     return native().expressSetPeer(
       this.handle,
@@ -530,6 +541,7 @@ export class ExpressPath {
       peer.maxDatagram,
       peer.direct,
       peer.sealed,
+      peer.crypto,
     );
   }
 

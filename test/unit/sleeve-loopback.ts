@@ -39,6 +39,8 @@ export class LoopUdpRing implements UdpRing {
   readonly rxLengths = new Uint32Array(UDP_SLOTS);
   readonly rxAddrs = new Uint32Array(UDP_SLOTS);
   readonly rxSegSizes = new Uint16Array(UDP_SLOTS);
+  /** No express path here: always 0. */
+  readonly rxFlags = new Uint8Array(UDP_SLOTS);
   peer: LoopUdpRing | undefined;
   /** Datagrams waiting in rxBuf for the next pump(). */
   pending = 0;

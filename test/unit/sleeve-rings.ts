@@ -84,6 +84,8 @@ export class MemoryUdpRing implements UdpRing {
   readonly rxAddrs: Uint32Array;
   readonly rxPorts: Uint16Array;
   readonly rxSegSizes: Uint16Array;
+  /** No express path in memory: always 0. */
+  readonly rxFlags: Uint8Array;
   readonly slots: number;
   readonly slotSize = 65536;
   /** Coalesce GSO trains into one entry (UDP GRO). */
@@ -110,6 +112,7 @@ export class MemoryUdpRing implements UdpRing {
     this.rxAddrs = new Uint32Array(this.slots);
     this.rxPorts = new Uint16Array(this.slots);
     this.rxSegSizes = new Uint16Array(this.slots);
+    this.rxFlags = new Uint8Array(this.slots);
     underlay.attach(this);
   }
 

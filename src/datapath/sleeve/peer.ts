@@ -1,6 +1,6 @@
 /** What the sleeve keeps per peer it has a control connection to. */
 import type { PeerName } from '../../net/peername';
-import type { PeerCrypto } from './peer-crypto';
+import type { DataCrypto } from './peer-crypto';
 import type { Reassembler } from './reassembler';
 
 /** Heartbeat bookkeeping of one peer's path, owned by PathLiveness. */
@@ -20,7 +20,7 @@ export interface PathState {
 export interface SleevePeer {
   readonly name: PeerName;
   /** Sealing state; undefined when this peer's datagrams go in clear. */
-  crypto: PeerCrypto | undefined;
+  crypto: DataCrypto | undefined;
   /** Bytes in front of the first record of a FRAMES datagram: 12 clear, 38 sealed. */
   prefix: number;
   ip: number;

@@ -10,6 +10,7 @@
  * fit its slot (dropped as truncated). src/native/index.ts documents the details.
  */
 import { ExpressPath, TapDevice, UdpBatchSocket, type ExpressTake } from '../../native';
+import type { NativePeerCryptoHandle } from '../../native/peer-crypto';
 import type { Netlink } from '../../netlink';
 import type { OverlayNetwork } from '../../router/overlay';
 
@@ -44,6 +45,8 @@ export interface UdpRing {
   readonly rxAddrs: Uint32Array;
   /** Per entry: the segment size when several datagrams arrived coalesced (UDP GRO), else 0. */
   readonly rxSegSizes: Uint16Array;
+  /** Per entry: EXPRESS_RX_OPENED when the express path opened this SEALED datagram in place, else 0. */
+  readonly rxFlags: Uint8Array;
   readonly slotSize: number;
   /** As TapRing.startReading: entries [first, count) are for JS. */
   startReading(onDatagrams: (count: number, first: number) => void): void;
@@ -76,7 +79,14 @@ export interface ExpressPort {
   setPeer(
     high: number,
     low: number,
-    peer: { ip: number; port: number; maxDatagram: number; direct: boolean; sealed: boolean },
+    peer: {
+      ip: number;
+      port: number;
+      maxDatagram: number;
+      direct: boolean;
+      sealed: boolean;
+      crypto?: NativePeerCryptoHandle | undefined;
+    },
   ): boolean;
   removePeer(high: number, low: number): void;
   learn(networkId: number, macHigh: number, macLow: number, peerHigh: number, peerLow: number): void;

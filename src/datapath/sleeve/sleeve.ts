@@ -23,7 +23,14 @@
  */
 import { constants as osConstants } from 'node:os';
 
-import { EXPRESS_ENTRY_LENGTH, ExpressTake, UdpBatchSocket, ipv4ToNumber, setSchedSlice } from '../../native';
+import {
+  EXPRESS_ENTRY_LENGTH,
+  EXPRESS_RX_OPENED,
+  ExpressTake,
+  UdpBatchSocket,
+  ipv4ToNumber,
+  setSchedSlice,
+} from '../../native';
 import type { Netlink } from '../../netlink';
 import type { Logger } from '../../log';
 import { systemClock, type Clock } from '../../net/clock';
@@ -41,7 +48,8 @@ import type {
 } from '../../router/overlay';
 import { PROBE_NETWORK_ID, type FrameCounter } from '../../router/overlay';
 import type { Sealer } from '../../crypto/seal';
-import { PeerCrypto, SEAL_UNIT_OVERHEAD } from './peer-crypto';
+import { PeerCrypto, SEAL_UNIT_OVERHEAD, type DataCrypto } from './peer-crypto';
+import { NativePeerCrypto } from './native-peer-crypto';
 import {
   DATAGRAM_HEADER_LENGTH,
   DatagramKind,
@@ -293,6 +301,15 @@ export class SleeveDatapath implements Datapath {
     await this.links.closeTap(port.tapName, port.tap);
   }
 
+  /**
+   * A peer's sealing state: in C when there is an express path, which seals and opens
+   * with the same state as this JS path (one nonce counter, one replay window).
+   */
+  private newCrypto(keys: { send: Buffer; recv: Buffer }): DataCrypto {
+    const now = this.clock.now();
+    return this.express === undefined ? new PeerCrypto(this.sealer, keys, now) : new NativePeerCrypto(keys, now);
+  }
+
   async addPeer(peer: PeerName, ip: string, port: number, keys?: { send: Buffer; recv: Buffer }): Promise<void> {
     const addr = ipv4ToNumber(ip);
     let pmtu = this.defaultPmtu;
@@ -301,7 +318,7 @@ export class SleeveDatapath implements Datapath {
     } catch (err) {
       this.log.warn('cannot read route MTU towards peer; using default', { ip, pmtu, error: (err as Error).message });
     }
-    const crypto = keys === undefined ? undefined : new PeerCrypto(this.sealer, keys, this.clock.now());
+    const crypto = keys === undefined ? undefined : this.newCrypto(keys);
     const prefix = crypto === undefined ? DATAGRAM_HEADER_LENGTH : SEALED_HEADER_LENGTH;
     const existing = this.peers.get(peer);
     if (existing) {
@@ -576,7 +593,11 @@ export class SleeveDatapath implements Datapath {
     }
     let inner: DatagramKind = kind;
     let body = off + DATAGRAM_HEADER_LENGTH;
-    if (kind === DatagramKind.Sealed) {
+    if (this.socket.rxFlags[slot] === EXPRESS_RX_OPENED) {
+      // The express path opened it (one datagram per slot) and left the rest to us.
+      inner = readInnerKind(buf, off + SEALED_INNER_KIND_OFFSET);
+      body = off + SEALED_HEADER_LENGTH;
+    } else if (kind === DatagramKind.Sealed) {
       if (p.crypto === undefined) {
         this.dropCounter.count('unexpected_sealed');
         return;
@@ -759,6 +780,7 @@ export class SleeveDatapath implements Datapath {
       maxDatagram: p.pmtu,
       direct: p.up && hop.peer === p && !hop.kernel,
       sealed: p.crypto !== undefined,
+      crypto: p.crypto instanceof NativePeerCrypto ? p.crypto.handle : undefined,
     });
   }
 
