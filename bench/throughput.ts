@@ -14,7 +14,8 @@
  * are torn down.
  *
  * Rows: the references (veth, hand-made kernel VXLAN), weavets container to container
- * (sleeve, fastdp, sleeve encrypted, and sleeve/fastdp with iperf3 -P 4), and host to host
+ * (sleeve, fastdp, sleeve encrypted, and sleeve/fastdp with iperf3 -P 4; `sleeve-js` and
+ * `sleeve-enc-js` are the sleeve without its express path), and host to host
  * the overlays a user would pick instead, built in the same run from the Debian packages:
  * `nebula` (nebula + nebula-cert, a CA made in the lab directory) and `wireguard-go`
  * (wireguard-go + wg), beside weavets host to host (`expose`, `expose-enc`: each host's
@@ -354,6 +355,14 @@ const ROWS: RowSpec[] = [
   }),
   nebulaRow,
   wireguardRow,
+  // The express path (native/src/express.c, on by default) against the JS path alone.
+  weavetsRow('sleeve-js', 'weavets sleeve, --no-sleeve-express', ['--datapath', 'sleeve', '--no-sleeve-express']),
+  weavetsRow(
+    'sleeve-enc-js',
+    'weavets sleeve, encrypted, --no-sleeve-express',
+    ['--datapath', 'sleeve', '--no-sleeve-express'],
+    { password: true },
+  ),
   // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
   weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
   weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], {

@@ -1,8 +1,9 @@
 /**
- * Typed face of the N-API addon (native/src/tap.c, native/src/udp.c): a TAP device and
- * an IPv4 UDP socket, both read in batches driven by a libuv poll, written with one
- * syscall per batch where the kernel allows it. Framing, routing and crypto stay in
- * TypeScript; this module only moves bytes.
+ * Typed face of the N-API addon (native/src/tap.c, native/src/udp.c, native/src/express.c):
+ * a TAP device and an IPv4 UDP socket, both read in batches driven by a libuv poll,
+ * written with one syscall per batch where the kernel allows it, and the sleeve's express
+ * path, a cache of the sleeve's forwarding decisions applied in C to each batch before JS
+ * sees it. The decisions themselves (routing, learning, what is dropped) are TypeScript's.
  *
  * Receive model (both classes): the addon owns a ring of `slots` slots of `slotSize`
  * bytes, allocated once. When the fd becomes readable it reads until EAGAIN or until

@@ -46,6 +46,25 @@ function seeds(realPeers: PeerName[]): Buffer[] {
   return out;
 }
 
+/**
+ * Datagrams as host2 sends them to host1 (sender, source address, network, learned MACs):
+ * what the express path (native/src/express.c) forwards without JS, for the fuzzer to
+ * mutate from host2's own address, so every check of its parser is exercised.
+ */
+function expressSeeds(from: PeerName, to: PeerName, network: number, srcMac: number, dstMac: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const size of [60, 98, 600]) {
+    const frame = Buffer.alloc(size, 0x5a);
+    frame.writeUIntBE(dstMac, 0, 6);
+    frame.writeUIntBE(srcMac, 6, 6);
+    frame.writeUInt16BE(0x0800, 12);
+    const record = { src: from, dst: to, network, hops: 0, offload: Buffer.alloc(OFFLOAD_LENGTH), frame };
+    out.push(encodeDatagram({ kind: DatagramKind.Frames, sender: from, frames: [record] }));
+    out.push(encodeDatagram({ kind: DatagramKind.Frames, sender: from, frames: [record, record] }));
+  }
+  return out;
+}
+
 function helloSeed(): Buffer {
   return encodeControl({
     type: MessageType.Hello,
@@ -258,5 +277,49 @@ describe('fuzzing the data and control ports', () => {
         `${h.name}: weavets_control_rejected_total`,
       ).toBeGreaterThan(0);
     }
+  }, 90_000);
+
+  it("survives junk sent from a peer's own address with its name (the express path's parser), and keeps forwarding", async () => {
+    const names: PeerName[] = [];
+    for (const h of [host1, host2])
+      names.push(parsePeerName((await lab.weavetsJson<RouterStatus>(h, ['status'])).name));
+    const networks = await lab.weavetsJson<{ name: string; id: number }[]>(host1, ['network', 'ls']);
+    const network = networks[0]!.id;
+    const macOf = async (ns: Namespace): Promise<number> =>
+      parseInt((await lab.execOk(ns, ['cat', '/sys/class/net/eth0/address'])).stdout.trim().replace(/:/g, ''), 16);
+    const script = path.join(lab.dir, 'fuzzer.js');
+    fs.writeFileSync(script, FUZZER_JS);
+    const before = metricSum((await lab.http(host1, '/metrics')).body, 'weavets_dropped_datagrams_total');
+    const cfg = {
+      targets: [host1.ip],
+      port: PORT,
+      udpPackets: UDP_PACKETS,
+      tcpConnections: 0,
+      budgetMs: FUZZ_BUDGET_MS,
+      seeds: expressSeeds(names[1]!, names[0]!, network, await macOf(c2), await macOf(c1)).map((b) =>
+        b.toString('hex'),
+      ),
+      hello: helloSeed().toString('hex'),
+    };
+    const during = lab.ping(c1, ip2, { count: 40, intervalS: 0.25, timeoutS: 1 });
+    // From host2's namespace: the source address the daemons accept host2's datagrams from.
+    const r = await lab.execOk(host2, [process.execPath, script, JSON.stringify(cfg)], {
+      timeoutMs: FUZZ_BUDGET_MS + 20_000,
+    });
+    const report = JSON.parse(r.stdout) as { udp: { sent: number; errors: number } };
+    const pingDuring = await during;
+    process.stderr.write(`fuzzer as host2: ${JSON.stringify(report)}; ping during: ${pingDuring.received}/40\n`);
+    expect(report.udp.sent).toBeGreaterThan(UDP_PACKETS * 0.9);
+    expect(pingDuring.received).toBeGreaterThan(0);
+    const pid = lab.daemonPid(host1);
+    expect(pid !== undefined && fs.existsSync(`/proc/${pid}`), 'host1 daemon is gone').toBe(true);
+    const after = await lab.ping(c1, ip2, { count: 5 });
+    expect(after.received, after.output).toBe(5);
+    const back = await lab.ping(c2, ip1, { count: 3 });
+    expect(back.received, back.output).toBe(3);
+    // Malformed ones were counted (the well-formed ones were delivered to c1's bridge).
+    expect(metricSum((await lab.http(host1, '/metrics')).body, 'weavets_dropped_datagrams_total')).toBeGreaterThan(
+      before,
+    );
   }, 90_000);
 });
