@@ -13,7 +13,8 @@
  * iperf3 likewise in rounds (a row's Gbit/s is the median of its rounds), then the labs
  * are torn down.
  *
- * Rows: the references (veth, hand-made kernel VXLAN), weavets container to container
+ * Rows: the references (veth, hand-made kernel VXLAN, and `c-forwarder`: the smallest
+ * TAP-UDP forwarder, bench/ref/tap-udp-forwarder.c, the floor of userspace), weavets container to container
  * (sleeve, fastdp, sleeve encrypted, and sleeve/fastdp with iperf3 -P 4; `sleeve-js` and
  * `sleeve-enc-js` are the sleeve without its express path), and host to host
  * the overlays a user would pick instead, built in the same run from the Debian packages:
@@ -27,7 +28,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createLab, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
+import { createLab, run, sleep, type Host, type Lab, type Namespace } from '../test/net/harness';
 import { clientFor } from '../src/cli/context';
 
 interface Endpoints {
@@ -341,6 +342,41 @@ const ROWS: RowSpec[] = [
         what: 'the VXLAN containers to reach each other',
       });
       return { client: ctrs[0]!, server: ctrs[1]!, serverIp: '10.98.0.2', daemonHosts: [] };
+    },
+  },
+  {
+    key: 'c-forwarder',
+    title: 'minimal C TAP-UDP forwarder (reference)',
+    // bench/ref/tap-udp-forwarder.c in place of VXLAN: the floor of any TAP-based
+    // userspace overlay on this machine (a frame crosses a process on each host).
+    async setup(lab) {
+      const bin = path.join(lab.dir, 'tap-udp-forwarder');
+      const cc = await run(['cc', '-O2', '-o', bin, path.join(__dirname, 'ref', 'tap-udp-forwarder.c')]);
+      if (cc.code !== 0) throw new Error(`cc: ${cc.stderr}`);
+      const hosts = [await lab.addHost('host1'), await lab.addHost('host2')];
+      const ctrs: Namespace[] = [];
+      for (const [i, h] of hosts.entries()) {
+        const peer = hosts[1 - i]!;
+        const c = await lab.addContainer(h, `c${i + 1}`);
+        ctrs.push(c);
+        const ip = (argv: string[]): Promise<unknown> => lab.execOk(h, ['ip', ...argv]);
+        await ip(['link', 'add', 'br0', 'type', 'bridge']);
+        lab.spawnIn(h, [bin, 'fw0', h.ip, peer.ip, '6799']);
+        await lab.waitFor(async () => (await lab.exec(h, ['ip', 'link', 'show', 'fw0'])).code === 0, {
+          what: `the forwarder's TAP on ${h.name}`,
+        });
+        await ip(['link', 'set', 'fw0', 'master', 'br0', 'up']);
+        await ip(['link', 'set', 'br0', 'up']);
+        await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
+        await ip(['link', 'set', 'vc', 'master', 'br0', 'up']);
+        await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'mtu', '1400']);
+        await lab.execOk(c, ['ip', 'addr', 'add', `10.95.0.${i + 1}/24`, 'dev', 'eth0']);
+        await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'up']);
+      }
+      await lab.waitFor(async () => (await lab.ping(ctrs[0]!, '10.95.0.2', { count: 1, timeoutS: 1 })).ok, {
+        what: 'the forwarder containers to reach each other',
+      });
+      return { client: ctrs[0]!, server: ctrs[1]!, serverIp: '10.95.0.2', daemonHosts: [] };
     },
   },
   weavetsRow('sleeve', 'weavets sleeve', ['--datapath', 'sleeve']),
