@@ -65,6 +65,16 @@ interface RowResult {
 
 const IPERF_PORT = 5201;
 
+/** Bring up host h's br0 and plug container c into it by a veth, with this address and MTU. */
+async function plugIntoBridge(lab: Lab, h: Host, c: Namespace, cidr: string, mtu: number): Promise<void> {
+  await lab.execOk(h, ['ip', 'link', 'set', 'br0', 'up']);
+  await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
+  await lab.execOk(h, ['ip', 'link', 'set', 'vc', 'master', 'br0', 'up']);
+  await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'mtu', String(mtu)]);
+  await lab.execOk(c, ['ip', 'addr', 'add', cidr, 'dev', 'eth0']);
+  await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'up']);
+}
+
 /** Two hosts running weavets with the given launch flags, one container attached on each. */
 function weavetsRow(
   key: string,
@@ -331,12 +341,7 @@ const ROWS: RowSpec[] = [
           'eth0',
         ]);
         await ip(['link', 'set', 'vx0', 'master', 'br0', 'up']);
-        await ip(['link', 'set', 'br0', 'up']);
-        await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
-        await ip(['link', 'set', 'vc', 'master', 'br0', 'up']);
-        await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'mtu', '1450']);
-        await lab.execOk(c, ['ip', 'addr', 'add', `10.98.0.${i + 1}/24`, 'dev', 'eth0']);
-        await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'up']);
+        await plugIntoBridge(lab, h, c, `10.98.0.${i + 1}/24`, 1450);
       }
       await lab.waitFor(async () => (await lab.ping(ctrs[0]!, '10.98.0.2', { count: 1, timeoutS: 1 })).ok, {
         what: 'the VXLAN containers to reach each other',
@@ -366,12 +371,7 @@ const ROWS: RowSpec[] = [
           what: `the forwarder's TAP on ${h.name}`,
         });
         await ip(['link', 'set', 'fw0', 'master', 'br0', 'up']);
-        await ip(['link', 'set', 'br0', 'up']);
-        await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
-        await ip(['link', 'set', 'vc', 'master', 'br0', 'up']);
-        await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'mtu', '1400']);
-        await lab.execOk(c, ['ip', 'addr', 'add', `10.95.0.${i + 1}/24`, 'dev', 'eth0']);
-        await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'up']);
+        await plugIntoBridge(lab, h, c, `10.95.0.${i + 1}/24`, 1400);
       }
       await lab.waitFor(async () => (await lab.ping(ctrs[0]!, '10.95.0.2', { count: 1, timeoutS: 1 })).ok, {
         what: 'the forwarder containers to reach each other',

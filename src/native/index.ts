@@ -475,6 +475,20 @@ export const enum ExpressTake {
 
 export const EXPRESS_ENTRY_LENGTH: Readonly<Record<ExpressTake, number>> = [6, 3, 7, 6, 3];
 
+/** What the express path may do for one peer (ExpressPath.setPeer). */
+export interface ExpressPeer {
+  /** Underlay IPv4 address, host order, and UDP port. */
+  ip: number;
+  port: number;
+  /** Largest datagram towards the peer (its path MTU minus IP and UDP). */
+  maxDatagram: number;
+  /** Frames for this peer may go straight to it. */
+  direct: boolean;
+  sealed: boolean;
+  /** The peer's sealing state (NativePeerCrypto's handle) when sealed. */
+  crypto?: NativePeerCryptoHandle | undefined;
+}
+
 /**
  * The sleeve's express path (native/src/express.c): a cache of the sleeve's forwarding
  * decisions that the addon applies to each receive batch in C before JS sees it, so the
@@ -521,18 +535,7 @@ export class ExpressPath {
    * handle); a sealed peer without it is left to JS. False when the table is full (the
    * peer stays on JS).
    */
-  setPeer(
-    high: number,
-    low: number,
-    peer: {
-      ip: number;
-      port: number;
-      maxDatagram: number;
-      direct: boolean;
-      sealed: boolean;
-      crypto?: NativePeerCryptoHandle | undefined;
-    },
-  ): boolean {
+  setPeer(high: number, low: number, peer: ExpressPeer): boolean {
     return native().expressSetPeer(
       this.handle,
       high,

@@ -26,6 +26,28 @@ async function expressFrames(lab: Lab, host: Host): Promise<{ sent: number; deli
   return { sent: read('sent'), delivered: read('delivered') };
 }
 
+/** Send 8 MB from `from` to `to` (at toIp) over TCP with nc; true when it arrived byte for byte. */
+async function tcpTransferIntact(lab: Lab, from: Namespace, to: Namespace, toIp: string): Promise<boolean> {
+  const file = path.join(lab.dir, `payload-${from.name}`);
+  const got = path.join(lab.dir, `received-${to.name}`);
+  fs.writeFileSync(file, Buffer.from(Array.from({ length: 8 * 1024 * 1024 }, (_, i) => (i * 7919) & 0xff)));
+  const receiver = lab.spawnIn(to, ['sh', '-c', `nc -l 5002 > ${got}`]);
+  const exited = new Promise((resolve) => receiver.once('exit', resolve));
+  try {
+    await lab.waitFor(async () => (await lab.exec(to, ['sh', '-c', 'ss -ltn | grep -q ":5002 "'])).code === 0, {
+      what: `the nc listener in ${to.name}`,
+      timeoutMs: 10_000,
+    });
+    // -N: shut the connection down at the end of the file, so the receiver ends too.
+    await lab.execOk(from, ['sh', '-c', `nc -N -w 10 ${toIp} 5002 < ${file}`]);
+  } catch (err) {
+    receiver.kill();
+    throw err;
+  }
+  await exited;
+  return fs.readFileSync(got).equals(fs.readFileSync(file));
+}
+
 describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
   let lab: Lab;
   let host1: Host;
@@ -92,25 +114,8 @@ describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
   });
 
   it('a TCP stream of 8 MB arrives byte for byte while its frames take both paths', async () => {
-    const file = path.join(lab.dir, 'payload');
-    const got = path.join(lab.dir, 'received');
-    fs.writeFileSync(file, Buffer.from(Array.from({ length: 8 * 1024 * 1024 }, (_, i) => (i * 7919) & 0xff)));
     const before = await expressFrames(lab, host1);
-    const receiver = lab.spawnIn(c2, ['sh', '-c', `nc -l 5002 > ${got}`]);
-    const exited = new Promise((resolve) => receiver.once('exit', resolve));
-    try {
-      await lab.waitFor(async () => (await lab.exec(c2, ['sh', '-c', 'ss -ltn | grep -q ":5002 "'])).code === 0, {
-        what: 'the nc listener in c2',
-        timeoutMs: 10_000,
-      });
-      // -N: shut the connection down at the end of the file, so the receiver ends too.
-      await lab.execOk(c1, ['sh', '-c', `nc -N -w 10 ${ip2} 5002 < ${file}`]);
-    } catch (err) {
-      receiver.kill();
-      throw err;
-    }
-    await exited;
-    expect(fs.readFileSync(got).equals(fs.readFileSync(file))).toBe(true);
+    expect(await tcpTransferIntact(lab, c1, c2, ip2)).toBe(true);
     // The receiver's ACKs are small unicast frames: host2 sent them through C.
     const after = await expressFrames(lab, host1);
     expect(after.delivered - before.delivered).toBeGreaterThan(0);
@@ -209,23 +214,7 @@ describe('sleeve express path with a password: one sealing state per peer, share
         .map((m) => `${m[1]}=${m[2]}`)
         .join(' ');
     const before = [await sealingDrops(host1), await sealingDrops(host2)];
-    const file = path.join(lab.dir, 'payload');
-    const got = path.join(lab.dir, 'received');
-    fs.writeFileSync(file, Buffer.from(Array.from({ length: 8 * 1024 * 1024 }, (_, i) => (i * 7919) & 0xff)));
-    const receiver = lab.spawnIn(c2, ['sh', '-c', `nc -l 5002 > ${got}`]);
-    const exited = new Promise((resolve) => receiver.once('exit', resolve));
-    try {
-      await lab.waitFor(async () => (await lab.exec(c2, ['sh', '-c', 'ss -ltn | grep -q ":5002 "'])).code === 0, {
-        what: 'the nc listener in c2',
-        timeoutMs: 10_000,
-      });
-      await lab.execOk(c1, ['sh', '-c', `nc -N -w 10 ${ip2} 5002 < ${file}`]);
-    } catch (err) {
-      receiver.kill();
-      throw err;
-    }
-    await exited;
-    expect(fs.readFileSync(got).equals(fs.readFileSync(file))).toBe(true);
+    expect(await tcpTransferIntact(lab, c1, c2, ip2)).toBe(true);
     // Counted during the transfer, not since launch: connection set-up may see a stray one.
     expect([await sealingDrops(host1), await sealingDrops(host2)]).toEqual(before);
   });

@@ -76,14 +76,19 @@ describe('health matrix, status page and flows on four hosts', () => {
         expect(p.reason).toBe('');
       }
     }
-    // Another host holds the same matrix: rows are gossiped, not asked for.
-    const fromD = await health(d);
-    expect(
-      fromD.rows
+    // Another host holds the same matrix: rows are gossiped, not asked for. (Waited for:
+    // under load a relayed row can be a few seconds late and briefly count as stale.)
+    const freshOnD = async (): Promise<string[]> =>
+      (await health(d)).rows
         .filter((r) => !r.stale)
         .map((r) => r.nickname)
-        .sort(),
-    ).toEqual(['a', 'b', 'c', 'd']);
+        .sort();
+    await lab.waitFor(async () => (await freshOnD()).length === 4, {
+      what: 'host d to hold a fresh row from every host',
+      timeoutMs: 15_000,
+      intervalMs: 500,
+    });
+    expect(await freshOnD()).toEqual(['a', 'b', 'c', 'd']);
     const text = await lab.weavetsOk(a, ['status', 'health']);
     expect(text).toMatch(/^FROM\s+TO\s+STATE\s+RTT\s+LOSS\s+PMTU\s+DATAPATH/);
     const metrics = (await lab.http(a, '/metrics')).body;

@@ -9,8 +9,7 @@
  * rxLengths[i]), valid only during the callback; a length of 0 is an entry that did not
  * fit its slot (dropped as truncated). src/native/index.ts documents the details.
  */
-import { ExpressPath, TapDevice, UdpBatchSocket, type ExpressTake } from '../../native';
-import type { NativePeerCryptoHandle } from '../../native/peer-crypto';
+import { ExpressPath, TapDevice, UdpBatchSocket, type ExpressPeer, type ExpressTake } from '../../native';
 import type { Netlink } from '../../netlink';
 import type { OverlayNetwork } from '../../router/overlay';
 
@@ -76,18 +75,7 @@ export interface ExpressPort {
   /** Take the TAP's frames too; false when it cannot (the network stays on JS). */
   addNetwork(networkId: number, tap: TapRing): boolean;
   removeNetwork(networkId: number): void;
-  setPeer(
-    high: number,
-    low: number,
-    peer: {
-      ip: number;
-      port: number;
-      maxDatagram: number;
-      direct: boolean;
-      sealed: boolean;
-      crypto?: NativePeerCryptoHandle | undefined;
-    },
-  ): boolean;
+  setPeer(high: number, low: number, peer: ExpressPeer): boolean;
   removePeer(high: number, low: number): void;
   learn(networkId: number, macHigh: number, macLow: number, peerHigh: number, peerLow: number): void;
   forgetPeer(high: number, low: number): void;
