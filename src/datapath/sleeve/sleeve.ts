@@ -20,6 +20,12 @@
  * tables keyed by them, which hand back names boxed once (a 48-bit number made per
  * frame would be a heap allocation every time it crossed a call or became a Map key).
  * test/unit/sleeve-allocation.test.ts counts the bytes allocated per frame.
+ *
+ * In production a batch first passes the express path (native/src/express.c, through
+ * ExpressPort): C forwards the plain unicast frames between directly connected peers that
+ * this class told it about, and the callbacks get (count, first) and handle [first, count).
+ * The express path is a cache of decisions made here (expressPeer, learn), and its
+ * counters are folded back into this class's own (drainExpress).
  */
 import { constants as osConstants } from 'node:os';
 
