@@ -65,14 +65,37 @@ interface RowResult {
 
 const IPERF_PORT = 5201;
 
-/** Bring up host h's br0 and plug container c into it by a veth, with this address and MTU. */
-async function plugIntoBridge(lab: Lab, h: Host, c: Namespace, cidr: string, mtu: number): Promise<void> {
-  await lab.execOk(h, ['ip', 'link', 'set', 'br0', 'up']);
-  await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
-  await lab.execOk(h, ['ip', 'link', 'set', 'vc', 'master', 'br0', 'up']);
-  await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'mtu', String(mtu)]);
-  await lab.execOk(c, ['ip', 'addr', 'add', cidr, 'dev', 'eth0']);
-  await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'up']);
+/**
+ * Two hosts with a bridge br0 each, a container on each plugged into it by a veth (at
+ * `${net}.1` and `${net}.2`/24, this MTU), and a tunnel port towards the other host that
+ * addPort makes (returning its name) and this puts on br0: the hand-made references.
+ */
+async function bridgedPair(
+  lab: Lab,
+  what: string,
+  net: string,
+  mtu: number,
+  addPort: (h: Host, peer: Host) => Promise<string>,
+): Promise<Endpoints> {
+  const hosts = [await lab.addHost('host1'), await lab.addHost('host2')];
+  const ctrs: Namespace[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const c = await lab.addContainer(h, `c${i + 1}`);
+    ctrs.push(c);
+    await lab.execOk(h, ['ip', 'link', 'add', 'br0', 'type', 'bridge']);
+    const port = await addPort(h, hosts[1 - i]!);
+    await lab.execOk(h, ['ip', 'link', 'set', port, 'master', 'br0', 'up']);
+    await lab.execOk(h, ['ip', 'link', 'set', 'br0', 'up']);
+    await lab.execOk(h, ['ip', 'link', 'add', 'vc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.netnsName]);
+    await lab.execOk(h, ['ip', 'link', 'set', 'vc', 'master', 'br0', 'up']);
+    await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'mtu', String(mtu)]);
+    await lab.execOk(c, ['ip', 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0']);
+    await lab.execOk(c, ['ip', 'link', 'set', 'eth0', 'up']);
+  }
+  await lab.waitFor(async () => (await lab.ping(ctrs[0]!, `${net}.2`, { count: 1, timeoutS: 1 })).ok, {
+    what: `the ${what} containers to reach each other`,
+  });
+  return { client: ctrs[0]!, server: ctrs[1]!, serverIp: `${net}.2`, daemonHosts: [] };
 }
 
 /** Two hosts running weavets with the given launch flags, one container attached on each. */
@@ -314,16 +337,10 @@ const ROWS: RowSpec[] = [
   {
     key: 'vxlan',
     title: 'kernel VXLAN, hand-made (reference)',
-    async setup(lab) {
-      const hosts = [await lab.addHost('host1'), await lab.addHost('host2')];
-      const ctrs: Namespace[] = [];
-      for (const [i, h] of hosts.entries()) {
-        const peer = hosts[1 - i]!;
-        const c = await lab.addContainer(h, `c${i + 1}`);
-        ctrs.push(c);
-        const ip = (argv: string[]): Promise<unknown> => lab.execOk(h, ['ip', ...argv]);
-        await ip(['link', 'add', 'br0', 'type', 'bridge']);
-        await ip([
+    setup: (lab) =>
+      bridgedPair(lab, 'VXLAN', '10.98.0', 1450, async (h, peer) => {
+        await lab.execOk(h, [
+          'ip',
           'link',
           'add',
           'vx0',
@@ -340,14 +357,8 @@ const ROWS: RowSpec[] = [
           'dev',
           'eth0',
         ]);
-        await ip(['link', 'set', 'vx0', 'master', 'br0', 'up']);
-        await plugIntoBridge(lab, h, c, `10.98.0.${i + 1}/24`, 1450);
-      }
-      await lab.waitFor(async () => (await lab.ping(ctrs[0]!, '10.98.0.2', { count: 1, timeoutS: 1 })).ok, {
-        what: 'the VXLAN containers to reach each other',
-      });
-      return { client: ctrs[0]!, server: ctrs[1]!, serverIp: '10.98.0.2', daemonHosts: [] };
-    },
+        return 'vx0';
+      }),
   },
   {
     key: 'c-forwarder',
@@ -358,25 +369,13 @@ const ROWS: RowSpec[] = [
       const bin = path.join(lab.dir, 'tap-udp-forwarder');
       const cc = await run(['cc', '-O2', '-o', bin, path.join(__dirname, 'ref', 'tap-udp-forwarder.c')]);
       if (cc.code !== 0) throw new Error(`cc: ${cc.stderr}`);
-      const hosts = [await lab.addHost('host1'), await lab.addHost('host2')];
-      const ctrs: Namespace[] = [];
-      for (const [i, h] of hosts.entries()) {
-        const peer = hosts[1 - i]!;
-        const c = await lab.addContainer(h, `c${i + 1}`);
-        ctrs.push(c);
-        const ip = (argv: string[]): Promise<unknown> => lab.execOk(h, ['ip', ...argv]);
-        await ip(['link', 'add', 'br0', 'type', 'bridge']);
+      return bridgedPair(lab, 'forwarder', '10.95.0', 1400, async (h, peer) => {
         lab.spawnIn(h, [bin, 'fw0', h.ip, peer.ip, '6799']);
         await lab.waitFor(async () => (await lab.exec(h, ['ip', 'link', 'show', 'fw0'])).code === 0, {
           what: `the forwarder's TAP on ${h.name}`,
         });
-        await ip(['link', 'set', 'fw0', 'master', 'br0', 'up']);
-        await plugIntoBridge(lab, h, c, `10.95.0.${i + 1}/24`, 1400);
-      }
-      await lab.waitFor(async () => (await lab.ping(ctrs[0]!, '10.95.0.2', { count: 1, timeoutS: 1 })).ok, {
-        what: 'the forwarder containers to reach each other',
+        return 'fw0';
       });
-      return { client: ctrs[0]!, server: ctrs[1]!, serverIp: '10.95.0.2', daemonHosts: [] };
     },
   },
   weavetsRow('sleeve', 'weavets sleeve', ['--datapath', 'sleeve']),

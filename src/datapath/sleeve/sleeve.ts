@@ -240,7 +240,9 @@ export class SleeveDatapath implements Datapath {
     };
     this.tx = new TransmitArena(shared);
     this.express = parts.express;
-    this.expressOut = new Float64Array(this.express === undefined ? 0 : EXPRESS_TAKE_ENTRIES * 7);
+    this.expressOut = new Float64Array(
+      this.express === undefined ? 0 : EXPRESS_TAKE_ENTRIES * Math.max(...Object.values(EXPRESS_ENTRY_LENGTH)),
+    );
     // The express path must hear of every change of a peer's path at once: it sends
     // straight to peers it was told are up.
     const events: DatapathEvents = {
@@ -807,65 +809,50 @@ export class SleeveDatapath implements Datapath {
     const x = this.express;
     if (x === undefined) return;
     this.expressRoutes();
-    const out = this.expressOut;
-    for (let n = this.take(ExpressTake.Peers); n > 0; n = this.take(ExpressTake.Peers)) {
-      for (let i = 0; i < n; i++) {
-        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Peers];
-        const p = this.peersByHalves.get(out[e]!, out[e + 1]!);
-        if (p === undefined) continue;
-        p.framesIn += out[e + 2]!;
-        p.bytesIn += out[e + 3]!;
-        p.framesOut += out[e + 4]!;
-        p.bytesOut += out[e + 5]!;
-      }
-    }
-    for (let n = this.take(ExpressTake.Networks); n > 0; n = this.take(ExpressTake.Networks)) {
-      for (let i = 0; i < n; i++) {
-        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Networks];
-        const port = this.networks.get(out[e]!);
-        if (port === undefined) continue;
-        port.framesFromBridge += out[e + 1]!;
-        port.framesToBridge += out[e + 2]!;
-      }
-    }
-    const flows = this.flows;
-    for (let n = this.take(ExpressTake.Flows); n > 0; n = this.take(ExpressTake.Flows)) {
-      for (let i = 0; i < n && flows !== undefined; i++) {
-        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Flows];
-        flows.record(out[e]!, out[e + 1]!, out[e + 2]!, out[e + 3]!, out[e + 4]!, out[e + 6]!, out[e + 5]);
-      }
-    }
+    this.takeEach(x, ExpressTake.Peers, (out, e) => {
+      const p = this.peersByHalves.get(out[e]!, out[e + 1]!);
+      if (p === undefined) return;
+      p.framesIn += out[e + 2]!;
+      p.bytesIn += out[e + 3]!;
+      p.framesOut += out[e + 4]!;
+      p.bytesOut += out[e + 5]!;
+    });
+    this.takeEach(x, ExpressTake.Networks, (out, e) => {
+      const port = this.networks.get(out[e]!);
+      if (port === undefined) return;
+      port.framesFromBridge += out[e + 1]!;
+      port.framesToBridge += out[e + 2]!;
+    });
+    this.takeEach(x, ExpressTake.Flows, (out, e) =>
+      this.flows?.record(out[e]!, out[e + 1]!, out[e + 2]!, out[e + 3]!, out[e + 4]!, out[e + 6]!, out[e + 5]),
+    );
     // MACs the express path delivered from: refreshed here too, so they do not expire.
-    for (let n = this.take(ExpressTake.Seen); n > 0; n = this.take(ExpressTake.Seen)) {
-      for (let i = 0; i < n; i++) {
-        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Seen];
-        const peer = this.nameOf(out[e + 3]!, out[e + 4]!);
-        this.macs.refresh(out[e]!, out[e + 1]!, out[e + 2]!, peer, out[e + 5]!);
-      }
-    }
-    for (let n = this.take(ExpressTake.Drops); n > 0; n = this.take(ExpressTake.Drops)) {
-      for (let i = 0; i < n; i++) {
-        const e = i * EXPRESS_ENTRY_LENGTH[ExpressTake.Drops];
-        const errno = out[e + 1]!;
-        const code = ERRNO_NAMES.get(errno);
-        const toBridge = out[e] === 1;
-        const reason: DropReason =
-          errno === 0
-            ? toBridge
-              ? 'bridge_queue_full'
-              : 'send_queue_full'
-            : toBridge
-              ? bridgeErrorReason({ code })
-              : sendErrorReason({ code });
-        this.dropCounter.count(reason, out[e + 2]);
-      }
-    }
+    this.takeEach(x, ExpressTake.Seen, (out, e) =>
+      this.macs.refresh(out[e]!, out[e + 1]!, out[e + 2]!, this.nameOf(out[e + 3]!, out[e + 4]!), out[e + 5]!),
+    );
+    this.takeEach(x, ExpressTake.Drops, (out, e) => {
+      const errno = out[e + 1]!;
+      const code = ERRNO_NAMES.get(errno);
+      const toBridge = out[e] === 1;
+      const reason: DropReason =
+        errno === 0
+          ? toBridge
+            ? 'bridge_queue_full'
+            : 'send_queue_full'
+          : toBridge
+            ? bridgeErrorReason({ code })
+            : sendErrorReason({ code });
+      this.dropCounter.count(reason, out[e + 2]);
+    });
   }
 
-  /** One ExpressPort.take into expressOut, sized for this kind's entries. */
-  private take(what: ExpressTake): number {
-    const len = EXPRESS_TAKE_ENTRIES * EXPRESS_ENTRY_LENGTH[what];
-    return this.express!.take(what, this.expressOut.subarray(0, len));
+  /** fn(out, e) for every entry of this kind the express path holds, e the entry's first index in out. */
+  private takeEach(x: ExpressPort, what: ExpressTake, fn: (out: Float64Array, e: number) => void): void {
+    const size = EXPRESS_ENTRY_LENGTH[what];
+    const out = this.expressOut.subarray(0, EXPRESS_TAKE_ENTRIES * size);
+    for (let n = x.take(what, out); n > 0; n = x.take(what, out)) {
+      for (let i = 0; i < n; i++) fn(out, i * size);
+    }
   }
 
   /**
