@@ -12,8 +12,11 @@
 import type { PeerName } from '../net/peername';
 import type { PeerEntry } from './topology';
 
+/** Where the entries are read from: the Topology itself, or a Map in tests. */
+export type EntryLookup = Pick<ReadonlyMap<PeerName, PeerEntry>, 'get'>;
+
 /** Peers `a` lists as connected that list `a` back. */
-function linkedBothWays(entries: ReadonlyMap<PeerName, PeerEntry>, a: PeerName): Set<PeerName> {
+function linkedBothWays(entries: EntryLookup, a: PeerName): Set<PeerName> {
   const out = new Set<PeerName>();
   for (const c of entries.get(a)?.connections ?? []) {
     if (entries.get(c.peer)?.connections.some((back) => back.peer === a) === true) out.add(c.peer);
@@ -26,7 +29,7 @@ function linkedBothWays(entries: ReadonlyMap<PeerName, PeerEntry>, a: PeerName):
  * to, received from `from` (undefined: our own report, to every neighbour).
  */
 export function healthRelayTargets(
-  entries: ReadonlyMap<PeerName, PeerEntry>,
+  entries: EntryLookup,
   neighbours: Iterable<PeerName>,
   origin: PeerName,
   from: PeerName | undefined,

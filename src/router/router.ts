@@ -37,6 +37,8 @@ export interface RouterOptions {
   datapath?: { path: Datapath; events: PathEventRelay };
   /** The mesh store riding the control connections (no etcd); absent with etcd. */
   storeGossip?: StoreGossipSink;
+  /** The periodic topology refresh's interval, ms; 30 s unless a test shortens it. */
+  gossipRefreshMs?: number;
 }
 
 type TargetSource = TargetStatus['source'];
@@ -67,6 +69,14 @@ interface Target {
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 const GOSSIP_REFRESH_MS = 30_000;
+/**
+ * Neighbours each periodic refresh goes to, drawn at random. Every change is flooded to
+ * every neighbour when it happens and a new connection starts with the whole topology,
+ * so the refresh only repairs what a connection lost as it closed. Sent to every
+ * neighbour, it made each host decode N-1 whole topologies per period: at 25 hosts
+ * the largest control message (14 KB) and the most garbage an idle daemon made.
+ */
+const GOSSIP_REFRESH_FANOUT = 3;
 const DIAL_TIMEOUT_MS = 5000;
 const GC_INTERVAL_MS = 5000;
 /** How long a peer may stay unreachable before we forget its entry. */
@@ -118,6 +128,10 @@ export class Router {
   private readonly targets = new Map<string, Target>();
   /** Ready connections by peer name: at most one per peer. */
   private readonly byPeer = new Map<PeerName, PeerConnection>();
+  /** Bumped on every change of byPeer (controlReachable's cache key, with the topology's). */
+  private byPeerVersion = 0;
+  /** controlReachable's last answer: the store asks four times a second. */
+  private reachableMemo: { routesVersion: number; byPeerVersion: number; peers: ReadonlySet<string> } | undefined;
   /** Every live connection, including those still handshaking. */
   private readonly connectionsAll = new Set<PeerConnection>();
   /** Inbound connections admitted and still handshaking, with the address they count against. */
@@ -148,8 +162,8 @@ export class Router {
     this.storeSink = opts.storeGossip;
     this.server = net.createServer((socket) => this.accept(socket));
     this.gossipTimer = setInterval(
-      () => this.guarded('gossip refresh', () => this.gossipAll(this.topology.entries())),
-      GOSSIP_REFRESH_MS,
+      () => this.guarded('gossip refresh', () => this.refreshGossip()),
+      opts.gossipRefreshMs ?? GOSSIP_REFRESH_MS,
     );
     this.gossipTimer.unref();
     this.gcTimer = setInterval(() => this.guarded('topology gc', () => this.collectGarbage()), GC_INTERVAL_MS);
@@ -192,8 +206,7 @@ export class Router {
    * from `from` only to the neighbours that do not get it otherwise (health-relay.ts).
    */
   sendHealth(payload: Buffer, origin: PeerName, from?: PeerName): void {
-    const entries = new Map(this.topology.entries().map((e) => [e.name, e] as const));
-    for (const name of healthRelayTargets(entries, this.byPeer.keys(), origin, from)) {
+    for (const name of healthRelayTargets(this.topology, this.byPeer.keys(), origin, from)) {
       this.byPeer.get(name)?.send({ type: MessageType.Health, payload });
     }
   }
@@ -217,7 +230,12 @@ export class Router {
    * Peers reachable over control connections: BFS over edges both ends list (established
    * on the data path or not: store gossip rides the control connections).
    */
-  controlReachable(): Set<string> {
+  controlReachable(): ReadonlySet<string> {
+    const routesVersion = this.topology.routesVersion;
+    const memo = this.reachableMemo;
+    if (memo !== undefined && memo.routesVersion === routesVersion && memo.byPeerVersion === this.byPeerVersion) {
+      return memo.peers;
+    }
     const entries = new Map(this.topology.entries().map((e) => [e.name, e] as const));
     const lists = (a: PeerName, b: PeerName): boolean => entries.get(a)?.connections.some((c) => c.peer === b) ?? false;
     const seen = new Set<PeerName>([this.self]);
@@ -237,7 +255,9 @@ export class Router {
       }
     }
     seen.delete(this.self);
-    return new Set([...seen].map(formatPeerName));
+    const peers: ReadonlySet<string> = new Set([...seen].map(formatPeerName));
+    this.reachableMemo = { routesVersion, byPeerVersion: this.byPeerVersion, peers };
+    return peers;
   }
 
   /**
@@ -495,6 +515,7 @@ export class Router {
     this.settleAdmission(conn);
     const hello = conn.remote!;
     this.byPeer.set(hello.name, conn);
+    this.byPeerVersion++;
     if (conn.target !== undefined) {
       const t = this.targets.get(conn.target);
       if (t) {
@@ -548,6 +569,7 @@ export class Router {
     const name = conn.remote?.name;
     if (name !== undefined && this.byPeer.get(name) === conn) {
       this.byPeer.delete(name);
+      this.byPeerVersion++;
       this.datapath?.removePeer(name, { hold: reason === `closed by peer: ${CLOSE_REASON_KERNEL_PATH_KEPT}` });
       this.log.info('disconnected from peer', { peer: formatPeerName(name), reason });
       this.storeSink?.peerDisconnected(formatPeerName(name));
@@ -650,8 +672,27 @@ export class Router {
     }
   }
 
+  /** The periodic repair: the whole topology to a few neighbours drawn at random. */
+  private refreshGossip(): void {
+    const neighbours = [...this.byPeer.values()];
+    // A partial Fisher-Yates shuffle: the first GOSSIP_REFRESH_FANOUT places.
+    const n = Math.min(GOSSIP_REFRESH_FANOUT, neighbours.length);
+    for (let i = 0; i < n; i++) {
+      const j = i + Math.floor(Math.random() * (neighbours.length - i));
+      [neighbours[i], neighbours[j]] = [neighbours[j]!, neighbours[i]!];
+    }
+    this.gossipTo(this.topology.entries(), neighbours.slice(0, n));
+  }
+
   private gossipAll(entries: readonly PeerEntry[], except?: PeerConnection): void {
-    if (entries.length === 0) return;
+    this.gossipTo(
+      entries,
+      [...this.byPeer.values()].filter((c) => c !== except),
+    );
+  }
+
+  private gossipTo(entries: readonly PeerEntry[], to: readonly PeerConnection[]): void {
+    if (entries.length === 0 || to.length === 0) return;
     let payload: Buffer;
     try {
       payload = encodeGossip(entries);
@@ -662,9 +703,7 @@ export class Router {
       this.log.error('cannot encode gossip (not sent)', { error: (err as Error).message });
       return;
     }
-    for (const conn of this.byPeer.values()) {
-      if (conn !== except) conn.send({ type: MessageType.Gossip, payload });
-    }
+    for (const conn of to) conn.send({ type: MessageType.Gossip, payload });
   }
 
   // ---- status ----

@@ -58,7 +58,7 @@ export interface MeshTransport {
   neighbours(): string[];
   send(peer: string, payload: Buffer): boolean;
   /** Peers reachable over control connections, directly or through others. */
-  reachable(): Set<string>;
+  reachable(): ReadonlySet<string>;
   /** Has every launch peer been reached once? Claims wait for it (or the settle timeout). */
   targetsConnected(): boolean;
 }
