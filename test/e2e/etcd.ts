@@ -6,10 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Host, Lab } from '../net/harness';
+import { freePort } from '../free-port';
+
+export { freePort };
 
 export interface EtcdOptions {
   /** Address to listen on; default 127.0.0.1. */
@@ -47,17 +49,6 @@ function hookExit(): void {
   process.on('exit', () => {
     for (const c of live) c.kill('SIGKILL');
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-  });
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
   });
 }
 

@@ -7,22 +7,13 @@
  */
 import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { freePort } from '../free-port';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Router } from '../../src/router/router';
 import { Topology } from '../../src/router/topology';
 import { randomPeerName } from '../../src/net/peername';
 import { loadSealer } from '../../src/crypto/seal';
 import { createLogger } from '../../src/log';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A TCP relay on 127.0.0.1: every accepted connection is piped to 127.0.0.1:to. */
 async function relay(to: number): Promise<{ port: number; accepted: () => number; close: () => Promise<void> }> {

@@ -6,8 +6,8 @@
  * what a user sees: the peers connect, the data path comes up and the routes use it, and
  * store messages reach the store.
  */
-import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { freePort } from '../free-port';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Router, type StoreGossipSink } from '../../src/router/router';
 import { Topology } from '../../src/router/topology';
@@ -18,16 +18,6 @@ import { loadSealer } from '../../src/crypto/seal';
 import { silentLogger } from '../../src/log';
 import { ManualClock } from '../../src/net/clock';
 import { MemoryLinks, MemoryUdpRing, MemoryUnderlay } from './sleeve-rings';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** What the store side of the control connections heard. */
 class StoreEvents implements StoreGossipSink {
