@@ -80,17 +80,18 @@ async function reachesDbByName(d2: DockerHost, from: string, ip1: string): Promi
   // By name, three in a row answered. Retried: a mesh seconds old may still be moving the
   // pair from the sleeve to the kernel path, which can cost a packet as it switches.
   let last = '';
-  await lab
-    .waitFor(
-      async () => {
-        last = (await docker(lab, d2, ['exec', from, 'ping', '-c', '3', '-W', '2', 'db'])).stdout;
-        return /3 packets received/.test(last);
-      },
-      { what: `three pings of db by name from ${from} (h2) to be answered`, timeoutMs: 30_000, intervalMs: 500 },
-    )
-    .catch((err: Error) => {
-      throw new Error(`${err.message}; last ping: ${last}`, { cause: err });
-    });
+  await lab.waitFor(
+    async () => {
+      last = (await docker(lab, d2, ['exec', from, 'ping', '-c', '3', '-W', '2', 'db'])).stdout;
+      return /3 packets received/.test(last);
+    },
+    {
+      what: `three pings of db by name from ${from} (h2) to be answered`,
+      timeoutMs: 30_000,
+      intervalMs: 500,
+      lastSeen: () => `ping output ${last}`,
+    },
+  );
 }
 
 describeDocker('the managed Docker plugin and the image on two dockerds', () => {

@@ -80,6 +80,9 @@ describe('namespace lab', () => {
     await expect(lab.waitFor(() => false, { what: 'the impossible', timeoutMs: 100, intervalMs: 20 })).rejects.toThrow(
       /waiting for the impossible/,
     );
+    await expect(
+      lab.waitFor(() => false, { what: 'x', timeoutMs: 50, intervalMs: 10, lastSeen: () => 'the last table' }),
+    ).rejects.toThrow(/waiting for x; last result: false; last seen: the last table$/);
   });
 
   it('destroy kills processes left in its namespaces and leaves no namespace with the prefix', async () => {

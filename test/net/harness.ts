@@ -87,6 +87,8 @@ export interface WaitOptions {
   intervalMs?: number;
   /** What is awaited, for the error message: "c1 to ping c2". */
   what: string;
+  /** What fn last observed (a command's output, a table), added to the timeout's message. */
+  lastSeen?: () => string;
 }
 
 export interface LabOptions {
@@ -805,7 +807,8 @@ export async function waitFor<T>(fn: () => T | Promise<T>, opts: WaitOptions): P
       last = `last error: ${(err as Error).message ?? String(err)}`;
     }
     if (Date.now() - start >= timeoutMs) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what}; ${last}`);
+      const seen = opts.lastSeen === undefined ? '' : `; last seen: ${opts.lastSeen()}`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what}; ${last}${seen}`);
     }
     await sleep(intervalMs);
   }

@@ -207,18 +207,19 @@ describe('health matrix, status page and flows on four hosts', () => {
       });
       await lab.ping(bystander, serverIp, { count: 3, intervalS: 0.2 });
       let last = '';
-      await lab
-        .waitFor(
-          async () => {
-            const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-t', '2'], { timeoutMs: 20_000 });
-            last = r.stdout.slice(-300) + r.stderr;
-            return r.code === 0;
-          },
-          { what: 'iperf3 to run from client to server', timeoutMs: 30_000, intervalMs: 500 },
-        )
-        .catch((err: Error) => {
-          throw new Error(`${err.message}; last iperf3 output: ${last}`);
-        });
+      await lab.waitFor(
+        async () => {
+          const r = await lab.exec(client, ['iperf3', '-c', serverIp, '-t', '2'], { timeoutMs: 20_000 });
+          last = r.stdout.slice(-300) + r.stderr;
+          return r.code === 0;
+        },
+        {
+          what: 'iperf3 to run from client to server',
+          timeoutMs: 30_000,
+          intervalMs: 500,
+          lastSeen: () => `iperf3 output ${last}`,
+        },
+      );
     } finally {
       iperfServer.kill('SIGKILL');
     }

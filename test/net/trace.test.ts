@@ -98,20 +98,19 @@ describe('weavets trace on a three-host line', () => {
     server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
     try {
       let last = '';
-      await lab
-        .waitFor(
-          async () => {
-            const r = await lab.exec(web, ['iperf3', '-c', apiIp, '-t', '2'], { timeoutMs: 20_000 });
-            last = r.stdout.slice(-300) + r.stderr;
-            return r.code === 0;
-          },
-          { what: 'iperf3 from web to api', timeoutMs: 30_000, intervalMs: 500 },
-        )
-        .catch((err: Error) => {
-          throw new Error(
-            `${err.message}; last iperf3 output: ${last}; server: ${serverOut} (exit ${server.exitCode})`,
-          );
-        });
+      await lab.waitFor(
+        async () => {
+          const r = await lab.exec(web, ['iperf3', '-c', apiIp, '-t', '2'], { timeoutMs: 20_000 });
+          last = r.stdout.slice(-300) + r.stderr;
+          return r.code === 0;
+        },
+        {
+          what: 'iperf3 from web to api',
+          timeoutMs: 30_000,
+          intervalMs: 500,
+          lastSeen: () => `iperf3 output ${last}; server: ${serverOut} (exit ${server.exitCode})`,
+        },
+      );
     } finally {
       server.kill('SIGKILL');
     }
