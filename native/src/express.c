@@ -15,16 +15,21 @@
  * is kept: entries before `first` left here, the rest leave from JS after them.
  *
  *   TAP -> UDP: a unicast frame whose destination MAC is cached behind a peer that is up,
- *     reached directly (the route's next hop is the peer itself, not the kernel path), and
- *     whose datagram fits the peer's path MTU: one FRAMES datagram with one record.
+ *     reached directly (the route's next hop is the peer itself, not the kernel path):
+ *     one FRAMES datagram with one record when that fits the peer's path MTU; a TCP
+ *     super-frame (up to 64 KiB) as a fragment series, cut exactly as the JS path cuts it
+ *     and handed to the kernel as UDP GSO sends (send_fragmented).
  *   UDP -> TAP: a FRAMES datagram from a known peer at its address whose every record
  *     comes from that peer, is for us, is on a network we carry, and whose source MAC is
- *     cached behind that same peer: each record written to its network's TAP.
+ *     cached behind that same peer: each record written to its network's TAP. And a clear
+ *     peer's fragment series whose one record passes the same checks, taken only whole
+ *     within the batch (take_series) and written to the TAP with one writev.
  *
  * A sealed peer's datagrams are sealed and opened with the peer's one sealing state
  * (peer_crypto.c), which the JS path uses too: one nonce counter, one replay window. A
- * frame is sealed here only if its datagram fits a SEAL_SLOT (the small frames latency
- * is about; 64 KiB super-frames stay on JS, which seals them once per fragment series).
+ * small frame is sealed in its own datagram (which must fit a SEAL_SLOT); a super-frame
+ * is sealed once as a whole unit and then cut, as on the JS path. Fragment series are
+ * numbered from one counter shared with JS (expressShareFragmentIds).
  * A datagram opened here but not forwarded (a heartbeat, a relay, a new MAC) is left to
  * JS marked EXPRESS_RX_OPENED in the ring's flags, so JS does not open it twice; one that
  * does not open is left untouched, and JS opens it again to count why.
@@ -41,12 +46,14 @@
  *   expressLearn(h, networkId, macHigh, macLow, peerHigh, peerLow)
  *   expressForgetPeer(h, high, low)
  *   expressTake(h, what, out Float64Array) -> entries written
- *   expressCounters(h) -> [framesSent, framesDelivered]
+ *   expressCounters(h) -> [framesSent, framesDelivered, superframesSent, superframesDelivered]
+ *   expressShareFragmentIds(h, cell Uint32Array(1))
  *   expressClose(h)
  */
 #define _GNU_SOURCE /* sendmmsg */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,11 +67,16 @@
 #include "peer_crypto.h"
 #include "poller.h"
 
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
 /* ---- the sleeve's wire format (docs/PROTOCOL.md; src/datapath/sleeve/codec.ts) ---- */
 
 #define SLEEVE_MAGIC 0x57
 #define SLEEVE_VERSION 1
 #define KIND_FRAMES 1
+#define KIND_FRAGMENT 4
 #define KIND_SEALED 5
 #define HEADER_LEN 12
 #define HEADER_MAGIC 0
@@ -81,6 +93,10 @@
 #define RECORD_LENGTH 16
 #define RECORD_OFFLOAD 20
 #define OFFLOAD_LEN 10
+#define FRAGMENT_HEADER_LEN 12 /* frame id u32, chunk offset u32, record total u32 (BE) */
+#define FRAGMENT_ID 0
+#define FRAGMENT_OFFSET 4
+#define FRAGMENT_TOTAL 8
 #define MIN_FRAME 14
 #define MAX_FRAME (65535 + 18)
 #define GROUP_BIT 0x010000000000ull /* the I/G bit of a MAC's first byte */
@@ -101,6 +117,20 @@
 /* Room to seal one datagram in; larger frames of sealed peers stay on JS. */
 #define SEAL_SLOT 2048
 #define MAX_ERRNO 134
+/* A super-frame's fragment series (docs/PROTOCOL.md "Fragments"): the kernel takes at most
+ * 64 segments and 65507 bytes per UDP GSO send; a 64 KiB record at the smallest path MTU
+ * the sleeve allows is well under FRAG_MAX chunks. */
+#define GSO_MAX_SEGMENTS 64
+#define GSO_MAX_BYTES 65507
+#define FRAG_MAX 128
+#define FRAG_HEAD (HEADER_LEN + FRAGMENT_HEADER_LEN)
+/* The sealed unit of a super-frame: prefix and tag, inner kind, record header, slot. */
+#define UNIT_MAX (WEAVETS_SEAL_UNIT_OVERHEAD + 1 + RECORD_OFFLOAD + OFFLOAD_LEN + MAX_FRAME)
+/* Largest record a series may rebuild (src/datapath/sleeve/codec.ts MAX_REASSEMBLED). */
+#define MAX_REASSEMBLED (MAX_FRAME + RECORD_HEADER_LEN + 26)
+_Static_assert((UNIT_MAX + 1023) / 1024 <= FRAG_MAX, "a 64 KiB unit in 1 KiB chunks fits FRAG_MAX");
+/* Complete series one receive step may deliver (see take_series). */
+#define RX_SERIES_MAX 4
 
 typedef struct {
   uint64_t name; /* 0: empty (0 is NO_PEER, never a peer's name) */
@@ -163,9 +193,30 @@ typedef struct express {
   uint8_t tx_sealed[TX_BATCH][SEAL_SLOT];
   xp_peer *tx_peer[TX_BATCH];
   uint32_t tx_frame_len[TX_BATCH];
+  /* A super-frame's fragment series: per segment its two headers, then its chunk of the
+   * unit (clear: record header + the TAP slot, in place; sealed: sealed in `unit`). */
+  uint8_t frag_head[FRAG_MAX][FRAG_HEAD];
+  struct iovec frag_iov[FRAG_MAX * 3];
+  uint8_t frag_record[RECORD_OFFLOAD];
+  uint8_t *unit; /* UNIT_MAX bytes, allocated with the path */
+  /* The sender's fragment id counter: a cell JS shares (expressShareFragmentIds), so
+   * series from here and from the JS path take ids from one sequence. */
+  uint32_t *frag_id;
+  uint32_t own_frag_id;
+  napi_ref frag_id_ref;
+  int gso_refused; /* UDP GSO failed once: super-frames stay on JS, which falls back */
+  /* Received series, delivered straight from the ring: per series the iovecs of its
+   * offload block and frame, chunk by chunk. */
+  struct iovec rx_iov[RX_SERIES_MAX][FRAG_MAX];
+  uint32_t rx_iovs[RX_SERIES_MAX];
+  uint32_t rx_net[RX_SERIES_MAX];
+  uint32_t rx_frame_len[RX_SERIES_MAX];
+  xp_mac *rx_mac[RX_SERIES_MAX];
+  double superframes_delivered;     /* of frames_delivered: rebuilt from fragment series */
   double send_drops[MAX_ERRNO + 1]; /* by errno; [0]: queue full */
   double bridge_drops[MAX_ERRNO + 1];
   double frames_sent, frames_delivered; /* cumulative */
+  double superframes_sent;              /* of frames_sent: as fragment series */
 } express;
 
 /* ---- helpers ---- */
@@ -345,6 +396,158 @@ static void tx_flush(express *x, uint32_t n) {
   }
 }
 
+static inline void put32(uint8_t *b, uint32_t v) {
+  b[0] = (uint8_t)(v >> 24);
+  b[1] = (uint8_t)(v >> 16);
+  b[2] = (uint8_t)(v >> 8);
+  b[3] = (uint8_t)v;
+}
+
+/* Our datagram header of kind `kind` at h. */
+static void write_header(uint8_t *h, uint64_t self, uint8_t kind) {
+  h[HEADER_MAGIC] = SLEEVE_MAGIC;
+  h[HEADER_VERSION] = SLEEVE_VERSION;
+  h[HEADER_KIND] = kind;
+  h[HEADER_FLAGS] = 0;
+  put48(h + HEADER_SENDER, self);
+  h[HEADER_RESERVED] = h[HEADER_RESERVED + 1] = 0;
+}
+
+/* A record header from us to `peer` (hops 0) up to its offload block. */
+static void write_record(uint8_t *r, uint64_t self, uint64_t peer, uint32_t net,
+                         uint32_t frame_len) {
+  put48(r + RECORD_SRC, self);
+  put48(r + RECORD_DST, peer);
+  r[RECORD_NETWORK] = (uint8_t)(net >> 16);
+  r[RECORD_NETWORK + 1] = (uint8_t)(net >> 8);
+  r[RECORD_NETWORK + 2] = (uint8_t)net;
+  r[RECORD_HOPS] = 0;
+  put32(r + RECORD_LENGTH, frame_len);
+}
+
+/* A path MTU a fragment series can use: the largest unit in at most FRAG_MAX chunks (a
+ * chunk of 1 KiB or more: at most 65 of them), and one segment per GSO send at least. */
+static int fragmentable(const xp_peer *p) {
+  if (p->max_datagram > GSO_MAX_BYTES || p->max_datagram < FRAG_HEAD + 1024) return 0;
+  return (p->sealed ? p->crypto != NULL : 1);
+}
+
+/* Send the iovecs of segments [first, first+k) as one UDP GSO send of segment size seg;
+ * iov_at[i] is where segment i's iovecs start. Returns 0, or the errno. */
+static int send_segments(express *x, const xp_peer *p, uint32_t seg, const uint32_t *iov_at,
+                         uint32_t first, uint32_t k) {
+  struct sockaddr_in sa = {
+      .sin_family = AF_INET, .sin_addr.s_addr = htonl(p->ip), .sin_port = htons(p->port)};
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr mh = {
+      .msg_name = &sa,
+      .msg_namelen = sizeof sa,
+      .msg_iov = &x->frag_iov[iov_at[first]],
+      .msg_iovlen = iov_at[first + k] - iov_at[first],
+      .msg_control = control.buf,
+      .msg_controllen = sizeof control.buf,
+  };
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_UDP;
+  cm->cmsg_type = UDP_SEGMENT;
+  cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t seg16 = (uint16_t)seg;
+  memcpy(CMSG_DATA(cm), &seg16, sizeof seg16);
+  ssize_t r;
+  do
+    r = sendmsg(x->udp->fd, &mh, MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? errno : 0;
+}
+
+/*
+ * One super-frame (the TAP slot: offload block + frame, len bytes) to `p` as a fragment
+ * series, exactly as the JS path cuts it (src/datapath/sleeve/transmit.ts): the unit is
+ * the record, or for a sealed peer prefix | tag | FRAMES | record sealed once as a whole;
+ * it is cut into chunks behind a datagram header (kind FRAGMENT) and a fragment header,
+ * every datagram but the last exactly the path MTU, and handed to the kernel as UDP GSO
+ * sends. A clear unit is sent from the slot in place (iovecs); a sealed one is copied
+ * once, to be sealed.
+ */
+static void send_fragmented(express *x, xp_peer *p, uint32_t net, uint8_t *slot, uint32_t len,
+                            double now) {
+  uint32_t frame_len = len - OFFLOAD_LEN;
+  /* The unit as up to two pieces. */
+  const uint8_t *piece[2];
+  uint32_t piece_len[2], pieces;
+  uint32_t total;
+  if (p->sealed) {
+    uint8_t *u = x->unit;
+    u[WEAVETS_SEAL_UNIT_OVERHEAD] = KIND_FRAMES;
+    write_record(u + WEAVETS_SEAL_UNIT_OVERHEAD + 1, x->self, p->name, net, frame_len);
+    memcpy(u + WEAVETS_SEAL_UNIT_OVERHEAD + 1 + RECORD_OFFLOAD, slot, len);
+    total = WEAVETS_SEAL_UNIT_OVERHEAD + 1 + RECORD_OFFLOAD + len;
+    weavets_peer_crypto_seal(p->crypto, u, WEAVETS_SEAL_UNIT_OVERHEAD,
+                             total - WEAVETS_SEAL_UNIT_OVERHEAD, now);
+    piece[0] = u;
+    piece_len[0] = total;
+    pieces = 1;
+  } else {
+    write_record(x->frag_record, x->self, p->name, net, frame_len);
+    piece[0] = x->frag_record;
+    piece_len[0] = RECORD_OFFLOAD;
+    piece[1] = slot;
+    piece_len[1] = len;
+    pieces = 2;
+    total = RECORD_OFFLOAD + len;
+  }
+  uint32_t seg = p->max_datagram;
+  uint32_t chunk_max = seg - FRAG_HEAD;
+  uint32_t id = *x->frag_id;
+  *x->frag_id = id + 1 == 0 ? 1 : id + 1;
+  uint32_t iov_at[FRAG_MAX + 1];
+  uint32_t n = 0, v = 0, pi = 0, po = 0;
+  for (uint32_t at = 0; at < total; at += chunk_max, n++) {
+    uint32_t chunk = total - at < chunk_max ? total - at : chunk_max;
+    uint8_t *fh = x->frag_head[n];
+    write_header(fh, x->self, KIND_FRAGMENT);
+    put32(fh + HEADER_LEN + FRAGMENT_ID, id);
+    put32(fh + HEADER_LEN + FRAGMENT_OFFSET, at);
+    put32(fh + HEADER_LEN + FRAGMENT_TOTAL, total);
+    iov_at[n] = v;
+    x->frag_iov[v].iov_base = fh;
+    x->frag_iov[v++].iov_len = FRAG_HEAD;
+    /* The chunk: the unit's bytes [at, at+chunk), from one piece or across two. */
+    for (uint32_t left = chunk; left > 0;) {
+      uint32_t take = piece_len[pi] - po < left ? piece_len[pi] - po : left;
+      x->frag_iov[v].iov_base = (void *)(piece[pi] + po);
+      x->frag_iov[v++].iov_len = take;
+      left -= take;
+      po += take;
+      if (po == piece_len[pi] && pi + 1 < pieces) {
+        pi++;
+        po = 0;
+      }
+    }
+  }
+  iov_at[n] = v;
+  uint32_t per_send =
+      GSO_MAX_BYTES / seg < GSO_MAX_SEGMENTS ? GSO_MAX_BYTES / seg : GSO_MAX_SEGMENTS;
+  for (uint32_t i = 0; i < n; i += per_send) {
+    uint32_t k = n - i < per_send ? n - i : per_send;
+    int err = send_segments(x, p, seg, iov_at, i, k);
+    if (err == 0) continue;
+    /* The rest of the series is useless to the receiver: count it dropped, as JS does. */
+    if (err == EIO || err == EINVAL || err == ENOPROTOOPT) x->gso_refused = 1;
+    for (uint32_t j = i; j < n; j++)
+      count_drop(x->send_drops, err);
+    return;
+  }
+  p->frames_out++;
+  p->bytes_out += frame_len;
+  x->frames_sent++;
+  x->superframes_sent++;
+}
+
 static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
   xp_tap_ctx *ctx = tap->express_ctx;
   express *x = ctx->x;
@@ -367,27 +570,22 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
     /* The datagram: header, [sealing prefix, tag, inner kind], record header, slot. */
     uint32_t front = p->sealed ? SEALED_BODY : HEADER_LEN;
     uint64_t size = front + RECORD_OFFLOAD + (uint64_t)len;
-    if (size > p->max_datagram || (p->sealed && size > SEAL_SLOT)) break;
+    if (size > p->max_datagram) {
+      /* A super-frame: cut into a fragment series, after what is queued (order). */
+      if (x->gso_refused || !fragmentable(p)) break;
+      if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
+      tx_flush(x, queued);
+      queued = 0;
+      send_fragmented(x, p, ctx->net, slot, len, now);
+      continue;
+    }
+    if (p->sealed && size > SEAL_SLOT) break;
     if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
     uint8_t *h = p->sealed ? x->tx_sealed[queued] : x->tx_hdr[queued];
-    h[HEADER_MAGIC] = SLEEVE_MAGIC;
-    h[HEADER_VERSION] = SLEEVE_VERSION;
-    h[HEADER_KIND] = p->sealed ? KIND_SEALED : KIND_FRAMES;
-    h[HEADER_FLAGS] = 0;
-    put48(h + HEADER_SENDER, x->self);
-    h[HEADER_RESERVED] = h[HEADER_RESERVED + 1] = 0;
+    write_header(h, x->self, p->sealed ? KIND_SEALED : KIND_FRAMES);
     if (p->sealed) h[SEALED_INNER_KIND] = KIND_FRAMES;
     uint8_t *r = h + front;
-    put48(r + RECORD_SRC, x->self);
-    put48(r + RECORD_DST, p->name);
-    r[RECORD_NETWORK] = (uint8_t)(ctx->net >> 16);
-    r[RECORD_NETWORK + 1] = (uint8_t)(ctx->net >> 8);
-    r[RECORD_NETWORK + 2] = (uint8_t)ctx->net;
-    r[RECORD_HOPS] = 0;
-    r[RECORD_LENGTH] = (uint8_t)(frame_len >> 24);
-    r[RECORD_LENGTH + 1] = (uint8_t)(frame_len >> 16);
-    r[RECORD_LENGTH + 2] = (uint8_t)(frame_len >> 8);
-    r[RECORD_LENGTH + 3] = (uint8_t)frame_len;
+    write_record(r, x->self, p->name, ctx->net, frame_len);
     if (p->sealed) {
       memcpy(r + RECORD_OFFLOAD, slot, len);
       weavets_peer_crypto_seal(p->crypto, h, SEALED_INNER_KIND, size - SEALED_INNER_KIND, now);
@@ -466,6 +664,106 @@ static void deliver_records(express *x, xp_peer *p, uint8_t *buf, uint32_t start
   }
 }
 
+/*
+ * A clear peer's fragment series (docs/PROTOCOL.md "Fragments"), taken only whole: from
+ * entry i on, every segment of every entry (a GRO train holds several) must be a FRAGMENT
+ * from `p` at its address, continuing the series in order, and each series' first chunk
+ * must show one record that records_expressible would take (from p, for us, not relayed,
+ * a carried network, a source MAC cached behind p) spanning exactly the series' total.
+ * Entries are taken up to the first boundary where no series is open; each complete
+ * series is then written to its TAP with one writev straight from the ring. Returns the
+ * entries taken, or 0 when anything differs (a gap, another kind, another sender, a
+ * series not complete within the batch): then JS takes entry i and everything after it,
+ * so a series is always rebuilt by one path, never half by each.
+ */
+static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_t i, uint32_t n,
+                            double now) {
+  uint32_t id = 0, got = 0, total = 0, series = 0;
+  for (uint32_t e = i; e < n; e++) {
+    uint32_t len = udp->ring_lengths[e];
+    if (len == 0 || udp->ring_addrs[e] != p->ip) return 0;
+    uint32_t seg = udp->ring_segs[e] ? udp->ring_segs[e] : len;
+    uint8_t *entry = udp->ring + (size_t)e * udp->ring_slot;
+    for (uint32_t o = 0; o < len; o += seg) {
+      uint8_t *d = entry + o;
+      uint32_t dlen = len - o < seg ? len - o : seg;
+      if (dlen <= FRAG_HEAD || d[HEADER_MAGIC] != SLEEVE_MAGIC ||
+          d[HEADER_VERSION] != SLEEVE_VERSION || d[HEADER_KIND] != KIND_FRAGMENT ||
+          d[HEADER_FLAGS] != 0 || d[HEADER_RESERVED] != 0 || d[HEADER_RESERVED + 1] != 0 ||
+          get48(d + HEADER_SENDER) != p->name)
+        return 0;
+      const uint8_t *f = d + HEADER_LEN;
+      uint32_t fid = get32(f + FRAGMENT_ID), at = get32(f + FRAGMENT_OFFSET),
+               ftotal = get32(f + FRAGMENT_TOTAL);
+      uint8_t *chunk = d + FRAG_HEAD;
+      uint32_t chunk_len = dlen - FRAG_HEAD;
+      if (ftotal < RECORD_HEADER_LEN + MIN_FRAME || ftotal > MAX_REASSEMBLED ||
+          chunk_len > ftotal - at || at > ftotal)
+        return 0;
+      if (got == 0) {
+        /* A new series: its first chunk must hold the record header and both MACs. */
+        if (at != 0 || series == RX_SERIES_MAX || chunk_len < RECORD_HEADER_LEN + 12) return 0;
+        const uint8_t *r = chunk;
+        uint32_t frame_len = get32(r + RECORD_LENGTH);
+        if (frame_len != ftotal - RECORD_HEADER_LEN || frame_len > MAX_FRAME) return 0;
+        if (get48(r + RECORD_SRC) != p->name || get48(r + RECORD_DST) != x->self ||
+            r[RECORD_HOPS] != 0)
+          return 0;
+        uint32_t net = get24(r + RECORD_NETWORK);
+        if (!net_find(x, net)) return 0;
+        uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
+        if (src_mac & GROUP_BIT) return 0;
+        xp_mac *m = mac_find(x, net, src_mac);
+        if (!m || m->peer != p->name || now - m->seen_ms > x->mac_max_age_ms) return 0;
+        id = fid;
+        total = ftotal;
+        x->rx_iovs[series] = 0;
+        x->rx_net[series] = net;
+        x->rx_frame_len[series] = frame_len;
+        x->rx_mac[series] = m;
+        /* The TAP takes the offload block and the frame: skip the record's fixed fields. */
+        chunk += RECORD_OFFLOAD;
+        chunk_len -= RECORD_OFFLOAD;
+        got = RECORD_OFFLOAD;
+      } else {
+        if (fid != id || at != got || ftotal != total) return 0;
+      }
+      if (x->rx_iovs[series] == FRAG_MAX) return 0;
+      struct iovec *v = &x->rx_iov[series][x->rx_iovs[series]++];
+      v->iov_base = chunk;
+      v->iov_len = chunk_len;
+      got += chunk_len;
+      if (got == total) {
+        series++;
+        got = 0;
+      }
+    }
+    if (got != 0) continue; /* a series still open: it must complete in a later entry */
+    /* Entries [i, e] hold `series` complete series and nothing else: deliver them. */
+    for (uint32_t k = 0; k < series; k++) {
+      xp_net *net = net_find(x, x->rx_net[k]);
+      xp_mac *m = x->rx_mac[k];
+      m->seen_ms = now;
+      m->seen_dirty = 1;
+      p->frames_in++;
+      p->bytes_in += x->rx_frame_len[k];
+      ssize_t w;
+      do
+        w = writev(net->tap->fd, x->rx_iov[k], (int)x->rx_iovs[k]);
+      while (w < 0 && errno == EINTR);
+      if (w < 0)
+        count_drop(x->bridge_drops, errno);
+      else {
+        net->to_bridge++;
+        x->frames_delivered++;
+        x->superframes_delivered++;
+      }
+    }
+    return e - i + 1;
+  }
+  return 0;
+}
+
 static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
   express *x = udp->express_ctx;
   double now = now_ms(x);
@@ -473,8 +771,16 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
   for (; i < n; i++) {
     uint32_t len = udp->ring_lengths[i];
     uint32_t seg = udp->ring_segs[i];
-    if (len < HEADER_LEN + RECORD_HEADER_LEN || (seg != 0 && seg < len)) break;
     uint8_t *d = udp->ring + (size_t)i * udp->ring_slot;
+    if (len > HEADER_LEN && d[HEADER_KIND] == KIND_FRAGMENT) {
+      /* Fragments of a clear peer, possibly coalesced by GRO: whole series only. */
+      xp_peer *p = len >= FRAG_HEAD ? peer_find(x, get48(d + HEADER_SENDER)) : NULL;
+      uint32_t took = p && !p->sealed ? take_series(x, udp, p, i, n, now) : 0;
+      if (took == 0) break;
+      i += took - 1;
+      continue;
+    }
+    if (len < HEADER_LEN + RECORD_HEADER_LEN || (seg != 0 && seg < len)) break;
     uint8_t kind = d[HEADER_KIND];
     if (d[HEADER_MAGIC] != SLEEVE_MAGIC || d[HEADER_VERSION] != SLEEVE_VERSION ||
         (kind != KIND_FRAMES && kind != KIND_SEALED) || d[HEADER_FLAGS] != 0 ||
@@ -546,6 +852,8 @@ static void express_finalize(napi_env env, void *data, void *hint) {
   for (size_t i = 0; i < PEER_SLOTS; i++)
     if (x->peers[i].crypto_ref) napi_delete_reference(env, x->peers[i].crypto_ref);
   if (x->udp_ref) napi_delete_reference(env, x->udp_ref);
+  if (x->frag_id_ref) napi_delete_reference(env, x->frag_id_ref);
+  free(x->unit);
   free(x);
 }
 
@@ -623,6 +931,14 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   x->clock_offset_ms = js_now - (double)uv_hrtime() / 1e6;
   x->mac_max_age_ms = max_age;
   x->count_flows = flows;
+  x->own_frag_id = 1;
+  x->frag_id = &x->own_frag_id;
+  x->unit = malloc(UNIT_MAX);
+  if (!x->unit) {
+    free(x);
+    weavets_throw_errno(env, "malloc", ENOMEM);
+    return NULL;
+  }
   for (int i = 0; i < TX_BATCH; i++) {
     struct msghdr *h = &x->tx_msgs[i].msg_hdr;
     h->msg_name = &x->tx_names[i];
@@ -634,6 +950,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   napi_value obj;
   if (napi_create_object(env, &obj) != napi_ok ||
       napi_wrap(env, obj, x, express_finalize, NULL, NULL) != napi_ok) {
+    free(x->unit);
     free(x);
     weavets_ensure_thrown(env, "expressCreate failed");
     return NULL;
@@ -855,12 +1172,37 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   express *x = express_get(env, argv[0]);
   if (!x) return NULL;
   napi_value arr, v;
-  napi_create_array_with_length(env, 2, &arr);
+  napi_create_array_with_length(env, 4, &arr);
   napi_create_double(env, x->frames_sent, &v);
   napi_set_element(env, arr, 0, v);
   napi_create_double(env, x->frames_delivered, &v);
   napi_set_element(env, arr, 1, v);
+  napi_create_double(env, x->superframes_sent, &v);
+  napi_set_element(env, arr, 2, v);
+  napi_create_double(env, x->superframes_delivered, &v);
+  napi_set_element(env, arr, 3, v);
   return arr;
+}
+
+/* expressShareFragmentIds(h, cell: Uint32Array(1)): take fragment ids from cell[0], the
+ * counter the JS path's TransmitArena uses, so one sender has one id sequence. */
+static napi_value js_share_fragment_ids(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!weavets_get_args(env, info, 2, argv)) return NULL;
+  express *x = express_get(env, argv[0]);
+  void *data;
+  size_t len;
+  if (!x || !weavets_get_typed(env, argv[1], napi_uint32_array, "cell", &data, &len)) return NULL;
+  if (len < 1) {
+    napi_throw_range_error(env, NULL, "cell must hold one Uint32");
+    return NULL;
+  }
+  napi_ref ref;
+  if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) return NULL;
+  if (x->frag_id_ref) napi_delete_reference(env, x->frag_id_ref);
+  x->frag_id_ref = ref;
+  x->frag_id = data;
+  return NULL;
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
@@ -895,6 +1237,7 @@ napi_status weavets_init_express(napi_env env, napi_value exports) {
       {"expressForgetPeer", js_forget_peer},
       {"expressTake", js_take},
       {"expressCounters", js_counters},
+      {"expressShareFragmentIds", js_share_fragment_ids},
       {"expressClose", js_close},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

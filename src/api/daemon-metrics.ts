@@ -73,18 +73,7 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
       this.set(router.topology.entries().length);
     },
   });
-  counterFromTotals({
-    name: 'weavets_sleeve_express_frames_total',
-    help: "Frames the sleeve's express path forwarded in C without the daemon's JavaScript: sent to peers, delivered to bridges.",
-    labelNames: ['direction'],
-    registry,
-    read(emit) {
-      const n = datapath.expressFrames?.();
-      if (n === undefined) return;
-      emit({ direction: 'sent' }, n.sent);
-      emit({ direction: 'delivered' }, n.delivered);
-    },
-  });
+  registerExpressMetrics(registry, datapath);
   new Gauge({
     name: 'weavets_fastdp_mac_fdb_entries',
     help: 'Per-MAC FDB entries on the fastdp VXLAN devices (known unicast to its owner only).',
@@ -103,6 +92,34 @@ export function registerDaemonMetrics(registry: Registry, router: Router, datapa
         emit({ network: String(n.network), direction: 'from_bridge' }, n.framesFromBridge);
         emit({ network: String(n.network), direction: 'to_bridge' }, n.framesToBridge);
       }
+    },
+  });
+}
+
+/** What the sleeve's express path (native/src/express.c) carried in C. */
+function registerExpressMetrics(registry: Registry, datapath: Datapath): void {
+  counterFromTotals({
+    name: 'weavets_sleeve_express_frames_total',
+    help: "Frames the sleeve's express path forwarded in C without the daemon's JavaScript: sent to peers, delivered to bridges.",
+    labelNames: ['direction'],
+    registry,
+    read(emit) {
+      const n = datapath.expressFrames?.();
+      if (n === undefined) return;
+      emit({ direction: 'sent' }, n.sent);
+      emit({ direction: 'delivered' }, n.delivered);
+    },
+  });
+  counterFromTotals({
+    name: 'weavets_sleeve_express_superframes_total',
+    help: "Super-frames (TCP segments of up to 64 KiB) the sleeve's express path carried in C as fragment series: cut and sent to peers, rebuilt and delivered to bridges; also counted in weavets_sleeve_express_frames_total.",
+    labelNames: ['direction'],
+    registry,
+    read(emit) {
+      const n = datapath.expressFrames?.();
+      if (n === undefined) return;
+      emit({ direction: 'sent' }, n.superframesSent);
+      emit({ direction: 'delivered' }, n.superframesDelivered);
     },
   });
 }

@@ -91,7 +91,7 @@ export class CompositeDatapath implements Datapath, DatapathEvents, FastdpEvents
     return this.sleeve.networkStats();
   }
 
-  expressFrames(): { sent: number; delivered: number } {
+  expressFrames(): { sent: number; delivered: number; superframesSent: number; superframesDelivered: number } {
     return this.sleeve.expressFrames();
   }
 

@@ -121,7 +121,8 @@ interface NativeBinding {
   ): void;
   expressForgetPeer(h: NativeExpressHandle, high: number, low: number): void;
   expressTake(h: NativeExpressHandle, what: number, out: Float64Array): number;
-  expressCounters(h: NativeExpressHandle): [number, number];
+  expressCounters(h: NativeExpressHandle): [number, number, number, number];
+  expressShareFragmentIds(h: NativeExpressHandle, cell: Uint32Array): void;
   expressClose(h: NativeExpressHandle): void;
 }
 
@@ -568,10 +569,22 @@ export class ExpressPath {
     return native().expressTake(this.handle, what, out);
   }
 
-  /** Frames sent and delivered by the path since it was created. */
-  counters(): { sent: number; delivered: number } {
-    const [sent, delivered] = native().expressCounters(this.handle);
-    return { sent, delivered };
+  /**
+   * Frames sent and delivered by the path since it was created; of those, the
+   * super-frames it sent as fragment series and rebuilt from them.
+   */
+  counters(): { sent: number; delivered: number; superframesSent: number; superframesDelivered: number } {
+    const [sent, delivered, superframesSent, superframesDelivered] = native().expressCounters(this.handle);
+    return { sent, delivered, superframesSent, superframesDelivered };
+  }
+
+  /**
+   * Take fragment ids from cell[0], the counter the JS path's fragment series use too, so
+   * that one sender numbers its series from one sequence. The cell must be backed by an
+   * ArrayBuffer of its own (off the V8 heap, so it never moves); the path keeps it alive.
+   */
+  shareFragmentIds(cell: Uint32Array): void {
+    native().expressShareFragmentIds(this.handle, cell);
   }
 
   /** Unhook from the socket and TAPs. Idempotent. */

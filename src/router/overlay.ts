@@ -108,7 +108,10 @@ export interface Datapath {
   setProbeListener?(listener: ProbeListener | undefined): void;
   /** Per-MAC kernel FDB entries programmed (fastdp only). */
   kernelMacEntries?(): number;
-  /** Frames the sleeve's express path (native/src/express.c) sent and delivered without JS. */
-  expressFrames?(): { sent: number; delivered: number };
+  /**
+   * Frames the sleeve's express path (native/src/express.c) sent and delivered without JS;
+   * of those, the super-frames it sent as fragment series and rebuilt from them.
+   */
+  expressFrames?(): { sent: number; delivered: number; superframesSent: number; superframesDelivered: number };
   close(): Promise<void>;
 }

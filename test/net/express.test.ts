@@ -27,6 +27,18 @@ async function expressFrames(lab: Lab, host: Host): Promise<{ sent: number; deli
 }
 
 /**
+ * weavets_sleeve_express_superframes_total{direction} from a host's /metrics: super-frames
+ * C cut into fragment series and sent, or rebuilt from them and delivered.
+ */
+async function expressSuperframes(lab: Lab, host: Host, direction: 'sent' | 'delivered'): Promise<number> {
+  const body = (await lab.http(host, '/metrics')).body;
+  const m = body.match(
+    new RegExp(`^weavets_sleeve_express_superframes_total\\{direction="${direction}"\\} (\\d+)`, 'm'),
+  );
+  return m === null ? -1 : Number(m[1]);
+}
+
+/**
  * 20 pings from `from` to `toIp` (all must answer); what the express path of each of
  * `hosts` sent and delivered meanwhile.
  */
@@ -122,14 +134,32 @@ describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
     const r2 = await lab.ping(c2, ip3, { count: 10, intervalS: 0.05 });
     expect(r2.received, r2.output).toBe(10);
     expect(await expressFrames(lab, host3)).toEqual({ sent: 0, delivered: 0 });
+    expect(await expressSuperframes(lab, host3, 'sent')).toBe(0);
+    expect(await expressSuperframes(lab, host3, 'delivered')).toBe(0);
   });
 
   it('a TCP stream of 8 MB arrives byte for byte while its frames take both paths', async () => {
     const before = await expressFrames(lab, host1);
+    const sentBefore = await expressSuperframes(lab, host1, 'sent');
+    const deliveredBefore = await expressSuperframes(lab, host2, 'delivered');
+    expect(sentBefore).toBeGreaterThanOrEqual(0);
+    expect(deliveredBefore).toBeGreaterThanOrEqual(0);
     expect(await tcpTransferIntact(lab, c1, c2, ip2)).toBe(true);
     // The receiver's ACKs are small unicast frames: host2 sent them through C.
     const after = await expressFrames(lab, host1);
     expect(after.delivered - before.delivered).toBeGreaterThan(0);
+    // The sender's TCP super-frames were cut into fragment series by C, and rebuilt by C.
+    expect((await expressSuperframes(lab, host1, 'sent')) - sentBefore).toBeGreaterThan(0);
+    expect((await expressSuperframes(lab, host2, 'delivered')) - deliveredBefore).toBeGreaterThan(0);
+  });
+
+  it('fragment series cut in C are rebuilt by a JS-only host, and series cut in JS by C, byte for byte', async () => {
+    const sentBefore = await expressSuperframes(lab, host1, 'sent');
+    expect(await tcpTransferIntact(lab, c1, c3, ip3)).toBe(true);
+    expect((await expressSuperframes(lab, host1, 'sent')) - sentBefore).toBeGreaterThan(0);
+    const deliveredBefore = await expressSuperframes(lab, host1, 'delivered');
+    expect(await tcpTransferIntact(lab, c3, c1, ip1)).toBe(true);
+    expect((await expressSuperframes(lab, host1, 'delivered')) - deliveredBefore).toBeGreaterThan(0);
   });
 
   it('flows and per-peer frame counters include the frames C carried', async () => {
@@ -217,7 +247,7 @@ describe('sleeve express path with a password: one sealing state per peer, share
     expect(back.received, back.output).toBe(10);
   });
 
-  it('a TCP stream arrives byte for byte with its small frames sealed in C and its super-frames in JS, and nothing is refused as forged or replayed', async () => {
+  it('a TCP stream arrives byte for byte with its frames and super-frames sealed in C, and nothing is refused as forged or replayed', async () => {
     const sealingDrops = async (host: Host): Promise<string> =>
       [
         ...(await lab.http(host, '/metrics')).body.matchAll(
@@ -227,8 +257,21 @@ describe('sleeve express path with a password: one sealing state per peer, share
         .map((m) => `${m[1]}=${m[2]}`)
         .join(' ');
     const before = [await sealingDrops(host1), await sealingDrops(host2)];
+    const superBefore = await expressSuperframes(lab, host1, 'sent');
+    expect(superBefore).toBeGreaterThanOrEqual(0);
     expect(await tcpTransferIntact(lab, c1, c2, ip2)).toBe(true);
     // Counted during the transfer, not since launch: connection set-up may see a stray one.
     expect([await sealingDrops(host1), await sealingDrops(host2)]).toEqual(before);
+    expect((await expressSuperframes(lab, host1, 'sent')) - superBefore).toBeGreaterThan(0);
+  });
+
+  it('a fragment series sealed and cut in C opens and is rebuilt on a host sealing in JS', async () => {
+    await lab.waitFor(async () => (await lab.ping(c1, ip3, { count: 1, timeoutS: 1 })).ok, {
+      what: 'c1 to reach c3',
+      timeoutMs: 30_000,
+    });
+    const superBefore = await expressSuperframes(lab, host1, 'sent');
+    expect(await tcpTransferIntact(lab, c1, c3, ip3)).toBe(true);
+    expect((await expressSuperframes(lab, host1, 'sent')) - superBefore).toBeGreaterThan(0);
   });
 });

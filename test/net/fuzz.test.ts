@@ -14,7 +14,12 @@ import {
   PROTOCOL_MAX_VERSION,
   PROTOCOL_MIN_VERSION,
 } from '../../src/router/control-codec';
-import { encode as encodeDatagram, DatagramKind, OFFLOAD_LENGTH } from '../../src/datapath/sleeve/codec';
+import {
+  encode as encodeDatagram,
+  DATAGRAM_HEADER_LENGTH,
+  DatagramKind,
+  OFFLOAD_LENGTH,
+} from '../../src/datapath/sleeve/codec';
 import { parsePeerName, type PeerName } from '../../src/net/peername';
 import { type Host, type Lab, type Namespace } from './harness';
 import { useLab } from './lab-hooks';
@@ -48,7 +53,8 @@ function seeds(realPeers: PeerName[]): Buffer[] {
 
 /**
  * Datagrams as host2 sends them to host1 (sender, source address, network, learned MACs):
- * what the express path (native/src/express.c) forwards without JS, for the fuzzer to
+ * what the express path (native/src/express.c) forwards without JS, small frames and a
+ * fragment series, for the fuzzer to
  * mutate from host2's own address, so every check of its parser is exercised.
  */
 function expressSeeds(from: PeerName, to: PeerName, network: number, srcMac: number, dstMac: number): Buffer[] {
@@ -61,6 +67,22 @@ function expressSeeds(from: PeerName, to: PeerName, network: number, srcMac: num
     const record = { src: from, dst: to, network, hops: 0, offload: Buffer.alloc(OFFLOAD_LENGTH), frame };
     out.push(encodeDatagram({ kind: DatagramKind.Frames, sender: from, frames: [record] }));
     out.push(encodeDatagram({ kind: DatagramKind.Frames, sender: from, frames: [record, record] }));
+  }
+  // A fragment series of one 3,000-byte frame (the express path rebuilds a clear peer's
+  // series in C): each fragment is a seed, so offsets, ids and totals get mutated too.
+  const frame = Buffer.alloc(3000, 0x5b);
+  frame.writeUIntBE(dstMac, 0, 6);
+  frame.writeUIntBE(srcMac, 6, 6);
+  frame.writeUInt16BE(0x0800, 12);
+  const record = { src: from, dst: to, network, hops: 0, offload: Buffer.alloc(OFFLOAD_LENGTH), frame };
+  const unit = encodeDatagram({ kind: DatagramKind.Frames, sender: from, frames: [record] }).subarray(
+    DATAGRAM_HEADER_LENGTH,
+  );
+  for (let offset = 0; offset < unit.length; offset += 1200) {
+    const chunk = unit.subarray(offset, offset + 1200);
+    out.push(
+      encodeDatagram({ kind: DatagramKind.Fragment, sender: from, frameId: 7, offset, total: unit.length, chunk }),
+    );
   }
   return out;
 }

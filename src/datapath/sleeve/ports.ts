@@ -80,7 +80,9 @@ export interface ExpressPort {
   learn(networkId: number, macHigh: number, macLow: number, peerHigh: number, peerLow: number): void;
   forgetPeer(high: number, low: number): void;
   take(what: ExpressTake, out: Float64Array): number;
-  counters(): { sent: number; delivered: number };
+  counters(): { sent: number; delivered: number; superframesSent: number; superframesDelivered: number };
+  /** Number fragment series from cell[0], the counter the JS path uses (one sequence per sender). */
+  shareFragmentIds(cell: Uint32Array): void;
   close(): void;
 }
 
@@ -100,6 +102,7 @@ export function kernelExpress(
     forgetPeer: (high, low) => path.forgetPeer(high, low),
     take: (what, out) => path.take(what, out),
     counters: () => path.counters(),
+    shareFragmentIds: (cell) => path.shareFragmentIds(cell),
     close: () => path.close(),
   };
 }

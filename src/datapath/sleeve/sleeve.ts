@@ -240,6 +240,7 @@ export class SleeveDatapath implements Datapath {
     };
     this.tx = new TransmitArena(shared);
     this.express = parts.express;
+    this.express?.shareFragmentIds(this.tx.fragmentIds);
     this.expressOut = new Float64Array(
       this.express === undefined ? 0 : EXPRESS_TAKE_ENTRIES * Math.max(...Object.values(EXPRESS_ENTRY_LENGTH)),
     );
@@ -423,8 +424,8 @@ export class SleeveDatapath implements Datapath {
   }
 
   /** Frames the express path sent and delivered (zero without one). */
-  expressFrames(): { sent: number; delivered: number } {
-    return this.express?.counters() ?? { sent: 0, delivered: 0 };
+  expressFrames(): { sent: number; delivered: number; superframesSent: number; superframesDelivered: number } {
+    return this.express?.counters() ?? { sent: 0, delivered: 0, superframesSent: 0, superframesDelivered: 0 };
   }
 
   setProbeListener(listener: ProbeListener | undefined): void {

@@ -60,7 +60,11 @@ export class TransmitArena {
   private readonly fragLengths = new Uint32Array(MAX_FRAGMENTS);
   private readonly fragAddrs = new Uint32Array(MAX_FRAGMENTS);
   private readonly fragPorts = new Uint16Array(MAX_FRAGMENTS);
-  private nextFragId = 1;
+  /**
+   * The next fragment series id, one sequence per sender: a cell of its own ArrayBuffer
+   * (never moved by V8), which the express path also numbers its series from.
+   */
+  readonly fragmentIds = new Uint32Array(new ArrayBuffer(4)).fill(1);
   private gsoWorks = true;
   /**
    * Our datagram header, written once: stamped on every datagram (stampHeader), because
@@ -206,8 +210,8 @@ export class TransmitArena {
     }
     const seg = p.pmtu;
     const chunkMax = seg - DATAGRAM_HEADER_LENGTH - FRAGMENT_HEADER_LENGTH;
-    const id = this.nextFragId;
-    this.nextFragId = (this.nextFragId + 1) >>> 0 || 1;
+    const id = this.fragmentIds[0]!;
+    this.fragmentIds[0] = (id + 1) >>> 0 || 1;
     const fb = this.fragBuf;
     let w = 0;
     let n = 0;
