@@ -53,7 +53,6 @@
 #define _GNU_SOURCE /* sendmmsg */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/udp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,10 +65,7 @@
 #include "express.h"
 #include "peer_crypto.h"
 #include "poller.h"
-
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
+#include "udp.h"
 
 /* ---- the sleeve's wire format (docs/PROTOCOL.md; src/datapath/sleeve/codec.ts) ---- */
 
@@ -438,30 +434,8 @@ static int send_segments(express *x, const xp_peer *p, uint32_t seg, const uint3
                          uint32_t first, uint32_t k) {
   struct sockaddr_in sa = {
       .sin_family = AF_INET, .sin_addr.s_addr = htonl(p->ip), .sin_port = htons(p->port)};
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr mh = {
-      .msg_name = &sa,
-      .msg_namelen = sizeof sa,
-      .msg_iov = &x->frag_iov[iov_at[first]],
-      .msg_iovlen = iov_at[first + k] - iov_at[first],
-      .msg_control = control.buf,
-      .msg_controllen = sizeof control.buf,
-  };
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_UDP;
-  cm->cmsg_type = UDP_SEGMENT;
-  cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-  uint16_t seg16 = (uint16_t)seg;
-  memcpy(CMSG_DATA(cm), &seg16, sizeof seg16);
-  ssize_t r;
-  do
-    r = sendmsg(x->udp->fd, &mh, MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  return r < 0 ? errno : 0;
+  return weavets_udp_send_gso(x->udp->fd, &sa, &x->frag_iov[iov_at[first]],
+                              iov_at[first + k] - iov_at[first], (uint16_t)seg);
 }
 
 /*
@@ -636,6 +610,25 @@ static int records_expressible(express *x, const uint8_t *buf, uint32_t start, u
   return o == end;
 }
 
+/* Write one frame from `p` (offload block and frame, in iovecs) to the network's TAP and
+ * count it; returns whether the TAP took it. */
+static int deliver(express *x, xp_peer *p, xp_net *net, const struct iovec *iov, uint32_t iovs,
+                   uint32_t frame_len) {
+  p->frames_in++;
+  p->bytes_in += frame_len;
+  ssize_t w;
+  do
+    w = writev(net->tap->fd, iov, (int)iovs);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    count_drop(x->bridge_drops, errno);
+    return 0;
+  }
+  net->to_bridge++;
+  x->frames_delivered++;
+  return 1;
+}
+
 static void deliver_records(express *x, xp_peer *p, uint8_t *buf, uint32_t start, uint32_t end,
                             double now) {
   for (uint32_t o = start; o < end;) {
@@ -648,18 +641,8 @@ static void deliver_records(express *x, xp_peer *p, uint8_t *buf, uint32_t start
       m->seen_ms = now;
       m->seen_dirty = 1;
     }
-    p->frames_in++;
-    p->bytes_in += frame_len;
-    ssize_t w;
-    do
-      w = write(net->tap->fd, r + RECORD_OFFLOAD, OFFLOAD_LEN + frame_len);
-    while (w < 0 && errno == EINTR);
-    if (w < 0)
-      count_drop(x->bridge_drops, errno);
-    else {
-      net->to_bridge++;
-      x->frames_delivered++;
-    }
+    struct iovec v = {.iov_base = r + RECORD_OFFLOAD, .iov_len = OFFLOAD_LEN + frame_len};
+    deliver(x, p, net, &v, 1, frame_len);
     o += RECORD_HEADER_LEN + frame_len;
   }
 }
@@ -745,19 +728,8 @@ static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_
       xp_mac *m = x->rx_mac[k];
       m->seen_ms = now;
       m->seen_dirty = 1;
-      p->frames_in++;
-      p->bytes_in += x->rx_frame_len[k];
-      ssize_t w;
-      do
-        w = writev(net->tap->fd, x->rx_iov[k], (int)x->rx_iovs[k]);
-      while (w < 0 && errno == EINTR);
-      if (w < 0)
-        count_drop(x->bridge_drops, errno);
-      else {
-        net->to_bridge++;
-        x->frames_delivered++;
+      if (deliver(x, p, net, x->rx_iov[k], x->rx_iovs[k], x->rx_frame_len[k]))
         x->superframes_delivered++;
-      }
     }
     return e - i + 1;
   }

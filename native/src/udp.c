@@ -34,6 +34,7 @@
 #include <uv.h>
 
 #include "poller.h"
+#include "udp.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -451,17 +452,24 @@ static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "segmentSize must be 1..65535");
     return NULL;
   }
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  int err = weavets_udp_send_gso(u->p.fd, &sa, &iov, 1, (uint16_t)seg);
+  if (err) errno = err;
+  return send_result(env, err ? -1 : (ssize_t)len, "sendmsg(UDP_SEGMENT)");
+}
+
+int weavets_udp_send_gso(int fd, const struct sockaddr_in *to, struct iovec *iov, size_t iovlen,
+                         uint16_t segment) {
   union {
     char buf[CMSG_SPACE(sizeof(uint16_t))];
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof control);
-  struct iovec iov = {.iov_base = data, .iov_len = len};
   struct msghdr mh = {
-      .msg_name = &sa,
-      .msg_namelen = sizeof sa,
-      .msg_iov = &iov,
-      .msg_iovlen = 1,
+      .msg_name = (void *)to,
+      .msg_namelen = sizeof *to,
+      .msg_iov = iov,
+      .msg_iovlen = iovlen,
       .msg_control = control.buf,
       .msg_controllen = sizeof control.buf,
   };
@@ -469,13 +477,12 @@ static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
   cm->cmsg_level = SOL_UDP;
   cm->cmsg_type = UDP_SEGMENT;
   cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-  uint16_t seg16 = (uint16_t)seg;
-  memcpy(CMSG_DATA(cm), &seg16, sizeof seg16);
+  memcpy(CMSG_DATA(cm), &segment, sizeof segment);
   ssize_t r;
   do
-    r = sendmsg(u->p.fd, &mh, MSG_DONTWAIT);
+    r = sendmsg(fd, &mh, MSG_DONTWAIT);
   while (r < 0 && errno == EINTR);
-  return send_result(env, r, "sendmsg(UDP_SEGMENT)");
+  return r < 0 ? errno : 0;
 }
 
 napi_status weavets_init_udp(napi_env env, napi_value exports) {
