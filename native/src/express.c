@@ -21,9 +21,10 @@
  *     and handed to the kernel as UDP GSO sends (send_fragmented).
  *   UDP -> TAP: a FRAMES datagram from a known peer at its address whose every record
  *     comes from that peer, is for us, is on a network we carry, and whose source MAC is
- *     cached behind that same peer: each record written to its network's TAP. And a clear
- *     peer's fragment series whose one record passes the same checks, taken only whole
- *     within the batch (take_series) and written to the TAP with one writev.
+ *     cached behind that same peer: each record written to its network's TAP. And a
+ *     peer's fragment series, taken only whole within the batch (take_series): a clear
+ *     one whose one record passes the same checks, written with one writev from the
+ *     ring; a sealed one opened in a buffer of its own and kept only if its records do.
  *
  * A sealed peer's datagrams are sealed and opened with the peer's one sealing state
  * (peer_crypto.c), which the JS path uses too: one nonce counter, one replay window. A
@@ -208,6 +209,7 @@ typedef struct express {
   uint32_t rx_net[RX_SERIES_MAX];
   uint32_t rx_frame_len[RX_SERIES_MAX];
   xp_mac *rx_mac[RX_SERIES_MAX];
+  uint8_t *rx_unit; /* a sealed series rebuilt to be opened; MAX_REASSEMBLED, on first use */
   double superframes_delivered;     /* of frames_delivered: rebuilt from fragment series */
   double send_drops[MAX_ERRNO + 1]; /* by errno; [0]: queue full */
   double bridge_drops[MAX_ERRNO + 1];
@@ -647,17 +649,67 @@ static void deliver_records(express *x, xp_peer *p, uint8_t *buf, uint32_t start
   }
 }
 
+/* A clear series' first chunk: one record from p, for us, not relayed, on a carried
+ * network, from a source MAC cached behind p, spanning exactly the series' total; noted
+ * as series k for delivery. */
+static int series_head_expressible(express *x, const xp_peer *p, const uint8_t *r, uint32_t len,
+                                   uint32_t total, uint32_t k, double now) {
+  if (len < RECORD_HEADER_LEN + 12) return 0; /* the record header and both MACs */
+  uint32_t frame_len = get32(r + RECORD_LENGTH);
+  if (frame_len != total - RECORD_HEADER_LEN || frame_len > MAX_FRAME) return 0;
+  if (get48(r + RECORD_SRC) != p->name || get48(r + RECORD_DST) != x->self || r[RECORD_HOPS] != 0)
+    return 0;
+  uint32_t net = get24(r + RECORD_NETWORK);
+  if (!net_find(x, net)) return 0;
+  uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
+  if (src_mac & GROUP_BIT) return 0;
+  xp_mac *m = mac_find(x, net, src_mac);
+  if (!m || m->peer != p->name || now - m->seen_ms > x->mac_max_age_ms) return 0;
+  x->rx_net[k] = net;
+  x->rx_frame_len[k] = frame_len;
+  x->rx_mac[k] = m;
+  return 1;
+}
+
 /*
- * A clear peer's fragment series (docs/PROTOCOL.md "Fragments"), taken only whole: from
- * entry i on, every segment of every entry (a GRO train holds several) must be a FRAGMENT
- * from `p` at its address, continuing the series in order, and each series' first chunk
- * must show one record that records_expressible would take (from p, for us, not relayed,
- * a carried network, a source MAC cached behind p) spanning exactly the series' total.
- * Entries are taken up to the first boundary where no series is open; each complete
- * series is then written to its TAP with one writev straight from the ring. Returns the
+ * A sealed peer's one complete series (rx_iov[0], `total` bytes): rebuilt into rx_unit
+ * and opened there, without spending its counter, so that the ring still holds it as it
+ * came. Kept (counter spent, records delivered) only if it holds FRAMES records that
+ * records_expressible takes; otherwise 0, and JS rebuilds and opens it from the ring
+ * (counting whatever is wrong with it), exactly as without this path.
+ */
+static int deliver_sealed_series(express *x, xp_peer *p, uint32_t total, double now) {
+  if (!x->rx_unit && !(x->rx_unit = malloc(MAX_REASSEMBLED))) return 0;
+  uint8_t *u = x->rx_unit;
+  uint32_t w = 0;
+  for (uint32_t k = 0; k < x->rx_iovs[0]; k++) {
+    memcpy(u + w, x->rx_iov[0][k].iov_base, x->rx_iov[0][k].iov_len);
+    w += (uint32_t)x->rx_iov[0][k].iov_len;
+  }
+  weavets_open_ticket ticket;
+  if (total < WEAVETS_SEAL_UNIT_OVERHEAD + 1 + RECORD_HEADER_LEN ||
+      weavets_peer_crypto_open_uncommitted(p->crypto, u, 0, total, now, &ticket) !=
+          WEAVETS_OPEN_OK ||
+      u[WEAVETS_SEAL_UNIT_OVERHEAD] != KIND_FRAMES ||
+      !records_expressible(x, u, WEAVETS_SEAL_UNIT_OVERHEAD + 1, total, p->name, now))
+    return 0;
+  weavets_peer_crypto_open_commit(p->crypto, &ticket, now);
+  deliver_records(x, p, u, WEAVETS_SEAL_UNIT_OVERHEAD + 1, total, now);
+  x->superframes_delivered++;
+  return 1;
+}
+
+/*
+ * A peer's fragment series (docs/PROTOCOL.md "Fragments"), taken only whole: from entry i
+ * on, every segment of every entry (a GRO train holds several) must be a FRAGMENT from
+ * `p` at its address, continuing the series in order. Entries are taken up to the first
+ * boundary where no series is open. A clear series' first chunk must show one record
+ * records_expressible would take (series_head_expressible), and each complete clear
+ * series is written to its TAP with one writev straight from the ring. A sealed peer's
+ * step holds one series, which deliver_sealed_series opens and checks. Returns the
  * entries taken, or 0 when anything differs (a gap, another kind, another sender, a
- * series not complete within the batch): then JS takes entry i and everything after it,
- * so a series is always rebuilt by one path, never half by each.
+ * series not complete within the batch, a sealed one not kept): then JS takes entry i and
+ * everything after it, so a series is always rebuilt by one path, never half by each.
  */
 static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_t i, uint32_t n,
                             double now) {
@@ -684,30 +736,18 @@ static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_
           chunk_len > ftotal - at || at > ftotal)
         return 0;
       if (got == 0) {
-        /* A new series: its first chunk must hold the record header and both MACs. */
-        if (at != 0 || series == RX_SERIES_MAX || chunk_len < RECORD_HEADER_LEN + 12) return 0;
-        const uint8_t *r = chunk;
-        uint32_t frame_len = get32(r + RECORD_LENGTH);
-        if (frame_len != ftotal - RECORD_HEADER_LEN || frame_len > MAX_FRAME) return 0;
-        if (get48(r + RECORD_SRC) != p->name || get48(r + RECORD_DST) != x->self ||
-            r[RECORD_HOPS] != 0)
-          return 0;
-        uint32_t net = get24(r + RECORD_NETWORK);
-        if (!net_find(x, net)) return 0;
-        uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
-        if (src_mac & GROUP_BIT) return 0;
-        xp_mac *m = mac_find(x, net, src_mac);
-        if (!m || m->peer != p->name || now - m->seen_ms > x->mac_max_age_ms) return 0;
+        /* A new series. A sealed one is checked once opened, and alone in its step. */
+        if (at != 0 || series == (p->sealed ? 1 : RX_SERIES_MAX)) return 0;
         id = fid;
         total = ftotal;
         x->rx_iovs[series] = 0;
-        x->rx_net[series] = net;
-        x->rx_frame_len[series] = frame_len;
-        x->rx_mac[series] = m;
-        /* The TAP takes the offload block and the frame: skip the record's fixed fields. */
-        chunk += RECORD_OFFLOAD;
-        chunk_len -= RECORD_OFFLOAD;
-        got = RECORD_OFFLOAD;
+        if (!p->sealed) {
+          if (!series_head_expressible(x, p, chunk, chunk_len, ftotal, series, now)) return 0;
+          /* The TAP takes the offload block and the frame: skip the record's fixed fields. */
+          chunk += RECORD_OFFLOAD;
+          chunk_len -= RECORD_OFFLOAD;
+          got = RECORD_OFFLOAD;
+        }
       } else {
         if (fid != id || at != got || ftotal != total) return 0;
       }
@@ -723,6 +763,7 @@ static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_
     }
     if (got != 0) continue; /* a series still open: it must complete in a later entry */
     /* Entries [i, e] hold `series` complete series and nothing else: deliver them. */
+    if (p->sealed) return deliver_sealed_series(x, p, total, now) ? e - i + 1 : 0;
     for (uint32_t k = 0; k < series; k++) {
       xp_net *net = net_find(x, x->rx_net[k]);
       xp_mac *m = x->rx_mac[k];
@@ -745,9 +786,9 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
     uint32_t seg = udp->ring_segs[i];
     uint8_t *d = udp->ring + (size_t)i * udp->ring_slot;
     if (len > HEADER_LEN && d[HEADER_KIND] == KIND_FRAGMENT) {
-      /* Fragments of a clear peer, possibly coalesced by GRO: whole series only. */
+      /* Fragments, possibly coalesced by GRO: whole series only. */
       xp_peer *p = len >= FRAG_HEAD ? peer_find(x, get48(d + HEADER_SENDER)) : NULL;
-      uint32_t took = p && !p->sealed ? take_series(x, udp, p, i, n, now) : 0;
+      uint32_t took = p && (!p->sealed || p->crypto) ? take_series(x, udp, p, i, n, now) : 0;
       if (took == 0) break;
       i += took - 1;
       continue;
@@ -826,6 +867,7 @@ static void express_finalize(napi_env env, void *data, void *hint) {
   if (x->udp_ref) napi_delete_reference(env, x->udp_ref);
   if (x->frag_id_ref) napi_delete_reference(env, x->frag_id_ref);
   free(x->unit);
+  free(x->rx_unit);
   free(x);
 }
 

@@ -195,8 +195,8 @@ void weavets_peer_crypto_seal(weavets_peer_crypto *c, uint8_t *buf, size_t msg_o
   crypto_secretbox_detached(m, tag, m, msg_len, nonce, c->send_key);
 }
 
-int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, size_t len,
-                             double now_ms) {
+int weavets_peer_crypto_open_uncommitted(weavets_peer_crypto *c, uint8_t *buf, size_t off,
+                                         size_t len, double now_ms, weavets_open_ticket *ticket) {
   if (len < WEAVETS_SEAL_UNIT_OVERHEAD) return WEAVETS_OPEN_FORGED;
   uint8_t *unit = buf + off;
   uint8_t epoch = unit[0];
@@ -224,16 +224,32 @@ int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, s
   if (crypto_secretbox_open_detached(box, box, unit + PREFIX_LEN, len - WEAVETS_SEAL_UNIT_OVERHEAD,
                                      nonce, key) != 0)
     return WEAVETS_OPEN_FORGED;
-  if (!replay_accept(&c->replay, counter)) return WEAVETS_OPEN_REPLAYED;
-  if (advancing) {
+  ticket->counter = counter;
+  ticket->epoch = epoch;
+  ticket->advancing = advancing;
+  return WEAVETS_OPEN_OK;
+}
+
+void weavets_peer_crypto_open_commit(weavets_peer_crypto *c, const weavets_open_ticket *ticket,
+                                     double now_ms) {
+  /* Nothing ran on this state since the uncommitted open, so the counter is still new. */
+  replay_accept(&c->replay, ticket->counter);
+  if (ticket->advancing) {
     memcpy(c->recv_prev_key, c->recv_key, KEY_LEN);
     c->has_recv_prev = true;
     c->recv_prev_until = now_ms + PREVIOUS_KEY_GRACE_MS;
     memcpy(c->recv_key, c->recv_next_key, KEY_LEN);
-    c->recv_epoch = epoch;
+    c->recv_epoch = ticket->epoch;
     next_data_key(c->recv_next_key, c->recv_key);
   }
-  return WEAVETS_OPEN_OK;
+}
+
+int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, size_t len,
+                             double now_ms) {
+  weavets_open_ticket ticket;
+  int r = weavets_peer_crypto_open_uncommitted(c, buf, off, len, now_ms, &ticket);
+  if (r == WEAVETS_OPEN_OK) weavets_peer_crypto_open_commit(c, &ticket, now_ms);
+  return r;
 }
 
 /* The heartbeat `seq` was just sealed (and sent). */

@@ -12,6 +12,7 @@
 #ifndef WEAVETS_PEER_CRYPTO_H
 #define WEAVETS_PEER_CRYPTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <node_api.h>
@@ -41,5 +42,20 @@ void weavets_peer_crypto_seal(weavets_peer_crypto *c, uint8_t *buf, size_t msg_o
  * plaintext is at off+25. */
 int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, size_t len,
                              double now_ms);
+
+/* The same in two steps, for a caller that decides only after reading the plaintext
+ * whether it keeps the datagram (express.c's fragment series): the first opens in place
+ * and changes no state; the second, called before anything else uses the state, spends
+ * the counter (and moves to the peer's next epoch) as weavets_peer_crypto_open would.
+ * Without the commit the unit may be opened again from its ciphertext, elsewhere. */
+typedef struct {
+  uint64_t counter;
+  uint8_t epoch;
+  bool advancing;
+} weavets_open_ticket;
+int weavets_peer_crypto_open_uncommitted(weavets_peer_crypto *c, uint8_t *buf, size_t off,
+                                         size_t len, double now_ms, weavets_open_ticket *ticket);
+void weavets_peer_crypto_open_commit(weavets_peer_crypto *c, const weavets_open_ticket *ticket,
+                                     double now_ms);
 
 #endif

@@ -56,26 +56,23 @@ async function expressDuringPings(
   return after.map((a, i) => ({ sent: a.sent - before[i]!.sent, delivered: a.delivered - before[i]!.delivered }));
 }
 
-/** Send 8 MB from `from` to `to` (at toIp) over TCP with nc; true when it arrived byte for byte. */
-async function tcpTransferIntact(lab: Lab, from: Namespace, to: Namespace, toIp: string): Promise<boolean> {
-  const file = path.join(lab.dir, `payload-${from.name}`);
-  const got = path.join(lab.dir, `received-${to.name}`);
-  fs.writeFileSync(file, Buffer.from(Array.from({ length: 8 * 1024 * 1024 }, (_, i) => (i * 7919) & 0xff)));
-  const receiver = lab.spawnIn(to, ['sh', '-c', `nc -l 5002 > ${got}`]);
-  const exited = new Promise((resolve) => receiver.once('exit', resolve));
-  try {
-    await lab.waitFor(async () => (await lab.exec(to, ['sh', '-c', 'ss -ltn | grep -q ":5002 "'])).code === 0, {
-      what: `the nc listener in ${to.name}`,
-      timeoutMs: 10_000,
-    });
-    // -N: shut the connection down at the end of the file, so the receiver ends too.
-    await lab.execOk(from, ['sh', '-c', `nc -N -w 10 ${toIp} 5002 < ${file}`]);
-  } catch (err) {
-    receiver.kill();
-    throw err;
-  }
-  await exited;
-  return fs.readFileSync(got).equals(fs.readFileSync(file));
+/**
+ * 8 MB each way between `near` (a container on `host`, an express host) and `far` (one on
+ * a host without the express path): host's C must cut the series it sends and rebuild
+ * the ones it receives, and both streams arrive byte for byte.
+ */
+async function seriesBothWays(
+  lab: Lab,
+  host: Host,
+  near: { ns: Namespace; ip: string },
+  far: { ns: Namespace; ip: string },
+): Promise<void> {
+  const sentBefore = await expressSuperframes(lab, host, 'sent');
+  expect(await lab.tcpTransferIntact(near.ns, far.ns, far.ip)).toBe(true);
+  expect((await expressSuperframes(lab, host, 'sent')) - sentBefore).toBeGreaterThan(0);
+  const deliveredBefore = await expressSuperframes(lab, host, 'delivered');
+  expect(await lab.tcpTransferIntact(far.ns, near.ns, near.ip)).toBe(true);
+  expect((await expressSuperframes(lab, host, 'delivered')) - deliveredBefore).toBeGreaterThan(0);
 }
 
 describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
@@ -144,7 +141,7 @@ describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
     const deliveredBefore = await expressSuperframes(lab, host2, 'delivered');
     expect(sentBefore).toBeGreaterThanOrEqual(0);
     expect(deliveredBefore).toBeGreaterThanOrEqual(0);
-    expect(await tcpTransferIntact(lab, c1, c2, ip2)).toBe(true);
+    expect(await lab.tcpTransferIntact(c1, c2, ip2)).toBe(true);
     // The receiver's ACKs are small unicast frames: host2 sent them through C.
     const after = await expressFrames(lab, host1);
     expect(after.delivered - before.delivered).toBeGreaterThan(0);
@@ -154,12 +151,7 @@ describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
   });
 
   it('fragment series cut in C are rebuilt by a JS-only host, and series cut in JS by C, byte for byte', async () => {
-    const sentBefore = await expressSuperframes(lab, host1, 'sent');
-    expect(await tcpTransferIntact(lab, c1, c3, ip3)).toBe(true);
-    expect((await expressSuperframes(lab, host1, 'sent')) - sentBefore).toBeGreaterThan(0);
-    const deliveredBefore = await expressSuperframes(lab, host1, 'delivered');
-    expect(await tcpTransferIntact(lab, c3, c1, ip1)).toBe(true);
-    expect((await expressSuperframes(lab, host1, 'delivered')) - deliveredBefore).toBeGreaterThan(0);
+    await seriesBothWays(lab, host1, { ns: c1, ip: ip1 }, { ns: c3, ip: ip3 });
   });
 
   it('flows and per-peer frame counters include the frames C carried', async () => {
@@ -202,6 +194,7 @@ describe('sleeve express path with a password: one sealing state per peer, share
   let c1: Namespace;
   let c2: Namespace;
   let c3: Namespace;
+  let ip1 = '';
   let ip2 = '';
   let ip3 = '';
 
@@ -220,7 +213,7 @@ describe('sleeve express path with a password: one sealing state per peer, share
     const host3 = await lab.addHost('host3');
     c3 = await lab.addContainer(host3, 'c3');
     await lab.launch(host3, [host1.ip], ['--datapath', 'sleeve', '--password-file', pwFile, '--no-sleeve-express']);
-    await lab.attach(host1, c1);
+    ip1 = addressOf(await lab.attach(host1, c1));
     ip2 = addressOf(await lab.attach(host2, c2));
     ip3 = addressOf(await lab.attach(host3, c3));
     await lab.waitFor(async () => (await lab.ping(c1, ip2, { count: 1, timeoutS: 1 })).ok, {
@@ -257,21 +250,23 @@ describe('sleeve express path with a password: one sealing state per peer, share
         .map((m) => `${m[1]}=${m[2]}`)
         .join(' ');
     const before = [await sealingDrops(host1), await sealingDrops(host2)];
-    const superBefore = await expressSuperframes(lab, host1, 'sent');
-    expect(superBefore).toBeGreaterThanOrEqual(0);
-    expect(await tcpTransferIntact(lab, c1, c2, ip2)).toBe(true);
+    const sentBefore = await expressSuperframes(lab, host1, 'sent');
+    const deliveredBefore = await expressSuperframes(lab, host2, 'delivered');
+    expect(sentBefore).toBeGreaterThanOrEqual(0);
+    expect(deliveredBefore).toBeGreaterThanOrEqual(0);
+    expect(await lab.tcpTransferIntact(c1, c2, ip2)).toBe(true);
     // Counted during the transfer, not since launch: connection set-up may see a stray one.
     expect([await sealingDrops(host1), await sealingDrops(host2)]).toEqual(before);
-    expect((await expressSuperframes(lab, host1, 'sent')) - superBefore).toBeGreaterThan(0);
+    // Sealed and cut by C on host1, rebuilt and opened by C on host2.
+    expect((await expressSuperframes(lab, host1, 'sent')) - sentBefore).toBeGreaterThan(0);
+    expect((await expressSuperframes(lab, host2, 'delivered')) - deliveredBefore).toBeGreaterThan(0);
   });
 
-  it('a fragment series sealed and cut in C opens and is rebuilt on a host sealing in JS', async () => {
+  it('fragment series sealed in C open on a host sealing in JS, and series sealed in JS open in C', async () => {
     await lab.waitFor(async () => (await lab.ping(c1, ip3, { count: 1, timeoutS: 1 })).ok, {
       what: 'c1 to reach c3',
       timeoutMs: 30_000,
     });
-    const superBefore = await expressSuperframes(lab, host1, 'sent');
-    expect(await tcpTransferIntact(lab, c1, c3, ip3)).toBe(true);
-    expect((await expressSuperframes(lab, host1, 'sent')) - superBefore).toBeGreaterThan(0);
+    await seriesBothWays(lab, host1, { ns: c1, ip: ip1 }, { ns: c3, ip: ip3 });
   });
 });

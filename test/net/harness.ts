@@ -604,6 +604,31 @@ export class Lab {
     return JSON.parse(r.stdout) as { status: number; body: string };
   }
 
+  /**
+   * Send `bytes` (8 MiB by default, a fixed pattern) from `from` to `to` (at toIp) over
+   * TCP with nc; true when they arrived byte for byte. Both files stay in the lab dir.
+   */
+  async tcpTransferIntact(from: Namespace, to: Namespace, toIp: string, bytes = 8 * 1024 * 1024): Promise<boolean> {
+    const file = path.join(this.dir, `payload-${from.name}`);
+    const got = path.join(this.dir, `received-${to.name}`);
+    fs.writeFileSync(file, Buffer.from(Array.from({ length: bytes }, (_, i) => (i * 7919) & 0xff)));
+    const receiver = this.spawnIn(to, ['sh', '-c', `nc -l 5002 > ${got}`]);
+    const exited = new Promise((resolve) => receiver.once('exit', resolve));
+    try {
+      await this.waitFor(async () => (await this.exec(to, ['sh', '-c', 'ss -ltn | grep -q ":5002 "'])).code === 0, {
+        what: `the nc listener in ${to.name}`,
+        timeoutMs: 10_000,
+      });
+      // -N: shut the connection down at the end of the file, so the receiver ends too.
+      await this.execOk(from, ['sh', '-c', `nc -N -w 10 ${toIp} 5002 < ${file}`]);
+    } catch (err) {
+      receiver.kill();
+      throw err;
+    }
+    await exited;
+    return fs.readFileSync(got).equals(fs.readFileSync(file));
+  }
+
   /** ping from a namespace; never throws for lost replies. */
   async ping(
     from: Namespace | Host | string,
