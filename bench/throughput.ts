@@ -2,7 +2,9 @@
  * Throughput between two containers on two hosts (network namespaces), beside references
  * measured in the same run: iperf3 TCP for N seconds, CPU seconds of the weavets daemons
  * per Gbit moved, their V8 garbage collections during iperf3 (count and time, from each
- * daemon's /metrics), and ping RTT. Prints a markdown table.
+ * daemon's /metrics), ping RTT, and for the sleeve the share of the super-frames the
+ * sender's express path cut in C that the receiver's rebuilt in C (the rest took its JS
+ * path). Prints a markdown table.
  *
  *   npx tsx bench/throughput.ts [--time 10] [--rows veth,vxlan,sleeve] [--ping-rounds 10] [--iperf-rounds 3]
  *
@@ -58,6 +60,11 @@ interface RowResult {
   cpuSecPerGbit?: number;
   /** Median RTT of all of the row's pings (every round), ms. */
   pingAvgMs?: number;
+  /**
+   * Of the super-frames the client's express path cut and sent in C, the share the
+   * server's express path rebuilt in C (the rest it left to JS); undefined when C cut none.
+   */
+  rebuiltInC?: number;
   /** V8 garbage collections per daemon during iperf3, scaled to 5 s: count and milliseconds. */
   gcPer5s?: { count: number; ms: number };
   error?: string;
@@ -419,8 +426,14 @@ function cpuSeconds(pid: number): number {
 
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64 and arm64
 
-/** A daemon's GC totals so far (weavets_nodejs_gc_duration_seconds, every kind). */
-async function gcTotals(h: Host): Promise<{ count: number; seconds: number }> {
+/**
+ * A daemon's totals so far: GC (weavets_nodejs_gc_duration_seconds, every kind) and the
+ * super-frames its express path cut and sent, and rebuilt and delivered
+ * (weavets_sleeve_express_superframes_total; 0 without the sleeve's express path).
+ */
+async function daemonTotals(
+  h: Host,
+): Promise<{ count: number; seconds: number; superSent: number; superDelivered: number }> {
   const res = await clientFor(h.stateDir, 10_000).raw('GET', '/metrics');
   let count = 0;
   let seconds = 0;
@@ -428,7 +441,13 @@ async function gcTotals(h: Host): Promise<{ count: number; seconds: number }> {
     if (m[1] === 'count') count += Number(m[2]);
     else seconds += Number(m[2]);
   }
-  return { count, seconds };
+  const superframes = (direction: string): number =>
+    Number(
+      new RegExp(`^weavets_sleeve_express_superframes_total\\{direction="${direction}"\\} (\\d+)$`, 'm').exec(
+        res.body,
+      )?.[1] ?? 0,
+    );
+  return { count, seconds, superSent: superframes('sent'), superDelivered: superframes('delivered') };
 }
 
 function daemonPids(lab: Lab, hosts: Host[]): number[] {
@@ -530,6 +549,7 @@ async function measureAll(
     const gbpsOf = new Map<LiveRow, number[]>();
     const cpuOf = new Map<LiveRow, number>();
     const gcOf = new Map<LiveRow, { count: number; seconds: number; daemonRuns: number }>();
+    const superOf = new Map<LiveRow, { sent: number; delivered: number }>();
     for (let round = 0; round < iperfRounds; round++) {
       for (let i = 0; i < rows.length; i++) {
         const row = rows[(i + round) % rows.length]!;
@@ -538,11 +558,18 @@ async function measureAll(
         process.stderr.write(`iperf3 round ${round + 1}/${iperfRounds}: ${row.spec.title} ...\n`);
         try {
           const pids = [...daemonPids(row.lab, ep.daemonHosts), ...(ep.otherPids ?? [])];
-          const gcBefore = await Promise.all(ep.daemonHosts.map(gcTotals));
+          const gcBefore = await Promise.all(ep.daemonHosts.map(daemonTotals));
           const cpuBefore = pids.map(cpuSeconds);
           const gbps = await iperf(row.lab, ep, seconds);
           const cpu = pids.map(cpuSeconds).reduce((a, v) => a + v, 0) - cpuBefore.reduce((a, v) => a + v, 0);
-          const gcAfter = await Promise.all(ep.daemonHosts.map(gcTotals));
+          const gcAfter = await Promise.all(ep.daemonHosts.map(daemonTotals));
+          if (gcAfter.length === 2) {
+            // iperf3's client sends: its host's C cuts, the server's host's C rebuilds.
+            const sup = superOf.get(row) ?? { sent: 0, delivered: 0 };
+            sup.sent += gcAfter[0]!.superSent - gcBefore[0]!.superSent;
+            sup.delivered += gcAfter[1]!.superDelivered - gcBefore[1]!.superDelivered;
+            superOf.set(row, sup);
+          }
           if (gcAfter.length > 0) {
             const g = gcOf.get(row) ?? { count: 0, seconds: 0, daemonRuns: 0 };
             gcAfter.forEach((a, k) => {
@@ -575,6 +602,8 @@ async function measureAll(
         const per5s = 5 / (seconds * gc.daemonRuns);
         res.gcPer5s = { count: gc.count * per5s, ms: gc.seconds * 1000 * per5s };
       }
+      const sup = superOf.get(row);
+      if (sup !== undefined && sup.sent > 0) res.rebuiltInC = sup.delivered / sup.sent;
       row.result = res;
     }
     return rows.map((r) => r.result);
@@ -593,12 +622,12 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
       `${new Date().toISOString()}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ` +
       `load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
     '',
-    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN | GC per daemon per 5 s of iperf3: count, ms |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN | GC per daemon per 5 s of iperf3: count, ms | super-frames C cut that C rebuilt |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     if (r.error !== undefined) {
-      lines.push(`| ${r.title} | failed: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | |`);
+      lines.push(`| ${r.title} | failed: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | | |`);
       continue;
     }
     const ratio = ref !== undefined && r.gbps !== undefined ? `${((r.gbps / ref) * 100).toFixed(1)}%` : 'n/a';
@@ -610,7 +639,8 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
     lines.push(
       `| ${r.title} | ${r.gbps!.toFixed(2)} | ${ratio} | ${vsVx} | ${(r.runs ?? []).map((g) => g.toFixed(2)).join(' ')} | ${r.cpuSecPerGbit !== undefined ? r.cpuSecPerGbit.toFixed(3) : 'n/a'} | ` +
         `${r.pingAvgMs !== undefined ? r.pingAvgMs.toFixed(3) : 'n/a'} | ${pingVx} | ` +
-        `${r.gcPer5s !== undefined ? `${r.gcPer5s.count.toFixed(1)}, ${r.gcPer5s.ms.toFixed(1)}` : 'n/a'} |`,
+        `${r.gcPer5s !== undefined ? `${r.gcPer5s.count.toFixed(1)}, ${r.gcPer5s.ms.toFixed(1)}` : 'n/a'} | ` +
+        `${r.rebuiltInC !== undefined ? `${(r.rebuiltInC * 100).toFixed(1)}%` : 'n/a'} |`,
     );
   }
   return lines.join('\n');
