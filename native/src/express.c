@@ -115,8 +115,9 @@
 #define SEAL_SLOT 2048
 #define MAX_ERRNO 134
 /* A super-frame's fragment series (docs/PROTOCOL.md "Fragments"): the kernel takes at most
- * 64 segments and 65507 bytes per UDP GSO send; a 64 KiB record at the smallest path MTU
- * the sleeve allows is well under FRAG_MAX chunks. */
+ * 64 segments and 65507 bytes per UDP GSO send. This path cuts only into chunks of 1 KiB
+ * or more (fragmentable), so a unit is at most 65 of them; it rebuilds series of at most
+ * FRAG_MAX chunks and leaves longer ones to JS. */
 #define GSO_MAX_SEGMENTS 64
 #define GSO_MAX_BYTES 65507
 #define FRAG_MAX 128
