@@ -547,17 +547,16 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
     /* The datagram: header, [sealing prefix, tag, inner kind], record header, slot. */
     uint32_t front = p->sealed ? SEALED_BODY : HEADER_LEN;
     uint64_t size = front + RECORD_OFFLOAD + (uint64_t)len;
-    if (size > p->max_datagram) {
-      /* A super-frame: cut into a fragment series, after what is queued (order). */
-      if (x->gso_refused || !fragmentable(p)) break;
-      if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
+    int super = size > p->max_datagram;
+    if (super ? x->gso_refused || !fragmentable(p) : p->sealed && size > SEAL_SLOT) break;
+    if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
+    if (super) {
+      /* Cut into a fragment series, after what is queued (order). */
       tx_flush(x, queued);
       queued = 0;
       send_fragmented(x, p, ctx->net, slot, len, now);
       continue;
     }
-    if (p->sealed && size > SEAL_SLOT) break;
-    if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
     uint8_t *h = p->sealed ? x->tx_sealed[queued] : x->tx_hdr[queued];
     write_header(h, x->self, p->sealed ? KIND_SEALED : KIND_FRAMES);
     if (p->sealed) h[SEALED_INNER_KIND] = KIND_FRAMES;
@@ -591,6 +590,21 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
 
 /* Every record of buf[start, end) well-formed, from `sender`, for us, on a carried
  * network, with its source MAC cached behind the sender: then 1. */
+/* The record at r (its header and at least its frame's two MACs in memory) is from
+ * `sender`, for us, not relayed, on a carried network, and its source MAC is cached
+ * behind that sender and fresh: then that MAC's cache entry, else NULL. */
+static xp_mac *record_expressible(express *x, const uint8_t *r, uint64_t sender, double now) {
+  if (get48(r + RECORD_SRC) != sender || get48(r + RECORD_DST) != x->self) return NULL;
+  if (r[RECORD_HOPS] != 0) return NULL; /* relayed, or a kernel copy: JS decides */
+  uint32_t net = get24(r + RECORD_NETWORK);
+  if (!net_find(x, net)) return NULL;
+  uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
+  if (src_mac & GROUP_BIT) return NULL;
+  xp_mac *m = mac_find(x, net, src_mac);
+  if (!m || m->peer != sender || now - m->seen_ms > x->mac_max_age_ms) return NULL;
+  return m;
+}
+
 static int records_expressible(express *x, const uint8_t *buf, uint32_t start, uint32_t end,
                                uint64_t sender, double now) {
   uint32_t o = start;
@@ -600,14 +614,7 @@ static int records_expressible(express *x, const uint8_t *buf, uint32_t start, u
     uint32_t frame_len = get32(r + RECORD_LENGTH);
     if (frame_len < MIN_FRAME || frame_len > MAX_FRAME || frame_len > end - o - RECORD_HEADER_LEN)
       return 0;
-    if (get48(r + RECORD_SRC) != sender || get48(r + RECORD_DST) != x->self) return 0;
-    if (r[RECORD_HOPS] != 0) return 0; /* relayed, or a kernel copy: JS decides */
-    uint32_t net = get24(r + RECORD_NETWORK);
-    if (!net_find(x, net)) return 0;
-    uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
-    if (src_mac & GROUP_BIT) return 0;
-    xp_mac *m = mac_find(x, net, src_mac);
-    if (!m || m->peer != sender || now - m->seen_ms > x->mac_max_age_ms) return 0;
+    if (!record_expressible(x, r, sender, now)) return 0;
     o += RECORD_HEADER_LEN + frame_len;
   }
   return o == end;
@@ -658,15 +665,9 @@ static int series_head_expressible(express *x, const xp_peer *p, const uint8_t *
   if (len < RECORD_HEADER_LEN + 12) return 0; /* the record header and both MACs */
   uint32_t frame_len = get32(r + RECORD_LENGTH);
   if (frame_len != total - RECORD_HEADER_LEN || frame_len > MAX_FRAME) return 0;
-  if (get48(r + RECORD_SRC) != p->name || get48(r + RECORD_DST) != x->self || r[RECORD_HOPS] != 0)
-    return 0;
-  uint32_t net = get24(r + RECORD_NETWORK);
-  if (!net_find(x, net)) return 0;
-  uint64_t src_mac = get48(r + RECORD_HEADER_LEN + 6);
-  if (src_mac & GROUP_BIT) return 0;
-  xp_mac *m = mac_find(x, net, src_mac);
-  if (!m || m->peer != p->name || now - m->seen_ms > x->mac_max_age_ms) return 0;
-  x->rx_net[k] = net;
+  xp_mac *m = record_expressible(x, r, p->name, now);
+  if (!m) return 0;
+  x->rx_net[k] = get24(r + RECORD_NETWORK);
   x->rx_frame_len[k] = frame_len;
   x->rx_mac[k] = m;
   return 1;
