@@ -25,6 +25,8 @@
  *     peer's fragment series, taken only whole within the batch (take_series): a clear
  *     one whose one record passes the same checks, written with one writev from the
  *     ring; a sealed one opened in a buffer of its own and kept only if its records do.
+ *     A batch that ends inside a series is extended: the rest, usually one GSO send
+ *     behind, is drained into the ring's free slots for up to SERIES_WAIT_NS.
  *
  * A sealed peer's datagrams are sealed and opened with the peer's one sealing state
  * (peer_crypto.c), which the JS path uses too: one nonce counter, one replay window. A
@@ -129,6 +131,8 @@
 _Static_assert((UNIT_MAX + 1023) / 1024 <= FRAG_MAX, "a 64 KiB unit in 1 KiB chunks fits FRAG_MAX");
 /* Complete series one receive step may deliver (see take_series). */
 #define RX_SERIES_MAX 4
+/* How long a receive batch may poll for the rest of a fragment series (nanoseconds). */
+#define SERIES_WAIT_NS 30000
 
 typedef struct {
   uint64_t name; /* 0: empty (0 is NO_PEER, never a peer's name) */
@@ -525,7 +529,8 @@ static void send_fragmented(express *x, xp_peer *p, uint32_t net, uint8_t *slot,
   x->superframes_sent++;
 }
 
-static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
+static uint32_t express_from_tap(weavets_poller *tap, uint32_t *count) {
+  uint32_t n = *count;
   xp_tap_ctx *ctx = tap->express_ctx;
   express *x = ctx->x;
   xp_net *net = net_find(x, ctx->net);
@@ -712,9 +717,11 @@ static int deliver_sealed_series(express *x, xp_peer *p, uint32_t total, double 
  * entries taken, or 0 when anything differs (a gap, another kind, another sender, a
  * series not complete within the batch, a sealed one not kept): then JS takes entry i and
  * everything after it, so a series is always rebuilt by one path, never half by each.
+ * *open says whether the only thing missing was the rest of a series after entry n - 1.
  */
 static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_t i, uint32_t n,
-                            double now) {
+                            double now, int *open) {
+  *open = 0;
   uint32_t id = 0, got = 0, total = 0, series = 0;
   for (uint32_t e = i; e < n; e++) {
     uint32_t len = udp->ring_lengths[e];
@@ -776,13 +783,35 @@ static uint32_t take_series(express *x, weavets_poller *udp, xp_peer *p, uint32_
     }
     return e - i + 1;
   }
+  *open = 1;
   return 0;
 }
 
-static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
+/*
+ * The rest of a series left open at the end of a batch is usually one GSO send behind:
+ * the sender hands a 64 KiB series to its kernel as two sends, and this receiver woke
+ * for the first. Drain into the ring's free slots, polling for at most SERIES_WAIT_NS
+ * per batch (*deadline, 0 until the first wait), so the series stays on this path
+ * instead of going to JS whole. Returns the entries now in the ring (n if none came).
+ */
+static uint32_t drain_rest_of_series(weavets_poller *udp, uint32_t n, uint64_t *deadline) {
+  if (n >= udp->ring_slots) return n;
+  uint64_t t = uv_hrtime();
+  if (*deadline == 0) *deadline = t + SERIES_WAIT_NS;
+  for (;;) {
+    int err = 0;
+    uint32_t filled = udp->drain(udp, n, &err);
+    /* A socket error is seen again by the next poll, which reports it. */
+    if (filled > n || err || t >= *deadline) return filled;
+    t = uv_hrtime();
+  }
+}
+
+static uint32_t express_from_udp(weavets_poller *udp, uint32_t *count) {
   express *x = udp->express_ctx;
   double now = now_ms(x);
-  uint32_t i = 0;
+  uint32_t n = *count, i = 0;
+  uint64_t deadline = 0;
   for (; i < n; i++) {
     uint32_t len = udp->ring_lengths[i];
     uint32_t seg = udp->ring_segs[i];
@@ -790,7 +819,15 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
     if (len > HEADER_LEN && d[HEADER_KIND] == KIND_FRAGMENT) {
       /* Fragments, possibly coalesced by GRO: whole series only. */
       xp_peer *p = len >= FRAG_HEAD ? peer_find(x, get48(d + HEADER_SENDER)) : NULL;
-      uint32_t took = p && (!p->sealed || p->crypto) ? take_series(x, udp, p, i, n, now) : 0;
+      if (!p || (p->sealed && !p->crypto)) break;
+      int open;
+      uint32_t took = take_series(x, udp, p, i, n, now, &open);
+      while (took == 0 && open) {
+        uint32_t filled = drain_rest_of_series(udp, n, &deadline);
+        if (filled == n) break;
+        *count = n = filled;
+        took = take_series(x, udp, p, i, n, now, &open);
+      }
       if (took == 0) break;
       i += took - 1;
       continue;

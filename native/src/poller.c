@@ -122,9 +122,9 @@ static void poller_on_poll(uv_poll_t *h, int status, int events) {
   if (status < 0)
     err = -status;
   else
-    n = p->drain(p, &err);
+    n = p->drain(p, 0, &err);
   uint32_t first = 0;
-  if (n > 0 && p->express) first = p->express(p, n);
+  if (n > 0 && p->express) first = p->express(p, &n);
   if (first == n && err == 0) return;
 
   napi_env env = p->env;

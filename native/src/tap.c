@@ -89,13 +89,13 @@ static void tap_release(weavets_poller *p) {
   free(p);
 }
 
-static uint32_t tap_drain(weavets_poller *p, int *err) {
+static uint32_t tap_drain(weavets_poller *p, uint32_t from, int *err) {
   tap_dev *t = (tap_dev *)p;
   /* tun copies what fits and returns the bytes copied, so a frame longer than the
    * slot is only visible through an extra byte of room: it lands in `spill`. */
   uint8_t spill;
   struct iovec iov[2] = {{NULL, t->slot_size}, {&spill, 1}};
-  uint32_t n = 0;
+  uint32_t n = from;
   while (n < t->slots) {
     iov[0].iov_base = t->rx + (size_t)n * t->slot_size;
     ssize_t r = readv(p->fd, iov, 2);
@@ -211,6 +211,7 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   SET_PROP(obj, "rxBuf", rx_buf);
   t->p.ring = t->rx;
   t->p.ring_slot = t->slot_size;
+  t->p.ring_slots = t->slots;
   t->p.ring_lengths = t->rx_lengths;
   SET_PROP(obj, "rxLengths", rx_lengths);
   v = NULL;

@@ -90,24 +90,25 @@ static int transient_rx_error(int e) {
          e == ENETDOWN || e == EMSGSIZE || e == EPROTO || e == ENOPROTOOPT;
 }
 
-static uint32_t udp_drain(weavets_poller *p, int *err) {
+static uint32_t udp_drain(weavets_poller *p, uint32_t from, int *err) {
   udp_sock *u = (udp_sock *)p;
-  for (uint32_t i = 0; i < u->slots; i++) {
+  if (from >= u->slots) return from;
+  for (uint32_t i = from; i < u->slots; i++) {
     u->rx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
     /* The kernel shrinks msg_controllen to what it wrote: restore it every time. */
     if (u->rx_control) u->rx_msgs[i].msg_hdr.msg_controllen = sizeof(udp_rx_control);
   }
   int r;
   do
-    r = recvmmsg(p->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
+    r = recvmmsg(p->fd, u->rx_msgs + from, u->slots - from, MSG_DONTWAIT, NULL);
   while (r < 0 && errno == EINTR);
   if (r < 0) {
     /* Level-triggered poll: if data is still queued behind a transient error we
      * are called again on the next loop turn. */
     if (errno != EAGAIN && !transient_rx_error(errno)) *err = errno;
-    return 0;
+    return from;
   }
-  for (int i = 0; i < r; i++) {
+  for (uint32_t i = from; i < from + (uint32_t)r; i++) {
     const struct mmsghdr *m = &u->rx_msgs[i];
     u->rx_lengths[i] = (m->msg_hdr.msg_flags & MSG_TRUNC) ? 0 : m->msg_len;
     u->rx_addrs[i] = ntohl(u->rx_names[i].sin_addr.s_addr);
@@ -129,7 +130,7 @@ static uint32_t udp_drain(weavets_poller *p, int *err) {
     u->rx_seg_sizes[i] = (uint16_t)seg;
     u->rx_flags[i] = 0;
   }
-  return (uint32_t)r;
+  return from + (uint32_t)r;
 }
 
 static void set_buffer(int fd, int force_opt, int opt, uint32_t size) {
@@ -275,6 +276,7 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
   SET_PROP(obj, "rxFlags", rx_flags);
   u->p.ring = u->rx;
   u->p.ring_slot = slot_size;
+  u->p.ring_slots = u->slots;
   u->p.ring_lengths = u->rx_lengths;
   u->p.ring_addrs = u->rx_addrs;
   u->p.ring_segs = u->rx_seg_sizes;
