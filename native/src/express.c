@@ -529,8 +529,7 @@ static void send_fragmented(express *x, xp_peer *p, uint32_t net, uint8_t *slot,
   x->superframes_sent++;
 }
 
-static uint32_t express_from_tap(weavets_poller *tap, uint32_t *count) {
-  uint32_t n = *count;
+static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
   xp_tap_ctx *ctx = tap->express_ctx;
   express *x = ctx->x;
   xp_net *net = net_find(x, ctx->net);
@@ -807,10 +806,10 @@ static uint32_t drain_rest_of_series(weavets_poller *udp, uint32_t n, uint64_t *
   }
 }
 
-static uint32_t express_from_udp(weavets_poller *udp, uint32_t *count) {
+static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
   express *x = udp->express_ctx;
   double now = now_ms(x);
-  uint32_t n = *count, i = 0;
+  uint32_t i = 0;
   uint64_t deadline = 0;
   for (; i < n; i++) {
     uint32_t len = udp->ring_lengths[i];
@@ -825,7 +824,7 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t *count) {
       while (took == 0 && open) {
         uint32_t filled = drain_rest_of_series(udp, n, &deadline);
         if (filled == n) break;
-        *count = n = filled;
+        n = filled;
         took = take_series(x, udp, p, i, n, now, &open);
       }
       if (took == 0) break;

@@ -124,7 +124,10 @@ static void poller_on_poll(uv_poll_t *h, int status, int events) {
   else
     n = p->drain(p, 0, &err);
   uint32_t first = 0;
-  if (n > 0 && p->express) first = p->express(p, &n);
+  if (n > 0 && p->express) {
+    first = p->express(p, n);
+    n = p->ring_filled; /* the express path may have drained more */
+  }
   if (first == n && err == 0) return;
 
   napi_env env = p->env;

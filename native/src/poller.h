@@ -15,14 +15,14 @@
 
 typedef struct weavets_poller weavets_poller;
 /* Fill the receive slots from entry `from` on, with what is queued now (never waits);
- * return the entries filled in all (from + those read); set *err to a fatal errno (0 if
- * none). */
+ * return the entries filled in all (from + those read), which it also stores in
+ * ring_filled; set *err to a fatal errno (0 if none). */
 typedef uint32_t (*weavets_drain_fn)(weavets_poller *p, uint32_t from, int *err);
-/* The express path (express.c) runs on a drained batch of *n entries before JS does: it
- * forwards what it can and returns the index of the first entry it left for JS (*n when
- * it took all). It may drain more into the free slots after the batch (a fragment series
- * whose last datagrams were still on their way) and then raises *n to match. */
-typedef uint32_t (*weavets_express_fn)(weavets_poller *p, uint32_t *n);
+/* The express path (express.c) runs on a drained batch of n entries before JS does: it
+ * forwards what it can and returns the index of the first entry it left for JS. It may
+ * drain more into the free slots after the batch (a fragment series whose last datagrams
+ * were still on their way); JS gets everything up to ring_filled either way. */
+typedef uint32_t (*weavets_express_fn)(weavets_poller *p, uint32_t n);
 
 struct weavets_poller {
   napi_env env;
@@ -41,7 +41,8 @@ struct weavets_poller {
    * ring_addrs, ring_segs and ring_flags are the UDP socket's (NULL for a TAP). */
   uint8_t *ring;
   uint32_t ring_slot;
-  uint32_t ring_slots; /* entries in the ring */
+  uint32_t ring_slots;  /* entries in the ring */
+  uint32_t ring_filled; /* entries the last drain left filled: the batch JS is given */
   uint32_t *ring_lengths;
   uint32_t *ring_addrs;
   uint16_t *ring_segs;

@@ -107,6 +107,7 @@ static uint32_t tap_drain(weavets_poller *p, uint32_t from, int *err) {
     /* Truncated frames are reported with length 0 so JS drops them. */
     t->rx_lengths[n++] = (size_t)r > t->slot_size ? 0 : (uint32_t)r;
   }
+  p->ring_filled = n;
   return n;
 }
 

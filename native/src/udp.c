@@ -92,6 +92,7 @@ static int transient_rx_error(int e) {
 
 static uint32_t udp_drain(weavets_poller *p, uint32_t from, int *err) {
   udp_sock *u = (udp_sock *)p;
+  p->ring_filled = from;
   if (from >= u->slots) return from;
   for (uint32_t i = from; i < u->slots; i++) {
     u->rx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
@@ -130,7 +131,8 @@ static uint32_t udp_drain(weavets_poller *p, uint32_t from, int *err) {
     u->rx_seg_sizes[i] = (uint16_t)seg;
     u->rx_flags[i] = 0;
   }
-  return from + (uint32_t)r;
+  p->ring_filled = from + (uint32_t)r;
+  return p->ring_filled;
 }
 
 static void set_buffer(int fd, int force_opt, int opt, uint32_t size) {
