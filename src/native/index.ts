@@ -7,7 +7,9 @@
  *
  * Receive model (both classes): the addon owns a ring of `slots` slots of `slotSize`
  * bytes, allocated once. When the fd becomes readable it reads until EAGAIN or until
- * every slot is full, then calls the callback once with the count. Entry i of a batch
+ * every slot is full, then calls the callback once with the count (on a UDP socket the
+ * express path may first read more into the free slots, for the rest of a fragment
+ * series; the count includes it). Entry i of a batch
  * is `rxBuf[i * slotSize, i * slotSize + rxLengths[i])`; the ring is reused by the next
  * batch, so copy out anything kept beyond the callback. A length of 0 marks an entry
  * that did not fit its slot (truncated): drop it.
