@@ -552,7 +552,8 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
     uint32_t front = p->sealed ? SEALED_BODY : HEADER_LEN;
     uint64_t size = front + RECORD_OFFLOAD + (uint64_t)len;
     int super = size > p->max_datagram;
-    if (super ? x->gso_refused || !fragmentable(p) : p->sealed && size > SEAL_SLOT) break;
+    if (super && (x->gso_refused || !fragmentable(p))) break;
+    if (!super && p->sealed && size > SEAL_SLOT) break;
     if (x->count_flows && !flow_count(x, ctx->net, src, dst, frame_len)) break;
     if (super) {
       /* Cut into a fragment series, after what is queued (order). */
@@ -592,8 +593,6 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
 
 /* ---- UDP -> TAP ---- */
 
-/* Every record of buf[start, end) well-formed, from `sender`, for us, on a carried
- * network, with its source MAC cached behind the sender: then 1. */
 /* The record at r (its header and at least its frame's two MACs in memory) is from
  * `sender`, for us, not relayed, on a carried network, and its source MAC is cached
  * behind that sender and fresh: then that MAC's cache entry, else NULL. */
@@ -609,6 +608,8 @@ static xp_mac *record_expressible(express *x, const uint8_t *r, uint64_t sender,
   return m;
 }
 
+/* Every record of buf[start, end) well-formed, from `sender`, for us, on a carried
+ * network, with its source MAC cached behind the sender: then 1. */
 static int records_expressible(express *x, const uint8_t *buf, uint32_t start, uint32_t end,
                                uint64_t sender, double now) {
   uint32_t o = start;
