@@ -26,6 +26,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (weavets_init_copy(env, exports) != napi_ok) return NULL;
   if (weavets_init_express(env, exports) != napi_ok) return NULL;
   if (weavets_init_peer_crypto(env, exports) != napi_ok) return NULL;
+  if (weavets_init_memory(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

@@ -11,6 +11,7 @@ napi_status weavets_init_sched(napi_env env, napi_value exports);
 napi_status weavets_init_copy(napi_env env, napi_value exports);
 napi_status weavets_init_express(napi_env env, napi_value exports);
 napi_status weavets_init_peer_crypto(napi_env env, napi_value exports);
+napi_status weavets_init_memory(napi_env env, napi_value exports);
 
 /* Throw a JS Error carrying errno as `code` (e.g. "EMSGSIZE") and `errno`. */
 void weavets_throw_errno(napi_env env, const char *what, int err);

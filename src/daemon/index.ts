@@ -32,6 +32,7 @@ import { PathEventRelay } from '../router/path-events';
 import { catalogComponent, localNetworks, type LocalNetworkDeps } from './networks';
 import { dnsComponent, dockerComponent, policyComponent, type ServiceDeps } from './services';
 import { diagnosticsComponent } from './diagnostics';
+import { memoryTrimComponent } from './memory-trim';
 import { createDaemonControl } from './control';
 import type { DnsExposure } from './dns-exposure';
 
@@ -279,6 +280,8 @@ async function buildDaemon(runner: ComponentRunner, config: DaemonConfig, log: L
       },
     ),
   );
+  // Last, so the garbage of starting is the first it gives back.
+  await runner.start(memoryTrimComponent({ log, metrics }));
   return { control, stopped };
 }
 

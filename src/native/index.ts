@@ -126,6 +126,7 @@ interface NativeBinding {
   expressCounters(h: NativeExpressHandle): [number, number, number, number];
   expressShareFragmentIds(h: NativeExpressHandle, cell: Uint32Array): void;
   expressClose(h: NativeExpressHandle): void;
+  trimMemory(): void;
 }
 
 // Same relative path from src/native (tsx, vitest) and dist/native (compiled).
@@ -440,6 +441,17 @@ export class UdpBatchSocket {
  */
 export function setSchedSlice(ns: number): boolean {
   return native().setSchedSlice(ns);
+}
+
+/**
+ * Give spare memory back to the kernel: V8 starts an incremental, memory-reducing
+ * collection (moderate memory pressure), which releases the pages it empties when it
+ * finishes on later turns of the event loop, and glibc returns the free pages of its
+ * arenas now (malloc_trim). The call itself takes about a millisecond; the collection
+ * ends in one pause of a few milliseconds (src/daemon/memory-trim.ts).
+ */
+export function trimMemory(): void {
+  native().trimMemory();
 }
 
 /**
