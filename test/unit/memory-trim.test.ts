@@ -18,7 +18,7 @@ import {
 } from '../../src/daemon/memory-trim';
 import { ManualClock } from '../../src/net/clock';
 import { Registry } from '../../src/metrics/registry';
-import { silentLogger } from '../../src/log';
+import { createLogger, silentLogger } from '../../src/log';
 
 const MB = 2 ** 20;
 
@@ -43,16 +43,16 @@ describe('shouldTrim', () => {
 describe('nextState', () => {
   it('lets the floor follow the heap down but not up', () => {
     const s = { floor: 10 * MB, lastTrimAt: 5 };
-    expect(nextState(s, { heapBytes: 8 * MB, utilization: 1, now: 9 }, undefined)).toEqual({
+    expect(nextState(s, { heapBytes: 8 * MB, utilization: 1, now: 9 }, false)).toEqual({
       floor: 8 * MB,
       lastTrimAt: 5,
     });
-    expect(nextState(s, { heapBytes: 12 * MB, utilization: 1, now: 9 }, undefined)).toEqual(s);
+    expect(nextState(s, { heapBytes: 12 * MB, utilization: 1, now: 9 }, false)).toEqual(s);
   });
-  it('restarts from what a trim left, even above the old floor (the live heap grew)', () => {
+  it('restarts the floor at the heap a trim was asked at, and remembers when', () => {
     const s = { floor: 10 * MB, lastTrimAt: 5 };
-    expect(nextState(s, { heapBytes: 20 * MB, utilization: 0, now: 9 }, { heapBytes: 13 * MB })).toEqual({
-      floor: 13 * MB,
+    expect(nextState(s, { heapBytes: 20 * MB, utilization: 0, now: 9 }, true)).toEqual({
+      floor: 20 * MB,
       lastTrimAt: 9,
     });
   });
@@ -110,6 +110,30 @@ describe('memoryTrimComponent', () => {
     await c.stop('stop');
     tick();
     expect(s.trims).toHaveLength(2);
+  });
+
+  it('stops checking, with one warning, when the trim fails', async () => {
+    const lines: string[] = [];
+    const log = createLogger('warn', { write: (line: string) => (lines.push(line), true) });
+    let calls = 0;
+    const readings: TrimReadings = {
+      heapBytes: () => 20 * MB,
+      utilization: () => 0,
+      trim: () => {
+        calls++;
+        throw new Error('no addon');
+      },
+    };
+    const clock = new ManualClock();
+    const c = memoryTrimComponent({ log, metrics: new Registry(), readings, clock });
+    await c.start();
+    for (let i = 0; i < 10; i++) {
+      clock.advance(MIN_TRIM_GAP_MS);
+      vi.advanceTimersByTime(CHECK_INTERVAL_MS);
+    }
+    expect(calls).toBe(1);
+    expect(lines.filter((l) => l.includes('memory trim off'))).toHaveLength(1);
+    await c.stop('stop');
   });
 });
 
