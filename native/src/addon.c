@@ -18,6 +18,14 @@ void weavets_throw_errno(napi_env env, const char *what, int err) {
   napi_throw(env, error);
 }
 
+napi_status weavets_export_fn(napi_env env, napi_value exports, const char *name,
+                              napi_callback cb) {
+  napi_value fn;
+  napi_status s = napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  if (s != napi_ok) return s;
+  return napi_set_named_property(env, exports, name, fn);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   if (weavets_init_tap(env, exports) != napi_ok) return NULL;
   if (weavets_init_udp(env, exports) != napi_ok) return NULL;

@@ -13,6 +13,9 @@ napi_status weavets_init_express(napi_env env, napi_value exports);
 napi_status weavets_init_peer_crypto(napi_env env, napi_value exports);
 napi_status weavets_init_memory(napi_env env, napi_value exports);
 
+/* Set exports[name] to a JS function that calls cb. */
+napi_status weavets_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+
 /* Throw a JS Error carrying errno as `code` (e.g. "EMSGSIZE") and `errno`. */
 void weavets_throw_errno(napi_env env, const char *what, int err);
 

@@ -39,9 +39,5 @@ static napi_value js_copy_bytes(napi_env env, napi_callback_info info) {
 }
 
 napi_status weavets_init_copy(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_status s =
-      napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, js_copy_bytes, NULL, &fn);
-  if (s != napi_ok) return s;
-  return napi_set_named_property(env, exports, "copyBytes", fn);
+  return weavets_export_fn(env, exports, "copyBytes", js_copy_bytes);
 }

@@ -1294,10 +1294,7 @@ napi_status weavets_init_express(napi_env env, napi_value exports) {
       {"expressClose", js_close},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_status s = napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    if (s != napi_ok) return s;
-    s = napi_set_named_property(env, exports, fns[i].name, f);
+    napi_status s = weavets_export_fn(env, exports, fns[i].name, fns[i].fn);
     if (s != napi_ok) return s;
   }
   return napi_ok;

@@ -1,7 +1,8 @@
 /*
  * Giving an idle daemon's spare memory back to the kernel. V8 keeps the heap it grew to
- * in a burst (a mesh forming, peers joining) until a memory-reducing collection, which
- * its own memory reducer stops starting once a process has had a few; glibc keeps freed
+ * in a burst (a mesh forming, peers joining) until a memory-reducing collection, and its
+ * own memory reducer, after a few at start, waits for the heap to grow well past the size
+ * it last ran at before it runs another; glibc keeps freed
  * malloc pages in its arenas. Moderate memory pressure makes V8 start an incremental,
  * memory-reducing collection: marked in small steps and on its worker thread, then one
  * short pause that compacts, shrinks the young generation and releases emptied pages.
@@ -26,9 +27,5 @@ static napi_value js_trim_memory(napi_env env, napi_callback_info info) {
 }
 
 napi_status weavets_init_memory(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_status s =
-      napi_create_function(env, "trimMemory", NAPI_AUTO_LENGTH, js_trim_memory, nullptr, &fn);
-  if (s != napi_ok) return s;
-  return napi_set_named_property(env, exports, "trimMemory", fn);
+  return weavets_export_fn(env, exports, "trimMemory", js_trim_memory);
 }

@@ -35,8 +35,5 @@ static napi_value js_setns(napi_env env, napi_callback_info info) {
 }
 
 napi_status weavets_init_netns(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_status s = napi_create_function(env, "setns", NAPI_AUTO_LENGTH, js_setns, NULL, &fn);
-  if (s != napi_ok) return s;
-  return napi_set_named_property(env, exports, "setns", fn);
+  return weavets_export_fn(env, exports, "setns", js_setns);
 }

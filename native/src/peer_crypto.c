@@ -467,10 +467,7 @@ napi_status weavets_init_peer_crypto(napi_env env, napi_value exports) {
       {"peerCryptoSetEpochMessagesForTest", js_set_epoch_messages_for_test},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value fn;
-    napi_status s = napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, NULL, &fn);
-    if (s != napi_ok) return s;
-    s = napi_set_named_property(env, exports, fns[i].name, fn);
+    napi_status s = weavets_export_fn(env, exports, fns[i].name, fns[i].cb);
     if (s != napi_ok) return s;
   }
   return napi_ok;

@@ -70,9 +70,5 @@ static napi_value js_set_sched_slice(napi_env env, napi_callback_info info) {
 }
 
 napi_status weavets_init_sched(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_status s =
-      napi_create_function(env, "setSchedSlice", NAPI_AUTO_LENGTH, js_set_sched_slice, NULL, &fn);
-  if (s != napi_ok) return s;
-  return napi_set_named_property(env, exports, "setSchedSlice", fn);
+  return weavets_export_fn(env, exports, "setSchedSlice", js_set_sched_slice);
 }
