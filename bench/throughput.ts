@@ -2,9 +2,10 @@
  * Throughput between two containers on two hosts (network namespaces), beside references
  * measured in the same run: iperf3 TCP for N seconds, CPU seconds of the weavets daemons
  * per Gbit moved, their V8 garbage collections during iperf3 (count and time, from each
- * daemon's /metrics), ping RTT, and for the sleeve the share of the super-frames the
+ * daemon's /metrics), ping RTT, for the sleeve the share of the super-frames the
  * sender's express path cut in C that the receiver's rebuilt in C (the rest took its JS
- * path). Prints a markdown table.
+ * path), and how busy each daemon's event loop thread and data path thread were during
+ * iperf3 (share of a core, from each thread's schedstat). Prints a markdown table.
  *
  *   npx tsx bench/throughput.ts [--time 10] [--rows veth,vxlan,sleeve] [--ping-rounds 10] [--iperf-rounds 3]
  *
@@ -18,7 +19,9 @@
  * Rows: the references (veth, hand-made kernel VXLAN, and `c-forwarder`: the smallest
  * TAP-UDP forwarder, bench/ref/tap-udp-forwarder.c, the floor of userspace), weavets container to container
  * (sleeve, fastdp, sleeve encrypted, and sleeve/fastdp with iperf3 -P 4; `sleeve-js` and
- * `sleeve-enc-js` are the sleeve without its express path), and host to host
+ * `sleeve-enc-js` are the sleeve without its express path, `sleeve-loop`, `sleeve-enc-loop`
+ * and `sleeve-p4-loop` the express path on the event loop, without its data path thread),
+ * and host to host
  * the overlays a user would pick instead, built in the same run from the Debian packages:
  * `nebula` (nebula + nebula-cert, a CA made in the lab directory) and `wireguard-go`
  * (wireguard-go + wg), beside weavets host to host (`expose`, `expose-enc`: each host's
@@ -58,6 +61,8 @@ interface RowResult {
   /** Every round's Gbit/s, in the order run. */
   runs?: number[];
   cpuSecPerGbit?: number;
+  /** Share of a core each thread was busy during iperf3: sender loop, sender data path, receiver loop, receiver data path. */
+  threadBusy?: number[];
   /** Median RTT of all of the row's pings (every round), ms. */
   pingAvgMs?: number;
   /**
@@ -405,6 +410,23 @@ const ROWS: RowSpec[] = [
     ['--datapath', 'sleeve', '--no-sleeve-express'],
     { password: true },
   ),
+  // The data path thread (native/src/iothread.c, on by default) against the express path
+  // on the event loop thread.
+  weavetsRow('sleeve-loop', 'weavets sleeve, --no-sleeve-thread', ['--datapath', 'sleeve', '--no-sleeve-thread']),
+  weavetsRow(
+    'sleeve-enc-loop',
+    'weavets sleeve, encrypted, --no-sleeve-thread',
+    ['--datapath', 'sleeve', '--no-sleeve-thread'],
+    { password: true },
+  ),
+  weavetsRow(
+    'sleeve-p4-loop',
+    'weavets sleeve, iperf3 -P 4, --no-sleeve-thread',
+    ['--datapath', 'sleeve', '--no-sleeve-thread'],
+    {
+      parallel: 4,
+    },
+  ),
   // The cost of `weavets flows` (on by default): the same paths without per-pair counting.
   weavetsRow('sleeve-noflows', 'weavets sleeve, --no-flows', ['--datapath', 'sleeve', '--no-flows']),
   weavetsRow('fastdp-noflows', 'weavets fastdp, --no-flows', ['--datapath', 'fastdp', '--no-flows'], {
@@ -425,6 +447,25 @@ function cpuSeconds(pid: number): number {
 }
 
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64 and arm64
+
+/**
+ * CPU seconds of a daemon's event loop thread (the main thread) and of its data path
+ * thread (named weavets-dp, native/src/iothread.c; 0 without one), from each thread's
+ * schedstat (nanoseconds on a CPU).
+ */
+function threadSeconds(pid: number): { loop: number; dataPath: number } {
+  const ns = (tid: string): number =>
+    Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+  let dataPath = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === 'weavets-dp') dataPath += ns(tid);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return { loop: ns(String(pid)), dataPath };
+}
 
 /**
  * A daemon's totals so far: GC (weavets_nodejs_gc_duration_seconds, every kind) and the
@@ -550,6 +591,9 @@ async function measureAll(
     const cpuOf = new Map<LiveRow, number>();
     const gcOf = new Map<LiveRow, { count: number; seconds: number; daemonRuns: number }>();
     const superOf = new Map<LiveRow, { sent: number; delivered: number }>();
+    // Per round, summed: [sender loop, sender data path, receiver loop, receiver data
+    // path] CPU seconds per second of iperf3.
+    const threadBusyOf = new Map<LiveRow, number[]>();
     for (let round = 0; round < iperfRounds; round++) {
       for (let i = 0; i < rows.length; i++) {
         const row = rows[(i + round) % rows.length]!;
@@ -560,8 +604,19 @@ async function measureAll(
           const pids = [...daemonPids(row.lab, ep.daemonHosts), ...(ep.otherPids ?? [])];
           const gcBefore = await Promise.all(ep.daemonHosts.map(daemonTotals));
           const cpuBefore = pids.map(cpuSeconds);
+          const daemonPidsNow = daemonPids(row.lab, ep.daemonHosts);
+          const threadsBefore = daemonPidsNow.map(threadSeconds);
           const gbps = await iperf(row.lab, ep, seconds);
           const cpu = pids.map(cpuSeconds).reduce((a, v) => a + v, 0) - cpuBefore.reduce((a, v) => a + v, 0);
+          if (daemonPidsNow.length === 2) {
+            const busy = threadBusyOf.get(row) ?? [0, 0, 0, 0];
+            daemonPidsNow.forEach((pid, k) => {
+              const now = threadSeconds(pid);
+              busy[2 * k] = busy[2 * k]! + (now.loop - threadsBefore[k]!.loop) / seconds;
+              busy[2 * k + 1] = busy[2 * k + 1]! + (now.dataPath - threadsBefore[k]!.dataPath) / seconds;
+            });
+            threadBusyOf.set(row, busy);
+          }
           const gcAfter = await Promise.all(ep.daemonHosts.map(daemonTotals));
           if (gcAfter.length === 2) {
             // iperf3's client sends: its host's C cuts, the server's host's C rebuilds.
@@ -604,6 +659,8 @@ async function measureAll(
       }
       const sup = superOf.get(row);
       if (sup !== undefined && sup.sent > 0) res.rebuiltInC = sup.delivered / sup.sent;
+      const busy = threadBusyOf.get(row);
+      if (busy !== undefined && runs.length > 0) res.threadBusy = busy.map((b) => b / runs.length);
       row.result = res;
     }
     return rows.map((r) => r.result);
@@ -614,6 +671,12 @@ async function measureAll(
   }
 }
 
+/** "61 + 34, 48 + 40": each daemon's event loop thread + data path thread, % of a core. */
+function threadBusyText(b: number[]): string {
+  const pct = (v: number): string => (v * 100).toFixed(0);
+  return `${pct(b[0]!)} + ${pct(b[1]!)}, ${pct(b[2]!)} + ${pct(b[3]!)}`;
+}
+
 function table(results: RowResult[], seconds: number, pingRounds: number, iperfRounds: number): string {
   const ref = results.find((r) => r.title.startsWith('direct veth'))?.gbps;
   const vx = results.find((r) => r.title.startsWith('kernel VXLAN'));
@@ -622,12 +685,12 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
       `${new Date().toISOString()}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ` +
       `load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
     '',
-    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN | GC per daemon per 5 s of iperf3: count, ms | super-frames C cut that C rebuilt |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| path | Gbit/s | vs veth | vs hand-made VXLAN | rounds (Gbit/s) | CPU s per Gbit (daemons, Nebula, wireguard-go) | ping p50 ms | ping vs VXLAN | GC per daemon per 5 s of iperf3: count, ms | super-frames C cut that C rebuilt | threads busy, % of a core: sender loop + data path, receiver loop + data path |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     if (r.error !== undefined) {
-      lines.push(`| ${r.title} | failed: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | | |`);
+      lines.push(`| ${r.title} | failed: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | | | |`);
       continue;
     }
     const ratio = ref !== undefined && r.gbps !== undefined ? `${((r.gbps / ref) * 100).toFixed(1)}%` : 'n/a';
@@ -640,7 +703,8 @@ function table(results: RowResult[], seconds: number, pingRounds: number, iperfR
       `| ${r.title} | ${r.gbps!.toFixed(2)} | ${ratio} | ${vsVx} | ${(r.runs ?? []).map((g) => g.toFixed(2)).join(' ')} | ${r.cpuSecPerGbit !== undefined ? r.cpuSecPerGbit.toFixed(3) : 'n/a'} | ` +
         `${r.pingAvgMs !== undefined ? r.pingAvgMs.toFixed(3) : 'n/a'} | ${pingVx} | ` +
         `${r.gcPer5s !== undefined ? `${r.gcPer5s.count.toFixed(1)}, ${r.gcPer5s.ms.toFixed(1)}` : 'n/a'} | ` +
-        `${r.rebuiltInC !== undefined ? `${(r.rebuiltInC * 100).toFixed(1)}%` : 'n/a'} |`,
+        `${r.rebuiltInC !== undefined ? `${(r.rebuiltInC * 100).toFixed(1)}%` : 'n/a'} | ` +
+        `${r.threadBusy !== undefined ? threadBusyText(r.threadBusy) : 'n/a'} |`,
     );
   }
   return lines.join('\n');

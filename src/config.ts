@@ -65,6 +65,8 @@ export interface DaemonConfig {
   flows: boolean;
   /** The sleeve forwards the common unicast frame in C, the express path (docs/ARCHITECTURE.md). */
   sleeveExpress: boolean;
+  /** The express path runs on a data path thread of its own, off the event loop (docs/ARCHITECTURE.md). */
+  sleeveThread: boolean;
 }
 
 export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/weavets.sock';

@@ -26,7 +26,9 @@
  *     one whose one record passes the same checks, written with one writev from the
  *     ring; a sealed one opened in a buffer of its own and kept only if its records do.
  *     A batch that ends inside a series is extended: the rest, usually one GSO send
- *     behind, is drained into the ring's free slots for up to SERIES_WAIT_NS.
+ *     behind, is drained into the ring's free slots, on the event loop by polling for up
+ *     to SERIES_WAIT_NS, on the data path thread by holding the batch (express_hold) until
+ *     its epoll says more arrived.
  *
  * A sealed peer's datagrams are sealed and opened with the peer's one sealing state
  * (peer_crypto.c), which the JS path uses too: one nonce counter, one replay window. A
@@ -37,12 +39,15 @@
  * JS marked EXPRESS_RX_OPENED in the ring's flags, so JS does not open it twice; one that
  * does not open is left untouched, and JS opens it again to count why.
  *
- * Everything runs on the event loop thread (poller.c calls us from the poll callback),
- * so the tables need no locks; JS changes them between batches. Counters are deltas JS
- * drains (expressTake) into its own: per peer, per network, flows, MACs refreshed, drops.
+ * Batches run on the data path thread (iothread.c) when the path was created with one,
+ * else on the event loop thread (poller.c calls us from the poll callback). With the
+ * thread, the data path lock guards the tables: the thread holds it for a batch, and every
+ * export below that reads or changes them takes it. Counters are deltas JS drains
+ * (expressTake) into its own: per peer, per network, flows, MACs refreshed, drops.
  *
  * Exports (typed face: src/native/index.ts, ExpressPath):
- *   expressCreate(udp, selfHigh, selfLow, nowMs, macMaxAgeMs, countFlows) -> handle
+ *   expressCreate(udp, selfHigh, selfLow, nowMs, macMaxAgeMs, countFlows, thread?,
+ *                 schedSliceNs?) -> handle
  *   expressAddNetwork(h, networkId, tap)   expressRemoveNetwork(h, networkId)
  *   expressSetPeer(h, high, low, ip, port, maxDatagram, direct, sealed, crypto?)
  *   expressRemovePeer(h, high, low)
@@ -66,6 +71,7 @@
 #include <uv.h>
 
 #include "express.h"
+#include "iothread.h"
 #include "peer_crypto.h"
 #include "poller.h"
 #include "udp.h"
@@ -175,6 +181,8 @@ typedef struct {
 
 typedef struct express {
   napi_env env;
+  /* The data path thread the batches run on, or NULL: on the event loop (poller.c). */
+  weavets_iothread *iot;
   weavets_poller *udp; /* NULL once the socket closed */
   napi_ref udp_ref;
   uint64_t self;
@@ -483,8 +491,10 @@ static void send_fragmented(express *x, xp_peer *p, uint32_t net, uint8_t *slot,
   }
   uint32_t seg = p->max_datagram;
   uint32_t chunk_max = seg - FRAG_HEAD;
-  uint32_t id = *x->frag_id;
-  *x->frag_id = id + 1 == 0 ? 1 : id + 1;
+  /* Atomic: with the data path thread, the JS path takes ids from the cell meanwhile
+   * (Atomics.add in transmit.ts). 0 is never an id. */
+  uint32_t id = __atomic_fetch_add(x->frag_id, 1, __ATOMIC_RELAXED);
+  if (id == 0) id = __atomic_fetch_add(x->frag_id, 1, __ATOMIC_RELAXED);
   uint32_t iov_at[FRAG_MAX + 1];
   uint32_t n = 0, v = 0, pi = 0, po = 0;
   for (uint32_t at = 0; at < total; at += chunk_max, n++) {
@@ -529,13 +539,13 @@ static void send_fragmented(express *x, xp_peer *p, uint32_t net, uint8_t *slot,
   x->superframes_sent++;
 }
 
-static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
+static uint32_t express_from_tap(weavets_poller *tap, uint32_t from, uint32_t n) {
   xp_tap_ctx *ctx = tap->express_ctx;
   express *x = ctx->x;
   xp_net *net = net_find(x, ctx->net);
-  if (!net || !x->udp) return 0;
+  if (!net || !x->udp) return from;
   double now = now_ms(x);
-  uint32_t queued = 0, i = 0;
+  uint32_t queued = 0, i = from;
   for (; i < n && queued < TX_BATCH; i++) {
     uint32_t len = tap->ring_lengths[i];
     if (len < OFFLOAD_LEN + MIN_FRAME || len - OFFLOAD_LEN > MAX_FRAME) break;
@@ -586,7 +596,7 @@ static uint32_t express_from_tap(weavets_poller *tap, uint32_t n) {
     x->tx_frame_len[queued] = frame_len;
     queued++;
   }
-  net->from_bridge += i;
+  net->from_bridge += i - from;
   tx_flush(x, queued);
   return i;
 }
@@ -807,10 +817,10 @@ static uint32_t drain_rest_of_series(weavets_poller *udp, uint32_t n, uint64_t *
   }
 }
 
-static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
+static uint32_t express_from_udp(weavets_poller *udp, uint32_t from, uint32_t n) {
   express *x = udp->express_ctx;
   double now = now_ms(x);
-  uint32_t i = 0;
+  uint32_t i = from;
   uint64_t deadline = 0;
   for (; i < n; i++) {
     uint32_t len = udp->ring_lengths[i];
@@ -822,13 +832,18 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
       if (!p || (p->sealed && !p->crypto)) break;
       int open;
       uint32_t took = take_series(x, udp, p, i, n, now, &open);
-      while (took == 0 && open) {
+      /* On the data path thread the rest is waited for in its epoll, the batch held in
+       * the ring (iothread.c); on the loop, by polling for a moment. */
+      while (took == 0 && open && !udp->iot) {
         uint32_t filled = drain_rest_of_series(udp, n, &deadline);
         if (filled == n) break;
         n = filled;
         took = take_series(x, udp, p, i, n, now, &open);
       }
-      if (took == 0) break;
+      if (took == 0) {
+        if (open && udp->iot && n < udp->ring_slots) udp->express_hold = 1;
+        break;
+      }
       i += took - 1;
       continue;
     }
@@ -864,43 +879,72 @@ static uint32_t express_from_udp(weavets_poller *udp, uint32_t n) {
 
 /* ---- lifecycle ---- */
 
+/* The poller closes (poller_shutdown, JS thread): forget it, and take it out of the data
+ * path thread before its fd is closed. */
 static void detach_tap(weavets_poller *tap) {
   xp_tap_ctx *ctx = tap->express_ctx;
+  weavets_iothread *iot = ctx ? ctx->x->iot : NULL;
+  weavets_iothread_lock(iot);
   xp_net *net = ctx ? net_find(ctx->x, ctx->net) : NULL;
   if (net && net->tap == tap) net->tap = NULL;
+  weavets_iothread_detach_locked(tap, 0);
   tap->express = NULL;
   tap->express_ctx = NULL;
+  weavets_iothread_unlock(iot);
 }
 
 static void detach_udp(weavets_poller *udp) {
   express *x = udp->express_ctx;
+  weavets_iothread *iot = x ? x->iot : NULL;
+  weavets_iothread_lock(iot);
   if (x) x->udp = NULL;
+  weavets_iothread_detach_locked(udp, 0);
   udp->express = NULL;
   udp->express_ctx = NULL;
+  weavets_iothread_unlock(iot);
 }
 
+/* Lock held. The TAP goes back to the loop, its frames to JS. */
 static void remove_network(express *x, xp_net *net) {
   weavets_poller *tap = net->tap;
+  weavets_iothread_detach_locked(tap, 1);
   tap->express = NULL;
   tap->express_ctx = NULL;
   tap->express_detach = NULL;
   net->tap = NULL;
 }
 
-static void express_unhook(express *x) {
+/* Unhook from every poller (which go back to the loop, unless the environment is going
+ * away) and stop the data path thread. */
+static void express_unhook(express *x, int resume) {
+  weavets_iothread_lock(x->iot);
   for (int i = 0; i < MAX_NETWORKS; i++)
-    if (x->nets[i].tap) remove_network(x, &x->nets[i]);
+    if (x->nets[i].tap) {
+      if (!resume) weavets_iothread_detach_locked(x->nets[i].tap, 0);
+      remove_network(x, &x->nets[i]);
+    }
   if (x->udp) {
+    weavets_iothread_detach_locked(x->udp, resume);
     x->udp->express = NULL;
     x->udp->express_ctx = NULL;
     x->udp->express_detach = NULL;
     x->udp = NULL;
   }
+  weavets_iothread_unlock(x->iot);
+  weavets_iothread_stop(x->iot);
+  x->iot = NULL;
+}
+
+/* The environment is going away (process exit, a worker ending): no thread may outlive
+ * it. The finalizer that follows finds the path unhooked. */
+static void express_env_cleanup(void *data) {
+  express_unhook(data, 0);
 }
 
 static void express_finalize(napi_env env, void *data, void *hint) {
   express *x = data;
-  express_unhook(x);
+  napi_remove_env_cleanup_hook(env, express_env_cleanup, x);
+  express_unhook(x, 1);
   for (size_t i = 0; i < PEER_SLOTS; i++)
     if (x->peers[i].crypto_ref) napi_delete_reference(env, x->peers[i].crypto_ref);
   if (x->udp_ref) napi_delete_reference(env, x->udp_ref);
@@ -951,8 +995,8 @@ static int get_bool(napi_env env, napi_value v, const char *what, bool *out) {
 }
 
 static napi_value js_create(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!weavets_get_args(env, info, 6, argv)) return NULL;
+  napi_value argv[8];
+  if (!weavets_get_args(env, info, 8, argv)) return NULL;
   weavets_poller *udp = weavets_poller_get(env, argv[0]);
   if (!udp) return NULL;
   if (!udp->ring_addrs) {
@@ -965,10 +1009,15 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   uint64_t self;
   double js_now, max_age;
-  bool flows;
+  bool flows, thread = false;
+  uint32_t slice_ns = 0;
+  napi_valuetype tt;
   if (!get_name(env, argv[1], argv[2], &self) || !get_double(env, argv[3], "nowMs", &js_now) ||
       !get_double(env, argv[4], "macMaxAgeMs", &max_age) ||
-      !get_bool(env, argv[5], "countFlows", &flows))
+      !get_bool(env, argv[5], "countFlows", &flows) || napi_typeof(env, argv[6], &tt) != napi_ok ||
+      (tt != napi_undefined && !get_bool(env, argv[6], "thread", &thread)) ||
+      napi_typeof(env, argv[7], &tt) != napi_ok ||
+      (tt != napi_undefined && !weavets_get_u32(env, argv[7], "schedSliceNs", &slice_ns)))
     return NULL;
   if (self == 0) {
     napi_throw_range_error(env, NULL, "self must not be 0");
@@ -1010,10 +1059,32 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   /* Keep the socket object alive as long as we are hooked into it. */
   napi_create_reference(env, argv[0], 1, &x->udp_ref);
+  if (thread) {
+    int err = 0;
+    x->iot = weavets_iothread_start(env, slice_ns, &err);
+    if (!x->iot) {
+      napi_value ignored;
+      napi_remove_wrap(env, obj, (void **)&ignored);
+      express_finalize(env, x, NULL);
+      weavets_throw_errno(env, "data path thread", err);
+      return NULL;
+    }
+    napi_add_env_cleanup_hook(env, express_env_cleanup, x);
+  }
+  weavets_iothread_lock(x->iot);
   x->udp = udp;
   udp->express_ctx = x;
   udp->express_detach = detach_udp;
   udp->express = express_from_udp;
+  int err = x->iot ? weavets_iothread_attach_locked(x->iot, udp) : 0;
+  weavets_iothread_unlock(x->iot);
+  if (err) {
+    napi_value ignored;
+    napi_remove_wrap(env, obj, (void **)&ignored);
+    express_finalize(env, x, NULL);
+    weavets_throw_errno(env, "data path thread: the socket", err);
+    return NULL;
+  }
   return obj;
 }
 
@@ -1035,6 +1106,7 @@ static napi_value js_add_network(napi_env env, napi_callback_info info) {
   }
   for (int i = 0; i < MAX_NETWORKS; i++) {
     if (x->nets[i].tap) continue;
+    weavets_iothread_lock(x->iot);
     xp_net *net = &x->nets[i];
     memset(net, 0, sizeof *net);
     net->id = id;
@@ -1044,9 +1116,14 @@ static napi_value js_add_network(napi_env env, napi_callback_info info) {
     tap->express_ctx = &x->tap_ctx[i];
     tap->express_detach = detach_tap;
     tap->express = express_from_tap;
-    napi_value yes;
-    napi_get_boolean(env, true, &yes);
-    return yes;
+    /* A TAP the thread cannot take (epoll refused it) stays on JS: C must not run for it
+     * on the loop while the thread runs the socket's batches. */
+    int taken = !x->iot || weavets_iothread_attach_locked(x->iot, tap) == 0;
+    if (!taken) remove_network(x, net);
+    weavets_iothread_unlock(x->iot);
+    napi_value result;
+    napi_get_boolean(env, taken, &result);
+    return result;
   }
   /* Full: this network's frames all go through JS. */
   napi_value no;
@@ -1060,8 +1137,10 @@ static napi_value js_remove_network(napi_env env, napi_callback_info info) {
   express *x = express_get(env, argv[0]);
   uint32_t id;
   if (!x || !weavets_get_u32(env, argv[1], "networkId", &id)) return NULL;
+  weavets_iothread_lock(x->iot);
   xp_net *net = net_find(x, id);
   if (net) remove_network(x, net);
+  weavets_iothread_unlock(x->iot);
   return NULL;
 }
 
@@ -1092,16 +1171,19 @@ static napi_value js_set_peer(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
+  weavets_iothread_lock(x->iot);
   xp_peer *p = peer_upsert(x, name);
+  if (p) {
+    p->ip = ip;
+    p->port = (uint16_t)port;
+    p->max_datagram = max_datagram;
+    p->direct = direct;
+    p->sealed = sealed || crypto != NULL;
+    peer_set_crypto(x, p, crypto, argv[8]);
+  }
+  weavets_iothread_unlock(x->iot);
   napi_value ok;
-  napi_get_boolean(env, p != NULL, &ok);
-  if (!p) return ok; /* full: this peer's frames go through JS */
-  p->ip = ip;
-  p->port = (uint16_t)port;
-  p->max_datagram = max_datagram;
-  p->direct = direct;
-  p->sealed = sealed || crypto != NULL;
-  peer_set_crypto(x, p, crypto, argv[8]);
+  napi_get_boolean(env, p != NULL, &ok); /* full: this peer's frames go through JS */
   return ok;
 }
 
@@ -1111,8 +1193,10 @@ static napi_value js_remove_peer(napi_env env, napi_callback_info info) {
   express *x = express_get(env, argv[0]);
   uint64_t name;
   if (!x || !get_name(env, argv[1], argv[2], &name)) return NULL;
+  weavets_iothread_lock(x->iot);
   xp_peer *p = peer_find(x, name);
   if (p) peer_delete(x, p);
+  weavets_iothread_unlock(x->iot);
   return NULL;
 }
 
@@ -1125,7 +1209,10 @@ static napi_value js_learn(napi_env env, napi_callback_info info) {
   if (!x || !weavets_get_u32(env, argv[1], "networkId", &net) ||
       !get_name(env, argv[2], argv[3], &mac) || !get_name(env, argv[4], argv[5], &peer))
     return NULL;
-  if (peer != 0 && !(mac & GROUP_BIT)) mac_learn(x, net, mac, peer, now_ms(x));
+  if (peer == 0 || (mac & GROUP_BIT)) return NULL;
+  weavets_iothread_lock(x->iot);
+  mac_learn(x, net, mac, peer, now_ms(x));
+  weavets_iothread_unlock(x->iot);
   return NULL;
 }
 
@@ -1135,8 +1222,10 @@ static napi_value js_forget_peer(napi_env env, napi_callback_info info) {
   express *x = express_get(env, argv[0]);
   uint64_t name;
   if (!x || !get_name(env, argv[1], argv[2], &name)) return NULL;
+  weavets_iothread_lock(x->iot);
   for (size_t i = 0; i < MAC_SETS * MAC_WAYS; i++)
     if (x->macs[i].peer == name) memset(&x->macs[i], 0, sizeof x->macs[i]);
+  weavets_iothread_unlock(x->iot);
   return NULL;
 }
 
@@ -1214,8 +1303,11 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "unknown expressTake kind");
     return NULL;
   }
+  weavets_iothread_lock(x->iot);
+  uint32_t n = take(x, what, data, len);
+  weavets_iothread_unlock(x->iot);
   napi_value result;
-  napi_create_uint32(env, take(x, what, data, len), &result);
+  napi_create_uint32(env, n, &result);
   return result;
 }
 
@@ -1224,16 +1316,16 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   if (!weavets_get_args(env, info, 1, argv)) return NULL;
   express *x = express_get(env, argv[0]);
   if (!x) return NULL;
+  weavets_iothread_lock(x->iot);
+  double counts[4] = {x->frames_sent, x->frames_delivered, x->superframes_sent,
+                      x->superframes_delivered};
+  weavets_iothread_unlock(x->iot);
   napi_value arr, v;
   napi_create_array_with_length(env, 4, &arr);
-  napi_create_double(env, x->frames_sent, &v);
-  napi_set_element(env, arr, 0, v);
-  napi_create_double(env, x->frames_delivered, &v);
-  napi_set_element(env, arr, 1, v);
-  napi_create_double(env, x->superframes_sent, &v);
-  napi_set_element(env, arr, 2, v);
-  napi_create_double(env, x->superframes_delivered, &v);
-  napi_set_element(env, arr, 3, v);
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_create_double(env, counts[i], &v);
+    napi_set_element(env, arr, i, v);
+  }
   return arr;
 }
 
@@ -1254,7 +1346,9 @@ static napi_value js_share_fragment_ids(napi_env env, napi_callback_info info) {
   if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) return NULL;
   if (x->frag_id_ref) napi_delete_reference(env, x->frag_id_ref);
   x->frag_id_ref = ref;
+  weavets_iothread_lock(x->iot);
   x->frag_id = data;
+  weavets_iothread_unlock(x->iot);
   return NULL;
 }
 

@@ -12,6 +12,7 @@
  * both paths and the tests agree on "now".
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,9 @@ typedef struct {
 } replay_window;
 
 struct weavets_peer_crypto {
+  /* The sleeve's JS path seals on the loop thread while the data path thread (iothread.c)
+   * seals and opens: every use of the state below takes it. */
+  pthread_mutex_t mu;
   uint8_t send_key[KEY_LEN];
   uint64_t send_epoch;       /* epochs since the handshake (the wire carries it mod 256) */
   uint64_t peer_opens_epoch; /* highest send epoch the peer proved it opens */
@@ -144,6 +148,10 @@ static weavets_peer_crypto *peer_crypto_new(const uint8_t send_key[KEY_LEN],
                                             const uint8_t recv_key[KEY_LEN], double now_ms) {
   weavets_peer_crypto *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  if (pthread_mutex_init(&c->mu, NULL) != 0) {
+    free(c);
+    return NULL;
+  }
   memcpy(c->send_key, send_key, KEY_LEN);
   memcpy(c->recv_key, recv_key, KEY_LEN);
   next_data_key(c->recv_next_key, c->recv_key);
@@ -154,6 +162,7 @@ static weavets_peer_crypto *peer_crypto_new(const uint8_t send_key[KEY_LEN],
 }
 
 static void peer_crypto_free(weavets_peer_crypto *c) {
+  pthread_mutex_destroy(&c->mu);
   sodium_memzero(c, sizeof *c);
   free(c);
 }
@@ -163,8 +172,8 @@ static bool send_exhausted(const weavets_peer_crypto *c) {
   return c->send_counter > MAX_COUNTER;
 }
 
-void weavets_peer_crypto_seal(weavets_peer_crypto *c, uint8_t *buf, size_t msg_off, size_t msg_len,
-                              double now_ms) {
+static void seal_locked(weavets_peer_crypto *c, uint8_t *buf, size_t msg_off, size_t msg_len,
+                        double now_ms) {
   if ((c->send_epoch_messages >= REKEY_AFTER_MESSAGES ||
        now_ms - c->send_epoch_started >= REKEY_AFTER_MS) &&
       /* Never two epochs ahead of the receiver: it would drop everything as bad_epoch. */
@@ -195,8 +204,8 @@ void weavets_peer_crypto_seal(weavets_peer_crypto *c, uint8_t *buf, size_t msg_o
   crypto_secretbox_detached(m, tag, m, msg_len, nonce, c->send_key);
 }
 
-int weavets_peer_crypto_open_uncommitted(weavets_peer_crypto *c, uint8_t *buf, size_t off,
-                                         size_t len, double now_ms, weavets_open_ticket *ticket) {
+static int open_uncommitted_locked(weavets_peer_crypto *c, uint8_t *buf, size_t off, size_t len,
+                                   double now_ms, weavets_open_ticket *ticket) {
   if (len < WEAVETS_SEAL_UNIT_OVERHEAD) return WEAVETS_OPEN_FORGED;
   uint8_t *unit = buf + off;
   uint8_t epoch = unit[0];
@@ -230,8 +239,8 @@ int weavets_peer_crypto_open_uncommitted(weavets_peer_crypto *c, uint8_t *buf, s
   return WEAVETS_OPEN_OK;
 }
 
-void weavets_peer_crypto_open_commit(weavets_peer_crypto *c, const weavets_open_ticket *ticket,
-                                     double now_ms) {
+static void open_commit_locked(weavets_peer_crypto *c, const weavets_open_ticket *ticket,
+                               double now_ms) {
   /* Nothing ran on this state since the uncommitted open, so the counter is still new. */
   replay_accept(&c->replay, ticket->counter);
   if (ticket->advancing) {
@@ -244,11 +253,35 @@ void weavets_peer_crypto_open_commit(weavets_peer_crypto *c, const weavets_open_
   }
 }
 
+void weavets_peer_crypto_seal(weavets_peer_crypto *c, uint8_t *buf, size_t msg_off, size_t msg_len,
+                              double now_ms) {
+  pthread_mutex_lock(&c->mu);
+  seal_locked(c, buf, msg_off, msg_len, now_ms);
+  pthread_mutex_unlock(&c->mu);
+}
+
+int weavets_peer_crypto_open_uncommitted(weavets_peer_crypto *c, uint8_t *buf, size_t off,
+                                         size_t len, double now_ms, weavets_open_ticket *ticket) {
+  pthread_mutex_lock(&c->mu);
+  int r = open_uncommitted_locked(c, buf, off, len, now_ms, ticket);
+  pthread_mutex_unlock(&c->mu);
+  return r;
+}
+
+void weavets_peer_crypto_open_commit(weavets_peer_crypto *c, const weavets_open_ticket *ticket,
+                                     double now_ms) {
+  pthread_mutex_lock(&c->mu);
+  open_commit_locked(c, ticket, now_ms);
+  pthread_mutex_unlock(&c->mu);
+}
+
 int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, size_t len,
                              double now_ms) {
   weavets_open_ticket ticket;
-  int r = weavets_peer_crypto_open_uncommitted(c, buf, off, len, now_ms, &ticket);
-  if (r == WEAVETS_OPEN_OK) weavets_peer_crypto_open_commit(c, &ticket, now_ms);
+  pthread_mutex_lock(&c->mu);
+  int r = open_uncommitted_locked(c, buf, off, len, now_ms, &ticket);
+  if (r == WEAVETS_OPEN_OK) open_commit_locked(c, &ticket, now_ms);
+  pthread_mutex_unlock(&c->mu);
   return r;
 }
 
@@ -366,11 +399,12 @@ static napi_value js_seal(napi_env env, napi_callback_info info) {
                            "peerCryptoSeal: need msgOff >= 25 and msgOff + msgLen within buf");
     return NULL;
   }
-  if (send_exhausted(c)) {
+  pthread_mutex_lock(&c->mu);
+  bool exhausted = send_exhausted(c);
+  if (!exhausted) seal_locked(c, buf, msg_off, msg_len, now_ms);
+  pthread_mutex_unlock(&c->mu);
+  if (exhausted)
     napi_throw_error(env, "EWEAVETS_CRYPTO_BAD_INPUT", "peerCryptoSeal: nonce counter past 2^53");
-    return NULL;
-  }
-  weavets_peer_crypto_seal(c, buf, msg_off, msg_len, now_ms);
   return NULL;
 }
 
@@ -404,10 +438,12 @@ static napi_value js_heartbeat(napi_env env, napi_callback_info info, bool acked
   weavets_peer_crypto *c = get_handle(env, argv[0]);
   uint32_t seq;
   if (!c || !weavets_get_u32(env, argv[1], "seq", &seq)) return NULL;
+  pthread_mutex_lock(&c->mu);
   if (acked)
     heartbeat_acked(c, seq);
   else
     heartbeat_sent(c, seq);
+  pthread_mutex_unlock(&c->mu);
   return NULL;
 }
 
@@ -425,10 +461,13 @@ static napi_value js_epoch(napi_env env, napi_callback_info info) {
   if (!weavets_get_args(env, info, 1, argv)) return NULL;
   weavets_peer_crypto *c = get_handle(env, argv[0]);
   if (!c) return NULL;
+  pthread_mutex_lock(&c->mu);
+  uint32_t send_epoch = (uint32_t)(c->send_epoch & 0xff), recv_epoch = c->recv_epoch;
+  pthread_mutex_unlock(&c->mu);
   napi_value arr, send, recv;
   if (napi_create_array_with_length(env, 2, &arr) != napi_ok ||
-      napi_create_uint32(env, (uint32_t)(c->send_epoch & 0xff), &send) != napi_ok ||
-      napi_create_uint32(env, c->recv_epoch, &recv) != napi_ok ||
+      napi_create_uint32(env, send_epoch, &send) != napi_ok ||
+      napi_create_uint32(env, recv_epoch, &recv) != napi_ok ||
       napi_set_element(env, arr, 0, send) != napi_ok ||
       napi_set_element(env, arr, 1, recv) != napi_ok) {
     weavets_ensure_thrown(env, "peerCryptoEpoch");
@@ -445,7 +484,9 @@ static napi_value js_set_epoch_messages_for_test(napi_env env, napi_callback_inf
   weavets_peer_crypto *c = get_handle(env, argv[0]);
   uint32_t n;
   if (!c || !weavets_get_u32(env, argv[1], "messages", &n)) return NULL;
+  pthread_mutex_lock(&c->mu);
   c->send_epoch_messages = n;
+  pthread_mutex_unlock(&c->mu);
   return NULL;
 }
 

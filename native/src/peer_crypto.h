@@ -7,7 +7,8 @@
  * JS makes the state with peerCryptoCreate (a handle object); C code that was handed that
  * object gets the state with weavets_peer_crypto_unwrap. The state lives as long as the
  * handle object: C code that keeps the pointer beyond a call must keep a reference to the
- * handle. Not thread-safe: call it on the JS thread only (like the JS methods).
+ * handle. Each call takes the state's own lock, so the data path thread (iothread.c) and
+ * the JS thread may use one state at once.
  */
 #ifndef WEAVETS_PEER_CRYPTO_H
 #define WEAVETS_PEER_CRYPTO_H
@@ -45,7 +46,7 @@ int weavets_peer_crypto_open(weavets_peer_crypto *c, uint8_t *buf, size_t off, s
 
 /* The same in two steps, for a caller that decides only after reading the plaintext
  * whether it keeps the datagram (express.c's fragment series): the first opens in place
- * and changes no state; the second, called before anything else uses the state, spends
+ * and changes no state; the second, called before anything else opens with the state, spends
  * the counter (and moves to the peer's next epoch) as weavets_peer_crypto_open would.
  * Without the commit the unit may be opened again from its ciphertext, elsewhere. */
 typedef struct {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "iothread.h"
 #include "poller.h"
 
 static void poller_on_closed(uv_handle_t *h) {
@@ -114,22 +115,12 @@ static void surface_exception(napi_env env) {
   if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
 }
 
-static void poller_on_poll(uv_poll_t *h, int status, int events) {
-  weavets_poller *p = h->data;
-  if (!p->reading) return;
-  int err = 0;
-  uint32_t n = 0;
-  if (status < 0)
-    err = -status;
-  else
-    n = p->drain(p, 0, &err);
-  uint32_t first = 0;
-  if (n > 0 && p->express) {
-    first = p->express(p, n);
-    n = p->ring_filled; /* the express path may have drained more */
-  }
-  if (first == n && err == 0) return;
+/* Whether p is waiting for readiness: in the loop's uv_poll, or in the data path thread. */
+static int poller_polling(weavets_poller *p) {
+  return p->iot ? p->iot_armed : uv_is_active((uv_handle_t *)&p->handle);
+}
 
+void weavets_poller_deliver(weavets_poller *p, uint32_t n, uint32_t first, int err) {
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -147,19 +138,42 @@ static void poller_on_poll(uv_poll_t *h, int status, int events) {
     napi_value error;
     weavets_throw_errno(env, "read", err);
     napi_get_and_clear_last_exception(env, &error);
-    uv_poll_stop(&p->handle); /* a hard error would otherwise fire forever */
+    /* A hard error would otherwise fire forever (a thread's poller is not armed now). */
+    if (!p->iot) uv_poll_stop(&p->handle);
     if (p->on_error) {
       napi_get_reference_value(env, p->on_error, &fn);
       if (napi_make_callback(env, p->actx, self, fn, 1, &error, &result) != napi_ok)
         surface_exception(env);
       /* Unless onError restarted reading, finish the stop. */
-      if (p->reading && !uv_is_active((uv_handle_t *)&p->handle)) weavets_poller_stop(env, p);
+      if (p->reading && !poller_polling(p)) weavets_poller_stop(env, p);
     } else {
       weavets_poller_stop(env, p);
       napi_fatal_exception(env, error);
     }
   }
   napi_close_handle_scope(env, scope);
+}
+
+static void poller_on_poll(uv_poll_t *h, int status, int events) {
+  weavets_poller *p = h->data;
+  if (!p->reading) return;
+  int err = 0;
+  uint32_t n = 0;
+  if (status < 0)
+    err = -status;
+  else
+    n = p->drain(p, 0, &err);
+  uint32_t first = 0;
+  if (n > 0 && p->express) {
+    first = p->express(p, 0, n);
+    n = p->ring_filled; /* the express path may have drained more */
+  }
+  if (first == n && err == 0) return;
+  weavets_poller_deliver(p, n, first, err);
+}
+
+int weavets_poller_resume_loop(weavets_poller *p) {
+  return uv_poll_start(&p->handle, UV_READABLE, poller_on_poll);
 }
 
 napi_status weavets_poller_start(napi_env env, weavets_poller *p, napi_value on_data,
@@ -196,6 +210,10 @@ napi_status weavets_poller_start(napi_env env, weavets_poller *p, napi_value on_
     napi_reference_ref(env, p->self, &count); /* no GC while the poll can call back */
     p->reading = 1;
   }
+  if (p->iot) {
+    weavets_iothread_poller_started(p);
+    return napi_ok;
+  }
   int r = uv_poll_start(&p->handle, UV_READABLE, poller_on_poll);
   if (r < 0) {
     weavets_poller_stop(env, p);
@@ -208,7 +226,11 @@ napi_status weavets_poller_start(napi_env env, weavets_poller *p, napi_value on_
 void weavets_poller_stop(napi_env env, weavets_poller *p) {
   if (!p->reading) return;
   uv_poll_stop(&p->handle);
-  p->reading = 0;
+  /* Under the thread's lock: once this returns, the thread never drains p again. */
+  if (p->iot)
+    weavets_iothread_poller_stopped(p);
+  else
+    p->reading = 0;
   if (p->on_data) napi_delete_reference(env, p->on_data);
   if (p->on_error) napi_delete_reference(env, p->on_error);
   p->on_data = p->on_error = NULL;

@@ -18,11 +18,14 @@ typedef struct weavets_poller weavets_poller;
  * return the entries filled in all (from + those read), which it also stores in
  * ring_filled; set *err to a fatal errno (0 if none). */
 typedef uint32_t (*weavets_drain_fn)(weavets_poller *p, uint32_t from, int *err);
-/* The express path (express.c) runs on a drained batch of n entries before JS does: it
- * forwards what it can and returns the index of the first entry it left for JS. It may
- * drain more into the free slots after the batch (a fragment series whose last datagrams
- * were still on their way); JS gets everything up to ring_filled either way. */
-typedef uint32_t (*weavets_express_fn)(weavets_poller *p, uint32_t n);
+/* The express path (express.c) runs on entries [from, n) of a drained batch before JS
+ * does (from is 0 but for a batch held on the data path thread): it forwards what it can
+ * and returns the index of the first entry it left for JS. It may drain more into the
+ * free slots after the batch (a fragment series whose last datagrams were still on their
+ * way); JS gets everything up to ring_filled either way. On the data path thread it may
+ * instead set express_hold: the entries from the one returned start a series whose rest
+ * has not arrived, and should stay in the ring until more has (iothread.c). */
+typedef uint32_t (*weavets_express_fn)(weavets_poller *p, uint32_t from, uint32_t n);
 
 struct weavets_poller {
   napi_env env;
@@ -52,7 +55,28 @@ struct weavets_poller {
   weavets_express_fn express;
   void *express_ctx;
   void (*express_detach)(weavets_poller *p);
+  /* Set while the data path thread (iothread.c) waits on this fd instead of the loop's
+   * uv_poll; the fields below are its, read and written under its lock. */
+  struct weavets_iothread *iot;
+  uint32_t iot_slot;
+  int iot_armed;       /* in the thread's epoll, waiting (one-shot: re-armed after a batch) */
+  int handoff_pending; /* the thread left [handoff_first, handoff_n) of a batch to JS */
+  uint32_t handoff_n, handoff_first;
+  int handoff_err;
+  int express_hold; /* set by the express path: hold [held_first, n) */
+  int held;         /* the ring holds [held_first, held_n) for the express path */
+  uint32_t held_first, held_n;
+  uint64_t held_until; /* uv_hrtime(): then it goes to JS as it is */
 };
+
+/* What the poll callback does with a drained batch after the express path ran on it:
+ * JS gets [first, n), and a fatal errno goes to onError (or stops reading). JS thread;
+ * poller.c's poll callback and iothread.c's hand-off both end here. */
+void weavets_poller_deliver(weavets_poller *p, uint32_t n, uint32_t first, int err);
+
+/* Wait for readiness in the loop's uv_poll again (a poller the data path thread gave
+ * back); 0 or a libuv error. */
+int weavets_poller_resume_loop(weavets_poller *p);
 
 napi_status weavets_poller_setup(napi_env env, weavets_poller *p, napi_value obj);
 weavets_poller *weavets_poller_get(napi_env env, napi_value obj);

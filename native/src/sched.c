@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "addon.h"
+#include "sched.h"
 
 /* The first version of struct sched_attr (SCHED_ATTR_SIZE_VER0, 48 bytes). */
 struct weavets_sched_attr {
@@ -32,6 +33,20 @@ struct weavets_sched_attr {
   uint64_t sched_period;
 };
 
+int weavets_set_sched_slice(uint64_t ns) {
+  /* Keep the nice value: sched_setattr sets it from the struct for SCHED_OTHER. */
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, 0);
+  if (nice == -1 && errno != 0) nice = 0;
+  struct weavets_sched_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.size = sizeof attr;
+  attr.sched_policy = SCHED_OTHER;
+  attr.sched_nice = nice;
+  attr.sched_runtime = ns;
+  return syscall(SYS_sched_setattr, 0, &attr, 0) == 0 ? 0 : errno;
+}
+
 static napi_value js_set_sched_slice(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -44,19 +59,9 @@ static napi_value js_set_sched_slice(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "setSchedSlice(ns): ns must be an integer in 0..1000000000");
     return NULL;
   }
-  /* Keep the nice value: sched_setattr sets it from the struct for SCHED_OTHER. */
-  errno = 0;
-  int nice = getpriority(PRIO_PROCESS, 0);
-  if (nice == -1 && errno != 0) nice = 0;
-  struct weavets_sched_attr attr;
-  memset(&attr, 0, sizeof attr);
-  attr.size = sizeof attr;
-  attr.sched_policy = SCHED_OTHER;
-  attr.sched_nice = nice;
-  attr.sched_runtime = (uint64_t)ns;
   napi_value result;
-  if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
-    int err = errno;
+  int err = weavets_set_sched_slice((uint64_t)ns);
+  if (err != 0) {
     /* A kernel without custom slices (or a policy we must not replace) says no politely. */
     if (err == EINVAL || err == ENOSYS || err == E2BIG || err == EPERM) {
       napi_get_boolean(env, false, &result);

@@ -54,6 +54,7 @@ const FIELDS: Record<keyof DaemonConfig, FieldKind | `${FieldKind}?`> = {
   policyDryRun: 'boolean',
   flows: 'boolean',
   sleeveExpress: 'boolean',
+  sleeveThread: 'boolean',
 };
 
 function holds(v: unknown, kind: FieldKind): boolean {

@@ -264,6 +264,11 @@ export const LAUNCH_OPTIONS: readonly LaunchOption[] = [
     fill: (c, v) => (c.sleeveExpress = v !== false),
   },
   {
+    flags: '--no-sleeve-thread',
+    help: "run the sleeve's express path on the event loop thread instead of a data path thread of its own",
+    fill: (c, v) => (c.sleeveThread = v !== false),
+  },
+  {
     flags: '--etcd <urls>',
     help: 'cluster store: comma-separated etcd URLs (http://10.0.0.5:2379); default: the embedded store in the state dir',
     group: 'store',

@@ -80,6 +80,8 @@ export interface LaunchFlags {
   flows?: boolean;
   /** commander's --no-sleeve-express: false when given. */
   sleeveExpress?: boolean;
+  /** commander's --no-sleeve-thread: false when given. */
+  sleeveThread?: boolean;
   etcd?: string;
   etcdCa?: string;
   etcdCert?: string;

@@ -143,6 +143,7 @@ function openSleeve(deps: DatapathDeps, composite: CompositeDatapath | undefined
       ...(composite ? { kernelPeers: composite.kernelPeers } : {}),
       ...(deps.flows ? { flows: deps.flows.counter } : {}),
       express: config.sleeveExpress,
+      expressThread: config.sleeveThread,
     });
   } catch (err) {
     throw new WeavetsError(

@@ -98,6 +98,8 @@ interface NativeBinding {
     nowMs: number,
     macMaxAgeMs: number,
     countFlows: boolean,
+    thread?: boolean,
+    schedSliceNs?: number,
   ): NativeExpressHandle;
   expressAddNetwork(h: NativeExpressHandle, networkId: number, tap: NativeTapHandle): boolean;
   expressRemoveNetwork(h: NativeExpressHandle, networkId: number): void;
@@ -490,6 +492,17 @@ export const enum ExpressTake {
 
 export const EXPRESS_ENTRY_LENGTH: Readonly<Record<ExpressTake, number>> = [6, 3, 7, 6, 3];
 
+/** How ExpressPath.create sets a path up. */
+export interface ExpressOptions {
+  nowMs: number;
+  macMaxAgeMs: number;
+  countFlows: boolean;
+  /** Batches on a native thread of the path's own, not the event loop. */
+  thread?: boolean;
+  /** That thread's scheduler slice in ns (setSchedSlice); 0 or absent: the default. */
+  schedSliceNs?: number;
+}
+
 /** What the express path may do for one peer (ExpressPath.setPeer). */
 export interface ExpressPeer {
   /** Underlay IPv4 address, host order, and UDP port. */
@@ -514,12 +527,13 @@ export interface ExpressPeer {
 export class ExpressPath {
   private constructor(private readonly handle: NativeExpressHandle) {}
 
-  /** nowMs: the caller's clock now (the path reads the monotonic clock with this offset). */
-  static create(
-    socket: UdpBatchSocket,
-    self: { high: number; low: number },
-    opts: { nowMs: number; macMaxAgeMs: number; countFlows: boolean },
-  ): ExpressPath {
+  /**
+   * nowMs: the caller's clock now (the path reads the monotonic clock with this offset).
+   * thread: run the batches on a native data path thread of the path's own
+   * (native/src/iothread.c) instead of the event loop, asking for a schedSliceNs scheduler
+   * slice for it (0: the kernel's default); throws when the thread cannot start.
+   */
+  static create(socket: UdpBatchSocket, self: { high: number; low: number }, opts: ExpressOptions): ExpressPath {
     return new ExpressPath(
       native().expressCreate(
         UdpBatchSocket.handleOf(socket),
@@ -528,6 +542,8 @@ export class ExpressPath {
         opts.nowMs,
         opts.macMaxAgeMs,
         opts.countFlows,
+        opts.thread ?? false,
+        opts.schedSliceNs ?? 0,
       ),
     );
   }

@@ -38,6 +38,22 @@ async function expressSuperframes(lab: Lab, host: Host, direction: 'sent' | 'del
   return m === null ? -1 : Number(m[1]);
 }
 
+/** /proc/PID/task/TID/ of the daemon's threads named weavets-dp. */
+function dataPathThreads(lab: Lab, host: Host): string[] {
+  const pid = lab.daemonPid(host);
+  expect(pid, `${host.name}'s daemon pid`).toBeDefined();
+  const tasks = `/proc/${pid}/task`;
+  return fs
+    .readdirSync(tasks)
+    .map((tid) => path.join(tasks, tid))
+    .filter((dir) => fs.readFileSync(path.join(dir, 'comm'), 'utf8').trim() === 'weavets-dp');
+}
+
+/** The nanoseconds a thread has run on a CPU (the first field of its schedstat). */
+function threadRuntimeNs(taskDir: string): number {
+  return Number(fs.readFileSync(path.join(taskDir, 'schedstat'), 'utf8').split(' ')[0]);
+}
+
 /**
  * 20 pings from `from` to `toIp` (all must answer); what the express path of each of
  * `hosts` sent and delivered meanwhile.
@@ -123,6 +139,22 @@ describe('sleeve express path: C forwards plain unicast, JS the rest', () => {
       expect(d.sent).toBeGreaterThanOrEqual(18);
       expect(d.delivered).toBeGreaterThanOrEqual(18);
     }
+  });
+
+  it('the express path runs on its own data path thread, which does the forwarding while pings flow', async () => {
+    // Each express host has one thread named weavets-dp (native/src/iothread.c); its CPU
+    // time grows with the frames C carries. host3, all JS, has none.
+    const dp1 = dataPathThreads(lab, host1);
+    expect(dp1, "threads named weavets-dp in host1's daemon").toHaveLength(1);
+    expect(dataPathThreads(lab, host2)).toHaveLength(1);
+    expect(dataPathThreads(lab, host3)).toHaveLength(0);
+    const before = threadRuntimeNs(dp1[0]!);
+    const sentBefore = (await expressFrames(lab, host1)).sent;
+    const r = await lab.ping(c1, ip2, { count: 200, intervalS: 0.005 });
+    expect(r.received, r.output).toBe(200);
+    expect((await expressFrames(lab, host1)).sent - sentBefore).toBeGreaterThanOrEqual(190);
+    // At least a microsecond per frame C sent (it read, checked and sent each one there).
+    expect(threadRuntimeNs(dp1[0]!) - before).toBeGreaterThan(190_000);
   });
 
   it('a host launched with --no-sleeve-express carries nothing in C, and talks to express hosts both ways', async () => {

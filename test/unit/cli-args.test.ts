@@ -150,6 +150,7 @@ describe('argument validators', () => {
       policyDryRun: false,
       flows: true,
       sleeveExpress: true,
+      sleeveThread: true,
     });
     // The background launch hands the foreground child exactly this config, over a pipe.
     expect(childLaunchArgs()).toEqual(['launch', '--foreground', '--config-fd', '3']);

@@ -36,6 +36,7 @@ function base(): DaemonConfig {
     policyDryRun: false,
     flows: true,
     sleeveExpress: true,
+    sleeveThread: true,
   };
 }
 

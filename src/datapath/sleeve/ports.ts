@@ -9,7 +9,14 @@
  * rxLengths[i]), valid only during the callback; a length of 0 is an entry that did not
  * fit its slot (dropped as truncated). src/native/index.ts documents the details.
  */
-import { ExpressPath, TapDevice, UdpBatchSocket, type ExpressPeer, type ExpressTake } from '../../native';
+import {
+  ExpressPath,
+  TapDevice,
+  UdpBatchSocket,
+  type ExpressOptions,
+  type ExpressPeer,
+  type ExpressTake,
+} from '../../native';
 import type { Netlink } from '../../netlink';
 import type { OverlayNetwork } from '../../router/overlay';
 
@@ -90,7 +97,7 @@ export interface ExpressPort {
 export function kernelExpress(
   socket: UdpBatchSocket,
   self: { high: number; low: number },
-  opts: { nowMs: number; macMaxAgeMs: number; countFlows: boolean },
+  opts: ExpressOptions,
 ): ExpressPort {
   const path = ExpressPath.create(socket, self, opts);
   return {

@@ -160,10 +160,15 @@ export interface SleeveOptions {
    * native/src/express.c). Default true; false keeps every frame on the JS path.
    */
   express?: boolean;
+  /**
+   * Run the express path's batches on a native data path thread (native/src/iothread.c)
+   * instead of the event loop thread. Default true; ignored without the express path.
+   */
+  expressThread?: boolean;
 }
 
 /** What a sleeve is built from: the options without the kernel specifics, and its ports and clock. */
-export type SleeveParts = Omit<SleeveOptions, 'bindAddress' | 'port' | 'netlink' | 'express'> & {
+export type SleeveParts = Omit<SleeveOptions, 'bindAddress' | 'port' | 'netlink' | 'express' | 'expressThread'> & {
   socket: UdpRing;
   links: SleeveLinks;
   clock: Clock;
@@ -274,15 +279,32 @@ export class SleeveDatapath implements Datapath {
       opts.log.warn('cannot shorten the scheduler slice', { error: (err as Error).message });
     }
     if (!shortSlice) opts.log.info('kernel keeps the default scheduler slice (custom slices need Linux 6.12)');
-    const { bindAddress: _bindAddress, port: _port, netlink, express: useExpress, ...rest } = opts;
-    const express =
-      useExpress === false
-        ? undefined
-        : kernelExpress(
-            socket,
-            { high: highHalf(opts.self), low: lowHalf(opts.self) },
-            { nowMs: systemClock.now(), macMaxAgeMs: MAC_MAX_AGE_MS, countFlows: opts.flows !== undefined },
-          );
+    const {
+      bindAddress: _bindAddress,
+      port: _port,
+      netlink,
+      express: useExpress,
+      expressThread: _expressThread,
+      ...rest
+    } = opts;
+    const self = { high: highHalf(opts.self), low: lowHalf(opts.self) };
+    const expressOpts = { nowMs: systemClock.now(), macMaxAgeMs: MAC_MAX_AGE_MS, countFlows: opts.flows !== undefined };
+    let express: ExpressPort | undefined;
+    if (useExpress !== false && opts.expressThread !== false) {
+      try {
+        // The thread asks for the loop thread's short slice too (setSchedSlice above).
+        express = kernelExpress(socket, self, {
+          ...expressOpts,
+          thread: true,
+          schedSliceNs: shortSlice ? SCHED_SLICE_NS : 0,
+        });
+      } catch (err) {
+        opts.log.warn('cannot start the data path thread; the express path runs on the event loop', {
+          error: (err as Error).message,
+        });
+      }
+    }
+    if (useExpress !== false && express === undefined) express = kernelExpress(socket, self, expressOpts);
     return new SleeveDatapath({ ...rest, socket, express, links: kernelLinks(netlink), clock: systemClock });
   }
 

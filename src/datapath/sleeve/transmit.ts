@@ -62,7 +62,8 @@ export class TransmitArena {
   private readonly fragPorts = new Uint16Array(MAX_FRAGMENTS);
   /**
    * The next fragment series id, one sequence per sender: a cell of its own ArrayBuffer
-   * (never moved by V8), which the express path also numbers its series from.
+   * (never moved by V8), which the express path also numbers its series from, on the data
+   * path thread when it has one: so both take ids with an atomic add.
    */
   readonly fragmentIds = new Uint32Array(new ArrayBuffer(4)).fill(1);
   private gsoWorks = true;
@@ -210,8 +211,9 @@ export class TransmitArena {
     }
     const seg = p.pmtu;
     const chunkMax = seg - DATAGRAM_HEADER_LENGTH - FRAGMENT_HEADER_LENGTH;
-    const id = this.fragmentIds[0]!;
-    this.fragmentIds[0] = (id + 1) >>> 0 || 1;
+    // 0 is never an id: after 2^32 series the cell wraps through it.
+    let id = Atomics.add(this.fragmentIds, 0, 1);
+    if (id === 0) id = Atomics.add(this.fragmentIds, 0, 1);
     const fb = this.fragBuf;
     let w = 0;
     let n = 0;
