@@ -177,10 +177,13 @@ static void *thread_main(void *arg) {
         continue;
       }
       if (p->iot_armed) disarm(t, p);
-      if (run_batch(p, now))
+      if (run_batch(p, now)) {
         handoff = 1;
-      else
-        arm(t, p);
+        continue;
+      }
+      arm(t, p);
+      /* Still held: what arrived meanwhile took it further, and its wait starts afresh. */
+      if (p->held && (!wake_by || p->held_until < wake_by)) wake_by = p->held_until;
     }
     int stopping = t->stopping;
     pthread_mutex_unlock(&t->mu);
@@ -203,7 +206,6 @@ static void on_async(uv_async_t *a) {
     uint32_t n = p->handoff_n, first = p->handoff_first;
     int err = p->handoff_err;
     p->handoff_pending = 0;
-    p->held = 0;
     pthread_mutex_unlock(&t->mu);
     if (!pending) continue;
     weavets_poller_deliver(p, n, first, err);
@@ -296,8 +298,9 @@ void weavets_iothread_detach_locked(weavets_poller *p, int resume) {
   t->gen[p->iot_slot]++;
   p->iot = NULL;
   p->iot_armed = 0;
-  /* A batch handed off but not yet delivered goes with it: the poller closes, or its
-   * network left the express path, and that batch's frames are the ones JS drops. */
+  /* A batch handed off but not yet delivered, or held, goes with it: the poller closes,
+   * or its network or the whole express path is going away, and those frames are lost
+   * as a closing socket's queue is. */
   p->handoff_pending = 0;
   p->held = 0;
   if (resume && p->reading) weavets_poller_resume_loop(p);
