@@ -904,10 +904,11 @@ static void detach_udp(weavets_poller *udp) {
   weavets_iothread_unlock(iot);
 }
 
-/* Lock held. The TAP goes back to the loop, its frames to JS. */
-static void remove_network(express *x, xp_net *net) {
+/* Lock held. The TAP goes back to the loop (unless the environment is going away), its
+ * frames to JS. */
+static void remove_network(express *x, xp_net *net, int resume) {
   weavets_poller *tap = net->tap;
-  weavets_iothread_detach_locked(tap, 1);
+  weavets_iothread_detach_locked(tap, resume);
   tap->express = NULL;
   tap->express_ctx = NULL;
   tap->express_detach = NULL;
@@ -919,10 +920,7 @@ static void remove_network(express *x, xp_net *net) {
 static void express_unhook(express *x, int resume) {
   weavets_iothread_lock(x->iot);
   for (int i = 0; i < MAX_NETWORKS; i++)
-    if (x->nets[i].tap) {
-      if (!resume) weavets_iothread_detach_locked(x->nets[i].tap, 0);
-      remove_network(x, &x->nets[i]);
-    }
+    if (x->nets[i].tap) remove_network(x, &x->nets[i], resume);
   if (x->udp) {
     weavets_iothread_detach_locked(x->udp, resume);
     x->udp->express = NULL;
@@ -1059,16 +1057,11 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   /* Keep the socket object alive as long as we are hooked into it. */
   napi_create_reference(env, argv[0], 1, &x->udp_ref);
+  int err = 0;
+  const char *failed = "data path thread";
   if (thread) {
-    int err = 0;
     x->iot = weavets_iothread_start(env, slice_ns, &err);
-    if (!x->iot) {
-      napi_value ignored;
-      napi_remove_wrap(env, obj, (void **)&ignored);
-      express_finalize(env, x, NULL);
-      weavets_throw_errno(env, "data path thread", err);
-      return NULL;
-    }
+    if (!x->iot) goto thread_failed;
     napi_add_env_cleanup_hook(env, express_env_cleanup, x);
   }
   weavets_iothread_lock(x->iot);
@@ -1076,16 +1069,16 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   udp->express_ctx = x;
   udp->express_detach = detach_udp;
   udp->express = express_from_udp;
-  int err = x->iot ? weavets_iothread_attach_locked(x->iot, udp) : 0;
+  err = x->iot ? weavets_iothread_attach_locked(x->iot, udp) : 0;
   weavets_iothread_unlock(x->iot);
-  if (err) {
-    napi_value ignored;
-    napi_remove_wrap(env, obj, (void **)&ignored);
-    express_finalize(env, x, NULL);
-    weavets_throw_errno(env, "data path thread: the socket", err);
-    return NULL;
-  }
-  return obj;
+  if (!err) return obj;
+  failed = "data path thread: the socket";
+thread_failed:;
+  void *ignored;
+  napi_remove_wrap(env, obj, &ignored);
+  express_finalize(env, x, NULL);
+  weavets_throw_errno(env, failed, err);
+  return NULL;
 }
 
 static napi_value js_add_network(napi_env env, napi_callback_info info) {
@@ -1119,7 +1112,7 @@ static napi_value js_add_network(napi_env env, napi_callback_info info) {
     /* A TAP the thread cannot take (epoll refused it) stays on JS: C must not run for it
      * on the loop while the thread runs the socket's batches. */
     int taken = !x->iot || weavets_iothread_attach_locked(x->iot, tap) == 0;
-    if (!taken) remove_network(x, net);
+    if (!taken) remove_network(x, net, 1);
     weavets_iothread_unlock(x->iot);
     napi_value result;
     napi_get_boolean(env, taken, &result);
@@ -1139,7 +1132,7 @@ static napi_value js_remove_network(napi_env env, napi_callback_info info) {
   if (!x || !weavets_get_u32(env, argv[1], "networkId", &id)) return NULL;
   weavets_iothread_lock(x->iot);
   xp_net *net = net_find(x, id);
-  if (net) remove_network(x, net);
+  if (net) remove_network(x, net, 1);
   weavets_iothread_unlock(x->iot);
   return NULL;
 }

@@ -48,16 +48,13 @@
 #define HOLD_NS 1000000
 
 struct weavets_iothread {
-  napi_env env;
   pthread_mutex_t mu;
   pthread_t thread;
-  int started; /* the thread runs (joined once stopped) */
   int epfd;
-  int wakefd; /* eventfd: stop */
-  int stopping;
+  int wakefd;   /* eventfd: stop */
+  int stopping; /* set once: the thread is stopped and joined, or being so */
   uint64_t sched_slice_ns;
   uv_async_t async; /* the thread -> the loop: a hand-off is pending */
-  int async_open;
   weavets_poller *slots[IOT_SLOTS];
   uint32_t gen[IOT_SLOTS];
 };
@@ -89,7 +86,6 @@ static void disarm(weavets_iothread *t, weavets_poller *p) {
 
 /* The loop keeps running while a poller in the thread reads, as it would for its uv_poll. */
 static void update_ref(weavets_iothread *t) {
-  if (!t->async_open) return;
   int reading = 0;
   for (uint32_t i = 0; i < IOT_SLOTS && !reading; i++)
     reading = t->slots[i] && t->slots[i]->reading;
@@ -110,27 +106,21 @@ static void update_ref(weavets_iothread *t) {
  */
 static int run_batch(weavets_poller *p, uint64_t now) {
   int err = 0;
-  uint32_t from = p->held ? p->held_first : 0, had = p->held ? p->held_n : 0;
-  uint32_t n = p->drain(p, had, &err);
-  uint32_t first = from;
+  /* While held, nothing else drains p: ring_filled is still where the hold left it. */
+  uint32_t from = p->held ? p->held_first : 0, had = p->held ? p->ring_filled : 0, first;
   p->express_hold = 0;
-  if (n > had && p->express) {
-    first = p->express(p, from, n);
-    n = p->ring_filled; /* the express path may have drained more */
-  }
+  uint32_t n = weavets_poller_take_batch(p, from, had, &first, &err);
   int waited_out = p->held && now >= p->held_until && first == from;
   if (p->express_hold && err == 0 && !waited_out) {
     if (!p->held || first > from) p->held_until = now + HOLD_NS; /* progress: wait afresh */
     p->held = 1;
     p->held_first = first;
-    p->held_n = n;
     return 0;
   }
   if (p->held && n == had && err == 0 && !waited_out) return 0; /* nothing new yet */
   p->held = 0;
   if (first == n && err == 0) return 0;
   p->handoff_pending = 1;
-  p->handoff_n = n;
   p->handoff_first = first;
   p->handoff_err = err;
   return 1;
@@ -202,8 +192,9 @@ static void on_async(uv_async_t *a) {
     weavets_poller *p = t->slots[i];
     if (!p) continue;
     pthread_mutex_lock(&t->mu);
+    /* Unarmed until delivered, p is not drained: ring_filled is the handed-off batch's end. */
     int pending = p->handoff_pending;
-    uint32_t n = p->handoff_n, first = p->handoff_first;
+    uint32_t n = p->ring_filled, first = p->handoff_first;
     int err = p->handoff_err;
     p->handoff_pending = 0;
     pthread_mutex_unlock(&t->mu);
@@ -233,34 +224,34 @@ weavets_iothread *weavets_iothread_start(napi_env env, uint64_t sched_slice_ns, 
     *err = ENOMEM;
     return NULL;
   }
-  t->env = env;
   t->sched_slice_ns = sched_slice_ns;
   t->epfd = epoll_create1(EPOLL_CLOEXEC);
   t->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   struct epoll_event wake = {.events = EPOLLIN, .data.u64 = WAKE_TAG};
-  int r = 0;
-  if (t->epfd < 0 || t->wakefd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wakefd, &wake) < 0)
+  int r;
+  if (t->epfd < 0 || t->wakefd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wakefd, &wake) < 0) {
     r = errno;
-  else if ((r = pthread_mutex_init(&t->mu, NULL)) == 0) {
-    if ((r = -uv_async_init(loop, &t->async, on_async)) == 0) {
-      t->async.data = t;
-      t->async_open = 1;
-      uv_unref((uv_handle_t *)&t->async);
-      if ((r = pthread_create(&t->thread, NULL, thread_main, t)) == 0) {
-        t->started = 1;
-        /* Named here, not in the thread, so it has its name once this returns. */
-        pthread_setname_np(t->thread, "weavets-dp");
-        return t;
-      }
-      /* The handle's memory is t: close it, and free t in its callback. */
-      if (t->epfd >= 0) close(t->epfd);
-      if (t->wakefd >= 0) close(t->wakefd);
-      uv_close((uv_handle_t *)&t->async, on_async_closed);
-      *err = r;
-      return NULL;
-    }
-    pthread_mutex_destroy(&t->mu);
+    goto fail;
   }
+  if ((r = pthread_mutex_init(&t->mu, NULL)) != 0) goto fail;
+  if ((r = -uv_async_init(loop, &t->async, on_async)) != 0) {
+    pthread_mutex_destroy(&t->mu);
+    goto fail;
+  }
+  t->async.data = t;
+  uv_unref((uv_handle_t *)&t->async);
+  if ((r = pthread_create(&t->thread, NULL, thread_main, t)) == 0) {
+    /* Named here, not in the thread, so it has its name once this returns. */
+    pthread_setname_np(t->thread, "weavets-dp");
+    return t;
+  }
+  close(t->epfd);
+  close(t->wakefd);
+  /* The open handle's memory is t: it goes in the handle's close callback. */
+  uv_close((uv_handle_t *)&t->async, on_async_closed);
+  *err = r;
+  return NULL;
+fail:
   if (t->epfd >= 0) close(t->epfd);
   if (t->wakefd >= 0) close(t->wakefd);
   free(t);
@@ -338,8 +329,7 @@ void weavets_iothread_stop(weavets_iothread *t) {
   do
     w = write(t->wakefd, &one, sizeof one);
   while (w < 0 && errno == EINTR);
-  if (t->started) pthread_join(t->thread, NULL);
-  t->started = 0;
+  pthread_join(t->thread, NULL);
   close(t->epfd);
   close(t->wakefd);
   uv_close((uv_handle_t *)&t->async, on_async_closed);

@@ -154,20 +154,26 @@ void weavets_poller_deliver(weavets_poller *p, uint32_t n, uint32_t first, int e
   napi_close_handle_scope(env, scope);
 }
 
+uint32_t weavets_poller_take_batch(weavets_poller *p, uint32_t from, uint32_t had, uint32_t *first,
+                                   int *err) {
+  uint32_t n = p->drain(p, had, err);
+  *first = from;
+  if (n > had && p->express) {
+    *first = p->express(p, from, n);
+    n = p->ring_filled; /* the express path may have drained more */
+  }
+  return n;
+}
+
 static void poller_on_poll(uv_poll_t *h, int status, int events) {
   weavets_poller *p = h->data;
   if (!p->reading) return;
   int err = 0;
-  uint32_t n = 0;
+  uint32_t n = 0, first = 0;
   if (status < 0)
     err = -status;
   else
-    n = p->drain(p, 0, &err);
-  uint32_t first = 0;
-  if (n > 0 && p->express) {
-    first = p->express(p, 0, n);
-    n = p->ring_filled; /* the express path may have drained more */
-  }
+    n = weavets_poller_take_batch(p, 0, 0, &first, &err);
   if (first == n && err == 0) return;
   weavets_poller_deliver(p, n, first, err);
 }

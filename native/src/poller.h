@@ -60,14 +60,22 @@ struct weavets_poller {
   struct weavets_iothread *iot;
   uint32_t iot_slot;
   int iot_armed;       /* in the thread's epoll, waiting (one-shot: re-armed after a batch) */
-  int handoff_pending; /* the thread left [handoff_first, handoff_n) of a batch to JS */
-  uint32_t handoff_n, handoff_first;
+  int handoff_pending; /* the thread left [handoff_first, ring_filled) of a batch to JS */
+  uint32_t handoff_first;
   int handoff_err;
   int express_hold; /* set by the express path: hold [held_first, n) */
-  int held;         /* the ring holds [held_first, held_n) for the express path */
-  uint32_t held_first, held_n;
+  int held;         /* the ring holds [held_first, ring_filled) for the express path */
+  uint32_t held_first;
   uint64_t held_until; /* uv_hrtime(): then it goes to JS as it is */
 };
+
+/* Drain the ring from entry `had` on, then run the express path (if any) over entries
+ * [from, n) when that drain brought anything: returns n, the entries now filled (the
+ * express path may have drained more), and sets *first to the first entry left for JS
+ * (`from` if the express path did not run). Both the loop's poll callback and the data
+ * path thread take a batch this way. */
+uint32_t weavets_poller_take_batch(weavets_poller *p, uint32_t from, uint32_t had, uint32_t *first,
+                                   int *err);
 
 /* What the poll callback does with a drained batch after the express path ran on it:
  * JS gets [first, n), and a fatal errno goes to onError (or stops reading). JS thread;

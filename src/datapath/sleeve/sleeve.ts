@@ -279,18 +279,11 @@ export class SleeveDatapath implements Datapath {
       opts.log.warn('cannot shorten the scheduler slice', { error: (err as Error).message });
     }
     if (!shortSlice) opts.log.info('kernel keeps the default scheduler slice (custom slices need Linux 6.12)');
-    const {
-      bindAddress: _bindAddress,
-      port: _port,
-      netlink,
-      express: useExpress,
-      expressThread: _expressThread,
-      ...rest
-    } = opts;
+    const { bindAddress: _bindAddress, port: _port, netlink, express: useExpress, expressThread, ...rest } = opts;
     const self = { high: highHalf(opts.self), low: lowHalf(opts.self) };
     const expressOpts = { nowMs: systemClock.now(), macMaxAgeMs: MAC_MAX_AGE_MS, countFlows: opts.flows !== undefined };
     let express: ExpressPort | undefined;
-    if (useExpress !== false && opts.expressThread !== false) {
+    if (useExpress !== false && expressThread !== false) {
       try {
         // The thread asks for the loop thread's short slice too (setSchedSlice above).
         express = kernelExpress(socket, self, {
